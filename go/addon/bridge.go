@@ -1,0 +1,81 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+)
+
+// fdBridge hands a tailnet connection to Node as one end of a socketpair.
+// Two goroutines copy between the other end and the tailnet connection,
+// passing half-closes through; Node wraps its end in a net.Socket, so
+// streaming, backpressure and half-close are the kernel's.
+type fdBridge struct{}
+
+const sockBuf = 1 << 20
+
+func (fdBridge) Export(tc net.Conn, done func()) (map[string]any, error) {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("socketpair: %w", err)
+	}
+	for _, fd := range fds {
+		_ = syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_SNDBUF, sockBuf)
+		_ = syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_RCVBUF, sockBuf)
+	}
+	f := os.NewFile(uintptr(fds[0]), "meshguard-conn")
+	fc, err := net.FileConn(f) // dups the fd
+	f.Close()
+	if err != nil {
+		syscall.Close(fds[1])
+		return nil, fmt.Errorf("fileconn: %w", err)
+	}
+	uc := fc.(*net.UnixConn)
+	go pump(tc, uc, done)
+	return map[string]any{"fd": fds[1]}, nil
+}
+
+type closeWriter interface{ CloseWrite() error }
+
+// pump copies both ways. A clean EOF in one direction half-closes the other
+// side; an error in either direction tears the whole connection down.
+func pump(tc net.Conn, uc *net.UnixConn, done func()) {
+	var once sync.Once
+	teardown := func() {
+		once.Do(func() {
+			tc.Close()
+			uc.Close()
+		})
+	}
+	var wg sync.WaitGroup
+	copyHalf := func(dst, src net.Conn) {
+		defer wg.Done()
+		defer func() {
+			if r := recover(); r != nil {
+				teardown()
+			}
+		}()
+		buf := make([]byte, 256<<10)
+		_, err := io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, buf)
+		if err != nil {
+			teardown()
+			return
+		}
+		if cw, ok := dst.(closeWriter); ok {
+			if cw.CloseWrite() != nil {
+				teardown()
+			}
+		} else {
+			teardown()
+		}
+	}
+	wg.Add(2)
+	go copyHalf(tc, uc)
+	go copyHalf(uc, tc)
+	wg.Wait()
+	teardown()
+	done()
+}

@@ -1,0 +1,713 @@
+// Package core is meshguard's platform-neutral layer over tsnet.Server.
+//
+// Nodes and listeners live in tables of integer handles; callers never hold
+// Go pointers. The core speaks one message protocol (see protocol.go) so the
+// native Node addon and the js/wasm build are two thin transports over the
+// same code. A transport supplies a ConnBridge that turns a net.Conn into
+// something its host can hold (a socketpair fd natively, a stream handle in
+// wasm) and a Sink that delivers outgoing messages to the host.
+package core
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"tailscale.com/client/local"
+	"tailscale.com/envknob"
+	"tailscale.com/ipn"
+	"tailscale.com/ipn/ipnstate"
+	"tailscale.com/tsnet"
+)
+
+// Config describes a node to create. Field names follow the TypeScript
+// options so the host can forward them unchanged.
+type Config struct {
+	Dir           string   `json:"dir"`
+	Hostname      string   `json:"hostname"`
+	ControlURL    string   `json:"controlUrl"`
+	AuthKey       string   `json:"authKey"`
+	Ephemeral     bool     `json:"ephemeral"`
+	AdvertiseTags []string `json:"tags"`
+	Verbose       bool     `json:"verbose"`
+}
+
+// node is one tsnet.Server and what the core tracks for it.
+type node struct {
+	id     int64
+	cfg    Config
+	srv    *tsnet.Server
+	lc     *local.Client
+	ctx    context.Context // cancelled by close: aborts a pending Up and the watcher
+	cancel context.CancelFunc
+
+	mu        sync.Mutex
+	started   bool
+	closed    bool
+	lastPeers string // JSON of the last peers event, to emit only changes
+	listeners map[int64]*listener
+}
+
+type listener struct {
+	id   int64
+	node *node
+	port int
+	ln   net.Listener
+}
+
+// Core holds the handle tables. One Core serves every node of a process.
+type Core struct {
+	sink   Sink
+	bridge ConnBridge
+
+	mu        sync.Mutex
+	nextID    int64
+	nodes     map[int64]*node
+	listeners map[int64]*listener
+	conns     atomic.Int64 // bridged connections still open
+}
+
+// Sink delivers one outgoing JSON message (a response or an event) to the host.
+type Sink func(msg []byte)
+
+// ConnBridge hands a tailnet connection to the host. Export takes ownership
+// of c and returns the fields the host needs to use it (for example {"fd": 7}).
+// done is called once when the bridged connection is fully closed.
+type ConnBridge interface {
+	Export(c net.Conn, done func()) (map[string]any, error)
+}
+
+// New returns a Core that reports through sink and bridges connections with bridge.
+func New(sink Sink, bridge ConnBridge) *Core {
+	return &Core{sink: sink, bridge: bridge, nodes: map[int64]*node{}, listeners: map[int64]*listener{}}
+}
+
+// SafetyKnobs are the environment settings that keep a node off Tailscale's
+// public infrastructure. They must be in the environment before the Go runtime
+// starts (some are read at package init); SetKnobs repeats them through
+// envknob for the ones read lazily.
+var SafetyKnobs = []string{"TS_NO_LOGS_NO_SUPPORT", "TS_DISABLE_PORTMAPPER", "TS_DISABLE_UPNP", "TS_DEBUG_USE_DERP_HTTP", "TS_PANIC_IF_HIT_MAIN_CONTROL"}
+
+// Knobs reports the value the Go runtime sees for each safety knob.
+func Knobs() map[string]string {
+	out := map[string]string{}
+	for _, k := range SafetyKnobs {
+		out[k] = os.Getenv(k)
+	}
+	out["noLogsNoSupport"] = fmt.Sprint(envknob.NoLogsNoSupport())
+	return out
+}
+
+// Configure sets Tailscale environment knobs for the whole process. A Go
+// runtime inside a shared library sees the environment the process started
+// with, not later changes made by the host, so the host passes the knobs
+// here; envknob.Setenv also updates knobs that packages registered at init.
+// Only TS_* variables are accepted, and only before the first node exists.
+func (c *Core) Configure(env map[string]string) (map[string]string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.nextID > 0 && len(env) > 0 {
+		return nil, codeErr(ErrBadArgs, "core.Configure: environment knobs are process-wide and must be set before the first node is created")
+	}
+	for k, v := range env {
+		if !strings.HasPrefix(k, "TS_") {
+			return nil, codeErr(ErrBadArgs, "core.Configure: %q is not a TS_* knob", k)
+		}
+		envknob.Setenv(k, v)
+	}
+	return Knobs(), nil
+}
+
+func (c *Core) newID() int64 {
+	c.nextID++
+	return c.nextID
+}
+
+// Create registers a node without starting it, so that Close can abort a
+// pending Up.
+func (c *Core) Create(cfg Config) (int64, error) {
+	if cfg.Dir == "" {
+		return 0, codeErr(ErrBadArgs, "core.Create: dir is required")
+	}
+	if cfg.ControlURL == "" {
+		return 0, codeErr(ErrBadArgs, "core.Create: controlUrl is required")
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return 0, codeErr(ErrBadArgs, "core.Create: state dir: %v", err)
+	}
+	n := &node{cfg: cfg, listeners: map[int64]*listener{}}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n.srv = &tsnet.Server{
+		Dir:           filepath.Clean(cfg.Dir),
+		Hostname:      cfg.Hostname,
+		ControlURL:    cfg.ControlURL,
+		AuthKey:       cfg.AuthKey,
+		Ephemeral:     cfg.Ephemeral,
+		AdvertiseTags: cfg.AdvertiseTags,
+	}
+	c.mu.Lock()
+	n.id = c.newID()
+	c.nodes[n.id] = n
+	c.mu.Unlock()
+	// Logs go to the host as events when verbose, else nowhere: tsnet would
+	// otherwise print to stderr of the host process.
+	logf := func(format string, args ...any) {
+		if n.cfg.Verbose {
+			c.emit("log", n.id, map[string]any{"line": fmt.Sprintf(format, args...)})
+		}
+	}
+	n.srv.Logf = logf
+	n.srv.UserLogf = logf
+	return n.id, nil
+}
+
+func (c *Core) node(id int64) (*node, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n, ok := c.nodes[id]
+	if !ok {
+		return nil, codeErr(ErrClosed, "node %d is closed or does not exist", id)
+	}
+	return n, nil
+}
+
+// upNode is the result of Up.
+type upNode struct {
+	IPs      []string `json:"ips"`
+	Name     string   `json:"name"`
+	Hostname string   `json:"hostname"`
+	ID       string   `json:"id"`
+	Tags     []string `json:"tags"`
+	OnlineMs int64    `json:"onlineMs"`
+}
+
+// Up starts the node and waits until it is Running, reporting state changes
+// as "state" events. It fails fast when the control server refuses the
+// connection or rejects the auth key, and after timeout otherwise.
+func (c *Core) Up(id int64, timeout time.Duration) (*upNode, error) {
+	n, err := c.node(id)
+	if err != nil {
+		return nil, err
+	}
+	n.mu.Lock()
+	if n.started {
+		n.mu.Unlock()
+		return nil, codeErr(ErrBadArgs, "core.Up: node %d already started", id)
+	}
+	n.started = true
+	n.mu.Unlock()
+
+	t0 := time.Now()
+	if err := preflight(n.ctx, n.cfg.ControlURL); err != nil {
+		return nil, err
+	}
+	if err := n.srv.Start(); err != nil {
+		return nil, codeErr(ErrInternal, "core.Up: start: %v", err)
+	}
+	lc, err := n.srv.LocalClient()
+	if err != nil {
+		return nil, codeErr(ErrInternal, "core.Up: local client: %v", err)
+	}
+	n.lc = lc
+
+	ctx, cancel := context.WithTimeout(n.ctx, timeout)
+	defer cancel()
+	watcher, err := lc.WatchIPNBus(ctx, ipn.NotifyInitialState)
+	if err != nil {
+		return nil, c.ctxErr(n, ctx, err, timeout)
+	}
+	defer watcher.Close()
+	var lastState ipn.State = ipn.NoState
+	for {
+		msg, err := watcher.Next()
+		if err != nil {
+			return nil, c.ctxErr(n, ctx, err, timeout)
+		}
+		if msg.ErrMessage != nil {
+			return nil, classifyBackendErr(*msg.ErrMessage)
+		}
+		if msg.State == nil {
+			continue
+		}
+		st := *msg.State
+		if st != lastState {
+			lastState = st
+			c.emit("state", id, map[string]any{"state": st.String()})
+		}
+		if st != ipn.Running {
+			continue
+		}
+		status, err := lc.Status(ctx)
+		if err != nil {
+			return nil, c.ctxErr(n, ctx, err, timeout)
+		}
+		if len(status.TailscaleIPs) == 0 {
+			continue
+		}
+		out := &upNode{OnlineMs: time.Since(t0).Milliseconds()}
+		for _, ip := range status.TailscaleIPs {
+			out.IPs = append(out.IPs, ip.String())
+		}
+		if self := status.Self; self != nil {
+			out.Name = strings.TrimSuffix(self.DNSName, ".")
+			out.Hostname = self.HostName
+			out.ID = string(self.ID)
+			if self.Tags != nil {
+				out.Tags = self.Tags.AsSlice()
+			}
+		}
+		c.goSafe("watch", func() { c.watch(n) })
+		return out, nil
+	}
+}
+
+// ctxErr turns a failure while waiting for the node into the most useful error:
+// closed by the host, timed out (saying in which state it was stuck), or the
+// error itself.
+func (c *Core) ctxErr(n *node, ctx context.Context, err error, timeout time.Duration) error {
+	if n.ctx.Err() != nil {
+		return codeErr(ErrClosed, "node was closed while coming up")
+	}
+	if ctx.Err() != nil {
+		state := "unknown"
+		hint := ""
+		if st, e := n.lc.StatusWithoutPeers(context.Background()); e == nil {
+			state = st.BackendState
+			if st.AuthURL != "" || state == ipn.NeedsLogin.String() {
+				hint = " (the control server wants an interactive login: pass a valid, unexpired auth key)"
+			}
+			if len(st.Health) > 0 {
+				hint += "; health: " + strings.Join(st.Health, "; ")
+			}
+		}
+		return codeErr(ErrTimeout, "node did not come online within %v (state %s)%s", timeout, state, hint)
+	}
+	return codeErr(ErrInternal, "%v", err)
+}
+
+// watch follows the IPN bus for the life of the node and emits a "netmap"
+// event with the peer list whenever the set of peers or their fields change.
+func (c *Core) watch(n *node) {
+	w, err := n.lc.WatchIPNBus(n.ctx, ipn.NotifyInitialNetMap|ipn.NotifyInitialState)
+	if err != nil {
+		return
+	}
+	defer w.Close()
+	for {
+		msg, err := w.Next()
+		if err != nil {
+			return
+		}
+		if msg.State != nil {
+			c.emit("state", n.id, map[string]any{"state": msg.State.String()})
+		}
+		if msg.ErrMessage != nil {
+			c.emit("error", n.id, map[string]any{"message": *msg.ErrMessage})
+		}
+		if msg.NetMap != nil {
+			peers, err := c.peers(n, n.ctx)
+			if err != nil {
+				continue
+			}
+			js := mustJSON(peers)
+			n.mu.Lock()
+			changed := js != n.lastPeers
+			n.lastPeers = js
+			n.mu.Unlock()
+			if changed {
+				c.emit("netmap", n.id, map[string]any{"peers": peers})
+			}
+		}
+	}
+}
+
+// Peer is a peer as the host sees it.
+type Peer struct {
+	ID       string   `json:"id"`
+	Name     string   `json:"name"`
+	Hostname string   `json:"hostname"`
+	IPs      []string `json:"ips"`
+	Tags     []string `json:"tags"`
+	Online   bool     `json:"online"`
+	User     string   `json:"user,omitempty"`
+}
+
+func (c *Core) peers(n *node, ctx context.Context) ([]Peer, error) {
+	if n.lc == nil {
+		return nil, codeErr(ErrBadArgs, "node is not up yet")
+	}
+	st, err := n.lc.Status(ctx)
+	if err != nil {
+		return nil, codeErr(ErrInternal, "core.Peers: %v", err)
+	}
+	out := []Peer{}
+	for _, p := range st.Peer {
+		out = append(out, toPeer(st, p))
+	}
+	sortPeers(out)
+	return out, nil
+}
+
+func toPeer(st *ipnstate.Status, p *ipnstate.PeerStatus) Peer {
+	pe := Peer{ID: string(p.ID), Name: strings.TrimSuffix(p.DNSName, "."), Hostname: p.HostName, Online: p.Online, IPs: []string{}, Tags: []string{}}
+	for _, ip := range p.TailscaleIPs {
+		pe.IPs = append(pe.IPs, ip.String())
+	}
+	if p.Tags != nil {
+		pe.Tags = p.Tags.AsSlice()
+	}
+	if u, ok := st.User[p.UserID]; ok && len(pe.Tags) == 0 {
+		pe.User = u.LoginName
+	}
+	return pe
+}
+
+// Peers returns the peers in the node's current netmap.
+func (c *Core) Peers(id int64) ([]Peer, error) {
+	n, err := c.node(id)
+	if err != nil {
+		return nil, err
+	}
+	return c.peers(n, n.ctx)
+}
+
+// Status returns the node's backend state and addresses.
+func (c *Core) Status(id int64) (map[string]any, error) {
+	n, err := c.node(id)
+	if err != nil {
+		return nil, err
+	}
+	if n.lc == nil {
+		return map[string]any{"state": "NoState"}, nil
+	}
+	st, err := n.lc.StatusWithoutPeers(n.ctx)
+	if err != nil {
+		return nil, codeErr(ErrInternal, "core.Status: %v", err)
+	}
+	ips := []string{}
+	for _, ip := range st.TailscaleIPs {
+		ips = append(ips, ip.String())
+	}
+	out := map[string]any{"state": st.BackendState, "ips": ips, "health": st.Health}
+	if st.Self != nil {
+		out["name"] = strings.TrimSuffix(st.Self.DNSName, ".")
+		out["id"] = string(st.Self.ID)
+	}
+	return out, nil
+}
+
+// resolve maps a MagicDNS name (short or fully qualified) or a tailnet IP to
+// an address of a peer in the netmap. Anything else is ErrNoPeer: the core
+// never falls back to the host network or system DNS, so a tailnet dial can
+// only ever reach the tailnet.
+func (c *Core) resolve(n *node, host string) (netip.Addr, error) {
+	st, err := n.lc.Status(n.ctx)
+	if err != nil {
+		return netip.Addr{}, codeErr(ErrInternal, "core.Dial: status: %v", err)
+	}
+	want := strings.ToLower(strings.TrimSuffix(host, "."))
+	ip, perr := netip.ParseAddr(want)
+	isIP := perr == nil
+	var names []string
+	for _, p := range st.Peer {
+		fq := strings.ToLower(strings.TrimSuffix(p.DNSName, "."))
+		short, _, _ := strings.Cut(fq, ".")
+		names = append(names, short)
+		for _, a := range p.TailscaleIPs {
+			if isIP && a == ip.Unmap() {
+				return a, nil
+			}
+		}
+		if !isIP && (want == fq || want == short) && len(p.TailscaleIPs) > 0 {
+			for _, a := range p.TailscaleIPs {
+				if a.Is4() {
+					return a, nil
+				}
+			}
+			return p.TailscaleIPs[0], nil
+		}
+	}
+	sortStrings(names)
+	known := strings.Join(names, ", ")
+	if known == "" {
+		known = "none"
+	}
+	return netip.Addr{}, codeErr(ErrNoPeer, "%q is not a peer of this node (peers: %s); the control server only sends the peers policy lets this node reach", host, known)
+}
+
+// Dial connects to host:port over the tailnet and exports the connection.
+func (c *Core) Dial(id int64, host string, port int, timeout time.Duration) (map[string]any, error) {
+	n, err := c.node(id)
+	if err != nil {
+		return nil, err
+	}
+	if n.lc == nil {
+		return nil, codeErr(ErrBadArgs, "core.Dial: node is not up; await start() first")
+	}
+	if port <= 0 || port > 65535 {
+		return nil, codeErr(ErrBadArgs, "core.Dial: port %d out of range 1-65535", port)
+	}
+	addr, err := c.resolve(n, host)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(n.ctx, timeout)
+	defer cancel()
+	t0 := time.Now()
+	conn, err := n.srv.Dial(ctx, "tcp", netip.AddrPortFrom(addr, uint16(port)).String())
+	if err != nil {
+		if n.ctx.Err() != nil {
+			return nil, codeErr(ErrClosed, "core.Dial: node closed")
+		}
+		if ctx.Err() != nil {
+			return nil, codeErr(ErrTimeout, "core.Dial: %s:%d (%s) did not answer within %v", host, port, addr, timeout)
+		}
+		return nil, codeErr(ErrDial, "core.Dial: %s:%d (%s): %v", host, port, addr, err)
+	}
+	out, err := c.export(conn)
+	if err != nil {
+		return nil, err
+	}
+	out["remoteAddr"] = conn.RemoteAddr().String()
+	out["localAddr"] = conn.LocalAddr().String()
+	out["dialUs"] = time.Since(t0).Microseconds()
+	return out, nil
+}
+
+func (c *Core) export(conn net.Conn) (map[string]any, error) {
+	c.conns.Add(1)
+	out, err := c.bridge.Export(conn, func() { c.conns.Add(-1) })
+	if err != nil {
+		c.conns.Add(-1)
+		conn.Close()
+		return nil, codeErr(ErrInternal, "core: export connection: %v", err)
+	}
+	return out, nil
+}
+
+// Listen listens on a tailnet TCP port of the node. Accepted connections are
+// delivered as "accept" events carrying the listener handle.
+func (c *Core) Listen(id int64, port int) (int64, error) {
+	n, err := c.node(id)
+	if err != nil {
+		return 0, err
+	}
+	if n.lc == nil {
+		return 0, codeErr(ErrBadArgs, "core.Listen: node is not up; await start() first")
+	}
+	if port <= 0 || port > 65535 {
+		return 0, codeErr(ErrBadArgs, "core.Listen: port %d out of range 1-65535", port)
+	}
+	n.mu.Lock()
+	for _, l := range n.listeners {
+		if l.port == port {
+			n.mu.Unlock()
+			return 0, codeErr(ErrPortInUse, "core.Listen: tailnet port %d is already listened on by this node", port)
+		}
+	}
+	n.mu.Unlock()
+	ln, err := n.srv.Listen("tcp", fmt.Sprintf(":%d", port))
+	if err != nil {
+		if strings.Contains(err.Error(), "already") || strings.Contains(err.Error(), "in use") {
+			return 0, codeErr(ErrPortInUse, "core.Listen: tailnet port %d: %v", port, err)
+		}
+		return 0, codeErr(ErrInternal, "core.Listen: %v", err)
+	}
+	l := &listener{node: n, port: port, ln: ln}
+	c.mu.Lock()
+	l.id = c.newID()
+	c.listeners[l.id] = l
+	c.mu.Unlock()
+	n.mu.Lock()
+	n.listeners[l.id] = l
+	n.mu.Unlock()
+	c.goSafe("accept", func() { c.acceptLoop(l) })
+	return l.id, nil
+}
+
+func (c *Core) acceptLoop(l *listener) {
+	defer func() {
+		c.dropListener(l)
+		c.emit("listenerClosed", l.node.id, map[string]any{"listener": l.id})
+	}()
+	for {
+		conn, err := l.ln.Accept()
+		if err != nil {
+			return
+		}
+		out, err := c.export(conn)
+		if err != nil {
+			continue
+		}
+		out["listener"] = l.id
+		out["remoteAddr"] = conn.RemoteAddr().String()
+		out["localAddr"] = conn.LocalAddr().String()
+		c.emit("accept", l.node.id, out)
+	}
+}
+
+func (c *Core) dropListener(l *listener) {
+	c.mu.Lock()
+	delete(c.listeners, l.id)
+	c.mu.Unlock()
+	l.node.mu.Lock()
+	delete(l.node.listeners, l.id)
+	l.node.mu.Unlock()
+}
+
+// CloseListener stops accepting on a listener. Connections already accepted stay open.
+func (c *Core) CloseListener(lid int64) error {
+	c.mu.Lock()
+	l, ok := c.listeners[lid]
+	c.mu.Unlock()
+	if !ok {
+		return codeErr(ErrClosed, "listener %d is closed", lid)
+	}
+	l.ln.Close()
+	c.dropListener(l)
+	return nil
+}
+
+// WhoIsResult is what the core knows of the node behind a tailnet address.
+type WhoIsResult struct {
+	Node struct {
+		ID       string   `json:"id"`
+		Name     string   `json:"name"`
+		Hostname string   `json:"hostname"`
+		Tags     []string `json:"tags"`
+		IPs      []string `json:"ips"`
+	} `json:"node"`
+	User struct {
+		Login       string `json:"login"`
+		DisplayName string `json:"displayName"`
+	} `json:"user"`
+	Tagged bool                         `json:"tagged"`
+	Caps   map[string][]json.RawMessage `json:"caps"`
+}
+
+// WhoIs identifies the node behind addr ("ip" or "ip:port").
+func (c *Core) WhoIs(id int64, addr string) (*WhoIsResult, error) {
+	n, err := c.node(id)
+	if err != nil {
+		return nil, err
+	}
+	if n.lc == nil {
+		return nil, codeErr(ErrBadArgs, "core.WhoIs: node is not up")
+	}
+	ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
+	defer cancel()
+	res, err := n.lc.WhoIs(ctx, addr)
+	if err != nil {
+		if errors.Is(err, local.ErrPeerNotFound) || strings.Contains(err.Error(), "not found") {
+			return nil, codeErr(ErrWhoIsNotFound, "core.WhoIs: no tailnet node has address %s", addr)
+		}
+		return nil, codeErr(ErrInternal, "core.WhoIs: %v", err)
+	}
+	out := &WhoIsResult{Caps: map[string][]json.RawMessage{}}
+	if nd := res.Node; nd != nil {
+		out.Node.ID = string(nd.StableID)
+		out.Node.Name = strings.TrimSuffix(nd.Name, ".")
+		out.Node.Hostname = nd.ComputedName
+		if nd.Hostinfo.Valid() {
+			out.Node.Hostname = nd.Hostinfo.Hostname()
+		}
+		out.Node.Tags = append([]string{}, nd.Tags...)
+		out.Tagged = len(nd.Tags) > 0
+		for _, p := range nd.Addresses {
+			out.Node.IPs = append(out.Node.IPs, p.Addr().String())
+		}
+	}
+	if up := res.UserProfile; up != nil {
+		out.User.Login = up.LoginName
+		out.User.DisplayName = up.DisplayName
+	}
+	for k, vs := range res.CapMap {
+		for _, v := range vs {
+			out.Caps[string(k)] = append(out.Caps[string(k)], json.RawMessage(v))
+		}
+	}
+	return out, nil
+}
+
+// Close closes a node: its listeners, then (for an ephemeral node, or when
+// logout is asked) logs it out so the control server forgets it at once, then
+// shuts the tsnet.Server down. Close aborts a pending Up.
+func (c *Core) Close(id int64, logout bool) error {
+	n, err := c.node(id)
+	if err != nil {
+		return err
+	}
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return codeErr(ErrClosed, "node %d is already closed", id)
+	}
+	n.closed = true
+	ls := make([]*listener, 0, len(n.listeners))
+	for _, l := range n.listeners {
+		ls = append(ls, l)
+	}
+	n.mu.Unlock()
+	for _, l := range ls {
+		l.ln.Close()
+		c.dropListener(l)
+	}
+	if n.lc != nil && (logout || n.cfg.Ephemeral) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = n.lc.Logout(ctx) // best effort: the inactivity timeout is the backstop
+		cancel()
+	}
+	n.cancel()
+	n.mu.Lock()
+	started := n.started
+	n.mu.Unlock()
+	if started {
+		n.srv.Close()
+	}
+	c.mu.Lock()
+	delete(c.nodes, id)
+	c.mu.Unlock()
+	return nil
+}
+
+// Handles reports how many entries each handle table holds, so tests can
+// check that closing drains them to zero.
+func (c *Core) Handles() map[string]int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return map[string]int64{"nodes": int64(len(c.nodes)), "listeners": int64(len(c.listeners)), "conns": c.conns.Load()}
+}
+
+// goSafe runs f on a goroutine that can never take the process down: a panic
+// is recovered and reported as a "panic" event.
+func (c *Core) goSafe(what string, f func()) {
+	go func() {
+		defer c.recoverTo(what, nil)
+		f()
+	}()
+}
+
+func (c *Core) recoverTo(what string, onPanic func(error)) {
+	if r := recover(); r != nil {
+		err := codeErr(ErrPanic, "core: panic in %s: %v", what, r)
+		c.emit("panic", 0, map[string]any{"where": what, "message": fmt.Sprint(r), "stack": string(debug.Stack())})
+		if onPanic != nil {
+			onPanic(err)
+		}
+	}
+}
+
+// emit sends an event to the host.
+func (c *Core) emit(event string, nodeID int64, data map[string]any) {
+	c.sink([]byte(mustJSON(map[string]any{"event": event, "node": nodeID, "data": data})))
+}

@@ -1,0 +1,540 @@
+/**
+ * LocalControl: a headscale control server on 127.0.0.1 for development,
+ * tests, the demo and the benchmarks, with typed wrappers over its CLI.
+ *
+ * Facts about headscale v0.29.2 this file relies on (checked against its
+ * source and a running binary):
+ * - the CLI talks gRPC over the unix socket when `cli.address` is empty;
+ *   with `-o json` it prints protobuf messages with snake_case keys, omits
+ *   zero values (`online: false` is absent, an empty list is `null`), turns
+ *   off its logging, and prints a failure to stderr as `{"error": "..."}`
+ *   with exit status 1;
+ * - every config key can be overridden by a `HEADSCALE_*` variable (viper
+ *   AutomaticEnv), so children get an environment without them;
+ * - an auth key must be tagged or owned by a user (tags need no user); tags
+ *   must start with `tag:` but need not exist in the policy when the key is made;
+ * - `policy get` fails with "acl policy not found" until a policy is set.
+ */
+
+import { spawn, type ChildProcess } from "node:child_process";
+import { rmSync } from "node:fs";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+
+import { ErrorCode, MeshguardError } from "../errors.js";
+import { ensureHeadscale } from "./build.js";
+import { offlineConfig, type Layout } from "./config.js";
+import { childEnv, freeTcpPort, freeUdpPort, httpOk, lastLines, runCommand, sleep } from "./proc.js";
+
+export { HEADSCALE_VERSION, ensureHeadscale, headscaleCacheDir, type EnsureHeadscaleOptions } from "./build.js";
+
+export interface LocalControlOptions {
+  /** State directory (config, keys, SQLite). Default: a fresh temp dir that `stop()` removes. A given dir is kept, so its tailnet persists. */
+  dir?: string;
+  /** headscale binary. Default: `ensureHeadscale()`. */
+  binary?: string;
+  /** Policy applied once the server is up: HuJSON text or a JSON object. Default: none (headscale then allows all). */
+  policy?: string | object;
+  /** Progress messages (building, starting). */
+  onProgress?: (msg: string) => void;
+  /** Every line headscale prints. */
+  log?: (line: string) => void;
+  /** headscale `log.level` (default "info"). */
+  logLevel?: string;
+  /** How long an ephemeral node may stay disconnected before removal (Go duration, > 65s; default "70s"). */
+  ephemeralInactivityTimeout?: string;
+  /** How long to wait for `/health` (default 20 s). */
+  startTimeoutMs?: number;
+}
+
+/** ControlUser is a headscale user. */
+export interface ControlUser {
+  id: number;
+  name: string;
+  displayName?: string;
+  email?: string;
+}
+
+export interface AuthKeyOptions {
+  /** Owning user: a number is an id, a string a name. Optional for tagged keys. */
+  user?: number | string;
+  /** Tags the node gets (each `tag:...`). Tagged nodes have no owning user. */
+  tags?: string[];
+  reusable?: boolean;
+  ephemeral?: boolean;
+  /** Lifetime such as "30m", "24h", "90d" (headscale's default: "1h"). */
+  expiration?: string;
+}
+
+/** ControlNode is a node as the control server sees it. */
+export interface ControlNode {
+  id: number;
+  /** Hostname the node reported. */
+  name: string;
+  /** Name in the tailnet (MagicDNS label). */
+  givenName: string;
+  ips: string[];
+  tags: string[];
+  /** Owning user's name; absent for tagged nodes. */
+  user?: string;
+  online: boolean;
+  /** Whether the node registered with an ephemeral key (absent when unknown). */
+  ephemeral?: boolean;
+  lastSeen?: Date;
+}
+
+export interface ControlExit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  /** True when `stop()` asked for it. */
+  expected: boolean;
+}
+
+const RECENT_LINES = 200;
+// sun_path is 108 bytes on Linux (104 on macOS), including the NUL.
+const MAX_SOCKET_PATH = 100;
+const CLI_TIMEOUT_MS = 30_000;
+
+/** A running headscale process and what we know about it. */
+interface Launched {
+  child: ChildProcess;
+  /** Last output lines, oldest first. */
+  recent: string[];
+  exit: Promise<ControlExit>;
+  /** Directories removed when the process is stopped or the parent exits. */
+  cleanup: string[];
+  stopRequested: boolean;
+}
+
+// One process-wide 'exit' hook kills every child still running, so headscale
+// never outlives the process that started it. It must be synchronous. (A
+// parent killed by an unhandled signal runs no hook; `meshguard dev` handles
+// SIGINT/SIGTERM itself, and an interactive ^C reaches the whole process group.)
+const live = new Set<Launched>();
+let exitHookInstalled = false;
+function track(proc: Launched): void {
+  live.add(proc);
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.on("exit", () => {
+    for (const p of live) {
+      try {
+        p.child.kill("SIGKILL");
+      } catch {
+        /* already gone */
+      }
+      for (const d of p.cleanup) rmSync(d, { recursive: true, force: true });
+    }
+  });
+}
+
+/** launch spawns `headscale serve` and waits until `/health` answers. */
+async function launch(
+  binary: string,
+  layout: Layout,
+  url: string,
+  cleanup: string[],
+  timeoutMs: number,
+  log: ((line: string) => void) | undefined,
+): Promise<Launched> {
+  const child = spawn(binary, ["serve", "-c", layout.configPath], {
+    cwd: layout.dir,
+    env: childEnv(),
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const recent: string[] = [];
+  const onLine = (line: string): void => {
+    recent.push(line);
+    if (recent.length > RECENT_LINES) recent.shift();
+    log?.(line);
+  };
+  createInterface({ input: child.stdout }).on("line", onLine);
+  createInterface({ input: child.stderr }).on("line", onLine);
+
+  let spawnError: Error | undefined;
+  let exited: ControlExit | undefined;
+  const proc: Launched = { child, recent, cleanup, stopRequested: false, exit: undefined as unknown as Promise<ControlExit> };
+  proc.exit = new Promise<ControlExit>((resolve) => {
+    const done = (code: number | null, signal: NodeJS.Signals | null): void => {
+      exited = { code, signal, expected: proc.stopRequested };
+      live.delete(proc);
+      resolve(exited);
+    };
+    child.on("error", (err) => {
+      spawnError = err;
+      if (child.pid === undefined) done(null, null); // ENOENT/EACCES: no 'exit' follows
+    });
+    child.on("exit", done);
+  });
+  track(proc);
+
+  const fail = async (why: string): Promise<never> => {
+    if (!exited) {
+      child.kill("SIGKILL");
+      await proc.exit;
+    }
+    await sleep(20); // let readline deliver the last lines
+    const tail = recent
+      .slice(-20)
+      .map((l) => `    ${l}`)
+      .join("\n");
+    throw new MeshguardError(ErrorCode.CONTROL_UNAVAILABLE, `headscale did not start: ${why}${tail ? `\n  last output:\n${tail}` : ""}`, {
+      hint: `its configuration is ${layout.configPath}`,
+      ...(spawnError ? { cause: spawnError } : {}),
+    });
+  };
+
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (exited) {
+      await fail(spawnError ? `could not run ${binary}: ${spawnError.message}` : `it exited (${exited.signal ?? `code ${exited.code}`})`);
+    }
+    if (await httpOk(`${url}/health`, 1000)) return proc;
+    if (Date.now() > deadline) await fail(`${url}/health did not answer within ${timeoutMs} ms`);
+    await Promise.race([sleep(100), proc.exit]);
+  }
+}
+
+/**
+ * LocalControl is a running headscale on 127.0.0.1 with an offline
+ * configuration, and typed wrappers over its CLI for users, auth keys,
+ * policy and nodes.
+ *
+ * ```ts
+ * await using control = await LocalControl.start();
+ * const key = await control.createAuthKey({ tags: ["tag:agent"], ephemeral: true });
+ * // start a node with controlURL: control.url, authKey: key
+ * ```
+ */
+export class LocalControl implements AsyncDisposable {
+  /** url is the control server URL (`http://127.0.0.1:PORT`); it also serves the embedded DERP. */
+  readonly url: string;
+  /** dir is the state directory (config, keys, SQLite). */
+  readonly dir: string;
+  /** configPath is headscale's config file: `headscale -c <configPath> nodes list` inspects the tailnet by hand. */
+  readonly configPath: string;
+  /** pid is headscale's process id. */
+  readonly pid: number;
+  /** stunPort is the UDP port of the embedded STUN server. */
+  readonly stunPort: number;
+
+  readonly #binary: string;
+  readonly #proc: Launched;
+  #stopping: Promise<void> | undefined;
+  #seq = 0;
+
+  private constructor(url: string, layout: Layout, binary: string, stunPort: number, proc: Launched) {
+    this.url = url;
+    this.dir = layout.dir;
+    this.configPath = layout.configPath;
+    this.pid = proc.child.pid ?? -1;
+    this.stunPort = stunPort;
+    this.#binary = binary;
+    this.#proc = proc;
+  }
+
+  /** start launches headscale and resolves once it answers `/health`. */
+  static async start(opts: LocalControlOptions = {}): Promise<LocalControl> {
+    const progress = opts.onProgress ?? (() => {});
+    const binary = opts.binary ?? (await ensureHeadscale({ onProgress: progress }));
+    const cleanup: string[] = [];
+    let dir: string;
+    if (opts.dir) {
+      dir = opts.dir;
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+    } else {
+      dir = await mkdtemp(join(tmpdir(), "meshguard-hs-"));
+      cleanup.push(dir);
+    }
+    let socketPath = join(dir, "headscale.sock");
+    if (Buffer.byteLength(socketPath) > MAX_SOCKET_PATH) {
+      const base = Buffer.byteLength(tmpdir()) < 60 ? tmpdir() : "/tmp";
+      const sockDir = await mkdtemp(join(base, "mg-"));
+      cleanup.push(sockDir);
+      socketPath = join(sockDir, "hs.sock");
+    }
+    const layout: Layout = { dir, configPath: join(dir, "config.yaml"), socketPath };
+
+    try {
+      // The ports are free when picked but may be taken before headscale binds
+      // them; a bind failure is retried with fresh ports.
+      for (let attempt = 1; ; attempt++) {
+        const ports = { http: await freeTcpPort(), grpc: await freeTcpPort(), stun: await freeUdpPort() };
+        const url = `http://127.0.0.1:${ports.http}`;
+        const config = offlineConfig(layout, {
+          ...ports,
+          logLevel: opts.logLevel ?? "info",
+          ephemeral: opts.ephemeralInactivityTimeout ?? "70s",
+        });
+        await writeFile(layout.configPath, JSON.stringify(config, null, 2) + "\n", { mode: 0o600 });
+        progress(`starting headscale on ${url}...`);
+        let proc: Launched;
+        try {
+          proc = await launch(binary, layout, url, cleanup, opts.startTimeoutMs ?? 20_000, opts.log);
+        } catch (err) {
+          if (err instanceof MeshguardError && /address already in use/i.test(err.message) && attempt < 3) continue;
+          throw err;
+        }
+        const control = new LocalControl(url, layout, binary, ports.stun, proc);
+        if (opts.policy !== undefined) {
+          try {
+            await control.setPolicy(opts.policy);
+          } catch (err) {
+            await control.stop();
+            throw err;
+          }
+        }
+        return control;
+      }
+    } catch (err) {
+      for (const d of cleanup) await rm(d, { recursive: true, force: true });
+      throw err;
+    }
+  }
+
+  /** running is true until headscale exits. */
+  get running(): boolean {
+    return this.#proc.child.exitCode === null && this.#proc.child.signalCode === null;
+  }
+
+  /** recentOutput returns headscale's last output lines (at most 200), for diagnostics. */
+  recentOutput(): string[] {
+    return [...this.#proc.recent];
+  }
+
+  /** waitForExit resolves when headscale exits, stopped or crashed (lets `meshguard dev` notice a crash). */
+  waitForExit(): Promise<ControlExit> {
+    return this.#proc.exit;
+  }
+
+  /** createUser adds a user (names are unique). */
+  async createUser(name: string, opts: { displayName?: string; email?: string } = {}): Promise<ControlUser> {
+    const args = ["users", "create", name];
+    if (opts.displayName) args.push("--display-name", opts.displayName);
+    if (opts.email) args.push("--email", opts.email);
+    return toUser(JSON.parse(await this.#cli(args)) as HsUser);
+  }
+
+  /** listUsers returns every user (`meshguard dev --dir` reuses an existing one). */
+  async listUsers(): Promise<ControlUser[]> {
+    return ((JSON.parse(await this.#cli(["users", "list"])) as HsUser[] | null) ?? []).map(toUser);
+  }
+
+  /**
+   * createAuthKey returns a pre-auth key. A tagged key needs no user (its
+   * nodes are owned by their tags); an untagged key needs one. A user given
+   * by name is looked up.
+   */
+  async createAuthKey(opts: AuthKeyOptions): Promise<string> {
+    const tags = opts.tags ?? [];
+    if (opts.user === undefined && tags.length === 0) {
+      throw new MeshguardError(ErrorCode.INVALID_OPTIONS, "createAuthKey: an auth key needs tags or a user", {
+        hint: 'pass { tags: ["tag:agent"] } or { user: "name" }',
+      });
+    }
+    const bad = tags.find((t) => !/^tag:[A-Za-z0-9][A-Za-z0-9_-]*$/.test(t));
+    if (bad !== undefined) {
+      throw new MeshguardError(ErrorCode.INVALID_OPTIONS, `createAuthKey: invalid tag ${JSON.stringify(bad)}`, {
+        hint: 'a tag looks like "tag:agent" (letters, digits, "-" and "_" after "tag:")',
+      });
+    }
+    const args = ["preauthkeys", "create"];
+    if (opts.user !== undefined) args.push("--user", String(await this.#userId(opts.user)));
+    if (tags.length > 0) args.push("--tags", tags.join(","));
+    if (opts.reusable) args.push("--reusable");
+    if (opts.ephemeral) args.push("--ephemeral");
+    if (opts.expiration) args.push("--expiration", opts.expiration);
+    const key = (JSON.parse(await this.#cli(args)) as { key?: string }).key;
+    if (!key) throw new MeshguardError(ErrorCode.CONTROL_COMMAND_FAILED, "headscale preauthkeys create printed no key");
+    return key;
+  }
+
+  async #userId(user: number | string): Promise<number> {
+    if (typeof user === "number") {
+      if (!Number.isSafeInteger(user) || user <= 0) {
+        throw new MeshguardError(ErrorCode.INVALID_OPTIONS, `createAuthKey: invalid user id ${user}`);
+      }
+      return user;
+    }
+    const found = (JSON.parse(await this.#cli(["users", "list", "--name", user])) as HsUser[] | null) ?? [];
+    const match = found.find((u) => u.name === user);
+    if (!match) {
+      throw new MeshguardError(ErrorCode.INVALID_OPTIONS, `createAuthKey: no user named ${JSON.stringify(user)} on the control server`, {
+        hint: "create it first with createUser()",
+      });
+    }
+    return match.id;
+  }
+
+  /**
+   * setPolicy replaces the tailnet policy. A string is sent as is (HuJSON:
+   * comments and trailing commas allowed, stored verbatim plus a final
+   * newline), an object as JSON.
+   * A refusal throws MESHGUARD_CONTROL_POLICY_REJECTED with headscale's reason.
+   */
+  async setPolicy(policy: string | object): Promise<void> {
+    await this.#withPolicyFile(policy, "set", "rejected");
+  }
+
+  /**
+   * checkPolicy validates a policy against the live users and nodes,
+   * running its `tests`, without applying it; throws like `setPolicy`.
+   * (Exported because policy tooling wants validation without side effects.)
+   */
+  async checkPolicy(policy: string | object): Promise<void> {
+    await this.#withPolicyFile(policy, "check", "refused");
+  }
+
+  async #withPolicyFile(policy: string | object, sub: "set" | "check", verb: string): Promise<void> {
+    let text = typeof policy === "string" ? policy : JSON.stringify(policy, null, 2);
+    // hujson rejects a `//` comment that ends the input without a newline
+    // ("parsing comment: unexpected EOF"), so the text always ends with one.
+    if (!text.endsWith("\n")) text += "\n";
+    const file = join(this.dir, `.policy-${process.pid}-${++this.#seq}.hujson`);
+    await writeFile(file, text, { mode: 0o600 });
+    try {
+      await this.#cli(["policy", sub, "--file", file]);
+    } catch (err) {
+      if (err instanceof MeshguardError && err.code === ErrorCode.CONTROL_COMMAND_FAILED && isRefusal(err.message)) {
+        throw new MeshguardError(ErrorCode.CONTROL_POLICY_REJECTED, `headscale ${verb} the policy: ${refusalReason(err.message)}`, {
+          hint: "fix the policy; the message names the offending entry",
+          cause: err,
+        });
+      }
+      throw err;
+    } finally {
+      await rm(file, { force: true });
+    }
+  }
+
+  /**
+   * getPolicy returns the policy text as stored (comments and layout kept,
+   * trailing newlines dropped), or null when none was set.
+   */
+  async getPolicy(): Promise<string | null> {
+    try {
+      return (await this.#cli(["policy", "get"])).replace(/\n+$/, "");
+    } catch (err) {
+      if (err instanceof MeshguardError && /acl policy not found/i.test(err.message)) return null;
+      throw err;
+    }
+  }
+
+  /** listNodes returns every registered node. */
+  async listNodes(): Promise<ControlNode[]> {
+    return ((JSON.parse(await this.#cli(["nodes", "list"])) as HsNode[] | null) ?? []).map(toNode);
+  }
+
+  /** deleteNode removes a node from the tailnet. */
+  async deleteNode(id: number): Promise<void> {
+    await this.#cli(["nodes", "delete", "--identifier", String(id), "--force"]);
+  }
+
+  /** stop ends headscale (SIGTERM, SIGKILL after 5 s) and removes the temporary state. Idempotent. */
+  stop(): Promise<void> {
+    this.#stopping ??= (async () => {
+      const proc = this.#proc;
+      proc.stopRequested = true;
+      if (this.running) {
+        proc.child.kill("SIGTERM");
+        const escalate = setTimeout(() => proc.child.kill("SIGKILL"), 5000);
+        await proc.exit;
+        clearTimeout(escalate);
+      }
+      live.delete(proc);
+      for (const d of proc.cleanup) await rm(d, { recursive: true, force: true });
+    })();
+    return this.#stopping;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop();
+  }
+
+  /** #cli runs one headscale CLI command against this server and returns its stdout. */
+  async #cli(args: string[]): Promise<string> {
+    const proc = this.#proc;
+    if (proc.stopRequested || !this.running) {
+      throw new MeshguardError(ErrorCode.CONTROL_UNAVAILABLE, `headscale is not running (${proc.stopRequested ? "stopped" : "it exited"})`, {
+        hint: proc.stopRequested ? "start a new LocalControl" : `its last output:\n${proc.recent.slice(-10).join("\n")}`,
+      });
+    }
+    // `-o json` also silences headscale's logging and makes errors JSON.
+    const r = await runCommand(this.#binary, ["-c", this.configPath, ...args, "-o", "json"], {
+      cwd: this.dir,
+      env: childEnv(),
+      timeoutMs: CLI_TIMEOUT_MS,
+    });
+    if (r.code === 0 && !r.timedOut) return r.stdout;
+    let reason: string;
+    try {
+      reason = (JSON.parse(r.stderr) as { error: string }).error;
+    } catch {
+      reason =
+        r.spawnError?.message ??
+        (r.timedOut ? `timed out after ${CLI_TIMEOUT_MS / 1000} s` : lastLines(r.stderr || r.stdout, 10).join("\n") || `exit ${r.code}`);
+    }
+    throw new MeshguardError(ErrorCode.CONTROL_COMMAND_FAILED, `headscale ${args.slice(0, 2).join(" ")} failed: ${reason}`, {
+      cause: new Error(r.stderr.trim() || r.stdout.trim() || reason),
+    });
+  }
+}
+
+// headscale's `-o json` shapes (protobuf JSON with Go field tags: snake_case, zero values omitted).
+interface HsUser {
+  id: number;
+  name: string;
+  display_name?: string;
+  email?: string;
+}
+interface HsNode {
+  id: number;
+  name?: string;
+  given_name?: string;
+  ip_addresses?: string[] | null;
+  tags?: string[] | null;
+  user?: HsUser;
+  online?: boolean;
+  pre_auth_key?: { ephemeral?: boolean } | null;
+  last_seen?: { seconds?: number; nanos?: number } | null;
+}
+
+function toUser(u: HsUser): ControlUser {
+  return {
+    id: u.id,
+    name: u.name,
+    ...(u.display_name ? { displayName: u.display_name } : {}),
+    ...(u.email ? { email: u.email } : {}),
+  };
+}
+
+function toNode(n: HsNode): ControlNode {
+  const tags = n.tags ?? [];
+  const node: ControlNode = {
+    id: n.id,
+    name: n.name ?? "",
+    givenName: n.given_name ?? "",
+    ips: n.ip_addresses ?? [],
+    tags,
+    online: n.online ?? false,
+  };
+  // headscale ≥ 0.28 reports a placeholder user for tagged nodes; they have no owner.
+  if (n.user?.name && tags.length === 0) node.user = n.user.name;
+  if (n.pre_auth_key) node.ephemeral = n.pre_auth_key.ephemeral ?? false;
+  if (n.last_seen?.seconds) node.lastSeen = new Date(n.last_seen.seconds * 1000 + Math.floor((n.last_seen.nanos ?? 0) / 1e6));
+  return node;
+}
+
+// The CLI wraps the server's refusal: "setting ACL policy: rpc error: code =
+// Unknown desc = setting policy: parsing policy: <reason>". Transport
+// failures (Unavailable, DeadlineExceeded, connecting) are not refusals.
+function isRefusal(message: string): boolean {
+  return /rpc error: code = (Unknown|InvalidArgument|FailedPrecondition|Internal) desc = /.test(message);
+}
+
+function refusalReason(message: string): string {
+  const desc = message.split("desc = ").at(-1) ?? message;
+  return desc.replace(/^setting policy: /, "").trim();
+}

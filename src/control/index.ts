@@ -1,0 +1,13 @@
+export {
+  HEADSCALE_VERSION,
+  ensureHeadscale,
+  headscaleCacheDir,
+  LocalControl,
+  type AuthKeyOptions,
+  type ControlExit,
+  type ControlNode,
+  type ControlUser,
+  type EnsureHeadscaleOptions,
+  type LocalControlOptions,
+} from "./headscale.js";
+export { MAGIC_DNS_DOMAIN } from "./config.js";

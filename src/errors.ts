@@ -1,0 +1,79 @@
+/**
+ * Errors thrown by meshguard. Every error is a `MeshguardError` with a stable
+ * `code` (part of the public API), a message a person can act on, an optional
+ * `hint` saying how to fix it, and the underlying `cause` when there is one.
+ *
+ * `instanceof` works across two copies of the package (a nested install, a
+ * bundled copy): the check goes through a global symbol, not class identity.
+ */
+
+const BRAND = Symbol.for("meshguard.error");
+
+/** Stable error codes. Adding one is fine; renaming one is a breaking change. */
+export const ErrorCode = {
+  /** An option passed to a public function is invalid. */
+  INVALID_OPTIONS: "MESHGUARD_INVALID_OPTIONS",
+  /** No backend (native addon, wasm) could be loaded. */
+  BACKEND_UNAVAILABLE: "MESHGUARD_BACKEND_UNAVAILABLE",
+  /** The control server rejected the node's credentials (wrong/expired auth key). */
+  AUTH_FAILED: "MESHGUARD_AUTH_FAILED",
+  /** The control server could not be reached. */
+  CONTROL_UNREACHABLE: "MESHGUARD_CONTROL_UNREACHABLE",
+  /** The local control server (headscale) could not be built, started or used. */
+  CONTROL_UNAVAILABLE: "MESHGUARD_CONTROL_UNAVAILABLE",
+  /** The control server refused a policy. */
+  CONTROL_POLICY_REJECTED: "MESHGUARD_CONTROL_POLICY_REJECTED",
+  /** A control-server command failed. */
+  CONTROL_COMMAND_FAILED: "MESHGUARD_CONTROL_COMMAND_FAILED",
+  /** An operation did not finish in time. */
+  TIMEOUT: "MESHGUARD_TIMEOUT",
+  /** The dialed name or address is not a peer this node may reach. */
+  NO_PEER: "MESHGUARD_NO_PEER",
+  /** A tailnet connection could not be established. */
+  DIAL_FAILED: "MESHGUARD_DIAL_FAILED",
+  /** The tailnet port is already listened on by this node. */
+  PORT_IN_USE: "MESHGUARD_PORT_IN_USE",
+  /** The node (or listener) was closed. */
+  CLOSED: "MESHGUARD_CLOSED",
+  /** whois found no tailnet identity for the address. */
+  WHOIS_NOT_FOUND: "MESHGUARD_WHOIS_NOT_FOUND",
+  /** The Go core panicked; the panic was contained. */
+  CORE_PANIC: "MESHGUARD_CORE_PANIC",
+  /** An unexpected failure inside the core. */
+  INTERNAL: "MESHGUARD_INTERNAL",
+} as const;
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+export interface MeshguardErrorOptions {
+  hint?: string;
+  cause?: unknown;
+}
+
+/** MeshguardError is the base class of every error meshguard throws. */
+export class MeshguardError extends Error {
+  readonly code: string;
+  readonly hint?: string;
+
+  constructor(code: string, message: string, opts: MeshguardErrorOptions = {}) {
+    super(opts.hint ? `${message}\n  hint: ${opts.hint}` : message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = "MeshguardError";
+    this.code = code;
+    if (opts.hint !== undefined) this.hint = opts.hint;
+    // The brand lists the class names along the prototype chain so that a
+    // subclass check also works across copies of the package.
+    const names: string[] = [];
+    for (let c = new.target as unknown as { name: string } | null; c && c.name; c = Object.getPrototypeOf(c)) names.push(c.name);
+    Object.defineProperty(this, BRAND, { value: names });
+  }
+
+  static [Symbol.hasInstance](value: unknown): boolean {
+    if (typeof value !== "object" || value === null) return false;
+    const names = (value as Record<symbol, unknown>)[BRAND];
+    return Array.isArray(names) && names.includes(this.name);
+  }
+}
+
+/** isMeshguardError reports whether `err` is a MeshguardError, optionally with the given code. */
+export function isMeshguardError(err: unknown, code?: string): err is MeshguardError {
+  return err instanceof MeshguardError && (code === undefined || err.code === code);
+}

@@ -1,0 +1,406 @@
+import { EventEmitter } from "node:events";
+import net from "node:net";
+import tls from "node:tls";
+import { Agent, fetch as undiciFetch, type RequestInfo, type RequestInit, type Response } from "undici";
+import { loadBackend } from "./backend/load.js";
+import type { Backend, CoreEvent, CoreWhoIs, ExportedConn, PeerInfo, UpResult } from "./backend/protocol.js";
+import { knobsFor, resolveStartOptions, type ProgressEvent, type ResolvedStartOptions, type StartOptions } from "./config.js";
+import { ErrorCode, MeshguardError } from "./errors.js";
+
+export type { PeerInfo as Peer } from "./backend/protocol.js";
+export type { ProgressEvent, StartOptions } from "./config.js";
+
+/** Who is behind a tailnet connection, as the tailnet says. */
+export interface WhoIs {
+  node: { id: string; name: string; hostname: string; tags: string[]; ips: string[] };
+  /** The owning user; for a tagged node headscale reports a placeholder. */
+  user: { login: string; displayName: string };
+  /** True when the node's identity is its tags (an agent), not a user. */
+  tagged: boolean;
+  /**
+   * The humans accountable for the node: the user of a user-owned node; for a
+   * tagged node the owners of its tags, from `tagOwners` (groups expanded).
+   */
+  owners: string[];
+  /** App capabilities granted to the caller, by capability name (grants with `app`). */
+  caps: Record<string, unknown[]>;
+}
+
+export interface NodeStatus {
+  state: string;
+  ips: string[];
+  name?: string;
+  id?: string;
+  health?: string[] | null;
+}
+
+export interface DialOptions {
+  timeoutMs?: number;
+  /** Keep the writable side open after the peer ends (default false, like net.connect). */
+  allowHalfOpen?: boolean;
+}
+
+/** Socket metadata for connections made or accepted over the tailnet. */
+const connInfo = new WeakMap<net.Socket, { remoteAddr: string; localAddr: string }>();
+
+interface MeshNodeEvents {
+  state: [state: string];
+  netmap: [ev: { peers: PeerInfo[] }];
+  log: [line: string];
+  warning: [err: MeshguardError];
+}
+
+/**
+ * MeshNode is this process as a node of a tailnet: its own WireGuard
+ * identity, reachable by MagicDNS name, able to dial and listen on tailnet
+ * ports and to ask who is behind any tailnet connection.
+ *
+ * Events: `state` (backend state), `netmap` ({ peers } whenever the peers this
+ * node may reach change), `log` (with verbose), `warning`.
+ */
+export class MeshNode extends EventEmitter<MeshNodeEvents> {
+  /** Tailnet IPs of this node (IPv4 first). */
+  readonly ips: string[];
+  /** MagicDNS name of this node, fully qualified. */
+  readonly name: string;
+  readonly hostname: string;
+  /** Stable node ID given by the control server. */
+  readonly id: string;
+  /** Milliseconds from start() to online. */
+  readonly onlineMs: number;
+
+  private readonly backend: Backend;
+  private readonly handle: number;
+  private readonly opts: ResolvedStartOptions;
+  private readonly servers = new Map<number, net.Server>();
+  private readonly releaseHold: () => void;
+  private readonly unsubscribe: () => void;
+  private closed = false;
+  private closing?: Promise<void>;
+  private dispatcher?: Agent;
+
+  private constructor(backend: Backend, handle: number, opts: ResolvedStartOptions, up: UpResult, hold: () => void, unsubscribe: () => void) {
+    super();
+    this.backend = backend;
+    this.handle = handle;
+    this.opts = opts;
+    this.ips = up.ips;
+    this.name = up.name;
+    this.hostname = up.hostname;
+    this.id = up.id;
+    this.onlineMs = up.onlineMs;
+    this.releaseHold = hold;
+    this.unsubscribe = unsubscribe;
+  }
+
+  /**
+   * start creates the node, joins the tailnet and resolves once it is online.
+   * Options are validated first; a bad one is a MeshguardError naming the field.
+   */
+  static async start(options: StartOptions): Promise<MeshNode> {
+    const opts = resolveStartOptions(options);
+    const t0 = performance.now();
+    const progress = (state: string, message: string) => {
+      try {
+        opts.onProgress?.({ state, message, elapsedMs: Math.round(performance.now() - t0) } satisfies ProgressEvent);
+      } catch {
+        // a progress callback must not break start
+      }
+    };
+    opts.signal?.throwIfAborted();
+    progress("loading", "loading the meshguard core");
+    const backend = await loadBackend({ ...(opts.addonPath ? { addonPath: opts.addonPath } : {}), knobs: knobsFor(opts.controlUrl) });
+    progress("creating", `creating node ${opts.hostname} (state in ${opts.dir})`);
+    const { node: handle } = await backend.call<{ node: number }>("create", {
+      config: {
+        dir: opts.dir,
+        hostname: opts.hostname,
+        controlUrl: opts.controlUrl,
+        authKey: opts.authKey ?? process.env.TS_AUTHKEY ?? "",
+        ephemeral: opts.ephemeral,
+        tags: opts.tags,
+        verbose: opts.verbose,
+      },
+    });
+    const hold = backend.hold();
+    // Events that arrive before the node object exists (state while coming
+    // up) go to progress; later ones to the node.
+    let node: MeshNode | undefined;
+    const early: CoreEvent[] = [];
+    const unsubscribe = backend.onEvent((ev) => {
+      if (ev.node !== handle) return;
+      if (node) node.onCoreEvent(ev);
+      else {
+        if (ev.event === "state") progress(String(ev.data.state), `tailnet state: ${String(ev.data.state)}`);
+        early.push(ev);
+      }
+    });
+    const abort = () => void backend.call("close", { node: handle }).catch(() => {});
+    opts.signal?.addEventListener("abort", abort, { once: true });
+    let up: UpResult;
+    try {
+      up = await backend.call<UpResult>("up", { node: handle, timeoutMs: opts.timeoutMs });
+    } catch (err) {
+      await backend.call("close", { node: handle }).catch(() => {});
+      unsubscribe();
+      hold();
+      if (opts.signal?.aborted) throw new MeshguardError(ErrorCode.CLOSED, "MeshNode.start was aborted", { cause: opts.signal.reason });
+      throw err;
+    } finally {
+      opts.signal?.removeEventListener("abort", abort);
+    }
+    node = new MeshNode(backend, handle, opts, up, hold, unsubscribe);
+    for (const ev of early) if (ev.event !== "state") node.onCoreEvent(ev);
+    progress("online", `online as ${up.name} (${up.ips.join(", ")}) in ${up.onlineMs} ms`);
+    return node;
+  }
+
+  private onCoreEvent(ev: CoreEvent): void {
+    switch (ev.event) {
+      case "state":
+        this.emit("state", String(ev.data.state));
+        break;
+      case "netmap":
+        this.emit("netmap", { peers: ev.data.peers as PeerInfo[] });
+        break;
+      case "log":
+        this.emit("log", String(ev.data.line));
+        break;
+      case "accept": {
+        const conn = ev.data as unknown as ExportedConn;
+        const server = conn.listener === undefined ? undefined : this.servers.get(conn.listener);
+        if (!server || this.closed) {
+          this.backend.discardConn(conn);
+          return;
+        }
+        const sock = this.wrap(conn, (server as unknown as { allowHalfOpen?: boolean }).allowHalfOpen ?? false);
+        server.emit("connection", sock);
+        break;
+      }
+      case "listenerClosed": {
+        const id = Number(ev.data.listener);
+        const server = this.servers.get(id);
+        if (server) {
+          this.servers.delete(id);
+          server.emit("close");
+        }
+        break;
+      }
+      case "error":
+        this.emitWarning(new MeshguardError(ErrorCode.INTERNAL, `tailnet backend: ${String(ev.data.message)}`));
+        break;
+      case "panic":
+        this.emitWarning(new MeshguardError(ErrorCode.CORE_PANIC, `the core recovered from a panic: ${String(ev.data.message)}`));
+        break;
+    }
+  }
+
+  private emitWarning(err: MeshguardError): void {
+    if (this.listenerCount("warning") > 0) this.emit("warning", err);
+  }
+
+  private wrap(conn: ExportedConn, allowHalfOpen: boolean): net.Socket {
+    const sock = this.backend.openConn(conn, { allowHalfOpen });
+    const remote = splitHostPort(conn.remoteAddr);
+    const local = splitHostPort(conn.localAddr);
+    // The socket is one end of a socketpair; give it the tailnet addresses so
+    // code reading req.socket.remoteAddress sees the real peer.
+    Object.defineProperties(sock, {
+      remoteAddress: { value: remote.host, configurable: true },
+      remotePort: { value: remote.port, configurable: true },
+      remoteFamily: { value: remote.host.includes(":") ? "IPv6" : "IPv4", configurable: true },
+      localAddress: { value: local.host, configurable: true },
+      localPort: { value: local.port, configurable: true },
+    });
+    connInfo.set(sock, { remoteAddr: conn.remoteAddr, localAddr: conn.localAddr });
+    return sock;
+  }
+
+  private assertOpen(what: string): void {
+    if (this.closed) throw new MeshguardError(ErrorCode.CLOSED, `${what}: node ${this.hostname} is closed`, { hint: "start a new MeshNode" });
+  }
+
+  /** status returns the backend state and addresses. */
+  async status(): Promise<NodeStatus> {
+    this.assertOpen("status");
+    return this.backend.call<NodeStatus>("status", { node: this.handle });
+  }
+
+  /** peers lists the peers in this node's netmap: only those policy lets it see. */
+  async peers(): Promise<PeerInfo[]> {
+    this.assertOpen("peers");
+    return this.backend.call<PeerInfo[]>("peers", { node: this.handle });
+  }
+
+  /**
+   * dial opens a TCP connection to a peer by MagicDNS name (short or full) or
+   * tailnet IP. A name that is not a peer fails with MESHGUARD_NO_PEER: a
+   * tailnet dial never falls back to the host network.
+   */
+  async dial(host: string, port: number, opts: DialOptions = {}): Promise<net.Socket> {
+    this.assertOpen("dial");
+    if (typeof host !== "string" || host === "") throw new MeshguardError(ErrorCode.INVALID_OPTIONS, "dial: host must be a non-empty string (a MagicDNS name or tailnet IP)");
+    if (!Number.isInteger(port) || port < 1 || port > 65535) throw new MeshguardError(ErrorCode.INVALID_OPTIONS, `dial: port must be an integer 1-65535, got ${String(port)}`);
+    const conn = await this.backend.call<ExportedConn>("dial", { node: this.handle, host, port, timeoutMs: opts.timeoutMs ?? 30_000 });
+    if (this.closed) {
+      this.backend.discardConn(conn);
+      throw new MeshguardError(ErrorCode.CLOSED, "dial: node closed while dialing");
+    }
+    return this.wrap(conn, opts.allowHalfOpen ?? false);
+  }
+
+  /**
+   * listen accepts TCP connections on a tailnet port of this node and emits
+   * them as `connection` events on a net.Server — the one given (an
+   * http.Server works) or a new one. Closing the server stops the tailnet
+   * listener.
+   */
+  async listen<S extends net.Server = net.Server>(port: number, server?: S): Promise<S> {
+    this.assertOpen("listen");
+    if (!Number.isInteger(port) || port < 1 || port > 65535) throw new MeshguardError(ErrorCode.INVALID_OPTIONS, `listen: port must be an integer 1-65535, got ${String(port)}`);
+    const srv = (server ?? net.createServer()) as S;
+    const { listener } = await this.backend.call<{ listener: number }>("listen", { node: this.handle, port });
+    this.servers.set(listener, srv);
+    const hold = this.backend.hold();
+    const ip = this.ips[0] ?? "";
+    // The server is not bound to a host socket; address() and close() speak
+    // of the tailnet listener instead.
+    Object.defineProperty(srv, "listening", { get: () => this.servers.has(listener), configurable: true });
+    srv.address = () => ({ address: ip, family: ip.includes(":") ? "IPv6" : "IPv4", port });
+    (srv as net.Server).close = (cb?: (err?: Error) => void) => {
+      hold();
+      if (!this.servers.has(listener)) {
+        cb?.(new MeshguardError(ErrorCode.CLOSED, "server is not listening"));
+        return srv;
+      }
+      this.servers.delete(listener);
+      void this.backend
+        .call("closeListener", { listener })
+        .catch(() => {})
+        .then(() => {
+          srv.emit("close");
+          cb?.();
+        });
+      return srv;
+    };
+    queueMicrotask(() => srv.emit("listening"));
+    return srv;
+  }
+
+  /**
+   * fetch makes an HTTP request over the tailnet (WHATWG fetch, undici).
+   * https works against peers whose certificate the caller trusts (pass `tls`
+   * at start); headscale issues no tailnet certificates.
+   */
+  async fetch(input: RequestInfo, init?: RequestInit): Promise<Response> {
+    this.assertOpen("fetch");
+    this.dispatcher ??= new Agent({
+      connect: (o, cb) => {
+        const host = o.hostname;
+        const port = Number(o.port) || (o.protocol === "https:" ? 443 : 80);
+        this.dial(host, port).then(
+          (sock) => {
+            if (o.protocol !== "https:") return cb(null, sock);
+            const t = this.opts.tls;
+            const ts = tls.connect({
+              socket: sock,
+              servername: o.servername || (net.isIP(host) ? undefined : host),
+              ...(t?.ca ? { ca: t.ca } : {}),
+              ...(t?.cert ? { cert: t.cert } : {}),
+              ...(t?.key ? { key: t.key } : {}),
+              rejectUnauthorized: t?.rejectUnauthorized ?? true,
+              ALPNProtocols: ["http/1.1"],
+            });
+            ts.once("secureConnect", () => cb(null, ts));
+            ts.once("error", (e) => cb(e, null));
+          },
+          (err: unknown) => cb(err as Error, null),
+        );
+      },
+    });
+    return undiciFetch(input, { ...init, dispatcher: this.dispatcher });
+  }
+
+  /**
+   * whois says who is behind a tailnet connection or address ("ip", "ip:port",
+   * or a socket from dial/listen): node, tags, user, the humans accountable
+   * for it, and the app capabilities granted to it.
+   */
+  async whois(target: net.Socket | string): Promise<WhoIs> {
+    this.assertOpen("whois");
+    let addr: string;
+    if (typeof target === "string") addr = target;
+    else {
+      const info = connInfo.get(target);
+      if (!info) throw new MeshguardError(ErrorCode.INVALID_OPTIONS, "whois: this socket did not come from MeshNode.dial or MeshNode.listen", { hint: "pass the tailnet address as a string instead" });
+      addr = info.remoteAddr;
+    }
+    const w = await this.backend.call<CoreWhoIs>("whois", { node: this.handle, addr });
+    const tags = w.node.tags ?? [];
+    return {
+      node: { id: w.node.id, name: w.node.name, hostname: w.node.hostname, tags, ips: w.node.ips ?? [] },
+      user: w.user,
+      tagged: w.tagged,
+      owners: w.tagged ? this.ownersOfTags(tags) : w.user.login ? [w.user.login] : [],
+      caps: w.caps ?? {},
+    };
+  }
+
+  private ownersOfTags(tags: string[]): string[] {
+    const out = new Set<string>();
+    const expand = (o: string, seen: Set<string>) => {
+      if (o.startsWith("group:")) {
+        if (seen.has(o)) return;
+        seen.add(o);
+        for (const m of this.opts.groups[o] ?? []) expand(m, seen);
+      } else if (o.startsWith("tag:")) {
+        if (seen.has(o)) return;
+        seen.add(o);
+        for (const m of this.opts.tagOwners[o] ?? []) expand(m, seen);
+      } else out.add(o);
+    };
+    for (const t of tags) for (const o of this.opts.tagOwners[t] ?? []) expand(o, new Set([t]));
+    return [...out].sort();
+  }
+
+  /**
+   * close stops the node. An ephemeral node is logged out first, so it
+   * disappears from the control server at once. Idempotent.
+   */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      this.closed = true;
+      for (const srv of this.servers.values()) queueMicrotask(() => srv.emit("close"));
+      this.servers.clear();
+      const d = this.dispatcher;
+      this.dispatcher = undefined;
+      await d?.destroy().catch(() => {});
+      try {
+        await this.backend.call("close", { node: this.handle, logout: this.opts.ephemeral });
+      } finally {
+        this.unsubscribe();
+        this.releaseHold();
+      }
+    })();
+    return this.closing;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
+
+/** splitHostPort splits "1.2.3.4:80" or "[fd7a::1]:80". */
+export function splitHostPort(addr: string): { host: string; port: number } {
+  const m = /^\[([^\]]+)\]:(\d+)$/.exec(addr) ?? /^([^:]+):(\d+)$/.exec(addr);
+  if (!m) return { host: addr, port: 0 };
+  return { host: m[1] ?? addr, port: Number(m[2]) };
+}
+
+/** coreHandles reports the core's handle tables (nodes, listeners, conns) for leak checks. */
+export async function coreHandles(): Promise<{ nodes: number; listeners: number; conns: number }> {
+  const { loadedBackend } = await import("./backend/load.js");
+  const b = await loadedBackend();
+  if (!b) return { nodes: 0, listeners: 0, conns: 0 };
+  return b.call("handles");
+}

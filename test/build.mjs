@@ -1,0 +1,106 @@
+#!/usr/bin/env node
+// Builds everything the tests, demo and benchmarks need, before any of them
+// enters a network namespace (inside one, nothing can be downloaded):
+//   1. checks the pinned toolchain (Go version from go/go.mod),
+//   2. the native addon build/meshguard.node (Go c-shared + Node-API),
+//   3. the Go benchmark peer build/tsnetbench,
+//   4. the TypeScript library (tsup -> dist/),
+//   5. headscale at the pinned release, into the user cache.
+// Steps whose outputs are newer than their inputs are skipped.
+import { execFileSync, spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+const { values: args } = parseArgs({ options: { only: { type: "string" }, quiet: { type: "boolean", default: false }, force: { type: "boolean", default: false } } });
+const log = (m) => args.quiet || process.stderr.write(`[build] ${m}\n`);
+const timings = [];
+
+async function phase(name, fn) {
+  if (args.only && args.only !== name) return;
+  const t0 = performance.now();
+  const did = await fn();
+  const s = ((performance.now() - t0) / 1000).toFixed(1);
+  timings.push({ name, seconds: Number(s), skipped: did === false });
+  log(`${name}: ${did === false ? "up to date" : "built"} (${s} s)`);
+}
+
+function newest(dir, exts) {
+  let t = 0;
+  if (!existsSync(dir)) return 0;
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name);
+    if (e.isDirectory()) t = Math.max(t, newest(p, exts));
+    else if (exts.some((x) => e.name.endsWith(x))) t = Math.max(t, statSync(p).mtimeMs);
+  }
+  return t;
+}
+const mtime = (p) => (existsSync(p) ? statSync(p).mtimeMs : 0);
+
+function run(cmd, argv, opts = {}) {
+  const r = spawnSync(cmd, argv, { stdio: ["ignore", args.quiet ? "pipe" : "inherit", "inherit"], ...opts });
+  if (r.status !== 0) {
+    if (r.stdout) process.stderr.write(r.stdout);
+    throw new Error(`${cmd} ${argv.join(" ")} failed with exit code ${r.status}${r.error ? `: ${r.error.message}` : ""}`);
+  }
+}
+
+const goEnv = { ...process.env, GOTOOLCHAIN: "local", CGO_ENABLED: "1" };
+const goDir = join(root, "go");
+
+await phase("toolchain", () => {
+  const want = /^go (\d+\.\d+(?:\.\d+)?)/m.exec(readFileSync(join(goDir, "go.mod"), "utf8"))?.[1];
+  let have;
+  try {
+    have = /go(\d+\.\d+(?:\.\d+)?)/.exec(execFileSync("go", ["version"], { env: goEnv, encoding: "utf8" }))?.[1];
+  } catch {
+    throw new Error("Go is not installed or not on PATH: meshguard's core needs Go >= " + want + " (https://go.dev/dl)");
+  }
+  const cmp = (a, b) => {
+    const x = a.split(".").map(Number), y = b.split(".").map(Number);
+    for (let i = 0; i < 3; i++) if ((x[i] ?? 0) !== (y[i] ?? 0)) return (x[i] ?? 0) - (y[i] ?? 0);
+    return 0;
+  };
+  if (cmp(have, want) < 0) throw new Error(`go/go.mod needs Go ${want}, found go${have}: install a newer Go (GOTOOLCHAIN=local is set so nothing is downloaded)`);
+  const major = Number(process.versions.node.split(".")[0]);
+  if (major < 22) log(`warning: running on Node ${process.versions.node}; meshguard supports Node >= 22 (npm scripts use the node@24 from devDependencies)`);
+  log(`go${have} (go.mod wants ${want}), node ${process.versions.node}`);
+  return false;
+});
+
+await phase("addon", () => {
+  const out = join(root, "build", "meshguard.node");
+  const src = Math.max(newest(join(goDir, "core"), [".go"]), newest(join(goDir, "addon"), [".go", ".c"]), mtime(join(goDir, "go.mod")), mtime(join(goDir, "go.sum")));
+  if (!args.force && mtime(out) > src) return false;
+  const headers = join(root, "node_modules", "node-api-headers", "include");
+  if (!existsSync(join(headers, "node_api.h"))) throw new Error(`Node-API headers not found at ${headers}: run npm install first`);
+  mkdirSync(join(root, "build"), { recursive: true });
+  log("building the native addon (first build compiles tailscale.com: ~2 min on 2 cores)...");
+  run("go", ["build", "-buildmode=c-shared", "-trimpath", "-o", out, "./addon"], {
+    cwd: goDir,
+    env: { ...goEnv, CGO_CFLAGS: `-I${headers}`, CGO_LDFLAGS: "-Wl,--unresolved-symbols=ignore-all" },
+  });
+});
+
+await phase("gobench", () => {
+  const out = join(root, "build", "tsnetbench");
+  const src = Math.max(newest(join(goDir, "cmd"), [".go"]), mtime(join(goDir, "go.mod")));
+  if (!args.force && mtime(out) > src) return false;
+  run("go", ["build", "-trimpath", "-o", out, "./cmd/tsnetbench"], { cwd: goDir, env: goEnv });
+});
+
+await phase("typescript", () => {
+  const out = join(root, "dist", "index.js");
+  if (!args.force && mtime(out) > newest(join(root, "src"), [".ts"])) return false;
+  run(join(root, "node_modules", ".bin", "tsup"), [], { cwd: root });
+});
+
+await phase("headscale", async () => {
+  const { ensureHeadscale, headscaleCacheDir } = await import(join(root, "dist", "control", "index.js"));
+  if (existsSync(join(headscaleCacheDir(), "headscale")) && !process.env.MESHGUARD_HEADSCALE_BIN) return false;
+  await ensureHeadscale({ onProgress: log });
+});
+
+if (!args.quiet) log(`done: ${timings.map((t) => `${t.name} ${t.seconds}s`).join(", ")}`);

@@ -1,0 +1,70 @@
+// Shared setup for integration tests: a real headscale on loopback with a
+// policy, and auth keys for tagged and user-owned nodes.
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { LocalControl } from "../../src/control/index.js";
+import { MeshNode, type StartOptions } from "../../src/index.js";
+
+export const OWNER = "alice@";
+
+/** Policy: agent-a may reach the service; agent-c may not. */
+export function policy(allowC: boolean): object {
+  return {
+    groups: { "group:security": ["alice@"] },
+    tagOwners: {
+      "tag:agent-a": ["alice@"],
+      "tag:agent-c": ["group:security"],
+      "tag:service": ["alice@"],
+    },
+    grants: [
+      { src: ["tag:agent-a"], dst: ["tag:service"], ip: ["*"], app: { "meshguard.dev/cap/tools": [{ tools: ["search", "read"] }] } },
+      { src: ["alice@"], dst: ["tag:service"], ip: ["*"], app: { "meshguard.dev/cap/tools": [{ tools: ["admin"] }] } },
+      ...(allowC ? [{ src: ["tag:agent-c"], dst: ["tag:service"], ip: ["*"] }] : []),
+    ],
+  };
+}
+
+export interface Tailnet {
+  control: LocalControl;
+  key(tags: string[]): Promise<string>;
+  userKey(): Promise<string>;
+  start(hostname: string, opts: Partial<StartOptions> & { tags?: string[] }): Promise<MeshNode>;
+  stateDir: string;
+}
+
+export async function startTailnet(allowC = false): Promise<Tailnet> {
+  const control = await LocalControl.start({ policy: policy(allowC) });
+  await control.createUser("alice");
+  const stateDir = mkdtempSync(join(tmpdir(), "mg-it-"));
+  const keys = new Map<string, string>();
+  const key = async (tags: string[]) => {
+    const k = tags.join(",");
+    if (!keys.has(k)) keys.set(k, await control.createAuthKey({ tags, reusable: true, ephemeral: true, expiration: "1h" }));
+    return keys.get(k)!;
+  };
+  const userKey = () => control.createAuthKey({ user: "alice", reusable: true, ephemeral: true, expiration: "1h" });
+  const p = policy(false) as { tagOwners: Record<string, string[]>; groups: Record<string, string[]> };
+  return {
+    control,
+    key,
+    userKey,
+    stateDir,
+    async start(hostname, opts) {
+      // A tagged auth key already gives the node its tags; headscale refuses
+      // a node that also advertises them itself.
+      const { tags = [], ...rest } = opts;
+      return MeshNode.start({
+        controlUrl: control.url,
+        authKey: opts.authKey ?? (await key(tags)),
+        hostname,
+        dir: join(stateDir, hostname),
+        ephemeral: true,
+        tagOwners: p.tagOwners,
+        groups: p.groups,
+        timeoutMs: 30_000,
+        ...rest,
+      });
+    },
+  };
+}
