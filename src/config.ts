@@ -96,6 +96,10 @@ export function knobsFor(controlUrl: string): Record<string, string> {
   if (isLoopbackControl(controlUrl)) {
     k.TS_DEBUG_USE_DERP_HTTP = "1";
     k.TS_PANIC_IF_HIT_MAIN_CONTROL = "1";
+    // A loopback tailnet needs no other interface: without this, a node in a
+    // network namespace holding only loopback pauses its control client
+    // ("no network") and never comes up.
+    k.TS_ASSUME_NETWORK_UP_FOR_TEST = "1";
   }
   for (const name of Object.keys(k)) {
     const v = process.env[name];

@@ -100,6 +100,9 @@ export async function runGoPeer({
   port = 4242,
   upTimeoutMs = 45_000,
   runTimeoutMs = 300_000,
+  prefixArgs = [],
+  label = 'tsnetbench',
+  hostPrefix = 'bench-go',
 }) {
   if (typeof controlUrl !== 'string' || !/^https?:\/\/(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-fA-F:]+\]):\d+\/?$/.test(controlUrl)) {
     throw new TypeError(`runGoPeer: controlUrl must be http(s)://<IP literal>:<port>, got ${controlUrl}`);
@@ -121,21 +124,21 @@ export async function runGoPeer({
     '--control', controlUrl,
     '--authkey', key,
     '--dir', join(dir, role),
-    '--hostname', `bench-go-${role}-${tag}`,
+    '--hostname', `${hostPrefix}-${role}-${tag}`,
   ];
 
   let server;
   let client;
   try {
-    server = startJsonChild('tsnetbench serve', goBin, ['serve', ...node('server', serverKey), '--port', String(port)], { env });
+    server = startJsonChild(`${label} serve`, goBin, [...prefixArgs, 'serve', ...node('server', serverKey), '--port', String(port)], { env });
     const sOnline = await server.next('online', upTimeoutMs);
     if (!sOnline.ips?.length) throw new Error('tsnetbench serve: online without tailnet addresses');
     const host = sOnline.ips.find((ip) => !ip.includes(':')) ?? `[${sOnline.ips[0]}]`;
 
     client = startJsonChild(
-      'tsnetbench client',
+      `${label} client`,
       goBin,
-      ['client', ...node('client', clientKey), '--target', `${host}:${port}`, '--rtt', String(rtt), '--bytes', String(bytes), '--dials', String(dials)],
+      [...prefixArgs, 'client', ...node('client', clientKey), '--target', `${host}:${port}`, '--rtt', String(rtt), '--bytes', String(bytes), '--dials', String(dials)],
       { env },
     );
     const cOnline = await client.next('online', upTimeoutMs);
@@ -163,6 +166,8 @@ export async function runGoPeer({
       serverRssOnlineKiB: sOnline.rssKiB,
       path: result.path,
       serverIps: sOnline.ips,
+      clientLoopDelayMs: result.loopDelayMs,
+      serverLoopDelayMs: sStopped?.loopDelayMs,
     };
   } finally {
     // On the error path: ask politely first (stdin EOF → logout, close), so

@@ -14,8 +14,8 @@
 
 import net from 'node:net';
 import { readFileSync } from 'node:fs';
+import { serve } from './protocol.mjs';
 
-const MSG = 64;
 
 /** vmKiB reads one Vm* field of /proc/self/status; 0 where unavailable. */
 function vmKiB(field) {
@@ -29,39 +29,6 @@ function vmKiB(field) {
 
 function emit(obj) {
   process.stdout.write(JSON.stringify(obj) + '\n');
-}
-
-function serve(sock) {
-  sock.setNoDelay(true);
-  let mode = 0;
-  let count = 0; // sink: bytes after the mode byte
-  sock.on('data', (buf) => {
-    if (mode === 0) {
-      mode = buf[0];
-      buf = buf.subarray(1);
-      if (mode !== 0x45 /* E */ && mode !== 0x53 /* S */) {
-        sock.destroy();
-        return;
-      }
-    }
-    // Echo relays the stream as it arrives: with one 64-byte message in
-    // flight at a time this is the same as read-64/write-64.
-    if (mode === 0x45) {
-      if (buf.length) sock.write(buf);
-    } else {
-      count += buf.length;
-    }
-  });
-  sock.on('end', () => {
-    if (mode === 0x53) {
-      const out = Buffer.alloc(8);
-      out.writeBigUInt64BE(BigInt(count));
-      sock.end(out);
-    } else {
-      sock.end();
-    }
-  });
-  sock.on('error', () => sock.destroy());
 }
 
 const i = process.argv.indexOf('--port');

@@ -8,10 +8,9 @@ import net from 'node:net';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { startJsonChild } from './child.mjs';
+import { echoRounds, sink } from './protocol.mjs';
 
 const SERVER = fileURLToPath(new URL('./loopback-server.mjs', import.meta.url));
-export const MSG_SIZE = 64;
-export const CHUNK_SIZE = 256 << 10;
 
 /**
  * runLoopback starts bench/lib/loopback-server.mjs as a child Node process
@@ -48,8 +47,9 @@ export async function runLoopback({ rtt, bytes, dials = 5, nodeBin = process.exe
       sock.destroy();
     }
 
-    const rttUs = await echoRounds(target, rtt);
-    const throughputMiBps = await sink(target, bytes);
+    const connect = async () => (await dial(target)).sock;
+    const rttUs = await echoRounds(connect, rtt);
+    const throughputMiBps = await sink(connect, bytes);
     const clientRssKiB = Math.round(process.memoryUsage().rss / 1024);
 
     const { lines } = await server.stop();
@@ -83,78 +83,3 @@ function dial(target) {
   });
 }
 
-/** reader returns read(n): the next n bytes of the socket's stream. */
-function reader(sock) {
-  const chunks = [];
-  let have = 0;
-  let want = 0;
-  let wake = null;
-  let failure = null;
-  sock.on('data', (b) => {
-    chunks.push(b);
-    have += b.length;
-    if (wake && have >= want) {
-      const w = wake;
-      wake = null;
-      w.resolve();
-    }
-  });
-  const fail = (err) => {
-    failure = err;
-    wake?.reject(err);
-    wake = null;
-  };
-  sock.on('error', fail);
-  sock.on('end', () => fail(new Error('connection closed by the server')));
-  return async function read(n) {
-    if (have < n) {
-      if (failure) throw failure;
-      want = n;
-      await new Promise((resolve, reject) => (wake = { resolve, reject }));
-    }
-    const all = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
-    chunks.length = 0;
-    if (all.length > n) chunks.push(all.subarray(n));
-    have -= n;
-    return all.subarray(0, n);
-  };
-}
-
-async function echoRounds(target, rounds) {
-  const { sock } = await dial(target);
-  try {
-    const read = reader(sock);
-    const msg = Buffer.alloc(MSG_SIZE, 0x61);
-    sock.write('E');
-    const out = [];
-    for (let i = 0; i < rounds; i++) {
-      const t0 = process.hrtime.bigint();
-      sock.write(msg);
-      await read(MSG_SIZE);
-      out.push(Number(process.hrtime.bigint() - t0) / 1e3);
-    }
-    return out;
-  } finally {
-    sock.destroy();
-  }
-}
-
-async function sink(target, bytes) {
-  const { sock } = await dial(target);
-  try {
-    const read = reader(sock);
-    const chunk = Buffer.alloc(CHUNK_SIZE, 0x5a);
-    const t0 = process.hrtime.bigint();
-    sock.write('S');
-    for (let left = bytes; left > 0; left -= CHUNK_SIZE) {
-      if (!sock.write(left >= CHUNK_SIZE ? chunk : chunk.subarray(0, left))) await once(sock, 'drain');
-    }
-    sock.end();
-    const count = (await read(8)).readBigUInt64BE(0);
-    const s = Number(process.hrtime.bigint() - t0) / 1e9;
-    if (count !== BigInt(bytes)) throw new Error(`loopback sink: server counted ${count} bytes, sent ${bytes}`);
-    return bytes / 2 ** 20 / s;
-  } finally {
-    sock.destroy();
-  }
-}

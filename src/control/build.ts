@@ -93,6 +93,9 @@ async function buildOnce(dir: string, bin: string, progress: (msg: string) => vo
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
       if (await lockIsStale(lock)) {
+        // Two waiters may both judge it stale and one may remove the other's
+        // fresh lock; the worst outcome is a duplicate build, never a torn
+        // binary, since each build renames its own finished file into place.
         await rm(lock, { recursive: true, force: true });
         continue;
       }
@@ -144,11 +147,12 @@ function describeFailure(r: RunResult): string {
   return `exit ${r.code ?? r.signal}${tail ? `:\n${tail}` : ""}`;
 }
 
-/** headline picks the most telling line of a go command's failure ("go: ..."), shortened. */
+/** headline picks the most telling line of a go command's failure ("go: ..."), shortened from the left. */
 function headline(text: string): string {
   const lines = lastLines(text, 20);
   const line = lines.findLast((l) => /^(go: |\S+: go: )/.test(l.trim())) ?? lines.at(-1) ?? "unknown error";
-  return line.length > 200 ? `${line.slice(0, 197)}...` : line.trim();
+  // The root cause ("403 Forbidden", "network is unreachable") ends the line.
+  return line.length > 160 ? `...${line.trim().slice(-157)}` : line.trim();
 }
 
 /**

@@ -181,7 +181,9 @@ async function launch(
       .map((l) => `    ${l}`)
       .join("\n");
     throw new MeshguardError(ErrorCode.CONTROL_UNAVAILABLE, `headscale did not start: ${why}${tail ? `\n  last output:\n${tail}` : ""}`, {
-      hint: `its configuration is ${layout.configPath}`,
+      hint: cleanup.includes(layout.dir)
+        ? "pass { dir } to keep the configuration and state for inspection, or { log } to see every line"
+        : `its configuration is ${layout.configPath}`,
       ...(spawnError ? { cause: spawnError } : {}),
     });
   };

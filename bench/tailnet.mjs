@@ -1,0 +1,118 @@
+#!/usr/bin/env node
+// bench/tailnet — what a tailnet costs a Node process, side by side in one run:
+//
+//   meshguard   Node ↔ Node, each process a tailnet node through meshguard's
+//               native backend (Go tsnet core in-process, socketpair data path)
+//   go-tsnet    Go ↔ Go, two tsnetbench processes on tailscale.com/tsnet
+//   loopback    Node ↔ Node over plain 127.0.0.1 TCP: the floor
+//
+// Sender and receiver are separate processes in every row, on one local
+// headscale (started here, on loopback). Metrics: request/response RTT,
+// single-stream throughput, dial time, start-to-online time, process RSS,
+// and (meshguard) the event-loop stall while nodes start, dial and transfer.
+//
+//   node bench/tailnet.mjs [--json] [--smoke] [--rtt N] [--bytes B] [--runs R]
+//
+// Run it through `npm run bench` (builds, then enters a network namespace
+// holding only loopback when root).
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { LocalControl } from '../dist/control/index.js';
+import { GO_BENCH_BIN, runGoPeer } from './lib/gopeer.mjs';
+import { runLoopback } from './lib/loopback.mjs';
+import { formatTable, row, toJson } from './lib/stats.mjs';
+
+const { values: o } = parseArgs({
+  options: {
+    json: { type: 'boolean', default: false },
+    smoke: { type: 'boolean', default: false },
+    rtt: { type: 'string' },
+    bytes: { type: 'string' },
+    runs: { type: 'string' },
+  },
+});
+const rtt = Number(o.rtt ?? (o.smoke ? 50 : 2000));
+const bytes = Number(o.bytes ?? (o.smoke ? 1 << 20 : 256 << 20));
+const runs = Number(o.runs ?? (o.smoke ? 1 : 3));
+const progress = (m) => process.stderr.write(`[bench/tailnet] ${m}\n`);
+
+const MESH_PEER = fileURLToPath(new URL('./lib/mesh-peer.mjs', import.meta.url));
+const KiB2MB = (k) => k / 1024;
+
+/** bareNodeRssMB is the RSS of a Node process that does nothing: the baseline for meshguard's memory. */
+function bareNodeRssMB() {
+  const r = spawnSync(process.execPath, ['-e', 'setTimeout(()=>{console.log(process.memoryUsage().rss)},200)'], { encoding: 'utf8' });
+  return Number(r.stdout.trim()) / 2 ** 20;
+}
+
+const acc = new Map(); // "system|metric|unit" -> samples
+const add = (system, metric, unit, v) => {
+  const k = `${system}|${metric}|${unit}`;
+  if (!acc.has(k)) acc.set(k, []);
+  const arr = acc.get(k);
+  for (const x of [v].flat()) if (Number.isFinite(x)) arr.push(x);
+};
+
+function addPeer(system, r) {
+  add(system, 'rtt', 'us', r.rttUs);
+  add(system, 'throughput', 'MiB/s', r.throughputMiBps);
+  // The first dial may wait for the WireGuard handshake; it is reported apart.
+  add(system, 'dial (first)', 'ms', r.dialMs[0]);
+  add(system, 'dial (warm)', 'ms', r.dialMs.slice(1));
+  add(system, 'start-to-online', 'ms', r.onlineMs);
+  if (r.inProcess?.client?.upMs !== undefined) add(system, 'start-to-online (in-process)', 'ms', [r.inProcess.client.upMs, r.inProcess.server.upMs]);
+  if (r.clientRssOnlineKiB) add(system, 'rss online', 'MB', KiB2MB(r.clientRssOnlineKiB));
+  if (r.clientRssKiB) add(system, 'rss after run', 'MB', KiB2MB(r.clientRssKiB));
+  if (r.clientLoopDelayMs) {
+    add(system, 'event-loop stall (max)', 'ms', [r.clientLoopDelayMs.max, r.serverLoopDelayMs?.max]);
+    add(system, 'event-loop delay p99', 'ms', [r.clientLoopDelayMs.p99, r.serverLoopDelayMs?.p99]);
+  }
+}
+
+let control;
+try {
+  progress(`rtt=${rtt} bytes=${bytes} runs=${runs}${o.smoke ? ' (smoke)' : ''}`);
+  progress('starting local headscale');
+  control = await LocalControl.start({});
+  await control.createUser('bench');
+  const key = () => control.createAuthKey({ user: 'bench', reusable: true, ephemeral: true, expiration: '1h' });
+  const [serverKey, clientKey] = [await key(), await key()];
+  add('node (bare)', 'rss', 'MB', bareNodeRssMB());
+  for (let i = 0; i < runs; i++) {
+    progress(`run ${i + 1}/${runs}: loopback`);
+    const lb = await runLoopback({ rtt, bytes });
+    addPeer('loopback', { ...lb, clientRssOnlineKiB: 0, clientRssKiB: 0 });
+    progress(`run ${i + 1}/${runs}: go-tsnet`);
+    addPeer('go-tsnet', await runGoPeer({ controlUrl: control.url, serverKey, clientKey, rtt, bytes, goBin: GO_BENCH_BIN }));
+    progress(`run ${i + 1}/${runs}: meshguard`);
+    addPeer(
+      'meshguard',
+      await runGoPeer({ controlUrl: control.url, serverKey, clientKey, rtt, bytes, goBin: process.execPath, prefixArgs: [MESH_PEER], label: 'mesh-peer', hostPrefix: 'bench-mg' }),
+    );
+  }
+} finally {
+  await control?.stop();
+}
+
+const order = ['meshguard', 'go-tsnet', 'loopback', 'node (bare)'];
+const rows = [...acc.entries()]
+  .map(([k, samples]) => {
+    const [system, metric, unit] = k.split('|');
+    return row(system, metric, unit, samples);
+  })
+  .sort((x, y) => x.metric.localeCompare(y.metric) || order.indexOf(x.system) - order.indexOf(y.system));
+
+const out = toJson('tailnet', rows);
+if (o.smoke) {
+  // Shape check only: every row complete, the three systems present. No thresholds.
+  const keys = ['system', 'metric', 'unit', 'p50', 'p99', 'mean', 'n'];
+  const bad = out.rows.filter((r) => keys.some((k) => r[k] === undefined || (typeof r[k] === 'number' && !Number.isFinite(r[k]))));
+  for (const s of ['meshguard', 'go-tsnet', 'loopback']) if (!out.rows.some((r) => r.system === s && r.metric === 'rtt')) bad.push({ missing: s });
+  if (bad.length) {
+    process.stderr.write(`[bench/tailnet] smoke: malformed rows: ${JSON.stringify(bad)}\n`);
+    process.exitCode = 1;
+  }
+}
+if (o.json) process.stdout.write(JSON.stringify(out, null, 2) + '\n');
+else process.stdout.write(formatTable(rows) + '\n');
