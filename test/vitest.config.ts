@@ -2,7 +2,7 @@ import { defineConfig } from "vitest/config";
 
 export default defineConfig({
   test: {
-    include: ["test/**/*.test.ts", "src/**/*.test.ts"],
+    include: ["test/**/*.test.ts", "src/**/*.test.ts", "bench/**/*.test.mjs"],
     root: new URL("..", import.meta.url).pathname,
     testTimeout: 60_000,
     hookTimeout: 120_000,

@@ -1,5 +1,5 @@
-// Run: node --test bench/lib/*.test.mjs
-import { test } from 'node:test';
+// Part of the vitest suite (test/vitest.config.ts).
+import { test } from 'vitest';
 import assert from 'node:assert/strict';
 import { summarize, row, toJson, formatTable, COLUMNS } from './stats.mjs';
 

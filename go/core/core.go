@@ -297,24 +297,23 @@ func (c *Core) ctxErr(n *node, ctx context.Context, err error, timeout time.Dura
 
 // watch follows the IPN bus for the life of the node and emits a "netmap"
 // event with the peer list whenever the set of peers or their fields change.
+// On Linux the bus no longer carries whole netmaps at runtime, only peer
+// deltas (NotifyPeerChanges); any delta marks the list dirty and one
+// goroutine recomputes it, so a burst of deltas costs one Status call.
 func (c *Core) watch(n *node) {
-	w, err := n.lc.WatchIPNBus(n.ctx, ipn.NotifyInitialNetMap|ipn.NotifyInitialState)
+	w, err := n.lc.WatchIPNBus(n.ctx, ipn.NotifyInitialNetMap|ipn.NotifyInitialState|ipn.NotifyPeerChanges)
 	if err != nil {
 		return
 	}
 	defer w.Close()
-	for {
-		msg, err := w.Next()
-		if err != nil {
-			return
-		}
-		if msg.State != nil {
-			c.emit("state", n.id, map[string]any{"state": msg.State.String()})
-		}
-		if msg.ErrMessage != nil {
-			c.emit("error", n.id, map[string]any{"message": *msg.ErrMessage})
-		}
-		if msg.NetMap != nil {
+	dirty := make(chan struct{}, 1)
+	c.goSafe("netmap", func() {
+		for {
+			select {
+			case <-n.ctx.Done():
+				return
+			case <-dirty:
+			}
 			peers, err := c.peers(n, n.ctx)
 			if err != nil {
 				continue
@@ -326,6 +325,24 @@ func (c *Core) watch(n *node) {
 			n.mu.Unlock()
 			if changed {
 				c.emit("netmap", n.id, map[string]any{"peers": peers})
+			}
+		}
+	})
+	for {
+		msg, err := w.Next()
+		if err != nil {
+			return
+		}
+		if msg.State != nil {
+			c.emit("state", n.id, map[string]any{"state": msg.State.String()})
+		}
+		if msg.ErrMessage != nil {
+			c.emit("error", n.id, map[string]any{"message": *msg.ErrMessage})
+		}
+		if msg.NetMap != nil || len(msg.PeersChanged) > 0 || len(msg.PeersRemoved) > 0 || msg.SelfChange != nil {
+			select {
+			case dirty <- struct{}{}:
+			default:
 			}
 		}
 	}

@@ -61,13 +61,19 @@ export function offlineConfig(layout: Layout, p: Ports & { logLevel: string; eph
         private_key_path: join(dir, "derp_server_private.key"),
         automatically_add_embedded_derp_region: true,
         ipv4: "127.0.0.1",
-        ipv6: "",
+        // "none" tells clients the DERP node has no IPv6; an empty value makes
+        // every netcheck wait out a 3 s IPv6 STUN probe (4.7 s to online, not 0.2 s).
+        ipv6: "none",
       },
       urls: [],
       paths: [],
       auto_update_enabled: false,
       update_frequency: "24h",
     },
+    // headscale batches netmap changes (800 ms / 500 ms by default): fine for
+    // a fleet, but it is most of a local node's time to online and of the
+    // delay before a policy change reaches the nodes.
+    tuning: { batch_change_delay: "50ms", node_store_batch_timeout: "20ms" },
     node: { expiry: "0", ephemeral: { inactivity_timeout: p.ephemeral } },
     database: { type: "sqlite", sqlite: { path: join(dir, "db.sqlite"), write_ahead_log: true } },
     log: { level: p.logLevel, format: "text" },

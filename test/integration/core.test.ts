@@ -1,0 +1,314 @@
+// The core against a real headscale and real nodes: data path, netmap
+// trimming, whois, failures, and that closing releases everything.
+import { spawn } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
+import { once } from "node:events";
+import net from "node:net";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { MeshNode, MeshguardError, coreHandles, type Peer } from "../../src/index.js";
+import { policy, startTailnet, type Tailnet } from "./tailnet.js";
+
+const MiB = 1 << 20;
+const fixture = (name: string) => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url));
+
+let tn: Tailnet;
+let service: MeshNode;
+let agentA: MeshNode;
+
+beforeAll(async () => {
+  tn = await startTailnet(false);
+  service = await tn.start("service", { tags: ["tag:service"] });
+  agentA = await tn.start("agent-a", { tags: ["tag:agent-a"] });
+});
+
+afterAll(async () => {
+  await agentA?.close();
+  await service?.close();
+  await tn?.control.stop();
+});
+
+/** readAll collects a socket's bytes until the peer's end. */
+async function readAll(sock: net.Socket): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of sock) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
+
+const sha = (b: Buffer) => createHash("sha256").update(b).digest();
+
+async function expectCode(p: Promise<unknown>, code: string): Promise<MeshguardError> {
+  const err = await p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err, `expected ${code}`).toBeInstanceOf(MeshguardError);
+  expect((err as MeshguardError).code).toBe(code);
+  return err as MeshguardError;
+}
+
+describe("data path", () => {
+  it("two nodes in one process exchange 1 MiB both ways with half-close", async () => {
+    const server = await service.listen(7001);
+    const fromClient = randomBytes(MiB);
+    const fromServer = randomBytes(MiB);
+    const served = new Promise<{ got: Buffer; endedBeforeReply: boolean }>((resolve, reject) => {
+      server.once("connection", (sock: net.Socket) => {
+        const chunks: Buffer[] = [];
+        sock.on("data", (c: Buffer) => chunks.push(c));
+        sock.on("error", reject);
+        sock.on("end", () => {
+          // The client half-closed: we can still write.
+          sock.end(fromServer);
+          resolve({ got: Buffer.concat(chunks), endedBeforeReply: true });
+        });
+      });
+    });
+    const sock = await agentA.dial("service", 7001, { allowHalfOpen: true });
+    sock.end(fromClient);
+    const back = await readAll(sock);
+    const { got, endedBeforeReply } = await served;
+    expect(endedBeforeReply).toBe(true);
+    expect(got.length).toBe(MiB);
+    expect(sha(got).equals(sha(fromClient))).toBe(true);
+    expect(back.length).toBe(MiB);
+    expect(sha(back).equals(sha(fromServer))).toBe(true);
+    await new Promise<void>((r) => server.close(() => r()));
+  });
+
+  it("two nodes in separate processes exchange 1 MiB both ways with half-close", async () => {
+    const key = await tn.key(["tag:service"]);
+    const child = spawn(process.execPath, [fixture("echo-peer.mjs"), tn.control.url, key, join(tn.stateDir, "remote"), "remote-svc", "7002", String(MiB)], {
+      stdio: ["pipe", "pipe", "inherit"],
+    });
+    const lines = createInterface({ input: child.stdout! });
+    const next = async () => JSON.parse(String((await once(lines, "line"))[0])) as { event: string; handles?: Record<string, number> };
+    try {
+      expect((await next()).event).toBe("online");
+      await waitForPeer(agentA, "remote-svc");
+      const payload = randomBytes(MiB);
+      const sock = await agentA.dial("remote-svc", 7002, { allowHalfOpen: true });
+      sock.end(payload);
+      const back = await readAll(sock);
+      expect(back.length).toBe(32 + MiB);
+      expect(back.subarray(0, 32).equals(sha(payload))).toBe(true);
+      expect(back.subarray(32).every((b) => b === 7)).toBe(true);
+      child.stdin!.end();
+      const closed = await next();
+      expect(closed.event).toBe("closed");
+      expect(closed.handles).toEqual({ nodes: 0, listeners: 0, conns: 0 });
+    } finally {
+      child.kill();
+    }
+  });
+
+  it("sockets carry the tailnet addresses of both ends", async () => {
+    const server = await service.listen(7003);
+    const seen = new Promise<net.Socket>((r) => server.once("connection", r));
+    const sock = await agentA.dial(service.ips[0]!, 7003);
+    const accepted = await seen;
+    expect(accepted.remoteAddress).toBe(agentA.ips[0]);
+    expect(sock.remoteAddress).toBe(service.ips[0]);
+    expect(sock.remotePort).toBe(7003);
+    accepted.destroy();
+    sock.destroy();
+    server.close();
+  });
+});
+
+async function waitForPeer(node: MeshNode, hostname: string, timeoutMs = 20_000): Promise<Peer> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const p = (await node.peers()).find((x) => x.hostname === hostname);
+    if (p) return p;
+    if (Date.now() > deadline) throw new Error(`${hostname} never appeared in the netmap of ${node.hostname}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+describe("whois", () => {
+  it("identifies a tagged caller: node, tags, owners from tagOwners, app capabilities", async () => {
+    const server = await service.listen(7010);
+    const who = new Promise<Awaited<ReturnType<MeshNode["whois"]>>>((resolve, reject) =>
+      server.once("connection", (s: net.Socket) => service.whois(s).then(resolve, reject).finally(() => s.destroy())),
+    );
+    const sock = await agentA.dial("service", 7010);
+    const w = await who;
+    sock.destroy();
+    server.close();
+    expect(w.node.name).toBe(agentA.name);
+    expect(w.node.hostname).toBe("agent-a");
+    expect(w.node.tags).toEqual(["tag:agent-a"]);
+    expect(w.node.ips).toContain(agentA.ips[0]);
+    expect(w.tagged).toBe(true);
+    expect(w.owners).toEqual(["alice@"]);
+    expect(w.caps["meshguard.dev/cap/tools"]).toEqual([{ tools: ["search", "read"] }]);
+  });
+
+  it("identifies a user-owned caller: the user is the owner", async () => {
+    const human = await tn.start("alice-laptop", { authKey: await tn.userKey() });
+    try {
+      await waitForPeer(human, "service");
+      const server = await service.listen(7011);
+      const who = new Promise<Awaited<ReturnType<MeshNode["whois"]>>>((resolve, reject) =>
+        server.once("connection", (s: net.Socket) => service.whois(s).then(resolve, reject).finally(() => s.destroy())),
+      );
+      const sock = await human.dial("service", 7011);
+      const w = await who;
+      sock.destroy();
+      server.close();
+      expect(w.node.hostname).toBe("alice-laptop");
+      expect(w.node.tags).toEqual([]);
+      expect(w.tagged).toBe(false);
+      expect(w.user.login).toMatch(/^alice/);
+      expect(w.owners).toEqual([w.user.login]);
+      expect(w.caps["meshguard.dev/cap/tools"]).toEqual([{ tools: ["admin"] }]);
+      // whois by address string gives the same identity
+      const byAddr = await service.whois(human.ips[0]!);
+      expect(byAddr.node.id).toBe(w.node.id);
+    } finally {
+      await human.close();
+    }
+  });
+
+  it("an address no node has is MESHGUARD_WHOIS_NOT_FOUND", async () => {
+    await expectCode(service.whois("100.100.100.100:1"), "MESHGUARD_WHOIS_NOT_FOUND");
+  });
+});
+
+describe("netmap trimming by policy", () => {
+  it("agent-c cannot see or dial the service until the policy allows it, then gets a netmap event", async () => {
+    const agentC = await tn.start("agent-c", { tags: ["tag:agent-c"] });
+    try {
+      const server = await service.listen(7020);
+      server.on("connection", (s: net.Socket) => s.end("hello agent"));
+      // agent-a sees the service (sanity), agent-c does not.
+      expect((await agentA.peers()).map((p) => p.hostname)).toContain("service");
+      expect((await agentC.peers()).map((p) => p.hostname)).not.toContain("service");
+      const err = await expectCode(agentC.dial("service", 7020), "MESHGUARD_NO_PEER");
+      expect(err.message).toMatch(/not a peer/);
+      await expectCode(agentC.dial(service.ips[0]!, 7020), "MESHGUARD_NO_PEER");
+
+      const sawService = new Promise<Peer[]>((resolve) => {
+        const onNetmap = (ev: { peers: Peer[] }) => {
+          if (ev.peers.some((p) => p.hostname === "service")) {
+            agentC.off("netmap", onNetmap);
+            resolve(ev.peers);
+          }
+        };
+        agentC.on("netmap", onNetmap);
+      });
+      await tn.control.setPolicy(policy(true));
+      const peers = await sawService;
+      expect(peers.find((p) => p.hostname === "service")?.tags).toEqual(["tag:service"]);
+      const sock = await agentC.dial("service", 7020);
+      expect((await readAll(sock)).toString()).toBe("hello agent");
+      server.close();
+    } finally {
+      await tn.control.setPolicy(policy(false));
+      await agentC.close();
+    }
+  });
+});
+
+describe("failures are typed errors, and the process survives them", () => {
+  it("a bad option names the field", async () => {
+    const err = await expectCode(MeshNode.start({ controlUrl: "ftp://x", hostname: "Bad_Name" } as never), "MESHGUARD_INVALID_OPTIONS");
+    expect(err.message).toMatch(/controlUrl/);
+    expect(err.message).toMatch(/hostname/);
+    await expectCode(MeshNode.start({ controlUrl: tn.control.url, hostname: "ok", colour: "red" } as never), "MESHGUARD_INVALID_OPTIONS");
+  });
+
+  it("a wrong auth key is MESHGUARD_AUTH_FAILED", async () => {
+    await expectCode(
+      MeshNode.start({ controlUrl: tn.control.url, authKey: "hskey-auth-0000000000000000000000000000000000000000000000000000000000000000", hostname: "intruder", dir: join(tn.stateDir, "intruder"), ephemeral: true, timeoutMs: 20_000 }),
+      "MESHGUARD_AUTH_FAILED",
+    );
+  });
+
+  it("an unreachable control server fails fast with MESHGUARD_CONTROL_UNREACHABLE", async () => {
+    const port = await freePort();
+    const t0 = Date.now();
+    const err = await expectCode(
+      MeshNode.start({ controlUrl: `http://127.0.0.1:${port}`, authKey: "x", hostname: "lost", dir: join(tn.stateDir, "lost"), ephemeral: true }),
+      "MESHGUARD_CONTROL_UNREACHABLE",
+    );
+    expect(Date.now() - t0).toBeLessThan(10_000);
+    expect(err.message).toContain(`127.0.0.1:${port}`);
+  });
+
+  it("listening twice on a port is MESHGUARD_PORT_IN_USE", async () => {
+    const server = await service.listen(7030);
+    await expectCode(service.listen(7030), "MESHGUARD_PORT_IN_USE");
+    server.close();
+  });
+
+  it("bad dial arguments are MESHGUARD_INVALID_OPTIONS", async () => {
+    await expectCode(agentA.dial("service", 0), "MESHGUARD_INVALID_OPTIONS");
+    await expectCode(agentA.dial("", 80), "MESHGUARD_INVALID_OPTIONS");
+  });
+
+  it("a dial to a name that is no peer is MESHGUARD_NO_PEER, and never leaves the tailnet", async () => {
+    await expectCode(agentA.dial("example.com", 80), "MESHGUARD_NO_PEER");
+    await expectCode(agentA.dial("127.0.0.1", tn.control.url ? Number(new URL(tn.control.url).port) : 80), "MESHGUARD_NO_PEER");
+  });
+
+  it("use after close is MESHGUARD_CLOSED; close is idempotent", async () => {
+    const n = await tn.start("short-lived", { tags: ["tag:agent-a"] });
+    await n.close();
+    await n.close();
+    await expectCode(n.dial("service", 80), "MESHGUARD_CLOSED");
+    await expectCode(n.listen(80), "MESHGUARD_CLOSED");
+    await expectCode(n.peers(), "MESHGUARD_CLOSED");
+    await expectCode(n.whois("100.64.0.1"), "MESHGUARD_CLOSED");
+  });
+
+  it("closing an ephemeral node removes it from the control server at once", async () => {
+    const n = await tn.start("ephemeral-one", { tags: ["tag:agent-a"] });
+    expect((await tn.control.listNodes()).map((x) => x.name)).toContain("ephemeral-one");
+    await n.close();
+    expect((await tn.control.listNodes()).map((x) => x.name)).not.toContain("ephemeral-one");
+  });
+});
+
+describe("resources", () => {
+  it("a process that closes its nodes drains the handle tables and exits by itself", async () => {
+    const child = spawn(process.execPath, [fixture("exit-check.mjs"), tn.control.url, await tn.key(["tag:agent-a"]), await tn.key(["tag:service"]), join(tn.stateDir, "exit")], { stdio: ["ignore", "pipe", "inherit"] });
+    let out = "";
+    child.stdout!.on("data", (c) => (out += c));
+    const timer = setTimeout(() => child.kill("SIGKILL"), 40_000);
+    const [code, signal] = (await once(child, "exit")) as [number | null, string | null];
+    clearTimeout(timer);
+    expect(signal, "the process had to be killed: something kept it alive").toBeNull();
+    expect(code).toBe(0);
+    expect(JSON.parse(out)).toEqual({ got: "bye", handles: { nodes: 0, listeners: 0, conns: 0 } });
+  });
+
+  it("this process's tables hold exactly what is open", async () => {
+    const before = await coreHandles();
+    const server = await service.listen(7040);
+    const sock = await agentA.dial("service", 7040);
+    await once(server, "connection");
+    const during = await coreHandles();
+    expect(during.listeners).toBe(before.listeners + 1);
+    expect(during.conns).toBeGreaterThanOrEqual(before.conns + 2);
+    sock.destroy();
+    server.close();
+    await new Promise((r) => setTimeout(r, 300));
+    const after = await coreHandles();
+    expect(after.listeners).toBe(before.listeners);
+  });
+});
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.listen(0, "127.0.0.1", () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+    s.on("error", reject);
+  });
+}

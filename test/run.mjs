@@ -1,0 +1,74 @@
+#!/usr/bin/env node
+// The test command (`npm test`): builds what is needed, runs the vitest
+// suite and the benchmark smoke runs inside a fresh network namespace
+// holding only loopback (when root), prints how long each phase took and
+// ends with one line: `N passed, N failed`.
+import { spawnSync } from "node:child_process";
+import { existsSync, readFileSync, rmSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+const node = process.execPath;
+const phases = [];
+let passed = 0;
+let failed = 0;
+
+function phase(name, fn) {
+  const t0 = performance.now();
+  process.stderr.write(`\n=== ${name}\n`);
+  let ok = false;
+  try {
+    ok = fn() !== false;
+  } catch (err) {
+    process.stderr.write(`${name} failed: ${err.message}\n`);
+  }
+  const s = (performance.now() - t0) / 1000;
+  phases.push({ name, s, ok });
+  process.stderr.write(`=== ${name}: ${ok ? "ok" : "FAILED"} in ${s.toFixed(1)} s\n`);
+  return ok;
+}
+
+const run = (argv, opts = {}) => spawnSync(argv[0], argv.slice(1), { stdio: "inherit", cwd: root, ...opts }).status === 0;
+const inNetns = (argv) => [node, join(root, "test", "netns.mjs"), ...argv];
+
+const built = phase("build (addon, Go bench peer, TypeScript, headscale)", () => run([node, join(root, "test", "build.mjs")]));
+if (!built) failed++;
+
+phase("typecheck", () => {
+  const ok = run([node, join(root, "node_modules", "typescript", "bin", "tsc"), "--noEmit", "-p", root]);
+  ok ? passed++ : failed++;
+  return ok;
+});
+
+if (built) {
+  phase("tests (vitest, in a network namespace)", () => {
+    const report = join(root, ".cache", "vitest-report.json");
+    rmSync(report, { force: true });
+    const ok = run(inNetns([node, join(root, "node_modules", "vitest", "vitest.mjs"), "run", "--config", join(root, "test", "vitest.config.ts")]));
+    if (existsSync(report)) {
+      const r = JSON.parse(readFileSync(report, "utf8"));
+      passed += r.numPassedTests;
+      // A file that failed to load has no failed test of its own: count it once.
+      const brokenFiles = (r.testResults ?? []).filter((t) => t.status === "failed" && !(t.assertionResults ?? []).some((a) => a.status === "failed")).length;
+      failed += r.numFailedTests + brokenFiles;
+    } else if (!ok) failed++;
+    return ok;
+  });
+
+  phase("benchmark smoke runs (shape only, no thresholds)", () => {
+    let ok = true;
+    for (const bench of ["tailnet.mjs"]) {
+      const good = run(inNetns([node, join(root, "bench", bench), "--smoke", "--json"]), { stdio: ["ignore", "ignore", "inherit"] });
+      process.stderr.write(`bench/${bench} --smoke: ${good ? "ok" : "FAILED"}\n`);
+      good ? passed++ : failed++;
+      ok &&= good;
+    }
+    return ok;
+  });
+}
+
+process.stderr.write("\nphase timings:\n");
+for (const p of phases) process.stderr.write(`  ${p.ok ? "ok    " : "FAILED"} ${p.s.toFixed(1).padStart(7)} s  ${p.name}\n`);
+console.log(`${passed} passed, ${failed} failed`);
+process.exit(failed === 0 ? 0 : 1);
