@@ -88,7 +88,7 @@ try {
     progress(`run ${i + 1}/${runs}: meshguard`);
     addPeer(
       'meshguard',
-      await runGoPeer({ controlUrl: control.url, serverKey, clientKey, rtt, bytes, goBin: process.execPath, prefixArgs: [MESH_PEER], label: 'mesh-peer', hostPrefix: 'bench-mg' }),
+      await runGoPeer({ controlUrl: control.url, serverKey, clientKey, rtt, bytes, goBin: process.execPath, prefixArgs: [MESH_PEER], label: 'mesh-peer', hostPrefix: 'bench-mg', extraEnv: process.env.MESH_GOMAXPROCS ? { GOMAXPROCS: process.env.MESH_GOMAXPROCS } : {} }),
     );
   }
 } finally {

@@ -1,7 +1,7 @@
 import { EventEmitter } from "node:events";
 import net from "node:net";
 import tls from "node:tls";
-import { Agent, fetch as undiciFetch, type RequestInfo, type RequestInit, type Response } from "undici";
+import type { Agent, RequestInfo, RequestInit, Response } from "undici";
 import { loadBackend } from "./backend/load.js";
 import type { Backend, CoreEvent, CoreWhoIs, ExportedConn, PeerInfo, UpResult } from "./backend/protocol.js";
 import { knobsFor, resolveStartOptions, type ProgressEvent, type ResolvedStartOptions, type StartOptions } from "./config.js";
@@ -294,7 +294,10 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
    */
   async fetch(input: RequestInfo, init?: RequestInit): Promise<Response> {
     this.assertOpen("fetch");
-    this.dispatcher ??= new Agent({
+    // undici is loaded on first use: it is most of the library's memory and
+    // many agents never fetch over the tailnet.
+    const undici = await import("undici");
+    this.dispatcher ??= new undici.Agent({
       connect: (o, cb) => {
         const host = o.hostname;
         const port = Number(o.port) || (o.protocol === "https:" ? 443 : 80);
@@ -318,7 +321,7 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
         );
       },
     });
-    return undiciFetch(input, { ...init, dispatcher: this.dispatcher });
+    return undici.fetch(input, { ...init, dispatcher: this.dispatcher });
   }
 
   /**

@@ -103,6 +103,7 @@ export async function runGoPeer({
   prefixArgs = [],
   label = 'tsnetbench',
   hostPrefix = 'bench-go',
+  extraEnv = {},
 }) {
   if (typeof controlUrl !== 'string' || !/^https?:\/\/(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-fA-F:]+\]):\d+\/?$/.test(controlUrl)) {
     throw new TypeError(`runGoPeer: controlUrl must be http(s)://<IP literal>:<port>, got ${controlUrl}`);
@@ -114,7 +115,7 @@ export async function runGoPeer({
     if (!Number.isSafeInteger(v) || v < 1) throw new TypeError(`runGoPeer: ${k} must be a positive integer, got ${v}`);
   }
 
-  const env = { ...process.env, ...TAILSCALE_SAFE_ENV, ...NETNS_ENV };
+  const env = { ...process.env, ...TAILSCALE_SAFE_ENV, ...NETNS_ENV, ...extraEnv };
   // The flags are authoritative; stray env fallbacks must not change what is measured.
   delete env.TS_AUTHKEY;
   delete env.TS_CONTROL_URL;

@@ -27,6 +27,7 @@ import (
 	"tailscale.com/envknob"
 	"tailscale.com/ipn"
 	"tailscale.com/ipn/ipnstate"
+	"tailscale.com/tailcfg"
 	"tailscale.com/tsnet"
 )
 
@@ -427,10 +428,10 @@ func (c *Core) Status(id int64) (map[string]any, error) {
 // an address of a peer in the netmap. Anything else is ErrNoPeer: the core
 // never falls back to the host network or system DNS, so a tailnet dial can
 // only ever reach the tailnet.
-func (c *Core) resolve(n *node, host string) (netip.Addr, error) {
+func (c *Core) resolve(n *node, host string) (netip.Addr, *ipnstate.PeerStatus, error) {
 	st, err := n.lc.Status(n.ctx)
 	if err != nil {
-		return netip.Addr{}, codeErr(ErrInternal, "core.Dial: status: %v", err)
+		return netip.Addr{}, nil, codeErr(ErrInternal, "core.Dial: status: %v", err)
 	}
 	want := strings.ToLower(strings.TrimSuffix(host, "."))
 	ip, perr := netip.ParseAddr(want)
@@ -442,16 +443,16 @@ func (c *Core) resolve(n *node, host string) (netip.Addr, error) {
 		names = append(names, short)
 		for _, a := range p.TailscaleIPs {
 			if isIP && a == ip.Unmap() {
-				return a, nil
+				return a, p, nil
 			}
 		}
 		if !isIP && (want == fq || want == short) && len(p.TailscaleIPs) > 0 {
 			for _, a := range p.TailscaleIPs {
 				if a.Is4() {
-					return a, nil
+					return a, p, nil
 				}
 			}
-			return p.TailscaleIPs[0], nil
+			return p.TailscaleIPs[0], p, nil
 		}
 	}
 	sortStrings(names)
@@ -459,7 +460,7 @@ func (c *Core) resolve(n *node, host string) (netip.Addr, error) {
 	if known == "" {
 		known = "none"
 	}
-	return netip.Addr{}, codeErr(ErrNoPeer, "%q is not a peer of this node (peers: %s); the control server only sends the peers policy lets this node reach", host, known)
+	return netip.Addr{}, nil, codeErr(ErrNoPeer, "%q is not a peer of this node (peers: %s); the control server only sends the peers policy lets this node reach", host, known)
 }
 
 // Dial connects to host:port over the tailnet and exports the connection.
@@ -474,13 +475,16 @@ func (c *Core) Dial(id int64, host string, port int, timeout time.Duration) (map
 	if port <= 0 || port > 65535 {
 		return nil, codeErr(ErrBadArgs, "core.Dial: port %d out of range 1-65535", port)
 	}
-	addr, err := c.resolve(n, host)
+	addr, peer, err := c.resolve(n, host)
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(n.ctx, timeout)
 	defer cancel()
 	t0 := time.Now()
+	if peer.LastHandshake.IsZero() {
+		c.warmUp(ctx, n, addr)
+	}
 	conn, err := n.srv.Dial(ctx, "tcp", netip.AddrPortFrom(addr, uint16(port)).String())
 	if err != nil {
 		if n.ctx.Err() != nil {
@@ -499,6 +503,25 @@ func (c *Core) Dial(id int64, host string, port int, timeout time.Duration) (map
 	out["localAddr"] = conn.LocalAddr().String()
 	out["dialUs"] = time.Since(t0).Microseconds()
 	return out, nil
+}
+
+// warmUp makes sure a peer we never talked to knows us before the first
+// dial. A node that has just come online may reach a peer before the
+// control server has told that peer about it; the peer then drops the
+// WireGuard handshake and the dial stalls for WireGuard's 5 s retry. A
+// disco ping is answered only once the peer knows our keys, so a few quick
+// pings (a millisecond each when it already does) take that stall away.
+func (c *Core) warmUp(ctx context.Context, n *node, addr netip.Addr) {
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		pctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		res, err := n.lc.Ping(pctx, addr, tailcfg.PingDisco)
+		cancel()
+		if err == nil && res != nil && res.Err == "" {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func (c *Core) export(conn net.Conn) (map[string]any, error) {
