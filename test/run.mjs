@@ -41,6 +41,29 @@ phase("typecheck", () => {
   return ok;
 });
 
+phase("go vet + go test (core unit tests; no network)", () => {
+  const headers = join(root, "node_modules", "node-api-headers", "include");
+  const env = { ...process.env, GOTOOLCHAIN: "local", GOFLAGS: "-mod=readonly", CGO_CFLAGS: `-I${headers}`, CGO_LDFLAGS: "-Wl,--unresolved-symbols=ignore-all" };
+  const vet = run(["go", "vet", "./..."], { cwd: join(root, "go"), env });
+  if (!vet) failed++;
+  const r = spawnSync("go", ["test", "-json", "-count=1", "./core/..."], { cwd: join(root, "go"), env, encoding: "utf8", maxBuffer: 64 << 20 });
+  let p = 0, f = 0;
+  for (const line of r.stdout.split("\n")) {
+    if (!line.startsWith("{")) continue;
+    const ev = JSON.parse(line);
+    if (ev.Test && ev.Action === "pass") p++;
+    if (ev.Test && ev.Action === "fail") {
+      f++;
+      process.stderr.write(`go test: FAIL ${ev.Package} ${ev.Test}\n`);
+    }
+  }
+  if (r.status !== 0 && f === 0) f = 1;
+  process.stderr.write(`go test: ${p} passed, ${f} failed\n`);
+  passed += p;
+  failed += f;
+  return vet && f === 0;
+});
+
 if (built) {
   phase("tests (vitest, in a network namespace)", () => {
     const report = join(root, ".cache", "vitest-report.json");

@@ -53,9 +53,12 @@ type node struct {
 	cancel context.CancelFunc
 
 	mu        sync.Mutex
-	started   bool
+	started   bool // Up was called
+	running   bool // srv.Start succeeded, so srv.Close is safe
 	closed    bool
 	lastPeers string // JSON of the last peers event, to emit only changes
+	peerCache []Peer // the netmap's peers as of the last change, for dials
+	warmed    map[netip.Addr]bool
 	listeners map[int64]*listener
 }
 
@@ -146,7 +149,7 @@ func (c *Core) Create(cfg Config) (int64, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return 0, codeErr(ErrBadArgs, "core.Create: state dir: %v", err)
 	}
-	n := &node{cfg: cfg, listeners: map[int64]*listener{}}
+	n := &node{cfg: cfg, listeners: map[int64]*listener{}, warmed: map[netip.Addr]bool{}}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.srv = &tsnet.Server{
 		Dir:           filepath.Clean(cfg.Dir),
@@ -215,6 +218,15 @@ func (c *Core) Up(id int64, timeout time.Duration) (*upNode, error) {
 	if err := n.srv.Start(); err != nil {
 		return nil, codeErr(ErrInternal, "core.Up: start: %v", err)
 	}
+	n.mu.Lock()
+	if n.closed {
+		// Close ran while Start was in progress and saw nothing to close.
+		n.mu.Unlock()
+		n.srv.Close()
+		return nil, codeErr(ErrClosed, "node was closed while coming up")
+	}
+	n.running = true
+	n.mu.Unlock()
 	lc, err := n.srv.LocalClient()
 	if err != nil {
 		return nil, codeErr(ErrInternal, "core.Up: local client: %v", err)
@@ -323,6 +335,7 @@ func (c *Core) watch(n *node) {
 			n.mu.Lock()
 			changed := js != n.lastPeers
 			n.lastPeers = js
+			n.peerCache = peers
 			n.mu.Unlock()
 			if changed {
 				c.emit("netmap", n.id, map[string]any{"peers": peers})
@@ -428,31 +441,32 @@ func (c *Core) Status(id int64) (map[string]any, error) {
 // an address of a peer in the netmap. Anything else is ErrNoPeer: the core
 // never falls back to the host network or system DNS, so a tailnet dial can
 // only ever reach the tailnet.
-func (c *Core) resolve(n *node, host string) (netip.Addr, *ipnstate.PeerStatus, error) {
-	st, err := n.lc.Status(n.ctx)
-	if err != nil {
-		return netip.Addr{}, nil, codeErr(ErrInternal, "core.Dial: status: %v", err)
-	}
+func (c *Core) resolve(n *node, host string) (netip.Addr, error) {
 	want := strings.ToLower(strings.TrimSuffix(host, "."))
 	ip, perr := netip.ParseAddr(want)
 	isIP := perr == nil
-	var names []string
-	for _, p := range st.Peer {
-		fq := strings.ToLower(strings.TrimSuffix(p.DNSName, "."))
-		short, _, _ := strings.Cut(fq, ".")
-		names = append(names, short)
-		for _, a := range p.TailscaleIPs {
-			if isIP && a == ip.Unmap() {
-				return a, p, nil
-			}
+	// The netmap watcher keeps the peer list current; a Status call through
+	// the LocalAPI costs more than the dial itself, so it is only the
+	// fallback for a name the cache does not know (yet).
+	n.mu.Lock()
+	cached := n.peerCache
+	n.mu.Unlock()
+	for _, p := range cached {
+		if a, ok := matchPeer(p.Name, p.IPs, want, ip, isIP); ok {
+			return a, nil
 		}
-		if !isIP && (want == fq || want == short) && len(p.TailscaleIPs) > 0 {
-			for _, a := range p.TailscaleIPs {
-				if a.Is4() {
-					return a, p, nil
-				}
-			}
-			return p.TailscaleIPs[0], p, nil
+	}
+	st, err := n.lc.Status(n.ctx)
+	if err != nil {
+		return netip.Addr{}, codeErr(ErrInternal, "core.Dial: status: %v", err)
+	}
+	var names []string
+	for _, ps := range st.Peer {
+		p := toPeer(st, ps)
+		short, _, _ := strings.Cut(p.Name, ".")
+		names = append(names, short)
+		if a, ok := matchPeer(p.Name, p.IPs, want, ip, isIP); ok {
+			return a, nil
 		}
 	}
 	sortStrings(names)
@@ -460,7 +474,37 @@ func (c *Core) resolve(n *node, host string) (netip.Addr, *ipnstate.PeerStatus, 
 	if known == "" {
 		known = "none"
 	}
-	return netip.Addr{}, nil, codeErr(ErrNoPeer, "%q is not a peer of this node (peers: %s); the control server only sends the peers policy lets this node reach", host, known)
+	return netip.Addr{}, codeErr(ErrNoPeer, "%q is not a peer of this node (peers: %s); the control server only sends the peers policy lets this node reach", host, known)
+}
+
+// matchPeer reports whether want (a lower-case name without trailing dot, or
+// the parsed ip) names the peer, and which of its addresses to dial (IPv4
+// first for a name).
+func matchPeer(name string, ips []string, want string, ip netip.Addr, isIP bool) (netip.Addr, bool) {
+	fq := strings.ToLower(name)
+	short, _, _ := strings.Cut(fq, ".")
+	var first netip.Addr
+	for _, s := range ips {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			continue
+		}
+		if isIP {
+			if a == ip.Unmap() {
+				return a, true
+			}
+			continue
+		}
+		if want == fq || want == short {
+			if a.Is4() {
+				return a, true
+			}
+			if !first.IsValid() {
+				first = a
+			}
+		}
+	}
+	return first, first.IsValid()
 }
 
 // Dial connects to host:port over the tailnet and exports the connection.
@@ -475,16 +519,21 @@ func (c *Core) Dial(id int64, host string, port int, timeout time.Duration) (map
 	if port <= 0 || port > 65535 {
 		return nil, codeErr(ErrBadArgs, "core.Dial: port %d out of range 1-65535", port)
 	}
-	addr, peer, err := c.resolve(n, host)
+	addr, err := c.resolve(n, host)
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(n.ctx, timeout)
 	defer cancel()
 	t0 := time.Now()
-	if peer.LastHandshake.IsZero() {
-		c.warmUp(ctx, n, addr)
+	n.mu.Lock()
+	warm := n.warmed[addr]
+	n.mu.Unlock()
+	pings := 0
+	if !warm {
+		pings = c.warmUp(ctx, n, addr)
 	}
+	tDial := time.Now()
 	conn, err := n.srv.Dial(ctx, "tcp", netip.AddrPortFrom(addr, uint16(port)).String())
 	if err != nil {
 		if n.ctx.Err() != nil {
@@ -495,6 +544,9 @@ func (c *Core) Dial(id int64, host string, port int, timeout time.Duration) (map
 		}
 		return nil, codeErr(ErrDial, "core.Dial: %s:%d (%s): %v", host, port, addr, err)
 	}
+	n.mu.Lock()
+	n.warmed[addr] = true
+	n.mu.Unlock()
 	out, err := c.export(conn)
 	if err != nil {
 		return nil, err
@@ -502,6 +554,8 @@ func (c *Core) Dial(id int64, host string, port int, timeout time.Duration) (map
 	out["remoteAddr"] = conn.RemoteAddr().String()
 	out["localAddr"] = conn.LocalAddr().String()
 	out["dialUs"] = time.Since(t0).Microseconds()
+	out["warmUpUs"] = tDial.Sub(t0).Microseconds()
+	out["pings"] = pings
 	return out, nil
 }
 
@@ -509,19 +563,34 @@ func (c *Core) Dial(id int64, host string, port int, timeout time.Duration) (map
 // dial. A node that has just come online may reach a peer before the
 // control server has told that peer about it; the peer then drops the
 // WireGuard handshake and the dial stalls for WireGuard's 5 s retry. A
-// disco ping is answered only once the peer knows our keys, so a few quick
-// pings (a millisecond each when it already does) take that stall away.
-func (c *Core) warmUp(ctx context.Context, n *node, addr netip.Addr) {
+// disco ping is answered only once the peer knows our keys. The first ping
+// to a new peer is often lost while magicsock sets the peer up, so pings
+// start with a short timeout that doubles (20 ms, 40 ms, ... 640 ms): a
+// nearby peer costs a few tens of milliseconds once, a distant one a few
+// round trips, and neither risks the 5 s stall. It returns the pings sent.
+func (c *Core) warmUp(ctx context.Context, n *node, addr netip.Addr) int {
 	deadline := time.Now().Add(3 * time.Second)
+	wait := 20 * time.Millisecond
+	pings := 0
 	for time.Now().Before(deadline) && ctx.Err() == nil {
-		pctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		pings++
+		pctx, cancel := context.WithTimeout(ctx, wait)
 		res, err := n.lc.Ping(pctx, addr, tailcfg.PingDisco)
 		cancel()
 		if err == nil && res != nil && res.Err == "" {
-			return
+			return pings
 		}
-		time.Sleep(20 * time.Millisecond)
+		if err == nil && res != nil {
+			// An immediate answer such as "unknown peer": the local engine
+			// is still adding the peer; try again shortly.
+			time.Sleep(5 * time.Millisecond)
+			continue
+		}
+		if wait < 640*time.Millisecond {
+			wait *= 2
+		}
 	}
+	return pings
 }
 
 func (c *Core) export(conn net.Conn) (map[string]any, error) {
@@ -709,9 +778,9 @@ func (c *Core) Close(id int64, logout bool) error {
 	}
 	n.cancel()
 	n.mu.Lock()
-	started := n.started
+	running := n.running
 	n.mu.Unlock()
-	if started {
+	if running {
 		n.srv.Close()
 	}
 	c.mu.Lock()
