@@ -49,7 +49,9 @@ export function offlineConfig(layout: Layout, p: Ports & { logLevel: string; eph
     grpc_allow_insecure: false,
     disable_check_updates: true,
     noise: { private_key_path: join(dir, "noise_private.key") },
-    prefixes: { v4: "100.64.0.0/10", v6: "fd7a:115c:a1e0::/48", allocation: "sequential" },
+    // Random, not sequential: a freed address handed at once to a new node
+    // meets peers that still map it to the old one (a 5 s WireGuard stall).
+    prefixes: { v4: "100.64.0.0/10", v6: "fd7a:115c:a1e0::/48", allocation: "random" },
     derp: {
       server: {
         enabled: true,

@@ -128,6 +128,28 @@ async function waitForPeer(node: MeshNode, hostname: string, timeoutMs = 20_000)
   }
 }
 
+describe("several tailnets in one process", () => {
+  it("nodes on a second, separate tailnet share the Go runtime and stay apart", async () => {
+    const other = await startTailnet(false);
+    try {
+      const svc2 = await other.start("service", { tags: ["tag:service"] });
+      const a2 = await other.start("agent-a", { tags: ["tag:agent-a"] });
+      const server = await svc2.listen(7050);
+      server.on("connection", (s: net.Socket) => s.end("tailnet two"));
+      const sock = await a2.dial("service", 7050);
+      expect((await readAll(sock)).toString()).toBe("tailnet two");
+      // Same names and even the same addresses on both tailnets: the first
+      // tailnet's service has no listener on that port, so its dial is refused.
+      await expectCode(agentA.dial("service", 7050, { timeoutMs: 5_000 }), "MESHGUARD_DIAL_FAILED");
+      server.close();
+      await a2.close();
+      await svc2.close();
+    } finally {
+      await other.control.stop();
+    }
+  });
+});
+
 describe("whois", () => {
   it("identifies a tagged caller: node, tags, owners from tagOwners, app capabilities", async () => {
     const server = await service.listen(7010);

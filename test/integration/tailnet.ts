@@ -54,9 +54,12 @@ export async function startTailnet(allowC = false): Promise<Tailnet> {
       // A tagged auth key already gives the node its tags; headscale refuses
       // a node that also advertises them itself.
       const { tags = [], ...rest } = opts;
-      return MeshNode.start({
+      const t0 = performance.now();
+      const authKey = opts.authKey ?? (await key(tags));
+      const t1 = performance.now();
+      const node = await MeshNode.start({
         controlUrl: control.url,
-        authKey: opts.authKey ?? (await key(tags)),
+        authKey,
         hostname,
         dir: join(stateDir, hostname),
         ephemeral: true,
@@ -65,6 +68,8 @@ export async function startTailnet(allowC = false): Promise<Tailnet> {
         timeoutMs: 30_000,
         ...rest,
       });
+      if (process.env.MESHGUARD_TEST_TIMING) console.log(`start ${hostname}: key ${(t1 - t0).toFixed(0)} ms, online ${(performance.now() - t1).toFixed(0)} ms`);
+      return node;
     },
   };
 }
