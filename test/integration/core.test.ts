@@ -3,6 +3,9 @@
 import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { once } from "node:events";
+import { readFileSync } from "node:fs";
+import http from "node:http";
+import https from "node:https";
 import net from "node:net";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -115,6 +118,52 @@ describe("data path", () => {
     accepted.destroy();
     sock.destroy();
     server.close();
+  });
+});
+
+describe("fetch over the tailnet", () => {
+  const tlsFile = (f: string) => readFileSync(fixture(`tls/${f}`));
+
+  it("http by MagicDNS name, with the caller identified by the service", async () => {
+    const server = await service.listen(
+      7060,
+      http.createServer(async (req, res) => {
+        const who = await service.whois(req.socket);
+        res.setHeader("content-type", "application/json");
+        res.end(JSON.stringify({ path: req.url, caller: who.node.hostname, remote: req.socket.remoteAddress }));
+      }),
+    );
+    const res = await agentA.fetch("http://service:7060/v2/transactions?limit=1");
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual({ path: "/v2/transactions?limit=1", caller: "agent-a", remote: agentA.ips[0] });
+    server.close();
+  });
+
+  it("https to a peer whose certificate the caller trusts; untrusted is refused", async () => {
+    const server = await service.listen(7061, https.createServer({ key: tlsFile("service.key"), cert: tlsFile("service.pem") }, (_req, res) => res.end("secret")));
+    const trusting = await tn.start("tls-agent", { tags: ["tag:agent-a"], tls: { ca: tlsFile("ca.pem") } });
+    try {
+      const res = await trusting.fetch("https://service:7061/");
+      expect(await res.text()).toBe("secret");
+      const err = await agentA.fetch("https://service:7061/").then(
+        () => undefined,
+        (e: unknown) => e as Error,
+      );
+      expect(err).toBeInstanceOf(Error);
+      expect(String((err as Error & { cause?: Error }).cause?.message ?? err)).toMatch(/certificate/i);
+    } finally {
+      server.close();
+      await trusting.close();
+    }
+  });
+
+  it("await using closes the node", async () => {
+    let kept: MeshNode | undefined;
+    {
+      await using n = await tn.start("disposable", { tags: ["tag:agent-a"] });
+      kept = n;
+    }
+    await expectCode(kept.peers(), "MESHGUARD_CLOSED");
   });
 });
 
