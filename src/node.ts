@@ -73,7 +73,8 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
   private readonly handle: number;
   private readonly opts: ResolvedStartOptions;
   private readonly servers = new Map<number, net.Server>();
-  private readonly releaseHold: () => void;
+  private releaseHold: () => void;
+  private held = true;
   private readonly unsubscribe: () => void;
   private closed = false;
   private closing?: Promise<void>;
@@ -214,6 +215,28 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
     });
     connInfo.set(sock, { remoteAddr: conn.remoteAddr, localAddr: conn.localAddr });
     return sock;
+  }
+
+  /**
+   * unref lets the process exit while this node is open, like
+   * net.Socket.unref(); ref undoes it. An open node keeps the process alive
+   * by default, as an open socket does.
+   */
+  unref(): this {
+    if (this.held && !this.closed) {
+      this.held = false;
+      this.releaseHold();
+    }
+    return this;
+  }
+
+  /** ref undoes unref. */
+  ref(): this {
+    if (!this.held && !this.closed) {
+      this.held = true;
+      this.releaseHold = this.backend.hold();
+    }
+    return this;
   }
 
   private assertOpen(what: string): void {
@@ -385,7 +408,8 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
         await this.backend.call("close", { node: this.handle, logout: this.opts.ephemeral });
       } finally {
         this.unsubscribe();
-        this.releaseHold();
+        if (this.held) this.releaseHold();
+        this.held = false;
       }
     })();
     return this.closing;
