@@ -17,6 +17,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -117,7 +118,10 @@ func Knobs() map[string]string {
 // with, not later changes made by the host, so the host passes the knobs
 // here; envknob.Setenv also updates knobs that packages registered at init.
 // Only TS_* variables are accepted, and only before the first node exists.
-func (c *Core) Configure(env map[string]string) (map[string]string, error) {
+// maxProcs > 0 sets GOMAXPROCS: in a Node process the Go scheduler shares
+// the machine with the JS thread, and leaving that thread a core of its own
+// measurably lowers tailnet round trips (see docs/core.md).
+func (c *Core) Configure(env map[string]string, maxProcs int) (map[string]string, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.nextID > 0 && len(env) > 0 {
@@ -129,7 +133,12 @@ func (c *Core) Configure(env map[string]string) (map[string]string, error) {
 		}
 		envknob.Setenv(k, v)
 	}
-	return Knobs(), nil
+	if maxProcs > 0 {
+		runtime.GOMAXPROCS(maxProcs)
+	}
+	out := Knobs()
+	out["GOMAXPROCS"] = fmt.Sprint(runtime.GOMAXPROCS(0))
+	return out, nil
 }
 
 func (c *Core) newID() int64 {

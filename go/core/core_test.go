@@ -122,12 +122,12 @@ func TestUpFailsFastOnUnreachableControl(t *testing.T) {
 
 func TestConfigureAfterCreateIsRefused(t *testing.T) {
 	c := New(func([]byte) {}, noBridge{})
-	if _, err := c.Configure(map[string]string{"TS_NO_LOGS_NO_SUPPORT": "true"}); err != nil {
+	if _, err := c.Configure(map[string]string{"TS_NO_LOGS_NO_SUPPORT": "true"}, 0); err != nil {
 		t.Fatal(err)
 	}
 	id, _ := c.Create(Config{Dir: t.TempDir(), ControlURL: "http://127.0.0.1:1"})
 	defer c.Close(id, false)
-	if _, err := c.Configure(map[string]string{"TS_NO_LOGS_NO_SUPPORT": "false"}); err == nil {
+	if _, err := c.Configure(map[string]string{"TS_NO_LOGS_NO_SUPPORT": "false"}, 0); err == nil {
 		t.Fatal("Configure after Create succeeded")
 	}
 }

@@ -63,6 +63,7 @@ type params struct {
 	TimeoutMs int64             `json:"timeoutMs"`
 	Logout    bool              `json:"logout"`
 	Env       map[string]string `json:"env"`
+	MaxProcs  int               `json:"maxProcs"`
 }
 
 func (p *params) timeout(def time.Duration) time.Duration {
@@ -113,7 +114,7 @@ func (c *Core) dispatch(method string, raw []byte) (any, error) {
 	case "hello":
 		return map[string]any{"protocol": ProtocolVersion, "knobs": Knobs(), "tailscale": tailscaleVersion()}, nil
 	case "configure":
-		return c.Configure(p.Env)
+		return c.Configure(p.Env, p.MaxProcs)
 	case "create":
 		if p.Config == nil {
 			return nil, codeErr(ErrBadArgs, "create: config missing")

@@ -1,6 +1,7 @@
 import { closeSync } from "node:fs";
 import { createRequire } from "node:module";
 import net from "node:net";
+import { availableParallelism } from "node:os";
 import { ErrorCode, MeshguardError } from "../errors.js";
 import { errorFromCore } from "./errors.js";
 import { PROTOCOL_VERSION, type Backend, type CoreEvent, type CoreMessage, type ExportedConn, type HelloResult } from "./protocol.js";
@@ -50,7 +51,10 @@ export class NativeBackend implements Backend {
         hint: "rebuild it with `npm run build` or reinstall meshguard",
       });
     }
-    b.hello = { ...hello, knobs: await b.call<Record<string, string>>("configure", { env }) };
+    // Leave the JS thread a core of its own unless the user set GOMAXPROCS
+    // (which the Go runtime then read at load).
+    const maxProcs = process.env.GOMAXPROCS ? 0 : Math.max(1, availableParallelism() - 1);
+    b.hello = { ...hello, knobs: await b.call<Record<string, string>>("configure", { env, maxProcs }) };
     return b;
   }
 
