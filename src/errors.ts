@@ -41,6 +41,18 @@ export const ErrorCode = {
   CORE_PANIC: "MESHGUARD_CORE_PANIC",
   /** An unexpected failure inside the core. */
   INTERNAL: "MESHGUARD_INTERNAL",
+  /** The guard refused an outbound call (policy deny, approval refused or timed out, no policy). */
+  POLICY_DENIED: "MESHGUARD_POLICY_DENIED",
+  /** A policy bundle could not be used: bad signature, wrong key, malformed, or its policy did not load. */
+  POLICY_BUNDLE_INVALID: "MESHGUARD_POLICY_BUNDLE_INVALID",
+  /** A policy file is not valid (syntax, schema or meaning); every issue is listed with its path, line and column. */
+  POLICY_INVALID: "MESHGUARD_POLICY_INVALID",
+  /** A policy file's `tests` section has failing cases; the policy is rejected. */
+  POLICY_TESTS_FAILED: "MESHGUARD_POLICY_TESTS_FAILED",
+  /** A request written as text ("GET https://host/path", "tcp host:port", ...) could not be read. */
+  POLICY_REQUEST_INVALID: "MESHGUARD_POLICY_REQUEST_INVALID",
+  /** An audit/observation log (JSON lines of decision events) could not be read. */
+  AUDIT_LOG_INVALID: "MESHGUARD_AUDIT_LOG_INVALID",
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

@@ -5,7 +5,8 @@
 //   2. the native addon build/meshguard.node (Go c-shared + Node-API),
 //   3. the Go benchmark peer build/tsnetbench,
 //   4. the TypeScript library (tsup -> dist/),
-//   5. headscale at the pinned release, into the user cache.
+//   5. headscale at the pinned release, into the user cache,
+//   6. the policy engines bench/policy compares against (policy-peers).
 // Steps whose outputs are newer than their inputs are skipped.
 import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from "node:fs";
@@ -101,6 +102,20 @@ await phase("headscale", async () => {
   const { ensureHeadscale, headscaleCacheDir } = await import(join(root, "dist", "control", "index.js"));
   if (existsSync(join(headscaleCacheDir(), "headscale")) && !process.env.MESHGUARD_HEADSCALE_BIN) return false;
   await ensureHeadscale({ onProgress: log });
+});
+
+// The policy engines bench/policy compares against (OPA, OpenFGA, Ory
+// Oathkeeper), built from source at pinned versions. A peer that cannot be
+// built does not fail the build: the bench reports it as skipped, with why.
+await phase("policy-peers", async () => {
+  const { PEERS, buildPeer } = await import(join(root, "bench", "lib", "policy-peers-build.mjs"));
+  let built = false;
+  for (const name of Object.keys(PEERS)) {
+    const r = buildPeer(name, log);
+    if (r.error) log(`policy peer ${name} not built (bench/policy will skip it): ${r.error}`);
+    built ||= r.built === true;
+  }
+  return built ? undefined : false;
 });
 
 if (!args.quiet) log(`done: ${timings.map((t) => `${t.name} ${t.seconds}s`).join(", ")}`);

@@ -5,9 +5,20 @@
  */
 
 import { devCommand } from "./dev.js";
+import { policyCommand, type PolicySubcommand } from "./policy.js";
+import { policyApply } from "./policy-apply.js";
+import { policyServe } from "./policy-serve.js";
+
+/**
+ * POLICY_EXTRA is the hook for the guard's policy subcommands: register
+ * `serve` and `apply` here (e.g. `serve: { summary, run: policyServeCommand }`);
+ * `test`, `explain` and `learn` live in ./policy.ts.
+ */
+const POLICY_EXTRA: Record<string, PolicySubcommand> = { serve: policyServe, apply: policyApply };
 
 const COMMANDS: Record<string, { summary: string; run: (argv: string[]) => Promise<number> }> = {
   dev: { summary: "run a local tailnet (headscale on 127.0.0.1) until interrupted", run: devCommand },
+  policy: { summary: "test, explain and learn policies (meshguard policy --help)", run: (argv) => policyCommand(argv, {}, POLICY_EXTRA) },
 };
 
 function usage(): string {

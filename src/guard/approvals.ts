@@ -1,0 +1,76 @@
+/**
+ * Approvals: an approve rule holds the call and asks a human, through a
+ * callback or a webhook. Whatever goes wrong — no answer before the
+ * deadline, a webhook error, a malformed answer — means deny.
+ */
+
+import { randomUUID } from "node:crypto";
+import type { Decision, Principal, Target } from "../policy/types.js";
+import { internalRequest } from "./internal.js";
+import type { ApprovalAnswer, ApprovalOptions, ApprovalRequest } from "./types.js";
+
+export const DEFAULT_APPROVAL_TIMEOUT_MS = 60_000;
+
+export interface ApprovalResult {
+  approved: boolean;
+  reason?: string;
+  by?: string;
+}
+
+/** requestApproval asks the configured approver; it rejects on timeout or failure (the caller denies). */
+export async function requestApproval(opts: ApprovalOptions, principal: Principal, target: Target, d: Decision): Promise<ApprovalResult> {
+  const timeoutMs = opts.timeoutMs ?? DEFAULT_APPROVAL_TIMEOUT_MS;
+  const now = Date.now();
+  const req: ApprovalRequest = {
+    id: randomUUID(),
+    principal,
+    target,
+    ...(d.ruleId !== undefined ? { rule: d.ruleId } : {}),
+    reason: d.reason,
+    requestedAt: new Date(now).toISOString(),
+    deadline: new Date(now + timeoutMs).toISOString(),
+  };
+  const ac = new AbortController();
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      ac.abort();
+      reject(new Error(`no answer within ${timeoutMs} ms`));
+    }, timeoutMs);
+    // A held call keeps the process alive through its own socket or promise; the timer need not.
+    timer.unref();
+  });
+  try {
+    const answer = opts.callback ? Promise.resolve(opts.callback(req, ac.signal)) : askWebhook(opts, req, ac.signal);
+    return normalize(await Promise.race([answer, timeout]));
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function askWebhook(opts: ApprovalOptions, req: ApprovalRequest, signal: AbortSignal): Promise<ApprovalAnswer> {
+  const res = await internalRequest(opts.webhook!, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...opts.headers },
+    body: JSON.stringify(req),
+    signal,
+    maxBytes: 64 * 1024,
+  });
+  if (res.status < 200 || res.status > 299) throw new Error(`the approval webhook answered HTTP ${res.status}`);
+  try {
+    return JSON.parse(res.body.toString("utf8")) as ApprovalAnswer;
+  } catch {
+    throw new Error("the approval webhook's answer is not JSON");
+  }
+}
+
+function normalize(a: ApprovalAnswer): ApprovalResult {
+  if (a === true || a === false) return { approved: a };
+  if (a && typeof a === "object" && typeof a.approved === "boolean") {
+    const r: ApprovalResult = { approved: a.approved };
+    if (typeof a.reason === "string") r.reason = a.reason;
+    if (typeof a.by === "string") r.by = a.by;
+    return r;
+  }
+  throw new Error('the approver\'s answer is not true/false or {"approved": boolean}');
+}

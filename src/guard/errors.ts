@@ -1,0 +1,43 @@
+/**
+ * PolicyDeniedError: the one error the guard throws for a refused outbound
+ * call. Only the enforcing layer throws it; the evaluator returns Decisions.
+ */
+
+import { ErrorCode, MeshguardError } from "../errors.js";
+import type { Target } from "../policy/types.js";
+import { describeTarget } from "./targets.js";
+
+/** PolicyDeniedError says which call was refused, by which rule, and why. Nothing of the call reached the network. */
+export class PolicyDeniedError extends MeshguardError {
+  /** id of the rule that decided; undefined for the default deny or a guard-level refusal (no policy, evaluator error, approval timeout). */
+  readonly rule: string | undefined;
+  readonly target: Target;
+  readonly reason: string;
+
+  constructor(target: Target, reason: string, rule?: string, cause?: unknown) {
+    super(ErrorCode.POLICY_DENIED, `meshguard policy denied ${describeTarget(target)}: ${reason}${rule ? ` (rule "${rule}")` : ""}`, {
+      hint: rule
+        ? `the rule "${rule}" decides this call; change the policy or run \`meshguard policy explain\` to see why`
+        : "nothing in the policy allows this call (deny by default); add a rule or run `meshguard policy explain`",
+      cause,
+    });
+    this.name = "PolicyDeniedError";
+    this.rule = rule;
+    this.target = target;
+    this.reason = reason;
+  }
+}
+
+/**
+ * deniedCause finds a PolicyDeniedError in an error or along its `cause`
+ * chain (fetch wraps dispatcher errors in `TypeError: fetch failed`, SDKs
+ * wrap again). Depth-limited: a cyclic chain must not hang.
+ */
+export function deniedCause(err: unknown): PolicyDeniedError | undefined {
+  let e: unknown = err;
+  for (let i = 0; i < 8 && e !== null && typeof e === "object"; i++) {
+    if (e instanceof PolicyDeniedError) return e;
+    e = (e as { cause?: unknown }).cause;
+  }
+  return undefined;
+}

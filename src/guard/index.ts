@@ -1,0 +1,21 @@
+/**
+ * meshguard/guard: the in-process policy guard. Re-exports only.
+ */
+
+export { installGuard, type GuardHandle } from "./install.js";
+export { PolicyDeniedError, deniedCause } from "./errors.js";
+export { DEFAULT_LLM_PROVIDERS, describeTarget } from "./targets.js";
+export { jsonLinesSink, memorySink, type AuditSink, type DecisionEvent } from "../policy/audit.js";
+export type {
+  ApprovalAnswer,
+  ApprovalOptions,
+  ApprovalRequest,
+  Evaluator,
+  GuardDecisionEvent,
+  GuardLayer,
+  GuardMode,
+  GuardOptions,
+} from "./types.js";
+export { watchPolicyFile, pollPolicyServer, type FileReloader, type WatchPolicyFileOptions, type PolicyServerClient, type PollPolicyServerOptions, type ReloadEvent, type ReloadTarget } from "../policy/reload.js";
+export { generateBundleKeys, signBundle, verifyBundle, keyId, type PolicyBundle, type KeyInput } from "../policy/bundle.js";
+export { PolicyServer, servePolicy, type PolicyServerOptions } from "../policy/server.js";

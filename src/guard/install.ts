@@ -1,0 +1,207 @@
+/**
+ * installGuard: one call that puts the policy guard around every outbound
+ * call of this process (see docs/guard.md for each interception point).
+ */
+
+import { EventEmitter } from "node:events";
+import { dirname } from "node:path";
+import { z } from "zod";
+import { parseWith } from "../config.js";
+import { ErrorCode, MeshguardError } from "../errors.js";
+import type { PeerInfo, Principal, TcpTarget } from "../policy/types.js";
+import { GuardCore } from "./core.js";
+import { setDialGuard } from "./dial-hook.js";
+import { PolicyDeniedError } from "./errors.js";
+import { peerTable } from "./peers.js";
+import { installHttpPatch, uninstallHttpPatch } from "./http.js";
+import { installNetPatch, uninstallNetPatch } from "./net.js";
+import { instrumentInstalledSdks, instrumentLlmClient, instrumentMcpClient, unpatchSdks } from "./sdk.js";
+import { current, setCurrent, shared } from "./state.js";
+import { normHost } from "./targets.js";
+import type { AuditSink } from "../policy/audit.js";
+import type { Evaluator, GuardMode, GuardOptions } from "./types.js";
+import { installUndici, uninstallUndici } from "./undici.js";
+
+const fn = (what: string) => z.custom<(...a: never[]) => unknown>((v) => typeof v === "function", `must be a function (${what})`);
+const evaluatorSchema = z.custom<Evaluator>((v) => typeof v === "object" && v !== null && typeof (v as Evaluator).evaluate === "function", "must have an evaluate(request) method (a loaded Policy or an Evaluator)");
+
+const GuardOptionsSchema = z
+  .object({
+    policy: evaluatorSchema.optional(),
+    evaluator: evaluatorSchema.optional(),
+    identity: z.custom<GuardOptions["identity"]>(
+      (v) => typeof v === "object" && v !== null && (Array.isArray((v as Principal).tags) || typeof (v as { whois?: unknown }).whois === "function"),
+      "must be a MeshNode or a Principal { node?, tags: string[], user? }",
+    ),
+    mode: z.enum(["enforce", "observe"]).default("enforce"),
+    audit: z.custom<AuditSink>((v) => typeof v === "object" && v !== null && typeof (v as AuditSink).write === "function", "must be an audit sink with a write(event) method, e.g. jsonLinesSink(file)").optional(),
+    sampleAllows: z.number().min(0).max(1).default(1),
+    approvals: z
+      .object({
+        callback: fn("(request, signal) => boolean | { approved }").optional(),
+        webhook: z.string().url("must be an http(s) URL").optional(),
+        headers: z.record(z.string()).optional(),
+        timeoutMs: z.number().int().positive().max(24 * 3600_000).optional(),
+      })
+      .strict()
+      .optional(),
+    llm: z.object({ providers: z.record(z.string().min(1)).optional() }).strict().optional(),
+    maxBodyBytes: z.number().int().positive().default(8 << 20),
+    allowIpc: z.array(z.string().min(1)).default([]),
+    allowResolved: fn("(host, ip) => boolean").optional(),
+    intercept: z.object({ fetch: z.boolean(), http: z.boolean(), net: z.boolean(), dial: z.boolean(), sdk: z.boolean() }).partial().strict().default({}),
+    sdkSearchPaths: z.array(z.string()).optional(),
+  })
+  .strict();
+
+/** GuardHandle is the installed guard. Events: "decision" (GuardDecisionEvent), "warning" (Error), and from reloaders "reload" / "reload-error". */
+export interface GuardHandle extends EventEmitter {
+  readonly mode: GuardMode;
+  /** The identity calls are made as (tags filled in from whois when given a MeshNode). */
+  readonly principal: Principal;
+  /** Resolves once the identity is known (a MeshNode's tags come from whois); calls made before see no tags. */
+  readonly ready: Promise<void>;
+  /** What was instrumented, e.g. ["fetch", "http", "net", "dial", "openai (esm)"]. */
+  readonly instrumented: readonly string[];
+  /** The evaluator in force (undefined: every call is denied). */
+  readonly policy: Evaluator | undefined;
+  /** setPolicy swaps the evaluator atomically (reloaders call it); undefined denies everything. */
+  setPolicy(policy: Evaluator | undefined): void;
+  /** instrument patches an SDK class the guard did not find by itself (an openai/Anthropic client class or the MCP Client). */
+  instrument(cls: { prototype: object }): boolean;
+  /** uninstall removes every interception. Idempotent. */
+  uninstall(): void;
+}
+
+/**
+ * installGuard installs enforcement for the whole process and returns its
+ * handle. A denied call throws (or emits) PolicyDeniedError and nothing of
+ * it reaches the network. One guard per process: uninstall the previous one
+ * first.
+ */
+export function installGuard(options: GuardOptions): GuardHandle {
+  const o = parseWith(GuardOptionsSchema, options, "installGuard options");
+  if (current() !== undefined) {
+    throw new MeshguardError(ErrorCode.INVALID_OPTIONS, "installGuard: a guard is already installed in this process", { hint: "call uninstall() on the existing handle first" });
+  }
+  const events = new EventEmitter();
+  const identity = o.identity as GuardOptions["identity"];
+  const isNode = !Array.isArray((identity as Principal).tags);
+  const principal: Principal = isNode ? { node: (identity as { hostname: string }).hostname, tags: [] } : { ...(identity as Principal), tags: [...(identity as Principal).tags] };
+  const audit = o.audit as AuditSink | undefined;
+  const core = new GuardCore(
+    {
+      evaluator: (o.policy ?? o.evaluator) as Evaluator | undefined,
+      principal,
+      mode: o.mode,
+      audit,
+      sampleAllows: o.sampleAllows,
+      approvals: o.approvals as GuardOptions["approvals"],
+      llmProviders: o.llm?.providers ?? {},
+      maxBodyBytes: o.maxBodyBytes,
+      allowIpc: o.allowIpc,
+      allowResolved: o.allowResolved as GuardOptions["allowResolved"],
+    },
+    events,
+  );
+
+  const on = (k: "fetch" | "http" | "net" | "dial" | "sdk") => o.intercept[k] !== false;
+  const instrumented: string[] = [];
+  const undo: (() => void)[] = [];
+  try {
+    if (on("net")) {
+      installNetPatch();
+      undo.push(uninstallNetPatch);
+      instrumented.push("net");
+    }
+    if (on("http")) {
+      installHttpPatch();
+      undo.push(uninstallHttpPatch);
+      instrumented.push("http");
+    }
+    if (on("fetch")) {
+      installUndici();
+      undo.push(uninstallUndici);
+      instrumented.push("fetch");
+    }
+    if (on("dial")) {
+      setDialGuard((node, host, port) => dialVerdict(node, host, port));
+      undo.push(() => setDialGuard(undefined));
+      instrumented.push("dial");
+    }
+    if (on("sdk")) {
+      undo.push(unpatchSdks);
+      const dirs = o.sdkSearchPaths ?? [process.cwd(), ...(process.argv[1] ? [dirname(process.argv[1])] : [])];
+      instrumented.push(...instrumentInstalledSdks(dirs, (e) => core.warn(e)));
+    }
+  } catch (err) {
+    for (const u of undo.reverse()) u();
+    throw new MeshguardError(ErrorCode.INTERNAL, `installGuard: could not intercept: ${(err as Error).message}`, { cause: err });
+  }
+  setCurrent(core);
+
+  const ready = isNode ? learnIdentity(identity as { ips: readonly string[]; whois(a: string): Promise<{ node: { tags: string[] }; user: { login: string }; tagged: boolean }> }, core) : Promise.resolve();
+  let uninstalled = false;
+  // defineProperties, not Object.assign: assign would copy the getters' values once.
+  const handle = Object.defineProperties(events, {
+    mode: { value: o.mode, enumerable: true },
+    principal: { get: () => core.principal, enumerable: true },
+    ready: { value: ready },
+    instrumented: { value: instrumented, enumerable: true },
+    policy: { get: () => core.evaluator },
+    setPolicy: {
+      value: (p: Evaluator | undefined) => {
+        core.evaluator = p;
+      },
+    },
+    instrument: { value: (cls: { prototype: object }) => instrumentMcpClient(cls) || instrumentLlmClient(cls) },
+    uninstall: {
+      value: () => {
+        if (uninstalled) return;
+        uninstalled = true;
+        if (current() === core) setCurrent(undefined);
+        for (const u of undo.reverse()) u();
+      },
+    },
+  }) as GuardHandle;
+  return handle;
+}
+
+/** A MeshNode's tags (and owning user) come from the tailnet: whois of its own address. */
+async function learnIdentity(node: { ips: readonly string[]; whois(a: string): Promise<{ node: { tags: string[] }; user: { login: string }; tagged: boolean }> }, core: GuardCore): Promise<void> {
+  const ip = node.ips[0];
+  if (ip === undefined) return;
+  try {
+    const w = await node.whois(ip);
+    const p: Principal = { ...core.principal, tags: [...w.node.tags] };
+    if (!w.tagged && w.user.login) p.user = w.user.login;
+    core.principal = p;
+  } catch (err) {
+    core.warn(new MeshguardError(ErrorCode.WHOIS_NOT_FOUND, `installGuard: could not read this node's own tags (calls are judged without them): ${(err as Error).message}`, { cause: err }));
+  }
+}
+
+/**
+ * dialVerdict judges MeshNode.dial; MeshNode.fetch's own connection is
+ * attributed to its (already judged) request. The target names the peer
+ * (name, tags) from the node's netmap.
+ */
+function dialVerdict(node: object, host: string, port: number): undefined | Promise<void> {
+  const core = current();
+  if (core === undefined) return undefined;
+  const h = normHost(host);
+  const pending = shared.undiciConnect;
+  if (pending !== undefined && pending.host === h && pending.port === port && core.originAllowed(h, port)) return undefined;
+  const decide = (peers: Map<string, PeerInfo> | undefined): undefined | Promise<void> => {
+    const t: TcpTarget = { kind: "tcp", tls: false, host: h, port, tailnet: true };
+    const peer = peers?.get(h);
+    if (peer !== undefined) t.peer = peer;
+    const v = core.check(t, "dial");
+    if (v === undefined) return undefined;
+    if (v instanceof PolicyDeniedError) throw v;
+    return v;
+  };
+  const table = peerTable(node);
+  if (table instanceof Promise) return table.then((m) => decide(m));
+  return decide(table);
+}

@@ -1,0 +1,269 @@
+/**
+ * The SDK layer: the official `openai` and `@anthropic-ai/sdk` clients and
+ * the `@modelcontextprotocol/sdk` client.
+ *
+ * LLM SDKs send through fetch, where the dispatcher already enforces — but
+ * they catch fetch's rejection, retry it twice with back-off, and rethrow it
+ * as their own connection error. So the guard also decides one step
+ * earlier, in the client's `fetchWithTimeout(url, init, ms, controller)`
+ * (the Stainless-generated method both SDKs share): a deny is thrown
+ * synchronously, before the SDK's `.catch`, and surfaces to the caller as
+ * PolicyDeniedError with no retry. An allowed call goes on to fetch marked
+ * as decided (sdk-context.ts), so it is not judged twice.
+ *
+ * MCP: tools/call requests are judged at the client's request layer
+ * (`Client.prototype.request`, which `callTool` uses), so every transport
+ * — stdio, streamable HTTP, SSE, in-memory — is covered; the server is
+ * named by its initialize result.
+ *
+ * The SDK classes are found from the application's own resolution paths,
+ * both the CommonJS and the ES module build (they are different classes).
+ */
+
+import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { dirname, join, resolve } from "node:path";
+import type { McpTarget, Target } from "../policy/types.js";
+import type { GuardCore } from "./core.js";
+import { PolicyDeniedError } from "./errors.js";
+import { runDecided } from "./sdk-context.js";
+import { current } from "./state.js";
+import { defaultPort, headerRecord, httpTarget, llmProviderFor, llmTarget, normHost } from "./targets.js";
+
+type Fn = (this: unknown, ...args: unknown[]) => unknown;
+const patched = new Map<object, { name: string; original: Fn }>();
+
+function patch(proto: object, name: string, make: (original: Fn) => Fn): boolean {
+  if (patched.has(proto)) return false;
+  const original = (proto as Record<string, Fn>)[name];
+  if (typeof original !== "function") return false;
+  patched.set(proto, { name, original });
+  Object.defineProperty(proto, name, { value: make(original), writable: true, configurable: true, enumerable: false });
+  return true;
+}
+
+/** unpatchSdks restores every SDK method the guard replaced. */
+export function unpatchSdks(): void {
+  for (const [proto, { name, original }] of patched) {
+    Object.defineProperty(proto, name, { value: original, writable: true, configurable: true, enumerable: false });
+  }
+  patched.clear();
+}
+
+/** owner finds the prototype on the chain that defines `name`. */
+function owner(proto: object | null, name: string): object | undefined {
+  for (let p = proto; p && p !== Object.prototype; p = Object.getPrototypeOf(p)) if (Object.hasOwn(p, name)) return p;
+  return undefined;
+}
+
+// ---- LLM SDKs ----
+
+/** Calls an approver refused, so that the SDK's retry of the same call is refused at once. */
+const refused = new Map<string, { err: PolicyDeniedError; until: number }>();
+
+function refusedKey(method: string, url: string, body: string): string {
+  return createHash("sha256").update(method).update("\0").update(url).update("\0").update(body).digest("base64");
+}
+
+/** instrumentLlmClient patches an OpenAI / Anthropic client class (or any Stainless client with fetchWithTimeout). */
+export function instrumentLlmClient(cls: { prototype: object }): boolean {
+  const proto = owner(cls.prototype, "fetchWithTimeout");
+  if (proto === undefined) return false;
+  return patch(proto, "fetchWithTimeout", (original) =>
+    // Not async on purpose: a deny must be a synchronous throw (see the file comment).
+    function fetchWithTimeout(this: unknown, url: unknown, init: unknown, ms: unknown, controller: unknown) {
+      const core = current();
+      const call = () => original.call(this, url, init, ms, controller);
+      if (core === undefined) return call();
+      return llmSdkCall(core, String(url), (init ?? {}) as { method?: string; headers?: unknown; body?: unknown }, call);
+    },
+  );
+}
+
+function llmSdkCall(core: GuardCore, url: string, init: { method?: string; headers?: unknown; body?: unknown }, call: () => unknown): unknown {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return call(); // the dispatcher judges what it can
+  }
+  const scheme = u.protocol === "https:" ? "https" : "http";
+  const host = normHost(u.hostname);
+  const port = u.port ? Number(u.port) : defaultPort(scheme);
+  const method = (init.method ?? "GET").toUpperCase();
+  const body = init.body;
+  if (body !== undefined && body !== null && typeof body !== "string") return call(); // uploads: the dispatcher decides
+  const text = body ?? "";
+  const rawPath = u.pathname + u.search;
+  const targets: Target[] = [httpTarget({ scheme, host, port, method, rawPath, headers: headerRecord(init.headers), bodySize: Buffer.byteLength(text) })];
+  const provider = llmProviderFor(core.llmProviders, host, port, method, u.pathname);
+  let parsed: unknown;
+  if (provider !== undefined) {
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      parsed = undefined;
+    }
+    targets.push(llmTarget(provider, parsed) ?? { kind: "llm", provider, model: "(unknown: no model in the body)" });
+    (targets[0] as { body?: unknown }).body = parsed;
+  }
+  let key: string | undefined;
+  if (refused.size > 0) {
+    key = refusedKey(method, url, text);
+    const r = refused.get(key);
+    if (r !== undefined && r.until > Date.now()) throw r.err;
+    if (r !== undefined) refused.delete(key);
+  }
+  const decided = { scheme, host, port, method, path: u.pathname };
+  const v = core.checkAll(targets, "llm-sdk");
+  if (v === undefined) return runDecided(decided, call);
+  if (v instanceof PolicyDeniedError) throw v;
+  return v.then(
+    () => runDecided(decided, call),
+    (err: PolicyDeniedError) => {
+      if (refused.size > 256) refused.clear();
+      refused.set(key ?? refusedKey(method, url, text), { err, until: Date.now() + 60_000 });
+      throw err;
+    },
+  );
+}
+
+// ---- MCP ----
+
+interface McpClientLike {
+  getServerVersion?(): { name?: string } | undefined;
+  transport?: { _url?: URL } | undefined;
+}
+
+/** instrumentMcpClient patches an MCP SDK `Client` class so that tools/call requests are judged. */
+export function instrumentMcpClient(cls: { prototype: object }): boolean {
+  const proto = cls.prototype;
+  const base = (proto as Record<string, Fn>).request;
+  if (typeof base !== "function" || patched.has(proto)) return false;
+  // An own `request` on Client.prototype that defers to the inherited one.
+  patched.set(proto, { name: "request", original: base });
+  Object.defineProperty(proto, "request", {
+    value: function request(this: McpClientLike, req: { method?: string; params?: { name?: unknown; arguments?: unknown } }, ...rest: unknown[]) {
+      const core = current();
+      const call = () => base.call(this, req, ...rest);
+      if (core === undefined || req?.method !== "tools/call") return call();
+      const t: McpTarget = {
+        kind: "mcp",
+        server: this.getServerVersion?.()?.name ?? this.transport?._url?.hostname ?? "unknown",
+        tool: String(req.params?.name ?? ""),
+        args: req.params?.arguments && typeof req.params.arguments === "object" ? (req.params.arguments as Record<string, unknown>) : {},
+      };
+      const v = core.check(t, "mcp");
+      if (v === undefined) return call();
+      if (v instanceof PolicyDeniedError) return Promise.reject(v);
+      return v.then(call);
+    },
+    writable: true,
+    configurable: true,
+    enumerable: false,
+  });
+  return true;
+}
+
+// ---- discovery ----
+
+interface SdkSpec {
+  pkg: string;
+  subpath: string;
+  exportNames: string[];
+  instrument: (cls: { prototype: object }) => boolean;
+}
+
+const SDKS: SdkSpec[] = [
+  { pkg: "openai", subpath: ".", exportNames: ["OpenAI", "default"], instrument: instrumentLlmClient },
+  { pkg: "@anthropic-ai/sdk", subpath: ".", exportNames: ["BaseAnthropic", "Anthropic", "default"], instrument: instrumentLlmClient },
+  { pkg: "@modelcontextprotocol/sdk", subpath: "./client/index.js", exportNames: ["Client"], instrument: instrumentMcpClient },
+];
+
+/**
+ * instrumentInstalledSdks finds the SDKs an application can load from the
+ * given directories and patches both their CommonJS and ES module builds.
+ * Returns what was patched, e.g. ["openai (cjs)", "openai (esm)"].
+ */
+export function instrumentInstalledSdks(dirs: string[], warn: (err: unknown) => void): string[] {
+  const done: string[] = [];
+  const seen = new Set<string>();
+  for (const dir of dirs) {
+    const req = createRequire(join(resolve(dir), "noop.js"));
+    for (const spec of SDKS) {
+      const specifier = spec.subpath === "." ? spec.pkg : `${spec.pkg}/${spec.subpath.slice(2)}`;
+      let cjsPath: string;
+      try {
+        cjsPath = req.resolve(specifier);
+      } catch {
+        continue; // not installed there
+      }
+      const esmPath = esmEntry(cjsPath, spec);
+      for (const [flavor, file] of [["cjs", cjsPath], ["esm", esmPath]] as const) {
+        if (file === undefined || seen.has(file)) continue;
+        seen.add(file);
+        try {
+          const mod = req(file) as Record<string, unknown>;
+          for (const name of spec.exportNames) {
+            const cls = mod[name] as { prototype?: object } | undefined;
+            if (typeof cls === "function" && (cls as { prototype?: object }).prototype && spec.instrument(cls as { prototype: object })) {
+              done.push(`${spec.pkg} (${flavor})`);
+              break;
+            }
+          }
+        } catch (err) {
+          warn(new Error(`meshguard guard: could not instrument ${spec.pkg} (${flavor}) at ${file}: ${(err as Error).message}`));
+        }
+      }
+    }
+  }
+  return done;
+}
+
+/** esmEntry finds the ES module file of a package subpath from its package.json `exports` (the "import" condition). */
+function esmEntry(cjsPath: string, spec: SdkSpec): string | undefined {
+  for (let d = dirname(cjsPath); d !== dirname(d); d = dirname(d)) {
+    let pj: { name?: string; exports?: unknown };
+    try {
+      pj = JSON.parse(readFileSync(join(d, "package.json"), "utf8")) as typeof pj;
+    } catch {
+      continue;
+    }
+    if (pj.name !== spec.pkg) continue;
+    const rel = pickImport(pj.exports, spec.subpath);
+    return rel === undefined ? undefined : join(d, rel);
+  }
+  return undefined;
+}
+
+function pickImport(exportsField: unknown, subpath: string): string | undefined {
+  if (!exportsField || typeof exportsField !== "object") return undefined;
+  const map = exportsField as Record<string, unknown>;
+  let entry = map[subpath];
+  let star: string | undefined;
+  if (entry === undefined) {
+    for (const [k, v] of Object.entries(map)) {
+      const i = k.indexOf("*");
+      if (i < 0) continue;
+      const pre = k.slice(0, i);
+      const post = k.slice(i + 1);
+      if (subpath.startsWith(pre) && subpath.endsWith(post) && subpath.length >= pre.length + post.length) {
+        entry = v;
+        star = subpath.slice(pre.length, subpath.length - post.length);
+        break;
+      }
+    }
+  }
+  const pick = (e: unknown): string | undefined => {
+    if (typeof e === "string") return e;
+    if (e && typeof e === "object") {
+      const o = e as Record<string, unknown>;
+      return pick(o.import ?? o.node ?? o.default);
+    }
+    return undefined;
+  };
+  const target = pick(entry);
+  if (target === undefined) return undefined;
+  return star === undefined ? target : target.replace("*", star);
+}

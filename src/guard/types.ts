@@ -1,0 +1,119 @@
+/**
+ * The guard's public option and event types. The policy side of the
+ * contract (Principal, Target, Decision) is in ../policy/types.ts.
+ */
+
+import type { AuditSink } from "../policy/audit.js";
+import type { Decision, DecisionRequest, Effect, Principal, Target } from "../policy/types.js";
+
+/**
+ * Evaluator is all the guard needs from a policy: a decision per request
+ * that never throws (a loaded Policy from `loadPolicy` is one). The guard
+ * still treats a throw or a malformed Decision as deny.
+ */
+export interface Evaluator {
+  evaluate(req: DecisionRequest): Decision;
+}
+
+export type GuardMode = "enforce" | "observe";
+
+/** Where in the process a call was intercepted. */
+export type GuardLayer = "fetch" | "http" | "net" | "tls" | "ipc" | "dial" | "mcp" | "llm-sdk";
+
+/** One decision of the guard, as audit sinks and `decision` listeners receive it. */
+export interface GuardDecisionEvent {
+  /** ISO time of the decision. */
+  time: string;
+  /** The agent: its tailnet identity. */
+  principal: Principal;
+  target: Target;
+  /** What the policy decided. */
+  effect: Effect;
+  /** What happened to the call: in observe mode every call goes through ("allow"). */
+  outcome: "allow" | "deny";
+  rule?: string;
+  reason: string;
+  /** Time spent deciding, in microseconds (evaluation only; an approval wait is in approvalMs). */
+  latencyUs: number;
+  layer: GuardLayer;
+  mode: GuardMode;
+  /** For approve rules: how long the human took, and what they said. */
+  approval?: { approved: boolean; by?: string; ms: number; reason?: string };
+}
+
+
+/** What an approver is asked about. */
+export interface ApprovalRequest {
+  /** Unique id of this approval request. */
+  id: string;
+  principal: Principal;
+  target: Target;
+  rule?: string;
+  reason: string;
+  /** ISO time the call was held. */
+  requestedAt: string;
+  /** The approver has until then (ISO time); no answer means deny. */
+  deadline: string;
+}
+
+/** An approver's answer. `true`/`false` is short for `{ approved }`. */
+export type ApprovalAnswer = boolean | { approved: boolean; reason?: string; by?: string };
+
+export interface ApprovalOptions {
+  /** Called for every call held by an approve rule. */
+  callback?: (req: ApprovalRequest, signal: AbortSignal) => ApprovalAnswer | Promise<ApprovalAnswer>;
+  /**
+   * A URL to POST the ApprovalRequest to (JSON). It answers 2xx with
+   * `{"approved": true|false, "reason"?: "...", "by"?: "..."}`. The POST
+   * itself is not subject to the guard.
+   */
+  webhook?: string;
+  /** Extra headers for the webhook POST (e.g. an authorization token). */
+  headers?: Record<string, string>;
+  /** How long to hold a call waiting for an answer (default 60 s); then deny. */
+  timeoutMs?: number;
+}
+
+export interface GuardOptions {
+  /** The policy: a loaded Policy or any Evaluator. Absent: every call is denied (fail closed) until `setPolicy`. */
+  policy?: Evaluator;
+  /** Alias of `policy` for evaluators that are not Policy objects. */
+  evaluator?: Evaluator;
+  /** Who this process is: a MeshNode (tags read with whois, see GuardHandle.ready) or a Principal. */
+  identity: Principal | { hostname: string; ips: readonly string[]; whois(addr: string): Promise<{ node: { tags: string[] }; user: { login: string }; tagged: boolean }> };
+  /** "enforce" (default) refuses denied calls; "observe" lets every call through and records it (input of `meshguard policy learn`). */
+  mode?: GuardMode;
+  /**
+   * The policy engine's audit sink (e.g. `jsonLinesSink("audit.jsonl")` from
+   * meshguard/policy): every decision as a DecisionEvent — denials, approvals
+   * and observe-mode events always, allows sampled by `sampleAllows`. The
+   * observe-mode log is the input of `meshguard policy learn`.
+   */
+  audit?: AuditSink;
+  /** Fraction of allowed decisions sent to `audit` (0..1, default 1). Denials and observe-mode events are always sent. */
+  sampleAllows?: number;
+  /** How approve rules reach a human. Without it an approve rule denies. */
+  approvals?: ApprovalOptions;
+  /** LLM call recognition. */
+  llm?: {
+    /** Extra provider hosts: "host" or "host:port" → provider name, e.g. { "llm.internal:8080": "openai" }. */
+    providers?: Record<string, string>;
+  };
+  /** The largest request body the guard buffers to read an LLM call's model (default 8 MiB); larger or unknown-size bodies fail closed. */
+  maxBodyBytes?: number;
+  /**
+   * Unix socket paths (exact, or a prefix ending in "/") that may be
+   * connected to. Default: none — a unix socket connect is denied.
+   */
+  allowIpc?: string[];
+  /**
+   * A host name that resolves to a loopback, link-local (cloud metadata) or
+   * unspecified address is refused unless this returns true (default: only
+   * "localhost" may). The connection always goes to the address checked.
+   */
+  allowResolved?: (host: string, ip: string) => boolean;
+  /** Which interception points to install (default: all). */
+  intercept?: Partial<Record<"fetch" | "http" | "net" | "dial" | "sdk", boolean>>;
+  /** Directories from which to find the official SDKs to instrument (default: the working directory and the main script's). */
+  sdkSearchPaths?: string[];
+}

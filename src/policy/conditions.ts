@@ -1,0 +1,187 @@
+/**
+ * A rule's conditions other than who and which host, each compiled once into
+ * a closure. A condition answers YES, NO or UNKNOWN; UNKNOWN means it needs a
+ * fact the request does not carry (a streamed body's size, an unparsed
+ * model), and the engine turns an otherwise matching rule with an UNKNOWN
+ * into a deny: fail closed.
+ */
+
+import { flatGlob, anyOf, pathGlob, type Matcher } from "./glob.js";
+import { inWindow, type TimeWindow } from "./time.js";
+import type { ArgConstraint } from "./schema.js";
+import type { HttpTarget, LlmTarget, McpTarget, TcpTarget } from "./types.js";
+
+export const NO = 0;
+export const YES = 1;
+export const UNKNOWN = 2;
+export type Outcome = typeof NO | typeof YES | typeof UNKNOWN;
+
+/** Per-request facts computed at most once, on demand. */
+export interface EvalContext {
+  /** Milliseconds since the epoch of the decision (the request's `now` or the clock). */
+  now(): number;
+  /** The query string as name → values (parsed on first use). */
+  query(t: HttpTarget): Map<string, string[]>;
+}
+
+/** A compiled condition. `test` is the hot path; `why` is for explain. */
+export interface Condition<T> {
+  /** What it checks, for explain: "port", "path", "when.hours", ... */
+  what: string;
+  test(t: T, ctx: EvalContext): Outcome;
+  /** A sentence saying what was required and what the request had. */
+  why(t: T, ctx: EvalContext): string;
+}
+
+export type AnyTarget = HttpTarget | TcpTarget | McpTarget | LlmTarget;
+
+/** A port list compiled to a set plus ranges; undefined means any port. */
+export function portCondition(ports: Array<number | string>): Condition<HttpTarget | TcpTarget> | undefined {
+  const singles = new Set<number>();
+  const ranges: Array<[number, number]> = [];
+  for (const p of ports) {
+    if (p === "*") return undefined;
+    if (typeof p === "number") singles.add(p);
+    else if (p.includes("-")) ranges.push(p.split("-").map(Number) as [number, number]);
+    else singles.add(Number(p));
+  }
+  const text = ports.join(", ");
+  const ok = (port: number) => {
+    if (singles.has(port)) return true;
+    for (const [lo, hi] of ranges) if (port >= lo && port <= hi) return true;
+    return false;
+  };
+  return { what: "port", test: (t) => (ok(t.port) ? YES : NO), why: (t) => `port ${t.port} ${ok(t.port) ? "is" : "is not"} in ${text}` };
+}
+
+export function schemeCondition(schemes: string[]): Condition<HttpTarget> {
+  const set = new Set(schemes);
+  return { what: "scheme", test: (t) => (set.has(t.scheme) ? YES : NO), why: (t) => `scheme ${t.scheme} ${set.has(t.scheme) ? "is" : "is not"} one of ${schemes.join(", ")}` };
+}
+
+export function methodCondition(methods: string[]): Condition<HttpTarget> | undefined {
+  if (methods.includes("*")) return undefined;
+  // The engine upper-cases the request's method; a short list compares faster than a Set.
+  const list = [...new Set(methods.map((m) => m.toUpperCase()))];
+  const has = (m: string) => {
+    for (let i = 0; i < list.length; i++) if (list[i] === m) return true;
+    return false;
+  };
+  return { what: "method", test: (t) => (has(t.method) ? YES : NO), why: (t) => `method ${t.method} ${has(t.method) ? "is" : "is not"} one of ${list.join(", ")}` };
+}
+
+export function pathCondition(paths: string[], mutate?: (m: Matcher, pattern: string) => Matcher): Condition<HttpTarget> | undefined {
+  if (paths.includes("**")) return undefined;
+  const m = anyOf(paths.map((p) => (mutate ? mutate(pathGlob(p), p) : pathGlob(p))));
+  return { what: "path", test: (t) => (m(t.path) ? YES : NO), why: (t) => `path ${t.path} ${m(t.path) ? "matches" : "does not match"} ${paths.join(", ")}` };
+}
+
+/** Every named parameter must be present and every one of its values must match (no smuggling a second value). */
+export function queryCondition(query: Record<string, string>): Condition<HttpTarget> {
+  const checks = Object.entries(query).map(([name, glob]) => [name, flatGlob(glob), glob] as const);
+  const ok = (t: HttpTarget, ctx: EvalContext) => {
+    const q = ctx.query(t);
+    for (const [name, m] of checks) {
+      const vs = q.get(name);
+      if (!vs) return false;
+      for (const v of vs) if (!m(v)) return false;
+    }
+    return true;
+  };
+  const text = checks.map(([n, , g]) => `${n}=${g}`).join("&");
+  return { what: "query", test: (t, ctx) => (ok(t, ctx) ? YES : NO), why: (t, ctx) => `query "${t.query}" ${ok(t, ctx) ? "satisfies" : "does not satisfy"} ${text}` };
+}
+
+export function headerCondition(headers: Record<string, string>): Condition<HttpTarget> {
+  const checks = Object.entries(headers).map(([name, glob]) => [name.toLowerCase(), flatGlob(glob), glob] as const);
+  const ok = (t: HttpTarget) => {
+    for (const [name, m] of checks) {
+      const v = t.headers?.[name];
+      if (typeof v !== "string" || !m(v)) return false;
+    }
+    return true;
+  };
+  const text = checks.map(([n, , g]) => `${n}: ${g}`).join(", ");
+  return { what: "when.headers", test: (t) => (ok(t) ? YES : NO), why: (t) => `headers ${ok(t) ? "satisfy" : "do not satisfy"} ${text}` };
+}
+
+export function bodySizeCondition(max: number): Condition<HttpTarget> {
+  return {
+    what: "when.maxBodyBytes",
+    test: (t) => (typeof t.bodySize !== "number" || !(t.bodySize >= 0) ? UNKNOWN : t.bodySize <= max ? YES : NO),
+    why: (t) => (typeof t.bodySize !== "number" ? `the body size is unknown (streamed) but the rule allows at most ${max} bytes: fails closed` : `body of ${t.bodySize} bytes ${t.bodySize <= max ? "is within" : "exceeds"} ${max}`),
+  };
+}
+
+export function windowCondition(w: TimeWindow, mutate?: (w: TimeWindow, ms: number) => boolean): Condition<AnyTarget> {
+  const ok = mutate ? (ms: number) => mutate(w, ms) : (ms: number) => inWindow(w, ms);
+  return {
+    what: "when (time window)",
+    test: (_t, ctx) => (ok(ctx.now()) ? YES : NO),
+    why: (_t, ctx) => `${new Date(ctx.now()).toISOString()} is ${ok(ctx.now()) ? "inside" : "outside"} ${w.text}`,
+  };
+}
+
+export function tcpFlagCondition(flag: "tls" | "tailnet", want: boolean): Condition<TcpTarget> {
+  const has = (t: TcpTarget) => Boolean(t[flag]);
+  return { what: flag, test: (t) => (has(t) === want ? YES : NO), why: (t) => `${flag} is ${has(t)}, the rule wants ${want}` };
+}
+
+export function nameCondition<T extends McpTarget>(what: "server" | "tool", globs: string[]): Condition<T> | undefined {
+  if (globs.includes("*")) return undefined;
+  const m = anyOf(globs.map(flatGlob));
+  const get = (t: T) => (typeof t[what] === "string" ? t[what] : "");
+  return { what, test: (t) => (m(get(t)) ? YES : NO), why: (t) => `${what} ${JSON.stringify(get(t))} ${m(get(t)) ? "matches" : "does not match"} ${globs.join(", ")}` };
+}
+
+/** An argument constraint; an absent argument does not match. */
+export function argCondition(name: string, c: ArgConstraint): Condition<McpTarget> {
+  const spec = typeof c === "string" ? { glob: c } : c;
+  const glob = spec.glob === undefined ? undefined : flatGlob(spec.glob);
+  const ok = (v: unknown): boolean => {
+    if (glob && !(typeof v === "string" && glob(v))) return false;
+    if (spec.in && !spec.in.some((x) => x === v)) return false;
+    if (spec.min !== undefined && !(typeof v === "number" && v >= spec.min)) return false;
+    if (spec.max !== undefined && !(typeof v === "number" && v <= spec.max)) return false;
+    if (spec.maxLength !== undefined && !((typeof v === "string" || Array.isArray(v)) && v.length <= spec.maxLength)) return false;
+    return true;
+  };
+  const has = (t: McpTarget) => t.args !== null && typeof t.args === "object" && Object.hasOwn(t.args, name);
+  return {
+    what: `args.${name}`,
+    test: (t) => (has(t) && ok(t.args[name]) ? YES : NO),
+    why: (t) => (has(t) ? `argument ${name}=${JSON.stringify(t.args[name])} ${ok(t.args[name]) ? "satisfies" : "does not satisfy"} ${JSON.stringify(c)}` : `argument ${name} is absent`),
+  };
+}
+
+/**
+ * The model glob is over "provider/model". An empty (unparsed) model is
+ * UNKNOWN when the provider could still match — its provider part (the text
+ * before the glob's first "/", or "*" for a glob without one) matches the
+ * request's provider — and NO otherwise.
+ */
+export function modelCondition(globs: string[]): Condition<LlmTarget> | undefined {
+  if (globs.includes("*")) return undefined;
+  const m = anyOf(globs.map(flatGlob));
+  const provider = anyOf(globs.map((g) => flatGlob(g.includes("/") ? g.slice(0, g.indexOf("/")) : "*")));
+  const key = (t: LlmTarget) => `${t.provider}/${t.model}`;
+  const unknown = (t: LlmTarget) => typeof t.model !== "string" || t.model === "";
+  return {
+    what: "model",
+    test: (t) => (unknown(t) ? (provider(t.provider) ? UNKNOWN : NO) : m(key(t)) ? YES : NO),
+    why: (t) =>
+      unknown(t)
+        ? provider(t.provider)
+          ? "the model is unknown (body not parsed): fails closed"
+          : `provider ${t.provider} does not match ${globs.join(", ")}`
+        : `${key(t)} ${m(key(t)) ? "matches" : "does not match"} ${globs.join(", ")}`,
+  };
+}
+
+export function maxTokensCondition(max: number): Condition<LlmTarget> {
+  return {
+    what: "maxTokens",
+    test: (t) => (typeof t.maxTokens !== "number" ? UNKNOWN : t.maxTokens <= max ? YES : NO),
+    why: (t) => (typeof t.maxTokens !== "number" ? `max tokens not declared but the rule allows at most ${max}: fails closed` : `max tokens ${t.maxTokens} ${t.maxTokens <= max ? "is within" : "exceeds"} ${max}`),
+  };
+}

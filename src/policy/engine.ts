@@ -1,0 +1,364 @@
+/**
+ * Evaluating a request against compiled rules.
+ *
+ * Precedence (docs/policy.md): among the rules that match the request,
+ * 1. a deny rule, or a rule that would match but needs a fact the request
+ *    lacks (UNKNOWN: body size, model, max tokens), denies — deny wins;
+ * 2. else an approve rule asks for approval — a human check is not silently
+ *    overridden by a broad allow;
+ * 3. else an allow rule allows;
+ * 4. else deny (deny by default).
+ * Within a class the first rule in file order decides. A rule with a rate
+ * limit decides only while its bucket (per rule, per agent) has a token;
+ * otherwise the next matching rule of the class is tried, and if none is
+ * left the call is denied for the rate. Only the deciding rule spends a token.
+ *
+ * evaluate never throws: any internal error is a deny with the error as the
+ * reason (fail closed).
+ */
+
+import { NO, UNKNOWN, YES, type EvalContext, type Outcome } from "./conditions.js";
+import { normalizeHost } from "./hosts.js";
+import { describePrincipal, nodeNames, normalizeUser, srcMatches } from "./identity.js";
+import { principalKey, RateLimiter } from "./rate.js";
+import { formatTarget } from "./request.js";
+import type { CompiledRule, CompiledRules, KindIndex, PrincipalBucket } from "./compile.js";
+import type { Decision, DecisionRequest, Effect, HttpTarget, Principal, Target, TcpTarget } from "./types.js";
+
+/** How one rule fared against one request, for explain. */
+export interface RuleExplanation {
+  ruleId: string;
+  effect: Effect;
+  kind: string;
+  /** "match", "no-match", "unknown" (needs a missing fact: counts as deny), or "rate-limited". */
+  result: "match" | "no-match" | "unknown" | "rate-limited";
+  /** Whether the index offered this rule for the request (a matching rule always is). */
+  candidate: boolean;
+  /** Every check of the rule in order, with what it found. */
+  checks: Array<{ what: string; ok: boolean | "unknown"; detail: string }>;
+}
+
+export interface Explanation {
+  /** The decision evaluate would return now (explain spends no rate tokens). */
+  decision: Decision;
+  principal: Principal;
+  /** The request as one line (request.ts syntax). */
+  request: string;
+  rules: RuleExplanation[];
+}
+
+/** Ctx is reused across calls (reset per request): the hot path allocates as little as possible. */
+class Ctx implements EvalContext {
+  private ms = NaN;
+  private q: Map<string, string[]> | undefined;
+  private req: DecisionRequest = undefined as unknown as DecisionRequest;
+  constructor(private readonly clock: () => Date) {}
+  reset(req: DecisionRequest): this {
+    this.req = req;
+    this.ms = NaN;
+    this.q = undefined;
+    return this;
+  }
+  now(): number {
+    if (Number.isNaN(this.ms)) {
+      const d = this.req.now ?? this.clock();
+      this.ms = d instanceof Date ? d.getTime() : NaN;
+      if (Number.isNaN(this.ms)) throw new TypeError("the decision time is not a valid Date");
+    }
+    return this.ms;
+  }
+  query(t: HttpTarget): Map<string, string[]> {
+    if (!this.q) {
+      this.q = new Map();
+      for (const [k, v] of new URLSearchParams(t.query ?? "")) {
+        const l = this.q.get(k);
+        if (l) l.push(v);
+        else this.q.set(k, [v]);
+      }
+    }
+    return this.q;
+  }
+}
+
+const KINDS = new Set(["http", "tcp", "mcp", "llm"]);
+const byIndex = (a: CompiledRule, b: CompiledRule) => a.index - b.index;
+/** Words for the facts a body-dependent condition needs. */
+const NEEDS: Record<string, string> = { "when.maxBodyBytes": "the body size", model: "the model", maxTokens: "the declared max tokens" };
+
+/** Evaluator decides requests with compiled rules; it holds the rate-limit state. */
+export class Evaluator {
+  private readonly rate = new RateLimiter();
+  // Scratch lists reused across calls (evaluate is synchronous and not re-entered).
+  private readonly approves: CompiledRule[] = [];
+  private readonly allows: CompiledRule[] = [];
+  private denyRule: CompiledRule | undefined;
+  private denyUnknown: string | undefined;
+
+  constructor(
+    readonly compiled: CompiledRules,
+    private readonly clock: () => Date = () => new Date(),
+  ) {
+    this.hotCtx = new Ctx(clock);
+  }
+
+  /** evaluate decides one request. It never throws. */
+  evaluate(req: DecisionRequest): Decision {
+    try {
+      return this.decide(req, false);
+    } catch (err) {
+      return { effect: "deny", reason: `internal error while evaluating the policy, so the call is denied (fails closed): ${(err as Error)?.message ?? String(err)}` };
+    }
+  }
+
+  /** explain evaluates every rule in full and says why each did or did not match. */
+  explain(req: DecisionRequest): Explanation {
+    const decision = (() => {
+      try {
+        return this.decide(req, true);
+      } catch (err) {
+        return { effect: "deny" as const, reason: `internal error while evaluating the policy (fails closed): ${(err as Error)?.message ?? String(err)}` };
+      }
+    })();
+    const out: Explanation = { decision, principal: req?.principal, request: safeFormat(req?.target), rules: [] };
+    if (!wellFormed(req)) return out;
+    const t = normalizeTarget(req.target);
+    const ctx = new Ctx(this.clock).reset(req);
+    const candidates = new Set<CompiledRule>();
+    this.collect = true;
+    this.collected = candidates;
+    try {
+      this.visitCandidates(req.principal, t);
+    } finally {
+      this.collect = false;
+      this.collected = undefined;
+    }
+    for (const r of this.compiled.rules) {
+      const checks: RuleExplanation["checks"] = [];
+      const srcOk = srcMatches(r.src, req.principal);
+      checks.push({ what: "src", ok: srcOk, detail: `${describePrincipal(req.principal)} ${srcOk ? "is" : "is not"} in the rule's src` });
+      const kindOk = r.kind === t.kind;
+      checks.push({ what: "kind", ok: kindOk, detail: `the request is ${t.kind}, the rule is about ${r.kind}` });
+      let ok: boolean | "unknown" = srcOk && kindOk;
+      if (kindOk) {
+        if (r.hosts) {
+          const h = r.hostMatches(t as HttpTarget | TcpTarget);
+          checks.push({ what: "host", ok: h, detail: `host ${(t as HttpTarget).host} ${h ? "matches" : "does not match"} the rule's hosts` });
+          ok = ok && h;
+        }
+        for (const c of r.conds) {
+          let o: Outcome;
+          let detail: string;
+          try {
+            o = c.test(t, ctx);
+            detail = c.why(t, ctx);
+          } catch (err) {
+            o = UNKNOWN;
+            detail = `error: ${(err as Error).message}`;
+          }
+          checks.push({ what: c.what, ok: o === YES ? true : o === NO ? false : "unknown", detail });
+          if (o === NO) ok = false;
+          else if (o === UNKNOWN && ok === true) ok = "unknown";
+        }
+      }
+      let result: RuleExplanation["result"] = ok === true ? "match" : ok === "unknown" ? "unknown" : "no-match";
+      if (result === "match" && r.perMinute !== undefined && r.effect !== "deny") {
+        const has = this.rate.take(r.index, principalKey(req.principal), r.perMinute, ctx.now(), true);
+        checks.push({ what: "when.rate", ok: has, detail: `${r.perMinute} calls per minute per agent: ${has ? "a call is left" : "limit reached"}` });
+        if (!has) result = "rate-limited";
+      }
+      out.rules.push({ ruleId: r.id, effect: r.effect, kind: r.kind, result, candidate: candidates.has(r), checks });
+    }
+    return out;
+  }
+
+  /** resetRates forgets all rate-limit state. */
+  resetRates(): void {
+    this.rate.reset();
+  }
+
+  private decide(req: DecisionRequest, peek: boolean): Decision {
+    if (!wellFormed(req)) return { effect: "deny", reason: "malformed decision request (needs principal.tags and a target of kind http, tcp, mcp or llm): denied" };
+    const t = normalizeTarget(req.target);
+    this.t = t;
+    this.ctx = this.hotCtx.reset(req);
+    this.approves.length = 0;
+    this.allows.length = 0;
+    this.denyRule = undefined;
+    this.denyUnknown = undefined;
+    this.limited = undefined;
+    this.collect = false;
+    this.visitCandidates(req.principal, t);
+    const mutated = this.compiled.mutation === "allow-beats-deny";
+    const denyRule = this.denyRule as CompiledRule | undefined; // set by consider()
+    if (denyRule && !(mutated && this.allows.length)) {
+      const r = denyRule;
+      if (this.denyUnknown !== undefined && r.effect !== "deny") {
+        const what = NEEDS[this.denyUnknown] ?? this.denyUnknown;
+        return { effect: "deny", ruleId: r.id, reason: `rule "${r.id}" needs ${what}, which the request does not carry (streamed or unparsed body), so the call is denied (fails closed)` };
+      }
+      return { effect: "deny", ruleId: r.id, reason: r.reason };
+    }
+    const r = this.pick(this.approves, req, peek) ?? this.pick(this.allows, req, peek);
+    if (r) return { effect: r.effect, ruleId: r.id, reason: r.reason };
+    const limited = this.limited as CompiledRule | undefined; // set by pick()
+    if (limited) return { effect: "deny", ruleId: limited.id, reason: `rule "${limited.id}" allows ${limited.perMinute} calls per minute per agent and ${describePrincipal(req.principal)} has used them: denied` };
+    return { effect: "deny", reason: `no rule allows ${describePrincipal(req.principal)} to ${formatTarget(t)} (deny by default)` };
+  }
+
+  // Per-call state of decide/visitCandidates, kept on the instance so the hot
+  // path allocates no closures (evaluate is synchronous and not re-entered).
+  private t: Target = undefined as unknown as Target;
+  private ctx: Ctx = undefined as unknown as Ctx;
+  private readonly hotCtx: Ctx;
+  private user: string | undefined;
+  private nodes: string[] | undefined;
+  private tags: string[] = [];
+  /** explain's mode: record candidates instead of deciding. */
+  private collect = false;
+  private collected: Set<CompiledRule> | undefined;
+
+  /** The first rate-limited rule passed over by pick (for the denial's reason). */
+  private limited: CompiledRule | undefined;
+
+  /**
+   * pick returns the deciding rule of one class: the first in file order
+   * whose rate bucket (if any) has a token; rules passed over for their rate
+   * are remembered in this.limited.
+   */
+  private pick(list: CompiledRule[], req: DecisionRequest, peek: boolean): CompiledRule | undefined {
+    if (list.length > 1) list.sort(byIndex);
+    for (let i = 0; i < list.length; i++) {
+      const r = list[i]!;
+      if (r.perMinute !== undefined && !this.rate.take(r.index, principalKey(req.principal), r.perMinute, this.ctx.now(), peek)) {
+        this.limited ??= r;
+        continue;
+      }
+      return r;
+    }
+    return undefined;
+  }
+
+  /** consider checks one candidate rule (src and host already known to match unless hostCheck). */
+  private consider(r: CompiledRule, hostCheck: boolean): void {
+    if (this.collect) {
+      this.collected!.add(r);
+      return;
+    }
+    const t = this.t;
+    if (hostCheck && !r.hostMatches(t as HttpTarget | TcpTarget)) return;
+    const conds = r.conds;
+    let unknown: string | undefined;
+    for (let i = 0; i < conds.length; i++) {
+      const o = conds[i]!.test(t, this.ctx);
+      if (o === NO) return;
+      if (o === UNKNOWN) unknown = conds[i]!.what;
+    }
+    if (unknown !== undefined || r.effect === "deny") {
+      if (!this.denyRule || r.index < this.denyRule.index) {
+        this.denyRule = r;
+        this.denyUnknown = unknown;
+      }
+    } else if (r.effect === "approve") this.approves.push(r);
+    else this.allows.push(r);
+  }
+
+  /** srcOk is the who-check used when a small bucket is scanned (the principal was prepared by visitCandidates). */
+  private srcOk(r: CompiledRule): boolean {
+    const src = r.src;
+    if (src.star) return true;
+    const tags = this.tags;
+    for (let i = 0; i < tags.length; i++) if (src.tags.has(tags[i]!)) return true;
+    if (this.user !== undefined && src.users.has(this.user)) return true;
+    const nodes = this.nodes;
+    if (nodes) for (let i = 0; i < nodes.length; i++) if (src.nodes.has(nodes[i]!)) return true;
+    return false;
+  }
+
+  private visitList(l: CompiledRule[] | undefined, hostCheck: boolean): void {
+    if (l) for (let i = 0; i < l.length; i++) this.consider(l[i]!, hostCheck);
+  }
+
+  private visit(b: PrincipalBucket | undefined, hostCheck: boolean): void {
+    if (!b) return;
+    const small = b.small;
+    if (small) {
+      for (let i = 0; i < small.length; i++) if (this.srcOk(small[i]!)) this.consider(small[i]!, hostCheck);
+      return;
+    }
+    this.visitList(b.star, hostCheck);
+    const tags = this.tags;
+    for (let i = 0; i < tags.length; i++) this.visitList(b.byTag.get(tags[i]!), hostCheck);
+    if (this.user !== undefined) this.visitList(b.byUser.get(this.user), hostCheck);
+    const nodes = this.nodes;
+    if (nodes) for (let i = 0; i < nodes.length; i++) this.visitList(b.byNode.get(nodes[i]!), hostCheck);
+  }
+
+  /** visitCandidates considers every indexed rule that names the request's host key and identity. */
+  private visitCandidates(p: Principal, t: Target): void {
+    const idx: KindIndex = this.compiled.index[t.kind];
+    this.tags = p.tags;
+    this.user = p.user ? normalizeUser(p.user) : undefined;
+    this.nodes = p.node ? nodeNames(p.node) : undefined;
+    if (t.kind === "http" || t.kind === "tcp") {
+      const host = t.host;
+      this.visit(idx.exact.get(host), false);
+      if (t.peer?.name) for (const n of nodeNames(t.peer.name)) if (n !== host) this.visit(idx.exact.get(n), false);
+      if (idx.hasSuffixes) {
+        for (let i = host.indexOf("."); i >= 0; i = host.indexOf(".", i + 1)) this.visit(idx.suffix.get(host.slice(i + 1)), false);
+        if (this.compiled.mutation === "suffix-matches-apex") this.visit(idx.suffix.get(host), false);
+      }
+      this.visit(idx.other, true);
+    } else if (t.kind === "mcp") {
+      this.visit(idx.exact.get(t.server), false);
+      this.visit(idx.other, false);
+    } else {
+      this.visit(idx.exact.get(t.provider), false);
+      this.visit(idx.other, false);
+    }
+  }
+}
+
+function wellFormed(req: DecisionRequest): boolean {
+  return (
+    typeof req === "object" &&
+    req !== null &&
+    typeof req.principal === "object" &&
+    req.principal !== null &&
+    Array.isArray(req.principal.tags) &&
+    typeof req.target === "object" &&
+    req.target !== null &&
+    KINDS.has(req.target.kind) &&
+    (req.target.kind === "http" || req.target.kind === "tcp" ? typeof req.target.host === "string" && typeof req.target.port === "number" : true) &&
+    (req.target.kind !== "http" || (typeof req.target.path === "string" && typeof req.target.method === "string"))
+  );
+}
+
+/**
+ * normalizeTarget lower-cases the host (a deny rule must not be dodged by
+ * "EVIL.com" or "evil.com."), upper-cases the method and merges repeated
+ * slashes in the path; it copies only when
+ * something changes, so a well-formed request costs one regex test.
+ */
+function normalizeTarget(t: Target): Target {
+  if (t.kind === "http") {
+    const host = normalizeHost(t.host);
+    const method = t.method.toUpperCase(); // V8 returns the same string when nothing changes
+    // Servers commonly merge repeated slashes: "//admin" must not dodge a rule about "/admin/**".
+    const path = t.path.includes("//") ? t.path.replace(/\/{2,}/g, "/") : t.path;
+    return host === t.host && method === t.method && path === t.path ? t : { ...t, host, method, path };
+  }
+  if (t.kind === "tcp") {
+    const host = normalizeHost(t.host);
+    return host === t.host ? t : { ...t, host };
+  }
+  return t;
+}
+
+function safeFormat(t: Target | undefined): string {
+  try {
+    return t ? formatTarget(t) : "(no target)";
+  } catch {
+    return "(unprintable target)";
+  }
+}
+

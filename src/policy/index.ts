@@ -1,0 +1,13 @@
+// The policy engine's public API (subpath "meshguard/policy"): re-exports only.
+export { loadPolicy, parsePolicy, tailnetPart, Policy, type LoadOptions, type TestResult } from "./load.js";
+export { compile as compileRules, type CompileOptions, type CompiledRules, type Kind } from "./compile.js";
+export { Evaluator, type Explanation, type RuleExplanation } from "./engine.js";
+export { PolicyInvalidError, PolicyTestsFailedError, type TestFailure } from "./errors.js";
+export { parseRequest, formatTarget, type RequestExtras } from "./request.js";
+export { parsePrincipal, describePrincipal } from "./identity.js";
+export { MESHGUARD_KEY, type MeshguardPart, type Rule, type TestCase } from "./schema.js";
+export type { PolicyIssue } from "./source.js";
+export type { PolicyDocument } from "./validate.js";
+export * from "./types.js";
+export { createAuditor, jsonLinesSink, memorySink, toDecisionEvent, type AuditSink, type Auditor, type AuditorOptions, type DecisionEvent } from "./audit.js";
+export { learnPolicy, readDecisionEvents, type LearnOptions, type LearnResult } from "./learn.js";

@@ -1,0 +1,120 @@
+/**
+ * Requests written as one line of text, used by a policy's `tests`, the CLI
+ * and the audit log (so an observed call reads the same everywhere):
+ *
+ *   GET https://api.example.com/v2/users/7?page=2
+ *   tcp db.internal:5432            tls db.internal:5432      (append " tailnet" for a MeshNode dial)
+ *   mcp github create_issue {"repo":"acme/app"}
+ *   llm openai/gpt-4o 4096          (the number is max tokens, optional)
+ *
+ * formatTarget writes a Target back in the same syntax.
+ */
+
+import { requestError } from "./errors.js";
+import { normalizeHost } from "./hosts.js";
+import type { HttpTarget, LlmTarget, McpTarget, Target, TcpTarget } from "./types.js";
+
+/** Extra facts a one-line request cannot carry. */
+export interface RequestExtras {
+  headers?: Record<string, string>;
+  bodySize?: number;
+  body?: unknown;
+  peerTags?: string[];
+}
+
+/** parseRequest reads one request line into a Target (throws MESHGUARD_POLICY_REQUEST_INVALID). */
+export function parseRequest(text: string, extras: RequestExtras = {}): Target {
+  const line = text.trim();
+  const sp = line.indexOf(" ");
+  const word = (sp < 0 ? line : line.slice(0, sp)).toLowerCase();
+  const rest = sp < 0 ? "" : line.slice(sp + 1).trim();
+  let t: Target;
+  if (word === "tcp" || word === "tls") t = parseTcp(text, word === "tls", rest);
+  else if (word === "mcp") t = parseMcp(text, rest);
+  else if (word === "llm") t = parseLlm(text, rest);
+  else if (/^https?:\/\//i.test(line)) t = parseHttp(text, "GET", line);
+  else if (/^[A-Za-z]+$/.test(word) && rest) t = parseHttp(text, word.toUpperCase(), rest);
+  else throw requestError(text, "it does not start with an HTTP method, a URL, tcp, tls, mcp or llm");
+  if (extras.peerTags && (t.kind === "http" || t.kind === "tcp")) t.peer = { tags: extras.peerTags };
+  if (t.kind === "http") {
+    if (extras.headers) for (const [k, v] of Object.entries(extras.headers)) t.headers[k.toLowerCase()] = v;
+    if (extras.bodySize !== undefined) t.bodySize = extras.bodySize;
+    if (extras.body !== undefined) t.body = extras.body;
+  }
+  return t;
+}
+
+function parseHttp(text: string, method: string, url: string): HttpTarget {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw requestError(text, `${JSON.stringify(url)} is not a URL`);
+  }
+  if (u.protocol !== "http:" && u.protocol !== "https:") throw requestError(text, "only http:// and https:// URLs are HTTP requests");
+  const scheme = u.protocol === "https:" ? "https" : "http";
+  return {
+    kind: "http",
+    scheme,
+    host: normalizeHost(u.hostname),
+    port: u.port ? Number(u.port) : scheme === "https" ? 443 : 80,
+    method,
+    path: u.pathname || "/",
+    query: u.search.startsWith("?") ? u.search.slice(1) : "",
+    headers: {},
+  };
+}
+
+function parseTcp(text: string, tls: boolean, rest: string): TcpTarget {
+  const [addr, flag, extra] = rest.split(/\s+/);
+  const m = addr ? /^(?:\[([^\]]+)\]|([^:\s]+)):(\d{1,5})$/.exec(addr) : null;
+  if (!m || Number(m[3]) < 1 || Number(m[3]) > 65535) throw requestError(text, 'expected "host:port" (IPv6 as "[::1]:5432")');
+  if ((flag !== undefined && flag !== "tailnet") || extra !== undefined) throw requestError(text, 'only "tailnet" may follow host:port');
+  const t: TcpTarget = { kind: "tcp", tls, host: normalizeHost(m[1] ?? m[2]!), port: Number(m[3]) };
+  if (flag === "tailnet") t.tailnet = true;
+  return t;
+}
+
+function parseMcp(text: string, rest: string): McpTarget {
+  const m = /^(\S+)\s+(\S+)(?:\s+([\s\S]+))?$/.exec(rest);
+  if (!m) throw requestError(text, 'expected "mcp SERVER TOOL [{json arguments}]"');
+  let args: Record<string, unknown> = {};
+  if (m[3] !== undefined) {
+    try {
+      args = JSON.parse(m[3]) as Record<string, unknown>;
+    } catch (err) {
+      throw requestError(text, `the arguments are not JSON: ${(err as Error).message}`);
+    }
+    if (typeof args !== "object" || args === null || Array.isArray(args)) throw requestError(text, "the arguments must be a JSON object");
+  }
+  return { kind: "mcp", server: m[1]!, tool: m[2]!, args };
+}
+
+function parseLlm(text: string, rest: string): LlmTarget {
+  const m = /^([^/\s]+)\/(\S+)(?:\s+(\d+))?$/.exec(rest);
+  if (!m) throw requestError(text, 'expected "llm PROVIDER/MODEL [MAX_TOKENS]", e.g. "llm openai/gpt-4o 4096"');
+  const t: LlmTarget = { kind: "llm", provider: m[1]!, model: m[2]! };
+  if (m[3] !== undefined) t.maxTokens = Number(m[3]);
+  return t;
+}
+
+/** formatTarget writes a Target as a request line (parseRequest reads it back). */
+export function formatTarget(t: Target): string {
+  switch (t.kind) {
+    case "http": {
+      const host = t.host.includes(":") ? `[${t.host}]` : t.host;
+      const port = t.port === (t.scheme === "https" ? 443 : 80) ? "" : `:${t.port}`;
+      return `${t.method} ${t.scheme}://${host}${port}${t.path}${t.query ? `?${t.query}` : ""}`;
+    }
+    case "tcp": {
+      const host = t.host.includes(":") ? `[${t.host}]` : t.host;
+      return `${t.tls ? "tls" : "tcp"} ${host}:${t.port}${t.tailnet ? " tailnet" : ""}`;
+    }
+    case "mcp":
+      return `mcp ${t.server} ${t.tool}${Object.keys(t.args ?? {}).length ? ` ${JSON.stringify(t.args)}` : ""}`;
+    case "llm":
+      return `llm ${t.provider}/${t.model}${t.maxTokens !== undefined ? ` ${t.maxTokens}` : ""}`;
+    default:
+      return `unknown target ${JSON.stringify((t as { kind?: unknown }).kind)}`;
+  }
+}

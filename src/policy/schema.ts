@@ -1,0 +1,203 @@
+/**
+ * The policy file format, version 1, as zod schemas. This is the single
+ * source of truth: the loader validates with it, the compiler reads its
+ * output types, and `docs/policy.schema.json` (editor completion) is
+ * generated from it (test/policy/schema.test.ts checks that file is current).
+ *
+ * Shape checks live here; checks that relate several fields (one target kind
+ * per rule, groups that exist, unique ids) live in ./semantics.ts so that a
+ * single failure does not hide the others.
+ */
+
+import { z } from "zod";
+
+/** strictObject rejects unknown keys and names the valid ones in the message. */
+function strictObject<T extends z.ZodRawShape>(shape: T) {
+  return z.object(shape).strict(`valid keys here are: ${Object.keys(shape).join(", ")}`);
+}
+
+export const TAG_RE = /^tag:[A-Za-z0-9][A-Za-z0-9_-]*$/;
+export const GROUP_RE = /^group:[A-Za-z0-9][A-Za-z0-9_.-]*$/;
+/** A user is `name@domain` or `name@` (a control server's user without a domain). */
+export const USER_RE = /^[A-Za-z0-9._%+-]+@([A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*)?$/;
+/** A node name: a DNS name (MagicDNS short name or FQDN). */
+export const NODE_RE = /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+const HOURS_RE = /^([01]\d|2[0-3]):[0-5]\d-(([01]\d|2[0-3]):[0-5]\d|24:00)$/;
+const RULE_ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.:/-]*$/;
+const HEADER_NAME_RE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
+/** A who-pattern: `*`, a tag, a group, a user or a node name. */
+export const SrcSchema = z
+  .string()
+  .refine(
+    (s) => s === "*" || TAG_RE.test(s) || GROUP_RE.test(s) || USER_RE.test(s) || NODE_RE.test(s),
+    'must be "*", a tag ("tag:research-agent"), a group ("group:eng"), a user ("alice@example.com" or "alice@") or a node name ("research-agent")',
+  );
+
+/**
+ * A host pattern: `*`, an exact name, `*.example.com` (any subdomain, not the
+ * apex), an IP address or CIDR range (matched against an IP-literal host and
+ * the address the host resolved to), or `tag:x` (a tailnet peer with that tag).
+ */
+export const HostPatternSchema = z
+  .string()
+  .min(1, "must not be empty")
+  .refine(
+    (s) => s === s.toLowerCase() || TAG_RE.test(s) || s.includes(":"),
+    "host names are matched lower-case: write the pattern in lower case",
+  )
+  .describe('"*", "api.example.com", "*.example.com", "10.0.0.0/8", "fd7a:115c:a1e0::/48" or "tag:db"');
+
+/** A port or an inclusive range "8000-8100"; "*" is any port. */
+export const PortSchema = z.union([
+  z.number().int().min(1, "ports are 1-65535").max(65535, "ports are 1-65535"),
+  z.string().regex(/^(\*|\d{1,5}(-\d{1,5})?)$/, 'must be a port number, a range like "8000-8100", or "*"'),
+]);
+
+const globList = (what: string) => z.array(z.string().min(1, `a ${what} pattern must not be empty`)).min(1, `list at least one ${what} pattern (or "*")`);
+
+export const HttpMatchSchema = strictObject({
+  scheme: z.array(z.enum(["http", "https"])).min(1).optional().describe("default: both"),
+  host: z.array(HostPatternSchema).min(1, 'list at least one host pattern (or "*")'),
+  port: z.array(PortSchema).min(1).optional().describe("default: any port"),
+  method: z
+    .array(z.string().regex(/^([A-Za-z]+|\*)$/, 'must be an HTTP method such as "GET", or "*"'))
+    .min(1)
+    .optional()
+    .describe("default: any method"),
+  path: globList("path")
+    .optional()
+    .describe('globs: "*" is one path segment, "**" any number of segments, ":name" a named segment; default: any path'),
+  query: z
+    .record(z.string().min(1), z.string())
+    .optional()
+    .describe("each named query parameter must be present and its value match the glob; others are free"),
+});
+
+export const TcpMatchSchema = strictObject({
+  host: z.array(HostPatternSchema).min(1, 'list at least one host pattern (or "*")'),
+  port: z.array(PortSchema).min(1, 'list at least one port (or "*")'),
+  tls: z.boolean().optional().describe("true: TLS only, false: plain TCP only; default: either"),
+  tailnet: z.boolean().optional().describe("true: tailnet dials only (MeshNode.dial), false: host network only; default: either"),
+});
+
+const ScalarSchema = z.union([z.string(), z.number(), z.boolean(), z.null()]);
+export const ArgConstraintSchema = z.union([
+  z.string().describe("glob the (string) argument must match"),
+  strictObject({
+    glob: z.string().optional(),
+    in: z.array(ScalarSchema).min(1).optional(),
+    min: z.number().optional(),
+    max: z.number().optional(),
+    maxLength: z.number().int().nonnegative().optional(),
+  }),
+]);
+
+export const McpMatchSchema = strictObject({
+  server: globList("server"),
+  tool: globList("tool"),
+  args: z
+    .record(z.string().min(1), ArgConstraintSchema)
+    .optional()
+    .describe("each named argument must be present and satisfy its constraint; others are free"),
+});
+
+export const LlmMatchSchema = strictObject({
+  model: globList("model").describe('globs over "provider/model", e.g. "openai/gpt-4o*", "anthropic/*"'),
+  maxTokens: z.number().int().positive().optional().describe("the request must declare max tokens ≤ this; unknown fails closed"),
+});
+
+export const WEEKDAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"] as const;
+const WeekdaySchema = z.enum(WEEKDAYS, {
+  errorMap: () => ({ message: `must be one of ${WEEKDAYS.map((d) => `"${d}"`).join(", ")}` }),
+});
+
+const HoursSchema = z
+  .string()
+  .regex(HOURS_RE, 'must be "HH:MM-HH:MM" in 24-hour time, e.g. "09:00-17:00" (the end may be "24:00"; "22:00-06:00" wraps past midnight)');
+
+export const WhenSchema = strictObject({
+  hours: z.union([HoursSchema, z.array(HoursSchema).min(1)]).optional(),
+  weekdays: z.array(WeekdaySchema).min(1).optional(),
+  timeZone: z.string().min(1).optional().describe('an IANA time zone such as "Europe/Berlin"; default "UTC"'),
+  headers: z
+    .record(z.string().regex(HEADER_NAME_RE, "must be an HTTP header name"), z.string())
+    .optional()
+    .describe("each header must be present and its value match the glob (HTTP only)"),
+  maxBodyBytes: z.number().int().nonnegative().optional().describe("HTTP only; a body of unknown size fails closed"),
+  rate: strictObject({ perMinute: z.number().int().positive() }).optional().describe("calls per minute per agent, a token bucket"),
+});
+
+export const EffectSchema = z.enum(["allow", "deny", "approve"], {
+  errorMap: () => ({ message: 'must be "allow", "deny" or "approve"' }),
+});
+
+export const RuleSchema = strictObject({
+  id: z.string().regex(RULE_ID_RE, "must start with a letter or digit and use only letters, digits and _ . : / -").optional(),
+  description: z.string().optional(),
+  src: z.array(SrcSchema).min(1, 'list at least one identity (or "*")'),
+  effect: EffectSchema.default("allow"),
+  http: HttpMatchSchema.optional(),
+  tcp: TcpMatchSchema.optional(),
+  mcp: McpMatchSchema.optional(),
+  llm: LlmMatchSchema.optional(),
+  when: WhenSchema.optional(),
+});
+
+export const TestCaseSchema = strictObject({
+  as: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]).describe('who calls: "tag:x", "alice@example.com", "node:name", or a list of these'),
+  request: z.string().min(1).describe('"GET https://host/path", "tcp host:port", "tls host:port", "mcp server tool {json}", "llm provider/model [maxTokens]"'),
+  expect: EffectSchema,
+  rule: z.string().optional().describe("the id of the rule expected to decide"),
+  at: z.string().datetime({ offset: true, message: 'must be an ISO 8601 time such as "2026-03-09T14:00:00Z"' }).optional(),
+  headers: z.record(z.string(), z.string()).optional(),
+  bodySize: z.number().int().nonnegative().optional(),
+  peerTags: z.array(z.string().regex(TAG_RE, "must look like tag:name")).optional(),
+});
+
+const GroupsSchema = z.record(
+  z.string().regex(GROUP_RE, 'must look like "group:name"'),
+  z.array(z.string().regex(USER_RE, 'group members are users: "alice@example.com" or "alice@"')),
+);
+const TagOwnersSchema = z.record(z.string().regex(TAG_RE, 'must look like "tag:name"'), z.array(z.string()));
+
+/** The meshguard part of a policy: under the key `meshguard`, or the whole file. */
+export const MeshguardPartSchema = strictObject({
+  $schema: z.string().optional(),
+  version: z.literal(1, { errorMap: () => ({ message: "must be 1 (the only policy format version so far)" }) }),
+  groups: GroupsSchema.optional().describe("groups local to meshguard; merged with the tailnet policy's groups"),
+  tagOwners: TagOwnersSchema.optional(),
+  rules: z.array(RuleSchema),
+  tests: z.array(TestCaseSchema).optional(),
+});
+
+/**
+ * A tailnet policy file with meshguard's part under `meshguard`. The tailnet
+ * keys are the control server's business: only `groups` and `tagOwners` are
+ * read (and shape-checked) here; everything else passes through untouched.
+ */
+export const CombinedPolicySchema = z
+  .object({
+    groups: GroupsSchema.optional(),
+    tagOwners: TagOwnersSchema.optional(),
+    meshguard: MeshguardPartSchema,
+  })
+  .passthrough();
+
+/** The whole file: either shape. */
+export const PolicyFileSchema = z.union([CombinedPolicySchema, MeshguardPartSchema]);
+
+export type Rule = z.output<typeof RuleSchema>;
+export type RuleInput = z.input<typeof RuleSchema>;
+export type HttpMatch = z.output<typeof HttpMatchSchema>;
+export type TcpMatch = z.output<typeof TcpMatchSchema>;
+export type McpMatch = z.output<typeof McpMatchSchema>;
+export type LlmMatch = z.output<typeof LlmMatchSchema>;
+export type When = z.output<typeof WhenSchema>;
+export type ArgConstraint = z.output<typeof ArgConstraintSchema>;
+export type TestCase = z.output<typeof TestCaseSchema>;
+export type MeshguardPart = z.output<typeof MeshguardPartSchema>;
+export type Weekday = (typeof WEEKDAYS)[number];
+
+/** The key under which meshguard's part sits in a combined tailnet policy file. */
+export const MESHGUARD_KEY = "meshguard";

@@ -1,0 +1,89 @@
+/**
+ * Checks that relate several fields of a policy whose shape zod accepted:
+ * one target kind per rule, conditions that fit the kind and the effect,
+ * host patterns, port ranges and time zones that exist, groups that are
+ * defined, rule ids that are unique, and tests that can be read. Each
+ * problem becomes an issue with its path; all are collected.
+ */
+
+import { GROUP_RE } from "./schema.js";
+import { parseHostPattern } from "./hosts.js";
+import { parsePrincipal } from "./identity.js";
+import { parseRequest } from "./request.js";
+import { ruleId } from "./compile.js";
+import { zoneIsValid } from "./time.js";
+import type { PathKey } from "./source.js";
+import type { MeshguardPart } from "./schema.js";
+
+export interface RawIssue {
+  path: PathKey[];
+  message: string;
+  /** Point at this key of the object at `path` instead of its value. */
+  key?: string;
+}
+
+/** checkSemantics returns every cross-field problem; `base` is the path of the meshguard part in the file. */
+export function checkSemantics(part: MeshguardPart, groups: Record<string, string[]>, base: PathKey[]): RawIssue[] {
+  const issues: RawIssue[] = [];
+  const at = (path: PathKey[], message: string, key?: string) => issues.push(key === undefined ? { path: [...base, ...path], message } : { path: [...base, ...path], message, key });
+  const ids = new Map<string, number>();
+
+  part.rules.forEach((r, i) => {
+    const p: PathKey[] = ["rules", i];
+    const kinds = (["http", "tcp", "mcp", "llm"] as const).filter((k) => r[k] !== undefined);
+    if (kinds.length !== 1) {
+      at(p, kinds.length === 0 ? "a rule needs exactly one target: http, tcp, mcp or llm" : `a rule has exactly one target, this one has ${kinds.join(" and ")}: split it into ${kinds.length} rules`);
+    }
+    const id = ruleId(r, i);
+    if (ids.has(id)) at([...p, "id"], `duplicate rule id "${id}" (also rules[${ids.get(id)}])`);
+    else ids.set(id, i);
+
+    r.src.forEach((s, j) => {
+      if (GROUP_RE.test(s) && !Object.hasOwn(groups, s)) at([...p, "src", j], `group "${s}" is not defined: add it to "groups"${Object.keys(groups).length ? ` (defined: ${Object.keys(groups).join(", ")})` : ""}`);
+    });
+    for (const k of ["http", "tcp"] as const) {
+      r[k]?.host.forEach((h, j) => {
+        const hp = parseHostPattern(h);
+        if (typeof hp === "string") at([...p, k, "host", j], hp);
+      });
+      r[k]?.port?.forEach((port, j) => {
+        if (typeof port === "string" && port.includes("-")) {
+          const [lo, hi] = port.split("-").map(Number) as [number, number];
+          if (!(lo >= 1 && hi <= 65535 && lo <= hi)) at([...p, k, "port", j], `port range "${port}" must be LOW-HIGH with 1 ≤ LOW ≤ HIGH ≤ 65535`);
+        } else if (typeof port === "string" && port !== "*" && !(Number(port) >= 1 && Number(port) <= 65535)) {
+          at([...p, k, "port", j], "ports are 1-65535");
+        }
+      });
+    }
+    const w = r.when;
+    if (w) {
+      if (w.timeZone !== undefined && !zoneIsValid(w.timeZone)) at([...p, "when", "timeZone"], `unknown time zone "${w.timeZone}": use an IANA name such as "UTC", "Europe/Berlin" or "America/New_York"`);
+      if (w.timeZone !== undefined && w.hours === undefined && w.weekdays === undefined) at([...p, "when", "timeZone"], "timeZone only applies to hours and weekdays: add them or remove timeZone");
+      if (!r.http && w.headers !== undefined) at([...p, "when"], "header conditions apply to http rules only", "headers");
+      if (!r.http && w.maxBodyBytes !== undefined) at([...p, "when"], "maxBodyBytes applies to http rules only", "maxBodyBytes");
+      if (r.effect === "deny" && w.maxBodyBytes !== undefined) at([...p, "when"], "a deny rule cannot limit the body size (it would deny only small bodies): put maxBodyBytes on the allow rule", "maxBodyBytes");
+      if (r.effect === "deny" && w.rate !== undefined) at([...p, "when"], "a deny rule cannot have a rate: rates limit what allow and approve rules let through", "rate");
+    }
+    if (r.effect === "deny" && r.llm?.maxTokens !== undefined) at([...p, "llm"], "a deny rule cannot limit max tokens (it would deny only small requests): put maxTokens on the allow rule", "maxTokens");
+    r.mcp &&
+      Object.entries(r.mcp.args ?? {}).forEach(([name, c]) => {
+        if (typeof c === "object" && Object.keys(c).length === 0) at([...p, "mcp", "args", name], "an argument constraint needs at least one of glob, in, min, max, maxLength");
+      });
+  });
+
+  (part.tests ?? []).forEach((tc, i) => {
+    const p: PathKey[] = ["tests", i];
+    try {
+      parsePrincipal(tc.as);
+    } catch (err) {
+      at([...p, "as"], (err as Error).message.split("\n")[0]!);
+    }
+    try {
+      parseRequest(tc.request);
+    } catch (err) {
+      at([...p, "request"], (err as Error).message.split("\n")[0]!);
+    }
+    if (tc.rule !== undefined && !ids.has(tc.rule)) at([...p, "rule"], `no rule has the id "${tc.rule}"`);
+  });
+  return issues;
+}

@@ -1,0 +1,80 @@
+// Audit and observe mode: every decision reaches the policy engine's audit
+// sink (denials always, allows sampled); observe mode lets calls through and
+// records them in the format `meshguard policy learn` reads.
+import { mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { GuardDecisionEvent } from "../../src/guard/index.js";
+import { jsonLinesSink, learnPolicy, loadPolicy, memorySink, readDecisionEvents } from "../../src/policy/index.js";
+import { AGENT, allowHttp, countingServer, denied, guard, type Counting } from "./helpers.js";
+
+let srv: Counting;
+beforeAll(async () => {
+  srv = await countingServer();
+});
+afterAll(() => srv.close());
+
+describe("audit", () => {
+  it("writes a DecisionEvent per decision: identity, target, effect, rule, latency", async () => {
+    const sink = memorySink();
+    guard({ rules: [allowHttp("127.0.0.1", { path: ["/ok"] })], audit: sink });
+    await fetch(`${srv.url}/ok`);
+    await denied(fetch(`${srv.url}/no`));
+    expect(sink.events).toHaveLength(2);
+    const [allow, deny] = sink.events;
+    expect(allow).toMatchObject({ v: 1, mode: "enforce", principal: AGENT, effect: "allow", ruleId: "http-127.0.0.1", target: { kind: "http", path: "/ok" } });
+    expect(deny).toMatchObject({ effect: "deny", target: { kind: "http", path: "/no" } });
+    expect(deny!.ruleId).toBeUndefined();
+    expect(typeof allow!.latencyUs).toBe("number");
+    expect(allow!.latencyUs).toBeLessThan(1000);
+    expect(allow!.policyHash).toMatch(/^[0-9a-f]{64}$/);
+  });
+
+  it("samples allows but always writes denials", async () => {
+    const sink = memorySink();
+    guard({ rules: [allowHttp("127.0.0.1", { path: ["/ok"] })], audit: sink, sampleAllows: 0 });
+    for (let i = 0; i < 5; i++) await fetch(`${srv.url}/ok`);
+    await denied(fetch(`${srv.url}/no`));
+    expect(sink.events.map((e) => e.effect)).toEqual(["deny"]);
+  });
+
+  it("a sink that throws does not break the call; the guard warns", async () => {
+    const warnings: unknown[] = [];
+    const g = guard({ rules: [allowHttp("127.0.0.1")], audit: { write: () => { throw new Error("disk full"); } } });
+    g.on("warning", (w) => warnings.push(w));
+    expect((await fetch(`${srv.url}/ok`)).status).toBe(200);
+    expect(String(warnings[0])).toContain("disk full");
+  });
+
+  it("'decision' events carry the interception layer", async () => {
+    const g = guard({ rules: [allowHttp("127.0.0.1")] });
+    const seen: GuardDecisionEvent[] = [];
+    g.on("decision", (e: GuardDecisionEvent) => seen.push(e));
+    await fetch(`${srv.url}/ok`);
+    expect(seen[0]).toMatchObject({ layer: "fetch", outcome: "allow", effect: "allow" });
+  });
+});
+
+describe("observe mode", () => {
+  it("lets denied calls through, records them, and learn proposes a policy that allows exactly them", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "mg-observe-"));
+    const file = join(dir, "observed.jsonl");
+    const sink = jsonLinesSink(file);
+    guard({ mode: "observe", audit: sink }); // no policy at all
+    const hits = srv.hits;
+    expect((await fetch(`${srv.url}/v1/items?page=2`)).status).toBe(200);
+    expect((await fetch(`${srv.url}/v1/items`, { method: "POST", body: "{}" })).status).toBe(200);
+    expect(srv.hits).toBe(hits + 2);
+    await sink.close!();
+    const events = readDecisionEvents(readFileSync(file, "utf8"));
+    expect(events).toHaveLength(2);
+    expect(events.every((e) => e.mode === "observe" && e.effect === "deny")).toBe(true);
+    const learned = learnPolicy(events);
+    // The proposal is a whole policy file (HuJSON) with tests generated from the observations.
+    const p = loadPolicy(learned.text);
+    const target = (method: string) => ({ kind: "http" as const, scheme: "http" as const, host: "127.0.0.1", port: srv.port, method, path: "/v1/items", query: "", headers: {} });
+    expect(p.evaluate({ principal: AGENT, target: target("GET") }).effect).toBe("allow");
+    expect(p.evaluate({ principal: AGENT, target: target("DELETE") }).effect).toBe("deny");
+  });
+});

@@ -1,0 +1,186 @@
+// Reload: from a watched file and from a policy server (long poll, signed
+// bundles). A bad reload keeps the last good policy and says why.
+import { once } from "node:events";
+import { mkdtempSync, writeFileSync, renameSync } from "node:fs";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { PolicyServer, generateBundleKeys, pollPolicyServer, signBundle, verifyBundle, watchPolicyFile, type ReloadEvent } from "../../src/guard/index.js";
+import { allowHttp, countingServer, denied, guard, type Counting } from "./helpers.js";
+
+let srv: Counting;
+beforeAll(async () => {
+  srv = await countingServer();
+});
+afterAll(() => srv.close());
+
+const policyText = (path: string) => JSON.stringify({ version: 1, rules: [allowHttp("127.0.0.1", { path: [path] })] }, null, 2);
+const BROKEN = `{ "version": 1, "rules": [ { "src": ["tag:agent"], "http": { "host": ["127.0.0.1"], "port": ["not a port"] } } ] }`;
+const FAILING_TESTS = JSON.stringify({ version: 1, rules: [], tests: [{ as: "tag:agent", request: "GET http://127.0.0.1/a", expect: "allow" }] });
+
+async function until(cond: () => boolean | Promise<boolean>, ms = 5000): Promise<void> {
+  const t0 = Date.now();
+  while (!(await cond())) {
+    if (Date.now() - t0 > ms) throw new Error("condition not met in time");
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+const status = (path: string) => fetch(`${srv.url}${path}`).then((r) => r.status, () => "denied" as const);
+
+describe("reload from a file", () => {
+  it("applies the file, follows changes, and keeps the last good policy on a bad one", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "mg-reload-"));
+    const file = join(dir, "policy.hujson");
+    writeFileSync(file, policyText("/a"));
+    const g = guard({});
+    const reloads: ReloadEvent[] = [];
+    const errors: Error[] = [];
+    g.on("reload", (e: ReloadEvent) => reloads.push(e));
+    g.on("reload-error", (e: Error) => errors.push(e));
+    const w = watchPolicyFile(g, file, { debounceMs: 20 });
+    expect(await w.ready).toBe(true);
+    expect(await status("/a")).toBe(200);
+    expect(await status("/b")).toBe("denied");
+
+    // An editor-style replace (write a new file, rename over the old one).
+    writeFileSync(join(dir, "tmp"), policyText("/b"));
+    renameSync(join(dir, "tmp"), file);
+    await until(() => reloads.length === 2);
+    expect(await status("/b")).toBe(200);
+    expect(await status("/a")).toBe("denied");
+
+    writeFileSync(file, BROKEN);
+    await until(() => errors.length >= 1);
+    expect(errors[0]!.message).toMatch(/port/);
+    expect((errors[0] as { code?: string }).code).toBe("MESHGUARD_POLICY_INVALID");
+    expect(await status("/b")).toBe(200); // last good still in force
+
+    writeFileSync(file, FAILING_TESTS);
+    await until(() => errors.some((e) => (e as { code?: string }).code === "MESHGUARD_POLICY_TESTS_FAILED"));
+    expect(await status("/b")).toBe(200);
+    w.close();
+  });
+
+  it("a broken file at start means no policy: everything is denied", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "mg-reload-"));
+    const file = join(dir, "policy.hujson");
+    writeFileSync(file, BROKEN);
+    const g = guard({});
+    g.on("reload-error", () => {});
+    const w = watchPolicyFile(g, file);
+    expect(await w.ready).toBe(false);
+    const hits = srv.hits;
+    await denied(fetch(`${srv.url}/a`));
+    expect(srv.hits).toBe(hits);
+    w.close();
+  });
+});
+
+describe("signed bundles", () => {
+  const keys = generateBundleKeys();
+  const other = generateBundleKeys();
+
+  it("verify accepts what sign produced", () => {
+    const b = signBundle(policyText("/a"), keys.privateKey, { version: 7 });
+    expect(verifyBundle(JSON.stringify(b), [keys.publicKey]).version).toBe(7);
+  });
+
+  it("rejects a tampered policy, a forged version, another key, and a replayed older version", () => {
+    const b = signBundle(policyText("/a"), keys.privateKey, { version: 7 });
+    const code = (f: () => unknown) => {
+      try {
+        f();
+      } catch (e) {
+        return `${(e as { code?: string }).code}: ${(e as Error).message}`;
+      }
+      return "accepted";
+    };
+    expect(code(() => verifyBundle({ ...b, policy: policyText("/admin") }, [keys.publicKey]))).toMatch(/MESHGUARD_POLICY_BUNDLE_INVALID: .*tampered/);
+    expect(code(() => verifyBundle({ ...b, version: 8 }, [keys.publicKey]))).toMatch(/signature does not verify/);
+    expect(code(() => verifyBundle(b, [other.publicKey]))).toMatch(/not trusted/);
+    const forged = signBundle(policyText("/admin"), other.privateKey, { version: 9 });
+    expect(code(() => verifyBundle({ ...forged, keyId: b.keyId }, [keys.publicKey]))).toMatch(/signature does not verify/);
+    expect(code(() => verifyBundle(b, [keys.publicKey], { minVersion: 8 }))).toMatch(/older than the applied/);
+    expect(code(() => verifyBundle("{not json", [keys.publicKey]))).toMatch(/not JSON/);
+    expect(code(() => verifyBundle(b, []))).toMatch(/no trusted public key/);
+  });
+
+  it("a watched bundle file with a bad signature is refused and the last good policy stays", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "mg-bundle-"));
+    const file = join(dir, "policy.bundle.json");
+    writeFileSync(file, JSON.stringify(signBundle(policyText("/a"), keys.privateKey, { version: 1 })));
+    const g = guard({});
+    const errors: Error[] = [];
+    g.on("reload-error", (e: Error) => errors.push(e));
+    const w = watchPolicyFile(g, file, { publicKeys: [keys.publicKey], debounceMs: 20 });
+    expect(await w.ready).toBe(true);
+    writeFileSync(file, JSON.stringify(signBundle(policyText("/b"), other.privateKey, { version: 2 })));
+    await until(() => errors.length > 0);
+    expect((errors[0] as { code?: string }).code).toBe("MESHGUARD_POLICY_BUNDLE_INVALID");
+    expect(await status("/a")).toBe(200);
+    expect(await status("/b")).toBe("denied");
+    w.close();
+  });
+});
+
+describe("policy server (long poll)", () => {
+  const keys = generateBundleKeys();
+
+  async function start(ps: PolicyServer) {
+    const server = http.createServer(ps.handler);
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    return { url, close: () => new Promise<void>((r) => { ps.close(); server.closeAllConnections(); server.close(() => r()); }) };
+  }
+
+  it("an agent gets the signed policy, and a change within a long poll", async () => {
+    const ps = new PolicyServer({ privateKey: keys.privateKey, policy: policyText("/a") });
+    const { url, close } = await start(ps);
+    // The poll itself is not subject to the policy (which does not allow the server).
+    const g = guard({});
+    const c = pollPolicyServer(g, { url, publicKeys: [keys.publicKey], waitSeconds: 20 });
+    expect(await c.ready).toBe(true);
+    expect(await status("/a")).toBe(200);
+    const t0 = performance.now();
+    ps.update(policyText("/b"));
+    await once(g, "reload");
+    expect(performance.now() - t0).toBeLessThan(2000);
+    expect(await status("/b")).toBe(200);
+    expect(await status("/a")).toBe("denied");
+    c.close();
+    await close();
+  });
+
+  it("the server refuses to sign a broken policy and keeps serving the last good one", () => {
+    const ps = new PolicyServer({ privateKey: keys.privateKey, policy: policyText("/a") });
+    const v = ps.bundle!.version;
+    expect(() => ps.update(BROKEN)).toThrow(/port/);
+    expect(() => ps.update(FAILING_TESTS)).toThrow(/failing test/);
+    expect(ps.bundle!.version).toBe(v);
+    ps.close();
+  });
+
+  it("a bundle signed with an untrusted key is rejected; the agent keeps its policy", async () => {
+    const ps = new PolicyServer({ privateKey: keys.privateKey, policy: policyText("/a") });
+    const { url, close } = await start(ps);
+    const g = guard({});
+    const errors: Error[] = [];
+    g.on("reload-error", (e: Error) => errors.push(e));
+    const c = pollPolicyServer(g, { url, publicKeys: [keys.publicKey], waitSeconds: 20 });
+    expect(await c.ready).toBe(true);
+    c.close();
+    // A server with another key (an impostor) serves a permissive policy.
+    const impostor = new PolicyServer({ privateKey: generateBundleKeys().privateKey, policy: policyText("/**") });
+    const imp = await start(impostor);
+    const c2 = pollPolicyServer(g, { url: imp.url, publicKeys: [keys.publicKey], waitSeconds: 1 });
+    await until(() => errors.length > 0);
+    expect(errors[0]!.message).toMatch(/not trusted/);
+    expect(await status("/a")).toBe(200);
+    expect(await status("/anything")).toBe("denied");
+    c2.close();
+    await imp.close();
+    await close();
+  });
+});
