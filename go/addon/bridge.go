@@ -15,7 +15,14 @@ import (
 // streaming, backpressure and half-close are the kernel's.
 type fdBridge struct{}
 
-const sockBuf = 1 << 20
+// sockBuf is the socketpair's kernel buffer each way: deep enough that a
+// stream never waits on the bridge (it raised single-stream throughput from
+// ~0.8x to ~1x of pure Go tsnet), and only used while data is queued.
+const sockBuf = 4 << 20
+
+// copyBuf is each copy goroutine's buffer, held for the connection's life:
+// 64 KiB measured as fast as 256 KiB and 1 MiB, at a quarter of the idle cost.
+const copyBuf = 64 << 10
 
 func (fdBridge) Export(tc net.Conn, done func()) (map[string]any, error) {
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
@@ -58,7 +65,7 @@ func pump(tc net.Conn, uc *net.UnixConn, done func()) {
 				teardown()
 			}
 		}()
-		buf := make([]byte, 256<<10)
+		buf := make([]byte, copyBuf)
 		_, err := io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, buf)
 		if err != nil {
 			teardown()
