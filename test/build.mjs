@@ -79,7 +79,7 @@ await phase("addon", () => {
   if (!existsSync(join(headers, "node_api.h"))) throw new Error(`Node-API headers not found at ${headers}: run npm install first`);
   mkdirSync(join(root, "build"), { recursive: true });
   log("building the native addon (first build compiles tailscale.com: ~2 min on 2 cores)...");
-  run("go", ["build", "-buildmode=c-shared", "-trimpath", "-o", out, "./addon"], {
+  run("go", ["build", "-buildmode=c-shared", "-trimpath", "-ldflags=-s -w", "-o", out, "./addon"], {
     cwd: goDir,
     env: { ...goEnv, CGO_CFLAGS: `-I${headers}`, CGO_LDFLAGS: "-Wl,--unresolved-symbols=ignore-all" },
   });
