@@ -111,7 +111,7 @@ await phase("policy-peers", async () => {
   const { PEERS, buildPeer } = await import(join(root, "bench", "lib", "policy-peers-build.mjs"));
   let built = false;
   for (const name of Object.keys(PEERS)) {
-    const r = buildPeer(name, log);
+    const r = await buildPeer(name, log);
     if (r.error) log(`policy peer ${name} not built (bench/policy will skip it): ${r.error}`);
     built ||= r.built === true;
   }

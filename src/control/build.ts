@@ -4,12 +4,13 @@
  * result is cached per version under `~/.cache/meshguard`.
  */
 
-import { access, constants, mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { access, constants, mkdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { homedir, hostname } from "node:os";
 import { join } from "node:path";
 
 import { ErrorCode, MeshguardError } from "../errors.js";
-import { lastLines, runCommand, sleep, type RunResult } from "./proc.js";
+import { GoBuildError, buildGoProgram, headline } from "./gobuild.js";
+import { runCommand, sleep } from "./proc.js";
 
 /** HEADSCALE_VERSION is the pinned headscale release (the CLI and JSON shapes differ after it). */
 export const HEADSCALE_VERSION = "v0.29.2";
@@ -136,95 +137,23 @@ async function lockIsStale(lock: string): Promise<boolean> {
   }
 }
 
-function describeFailure(r: RunResult): string {
-  if (r.spawnError) {
-    return (r.spawnError as NodeJS.ErrnoException).code === "ENOENT"
-      ? "the Go toolchain (`go`) is not on PATH"
-      : r.spawnError.message;
-  }
-  if (r.timedOut) return "timed out";
-  const tail = lastLines(r.stderr || r.stdout, 6).join("\n");
-  return `exit ${r.code ?? r.signal}${tail ? `:\n${tail}` : ""}`;
-}
-
-/** headline picks the most telling line of a go command's failure ("go: ..."), shortened from the left. */
-function headline(text: string): string {
-  const lines = lastLines(text, 20);
-  const line = lines.findLast((l) => /^(go: |\S+: go: )/.test(l.trim())) ?? lines.at(-1) ?? "unknown error";
-  // The root cause ("403 Forbidden", "network is unreachable") ends the line.
-  return line.length > 160 ? `...${line.trim().slice(-157)}` : line.trim();
-}
-
-/**
- * build tries `go install` first. It fails where the module proxy refuses
- * `@v/list` (go install looks up deprecations there); the fallback downloads
- * the exact module version and builds it in the module cache, which needs
- * only `@v/<version>` files (and no network at all once they are cached).
- */
+/** build builds the pinned headscale and records how (and, for the fallback, why) next to it. */
 async function build(dir: string, bin: string, progress: (msg: string) => void): Promise<void> {
-  const tmp = await mkdtemp(join(dir, ".build-"));
-  const attempts: Error[] = [];
-  const out = join(tmp, "headscale");
+  progress(`building headscale ${HEADSCALE_VERSION} with go install (first run only, ~3 min)...`);
   try {
-    progress(`building headscale ${HEADSCALE_VERSION} with go install (first run only, ~3 min)...`);
-    const inst = await runCommand("go", ["install", "-trimpath", `${HEADSCALE_MODULE}/cmd/headscale@${HEADSCALE_VERSION}`], {
-      cwd: tmp,
-      env: { ...process.env, GOBIN: tmp },
-      timeoutMs: BUILD_TIMEOUT_MS,
-    });
-    let method = "go install";
-    let fallbackReason: string | undefined;
-    if (inst.code !== 0 || !(await isExecutable(out))) {
-      fallbackReason = describeFailure(inst);
-      attempts.push(new Error(`go install: ${fallbackReason}`));
-      if (inst.spawnError) throw attempts[0];
-      progress(`go install failed (${headline(fallbackReason)}); falling back to go mod download + go build...`);
-      const goEnv = { ...process.env, GOTOOLCHAIN: "local" };
-      const dl = await runCommand("go", ["mod", "download", "-json", `${HEADSCALE_MODULE}@${HEADSCALE_VERSION}`], {
-        cwd: tmp,
-        env: goEnv,
-        timeoutMs: BUILD_TIMEOUT_MS,
-      });
-      let modDir: string | undefined;
-      try {
-        const info = JSON.parse(dl.stdout) as { Dir?: string; Error?: string };
-        if (info.Error) attempts.push(new Error(`go mod download: ${info.Error}`));
-        modDir = info.Dir;
-      } catch {
-        /* no JSON: reported below */
-      }
-      if (dl.code !== 0 || !modDir) {
-        if (attempts.length === 1) attempts.push(new Error(`go mod download: ${describeFailure(dl)}`));
-        throw attempts.at(-1);
-      }
-      progress(`building headscale ${HEADSCALE_VERSION} from ${modDir}...`);
-      const b = await runCommand("go", ["build", "-trimpath", "-o", out, "./cmd/headscale"], {
-        cwd: modDir,
-        env: goEnv,
-        timeoutMs: BUILD_TIMEOUT_MS,
-      });
-      if (b.code !== 0 || !(await isExecutable(out))) {
-        attempts.push(new Error(`go build: ${describeFailure(b)}`));
-        throw attempts.at(-1);
-      }
-      method = "go mod download + go build";
-    }
-    await rename(out, bin);
+    const r = await buildGoProgram({ module: HEADSCALE_MODULE, version: HEADSCALE_VERSION, pkg: "./cmd/headscale" }, bin, progress, BUILD_TIMEOUT_MS);
     const goVersion = (await runCommand("go", ["env", "GOVERSION"], { timeoutMs: 10_000 })).stdout.trim();
-    // Recorded next to the binary: how it was built and, for the fallback, why.
     await writeFile(
       join(dir, "build-info.json"),
-      JSON.stringify({ version: HEADSCALE_VERSION, method, fallbackReason, go: goVersion, builtAt: new Date().toISOString() }, null, 2) + "\n",
+      JSON.stringify({ version: HEADSCALE_VERSION, method: r.method, fallbackReason: r.fallbackReason, go: goVersion, builtAt: new Date().toISOString() }, null, 2) + "\n",
     );
-    progress(`headscale ${HEADSCALE_VERSION} built (${method}): ${bin}`);
+    progress(`headscale ${HEADSCALE_VERSION} built (${r.method}): ${bin}`);
   } catch (err) {
-    if (!attempts.includes(err as Error)) attempts.push(err as Error);
+    const attempts = err instanceof GoBuildError ? err.attempts : [err as Error];
     throw new MeshguardError(
       ErrorCode.CONTROL_UNAVAILABLE,
       `could not build headscale ${HEADSCALE_VERSION}: ${attempts.map((a) => headline(a.message)).join("; ")}`,
       { hint: BUILD_HINT, cause: new AggregateError(attempts, "every way of building headscale failed") },
     );
-  } finally {
-    await rm(tmp, { recursive: true, force: true });
   }
 }

@@ -11,3 +11,4 @@ export {
   type LocalControlOptions,
 } from "./headscale.js";
 export { MAGIC_DNS_DOMAIN } from "./config.js";
+export { buildGoProgram, GoBuildError, type GoProgram, type GoBuildResult } from "./gobuild.js";
