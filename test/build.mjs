@@ -15,12 +15,12 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
-const { values: args } = parseArgs({ options: { only: { type: "string" }, quiet: { type: "boolean", default: false }, force: { type: "boolean", default: false } } });
+const { values: args } = parseArgs({ options: { only: { type: "string" }, skip: { type: "string", multiple: true, default: [] }, quiet: { type: "boolean", default: false }, force: { type: "boolean", default: false } } });
 const log = (m) => args.quiet || process.stderr.write(`[build] ${m}\n`);
 const timings = [];
 
 async function phase(name, fn) {
-  if (args.only && args.only !== name) return;
+  if ((args.only && args.only !== name) || args.skip.includes(name)) return;
   const t0 = performance.now();
   const did = await fn();
   const s = ((performance.now() - t0) / 1000).toFixed(1);
