@@ -66,6 +66,10 @@ export class NativeBackend implements Backend {
       return;
     }
     if ("event" in msg) {
+      if (msg.event === "panic" && msg.node === 0) {
+        // A contained panic outside any node's call: nobody else will see it.
+        process.emitWarning(`meshguard core recovered from a panic in ${String(msg.data.where)}: ${String(msg.data.message)}`, { code: "MESHGUARD_CORE_PANIC" });
+      }
       for (const fn of this.listeners) {
         try {
           fn(msg);
