@@ -10,9 +10,8 @@ import { policyApply } from "./policy-apply.js";
 import { policyServe } from "./policy-serve.js";
 
 /**
- * POLICY_EXTRA is the hook for the guard's policy subcommands: register
- * `serve` and `apply` here (e.g. `serve: { summary, run: policyServeCommand }`);
- * `test`, `explain` and `learn` live in ./policy.ts.
+ * POLICY_EXTRA: the policy subcommands that need the tailnet or a control
+ * server (`serve`, `apply`); `test`, `explain` and `learn` live in ./policy.ts.
  */
 const POLICY_EXTRA: Record<string, PolicySubcommand> = { serve: policyServe, apply: policyApply };
 
