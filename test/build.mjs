@@ -73,13 +73,20 @@ await phase("toolchain", () => {
 
 await phase("addon", () => {
   const out = join(root, "build", "meshguard.node");
-  const src = Math.max(newest(join(goDir, "core"), [".go"]), newest(join(goDir, "addon"), [".go", ".c"]), mtime(join(goDir, "go.mod")), mtime(join(goDir, "go.sum")));
+  const omitFile = join(goDir, "omit-features.txt");
+  const src = Math.max(newest(join(goDir, "core"), [".go"]), newest(join(goDir, "addon"), [".go", ".c"]), mtime(join(goDir, "go.mod")), mtime(join(goDir, "go.sum")), mtime(omitFile));
   if (!args.force && mtime(out) > src) return false;
   const headers = join(root, "node_modules", "node-api-headers", "include");
   if (!existsSync(join(headers, "node_api.h"))) throw new Error(`Node-API headers not found at ${headers}: run npm install first`);
   mkdirSync(join(root, "build"), { recursive: true });
   log("building the native addon (first build compiles tailscale.com: ~2 min on 2 cores)...");
-  run("go", ["build", "-buildmode=c-shared", "-trimpath", "-ldflags=-s -w", "-o", out, "./addon"], {
+  const tags = readFileSync(omitFile, "utf8")
+    .split("\n")
+    .map((l) => l.replace(/#.*/, "").trim())
+    .filter(Boolean)
+    .map((f) => `ts_omit_${f}`)
+    .join(",");
+  run("go", ["build", "-buildmode=c-shared", "-trimpath", "-ldflags=-s -w", "-tags", tags, "-o", out, "./addon"], {
     cwd: goDir,
     env: { ...goEnv, CGO_CFLAGS: `-I${headers}`, CGO_LDFLAGS: "-Wl,--unresolved-symbols=ignore-all" },
   });
