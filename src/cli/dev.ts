@@ -6,10 +6,10 @@
  */
 
 import { readFile } from "node:fs/promises";
-import { parseArgs } from "node:util";
 
 import { HEADSCALE_VERSION, LocalControl, ensureHeadscale, type ControlUser } from "../control/index.js";
 import { ErrorCode, MeshguardError } from "../errors.js";
+import { parseCommand } from "./args.js";
 
 const USAGE = `usage: meshguard dev [--policy FILE] [--dir DIR] [--json]
 
@@ -54,27 +54,9 @@ export async function devCommand(argv: string[], io: DevIO = {}): Promise<number
   const stdout = io.stdout ?? process.stdout;
   const stderr = io.stderr ?? process.stderr;
 
-  let values: { policy?: string; dir?: string; json?: boolean; help?: boolean };
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      options: {
-        policy: { type: "string" },
-        dir: { type: "string" },
-        json: { type: "boolean" },
-        help: { type: "boolean", short: "h" },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (err) {
-    stderr.write(`meshguard dev: ${(err as Error).message}\n\n${USAGE}`);
-    return 2;
-  }
-  if (values.help) {
-    stdout.write(USAGE);
-    return 0;
-  }
+  const parsed = parseCommand<{ policy?: string; dir?: string }>("dev", argv, { policy: { type: "string" }, dir: { type: "string" } }, USAGE, { stdout, stderr }, false);
+  if (typeof parsed === "number") return parsed;
+  const { values } = parsed;
   const json = values.json === true;
   const progress = (msg: string): void => void stderr.write(`meshguard dev: ${msg}\n`);
 

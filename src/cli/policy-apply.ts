@@ -15,7 +15,7 @@
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { parseArgs } from "node:util";
+import { parseCommand } from "./args.js";
 
 import { ensureHeadscale, type LocalControl } from "../control/index.js";
 import { childEnv, runCommand } from "../control/proc.js";
@@ -83,20 +83,15 @@ export async function applyTailnetPolicy(text: string, target: ApplyTarget, opts
 async function policyApplyCommand(argv: string[], io: PolicyIO = {}): Promise<number> {
   const stdout = io.stdout ?? process.stdout;
   const stderr = io.stderr ?? process.stderr;
-  let values: { control?: string; headscale?: string; "dry-run"?: boolean; json?: boolean; help?: boolean };
-  let positionals: string[];
-  try {
-    ({ values, positionals } = parseArgs({
-      args: argv,
-      options: { control: { type: "string" }, headscale: { type: "string" }, "dry-run": { type: "boolean" }, json: { type: "boolean" }, help: { type: "boolean", short: "h" } },
-      allowPositionals: true,
-      strict: true,
-    }));
-  } catch (err) {
-    stderr.write(`meshguard policy apply: ${(err as Error).message}\n\n${USAGE}`);
-    return 2;
-  }
-  if (values.help) return void stdout.write(USAGE), 0;
+  const parsed = parseCommand<{ control?: string; headscale?: string; "dry-run"?: boolean }>(
+    "policy apply",
+    argv,
+    { control: { type: "string" }, headscale: { type: "string" }, "dry-run": { type: "boolean" } },
+    USAGE,
+    { stdout, stderr },
+  );
+  if (typeof parsed === "number") return parsed;
+  const { values, positionals } = parsed;
   const [file] = positionals;
   if (positionals.length !== 1 || file === undefined || (values.control === undefined && !values["dry-run"])) {
     stderr.write(`meshguard policy apply: expected FILE and --control CONFIG\n\n${USAGE}`);

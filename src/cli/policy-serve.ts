@@ -10,7 +10,7 @@
  */
 
 import { readFile, writeFile } from "node:fs/promises";
-import { parseArgs } from "node:util";
+import { parseCommand } from "./args.js";
 
 import { isMeshguardError } from "../errors.js";
 import { MeshNode } from "../node.js";
@@ -38,30 +38,23 @@ async function policyServeCommand(argv: string[], io: PolicyIO = {}): Promise<nu
   const stdout = io.stdout ?? process.stdout;
   const stderr = io.stderr ?? process.stderr;
   const say = (m: string) => void stderr.write(`meshguard policy serve: ${m}\n`);
-  let values: Record<string, string | boolean | undefined>;
-  let positionals: string[];
-  try {
-    ({ values, positionals } = parseArgs({
-      args: argv,
-      options: {
-        key: { type: "string" },
-        keygen: { type: "string" },
-        control: { type: "string" },
-        "auth-key": { type: "string" },
-        hostname: { type: "string" },
-        port: { type: "string" },
-        dir: { type: "string" },
-        json: { type: "boolean" },
-        help: { type: "boolean", short: "h" },
-      },
-      allowPositionals: true,
-      strict: true,
-    }));
-  } catch (err) {
-    stderr.write(`meshguard policy serve: ${(err as Error).message}\n\n${USAGE}`);
-    return 2;
-  }
-  if (values.help) return void stdout.write(USAGE), 0;
+  const parsed = parseCommand<Record<string, string | boolean | undefined>>(
+    "policy serve",
+    argv,
+    {
+      key: { type: "string" },
+      keygen: { type: "string" },
+      control: { type: "string" },
+      "auth-key": { type: "string" },
+      hostname: { type: "string" },
+      port: { type: "string" },
+      dir: { type: "string" },
+    },
+    USAGE,
+    { stdout, stderr },
+  );
+  if (typeof parsed === "number") return parsed;
+  const { values, positionals } = parsed;
 
   if (typeof values.keygen === "string") {
     const k = generateBundleKeys();
