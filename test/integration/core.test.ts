@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { MeshNode, MeshguardError, coreHandles, type Peer } from "../../src/index.js";
+import { MeshNode, MeshguardError, coreHandles, type Peer, type WhoIs } from "../../src/index.js";
 import { policy, startTailnet, type Tailnet } from "./tailnet.js";
 
 const MiB = 1 << 20;
@@ -199,16 +199,24 @@ describe("several tailnets in one process", () => {
   });
 });
 
-describe("whois", () => {
-  it("identifies a tagged caller: node, tags, owners from tagOwners, app capabilities", async () => {
-    const server = await service.listen(7010);
-    const who = new Promise<Awaited<ReturnType<MeshNode["whois"]>>>((resolve, reject) =>
-      server.once("connection", (s: net.Socket) => service.whois(s).then(resolve, reject).finally(() => s.destroy())),
-    );
-    const sock = await agentA.dial("service", 7010);
-    const w = await who;
+/** whoisSeenByService dials the service from `caller` and returns what the service's whois says of it. */
+async function whoisSeenByService(caller: MeshNode, port: number): Promise<WhoIs> {
+  const server = await service.listen(port);
+  const who = new Promise<WhoIs>((resolve, reject) =>
+    server.once("connection", (s: net.Socket) => service.whois(s).then(resolve, reject).finally(() => s.destroy())),
+  );
+  const sock = await caller.dial("service", port);
+  try {
+    return await who;
+  } finally {
     sock.destroy();
     server.close();
+  }
+}
+
+describe("whois", () => {
+  it("identifies a tagged caller: node, tags, owners from tagOwners, app capabilities", async () => {
+    const w = await whoisSeenByService(agentA, 7010);
     expect(w.node.name).toBe(agentA.name);
     expect(w.node.hostname).toBe("agent-a");
     expect(w.node.tags).toEqual(["tag:agent-a"]);
@@ -222,14 +230,7 @@ describe("whois", () => {
     const human = await tn.start("alice-laptop", { authKey: await tn.userKey() });
     try {
       await waitForPeer(human, "service");
-      const server = await service.listen(7011);
-      const who = new Promise<Awaited<ReturnType<MeshNode["whois"]>>>((resolve, reject) =>
-        server.once("connection", (s: net.Socket) => service.whois(s).then(resolve, reject).finally(() => s.destroy())),
-      );
-      const sock = await human.dial("service", 7011);
-      const w = await who;
-      sock.destroy();
-      server.close();
+      const w = await whoisSeenByService(human, 7011);
       expect(w.node.hostname).toBe("alice-laptop");
       expect(w.node.tags).toEqual([]);
       expect(w.tagged).toBe(false);
