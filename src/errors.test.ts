@@ -16,10 +16,10 @@ describe("MeshguardError", () => {
   });
 
   it("instanceof works across copies of the class and respects subclasses", () => {
-    const e = new OtherError("C", "m");
+    const e = new OtherError(ErrorCode.INTERNAL, "m");
     expect(e instanceof MeshguardError).toBe(true);
     expect(e instanceof OtherError).toBe(true);
-    expect(new MeshguardError("C", "m") instanceof OtherError).toBe(false);
+    expect(new MeshguardError(ErrorCode.INTERNAL, "m") instanceof OtherError).toBe(false);
     // A second copy of the package: a structurally identical object with the brand.
     const foreign = Object.defineProperty(new Error("m"), Symbol.for("meshguard.error"), { value: ["MeshguardError"] });
     expect(foreign instanceof MeshguardError).toBe(true);

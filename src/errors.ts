@@ -53,6 +53,18 @@ export const ErrorCode = {
   POLICY_REQUEST_INVALID: "MESHGUARD_POLICY_REQUEST_INVALID",
   /** An audit/observation log (JSON lines of decision events) could not be read. */
   AUDIT_LOG_INVALID: "MESHGUARD_AUDIT_LOG_INVALID",
+  /** An audit line could not be written to its file (disk full, permissions); a denial is still denied. */
+  AUDIT_WRITE_FAILED: "MESHGUARD_AUDIT_WRITE_FAILED",
+  /** installGuard was called while a guard (from this or another copy of meshguard) is installed. */
+  GUARD_ALREADY_INSTALLED: "MESHGUARD_GUARD_ALREADY_INSTALLED",
+  /** A plain (unsigned) policy file could not be read (missing, permissions). */
+  POLICY_FILE_UNREADABLE: "MESHGUARD_POLICY_FILE_UNREADABLE",
+  /** A policy server could not be reached or answered with an error. */
+  POLICY_SERVER_UNREACHABLE: "MESHGUARD_POLICY_SERVER_UNREACHABLE",
+  /** A Go program (headscale, a benchmark peer) could not be built; every attempt is in `cause`. */
+  GO_BUILD_FAILED: "MESHGUARD_GO_BUILD_FAILED",
+  /** A command-line invocation was wrong (unknown command or flag, missing argument). */
+  USAGE: "MESHGUARD_USAGE",
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -63,10 +75,10 @@ export interface MeshguardErrorOptions {
 
 /** MeshguardError is the base class of every error meshguard throws. */
 export class MeshguardError extends Error {
-  readonly code: string;
+  readonly code: ErrorCode;
   readonly hint?: string;
 
-  constructor(code: string, message: string, opts: MeshguardErrorOptions = {}) {
+  constructor(code: ErrorCode, message: string, opts: MeshguardErrorOptions = {}) {
     super(opts.hint ? `${message}\n  hint: ${opts.hint}` : message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = "MeshguardError";
     this.code = code;
@@ -86,6 +98,6 @@ export class MeshguardError extends Error {
 }
 
 /** isMeshguardError reports whether `err` is a MeshguardError, optionally with the given code. */
-export function isMeshguardError(err: unknown, code?: string): err is MeshguardError {
+export function isMeshguardError(err: unknown, code?: ErrorCode): err is MeshguardError {
   return err instanceof MeshguardError && (code === undefined || err.code === code);
 }

@@ -1,6 +1,6 @@
 import { ErrorCode, MeshguardError } from "../errors.js";
 
-const byCoreCode: Record<string, { code: string; hint?: string }> = {
+const byCoreCode: Record<string, { code: ErrorCode; hint?: string }> = {
   BAD_ARGS: { code: ErrorCode.INVALID_OPTIONS },
   AUTH: { code: ErrorCode.AUTH_FAILED, hint: "pass a valid, unexpired auth key (headscale: `headscale preauthkeys create`); tags must be permitted by the policy's tagOwners" },
   CONTROL_UNREACHABLE: { code: ErrorCode.CONTROL_UNREACHABLE, hint: "check controlUrl and that the control server is running (`meshguard dev` starts a local one)" },

@@ -14,8 +14,8 @@ import { parseCommand } from "./args.js";
 
 import { isMeshguardError } from "../errors.js";
 import { MeshNode } from "../node.js";
-import { generateBundleKeys, keyId } from "../policy/bundle.js";
-import { POLICY_PATH, servePolicy } from "../policy/server.js";
+import { generateBundleKeys, keyId } from "../distribution/index.js";
+import { POLICY_PATH, servePolicy } from "../distribution/index.js";
 import type { PolicyIO, PolicySubcommand } from "./policy.js";
 
 const USAGE = `usage: meshguard policy serve FILE --key KEY --control URL [--auth-key K] [--hostname policy] [--port 8080] [--json]

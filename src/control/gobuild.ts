@@ -10,6 +10,7 @@
 import { mkdtemp, rename, rm, stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 
+import { ErrorCode, MeshguardError } from "../errors.js";
 import { lastLines, runCommand, type RunResult } from "./proc.js";
 
 export interface GoProgram {
@@ -28,10 +29,14 @@ export interface GoBuildResult {
 }
 
 /** GoBuildError carries every failed attempt, oldest first. */
-export class GoBuildError extends Error {
+export class GoBuildError extends MeshguardError {
   readonly attempts: Error[];
   constructor(attempts: Error[]) {
-    super(attempts.map((a) => headline(a.message)).join("; "), { cause: new AggregateError(attempts, "every way of building failed") });
+    super(ErrorCode.GO_BUILD_FAILED, attempts.map((a) => headline(a.message)).join("; "), {
+      hint: "check that Go (see go/go.mod for the version) and network access to the Go module proxy are available",
+      cause: new AggregateError(attempts, "every way of building failed"),
+    });
+    this.name = "GoBuildError";
     this.attempts = attempts;
   }
 }

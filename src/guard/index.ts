@@ -16,6 +16,3 @@ export type {
   GuardMode,
   GuardOptions,
 } from "./types.js";
-export { watchPolicyFile, pollPolicyServer, type FileReloader, type WatchPolicyFileOptions, type PolicyServerClient, type PollPolicyServerOptions, type ReloadEvent, type ReloadTarget } from "../policy/reload.js";
-export { generateBundleKeys, signBundle, verifyBundle, keyId, type PolicyBundle, type KeyInput } from "../policy/bundle.js";
-export { PolicyServer, servePolicy, type PolicyServerOptions } from "../policy/server.js";

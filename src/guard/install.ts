@@ -82,7 +82,7 @@ export interface GuardHandle extends EventEmitter {
 export function installGuard(options: GuardOptions): GuardHandle {
   const o = parseWith(GuardOptionsSchema, options, "installGuard options");
   if (current() !== undefined) {
-    throw new MeshguardError(ErrorCode.INVALID_OPTIONS, "installGuard: a guard is already installed in this process", { hint: "call uninstall() on the existing handle first" });
+    throw new MeshguardError(ErrorCode.GUARD_ALREADY_INSTALLED, "installGuard: a guard is already installed in this process", { hint: "call uninstall() on the existing handle first" });
   }
   const events = new EventEmitter();
   const identity = o.identity as GuardOptions["identity"];

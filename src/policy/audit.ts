@@ -12,6 +12,7 @@
 
 import { createWriteStream, type WriteStream } from "node:fs";
 
+import { ErrorCode, MeshguardError } from "../errors.js";
 import { formatTarget } from "./request.js";
 import type { Decision, DecisionRequest, Effect, Principal, Target } from "./types.js";
 
@@ -159,7 +160,7 @@ export interface Auditor {
 /** createAuditor applies the sampling policy in front of a sink. */
 export function createAuditor(opts: AuditorOptions): Auditor {
   const rate = opts.sampleAllows ?? 1;
-  if (!(rate >= 0 && rate <= 1)) throw new RangeError(`sampleAllows must be between 0 and 1, got ${rate}`);
+  if (!(rate >= 0 && rate <= 1)) throw new MeshguardError(ErrorCode.INVALID_OPTIONS, `createAuditor: sampleAllows must be between 0 and 1, got ${rate}`, { hint: "pass a fraction such as 0.1 (10% of allows written)" });
   const random = opts.random ?? Math.random;
   const stats = { written: 0, sampledOut: 0, errors: 0 };
   return {

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { applyTailnetPolicy, policyApply } from "../../src/cli/policy-apply.js";
 import { policyServe } from "../../src/cli/policy-serve.js";
 import { LocalControl, ensureHeadscale } from "../../src/control/index.js";
-import { keyId, signBundle, verifyBundle } from "../../src/guard/index.js";
+import { keyId, signBundle, verifyBundle } from "../../src/distribution/index.js";
 
 function io() {
   const out = new PassThrough();

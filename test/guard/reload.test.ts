@@ -7,7 +7,7 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { PolicyServer, generateBundleKeys, pollPolicyServer, signBundle, verifyBundle, watchPolicyFile, type ReloadEvent } from "../../src/guard/index.js";
+import { PolicyServer, generateBundleKeys, pollPolicyServer, signBundle, verifyBundle, watchPolicyFile, type ReloadEvent } from "../../src/distribution/index.js";
 import { allowHttp, countingServer, denied, guard, type Counting } from "./helpers.js";
 
 let srv: Counting;

@@ -5,7 +5,8 @@ import http from "node:http";
 import type net from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { MeshNode } from "../../src/index.js";
-import { PolicyDeniedError, generateBundleKeys, installGuard, pollPolicyServer, servePolicy, type GuardHandle, type PolicyServerClient, type ReloadEvent } from "../../src/guard/index.js";
+import { PolicyDeniedError, installGuard, type GuardHandle } from "../../src/guard/index.js";
+import { generateBundleKeys, pollPolicyServer, servePolicy, type PolicyServerClient, type ReloadEvent } from "../../src/distribution/index.js";
 import { startTailnet, type Tailnet } from "../integration/tailnet.js";
 
 let tn: Tailnet;

@@ -54,7 +54,7 @@ describe("audit events and sinks", () => {
     auditor.record(ev("allow", "observe"));
     expect(sink.events.map((e) => e.effect)).toEqual(["allow", "allow", "deny", "approve", "allow"]);
     expect(auditor.stats).toEqual({ written: 5, sampledOut: 2, errors: 0 });
-    expect(() => createAuditor({ sink, sampleAllows: 2 })).toThrow(RangeError);
+    expect(() => createAuditor({ sink, sampleAllows: 2 })).toThrow(expect.objectContaining({ code: "MESHGUARD_INVALID_OPTIONS" }));
   });
 
   test("a throwing sink is counted, never thrown to the caller", () => {

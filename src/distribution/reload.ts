@@ -21,9 +21,9 @@ import { ErrorCode, MeshguardError } from "../errors.js";
 import { withoutDialGuard } from "../guard/dial-hook.js";
 import { internalRequest } from "../guard/internal.js";
 import { verifyBundle, type KeyInput } from "./bundle.js";
-import { loadPolicy, type Policy } from "./load.js";
+import { loadPolicy, type Policy } from "../policy/load.js";
 import { POLICY_PATH } from "./server.js";
-import type { Decision, DecisionRequest } from "./types.js";
+import type { Decision, DecisionRequest } from "../policy/types.js";
 
 /** What a reloader needs of the guard (a GuardHandle is one). */
 export interface ReloadTarget {
@@ -101,7 +101,7 @@ export function watchPolicyFile(guard: ReloadTarget, file: string, opts: WatchPo
     try {
       text = await readFile(file, "utf8");
     } catch (err) {
-      a.fail(new MeshguardError(ErrorCode.POLICY_BUNDLE_INVALID, `cannot read the policy file ${file}: ${(err as Error).message}`, { cause: err }), file);
+      a.fail(new MeshguardError(ErrorCode.POLICY_FILE_UNREADABLE, `cannot read the policy file ${file}: ${(err as Error).message}`, { cause: err }), file);
       return false;
     }
     if (opts.publicKeys === undefined) return a.apply(text, file);
@@ -183,7 +183,7 @@ export function pollPolicyServer(guard: ReloadTarget, opts: PollPolicyServerOpti
       ...(sock ? { socket: () => sock! } : {}),
     });
     if (res.status === 304) return;
-    if (res.status !== 200) throw new MeshguardError(ErrorCode.POLICY_BUNDLE_INVALID, `the policy server ${source} answered HTTP ${res.status}`);
+    if (res.status !== 200) throw new MeshguardError(ErrorCode.POLICY_SERVER_UNREACHABLE, `the policy server ${source} answered HTTP ${res.status}`);
     // A refused bundle's ETag is remembered too: the next poll waits for a
     // change instead of fetching the same bad bundle again at once.
     etag = typeof res.headers.etag === "string" ? res.headers.etag : undefined;

@@ -20,7 +20,7 @@ import { readFile } from "node:fs/promises";
 import http from "node:http";
 import { basename, dirname } from "node:path";
 import { signBundle, type KeyInput, type PolicyBundle } from "./bundle.js";
-import { loadPolicy } from "./load.js";
+import { loadPolicy } from "../policy/load.js";
 
 export const POLICY_PATH = "/v1/policy";
 export const MAX_WAIT_SECONDS = 55;
