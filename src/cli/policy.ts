@@ -154,7 +154,7 @@ async function testCommand(argv: string[], io: PolicyIO): Promise<number> {
   } else {
     for (const r of results) {
       const mark = r.pass ? "ok  " : "FAIL";
-      const why = r.pass ? "" : `\n      expected ${r.expect}${r.rule ? ` by "${r.rule}"` : ""}, got ${r.got.effect}${r.got.ruleId ? ` by "${r.got.ruleId}"` : ""}: ${r.got.reason}`;
+      const why = r.pass ? "" : `\n      expected ${r.expect}${r.ruleId ? ` by "${r.ruleId}"` : ""}, got ${r.got.effect}${r.got.ruleId ? ` by "${r.got.ruleId}"` : ""}: ${r.got.reason}`;
       stdout.write(`${mark} ${file}:${r.line} as ${Array.isArray(r.as) ? r.as.join(",") : r.as}: ${r.request} -> ${r.got.effect}${why}\n`);
     }
     stdout.write(`${file}: ${policy.rules.length} rules, ${results.length - failed.length} passed, ${failed.length} failed${results.length === 0 ? " (the policy has no tests)" : ""}\n`);

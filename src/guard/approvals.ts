@@ -5,6 +5,8 @@
  */
 
 import { randomUUID } from "node:crypto";
+import { summarizeTarget } from "../policy/event.js";
+import { formatTarget, type Reveal } from "../policy/request.js";
 import type { Decision, Principal, Target } from "../policy/types.js";
 import { internalRequest } from "./internal.js";
 import type { ApprovalAnswer, ApprovalOptions, ApprovalRequest } from "./types.js";
@@ -18,14 +20,16 @@ export interface ApprovalResult {
 }
 
 /** requestApproval asks the configured approver; it rejects on timeout or failure (the caller denies). */
-export async function requestApproval(opts: ApprovalOptions, principal: Principal, target: Target, d: Decision): Promise<ApprovalResult> {
+export async function requestApproval(opts: ApprovalOptions, principal: Principal, target: Target, d: Decision, reveal?: Reveal): Promise<ApprovalResult> {
   const timeoutMs = opts.timeoutMs ?? DEFAULT_APPROVAL_TIMEOUT_MS;
   const now = Date.now();
+  // The approver sees the call redacted like an audit line: the request may leave the process (webhook).
   const req: ApprovalRequest = {
     id: randomUUID(),
-    principal,
-    target,
-    ...(d.ruleId !== undefined ? { rule: d.ruleId } : {}),
+    principal: { ...principal, tags: [...principal.tags] },
+    request: formatTarget(target, reveal ? { reveal } : undefined),
+    target: summarizeTarget(target, reveal),
+    ...(d.ruleId !== undefined ? { ruleId: d.ruleId } : {}),
     reason: d.reason,
     requestedAt: new Date(now).toISOString(),
     deadline: new Date(now + timeoutMs).toISOString(),

@@ -12,12 +12,15 @@
  */
 
 import { EventEmitter } from "node:events";
-import { createAuditor, toDecisionEvent, type Auditor, type AuditSink } from "../policy/audit.js";
+import { createAuditor, type Auditor, type AuditSink } from "../policy/audit.js";
+import { decisionEvent, type ApprovalOutcome } from "../policy/event.js";
+import { normalizeHost } from "../policy/hosts.js";
+import type { Reveal } from "../policy/request.js";
 import type { Decision, Principal, Target } from "../policy/types.js";
 import { requestApproval } from "./approvals.js";
 import { PolicyDeniedError } from "./errors.js";
-import { DEFAULT_LLM_PROVIDERS, hostKey, normHost } from "./targets.js";
-import type { ApprovalOptions, Evaluator, GuardDecisionEvent, GuardLayer, GuardMode } from "./types.js";
+import { DEFAULT_LLM_PROVIDERS, hostKey } from "./targets.js";
+import type { ApprovalOptions, Evaluator, GuardLayer, GuardMode } from "./types.js";
 
 export type Verdict = undefined | PolicyDeniedError | Promise<void>;
 
@@ -32,6 +35,7 @@ export interface CoreConfig {
   audit: AuditSink | undefined;
   sampleAllows: number;
   approvals: ApprovalOptions | undefined;
+  reveal: Reveal | undefined;
   llmProviders: Record<string, string>;
   maxBodyBytes: number;
   allowIpc: string[];
@@ -50,11 +54,12 @@ export class GuardCore {
   readonly audit: Auditor | undefined;
   readonly sampleAllows: number;
   readonly approvals: ApprovalOptions | undefined;
+  readonly reveal: Reveal | undefined;
   readonly llmProviders: Map<string, string>;
   readonly maxBodyBytes: number;
   readonly allowIpc: string[];
   readonly allowResolved: ((host: string, ip: string) => boolean) | undefined;
-  /** Emits "decision" (GuardDecisionEvent) and "warning" (Error); owned by the GuardHandle. */
+  /** Emits "decision" (DecisionEvent) and "warning" (Error); owned by the GuardHandle. */
   readonly events: EventEmitter;
   /** HTTP origins ("host:port") an allowed request went to recently; see noteOrigin. */
   private readonly origins = new Map<string, number>();
@@ -67,7 +72,8 @@ export class GuardCore {
     this.audit = cfg.audit ? createAuditor({ sink: cfg.audit, sampleAllows: cfg.sampleAllows, onError: (err) => this.warn(err) }) : undefined;
     this.sampleAllows = cfg.sampleAllows;
     this.approvals = cfg.approvals;
-    this.llmProviders = new Map(Object.entries({ ...DEFAULT_LLM_PROVIDERS, ...cfg.llmProviders }).map(([k, v]) => [normHost(k), v]));
+    this.reveal = cfg.reveal;
+    this.llmProviders = new Map(Object.entries({ ...DEFAULT_LLM_PROVIDERS, ...cfg.llmProviders }).map(([k, v]) => [normalizeHost(k), v]));
     this.maxBodyBytes = cfg.maxBodyBytes;
     this.allowIpc = cfg.allowIpc;
     this.allowResolved = cfg.allowResolved;
@@ -138,7 +144,7 @@ export class GuardCore {
       return Promise.reject(new PolicyDeniedError(target, reason, d.ruleId));
     }
     const t0 = Date.now();
-    return requestApproval(approvals, this.principal, target, d).then(
+    return requestApproval(approvals, this.principal, target, d, this.reveal).then(
       (ans) => {
         const approval = { approved: ans.approved, ms: Date.now() - t0, ...(ans.by ? { by: ans.by } : {}), ...(ans.reason ? { reason: ans.reason } : {}) };
         this.record(target, d, ans.approved ? "allow" : "deny", latencyUs, layer, approval);
@@ -152,27 +158,33 @@ export class GuardCore {
     );
   }
 
-  /** record hands the decision to the audit sink (the auditor samples allows) and to "decision" listeners. */
-  private record(target: Target, d: Decision, outcome: "allow" | "deny", latencyUs: number, layer: GuardLayer, approval?: GuardDecisionEvent["approval"]): void {
+  /**
+   * record builds the one DecisionEvent of this decision (only when someone
+   * records: the audit sink or a "decision" listener) and hands it to both;
+   * the auditor samples allows.
+   */
+  private record(target: Target, d: Decision, outcome: "allow" | "deny", latencyUs: number, layer: GuardLayer, approval?: ApprovalOutcome): void {
     const auditor = this.audit;
     const listening = this.events.listenerCount("decision") > 0;
     if (auditor === undefined && !listening) return;
-    const now = new Date();
-    const us = Math.round(latencyUs * 1000) / 1000;
-    if (auditor !== undefined) {
-      try {
-        // An approval's outcome is part of the reason: the event format has no field for it.
-        const reason = approval ? `${d.reason}; ${approval.approved ? "approved" : "not approved"}${approval.by ? ` by ${approval.by}` : ""} after ${approval.ms} ms${approval.reason ? `: ${approval.reason}` : ""}` : d.reason;
-        const hash = (this.evaluator as { hash?: unknown } | undefined)?.hash;
-        auditor.record(toDecisionEvent({ principal: this.principal, target }, { ...d, reason }, { latencyUs: us, mode: this.mode, time: now, ...(typeof hash === "string" ? { policyHash: hash } : {}) }));
-      } catch (err) {
-        this.warn(err);
-      }
+    let ev;
+    try {
+      const hash = (this.evaluator as { hash?: unknown } | undefined)?.hash;
+      ev = decisionEvent(this.principal, target, d, {
+        layer,
+        outcome,
+        latencyUs,
+        mode: this.mode,
+        ...(approval ? { approval } : {}),
+        ...(typeof hash === "string" ? { policyHash: hash } : {}),
+        ...(this.reveal ? { reveal: this.reveal } : {}),
+      });
+    } catch (err) {
+      this.warn(err);
+      return;
     }
+    if (auditor !== undefined) auditor.record(ev);
     if (listening) {
-      const ev: GuardDecisionEvent = { time: now.toISOString(), principal: this.principal, target, effect: d.effect, outcome, reason: d.reason, latencyUs: us, layer, mode: this.mode };
-      if (d.ruleId !== undefined) ev.rule = d.ruleId;
-      if (approval) ev.approval = approval;
       try {
         this.events.emit("decision", ev);
       } catch (err) {

@@ -4,25 +4,29 @@
  */
 
 import { ErrorCode, MeshguardError } from "../errors.js";
+import { formatTarget } from "../policy/request.js";
 import type { Target } from "../policy/types.js";
-import { describeTarget } from "./targets.js";
 
 /** PolicyDeniedError says which call was refused, by which rule, and why. Nothing of the call reached the network. */
 export class PolicyDeniedError extends MeshguardError {
-  /** id of the rule that decided; undefined for the default deny or a guard-level refusal (no policy, evaluator error, approval timeout). */
-  readonly rule: string | undefined;
+  /** id of the rule that decided; undefined for the default deny or a guard-level refusal (no policy, evaluator error). */
+  readonly ruleId: string | undefined;
   readonly target: Target;
   readonly reason: string;
 
-  constructor(target: Target, reason: string, rule?: string, cause?: unknown) {
-    super(ErrorCode.POLICY_DENIED, `meshguard policy denied ${describeTarget(target)}: ${reason}${rule ? ` (rule "${rule}")` : ""}`, {
-      hint: rule
-        ? `the rule "${rule}" decides this call; change the policy or run \`meshguard policy explain\` to see why`
+  /**
+   * The message renders the call with formatTarget, redacted by default
+   * (query and MCP argument values left out), exactly as the audit line does.
+   */
+  constructor(target: Target, reason: string, ruleId?: string, cause?: unknown) {
+    super(ErrorCode.POLICY_DENIED, `meshguard policy denied ${formatTarget(target)}: ${reason}${ruleId ? ` (rule "${ruleId}")` : ""}`, {
+      hint: ruleId
+        ? `the rule "${ruleId}" decides this call; change the policy or run \`meshguard policy explain\` to see why`
         : "nothing in the policy allows this call (deny by default); add a rule or run `meshguard policy explain`",
       cause,
     });
     this.name = "PolicyDeniedError";
-    this.rule = rule;
+    this.ruleId = ruleId;
     this.target = target;
     this.reason = reason;
   }

@@ -19,7 +19,8 @@ import { PolicyDeniedError } from "./errors.js";
 import { kInternal } from "./internal.js";
 import { kDest, kHttp, type HttpAttachment, type SocketDest } from "./net.js";
 import { current } from "./state.js";
-import { defaultPort, headerRecord, httpTarget, llmProviderFor, normHost, splitPathQuery } from "./targets.js";
+import { defaultPort, headerRecord, httpTarget, llmProviderFor, splitPathQuery } from "./targets.js";
+import { normalizeHost } from "../policy/hosts.js";
 
 type OnSocket = (this: http.ClientRequest, socket: net.Socket, err?: Error) => void;
 type Req = http.ClientRequest & { agent?: { defaultPort?: number; protocol?: string } | false };
@@ -46,7 +47,7 @@ function guardedOnSocket(this: Req, socket: net.Socket, err?: Error): void {
   if (core === undefined || err || !socket || s[kInternal] === true) return orig.call(this, socket, err);
 
   const scheme = (this.protocol === "https:" ? "https" : "http") as "http" | "https";
-  const host = normHost(this.host || "localhost");
+  const host = normalizeHost(this.host || "localhost");
   const dest = s[kDest] as SocketDest | undefined;
   const headers = headerRecord(this.getHeaders());
   const port = dest !== undefined && dest.host === host ? dest.port : portFromHost(headers.host, scheme);

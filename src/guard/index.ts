@@ -4,14 +4,17 @@
 
 export { installGuard, type GuardHandle } from "./install.js";
 export { PolicyDeniedError, deniedCause } from "./errors.js";
-export { DEFAULT_LLM_PROVIDERS, describeTarget } from "./targets.js";
-export { jsonLinesSink, memorySink, type AuditSink, type DecisionEvent } from "../policy/audit.js";
+export { DEFAULT_LLM_PROVIDERS } from "./targets.js";
+export { jsonLinesSink, memorySink, type AuditSink } from "../policy/audit.js";
+// The decision event and the one rendering of a call belong to the policy
+// engine (the gateway writes the same events); re-exported for guard users.
+export { formatTarget, type Reveal } from "../policy/request.js";
+export type { DecisionEvent, DecisionLayer, TargetSummary, ApprovalOutcome } from "../policy/event.js";
 export type {
   ApprovalAnswer,
   ApprovalOptions,
   ApprovalRequest,
   Evaluator,
-  GuardDecisionEvent,
   GuardLayer,
   GuardMode,
   GuardOptions,

@@ -17,7 +17,7 @@ import { installHttpPatch, uninstallHttpPatch } from "./http.js";
 import { installNetPatch, uninstallNetPatch } from "./net.js";
 import { instrumentInstalledSdks, instrumentLlmClient, instrumentMcpClient, unpatchSdks } from "./sdk.js";
 import { current, setCurrent, shared } from "./state.js";
-import { normHost } from "./targets.js";
+import { normalizeHost } from "../policy/hosts.js";
 import type { AuditSink } from "../policy/audit.js";
 import type { Evaluator, GuardMode, GuardOptions } from "./types.js";
 import { installUndici, uninstallUndici } from "./undici.js";
@@ -36,6 +36,7 @@ const GuardOptionsSchema = z
     mode: z.enum(["enforce", "observe"]).default("enforce"),
     audit: z.custom<AuditSink>((v) => typeof v === "object" && v !== null && typeof (v as AuditSink).write === "function", "must be an audit sink with a write(event) method, e.g. jsonLinesSink(file)").optional(),
     sampleAllows: z.number().min(0).max(1).default(1),
+    reveal: z.object({ query: z.boolean(), headers: z.array(z.string().min(1)), mcpArgs: z.boolean() }).partial().strict().optional(),
     approvals: z
       .object({
         callback: fn("(request, signal) => boolean | { approved }").optional(),
@@ -97,6 +98,7 @@ export function installGuard(options: GuardOptions): GuardHandle {
       audit,
       sampleAllows: o.sampleAllows,
       approvals: o.approvals as GuardOptions["approvals"],
+      reveal: o.reveal,
       llmProviders: o.llm?.providers ?? {},
       maxBodyBytes: o.maxBodyBytes,
       allowIpc: o.allowIpc,
@@ -189,7 +191,7 @@ async function learnIdentity(node: { ips: readonly string[]; whois(a: string): P
 function dialVerdict(node: object, host: string, port: number): undefined | Promise<void> {
   const core = current();
   if (core === undefined) return undefined;
-  const h = normHost(host);
+  const h = normalizeHost(host);
   const pending = shared.undiciConnect;
   if (pending !== undefined && pending.host === h && pending.port === port && core.originAllowed(h, port)) return undefined;
   const decide = (peers: Map<string, PeerInfo> | undefined): undefined | Promise<void> => {

@@ -36,7 +36,8 @@ import type { GuardCore, Verdict } from "./core.js";
 import { PolicyDeniedError } from "./errors.js";
 import { isInternalConnect, kInternal } from "./internal.js";
 import { current, shared } from "./state.js";
-import { normHost } from "./targets.js";
+import { normalizeHost } from "../policy/hosts.js";
+import { ipFamily, ipRange, isIpLiteral } from "../policy/ip.js";
 
 /** Where a socket connects: set synchronously by the patch. */
 export const kDest = Symbol.for("meshguard.guard.dest");
@@ -110,14 +111,14 @@ function guardedConnect(this: Sock, ...args: unknown[]): net.Socket {
     return this;
   }
 
-  const host = normHost(String(options.host ?? "localhost"));
+  const host = normalizeHost(String(options.host ?? "localhost"));
   const port = Number(options.port);
   const dest: SocketDest = { host, port, tls: secure };
   this[kDest] = dest;
   const pending = shared.undiciConnect;
   if (pending !== undefined && pending.host === host && pending.port === port) this[kUndici] = true;
 
-  if (net.isIP(host) !== 0) {
+  if (isIpLiteral(host)) {
     // Queued before Node's own connect tick: it runs first.
     process.nextTick(checkBeforeConnect, this, options);
     return orig.apply(this, args);
@@ -191,7 +192,7 @@ function resolvePinned(core: GuardCore | undefined, sock: Sock, hostname: string
     const list: dns.LookupAddress[] = Array.isArray(addresses)
       ? addresses
       : typeof addresses === "string"
-        ? [{ address: addresses, family: net.isIP(addresses) }]
+        ? [{ address: addresses, family: ipFamily(addresses) }]
         : [];
     const first = list[0];
     if (first === undefined) return callback(Object.assign(new Error(`lookup ${hostname} returned no address`), { code: "ENOTFOUND" }));
@@ -229,14 +230,13 @@ function resolvedAllowed(core: GuardCore, host: string, ip: string): boolean {
       return false;
     }
   }
-  const h = normHost(host);
+  const h = normalizeHost(host);
   if (h === "localhost" || h.endsWith(".localhost")) return true;
   return !isSpecialAddress(ip);
 }
 
+/** isSpecialAddress: loopback, link-local or unspecified (IPv4-mapped forms included), by the one classifier in policy/ip.ts. */
 export function isSpecialAddress(ip: string): boolean {
-  let a = ip.toLowerCase();
-  if (a.startsWith("::ffff:") && net.isIPv4(a.slice(7))) a = a.slice(7);
-  if (net.isIPv4(a)) return a.startsWith("127.") || a.startsWith("169.254.") || a.startsWith("0.");
-  return a === "::1" || a === "::" || /^fe[89ab]/.test(a);
+  const r = ipRange(ip);
+  return r === "loopback" || r === "linkLocal" || r === "unspecified";
 }

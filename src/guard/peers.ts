@@ -6,7 +6,7 @@
  */
 
 import type { PeerInfo } from "../policy/types.js";
-import { normHost } from "./targets.js";
+import { normalizeHost } from "../policy/hosts.js";
 
 interface NetmapPeer {
   name: string;
@@ -25,9 +25,9 @@ const tables = new WeakMap<object, Map<string, PeerInfo> | Promise<Map<string, P
 function index(peers: NetmapPeer[]): Map<string, PeerInfo> {
   const m = new Map<string, PeerInfo>();
   for (const p of peers) {
-    const info: PeerInfo = { name: normHost(p.name), tags: [...(p.tags ?? [])] };
+    const info: PeerInfo = { name: normalizeHost(p.name), tags: [...(p.tags ?? [])] };
     // A dial names a peer by short name, full MagicDNS name or tailnet IP.
-    for (const k of [p.name, p.hostname, ...(p.ips ?? [])]) if (k) m.set(normHost(k), info);
+    for (const k of [p.name, p.hostname, ...(p.ips ?? [])]) if (k) m.set(normalizeHost(k), info);
   }
   return m;
 }

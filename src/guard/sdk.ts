@@ -29,7 +29,8 @@ import type { GuardCore } from "./core.js";
 import { PolicyDeniedError } from "./errors.js";
 import { runDecided } from "./sdk-context.js";
 import { current } from "./state.js";
-import { defaultPort, headerRecord, httpTarget, llmProviderFor, llmTarget, normHost } from "./targets.js";
+import { defaultPort, headerRecord, httpTarget, llmProviderFor, llmTarget } from "./targets.js";
+import { normalizeHost } from "../policy/hosts.js";
 
 type Fn = (this: unknown, ...args: unknown[]) => unknown;
 const patched = new Map<object, { name: string; original: Fn }>();
@@ -89,7 +90,7 @@ function llmSdkCall(core: GuardCore, url: string, init: { method?: string; heade
     return call(); // the dispatcher judges what it can
   }
   const scheme = u.protocol === "https:" ? "https" : "http";
-  const host = normHost(u.hostname);
+  const host = normalizeHost(u.hostname);
   const port = u.port ? Number(u.port) : defaultPort(scheme);
   const method = (init.method ?? "GET").toUpperCase();
   const body = init.body;

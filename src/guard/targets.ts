@@ -5,20 +5,12 @@
  * brackets, methods upper-case, header names lower-case, path without query.
  */
 
-import { isIP } from "node:net";
-import type { HttpTarget, LlmTarget, Target } from "../policy/types.js";
-
-/** normHost puts a host in the contract's form: "API.Example.com." → "api.example.com", "[::1]" → "::1". */
-export function normHost(host: string): string {
-  let h = host.toLowerCase();
-  if (h.startsWith("[") && h.endsWith("]")) h = h.slice(1, -1);
-  if (h.endsWith(".")) h = h.slice(0, -1);
-  return h;
-}
+import { normalizeHost } from "../policy/hosts.js";
+import type { HttpTarget, LlmTarget } from "../policy/types.js";
 
 /** hostKey is the key of a destination in the guard's tables: "host:port" in normal form. */
 export function hostKey(host: string, port: number): string {
-  return `${normHost(host)}:${port}`;
+  return `${normalizeHost(host)}:${port}`;
 }
 
 /** defaultPort of an URL scheme. */
@@ -86,27 +78,10 @@ export interface HttpParts {
 /** httpTarget builds the HttpTarget of one request. */
 export function httpTarget(p: HttpParts): HttpTarget {
   const [path, query] = splitPathQuery(p.rawPath);
-  const t: HttpTarget = { kind: "http", scheme: p.scheme, host: normHost(p.host), port: p.port, method: p.method.toUpperCase(), path, query, headers: p.headers };
+  const t: HttpTarget = { kind: "http", scheme: p.scheme, host: normalizeHost(p.host), port: p.port, method: p.method.toUpperCase(), path, query, headers: p.headers };
   if (p.bodySize !== undefined) t.bodySize = p.bodySize;
   if (p.body !== undefined) t.body = p.body;
   return t;
-}
-
-/** describeTarget renders a target the way `meshguard policy explain` reads it. */
-export function describeTarget(t: Target): string {
-  switch (t.kind) {
-    case "http": {
-      const host = t.host.includes(":") ? `[${t.host}]` : t.host;
-      const port = t.port === defaultPort(t.scheme) ? "" : `:${t.port}`;
-      return `${t.method} ${t.scheme}://${host}${port}${t.path}${t.query ? `?${t.query}` : ""}`;
-    }
-    case "tcp":
-      return `${t.tls ? "tls" : "tcp"} ${t.host.includes(":") ? `[${t.host}]` : t.host}:${t.port}${t.tailnet ? " (tailnet)" : ""}`;
-    case "mcp":
-      return `mcp ${t.server} ${t.tool}`;
-    case "llm":
-      return `llm ${t.provider}/${t.model}${t.maxTokens !== undefined ? ` ${t.maxTokens}` : ""}`;
-  }
 }
 
 /** The LLM providers known by API host. Other hosts are added with GuardOptions.llm.providers. */
@@ -150,9 +125,4 @@ export function llmTarget(provider: string, body: unknown): LlmTarget | undefine
   const mt = b.max_tokens ?? b.max_completion_tokens ?? b.max_output_tokens;
   if (typeof mt === "number" && Number.isFinite(mt)) t.maxTokens = mt;
   return t;
-}
-
-/** isIpLiteral reports whether a host is an IP address (no lookup happens for it). */
-export function isIpLiteral(host: string): boolean {
-  return isIP(normHost(host)) !== 0;
 }

@@ -4,7 +4,9 @@
  */
 
 import type { AuditSink } from "../policy/audit.js";
-import type { Decision, DecisionRequest, Effect, Principal, Target } from "../policy/types.js";
+import type { DecisionLayer, TargetSummary } from "../policy/event.js";
+import type { Reveal } from "../policy/request.js";
+import type { Decision, DecisionRequest, Principal } from "../policy/types.js";
 
 /**
  * Evaluator is all the guard needs from a policy: a decision per request
@@ -17,38 +19,20 @@ export interface Evaluator {
 
 export type GuardMode = "enforce" | "observe";
 
-/** Where in the process a call was intercepted. */
-export type GuardLayer = "fetch" | "http" | "net" | "tls" | "ipc" | "dial" | "mcp" | "llm-sdk";
-
-/** One decision of the guard, as audit sinks and `decision` listeners receive it. */
-export interface GuardDecisionEvent {
-  /** ISO time of the decision. */
-  time: string;
-  /** The agent: its tailnet identity. */
-  principal: Principal;
-  target: Target;
-  /** What the policy decided. */
-  effect: Effect;
-  /** What happened to the call: in observe mode every call goes through ("allow"). */
-  outcome: "allow" | "deny";
-  rule?: string;
-  reason: string;
-  /** Time spent deciding, in microseconds (evaluation only; an approval wait is in approvalMs). */
-  latencyUs: number;
-  layer: GuardLayer;
-  mode: GuardMode;
-  /** For approve rules: how long the human took, and what they said. */
-  approval?: { approved: boolean; by?: string; ms: number; reason?: string };
-}
-
+/** Where in the process a call was intercepted (the guard's values of DecisionEvent.layer). */
+export type GuardLayer = Exclude<DecisionLayer, "gateway" | "cli">;
 
 /** What an approver is asked about. */
 export interface ApprovalRequest {
   /** Unique id of this approval request. */
   id: string;
   principal: Principal;
-  target: Target;
-  rule?: string;
+  /** The call as one request line, redacted like an audit line (see GuardOptions.reveal). */
+  request: string;
+  /** The call, redacted like an audit event's target. */
+  target: TargetSummary;
+  /** The approve rule that holds the call. */
+  ruleId?: string;
   reason: string;
   /** ISO time the call was held. */
   requestedAt: string;
@@ -92,6 +76,13 @@ export interface GuardOptions {
   audit?: AuditSink;
   /** Fraction of allowed decisions sent to `audit` (0..1, default 1). Denials and observe-mode events are always sent. */
   sampleAllows?: number;
+  /**
+   * Values that decision events and approval requests may show. Default:
+   * none — query values, header values and MCP argument values are
+   * redacted. (A PolicyDeniedError's message is always redacted; its
+   * `target` holds the call as made.)
+   */
+  reveal?: Reveal;
   /** How approve rules reach a human. Without it an approve rule denies. */
   approvals?: ApprovalOptions;
   /** LLM call recognition. */

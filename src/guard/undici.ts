@@ -25,7 +25,8 @@ import type { Target } from "../policy/types.js";
 import { PolicyDeniedError, deniedCause } from "./errors.js";
 import type { GuardCore, Verdict } from "./core.js";
 import { current, shared } from "./state.js";
-import { defaultPort, headerRecord, httpTarget, llmProviderFor, llmTarget, normHost, splitPathQuery } from "./targets.js";
+import { defaultPort, headerRecord, httpTarget, llmProviderFor, llmTarget, splitPathQuery } from "./targets.js";
+import { normalizeHost } from "../policy/hosts.js";
 import { skipHttpCheck } from "./sdk-context.js";
 
 const SYM1 = Symbol.for("undici.globalDispatcher.1");
@@ -128,7 +129,7 @@ function parseOrigin(origin: string | URL | undefined): Origin | undefined {
 function originOf(u: URL): Origin | undefined {
   const scheme = u.protocol === "https:" ? "https" : u.protocol === "http:" ? "http" : undefined;
   if (scheme === undefined) return undefined;
-  return { scheme, host: normHost(u.hostname), port: u.port ? Number(u.port) : defaultPort(scheme) };
+  return { scheme, host: normalizeHost(u.hostname), port: u.port ? Number(u.port) : defaultPort(scheme) };
 }
 
 /**
@@ -353,7 +354,7 @@ function onBeforeConnect(message: unknown): void {
   const p = (message as { connectParams?: { hostname?: string; port?: string | number; protocol?: string } }).connectParams;
   if (!p?.hostname) return;
   const port = Number(p.port) || defaultPort(p.protocol ?? "http:");
-  shared.undiciConnect = { host: normHost(p.hostname), port };
+  shared.undiciConnect = { host: normalizeHost(p.hostname), port };
   // undici's connector opens the socket synchronously after this message.
   queueMicrotask(() => {
     shared.undiciConnect = undefined;

@@ -1,101 +1,19 @@
 /**
- * Audit: every decision can become a DecisionEvent written to a pluggable
- * sink (JSON lines by default). Denials and approvals are always written;
+ * Audit: every decision can become a DecisionEvent (./event.ts) written to a
+ * pluggable sink (JSON lines by default). Denials and approvals are always written;
  * allows are sampled at a configurable rate. The same event format is the
  * observation log of learn mode (`mode: "observe"`: the call went through
  * whatever the policy said), so `meshguard policy learn` reads what the
  * guard writes.
  *
- * Events carry no secrets by design: no header values, no query values, no
- * MCP argument values, no bodies — only their names and sizes.
+ * Events carry no secrets unless configured (see ./event.ts): no header
+ * values, no query values, no MCP argument values, no bodies.
  */
 
 import { createWriteStream, type WriteStream } from "node:fs";
 
 import { ErrorCode, MeshguardError } from "../errors.js";
-import { formatTarget } from "./request.js";
-import type { Decision, DecisionRequest, Effect, Principal, Target } from "./types.js";
-
-/** What was called, without values that may hold secrets. */
-export type TargetSummary =
-  | { kind: "http"; scheme: "http" | "https"; host: string; port: number; method: string; path: string; queryKeys?: string[]; bodySize?: number; peerTags?: string[] }
-  | { kind: "tcp"; tls: boolean; host: string; port: number; tailnet?: boolean; peerTags?: string[] }
-  | { kind: "mcp"; server: string; tool: string; argKeys?: string[] }
-  | { kind: "llm"; provider: string; model: string; maxTokens?: number };
-
-/** DecisionEvent is one line of the audit / observation log (format version 1). */
-export interface DecisionEvent {
-  v: 1;
-  /** ISO 8601 time of the decision. */
-  time: string;
-  /** "enforce": the decision was applied; "observe": logged only, the call went through. */
-  mode: "enforce" | "observe";
-  principal: Principal;
-  /** The call as one request line (request.ts syntax), without query values or MCP arguments. */
-  request: string;
-  target: TargetSummary;
-  effect: Effect;
-  ruleId?: string;
-  reason: string;
-  /** Time the decision took, in microseconds. */
-  latencyUs: number;
-  /** Hash of the policy that decided (Policy.hash). */
-  policyHash?: string;
-}
-
-/** summarizeTarget drops values that may be secret (query values, headers, arguments, bodies). */
-export function summarizeTarget(t: Target): TargetSummary {
-  switch (t.kind) {
-    case "http": {
-      const s: TargetSummary = { kind: "http", scheme: t.scheme, host: t.host, port: t.port, method: t.method, path: t.path };
-      if (t.query) s.queryKeys = [...new Set([...new URLSearchParams(t.query).keys()])];
-      if (t.bodySize !== undefined) s.bodySize = t.bodySize;
-      if (t.peer?.tags?.length) s.peerTags = [...t.peer.tags];
-      return s;
-    }
-    case "tcp": {
-      const s: TargetSummary = { kind: "tcp", tls: t.tls, host: t.host, port: t.port };
-      if (t.tailnet) s.tailnet = true;
-      if (t.peer?.tags?.length) s.peerTags = [...t.peer.tags];
-      return s;
-    }
-    case "mcp": {
-      const s: TargetSummary = { kind: "mcp", server: t.server, tool: t.tool };
-      const keys = Object.keys(t.args ?? {});
-      if (keys.length) s.argKeys = keys;
-      return s;
-    }
-    case "llm": {
-      const s: TargetSummary = { kind: "llm", provider: t.provider, model: t.model };
-      if (t.maxTokens !== undefined) s.maxTokens = t.maxTokens;
-      return s;
-    }
-  }
-}
-
-/** toDecisionEvent builds the event for one decision (the guard calls this). */
-export function toDecisionEvent(
-  req: DecisionRequest,
-  decision: Decision,
-  info: { latencyUs: number; mode?: "enforce" | "observe"; policyHash?: string; time?: Date },
-): DecisionEvent {
-  const t = req.target;
-  const bare: Target = t.kind === "http" ? { ...t, query: "" } : t.kind === "mcp" ? { ...t, args: {} } : t;
-  const ev: DecisionEvent = {
-    v: 1,
-    time: (info.time ?? req.now ?? new Date()).toISOString(),
-    mode: info.mode ?? "enforce",
-    principal: { ...req.principal, tags: [...req.principal.tags] },
-    request: formatTarget(bare),
-    target: summarizeTarget(t),
-    effect: decision.effect,
-    reason: decision.reason,
-    latencyUs: info.latencyUs,
-  };
-  if (decision.ruleId !== undefined) ev.ruleId = decision.ruleId;
-  if (info.policyHash !== undefined) ev.policyHash = info.policyHash;
-  return ev;
-}
+import type { DecisionEvent } from "./event.js";
 
 /** AuditSink receives events; write must not block for long and must not throw (errors go to onError). */
 export interface AuditSink {

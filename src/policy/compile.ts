@@ -28,7 +28,7 @@ import {
   type AnyTarget,
   type Condition,
 } from "./conditions.js";
-import { cidrContains, parseIp, type Cidr, type IpWords } from "./cidr.js";
+import { cidrContains, parseCidr, type Cidr } from "./ip.js";
 import { hasGlob, type Matcher } from "./glob.js";
 import { parseHostPattern, type HostPattern } from "./hosts.js";
 import { resolveSrc, type SrcSet } from "./identity.js";
@@ -248,7 +248,7 @@ function hostMatcher(hosts: HostPattern[], mut?: Mutation): (t: HttpTarget | Tcp
     if (h.kind === "any") return () => true;
     if (h.kind === "exact") exact.add(h.host);
     else if (h.kind === "suffix") suffixes.push(`.${h.suffix}`);
-    else if (h.kind === "cidr") cidrs.push(mut === "cidr-prefix-short" ? { ...h.cidr, bits: Math.max(0, h.cidr.bits - 1) } : h.cidr);
+    else if (h.kind === "cidr") cidrs.push(mut === "cidr-prefix-short" ? (parseCidr(`${h.cidr.address}/${Math.max(0, h.cidr.prefix - 1)}`) ?? h.cidr) : h.cidr);
     else tags.push(h.tag);
   }
   const peerName = (t: HttpTarget | TcpTarget) => t.peer?.name?.toLowerCase().replace(/\.$/, "");
@@ -259,12 +259,9 @@ function hostMatcher(hosts: HostPattern[], mut?: Mutation): (t: HttpTarget | Tcp
     if (pn !== undefined && (exact.has(pn) || exact.has(pn.split(".")[0]!))) return true;
     for (const s of suffixes) if (host.endsWith(s) || (mut === "suffix-matches-apex" && host === s.slice(1))) return true;
     if (cidrs.length) {
-      const ips: IpWords[] = [];
-      const a = parseIp(host);
-      if (a) ips.push(a);
-      const b = t.resolvedIp ? parseIp(t.resolvedIp) : undefined;
-      if (b) ips.push(b);
-      for (const c of cidrs) for (const ip of ips) if (cidrContains(c, ip)) return true;
+      // The host when it is a literal, and the address it resolved to when the guard knows it.
+      const r = t.resolvedIp;
+      for (const c of cidrs) if (cidrContains(c, host) || (r !== undefined && cidrContains(c, r))) return true;
     }
     if (tags.length && t.peer?.tags) for (const tag of tags) if (t.peer.tags.includes(tag)) return true;
     return false;

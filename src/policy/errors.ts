@@ -35,7 +35,7 @@ export interface TestFailure {
   request: string;
   expect: string;
   /** Expected deciding rule, when the case names one. */
-  rule?: string;
+  ruleId?: string;
   /** What the policy decided instead. */
   got: Decision;
 }
@@ -50,7 +50,7 @@ export class PolicyTestsFailedError extends MeshguardError {
     const lines = failures.map(
       (f) =>
         `  ${where}:${f.line}:${f.column} tests[${f.index}]: as ${JSON.stringify(f.as)} ${JSON.stringify(f.request)}: ` +
-        `expected ${f.expect}${f.rule ? ` by rule "${f.rule}"` : ""}, got ${f.got.effect}${f.got.ruleId ? ` by rule "${f.got.ruleId}"` : ""} (${f.got.reason})`,
+        `expected ${f.expect}${f.ruleId ? ` by rule "${f.ruleId}"` : ""}, got ${f.got.effect}${f.got.ruleId ? ` by rule "${f.got.ruleId}"` : ""} (${f.got.reason})`,
     );
     super(ErrorCode.POLICY_TESTS_FAILED, `policy rejected: ${failures.length} failing ${failures.length === 1 ? "test" : "tests"}:\n${lines.join("\n")}`, {
       hint: "fix the rules or the expectations; `meshguard policy explain FILE --as WHO REQUEST` shows why each rule did or did not match",

@@ -4,7 +4,7 @@
  * rest (addresses, peer tags, `*`) for a per-request check.
  */
 
-import { parseCidr, type Cidr } from "./cidr.js";
+import { parseCidr, type Cidr } from "./ip.js";
 import { TAG_RE } from "./schema.js";
 
 export type HostPattern =

@@ -3,11 +3,24 @@ export { loadPolicy, parsePolicy, tailnetPart, Policy, type LoadOptions, type Te
 export { compile as compileRules, type CompileOptions, type CompiledRules, type Kind } from "./compile.js";
 export { Evaluator, type Explanation, type RuleExplanation } from "./engine.js";
 export { PolicyInvalidError, PolicyTestsFailedError, type TestFailure } from "./errors.js";
-export { parseRequest, formatTarget, type RequestExtras } from "./request.js";
+export { parseRequest, formatTarget, REDACTED, type RequestExtras, type Reveal } from "./request.js";
 export { parsePrincipal, describePrincipal } from "./identity.js";
 export { MESHGUARD_KEY, type MeshguardPart, type Rule, type TestCase } from "./schema.js";
 export type { PolicyIssue } from "./source.js";
 export type { PolicyDocument } from "./validate.js";
 export * from "./types.js";
-export { createAuditor, jsonLinesSink, memorySink, toDecisionEvent, type AuditSink, type Auditor, type AuditorOptions, type DecisionEvent } from "./audit.js";
+export { createAuditor, jsonLinesSink, memorySink, type AuditSink, type Auditor, type AuditorOptions } from "./audit.js";
+export {
+  DECISION_EVENT_VERSION,
+  decisionEvent,
+  summarizeTarget,
+  mustPersist,
+  type DecisionEvent,
+  type DecisionLayer,
+  type EventInfo,
+  type EventPrincipal,
+  type TargetSummary,
+  type ApprovalOutcome,
+  type Usage,
+} from "./event.js";
 export { learnPolicy, readDecisionEvents, type LearnOptions, type LearnResult } from "./learn.js";

@@ -14,13 +14,16 @@
  *   provider (models listed; max tokens = the largest observed when every
  *   call declared it).
  * The identity of a rule is the caller's first tag (sorted), else its user,
- * else its node name. Which events count: every "observe" event (those calls
- * went through), and "enforce" events that were allowed or approved.
+ * else its node name. Which events count: those whose call went through
+ * (`outcome: "allow"`): every "observe" event, and "enforce" events that
+ * were allowed or approved.
  */
 
 import { ErrorCode, MeshguardError } from "../errors.js";
 import { loadPolicy } from "./load.js";
-import type { DecisionEvent, TargetSummary } from "./audit.js";
+import { randomUUID } from "node:crypto";
+import type { DecisionEvent, DecisionLayer, TargetSummary } from "./event.js";
+import { DecisionEventSchema } from "./event-schema.js";
 import type { Principal } from "./types.js";
 
 /** VARIANCE_MIN distinct values at one path position (all else equal) make it a wildcard. */
@@ -56,7 +59,7 @@ export function readDecisionEvents(text: string, file = "log"): DecisionEvent[] 
     }
     const why = checkEvent(ev);
     if (why) throw logError(file, i, why);
-    out.push(ev as DecisionEvent);
+    out.push((ev as { v: number }).v === 1 ? fromV1(ev as V1Event) : (ev as DecisionEvent));
   }
   return out;
 }
@@ -69,12 +72,20 @@ function logError(file: string, i: number, why: string): MeshguardError {
 
 function checkEvent(ev: unknown): string | undefined {
   if (typeof ev !== "object" || ev === null) return "not a JSON object";
-  const e = ev as Partial<DecisionEvent>;
-  if (e.v !== 1) return `unsupported event version ${JSON.stringify(e.v)} (expected 1)`;
+  const v = (ev as { v?: unknown }).v;
+  if (v === 2) {
+    const r = DecisionEventSchema.safeParse(ev);
+    if (r.success) return undefined;
+    const issue = r.error.issues[0]!;
+    const where = issue.path.join(".");
+    return issue.code === "unrecognized_keys" ? `unknown field ${issue.keys.map((k) => JSON.stringify(where ? `${where}.${k}` : k)).join(", ")}` : `${where || "event"}: ${issue.message}`;
+  }
+  if (v !== 1) return `unsupported event version ${JSON.stringify(v)} (this meshguard reads versions 1 and 2)`;
+  const e = ev as Partial<V1Event>;
   if (typeof e.principal !== "object" || e.principal === null || !Array.isArray(e.principal.tags)) return "principal.tags missing";
   const t = e.target as Partial<TargetSummary> | undefined;
   if (!t || typeof t !== "object") return "target missing";
-  const str = (v: unknown) => typeof v === "string" && v.length > 0;
+  const str = (x: unknown) => typeof x === "string" && x.length > 0;
   const ok =
     t.kind === "http"
       ? str(t.host) && typeof t.port === "number" && str(t.method) && typeof t.path === "string" && (t.scheme === "http" || t.scheme === "https")
@@ -88,6 +99,25 @@ function checkEvent(ev: unknown): string | undefined {
   if (!ok) return `target of kind ${JSON.stringify(t.kind)} is incomplete`;
   if (e.effect !== "allow" && e.effect !== "deny" && e.effect !== "approve") return "effect must be allow, deny or approve";
   return undefined;
+}
+
+/** A version-1 audit line (meshguard before the unified event): no id, layer or outcome; peer tags flat. */
+type V1Event = Omit<DecisionEvent, "v" | "id" | "layer" | "outcome" | "target"> & { v: 1; target: TargetSummary & { peerTags?: string[] } };
+
+const V1_LAYER: Record<TargetSummary["kind"], DecisionLayer> = { http: "http", tcp: "net", mcp: "mcp", llm: "llm-sdk" };
+
+/** fromV1 reads a version-1 line as a version-2 event (the outcome follows from mode and effect, as v1 readers assumed). */
+function fromV1(e: V1Event): DecisionEvent {
+  const { peerTags, ...target } = e.target;
+  if (peerTags?.length && (target.kind === "http" || target.kind === "tcp")) target.peer = { tags: peerTags };
+  return {
+    ...e,
+    v: 2,
+    id: randomUUID(),
+    layer: V1_LAYER[target.kind],
+    outcome: e.mode === "observe" || e.effect !== "deny" ? "allow" : "deny",
+    target,
+  };
 }
 
 function srcOf(p: Principal): string | undefined {
@@ -152,7 +182,7 @@ export function learnPolicy(events: DecisionEvent[], opts: LearnOptions = {}): L
   let skipped = 0;
   const used: DecisionEvent[] = [];
   for (const e of events) {
-    if ((e.mode === "observe" || e.effect !== "deny") && srcOf(e.principal) !== undefined) used.push(e);
+    if (e.outcome === "allow" && srcOf(e.principal) !== undefined) used.push(e);
     else skipped++;
   }
   const drafts: Draft[] = [];

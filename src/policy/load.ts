@@ -36,7 +36,8 @@ export interface TestResult {
   as: string | string[];
   request: string;
   expect: string;
-  rule?: string;
+  /** The rule the case expects to decide, when it names one. */
+  ruleId?: string;
   got: Decision;
   pass: boolean;
   line: number;
@@ -86,9 +87,10 @@ export class Policy {
     const base = this.document.base;
     return (this.document.part.tests ?? []).map((tc, index) => {
       const got = runCase(fresh, tc);
-      const pass = got.effect === tc.expect && (tc.rule === undefined || got.ruleId === tc.rule);
+      const want = tc.ruleId ?? tc.rule;
+      const pass = got.effect === tc.expect && (want === undefined || got.ruleId === want);
       const res: TestResult = { index, as: tc.as, request: tc.request, expect: tc.expect, got, pass, ...this.source.locate([...base, "tests", index]) };
-      if (tc.rule !== undefined) res.rule = tc.rule;
+      if (want !== undefined) res.ruleId = want;
       return res;
     });
   }
@@ -147,7 +149,7 @@ export function loadPolicy(text: string, opts: LoadOptions = {}): Policy {
       .filter((r) => !r.pass)
       .map((r) => {
         const f: TestFailure = { index: r.index, line: r.line, column: r.column, as: r.as, request: r.request, expect: r.expect, got: r.got };
-        if (r.rule !== undefined) f.rule = r.rule;
+        if (r.ruleId !== undefined) f.ruleId = r.ruleId;
         return f;
       });
     if (failures.length) throw new PolicyTestsFailedError(failures, opts.file);

@@ -98,23 +98,62 @@ function parseLlm(text: string, rest: string): LlmTarget {
   return t;
 }
 
-/** formatTarget writes a Target as a request line (parseRequest reads it back). */
-export function formatTarget(t: Target): string {
+/**
+ * Reveal names the values a rendering or an event may carry. By default none:
+ * query values, header values and MCP argument values may hold secrets.
+ */
+export interface Reveal {
+  /** Keep query values (default: each value is shown as REDACTED). */
+  query?: boolean;
+  /** Header names whose values events keep (request lines never show headers). */
+  headers?: string[];
+  /** Keep MCP tool-call argument values (default: each value is shown as REDACTED). */
+  mcpArgs?: boolean;
+}
+
+/** REDACTED stands in for a value a rendering leaves out. */
+export const REDACTED = "<redacted>";
+
+/**
+ * formatTarget writes a Target as a request line — the one rendering of a
+ * call everywhere (errors, audit lines, explain, the CLI). Query and MCP
+ * argument values are replaced by REDACTED unless `reveal` keeps them; with
+ * `reveal: { query: true, mcpArgs: true }` parseRequest reads the line back
+ * to the same target.
+ */
+export function formatTarget(t: Target, opts?: { reveal?: Reveal }): string {
+  const reveal = opts?.reveal;
   switch (t.kind) {
     case "http": {
       const host = t.host.includes(":") ? `[${t.host}]` : t.host;
       const port = t.port === (t.scheme === "https" ? 443 : 80) ? "" : `:${t.port}`;
-      return `${t.method} ${t.scheme}://${host}${port}${t.path}${t.query ? `?${t.query}` : ""}`;
+      const query = t.query ? `?${reveal?.query ? t.query : redactQuery(t.query)}` : "";
+      return `${t.method} ${t.scheme}://${host}${port}${t.path}${query}`;
     }
     case "tcp": {
       const host = t.host.includes(":") ? `[${t.host}]` : t.host;
       return `${t.tls ? "tls" : "tcp"} ${host}:${t.port}${t.tailnet ? " tailnet" : ""}`;
     }
-    case "mcp":
-      return `mcp ${t.server} ${t.tool}${Object.keys(t.args ?? {}).length ? ` ${JSON.stringify(t.args)}` : ""}`;
+    case "mcp": {
+      const args = t.args ?? {};
+      const keys = Object.keys(args);
+      if (!keys.length) return `mcp ${t.server} ${t.tool}`;
+      return `mcp ${t.server} ${t.tool} ${JSON.stringify(reveal?.mcpArgs ? args : Object.fromEntries(keys.map((k) => [k, REDACTED])))}`;
+    }
     case "llm":
       return `llm ${t.provider}/${t.model}${t.maxTokens !== undefined ? ` ${t.maxTokens}` : ""}`;
     default:
       return `unknown target ${JSON.stringify((t as { kind?: unknown }).kind)}`;
   }
+}
+
+/** redactQuery keeps the parameter names of a query string and replaces every value. */
+function redactQuery(q: string): string {
+  return q
+    .split("&")
+    .map((part) => {
+      const eq = part.indexOf("=");
+      return eq < 0 ? part : `${part.slice(0, eq)}=${REDACTED}`;
+    })
+    .join("&");
 }

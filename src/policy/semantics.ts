@@ -83,7 +83,9 @@ export function checkSemantics(part: MeshguardPart, groups: Record<string, strin
     } catch (err) {
       at([...p, "request"], (err as Error).message.split("\n")[0]!);
     }
-    if (tc.rule !== undefined && !ids.has(tc.rule)) at([...p, "rule"], `no rule has the id "${tc.rule}"`);
+    if (tc.ruleId !== undefined && tc.rule !== undefined && tc.ruleId !== tc.rule) at([...p, "rule"], `"rule" is the old spelling of "ruleId" and names another rule ("${tc.rule}" vs "${tc.ruleId}"): keep only ruleId`);
+    const want = tc.ruleId ?? tc.rule;
+    if (want !== undefined && !ids.has(want)) at([...p, tc.ruleId !== undefined ? "ruleId" : "rule"], `no rule has the id "${want}"`);
   });
   return issues;
 }

@@ -30,8 +30,9 @@ describe("approvals through a callback", () => {
     const hits = srv.hits;
     const p = fetch(`${srv.url}/pay`, { method: "POST", body: "42" });
     await new Promise((r) => setTimeout(r, 50));
-    expect(asked?.rule).toBe("pay-needs-human");
+    expect(asked?.ruleId).toBe("pay-needs-human");
     expect(asked?.target).toMatchObject({ kind: "http", path: "/pay" });
+    expect(asked?.request).toBe(`POST ${srv.url}/pay`);
     expect(srv.hits).toBe(hits); // held
     release(true);
     expect((await p).status).toBe(200);
@@ -126,7 +127,7 @@ describe("approvals through a webhook", () => {
     const hits = srv.hits;
     expect((await fetch(`${srv.url}/pay`)).status).toBe(200);
     expect(wh.got).toHaveLength(1);
-    expect(wh.got[0]!.rule).toBe("pay-needs-human");
+    expect(wh.got[0]!.ruleId).toBe("pay-needs-human");
     expect(srv.hits).toBe(hits + 1);
     await wh.close();
   });

@@ -5,7 +5,7 @@ import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { GuardDecisionEvent } from "../../src/guard/index.js";
+import { PolicyDeniedError, type DecisionEvent } from "../../src/guard/index.js";
 import { jsonLinesSink, learnPolicy, loadPolicy, memorySink, readDecisionEvents } from "../../src/policy/index.js";
 import { AGENT, allowHttp, countingServer, denied, guard, type Counting } from "./helpers.js";
 
@@ -23,8 +23,9 @@ describe("audit", () => {
     await denied(fetch(`${srv.url}/no`));
     expect(sink.events).toHaveLength(2);
     const [allow, deny] = sink.events;
-    expect(allow).toMatchObject({ v: 1, mode: "enforce", principal: AGENT, effect: "allow", ruleId: "http-127.0.0.1", target: { kind: "http", path: "/ok" } });
-    expect(deny).toMatchObject({ effect: "deny", target: { kind: "http", path: "/no" } });
+    expect(allow).toMatchObject({ v: 2, layer: "fetch", mode: "enforce", principal: AGENT, effect: "allow", outcome: "allow", ruleId: "http-127.0.0.1", target: { kind: "http", path: "/ok" } });
+    expect(deny).toMatchObject({ effect: "deny", outcome: "deny", target: { kind: "http", path: "/no" } });
+    expect(allow!.id).not.toBe(deny!.id);
     expect(deny!.ruleId).toBeUndefined();
     expect(typeof allow!.latencyUs).toBe("number");
     expect(allow!.latencyUs).toBeLessThan(1000);
@@ -49,10 +50,36 @@ describe("audit", () => {
 
   it("'decision' events carry the interception layer", async () => {
     const g = guard({ rules: [allowHttp("127.0.0.1")] });
-    const seen: GuardDecisionEvent[] = [];
-    g.on("decision", (e: GuardDecisionEvent) => seen.push(e));
+    const seen: DecisionEvent[] = [];
+    g.on("decision", (e: DecisionEvent) => seen.push(e));
     await fetch(`${srv.url}/ok`);
     expect(seen[0]).toMatchObject({ layer: "fetch", outcome: "allow", effect: "allow" });
+  });
+
+  it("the 'decision' event and the audit line are one object, and one rendering of the call is in the error, the event and the line", async () => {
+    const sink = memorySink();
+    const g = guard({ rules: [allowHttp("127.0.0.1", { path: ["/ok"] })], audit: sink });
+    const seen: DecisionEvent[] = [];
+    g.on("decision", (e: DecisionEvent) => seen.push(e));
+    const err = (await denied(fetch(`${srv.url}/no?token=SECRET&page=2`, { headers: { authorization: "Bearer SECRET" } }))) as PolicyDeniedError;
+    expect(seen).toHaveLength(1);
+    expect(sink.events[0]).toBe(seen[0]);
+    const line = `GET ${srv.url}/no?token=<redacted>&page=<redacted>`;
+    expect(seen[0]!.request).toBe(line);
+    expect(err.message).toContain(`denied ${line}:`);
+    expect(JSON.stringify(seen[0])).not.toContain("SECRET");
+    expect(err.message).not.toContain("SECRET");
+    // The policy hash of the deciding policy is in the event.
+    expect(seen[0]!.policyHash).toMatch(/^[0-9a-f]{64}$/);
+  });
+
+  it("reveal keeps the values it names, and only those", async () => {
+    const sink = memorySink();
+    guard({ rules: [allowHttp("127.0.0.1")], audit: sink, reveal: { query: true, headers: ["x-request-id"] } });
+    await fetch(`${srv.url}/ok?page=2`, { headers: { "x-request-id": "r-17", authorization: "Bearer SECRET" } });
+    expect(sink.events[0]!.request).toBe(`GET ${srv.url}/ok?page=2`);
+    expect(sink.events[0]!.target).toMatchObject({ query: "page=2", headers: { "x-request-id": "r-17" } });
+    expect(JSON.stringify(sink.events[0])).not.toContain("SECRET");
   });
 });
 

@@ -32,7 +32,7 @@ describe("global fetch", () => {
   it("names the deciding rule of an explicit deny", async () => {
     guard({ rules: [allowHttp("127.0.0.1"), { id: "no-admin", src: ["*"], effect: "deny", http: { host: ["127.0.0.1"], path: ["/admin/**"] } }] });
     const err = (await denied(fetch(`${srv.url}/admin/x`))) as PolicyDeniedError;
-    expect(err.rule).toBe("no-admin");
+    expect(err.ruleId).toBe("no-admin");
     expect(err.reason).toBeTruthy();
   });
 

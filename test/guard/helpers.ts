@@ -82,7 +82,7 @@ afterEach(() => {
 });
 
 /** denied awaits a promise expected to fail with PolicyDeniedError (possibly as a cause) and returns the error. */
-export async function denied(p: Promise<unknown>): Promise<Error & { code?: string; rule?: string; reason?: string }> {
+export async function denied(p: Promise<unknown>): Promise<Error & { code?: string; ruleId?: string; reason?: string }> {
   const err = await p.then(
     () => undefined,
     (e: unknown) => e as Error,

@@ -1,11 +1,13 @@
 // The normal form of targets the guard builds (the contract in src/policy/types.ts).
 import { describe, expect, it } from "vitest";
-import { describeTarget, headerRecord, httpTarget, llmProviderFor, llmTarget, normHost, splitPathQuery } from "../../src/guard/targets.js";
+import { headerRecord, httpTarget, llmProviderFor, llmTarget, splitPathQuery } from "../../src/guard/targets.js";
+import { normalizeHost } from "../../src/policy/hosts.js";
+import { formatTarget } from "../../src/policy/request.js";
 
 describe("targets", () => {
-  it("normHost: lower case, no trailing dot, no IPv6 brackets", () => {
-    expect(normHost("API.Example.COM.")).toBe("api.example.com");
-    expect(normHost("[FD7A::1]")).toBe("fd7a::1");
+  it("normalizeHost: lower case, no trailing dot, no IPv6 brackets", () => {
+    expect(normalizeHost("API.Example.COM.")).toBe("api.example.com");
+    expect(normalizeHost("[FD7A::1]")).toBe("fd7a::1");
   });
 
   it("splitPathQuery splits origin-form and reads absolute-form (proxy) paths", () => {
@@ -22,11 +24,11 @@ describe("targets", () => {
     expect(headerRecord(null)).toEqual({});
   });
 
-  it("httpTarget and describeTarget", () => {
+  it("httpTarget and formatTarget", () => {
     const t = httpTarget({ scheme: "https", host: "API.x.com", port: 443, method: "post", rawPath: "/v1?a=b", headers: {} });
     expect(t).toMatchObject({ kind: "http", host: "api.x.com", method: "POST", path: "/v1", query: "a=b" });
-    expect(describeTarget(t)).toBe("POST https://api.x.com/v1?a=b");
-    expect(describeTarget({ kind: "tcp", tls: true, host: "::1", port: 5432 })).toBe("tls [::1]:5432");
+    expect(formatTarget(t)).toBe("POST https://api.x.com/v1?a=<redacted>");
+    expect(formatTarget({ kind: "tcp", tls: true, host: "::1", port: 5432 })).toBe("tls [::1]:5432");
   });
 
   it("LLM calls: a known provider host, or an LLM API path on any host; model and max tokens from the body", () => {

@@ -12,9 +12,9 @@ import {
   memorySink,
   parseRequest,
   readDecisionEvents,
-  toDecisionEvent,
+  decisionEvent,
+  formatTarget,
   type DecisionEvent,
-  type DecisionRequest,
   type Principal,
 } from "../../src/policy/index.js";
 import { generalizePaths } from "../../src/policy/learn.js";
@@ -22,24 +22,50 @@ import { generalizePaths } from "../../src/policy/learn.js";
 const NOW = new Date("2026-03-09T10:00:00Z");
 
 function observed(principal: Principal, line: string, extras: Parameters<typeof parseRequest>[1] = {}): DecisionEvent {
-  const req: DecisionRequest = { principal, target: parseRequest(line, extras), now: NOW };
-  return toDecisionEvent(req, { effect: "deny", reason: "no rule (observe mode)" }, { latencyUs: 1.5, mode: "observe" });
+  return decisionEvent(principal, parseRequest(line, extras), { effect: "deny", reason: "no rule (observe mode)" }, { layer: "fetch", outcome: "allow", latencyUs: 1.5, mode: "observe", time: NOW });
 }
 
 describe("audit events and sinks", () => {
   test("an event names the agent, the target without secret values, the decision and the latency", () => {
-    const req: DecisionRequest = {
-      principal: { tags: ["tag:a"], node: "agent-1" },
-      target: { ...(parseRequest("POST https://api.example.com/v1/x?token=SECRET&page=2", { headers: { authorization: "Bearer SECRET" }, bodySize: 10 }) as object) } as never,
-      now: NOW,
-    };
-    const ev = toDecisionEvent(req, { effect: "allow", ruleId: "r1", reason: "allowed" }, { latencyUs: 0.8, policyHash: "abc" });
-    expect(ev).toMatchObject({ v: 1, time: NOW.toISOString(), mode: "enforce", effect: "allow", ruleId: "r1", latencyUs: 0.8, policyHash: "abc", request: "POST https://api.example.com/v1/x" });
+    const target = parseRequest("POST https://api.example.com/v1/x?token=SECRET&page=2", { headers: { authorization: "Bearer SECRET" }, bodySize: 10 });
+    const ev = decisionEvent({ tags: ["tag:a"], node: "agent-1" }, target, { effect: "allow", ruleId: "r1", reason: "allowed" }, { layer: "fetch", outcome: "allow", latencyUs: 0.8, policyHash: "abc", time: NOW });
+    expect(ev).toMatchObject({ v: 2, layer: "fetch", time: NOW.toISOString(), mode: "enforce", effect: "allow", outcome: "allow", ruleId: "r1", latencyUs: 0.8, policyHash: "abc", request: "POST https://api.example.com/v1/x?token=<redacted>&page=<redacted>" });
+    expect(ev.id).toMatch(/^[0-9a-f-]{36}$/);
     expect(ev.target).toEqual({ kind: "http", scheme: "https", host: "api.example.com", port: 443, method: "POST", path: "/v1/x", queryKeys: ["token", "page"], bodySize: 10 });
     expect(JSON.stringify(ev)).not.toContain("SECRET");
-    const mcp = toDecisionEvent({ principal: { tags: [] }, target: parseRequest('mcp gh create_issue {"body":"SECRET"}') }, { effect: "deny", reason: "x" }, { latencyUs: 1 });
+    const mcp = decisionEvent({ tags: [] }, parseRequest('mcp gh create_issue {"body":"SECRET"}'), { effect: "deny", reason: "x" }, { layer: "mcp", outcome: "deny", latencyUs: 1 });
     expect(JSON.stringify(mcp)).not.toContain("SECRET");
     expect(mcp.target).toMatchObject({ argKeys: ["body"] });
+    expect(mcp.request).toBe('mcp gh create_issue {"body":"<redacted>"}');
+  });
+
+  test("the gateway's fields: principal from whois, request id, usage", () => {
+    const ev = decisionEvent(
+      { tags: ["tag:coder"], node: "laptop-agent", ip: "100.64.0.7", owners: ["alice@example.com"] },
+      parseRequest("llm anthropic/claude-sonnet-4 1024"),
+      { effect: "allow", ruleId: "coders", reason: "ok" },
+      { layer: "gateway", outcome: "allow", latencyUs: 2, requestId: "req-1", usage: { inputTokens: 10, outputTokens: 20, costUsd: 0.0003 } },
+    );
+    expect(ev).toMatchObject({ layer: "gateway", requestId: "req-1", principal: { ip: "100.64.0.7", owners: ["alice@example.com"] }, usage: { inputTokens: 10, outputTokens: 20 } });
+  });
+
+  test("one rendering: formatTarget redacts query and MCP argument values unless told, and reads back with parseRequest", () => {
+    const http = parseRequest("GET https://h.example:8443/a?x=1&y=2&flag");
+    expect(formatTarget(http)).toBe("GET https://h.example:8443/a?x=<redacted>&y=<redacted>&flag");
+    expect(formatTarget(http, { reveal: { query: true } })).toBe("GET https://h.example:8443/a?x=1&y=2&flag");
+    expect(formatTarget({ kind: "tcp", tls: false, host: "fd7a:115c:a1e0::1", port: 22, tailnet: true })).toBe("tcp [fd7a:115c:a1e0::1]:22 tailnet");
+    for (const line of ["tls [::1]:5432", "tcp db:5432 tailnet", 'mcp gh create_issue {"repo":"a/b"}', "llm openai/gpt-4o 4096", "POST https://x.example/p?q=1"]) {
+      expect(formatTarget(parseRequest(line), { reveal: { query: true, mcpArgs: true } })).toBe(line);
+    }
+  });
+
+  test("version-1 audit lines (before the unified event) still read, as version-2 events", () => {
+    const v1 = { v: 1, time: NOW.toISOString(), mode: "enforce", principal: { tags: ["tag:a"] }, request: "tcp db:5432", target: { kind: "tcp", tls: false, host: "db", port: 5432, peerTags: ["tag:db"] }, effect: "allow", reason: "ok", latencyUs: 1 };
+    const [ev] = readDecisionEvents(JSON.stringify(v1));
+    expect(ev).toMatchObject({ v: 2, outcome: "allow", layer: "net", target: { kind: "tcp", peer: { tags: ["tag:db"] } } });
+    expect(ev!.target).not.toHaveProperty("peerTags");
+    const denied = readDecisionEvents(JSON.stringify({ ...v1, effect: "deny" }));
+    expect(denied[0]!.outcome).toBe("deny");
   });
 
   test("denials and approvals are always written; allows are sampled at the configured rate", () => {
@@ -79,7 +105,7 @@ describe("audit events and sinks", () => {
   test("a malformed log line is an error naming the line", () => {
     const good = JSON.stringify(observed({ tags: [] }, "GET https://a/"));
     expect(() => readDecisionEvents(`${good}\n\n{oops`, "obs.jsonl")).toThrow(expect.objectContaining({ code: ErrorCode.AUDIT_LOG_INVALID, message: expect.stringMatching(/^obs\.jsonl:3: not JSON/) }));
-    expect(() => readDecisionEvents(JSON.stringify({ v: 2 }))).toThrow(/unsupported event version/);
+    expect(() => readDecisionEvents(JSON.stringify({ v: 3 }))).toThrow(/unsupported event version/);
   });
 });
 
@@ -98,7 +124,7 @@ describe("learn mode", () => {
     observed(agent, "llm openai/gpt-4o-mini 2048"),
     observed(billing, "POST https://payments.example.com/v1/charges"),
     // Denied in enforce mode: it did not happen, so it is not learned.
-    { ...observed(billing, "GET https://evil.example.com/"), mode: "enforce", effect: "deny" },
+    { ...observed(billing, "GET https://evil.example.com/"), mode: "enforce", effect: "deny", outcome: "deny" },
   ];
 
   test("ids in paths and high-variance segments become *, other segments stay literal", () => {

@@ -3,7 +3,7 @@ import { PassThrough } from "node:stream";
 import { describe, expect, test } from "vitest";
 
 import { policyCommand } from "../../src/cli/policy.js";
-import { parseRequest, toDecisionEvent } from "../../src/policy/index.js";
+import { decisionEvent, parseRequest } from "../../src/policy/index.js";
 
 const EXAMPLE = readFileSync(new URL("./fixtures/example.hujson", import.meta.url), "utf8");
 
@@ -91,7 +91,7 @@ describe("meshguard policy explain", () => {
 describe("meshguard policy learn", () => {
   test("reads a JSON-lines log and prints a policy that passes `policy test`", async () => {
     const log = ["GET https://api.example.com/v2/users/1", "GET https://api.example.com/v2/users/2", "tcp db.internal:5432"]
-      .map((line) => JSON.stringify(toDecisionEvent({ principal: { tags: ["tag:agent"] }, target: parseRequest(line), now: new Date("2026-03-09T10:00:00Z") }, { effect: "deny", reason: "observe" }, { latencyUs: 1, mode: "observe" })))
+      .map((line) => JSON.stringify(decisionEvent({ tags: ["tag:agent"] }, parseRequest(line), { effect: "deny", reason: "observe" }, { layer: "fetch", outcome: "allow", latencyUs: 1, mode: "observe", time: new Date("2026-03-09T10:00:00Z") })))
       .join("\n");
     const r = await run(["learn", "obs.jsonl"], { "obs.jsonl": log });
     expect(r.code).toBe(0);

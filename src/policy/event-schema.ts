@@ -1,0 +1,99 @@
+/**
+ * The decision event (./event.ts) as a zod schema: what `readDecisionEvents`
+ * validates a version-2 log line with, and the source of the published JSON
+ * Schema (docs/decision-event.schema.json, checked by a test). A type-level
+ * check below keeps it equal to the DecisionEvent interface, so the two
+ * cannot drift apart.
+ */
+
+import { z } from "zod";
+import type { DecisionEvent } from "./event.js";
+
+const PeerSchema = z.object({ name: z.string().optional(), tags: z.array(z.string()).optional() }).strict();
+
+const TargetSummarySchema = z.discriminatedUnion("kind", [
+  z
+    .object({
+      kind: z.literal("http"),
+      scheme: z.enum(["http", "https"]),
+      host: z.string().min(1),
+      port: z.number().int(),
+      method: z.string().min(1),
+      path: z.string(),
+      queryKeys: z.array(z.string()).optional().describe("names of the query parameters (values are not recorded)"),
+      query: z.string().optional().describe("the whole query string, only when revealed"),
+      headers: z.record(z.string()).optional().describe("values of the headers named in reveal.headers"),
+      bodySize: z.number().int().nonnegative().optional(),
+      resolvedIp: z.string().optional(),
+      peer: PeerSchema.optional(),
+    })
+    .strict(),
+  z
+    .object({
+      kind: z.literal("tcp"),
+      tls: z.boolean(),
+      host: z.string().min(1),
+      port: z.number().int(),
+      tailnet: z.boolean().optional(),
+      resolvedIp: z.string().optional(),
+      peer: PeerSchema.optional(),
+    })
+    .strict(),
+  z
+    .object({
+      kind: z.literal("mcp"),
+      server: z.string().min(1),
+      tool: z.string().min(1),
+      argKeys: z.array(z.string()).optional().describe("names of the tool arguments (values are not recorded)"),
+      args: z.record(z.unknown()).optional().describe("the arguments, only when revealed"),
+    })
+    .strict(),
+  z.object({ kind: z.literal("llm"), provider: z.string().min(1), model: z.string(), maxTokens: z.number().optional() }).strict(),
+]);
+
+export const DecisionEventSchema = z
+  .object({
+    v: z.literal(2),
+    id: z.string().min(1),
+    time: z.string().datetime({ offset: true }),
+    layer: z.enum(["fetch", "http", "net", "tls", "ipc", "dial", "mcp", "llm-sdk", "gateway", "cli"]),
+    mode: z.enum(["enforce", "observe"]),
+    principal: z
+      .object({
+        node: z.string().optional(),
+        tags: z.array(z.string()),
+        user: z.string().optional(),
+        ip: z.string().optional(),
+        owners: z.array(z.string()).optional(),
+      })
+      .strict(),
+    request: z.string().describe("the call as one request line (formatTarget), redacted like target"),
+    target: TargetSummarySchema,
+    effect: z.enum(["allow", "deny", "approve"]).describe("what the policy said"),
+    outcome: z.enum(["allow", "deny"]).describe("what happened to the call"),
+    ruleId: z.string().optional(),
+    reason: z.string(),
+    latencyUs: z.number().nonnegative(),
+    approval: z.object({ approved: z.boolean(), by: z.string().optional(), ms: z.number().nonnegative(), reason: z.string().optional() }).strict().optional(),
+    policyHash: z.string().optional(),
+    requestId: z.string().optional(),
+    usage: z
+      .object({
+        inputTokens: z.number().nonnegative().optional(),
+        outputTokens: z.number().nonnegative().optional(),
+        cachedTokens: z.number().nonnegative().optional(),
+        costUsd: z.number().nonnegative().optional(),
+        estimated: z.boolean().optional(),
+      })
+      .strict()
+      .optional(),
+  })
+  .strict();
+
+// The schema and the interface describe the same object: each must be
+// assignable to the other (types and required fields). A field one side has
+// and the other lacks is caught by test/policy/event-schema.test.ts, which
+// compares the keys of a maximal event with the schema's.
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+const sameShape: Same<z.infer<typeof DecisionEventSchema>, DecisionEvent> = true;
+void sameShape;
