@@ -5,7 +5,7 @@
 //
 // Run: node test/netns.mjs node examples/guarded-agent.mjs   (after npm run build)
 import http from "node:http";
-import { describeTarget, installGuard } from "../dist/guard/index.js";
+import { installGuard } from "../dist/guard/index.js";
 import { loadPolicy } from "../dist/policy/index.js";
 
 // A stand-in for a tool service, on loopback, counting requests it receives.
@@ -35,7 +35,7 @@ const policy = loadPolicy(`{
 const guard = installGuard({ policy, identity: { tags: ["tag:research-agent"] } });
 await guard.ready;
 guard.on("decision", (d) =>
-  console.log(`  decision: ${d.effect.padEnd(5)} ${describeTarget(d.target)} (${d.rule ?? "default deny"}) in ${d.latencyUs.toFixed(1)} µs`),
+  console.log(`  decision: ${d.outcome.padEnd(5)} ${d.request} (${d.ruleId ?? "default deny"}) in ${d.latencyUs.toFixed(1)} µs`),
 );
 
 const base = `http://127.0.0.1:${port}`;

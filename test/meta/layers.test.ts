@@ -1,0 +1,83 @@
+/**
+ * Layers import downwards only (DESIGN.md decision 12):
+ *
+ *   cli → gateway / tokens → distribution → guard → policy engine, MeshNode, control → backend → errors
+ *
+ * This test reads every import of src/ and fails on one that goes upwards or
+ * sideways, and on a CLI import of another folder's internals (the CLI uses
+ * the public entry points, as a user of the package would).
+ */
+import { readdirSync, readFileSync, statSync } from "node:fs";
+import { dirname, join, relative, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { expect, test } from "vitest";
+
+const SRC = fileURLToPath(new URL("../../src/", import.meta.url));
+
+/** The unit of a file: its top folder under src/, or the file name for top-level files. */
+function unitOf(file: string): string {
+  const rel = relative(SRC, file).replace(/\\/g, "/");
+  const slash = rel.indexOf("/");
+  return slash < 0 ? rel.replace(/\.ts$/, "") : rel.slice(0, slash);
+}
+
+/** What each unit may import (besides itself). Public entry points are named "unit/index". */
+const ALLOWED: Record<string, string[]> = {
+  errors: [],
+  config: ["errors"],
+  backend: ["errors", "config"],
+  node: ["errors", "config", "backend"],
+  index: ["node", "errors", "config", "backend"],
+  policy: ["errors"],
+  control: ["errors"],
+  guard: ["errors", "config", "policy"],
+  distribution: ["errors", "config", "policy", "guard", "node"],
+  testing: ["errors", "backend", "node"],
+  tokens: ["errors", "config", "policy", "guard", "distribution", "node", "index"],
+  gateway: ["errors", "config", "policy", "guard", "distribution", "node", "tokens", "control", "index"],
+  // The CLI: public entry points only.
+  cli: ["index", "errors", "policy/index", "guard/index", "distribution/index", "control/index", "gateway/index", "tokens/index", "testing/index"],
+};
+
+function files(dir: string): string[] {
+  return readdirSync(dir).flatMap((n) => {
+    const p = join(dir, n);
+    if (statSync(p).isDirectory()) return files(p);
+    return p.endsWith(".ts") && !p.endsWith(".test.ts") ? [p] : [];
+  });
+}
+
+/** Every relative import/export-from/dynamic import of a file, resolved to a path under src/. */
+function importsOf(file: string): string[] {
+  const text = readFileSync(file, "utf8");
+  const out: string[] = [];
+  const re = /(?:^|\n)\s*(?:import|export)\b[^'"\n;]*?(?:from\s*)?["'](\.[^"']+)["']|import\(\s*["'](\.[^"']+)["']\s*\)/g;
+  for (const m of text.matchAll(re)) out.push(resolve(dirname(file), (m[1] ?? m[2])!.replace(/\.js$/, ".ts")));
+  return out;
+}
+
+export function violations(): string[] {
+  const bad: string[] = [];
+  for (const f of files(SRC)) {
+    const from = unitOf(f);
+    const allowed = ALLOWED[from];
+    for (const target of importsOf(f)) {
+      const to = unitOf(target);
+      if (to === from && from !== "cli") continue;
+      if (from === "cli" && to === "cli") continue;
+      const entry = relative(SRC, target).replace(/\\/g, "/").replace(/\.ts$/, "");
+      const ok = allowed === undefined ? false : from === "cli" ? allowed.includes(entry) || allowed.includes(to === entry ? to : "") : allowed.includes(to);
+      if (!ok) bad.push(`src/${relative(SRC, f)} imports src/${entry}.ts (${from} → ${to})`);
+    }
+  }
+  return bad;
+}
+
+test("every src/ file belongs to a known layer", () => {
+  const unknown = [...new Set(files(SRC).map(unitOf))].filter((u) => !(u in ALLOWED));
+  expect(unknown, "add the new folder to ALLOWED with the layers it may use").toEqual([]);
+});
+
+test("layers import downwards only, and the CLI uses public entry points", () => {
+  expect(violations()).toEqual([]);
+});
