@@ -12,6 +12,7 @@ export type {
   ApprovalRequest,
   Evaluator,
   GuardDecisionEvent,
+  GuardEvents,
   GuardLayer,
   GuardMode,
   GuardOptions,
