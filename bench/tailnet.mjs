@@ -92,7 +92,7 @@ try {
     );
   }
 } finally {
-  await control?.stop();
+  await control?.close();
 }
 
 const order = ['meshguard', 'go-tsnet', 'loopback', 'node (bare)'];

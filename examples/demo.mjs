@@ -35,7 +35,7 @@ const policy = {
 };
 
 step("building/finding headscale (first run builds it: a few minutes)");
-await ensureHeadscale({ onProgress: (m) => step(m) });
+await ensureHeadscale({ onProgress: (ev) => step(ev.message) });
 step("starting a local control server (headscale) on 127.0.0.1");
 const control = await LocalControl.start({ policy });
 const nodes = [];
@@ -50,7 +50,7 @@ try {
       ephemeral: true,
       tagOwners: policy.tagOwners,
       groups: policy.groups,
-      onProgress: (e) => e.state === "online" && step(`${hostname}: ${e.message}`),
+      onProgress: (e) => e.phase === "online" && step(`${hostname}: ${e.message}`),
     });
     nodes.push(node);
     return node;
@@ -90,6 +90,6 @@ try {
 } finally {
   step("closing nodes (ephemeral nodes log out) and stopping the control server");
   await Promise.allSettled(nodes.map((n) => n.close()));
-  await control.stop();
+  await control.close();
   step("done");
 }

@@ -2,9 +2,28 @@ import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
 import { z } from "zod";
 import { ErrorCode, MeshguardError } from "./errors.js";
+import type { ProgressListener } from "./progress.js";
+
+export type { ProgressEvent, ProgressListener, ProgressPhase } from "./progress.js";
 
 const hostnameRe = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 const tagRe = /^tag:[a-zA-Z0-9][a-zA-Z0-9_-]*$/;
+const TagOwnersSchema = z.record(z.string().regex(tagRe, "must look like tag:name"), z.array(z.string()));
+const GroupsSchema = z.record(z.string().regex(/^group:/, "must look like group:name"), z.array(z.string()));
+
+/**
+ * TailnetIdentitySchema validates the identity part of a tailnet policy
+ * (MeshNode.setTailnetIdentity): who owns each tag, who is in each group.
+ */
+export const TailnetIdentitySchema = z
+  .object({
+    tagOwners: TagOwnersSchema.default({}),
+    groups: GroupsSchema.default({}),
+  })
+  .strict();
+
+/** The identity part of a tailnet policy: `tagOwners` and `groups`, as in a tailnet policy file. */
+export type TailnetIdentity = z.input<typeof TailnetIdentitySchema>;
 
 /** StartOptionsSchema validates MeshNode.start options (the public boundary). */
 export const StartOptionsSchema = z
@@ -18,8 +37,8 @@ export const StartOptionsSchema = z
     ephemeral: z.boolean().default(false),
     tags: z.array(z.string().regex(tagRe, "must look like tag:name")).default([]),
     timeoutMs: z.number().int().positive().max(10 * 60_000).default(60_000),
-    tagOwners: z.record(z.string().regex(tagRe, "must look like tag:name"), z.array(z.string())).default({}),
-    groups: z.record(z.string().regex(/^group:/, "must look like group:name"), z.array(z.string())).default({}),
+    tagOwners: TagOwnersSchema.default({}),
+    groups: GroupsSchema.default({}),
     verbose: z.boolean().default(false),
     addonPath: z.string().optional(),
     tls: z
@@ -30,18 +49,10 @@ export const StartOptionsSchema = z
         rejectUnauthorized: z.boolean().default(true),
       })
       .optional(),
-    onProgress: z.custom<(ev: ProgressEvent) => void>((v) => typeof v === "function", "must be a function").optional(),
+    onProgress: z.custom<ProgressListener>((v) => typeof v === "function", "must be a function").optional(),
     signal: z.custom<AbortSignal>((v) => v instanceof AbortSignal, "must be an AbortSignal").optional(),
   })
   .strict();
-
-/** A step of a node coming up, for progress display. */
-export interface ProgressEvent {
-  /** "loading" | "creating" | a Tailscale backend state ("NeedsLogin", "Starting", "Running") | "online" */
-  state: string;
-  message: string;
-  elapsedMs: number;
-}
 
 export type StartOptions = z.input<typeof StartOptionsSchema>;
 export type ResolvedStartOptions = z.output<typeof StartOptionsSchema> & { dir: string };

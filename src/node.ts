@@ -3,12 +3,14 @@ import net from "node:net";
 import type { Agent, RequestInfo, RequestInit, Response } from "undici";
 import { loadBackend } from "./backend/load.js";
 import type { Backend, CoreEvent, CoreWhoIs, ExportedConn, PeerInfo, UpResult } from "./backend/protocol.js";
-import { knobsFor, resolveStartOptions, type ProgressEvent, type ResolvedStartOptions, type StartOptions } from "./config.js";
+import { knobsFor, parseWith, resolveStartOptions, TailnetIdentitySchema, type ResolvedStartOptions, type StartOptions, type TailnetIdentity } from "./config.js";
+import { judgeDial } from "./dial-channel.js";
 import { ErrorCode, MeshguardError } from "./errors.js";
-import { checkDial } from "./guard/dial-hook.js"; // meshguard guard hook
+import { progressReporter } from "./progress.js";
 
 export type { PeerInfo as Peer } from "./backend/protocol.js";
-export type { ProgressEvent, StartOptions } from "./config.js";
+export type { ProgressEvent, ProgressPhase, StartOptions, TailnetIdentity } from "./config.js";
+export { DIAL_CHANNEL, type DialMessage, type DialVerdict } from "./dial-channel.js";
 
 /** Who is behind a tailnet connection, as the tailnet says. */
 export interface WhoIs {
@@ -43,7 +45,8 @@ export interface DialOptions {
 /** Socket metadata for connections made or accepted over the tailnet. */
 const connInfo = new WeakMap<net.Socket, { remoteAddr: string; localAddr: string }>();
 
-interface MeshNodeEvents {
+/** MeshNodeEvents types MeshNode's events (EventEmitter<MeshNodeEvents>). */
+export interface MeshNodeEvents {
   state: [state: string];
   netmap: [ev: { peers: PeerInfo[] }];
   log: [line: string];
@@ -79,6 +82,8 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
   private closed = false;
   private closing?: Promise<void>;
   private dispatcher?: Agent;
+  /** Tag owners and groups as the followed policy says (setTailnetIdentity); the start options override them per key. */
+  private identity: Required<TailnetIdentity> = { tagOwners: {}, groups: {} };
 
   private constructor(backend: Backend, handle: number, opts: ResolvedStartOptions, up: UpResult, hold: () => void, unsubscribe: () => void) {
     super();
@@ -100,14 +105,7 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
    */
   static async start(options: StartOptions): Promise<MeshNode> {
     const opts = resolveStartOptions(options);
-    const t0 = performance.now();
-    const progress = (state: string, message: string) => {
-      try {
-        opts.onProgress?.({ state, message, elapsedMs: Math.round(performance.now() - t0) } satisfies ProgressEvent);
-      } catch {
-        // a progress callback must not break start
-      }
-    };
+    const progress = progressReporter(opts.onProgress);
     opts.signal?.throwIfAborted();
     progress("loading", "loading the meshguard core");
     const backend = await loadBackend({ ...(opts.addonPath ? { addonPath: opts.addonPath } : {}), knobs: knobsFor(opts.controlUrl) });
@@ -132,7 +130,7 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
       if (ev.node !== handle) return;
       if (node) node.onCoreEvent(ev);
       else {
-        if (ev.event === "state") progress(String(ev.data.state), `tailnet state: ${String(ev.data.state)}`);
+        if (ev.event === "state") progress("connecting", `tailnet state: ${String(ev.data.state)}`);
         early.push(ev);
       }
     });
@@ -264,9 +262,13 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
     this.assertOpen("dial");
     if (typeof host !== "string" || host === "") throw new MeshguardError(ErrorCode.INVALID_OPTIONS, "dial: host must be a non-empty string (a MagicDNS name or tailnet IP)");
     if (!Number.isInteger(port) || port < 1 || port > 65535) throw new MeshguardError(ErrorCode.INVALID_OPTIONS, `dial: port must be an integer 1-65535, got ${String(port)}`);
-    // meshguard guard hook (src/guard/dial-hook.ts): the installed guard's policy check; throws PolicyDeniedError.
-    const held = checkDial(this, host, port);
-    if (held !== undefined) await held;
+    // Subscribers of DIAL_CHANNEL (the guard) judge the dial before any
+    // connection exists: a deny throws here, a hold (an approval) waits.
+    const held = judgeDial(this, host, port);
+    if (held !== undefined) {
+      await held;
+      this.assertOpen("dial"); // closed while an approval was pending
+    }
     const conn = await this.backend.call<ExportedConn>("dial", { node: this.handle, host, port, timeoutMs: opts.timeoutMs ?? 30_000 });
     if (this.closed) {
       this.backend.discardConn(conn);
@@ -375,26 +377,43 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
     };
   }
 
+  /**
+   * setTailnetIdentity gives the node the identity part of the tailnet
+   * policy — tag owners and groups — that whois uses to name a tagged
+   * node's `owners`. The policy-distribution layer calls it on every good
+   * reload when given the node (watchPolicyFile / pollPolicyServer with
+   * `node`), so one policy source serves the guard and whois. `tagOwners`
+   * and `groups` given to MeshNode.start override it, entry by entry.
+   * Each call replaces what an earlier call set.
+   */
+  setTailnetIdentity(identity: TailnetIdentity): void {
+    const id = parseWith(TailnetIdentitySchema, identity, "MeshNode.setTailnetIdentity argument");
+    this.identity = { tagOwners: id.tagOwners, groups: id.groups };
+  }
+
   private ownersOfTags(tags: string[]): string[] {
+    const tagOwners = (t: string) => this.opts.tagOwners[t] ?? this.identity.tagOwners[t] ?? [];
+    const members = (g: string) => this.opts.groups[g] ?? this.identity.groups[g] ?? [];
     const out = new Set<string>();
     const expand = (o: string, seen: Set<string>) => {
       if (o.startsWith("group:")) {
         if (seen.has(o)) return;
         seen.add(o);
-        for (const m of this.opts.groups[o] ?? []) expand(m, seen);
+        for (const m of members(o)) expand(m, seen);
       } else if (o.startsWith("tag:")) {
         if (seen.has(o)) return;
         seen.add(o);
-        for (const m of this.opts.tagOwners[o] ?? []) expand(m, seen);
+        for (const m of tagOwners(o)) expand(m, seen);
       } else out.add(o);
     };
-    for (const t of tags) for (const o of this.opts.tagOwners[t] ?? []) expand(o, new Set([t]));
+    for (const t of tags) for (const o of tagOwners(t)) expand(o, new Set([t]));
     return [...out].sort();
   }
 
   /**
    * close stops the node. An ephemeral node is logged out first, so it
-   * disappears from the control server at once. Idempotent.
+   * disappears from the control server at once. Idempotent: every call
+   * returns the same promise. `await using` calls it too.
    */
   close(): Promise<void> {
     this.closing ??= (async () => {

@@ -108,7 +108,7 @@ await phase("typescript", () => {
 await phase("headscale", async () => {
   const { ensureHeadscale, headscaleCacheDir } = await import(join(root, "dist", "control", "index.js"));
   if (existsSync(join(headscaleCacheDir(), "headscale")) && !process.env.MESHGUARD_HEADSCALE_BIN) return false;
-  await ensureHeadscale({ onProgress: log });
+  await ensureHeadscale({ onProgress: (ev) => log(ev.message) });
 });
 
 // The policy engines bench/policy compares against (OPA, OpenFGA, Ory

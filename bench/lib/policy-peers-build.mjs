@@ -41,7 +41,7 @@ export async function buildPeer(name, log = () => {}) {
   mkdirSync(peersDir(), { recursive: true });
   const { buildGoProgram } = await import('../../dist/control/index.js');
   try {
-    await buildGoProgram(PEERS[name], bin, (m) => log(`${name}: ${m}`), 30 * 60_000);
+    await buildGoProgram(PEERS[name], bin, { onProgress: (ev) => log(`${name}: ${ev.message}`), timeoutMs: 30 * 60_000 });
   } catch (err) {
     const error = String(err?.message ?? err);
     writeFileSync(reasonFile(name), error + '\n');

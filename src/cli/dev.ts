@@ -87,9 +87,9 @@ export async function devCommand(argv: string[], io: DevIO = {}): Promise<number
       // rule can only name a tag that tagOwners defines.
       progress(`warning: the policy does not mention ${AGENT_TAG}; nodes joining with the agent key get that tag, but no rule can grant it anything`);
     }
-    const binary = await ensureHeadscale({ onProgress: progress });
+    const binary = await ensureHeadscale({ onProgress: (ev) => progress(ev.message) });
     if (stopReason) return 130;
-    control = await LocalControl.start({ binary, onProgress: progress, ...(values.dir ? { dir: values.dir } : {}) });
+    control = await LocalControl.start({ binary, onProgress: (ev) => progress(ev.message), ...(values.dir ? { dir: values.dir } : {}) });
     const user = await devUser(control);
     await control.setPolicy(policy); // after the user exists, so "dev@" resolves
     const authKey = await control.createAuthKey({ user: user.id, reusable: true, expiration: KEY_EXPIRATION });
@@ -142,14 +142,14 @@ export async function devCommand(argv: string[], io: DevIO = {}): Promise<number
       return 1;
     }
     progress(`stopping (${stopReason})...`);
-    await control.stop();
+    await control.close();
     return 0;
   } catch (err) {
     if (stopReason && !control) return 130;
     reportError(err, json, stdout, stderr);
     return 1;
   } finally {
-    await control?.stop();
+    await control?.close();
     process.off("SIGINT", onSigint);
     process.off("SIGTERM", onSigterm);
     io.signal?.removeEventListener("abort", onAbort);

@@ -9,6 +9,7 @@ import { homedir, hostname } from "node:os";
 import { join } from "node:path";
 
 import { ErrorCode, MeshguardError } from "../errors.js";
+import { progressReporter, type ProgressListener, type ProgressPhase } from "../progress.js";
 import { GoBuildError, buildGoProgram, headline } from "./gobuild.js";
 import { runCommand, sleep } from "./proc.js";
 
@@ -27,8 +28,8 @@ export function headscaleCacheDir(): string {
 }
 
 export interface EnsureHeadscaleOptions {
-  /** Receives progress for the slow first build. */
-  onProgress?: (msg: string) => void;
+  /** Progress of the slow first build (phases "waiting", "building", "built"). */
+  onProgress?: ProgressListener;
   /** Build from source when the binary is missing (default true). */
   allowBuild?: boolean;
 }
@@ -58,7 +59,7 @@ export async function ensureHeadscale(opts: EnsureHeadscaleOptions = {}): Promis
       hint: BUILD_HINT,
     });
   }
-  return buildOnce(dir, bin, opts.onProgress ?? (() => {}));
+  return buildOnce(dir, bin, progressReporter(opts.onProgress));
 }
 
 async function isExecutable(path: string): Promise<boolean> {
@@ -82,7 +83,9 @@ function processAlive(pid: number): boolean {
 /** A build takes ~3 min with a warm network; a lock older than this is abandoned. */
 const BUILD_TIMEOUT_MS = 20 * 60_000;
 
-async function buildOnce(dir: string, bin: string, progress: (msg: string) => void): Promise<string> {
+type Report = (phase: ProgressPhase, message: string) => void;
+
+async function buildOnce(dir: string, bin: string, progress: Report): Promise<string> {
   await mkdir(dir, { recursive: true });
   const lock = join(dir, ".build.lock");
   const deadline = Date.now() + BUILD_TIMEOUT_MS + 60_000;
@@ -106,7 +109,7 @@ async function buildOnce(dir: string, bin: string, progress: (msg: string) => vo
         });
       }
       if (!announcedWait) {
-        progress(`waiting for another process to finish building headscale ${HEADSCALE_VERSION}...`);
+        progress("waiting", `waiting for another process to finish building headscale ${HEADSCALE_VERSION}...`);
         announcedWait = true;
       }
       await sleep(500);
@@ -138,16 +141,19 @@ async function lockIsStale(lock: string): Promise<boolean> {
 }
 
 /** build builds the pinned headscale and records how (and, for the fallback, why) next to it. */
-async function build(dir: string, bin: string, progress: (msg: string) => void): Promise<void> {
-  progress(`building headscale ${HEADSCALE_VERSION} with go install (first run only, ~3 min)...`);
+async function build(dir: string, bin: string, progress: Report): Promise<void> {
+  progress("building", `building headscale ${HEADSCALE_VERSION} with go install (first run only, ~3 min)...`);
   try {
-    const r = await buildGoProgram({ module: HEADSCALE_MODULE, version: HEADSCALE_VERSION, pkg: "./cmd/headscale" }, bin, progress, BUILD_TIMEOUT_MS);
+    const r = await buildGoProgram({ module: HEADSCALE_MODULE, version: HEADSCALE_VERSION, pkg: "./cmd/headscale" }, bin, {
+      onProgress: (ev) => progress(ev.phase, ev.message),
+      timeoutMs: BUILD_TIMEOUT_MS,
+    });
     const goVersion = (await runCommand("go", ["env", "GOVERSION"], { timeoutMs: 10_000 })).stdout.trim();
     await writeFile(
       join(dir, "build-info.json"),
       JSON.stringify({ version: HEADSCALE_VERSION, method: r.method, fallbackReason: r.fallbackReason, go: goVersion, builtAt: new Date().toISOString() }, null, 2) + "\n",
     );
-    progress(`headscale ${HEADSCALE_VERSION} built (${r.method}): ${bin}`);
+    progress("built", `headscale ${HEADSCALE_VERSION} built (${r.method}): ${bin}`);
   } catch (err) {
     const attempts = err instanceof GoBuildError ? err.attempts : [err as Error];
     throw new MeshguardError(

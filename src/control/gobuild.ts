@@ -11,6 +11,7 @@ import { mkdtemp, rename, rm, stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 
 import { ErrorCode, MeshguardError } from "../errors.js";
+import { progressReporter, type ProgressListener } from "../progress.js";
 import { lastLines, runCommand, type RunResult } from "./proc.js";
 
 export interface GoProgram {
@@ -20,6 +21,13 @@ export interface GoProgram {
   version: string;
   /** Package inside the module: "." or "./cmd/headscale". */
   pkg: string;
+}
+
+export interface GoBuildOptions {
+  /** Progress of the build steps (phase "building"). */
+  onProgress?: ProgressListener;
+  /** Limit for each go command (default 20 minutes). */
+  timeoutMs?: number;
 }
 
 export interface GoBuildResult {
@@ -45,7 +53,9 @@ export class GoBuildError extends MeshguardError {
  * buildGoProgram builds `prog` into `out` (written whole by rename, so a
  * reader never sees a partial binary). It throws GoBuildError.
  */
-export async function buildGoProgram(prog: GoProgram, out: string, progress: (msg: string) => void, timeoutMs: number): Promise<GoBuildResult> {
+export async function buildGoProgram(prog: GoProgram, out: string, opts: GoBuildOptions = {}): Promise<GoBuildResult> {
+  const progress = progressReporter(opts.onProgress);
+  const timeoutMs = opts.timeoutMs ?? 20 * 60_000;
   const tmp = await mkdtemp(join(dirname(out), ".build-"));
   const attempts: Error[] = [];
   const pkgPath = prog.pkg === "." ? prog.module : `${prog.module}/${prog.pkg.replace(/^\.\//, "")}`;
@@ -60,7 +70,7 @@ export async function buildGoProgram(prog: GoProgram, out: string, progress: (ms
     const fallbackReason = describeFailure(inst);
     attempts.push(new Error(`go install: ${fallbackReason}`));
     if (inst.spawnError) throw new GoBuildError(attempts);
-    progress(`go install failed (${headline(fallbackReason)}); falling back to go mod download + go build...`);
+    progress("building", `go install failed (${headline(fallbackReason)}); falling back to go mod download + go build...`);
     const dl = await runCommand("go", ["mod", "download", "-json", `${prog.module}@${prog.version}`], { cwd: tmp, env: goEnv, timeoutMs });
     let modDir: string | undefined;
     try {
@@ -74,7 +84,7 @@ export async function buildGoProgram(prog: GoProgram, out: string, progress: (ms
       if (attempts.length === 1) attempts.push(new Error(`go mod download: ${describeFailure(dl)}`));
       throw new GoBuildError(attempts);
     }
-    progress(`building ${basename(pkgPath)} ${prog.version} from ${modDir} (first build takes minutes)...`);
+    progress("building", `building ${basename(pkgPath)} ${prog.version} from ${modDir} (first build takes minutes)...`);
     const b = await runCommand("go", ["build", "-trimpath", "-o", built, prog.pkg], { cwd: modDir, env: { ...goEnv, GOFLAGS: "-mod=mod" }, timeoutMs });
     if (b.code !== 0 || !(await isFile(built))) {
       attempts.push(new Error(`go build: ${describeFailure(b)}`));

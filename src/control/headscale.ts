@@ -24,6 +24,7 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 
 import { ErrorCode, MeshguardError } from "../errors.js";
+import { progressReporter, type ProgressListener } from "../progress.js";
 import { ensureHeadscale } from "./build.js";
 import { offlineConfig, type Layout } from "./config.js";
 import { childEnv, freeTcpPort, freeUdpPort, httpOk, lastLines, runCommand, sleep } from "./proc.js";
@@ -31,14 +32,14 @@ import { childEnv, freeTcpPort, freeUdpPort, httpOk, lastLines, runCommand, slee
 export { HEADSCALE_VERSION, ensureHeadscale, headscaleCacheDir, type EnsureHeadscaleOptions } from "./build.js";
 
 export interface LocalControlOptions {
-  /** State directory (config, keys, SQLite). Default: a fresh temp dir that `stop()` removes. A given dir is kept, so its tailnet persists. */
+  /** State directory (config, keys, SQLite). Default: a fresh temp dir that `close()` removes. A given dir is kept, so its tailnet persists. */
   dir?: string;
   /** headscale binary. Default: `ensureHeadscale()`. */
   binary?: string;
   /** Policy applied once the server is up: HuJSON text or a JSON object. Default: none (headscale then allows all). */
   policy?: string | object;
-  /** Progress messages (building, starting). */
-  onProgress?: (msg: string) => void;
+  /** Progress: ensureHeadscale's phases when it builds, then "starting" and "running". */
+  onProgress?: ProgressListener;
   /** Every line headscale prints. */
   log?: (line: string) => void;
   /** headscale `log.level` (default "info"). */
@@ -88,7 +89,7 @@ export interface ControlNode {
 export interface ControlExit {
   code: number | null;
   signal: NodeJS.Signals | null;
-  /** True when `stop()` asked for it. */
+  /** True when `close()` asked for it. */
   expected: boolean;
 }
 
@@ -239,8 +240,9 @@ export class LocalControl implements AsyncDisposable {
 
   /** start launches headscale and resolves once it answers `/health`. */
   static async start(opts: LocalControlOptions = {}): Promise<LocalControl> {
-    const progress = opts.onProgress ?? (() => {});
-    const binary = opts.binary ?? (await ensureHeadscale({ onProgress: progress }));
+    const progress = progressReporter(opts.onProgress);
+    // ensureHeadscale's events are re-stamped so elapsedMs counts from this start.
+    const binary = opts.binary ?? (await ensureHeadscale({ onProgress: (ev) => progress(ev.phase, ev.message) }));
     const cleanup: string[] = [];
     let dir: string;
     if (opts.dir) {
@@ -271,7 +273,7 @@ export class LocalControl implements AsyncDisposable {
           ephemeral: opts.ephemeralInactivityTimeout ?? "70s",
         });
         await writeFile(layout.configPath, JSON.stringify(config, null, 2) + "\n", { mode: 0o600 });
-        progress(`starting headscale on ${url}...`);
+        progress("starting", `starting headscale on ${url}...`);
         let proc: Launched;
         try {
           proc = await launch(binary, layout, url, cleanup, opts.startTimeoutMs ?? 20_000, opts.log);
@@ -284,10 +286,11 @@ export class LocalControl implements AsyncDisposable {
           try {
             await control.setPolicy(opts.policy);
           } catch (err) {
-            await control.stop();
+            await control.close();
             throw err;
           }
         }
+        progress("running", `headscale is running on ${url} (pid ${control.pid})`);
         return control;
       }
     } catch (err) {
@@ -306,7 +309,7 @@ export class LocalControl implements AsyncDisposable {
     return [...this.#proc.recent];
   }
 
-  /** waitForExit resolves when headscale exits, stopped or crashed (lets `meshguard dev` notice a crash). */
+  /** waitForExit resolves when headscale exits, closed or crashed (lets `meshguard dev` notice a crash). */
   waitForExit(): Promise<ControlExit> {
     return this.#proc.exit;
   }
@@ -434,8 +437,8 @@ export class LocalControl implements AsyncDisposable {
     await this.#cli(["nodes", "delete", "--identifier", String(id), "--force"]);
   }
 
-  /** stop ends headscale (SIGTERM, SIGKILL after 5 s) and removes the temporary state. Idempotent. */
-  stop(): Promise<void> {
+  /** close ends headscale (SIGTERM, SIGKILL after 5 s) and removes the temporary state. Idempotent. `await using` calls it too. */
+  close(): Promise<void> {
     this.#stopping ??= (async () => {
       const proc = this.#proc;
       proc.stopRequested = true;
@@ -452,14 +455,14 @@ export class LocalControl implements AsyncDisposable {
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
-    await this.stop();
+    await this.close();
   }
 
   /** #cli runs one headscale CLI command against this server and returns its stdout. */
   async #cli(args: string[]): Promise<string> {
     const proc = this.#proc;
     if (proc.stopRequested || !this.running) {
-      throw new MeshguardError(ErrorCode.CONTROL_UNAVAILABLE, `headscale is not running (${proc.stopRequested ? "stopped" : "it exited"})`, {
+      throw new MeshguardError(ErrorCode.CONTROL_UNAVAILABLE, `headscale is not running (${proc.stopRequested ? "closed" : "it exited"})`, {
         hint: proc.stopRequested ? "start a new LocalControl" : `its last output:\n${proc.recent.slice(-10).join("\n")}`,
       });
     }

@@ -11,4 +11,5 @@ export {
   type LocalControlOptions,
 } from "./headscale.js";
 export { MAGIC_DNS_DOMAIN } from "./config.js";
-export { buildGoProgram, GoBuildError, type GoProgram, type GoBuildResult } from "./gobuild.js";
+export { buildGoProgram, GoBuildError, type GoProgram, type GoBuildOptions, type GoBuildResult } from "./gobuild.js";
+export type { ProgressEvent, ProgressListener, ProgressPhase } from "../progress.js";

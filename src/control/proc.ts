@@ -123,7 +123,7 @@ export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeou
 /**
  * httpOk reports whether GET `url` answers 2xx within `timeoutMs`. It uses a
  * fresh connection that is closed afterwards: a pooled keep-alive socket (as
- * with fetch) would hold the event loop open for seconds after `stop()`.
+ * with fetch) would hold the event loop open for seconds after `close()`.
  */
 export function httpOk(url: string, timeoutMs: number): Promise<boolean> {
   return new Promise((resolve) => {

@@ -4,6 +4,6 @@
  * a guard's policy current. Re-exports only.
  */
 
-export { watchPolicyFile, pollPolicyServer, type FileReloader, type WatchPolicyFileOptions, type PolicyServerClient, type PollPolicyServerOptions, type ReloadEvent, type ReloadTarget } from "./reload.js";
+export { watchPolicyFile, pollPolicyServer, type FileReloader, type WatchPolicyFileOptions, type PolicyServerClient, type PollPolicyServerOptions, type ReloadEvent, type ReloadTarget, type IdentityTarget } from "./reload.js";
 export { generateBundleKeys, signBundle, verifyBundle, keyId, type PolicyBundle, type KeyInput } from "./bundle.js";
-export { PolicyServer, servePolicy, POLICY_PATH, type PolicyServerOptions } from "./server.js";
+export { PolicyServer, servePolicy, POLICY_PATH, type PolicyServerOptions, type ServedPolicy } from "./server.js";

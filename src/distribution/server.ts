@@ -44,11 +44,12 @@ interface Waiter {
 }
 
 /** PolicyServer signs and serves the current policy. */
-export class PolicyServer {
+export class PolicyServer implements AsyncDisposable {
   #bundle: PolicyBundle | undefined;
   #waiters = new Set<Waiter>();
   #watcher: FSWatcher | undefined;
   #debounce: NodeJS.Timeout | undefined;
+  #closed = false;
   readonly #opts: PolicyServerOptions;
   readonly #log: (line: string) => void;
   /** The HTTP handler (mount it on any http.Server). */
@@ -88,7 +89,7 @@ export class PolicyServer {
   /** start reads the policy file (if any) and watches it. */
   async start(): Promise<void> {
     const file = this.#opts.file;
-    if (file === undefined) return;
+    if (file === undefined || this.#closed) return;
     await this.#reloadFile();
     // Watch the directory: editors replace a file by renaming a new one over it.
     this.#watcher = watch(dirname(file), (_ev, name) => {
@@ -145,16 +146,34 @@ export class PolicyServer {
     res.writeHead(200, { "content-type": "application/json", etag, "cache-control": "no-cache" }).end(JSON.stringify(this.#bundle));
   }
 
-  /** close stops watching and answers every waiting client. */
-  close(): void {
+  /**
+   * close stops watching and answers every waiting client (503, retry).
+   * The HTTP server it is mounted on is the caller's to close. Idempotent.
+   */
+  close(): Promise<void> {
+    this.#closed = true;
     this.#watcher?.close();
+    this.#watcher = undefined;
     clearTimeout(this.#debounce);
     for (const w of this.#waiters) {
       clearTimeout(w.timer);
       if (!w.res.writableEnded) w.res.writeHead(503, { "retry-after": "1" }).end();
     }
     this.#waiters.clear();
+    return Promise.resolve();
   }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}
+
+/** ServedPolicy is a policy server running on a tailnet port (servePolicy's result). */
+export interface ServedPolicy extends AsyncDisposable {
+  policy: PolicyServer;
+  server: http.Server;
+  /** close stops the policy server and the tailnet listener. Idempotent. */
+  close(): Promise<void>;
 }
 
 /**
@@ -166,17 +185,21 @@ export async function servePolicy(
   node: { listen<S extends http.Server>(port: number, server: S): Promise<S> },
   port: number,
   opts: PolicyServerOptions,
-): Promise<{ policy: PolicyServer; server: http.Server; close(): Promise<void> }> {
+): Promise<ServedPolicy> {
   const policy = new PolicyServer(opts);
   await policy.start();
-  const server = await node.listen(port, http.createServer(policy.handler));
-  return {
-    policy,
-    server,
-    close: () =>
-      new Promise<void>((resolve) => {
-        policy.close();
-        server.close(() => resolve());
-      }),
-  };
+  let server: http.Server;
+  try {
+    server = await node.listen(port, http.createServer(policy.handler));
+  } catch (err) {
+    await policy.close();
+    throw err;
+  }
+  let closing: Promise<void> | undefined;
+  const close = (): Promise<void> =>
+    (closing ??= (async () => {
+      await policy.close();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    })());
+  return { policy, server, close, [Symbol.asyncDispose]: close };
 }

@@ -15,6 +15,7 @@ export type {
   ApprovalOptions,
   ApprovalRequest,
   Evaluator,
+  GuardEvents,
   GuardLayer,
   GuardMode,
   GuardOptions,

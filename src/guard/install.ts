@@ -3,15 +3,17 @@
  * call of this process (see docs/guard.md for each interception point).
  */
 
+import dc from "node:diagnostics_channel";
 import { EventEmitter } from "node:events";
 import { dirname } from "node:path";
 import { z } from "zod";
 import { parseWith } from "../config.js";
+import { DIAL_CHANNEL, type DialMessage } from "../dial-channel.js";
 import { ErrorCode, MeshguardError } from "../errors.js";
 import type { PeerInfo, Principal, TcpTarget } from "../policy/types.js";
 import { GuardCore } from "./core.js";
-import { setDialGuard } from "./dial-hook.js";
 import { PolicyDeniedError } from "./errors.js";
+import { isInternalDial } from "./internal.js";
 import { peerTable } from "./peers.js";
 import { installHttpPatch, uninstallHttpPatch } from "./http.js";
 import { installNetPatch, uninstallNetPatch } from "./net.js";
@@ -19,7 +21,7 @@ import { instrumentInstalledSdks, instrumentLlmClient, instrumentMcpClient, unpa
 import { current, setCurrent, shared } from "./state.js";
 import { normalizeHost } from "../policy/hosts.js";
 import type { AuditSink } from "../policy/audit.js";
-import type { Evaluator, GuardMode, GuardOptions } from "./types.js";
+import type { Evaluator, GuardEvents, GuardMode, GuardOptions } from "./types.js";
 import { installUndici, uninstallUndici } from "./undici.js";
 
 const fn = (what: string) => z.custom<(...a: never[]) => unknown>((v) => typeof v === "function", `must be a function (${what})`);
@@ -28,7 +30,6 @@ const evaluatorSchema = z.custom<Evaluator>((v) => typeof v === "object" && v !=
 const GuardOptionsSchema = z
   .object({
     policy: evaluatorSchema.optional(),
-    evaluator: evaluatorSchema.optional(),
     identity: z.custom<GuardOptions["identity"]>(
       (v) => typeof v === "object" && v !== null && (Array.isArray((v as Principal).tags) || typeof (v as { whois?: unknown }).whois === "function"),
       "must be a MeshNode or a Principal { node?, tags: string[], user? }",
@@ -55,8 +56,11 @@ const GuardOptionsSchema = z
   })
   .strict();
 
-/** GuardHandle is the installed guard. Events: "decision" (GuardDecisionEvent), "warning" (Error), and from reloaders "reload" / "reload-error". */
-export interface GuardHandle extends EventEmitter {
+/**
+ * GuardHandle is the installed guard. Events (typed by GuardEvents):
+ * `decision`, `warning`, and from reloaders `reload` / `reloadError`.
+ */
+export interface GuardHandle extends EventEmitter<GuardEvents>, AsyncDisposable {
   readonly mode: GuardMode;
   /** The identity calls are made as (tags filled in from whois when given a MeshNode). */
   readonly principal: Principal;
@@ -70,29 +74,35 @@ export interface GuardHandle extends EventEmitter {
   setPolicy(policy: Evaluator | undefined): void;
   /** instrument patches an SDK class the guard did not find by itself (an openai/Anthropic client class or the MCP Client). */
   instrument(cls: { prototype: object }): boolean;
-  /** uninstall removes every interception. Idempotent. */
+  /**
+   * close removes every interception; the process's calls are no longer
+   * checked and another guard may be installed. Idempotent. `await using`
+   * calls it too.
+   */
+  close(): Promise<void>;
+  /** uninstall is close, synchronously (the interceptions are gone when it returns). */
   uninstall(): void;
 }
 
 /**
  * installGuard installs enforcement for the whole process and returns its
  * handle. A denied call throws (or emits) PolicyDeniedError and nothing of
- * it reaches the network. One guard per process: uninstall the previous one
- * first.
+ * it reaches the network. One guard per process: close the previous one
+ * first (a second copy of meshguard in the process shares it too).
  */
 export function installGuard(options: GuardOptions): GuardHandle {
   const o = parseWith(GuardOptionsSchema, options, "installGuard options");
   if (current() !== undefined) {
-    throw new MeshguardError(ErrorCode.GUARD_ALREADY_INSTALLED, "installGuard: a guard is already installed in this process", { hint: "call uninstall() on the existing handle first" });
+    throw new MeshguardError(ErrorCode.GUARD_ALREADY_INSTALLED, "installGuard: a guard is already installed in this process", { hint: "close() the existing guard's handle first" });
   }
-  const events = new EventEmitter();
+  const events = new EventEmitter<GuardEvents>();
   const identity = o.identity as GuardOptions["identity"];
   const isNode = !Array.isArray((identity as Principal).tags);
   const principal: Principal = isNode ? { node: (identity as { hostname: string }).hostname, tags: [] } : { ...(identity as Principal), tags: [...(identity as Principal).tags] };
   const audit = o.audit as AuditSink | undefined;
   const core = new GuardCore(
     {
-      evaluator: (o.policy ?? o.evaluator) as Evaluator | undefined,
+      evaluator: o.policy as Evaluator | undefined,
       principal,
       mode: o.mode,
       audit,
@@ -127,8 +137,8 @@ export function installGuard(options: GuardOptions): GuardHandle {
       instrumented.push("fetch");
     }
     if (on("dial")) {
-      setDialGuard((node, host, port) => dialVerdict(node, host, port));
-      undo.push(() => setDialGuard(undefined));
+      dc.subscribe(DIAL_CHANNEL, onDial);
+      undo.push(() => dc.unsubscribe(DIAL_CHANNEL, onDial));
       instrumented.push("dial");
     }
     if (on("sdk")) {
@@ -144,6 +154,12 @@ export function installGuard(options: GuardOptions): GuardHandle {
 
   const ready = isNode ? learnIdentity(identity as { ips: readonly string[]; whois(a: string): Promise<{ node: { tags: string[] }; user: { login: string }; tagged: boolean }> }, core) : Promise.resolve();
   let uninstalled = false;
+  const uninstall = () => {
+    if (uninstalled) return;
+    uninstalled = true;
+    if (current() === core) setCurrent(undefined);
+    for (const u of undo.reverse()) u();
+  };
   // defineProperties, not Object.assign: assign would copy the getters' values once.
   const handle = Object.defineProperties(events, {
     mode: { value: o.mode, enumerable: true },
@@ -157,12 +173,17 @@ export function installGuard(options: GuardOptions): GuardHandle {
       },
     },
     instrument: { value: (cls: { prototype: object }) => instrumentMcpClient(cls) || instrumentLlmClient(cls) },
-    uninstall: {
+    uninstall: { value: uninstall },
+    close: {
       value: () => {
-        if (uninstalled) return;
-        uninstalled = true;
-        if (current() === core) setCurrent(undefined);
-        for (const u of undo.reverse()) u();
+        uninstall();
+        return Promise.resolve();
+      },
+    },
+    [Symbol.asyncDispose]: {
+      value: () => {
+        uninstall();
+        return Promise.resolve();
       },
     },
   }) as GuardHandle;
@@ -180,6 +201,25 @@ async function learnIdentity(node: { ips: readonly string[]; whois(a: string): P
     core.principal = p;
   } catch (err) {
     core.warn(new MeshguardError(ErrorCode.WHOIS_NOT_FOUND, `installGuard: could not read this node's own tags (calls are judged without them): ${(err as Error).message}`, { cause: err }));
+  }
+}
+
+/**
+ * onDial is the guard's subscriber on the tailnet dial channel (MeshNode.dial
+ * of this or any other copy of meshguard in the process). It never throws:
+ * diagnostics_channel would report the throw as an uncaught exception and
+ * the dial would go ahead, so a failure to judge is a deny.
+ */
+function onDial(msg: unknown): void {
+  const m = msg as DialMessage;
+  // Not a DialMessage (something else published on the name): nothing to judge or deny.
+  if (typeof m?.verdict?.deny !== "function") return;
+  if (isInternalDial()) return; // the guard's own call (a policy server poll)
+  try {
+    const held = dialVerdict(m.node, m.host, m.port);
+    if (held !== undefined) m.verdict.hold(held);
+  } catch (err) {
+    m.verdict.deny(err);
   }
 }
 

@@ -1,7 +1,10 @@
 /**
  * The guard's own network calls (the approval webhook, a policy server
- * poll) must not be judged by the policy they serve. They are marked here,
- * synchronously, and the interception points let marked sockets through.
+ * poll, over the host network or a tailnet node) must not be judged by the
+ * policy they serve. This module is the one way to make such a call: host
+ * connections are marked here, synchronously, and the interception points
+ * let marked sockets through; tailnet dials run in a context the guard's
+ * dial subscriber recognises.
  *
  * This is not a security boundary: code in the same process can always
  * undo a monkey patch. The guard protects against an agent (or a library it
@@ -9,6 +12,7 @@
  * already running inside the process.
  */
 
+import { AsyncLocalStorage } from "node:async_hooks";
 import http from "node:http";
 import https from "node:https";
 import net from "node:net";
@@ -16,6 +20,22 @@ import tls from "node:tls";
 
 /** Set on a socket the guard opened for itself. */
 export const kInternal = Symbol.for("meshguard.guard.internal");
+
+// On a global symbol: the guard of one copy of meshguard in the process lets
+// through the internal dials of another copy (a nested install).
+const DIAL_KEY = Symbol.for("meshguard.guard.internalDial");
+const slot = globalThis as unknown as Record<symbol, AsyncLocalStorage<true> | undefined>;
+const internalDial = (slot[DIAL_KEY] ??= new AsyncLocalStorage<true>());
+
+/** isInternalDial is true while the guard itself dials over a tailnet node (read by the guard's dial subscriber). */
+export function isInternalDial(): boolean {
+  return internalDial.getStore() === true;
+}
+
+/** A tailnet node to dial through (a MeshNode). */
+export interface Dialer {
+  dial(host: string, port: number): Promise<net.Socket>;
+}
 
 let internalDepth = 0;
 
@@ -42,11 +62,27 @@ export interface InternalResponse {
   body: Buffer;
 }
 
-/** internalRequest makes one HTTP(S) request outside the guard; the body is read up to maxBytes. */
-export function internalRequest(
+/**
+ * internalRequest makes one HTTP(S) request outside the guard; the body is
+ * read up to maxBytes. With `node` the connection is a tailnet dial through
+ * that node (not judged either); without, the host network.
+ */
+export async function internalRequest(
   url: string,
-  opts: { method?: string; headers?: Record<string, string>; body?: string | Buffer; signal?: AbortSignal; maxBytes?: number; socket?: () => net.Socket },
+  opts: { method?: string; headers?: Record<string, string>; body?: string | Buffer; signal?: AbortSignal; maxBytes?: number; node?: Dialer },
 ): Promise<InternalResponse> {
+  let sock: net.Socket | undefined;
+  if (opts.node !== undefined) {
+    const u = new URL(url);
+    const port = Number(u.port) || (u.protocol === "https:" ? 443 : 80);
+    const node = opts.node;
+    const raw = await internalDial.run(true, () => node.dial(u.hostname, port));
+    if (opts.signal?.aborted) {
+      raw.destroy();
+      throw opts.signal.reason;
+    }
+    sock = u.protocol === "https:" ? tls.connect({ socket: raw, ...(net.isIP(u.hostname) ? {} : { servername: u.hostname }) }) : raw;
+  }
   return new Promise((resolve, reject) => {
     const u = new URL(url);
     const secure = u.protocol === "https:";
@@ -59,7 +95,7 @@ export function internalRequest(
         // No agent: with one, Node would ignore createConnection.
         ...(opts.signal ? { signal: opts.signal } : {}),
         createConnection: (o: object) => {
-          const s = opts.socket ? opts.socket() : internalConnection(o as net.NetConnectOpts, secure);
+          const s = sock ?? internalConnection(o as net.NetConnectOpts, secure);
           (s as unknown as Record<symbol, boolean>)[kInternal] = true;
           return s;
         },

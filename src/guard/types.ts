@@ -3,8 +3,9 @@
  * contract (Principal, Target, Decision) is in ../policy/types.ts.
  */
 
+import type { MeshguardError } from "../errors.js";
 import type { AuditSink } from "../policy/audit.js";
-import type { DecisionLayer, TargetSummary } from "../policy/event.js";
+import type { DecisionEvent, DecisionLayer, TargetSummary } from "../policy/event.js";
 import type { Reveal } from "../policy/request.js";
 import type { Decision, DecisionRequest, Principal } from "../policy/types.js";
 
@@ -21,6 +22,31 @@ export type GuardMode = "enforce" | "observe";
 
 /** Where in the process a call was intercepted (the guard's values of DecisionEvent.layer). */
 export type GuardLayer = Exclude<DecisionLayer, "gateway" | "cli">;
+
+/** A policy a reloader applied to the guard (the `reload` event). */
+export interface ReloadEvent {
+  /** The file or policy server URL it came from. */
+  source: string;
+  /** SHA-256 of the policy text now in force. */
+  hash: string;
+  /** The bundle version, for signed bundles. */
+  version?: number;
+}
+
+/**
+ * GuardEvents types the events of a GuardHandle (EventEmitter<GuardEvents>),
+ * as MeshNodeEvents does for MeshNode.
+ */
+export interface GuardEvents {
+  /** Every decision (allows and denials; listen only when needed: building the event costs a little). */
+  decision: [ev: DecisionEvent];
+  /** Something went wrong that did not stop the guard (an audit sink failed, the own tags could not be read, ...). */
+  warning: [err: Error];
+  /** A reloader (watchPolicyFile, pollPolicyServer) applied a new policy. */
+  reload: [ev: ReloadEvent];
+  /** A reload failed; the last good policy stays in force (none: everything is denied). */
+  reloadError: [err: MeshguardError];
+}
 
 /** What an approver is asked about. */
 export interface ApprovalRequest {
@@ -59,10 +85,8 @@ export interface ApprovalOptions {
 }
 
 export interface GuardOptions {
-  /** The policy: a loaded Policy or any Evaluator. Absent: every call is denied (fail closed) until `setPolicy`. */
+  /** The policy: a loaded Policy or any Evaluator. Absent: every call is denied (fail closed) until `setPolicy` or a reloader sets one. */
   policy?: Evaluator;
-  /** Alias of `policy` for evaluators that are not Policy objects. */
-  evaluator?: Evaluator;
   /** Who this process is: a MeshNode (tags read with whois, see GuardHandle.ready) or a Principal. */
   identity: Principal | { hostname: string; ips: readonly string[]; whois(addr: string): Promise<{ node: { tags: string[] }; user: { login: string }; tagged: boolean }> };
   /** "enforce" (default) refuses denied calls; "observe" lets every call through and records it (input of `meshguard policy learn`). */

@@ -41,7 +41,7 @@ beforeAll(async () => {
   control = await LocalControl.start({ binary });
   await control.createUser("alice");
 });
-afterAll(() => control?.stop());
+afterAll(() => control?.close());
 
 describe("meshguard policy apply", () => {
   it("pushes the tailnet part (comments kept, meshguard key removed) through headscale's CLI", async () => {

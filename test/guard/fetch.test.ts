@@ -44,7 +44,7 @@ describe("global fetch", () => {
   });
 
   it("denies when the evaluator throws (fail closed)", async () => {
-    guard({ evaluator: { evaluate: () => { throw new Error("boom"); } } });
+    guard({ policy: { evaluate: () => { throw new Error("boom"); } } });
     const hits = srv.hits;
     const err = (await denied(fetch(`${srv.url}/ok`))) as PolicyDeniedError;
     expect(err.reason).toMatch(/evaluator failed/);

@@ -8,7 +8,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { PolicyServer, generateBundleKeys, pollPolicyServer, signBundle, verifyBundle, watchPolicyFile, type ReloadEvent } from "../../src/distribution/index.js";
-import { allowHttp, countingServer, denied, guard, type Counting } from "./helpers.js";
+import { installGuard } from "../../src/guard/index.js";
+import { AGENT, allowHttp, countingServer, denied, guard, policyOf, type Counting } from "./helpers.js";
 
 let srv: Counting;
 beforeAll(async () => {
@@ -38,9 +39,10 @@ describe("reload from a file", () => {
     const reloads: ReloadEvent[] = [];
     const errors: Error[] = [];
     g.on("reload", (e: ReloadEvent) => reloads.push(e));
-    g.on("reload-error", (e: Error) => errors.push(e));
+    g.on("reloadError", (e: Error) => errors.push(e));
     const w = watchPolicyFile(g, file, { debounceMs: 20 });
-    expect(await w.ready).toBe(true);
+    await w.ready;
+    expect(w.current).toBeDefined();
     expect(await status("/a")).toBe(200);
     expect(await status("/b")).toBe("denied");
 
@@ -60,7 +62,7 @@ describe("reload from a file", () => {
     writeFileSync(file, FAILING_TESTS);
     await until(() => errors.some((e) => (e as { code?: string }).code === "MESHGUARD_POLICY_TESTS_FAILED"));
     expect(await status("/b")).toBe(200);
-    w.close();
+    await w.close();
   });
 
   it("a broken file at start means no policy: everything is denied", async () => {
@@ -68,13 +70,16 @@ describe("reload from a file", () => {
     const file = join(dir, "policy.hujson");
     writeFileSync(file, BROKEN);
     const g = guard({});
-    g.on("reload-error", () => {});
+    const errors: Error[] = [];
+    g.on("reloadError", (e) => errors.push(e));
     const w = watchPolicyFile(g, file);
-    expect(await w.ready).toBe(false);
+    await w.ready;
+    expect(w.current).toBeUndefined();
+    expect(errors.map((e) => (e as { code?: string }).code)).toEqual(["MESHGUARD_POLICY_INVALID"]);
     const hits = srv.hits;
     await denied(fetch(`${srv.url}/a`));
     expect(srv.hits).toBe(hits);
-    w.close();
+    await w.close();
   });
 });
 
@@ -113,15 +118,16 @@ describe("signed bundles", () => {
     writeFileSync(file, JSON.stringify(signBundle(policyText("/a"), keys.privateKey, { version: 1 })));
     const g = guard({});
     const errors: Error[] = [];
-    g.on("reload-error", (e: Error) => errors.push(e));
+    g.on("reloadError", (e: Error) => errors.push(e));
     const w = watchPolicyFile(g, file, { publicKeys: [keys.publicKey], debounceMs: 20 });
-    expect(await w.ready).toBe(true);
+    await w.ready;
+    expect(w.current).toBeDefined();
     writeFileSync(file, JSON.stringify(signBundle(policyText("/b"), other.privateKey, { version: 2 })));
     await until(() => errors.length > 0);
     expect((errors[0] as { code?: string }).code).toBe("MESHGUARD_POLICY_BUNDLE_INVALID");
     expect(await status("/a")).toBe(200);
     expect(await status("/b")).toBe("denied");
-    w.close();
+    await w.close();
   });
 });
 
@@ -141,7 +147,8 @@ describe("policy server (long poll)", () => {
     // The poll itself is not subject to the policy (which does not allow the server).
     const g = guard({});
     const c = pollPolicyServer(g, { url, publicKeys: [keys.publicKey], waitSeconds: 20 });
-    expect(await c.ready).toBe(true);
+    await c.ready;
+    expect(c.current).toBeDefined();
     expect(await status("/a")).toBe(200);
     const t0 = performance.now();
     ps.update(policyText("/b"));
@@ -149,17 +156,17 @@ describe("policy server (long poll)", () => {
     expect(performance.now() - t0).toBeLessThan(2000);
     expect(await status("/b")).toBe(200);
     expect(await status("/a")).toBe("denied");
-    c.close();
+    await c.close();
     await close();
   });
 
-  it("the server refuses to sign a broken policy and keeps serving the last good one", () => {
+  it("the server refuses to sign a broken policy and keeps serving the last good one", async () => {
     const ps = new PolicyServer({ privateKey: keys.privateKey, policy: policyText("/a") });
     const v = ps.bundle!.version;
     expect(() => ps.update(BROKEN)).toThrow(/port/);
     expect(() => ps.update(FAILING_TESTS)).toThrow(/failing test/);
     expect(ps.bundle!.version).toBe(v);
-    ps.close();
+    await ps.close();
   });
 
   it("a bundle signed with an untrusted key is rejected; the agent keeps its policy", async () => {
@@ -167,10 +174,11 @@ describe("policy server (long poll)", () => {
     const { url, close } = await start(ps);
     const g = guard({});
     const errors: Error[] = [];
-    g.on("reload-error", (e: Error) => errors.push(e));
+    g.on("reloadError", (e: Error) => errors.push(e));
     const c = pollPolicyServer(g, { url, publicKeys: [keys.publicKey], waitSeconds: 20 });
-    expect(await c.ready).toBe(true);
-    c.close();
+    await c.ready;
+    expect(c.current).toBeDefined();
+    await c.close();
     // A server with another key (an impostor) serves a permissive policy.
     const impostor = new PolicyServer({ privateKey: generateBundleKeys().privateKey, policy: policyText("/**") });
     const imp = await start(impostor);
@@ -179,8 +187,64 @@ describe("policy server (long poll)", () => {
     expect(errors[0]!.message).toMatch(/not trusted/);
     expect(await status("/a")).toBe(200);
     expect(await status("/anything")).toBe("denied");
-    c2.close();
+    await c2.close();
     await imp.close();
     await close();
+  });
+});
+
+describe("lifecycle: everything that holds a resource closes the same way", () => {
+  const keys = generateBundleKeys();
+
+  it("guard, file reloader, policy server and its client: close() is idempotent and `await using` closes them", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "mg-life-"));
+    const file = join(dir, "policy.hujson");
+    writeFileSync(file, policyText("/a"));
+    const ps = new PolicyServer({ privateKey: keys.privateKey, policy: policyText("/a") });
+    const server = http.createServer(ps.handler);
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    let polls = 0;
+    server.on("request", () => polls++);
+    const reloads: ReloadEvent[] = [];
+    let watcher: ReturnType<typeof watchPolicyFile>;
+    let client: ReturnType<typeof pollPolicyServer>;
+    {
+      await using g = installGuard({ identity: AGENT, intercept: { sdk: false } });
+      g.on("reload", (e) => reloads.push(e));
+      await using w = watchPolicyFile(g, file, { debounceMs: 20 });
+      await using c = pollPolicyServer(g, { url, publicKeys: [keys.publicKey], waitSeconds: 20 });
+      watcher = w;
+      client = c;
+      const ready: [Promise<void>, Promise<void>, Promise<void>] = [g.ready, w.ready, c.ready];
+      await Promise.all(ready);
+      expect(reloads.length).toBeGreaterThanOrEqual(1);
+      expect(await status("/a")).toBe(200);
+      expect(await status("/b")).toBe("denied");
+      await until(() => polls === 2); // the client is in its long poll
+    }
+    // Closed in reverse order: the client (its long poll ended), the watcher, the guard.
+    expect(await status("/b")).toBe(200); // nothing checks calls any more
+    const g2 = installGuard({ identity: AGENT, policy: policyOf([allowHttp("127.0.0.1")]), intercept: { sdk: false } }); // a new guard may be installed
+    await Promise.all([g2.close(), g2.close()]);
+    g2.uninstall(); // the synonym, idempotent too
+    const seen = reloads.length;
+    writeFileSync(file, policyText("/b"));
+    ps.update(policyText("/b"));
+    await new Promise((r) => setTimeout(r, 200));
+    expect(reloads.length).toBe(seen); // neither the watcher nor the client applies anything after close
+    expect(polls).toBe(2);
+    await Promise.all([watcher.close(), client.close(), ps.close(), ps.close()]);
+    await new Promise<void>((r) => server.close(() => r()));
+  });
+
+  it("events are typed and camelCase; one option per concept", () => {
+    const g = guard({});
+    // @ts-expect-error "reload-error" is not an event of the guard (it is reloadError)
+    g.on("reload-error", () => {});
+    // @ts-expect-error evaluator is not an option (policy takes any Evaluator)
+    expect(() => installGuard({ identity: AGENT, evaluator: { evaluate: () => ({ effect: "allow", reason: "" }) } })).toThrow(/unknown option\(s\) "evaluator"/);
+    g.on("reloadError", (e) => expect(e.code).toBeTypeOf("string"));
+    g.removeAllListeners();
   });
 });

@@ -43,13 +43,22 @@ beforeAll(async () => {
 
 describe("LocalControl", () => {
   let control: LocalControl;
+  const progress: object[] = [];
 
   beforeAll(async () => {
-    control = await LocalControl.start({ binary });
+    control = await LocalControl.start({ binary, onProgress: (ev) => progress.push(ev) });
   }, 30_000);
 
+  it("reports its start as the library's one progress event", () => {
+    expect(progress.map((ev) => Object.keys(ev).sort().join())).toEqual(["elapsedMs,message,phase", "elapsedMs,message,phase"]);
+    expect(progress).toMatchObject([
+      { phase: "starting", message: expect.stringContaining(control.url) },
+      { phase: "running", message: expect.stringContaining(control.url) },
+    ]);
+  });
+
   afterAll(async () => {
-    await control?.stop();
+    await control?.close();
   });
 
   it("serves an offline configuration on loopback", async () => {
@@ -149,14 +158,14 @@ describe("LocalControl", () => {
 });
 
 describe("LocalControl lifecycle", () => {
-  it("stop kills headscale, frees its port and removes its temp dir", async () => {
+  it("close kills headscale, frees its port and removes its temp dir", async () => {
     const control = await LocalControl.start({ binary });
     const port = Number(new URL(control.url).port);
     expect(alive(control.pid)).toBe(true);
     expect(await refused(port)).toBe(false);
 
-    await Promise.all([control.stop(), control.stop()]); // idempotent
-    await control.stop();
+    await Promise.all([control.close(), control.close()]); // idempotent
+    await control.close();
 
     expect(control.running).toBe(false);
     expect(alive(control.pid)).toBe(false);

@@ -2,16 +2,18 @@
 // trimming, whois, failures, and that closing releases everything.
 import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { once } from "node:events";
-import { readFileSync } from "node:fs";
+import { EventEmitter, once } from "node:events";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import https from "node:https";
 import net from "node:net";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MeshNode, MeshguardError, coreHandles, type Peer, type WhoIs } from "../../src/index.js";
+import { watchPolicyFile, type ReloadTarget } from "../../src/distribution/index.js";
 import { policy, startTailnet, type Tailnet } from "./tailnet.js";
 
 const MiB = 1 << 20;
@@ -30,7 +32,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await agentA?.close();
   await service?.close();
-  await tn?.control.stop();
+  await tn?.control.close();
 });
 
 /** readAll collects a socket's bytes until the peer's end. */
@@ -177,6 +179,23 @@ async function waitForPeer(node: MeshNode, hostname: string, timeoutMs = 20_000)
   }
 }
 
+describe("progress", () => {
+  it("MeshNode.start reports its steps as { phase, message, elapsedMs }, in order", async () => {
+    const events: object[] = [];
+    const n = await tn.start("progress-one", { tags: ["tag:agent-a"], onProgress: (ev) => events.push(ev) });
+    await n.close();
+    for (const ev of events) expect(Object.keys(ev).sort()).toEqual(["elapsedMs", "message", "phase"]);
+    const phases = (events as { phase: string }[]).map((e) => e.phase);
+    expect(phases[0]).toBe("loading");
+    expect(phases[1]).toBe("creating");
+    expect(phases.at(-1)).toBe("online");
+    expect(new Set(phases.slice(2, -1))).toEqual(new Set(["connecting"]));
+    const ms = (events as { elapsedMs: number }[]).map((e) => e.elapsedMs);
+    expect(ms).toEqual([...ms].sort((a, b) => a - b));
+    expect((events.at(-1) as { message: string }).message).toMatch(/^online as progress-one\./);
+  });
+});
+
 describe("several tailnets in one process", () => {
   it("nodes on a second, separate tailnet share the Go runtime and stay apart", async () => {
     const other = await startTailnet(false);
@@ -194,7 +213,7 @@ describe("several tailnets in one process", () => {
       await a2.close();
       await svc2.close();
     } finally {
-      await other.control.stop();
+      await other.control.close();
     }
   });
 });
@@ -242,6 +261,42 @@ describe("whois", () => {
       expect(byAddr.node.id).toBe(w.node.id);
     } finally {
       await human.close();
+    }
+  });
+
+  it("a node started without tagOwners names a tagged peer's owners once a reloader applied a policy that has them; start options override", async () => {
+    // A combined policy file: the tailnet part's tagOwners and groups serve
+    // whois, meshguard's part the guard (no rule needed here).
+    const dir = mkdtempSync(join(tmpdir(), "mg-owners-"));
+    const file = join(dir, "policy.hujson");
+    writeFileSync(
+      file,
+      JSON.stringify({
+        groups: { "group:security": ["carol@"] },
+        tagOwners: { "tag:agent-a": ["group:security", "dave@"], "tag:service": ["carol@"] },
+        meshguard: { version: 1, rules: [] },
+      }),
+    );
+    const bare = await tn.start("svc-bare", { tags: ["tag:service"], tagOwners: {}, groups: {} });
+    const pinned = await tn.start("svc-pinned", { tags: ["tag:service"], tagOwners: { "tag:agent-a": ["bob@"] }, groups: {} });
+    const guardLike = Object.assign(new EventEmitter(), { setPolicy: () => {} }) as unknown as ReloadTarget & EventEmitter;
+    const errors: unknown[] = [];
+    guardLike.on("reloadError", (e) => errors.push(e));
+    try {
+      const addr = agentA.ips[0]!;
+      expect((await bare.whois(addr)).owners).toEqual([]);
+      await using _bare = watchPolicyFile(guardLike, file, { node: bare });
+      await using _pinned = watchPolicyFile(guardLike, file, { node: pinned });
+      await Promise.all([_bare.ready, _pinned.ready]);
+      expect(errors).toEqual([]);
+      expect((await bare.whois(addr)).owners).toEqual(["carol@", "dave@"]);
+      // The explicit option wins for the tag it names.
+      expect((await pinned.whois(addr)).owners).toEqual(["bob@"]);
+      // A bad identity is refused, naming the field.
+      expect(() => bare.setTailnetIdentity({ tagOwners: { agent: ["x@"] } })).toThrow(/tagOwners\.agent: must look like tag:name/);
+    } finally {
+      await bare.close();
+      await pinned.close();
     }
   });
 
