@@ -5,23 +5,9 @@
  * SIGTERM.
  */
 
-import { readFile } from "node:fs/promises";
-
 import { HEADSCALE_VERSION, LocalControl, ensureHeadscale, type ControlUser } from "../control/index.js";
-import { ErrorCode, MeshguardError } from "../errors.js";
-import { parseCommand } from "./args.js";
-
-const USAGE = `usage: meshguard dev [--policy FILE] [--dir DIR] [--json]
-
-Runs a local tailnet: a headscale ${HEADSCALE_VERSION} control server on 127.0.0.1
-with its embedded DERP relay, until interrupted.
-
-  --policy FILE  tailnet policy (HuJSON); default: allow all, with tag:agent and
-                 tag:service owned by the user dev
-  --dir DIR      keep the tailnet's state in DIR (default: a temp dir removed on exit)
-  --json         print one JSON object instead of text (progress stays on stderr)
-  -h, --help     show this help
-`;
+import { ErrorCode, MeshguardError } from "../index.js";
+import type { Command, Context } from "./command.js";
 
 /** DEV_USER owns the untagged key and the default policy's tags. */
 const DEV_USER = "dev";
@@ -42,54 +28,26 @@ export const DEFAULT_DEV_POLICY = `{
 }
 `;
 
-export interface DevIO {
-  stdout?: NodeJS.WritableStream;
-  stderr?: NodeJS.WritableStream;
-  /** Stops the tailnet like SIGINT does (for embedding and tests). */
-  signal?: AbortSignal;
-}
+/** STOPPED_EARLY is the status when a signal stops the tailnet before it is ready (128 + SIGINT, as a shell reports it). */
+const STOPPED_EARLY = 130;
 
-/** devCommand runs `meshguard dev` and resolves with the exit status. */
-export async function devCommand(argv: string[], io: DevIO = {}): Promise<number> {
-  const stdout = io.stdout ?? process.stdout;
-  const stderr = io.stderr ?? process.stderr;
-
-  const parsed = parseCommand<{ policy?: string; dir?: string }>("dev", argv, { policy: { type: "string" }, dir: { type: "string" } }, USAGE, { stdout, stderr }, false);
-  if (typeof parsed === "number") return parsed;
-  const { values } = parsed;
-  const json = values.json === true;
-  const progress = (msg: string): void => void stderr.write(`meshguard dev: ${msg}\n`);
-
-  // Handle the signals from the start: an unhandled SIGINT would end the
-  // process without its 'exit' hooks, leaving headscale running.
-  let stopReason: string | undefined;
-  let wake: () => void = () => {};
-  const stopped = new Promise<void>((resolve) => {
-    wake = resolve;
-  });
-  const onSignal = (sig: string): void => {
-    stopReason ??= sig;
-    wake();
-  };
-  const onSigint = (): void => onSignal("SIGINT");
-  const onSigterm = (): void => onSignal("SIGTERM");
-  const onAbort = (): void => onSignal("abort");
-  process.on("SIGINT", onSigint);
-  process.on("SIGTERM", onSigterm);
-  io.signal?.addEventListener("abort", onAbort, { once: true });
-  if (io.signal?.aborted) onAbort();
-
+async function run(ctx: Context): Promise<number> {
+  const dir = ctx.str("dir");
+  // Listen for the signals from the start: one during the build or start
+  // must still stop headscale.
+  const stop = ctx.stopper();
   let control: LocalControl | undefined;
   try {
-    const policy = values.policy ? await readPolicy(values.policy) : DEFAULT_DEV_POLICY;
+    const file = ctx.str("policy");
+    const policy = file !== undefined ? await ctx.read(file, ErrorCode.POLICY_FILE_UNREADABLE) : DEFAULT_DEV_POLICY;
     if (!policy.includes(`"${AGENT_TAG}"`)) {
       // headscale tags a node from its key without consulting tagOwners, but a
       // rule can only name a tag that tagOwners defines.
-      progress(`warning: the policy does not mention ${AGENT_TAG}; nodes joining with the agent key get that tag, but no rule can grant it anything`);
+      ctx.progress(`warning: the policy does not mention ${AGENT_TAG}; nodes joining with the agent key get that tag, but no rule can grant it anything`);
     }
-    const binary = await ensureHeadscale({ onProgress: (ev) => progress(ev.message) });
-    if (stopReason) return 130;
-    control = await LocalControl.start({ binary, onProgress: (ev) => progress(ev.message), ...(values.dir ? { dir: values.dir } : {}) });
+    const binary = await ensureHeadscale({ onProgress: (ev) => ctx.progress(ev.message) });
+    if (stop.reason) return STOPPED_EARLY;
+    control = await LocalControl.start({ binary, onProgress: (ev) => ctx.progress(ev.message), ...(dir !== undefined ? { dir } : {}) });
     const user = await devUser(control);
     await control.setPolicy(policy); // after the user exists, so "dev@" resolves
     const authKey = await control.createAuthKey({ user: user.id, reusable: true, expiration: KEY_EXPIRATION });
@@ -103,64 +61,45 @@ export async function devCommand(argv: string[], io: DevIO = {}): Promise<number
       agentTags: [AGENT_TAG],
       keyExpiration: KEY_EXPIRATION,
       dir: control.dir,
-      persistent: values.dir !== undefined,
+      persistent: dir !== undefined,
       configPath: control.configPath,
       headscale: { version: HEADSCALE_VERSION, binary, pid: control.pid },
     };
-    if (json) {
-      stdout.write(JSON.stringify(info) + "\n");
-    } else {
-      stdout.write(
-        [
-          `local tailnet ready (headscale ${HEADSCALE_VERSION}, pid ${control.pid})`,
-          ``,
-          `  control URL  ${info.controlUrl}`,
-          `  user         ${user.name} (id ${user.id})`,
-          `  user key     ${authKey}`,
-          `               reusable, expires in ${KEY_EXPIRATION}`,
-          `  agent key    ${agentAuthKey}`,
-          `               reusable, ephemeral, ${AGENT_TAG}, expires in ${KEY_EXPIRATION}`,
-          `  state        ${control.dir}${info.persistent ? "" : " (removed on exit)"}`,
-          `  inspect      ${binary} -c ${control.configPath} nodes list`,
-          ``,
-          `Press Ctrl-C to stop.`,
-          ``,
-        ].join("\n"),
-      );
-    }
+    const c = control;
+    ctx.result(info, () =>
+      [
+        `local tailnet ready (headscale ${HEADSCALE_VERSION}, pid ${c.pid})`,
+        ``,
+        `  control URL  ${info.controlUrl}`,
+        `  user         ${user.name} (id ${user.id})`,
+        `  user key     ${authKey}`,
+        `               reusable, expires in ${KEY_EXPIRATION}`,
+        `  agent key    ${agentAuthKey}`,
+        `               reusable, ephemeral, ${AGENT_TAG}, expires in ${KEY_EXPIRATION}`,
+        `  state        ${c.dir}${info.persistent ? "" : " (removed on exit)"}`,
+        `  inspect      ${binary} -c ${c.configPath} nodes list`,
+        ``,
+        `Press Ctrl-C to stop.`,
+        ``,
+      ].join("\n"),
+    );
 
-    const crashed = await Promise.race([stopped.then(() => undefined), control.waitForExit()]);
+    const crashed = await Promise.race([stop.stopped.then(() => undefined), control.waitForExit()]);
     if (crashed && !crashed.expected) {
-      stderr.write(
-        `meshguard dev: headscale exited unexpectedly (${crashed.signal ?? `code ${crashed.code}`}); its last output:\n` +
-          control
-            .recentOutput()
-            .slice(-20)
-            .map((l) => `  ${l}\n`)
-            .join(""),
-      );
-      return 1;
+      const last = control.recentOutput().slice(-20);
+      throw new MeshguardError(ErrorCode.CONTROL_UNAVAILABLE, `headscale exited unexpectedly (${crashed.signal ?? `code ${crashed.code}`}); its last output:\n${last.map((l) => `  ${l}`).join("\n")}`, {
+        hint: "run meshguard dev again; with --dir DIR the tailnet's state is kept",
+      });
     }
-    progress(`stopping (${stopReason})...`);
+    ctx.progress(`stopping (${stop.reason})...`);
     await control.close();
     return 0;
   } catch (err) {
-    if (stopReason && !control) return 130;
-    reportError(err, json, stdout, stderr);
-    return 1;
+    // A signal during the start makes the start fail; that is a stop, not an error.
+    if (stop.reason && !control) return STOPPED_EARLY;
+    throw err;
   } finally {
     await control?.close();
-    process.off("SIGINT", onSigint);
-    process.off("SIGTERM", onSigterm);
-    io.signal?.removeEventListener("abort", onAbort);
-  }
-}
-
-async function readPolicy(path: string): Promise<string> {
-  try {
-    return await readFile(path, "utf8");
-  } catch (err) {
-    throw new MeshguardError(ErrorCode.INVALID_OPTIONS, `cannot read the policy file ${path}: ${(err as Error).message}`, { cause: err });
   }
 }
 
@@ -170,12 +109,31 @@ async function devUser(control: LocalControl): Promise<ControlUser> {
   return existing ?? (await control.createUser(DEV_USER, { displayName: "meshguard dev" }));
 }
 
-function reportError(err: unknown, json: boolean, stdout: NodeJS.WritableStream, stderr: NodeJS.WritableStream): void {
-  const e = err instanceof MeshguardError ? err : undefined;
-  if (json) {
-    const message = e ? e.message.split("\n  hint: ")[0] : String((err as Error)?.message ?? err);
-    stdout.write(JSON.stringify({ error: { code: e?.code ?? ErrorCode.INTERNAL, message, ...(e?.hint ? { hint: e.hint } : {}) } }) + "\n");
-  } else {
-    stderr.write(`meshguard dev: ${e ? e.message : ((err as Error)?.stack ?? String(err))}\n`);
-  }
-}
+export const devCommand: Command = {
+  name: "dev",
+  summary: "run a local tailnet (headscale on 127.0.0.1) until interrupted",
+  usage: ["[--policy FILE] [--dir DIR] [--json]"],
+  description: `Runs a local tailnet: a headscale ${HEADSCALE_VERSION} control server on 127.0.0.1 with its
+embedded DERP relay (built from source on first use), the user "${DEV_USER}", and
+two auth keys: a reusable user key, and a reusable, ephemeral key whose nodes
+get ${AGENT_TAG}. Prints the control URL, the keys and the server's config file
+(for \`meshguard policy apply --control\`), then runs until SIGINT or SIGTERM and
+removes the tailnet (unless --dir keeps it). Progress goes to stderr.`,
+  args: [],
+  options: {
+    policy: { type: "string", arg: "FILE", help: `tailnet policy (HuJSON); default: allow all, with tag:agent and tag:service owned by ${DEV_USER}@` },
+    dir: { type: "string", arg: "DIR", help: "keep the tailnet's state in DIR (default: a temporary directory removed on exit)" },
+  },
+  json: "print one JSON object when the tailnet is ready: controlUrl, user, authKey, agentAuthKey, dir, configPath, headscale",
+  examples: [
+    { cmd: "dev", about: "a throw-away tailnet with the permissive default policy" },
+    { cmd: "dev --policy tailnet.hujson --dir ./.tailnet --json", about: "a tailnet kept across runs, its keys as JSON for a script" },
+  ],
+  exits: {
+    0: "stopped by SIGINT or SIGTERM after the tailnet was ready",
+    1: "headscale could not be built or started, refused the policy, or exited unexpectedly",
+    2: "usage error",
+    [STOPPED_EARLY]: "stopped by a signal before the tailnet was ready",
+  },
+  run,
+};

@@ -4,39 +4,18 @@
  * to a headscale control server.
  *
  * The file is checked first — meshguard's part must load and its tests
- * pass — so a broken file never reaches the control server. headscale is
- * driven through its own CLI over its unix socket
- * (`headscale -c CONFIG policy set -f FILE`), which needs the server's
- * config file (and so runs on the server's machine): `meshguard dev` prints
- * it. headscale runs the tailnet policy's own `tests` and refuses a policy
- * that fails them; that refusal is reported as is.
+ * pass — so a broken file never reaches the control server. headscale runs
+ * the tailnet policy's own `tests` and refuses a policy that fails them;
+ * that refusal is reported as is.
  */
 
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { parseCommand } from "./args.js";
-
-import { ensureHeadscale, type LocalControl } from "../control/index.js";
-import { childEnv, runCommand } from "../control/proc.js";
-import { ErrorCode, MeshguardError, isMeshguardError } from "../errors.js";
+import { setHeadscalePolicy, type HeadscaleServer, type LocalControl } from "../control/index.js";
+import { ErrorCode, MeshguardError } from "../index.js";
 import { loadPolicy } from "../policy/index.js";
-import type { PolicyIO, PolicySubcommand } from "./policy.js";
+import type { Command, Context } from "./command.js";
 
-const USAGE = `usage: meshguard policy apply FILE --control CONFIG [--headscale BIN] [--json]
-
-Pushes the tailnet part of FILE (all but its "meshguard" key) to a headscale
-server, after checking that meshguard's part loads and its tests pass.
-
-  --control CONFIG   the headscale server's config file (meshguard dev prints it:
-                     "inspect  headscale -c CONFIG nodes list")
-  --headscale BIN    the headscale binary (default: the one meshguard builds)
-  --dry-run          check and print the tailnet part; push nothing
-  --json             one JSON object on standard output
-`;
-
-/** Where to apply: a LocalControl started in this process, or a headscale config (and binary) to drive the CLI with. */
-export type ApplyTarget = LocalControl | { config: string; binary?: string };
+/** Where to apply: a LocalControl started in this process, or a running headscale named by its config file. */
+export type ApplyTarget = LocalControl | HeadscaleServer;
 
 /**
  * applyTailnetPolicy checks a combined policy file and pushes its tailnet
@@ -45,82 +24,65 @@ export type ApplyTarget = LocalControl | { config: string; binary?: string };
  * tailnet part (MESHGUARD_INVALID_OPTIONS), or headscale refused it.
  */
 export async function applyTailnetPolicy(text: string, target: ApplyTarget, opts: { file?: string } = {}): Promise<string> {
-  const policy = loadPolicy(text, opts.file ? { file: opts.file } : {});
-  const part = policy.tailnetPart();
+  const part = tailnetPartOf(text, opts.file);
+  if ("setPolicy" in target) await target.setPolicy(part);
+  else await setHeadscalePolicy(part, target);
+  return part;
+}
+
+/** tailnetPartOf loads the file (meshguard part valid, tests passing) and returns its tailnet part. */
+function tailnetPartOf(text: string, file: string | undefined): string {
+  const part = loadPolicy(text, file !== undefined ? { file } : {}).tailnetPart();
   if (part === undefined) {
-    throw new MeshguardError(ErrorCode.INVALID_OPTIONS, `${opts.file ?? "the policy"} has no tailnet part (it is a meshguard-only file)`, {
+    throw new MeshguardError(ErrorCode.INVALID_OPTIONS, `${file ?? "the policy"} has no tailnet part (it is a meshguard-only file)`, {
       hint: 'put the meshguard rules under a "meshguard" key beside the tailnet policy (groups, tagOwners, grants)',
     });
-  }
-  if ("setPolicy" in target) {
-    await target.setPolicy(part);
-    return part;
-  }
-  const binary = target.binary ?? (await ensureHeadscale());
-  const dir = await mkdtemp(join(tmpdir(), "mg-apply-"));
-  const file = join(dir, "tailnet.hujson");
-  try {
-    // hujson rejects a trailing `//` comment without a final newline.
-    await writeFile(file, part.endsWith("\n") ? part : `${part}\n`, { mode: 0o600 });
-    const r = await runCommand(binary, ["-c", target.config, "policy", "set", "-f", file, "-o", "json"], { env: childEnv(), timeoutMs: 30_000 });
-    if (r.code !== 0 || r.timedOut) {
-      let reason = r.spawnError?.message ?? (r.timedOut ? "timed out" : (r.stderr || r.stdout).trim());
-      try {
-        reason = (JSON.parse(r.stderr) as { error: string }).error;
-      } catch {
-        // not JSON: keep the raw text
-      }
-      throw new MeshguardError(ErrorCode.CONTROL_POLICY_REJECTED, `headscale did not apply the policy: ${reason}`, {
-        hint: `check the tailnet part with: ${binary} -c ${target.config} policy check -f FILE`,
-      });
-    }
-  } finally {
-    await rm(dir, { recursive: true, force: true });
   }
   return part;
 }
 
-async function policyApplyCommand(argv: string[], io: PolicyIO = {}): Promise<number> {
-  const stdout = io.stdout ?? process.stdout;
-  const stderr = io.stderr ?? process.stderr;
-  const parsed = parseCommand<{ control?: string; headscale?: string; "dry-run"?: boolean }>(
-    "policy apply",
-    argv,
-    { control: { type: "string" }, headscale: { type: "string" }, "dry-run": { type: "boolean" } },
-    USAGE,
-    { stdout, stderr },
-  );
-  if (typeof parsed === "number") return parsed;
-  const { values, positionals } = parsed;
-  const [file] = positionals;
-  if (positionals.length !== 1 || file === undefined || (values.control === undefined && !values["dry-run"])) {
-    stderr.write(`meshguard policy apply: expected FILE and --control CONFIG\n\n${USAGE}`);
-    return 2;
-  }
-  let text: string;
-  try {
-    text = io.readText ? await io.readText(file) : await readFile(file, "utf8");
-  } catch (err) {
-    stderr.write(`meshguard policy apply: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}\n`);
-    return 2;
-  }
-  try {
-    if (values["dry-run"]) {
-      const part = loadPolicy(text, { file }).tailnetPart();
-      if (part === undefined) throw new MeshguardError(ErrorCode.INVALID_OPTIONS, `${file} has no tailnet part`);
-      stdout.write(values.json ? JSON.stringify({ ok: true, applied: false, tailnet: part }) + "\n" : part.endsWith("\n") ? part : `${part}\n`);
-      return 0;
-    }
-    if (!values.json) stderr.write(`meshguard policy apply: pushing the tailnet part of ${file} to headscale (${values.control})...\n`);
-    await applyTailnetPolicy(text, { config: values.control!, ...(values.headscale ? { binary: values.headscale } : {}) }, { file });
-    stdout.write(values.json ? JSON.stringify({ ok: true, applied: true, control: values.control }) + "\n" : `applied the tailnet policy of ${file}\n`);
+async function run(ctx: Context): Promise<number> {
+  const file = ctx.positionals[0]!;
+  const control = ctx.str("control");
+  const dryRun = ctx.flag("dry-run");
+  if (control === undefined && !dryRun) throw ctx.usage("--control CONFIG is required (or --dry-run)");
+  const text = await ctx.read(file, ErrorCode.POLICY_FILE_UNREADABLE);
+  if (dryRun) {
+    const part = tailnetPartOf(text, file);
+    ctx.result({ ok: true, applied: false, tailnet: part }, part.endsWith("\n") ? part : `${part}\n`);
     return 0;
-  } catch (err) {
-    if (!isMeshguardError(err)) throw err;
-    if (values.json) stdout.write(JSON.stringify({ ok: false, error: { code: err.code, message: err.message } }) + "\n");
-    else stderr.write(`meshguard policy apply: ${err.message}\n`);
-    return 1;
   }
+  ctx.progress(`pushing the tailnet part of ${file} to headscale (${control})...`);
+  const headscale = ctx.str("headscale");
+  await applyTailnetPolicy(text, { config: control!, ...(headscale !== undefined ? { binary: headscale } : {}) }, { file });
+  ctx.result({ ok: true, applied: true, control }, `applied the tailnet policy of ${file}\n`);
+  return 0;
 }
 
-export const policyApply: PolicySubcommand = { summary: "push the tailnet part of a policy file to headscale", run: policyApplyCommand };
+export const policyApplyCommand: Command = {
+  name: "policy apply",
+  summary: "push the tailnet part of a policy file to headscale",
+  usage: ["FILE --control CONFIG [--headscale BIN] [--dry-run] [--json]"],
+  description: `Pushes the tailnet part of FILE (all but its "meshguard" key, comments kept) to a
+headscale server, after checking that meshguard's part loads and its tests
+pass. headscale's own CLI does the push over the server's unix socket, so the
+command needs the server's config file and runs on its machine. Pushing to
+Tailscale's hosted control plane is not supported.`,
+  args: ["FILE"],
+  options: {
+    control: { type: "string", arg: "CONFIG", help: 'the headscale server\'s config file (meshguard dev prints it: "inspect  headscale -c CONFIG nodes list")' },
+    headscale: { type: "string", arg: "BIN", help: "the headscale binary (default: the one meshguard builds)" },
+    "dry-run": { type: "boolean", help: "check FILE and print its tailnet part; push nothing" },
+  },
+  json: "print { ok: true, applied, control } (with --dry-run: { ok: true, applied: false, tailnet })",
+  examples: [
+    { cmd: "policy apply policy.hujson --control /tmp/meshguard-dev-x/config.yaml", about: "push to the tailnet `meshguard dev` runs" },
+    { cmd: "policy apply policy.hujson --dry-run", about: "check the file and show what would be pushed" },
+  ],
+  exits: {
+    0: "applied (or, with --dry-run, checked)",
+    1: "FILE is unreadable, invalid, its tests fail or it has no tailnet part; or headscale refused the policy (MESHGUARD_CONTROL_POLICY_REJECTED) or could not be reached (MESHGUARD_CONTROL_COMMAND_FAILED)",
+    2: "usage error (also: neither --control nor --dry-run)",
+  },
+  run,
+};

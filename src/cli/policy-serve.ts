@@ -9,126 +9,121 @@
  * `meshguard policy serve --keygen KEY` writes a new key pair (KEY, KEY.pub).
  */
 
-import { readFile, writeFile } from "node:fs/promises";
-import { parseCommand } from "./args.js";
+import { writeFile } from "node:fs/promises";
 
-import { isMeshguardError } from "../errors.js";
-import { MeshNode } from "../node.js";
-import { generateBundleKeys, keyId } from "../distribution/index.js";
-import { POLICY_PATH, servePolicy } from "../distribution/index.js";
-import type { PolicyIO, PolicySubcommand } from "./policy.js";
+import { generateBundleKeys, keyId, POLICY_PATH, servePolicy } from "../distribution/index.js";
+import { ErrorCode, MeshguardError, MeshNode } from "../index.js";
+import type { Command, Context } from "./command.js";
 
-const USAGE = `usage: meshguard policy serve FILE --key KEY --control URL [--auth-key K] [--hostname policy] [--port 8080] [--json]
-       meshguard policy serve --keygen KEY
+const DEFAULT_PORT = 8080;
+const DEFAULT_HOSTNAME = "policy";
+/** STOPPED_EARLY is the status when a signal stops the server before it serves (128 + SIGINT, as a shell reports it). */
+const STOPPED_EARLY = 130;
 
-Serves FILE, signed with the Ed25519 private key KEY, to the tailnet at
-http://HOSTNAME:PORT${POLICY_PATH}, and re-signs it on every change.
-
-  --key KEY        the private key (PEM); agents trust KEY.pub
-  --keygen KEY     write a new key pair to KEY (private, mode 0600) and KEY.pub, then exit
-  --control URL    the control server (or TS_CONTROL_URL)
-  --auth-key K     the node's auth key (or TS_AUTHKEY)
-  --hostname NAME  the node's name (default "policy")
-  --port PORT      the tailnet port (default 8080)
-  --dir DIR        the node's state directory (default: ephemeral)
-  --json           print one JSON object when serving (progress stays on stderr)
-`;
-
-async function policyServeCommand(argv: string[], io: PolicyIO = {}): Promise<number> {
-  const stdout = io.stdout ?? process.stdout;
-  const stderr = io.stderr ?? process.stderr;
-  const say = (m: string) => void stderr.write(`meshguard policy serve: ${m}\n`);
-  const parsed = parseCommand<Record<string, string | boolean | undefined>>(
-    "policy serve",
-    argv,
-    {
-      key: { type: "string" },
-      keygen: { type: "string" },
-      control: { type: "string" },
-      "auth-key": { type: "string" },
-      hostname: { type: "string" },
-      port: { type: "string" },
-      dir: { type: "string" },
-    },
-    USAGE,
-    { stdout, stderr },
-  );
-  if (typeof parsed === "number") return parsed;
-  const { values, positionals } = parsed;
-
-  if (typeof values.keygen === "string") {
-    const k = generateBundleKeys();
-    try {
-      await writeFile(values.keygen, k.privateKey, { mode: 0o600, flag: "wx" });
-      await writeFile(`${values.keygen}.pub`, k.publicKey);
-    } catch (err) {
-      const e = err as NodeJS.ErrnoException;
-      say(`cannot write ${e.path ?? values.keygen}: ${e.code === "EEXIST" ? "it exists (not overwritten)" : e.message}`);
-      return 1;
-    }
-    const id = keyId(k.publicKey);
-    stdout.write(values.json ? JSON.stringify({ privateKey: values.keygen, publicKey: `${values.keygen}.pub`, keyId: id }) + "\n" : `wrote ${values.keygen} (private) and ${values.keygen}.pub (key id ${id})\n`);
-    return 0;
-  }
-
-  const [file] = positionals;
-  const controlUrl = (values.control as string | undefined) ?? process.env.TS_CONTROL_URL;
-  const port = Number(values.port ?? 8080);
-  if (positionals.length !== 1 || file === undefined || typeof values.key !== "string" || !controlUrl) {
-    stderr.write(`meshguard policy serve: expected FILE, --key KEY and --control URL\n\n${USAGE}`);
-    return 2;
-  }
-  if (!Number.isInteger(port) || port < 1 || port > 65535) {
-    stderr.write(`meshguard policy serve: --port must be 1-65535\n`);
-    return 2;
-  }
-  let privateKey: string;
+async function keygen(ctx: Context, path: string): Promise<number> {
+  const k = generateBundleKeys();
   try {
-    privateKey = await readFile(values.key, "utf8");
+    await writeFile(path, k.privateKey, { mode: 0o600, flag: "wx" });
+    await writeFile(`${path}.pub`, k.publicKey);
   } catch (err) {
-    stderr.write(`meshguard policy serve: cannot read the key ${values.key}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}\n`);
-    return 2;
+    const e = err as NodeJS.ErrnoException;
+    throw new MeshguardError(ErrorCode.INVALID_OPTIONS, `--keygen: cannot write ${e.path ?? path}: ${e.code === "EEXIST" ? "it exists (not overwritten)" : (e.code ?? e.message)}`, {
+      ...(e.code === "EEXIST" ? { hint: "pick a new name, or remove the old key pair if no agent trusts it any more" } : {}),
+      cause: err,
+    });
   }
+  const id = keyId(k.publicKey);
+  ctx.result({ privateKey: path, publicKey: `${path}.pub`, keyId: id }, `wrote ${path} (private) and ${path}.pub (key id ${id})\n`);
+  return 0;
+}
 
+async function run(ctx: Context): Promise<number> {
+  const keygenPath = ctx.str("keygen");
+  if (keygenPath !== undefined) {
+    if (ctx.positionals.length) throw ctx.usage("--keygen KEY takes no FILE");
+    return keygen(ctx, keygenPath);
+  }
+  const file = ctx.positionals[0];
+  const keyFile = ctx.str("key");
+  const controlUrl = ctx.str("control") ?? process.env.TS_CONTROL_URL;
+  if (file === undefined || keyFile === undefined || !controlUrl) throw ctx.usage("expected FILE, --key KEY and --control URL (or TS_CONTROL_URL)");
+  const portText = ctx.str("port");
+  const port = portText === undefined ? DEFAULT_PORT : Number(portText);
+  if (!/^\d+$/.test(portText ?? "1") || !Number.isInteger(port) || port < 1 || port > 65535) throw ctx.usage("--port must be 1-65535");
+  const privateKey = await ctx.read(keyFile, ErrorCode.INVALID_OPTIONS);
+
+  const stop = ctx.stopper();
+  const hostname = ctx.str("hostname") ?? DEFAULT_HOSTNAME;
+  const authKey = ctx.str("auth-key");
+  const dir = ctx.str("dir");
   let node: MeshNode | undefined;
   let served: Awaited<ReturnType<typeof servePolicy>> | undefined;
-  const stop = new Promise<string>((resolve) => {
-    process.once("SIGINT", () => resolve("SIGINT"));
-    process.once("SIGTERM", () => resolve("SIGTERM"));
-  });
   try {
-    const hostname = (values.hostname as string | undefined) ?? "policy";
-    const authKey = values["auth-key"] as string | undefined;
     node = await MeshNode.start({
       controlUrl,
       hostname,
       ...(authKey ? { authKey } : {}),
-      ...(values.dir ? { dir: values.dir as string } : { ephemeral: true }),
-      onProgress: (p) => say(p.message),
+      ...(dir !== undefined ? { dir } : { ephemeral: true }),
+      onProgress: (p) => ctx.progress(p.message),
+      signal: stop.signal,
     });
-    served = await servePolicy(node, port, {
+    const n = node;
+    served = await servePolicy(n, port, {
       privateKey,
       file,
-      log: say,
+      log: ctx.progress,
       whois: async (req) => {
-        const w = await node!.whois(req.socket);
+        const w = await n.whois(req.socket);
         return `${w.node.hostname} (${w.tagged ? w.node.tags.join(",") : w.user.login})`;
       },
     });
-    if (served.policy.bundle === undefined) say(`warning: ${file} did not load; nothing is served until it does`);
+    if (served.policy.bundle === undefined) ctx.progress(`warning: ${file} did not load; nothing is served until it does`);
     const url = `http://${hostname}:${port}${POLICY_PATH}`;
     const id = keyId(privateKey);
-    stdout.write(values.json ? JSON.stringify({ url, name: node.name, ips: node.ips, keyId: id, version: served.policy.bundle?.version ?? null }) + "\n" : `serving ${file} at ${url} (node ${node.name}, key id ${id}); Ctrl-C to stop\n`);
-    say(`stopping (${await stop})`);
+    ctx.result({ url, name: n.name, ips: n.ips, keyId: id, version: served.policy.bundle?.version ?? null }, `serving ${file} at ${url} (node ${n.name}, key id ${id}); Ctrl-C to stop\n`);
+    ctx.progress(`stopping (${await stop.stopped})`);
     return 0;
   } catch (err) {
-    if (!isMeshguardError(err)) throw err;
-    say(err.message);
-    return 1;
+    // A signal during the start makes the start fail; that is a stop, not an error.
+    if (stop.reason && !served) return STOPPED_EARLY;
+    throw err;
   } finally {
     await served?.close();
     await node?.close();
   }
 }
 
-export const policyServe: PolicySubcommand = { summary: "serve a signed policy to agents on the tailnet", run: policyServeCommand };
+export const policyServeCommand: Command = {
+  name: "policy serve",
+  summary: "serve a signed policy to agents on the tailnet",
+  usage: ["FILE --key KEY --control URL [--auth-key K] [--hostname NAME] [--port PORT] [--dir DIR] [--json]", "--keygen KEY [--json]"],
+  description: `Joins the tailnet as its own node and serves FILE, signed with the Ed25519
+private key KEY, at http://HOSTNAME:PORT${POLICY_PATH} (long poll, ETags); re-signs it
+whenever FILE changes. A FILE that does not load is never signed: the last good
+policy stays served. Agents follow it with pollPolicyServer and trust KEY.pub.
+Runs until SIGINT or SIGTERM; progress goes to stderr.
+With --keygen, writes a new key pair (KEY, mode 0600, and KEY.pub) and exits.`,
+  args: ["FILE"],
+  minArgs: 0,
+  options: {
+    key: { type: "string", arg: "KEY", help: "the private key (PEM); agents trust KEY.pub" },
+    keygen: { type: "string", arg: "KEY", help: "write a new key pair to KEY and KEY.pub (never overwriting), then exit" },
+    control: { type: "string", arg: "URL", help: "the control server (default: $TS_CONTROL_URL)" },
+    "auth-key": { type: "string", arg: "K", help: "the node's auth key (default: $TS_AUTHKEY)" },
+    hostname: { type: "string", arg: "NAME", help: `the node's name (default "${DEFAULT_HOSTNAME}")` },
+    port: { type: "string", arg: "PORT", help: `the tailnet port (default ${DEFAULT_PORT})` },
+    dir: { type: "string", arg: "DIR", help: "the node's state directory (default: an ephemeral node)" },
+  },
+  json: "print one JSON object when serving: { url, name, ips, keyId, version } (with --keygen: { privateKey, publicKey, keyId })",
+  examples: [
+    { cmd: "policy serve --keygen policy.key", about: "make the signing key pair once; give policy.key.pub to the agents" },
+    { cmd: "policy serve policy.hujson --key policy.key --control http://127.0.0.1:8080 --auth-key $KEY", about: "serve policy.hujson to the tailnet as http://policy:8080/v1/policy" },
+  ],
+  exits: {
+    0: "stopped by SIGINT or SIGTERM (or --keygen wrote the keys)",
+    1: "the node could not join the tailnet or listen, KEY is unreadable, or --keygen could not write (an existing KEY is never overwritten)",
+    2: "usage error (also: FILE, --key or --control missing, a bad --port)",
+    [STOPPED_EARLY]: "stopped by a signal before the server was serving",
+  },
+  run,
+};

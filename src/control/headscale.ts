@@ -535,11 +535,12 @@ function toNode(n: HsNode): ControlNode {
 // The CLI wraps the server's refusal: "setting ACL policy: rpc error: code =
 // Unknown desc = setting policy: parsing policy: <reason>". Transport
 // failures (Unavailable, DeadlineExceeded, connecting) are not refusals.
-function isRefusal(message: string): boolean {
+// Exported for ./policy.ts, which reads the same CLI's answers; not public.
+export function isRefusal(message: string): boolean {
   return /rpc error: code = (Unknown|InvalidArgument|FailedPrecondition|Internal) desc = /.test(message);
 }
 
-function refusalReason(message: string): string {
+export function refusalReason(message: string): string {
   const desc = message.split("desc = ").at(-1) ?? message;
   return desc.replace(/^setting policy: /, "").trim();
 }

@@ -4,8 +4,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PassThrough } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { applyTailnetPolicy, policyApply } from "../../src/cli/policy-apply.js";
-import { policyServe } from "../../src/cli/policy-serve.js";
+import { applyTailnetPolicy } from "../../src/cli/policy-apply.js";
+import { runCli, type CliIO } from "../../src/cli/run.js";
 import { LocalControl, ensureHeadscale } from "../../src/control/index.js";
 import { keyId, signBundle, verifyBundle } from "../../src/distribution/index.js";
 
@@ -18,6 +18,10 @@ function io() {
   err.on("data", (d) => (e += d));
   return { io: { stdout: out, stderr: err }, out: () => o, err: () => e };
 }
+
+/** `meshguard policy apply ...` and `meshguard policy serve ...`, in-process. */
+const policyApply = { run: (argv: string[], io: CliIO) => runCli(["policy", "apply", ...argv], io) };
+const policyServe = { run: (argv: string[], io: CliIO) => runCli(["policy", "serve", ...argv], io) };
 
 const combined = (meshguardTests: object[] = []) => `{
   // the tailnet part: headscale's business
@@ -49,9 +53,10 @@ describe("meshguard policy apply", () => {
     writeFileSync(file, combined([{ as: "tag:agent", request: "GET https://api.example.com/x", expect: "allow" }]));
     const t = io();
     const code = await policyApply.run([file, "--control", control.configPath, "--headscale", binary, "--json"], t.io);
-    expect(t.err()).toBe("");
+    // stderr carries the progress line only; stdout the one JSON document.
+    expect(t.err()).toBe(`meshguard policy apply: pushing the tailnet part of ${file} to headscale (${control.configPath})...\n`);
     expect(code).toBe(0);
-    expect(JSON.parse(t.out())).toMatchObject({ ok: true, applied: true });
+    expect(JSON.parse(t.out())).toEqual({ ok: true, applied: true, control: control.configPath });
     const stored = (await control.getPolicy())!;
     expect(stored).toContain('"grants"');
     expect(stored).toContain("// the tailnet part");
@@ -74,6 +79,29 @@ describe("meshguard policy apply", () => {
     const t = io();
     expect(await policyApply.run([file, "--control", control.configPath, "--headscale", binary], t.io)).toBe(1);
     expect(t.err()).toMatch(/headscale did not apply the policy/);
+    const j = io();
+    expect(await policyApply.run([file, "--control", control.configPath, "--headscale", binary, "--json"], j.io)).toBe(1);
+    expect(JSON.parse(j.out()).error).toMatchObject({ code: "MESHGUARD_CONTROL_POLICY_REJECTED", message: expect.stringMatching(/^headscale did not apply the policy: .*tag:nobody-owns-this/) });
+  });
+
+  it("a server that cannot be reached is MESHGUARD_CONTROL_COMMAND_FAILED, not a refusal", async () => {
+    const file = join(dir, "unreachable.hujson");
+    writeFileSync(file, combined());
+    const t = io();
+    expect(await policyApply.run([file, "--control", join(dir, "no-such-config.yaml"), "--headscale", binary, "--json"], t.io)).toBe(1);
+    expect(JSON.parse(t.out()).error).toMatchObject({ code: "MESHGUARD_CONTROL_COMMAND_FAILED", message: expect.stringMatching(/^headscale did not apply the policy: /) });
+  });
+
+  it("--dry-run checks the file and prints the tailnet part; an unreadable file exits 1", async () => {
+    const file = join(dir, "dry.hujson");
+    writeFileSync(file, combined());
+    const t = io();
+    expect(await policyApply.run([file, "--dry-run"], t.io)).toBe(0);
+    expect(t.out()).toContain('"grants"');
+    expect(t.out()).not.toContain("meshguard");
+    const missing = io();
+    expect(await policyApply.run([join(dir, "missing.hujson"), "--dry-run", "--json"], missing.io)).toBe(1);
+    expect(JSON.parse(missing.out()).error).toMatchObject({ code: "MESHGUARD_POLICY_FILE_UNREADABLE" });
   });
 
   it("applyTailnetPolicy with a LocalControl uses setPolicy; a meshguard-only file has nothing to apply", async () => {
@@ -85,7 +113,10 @@ describe("meshguard policy apply", () => {
   it("usage errors exit 2", async () => {
     const t = io();
     expect(await policyApply.run([], t.io)).toBe(2);
-    expect(t.err()).toMatch(/--control CONFIG/);
+    expect(t.err()).toContain("usage: meshguard policy apply FILE --control CONFIG");
+    const noControl = io();
+    expect(await policyApply.run(["policy.hujson", "--json"], noControl.io)).toBe(2);
+    expect(JSON.parse(noControl.out()).error).toMatchObject({ code: "MESHGUARD_USAGE", message: "--control CONFIG is required (or --dry-run)" });
   });
 });
 
@@ -101,12 +132,26 @@ describe("meshguard policy serve --keygen", () => {
     const b = signBundle('{"version": 1, "rules": []}', readFileSync(key, "utf8"), { version: 1 });
     expect(verifyBundle(b, [pub]).version).toBe(1);
     const again = io();
-    expect(await policyServe.run(["--keygen", key], again.io)).toBe(1);
+    expect(await policyServe.run(["--keygen", key, "--json"], again.io)).toBe(1);
     expect(again.err()).toMatch(/exists/);
+    expect(JSON.parse(again.out()).error).toMatchObject({ code: "MESHGUARD_INVALID_OPTIONS" });
+    expect(readFileSync(`${key}.pub`, "utf8")).toBe(pub);
   });
 
   it("serving needs FILE, --key and --control", async () => {
     const t = io();
     expect(await policyServe.run(["policy.hujson"], t.io)).toBe(2);
+    expect(t.err()).toMatch(/expected FILE, --key KEY and --control URL/);
+    expect(await policyServe.run(["policy.hujson", "--key", "k", "--control", control.url, "--port", "99999"], io().io)).toBe(2);
+  });
+
+  it("stopped before it serves: exit 130, no error", async () => {
+    const key = join(dir, "stop.key");
+    expect(await policyServe.run(["--keygen", key], io().io)).toBe(0);
+    const file = join(dir, "served.hujson");
+    writeFileSync(file, JSON.stringify({ version: 1, rules: [] }));
+    const t = io();
+    expect(await policyServe.run([file, "--key", key, "--control", control.url], { ...t.io, signal: AbortSignal.abort() })).toBe(130);
+    expect(t.out()).toBe("");
   });
 });

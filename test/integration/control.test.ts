@@ -11,7 +11,7 @@ import { join } from "node:path";
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { devCommand } from "../../src/cli/dev.js";
+import { runCli } from "../../src/cli/run.js";
 import { ensureHeadscale, HEADSCALE_VERSION, LocalControl } from "../../src/control/index.js";
 import { isMeshguardError } from "../../src/errors.js";
 
@@ -244,7 +244,7 @@ describe("meshguard dev", () => {
     stdout.on("data", (d: Buffer) => (out += d));
     stderr.on("data", (d: Buffer) => (err += d));
     const stop = new AbortController();
-    const done = devCommand(["--json"], { stdout, stderr, signal: stop.signal });
+    const done = runCli(["dev", "--json"], { stdout, stderr, signal: stop.signal });
     while (!out.includes("\n")) {
       if (await Promise.race([done.then(() => true), new Promise<false>((r) => setTimeout(() => r(false), 50))])) break;
     }
@@ -269,7 +269,7 @@ describe("meshguard dev", () => {
       const stdout = new PassThrough();
       let out = "";
       stdout.on("data", (d: Buffer) => (out += d));
-      expect(await devCommand(["--json", "--policy", file], { stdout, stderr: new PassThrough() })).toBe(1);
+      expect(await runCli(["dev", "--json", "--policy", file], { stdout, stderr: new PassThrough() })).toBe(1);
       expect(JSON.parse(out).error).toMatchObject({ code: "MESHGUARD_CONTROL_POLICY_REJECTED" });
     } finally {
       await rm(dir, { recursive: true, force: true });
@@ -277,6 +277,6 @@ describe("meshguard dev", () => {
   }, 30_000);
 
   it("rejects unknown options with status 2", async () => {
-    expect(await devCommand(["--nope"], { stdout: new PassThrough(), stderr: new PassThrough() })).toBe(2);
+    expect(await runCli(["dev", "--nope"], { stdout: new PassThrough(), stderr: new PassThrough() })).toBe(2);
   });
 });

@@ -1,0 +1,20 @@
+/**
+ * The table of `meshguard` commands. Help, usage errors, dispatch and
+ * docs/cli.md are all driven by it; one file per command in this folder.
+ */
+
+import type { Command } from "./command.js";
+import { devCommand } from "./dev.js";
+import { policyApplyCommand } from "./policy-apply.js";
+import { policyExplainCommand } from "./policy-explain.js";
+import { policyLearnCommand } from "./policy-learn.js";
+import { policyServeCommand } from "./policy-serve.js";
+import { policyTestCommand } from "./policy-test.js";
+
+/** COMMANDS in the order `meshguard --help` lists them. */
+export const COMMANDS: readonly Command[] = [devCommand, policyTestCommand, policyExplainCommand, policyLearnCommand, policyApplyCommand, policyServeCommand];
+
+/** GROUPS: the first word of multi-word commands, with what `meshguard GROUP --help` says about them. */
+export const GROUPS: Readonly<Record<string, string>> = {
+  policy: "test, explain and learn policies; push them to headscale and serve them to agents",
+};
