@@ -5,7 +5,8 @@
 export { installGuard, type GuardHandle } from "./install.js";
 export { PolicyDeniedError, deniedCause } from "./errors.js";
 export { DEFAULT_LLM_PROVIDERS, describeTarget } from "./targets.js";
-export { jsonLinesSink, memorySink, type AuditSink, type DecisionEvent } from "../policy/audit.js";
+export { jsonLinesSink, memorySink, type ClosableAuditSink, type JsonLinesSinkOptions } from "../policy/sinks.js";
+export type { AuditSink, DecisionEvent } from "../policy/audit.js";
 export type {
   ApprovalAnswer,
   ApprovalOptions,

@@ -9,5 +9,6 @@ export { MESHGUARD_KEY, type MeshguardPart, type Rule, type TestCase } from "./s
 export type { PolicyIssue } from "./source.js";
 export type { PolicyDocument } from "./validate.js";
 export * from "./types.js";
-export { createAuditor, jsonLinesSink, memorySink, toDecisionEvent, type AuditSink, type Auditor, type AuditorOptions, type DecisionEvent } from "./audit.js";
+export { createAuditor, toDecisionEvent, type AuditSink, type Auditor, type AuditorOptions, type DecisionEvent } from "./audit.js";
+export { jsonLinesSink, memorySink, type ClosableAuditSink, type JsonLinesSinkOptions } from "./sinks.js";
 export { learnPolicy, readDecisionEvents, type LearnOptions, type LearnResult } from "./learn.js";
