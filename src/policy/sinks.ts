@@ -51,7 +51,7 @@ export interface JsonLinesSinkOptions {
   /**
    * Also `fdatasync(2)` after each must-persist line and each batch, so a
    * line survives a power loss, not only the death of the process. Costs a
-   * disk flush per denial (see docs/guard.md, "Cost").
+   * disk flush per denial (docs/guard.md, "The audit file").
    */
   fsync?: boolean;
 }
