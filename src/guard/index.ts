@@ -5,7 +5,8 @@
 export { installGuard, type GuardHandle } from "./install.js";
 export { PolicyDeniedError, deniedCause } from "./errors.js";
 export { DEFAULT_LLM_PROVIDERS } from "./targets.js";
-export { jsonLinesSink, memorySink, type AuditSink } from "../policy/audit.js";
+export { jsonLinesSink, memorySink, type ClosableAuditSink, type JsonLinesSinkOptions } from "../policy/sinks.js";
+export type { AuditSink } from "../policy/audit.js";
 // The decision event and the one rendering of a call belong to the policy
 // engine (the gateway writes the same events); re-exported for guard users.
 export { formatTarget, type Reveal } from "../policy/request.js";

@@ -10,51 +10,18 @@
  * values, no query values, no MCP argument values, no bodies.
  */
 
-import { createWriteStream, type WriteStream } from "node:fs";
-
 import { ErrorCode, MeshguardError } from "../errors.js";
 import type { DecisionEvent } from "./event.js";
 
-/** AuditSink receives events; write must not block for long and must not throw (errors go to onError). */
+/**
+ * AuditSink receives events; write must not block for long and must not throw
+ * (errors go to onError). The sinks themselves are in sinks.ts.
+ */
 export interface AuditSink {
   write(ev: DecisionEvent): void;
   /** Resolves when everything written so far is handed to the OS. */
   flush?(): Promise<void>;
   close?(): Promise<void>;
-}
-
-/** jsonLinesSink appends one JSON object per line to a file (created if missing) or a stream. */
-export function jsonLinesSink(dest: string | NodeJS.WritableStream, opts: { onError?: (err: Error) => void } = {}): AuditSink {
-  const owned = typeof dest === "string";
-  const stream: NodeJS.WritableStream = owned ? createWriteStream(dest, { flags: "a" }) : dest;
-  const onError = opts.onError ?? ((err: Error) => process.emitWarning(`meshguard audit sink: ${err.message}`, { code: "MESHGUARD_AUDIT_SINK" }));
-  stream.on("error", onError);
-  const drained = () =>
-    new Promise<void>((resolve) => {
-      // An empty write's callback runs after everything queued before it.
-      if ((stream as WriteStream).writableEnded) resolve();
-      else stream.write("", () => resolve());
-    });
-  return {
-    write(ev) {
-      try {
-        stream.write(JSON.stringify(ev) + "\n");
-      } catch (err) {
-        onError(err as Error);
-      }
-    },
-    flush: drained,
-    async close() {
-      await drained();
-      if (owned) await new Promise<void>((resolve) => stream.end(resolve));
-    },
-  };
-}
-
-/** memorySink keeps events in an array (tests, in-process consumers). */
-export function memorySink(): AuditSink & { events: DecisionEvent[] } {
-  const events: DecisionEvent[] = [];
-  return { events, write: (ev) => void events.push(ev) };
 }
 
 export interface AuditorOptions {

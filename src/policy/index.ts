@@ -9,7 +9,8 @@ export { MESHGUARD_KEY, type MeshguardPart, type Rule, type TestCase } from "./s
 export type { PolicyIssue } from "./source.js";
 export type { PolicyDocument } from "./validate.js";
 export * from "./types.js";
-export { createAuditor, jsonLinesSink, memorySink, type AuditSink, type Auditor, type AuditorOptions } from "./audit.js";
+export { createAuditor, type AuditSink, type Auditor, type AuditorOptions } from "./audit.js";
+export { jsonLinesSink, memorySink, type ClosableAuditSink, type JsonLinesSinkOptions } from "./sinks.js";
 export {
   DECISION_EVENT_VERSION,
   decisionEvent,
