@@ -1,2 +1,2 @@
-export { MeshNode, coreHandles, type WhoIs, type NodeStatus, type DialOptions, type Peer, type ProgressEvent, type StartOptions } from "./node.js";
+export { MeshNode, type WhoIs, type NodeStatus, type DialOptions, type Peer, type ProgressEvent, type StartOptions } from "./node.js";
 export { MeshguardError, ErrorCode, isMeshguardError, type MeshguardErrorOptions } from "./errors.js";

@@ -426,11 +426,3 @@ export function splitHostPort(addr: string): { host: string; port: number } {
   if (!m) return { host: addr, port: 0 };
   return { host: m[1] ?? addr, port: Number(m[2]) };
 }
-
-/** coreHandles reports the core's handle tables (nodes, listeners, conns) for leak checks. */
-export async function coreHandles(): Promise<{ nodes: number; listeners: number; conns: number }> {
-  const { loadedBackend } = await import("./backend/load.js");
-  const b = await loadedBackend();
-  if (!b) return { nodes: 0, listeners: 0, conns: 0 };
-  return b.call("handles");
-}
