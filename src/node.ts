@@ -2,7 +2,7 @@ import { EventEmitter } from "node:events";
 import net from "node:net";
 import type { Agent, RequestInfo, RequestInit, Response } from "undici";
 import { loadBackend } from "./backend/load.js";
-import type { Backend, CoreEvent, CoreWhoIs, ExportedConn, PeerInfo, UpResult } from "./backend/protocol.js";
+import type { Backend, CoreEvent, ExportedConn, PeerInfo, UpResult } from "./backend/protocol.js";
 import { knobsFor, parseWith, resolveStartOptions, TailnetIdentitySchema, type ResolvedStartOptions, type StartOptions, type TailnetIdentity } from "./config.js";
 import { judgeDial } from "./dial-channel.js";
 import { ErrorCode, MeshguardError } from "./errors.js";
@@ -110,7 +110,7 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
     progress("loading", "loading the meshguard core");
     const backend = await loadBackend({ ...(opts.addonPath ? { addonPath: opts.addonPath } : {}), knobs: knobsFor(opts.controlUrl) });
     progress("creating", `creating node ${opts.hostname} (state in ${opts.dir})`);
-    const { node: handle } = await backend.call<{ node: number }>("create", {
+    const { node: handle } = await backend.call("create", {
       config: {
         dir: opts.dir,
         hostname: opts.hostname,
@@ -138,7 +138,7 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
     opts.signal?.addEventListener("abort", abort, { once: true });
     let up: UpResult;
     try {
-      up = await backend.call<UpResult>("up", { node: handle, timeoutMs: opts.timeoutMs });
+      up = await backend.call("up", { node: handle, timeoutMs: opts.timeoutMs });
     } catch (err) {
       await backend.call("close", { node: handle }).catch(() => {});
       unsubscribe();
@@ -244,13 +244,13 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
   /** status returns the backend state and addresses. */
   async status(): Promise<NodeStatus> {
     this.assertOpen("status");
-    return this.backend.call<NodeStatus>("status", { node: this.handle });
+    return this.backend.call("status", { node: this.handle });
   }
 
   /** peers lists the peers in this node's netmap: only those policy lets it see. */
   async peers(): Promise<PeerInfo[]> {
     this.assertOpen("peers");
-    return this.backend.call<PeerInfo[]>("peers", { node: this.handle });
+    return this.backend.call("peers", { node: this.handle });
   }
 
   /**
@@ -269,7 +269,7 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
       await held;
       this.assertOpen("dial"); // closed while an approval was pending
     }
-    const conn = await this.backend.call<ExportedConn>("dial", { node: this.handle, host, port, timeoutMs: opts.timeoutMs ?? 30_000 });
+    const conn = await this.backend.call("dial", { node: this.handle, host, port, timeoutMs: opts.timeoutMs ?? 30_000 });
     if (this.closed) {
       this.backend.discardConn(conn);
       throw new MeshguardError(ErrorCode.CLOSED, "dial: node closed while dialing");
@@ -287,7 +287,7 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
     this.assertOpen("listen");
     if (!Number.isInteger(port) || port < 1 || port > 65535) throw new MeshguardError(ErrorCode.INVALID_OPTIONS, `listen: port must be an integer 1-65535, got ${String(port)}`);
     const srv = (server ?? net.createServer()) as S;
-    const { listener } = await this.backend.call<{ listener: number }>("listen", { node: this.handle, port });
+    const { listener } = await this.backend.call("listen", { node: this.handle, port });
     this.servers.set(listener, srv);
     const hold = this.backend.hold();
     const ip = this.ips[0] ?? "";
@@ -366,7 +366,7 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
       if (!info) throw new MeshguardError(ErrorCode.INVALID_OPTIONS, "whois: this socket did not come from MeshNode.dial or MeshNode.listen", { hint: "pass the tailnet address as a string instead" });
       addr = info.remoteAddr;
     }
-    const w = await this.backend.call<CoreWhoIs>("whois", { node: this.handle, addr });
+    const w = await this.backend.call("whois", { node: this.handle, addr });
     const tags = w.node.tags ?? [];
     return {
       node: { id: w.node.id, name: w.node.name, hostname: w.node.hostname, tags, ips: w.node.ips ?? [] },
@@ -444,12 +444,4 @@ export function splitHostPort(addr: string): { host: string; port: number } {
   const m = /^\[([^\]]+)\]:(\d+)$/.exec(addr) ?? /^([^:]+):(\d+)$/.exec(addr);
   if (!m) return { host: addr, port: 0 };
   return { host: m[1] ?? addr, port: Number(m[2]) };
-}
-
-/** coreHandles reports the core's handle tables (nodes, listeners, conns) for leak checks. */
-export async function coreHandles(): Promise<{ nodes: number; listeners: number; conns: number }> {
-  const { loadedBackend } = await import("./backend/load.js");
-  const b = await loadedBackend();
-  if (!b) return { nodes: 0, listeners: 0, conns: 0 };
-  return b.call("handles");
 }

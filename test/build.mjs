@@ -3,10 +3,14 @@
 // enters a network namespace (inside one, nothing can be downloaded):
 //   1. checks the pinned toolchain (Go version from go/go.mod),
 //   2. the native addon build/meshguard.node (Go c-shared + Node-API),
-//   3. the Go benchmark peer build/tsnetbench,
-//   4. the TypeScript library (tsup -> dist/),
-//   5. headscale at the pinned release, into the user cache,
-//   6. the policy engines bench/policy compares against (policy-peers).
+//   3. the test addon build/meshguard-testhooks.node: the same with the
+//      core's test-only methods (build tag meshguard_testhooks), for the
+//      tests alone; it reuses the addon's Go build cache, so only the core
+//      and the link are redone,
+//   4. the Go benchmark peer build/tsnetbench,
+//   5. the TypeScript library (tsup -> dist/),
+//   6. headscale at the pinned release, into the user cache,
+//   7. the policy engines bench/policy compares against (policy-peers).
 // Steps whose outputs are newer than their inputs are skipped.
 import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from "node:fs";
@@ -71,26 +75,33 @@ await phase("toolchain", () => {
   return false;
 });
 
-await phase("addon", () => {
-  const out = join(root, "build", "meshguard.node");
+/** buildAddon builds the Node addon at out unless it is newer than its sources. */
+function buildAddon(out, extraTags, what) {
   const omitFile = join(goDir, "omit-features.txt");
   const src = Math.max(newest(join(goDir, "core"), [".go"]), newest(join(goDir, "addon"), [".go", ".c"]), mtime(join(goDir, "go.mod")), mtime(join(goDir, "go.sum")), mtime(omitFile));
   if (!args.force && mtime(out) > src) return false;
   const headers = join(root, "node_modules", "node-api-headers", "include");
   if (!existsSync(join(headers, "node_api.h"))) throw new Error(`Node-API headers not found at ${headers}: run npm install first`);
   mkdirSync(join(root, "build"), { recursive: true });
-  log("building the native addon (first build compiles tailscale.com: ~2 min on 2 cores)...");
+  log(`building ${what}...`);
   const tags = readFileSync(omitFile, "utf8")
     .split("\n")
     .map((l) => l.replace(/#.*/, "").trim())
     .filter(Boolean)
     .map((f) => `ts_omit_${f}`)
+    .concat(extraTags)
     .join(",");
   run("go", ["build", "-buildmode=c-shared", "-trimpath", "-ldflags=-s -w", "-tags", tags, "-o", out, "./addon"], {
     cwd: goDir,
     env: { ...goEnv, CGO_CFLAGS: `-I${headers}`, CGO_LDFLAGS: "-Wl,--unresolved-symbols=ignore-all" },
   });
-});
+}
+
+await phase("addon", () => buildAddon(join(root, "build", "meshguard.node"), [], "the native addon (first build compiles tailscale.com: ~2 min on 2 cores)"));
+
+// The published addon must not answer test-only methods (panicTest, ...), so
+// the tests that need them load this second build instead.
+await phase("testaddon", () => buildAddon(join(root, "build", "meshguard-testhooks.node"), ["meshguard_testhooks"], "the test addon (the addon plus test-only core methods)"));
 
 await phase("gobench", () => {
   const out = join(root, "build", "tsnetbench");

@@ -10,6 +10,7 @@ void mg_post(char* msg);
 import "C"
 
 import (
+	"encoding/json"
 	"fmt"
 
 	"github.com/meshguard/meshguard/go/core"
@@ -32,7 +33,8 @@ func mgCall(id C.longlong, method *C.char, params *C.char) {
 	defer func() {
 		// Never let a panic unwind into C: answer the call with an error.
 		if r := recover(); r != nil {
-			post([]byte(fmt.Sprintf(`{"id":%d,"error":{"code":"PANIC","message":%q}}`, int64(id), fmt.Sprint(r))))
+			msg, _ := json.Marshal("core: panic in mgCall: " + fmt.Sprint(r))
+			post(fmt.Appendf(nil, `{"id":%d,"error":{"code":%q,"message":%s}}`, int64(id), core.ErrPanic, msg))
 		}
 	}()
 	if theCore == nil {

@@ -7,6 +7,8 @@ import (
 	"os"
 	"sync"
 	"syscall"
+
+	"github.com/meshguard/meshguard/go/core"
 )
 
 // fdBridge hands a tailnet connection to Node as one end of a socketpair.
@@ -24,10 +26,11 @@ const sockBuf = 4 << 20
 // 64 KiB measured as fast as 256 KiB and 1 MiB, at a quarter of the idle cost.
 const copyBuf = 64 << 10
 
-func (fdBridge) Export(tc net.Conn, done func()) (map[string]any, error) {
+// Export implements core.ConnBridge: the host gets the other end's fd.
+func (fdBridge) Export(tc net.Conn, done func()) (core.ConnHandle, error) {
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("socketpair: %w", err)
+		return core.ConnHandle{}, fmt.Errorf("socketpair: %w", err)
 	}
 	for _, fd := range fds {
 		_ = syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_SNDBUF, sockBuf)
@@ -38,11 +41,11 @@ func (fdBridge) Export(tc net.Conn, done func()) (map[string]any, error) {
 	f.Close()
 	if err != nil {
 		syscall.Close(fds[1])
-		return nil, fmt.Errorf("fileconn: %w", err)
+		return core.ConnHandle{}, fmt.Errorf("fileconn: %w", err)
 	}
 	uc := fc.(*net.UnixConn)
 	go pump(tc, uc, done)
-	return map[string]any{"fd": fds[1]}, nil
+	return core.ConnHandle{FD: &fds[1]}, nil
 }
 
 type closeWriter interface{ CloseWrite() error }

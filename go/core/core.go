@@ -86,10 +86,10 @@ type Core struct {
 type Sink func(msg []byte)
 
 // ConnBridge hands a tailnet connection to the host. Export takes ownership
-// of c and returns the fields the host needs to use it (for example {"fd": 7}).
-// done is called once when the bridged connection is fully closed.
+// of c and returns what the host needs to use it (natively a file
+// descriptor). done is called once when the bridged connection is fully closed.
 type ConnBridge interface {
-	Export(c net.Conn, done func()) (map[string]any, error)
+	Export(c net.Conn, done func()) (ConnHandle, error)
 }
 
 // New returns a Core that reports through sink and bridges connections with bridge.
@@ -121,15 +121,16 @@ func Knobs() map[string]string {
 // maxProcs > 0 sets GOMAXPROCS: in a Node process the Go scheduler shares
 // the machine with the JS thread, and leaving that thread a core of its own
 // measurably lowers tailnet round trips (see docs/core.md).
-func (c *Core) Configure(env map[string]string, maxProcs int) (map[string]string, error) {
+func (c *Core) Configure(env map[string]string, maxProcs int) (_ map[string]string, err error) {
+	defer wrap(&err, "core.Configure")
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.nextID > 0 && len(env) > 0 {
-		return nil, codeErr(ErrBadArgs, "core.Configure: environment knobs are process-wide and must be set before the first node is created")
+		return nil, codeErr(ErrBadArgs, "environment knobs are process-wide and must be set before the first node is created")
 	}
 	for k, v := range env {
 		if !strings.HasPrefix(k, "TS_") {
-			return nil, codeErr(ErrBadArgs, "core.Configure: %q is not a TS_* knob", k)
+			return nil, codeErr(ErrBadArgs, "%q is not a TS_* knob", k)
 		}
 		envknob.Setenv(k, v)
 	}
@@ -148,15 +149,16 @@ func (c *Core) newID() int64 {
 
 // Create registers a node without starting it, so that Close can abort a
 // pending Up.
-func (c *Core) Create(cfg Config) (int64, error) {
+func (c *Core) Create(cfg Config) (_ int64, err error) {
+	defer wrap(&err, "core.Create")
 	if cfg.Dir == "" {
-		return 0, codeErr(ErrBadArgs, "core.Create: dir is required")
+		return 0, codeErr(ErrBadArgs, "dir is required")
 	}
 	if cfg.ControlURL == "" {
-		return 0, codeErr(ErrBadArgs, "core.Create: controlUrl is required")
+		return 0, codeErr(ErrBadArgs, "controlUrl is required")
 	}
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
-		return 0, codeErr(ErrBadArgs, "core.Create: state dir: %v", err)
+		return 0, codeErr(ErrBadArgs, "state dir: %w", err)
 	}
 	n := &node{cfg: cfg, listeners: map[int64]*listener{}, warmed: map[netip.Addr]bool{}}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
@@ -176,7 +178,7 @@ func (c *Core) Create(cfg Config) (int64, error) {
 	// otherwise print to stderr of the host process.
 	logf := func(format string, args ...any) {
 		if n.cfg.Verbose {
-			c.emit("log", n.id, map[string]any{"line": fmt.Sprintf(format, args...)})
+			c.emit(n.id, LogEvent{Line: fmt.Sprintf(format, args...)})
 		}
 	}
 	n.srv.Logf = logf
@@ -194,8 +196,8 @@ func (c *Core) node(id int64) (*node, error) {
 	return n, nil
 }
 
-// upNode is the result of Up.
-type upNode struct {
+// UpResult is the node as it came online.
+type UpResult struct {
 	IPs      []string `json:"ips"`
 	Name     string   `json:"name"`
 	Hostname string   `json:"hostname"`
@@ -207,38 +209,39 @@ type upNode struct {
 // Up starts the node and waits until it is Running, reporting state changes
 // as "state" events. It fails fast when the control server refuses the
 // connection or rejects the auth key, and after timeout otherwise.
-func (c *Core) Up(id int64, timeout time.Duration) (*upNode, error) {
+func (c *Core) Up(id int64, timeout time.Duration) (_ UpResult, err error) {
+	defer wrap(&err, "core.Up")
 	n, err := c.node(id)
 	if err != nil {
-		return nil, err
+		return UpResult{}, err
 	}
 	n.mu.Lock()
 	if n.started {
 		n.mu.Unlock()
-		return nil, codeErr(ErrBadArgs, "core.Up: node %d already started", id)
+		return UpResult{}, codeErr(ErrBadArgs, "node %d already started", id)
 	}
 	n.started = true
 	n.mu.Unlock()
 
 	t0 := time.Now()
 	if err := preflight(n.ctx, n.cfg.ControlURL); err != nil {
-		return nil, err
+		return UpResult{}, err
 	}
 	if err := n.srv.Start(); err != nil {
-		return nil, codeErr(ErrInternal, "core.Up: start: %v", err)
+		return UpResult{}, codeErr(ErrInternal, "start: %w", err)
 	}
 	n.mu.Lock()
 	if n.closed {
 		// Close ran while Start was in progress and saw nothing to close.
 		n.mu.Unlock()
 		n.srv.Close()
-		return nil, codeErr(ErrClosed, "node was closed while coming up")
+		return UpResult{}, codeErr(ErrClosed, "node was closed while coming up")
 	}
 	n.running = true
 	n.mu.Unlock()
 	lc, err := n.srv.LocalClient()
 	if err != nil {
-		return nil, codeErr(ErrInternal, "core.Up: local client: %v", err)
+		return UpResult{}, codeErr(ErrInternal, "local client: %w", err)
 	}
 	n.lc = lc
 
@@ -246,17 +249,17 @@ func (c *Core) Up(id int64, timeout time.Duration) (*upNode, error) {
 	defer cancel()
 	watcher, err := lc.WatchIPNBus(ctx, ipn.NotifyInitialState)
 	if err != nil {
-		return nil, c.ctxErr(n, ctx, err, timeout)
+		return UpResult{}, c.ctxErr(n, ctx, err, timeout)
 	}
 	defer watcher.Close()
 	var lastState ipn.State = ipn.NoState
 	for {
 		msg, err := watcher.Next()
 		if err != nil {
-			return nil, c.ctxErr(n, ctx, err, timeout)
+			return UpResult{}, c.ctxErr(n, ctx, err, timeout)
 		}
 		if msg.ErrMessage != nil {
-			return nil, classifyBackendErr(*msg.ErrMessage)
+			return UpResult{}, classifyBackendErr(*msg.ErrMessage)
 		}
 		if msg.State == nil {
 			continue
@@ -264,19 +267,19 @@ func (c *Core) Up(id int64, timeout time.Duration) (*upNode, error) {
 		st := *msg.State
 		if st != lastState {
 			lastState = st
-			c.emit("state", id, map[string]any{"state": st.String()})
+			c.emit(id, StateEvent{State: st.String()})
 		}
 		if st != ipn.Running {
 			continue
 		}
 		status, err := lc.Status(ctx)
 		if err != nil {
-			return nil, c.ctxErr(n, ctx, err, timeout)
+			return UpResult{}, c.ctxErr(n, ctx, err, timeout)
 		}
 		if len(status.TailscaleIPs) == 0 {
 			continue
 		}
-		out := &upNode{OnlineMs: time.Since(t0).Milliseconds()}
+		out := UpResult{OnlineMs: time.Since(t0).Milliseconds(), IPs: []string{}, Tags: []string{}}
 		for _, ip := range status.TailscaleIPs {
 			out.IPs = append(out.IPs, ip.String())
 		}
@@ -285,7 +288,7 @@ func (c *Core) Up(id int64, timeout time.Duration) (*upNode, error) {
 			out.Hostname = self.HostName
 			out.ID = string(self.ID)
 			if self.Tags != nil {
-				out.Tags = self.Tags.AsSlice()
+				out.Tags = append(out.Tags, self.Tags.AsSlice()...)
 			}
 		}
 		c.goSafe("watch", func() { c.watch(n) })
@@ -314,7 +317,7 @@ func (c *Core) ctxErr(n *node, ctx context.Context, err error, timeout time.Dura
 		}
 		return codeErr(ErrTimeout, "node did not come online within %v (state %s)%s", timeout, state, hint)
 	}
-	return codeErr(ErrInternal, "%v", err)
+	return codeErr(ErrInternal, "%w", err)
 }
 
 // watch follows the IPN bus for the life of the node and emits a "netmap"
@@ -340,14 +343,14 @@ func (c *Core) watch(n *node) {
 			if err != nil {
 				continue
 			}
-			js := mustJSON(peers)
+			js := string(mustJSON(peers))
 			n.mu.Lock()
 			changed := js != n.lastPeers
 			n.lastPeers = js
 			n.peerCache = peers
 			n.mu.Unlock()
 			if changed {
-				c.emit("netmap", n.id, map[string]any{"peers": peers})
+				c.emit(n.id, NetmapEvent{Peers: peers})
 			}
 		}
 	})
@@ -357,10 +360,10 @@ func (c *Core) watch(n *node) {
 			return
 		}
 		if msg.State != nil {
-			c.emit("state", n.id, map[string]any{"state": msg.State.String()})
+			c.emit(n.id, StateEvent{State: msg.State.String()})
 		}
 		if msg.ErrMessage != nil {
-			c.emit("error", n.id, map[string]any{"message": *msg.ErrMessage})
+			c.emit(n.id, ErrorEvent{Message: *msg.ErrMessage})
 		}
 		if msg.NetMap != nil || len(msg.PeersChanged) > 0 || len(msg.PeersRemoved) > 0 || msg.SelfChange != nil {
 			select {
@@ -388,7 +391,7 @@ func (c *Core) peers(n *node, ctx context.Context) ([]Peer, error) {
 	}
 	st, err := n.lc.Status(ctx)
 	if err != nil {
-		return nil, codeErr(ErrInternal, "core.Peers: %v", err)
+		return nil, codeErr(ErrInternal, "status: %w", err)
 	}
 	out := []Peer{}
 	for _, p := range st.Peer {
@@ -404,7 +407,7 @@ func toPeer(st *ipnstate.Status, p *ipnstate.PeerStatus) Peer {
 		pe.IPs = append(pe.IPs, ip.String())
 	}
 	if p.Tags != nil {
-		pe.Tags = p.Tags.AsSlice()
+		pe.Tags = append(pe.Tags, p.Tags.AsSlice()...)
 	}
 	if u, ok := st.User[p.UserID]; ok && len(pe.Tags) == 0 {
 		pe.User = u.LoginName
@@ -413,7 +416,8 @@ func toPeer(st *ipnstate.Status, p *ipnstate.PeerStatus) Peer {
 }
 
 // Peers returns the peers in the node's current netmap.
-func (c *Core) Peers(id int64) ([]Peer, error) {
+func (c *Core) Peers(id int64) (_ []Peer, err error) {
+	defer wrap(&err, "core.Peers")
 	n, err := c.node(id)
 	if err != nil {
 		return nil, err
@@ -422,26 +426,28 @@ func (c *Core) Peers(id int64) ([]Peer, error) {
 }
 
 // Status returns the node's backend state and addresses.
-func (c *Core) Status(id int64) (map[string]any, error) {
+func (c *Core) Status(id int64) (_ StatusResult, err error) {
+	defer wrap(&err, "core.Status")
 	n, err := c.node(id)
 	if err != nil {
-		return nil, err
+		return StatusResult{}, err
 	}
+	out := StatusResult{State: ipn.NoState.String(), IPs: []string{}, Health: []string{}}
 	if n.lc == nil {
-		return map[string]any{"state": "NoState"}, nil
+		return out, nil
 	}
 	st, err := n.lc.StatusWithoutPeers(n.ctx)
 	if err != nil {
-		return nil, codeErr(ErrInternal, "core.Status: %v", err)
+		return StatusResult{}, codeErr(ErrInternal, "%w", err)
 	}
-	ips := []string{}
+	out.State = st.BackendState
 	for _, ip := range st.TailscaleIPs {
-		ips = append(ips, ip.String())
+		out.IPs = append(out.IPs, ip.String())
 	}
-	out := map[string]any{"state": st.BackendState, "ips": ips, "health": st.Health}
+	out.Health = append(out.Health, st.Health...)
 	if st.Self != nil {
-		out["name"] = strings.TrimSuffix(st.Self.DNSName, ".")
-		out["id"] = string(st.Self.ID)
+		out.Name = strings.TrimSuffix(st.Self.DNSName, ".")
+		out.ID = string(st.Self.ID)
 	}
 	return out, nil
 }
@@ -467,7 +473,7 @@ func (c *Core) resolve(n *node, host string) (netip.Addr, error) {
 	}
 	st, err := n.lc.Status(n.ctx)
 	if err != nil {
-		return netip.Addr{}, codeErr(ErrInternal, "core.Dial: status: %v", err)
+		return netip.Addr{}, codeErr(ErrInternal, "status: %w", err)
 	}
 	var names []string
 	for _, ps := range st.Peer {
@@ -517,20 +523,21 @@ func matchPeer(name string, ips []string, want string, ip netip.Addr, isIP bool)
 }
 
 // Dial connects to host:port over the tailnet and exports the connection.
-func (c *Core) Dial(id int64, host string, port int, timeout time.Duration) (map[string]any, error) {
+func (c *Core) Dial(id int64, host string, port int, timeout time.Duration) (_ DialResult, err error) {
+	defer wrap(&err, "core.Dial")
 	n, err := c.node(id)
 	if err != nil {
-		return nil, err
+		return DialResult{}, err
 	}
 	if n.lc == nil {
-		return nil, codeErr(ErrBadArgs, "core.Dial: node is not up; await start() first")
+		return DialResult{}, codeErr(ErrBadArgs, "node is not up; await start() first")
 	}
 	if port <= 0 || port > 65535 {
-		return nil, codeErr(ErrBadArgs, "core.Dial: port %d out of range 1-65535", port)
+		return DialResult{}, codeErr(ErrBadArgs, "port %d out of range 1-65535", port)
 	}
 	addr, err := c.resolve(n, host)
 	if err != nil {
-		return nil, err
+		return DialResult{}, err
 	}
 	ctx, cancel := context.WithTimeout(n.ctx, timeout)
 	defer cancel()
@@ -546,26 +553,31 @@ func (c *Core) Dial(id int64, host string, port int, timeout time.Duration) (map
 	conn, err := n.srv.Dial(ctx, "tcp", netip.AddrPortFrom(addr, uint16(port)).String())
 	if err != nil {
 		if n.ctx.Err() != nil {
-			return nil, codeErr(ErrClosed, "core.Dial: node closed")
+			return DialResult{}, codeErr(ErrClosed, "node closed")
 		}
 		if ctx.Err() != nil {
-			return nil, codeErr(ErrTimeout, "core.Dial: %s:%d (%s) did not answer within %v", host, port, addr, timeout)
+			return DialResult{}, codeErr(ErrTimeout, "%s:%d (%s) did not answer within %v", host, port, addr, timeout)
 		}
-		return nil, codeErr(ErrDial, "core.Dial: %s:%d (%s): %v", host, port, addr, err)
+		return DialResult{}, codeErr(ErrDial, "%s:%d (%s): %w", host, port, addr, err)
 	}
 	n.mu.Lock()
 	n.warmed[addr] = true
 	n.mu.Unlock()
-	out, err := c.export(conn)
+	// Read the addresses first: export hands conn to the bridge, which may
+	// close it at any time.
+	remote, local := conn.RemoteAddr().String(), conn.LocalAddr().String()
+	h, err := c.export(conn)
 	if err != nil {
-		return nil, err
+		return DialResult{}, err
 	}
-	out["remoteAddr"] = conn.RemoteAddr().String()
-	out["localAddr"] = conn.LocalAddr().String()
-	out["dialUs"] = time.Since(t0).Microseconds()
-	out["warmUpUs"] = tDial.Sub(t0).Microseconds()
-	out["pings"] = pings
-	return out, nil
+	return DialResult{
+		ConnHandle: h,
+		RemoteAddr: remote,
+		LocalAddr:  local,
+		DialUs:     time.Since(t0).Microseconds(),
+		WarmUpUs:   tDial.Sub(t0).Microseconds(),
+		Pings:      pings,
+	}, nil
 }
 
 // warmUp makes sure a peer we never talked to knows us before the first
@@ -602,44 +614,45 @@ func (c *Core) warmUp(ctx context.Context, n *node, addr netip.Addr) int {
 	return pings
 }
 
-func (c *Core) export(conn net.Conn) (map[string]any, error) {
+func (c *Core) export(conn net.Conn) (ConnHandle, error) {
 	c.conns.Add(1)
-	out, err := c.bridge.Export(conn, func() { c.conns.Add(-1) })
+	h, err := c.bridge.Export(conn, func() { c.conns.Add(-1) })
 	if err != nil {
 		c.conns.Add(-1)
 		conn.Close()
-		return nil, codeErr(ErrInternal, "core: export connection: %v", err)
+		return ConnHandle{}, codeErr(ErrInternal, "export connection: %w", err)
 	}
-	return out, nil
+	return h, nil
 }
 
 // Listen listens on a tailnet TCP port of the node. Accepted connections are
 // delivered as "accept" events carrying the listener handle.
-func (c *Core) Listen(id int64, port int) (int64, error) {
+func (c *Core) Listen(id int64, port int) (_ int64, err error) {
+	defer wrap(&err, "core.Listen")
 	n, err := c.node(id)
 	if err != nil {
 		return 0, err
 	}
 	if n.lc == nil {
-		return 0, codeErr(ErrBadArgs, "core.Listen: node is not up; await start() first")
+		return 0, codeErr(ErrBadArgs, "node is not up; await start() first")
 	}
 	if port <= 0 || port > 65535 {
-		return 0, codeErr(ErrBadArgs, "core.Listen: port %d out of range 1-65535", port)
+		return 0, codeErr(ErrBadArgs, "port %d out of range 1-65535", port)
 	}
 	n.mu.Lock()
 	for _, l := range n.listeners {
 		if l.port == port {
 			n.mu.Unlock()
-			return 0, codeErr(ErrPortInUse, "core.Listen: tailnet port %d is already listened on by this node", port)
+			return 0, codeErr(ErrPortInUse, "tailnet port %d is already listened on by this node", port)
 		}
 	}
 	n.mu.Unlock()
 	ln, err := n.srv.Listen("tcp", fmt.Sprintf(":%d", port))
 	if err != nil {
 		if strings.Contains(err.Error(), "already") || strings.Contains(err.Error(), "in use") {
-			return 0, codeErr(ErrPortInUse, "core.Listen: tailnet port %d: %v", port, err)
+			return 0, codeErr(ErrPortInUse, "tailnet port %d: %w", port, err)
 		}
-		return 0, codeErr(ErrInternal, "core.Listen: %v", err)
+		return 0, codeErr(ErrInternal, "%w", err)
 	}
 	l := &listener{node: n, port: port, ln: ln}
 	c.mu.Lock()
@@ -656,21 +669,19 @@ func (c *Core) Listen(id int64, port int) (int64, error) {
 func (c *Core) acceptLoop(l *listener) {
 	defer func() {
 		c.dropListener(l)
-		c.emit("listenerClosed", l.node.id, map[string]any{"listener": l.id})
+		c.emit(l.node.id, ListenerClosedEvent{Listener: l.id})
 	}()
 	for {
 		conn, err := l.ln.Accept()
 		if err != nil {
 			return
 		}
-		out, err := c.export(conn)
+		remote, local := conn.RemoteAddr().String(), conn.LocalAddr().String()
+		h, err := c.export(conn)
 		if err != nil {
 			continue
 		}
-		out["listener"] = l.id
-		out["remoteAddr"] = conn.RemoteAddr().String()
-		out["localAddr"] = conn.LocalAddr().String()
-		c.emit("accept", l.node.id, out)
+		c.emit(l.node.id, AcceptEvent{ConnHandle: h, Listener: l.id, RemoteAddr: remote, LocalAddr: local})
 	}
 }
 
@@ -684,7 +695,8 @@ func (c *Core) dropListener(l *listener) {
 }
 
 // CloseListener stops accepting on a listener. Connections already accepted stay open.
-func (c *Core) CloseListener(lid int64) error {
+func (c *Core) CloseListener(lid int64) (err error) {
+	defer wrap(&err, "core.CloseListener")
 	c.mu.Lock()
 	l, ok := c.listeners[lid]
 	c.mu.Unlock()
@@ -714,24 +726,26 @@ type WhoIsResult struct {
 }
 
 // WhoIs identifies the node behind addr ("ip" or "ip:port").
-func (c *Core) WhoIs(id int64, addr string) (*WhoIsResult, error) {
+func (c *Core) WhoIs(id int64, addr string) (_ WhoIsResult, err error) {
+	defer wrap(&err, "core.WhoIs")
 	n, err := c.node(id)
 	if err != nil {
-		return nil, err
+		return WhoIsResult{}, err
 	}
 	if n.lc == nil {
-		return nil, codeErr(ErrBadArgs, "core.WhoIs: node is not up")
+		return WhoIsResult{}, codeErr(ErrBadArgs, "node is not up")
 	}
 	ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
 	defer cancel()
 	res, err := n.lc.WhoIs(ctx, addr)
 	if err != nil {
 		if errors.Is(err, local.ErrPeerNotFound) || strings.Contains(err.Error(), "not found") {
-			return nil, codeErr(ErrWhoIsNotFound, "core.WhoIs: no tailnet node has address %s", addr)
+			return WhoIsResult{}, codeErr(ErrWhoIsNotFound, "no tailnet node has address %s: %w", addr, err)
 		}
-		return nil, codeErr(ErrInternal, "core.WhoIs: %v", err)
+		return WhoIsResult{}, codeErr(ErrInternal, "%w", err)
 	}
-	out := &WhoIsResult{Caps: map[string][]json.RawMessage{}}
+	out := WhoIsResult{Caps: map[string][]json.RawMessage{}}
+	out.Node.Tags, out.Node.IPs = []string{}, []string{}
 	if nd := res.Node; nd != nil {
 		out.Node.ID = string(nd.StableID)
 		out.Node.Name = strings.TrimSuffix(nd.Name, ".")
@@ -760,7 +774,8 @@ func (c *Core) WhoIs(id int64, addr string) (*WhoIsResult, error) {
 // Close closes a node: its listeners, then (for an ephemeral node, or when
 // logout is asked) logs it out so the control server forgets it at once, then
 // shuts the tsnet.Server down. Close aborts a pending Up.
-func (c *Core) Close(id int64, logout bool) error {
+func (c *Core) Close(id int64, logout bool) (err error) {
+	defer wrap(&err, "core.Close")
 	n, err := c.node(id)
 	if err != nil {
 		return err
@@ -800,10 +815,10 @@ func (c *Core) Close(id int64, logout bool) error {
 
 // Handles reports how many entries each handle table holds, so tests can
 // check that closing drains them to zero.
-func (c *Core) Handles() map[string]int64 {
+func (c *Core) Handles() HandlesResult {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return map[string]int64{"nodes": int64(len(c.nodes)), "listeners": int64(len(c.listeners)), "conns": c.conns.Load()}
+	return HandlesResult{Nodes: int64(len(c.nodes)), Listeners: int64(len(c.listeners)), Conns: c.conns.Load()}
 }
 
 // goSafe runs f on a goroutine that can never take the process down: a panic
@@ -818,7 +833,7 @@ func (c *Core) goSafe(what string, f func()) {
 func (c *Core) recoverTo(what string, onPanic func(error)) {
 	if r := recover(); r != nil {
 		err := codeErr(ErrPanic, "core: panic in %s: %v", what, r)
-		c.emit("panic", 0, map[string]any{"where": what, "message": fmt.Sprint(r), "stack": string(debug.Stack())})
+		c.emit(0, PanicEvent{Where: what, Message: fmt.Sprint(r), Stack: string(debug.Stack())})
 		if onPanic != nil {
 			onPanic(err)
 		}
@@ -826,6 +841,6 @@ func (c *Core) recoverTo(what string, onPanic func(error)) {
 }
 
 // emit sends an event to the host.
-func (c *Core) emit(event string, nodeID int64, data map[string]any) {
-	c.sink([]byte(mustJSON(map[string]any{"event": event, "node": nodeID, "data": data})))
+func (c *Core) emit(nodeID int64, ev Event) {
+	c.sink(mustJSON(eventMessage{Event: ev.EventName(), Node: nodeID, Data: ev}))
 }

@@ -2,7 +2,9 @@ package core
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"strings"
@@ -11,10 +13,20 @@ import (
 	"time"
 )
 
+// message is any message the core sends, decoded for tests.
+type message struct {
+	ID     *int64          `json:"id"`
+	Result json.RawMessage `json:"result"`
+	Error  *wireError      `json:"error"`
+	Event  string          `json:"event"`
+	Node   int64           `json:"node"`
+	Data   json.RawMessage `json:"data"`
+}
+
 // collector is a Sink that keeps messages and lets a test wait for one.
 type collector struct {
 	mu   sync.Mutex
-	msgs []map[string]any
+	msgs []message
 	cond *sync.Cond
 }
 
@@ -25,7 +37,7 @@ func newCollector() *collector {
 }
 
 func (c *collector) sink(b []byte) {
-	var m map[string]any
+	var m message
 	if err := json.Unmarshal(b, &m); err != nil {
 		panic(err)
 	}
@@ -35,37 +47,63 @@ func (c *collector) sink(b []byte) {
 	c.cond.Broadcast()
 }
 
-func (c *collector) response(t *testing.T, id int64) map[string]any {
+// wait returns the first message for which match is true.
+func (c *collector) wait(t *testing.T, what string, match func(message) bool) message {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for {
 		for _, m := range c.msgs {
-			if v, ok := m["id"].(float64); ok && int64(v) == id {
+			if match(m) {
 				return m
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no response to %d", id)
+			t.Fatalf("no %s", what)
 		}
 		go func() { time.Sleep(20 * time.Millisecond); c.cond.Broadcast() }()
 		c.cond.Wait()
 	}
 }
 
-type noBridge struct{}
-
-func (noBridge) Export(c net.Conn, done func()) (map[string]any, error) {
-	c.Close()
-	done()
-	return map[string]any{}, nil
+func (c *collector) response(t *testing.T, id int64) message {
+	t.Helper()
+	return c.wait(t, fmt.Sprintf("response to %d", id), func(m message) bool { return m.ID != nil && *m.ID == id })
 }
 
-func errCode(m map[string]any) string {
-	e, _ := m["error"].(map[string]any)
-	s, _ := e["code"].(string)
-	return s
+type noBridge struct{}
+
+func (noBridge) Export(c net.Conn, done func()) (ConnHandle, error) {
+	c.Close()
+	done()
+	return ConnHandle{}, nil
+}
+
+func errCode(m message) string {
+	if m.Error == nil {
+		return ""
+	}
+	return m.Error.Code
+}
+
+// Methods that exist only in this package's test binary (the published
+// table has none; see TestPublishedTableHasNoTestHooks).
+func init() {
+	testMethods["panicInCallTest"] = handler(func(c *Core, _ Empty) (Empty, error) {
+		panic("deliberate panic for tests")
+	})
+	testMethods["panicOnGoroutineTest"] = handler(func(c *Core, _ Empty) (Empty, error) {
+		c.goSafe("panicOnGoroutineTest", func() { panic("deliberate goroutine panic") })
+		return Empty{}, nil
+	})
+	testMethods["wrappedErrorTest"] = handler(func(c *Core, _ Empty) (Empty, error) {
+		inner := codeErr(ErrNoPeer, "inner: %w", io.ErrUnexpectedEOF)
+		return Empty{}, fmt.Errorf("outer: %w", fmt.Errorf("core.Test: %w", inner))
+	})
+	testMethods["uncodedErrorTest"] = handler(func(c *Core, _ Empty) (Empty, error) {
+		return Empty{}, fmt.Errorf("core.Test: %w", io.ErrUnexpectedEOF)
+	})
 }
 
 func TestCallErrors(t *testing.T) {
@@ -75,11 +113,14 @@ func TestCallErrors(t *testing.T) {
 		method, params, code string
 	}{
 		{"nope", `{}`, ErrUnknownMethod},
-		{"panicTest", `{}`, ErrPanic},
+		{"panicInCallTest", `{}`, ErrPanic},
 		{"dial", `{"node":42,"host":"x","port":1}`, ErrClosed},
 		{"create", `{"config":{"dir":""}}`, ErrBadArgs},
 		{"create", `not json`, ErrBadArgs},
+		{"dial", `{"node":"one"}`, ErrBadArgs},
 		{"configure", `{"env":{"PATH":"/"}}`, ErrBadArgs},
+		{"wrappedErrorTest", `{}`, ErrNoPeer},
+		{"uncodedErrorTest", `{}`, ErrInternal},
 	}
 	for i, tc := range cases {
 		c.Call(int64(i+1), tc.method, []byte(tc.params))
@@ -87,8 +128,58 @@ func TestCallErrors(t *testing.T) {
 			t.Errorf("%s(%s): code %q, want %q", tc.method, tc.params, got, tc.code)
 		}
 	}
-	if h := c.Handles(); h["nodes"] != 0 || h["listeners"] != 0 || h["conns"] != 0 {
-		t.Errorf("handles not empty: %v", h)
+	if h := c.Handles(); h != (HandlesResult{}) {
+		t.Errorf("handles not empty: %+v", h)
+	}
+}
+
+// TestCodedErrorSurvivesWrapping: an error wrapped with %w keeps its protocol
+// code (errors.As) and its cause (errors.Is), and the response carries the
+// code with the message of the whole chain.
+func TestCodedErrorSurvivesWrapping(t *testing.T) {
+	err := fmt.Errorf("core.Dial: %w", codeErr(ErrNoPeer, "resolve: %w", io.ErrUnexpectedEOF))
+	var ce *CodedError
+	if !errors.As(err, &ce) || ce.Code != ErrNoPeer {
+		t.Fatalf("errors.As: %v, %v", ce, err)
+	}
+	if !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("errors.Is lost the cause of %v", err)
+	}
+
+	col := newCollector()
+	c := New(col.sink, noBridge{})
+	c.Call(1, "wrappedErrorTest", nil)
+	r := col.response(t, 1)
+	if r.Error == nil || r.Error.Code != ErrNoPeer || r.Error.Message != "outer: core.Test: inner: unexpected EOF" {
+		t.Errorf("response error %+v, want NO_PEER with the whole chain", r.Error)
+	}
+	// A real method: Dial wraps the node lookup's CLOSED error with its name.
+	c.Call(2, "dial", []byte(`{"node":42,"host":"x","port":1}`))
+	r = col.response(t, 2)
+	if r.Error == nil || r.Error.Code != ErrClosed || !strings.HasPrefix(r.Error.Message, "core.Dial: node 42 ") {
+		t.Errorf("dial on a missing node: %+v, want CLOSED from core.Dial", r.Error)
+	}
+}
+
+// TestPanicsAreContained: a panic inside a call answers the call with PANIC,
+// one on a core goroutine becomes a "panic" event, and the core keeps
+// answering afterwards.
+func TestPanicsAreContained(t *testing.T) {
+	col := newCollector()
+	c := New(col.sink, noBridge{})
+	c.Call(1, "panicInCallTest", nil)
+	if r := col.response(t, 1); errCode(r) != ErrPanic || !strings.Contains(r.Error.Message, "deliberate panic") {
+		t.Errorf("panicking call answered %+v", r.Error)
+	}
+	c.Call(2, "panicOnGoroutineTest", nil)
+	ev := col.wait(t, "panic event", func(m message) bool { return m.Event == "panic" })
+	var p PanicEvent
+	if err := json.Unmarshal(ev.Data, &p); err != nil || p.Where != "panicOnGoroutineTest" || p.Stack == "" {
+		t.Errorf("panic event %s (%v)", ev.Data, err)
+	}
+	c.Call(3, "handles", nil)
+	if r := col.response(t, 3); r.Error != nil {
+		t.Errorf("handles after the panics: %+v", r.Error)
 	}
 }
 
@@ -106,7 +197,7 @@ func TestUpFailsFastOnUnreachableControl(t *testing.T) {
 	}
 	t0 := time.Now()
 	_, err = c.Up(id, 30*time.Second)
-	if ce, ok := err.(*CodedError); !ok || ce.Code != ErrControl {
+	if ce := (*CodedError)(nil); !errors.As(err, &ce) || ce.Code != ErrControl {
 		t.Fatalf("Up: %v, want %s", err, ErrControl)
 	}
 	if d := time.Since(t0); d > 6*time.Second {
@@ -115,7 +206,7 @@ func TestUpFailsFastOnUnreachableControl(t *testing.T) {
 	if err := c.Close(id, false); err != nil {
 		t.Fatal(err)
 	}
-	if h := c.Handles(); h["nodes"] != 0 {
+	if h := c.Handles(); h.Nodes != 0 {
 		t.Errorf("node table not drained: %v", h)
 	}
 }
@@ -175,5 +266,5 @@ func ExampleCore_Call() {
 	c := New(func(msg []byte) { done <- string(msg) }, noBridge{})
 	c.Call(1, "handles", nil)
 	fmt.Println(strings.TrimSpace(<-done))
-	// Output: {"id":1,"result":{"conns":0,"listeners":0,"nodes":0}}
+	// Output: {"id":1,"result":{"nodes":0,"listeners":0,"conns":0}}
 }

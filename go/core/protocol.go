@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -15,10 +16,13 @@ import (
 
 // ProtocolVersion is the version of the message protocol between the host
 // (TypeScript) and the core. The host refuses a core with another version.
-const ProtocolVersion = 1
+// It must equal PROTOCOL_VERSION in src/backend/protocol.ts; the table test
+// (protocol_test.go) checks both against testdata/protocol.json.
+const ProtocolVersion = 2
 
-// Error codes carried in error responses. The host maps them to its error
-// classes; they are part of the protocol.
+// Error codes carried in error responses. The host maps each to an ErrorCode
+// (src/backend/errors.ts); they are part of the protocol, listed in
+// errorCodes so the table test sees a code added on one side only.
 const (
 	ErrBadArgs       = "BAD_ARGS"
 	ErrAuth          = "AUTH"
@@ -34,17 +38,295 @@ const (
 	ErrUnknownMethod = "UNKNOWN_METHOD"
 )
 
-// CodedError is an error with a protocol code.
+var errorCodes = []string{ErrBadArgs, ErrAuth, ErrControl, ErrTimeout, ErrNoPeer, ErrDial, ErrPortInUse, ErrClosed, ErrWhoIsNotFound, ErrPanic, ErrInternal, ErrUnknownMethod}
+
+// CodedError is an error with a protocol code. The code survives wrapping:
+// a response carries the code of the outermost CodedError in the chain
+// (errors.As) and the message of the whole chain.
 type CodedError struct {
-	Code    string
-	Message string
+	Code string
+	Err  error
 }
 
-func (e *CodedError) Error() string { return e.Message }
+// Error returns the message of the wrapped chain; the code is not part of it.
+func (e *CodedError) Error() string { return e.Err.Error() }
 
+// Unwrap returns the error the code was given to.
+func (e *CodedError) Unwrap() error { return e.Err }
+
+// codeErr is fmt.Errorf with a protocol code: %w in format keeps the chain.
 func codeErr(code, format string, args ...any) error {
-	return &CodedError{Code: code, Message: fmt.Sprintf(format, args...)}
+	return &CodedError{Code: code, Err: fmt.Errorf(format, args...)}
 }
+
+// wrap prefixes a method's error with the method's name ("core.Dial: ..."),
+// keeping the chain, and so the protocol code, intact. Use it deferred on a
+// named error result.
+func wrap(err *error, op string) {
+	if *err != nil {
+		*err = fmt.Errorf("%s: %w", op, *err)
+	}
+}
+
+// The messages of the protocol. Every method takes one params type and
+// returns one result type, and every event carries one data type; the
+// methods table and the events list below name them, and the table test
+// (protocol_test.go) checks them against testdata/protocol.json, which the
+// TypeScript side is checked against too. Slices in results are never nil
+// (they go out as [], not null); a field that may be absent is omitempty.
+
+// Empty is the params or result of a method that takes or returns nothing.
+type Empty struct{}
+
+// HelloResult is the answer to hello, the first call of a transport.
+type HelloResult struct {
+	Protocol  int               `json:"protocol"`
+	Tailscale string            `json:"tailscale"`
+	Knobs     map[string]string `json:"knobs"`
+}
+
+// ConfigureParams are the process-wide settings of configure.
+type ConfigureParams struct {
+	Env      map[string]string `json:"env"`
+	MaxProcs int               `json:"maxProcs"`
+}
+
+// CreateParams carry the node to create.
+type CreateParams struct {
+	Config Config `json:"config"`
+}
+
+// NodeResult names a new node handle.
+type NodeResult struct {
+	Node int64 `json:"node"`
+}
+
+// NodeParams name the node a method acts on.
+type NodeParams struct {
+	Node int64 `json:"node"`
+}
+
+// UpParams are the params of up; TimeoutMs 0 means 60 s.
+type UpParams struct {
+	Node      int64 `json:"node"`
+	TimeoutMs int64 `json:"timeoutMs,omitempty"`
+}
+
+// DialParams are the params of dial; TimeoutMs 0 means 30 s.
+type DialParams struct {
+	Node      int64  `json:"node"`
+	Host      string `json:"host"`
+	Port      int    `json:"port"`
+	TimeoutMs int64  `json:"timeoutMs,omitempty"`
+}
+
+// ListenParams are the params of listen.
+type ListenParams struct {
+	Node int64 `json:"node"`
+	Port int   `json:"port"`
+}
+
+// ListenerParams name a listener handle.
+type ListenerParams struct {
+	Listener int64 `json:"listener"`
+}
+
+// WhoIsParams are the params of whois: Addr is "ip" or "ip:port".
+type WhoIsParams struct {
+	Node int64  `json:"node"`
+	Addr string `json:"addr"`
+}
+
+// CloseParams are the params of close.
+type CloseParams struct {
+	Node   int64 `json:"node"`
+	Logout bool  `json:"logout,omitempty"`
+}
+
+// ConnHandle is how the host finds a bridged connection, filled in by the
+// transport's ConnBridge: natively a file descriptor. A transport that hands
+// connections over another way adds its own omitempty field here.
+type ConnHandle struct {
+	FD *int `json:"fd,omitempty"`
+}
+
+// DialResult is a dialed connection and how long the dial took.
+type DialResult struct {
+	ConnHandle
+	RemoteAddr string `json:"remoteAddr"`
+	LocalAddr  string `json:"localAddr"`
+	DialUs     int64  `json:"dialUs"`
+	WarmUpUs   int64  `json:"warmUpUs"`
+	Pings      int    `json:"pings"`
+}
+
+// ListenResult names the new listener handle.
+type ListenResult struct {
+	Listener int64 `json:"listener"`
+}
+
+// StatusResult is a node's backend state and addresses; Name and ID are
+// absent before the node is up.
+type StatusResult struct {
+	State  string   `json:"state"`
+	IPs    []string `json:"ips"`
+	Health []string `json:"health"`
+	Name   string   `json:"name,omitempty"`
+	ID     string   `json:"id,omitempty"`
+}
+
+// HandlesResult counts the entries of each handle table.
+type HandlesResult struct {
+	Nodes     int64 `json:"nodes"`
+	Listeners int64 `json:"listeners"`
+	Conns     int64 `json:"conns"`
+}
+
+// Event is the data of one kind of event; its Go type decides the event's name.
+type Event interface{ EventName() string }
+
+// StateEvent reports the node's backend state (ipn.State as text).
+type StateEvent struct {
+	State string `json:"state"`
+}
+
+// NetmapEvent carries the node's peers whenever they change.
+type NetmapEvent struct {
+	Peers []Peer `json:"peers"`
+}
+
+// AcceptEvent is a connection accepted on a listener.
+type AcceptEvent struct {
+	ConnHandle
+	Listener   int64  `json:"listener"`
+	RemoteAddr string `json:"remoteAddr"`
+	LocalAddr  string `json:"localAddr"`
+}
+
+// ListenerClosedEvent says a listener stopped accepting.
+type ListenerClosedEvent struct {
+	Listener int64 `json:"listener"`
+}
+
+// LogEvent is one line of tsnet's log (verbose nodes only).
+type LogEvent struct {
+	Line string `json:"line"`
+}
+
+// ErrorEvent is an error the backend reported outside any call.
+type ErrorEvent struct {
+	Message string `json:"message"`
+}
+
+// PanicEvent is a panic recovered on one of the core's goroutines.
+type PanicEvent struct {
+	Where   string `json:"where"`
+	Message string `json:"message"`
+	Stack   string `json:"stack"`
+}
+
+// EventName is "state".
+func (StateEvent) EventName() string { return "state" }
+
+// EventName is "netmap".
+func (NetmapEvent) EventName() string { return "netmap" }
+
+// EventName is "accept".
+func (AcceptEvent) EventName() string { return "accept" }
+
+// EventName is "listenerClosed".
+func (ListenerClosedEvent) EventName() string { return "listenerClosed" }
+
+// EventName is "log".
+func (LogEvent) EventName() string { return "log" }
+
+// EventName is "error".
+func (ErrorEvent) EventName() string { return "error" }
+
+// EventName is "panic".
+func (PanicEvent) EventName() string { return "panic" }
+
+// events lists every event the core sends.
+var events = []Event{StateEvent{}, NetmapEvent{}, AcceptEvent{}, ListenerClosedEvent{}, LogEvent{}, ErrorEvent{}, PanicEvent{}}
+
+// method is one entry of the method table: its params and result types, and
+// a call that decodes the params and runs it.
+type method struct {
+	params, result reflect.Type
+	call           func(c *Core, raw []byte) (any, error)
+}
+
+// handler makes a table entry of a typed function.
+func handler[P, R any](f func(c *Core, p P) (R, error)) method {
+	return method{
+		params: reflect.TypeFor[P](),
+		result: reflect.TypeFor[R](),
+		call: func(c *Core, raw []byte) (any, error) {
+			var p P
+			if len(raw) > 0 {
+				if err := json.Unmarshal(raw, &p); err != nil {
+					return nil, codeErr(ErrBadArgs, "core: bad params: %w", err)
+				}
+			}
+			return f(c, p)
+		},
+	}
+}
+
+func timeout(ms int64, def time.Duration) time.Duration {
+	if ms > 0 {
+		return time.Duration(ms) * time.Millisecond
+	}
+	return def
+}
+
+// methods is the protocol: every method the host may call. The TypeScript
+// side declares the same table (Methods in src/backend/protocol.ts).
+var methods = map[string]method{
+	"hello": handler(func(c *Core, _ Empty) (HelloResult, error) {
+		return HelloResult{Protocol: ProtocolVersion, Knobs: Knobs(), Tailscale: tailscaleVersion()}, nil
+	}),
+	"configure": handler(func(c *Core, p ConfigureParams) (map[string]string, error) {
+		return c.Configure(p.Env, p.MaxProcs)
+	}),
+	"create": handler(func(c *Core, p CreateParams) (NodeResult, error) {
+		h, err := c.Create(p.Config)
+		return NodeResult{Node: h}, err
+	}),
+	"up": handler(func(c *Core, p UpParams) (UpResult, error) {
+		return c.Up(p.Node, timeout(p.TimeoutMs, 60*time.Second))
+	}),
+	"dial": handler(func(c *Core, p DialParams) (DialResult, error) {
+		return c.Dial(p.Node, p.Host, p.Port, timeout(p.TimeoutMs, 30*time.Second))
+	}),
+	"listen": handler(func(c *Core, p ListenParams) (ListenResult, error) {
+		h, err := c.Listen(p.Node, p.Port)
+		return ListenResult{Listener: h}, err
+	}),
+	"closeListener": handler(func(c *Core, p ListenerParams) (Empty, error) {
+		return Empty{}, c.CloseListener(p.Listener)
+	}),
+	"whois": handler(func(c *Core, p WhoIsParams) (WhoIsResult, error) {
+		return c.WhoIs(p.Node, p.Addr)
+	}),
+	"peers": handler(func(c *Core, p NodeParams) ([]Peer, error) {
+		return c.Peers(p.Node)
+	}),
+	"status": handler(func(c *Core, p NodeParams) (StatusResult, error) {
+		return c.Status(p.Node)
+	}),
+	"close": handler(func(c *Core, p CloseParams) (Empty, error) {
+		return Empty{}, c.Close(p.Node, p.Logout)
+	}),
+	"handles": handler(func(c *Core, _ Empty) (HandlesResult, error) {
+		return c.Handles(), nil
+	}),
+}
+
+// testMethods holds methods that exist only in test builds (the
+// meshguard_testhooks build tag, see testhooks.go, or go test). They are not
+// part of the protocol table, and the published addon has none.
+var testMethods = map[string]method{}
 
 // request is one call from the host: {"id":1,"method":"dial","params":{...}}.
 type request struct {
@@ -53,24 +335,23 @@ type request struct {
 	Params json.RawMessage `json:"params"`
 }
 
-type params struct {
-	Node      int64             `json:"node"`
-	Listener  int64             `json:"listener"`
-	Config    *Config           `json:"config"`
-	Host      string            `json:"host"`
-	Port      int               `json:"port"`
-	Addr      string            `json:"addr"`
-	TimeoutMs int64             `json:"timeoutMs"`
-	Logout    bool              `json:"logout"`
-	Env       map[string]string `json:"env"`
-	MaxProcs  int               `json:"maxProcs"`
+// response is the answer to one call: a result or an error, never both.
+type response struct {
+	ID     int64      `json:"id"`
+	Result any        `json:"result,omitempty"`
+	Error  *wireError `json:"error,omitempty"`
 }
 
-func (p *params) timeout(def time.Duration) time.Duration {
-	if p.TimeoutMs > 0 {
-		return time.Duration(p.TimeoutMs) * time.Millisecond
-	}
-	return def
+type wireError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// eventMessage is one event: {"event":"state","node":1,"data":{...}}.
+type eventMessage struct {
+	Event string `json:"event"`
+	Node  int64  `json:"node"`
+	Data  Event  `json:"data"`
 }
 
 // Call handles one request asynchronously: it returns at once and the
@@ -87,64 +368,31 @@ func (c *Core) Call(id int64, method string, rawParams []byte) {
 			}
 			c.respond(id, result, err)
 		}()
-		result, err = c.dispatch(method, rawParams)
+		result, err = dispatch(c, method, rawParams)
 	}()
 }
 
 func (c *Core) respond(id int64, result any, err error) {
 	if err != nil {
-		var ce *CodedError
-		if !errors.As(err, &ce) {
-			ce = &CodedError{Code: ErrInternal, Message: err.Error()}
-		}
-		c.sink([]byte(mustJSON(map[string]any{"id": id, "error": map[string]any{"code": ce.Code, "message": ce.Message}})))
+		ce := &CodedError{Code: ErrInternal}
+		errors.As(err, &ce)
+		c.sink(mustJSON(response{ID: id, Error: &wireError{Code: ce.Code, Message: err.Error()}}))
 		return
 	}
-	c.sink([]byte(mustJSON(map[string]any{"id": id, "result": result})))
+	c.sink(mustJSON(response{ID: id, Result: result}))
 }
 
-func (c *Core) dispatch(method string, raw []byte) (any, error) {
-	var p params
-	if len(raw) > 0 {
-		if err := json.Unmarshal(raw, &p); err != nil {
-			return nil, codeErr(ErrBadArgs, "%s: bad params: %v", method, err)
-		}
+// dispatch is a function, not a method of Core, so that the table's
+// handlers (which call Core's methods) and it form no initialization cycle.
+func dispatch(c *Core, name string, raw []byte) (any, error) {
+	m, ok := methods[name]
+	if !ok {
+		m, ok = testMethods[name]
 	}
-	switch method {
-	case "hello":
-		return map[string]any{"protocol": ProtocolVersion, "knobs": Knobs(), "tailscale": tailscaleVersion()}, nil
-	case "configure":
-		return c.Configure(p.Env, p.MaxProcs)
-	case "create":
-		if p.Config == nil {
-			return nil, codeErr(ErrBadArgs, "create: config missing")
-		}
-		h, err := c.Create(*p.Config)
-		return map[string]any{"node": h}, err
-	case "up":
-		return c.Up(p.Node, p.timeout(60*time.Second))
-	case "dial":
-		return c.Dial(p.Node, p.Host, p.Port, p.timeout(30*time.Second))
-	case "listen":
-		h, err := c.Listen(p.Node, p.Port)
-		return map[string]any{"listener": h}, err
-	case "closeListener":
-		return map[string]any{}, c.CloseListener(p.Listener)
-	case "whois":
-		return c.WhoIs(p.Node, p.Addr)
-	case "peers":
-		return c.Peers(p.Node)
-	case "status":
-		return c.Status(p.Node)
-	case "close":
-		return map[string]any{}, c.Close(p.Node, p.Logout)
-	case "handles":
-		return c.Handles(), nil
-	case "panicTest":
-		// Proves that a panic in the core becomes an error, not a crash.
-		panic("deliberate panic for tests")
+	if !ok {
+		return nil, codeErr(ErrUnknownMethod, "core: unknown method %q", name)
 	}
-	return nil, codeErr(ErrUnknownMethod, "unknown method %q", method)
+	return m.call(c, raw)
 }
 
 // preflight checks that the control server answers HTTP at all, so that an
@@ -161,7 +409,7 @@ func preflight(ctx context.Context, controlURL string) error {
 	client := &http.Client{Transport: &http.Transport{Proxy: nil, DialContext: (&net.Dialer{}).DialContext}}
 	resp, err := client.Do(req)
 	if err != nil {
-		return codeErr(ErrControl, "control server %s is unreachable: %v", controlURL, err)
+		return codeErr(ErrControl, "control server %s is unreachable: %w", controlURL, err)
 	}
 	resp.Body.Close()
 	return nil
@@ -179,12 +427,12 @@ func classifyBackendErr(msg string) error {
 	return codeErr(ErrInternal, "backend: %s", msg)
 }
 
-func mustJSON(v any) string {
+func mustJSON(v any) []byte {
 	b, err := json.Marshal(v)
 	if err != nil {
-		b, _ = json.Marshal(map[string]any{"event": "panic", "data": map[string]any{"message": "encode: " + err.Error()}})
+		b, _ = json.Marshal(eventMessage{Event: "panic", Data: PanicEvent{Where: "encode", Message: err.Error()}})
 	}
-	return string(b)
+	return b
 }
 
 func sortPeers(ps []Peer) {

@@ -1,6 +1,8 @@
 import { ErrorCode, MeshguardError } from "../errors.js";
+import type { CoreErrorCode } from "./protocol.js";
 
-const byCoreCode: Record<string, { code: ErrorCode; hint?: string }> = {
+/** Every core code has an entry: a code the core adds must be mapped here (the compiler and the protocol table test see to it). */
+const byCoreCode: Record<CoreErrorCode, { code: ErrorCode; hint?: string }> = {
   BAD_ARGS: { code: ErrorCode.INVALID_OPTIONS },
   AUTH: { code: ErrorCode.AUTH_FAILED, hint: "pass a valid, unexpired auth key (headscale: `headscale preauthkeys create`); tags must be permitted by the policy's tagOwners" },
   CONTROL_UNREACHABLE: { code: ErrorCode.CONTROL_UNREACHABLE, hint: "check controlUrl and that the control server is running (`meshguard dev` starts a local one)" },
@@ -11,10 +13,12 @@ const byCoreCode: Record<string, { code: ErrorCode; hint?: string }> = {
   CLOSED: { code: ErrorCode.CLOSED },
   WHOIS_NOT_FOUND: { code: ErrorCode.WHOIS_NOT_FOUND },
   PANIC: { code: ErrorCode.CORE_PANIC, hint: "this is a bug in meshguard; please report it with the message" },
+  INTERNAL: { code: ErrorCode.INTERNAL },
+  UNKNOWN_METHOD: { code: ErrorCode.INTERNAL, hint: "the loaded addon does not know this method: it comes from another build of meshguard" },
 };
 
 /** errorFromCore maps a core error response to a MeshguardError with a stable code. */
 export function errorFromCore(err: { code: string; message: string }, method: string): MeshguardError {
-  const m = byCoreCode[err.code] ?? { code: ErrorCode.INTERNAL };
+  const m: { code: ErrorCode; hint?: string } = Object.hasOwn(byCoreCode, err.code) ? byCoreCode[err.code as CoreErrorCode] : { code: ErrorCode.INTERNAL };
   return new MeshguardError(m.code, `${method}: ${err.message}`, m.hint ? { hint: m.hint } : {});
 }

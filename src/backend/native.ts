@@ -4,7 +4,7 @@ import net from "node:net";
 import { availableParallelism } from "node:os";
 import { ErrorCode, MeshguardError } from "../errors.js";
 import { errorFromCore } from "./errors.js";
-import { PROTOCOL_VERSION, type Backend, type CoreEvent, type CoreMessage, type ExportedConn, type HelloResult } from "./protocol.js";
+import { PROTOCOL_VERSION, type Backend, type ConnHandle, type CoreEvent, type CoreMessage, type HelloResult, type Method, type ParamsArg, type Result } from "./protocol.js";
 
 interface Addon {
   init(onMessage: (msg: string) => void): void;
@@ -45,7 +45,7 @@ export class NativeBackend implements Backend {
     const addon = require(path) as Addon;
     const b = new NativeBackend(addon, path);
     addon.init((msg) => b.onMessage(msg));
-    const hello = await b.call<HelloResult>("hello");
+    const hello = await b.call("hello");
     if (hello.protocol !== PROTOCOL_VERSION) {
       throw new MeshguardError(ErrorCode.BACKEND_UNAVAILABLE, `the addon at ${path} speaks protocol ${hello.protocol}, this package speaks ${PROTOCOL_VERSION}`, {
         hint: "rebuild it with `npm run build` or reinstall meshguard",
@@ -54,7 +54,7 @@ export class NativeBackend implements Backend {
     // Leave the JS thread a core of its own unless the user set GOMAXPROCS
     // (which the Go runtime then read at load).
     const maxProcs = process.env.GOMAXPROCS ? 0 : Math.max(1, availableParallelism() - 1);
-    b.hello = { ...hello, knobs: await b.call<Record<string, string>>("configure", { env, maxProcs }) };
+    b.hello = { ...hello, knobs: await b.call("configure", { env, maxProcs }) };
     return b;
   }
 
@@ -68,7 +68,7 @@ export class NativeBackend implements Backend {
     if ("event" in msg) {
       if (msg.event === "panic" && msg.node === 0) {
         // A contained panic outside any node's call: nobody else will see it.
-        process.emitWarning(`meshguard core recovered from a panic in ${String(msg.data.where)}: ${String(msg.data.message)}`, { code: "MESHGUARD_CORE_PANIC" });
+        process.emitWarning(`meshguard core recovered from a panic in ${msg.data.where}: ${msg.data.message}`, { code: "MESHGUARD_CORE_PANIC" });
       }
       for (const fn of this.listeners) {
         try {
@@ -90,13 +90,13 @@ export class NativeBackend implements Backend {
     else p.resolve(msg.result);
   }
 
-  call<T>(method: string, params: Record<string, unknown> = {}): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
+  call<M extends Method>(method: M, ...params: ParamsArg<M>): Promise<Result<M>> {
+    return new Promise<Result<M>>((resolve, reject) => {
       const id = this.nextId++;
       this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, method });
       this.acquire();
       try {
-        this.addon.call(id, method, JSON.stringify(params));
+        this.addon.call(id, method, JSON.stringify(params[0] ?? {}));
       } catch (err) {
         this.pending.delete(id);
         this.release();
@@ -110,12 +110,12 @@ export class NativeBackend implements Backend {
     return () => this.listeners.delete(fn);
   }
 
-  openConn(conn: ExportedConn, opts: { allowHalfOpen: boolean }): net.Socket {
+  openConn(conn: ConnHandle, opts: { allowHalfOpen: boolean }): net.Socket {
     if (typeof conn.fd !== "number") throw new MeshguardError(ErrorCode.INTERNAL, "native core returned a connection without fd");
     return new net.Socket({ fd: conn.fd, readable: true, writable: true, allowHalfOpen: opts.allowHalfOpen });
   }
 
-  discardConn(conn: ExportedConn): void {
+  discardConn(conn: ConnHandle): void {
     if (typeof conn.fd === "number") {
       try {
         closeSync(conn.fd);

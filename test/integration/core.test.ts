@@ -12,8 +12,9 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { MeshNode, MeshguardError, coreHandles, type Peer, type WhoIs } from "../../src/index.js";
+import { MeshNode, MeshguardError, type Peer, type WhoIs } from "../../src/index.js";
 import { watchPolicyFile, type ReloadTarget } from "../../src/distribution/index.js";
+import { coreHandles } from "../../src/testing/index.js";
 import { policy, startTailnet, type Tailnet } from "./tailnet.js";
 
 const MiB = 1 << 20;
