@@ -33,7 +33,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { deniedCause, installGuard, jsonLinesSink, memorySink } from '../dist/guard/index.js';
-import { loadPolicy, toDecisionEvent } from '../dist/policy/index.js';
+import { decisionEvent, loadPolicy } from '../dist/policy/index.js';
 import { formatTable, row, toJson } from './lib/stats.mjs';
 
 const { values: o } = parseArgs({ options: { json: { type: 'boolean', default: false }, smoke: { type: 'boolean', default: false }, n: { type: 'string' } } });
@@ -167,8 +167,8 @@ const sinkWrite = { deny: [], allow: [] };
 {
   const target = { kind: 'http', scheme: 'http', host: '127.0.0.1', port, method: 'GET', path: '/admin', query: '', headers: {} };
   const principal = identity;
-  const evDeny = toDecisionEvent({ principal, target }, { effect: 'deny', reason: 'no rule allows this call' }, { latencyUs: 1, policyHash: policy.hash });
-  const evAllow = toDecisionEvent({ principal, target }, { effect: 'allow', ruleId: 'bench', reason: 'allowed by rule "bench"' }, { latencyUs: 1, policyHash: policy.hash });
+  const evDeny = decisionEvent(principal, target, { effect: 'deny', reason: 'no rule allows this call' }, { layer: 'fetch', outcome: 'deny', latencyUs: 1, policyHash: policy.hash });
+  const evAllow = decisionEvent(principal, target, { effect: 'allow', ruleId: 'bench', reason: 'allowed by rule "bench"' }, { layer: 'fetch', outcome: 'allow', latencyUs: 1, policyHash: policy.hash });
   for (const kind of ['deny', 'allow']) {
     const sink = fileSink();
     const ev = kind === 'deny' ? evDeny : evAllow;
