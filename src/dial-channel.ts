@@ -28,6 +28,7 @@
  */
 
 import dc from "node:diagnostics_channel";
+import type net from "node:net";
 import { ErrorCode, MeshguardError } from "./errors.js";
 
 /** DIAL_CHANNEL is the diagnostics_channel name MeshNode.dial publishes on. */
@@ -124,4 +125,28 @@ export function judgeDial(node: { readonly hostname: string }, host: string, por
 function asError(e: unknown, host: string, port: number): Error {
   if (e instanceof Error) return e;
   return new MeshguardError(ErrorCode.POLICY_DENIED, `the dial to ${host}:${port} was refused: ${String(e)}`);
+}
+
+/**
+ * CONNECTION_CHANNEL carries each tailnet connection MeshNode.dial opened,
+ * once it is open, so that whoever judged the dial (the guard) can keep
+ * judging it: when the policy in force stops allowing the peer, the guard
+ * closes the connection instead of only refusing new dials.
+ */
+export const CONNECTION_CHANNEL = "meshguard:tailnet:connection";
+
+/** ConnectionMessage is published once per successful MeshNode.dial. */
+export interface ConnectionMessage {
+  readonly node: { readonly hostname: string };
+  readonly host: string;
+  readonly port: number;
+  readonly socket: net.Socket;
+}
+
+const connections = dc.channel(CONNECTION_CHANNEL);
+
+/** announceConnection publishes an open tailnet connection (nothing is built when nobody listens). */
+export function announceConnection(node: { readonly hostname: string }, host: string, port: number, socket: net.Socket): void {
+  if (!connections.hasSubscribers) return;
+  connections.publish(Object.freeze({ node, host, port, socket }));
 }

@@ -4,13 +4,13 @@ import type { Agent, RequestInfo, RequestInit, Response } from "undici";
 import { loadBackend } from "./backend/load.js";
 import type { Backend, CoreEvent, ExportedConn, PeerInfo, UpResult } from "./backend/protocol.js";
 import { knobsFor, parseWith, resolveStartOptions, TailnetIdentitySchema, type ResolvedStartOptions, type StartOptions, type TailnetIdentity } from "./config.js";
-import { judgeDial } from "./dial-channel.js";
+import { announceConnection, judgeDial } from "./dial-channel.js";
 import { ErrorCode, MeshguardError } from "./errors.js";
 import { progressReporter } from "./progress.js";
 
 export type { PeerInfo as Peer } from "./backend/protocol.js";
 export type { ProgressEvent, ProgressPhase, StartOptions, TailnetIdentity } from "./config.js";
-export { DIAL_CHANNEL, type DialMessage, type DialVerdict } from "./dial-channel.js";
+export { CONNECTION_CHANNEL, DIAL_CHANNEL, type ConnectionMessage, type DialMessage, type DialVerdict } from "./dial-channel.js";
 
 /** Who is behind a tailnet connection, as the tailnet says. */
 export interface WhoIs {
@@ -274,7 +274,9 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
       this.backend.discardConn(conn);
       throw new MeshguardError(ErrorCode.CLOSED, "dial: node closed while dialing");
     }
-    return this.wrap(conn, opts.allowHalfOpen ?? false);
+    const sock = this.wrap(conn, opts.allowHalfOpen ?? false);
+    announceConnection(this, host, port, sock);
+    return sock;
   }
 
   /**

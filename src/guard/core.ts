@@ -193,6 +193,22 @@ export class GuardCore {
     }
   }
 
+  /**
+   * revoke records that the policy in force no longer allows an open
+   * connection and returns the error to close it with; in observe mode it
+   * only records (undefined: leave it open).
+   */
+  revoke(target: Target, d: Decision): PolicyDeniedError | undefined {
+    const reason = `the policy in force no longer allows this open connection: ${d.reason}`;
+    const decision: Decision = d.ruleId !== undefined ? { effect: "deny", ruleId: d.ruleId, reason } : { effect: "deny", reason };
+    if (this.mode === "observe") {
+      this.record(target, decision, "allow", 0, "dial");
+      return undefined;
+    }
+    this.record(target, decision, "deny", 0, "dial");
+    return new PolicyDeniedError(target, reason, d.ruleId);
+  }
+
   warn(err: unknown): void {
     if (this.events.listenerCount("warning") > 0) this.events.emit("warning", err);
   }

@@ -8,10 +8,11 @@ import { EventEmitter } from "node:events";
 import { dirname } from "node:path";
 import { z } from "zod";
 import { parseWith } from "../config.js";
-import { DIAL_CHANNEL, type DialMessage } from "../dial-channel.js";
+import { CONNECTION_CHANNEL, DIAL_CHANNEL, type ConnectionMessage, type DialMessage } from "../dial-channel.js";
 import { ErrorCode, MeshguardError } from "../errors.js";
 import type { PeerInfo, Principal, TcpTarget } from "../policy/types.js";
 import { GuardCore } from "./core.js";
+import { ConnectionTracker } from "./revoke.js";
 import { PolicyDeniedError } from "./errors.js";
 import { isInternalDial } from "./internal.js";
 import { peerTable } from "./peers.js";
@@ -138,7 +139,13 @@ export function installGuard(options: GuardOptions): GuardHandle {
     }
     if (on("dial")) {
       dc.subscribe(DIAL_CHANNEL, onDial);
-      undo.push(() => dc.unsubscribe(DIAL_CHANNEL, onDial));
+      dc.subscribe(CONNECTION_CHANNEL, onConnection);
+      undo.push(() => {
+        dc.unsubscribe(DIAL_CHANNEL, onDial);
+        dc.unsubscribe(CONNECTION_CHANNEL, onConnection);
+        tracker.clear();
+        judgedDials.clear();
+      });
       instrumented.push("dial");
     }
     if (on("sdk")) {
@@ -170,6 +177,8 @@ export function installGuard(options: GuardOptions): GuardHandle {
     setPolicy: {
       value: (p: Evaluator | undefined) => {
         core.evaluator = p;
+        // Open tailnet connections are judged again: one the new policy denies is closed now.
+        if (current() === core) tracker.recheck(core);
       },
     },
     instrument: { value: (cls: { prototype: object }) => instrumentMcpClient(cls) || instrumentLlmClient(cls) },
@@ -223,6 +232,43 @@ function onDial(msg: unknown): void {
   }
 }
 
+/** The tailnet connections this process's guard let MeshNode.dial open (see ./revoke.ts). */
+const tracker = new ConnectionTracker();
+
+/**
+ * Dials the guard judged as tailnet TCP and allowed, by node|host|port, until
+ * their connection is announced: only those are followed (MeshNode.fetch's
+ * connections belong to HTTP requests, each judged on its own).
+ */
+const judgedDials = new Map<string, { count: number; target: TcpTarget }>();
+const dialKey = (node: { hostname?: string }, host: string, port: number) => `${String(node?.hostname)}|${normalizeHost(host)}|${port}`;
+
+function noteJudged(node: { hostname?: string }, host: string, port: number, target: TcpTarget): void {
+  const k = dialKey(node, host, port);
+  // A dial that then failed leaves its entry behind: keep the table bounded.
+  if (judgedDials.size >= 1024 && !judgedDials.has(k)) judgedDials.delete(judgedDials.keys().next().value!);
+  const e = judgedDials.get(k);
+  if (e) {
+    e.count++;
+    e.target = target;
+  } else judgedDials.set(k, { count: 1, target });
+}
+
+/** onConnection follows an open connection whose dial the guard allowed. Never throws. */
+function onConnection(msg: unknown): void {
+  try {
+    const m = msg as ConnectionMessage;
+    if (typeof m?.socket?.destroy !== "function" || typeof m.host !== "string") return;
+    const k = dialKey(m.node, m.host, m.port);
+    const e = judgedDials.get(k);
+    if (e === undefined) return;
+    if (--e.count <= 0) judgedDials.delete(k);
+    tracker.add(m.socket, e.target);
+  } catch (err) {
+    current()?.warn(err);
+  }
+}
+
 /**
  * dialVerdict judges MeshNode.dial; MeshNode.fetch's own connection is
  * attributed to its (already judged) request. The target names the peer
@@ -239,9 +285,12 @@ function dialVerdict(node: object, host: string, port: number): undefined | Prom
     const peer = peers?.get(h);
     if (peer !== undefined) t.peer = peer;
     const v = core.check(t, "dial");
-    if (v === undefined) return undefined;
+    if (v === undefined) {
+      noteJudged(node as { hostname?: string }, host, port, t);
+      return undefined;
+    }
     if (v instanceof PolicyDeniedError) throw v;
-    return v;
+    return v.then(() => noteJudged(node as { hostname?: string }, host, port, t));
   };
   const table = peerTable(node);
   if (table instanceof Promise) return table.then((m) => decide(m));
