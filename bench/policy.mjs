@@ -15,7 +15,11 @@
 // of bench/guard.mjs, run as a child: bench/lib/guarded-fetch.mjs). Peers that
 // cannot run here are listed as skipped with the reason.
 //
-//   node bench/policy.mjs [--json] [--smoke] [--n N] [--peer-n N]
+//   node bench/policy.mjs [--json] [--smoke] [--n N] [--peer-n N] [--only PART ...]
+//
+// --only picks parts to run (repeatable): meshguard, peers, floor, fetch.
+// `--only meshguard` measures the engine alone in seconds, without starting
+// the peers.
 //
 // Build first (`node test/build.mjs`): it builds dist/ and the peers.
 import { parseArgs } from 'node:util';
@@ -32,8 +36,12 @@ const { values: o } = parseArgs({
     smoke: { type: 'boolean', default: false },
     n: { type: 'string' },
     'peer-n': { type: 'string' },
+    only: { type: 'string', multiple: true },
   },
 });
+const PARTS = ['meshguard', 'peers', 'floor', 'fetch'];
+for (const p of o.only ?? []) if (!PARTS.includes(p)) throw new Error(`--only ${p}: not a part of this bench (${PARTS.join(', ')})`);
+const runs = (part) => !o.only || o.only.includes(part);
 const SIZES = o.smoke ? [10, 100] : [10, 100, 1000, 10000];
 const PEER_SIZES = o.smoke ? [10] : [100, 1000];
 const N = Number(o.n ?? (o.smoke ? 2000 : 200_000));
@@ -81,7 +89,7 @@ function add(system, metric, unit, samples) {
 }
 
 // ---- meshguard: decision latency and compile time at every size ----
-for (const size of SIZES) {
+for (const size of runs('meshguard') ? SIZES : []) {
   const rules = ruleSet(size);
   const text = meshguardPolicy(rules);
   const loads = [];
@@ -105,7 +113,7 @@ for (const size of SIZES) {
 
 // ---- peers, at their sizes ----
 const peerStarters = [startCedar, startOpaWasm, startOpaServer, startOpenFga, startOathkeeper];
-for (const size of PEER_SIZES) {
+for (const size of runs('peers') ? PEER_SIZES : []) {
   const rules = ruleSet(size);
   const reqs = deepRequests(rules);
   for (const start of peerStarters) {
@@ -138,7 +146,7 @@ for (const size of PEER_SIZES) {
 }
 
 // ---- the HTTP floor: what any out-of-process decision pays before the engine runs ----
-{
+if (runs('floor')) {
   const floor = await startHttpFloor();
   try {
     const reqs = deepRequests(ruleSet(10));
@@ -157,7 +165,7 @@ for (const [key, v] of p50) {
 }
 
 // ---- guarded vs unguarded fetch (the guard's hook) ----
-{
+if (runs('fetch')) {
   progress('guarded vs unguarded fetch (bench/guard.mjs)');
   const g = await measureGuardedFetch({ smoke: o.smoke });
   if (g.skipped) skipped.push({ system: 'fetch (guarded vs unguarded)', size: '-', reason: g.skipped });
@@ -169,8 +177,8 @@ if (o.smoke) {
   // Shape check only: every row complete, meshguard at every size. No thresholds.
   const keys = ['system', 'metric', 'unit', 'p50', 'p99', 'mean', 'n'];
   const bad = out.rows.filter((r) => keys.some((k) => r[k] === undefined || (typeof r[k] === 'number' && !Number.isFinite(r[k]))));
-  for (const size of SIZES) if (!out.rows.some((r) => r.system === 'meshguard' && r.metric === `decision @${size} rules`)) bad.push({ missing: `meshguard decision @${size}` });
-  if (!out.rows.some((r) => r.system.startsWith('cedar-wasm'))) bad.push({ missing: 'cedar-wasm' });
+  if (runs('meshguard')) for (const size of SIZES) if (!out.rows.some((r) => r.system === 'meshguard' && r.metric === `decision @${size} rules`)) bad.push({ missing: `meshguard decision @${size}` });
+  if (runs('peers') && !out.rows.some((r) => r.system.startsWith('cedar-wasm'))) bad.push({ missing: 'cedar-wasm' });
   if (bad.length) {
     process.stderr.write(`[bench/policy] smoke: malformed rows: ${JSON.stringify(bad)}\n`);
     process.exitCode = 1;
