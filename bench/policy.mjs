@@ -15,7 +15,11 @@
 // of bench/guard.mjs, run as a child: bench/lib/guarded-fetch.mjs). Peers that
 // cannot run here are listed as skipped with the reason.
 //
-//   node bench/policy.mjs [--json] [--smoke] [--n N] [--peer-n N]
+//   node bench/policy.mjs [--json] [--smoke] [--n N] [--peer-n N] [--only PART ...]
+//
+// --only picks parts to run (repeatable): meshguard, peers, floor, fetch.
+// `--only meshguard` measures the engine alone in seconds, without starting
+// the peers.
 //
 // Build first (`node test/build.mjs`): it builds dist/ and the peers.
 import { parseArgs } from 'node:util';
@@ -32,8 +36,12 @@ const { values: o } = parseArgs({
     smoke: { type: 'boolean', default: false },
     n: { type: 'string' },
     'peer-n': { type: 'string' },
+    only: { type: 'string', multiple: true },
   },
 });
+const PARTS = ['meshguard', 'peers', 'floor', 'fetch'];
+for (const p of o.only ?? []) if (!PARTS.includes(p)) throw new Error(`--only ${p}: not a part of this bench (${PARTS.join(', ')})`);
+const runs = (part) => !o.only || o.only.includes(part);
 const SIZES = o.smoke ? [10, 100] : [10, 100, 1000, 10000];
 const PEER_SIZES = o.smoke ? [10] : [100, 1000];
 const N = Number(o.n ?? (o.smoke ? 2000 : 200_000));
@@ -45,18 +53,37 @@ const skipped = [];
 const now = () => process.hrtime.bigint();
 const us = (a, b) => Number(b - a) / 1000;
 
-/** measureSync times each call of a synchronous decide; every call must allow (the requests are allow hits). */
+/**
+ * measureSync times each call of a synchronous decide; every call must allow
+ * (the requests are allow hits). The harness must not add to the tail it
+ * reports:
+ * - the loop allocates nothing. hrtime.bigint() makes a BigInt after reading
+ *   the clock, inside the timed window, and a plain Array of 200,000 numbers
+ *   is a hash table in V8 (a heap number per sample); garbage made there
+ *   brings collector work (scavenges, incremental-marking steps) into the
+ *   samples. With performance.now() and a Float64Array, the collector work
+ *   the samples see is the engine's own.
+ * - the warm-up runs the same timed loop (its samples dropped), so the kept
+ *   samples start in optimized timing code, not in a loop still being
+ *   compiled.
+ */
 function measureSync(decide, reqs, n) {
-  for (let i = 0; i < Math.min(n, 50_000); i++) decide(reqs[i % reqs.length]); // warm-up: JIT, caches
-  const samples = new Array(n);
-  for (let i = 0; i < n; i++) {
+  const warm = new Float64Array(Math.min(n, 10_000));
+  for (let done = 0; done < Math.min(n, 50_000); done += warm.length) timeSync(decide, reqs, warm); // JIT, caches
+  const samples = new Float64Array(n);
+  timeSync(decide, reqs, samples);
+  return Array.from(samples);
+}
+
+/** timeSync fills out[i] with the time in µs of decide(reqs[i % reqs.length]). */
+function timeSync(decide, reqs, out) {
+  for (let i = 0; i < out.length; i++) {
     const q = reqs[i % reqs.length];
-    const t0 = now();
+    const t0 = performance.now();
     const ok = decide(q);
-    samples[i] = us(t0, now());
+    out[i] = Math.round((performance.now() - t0) * 1e6) / 1e3; // whole ns, as hrtime gave
     if (!ok) throw new Error(`request ${i} was not allowed: the equivalent policy is wrong`);
   }
-  return samples;
 }
 
 async function measureAsync(decide, reqs, n) {
@@ -81,7 +108,7 @@ function add(system, metric, unit, samples) {
 }
 
 // ---- meshguard: decision latency and compile time at every size ----
-for (const size of SIZES) {
+for (const size of runs('meshguard') ? SIZES : []) {
   const rules = ruleSet(size);
   const text = meshguardPolicy(rules);
   const loads = [];
@@ -105,7 +132,7 @@ for (const size of SIZES) {
 
 // ---- peers, at their sizes ----
 const peerStarters = [startCedar, startOpaWasm, startOpaServer, startOpenFga, startOathkeeper];
-for (const size of PEER_SIZES) {
+for (const size of runs('peers') ? PEER_SIZES : []) {
   const rules = ruleSet(size);
   const reqs = deepRequests(rules);
   for (const start of peerStarters) {
@@ -138,7 +165,7 @@ for (const size of PEER_SIZES) {
 }
 
 // ---- the HTTP floor: what any out-of-process decision pays before the engine runs ----
-{
+if (runs('floor')) {
   const floor = await startHttpFloor();
   try {
     const reqs = deepRequests(ruleSet(10));
@@ -157,7 +184,7 @@ for (const [key, v] of p50) {
 }
 
 // ---- guarded vs unguarded fetch (the guard's hook) ----
-{
+if (runs('fetch')) {
   progress('guarded vs unguarded fetch (bench/guard.mjs)');
   const g = await measureGuardedFetch({ smoke: o.smoke });
   if (g.skipped) skipped.push({ system: 'fetch (guarded vs unguarded)', size: '-', reason: g.skipped });
@@ -169,8 +196,8 @@ if (o.smoke) {
   // Shape check only: every row complete, meshguard at every size. No thresholds.
   const keys = ['system', 'metric', 'unit', 'p50', 'p99', 'mean', 'n'];
   const bad = out.rows.filter((r) => keys.some((k) => r[k] === undefined || (typeof r[k] === 'number' && !Number.isFinite(r[k]))));
-  for (const size of SIZES) if (!out.rows.some((r) => r.system === 'meshguard' && r.metric === `decision @${size} rules`)) bad.push({ missing: `meshguard decision @${size}` });
-  if (!out.rows.some((r) => r.system.startsWith('cedar-wasm'))) bad.push({ missing: 'cedar-wasm' });
+  if (runs('meshguard')) for (const size of SIZES) if (!out.rows.some((r) => r.system === 'meshguard' && r.metric === `decision @${size} rules`)) bad.push({ missing: `meshguard decision @${size}` });
+  if (runs('peers') && !out.rows.some((r) => r.system.startsWith('cedar-wasm'))) bad.push({ missing: 'cedar-wasm' });
   if (bad.length) {
     process.stderr.write(`[bench/policy] smoke: malformed rows: ${JSON.stringify(bad)}\n`);
     process.exitCode = 1;

@@ -9,6 +9,9 @@
  * `*`. A request therefore visits only the rules that name its host and its
  * identity. MCP rules are filed by exact server name, LLM rules by the
  * literal provider of their model globs.
+ *
+ * Everything a decision returns is built here, once: each rule's Decision
+ * objects are frozen and shared, so deciding by a rule allocates nothing.
  */
 
 import {
@@ -28,28 +31,19 @@ import {
   type AnyTarget,
   type Condition,
 } from "./conditions.js";
-import { cidrContains, parseCidr, type Cidr } from "./ip.js";
-import { hasGlob, type Matcher } from "./glob.js";
+import { cidrContains, type Cidr } from "./ip.js";
+import { hasGlob } from "./glob.js";
 import { parseHostPattern, type HostPattern } from "./hosts.js";
-import { resolveSrc, type SrcSet } from "./identity.js";
-import { compileWindow, inWindow, type TimeWindow, type ZoneClock } from "./time.js";
+import { nodeNames, resolveSrc, type SrcSet } from "./identity.js";
+import { compileWindow, type ZoneClock } from "./time.js";
 import type { Rule } from "./schema.js";
-import type { Effect, HttpTarget, TcpTarget } from "./types.js";
+import type { Decision, Effect, HttpTarget, TcpTarget } from "./types.js";
 
 export type Kind = "http" | "tcp" | "mcp" | "llm";
-
-/**
- * Mutation deliberately breaks the compiled evaluator in one place. It exists
- * only so the property test can prove it notices a wrong evaluator; nothing
- * outside the tests may set it.
- */
-export type Mutation = "suffix-matches-apex" | "window-end-inclusive" | "allow-beats-deny" | "cidr-prefix-short" | "path-prefix-only";
 
 export interface CompileOptions {
   /** Groups from the file (tailnet and meshguard ones merged). */
   groups?: Record<string, string[]>;
-  /** Test-only: see Mutation. */
-  mutation?: Mutation;
 }
 
 /** A rule ready for evaluation. */
@@ -68,6 +62,26 @@ export interface CompiledRule {
   perMinute?: number;
   /** Precomputed decision reasons (no string building on the hot path). */
   reason: string;
+  /** What evaluate returns when this rule decides: built once, frozen, shared by every call. */
+  decision: Readonly<Decision>;
+  /**
+   * The deny returned when the rule would match but a condition needs a fact
+   * the request lacks, by that condition's `what` (allow and approve rules
+   * only: a deny rule denies with `decision` either way).
+   */
+  unknown: Readonly<Record<string, Readonly<Decision>>>;
+}
+
+/** Words for the facts a body-dependent condition needs (a condition can be UNKNOWN only for these). */
+const NEEDS: Readonly<Record<string, string>> = { "when.maxBodyBytes": "the body size", model: "the model", maxTokens: "the declared max tokens" };
+
+/** unknownDecision is the deny of a rule that needs the fact `what` (built at compile time for the conditions in NEEDS). */
+export function unknownDecision(id: string, what: string): Readonly<Decision> {
+  return Object.freeze({
+    effect: "deny" as const,
+    ruleId: id,
+    reason: `rule "${id}" needs ${NEEDS[what] ?? what}, which the request does not carry (streamed or unparsed body), so the call is denied (fails closed)`,
+  });
 }
 
 /**
@@ -122,10 +136,41 @@ export class PrincipalBucket {
 
 const NO_RULES: Map<string, CompiledRule[]> = new Map();
 
+/** One wildcard suffix of an index, in a chain of suffixes with the same hash. */
+export interface SuffixSlot {
+  suffix: string;
+  bucket: PrincipalBucket;
+  next: SuffixSlot | undefined;
+}
+
+/**
+ * hashStep extends the hash of a string's tail by the character before it.
+ * The index files each wildcard suffix under the hash of its whole text
+ * (suffixHash); the engine hashes the request host from its end and looks up
+ * the hash at every dot, so it finds each parent suffix without slicing the
+ * host into new strings.
+ */
+export function hashStep(h: number, c: number): number {
+  return (Math.imul(h, 31) + c) | 0;
+}
+
+/** SUFFIX_HASH_MASK keeps a hash within the small-integer range (a Map key that needs no boxing). */
+export const SUFFIX_HASH_MASK = 0x3fffffff;
+
+/** suffixHash is the key of a suffix in KindIndex.suffixByHash. */
+export function suffixHash(suffix: string): number {
+  let h = 0;
+  for (let i = suffix.length - 1; i >= 0; i--) h = hashStep(h, suffix.charCodeAt(i));
+  return h & SUFFIX_HASH_MASK;
+}
+
 /** The index of one target kind. */
 export class KindIndex {
   readonly exact = new Map<string, PrincipalBucket>();
+  /** Wildcard suffixes by name ("example.com" for "*.example.com"). */
   readonly suffix = new Map<string, PrincipalBucket>();
+  /** The same buckets by suffixHash: what the engine looks up. */
+  readonly suffixByHash = new Map<number, SuffixSlot>();
   /** Rules that need hostMatches (http/tcp), or any rule without an indexable key (mcp/llm). */
   readonly other = new PrincipalBucket();
   hasSuffixes = false;
@@ -135,12 +180,22 @@ export class KindIndex {
     if (!b) map.set(key, (b = new PrincipalBucket()));
     return b;
   }
+
+  suffixBucket(suffix: string): PrincipalBucket {
+    let b = this.suffix.get(suffix);
+    if (!b) {
+      this.suffix.set(suffix, (b = new PrincipalBucket()));
+      const h = suffixHash(suffix);
+      this.suffixByHash.set(h, { suffix, bucket: b, next: this.suffixByHash.get(h) });
+      this.hasSuffixes = true;
+    }
+    return b;
+  }
 }
 
 export interface CompiledRules {
   rules: CompiledRule[];
   index: Record<Kind, KindIndex>;
-  mutation?: Mutation;
 }
 
 /** ruleId is a rule's id, or its position when it has none: "rules[3]". */
@@ -158,7 +213,6 @@ export function compile(rules: readonly Rule[], opts: CompileOptions = {}): Comp
   const clocks = new Map<string, ZoneClock>();
   const index: Record<Kind, KindIndex> = { http: new KindIndex(), tcp: new KindIndex(), mcp: new KindIndex(), llm: new KindIndex() };
   const out: CompiledRule[] = [];
-  const mut = opts.mutation;
   rules.forEach((r, i) => {
     const kind = ruleKind(r);
     const id = ruleId(r, i);
@@ -171,7 +225,7 @@ export function compile(rules: readonly Rule[], opts: CompileOptions = {}): Comp
       if (r.http.scheme) add(schemeCondition(r.http.scheme));
       if (r.http.port) add(portCondition(r.http.port));
       if (r.http.method) add(methodCondition(r.http.method));
-      if (r.http.path) add(pathCondition(r.http.path, mut === "path-prefix-only" ? pathPrefixMutation : undefined));
+      if (r.http.path) add(pathCondition(r.http.path));
       if (r.http.query && Object.keys(r.http.query).length) add(queryCondition(r.http.query));
       if (r.when?.headers && Object.keys(r.when.headers).length) add(headerCondition(r.when.headers));
     } else if (r.tcp) {
@@ -189,21 +243,23 @@ export function compile(rules: readonly Rule[], opts: CompileOptions = {}): Comp
     }
     if (r.when && (r.when.hours !== undefined || r.when.weekdays !== undefined)) {
       const w = compileWindow(r.when.hours, r.when.weekdays, r.when.timeZone ?? "UTC", clocks);
-      add(windowCondition(w, mut === "window-end-inclusive" ? inclusiveEndMutation : undefined));
+      add(windowCondition(w));
     }
     // Body-dependent conditions go last: a rule is UNKNOWN only if all else matches.
     if (r.http && r.when?.maxBodyBytes !== undefined) add(bodySizeCondition(r.when.maxBodyBytes));
-    const hostMatches = hosts ? hostMatcher(hosts, mut) : () => true;
+    const hostMatches = hosts ? hostMatcher(hosts) : () => true;
     const verb = r.effect === "allow" ? "allowed by" : r.effect === "deny" ? "denied by" : "needs approval: matched";
-    const cr: CompiledRule = { index: i, id, effect: r.effect, kind, src, conds, hostMatches, reason: `${verb} rule "${id}"${r.description ? ` (${r.description})` : ""}` };
+    const reason = `${verb} rule "${id}"${r.description ? ` (${r.description})` : ""}`;
+    const unknown: Record<string, Readonly<Decision>> = {};
+    if (r.effect !== "deny") for (const c of conds) if (Object.hasOwn(NEEDS, c.what)) unknown[c.what] = unknownDecision(id, c.what);
+    const decision = Object.freeze({ effect: r.effect, ruleId: id, reason });
+    const cr: CompiledRule = { index: i, id, effect: r.effect, kind, src, conds, hostMatches, reason, decision, unknown: Object.freeze(unknown) };
     if (hosts) cr.hosts = hosts;
     if (r.when?.rate) cr.perMinute = r.when.rate.perMinute;
     out.push(cr);
     file(index[kind], cr, r);
   });
-  const res: CompiledRules = { rules: out, index };
-  if (mut) res.mutation = mut;
-  return res;
+  return { rules: out, index };
 }
 
 /** file places a rule in its kind's index under every host key it has. */
@@ -212,10 +268,8 @@ function file(idx: KindIndex, r: CompiledRule, rule: Rule): void {
     let other = false;
     for (const h of r.hosts) {
       if (h.kind === "exact") idx.bucket(idx.exact, h.host).add(r);
-      else if (h.kind === "suffix") {
-        idx.bucket(idx.suffix, h.suffix).add(r);
-        idx.hasSuffixes = true;
-      } else other = true;
+      else if (h.kind === "suffix") idx.suffixBucket(h.suffix).add(r);
+      else other = true;
     }
     if (other) idx.other.add(r);
     return;
@@ -238,8 +292,51 @@ function file(idx: KindIndex, r: CompiledRule, rule: Rule): void {
   idx.other.add(r);
 }
 
+/**
+ * NameMemo remembers the node names (nodeNames) of the last name it was
+ * asked about: a process mostly decides for one principal and calls few
+ * peers, so the common call allocates nothing.
+ */
+export class NameMemo {
+  private raw: string | undefined;
+  private names: readonly string[] = [];
+
+  of(name: string): readonly string[] {
+    if (name !== this.raw) {
+      const names = Object.freeze(nodeNames(name)); // may throw on a malformed name: nothing is remembered then
+      this.names = names;
+      this.raw = name;
+    }
+    return this.names;
+  }
+}
+
+/** The peer-name memo shared by every host check and the engine's index lookup (evaluation is synchronous). */
+export const peerNames = new NameMemo();
+
+/**
+ * mayBeIp is false for a host that cannot be an IP literal (a character
+ * other than hex digits and "."; no ":"), so host names skip the address
+ * check, which allocates.
+ */
+function mayBeIp(s: string): boolean {
+  if (s.includes(":")) return true;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i) | 0x20; // ASCII lower case
+    if (!((c >= 48 && c <= 57) || c === 46 /* . */ || (c >= 97 && c <= 102) /* a-f */)) return false;
+  }
+  return true;
+}
+
+/** inAny: is the IP literal `ip` in one of the ranges (false for a name). */
+function inAny(cidrs: readonly Cidr[], ip: string): boolean {
+  if (!mayBeIp(ip)) return false;
+  for (let i = 0; i < cidrs.length; i++) if (cidrContains(cidrs[i]!, ip)) return true;
+  return false;
+}
+
 /** hostMatcher is the full host check of a rule: exact, suffix, CIDR (host literal or resolved address), peer tag. */
-function hostMatcher(hosts: HostPattern[], mut?: Mutation): (t: HttpTarget | TcpTarget) => boolean {
+function hostMatcher(hosts: HostPattern[]): (t: HttpTarget | TcpTarget) => boolean {
   const exact = new Set<string>();
   const suffixes: string[] = [];
   const cidrs: Cidr[] = [];
@@ -248,34 +345,38 @@ function hostMatcher(hosts: HostPattern[], mut?: Mutation): (t: HttpTarget | Tcp
     if (h.kind === "any") return () => true;
     if (h.kind === "exact") exact.add(h.host);
     else if (h.kind === "suffix") suffixes.push(`.${h.suffix}`);
-    else if (h.kind === "cidr") cidrs.push(mut === "cidr-prefix-short" ? (parseCidr(`${h.cidr.address}/${Math.max(0, h.cidr.prefix - 1)}`) ?? h.cidr) : h.cidr);
+    else if (h.kind === "cidr") cidrs.push(h.cidr);
     else tags.push(h.tag);
   }
-  const peerName = (t: HttpTarget | TcpTarget) => t.peer?.name?.toLowerCase().replace(/\.$/, "");
+  // Node's matcher (BlockList) allocates per check: remember the last address
+  // this rule was asked about (a process mostly calls the same few hosts).
+  let lastIp: string | undefined;
+  let lastIn = false;
+  const inRanges = (ip: string): boolean => {
+    if (ip !== lastIp) {
+      lastIn = inAny(cidrs, ip);
+      lastIp = ip;
+    }
+    return lastIn;
+  };
   return (t) => {
     const host = t.host;
     if (exact.has(host)) return true;
-    const pn = peerName(t);
-    if (pn !== undefined && (exact.has(pn) || exact.has(pn.split(".")[0]!))) return true;
-    for (const s of suffixes) if (host.endsWith(s) || (mut === "suffix-matches-apex" && host === s.slice(1))) return true;
+    const pn = t.peer?.name;
+    if (pn && exact.size) {
+      // A peer answers to its full name and its first label.
+      const names = peerNames.of(pn);
+      for (let i = 0; i < names.length; i++) if (exact.has(names[i]!)) return true;
+    }
+    for (let i = 0; i < suffixes.length; i++) if (host.endsWith(suffixes[i]!)) return true;
     if (cidrs.length) {
       // The host when it is a literal, and the address it resolved to when the guard knows it.
+      if (inRanges(host)) return true;
       const r = t.resolvedIp;
-      for (const c of cidrs) if (cidrContains(c, host) || (r !== undefined && cidrContains(c, r))) return true;
+      if (r !== undefined && inRanges(r)) return true;
     }
-    if (tags.length && t.peer?.tags) for (const tag of tags) if (t.peer.tags.includes(tag)) return true;
+    const peerTags = t.peer?.tags;
+    if (tags.length && peerTags) for (let i = 0; i < tags.length; i++) if (peerTags.includes(tags[i]!)) return true;
     return false;
   };
-}
-
-// --- test-only mutations (see Mutation) ---
-
-function inclusiveEndMutation(w: TimeWindow, ms: number): boolean {
-  if (inWindow(w, ms)) return true;
-  return inWindow(w, ms - 60_000); // also accepts the end minute
-}
-
-function pathPrefixMutation(m: Matcher, pattern: string): Matcher {
-  const lit = pattern.replace(/[*?[{].*$/, "");
-  return (s) => m(s) || (lit.length > 1 && s.startsWith(lit));
 }

@@ -6,7 +6,7 @@
  * into a deny: fail closed.
  */
 
-import { flatGlob, anyOf, pathGlob, type Matcher } from "./glob.js";
+import { flatGlob, anyOf, pathGlob } from "./glob.js";
 import { inWindow, type TimeWindow } from "./time.js";
 import type { ArgConstraint } from "./schema.js";
 import type { HttpTarget, LlmTarget, McpTarget, TcpTarget } from "./types.js";
@@ -20,6 +20,11 @@ export type Outcome = typeof NO | typeof YES | typeof UNKNOWN;
 export interface EvalContext {
   /** Milliseconds since the epoch of the decision (the request's `now` or the clock). */
   now(): number;
+  /**
+   * Whole minutes since the epoch of the decision: Math.floor(now() / 60000).
+   * A small integer, so reading it costs no heap number (now() may).
+   */
+  minute(): number;
   /** The query string as name → values (parsed on first use). */
   query(t: HttpTarget): Map<string, string[]>;
 }
@@ -70,9 +75,9 @@ export function methodCondition(methods: string[]): Condition<HttpTarget> | unde
   return { what: "method", test: (t) => (has(t.method) ? YES : NO), why: (t) => `method ${t.method} ${has(t.method) ? "is" : "is not"} one of ${list.join(", ")}` };
 }
 
-export function pathCondition(paths: string[], mutate?: (m: Matcher, pattern: string) => Matcher): Condition<HttpTarget> | undefined {
+export function pathCondition(paths: string[]): Condition<HttpTarget> | undefined {
   if (paths.includes("**")) return undefined;
-  const m = anyOf(paths.map((p) => (mutate ? mutate(pathGlob(p), p) : pathGlob(p))));
+  const m = anyOf(paths.map(pathGlob));
   return { what: "path", test: (t) => (m(t.path) ? YES : NO), why: (t) => `path ${t.path} ${m(t.path) ? "matches" : "does not match"} ${paths.join(", ")}` };
 }
 
@@ -113,12 +118,26 @@ export function bodySizeCondition(max: number): Condition<HttpTarget> {
   };
 }
 
-export function windowCondition(w: TimeWindow, mutate?: (w: TimeWindow, ms: number) => boolean): Condition<AnyTarget> {
-  const ok = mutate ? (ms: number) => mutate(w, ms) : (ms: number) => inWindow(w, ms);
+/**
+ * A window's answer depends on the minute only (its bounds are whole minutes
+ * and a zone's offset, read from Intl, is too), so the last minute's answer
+ * is remembered: most calls skip the calendar arithmetic.
+ */
+export function windowCondition(w: TimeWindow): Condition<AnyTarget> {
+  let lastMinute = NaN;
+  let lastOk = false;
+  const ok = (ctx: EvalContext) => {
+    const minute = ctx.minute();
+    if (minute !== lastMinute) {
+      lastOk = inWindow(w, ctx.now());
+      lastMinute = minute;
+    }
+    return lastOk;
+  };
   return {
     what: "when (time window)",
-    test: (_t, ctx) => (ok(ctx.now()) ? YES : NO),
-    why: (_t, ctx) => `${new Date(ctx.now()).toISOString()} is ${ok(ctx.now()) ? "inside" : "outside"} ${w.text}`,
+    test: (_t, ctx) => (ok(ctx) ? YES : NO),
+    why: (_t, ctx) => `${new Date(ctx.now()).toISOString()} is ${ok(ctx) ? "inside" : "outside"} ${w.text}`,
   };
 }
 
@@ -160,11 +179,24 @@ export function argCondition(name: string, c: ArgConstraint): Condition<McpTarge
  * before the glob's first "/", or "*" for a glob without one) matches the
  * request's provider — and NO otherwise.
  */
+let keyProvider: string | undefined;
+let keyModel: string | undefined;
+let lastKey = "";
+
+/** key is "provider/model", remembered for the last request (every model rule of a decision asks, and a process calls few models). */
+function key(t: LlmTarget): string {
+  if (t.provider !== keyProvider || t.model !== keyModel) {
+    lastKey = `${t.provider}/${t.model}`;
+    keyProvider = t.provider;
+    keyModel = t.model;
+  }
+  return lastKey;
+}
+
 export function modelCondition(globs: string[]): Condition<LlmTarget> | undefined {
   if (globs.includes("*")) return undefined;
   const m = anyOf(globs.map(flatGlob));
   const provider = anyOf(globs.map((g) => flatGlob(g.includes("/") ? g.slice(0, g.indexOf("/")) : "*")));
-  const key = (t: LlmTarget) => `${t.provider}/${t.model}`;
   const unknown = (t: LlmTarget) => typeof t.model !== "string" || t.model === "";
   return {
     what: "model",

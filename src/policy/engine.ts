@@ -15,14 +15,20 @@
  *
  * evaluate never throws: any internal error is a deny with the error as the
  * reason (fail closed).
+ *
+ * Deciding by a rule allocates nothing the garbage collector must chase: the
+ * Decision is the rule's frozen one (compile.ts), per-call state lives in
+ * reused fields, and what depends only on the principal (its normalized
+ * names, its rate-limit key) is remembered from the previous call. Only the
+ * denials that name the caller (by default, for a rate) build a string.
  */
 
 import { NO, UNKNOWN, YES, type EvalContext, type Outcome } from "./conditions.js";
 import { normalizeHost } from "./hosts.js";
-import { describePrincipal, nodeNames, normalizeUser, srcMatches } from "./identity.js";
-import { principalKey, RateLimiter } from "./rate.js";
+import { describePrincipal, normalizeUser, srcMatches } from "./identity.js";
+import { AgentKeyMemo, RateLimiter } from "./rate.js";
 import { formatTarget } from "./request.js";
-import type { CompiledRule, CompiledRules, KindIndex, PrincipalBucket } from "./compile.js";
+import { hashStep, NameMemo, peerNames, SUFFIX_HASH_MASK, unknownDecision, type CompiledRule, type CompiledRules, type KindIndex, type PrincipalBucket } from "./compile.js";
 import type { Decision, DecisionRequest, Effect, HttpTarget, Principal, Target, TcpTarget } from "./types.js";
 
 /** How one rule fared against one request, for explain. */
@@ -40,32 +46,84 @@ export interface RuleExplanation {
 
 export interface Explanation {
   /** The decision evaluate would return now (explain spends no rate tokens). */
-  decision: Decision;
+  decision: Readonly<Decision>;
   principal: Principal;
   /** The request as one line (request.ts syntax). */
   request: string;
   rules: RuleExplanation[];
 }
 
+/**
+ * systemClock is the default time source. The engine recognises it and reads
+ * readWallClock() instead of calling it, so a decision creates no Date.
+ */
+export const systemClock = (): Date => new Date();
+
+/*
+ * Times on the hot path are kept in Float64Arrays and passed as such: V8
+ * boxes a number that is not a small integer (a new heap object) when it is
+ * stored in an object field or a module variable, or passed to or returned
+ * from a call that is not inlined — but not when it is stored in a typed array.
+ */
+
+/** The last wall-clock reading and the monotonic time it was taken at. */
+const anchor = new Float64Array([0, -Infinity]);
+
+/**
+ * readWallClock stores Date.now() in into[0], without Date.now()'s cost (a
+ * fresh heap number per call; performance.now() costs none). The wall clock
+ * is read again every 100 ms of monotonic time, so a step of the system clock
+ * is followed within 100 ms; in between, the monotonic clock adds the elapsed
+ * time (their rates differ by parts per million).
+ */
+function readWallClock(into: Float64Array): void {
+  const mono = performance.now();
+  const since = mono - anchor[1]!;
+  if (!(since >= 0 && since < 100)) {
+    anchor[0] = Date.now();
+    anchor[1] = mono;
+  }
+  into[0] = anchor[0]! + (mono - anchor[1]!);
+}
+
 /** Ctx is reused across calls (reset per request): the hot path allocates as little as possible. */
 class Ctx implements EvalContext {
-  private ms = NaN;
+  /** time[0] is the decision time in ms, NaN until readTime. */
+  readonly time = new Float64Array([NaN]);
+  private min = 0;
+  private hasMin = false;
   private q: Map<string, string[]> | undefined;
   private req: DecisionRequest = undefined as unknown as DecisionRequest;
   constructor(private readonly clock: () => Date) {}
   reset(req: DecisionRequest): this {
     this.req = req;
-    this.ms = NaN;
+    this.time[0] = NaN;
+    this.hasMin = false;
     this.q = undefined;
     return this;
   }
-  now(): number {
-    if (Number.isNaN(this.ms)) {
-      const d = this.req.now ?? this.clock();
-      this.ms = d instanceof Date ? d.getTime() : NaN;
-      if (Number.isNaN(this.ms)) throw new TypeError("the decision time is not a valid Date");
+  /** readTime fills time[0] once per request (it returns nothing: a returned time would be boxed). */
+  readTime(): void {
+    if (!Number.isNaN(this.time[0]!)) return;
+    const at = this.req.now;
+    if (at == null && this.clock === systemClock) readWallClock(this.time);
+    else {
+      const d = at ?? this.clock();
+      this.time[0] = d instanceof Date ? d.getTime() : NaN; // getTime boxes: a request's own `now` costs one number
     }
-    return this.ms;
+    if (Number.isNaN(this.time[0]!)) throw new TypeError("the decision time is not a valid Date");
+  }
+  now(): number {
+    this.readTime();
+    return this.time[0]!;
+  }
+  minute(): number {
+    if (!this.hasMin) {
+      this.readTime();
+      this.min = Math.floor(this.time[0]! / 60_000);
+      this.hasMin = true;
+    }
+    return this.min;
   }
   query(t: HttpTarget): Map<string, string[]> {
     if (!this.q) {
@@ -81,28 +139,56 @@ class Ctx implements EvalContext {
 }
 
 const KINDS = new Set(["http", "tcp", "mcp", "llm"]);
-const byIndex = (a: CompiledRule, b: CompiledRule) => a.index - b.index;
-/** Words for the facts a body-dependent condition needs. */
-const NEEDS: Record<string, string> = { "when.maxBodyBytes": "the body size", model: "the model", maxTokens: "the declared max tokens" };
+
+const MALFORMED: Readonly<Decision> = Object.freeze({
+  effect: "deny",
+  reason: "malformed decision request (needs principal.tags and a target of kind http, tcp, mcp or llm): denied",
+});
+
+/**
+ * A list of candidate rules in file order, reused across calls: `n` counts
+ * the live entries (emptying an array by `length = 0` drops its backing
+ * store, and sorting copies it, so neither is done per call).
+ */
+class RuleList {
+  readonly rules: CompiledRule[] = [];
+  n = 0;
+
+  /** add inserts r in file order (lists are short: a few rules match one request). */
+  add(r: CompiledRule): void {
+    const rules = this.rules;
+    let i = this.n++;
+    while (i > 0 && rules[i - 1]!.index > r.index) {
+      rules[i] = rules[i - 1]!;
+      i--;
+    }
+    rules[i] = r;
+  }
+}
 
 /** Evaluator decides requests with compiled rules; it holds the rate-limit state. */
 export class Evaluator {
   private readonly rate = new RateLimiter();
-  // Scratch lists reused across calls (evaluate is synchronous and not re-entered).
-  private readonly approves: CompiledRule[] = [];
-  private readonly allows: CompiledRule[] = [];
+  // Scratch state reused across calls (evaluate is synchronous and not re-entered).
+  private readonly approves = new RuleList();
+  private readonly allows = new RuleList();
   private denyRule: CompiledRule | undefined;
   private denyUnknown: string | undefined;
+  private readonly agentKeys = new AgentKeyMemo();
+  private readonly nodeNames = new NameMemo();
 
   constructor(
     readonly compiled: CompiledRules,
-    private readonly clock: () => Date = () => new Date(),
+    private readonly clock: () => Date = systemClock,
   ) {
     this.hotCtx = new Ctx(clock);
   }
 
-  /** evaluate decides one request. It never throws. */
-  evaluate(req: DecisionRequest): Decision {
+  /**
+   * evaluate decides one request. It never throws. The Decision returned for
+   * a rule is shared by every call and frozen: copy it to change it.
+   */
+  evaluate(req: DecisionRequest): Readonly<Decision> {
     try {
       return this.decide(req, false);
     } catch (err) {
@@ -162,7 +248,8 @@ export class Evaluator {
       }
       let result: RuleExplanation["result"] = ok === true ? "match" : ok === "unknown" ? "unknown" : "no-match";
       if (result === "match" && r.perMinute !== undefined && r.effect !== "deny") {
-        const has = this.rate.take(r.index, principalKey(req.principal), r.perMinute, ctx.now(), true);
+        ctx.readTime();
+        const has = this.rate.take(r.index, this.agentKeys.of(req.principal), r.perMinute, ctx.time, true);
         checks.push({ what: "when.rate", ok: has, detail: `${r.perMinute} calls per minute per agent: ${has ? "a call is left" : "limit reached"}` });
         if (!has) result = "rate-limited";
       }
@@ -176,30 +263,26 @@ export class Evaluator {
     this.rate.reset();
   }
 
-  private decide(req: DecisionRequest, peek: boolean): Decision {
-    if (!wellFormed(req)) return { effect: "deny", reason: "malformed decision request (needs principal.tags and a target of kind http, tcp, mcp or llm): denied" };
+  private decide(req: DecisionRequest, peek: boolean): Readonly<Decision> {
+    if (!wellFormed(req)) return MALFORMED;
     const t = normalizeTarget(req.target);
     this.t = t;
     this.ctx = this.hotCtx.reset(req);
-    this.approves.length = 0;
-    this.allows.length = 0;
+    this.approves.n = 0;
+    this.allows.n = 0;
     this.denyRule = undefined;
     this.denyUnknown = undefined;
     this.limited = undefined;
     this.collect = false;
     this.visitCandidates(req.principal, t);
-    const mutated = this.compiled.mutation === "allow-beats-deny";
     const denyRule = this.denyRule as CompiledRule | undefined; // set by consider()
-    if (denyRule && !(mutated && this.allows.length)) {
-      const r = denyRule;
-      if (this.denyUnknown !== undefined && r.effect !== "deny") {
-        const what = NEEDS[this.denyUnknown] ?? this.denyUnknown;
-        return { effect: "deny", ruleId: r.id, reason: `rule "${r.id}" needs ${what}, which the request does not carry (streamed or unparsed body), so the call is denied (fails closed)` };
-      }
-      return { effect: "deny", ruleId: r.id, reason: r.reason };
+    if (denyRule) {
+      const what = this.denyUnknown;
+      if (what !== undefined && denyRule.effect !== "deny") return denyRule.unknown[what] ?? unknownDecision(denyRule.id, what);
+      return denyRule.decision;
     }
-    const r = this.pick(this.approves, req, peek) ?? this.pick(this.allows, req, peek);
-    if (r) return { effect: r.effect, ruleId: r.id, reason: r.reason };
+    const r = this.pick(this.approves, req.principal, peek) ?? this.pick(this.allows, req.principal, peek);
+    if (r) return r.decision;
     const limited = this.limited as CompiledRule | undefined; // set by pick()
     if (limited) return { effect: "deny", ruleId: limited.id, reason: `rule "${limited.id}" allows ${limited.perMinute} calls per minute per agent and ${describePrincipal(req.principal)} has used them: denied` };
     return { effect: "deny", reason: `no rule allows ${describePrincipal(req.principal)} to ${formatTarget(t)} (deny by default)` };
@@ -211,7 +294,9 @@ export class Evaluator {
   private ctx: Ctx = undefined as unknown as Ctx;
   private readonly hotCtx: Ctx;
   private user: string | undefined;
-  private nodes: string[] | undefined;
+  /** The raw user that `user` was normalized from (normalized again only when it changes). */
+  private rawUser: string | undefined;
+  private nodes: readonly string[] | undefined;
   private tags: string[] = [];
   /** explain's mode: record candidates instead of deciding. */
   private collect = false;
@@ -225,13 +310,16 @@ export class Evaluator {
    * whose rate bucket (if any) has a token; rules passed over for their rate
    * are remembered in this.limited.
    */
-  private pick(list: CompiledRule[], req: DecisionRequest, peek: boolean): CompiledRule | undefined {
-    if (list.length > 1) list.sort(byIndex);
-    for (let i = 0; i < list.length; i++) {
-      const r = list[i]!;
-      if (r.perMinute !== undefined && !this.rate.take(r.index, principalKey(req.principal), r.perMinute, this.ctx.now(), peek)) {
-        this.limited ??= r;
-        continue;
+  private pick(list: RuleList, p: Principal, peek: boolean): CompiledRule | undefined {
+    const rules = list.rules;
+    for (let i = 0; i < list.n; i++) {
+      const r = rules[i]!;
+      if (r.perMinute !== undefined) {
+        this.ctx.readTime();
+        if (!this.rate.take(r.index, this.agentKeys.of(p), r.perMinute, this.ctx.time, peek)) {
+          this.limited ??= r;
+          continue;
+        }
       }
       return r;
     }
@@ -258,8 +346,8 @@ export class Evaluator {
         this.denyRule = r;
         this.denyUnknown = unknown;
       }
-    } else if (r.effect === "approve") this.approves.push(r);
-    else this.allows.push(r);
+    } else if (r.effect === "approve") this.approves.add(r);
+    else this.allows.add(r);
   }
 
   /** srcOk is the who-check used when a small bucket is scanned (the principal was prepared by visitCandidates). */
@@ -297,15 +385,31 @@ export class Evaluator {
   private visitCandidates(p: Principal, t: Target): void {
     const idx: KindIndex = this.compiled.index[t.kind];
     this.tags = p.tags;
-    this.user = p.user ? normalizeUser(p.user) : undefined;
-    this.nodes = p.node ? nodeNames(p.node) : undefined;
+    if (p.user !== this.rawUser) {
+      const user = p.user ? normalizeUser(p.user) : undefined;
+      this.user = user;
+      this.rawUser = p.user;
+    }
+    this.nodes = p.node ? this.nodeNames.of(p.node) : undefined;
     if (t.kind === "http" || t.kind === "tcp") {
       const host = t.host;
       this.visit(idx.exact.get(host), false);
-      if (t.peer?.name) for (const n of nodeNames(t.peer.name)) if (n !== host) this.visit(idx.exact.get(n), false);
+      const peer = t.peer?.name;
+      if (peer) {
+        const names = peerNames.of(peer);
+        for (let i = 0; i < names.length; i++) if (names[i] !== host) this.visit(idx.exact.get(names[i]!), false);
+      }
       if (idx.hasSuffixes) {
-        for (let i = host.indexOf("."); i >= 0; i = host.indexOf(".", i + 1)) this.visit(idx.suffix.get(host.slice(i + 1)), false);
-        if (this.compiled.mutation === "suffix-matches-apex") this.visit(idx.suffix.get(host), false);
+        // Each parent suffix of the host ("b.c" and "c" of "a.b.c"), found by
+        // its hash (compile.ts, suffixHash) without slicing the host.
+        const byHash = idx.suffixByHash;
+        const len = host.length;
+        let h = 0;
+        for (let i = len - 1; i > 0; i--) {
+          h = hashStep(h, host.charCodeAt(i));
+          if (host.charCodeAt(i - 1) !== 46 /* . */) continue;
+          for (let s = byHash.get(h & SUFFIX_HASH_MASK); s; s = s.next) if (s.suffix.length === len - i && host.startsWith(s.suffix, i)) this.visit(s.bucket, false);
+        }
       }
       this.visit(idx.other, true);
     } else if (t.kind === "mcp") {

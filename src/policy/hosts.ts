@@ -35,8 +35,17 @@ export function parseHostPattern(p: string): HostPattern | string {
 
 /** normalizeHost lower-cases a host and drops a trailing dot and IPv6 brackets, as the compiled index expects. */
 export function normalizeHost(h: string): string {
-  let s = h.toLowerCase(); // V8 returns the same string when it is already lower case
+  let s = hasUpperCase(h) ? h.toLowerCase() : h; // toLowerCase copies even a lower-case string (V8): look first
   if (s.charCodeAt(0) === 91 /* [ */ && s.charCodeAt(s.length - 1) === 93 /* ] */) s = s.slice(1, -1);
   if (s.charCodeAt(s.length - 1) === 46 /* . */) s = s.slice(0, -1);
   return s;
+}
+
+/** hasUpperCase is true when toLowerCase could change s (an ASCII capital, or any non-ASCII character). */
+function hasUpperCase(s: string): boolean {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if ((c >= 65 && c <= 90) || c > 127) return true;
+  }
+  return false;
 }

@@ -9,8 +9,8 @@ import { createHash } from "node:crypto";
 import { applyEdits, modify } from "jsonc-parser";
 
 import { ErrorCode, MeshguardError } from "../errors.js";
-import { compile, type CompileOptions, type CompiledRules } from "./compile.js";
-import { Evaluator, type Explanation } from "./engine.js";
+import { compile, type CompiledRules } from "./compile.js";
+import { Evaluator, systemClock, type Explanation } from "./engine.js";
 import { PolicyInvalidError, PolicyTestsFailedError, type TestFailure } from "./errors.js";
 import { parsePrincipal } from "./identity.js";
 import { parseRequest } from "./request.js";
@@ -26,8 +26,6 @@ export interface LoadOptions {
   clock?: () => Date;
   /** Run the file's `tests` and reject the policy if one fails (default true). */
   runTests?: boolean;
-  /** Test-only: deliberately break the compiled evaluator (see Mutation in compile.ts). */
-  mutation?: CompileOptions["mutation"];
 }
 
 /** The result of one test case. */
@@ -131,10 +129,8 @@ export function loadPolicy(text: string, opts: LoadOptions = {}): Policy {
   let policy: Policy;
   try {
     const { document, source } = parsePolicy(text, opts);
-    const compileOpts: CompileOptions = { groups: document.groups };
-    if (opts.mutation) compileOpts.mutation = opts.mutation;
-    const compiled = compile(document.part.rules, compileOpts);
-    policy = new Policy(document, source, compiled, opts.clock ?? (() => new Date()), opts.file);
+    const compiled = compile(document.part.rules, { groups: document.groups });
+    policy = new Policy(document, source, compiled, opts.clock ?? systemClock, opts.file);
   } catch (err) {
     if (err instanceof MeshguardError) throw err;
     // A bug here must still reject the policy (fail closed) and say so plainly.

@@ -8,10 +8,14 @@
 
 import type { Principal } from "./types.js";
 
-interface Bucket {
-  tokens: number;
-  lastMs: number;
-}
+/**
+ * A bucket is [tokens, lastMs]: a Float64Array, because V8 boxes a
+ * fractional number stored in an object field (a new heap object per store)
+ * but not one stored in a typed array.
+ */
+type Bucket = Float64Array;
+const TOKENS = 0;
+const LAST_MS = 1;
 
 /** MAX_BUCKETS bounds memory when agents come and go; full buckets are the ones dropped. */
 const MAX_BUCKETS = 100_000;
@@ -23,34 +27,73 @@ export function principalKey(p: Principal): string {
   return `t:${[...p.tags].sort().join(",")}`;
 }
 
+/**
+ * AgentKeyMemo remembers the principalKey of the last principal (compared by
+ * value: node, user and every tag), so a process deciding for one identity
+ * builds the key once instead of on every rate-limited decision.
+ */
+export class AgentKeyMemo {
+  private key: string | undefined;
+  private node: string | undefined;
+  private user: string | undefined;
+  private tags: readonly string[] = [];
+
+  of(p: Principal): string {
+    if (this.key !== undefined && p.node === this.node && p.user === this.user && sameTags(p.tags, this.tags)) return this.key;
+    const key = principalKey(p);
+    this.node = p.node;
+    this.user = p.user;
+    this.tags = p.tags.slice(); // a copy: the caller may reuse and change its array
+    this.key = key;
+    return key;
+  }
+}
+
+function sameTags(a: readonly string[], b: readonly string[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 export class RateLimiter {
-  private readonly buckets = new Map<string, Bucket>();
+  /** Buckets by rule index, then by agent (no key string is built per call). */
+  private readonly byRule = new Map<number, Map<string, Bucket>>();
+  private size = 0;
 
   /**
    * take spends one token of the bucket (rule, agent) if it has one and tells
-   * whether it did; with `peek` it only tells (explain must not spend).
+   * whether it did; with `peek` it only tells (explain must not spend). The
+   * time is now[0], in ms: a number argument would be boxed (see Bucket).
    */
-  take(ruleIndex: number, agent: string, perMinute: number, nowMs: number, peek = false): boolean {
-    const key = `${ruleIndex}|${agent}`;
-    let b = this.buckets.get(key);
+  take(ruleIndex: number, agent: string, perMinute: number, now: Float64Array, peek = false): boolean {
+    const nowMs = now[0]!;
+    let agents = this.byRule.get(ruleIndex);
+    let b = agents?.get(agent);
     if (!b) {
       if (peek) return perMinute >= 1;
-      if (this.buckets.size >= MAX_BUCKETS) this.evictIdle(nowMs);
-      b = { tokens: perMinute, lastMs: nowMs };
-      this.buckets.set(key, b);
+      if (this.size >= MAX_BUCKETS) {
+        this.evictIdle(nowMs);
+        agents = this.byRule.get(ruleIndex);
+      }
+      if (!agents) this.byRule.set(ruleIndex, (agents = new Map()));
+      b = new Float64Array(2);
+      b[TOKENS] = perMinute;
+      b[LAST_MS] = nowMs;
+      agents.set(agent, b);
+      this.size++;
     }
-    const elapsed = Math.max(0, nowMs - b.lastMs);
-    const tokens = Math.min(perMinute, b.tokens + (elapsed * perMinute) / 60_000);
+    const elapsed = Math.max(0, nowMs - b[LAST_MS]!);
+    const tokens = Math.min(perMinute, b[TOKENS]! + (elapsed * perMinute) / 60_000);
     if (tokens < 1) {
       if (!peek) {
-        b.tokens = tokens;
-        b.lastMs = Math.max(b.lastMs, nowMs);
+        b[TOKENS] = tokens;
+        b[LAST_MS] = Math.max(b[LAST_MS]!, nowMs);
       }
       return false;
     }
     if (!peek) {
-      b.tokens = tokens - 1;
-      b.lastMs = Math.max(b.lastMs, nowMs);
+      b[TOKENS] = tokens - 1;
+      b[LAST_MS] = Math.max(b[LAST_MS]!, nowMs);
     }
     return true;
   }
@@ -58,20 +101,34 @@ export class RateLimiter {
   /**
    * evictIdle drops buckets untouched for a minute: they have refilled
    * completely, so forgetting them changes no decision. If every bucket is
-   * busy, the oldest half goes (a bounded map beats unbounded growth).
+   * busy, half of them go, the oldest of each rule first (a bounded map beats
+   * unbounded growth).
    */
   private evictIdle(nowMs: number): void {
-    for (const [k, b] of this.buckets) if (nowMs - b.lastMs >= 60_000) this.buckets.delete(k);
-    if (this.buckets.size < MAX_BUCKETS) return;
-    let n = this.buckets.size >> 1;
-    for (const k of this.buckets.keys()) {
-      if (n-- <= 0) break;
-      this.buckets.delete(k);
+    for (const [rule, agents] of this.byRule) {
+      for (const [k, b] of agents) {
+        if (nowMs - b[LAST_MS]! >= 60_000) {
+          agents.delete(k);
+          this.size--;
+        }
+      }
+      if (agents.size === 0) this.byRule.delete(rule);
+    }
+    if (this.size < MAX_BUCKETS) return;
+    for (const [rule, agents] of this.byRule) {
+      let n = agents.size >> 1 || 1;
+      for (const k of agents.keys()) {
+        if (n-- <= 0) break;
+        agents.delete(k);
+        this.size--;
+      }
+      if (agents.size === 0) this.byRule.delete(rule);
     }
   }
 
   /** reset forgets every bucket (a policy's tests run on a fresh limiter). */
   reset(): void {
-    this.buckets.clear();
+    this.byRule.clear();
+    this.size = 0;
   }
 }
