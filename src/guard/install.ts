@@ -17,7 +17,8 @@ import { isInternalDial } from "./internal.js";
 import { peerTable } from "./peers.js";
 import { installHttpPatch, uninstallHttpPatch } from "./http.js";
 import { installNetPatch, uninstallNetPatch } from "./net.js";
-import { instrumentInstalledSdks, instrumentLlmClient, instrumentMcpClient, unpatchSdks } from "./sdk.js";
+import { configureMcp, registerMcpServer } from "./mcp.js";
+import { instrumentInstalledSdks, instrumentSdkClass, unpatchSdks } from "./sdk.js";
 import { current, setCurrent, shared } from "./state.js";
 import { normalizeHost } from "../policy/hosts.js";
 import type { AuditSink } from "../policy/audit.js";
@@ -48,6 +49,18 @@ const GuardOptionsSchema = z
       .strict()
       .optional(),
     llm: z.object({ providers: z.record(z.string().min(1)).optional() }).strict().optional(),
+    mcp: z
+      .object({
+        servers: z.record(
+          z.string().regex(/^\S+$/, "a server name is a word without spaces"),
+          z.union([
+            z.string().url().refine((u) => /^(https?|wss?):/i.test(u), "must be an http(s) or ws(s) URL, or { command, args? }"),
+            z.object({ command: z.string().min(1), args: z.array(z.string()).optional() }).strict(),
+          ]),
+        ),
+      })
+      .strict()
+      .optional(),
     maxBodyBytes: z.number().int().positive().default(8 << 20),
     allowIpc: z.array(z.string().min(1)).default([]),
     allowResolved: fn("(host, ip) => boolean").optional(),
@@ -72,8 +85,15 @@ export interface GuardHandle extends EventEmitter<GuardEvents>, AsyncDisposable 
   readonly policy: Evaluator | undefined;
   /** setPolicy swaps the evaluator atomically (reloaders call it); undefined denies everything. */
   setPolicy(policy: Evaluator | undefined): void;
-  /** instrument patches an SDK class the guard did not find by itself (an openai/Anthropic client class or the MCP Client). */
+  /** instrument patches an SDK class the guard did not find by itself (an openai/Anthropic client class, the MCP Client or an MCP transport class). */
   instrument(cls: { prototype: object }): boolean;
+  /**
+   * registerMcpServer names the MCP server behind one connection — an MCP
+   * `Client` or a Transport — for `mcp` rules' `server`, when the
+   * `mcp.servers` option cannot (an in-memory or custom transport). The
+   * name holds for the endpoint the transport had when registered.
+   */
+  registerMcpServer(name: string, connection: object): void;
   /**
    * close removes every interception; the process's calls are no longer
    * checked and another guard may be installed. Idempotent. `await using`
@@ -116,6 +136,8 @@ export function installGuard(options: GuardOptions): GuardHandle {
     },
     events,
   );
+
+  configureMcp(core, o.mcp?.servers ?? {});
 
   const on = (k: "fetch" | "http" | "net" | "dial" | "sdk") => o.intercept[k] !== false;
   const instrumented: string[] = [];
@@ -172,7 +194,8 @@ export function installGuard(options: GuardOptions): GuardHandle {
         core.evaluator = p;
       },
     },
-    instrument: { value: (cls: { prototype: object }) => instrumentMcpClient(cls) || instrumentLlmClient(cls) },
+    instrument: { value: (cls: { prototype: object }) => instrumentSdkClass(cls) },
+    registerMcpServer: { value: (name: string, connection: object) => registerMcpServer(core, name, connection) },
     uninstall: { value: uninstall },
     close: {
       value: () => {
