@@ -17,8 +17,9 @@ import { isInternalDial } from "./internal.js";
 import { peerTable } from "./peers.js";
 import { installHttpPatch, uninstallHttpPatch } from "./http.js";
 import { installNetPatch, uninstallNetPatch } from "./net.js";
+import { SECRET_HEADERS } from "./approvals.js";
 import { configureMcp, registerMcpServer } from "./mcp.js";
-import { instrumentInstalledSdks, instrumentSdkClass, unpatchSdks } from "./sdk.js";
+import { forgetSdkDecisions, instrumentInstalledSdks, instrumentSdkClass, unpatchSdks } from "./sdk.js";
 import { current, setCurrent, shared } from "./state.js";
 import { normalizeHost } from "../policy/hosts.js";
 import type { AuditSink } from "../policy/audit.js";
@@ -38,7 +39,20 @@ const GuardOptionsSchema = z
     mode: z.enum(["enforce", "observe"]).default("enforce"),
     audit: z.custom<AuditSink>((v) => typeof v === "object" && v !== null && typeof (v as AuditSink).write === "function", "must be an audit sink with a write(event) method, e.g. jsonLinesSink(file)").optional(),
     sampleAllows: z.number().min(0).max(1).default(1),
-    reveal: z.object({ query: z.boolean(), headers: z.array(z.string().min(1)), mcpArgs: z.boolean() }).partial().strict().optional(),
+    reveal: z
+      .object({
+        query: z.boolean(),
+        headers: z.array(
+          z
+            .string()
+            .min(1)
+            .refine((h) => !SECRET_HEADERS.includes(h.toLowerCase()), (h) => ({ message: `"${h}" carries credentials and is never revealed (${SECRET_HEADERS.join(", ")} are refused)` })),
+        ),
+        mcpArgs: z.boolean(),
+      })
+      .partial()
+      .strict()
+      .optional(),
     approvals: z
       .object({
         callback: fn("(request, signal) => boolean | { approved }").optional(),
@@ -192,6 +206,9 @@ export function installGuard(options: GuardOptions): GuardHandle {
     setPolicy: {
       value: (p: Evaluator | undefined) => {
         core.evaluator = p;
+        // Nothing allowed (or refused) under the old policy is reused under the new one.
+        core.dropGrants();
+        forgetSdkDecisions();
       },
     },
     instrument: { value: (cls: { prototype: object }) => instrumentSdkClass(cls) },

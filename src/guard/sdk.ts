@@ -38,6 +38,14 @@ export function unpatchSdks(): void {
   refused.clear();
 }
 
+/**
+ * forgetSdkDecisions drops what the SDK layer remembered of earlier
+ * decisions (refused approvals): a new policy decides afresh.
+ */
+export function forgetSdkDecisions(): void {
+  refused.clear();
+}
+
 /** owner finds the prototype on the chain that defines `name`. */
 function owner(proto: object | null, name: string): object | undefined {
   for (let p = proto; p && p !== Object.prototype; p = Object.getPrototypeOf(p)) if (Object.hasOwn(p, name)) return p;
@@ -103,11 +111,13 @@ function llmSdkCall(core: GuardCore, url: string, init: { method?: string; heade
     if (r !== undefined) refused.delete(key);
   }
   const decided = { scheme, host, port, method, path: u.pathname };
+  // The policy that decides: the mark below is good under this policy only.
+  const policy = core.evaluator;
   const v = core.checkAll(targets, "llm-sdk");
-  if (v === undefined) return runDecided(decided, call);
+  if (v === undefined) return runDecided(decided, policy, call);
   if (v instanceof PolicyDeniedError) throw v;
   return v.then(
-    () => runDecided(decided, call),
+    () => runDecided(decided, policy, call),
     (err: PolicyDeniedError) => {
       if (refused.size > 256) refused.clear();
       refused.set(key ?? refusedKey(method, url, text), { err, until: Date.now() + 60_000 });

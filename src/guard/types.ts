@@ -104,8 +104,11 @@ export interface GuardOptions {
   /**
    * Values that decision events and approval requests may show. Default:
    * none — query values, header values and MCP argument values are
-   * redacted. (A PolicyDeniedError's message is always redacted; its
-   * `target` holds the call as made.)
+   * redacted; bodies are never shown. Credential headers
+   * (`authorization`, `proxy-authorization`, `x-api-key`, `cookie`,
+   * `set-cookie`) may not be named in `headers` (MESHGUARD_INVALID_OPTIONS).
+   * (A PolicyDeniedError's message is always redacted; its `target` holds
+   * the call as made.)
    */
   reveal?: Reveal;
   /** How approve rules reach a human. Without it an approve rule denies. */
