@@ -59,6 +59,8 @@ export const ErrorCode = {
   GUARD_ALREADY_INSTALLED: "MESHGUARD_GUARD_ALREADY_INSTALLED",
   /** A plain (unsigned) policy file could not be read (missing, permissions). */
   POLICY_FILE_UNREADABLE: "MESHGUARD_POLICY_FILE_UNREADABLE",
+  /** A warning: a policy file is watched without signature keys and this process can rewrite it (the agent could loosen its own policy). */
+  POLICY_FILE_UNPROTECTED: "MESHGUARD_POLICY_FILE_UNPROTECTED",
   /** A policy server could not be reached or answered with an error. */
   POLICY_SERVER_UNREACHABLE: "MESHGUARD_POLICY_SERVER_UNREACHABLE",
   /** A Go program (headscale, a benchmark peer) could not be built; every attempt is in `cause`. */

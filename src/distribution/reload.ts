@@ -18,7 +18,8 @@
  */
 
 import { watch, type FSWatcher } from "node:fs";
-import { readFile } from "node:fs/promises";
+import { access, readFile } from "node:fs/promises";
+import { constants as fsConstants } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { basename, dirname } from "node:path";
 import type { TailnetIdentity } from "../config.js";
@@ -37,6 +38,7 @@ export interface ReloadTarget {
   setPolicy(policy: { evaluate(req: DecisionRequest): Decision } | undefined): void;
   emit(event: "reload", ev: ReloadEvent): boolean;
   emit(event: "reloadError", err: MeshguardError): boolean;
+  emit(event: "warning", err: Error): boolean;
 }
 
 /** What a reloader needs of a node to give it the policy's tailnet identity (a MeshNode is one). */
@@ -126,11 +128,48 @@ export interface FileReloader extends AsyncDisposable {
   close(): Promise<void>;
 }
 
+/**
+ * writableHere tells whether this process could change the file: write it,
+ * or replace it in its directory. (Root can always; so can the agent when
+ * it runs as the file's owner.)
+ */
+async function writableHere(file: string): Promise<boolean> {
+  for (const p of [file, dirname(file)]) {
+    try {
+      await access(p, fsConstants.W_OK);
+      return true;
+    } catch {
+      // not writable through this path
+    }
+  }
+  return false;
+}
+
+/**
+ * The warning of a policy file watched without signature keys that this
+ * process could rewrite: the agent the policy restrains could loosen it.
+ */
+function unsignedWarning(file: string): MeshguardError {
+  return new MeshguardError(
+    ErrorCode.POLICY_FILE_UNPROTECTED,
+    `the policy file ${file} is watched without signature keys and this process can write it (or its directory): the agent could rewrite its own policy`,
+    {
+      hint: "watch a signed bundle instead (signBundle with a key from `meshguard policy serve --keygen`, then watchPolicyFile(guard, file, { publicKeys })), or make the file and its directory read-only to the agent's user",
+    },
+  );
+}
+
 /** watchPolicyFile loads a policy file into the guard and reloads it on every change. */
 export function watchPolicyFile(guard: ReloadTarget, file: string, opts: WatchPolicyFileOptions = {}): FileReloader {
   const a = applier(guard, opts.clock, opts.node);
   let inFlight: Promise<boolean> = Promise.resolve(false);
+  // Checked once, on the first read: after the caller had the chance to listen.
+  let warned = opts.publicKeys !== undefined;
   const readAndApply = async (): Promise<boolean> => {
+    if (!warned) {
+      warned = true;
+      if (await writableHere(file)) guard.emit("warning", unsignedWarning(file));
+    }
     let text: string;
     try {
       text = await readFile(file, "utf8");

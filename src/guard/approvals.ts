@@ -2,16 +2,27 @@
  * Approvals: an approve rule holds the call and asks a human, through a
  * callback or a webhook. Whatever goes wrong — no answer before the
  * deadline, a webhook error, a malformed answer — means deny.
+ *
+ * The request leaves the process (a webhook, a chat message), so it
+ * carries the call redacted like an audit event: no header values, query
+ * values, MCP argument values or bodies unless `reveal` names them — and
+ * never credentials (SECRET_HEADERS), which `reveal` may not name.
  */
 
 import { randomUUID } from "node:crypto";
-import { summarizeTarget } from "../policy/event.js";
+import { summarizeTarget, type TargetSummary } from "../policy/event.js";
 import { formatTarget, type Reveal } from "../policy/request.js";
 import type { Decision, Principal, Target } from "../policy/types.js";
 import { internalRequest } from "./internal.js";
 import type { ApprovalAnswer, ApprovalOptions, ApprovalRequest } from "./types.js";
 
 export const DEFAULT_APPROVAL_TIMEOUT_MS = 60_000;
+
+/**
+ * Headers that carry credentials. installGuard refuses them in
+ * `reveal.headers`; an approval request drops them even if they get there.
+ */
+export const SECRET_HEADERS: readonly string[] = ["authorization", "proxy-authorization", "x-api-key", "cookie", "set-cookie"];
 
 export interface ApprovalResult {
   approved: boolean;
@@ -28,7 +39,7 @@ export async function requestApproval(opts: ApprovalOptions, principal: Principa
     id: randomUUID(),
     principal: { ...principal, tags: [...principal.tags] },
     request: formatTarget(target, reveal ? { reveal } : undefined),
-    target: summarizeTarget(target, reveal),
+    target: withoutSecrets(summarizeTarget(target, reveal)),
     ...(d.ruleId !== undefined ? { ruleId: d.ruleId } : {}),
     reason: d.reason,
     requestedAt: new Date(now).toISOString(),
@@ -50,6 +61,13 @@ export async function requestApproval(opts: ApprovalOptions, principal: Principa
   } finally {
     clearTimeout(timer);
   }
+}
+
+function withoutSecrets(s: TargetSummary): TargetSummary {
+  if (s.kind !== "http" || s.headers === undefined) return s;
+  const headers = Object.fromEntries(Object.entries(s.headers).filter(([k]) => !SECRET_HEADERS.includes(k.toLowerCase())));
+  const { headers: _all, ...rest } = s;
+  return Object.keys(headers).length ? { ...rest, headers } : rest;
 }
 
 async function askWebhook(opts: ApprovalOptions, req: ApprovalRequest, signal: AbortSignal): Promise<ApprovalAnswer> {

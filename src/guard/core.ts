@@ -231,6 +231,15 @@ export class GuardCore {
     if (exp === undefined || exp - now < ORIGIN_TTL_MS * 0.9) this.origins.set(key, now + ORIGIN_TTL_MS);
   }
 
+  /**
+   * dropGrants forgets every grant made under the policy in force: called
+   * when the policy is replaced, so that nothing the old policy allowed is
+   * used under the new one.
+   */
+  dropGrants(): void {
+    this.origins.clear();
+  }
+
   originAllowed(host: string, port: number): boolean {
     const exp = this.origins.get(hostKey(host, port));
     return exp !== undefined && exp >= Date.now();

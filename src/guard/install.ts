@@ -18,7 +18,9 @@ import { isInternalDial } from "./internal.js";
 import { peerTable } from "./peers.js";
 import { installHttpPatch, uninstallHttpPatch } from "./http.js";
 import { installNetPatch, uninstallNetPatch } from "./net.js";
-import { instrumentInstalledSdks, instrumentLlmClient, instrumentMcpClient, unpatchSdks } from "./sdk.js";
+import { SECRET_HEADERS } from "./approvals.js";
+import { configureMcp, registerMcpServer } from "./mcp.js";
+import { forgetSdkDecisions, instrumentInstalledSdks, instrumentSdkClass, unpatchSdks } from "./sdk.js";
 import { current, setCurrent, shared } from "./state.js";
 import { normalizeHost } from "../policy/hosts.js";
 import type { AuditSink } from "../policy/audit.js";
@@ -38,7 +40,20 @@ const GuardOptionsSchema = z
     mode: z.enum(["enforce", "observe"]).default("enforce"),
     audit: z.custom<AuditSink>((v) => typeof v === "object" && v !== null && typeof (v as AuditSink).write === "function", "must be an audit sink with a write(event) method, e.g. jsonLinesSink(file)").optional(),
     sampleAllows: z.number().min(0).max(1).default(1),
-    reveal: z.object({ query: z.boolean(), headers: z.array(z.string().min(1)), mcpArgs: z.boolean() }).partial().strict().optional(),
+    reveal: z
+      .object({
+        query: z.boolean(),
+        headers: z.array(
+          z
+            .string()
+            .min(1)
+            .refine((h) => !SECRET_HEADERS.includes(h.toLowerCase()), (h) => ({ message: `"${h}" carries credentials and is never revealed (${SECRET_HEADERS.join(", ")} are refused)` })),
+        ),
+        mcpArgs: z.boolean(),
+      })
+      .partial()
+      .strict()
+      .optional(),
     approvals: z
       .object({
         callback: fn("(request, signal) => boolean | { approved }").optional(),
@@ -49,6 +64,18 @@ const GuardOptionsSchema = z
       .strict()
       .optional(),
     llm: z.object({ providers: z.record(z.string().min(1)).optional() }).strict().optional(),
+    mcp: z
+      .object({
+        servers: z.record(
+          z.string().regex(/^\S+$/, "a server name is a word without spaces"),
+          z.union([
+            z.string().url().refine((u) => /^(https?|wss?):/i.test(u), "must be an http(s) or ws(s) URL, or { command, args? }"),
+            z.object({ command: z.string().min(1), args: z.array(z.string()).optional() }).strict(),
+          ]),
+        ),
+      })
+      .strict()
+      .optional(),
     maxBodyBytes: z.number().int().positive().default(8 << 20),
     allowIpc: z.array(z.string().min(1)).default([]),
     allowResolved: fn("(host, ip) => boolean").optional(),
@@ -73,8 +100,15 @@ export interface GuardHandle extends EventEmitter<GuardEvents>, AsyncDisposable 
   readonly policy: Evaluator | undefined;
   /** setPolicy swaps the evaluator atomically (reloaders call it); undefined denies everything. */
   setPolicy(policy: Evaluator | undefined): void;
-  /** instrument patches an SDK class the guard did not find by itself (an openai/Anthropic client class or the MCP Client). */
+  /** instrument patches an SDK class the guard did not find by itself (an openai/Anthropic client class, the MCP Client or an MCP transport class). */
   instrument(cls: { prototype: object }): boolean;
+  /**
+   * registerMcpServer names the MCP server behind one connection — an MCP
+   * `Client` or a Transport — for `mcp` rules' `server`, when the
+   * `mcp.servers` option cannot (an in-memory or custom transport). The
+   * name holds for the endpoint the transport had when registered.
+   */
+  registerMcpServer(name: string, connection: object): void;
   /**
    * close removes every interception; the process's calls are no longer
    * checked and another guard may be installed. Idempotent. `await using`
@@ -117,6 +151,8 @@ export function installGuard(options: GuardOptions): GuardHandle {
     },
     events,
   );
+
+  configureMcp(core, o.mcp?.servers ?? {});
 
   const on = (k: "fetch" | "http" | "net" | "dial" | "sdk") => o.intercept[k] !== false;
   const instrumented: string[] = [];
@@ -177,11 +213,15 @@ export function installGuard(options: GuardOptions): GuardHandle {
     setPolicy: {
       value: (p: Evaluator | undefined) => {
         core.evaluator = p;
+        // Nothing allowed (or refused) under the old policy is reused under the new one.
+        core.dropGrants();
+        forgetSdkDecisions();
         // Open tailnet connections are judged again: one the new policy denies is closed now.
         if (current() === core) tracker.recheck(core);
       },
     },
-    instrument: { value: (cls: { prototype: object }) => instrumentMcpClient(cls) || instrumentLlmClient(cls) },
+    instrument: { value: (cls: { prototype: object }) => instrumentSdkClass(cls) },
+    registerMcpServer: { value: (name: string, connection: object) => registerMcpServer(core, name, connection) },
     uninstall: { value: uninstall },
     close: {
       value: () => {

@@ -1,6 +1,6 @@
 /**
- * The SDK layer: the official `openai` and `@anthropic-ai/sdk` clients and
- * the `@modelcontextprotocol/sdk` client.
+ * The SDK layer: the official `openai` and `@anthropic-ai/sdk` clients, and
+ * the `@modelcontextprotocol/sdk` client and transports.
  *
  * LLM SDKs send through fetch, where the dispatcher already enforces — but
  * they catch fetch's rejection, retry it twice with back-off, and rethrow it
@@ -11,10 +11,7 @@
  * PolicyDeniedError with no retry. An allowed call goes on to fetch marked
  * as decided (sdk-context.ts), so it is not judged twice.
  *
- * MCP: tools/call requests are judged at the client's request layer
- * (`Client.prototype.request`, which `callTool` uses), so every transport
- * — stdio, streamable HTTP, SSE, in-memory — is covered; the server is
- * named by its initialize result.
+ * MCP: see mcp.ts (tools/call is judged in the transport's send).
  *
  * The SDK classes are found from the application's own resolution paths,
  * both the CommonJS and the ES module build (they are different classes).
@@ -24,32 +21,29 @@ import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join, resolve } from "node:path";
-import type { McpTarget, Target } from "../policy/types.js";
+import type { Target } from "../policy/types.js";
 import type { GuardCore } from "./core.js";
 import { PolicyDeniedError } from "./errors.js";
+import { instrumentMcpClient, instrumentMcpTransport, resetMcp } from "./mcp.js";
+import { patchMethod, unpatchAll } from "./patches.js";
 import { runDecided } from "./sdk-context.js";
 import { current } from "./state.js";
 import { defaultPort, headerRecord, httpTarget, llmProviderFor, llmTarget } from "./targets.js";
 import { normalizeHost } from "../policy/hosts.js";
 
-type Fn = (this: unknown, ...args: unknown[]) => unknown;
-const patched = new Map<object, { name: string; original: Fn }>();
-
-function patch(proto: object, name: string, make: (original: Fn) => Fn): boolean {
-  if (patched.has(proto)) return false;
-  const original = (proto as Record<string, Fn>)[name];
-  if (typeof original !== "function") return false;
-  patched.set(proto, { name, original });
-  Object.defineProperty(proto, name, { value: make(original), writable: true, configurable: true, enumerable: false });
-  return true;
+/** unpatchSdks restores every SDK method the guard replaced and forgets what the SDK layer remembered. */
+export function unpatchSdks(): void {
+  unpatchAll();
+  resetMcp();
+  refused.clear();
 }
 
-/** unpatchSdks restores every SDK method the guard replaced. */
-export function unpatchSdks(): void {
-  for (const [proto, { name, original }] of patched) {
-    Object.defineProperty(proto, name, { value: original, writable: true, configurable: true, enumerable: false });
-  }
-  patched.clear();
+/**
+ * forgetSdkDecisions drops what the SDK layer remembered of earlier
+ * decisions (refused approvals): a new policy decides afresh.
+ */
+export function forgetSdkDecisions(): void {
+  refused.clear();
 }
 
 /** owner finds the prototype on the chain that defines `name`. */
@@ -71,7 +65,7 @@ function refusedKey(method: string, url: string, body: string): string {
 export function instrumentLlmClient(cls: { prototype: object }): boolean {
   const proto = owner(cls.prototype, "fetchWithTimeout");
   if (proto === undefined) return false;
-  return patch(proto, "fetchWithTimeout", (original) =>
+  return patchMethod(proto, "fetchWithTimeout", (original) =>
     // Not async on purpose: a deny must be a synchronous throw (see the file comment).
     function fetchWithTimeout(this: unknown, url: unknown, init: unknown, ms: unknown, controller: unknown) {
       const core = current();
@@ -117,11 +111,13 @@ function llmSdkCall(core: GuardCore, url: string, init: { method?: string; heade
     if (r !== undefined) refused.delete(key);
   }
   const decided = { scheme, host, port, method, path: u.pathname };
+  // The policy that decides: the mark below is good under this policy only.
+  const policy = core.evaluator;
   const v = core.checkAll(targets, "llm-sdk");
-  if (v === undefined) return runDecided(decided, call);
+  if (v === undefined) return runDecided(decided, policy, call);
   if (v instanceof PolicyDeniedError) throw v;
   return v.then(
-    () => runDecided(decided, call),
+    () => runDecided(decided, policy, call),
     (err: PolicyDeniedError) => {
       if (refused.size > 256) refused.clear();
       refused.set(key ?? refusedKey(method, url, text), { err, until: Date.now() + 60_000 });
@@ -130,41 +126,12 @@ function llmSdkCall(core: GuardCore, url: string, init: { method?: string; heade
   );
 }
 
-// ---- MCP ----
-
-interface McpClientLike {
-  getServerVersion?(): { name?: string } | undefined;
-  transport?: { _url?: URL } | undefined;
-}
-
-/** instrumentMcpClient patches an MCP SDK `Client` class so that tools/call requests are judged. */
-export function instrumentMcpClient(cls: { prototype: object }): boolean {
-  const proto = cls.prototype;
-  const base = (proto as Record<string, Fn>).request;
-  if (typeof base !== "function" || patched.has(proto)) return false;
-  // An own `request` on Client.prototype that defers to the inherited one.
-  patched.set(proto, { name: "request", original: base });
-  Object.defineProperty(proto, "request", {
-    value: function request(this: McpClientLike, req: { method?: string; params?: { name?: unknown; arguments?: unknown } }, ...rest: unknown[]) {
-      const core = current();
-      const call = () => base.call(this, req, ...rest);
-      if (core === undefined || req?.method !== "tools/call") return call();
-      const t: McpTarget = {
-        kind: "mcp",
-        server: this.getServerVersion?.()?.name ?? this.transport?._url?.hostname ?? "unknown",
-        tool: String(req.params?.name ?? ""),
-        args: req.params?.arguments && typeof req.params.arguments === "object" ? (req.params.arguments as Record<string, unknown>) : {},
-      };
-      const v = core.check(t, "mcp");
-      if (v === undefined) return call();
-      if (v instanceof PolicyDeniedError) return Promise.reject(v);
-      return v.then(call);
-    },
-    writable: true,
-    configurable: true,
-    enumerable: false,
-  });
-  return true;
+/**
+ * instrumentSdkClass patches a class the guard did not find by itself: an
+ * MCP Client, an openai/Anthropic client, or an MCP transport class.
+ */
+export function instrumentSdkClass(cls: { prototype: object }): boolean {
+  return instrumentMcpClient(cls) || instrumentLlmClient(cls) || instrumentMcpTransport(cls);
 }
 
 // ---- discovery ----
@@ -174,12 +141,24 @@ interface SdkSpec {
   subpath: string;
   exportNames: string[];
   instrument: (cls: { prototype: object }) => boolean;
+  /** How `instrumented` lists it (default: the package name). */
+  label?: string;
 }
 
 const SDKS: SdkSpec[] = [
   { pkg: "openai", subpath: ".", exportNames: ["OpenAI", "default"], instrument: instrumentLlmClient },
   { pkg: "@anthropic-ai/sdk", subpath: ".", exportNames: ["BaseAnthropic", "Anthropic", "default"], instrument: instrumentLlmClient },
   { pkg: "@modelcontextprotocol/sdk", subpath: "./client/index.js", exportNames: ["Client"], instrument: instrumentMcpClient },
+  // The transports: tools/call is judged in their send (mcp.ts), and only their endpoints name a server.
+  ...(
+    [
+      ["./client/stdio.js", "StdioClientTransport"],
+      ["./client/streamableHttp.js", "StreamableHTTPClientTransport"],
+      ["./client/sse.js", "SSEClientTransport"],
+      ["./client/websocket.js", "WebSocketClientTransport"],
+      ["./inMemory.js", "InMemoryTransport"],
+    ] as const
+  ).map(([subpath, name]) => ({ pkg: "@modelcontextprotocol/sdk", subpath, exportNames: [name], instrument: instrumentMcpTransport, label: `@modelcontextprotocol/sdk ${name}` })),
 ];
 
 /**
@@ -209,7 +188,7 @@ export function instrumentInstalledSdks(dirs: string[], warn: (err: unknown) => 
           for (const name of spec.exportNames) {
             const cls = mod[name] as { prototype?: object } | undefined;
             if (typeof cls === "function" && (cls as { prototype?: object }).prototype && spec.instrument(cls as { prototype: object })) {
-              done.push(`${spec.pkg} (${flavor})`);
+              done.push(`${spec.label ?? spec.pkg} (${flavor})`);
               break;
             }
           }

@@ -8,6 +8,7 @@ import type { AuditSink } from "../policy/audit.js";
 import type { DecisionEvent, DecisionLayer, TargetSummary } from "../policy/event.js";
 import type { Reveal } from "../policy/request.js";
 import type { Decision, DecisionRequest, Principal } from "../policy/types.js";
+import type { McpServerSpec } from "./mcp.js";
 
 /**
  * Evaluator is all the guard needs from a policy: a decision per request
@@ -103,8 +104,11 @@ export interface GuardOptions {
   /**
    * Values that decision events and approval requests may show. Default:
    * none — query values, header values and MCP argument values are
-   * redacted. (A PolicyDeniedError's message is always redacted; its
-   * `target` holds the call as made.)
+   * redacted; bodies are never shown. Credential headers
+   * (`authorization`, `proxy-authorization`, `x-api-key`, `cookie`,
+   * `set-cookie`) may not be named in `headers` (MESHGUARD_INVALID_OPTIONS).
+   * (A PolicyDeniedError's message is always redacted; its `target` holds
+   * the call as made.)
    */
   reveal?: Reveal;
   /** How approve rules reach a human. Without it an approve rule denies. */
@@ -113,6 +117,19 @@ export interface GuardOptions {
   llm?: {
     /** Extra provider hosts: "host" or "host:port" → provider name, e.g. { "llm.internal:8080": "openai" }. */
     providers?: Record<string, string>;
+  };
+  /**
+   * MCP server names for `mcp` rules' `server`. The name of a server is
+   * never what it says about itself (its initialize result); it is the name
+   * given here for the transport's endpoint: a URL (`"https://mcp.github.example/mcp"`:
+   * that origin, that path and below; a URL ending in `/` or without a path:
+   * the whole origin) or a stdio command (`{ command: "gh-mcp", args?: [...] }`:
+   * the command exactly as spawned, and the arguments when given). Unnamed
+   * servers are named by the URL's host (`host:port` off the default port)
+   * or the command's basename; see also GuardHandle.registerMcpServer.
+   */
+  mcp?: {
+    servers?: Record<string, McpServerSpec>;
   };
   /** The largest request body the guard buffers to read an LLM call's model (default 8 MiB); larger or unknown-size bodies fail closed. */
   maxBodyBytes?: number;

@@ -61,7 +61,7 @@ export interface TcpTarget {
 /** A tool call made through an MCP client. */
 export interface McpTarget {
   kind: "mcp";
-  server: string; // server name (from the client's initialize result) or URL host
+  server: string; // the name the app gave the server in the guard (never its own initialize name), else URL host or command basename
   tool: string;
   args: Record<string, unknown>;
 }

@@ -101,6 +101,50 @@ describe("approvals through a callback", () => {
   });
 });
 
+describe("what an approver sees", () => {
+  it("no credentials, header values, query values or body — only what reveal names", async () => {
+    let asked: ApprovalRequest | undefined;
+    guard({
+      rules: [approveRule],
+      reveal: { headers: ["x-request-id"] },
+      approvals: {
+        callback: (req) => {
+          asked = req;
+          return false;
+        },
+      },
+    });
+    const hits = srv.hits;
+    await denied(
+      fetch(`${srv.url}/pay?token=SECRET-Q`, {
+        method: "POST",
+        headers: { authorization: "Bearer SECRET-A", "x-api-key": "SECRET-K", cookie: "sid=SECRET-C", "proxy-authorization": "Basic SECRET-P", "x-request-id": "rid-1" },
+        body: "SECRET-BODY",
+      }),
+    );
+    expect(srv.hits).toBe(hits);
+    const seen = JSON.stringify(asked);
+    expect(seen).not.toMatch(/SECRET/);
+    expect(asked?.request).toBe(`POST ${srv.url}/pay?token=<redacted>`);
+    expect(asked?.target).toMatchObject({ kind: "http", queryKeys: ["token"], headers: { "x-request-id": "rid-1" } });
+  });
+
+  it("reveal may not name a credential header", () => {
+    for (const h of ["Authorization", "proxy-authorization", "X-Api-Key", "cookie", "Set-Cookie"]) {
+      let err: unknown;
+      try {
+        guard({ rules: [approveRule], reveal: { headers: ["x-request-id", h] } });
+      } catch (e) {
+        err = e;
+      }
+      expect((err as { code?: string })?.code).toBe("MESHGUARD_INVALID_OPTIONS");
+      expect((err as Error).message).toMatch(new RegExp(`reveal\.headers\.1: "${h}" carries credentials and is never revealed`));
+    }
+    // An ordinary header is fine.
+    guard({ rules: [approveRule], reveal: { headers: ["x-request-id"] } }).uninstall();
+  });
+});
+
 describe("approvals through a webhook", () => {
   async function webhook(answer: (body: ApprovalRequest) => { status: number; body: unknown } | undefined) {
     const got: ApprovalRequest[] = [];

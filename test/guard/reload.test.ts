@@ -65,6 +65,26 @@ describe("reload from a file", () => {
     await w.close();
   });
 
+  it("a plain file this process can write draws one warning: the agent could rewrite its own policy", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "mg-reload-"));
+    const file = join(dir, "policy.hujson");
+    writeFileSync(file, policyText("/a"));
+    const g = guard({});
+    const warnings: Error[] = [];
+    g.on("warning", (e) => warnings.push(e));
+    const w = watchPolicyFile(g, file, { debounceMs: 20 });
+    await w.ready;
+    writeFileSync(file, policyText("/b"));
+    await until(async () => (await status("/b")) === 200);
+    await w.reload();
+    expect(warnings).toHaveLength(1);
+    expect((warnings[0] as { code?: string }).code).toBe("MESHGUARD_POLICY_FILE_UNPROTECTED");
+    expect(warnings[0]!.message).toContain(file);
+    expect(warnings[0]!.message).toMatch(/rewrite its own policy/);
+    expect(warnings[0]!.message).toMatch(/publicKeys.*read-only to the agent's user/s);
+    await w.close();
+  });
+
   it("a broken file at start means no policy: everything is denied", async () => {
     const dir = mkdtempSync(join(tmpdir(), "mg-reload-"));
     const file = join(dir, "policy.hujson");
@@ -118,10 +138,13 @@ describe("signed bundles", () => {
     writeFileSync(file, JSON.stringify(signBundle(policyText("/a"), keys.privateKey, { version: 1 })));
     const g = guard({});
     const errors: Error[] = [];
+    const warnings: Error[] = [];
     g.on("reloadError", (e: Error) => errors.push(e));
+    g.on("warning", (e) => warnings.push(e));
     const w = watchPolicyFile(g, file, { publicKeys: [keys.publicKey], debounceMs: 20 });
     await w.ready;
     expect(w.current).toBeDefined();
+    expect(warnings).toEqual([]); // signed: rewriting the file gains the agent nothing
     writeFileSync(file, JSON.stringify(signBundle(policyText("/b"), other.privateKey, { version: 2 })));
     await until(() => errors.length > 0);
     expect((errors[0] as { code?: string }).code).toBe("MESHGUARD_POLICY_BUNDLE_INVALID");

@@ -171,6 +171,8 @@ describe("MCP client", () => {
         { id: "read-docs", src: ["tag:agent"], mcp: { server: ["files"], tool: ["read"], args: { path: "/docs/**" } } },
       ],
       intercept: { sdk: true },
+      // The server calls itself "files" too, but only this registration names it.
+      mcp: { servers: { files: url } },
     });
     expect(g.instrumented).toContain("@modelcontextprotocol/sdk (esm)");
     const client = new Client({ name: "agent", version: "1.0.0" });
