@@ -96,9 +96,11 @@ describe("worker threads under the guard", () => {
     expect(r.hits.denied).toBe(1);
   });
 
-  test("after close() workers are Node's own again (positive control: the same worker reaches the denied server)", () => {
+  test("close() uninstalls a running worker's guard and gives back Node's Worker (positive control: the same worker code reaches the denied server)", () => {
     const r = scenario("closed");
+    expect((r.before as Call[])[0]!.error).toBe("MESHGUARD_POLICY_DENIED");
+    expect((r.running as Call[])[0]!.status).toBe(200);
     expect((r.calls as Call[])[0]!.status).toBe(200);
-    expect(r.hits.denied).toBe(1);
+    expect(r.hits.denied).toBe(2);
   });
 });
