@@ -57,6 +57,8 @@ export const ErrorCode = {
   AUDIT_WRITE_FAILED: "MESHGUARD_AUDIT_WRITE_FAILED",
   /** installGuard was called while a guard (from this or another copy of meshguard) is installed. */
   GUARD_ALREADY_INSTALLED: "MESHGUARD_GUARD_ALREADY_INSTALLED",
+  /** A worker thread could not be guarded like the thread starting it, so it was not started. */
+  GUARD_WORKER_UNGUARDED: "MESHGUARD_GUARD_WORKER_UNGUARDED",
   /** A plain (unsigned) policy file could not be read (missing, permissions). */
   POLICY_FILE_UNREADABLE: "MESHGUARD_POLICY_FILE_UNREADABLE",
   /** A warning: a policy file is watched without signature keys and this process can rewrite it (the agent could loosen its own policy). */

@@ -55,7 +55,7 @@ export function parseCommand(command: Command, argv: string[]): ParsedArgs | "he
   }
   const n = parsed.positionals.length;
   const min = command.minArgs ?? command.args.length;
-  if (n < min || n > command.args.length) {
+  if (n < min || (n > command.args.length && command.variadic !== true)) {
     const got = n === 0 ? "none" : `${n}: ${parsed.positionals.map((p) => JSON.stringify(p)).join(" ")}`;
     const want = command.args.map((a, i) => (i < min ? a : `[${a}]`)).join(" ");
     throw usageError(`expected ${want}, got ${got}`, commandUsage(command));

@@ -50,6 +50,8 @@ export interface Command {
   args: string[];
   /** How many of `args` are required (default: all); the command checks the rest itself. */
   minArgs?: number;
+  /** The last of `args` takes every remaining argument (`meshguard run -- node agent.js ...`). */
+  variadic?: boolean;
   /** The command's own options; `--json` and `-h/--help` are added to every command. */
   options: Record<string, OptionSpec>;
   /** What `--json` prints on success. */

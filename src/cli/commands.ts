@@ -10,9 +10,10 @@ import { policyExplainCommand } from "./policy-explain.js";
 import { policyLearnCommand } from "./policy-learn.js";
 import { policyServeCommand } from "./policy-serve.js";
 import { policyTestCommand } from "./policy-test.js";
+import { runHardenedCommand } from "./run-hardened.js";
 
 /** COMMANDS in the order `meshguard --help` lists them. */
-export const COMMANDS: readonly Command[] = [devCommand, policyTestCommand, policyExplainCommand, policyLearnCommand, policyApplyCommand, policyServeCommand];
+export const COMMANDS: readonly Command[] = [devCommand, policyTestCommand, policyExplainCommand, policyLearnCommand, policyApplyCommand, policyServeCommand, runHardenedCommand];
 
 /** GROUPS: the first word of multi-word commands, with what `meshguard GROUP --help` says about them. */
 export const GROUPS: Readonly<Record<string, string>> = {

@@ -3,6 +3,7 @@
  */
 
 export { installGuard, type GuardHandle } from "./install.js";
+export { preloadPath } from "./worker.js";
 export { PolicyDeniedError, deniedCause } from "./errors.js";
 export { DEFAULT_LLM_PROVIDERS } from "./targets.js";
 export { jsonLinesSink, memorySink, type ClosableAuditSink, type JsonLinesSinkOptions } from "../policy/sinks.js";

@@ -26,6 +26,7 @@ import { normalizeHost } from "../policy/hosts.js";
 import type { AuditSink } from "../policy/audit.js";
 import type { Evaluator, GuardEvents, GuardMode, GuardOptions } from "./types.js";
 import { installUndici, uninstallUndici } from "./undici.js";
+import { guardWorkers, type WorkerHub } from "./worker.js";
 
 const fn = (what: string) => z.custom<(...a: never[]) => unknown>((v) => typeof v === "function", `must be a function (${what})`);
 const evaluatorSchema = z.custom<Evaluator>((v) => typeof v === "object" && v !== null && typeof (v as Evaluator).evaluate === "function", "must have an evaluate(request) method (a loaded Policy or an Evaluator)");
@@ -79,7 +80,7 @@ const GuardOptionsSchema = z
     maxBodyBytes: z.number().int().positive().default(8 << 20),
     allowIpc: z.array(z.string().min(1)).default([]),
     allowResolved: fn("(host, ip) => boolean").optional(),
-    intercept: z.object({ fetch: z.boolean(), http: z.boolean(), net: z.boolean(), dial: z.boolean(), sdk: z.boolean() }).partial().strict().default({}),
+    intercept: z.object({ fetch: z.boolean(), http: z.boolean(), net: z.boolean(), dial: z.boolean(), sdk: z.boolean(), worker: z.boolean() }).partial().strict().default({}),
     sdkSearchPaths: z.array(z.string()).optional(),
   })
   .strict();
@@ -154,9 +155,10 @@ export function installGuard(options: GuardOptions): GuardHandle {
 
   configureMcp(core, o.mcp?.servers ?? {});
 
-  const on = (k: "fetch" | "http" | "net" | "dial" | "sdk") => o.intercept[k] !== false;
+  const on = (k: "fetch" | "http" | "net" | "dial" | "sdk" | "worker") => o.intercept[k] !== false;
   const instrumented: string[] = [];
   const undo: (() => void)[] = [];
+  let workers: WorkerHub | undefined;
   try {
     if (on("net")) {
       installNetPatch();
@@ -189,6 +191,12 @@ export function installGuard(options: GuardOptions): GuardHandle {
       const dirs = o.sdkSearchPaths ?? [process.cwd(), ...(process.argv[1] ? [dirname(process.argv[1])] : [])];
       instrumented.push(...instrumentInstalledSdks(dirs, (e) => core.warn(e)));
     }
+    if (on("worker")) {
+      const hub = guardWorkers(core, events, { audit, intercept: o.intercept, sdkSearchPaths: o.sdkSearchPaths });
+      workers = hub;
+      undo.push(() => hub.close());
+      instrumented.push("worker");
+    }
   } catch (err) {
     for (const u of undo.reverse()) u();
     throw new MeshguardError(ErrorCode.INTERNAL, `installGuard: could not intercept: ${(err as Error).message}`, { cause: err });
@@ -196,6 +204,8 @@ export function installGuard(options: GuardOptions): GuardHandle {
   setCurrent(core);
 
   const ready = isNode ? learnIdentity(identity as { ips: readonly string[]; whois(a: string): Promise<{ node: { tags: string[] }; user: { login: string }; tagged: boolean }> }, core) : Promise.resolve();
+  // Workers started before whois answered get the tags now.
+  if (isNode) void ready.then(() => workers?.setPrincipal(core.principal));
   let uninstalled = false;
   const uninstall = () => {
     if (uninstalled) return;
@@ -216,6 +226,7 @@ export function installGuard(options: GuardOptions): GuardHandle {
         // Nothing allowed (or refused) under the old policy is reused under the new one.
         core.dropGrants();
         forgetSdkDecisions();
+        workers?.setPolicy(p);
         // Open tailnet connections are judged again: one the new policy denies is closed now.
         if (current() === core) tracker.recheck(core);
       },

@@ -64,6 +64,11 @@ export class Policy {
     this.evaluator = new Evaluator(compiled, clock);
   }
 
+  /** The policy text as loaded (a worker thread's guard loads the same text: ../guard/worker.ts). */
+  get text(): string {
+    return this.source.text;
+  }
+
   /** The validated rules, in file order. */
   get rules(): readonly Rule[] {
     return this.document.part.rules;

@@ -27,6 +27,7 @@
  */
 
 import { closeSync, fdatasyncSync, openSync, writeSync } from "node:fs";
+import { resolve as resolvePath } from "node:path";
 
 import { ErrorCode, MeshguardError } from "../errors.js";
 import type { AuditSink } from "./audit.js";
@@ -78,6 +79,20 @@ export function jsonLinesSink(dest: string | NodeJS.WritableStream, opts: JsonLi
 export function memorySink(): AuditSink & { events: DecisionEvent[] } {
   const events: DecisionEvent[] = [];
   return { events, write: (ev) => void events.push(ev) };
+}
+
+/** What a file sink was opened with: a worker thread's guard opens the same file (../guard/worker.ts). */
+export interface FileSinkSpec {
+  path: string;
+  options: Pick<JsonLinesSinkOptions, "flushMs" | "maxBatchBytes" | "fsync">;
+}
+
+// Module-private: which sinks are files, and how they were opened.
+const fileSinks = new WeakMap<object, FileSinkSpec>();
+
+/** fileSinkOf says whether `sink` is a file sink from jsonLinesSink(path), and how it was opened. */
+export function fileSinkOf(sink: unknown): FileSinkSpec | undefined {
+  return typeof sink === "object" && sink !== null ? fileSinks.get(sink) : undefined;
 }
 
 function warn(err: MeshguardError): void {
@@ -210,6 +225,8 @@ function fileSink(path: string, opts: JsonLinesSinkOptions, onError: (err: Meshg
     },
   };
   openFiles.add(sink);
+  // Absolute: a worker opening the same file must not depend on a later chdir.
+  fileSinks.set(sink, { path: resolvePath(path), options: { flushMs, maxBatchBytes: maxBatch, fsync: sync } });
   if (!exitHooked) {
     exitHooked = true;
     process.on("exit", flushAllOnExit);
