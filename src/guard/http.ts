@@ -172,7 +172,8 @@ function portOf(req: Req, st: ReqState): number {
  */
 function addressOf(req: Req, st: ReqState): { resolvedIp: string | undefined } | undefined {
   if (st.addr !== undefined) return st.addr;
-  const s = st.socket;
+  // The socket Node handed the request (req.socket: one handed over before the guard was installed).
+  const s = st.socket ?? ((req.socket ?? undefined) as net.Socket | undefined);
   if (s === undefined) return undefined; // no socket yet: nothing can be sent
   const d = socketDest(s);
   if (d !== undefined) {
@@ -280,35 +281,44 @@ function refuse(req: Req, err: Error): void {
 }
 
 /** The Carrier net.ts asks when this request's own connection is about to open. */
+class RequestCarrier implements Carrier {
+  constructor(
+    private readonly req: Req,
+    private readonly st: ReqState,
+  ) {}
+
+  get host(): string {
+    return hostOf(this.req);
+  }
+
+  get port(): number {
+    return portOf(this.req, this.st);
+  }
+
+  screen(): Verdict {
+    const { req, st } = this;
+    const core = current();
+    if (core === undefined || st.internal) return undefined;
+    if (st.verdict !== "undecided") return verdictOf(st);
+    const head = st.head ?? liveHead(req);
+    if (core.mayAllow(headTarget(req, st, head, undefined))) return undefined;
+    // No rule could allow a call to this host and port: decided now, before any look-up or connection.
+    return decide(core, req, st, head, undefined);
+  }
+
+  connecting(resolvedIp: string | undefined): Verdict {
+    const { req, st } = this;
+    const core = current();
+    if (core === undefined || st.internal) return undefined;
+    if (st.verdict !== "undecided") return verdictOf(st);
+    st.addr = { resolvedIp };
+    if (st.head === undefined) return undefined; // connect; decided when the header block is built
+    return decide(core, req, st, st.head, resolvedIp);
+  }
+}
+
 function carrierFor(req: Req, st: ReqState): Carrier {
-  if (st.carrier !== undefined) return st.carrier;
-  const c: Carrier = {
-    get host() {
-      return hostOf(req);
-    },
-    get port() {
-      return portOf(req, st);
-    },
-    screen(): Verdict {
-      const core = current();
-      if (core === undefined || st.internal) return undefined;
-      if (st.verdict !== "undecided") return verdictOf(st);
-      const head = st.head ?? liveHead(req);
-      if (core.mayAllow(headTarget(req, st, head, undefined))) return undefined;
-      // No rule could allow a call to this host and port: decided now, before any look-up or connection.
-      return decide(core, req, st, head, undefined);
-    },
-    connecting(resolvedIp: string | undefined): Verdict {
-      const core = current();
-      if (core === undefined || st.internal) return undefined;
-      if (st.verdict !== "undecided") return verdictOf(st);
-      st.addr = { resolvedIp };
-      if (st.head === undefined) return undefined; // connect; decided when the header block is built
-      return decide(core, req, st, st.head, resolvedIp);
-    },
-  };
-  st.carrier = c;
-  return c;
+  return (st.carrier ??= new RequestCarrier(req, st));
 }
 
 // ---- the hooks ----
@@ -421,7 +431,20 @@ function guardedFlushOutput(this: Req, ...a: unknown[]): unknown {
 }
 
 function guardedFlush(this: Req, ...a: unknown[]): unknown {
-  if (held(this)) return undefined;
+  if (held(this)) {
+    // Node flushes once the request has its socket: decide now if that was all that was missing.
+    const core = current()!;
+    const st = states.get(this)!;
+    if (st.verdict !== "undecided") return undefined;
+    try {
+      const v = tryDecide(core, this, st);
+      if (v instanceof PolicyDeniedError) refuse(this, v);
+    } catch (err) {
+      st.verdict = core.failed(placeholder(this), err);
+      refuse(this, st.verdict);
+    }
+    return undefined; // an allow has flushed already (release)
+  }
   return inherited("_flush").apply(this, a);
 }
 

@@ -170,8 +170,9 @@ function guardedConnect(this: net.Socket, ...args: unknown[]): net.Socket {
       }
       return orig.apply(this, pass);
     }
-    // As Node reads them (lookupAndConnect): an empty host is localhost; a port Node rejects throws below.
-    const raw = typeof opts.host === "string" && opts.host !== "" ? opts.host : opts.host === undefined || opts.host === null || opts.host === "" ? "localhost" : String(opts.host);
+    // As Node reads them (lookupAndConnect: `options.host || "localhost"`); a host or port Node rejects throws below.
+    const given0 = opts.host;
+    const raw = given0 ? (typeof given0 === "string" ? given0 : String(given0)) : "localhost";
     const host = normalizeHost(raw);
     const literal = isIpLiteral(host);
     // "127.0.0.1." and "[::1]" are names to Node but literals to the policy: connect to the literal judged.

@@ -120,8 +120,7 @@ function innerDispatch(inner: Dispatcher, opts: DispatchOptions, handler: Handle
   const outer = dispatching;
   let key = "";
   try {
-    const o = parseOrigin(opts.origin);
-    if (o !== undefined) key = hostKey(o.host, o.port);
+    key = parseOrigin(opts.origin)?.key ?? "";
   } catch {
     key = "";
   }
@@ -151,6 +150,8 @@ interface Origin {
   /** As the URL spells it, brackets removed: what undici's connection looks up. */
   hostname: string;
   port: number;
+  /** hostKey(host, port): the origin's key in the guard's tables. */
+  key: string;
 }
 
 /** Parsed origins, by origin string: an agent talks to few origins, and URL parsing is a large part of a check. */
@@ -179,7 +180,9 @@ function originOf(u: URL): Origin | undefined {
   const scheme = u.protocol === "https:" ? "https" : u.protocol === "http:" ? "http" : undefined;
   if (scheme === undefined) return undefined;
   const hostname = u.hostname.startsWith("[") && u.hostname.endsWith("]") ? u.hostname.slice(1, -1) : u.hostname;
-  return { scheme, host: normalizeHost(u.hostname), hostname, port: u.port ? Number(u.port) : defaultPort(scheme) };
+  const host = normalizeHost(u.hostname);
+  const port = u.port ? Number(u.port) : defaultPort(scheme);
+  return { scheme, host, hostname, port, key: hostKey(host, port) };
 }
 
 /** unreadable is the target reported for a request the guard could not read. */
@@ -532,14 +535,14 @@ function onRequestCreate(message: unknown): void {
   try {
     const o = parseOrigin(req.origin);
     const d = dispatching;
-    if (d !== undefined && !d.used && o !== undefined && hostKey(o.host, o.port) === d.key && String(req.method).toUpperCase() === d.method) {
+    if (d !== undefined && !d.used && o !== undefined && o.key === d.key && String(req.method).toUpperCase() === d.method) {
       // The request of the dispatch the wrapper judged: no second decision.
       d.used = true;
       noteAllowed(req, d.key);
       return;
     }
     verdict = backstopVerdict(core, req, o);
-    if (verdict === undefined && o !== undefined) noteAllowed(req, hostKey(o.host, o.port));
+    if (verdict === undefined && o !== undefined) noteAllowed(req, o.key);
   } catch (err) {
     verdict = core.failed(unreadable(req), err);
   }
