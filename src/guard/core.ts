@@ -8,7 +8,8 @@
  *                       rejects with PolicyDeniedError
  *
  * Fail closed: no evaluator, an evaluator that throws, or a Decision that is
- * not one of allow/deny/approve all deny.
+ * not one of allow/deny/approve all deny. Nothing here throws to the
+ * interception point: a listener or sink that throws becomes a `warning`.
  */
 
 import { EventEmitter } from "node:events";
@@ -19,14 +20,11 @@ import type { Reveal } from "../policy/request.js";
 import type { Decision, Principal, Target } from "../policy/types.js";
 import { requestApproval } from "./approvals.js";
 import { PolicyDeniedError } from "./errors.js";
-import { DEFAULT_LLM_PROVIDERS, hostKey } from "./targets.js";
+import type { Resolver } from "./resolve.js";
+import { DEFAULT_LLM_PROVIDERS } from "./targets.js";
 import type { ApprovalOptions, Evaluator, GuardLayer, GuardMode } from "./types.js";
 
 export type Verdict = undefined | PolicyDeniedError | Promise<void>;
-
-/** How long an HTTP origin stays "in use by allowed requests" for attributing HTTP-client connections to it. */
-const ORIGIN_TTL_MS = 60_000;
-const MAX_ORIGINS = 4096;
 
 export interface CoreConfig {
   evaluator: Evaluator | undefined;
@@ -40,6 +38,7 @@ export interface CoreConfig {
   maxBodyBytes: number;
   allowIpc: string[];
   allowResolved: ((host: string, ip: string) => boolean) | undefined;
+  resolver: Resolver | undefined;
 }
 
 export interface CheckOptions {
@@ -59,10 +58,10 @@ export class GuardCore {
   readonly maxBodyBytes: number;
   readonly allowIpc: string[];
   readonly allowResolved: ((host: string, ip: string) => boolean) | undefined;
+  /** The guard's resolver (GuardOptions.resolver); undefined: the system's. */
+  readonly resolver: Resolver | undefined;
   /** Emits "decision" (DecisionEvent) and "warning" (Error); owned by the GuardHandle. */
   readonly events: EventEmitter;
-  /** HTTP origins ("host:port") an allowed request went to recently; see noteOrigin. */
-  private readonly origins = new Map<string, number>();
 
   constructor(cfg: CoreConfig, events: EventEmitter) {
     this.evaluator = cfg.evaluator;
@@ -77,44 +76,98 @@ export class GuardCore {
     this.maxBodyBytes = cfg.maxBodyBytes;
     this.allowIpc = cfg.allowIpc;
     this.allowResolved = cfg.allowResolved;
+    this.resolver = cfg.resolver;
   }
 
-  /** decide asks the evaluator, turning every failure into a deny. Never throws. */
+  /**
+   * decide asks the evaluator, turning every failure into a deny. Never
+   * throws: the decision is read once, into a plain object, so an evaluator
+   * answering a Proxy or getters cannot throw later or answer twice.
+   */
   decide(target: Target): Decision {
     const ev = this.evaluator;
     if (ev === undefined) return { effect: "deny", reason: "no policy is loaded (the guard fails closed)" };
-    let d: Decision;
     try {
-      d = ev.evaluate({ principal: this.principal, target });
+      const d = ev.evaluate({ principal: this.principal, target });
+      if (d !== null && typeof d === "object") {
+        const effect = d.effect;
+        if (effect === "allow" || effect === "deny" || effect === "approve") {
+          const reason = d.reason;
+          const ruleId = d.ruleId;
+          const r = typeof reason === "string" ? reason : `${effect} (the evaluator gave no reason)`;
+          return typeof ruleId === "string" ? { effect, ruleId, reason: r } : { effect, reason: r };
+        }
+      }
+      this.warn(new Error(INVALID.reason));
+      return INVALID;
     } catch (err) {
-      return { effect: "deny", reason: `the policy evaluator failed (the guard fails closed): ${(err as Error)?.message ?? String(err)}` };
+      const reason = `the policy evaluator failed (the guard fails closed): ${errorText(err)}`;
+      this.warn(new Error(reason));
+      return { effect: "deny", reason };
     }
-    if (d === null || typeof d !== "object" || (d.effect !== "allow" && d.effect !== "deny" && d.effect !== "approve")) {
-      return { effect: "deny", reason: `the policy evaluator returned no valid decision (the guard fails closed)` };
-    }
-    return d;
   }
 
-  /** check decides one target and returns the verdict (see the file comment). */
+  /**
+   * mayAllow is the screen before a connection is opened or a name looked
+   * up (Evaluator.mayAllow of a loaded Policy): false only when no rule
+   * could allow a call to this host and port whatever else it carries.
+   * Without the method (a custom evaluator), or when it fails, true: the
+   * full evaluation decides. No evaluator: false (everything is denied).
+   */
+  mayAllow(target: Target): boolean {
+    const ev = this.evaluator as (Evaluator & { mayAllow?: unknown }) | undefined;
+    if (ev === undefined) return false;
+    try {
+      if (typeof ev.mayAllow !== "function") return true;
+      return (ev.mayAllow as (r: unknown) => unknown)({ principal: this.principal, target }) !== false;
+    } catch {
+      return true;
+    }
+  }
+
+  /** screens tells whether the evaluator can screen (mayAllow); without it, names are decided before they are looked up. */
+  get screens(): boolean {
+    try {
+      return typeof (this.evaluator as { mayAllow?: unknown } | undefined)?.mayAllow === "function";
+    } catch {
+      return false;
+    }
+  }
+
+  /** check decides one target and returns the verdict (see the file comment). Never throws. */
   check(target: Target, layer: GuardLayer, opts?: CheckOptions): Verdict {
-    // Timing is only for audit events: skip the clock reads when nobody records.
-    const timed = this.audit !== undefined || this.events.listenerCount("decision") > 0;
-    const t0 = timed ? performance.now() : 0;
-    const d = this.decide(target);
-    const latencyUs = timed ? (performance.now() - t0) * 1000 : 0;
-    if (d.effect === "allow") {
-      if (opts?.quietAllow !== true) this.record(target, d, "allow", latencyUs, layer);
-      return undefined;
+    try {
+      // Timing is only for audit events: skip the clock reads when nobody records.
+      const timed = this.audit !== undefined || this.events.listenerCount("decision") > 0;
+      const t0 = timed ? performance.now() : 0;
+      const d = this.decide(target);
+      const latencyUs = timed ? (performance.now() - t0) * 1000 : 0;
+      if (d.effect === "allow") {
+        if (opts?.quietAllow !== true) this.record(target, d, "allow", latencyUs, layer);
+        return undefined;
+      }
+      if (this.mode === "observe") {
+        this.record(target, d, "allow", latencyUs, layer);
+        return undefined;
+      }
+      if (d.effect === "deny") {
+        this.record(target, d, "deny", latencyUs, layer);
+        return new PolicyDeniedError(target, d.reason, d.ruleId);
+      }
+      return this.hold(target, d, latencyUs, layer);
+    } catch (err) {
+      return this.failed(target, err);
     }
-    if (this.mode === "observe") {
-      this.record(target, d, "allow", latencyUs, layer);
-      return undefined;
-    }
-    if (d.effect === "deny") {
-      this.record(target, d, "deny", latencyUs, layer);
-      return new PolicyDeniedError(target, d.reason, d.ruleId);
-    }
-    return this.hold(target, d, latencyUs, layer);
+  }
+
+  /**
+   * failed is the verdict on a call the guard could not judge because of an
+   * error of its own: denied (also in observe mode), with a warning.
+   */
+  failed(target: Target, err: unknown): PolicyDeniedError {
+    const e = new PolicyDeniedError(target, `the guard could not judge this call (fails closed): ${errorText(err)}`, undefined, err);
+    this.warn(e);
+    return e;
   }
 
   /**
@@ -144,14 +197,16 @@ export class GuardCore {
       return Promise.reject(new PolicyDeniedError(target, reason, d.ruleId));
     }
     const t0 = Date.now();
-    return requestApproval(approvals, this.principal, target, d, this.reveal).then(
+    return Promise.resolve()
+      .then(() => requestApproval(approvals, this.principal, target, d, this.reveal))
+      .then(
       (ans) => {
         const approval = { approved: ans.approved, ms: Date.now() - t0, ...(ans.by ? { by: ans.by } : {}), ...(ans.reason ? { reason: ans.reason } : {}) };
         this.record(target, d, ans.approved ? "allow" : "deny", latencyUs, layer, approval);
         if (!ans.approved) throw new PolicyDeniedError(target, `approval refused: ${ans.reason ?? "no reason given"}`, d.ruleId);
       },
       (err: unknown) => {
-        const why = (err as Error)?.message ?? String(err);
+        const why = errorText(err);
         this.record(target, d, "deny", latencyUs, layer, { approved: false, ms: Date.now() - t0, reason: why });
         throw new PolicyDeniedError(target, `no approval: ${why}`, d.ruleId, err);
       },
@@ -183,7 +238,13 @@ export class GuardCore {
       this.warn(err);
       return;
     }
-    if (auditor !== undefined) auditor.record(ev);
+    if (auditor !== undefined) {
+      try {
+        auditor.record(ev);
+      } catch (err) {
+        this.warn(err);
+      }
+    }
     if (listening) {
       try {
         this.events.emit("decision", ev);
@@ -209,39 +270,24 @@ export class GuardCore {
     return new PolicyDeniedError(target, reason, d.ruleId);
   }
 
+  /** warn emits a `warning`; a listener that throws is ignored (the guard never throws to the call it judges). */
   warn(err: unknown): void {
-    if (this.events.listenerCount("warning") > 0) this.events.emit("warning", err);
-  }
-
-  /**
-   * noteOrigin records that an allowed HTTP request goes to host:port, so the
-   * connection an HTTP client opens for it is not judged as raw TCP. Every
-   * request on such a connection is itself checked at the HTTP layer.
-   */
-  noteOrigin(host: string, port: number): void {
-    if (this.origins.size >= MAX_ORIGINS) {
-      const now = Date.now();
-      for (const [k, exp] of this.origins) if (exp < now) this.origins.delete(k);
-      if (this.origins.size >= MAX_ORIGINS) this.origins.clear();
+    try {
+      if (this.events.listenerCount("warning") > 0) this.events.emit("warning", err instanceof Error ? err : new Error(errorText(err)));
+    } catch {
+      // a throwing warning listener must not take the call or the process down
     }
-    const key = hostKey(host, port);
-    const now = Date.now();
-    // Refresh at most every tenth of the TTL: this runs on every allowed request.
-    const exp = this.origins.get(key);
-    if (exp === undefined || exp - now < ORIGIN_TTL_MS * 0.9) this.origins.set(key, now + ORIGIN_TTL_MS);
   }
+}
 
-  /**
-   * dropGrants forgets every grant made under the policy in force: called
-   * when the policy is replaced, so that nothing the old policy allowed is
-   * used under the new one.
-   */
-  dropGrants(): void {
-    this.origins.clear();
-  }
+const INVALID: Readonly<Decision> = Object.freeze({ effect: "deny", reason: "the policy evaluator returned no valid decision (the guard fails closed)" });
 
-  originAllowed(host: string, port: number): boolean {
-    const exp = this.origins.get(hostKey(host, port));
-    return exp !== undefined && exp >= Date.now();
+/** errorText is an error's message, read without trusting it (it may be anything that was thrown). */
+export function errorText(err: unknown): string {
+  try {
+    if (err instanceof Error) return String(err.message);
+    return String(err);
+  } catch {
+    return "(unprintable error)";
   }
 }

@@ -21,11 +21,12 @@ import { installNetPatch, uninstallNetPatch } from "./net.js";
 import { SECRET_HEADERS } from "./approvals.js";
 import { configureMcp, registerMcpServer } from "./mcp.js";
 import { forgetSdkDecisions, instrumentInstalledSdks, instrumentSdkClass, unpatchSdks } from "./sdk.js";
-import { current, setCurrent, shared } from "./state.js";
+import { claimProcess, current, releaseProcess, setCurrent } from "./state.js";
 import { normalizeHost } from "../policy/hosts.js";
 import type { AuditSink } from "../policy/audit.js";
 import type { Evaluator, GuardEvents, GuardMode, GuardOptions } from "./types.js";
-import { installUndici, uninstallUndici } from "./undici.js";
+import { installUndici, takeUndiciConnect, uninstallUndici } from "./undici.js";
+import type { Resolver } from "./resolve.js";
 import { guardWorkers, type WorkerHub } from "./worker.js";
 
 const fn = (what: string) => z.custom<(...a: never[]) => unknown>((v) => typeof v === "function", `must be a function (${what})`);
@@ -80,6 +81,7 @@ const GuardOptionsSchema = z
     maxBodyBytes: z.number().int().positive().default(8 << 20),
     allowIpc: z.array(z.string().min(1)).default([]),
     allowResolved: fn("(host, ip) => boolean").optional(),
+    resolver: fn("(hostname, { family }) => Promise<{ address, family }[]>").optional(),
     intercept: z.object({ fetch: z.boolean(), http: z.boolean(), net: z.boolean(), dial: z.boolean(), sdk: z.boolean(), worker: z.boolean() }).partial().strict().default({}),
     sdkSearchPaths: z.array(z.string()).optional(),
   })
@@ -128,9 +130,6 @@ export interface GuardHandle extends EventEmitter<GuardEvents>, AsyncDisposable 
  */
 export function installGuard(options: GuardOptions): GuardHandle {
   const o = parseWith(GuardOptionsSchema, options, "installGuard options");
-  if (current() !== undefined) {
-    throw new MeshguardError(ErrorCode.GUARD_ALREADY_INSTALLED, "installGuard: a guard is already installed in this process", { hint: "close() the existing guard's handle first" });
-  }
   const events = new EventEmitter<GuardEvents>();
   const identity = o.identity as GuardOptions["identity"];
   const isNode = !Array.isArray((identity as Principal).tags);
@@ -149,10 +148,16 @@ export function installGuard(options: GuardOptions): GuardHandle {
       maxBodyBytes: o.maxBodyBytes,
       allowIpc: o.allowIpc,
       allowResolved: o.allowResolved as GuardOptions["allowResolved"],
+      resolver: o.resolver as Resolver | undefined,
     },
     events,
   );
 
+  // One guard per process, whichever copy of meshguard installed it: a second copy installs nothing.
+  const slot = current() === undefined ? claimProcess() : undefined;
+  if (slot === undefined) {
+    throw new MeshguardError(ErrorCode.GUARD_ALREADY_INSTALLED, "installGuard: a guard is already installed in this process", { hint: "close() the existing guard's handle first" });
+  }
   configureMcp(core, o.mcp?.servers ?? {});
 
   const on = (k: "fetch" | "http" | "net" | "dial" | "sdk" | "worker") => o.intercept[k] !== false;
@@ -199,6 +204,7 @@ export function installGuard(options: GuardOptions): GuardHandle {
     }
   } catch (err) {
     for (const u of undo.reverse()) u();
+    releaseProcess(slot);
     throw new MeshguardError(ErrorCode.INTERNAL, `installGuard: could not intercept: ${(err as Error).message}`, { cause: err });
   }
   setCurrent(core);
@@ -212,6 +218,7 @@ export function installGuard(options: GuardOptions): GuardHandle {
     uninstalled = true;
     if (current() === core) setCurrent(undefined);
     for (const u of undo.reverse()) u();
+    releaseProcess(slot);
   };
   // defineProperties, not Object.assign: assign would copy the getters' values once.
   const handle = Object.defineProperties(events, {
@@ -224,7 +231,6 @@ export function installGuard(options: GuardOptions): GuardHandle {
       value: (p: Evaluator | undefined) => {
         core.evaluator = p;
         // Nothing allowed (or refused) under the old policy is reused under the new one.
-        core.dropGrants();
         forgetSdkDecisions();
         workers?.setPolicy(p);
         // Open tailnet connections are judged again: one the new policy denies is closed now.
@@ -271,15 +277,34 @@ async function learnIdentity(node: { ips: readonly string[]; whois(a: string): P
  * the dial would go ahead, so a failure to judge is a deny.
  */
 function onDial(msg: unknown): void {
-  const m = msg as DialMessage;
-  // Not a DialMessage (something else published on the name): nothing to judge or deny.
-  if (typeof m?.verdict?.deny !== "function") return;
-  if (isInternalDial()) return; // the guard's own call (a policy server poll)
+  let deny: ((err: unknown) => void) | undefined;
+  let hold: ((p: Promise<unknown>) => void) | undefined;
   try {
-    const held = dialVerdict(m.node, m.host, m.port);
-    if (held !== undefined) m.verdict.hold(held);
+    const verdict = (msg as { verdict?: unknown } | null)?.verdict as { deny?: unknown; hold?: unknown } | undefined;
+    // Not a DialMessage (something else published on the name): nothing to judge or deny.
+    if (typeof verdict?.deny !== "function") return;
+    const v = verdict;
+    deny = (err) => (v.deny as (e: unknown) => void).call(v, err);
+    hold = typeof v.hold === "function" ? (p) => (v.hold as (p: unknown) => void).call(v, p) : undefined;
   } catch (err) {
-    m.verdict.deny(err);
+    current()?.warn(err);
+    return;
+  }
+  try {
+    if (isInternalDial()) return; // the guard's own call (a policy server poll)
+    const m = msg as DialMessage;
+    const held = dialVerdict(m.node, m.host, m.port);
+    if (held !== undefined) {
+      if (hold === undefined) throw new Error("the dial message has no hold()");
+      hold(held);
+    }
+  } catch (err) {
+    try {
+      deny(err);
+    } catch (e) {
+      // a verdict that cannot even be denied is not the guard's to rescue; say so
+      current()?.warn(e);
+    }
   }
 }
 
@@ -325,25 +350,29 @@ function onConnection(msg: unknown): void {
  * attributed to its (already judged) request. The target names the peer
  * (name, tags) from the node's netmap.
  */
-function dialVerdict(node: object, host: string, port: number): undefined | Promise<void> {
+function dialVerdict(node: unknown, host: unknown, port: unknown): undefined | Promise<void> {
   const core = current();
   if (core === undefined) return undefined;
+  if (typeof host !== "string" || host === "" || typeof port !== "number" || !Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new PolicyDeniedError({ kind: "tcp", tls: false, host: typeof host === "string" ? host : "(unreadable)", port: typeof port === "number" ? port : 0, tailnet: true }, "a tailnet dial to a host or port the guard cannot read is refused");
+  }
   const h = normalizeHost(host);
-  const pending = shared.undiciConnect;
-  if (pending !== undefined && pending.host === h && pending.port === port && core.originAllowed(h, port)) return undefined;
+  // The connection undici (MeshNode.fetch) just announced for a request the guard allowed: that request was judged.
+  if (takeUndiciConnect(h, port)) return undefined;
+  const who = (typeof node === "object" && node !== null ? node : {}) as { hostname?: string };
   const decide = (peers: Map<string, PeerInfo> | undefined): undefined | Promise<void> => {
     const t: TcpTarget = { kind: "tcp", tls: false, host: h, port, tailnet: true };
     const peer = peers?.get(h);
     if (peer !== undefined) t.peer = peer;
     const v = core.check(t, "dial");
     if (v === undefined) {
-      noteJudged(node as { hostname?: string }, host, port, t);
+      noteJudged(who, host, port, t);
       return undefined;
     }
     if (v instanceof PolicyDeniedError) throw v;
-    return v.then(() => noteJudged(node as { hostname?: string }, host, port, t));
+    return v.then(() => noteJudged(who, host, port, t));
   };
-  const table = peerTable(node);
+  const table = typeof node === "object" && node !== null ? peerTable(node) : undefined;
   if (table instanceof Promise) return table.then((m) => decide(m));
   return decide(table);
 }

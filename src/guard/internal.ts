@@ -2,14 +2,19 @@
  * The guard's own network calls (the approval webhook, a policy server
  * poll, over the host network or a tailnet node) must not be judged by the
  * policy they serve. This module is the one way to make such a call: host
- * connections are marked here, synchronously, and the interception points
- * let marked sockets through; tailnet dials run in a context the guard's
+ * connections are recorded here, synchronously, and the interception points
+ * let recorded sockets through; tailnet dials run in a context the guard's
  * dial subscriber recognises.
  *
- * This is not a security boundary: code in the same process can always
- * undo a monkey patch. The guard protects against an agent (or a library it
- * uses) calling what its policy does not allow, not against hostile code
- * already running inside the process.
+ * What marks a call as the guard's own is private to this module: a
+ * WeakSet of sockets, a counter and an AsyncLocalStorage, none of them
+ * reachable from outside the guard (no global symbol, no property on the
+ * socket). A second copy of meshguard in the process has its own: its
+ * internal calls are judged by the installed guard like any other call.
+ *
+ * This is not a boundary against hostile code already running in the
+ * process (it can always undo a monkey patch); it keeps an agent, or a
+ * library it uses, from calling what its policy does not allow.
  */
 
 import { AsyncLocalStorage } from "node:async_hooks";
@@ -18,14 +23,10 @@ import https from "node:https";
 import net from "node:net";
 import tls from "node:tls";
 
-/** Set on a socket the guard opened for itself. */
-export const kInternal = Symbol.for("meshguard.guard.internal");
+/** Sockets the guard opened for itself. */
+const internalSockets = new WeakSet<net.Socket>();
 
-// On a global symbol: the guard of one copy of meshguard in the process lets
-// through the internal dials of another copy (a nested install).
-const DIAL_KEY = Symbol.for("meshguard.guard.internalDial");
-const slot = globalThis as unknown as Record<symbol, AsyncLocalStorage<true> | undefined>;
-const internalDial = (slot[DIAL_KEY] ??= new AsyncLocalStorage<true>());
+const internalDial = new AsyncLocalStorage<true>();
 
 /** isInternalDial is true while the guard itself dials over a tailnet node (read by the guard's dial subscriber). */
 export function isInternalDial(): boolean {
@@ -44,12 +45,17 @@ export function isInternalConnect(): boolean {
   return internalDepth > 0;
 }
 
+/** isInternalSocket tells whether the guard opened this socket for itself. */
+export function isInternalSocket(s: unknown): boolean {
+  return typeof s === "object" && s !== null && internalSockets.has(s as net.Socket);
+}
+
 /** internalConnection opens a TCP or TLS connection that the guard does not check. */
 export function internalConnection(opts: net.NetConnectOpts | tls.ConnectionOptions, secure: boolean): net.Socket {
   internalDepth++;
   try {
     const s = secure ? tls.connect(opts as tls.ConnectionOptions) : net.connect(opts as net.NetConnectOpts);
-    (s as unknown as Record<symbol, boolean>)[kInternal] = true;
+    internalSockets.add(s);
     return s;
   } finally {
     internalDepth--;
@@ -96,7 +102,7 @@ export async function internalRequest(
         ...(opts.signal ? { signal: opts.signal } : {}),
         createConnection: (o: object) => {
           const s = sock ?? internalConnection(o as net.NetConnectOpts, secure);
-          (s as unknown as Record<symbol, boolean>)[kInternal] = true;
+          internalSockets.add(s);
           return s;
         },
       },

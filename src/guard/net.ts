@@ -5,238 +5,392 @@
  * ones and the ones axios or got use), undici (global `fetch`), database
  * drivers that do `new net.Socket().connect()`.
  *
+ * Each call is judged on its own destination, read once when the call is
+ * made: the options are copied (getters run once) and Node is handed the
+ * copy, so what Node connects to is what was judged, and a later
+ * `connect()` on the same socket — even one Node rejects at once — cannot
+ * change what an earlier pending call is judged as. Nothing is stored on
+ * the socket: what the guard knows about a socket lives in WeakMaps of this
+ * module.
+ *
  * Node performs the actual connect(2) later than `connect()` returns: on the
  * next tick for an IP literal, after the `lookup` callback for a name. The
  * guard decides in that gap, once the caller's synchronous code has run —
- * so an HTTP request has been attached to its socket (see http.ts) and the
- * decision can be about the request, not just the address:
+ * so an HTTP request has been attached to its socket (http.ts):
  *
  *  - IP literal: a nextTick queued before Node's own; a deny destroys the
  *    socket (Node's tick then sees `connecting === false` and does nothing).
- *  - name: a `lookup` wrapper decides before any DNS query (a denied name is
- *    never resolved), then resolves, refuses names that resolve to
- *    loopback/link-local/unspecified addresses (rebinding, cloud metadata),
- *    and hands Node exactly one address: the connection goes to the address
- *    that was checked.
+ *    A host that normalises to a literal ("127.0.0.1.", "[::1]") is handed
+ *    to Node as that literal: judged and connected the same.
+ *  - name: a `lookup` wrapper screens first (a name no rule could allow is
+ *    denied without a look-up), then resolves (resolve.ts: the caller's
+ *    lookup or the guard's resolver), refuses answers that are not fit for
+ *    the name (localhost is loopback only; rebinding), judges the call
+ *    with the address (`resolvedIp`: CIDR rules, allow and deny, apply to
+ *    it), and hands Node exactly that one address.
  *  - unix socket: decided synchronously against `allowIpc` (Node connects a
  *    pipe synchronously).
  *
- * A socket belongs to an HTTP request when http.ts attached one, or when
- * undici announced it (its `undici:client:beforeConnect` channel) for an
- * origin the HTTP layer allowed. Such a socket is allowed when it goes to
- * the request's own host and port; anything else (a proxy) is judged as a
- * raw TCP connection, which a policy must allow explicitly.
+ * Whose call a socket is:
+ *  - an HTTP request's (http.ts attached a Carrier) when it goes to the
+ *    request's own host and port: the request's one decision covers it;
+ *  - undici's, when undici announced the connection (undici.ts) for an
+ *    origin with a request the guard allowed waiting for it: each request
+ *    on it was judged at the HTTP layer, the address is screened here;
+ *  - the guard's own (internal.ts);
+ *  - else raw TCP/TLS, which a policy must allow explicitly (a proxy, a
+ *    database driver).
  */
 
 import dns from "node:dns";
 import net from "node:net";
 import tls from "node:tls";
-import type { TcpTarget } from "../policy/types.js";
-import type { GuardCore, Verdict } from "./core.js";
-import { PolicyDeniedError } from "./errors.js";
-import { isInternalConnect, kInternal } from "./internal.js";
-import { current, shared } from "./state.js";
 import { normalizeHost } from "../policy/hosts.js";
-import { ipFamily, ipRange, isIpLiteral } from "../policy/ip.js";
+import { isIpLiteral } from "../policy/ip.js";
+import type { HttpTarget, TcpTarget } from "../policy/types.js";
+import { errorText, type GuardCore, type Verdict } from "./core.js";
+import { PolicyDeniedError } from "./errors.js";
+import { isInternalConnect, isInternalSocket } from "./internal.js";
+import { callerLookup, refusedAddress, resolveName, type LookupFn, type Resolved } from "./resolve.js";
+import { current } from "./state.js";
+import { takeUndiciConnect } from "./undici.js";
 
-/** Where a socket connects: set synchronously by the patch. */
-export const kDest = Symbol.for("meshguard.guard.dest");
-/** The HTTP request a socket carries and its verdict: set by http.ts. */
-export const kHttp = Symbol.for("meshguard.guard.http");
-/** A socket undici opened for an HTTP origin. */
-const kUndici = Symbol.for("meshguard.guard.undici");
-/** Re-entry after an approval: connect again without a second check. */
-const kPass = Symbol.for("meshguard.guard.pass");
-
-export interface SocketDest {
-  host: string;
-  port: number;
-  tls: boolean;
+/** Where one connect() call goes, read once when it was made. */
+export interface Dest {
+  readonly host: string;
+  readonly port: number;
+  readonly tls: boolean;
+  /** The host is an IP literal (no look-up). */
+  readonly literal: boolean;
+  /** A unix socket path (host and port are then meaningless). */
+  readonly ipc?: string;
+  /** The address a name resolved to, once it has. */
   resolvedIp?: string;
 }
 
-export interface HttpAttachment {
-  host: string;
-  port: number;
-  verdict: Verdict;
+/**
+ * Carrier is what rides on a socket: an HTTP request (http.ts). The socket
+ * is the carrier's own connection when it goes to the carrier's host and
+ * port; the carrier then decides for both.
+ */
+export interface Carrier {
+  readonly host: string;
+  readonly port: number;
+  /** screen runs before anything is resolved or opened: a denial when the call cannot be allowed (it is then decided), else its verdict so far. */
+  screen(): Verdict;
+  /** connecting says the connection's address is known (a literal: undefined); the carrier decides now if it can. */
+  connecting(resolvedIp: string | undefined): Verdict;
 }
 
-type Sock = net.Socket & Record<symbol, unknown>;
-type ConnectFn = (this: net.Socket, ...args: unknown[]) => net.Socket;
-type NormalizeArgs = (args: unknown[]) => [Record<string, unknown> & { host?: string; port?: number | string; path?: string; lookup?: LookupFn }, ((...a: unknown[]) => void) | null];
-type LookupFn = (hostname: string, options: dns.LookupOptions, cb: (err: Error | null, address?: string | dns.LookupAddress[], family?: number) => void) => void;
+/** The latest connect() of each socket (what an HTTP request on it reads; each call's check keeps its own). */
+const dests = new WeakMap<net.Socket, Dest>();
+/** The request each socket carries (http.ts). */
+const carriers = new WeakMap<net.Socket, Carrier>();
 
-const normalizeArgs = (net as unknown as { _normalizeArgs: NormalizeArgs })._normalizeArgs;
+/** socketDest is where the socket's latest connect() goes, if the guard saw it. */
+export function socketDest(s: net.Socket): Readonly<Dest> | undefined {
+  return dests.get(s);
+}
+
+/** attachCarrier records the request a socket carries (http.ts, when Node hands the request its socket). */
+export function attachCarrier(s: net.Socket, c: Carrier): void {
+  carriers.set(s, c);
+}
+
+type ConnectFn = (this: net.Socket, ...args: unknown[]) => net.Socket;
+type Options = Record<string, unknown> & { host?: unknown; port?: unknown; path?: unknown; lookup?: unknown; family?: unknown };
+type Normalized = [Options, ((...a: unknown[]) => void) | null];
+
+const normalizeArgs = (net as unknown as { _normalizeArgs?: (args: unknown[]) => Normalized })._normalizeArgs;
+/** Node's mark on an argument array it already normalized (net.connect passes one): read off a normalized array. */
+const kNormalized: symbol | undefined = (() => {
+  try {
+    return typeof normalizeArgs === "function" ? Object.getOwnPropertySymbols(normalizeArgs([]))[0] : undefined;
+  } catch {
+    return undefined;
+  }
+})();
+
+/** Node's own connect, kept after uninstall: a reference to the patch taken while installed still works then. */
 let original: ConnectFn | undefined;
+let patched = false;
 
 /** installNetPatch replaces Socket.prototype.connect (idempotent); the patch does nothing while no guard is current. */
 export function installNetPatch(): void {
-  if (original) return;
+  if (patched) return;
   if (typeof normalizeArgs !== "function") throw new Error("this Node.js has no net._normalizeArgs; the guard cannot intercept connections");
   original = net.Socket.prototype.connect as unknown as ConnectFn;
   net.Socket.prototype.connect = guardedConnect as unknown as typeof net.Socket.prototype.connect;
+  patched = true;
 }
 
 export function uninstallNetPatch(): void {
-  if (!original) return;
+  if (!patched) return;
   net.Socket.prototype.connect = original as unknown as typeof net.Socket.prototype.connect;
-  original = undefined;
+  patched = false;
 }
 
-function guardedConnect(this: Sock, ...args: unknown[]): net.Socket {
+/** One connect() call: its destination and whose call it is. */
+interface Call {
+  sock: net.Socket;
+  dest: Dest;
+  /** undici announced this connection: the origin's requests are judged at the HTTP layer. */
+  undici: boolean;
+  /** The options Node was given (re-used to connect again after an approval). */
+  opts: Options;
+  /** False when Node rejected the call at once (it connects nowhere: nothing to judge). */
+  live: boolean;
+}
+
+function guardedConnect(this: net.Socket, ...args: unknown[]): net.Socket {
   const orig = original!;
   const core = current();
-  if (core === undefined || this[kPass] === true || this[kInternal] === true) return orig.apply(this, args);
-  if (isInternalConnect()) {
-    this[kInternal] = true;
-    return orig.apply(this, args);
-  }
-  // net.connect passes its already-normalized [options, cb] array as the one argument.
-  const [options, cb] = Array.isArray(args[0]) ? (args[0] as ReturnType<NormalizeArgs>) : normalizeArgs(args);
-  const secure = this instanceof tls.TLSSocket;
+  if (core === undefined || !(this instanceof net.Socket) || isInternalSocket(this)) return orig.apply(this, args);
+  // A TLS socket over a parent that is still connecting: Node does nothing.
+  if ((this as { _parent?: { connecting?: boolean } })._parent?.connecting) return orig.apply(this, args);
+  if (isInternalConnect()) return orig.apply(this, args); // the guard's own connection (internal.ts)
 
-  if (options.path !== undefined && options.path !== null) {
-    const path = String(options.path);
-    const ok = core.allowIpc.some((p) => (p.endsWith("/") ? path.startsWith(p) : path === p));
-    if (ok) return orig.apply(this, args);
-    const target: TcpTarget = { kind: "tcp", tls: secure, host: `unix:${path}`, port: 0 };
-    const reason = "unix socket connections are denied unless listed in installGuard({ allowIpc })";
-    if (core.mode === "observe") {
-      core.events.emit("warning", new Error(`observe: would deny ${path}: ${reason}`));
-      return orig.apply(this, args);
+  let call: Call;
+  let pass: unknown[];
+  try {
+    const normalized = Array.isArray(args[0]) && kNormalized !== undefined && (args[0] as unknown as Record<symbol, unknown>)[kNormalized] === true ? (args[0] as unknown as Normalized) : normalizeArgs!(args);
+    const [given, cb] = normalized;
+    const opts = copyOptions(given);
+    const secure = this instanceof tls.TLSSocket;
+    const handle = (this as { _handle?: { constructor?: { name?: string } } | null })._handle;
+    const pipe = Boolean(opts.path) && !(handle != null && handle.constructor?.name !== "Pipe");
+    pass = repack(opts, cb);
+    if (pipe) {
+      const path = String(opts.path);
+      dests.set(this, { host: `unix:${path}`, port: 0, tls: secure, literal: false, ipc: path });
+      const denied = ipcVerdict(core, path, secure);
+      if (denied !== undefined) {
+        process.nextTick(() => this.destroy(denied));
+        return this;
+      }
+      return orig.apply(this, pass);
     }
-    const err = new PolicyDeniedError(target, reason);
-    core.warn(err);
-    process.nextTick(() => this.destroy(err));
+    // As Node reads them (lookupAndConnect: `options.host || "localhost"`); a host or port Node rejects throws below.
+    const given0 = opts.host;
+    const raw = given0 ? (typeof given0 === "string" ? given0 : String(given0)) : "localhost";
+    const host = normalizeHost(raw);
+    const literal = isIpLiteral(host);
+    // "127.0.0.1." and "[::1]" are names to Node but literals to the policy: connect to the literal judged.
+    if (literal && raw !== host && !isIpLiteral(raw)) opts.host = host;
+    const port = Number(opts.port);
+    const dest: Dest = { host, port, tls: secure, literal };
+    dests.set(this, dest);
+    call = { sock: this, dest, undici: takeUndiciConnect(host, port), opts, live: true };
+    if (!literal) {
+      opts.lookup = guardedLookup(call, typeof opts.lookup === "function" ? (opts.lookup as LookupFn) : undefined);
+    }
+  } catch (err) {
+    // Options the guard cannot read: the call is refused, never let through unread.
+    const e = core.failed({ kind: "tcp", tls: this instanceof tls.TLSSocket, host: "(unreadable)", port: 0 }, err);
+    process.nextTick(() => this.destroy(e));
     return this;
   }
-
-  const host = normalizeHost(String(options.host ?? "localhost"));
-  const port = Number(options.port);
-  const dest: SocketDest = { host, port, tls: secure };
-  this[kDest] = dest;
-  const pending = shared.undiciConnect;
-  if (pending !== undefined && pending.host === host && pending.port === port) this[kUndici] = true;
-
-  if (isIpLiteral(host)) {
-    // Queued before Node's own connect tick: it runs first.
-    process.nextTick(checkBeforeConnect, this, options);
-    return orig.apply(this, args);
+  // Queued before Node's own connect tick: it runs first.
+  if (call.dest.literal) process.nextTick(checkLiteral, call);
+  try {
+    return orig.apply(this, pass);
+  } catch (err) {
+    call.live = false; // Node refused the call: it goes nowhere
+    throw err;
   }
-  const guarded = { ...options, lookup: guardedLookup(this, options.lookup) };
-  return cb === null ? orig.call(this, guarded) : orig.call(this, guarded, cb);
 }
 
-/** socketVerdict decides a socket about to connect (see the file comment). */
-function socketVerdict(core: GuardCore, sock: Sock): Verdict {
-  const dest = sock[kDest] as SocketDest;
-  const att = sock[kHttp] as HttpAttachment | undefined;
-  if (att !== undefined) {
-    if (att.verdict instanceof PolicyDeniedError) return att.verdict;
-    if (att.host === dest.host && att.port === dest.port) return att.verdict;
-  } else if (sock[kUndici] === true && core.originAllowed(dest.host, dest.port)) {
+/** copyOptions reads the caller's options once (own and inherited enumerable properties): Node then reads the copy. */
+function copyOptions(given: unknown): Options {
+  const out: Options = {};
+  if (typeof given !== "object" || given === null) return out;
+  for (const k in given) out[k] = (given as Record<string, unknown>)[k];
+  return out;
+}
+
+/** repack hands Node the copied options as an already-normalized argument list (Node does not read the caller's again). */
+function repack(opts: Options, cb: Normalized[1]): unknown[] {
+  if (kNormalized === undefined) return cb === null ? [opts] : [opts, cb];
+  const arr = [opts, cb] as unknown as Record<symbol, unknown>;
+  arr[kNormalized] = true;
+  return [arr];
+}
+
+function ipcVerdict(core: GuardCore, path: string, secure: boolean): PolicyDeniedError | undefined {
+  const ok = core.allowIpc.some((p) => (p.endsWith("/") ? path.startsWith(p) : path === p));
+  if (ok) return undefined;
+  const target: TcpTarget = { kind: "tcp", tls: secure, host: `unix:${path}`, port: 0 };
+  const reason = "unix socket connections are denied unless listed in installGuard({ allowIpc })";
+  if (core.mode === "observe") {
+    core.warn(new Error(`observe: would deny ${path}: ${reason}`));
     return undefined;
   }
-  const target: TcpTarget = { kind: "tcp", tls: dest.tls, host: dest.host, port: dest.port };
-  return core.check(target, dest.tls ? "tls" : "net");
+  const err = new PolicyDeniedError(target, reason);
+  core.warn(err);
+  return err;
 }
 
-function checkBeforeConnect(sock: Sock, options: Record<string, unknown>): void {
-  if (!sock.connecting || sock.destroyed) return;
+function tcpTarget(d: Dest, resolvedIp?: string): TcpTarget {
+  const t: TcpTarget = { kind: "tcp", tls: d.tls, host: d.host, port: d.port };
+  if (resolvedIp !== undefined) t.resolvedIp = resolvedIp;
+  return t;
+}
+
+/** The carrier whose own connection this call is, if any. */
+function carrierOf(call: Call): Carrier | undefined {
+  const c = carriers.get(call.sock);
+  return c !== undefined && c.host === call.dest.host && c.port === call.dest.port ? c : undefined;
+}
+
+/** The decision for a call to an IP literal (the address is the host). */
+function literalVerdict(core: GuardCore, call: Call): Verdict {
+  if (call.undici) return undefined;
+  const c = carrierOf(call);
+  if (c !== undefined) {
+    const v = c.screen();
+    return v !== undefined ? v : c.connecting(undefined);
+  }
+  return core.check(tcpTarget(call.dest), call.dest.tls ? "tls" : "net");
+}
+
+function checkLiteral(call: Call): void {
+  const sock = call.sock;
+  if (!call.live || !sock.connecting || sock.destroyed) return;
   const core = current();
   if (core === undefined) return;
-  const v = socketVerdict(core, sock);
+  let v: Verdict;
+  try {
+    v = literalVerdict(core, call);
+  } catch (err) {
+    v = core.failed(tcpTarget(call.dest), err);
+  }
   if (v === undefined) return;
   if (v instanceof PolicyDeniedError) {
     sock.destroy(v);
     return;
   }
-  // Held for approval: stop Node's pending connect, connect again once approved.
+  // Held for approval: Node's pending connect (its tick, queued after this
+  // one) must find the socket not connecting and do nothing; right after it
+  // the socket reads as connecting again, so that reads and writes wait for
+  // the connection made once approved.
   (sock as { connecting: boolean }).connecting = false;
+  process.nextTick(() => {
+    if (!sock.destroyed) (sock as { connecting: boolean }).connecting = true;
+  });
   v.then(
     () => {
       if (sock.destroyed) return;
-      const { lookup: _l, ...rest } = options;
-      sock[kPass] = true;
       try {
-        original!.call(sock, rest);
+        original!.apply(sock, repack(call.opts, null));
       } catch (err) {
         sock.destroy(err as Error);
-      } finally {
-        sock[kPass] = false; // a later connect() of this socket is checked again
       }
     },
     (err: unknown) => sock.destroy(err as Error),
   );
 }
 
-function guardedLookup(sock: Sock, userLookup: LookupFn | undefined): LookupFn {
+/**
+ * guardedLookup replaces the look-up of a connection by name (see the file
+ * comment). It answers Node once, with the one address judged.
+ */
+function guardedLookup(call: Call, userLookup: LookupFn | undefined): LookupFn {
   return (hostname, dnsOpts, callback) => {
+    let answered = false;
+    const answer = (err: Error | null, r?: Resolved) => {
+      if (answered) return;
+      answered = true;
+      if (err !== null || r === undefined) return callback(err ?? new Error(`lookup ${hostname} gave no address`));
+      call.dest.resolvedIp = r.address;
+      // Exactly one address, the one judged: Node connects to it and nowhere else.
+      if (dnsOpts?.all === true) callback(null, [{ address: r.address, family: r.family }]);
+      else callback(null, r.address, r.family);
+    };
     // Deferred: the caller's synchronous code (attaching an HTTP request) runs first.
     process.nextTick(() => {
-      const core = current();
-      const lookup = () => resolvePinned(core, sock, hostname, dnsOpts, userLookup, callback);
-      if (core === undefined) return lookup();
-      const v = socketVerdict(core, sock);
-      if (v === undefined) return lookup();
-      if (v instanceof PolicyDeniedError) return callback(v);
-      v.then(lookup, (err: unknown) => callback(err as Error));
+      decideByName(call, hostname, dnsOpts ?? {}, userLookup).then(
+        (r) => answer(null, r),
+        (err: unknown) => answer(err instanceof Error ? err : new Error(errorText(err))),
+      );
     });
   };
 }
 
-function resolvePinned(core: GuardCore | undefined, sock: Sock, hostname: string, dnsOpts: dns.LookupOptions, userLookup: LookupFn | undefined, callback: Parameters<LookupFn>[2]): void {
-  const lookup = userLookup ?? (dns.lookup as unknown as LookupFn);
-  const done = (err: Error | null, addresses?: string | dns.LookupAddress[]) => {
-    if (err) return callback(err);
-    const list: dns.LookupAddress[] = Array.isArray(addresses)
-      ? addresses
-      : typeof addresses === "string"
-        ? [{ address: addresses, family: ipFamily(addresses) }]
-        : [];
-    const first = list[0];
-    if (first === undefined) return callback(Object.assign(new Error(`lookup ${hostname} returned no address`), { code: "ENOTFOUND" }));
-    if (core !== undefined) {
-      const bad = list.find((a) => !resolvedAllowed(core, hostname, a.address));
-      if (bad !== undefined) {
-        const dest = sock[kDest] as SocketDest;
-        const target: TcpTarget = { kind: "tcp", tls: dest.tls, host: dest.host, port: dest.port, resolvedIp: bad.address };
-        const reason = `${hostname} resolves to ${bad.address}, a loopback, link-local or unspecified address (possible DNS rebinding); allow it with installGuard({ allowResolved })`;
-        if (core.mode !== "observe") {
-          core.warn(new PolicyDeniedError(target, reason));
-          return callback(new PolicyDeniedError(target, reason));
-        }
-      }
-      (sock[kDest] as SocketDest).resolvedIp = first.address;
-    }
-    // Exactly one address, the one checked: Node connects to it and nowhere else.
-    if (dnsOpts.all === true) callback(null, [first]);
-    else callback(null, first.address, first.family);
-  };
-  try {
-    lookup(hostname, { ...dnsOpts, all: true }, done);
-  } catch (err) {
-    // A user lookup that throws must fail this connection, not the process.
-    callback(err as Error);
-  }
-}
-
-/** Addresses a *name* may not resolve to unless allowed: loopback, link-local (incl. 169.254.169.254 metadata), unspecified. */
-function resolvedAllowed(core: GuardCore, host: string, ip: string): boolean {
-  if (core.allowResolved !== undefined) {
+async function decideByName(call: Call, hostname: string, dnsOpts: dns.LookupOptions, userLookup: LookupFn | undefined): Promise<Resolved> {
+  const core = current();
+  const family = (dnsOpts.family === 4 || dnsOpts.family === 6 ? dnsOpts.family : 0) as 0 | 4 | 6;
+  const resolve = async (): Promise<Resolved> => {
+    let list: Resolved[];
     try {
-      if (core.allowResolved(host, ip)) return true;
-    } catch {
-      return false;
+      list = userLookup !== undefined ? await callerLookup(userLookup, hostname, dnsOpts) : core !== undefined ? await resolveName(core, hostname, family) : await callerLookup(dns.lookup as unknown as LookupFn, hostname, dnsOpts);
+    } catch (err) {
+      // The look-up's own failure (ENOTFOUND, a caller lookup's error) reaches the caller as it is.
+      const e = err instanceof Error ? err : new Error(`lookup ${hostname} failed: ${errorText(err)}`);
+      lookupErrors.add(e);
+      throw e;
     }
+    if (core !== undefined) {
+      for (const a of list) {
+        const why = refusedAddress(core, call.dest.host, a.address);
+        if (why === undefined) continue;
+        const err = new PolicyDeniedError(tcpTarget(call.dest, a.address), why);
+        if (core.mode === "observe") {
+          core.warn(new Error(`observe: would deny: ${why}`));
+          break;
+        }
+        core.warn(err);
+        throw err;
+      }
+    }
+    return list[0]!;
+  };
+  if (core === undefined) return resolve();
+  const layer = call.dest.tls ? "tls" : "net";
+  try {
+    if (call.undici) {
+      // undici's connection: each request on it was judged at the HTTP layer; the address is screened.
+      const r = await resolve();
+      const t: HttpTarget = { kind: "http", scheme: call.dest.tls ? "https" : "http", host: call.dest.host, port: call.dest.port, method: "GET", path: "/", query: "", headers: {}, resolvedIp: r.address };
+      if (!core.mayAllow(t) && core.mode !== "observe") {
+        const err = new PolicyDeniedError(tcpTarget(call.dest, r.address), `${call.dest.host} resolves to ${r.address}, where no rule allows an HTTP call to ${call.dest.host}:${call.dest.port}`);
+        core.warn(err);
+        throw err;
+      }
+      return r;
+    }
+    const c = carrierOf(call);
+    if (c !== undefined) {
+      await settle(c.screen());
+      const r = await resolve();
+      await settle(c.connecting(r.address));
+      return r;
+    }
+    // A raw connection by name: screened, resolved, then judged once with its address.
+    if (!core.screens) {
+      // A custom evaluator cannot screen: decide on the name, before any look-up.
+      await settle(core.check(tcpTarget(call.dest), layer));
+      return await resolve();
+    }
+    if (!core.mayAllow(tcpTarget(call.dest))) {
+      await settle(core.check(tcpTarget(call.dest), layer));
+      return await resolve(); // only when an evaluator's screen was wrong and it allowed after all
+    }
+    const r = await resolve();
+    await settle(core.check(tcpTarget(call.dest, r.address), layer));
+    return r;
+  } catch (err) {
+    if (err instanceof PolicyDeniedError || lookupErrors.has(err as Error)) throw err;
+    // Anything else is the guard's own failure: contained, the call denied.
+    throw core.failed(tcpTarget(call.dest), err);
   }
-  const h = normalizeHost(host);
-  if (h === "localhost" || h.endsWith(".localhost")) return true;
-  return !isSpecialAddress(ip);
 }
 
-/** isSpecialAddress: loopback, link-local or unspecified (IPv4-mapped forms included), by the one classifier in policy/ip.ts. */
-export function isSpecialAddress(ip: string): boolean {
-  const r = ipRange(ip);
-  return r === "loopback" || r === "linkLocal" || r === "unspecified";
+/** Errors that came from a look-up itself (not from judging). */
+const lookupErrors = new WeakSet<Error>();
+
+/** settle turns a verdict into a promise that rejects with the denial. */
+function settle(v: Verdict): Promise<void> | void {
+  if (v === undefined) return;
+  if (v instanceof PolicyDeniedError) throw v;
+  return v;
 }

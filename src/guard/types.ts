@@ -17,6 +17,14 @@ import type { McpServerSpec } from "./mcp.js";
  */
 export interface Evaluator {
   evaluate(req: DecisionRequest): Decision;
+  /**
+   * Optional screen (a loaded Policy has it): false when no rule could allow
+   * a call to the target's host and port whatever else the call carries.
+   * With it the guard denies such a call before connecting or looking the
+   * name up, and looks a name up only when some rule could allow it; without
+   * it a name is decided before it is looked up (then without its address).
+   */
+  mayAllow?(req: DecisionRequest): boolean;
 }
 
 export type GuardMode = "enforce" | "observe";
@@ -140,12 +148,23 @@ export interface GuardOptions {
   allowIpc?: string[];
   /**
    * A host name that resolves to a loopback, link-local (cloud metadata) or
-   * unspecified address is refused unless this returns true (default: only
-   * "localhost" may). The connection always goes to the address checked.
+   * unspecified address is refused unless this returns true. `localhost`
+   * (and `*.localhost`) may resolve to loopback addresses only, whatever
+   * this says. The connection always goes to the address checked.
    */
   allowResolved?: (host: string, ip: string) => boolean;
+  /**
+   * The guard's resolver, for service discovery: every address of a host
+   * name, best first (`family` 4 or 6 asks for one family, 0 for either).
+   * Used for every guarded connection by name that brings no `lookup` of
+   * its own; its answer is judged (the request carries it as `resolvedIp`)
+   * and the connection goes to the first address and nowhere else.
+   * Default: the system resolver (getaddrinfo), as Node uses.
+   */
+  resolver?: (hostname: string, opts: { family: 0 | 4 | 6 }) => Promise<ReadonlyArray<{ address: string; family?: number }>> | ReadonlyArray<{ address: string; family?: number }>;
   /** Which interception points to install (default: all). `worker`: worker threads started while the guard is installed are guarded too (docs/guard.md). */
   intercept?: Partial<Record<"fetch" | "http" | "net" | "dial" | "sdk" | "worker", boolean>>;
+
   /** Directories from which to find the official SDKs to instrument (default: the working directory and the main script's). */
   sdkSearchPaths?: string[];
 }

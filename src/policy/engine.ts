@@ -25,6 +25,7 @@
 
 import { NO, UNKNOWN, YES, type EvalContext, type Outcome } from "./conditions.js";
 import { normalizeHost } from "./hosts.js";
+import { isIpLiteral } from "./ip.js";
 import { describePrincipal, normalizeUser, srcMatches } from "./identity.js";
 import { AgentKeyMemo, RateLimiter } from "./rate.js";
 import { formatTarget } from "./request.js";
@@ -139,6 +140,9 @@ class Ctx implements EvalContext {
 }
 
 const KINDS = new Set(["http", "tcp", "mcp", "llm"]);
+
+/** The conditions mayAllow can test without the call's content: they depend on where the call goes only. */
+const SCREENED = new Set(["port", "scheme", "tls", "tailnet"]);
 
 const MALFORMED: Readonly<Decision> = Object.freeze({
   effect: "deny",
@@ -257,6 +261,70 @@ export class Evaluator {
     }
     return out;
   }
+
+  /**
+   * mayAllow is the guard's screen before it opens a connection or looks a
+   * name up: could some allow or approve rule match a call to this host and
+   * port (scheme, tls, tailnet when the target says), whatever the call's
+   * other facts (method, path, query, headers, body, time of day, rate)?
+   * False when none could, or when a deny rule matches on those alone —
+   * then `evaluate` would deny too, so the guard may deny without
+   * connecting or resolving. A host that is a name and carries no
+   * `resolvedIp` is taken to possibly resolve into every CIDR range of an
+   * allow or approve rule (and into none of a deny rule's). It never throws
+   * (an internal error answers true: the full evaluation still decides),
+   * spends no rate token and records nothing.
+   */
+  mayAllow(req: DecisionRequest): boolean {
+    try {
+      if (!wellFormed(req)) return false;
+      const t = normalizeTarget(req.target) as Target & { host?: unknown; resolvedIp?: unknown };
+      const idx: KindIndex | undefined = this.compiled.index[t.kind];
+      // Kinds without hosts (mcp, llm): nothing to screen.
+      if (idx === undefined || typeof t.host !== "string") return true;
+      const found = this.screened;
+      found.clear();
+      this.collect = true;
+      this.collected = found;
+      try {
+        this.visitCandidates(req.principal, t);
+      } finally {
+        this.collect = false;
+        this.collected = undefined;
+      }
+      const unresolvedName = t.resolvedIp === undefined && !isIpLiteral(t.host);
+      const ctx = this.hotCtx.reset(req);
+      let may = false;
+      for (const r of found) {
+        const h = r.hostMatches(t as HttpTarget | TcpTarget);
+        if (!h && (r.effect === "deny" || !unresolvedName || !r.hosts?.some((p) => p.kind === "cidr"))) continue;
+        let sure = h;
+        let no = false;
+        for (const c of r.conds) {
+          if (!SCREENED.has(c.what)) {
+            sure = false;
+            continue;
+          }
+          if (c.test(t, ctx) === NO) {
+            no = true;
+            break;
+          }
+        }
+        if (no) continue;
+        if (r.effect === "deny") {
+          if (sure) return false; // deny wins whatever else matches
+        } else may = true;
+      }
+      return may;
+    } catch {
+      return true;
+    } finally {
+      this.screened.clear();
+    }
+  }
+
+  /** The candidates of one mayAllow call (reused: the screen runs on every new connection). */
+  private readonly screened = new Set<CompiledRule>();
 
   /** resetRates forgets all rate-limit state. */
   resetRates(): void {

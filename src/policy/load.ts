@@ -79,6 +79,11 @@ export class Policy {
     return this.evaluator.evaluate(req);
   }
 
+  /** mayAllow: could some rule allow a call to this host and port, whatever else it carries (the guard's screen before connecting; see Evaluator.mayAllow). */
+  mayAllow(req: DecisionRequest): boolean {
+    return this.evaluator.mayAllow(req);
+  }
+
   /** explain evaluates every rule and says why each did or did not match (spends no rate tokens). */
   explain(req: DecisionRequest): Explanation {
     return this.evaluator.explain(req);

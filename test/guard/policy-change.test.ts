@@ -24,14 +24,9 @@ const ask = (c: OpenAI) => c.chat.completions.create({ model: "gpt-4o-mini", mes
 const outcome = (p: Promise<unknown>) => p.then(() => "ok", (e: unknown) => e);
 
 describe("setPolicy drops every cached decision", () => {
-  it("the HTTP origins allowed requests went to (whose HTTP-client connections skip the TCP check)", async () => {
-    const g = guard({ rules: [{ id: "web", src: ["tag:agent"], http: { host: ["127.0.0.1"] } }] });
-    expect((await fetch(llm.url)).status).toBe(200);
-    const core = current()!;
-    expect(core.originAllowed("127.0.0.1", llm.port)).toBe(true); // control: the grant exists
-    g.setPolicy(policyOf([{ id: "web", src: ["tag:agent"], http: { host: ["127.0.0.1"] } }]));
-    expect(core.originAllowed("127.0.0.1", llm.port)).toBe(false);
-  });
+  // (The HTTP origin cache this file once checked no longer exists: the guard
+  // keeps no per-origin grant; an undici connection is matched one-shot to the
+  // request it judged — test/guard/net-hardening.test.ts.)
 
   it("an LLM SDK call decided at the SDK layer is judged again by the dispatcher when the policy changed before it was sent", async () => {
     const run = async (change: boolean) => {
