@@ -18,6 +18,8 @@ import { isInternalDial } from "./internal.js";
 import { peerTable } from "./peers.js";
 import { installHttpPatch, uninstallHttpPatch } from "./http.js";
 import { installNetPatch, uninstallNetPatch } from "./net.js";
+import { installDnsPatch, uninstallDnsPatch } from "./dns.js";
+import { installDgramPatch, uninstallDgramPatch } from "./dgram.js";
 import { instrumentInstalledSdks, instrumentLlmClient, instrumentMcpClient, unpatchSdks } from "./sdk.js";
 import { current, setCurrent, shared } from "./state.js";
 import { normalizeHost } from "../policy/hosts.js";
@@ -52,7 +54,7 @@ const GuardOptionsSchema = z
     maxBodyBytes: z.number().int().positive().default(8 << 20),
     allowIpc: z.array(z.string().min(1)).default([]),
     allowResolved: fn("(host, ip) => boolean").optional(),
-    intercept: z.object({ fetch: z.boolean(), http: z.boolean(), net: z.boolean(), dial: z.boolean(), sdk: z.boolean() }).partial().strict().default({}),
+    intercept: z.object({ fetch: z.boolean(), http: z.boolean(), net: z.boolean(), dial: z.boolean(), sdk: z.boolean(), dns: z.boolean(), dgram: z.boolean() }).partial().strict().default({}),
     sdkSearchPaths: z.array(z.string()).optional(),
   })
   .strict();
@@ -118,7 +120,7 @@ export function installGuard(options: GuardOptions): GuardHandle {
     events,
   );
 
-  const on = (k: "fetch" | "http" | "net" | "dial" | "sdk") => o.intercept[k] !== false;
+  const on = (k: keyof typeof o.intercept) => o.intercept[k] !== false;
   const instrumented: string[] = [];
   const undo: (() => void)[] = [];
   try {
@@ -126,6 +128,16 @@ export function installGuard(options: GuardOptions): GuardHandle {
       installNetPatch();
       undo.push(uninstallNetPatch);
       instrumented.push("net");
+    }
+    if (on("dns")) {
+      installDnsPatch();
+      undo.push(uninstallDnsPatch);
+      instrumented.push("dns");
+    }
+    if (on("dgram")) {
+      installDgramPatch();
+      undo.push(uninstallDgramPatch);
+      instrumented.push("dgram");
     }
     if (on("http")) {
       installHttpPatch();

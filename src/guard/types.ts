@@ -127,8 +127,8 @@ export interface GuardOptions {
    * "localhost" may). The connection always goes to the address checked.
    */
   allowResolved?: (host: string, ip: string) => boolean;
-  /** Which interception points to install (default: all). */
-  intercept?: Partial<Record<"fetch" | "http" | "net" | "dial" | "sdk", boolean>>;
+  /** Which interception points to install (default: all). `dns`: node:dns look-ups; `dgram`: UDP sends. */
+  intercept?: Partial<Record<"fetch" | "http" | "net" | "dial" | "sdk" | "dns" | "dgram", boolean>>;
   /** Directories from which to find the official SDKs to instrument (default: the working directory and the main script's). */
   sdkSearchPaths?: string[];
 }
