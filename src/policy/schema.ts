@@ -199,12 +199,6 @@ const GroupsSchema = z.record(
 );
 const TagOwnersSchema = z.record(z.string().regex(TAG_RE, 'must look like "tag:name"'), z.array(z.string()));
 
-/** The policy format versions this meshguard reads; files are written in the last. */
-export const POLICY_VERSIONS = [1, 2] as const;
-export type PolicyVersion = (typeof POLICY_VERSIONS)[number];
-/** The version `meshguard policy learn` writes and the docs describe. */
-export const CURRENT_POLICY_VERSION: PolicyVersion = 2;
-
 /** The meshguard part of a policy: under the key `meshguard`, or the whole file. */
 export const MeshguardPartSchema = strictObject({
   $schema: z.string().optional(),
@@ -248,6 +242,8 @@ export type When = z.output<typeof WhenSchema>;
 export type ArgConstraint = z.output<typeof ArgConstraintSchema>;
 export type TestCase = z.output<typeof TestCaseSchema>;
 export type MeshguardPart = z.output<typeof MeshguardPartSchema>;
+/** The policy format versions this meshguard reads (2 adds dns and udp rules). */
+export type PolicyVersion = MeshguardPart["version"];
 export type Weekday = (typeof WEEKDAYS)[number];
 
 /** The key under which meshguard's part sits in a combined tailnet policy file. */
