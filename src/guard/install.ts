@@ -22,6 +22,8 @@ import { SECRET_HEADERS } from "./approvals.js";
 import { configureMcp, registerMcpServer } from "./mcp.js";
 import { forgetSdkDecisions, instrumentInstalledSdks, instrumentSdkClass, unpatchSdks } from "./sdk.js";
 import { claimProcess, current, releaseProcess, setCurrent } from "./state.js";
+import { installDnsPatch, uninstallDnsPatch } from "./dns.js";
+import { installDgramPatch, uninstallDgramPatch } from "./dgram.js";
 import { normalizeHost } from "../policy/hosts.js";
 import type { AuditSink } from "../policy/audit.js";
 import type { Evaluator, GuardEvents, GuardMode, GuardOptions } from "./types.js";
@@ -82,7 +84,7 @@ const GuardOptionsSchema = z
     allowIpc: z.array(z.string().min(1)).default([]),
     allowResolved: fn("(host, ip) => boolean").optional(),
     resolver: fn("(hostname, { family }) => Promise<{ address, family }[]>").optional(),
-    intercept: z.object({ fetch: z.boolean(), http: z.boolean(), net: z.boolean(), dial: z.boolean(), sdk: z.boolean(), worker: z.boolean() }).partial().strict().default({}),
+    intercept: z.object({ fetch: z.boolean(), http: z.boolean(), net: z.boolean(), dial: z.boolean(), sdk: z.boolean(), worker: z.boolean(), dns: z.boolean(), dgram: z.boolean() }).partial().strict().default({}),
     sdkSearchPaths: z.array(z.string()).optional(),
   })
   .strict();
@@ -160,7 +162,7 @@ export function installGuard(options: GuardOptions): GuardHandle {
   }
   configureMcp(core, o.mcp?.servers ?? {});
 
-  const on = (k: "fetch" | "http" | "net" | "dial" | "sdk" | "worker") => o.intercept[k] !== false;
+  const on = (k: keyof typeof o.intercept) => o.intercept[k] !== false;
   const instrumented: string[] = [];
   const undo: (() => void)[] = [];
   let workers: WorkerHub | undefined;
@@ -169,6 +171,16 @@ export function installGuard(options: GuardOptions): GuardHandle {
       installNetPatch();
       undo.push(uninstallNetPatch);
       instrumented.push("net");
+    }
+    if (on("dns")) {
+      installDnsPatch();
+      undo.push(uninstallDnsPatch);
+      instrumented.push("dns");
+    }
+    if (on("dgram")) {
+      installDgramPatch();
+      undo.push(uninstallDgramPatch);
+      instrumented.push("dgram");
     }
     if (on("http")) {
       installHttpPatch();

@@ -162,8 +162,8 @@ export interface GuardOptions {
    * Default: the system resolver (getaddrinfo), as Node uses.
    */
   resolver?: (hostname: string, opts: { family: 0 | 4 | 6 }) => Promise<ReadonlyArray<{ address: string; family?: number }>> | ReadonlyArray<{ address: string; family?: number }>;
-  /** Which interception points to install (default: all). `worker`: worker threads started while the guard is installed are guarded too (docs/guard.md). */
-  intercept?: Partial<Record<"fetch" | "http" | "net" | "dial" | "sdk" | "worker", boolean>>;
+  /** Which interception points to install (default: all). `worker`: worker threads started while the guard is installed are guarded too (docs/guard.md); `dns`: node:dns look-ups; `dgram`: UDP sends. */
+  intercept?: Partial<Record<"fetch" | "http" | "net" | "dial" | "sdk" | "worker" | "dns" | "dgram", boolean>>;
 
   /** Directories from which to find the official SDKs to instrument (default: the working directory and the main script's). */
   sdkSearchPaths?: string[];

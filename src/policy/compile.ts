@@ -7,7 +7,9 @@
  * rules whose host needs a real check (`*`, CIDR, peer tag) — then, inside
  * each host bucket, by principal: tag, user (groups expanded), node name, or
  * `*`. A request therefore visits only the rules that name its host and its
- * identity. MCP rules are filed by exact server name, LLM rules by the
+ * identity. DNS rules are filed the same way by the names they allow (a
+ * name pattern is `*`, exact or a wildcard suffix), UDP rules by host as
+ * TCP rules are. MCP rules are filed by exact server name, LLM rules by the
  * literal provider of their model globs.
  *
  * Everything a decision returns is built here, once: each rule's Decision
@@ -25,6 +27,8 @@ import {
   pathCondition,
   portCondition,
   queryCondition,
+  rrtypeCondition,
+  serverCondition,
   schemeCondition,
   tcpFlagCondition,
   windowCondition,
@@ -32,14 +36,18 @@ import {
   type Condition,
 } from "./conditions.js";
 import { cidrContains, type Cidr } from "./ip.js";
+import { parseDnsNamePattern, parseServerPattern, type ServerPattern } from "./dns.js";
 import { hasGlob } from "./glob.js";
 import { parseHostPattern, type HostPattern } from "./hosts.js";
 import { nodeNames, resolveSrc, type SrcSet } from "./identity.js";
 import { compileWindow, type ZoneClock } from "./time.js";
 import type { Rule } from "./schema.js";
-import type { Decision, Effect, HttpTarget, TcpTarget } from "./types.js";
+import type { Decision, DnsTarget, Effect, HttpTarget, TcpTarget, UdpTarget } from "./types.js";
 
-export type Kind = "http" | "tcp" | "mcp" | "llm";
+export type Kind = "http" | "tcp" | "mcp" | "llm" | "dns" | "udp";
+
+/** The targets a rule's host patterns apply to: a DNS target's "host" is the name it looks up. */
+export type HostTarget = HttpTarget | TcpTarget | UdpTarget | DnsTarget;
 
 export interface CompileOptions {
   /** Groups from the file (tailnet and meshguard ones merged). */
@@ -53,10 +61,10 @@ export interface CompiledRule {
   effect: Effect;
   kind: Kind;
   src: SrcSet;
-  /** Host patterns (http, tcp); undefined for kinds without a host. */
+  /** Host patterns (http, tcp, udp; the name patterns of dns); undefined for kinds without a host. */
   hosts?: HostPattern[];
   /** The full host check: used for the index's "other" bucket and by explain. */
-  hostMatches(t: HttpTarget | TcpTarget): boolean;
+  hostMatches(t: HostTarget): boolean;
   conds: Array<Condition<AnyTarget>>;
   /** Calls per minute per agent, if limited. */
   perMinute?: number;
@@ -171,7 +179,7 @@ export class KindIndex {
   readonly suffix = new Map<string, PrincipalBucket>();
   /** The same buckets by suffixHash: what the engine looks up. */
   readonly suffixByHash = new Map<number, SuffixSlot>();
-  /** Rules that need hostMatches (http/tcp), or any rule without an indexable key (mcp/llm). */
+  /** Rules that need hostMatches (http/tcp/udp/dns), or any rule without an indexable key (mcp/llm). */
   readonly other = new PrincipalBucket();
   hasSuffixes = false;
 
@@ -205,13 +213,13 @@ export function ruleId(r: Rule, i: number): string {
 
 /** ruleKind is the target kind a (validated) rule is about. */
 export function ruleKind(r: Rule): Kind {
-  return r.http ? "http" : r.tcp ? "tcp" : r.mcp ? "mcp" : "llm";
+  return r.http ? "http" : r.tcp ? "tcp" : r.mcp ? "mcp" : r.llm ? "llm" : r.dns ? "dns" : "udp";
 }
 
 /** compile turns validated rules into matchers and indexes. Rules must have passed validation (one kind each, valid hosts). */
 export function compile(rules: readonly Rule[], opts: CompileOptions = {}): CompiledRules {
   const clocks = new Map<string, ZoneClock>();
-  const index: Record<Kind, KindIndex> = { http: new KindIndex(), tcp: new KindIndex(), mcp: new KindIndex(), llm: new KindIndex() };
+  const index: Record<Kind, KindIndex> = { http: new KindIndex(), tcp: new KindIndex(), mcp: new KindIndex(), llm: new KindIndex(), dns: new KindIndex(), udp: new KindIndex() };
   const out: CompiledRule[] = [];
   rules.forEach((r, i) => {
     const kind = ruleKind(r);
@@ -240,6 +248,15 @@ export function compile(rules: readonly Rule[], opts: CompileOptions = {}): Comp
     } else if (r.llm) {
       add(modelCondition(r.llm.model));
       if (r.llm.maxTokens !== undefined) add(maxTokensCondition(r.llm.maxTokens));
+    } else if (r.dns) {
+      hosts = r.dns.name.map((n) => parseDnsNamePattern(n) as HostPattern);
+      if (r.dns.rrtype) add(rrtypeCondition(r.dns.rrtype));
+      // No server list means the system's resolver only: a custom server must be named.
+      const servers = r.dns.server ?? ["system"];
+      if (!servers.includes("*")) add(serverCondition(servers.map((x) => parseServerPattern(x) as ServerPattern), servers));
+    } else if (r.udp) {
+      hosts = r.udp.host.map((h) => parseHostPattern(h) as HostPattern);
+      add(portCondition(r.udp.port));
     }
     if (r.when && (r.when.hours !== undefined || r.when.weekdays !== undefined)) {
       const w = compileWindow(r.when.hours, r.when.weekdays, r.when.timeZone ?? "UTC", clocks);
@@ -336,7 +353,7 @@ function inAny(cidrs: readonly Cidr[], ip: string): boolean {
 }
 
 /** hostMatcher is the full host check of a rule: exact, suffix, CIDR (host literal or resolved address), peer tag. */
-function hostMatcher(hosts: HostPattern[]): (t: HttpTarget | TcpTarget) => boolean {
+function hostMatcher(hosts: HostPattern[]): (t: HostTarget) => boolean {
   const exact = new Set<string>();
   const suffixes: string[] = [];
   const cidrs: Cidr[] = [];
@@ -360,6 +377,7 @@ function hostMatcher(hosts: HostPattern[]): (t: HttpTarget | TcpTarget) => boole
     return lastIn;
   };
   return (t) => {
+    if (t.kind === "dns") return nameMatches(exact, suffixes, t.name);
     const host = t.host;
     if (exact.has(host)) return true;
     const pn = t.peer?.name;
@@ -379,4 +397,11 @@ function hostMatcher(hosts: HostPattern[]): (t: HttpTarget | TcpTarget) => boole
     if (tags.length && peerTags) for (let i = 0; i < tags.length; i++) if (peerTags.includes(tags[i]!)) return true;
     return false;
   };
+}
+
+/** nameMatches is the host check of a DNS name (its patterns are only exact names and suffixes; `*` returned earlier). */
+function nameMatches(exact: ReadonlySet<string>, suffixes: readonly string[], name: string): boolean {
+  if (exact.has(name)) return true;
+  for (let i = 0; i < suffixes.length; i++) if (name.endsWith(suffixes[i]!)) return true;
+  return false;
 }

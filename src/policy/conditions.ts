@@ -8,8 +8,9 @@
 
 import { flatGlob, anyOf, pathGlob } from "./glob.js";
 import { inWindow, type TimeWindow } from "./time.js";
+import { serverMatches, type ServerPattern } from "./dns.js";
 import type { ArgConstraint } from "./schema.js";
-import type { HttpTarget, LlmTarget, McpTarget, TcpTarget } from "./types.js";
+import type { DnsTarget, HttpTarget, LlmTarget, McpTarget, TcpTarget, UdpTarget } from "./types.js";
 
 export const NO = 0;
 export const YES = 1;
@@ -38,10 +39,10 @@ export interface Condition<T> {
   why(t: T, ctx: EvalContext): string;
 }
 
-export type AnyTarget = HttpTarget | TcpTarget | McpTarget | LlmTarget;
+export type AnyTarget = HttpTarget | TcpTarget | McpTarget | LlmTarget | DnsTarget | UdpTarget;
 
 /** A port list compiled to a set plus ranges; undefined means any port. */
-export function portCondition(ports: Array<number | string>): Condition<HttpTarget | TcpTarget> | undefined {
+export function portCondition(ports: Array<number | string>): Condition<HttpTarget | TcpTarget | UdpTarget> | undefined {
   const singles = new Set<number>();
   const ranges: Array<[number, number]> = [];
   for (const p of ports) {
@@ -144,6 +145,30 @@ export function windowCondition(w: TimeWindow): Condition<AnyTarget> {
 export function tcpFlagCondition(flag: "tls" | "tailnet", want: boolean): Condition<TcpTarget> {
   const has = (t: TcpTarget) => Boolean(t[flag]);
   return { what: flag, test: (t) => (has(t) === want ? YES : NO), why: (t) => `${flag} is ${has(t)}, the rule wants ${want}` };
+}
+
+/**
+ * The record types a dns rule allows. A look-up without a record type is an
+ * address look-up (dns.lookup), which asks for both A and AAAA records: it
+ * matches only a list that has both.
+ */
+export function rrtypeCondition(types: readonly string[]): Condition<DnsTarget> {
+  const set = new Set(types);
+  const both = set.has("A") && set.has("AAAA");
+  const ok = (t: DnsTarget) => (typeof t.rrtype === "string" ? set.has(t.rrtype) : both);
+  const asked = (t: DnsTarget) => (typeof t.rrtype === "string" ? `record type ${t.rrtype}` : "an address look-up (A and AAAA)");
+  return { what: "rrtype", test: (t) => (ok(t) ? YES : NO), why: (t) => `${asked(t)} ${ok(t) ? "is" : "is not"} within ${types.join(", ")}` };
+}
+
+/** The DNS servers a dns rule allows a query to go to (default: the system's resolver only). */
+export function serverCondition(patterns: readonly ServerPattern[], text: readonly string[]): Condition<DnsTarget> {
+  const ok = (t: DnsTarget) => {
+    const server = typeof t.server === "string" ? t.server : undefined;
+    for (const p of patterns) if (serverMatches(p, server)) return true;
+    return false;
+  };
+  const where = (t: DnsTarget) => (typeof t.server === "string" ? `server ${t.server}` : "the system's resolver");
+  return { what: "server", test: (t) => (ok(t) ? YES : NO), why: (t) => `${where(t)} ${ok(t) ? "is" : "is not"} one of ${text.join(", ")}` };
 }
 
 export function nameCondition<T extends McpTarget>(what: "server" | "tool", globs: string[]): Condition<T> | undefined {

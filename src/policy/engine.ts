@@ -29,8 +29,8 @@ import { isIpLiteral } from "./ip.js";
 import { describePrincipal, normalizeUser, srcMatches } from "./identity.js";
 import { AgentKeyMemo, RateLimiter } from "./rate.js";
 import { formatTarget } from "./request.js";
-import { hashStep, NameMemo, peerNames, SUFFIX_HASH_MASK, unknownDecision, type CompiledRule, type CompiledRules, type KindIndex, type PrincipalBucket } from "./compile.js";
-import type { Decision, DecisionRequest, Effect, HttpTarget, Principal, Target, TcpTarget } from "./types.js";
+import { hashStep, NameMemo, peerNames, SUFFIX_HASH_MASK, unknownDecision, type CompiledRule, type CompiledRules, type HostTarget, type KindIndex, type PrincipalBucket } from "./compile.js";
+import type { Decision, DecisionRequest, Effect, HttpTarget, Principal, Target } from "./types.js";
 
 /** How one rule fared against one request, for explain. */
 export interface RuleExplanation {
@@ -139,14 +139,14 @@ class Ctx implements EvalContext {
   }
 }
 
-const KINDS = new Set(["http", "tcp", "mcp", "llm"]);
+const KINDS = new Set(["http", "tcp", "mcp", "llm", "dns", "udp"]);
 
 /** The conditions mayAllow can test without the call's content: they depend on where the call goes only. */
 const SCREENED = new Set(["port", "scheme", "tls", "tailnet"]);
 
 const MALFORMED: Readonly<Decision> = Object.freeze({
   effect: "deny",
-  reason: "malformed decision request (needs principal.tags and a target of kind http, tcp, mcp or llm): denied",
+  reason: "malformed decision request (needs principal.tags and a target of kind http, tcp, mcp, llm, dns or udp): denied",
 });
 
 /**
@@ -231,8 +231,9 @@ export class Evaluator {
       let ok: boolean | "unknown" = srcOk && kindOk;
       if (kindOk) {
         if (r.hosts) {
-          const h = r.hostMatches(t as HttpTarget | TcpTarget);
-          checks.push({ what: "host", ok: h, detail: `host ${(t as HttpTarget).host} ${h ? "matches" : "does not match"} the rule's hosts` });
+          const h = r.hostMatches(t as HostTarget);
+          const what = t.kind === "dns" ? `name ${t.name}` : `host ${(t as HttpTarget).host}`;
+          checks.push({ what: t.kind === "dns" ? "name" : "host", ok: h, detail: `${what} ${h ? "matches" : "does not match"} the rule's ${t.kind === "dns" ? "names" : "hosts"}` });
           ok = ok && h;
         }
         for (const c of r.conds) {
@@ -296,7 +297,7 @@ export class Evaluator {
       const ctx = this.hotCtx.reset(req);
       let may = false;
       for (const r of found) {
-        const h = r.hostMatches(t as HttpTarget | TcpTarget);
+        const h = r.hostMatches(t as HostTarget);
         if (!h && (r.effect === "deny" || !unresolvedName || !r.hosts?.some((p) => p.kind === "cidr"))) continue;
         let sure = h;
         let no = false;
@@ -401,7 +402,7 @@ export class Evaluator {
       return;
     }
     const t = this.t;
-    if (hostCheck && !r.hostMatches(t as HttpTarget | TcpTarget)) return;
+    if (hostCheck && !r.hostMatches(t as HostTarget)) return;
     const conds = r.conds;
     let unknown: string | undefined;
     for (let i = 0; i < conds.length; i++) {
@@ -459,10 +460,11 @@ export class Evaluator {
       this.rawUser = p.user;
     }
     this.nodes = p.node ? this.nodeNames.of(p.node) : undefined;
-    if (t.kind === "http" || t.kind === "tcp") {
-      const host = t.host;
+    if (t.kind === "http" || t.kind === "tcp" || t.kind === "udp" || t.kind === "dns") {
+      // A DNS look-up is filed by the name it looks up, as a connection by its host.
+      const host = t.kind === "dns" ? t.name : t.host;
       this.visit(idx.exact.get(host), false);
-      const peer = t.peer?.name;
+      const peer = t.kind === "dns" ? undefined : t.peer?.name;
       if (peer) {
         const names = peerNames.of(peer);
         for (let i = 0; i < names.length; i++) if (names[i] !== host) this.visit(idx.exact.get(names[i]!), false);
@@ -500,14 +502,17 @@ function wellFormed(req: DecisionRequest): boolean {
     typeof req.target === "object" &&
     req.target !== null &&
     KINDS.has(req.target.kind) &&
-    (req.target.kind === "http" || req.target.kind === "tcp" ? typeof req.target.host === "string" && typeof req.target.port === "number" : true) &&
+    (req.target.kind === "http" || req.target.kind === "tcp" || req.target.kind === "udp" ? typeof req.target.host === "string" && typeof req.target.port === "number" : true) &&
+    // A DNS target's record type and server must be what they claim: a server that is not a string must not read as "the system's".
+    (req.target.kind !== "dns" || (typeof req.target.name === "string" && (req.target.rrtype === undefined || typeof req.target.rrtype === "string") && (req.target.server === undefined || typeof req.target.server === "string"))) &&
     (req.target.kind !== "http" || (typeof req.target.path === "string" && typeof req.target.method === "string"))
   );
 }
 
 /**
- * normalizeTarget lower-cases the host (a deny rule must not be dodged by
- * "EVIL.com" or "evil.com."), upper-cases the method and merges repeated
+ * normalizeTarget lower-cases the host or looked-up name (a deny rule must
+ * not be dodged by "EVIL.com" or "evil.com."), upper-cases the method and a
+ * record type, and merges repeated
  * slashes in the path; it copies only when
  * something changes, so a well-formed request costs one regex test.
  */
@@ -519,9 +524,14 @@ function normalizeTarget(t: Target): Target {
     const path = t.path.includes("//") ? t.path.replace(/\/{2,}/g, "/") : t.path;
     return host === t.host && method === t.method && path === t.path ? t : { ...t, host, method, path };
   }
-  if (t.kind === "tcp") {
+  if (t.kind === "tcp" || t.kind === "udp") {
     const host = normalizeHost(t.host);
     return host === t.host ? t : { ...t, host };
+  }
+  if (t.kind === "dns") {
+    const name = normalizeHost(t.name);
+    const rrtype = typeof t.rrtype === "string" ? t.rrtype.toUpperCase() : t.rrtype;
+    return name === t.name && rrtype === t.rrtype ? t : { ...t, name, rrtype };
   }
   return t;
 }

@@ -49,6 +49,23 @@ const TargetSummarySchema = z.discriminatedUnion("kind", [
     })
     .strict(),
   z.object({ kind: z.literal("llm"), provider: z.string().min(1), model: z.string(), maxTokens: z.number().optional() }).strict(),
+  z
+    .object({
+      kind: z.literal("dns"),
+      name: z.string().min(1),
+      rrtype: z.string().optional().describe("the record type asked for; absent: an address look-up (A and AAAA)"),
+      server: z.string().optional().describe("the DNS server the query goes to; absent: the system's resolver"),
+    })
+    .strict(),
+  z
+    .object({
+      kind: z.literal("udp"),
+      host: z.string().min(1),
+      port: z.number().int(),
+      resolvedIp: z.string().optional(),
+      peer: PeerSchema.optional(),
+    })
+    .strict(),
 ]);
 
 export const DecisionEventSchema = z
@@ -56,7 +73,7 @@ export const DecisionEventSchema = z
     v: z.literal(2),
     id: z.string().min(1),
     time: z.string().datetime({ offset: true }),
-    layer: z.enum(["fetch", "http", "net", "tls", "ipc", "dial", "mcp", "llm-sdk", "gateway", "cli"]),
+    layer: z.enum(["fetch", "http", "net", "tls", "ipc", "dial", "mcp", "llm-sdk", "dns", "udp", "gateway", "cli"]),
     mode: z.enum(["enforce", "observe"]),
     principal: z
       .object({

@@ -23,10 +23,11 @@ export const DECISION_EVENT_VERSION = 2;
 
 /**
  * Where a decision was made: an interception point of the guard ("fetch",
- * "http", "net", "tls", "ipc", "dial", "mcp", "llm-sdk"), the AI gateway
- * ("gateway"), or a tool that replays decisions ("cli").
+ * "http", "net", "tls", "ipc", "dial", "mcp", "llm-sdk", "dns" for node:dns
+ * look-ups, "udp" for node:dgram sends), the AI gateway ("gateway"), or a
+ * tool that replays decisions ("cli").
  */
-export type DecisionLayer = "fetch" | "http" | "net" | "tls" | "ipc" | "dial" | "mcp" | "llm-sdk" | "gateway" | "cli";
+export type DecisionLayer = "fetch" | "http" | "net" | "tls" | "ipc" | "dial" | "mcp" | "llm-sdk" | "dns" | "udp" | "gateway" | "cli";
 
 /** Who made the call, as the tailnet says: the Principal the policy judged, plus what whois adds. */
 export interface EventPrincipal extends Principal {
@@ -65,7 +66,9 @@ export type TargetSummary =
       /** The arguments themselves: only with `reveal.mcpArgs`. */
       args?: Record<string, unknown>;
     }
-  | { kind: "llm"; provider: string; model: string; maxTokens?: number };
+  | { kind: "llm"; provider: string; model: string; maxTokens?: number }
+  | { kind: "dns"; name: string; rrtype?: string; server?: string }
+  | { kind: "udp"; host: string; port: number; resolvedIp?: string; peer?: { name?: string; tags?: string[] } };
 
 /** How an approve rule was settled. */
 export interface ApprovalOutcome {
@@ -183,6 +186,19 @@ export function summarizeTarget(t: Target, reveal?: Reveal): TargetSummary {
     case "llm": {
       const s: TargetSummary = { kind: "llm", provider: t.provider, model: t.model };
       if (t.maxTokens !== undefined) s.maxTokens = t.maxTokens;
+      return s;
+    }
+    case "dns": {
+      const s: TargetSummary = { kind: "dns", name: t.name };
+      if (t.rrtype !== undefined) s.rrtype = t.rrtype;
+      if (t.server !== undefined) s.server = t.server;
+      return s;
+    }
+    case "udp": {
+      const s: TargetSummary = { kind: "udp", host: t.host, port: t.port };
+      if (t.resolvedIp !== undefined) s.resolvedIp = t.resolvedIp;
+      const peer = peerOf(t.peer);
+      if (peer) s.peer = peer;
       return s;
     }
   }

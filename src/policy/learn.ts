@@ -12,7 +12,10 @@
  *   `/v2/users/carol` → `/v2/users/*`);
  * - TCP by host and TLS (ports listed), MCP by server (tools listed), LLM by
  *   provider (models listed; max tokens = the largest observed when every
- *   call declared it).
+ *   call declared it), UDP by host (ports listed), DNS by server (names and
+ *   record types listed; an address look-up counts as A and AAAA).
+ * The file is written in the lowest format version that holds its rules
+ * (version 2 only when it has dns or udp rules), so older readers load it.
  * The identity of a rule is the caller's first tag (sorted), else its user,
  * else its node name. Which events count: those whose call went through
  * (`outcome: "allow"`): every "observe" event, and "enforce" events that
@@ -24,6 +27,7 @@ import { loadPolicy } from "./load.js";
 import { randomUUID } from "node:crypto";
 import type { DecisionEvent, DecisionLayer, TargetSummary } from "./event.js";
 import { DecisionEventSchema } from "./event-schema.js";
+import { parseDnsNamePattern } from "./dns.js";
 import type { Principal } from "./types.js";
 
 /** VARIANCE_MIN distinct values at one path position (all else equal) make it a wildcard. */
@@ -104,7 +108,8 @@ function checkEvent(ev: unknown): string | undefined {
 /** A version-1 audit line (meshguard before the unified event): no id, layer or outcome; peer tags flat. */
 type V1Event = Omit<DecisionEvent, "v" | "id" | "layer" | "outcome" | "target"> & { v: 1; target: TargetSummary & { peerTags?: string[] } };
 
-const V1_LAYER: Record<TargetSummary["kind"], DecisionLayer> = { http: "http", tcp: "net", mcp: "mcp", llm: "llm-sdk" };
+// Version-1 lines predate dns and udp targets; the two entries only complete the map.
+const V1_LAYER: Record<TargetSummary["kind"], DecisionLayer> = { http: "http", tcp: "net", mcp: "mcp", llm: "llm-sdk", dns: "dns", udp: "udp" };
 
 /** fromV1 reads a version-1 line as a version-2 event (the outcome follows from mode and effect, as v1 readers assumed). */
 function fromV1(e: V1Event): DecisionEvent {
@@ -182,7 +187,9 @@ export function learnPolicy(events: DecisionEvent[], opts: LearnOptions = {}): L
   let skipped = 0;
   const used: DecisionEvent[] = [];
   for (const e of events) {
-    if (e.outcome === "allow" && srcOf(e.principal) !== undefined) used.push(e);
+    // A looked-up name that is not a plain name ("*" in it, say) cannot be written as a rule that allows only it.
+    const unwritable = e.target.kind === "dns" && (parseDnsNamePattern(e.target.name) as { kind?: string }).kind !== "exact";
+    if (e.outcome === "allow" && srcOf(e.principal) !== undefined && !unwritable) used.push(e);
     else skipped++;
   }
   const drafts: Draft[] = [];
@@ -237,6 +244,20 @@ export function learnPolicy(events: DecisionEvent[], opts: LearnOptions = {}): L
       if (toks.every((n) => typeof n === "number")) match.maxTokens = Math.max(...(toks as number[]));
       drafts.push({ id: `${slug(src)}-llm-${slug(provider)}`, src, body: { llm: match }, calls: levs.length, tests: levs.map(test) });
     }
+    const udp = evs.filter((e) => e.target.kind === "udp");
+    for (const [host, uevs] of groupBy(udp, (e) => (e.target as { host: string }).host)) {
+      const ports = [...new Set(uevs.map((e) => (e.target as { port: number }).port))].sort((a, b) => a - b);
+      drafts.push({ id: `${slug(src)}-udp-${slug(host)}`, src, body: { udp: { host: [host], port: ports } }, calls: uevs.length, tests: uevs.map(test) });
+    }
+    const dns = evs.filter((e) => e.target.kind === "dns");
+    for (const [server, devs] of groupBy(dns, (e) => (e.target as { server?: string }).server ?? "")) {
+      const names = [...new Set(devs.map((e) => (e.target as { name: string }).name))].sort();
+      // An address look-up (no record type) asks for A and AAAA.
+      const types = [...new Set(devs.flatMap((e) => { const rr = (e.target as { rrtype?: string }).rrtype; return rr === undefined ? ["A", "AAAA"] : [rr]; }))].sort();
+      const match: Record<string, unknown> = { name: names, rrtype: types };
+      if (server) match.server = [server];
+      drafts.push({ id: `${slug(src)}-dns${server ? `-${slug(server)}` : ""}`, src, body: { dns: match }, calls: devs.length, tests: devs.map(test) });
+    }
   }
   uniqueIds(drafts);
   const text = render(drafts, used, maxTests);
@@ -267,7 +288,8 @@ function render(drafts: Draft[], used: DecisionEvent[], maxTests: number): strin
   }
   // One negative case per identity: something never observed stays denied.
   for (const src of [...new Set(drafts.map((d) => d.src))]) tests.push(`    ${JSON.stringify({ as: src, request: "GET https://unobserved.invalid/", expect: "deny" })},`);
-  return `${head.join("\n")}\n{\n  "version": 1,\n  "rules": [\n${rules.join("\n")}\n  ],\n  "tests": [\n${tests.join("\n")}\n  ],\n}\n`;
+  const version = drafts.some((d) => "dns" in d.body || "udp" in d.body) ? 2 : 1;
+  return `${head.join("\n")}\n{\n  "version": ${version},\n  "rules": [\n${rules.join("\n")}\n  ],\n  "tests": [\n${tests.join("\n")}\n  ],\n}\n`;
 }
 
 /** compactJson indents objects but keeps lists of plain values on one line: `"method": ["GET", "POST"]`. */

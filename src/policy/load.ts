@@ -14,7 +14,7 @@ import { Evaluator, systemClock, type Explanation } from "./engine.js";
 import { PolicyInvalidError, PolicyTestsFailedError, type TestFailure } from "./errors.js";
 import { parsePrincipal } from "./identity.js";
 import { parseRequest } from "./request.js";
-import { MESHGUARD_KEY, type Rule, type TestCase } from "./schema.js";
+import { MESHGUARD_KEY, type PolicyVersion, type Rule, type TestCase } from "./schema.js";
 import { SourceFile } from "./source.js";
 import { validate, type PolicyDocument } from "./validate.js";
 import type { Decision, DecisionRequest } from "./types.js";
@@ -44,8 +44,8 @@ export interface TestResult {
 
 /** Policy is a loaded, compiled policy. Its methods never throw on a request. */
 export class Policy {
-  /** The file format version. */
-  readonly version = 1 as const;
+  /** The file format version (1, or 2 for a file that may hold dns and udp rules). */
+  readonly version: PolicyVersion;
   /** SHA-256 (hex) of the policy text: the same text gives the same hash. */
   readonly hash: string;
   readonly file?: string;
@@ -59,6 +59,7 @@ export class Policy {
     private readonly clock: () => Date,
     file?: string,
   ) {
+    this.version = document.part.version;
     this.hash = createHash("sha256").update(source.text).digest("hex");
     if (file !== undefined) this.file = file;
     this.evaluator = new Evaluator(compiled, clock);

@@ -6,13 +6,18 @@
  *   tcp db.internal:5432            tls db.internal:5432      (append " tailnet" for a MeshNode dial)
  *   mcp github create_issue {"repo":"acme/app"}
  *   llm openai/gpt-4o 4096          (the number is max tokens, optional)
+ *   dns api.example.com             dns _x._tcp.example.com SRV @127.0.0.1:5353
+ *                                   (record type optional: none is an address look-up, dns.lookup;
+ *                                    "@server" only for a server other than the system's)
+ *   udp metrics.internal:8125
  *
  * formatTarget writes a Target back in the same syntax.
  */
 
 import { requestError } from "./errors.js";
 import { normalizeHost } from "./hosts.js";
-import type { HttpTarget, LlmTarget, McpTarget, Target, TcpTarget } from "./types.js";
+import { formatServer, parseServer, RRTYPES } from "./dns.js";
+import type { DnsTarget, HttpTarget, LlmTarget, McpTarget, Target, TcpTarget, UdpTarget } from "./types.js";
 
 /** Extra facts a one-line request cannot carry. */
 export interface RequestExtras {
@@ -32,10 +37,12 @@ export function parseRequest(text: string, extras: RequestExtras = {}): Target {
   if (word === "tcp" || word === "tls") t = parseTcp(text, word === "tls", rest);
   else if (word === "mcp") t = parseMcp(text, rest);
   else if (word === "llm") t = parseLlm(text, rest);
+  else if (word === "dns") t = parseDns(text, rest);
+  else if (word === "udp") t = parseUdp(text, rest);
   else if (/^https?:\/\//i.test(line)) t = parseHttp(text, "GET", line);
   else if (/^[A-Za-z]+$/.test(word) && rest) t = parseHttp(text, word.toUpperCase(), rest);
-  else throw requestError(text, "it does not start with an HTTP method, a URL, tcp, tls, mcp or llm");
-  if (extras.peerTags && (t.kind === "http" || t.kind === "tcp")) t.peer = { tags: extras.peerTags };
+  else throw requestError(text, "it does not start with an HTTP method, a URL, tcp, tls, mcp, llm, dns or udp");
+  if (extras.peerTags && (t.kind === "http" || t.kind === "tcp" || t.kind === "udp")) t.peer = { tags: extras.peerTags };
   if (t.kind === "http") {
     if (extras.headers) for (const [k, v] of Object.entries(extras.headers)) t.headers[k.toLowerCase()] = v;
     if (extras.bodySize !== undefined) t.bodySize = extras.bodySize;
@@ -65,13 +72,49 @@ function parseHttp(text: string, method: string, url: string): HttpTarget {
   };
 }
 
+/** hostPort reads "host:port" ("[v6]:port"), or undefined. */
+function hostPort(addr: string | undefined): { host: string; port: number } | undefined {
+  const m = addr ? /^(?:\[([^\]]+)\]|([^:\s]+)):(\d{1,5})$/.exec(addr) : null;
+  if (!m || Number(m[3]) < 1 || Number(m[3]) > 65535) return undefined;
+  return { host: normalizeHost(m[1] ?? m[2]!), port: Number(m[3]) };
+}
+
 function parseTcp(text: string, tls: boolean, rest: string): TcpTarget {
   const [addr, flag, extra] = rest.split(/\s+/);
-  const m = addr ? /^(?:\[([^\]]+)\]|([^:\s]+)):(\d{1,5})$/.exec(addr) : null;
-  if (!m || Number(m[3]) < 1 || Number(m[3]) > 65535) throw requestError(text, 'expected "host:port" (IPv6 as "[::1]:5432")');
+  const hp = hostPort(addr);
+  if (!hp) throw requestError(text, 'expected "host:port" (IPv6 as "[::1]:5432")');
   if ((flag !== undefined && flag !== "tailnet") || extra !== undefined) throw requestError(text, 'only "tailnet" may follow host:port');
-  const t: TcpTarget = { kind: "tcp", tls, host: normalizeHost(m[1] ?? m[2]!), port: Number(m[3]) };
+  const t: TcpTarget = { kind: "tcp", tls, host: hp.host, port: hp.port };
   if (flag === "tailnet") t.tailnet = true;
+  return t;
+}
+
+function parseUdp(text: string, rest: string): UdpTarget {
+  const [addr, extra] = rest.split(/\s+/);
+  const hp = hostPort(addr);
+  if (!hp || extra !== undefined) throw requestError(text, 'expected "udp host:port" (IPv6 as "[::1]:8125")');
+  return { kind: "udp", host: hp.host, port: hp.port };
+}
+
+const DNS_USAGE = 'expected "dns NAME [RRTYPE] [@SERVER]", e.g. "dns api.example.com", "dns example.com TXT @127.0.0.1:5353"';
+
+function parseDns(text: string, rest: string): DnsTarget {
+  const words = rest.split(/\s+/).filter(Boolean);
+  const name = words.shift();
+  if (name === undefined || name.startsWith("@")) throw requestError(text, DNS_USAGE);
+  const t: DnsTarget = { kind: "dns", name: normalizeHost(name) };
+  if (words.length && !words[0]!.startsWith("@")) {
+    const rr = words.shift()!.toUpperCase();
+    if (!(RRTYPES as readonly string[]).includes(rr)) throw requestError(text, `"${rr}" is not a record type (${RRTYPES.join(", ")})`);
+    t.rrtype = rr;
+  }
+  if (words.length) {
+    const at = words.shift()!;
+    const server = at.startsWith("@") ? parseServer(at.slice(1)) : undefined;
+    if (!server) throw requestError(text, `${DNS_USAGE}; a server is an address with an optional port: "@192.0.2.53", "@127.0.0.1:5353", "@[::1]:5353"`);
+    t.server = formatServer(server.ip, server.port);
+  }
+  if (words.length) throw requestError(text, DNS_USAGE);
   return t;
 }
 
@@ -142,6 +185,12 @@ export function formatTarget(t: Target, opts?: { reveal?: Reveal }): string {
     }
     case "llm":
       return `llm ${t.provider}/${t.model}${t.maxTokens !== undefined ? ` ${t.maxTokens}` : ""}`;
+    case "dns":
+      return `dns ${t.name}${t.rrtype !== undefined ? ` ${t.rrtype}` : ""}${t.server !== undefined ? ` @${t.server}` : ""}`;
+    case "udp": {
+      const host = t.host.includes(":") ? `[${t.host}]` : t.host;
+      return `udp ${host}:${t.port}`;
+    }
     default:
       return `unknown target ${JSON.stringify((t as { kind?: unknown }).kind)}`;
   }

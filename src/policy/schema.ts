@@ -1,5 +1,6 @@
 /**
- * The policy file format, version 1, as zod schemas. This is the single
+ * The policy file format, versions 1 and 2, as zod schemas (version 2 adds
+ * `dns` and `udp` rules; docs/policy.md, "Format history"). This is the single
  * source of truth: the loader validates with it, the compiler reads its
  * output types, and `docs/policy.schema.json` (editor completion) is
  * generated from it (test/policy/schema.test.ts checks that file is current).
@@ -74,6 +75,37 @@ export const HttpMatchSchema = strictObject({
     .describe("each named query parameter must be present and its value match the glob; others are free"),
 });
 
+/** The record types a look-up can ask for (Node's `resolve*` methods; PTR is also `reverse` and `lookupService`). */
+export const RRTYPES = ["A", "AAAA", "ANY", "CAA", "CNAME", "MX", "NAPTR", "NS", "PTR", "SOA", "SRV", "TLSA", "TXT"] as const;
+export type RrType = (typeof RRTYPES)[number];
+
+export const DnsMatchSchema = strictObject({
+  name: z
+    .array(
+      z
+        .string()
+        .min(1, "must not be empty")
+        .refine((s) => s === s.toLowerCase(), "names are matched lower-case: write the pattern in lower case"),
+    )
+    .min(1, 'list at least one name pattern (or "*")')
+    .describe('names looked up: "*", "api.example.com", "*.example.com" (subdomains, not the apex); a reverse look-up asks for "4.3.2.1.in-addr.arpa"'),
+  rrtype: z
+    .array(z.enum(RRTYPES, { errorMap: () => ({ message: `must be one of ${RRTYPES.map((t) => `"${t}"`).join(", ")}` }) }))
+    .min(1)
+    .optional()
+    .describe("record types asked for; default: any. An address look-up (dns.lookup) asks for A and AAAA: list both to allow it"),
+  server: z
+    .array(z.string().min(1, "must not be empty"))
+    .min(1)
+    .optional()
+    .describe('DNS servers the query may go to: "system" (the system\'s resolver), "*", or an address or CIDR range with an optional port ("192.0.2.53", "127.0.0.1:5353", "[2001:db8::53]:5353"; no port: 53); default: ["system"]'),
+});
+
+export const UdpMatchSchema = strictObject({
+  host: z.array(HostPatternSchema).min(1, 'list at least one host pattern (or "*")'),
+  port: z.array(PortSchema).min(1, 'list at least one port (or "*")'),
+});
+
 export const TcpMatchSchema = strictObject({
   host: z.array(HostPatternSchema).min(1, 'list at least one host pattern (or "*")'),
   port: z.array(PortSchema).min(1, 'list at least one port (or "*")'),
@@ -141,12 +173,17 @@ export const RuleSchema = strictObject({
   tcp: TcpMatchSchema.optional(),
   mcp: McpMatchSchema.optional(),
   llm: LlmMatchSchema.optional(),
+  dns: DnsMatchSchema.optional().describe("a DNS look-up (format version 2)"),
+  udp: UdpMatchSchema.optional().describe("a UDP datagram (format version 2)"),
   when: WhenSchema.optional(),
 });
 
 export const TestCaseSchema = strictObject({
   as: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]).describe('who calls: "tag:x", "alice@example.com", "node:name", or a list of these'),
-  request: z.string().min(1).describe('"GET https://host/path", "tcp host:port", "tls host:port", "mcp server tool {json}", "llm provider/model [maxTokens]"'),
+  request: z
+    .string()
+    .min(1)
+    .describe('"GET https://host/path", "tcp host:port", "tls host:port", "mcp server tool {json}", "llm provider/model [maxTokens]", "dns name [RRTYPE] [@server]", "udp host:port"'),
   expect: EffectSchema,
   ruleId: z.string().optional().describe("the id of the rule expected to decide"),
   rule: z.string().optional().describe("deprecated spelling of ruleId (still read)"),
@@ -165,7 +202,12 @@ const TagOwnersSchema = z.record(z.string().regex(TAG_RE, 'must look like "tag:n
 /** The meshguard part of a policy: under the key `meshguard`, or the whole file. */
 export const MeshguardPartSchema = strictObject({
   $schema: z.string().optional(),
-  version: z.literal(1, { errorMap: () => ({ message: "must be 1 (the only policy format version so far)" }) }),
+  version: z
+    .nativeEnum(
+      { V1: 1, V2: 2 } as const,
+      { errorMap: () => ({ message: "must be 1 or 2 (the policy format versions this meshguard reads; 2 adds dns and udp rules)" }) },
+    )
+    .describe("the file format version: 1, or 2 for dns and udp rules"),
   groups: GroupsSchema.optional().describe("groups local to meshguard; merged with the tailnet policy's groups"),
   tagOwners: TagOwnersSchema.optional(),
   rules: z.array(RuleSchema),
@@ -194,10 +236,14 @@ export type HttpMatch = z.output<typeof HttpMatchSchema>;
 export type TcpMatch = z.output<typeof TcpMatchSchema>;
 export type McpMatch = z.output<typeof McpMatchSchema>;
 export type LlmMatch = z.output<typeof LlmMatchSchema>;
+export type DnsMatch = z.output<typeof DnsMatchSchema>;
+export type UdpMatch = z.output<typeof UdpMatchSchema>;
 export type When = z.output<typeof WhenSchema>;
 export type ArgConstraint = z.output<typeof ArgConstraintSchema>;
 export type TestCase = z.output<typeof TestCaseSchema>;
 export type MeshguardPart = z.output<typeof MeshguardPartSchema>;
+/** The policy format versions this meshguard reads (2 adds dns and udp rules). */
+export type PolicyVersion = MeshguardPart["version"];
 export type Weekday = (typeof WEEKDAYS)[number];
 
 /** The key under which meshguard's part sits in a combined tailnet policy file. */

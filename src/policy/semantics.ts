@@ -8,6 +8,7 @@
 
 import { GROUP_RE } from "./schema.js";
 import { parseHostPattern } from "./hosts.js";
+import { parseDnsNamePattern, parseServerPattern } from "./dns.js";
 import { parsePrincipal } from "./identity.js";
 import { parseRequest } from "./request.js";
 import { ruleId } from "./compile.js";
@@ -30,9 +31,13 @@ export function checkSemantics(part: MeshguardPart, groups: Record<string, strin
 
   part.rules.forEach((r, i) => {
     const p: PathKey[] = ["rules", i];
-    const kinds = (["http", "tcp", "mcp", "llm"] as const).filter((k) => r[k] !== undefined);
+    const kinds = (["http", "tcp", "mcp", "llm", "dns", "udp"] as const).filter((k) => r[k] !== undefined);
     if (kinds.length !== 1) {
-      at(p, kinds.length === 0 ? "a rule needs exactly one target: http, tcp, mcp or llm" : `a rule has exactly one target, this one has ${kinds.join(" and ")}: split it into ${kinds.length} rules`);
+      at(p, kinds.length === 0 ? "a rule needs exactly one target: http, tcp, mcp, llm, dns or udp" : `a rule has exactly one target, this one has ${kinds.join(" and ")}: split it into ${kinds.length} rules`);
+    }
+    // Version 1 files keep their meaning: the kinds version 2 added are an error there, not silently read.
+    for (const k of ["dns", "udp"] as const) {
+      if (r[k] !== undefined && part.version < 2) at(p, `${k} rules need "version": 2 (a version-1 policy cannot name ${k} targets): change "version" to 2`, k);
     }
     const id = ruleId(r, i);
     if (ids.has(id)) at([...p, "id"], `duplicate rule id "${id}" (also rules[${ids.get(id)}])`);
@@ -41,7 +46,15 @@ export function checkSemantics(part: MeshguardPart, groups: Record<string, strin
     r.src.forEach((s, j) => {
       if (GROUP_RE.test(s) && !Object.hasOwn(groups, s)) at([...p, "src", j], `group "${s}" is not defined: add it to "groups"${Object.keys(groups).length ? ` (defined: ${Object.keys(groups).join(", ")})` : ""}`);
     });
-    for (const k of ["http", "tcp"] as const) {
+    r.dns?.name.forEach((n, j) => {
+      const np = parseDnsNamePattern(n);
+      if (typeof np === "string") at([...p, "dns", "name", j], np);
+    });
+    r.dns?.server?.forEach((x, j) => {
+      const sp = parseServerPattern(x);
+      if (typeof sp === "string") at([...p, "dns", "server", j], sp);
+    });
+    for (const k of ["http", "tcp", "udp"] as const) {
       r[k]?.host.forEach((h, j) => {
         const hp = parseHostPattern(h);
         if (typeof hp === "string") at([...p, k, "host", j], hp);

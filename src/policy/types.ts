@@ -74,7 +74,43 @@ export interface LlmTarget {
   maxTokens?: number;
 }
 
-export type Target = HttpTarget | TcpTarget | McpTarget | LlmTarget;
+/**
+ * A DNS look-up made by the process itself (`node:dns`): `dns.lookup` (the
+ * system resolver, addresses only) or a query of one record type
+ * (`resolve*`, `reverse`, a `dns.Resolver`). The look-ups a connection makes
+ * for its own host are part of that connection's `tcp`/`http`/`udp`
+ * decision, not `dns` targets.
+ */
+export interface DnsTarget {
+  kind: "dns";
+  /** The name looked up: lower-case, no trailing dot. A reverse look-up names the address's in-addr.arpa / ip6.arpa name. */
+  name: string;
+  /**
+   * The record type asked for, upper-case ("A", "AAAA", "TXT", "SRV", "PTR", ...).
+   * Absent: an address look-up (`dns.lookup` of any family), which asks for A and AAAA.
+   */
+  rrtype?: string;
+  /**
+   * The DNS server the query goes to when it is not one of the system's
+   * (a Resolver with its own servers): "192.0.2.53", "127.0.0.1:5353",
+   * "2001:db8::53", "[2001:db8::53]:5353" (port 53 is left out). Absent: the
+   * system's resolver.
+   */
+  server?: string;
+}
+
+/** A UDP datagram (`node:dgram`): each send, to the destination it goes to. */
+export interface UdpTarget {
+  kind: "udp";
+  host: string; // as TcpTarget.host
+  port: number;
+  /** The address a name resolved to (the datagram goes there and nowhere else). */
+  resolvedIp?: string;
+  /** The tailnet peer, when the host is one. */
+  peer?: PeerInfo;
+}
+
+export type Target = HttpTarget | TcpTarget | McpTarget | LlmTarget | DnsTarget | UdpTarget;
 
 /** One decision request. `now` comes from the engine's injectable clock when absent. */
 export interface DecisionRequest {

@@ -40,7 +40,7 @@ function maximal(): DecisionEvent[] {
       { tags: ["tag:a"], node: "n", user: "u@", ip: "100.64.0.1", owners: ["o@"] },
       (() => {
         const t = parseRequest(line, extras);
-        return t.kind === "http" || t.kind === "tcp" ? { ...t, resolvedIp: "10.0.0.1", peer: { name: "p", tags: ["tag:p"] } } : t;
+        return t.kind === "http" || t.kind === "tcp" || t.kind === "udp" ? { ...t, resolvedIp: "10.0.0.1", peer: { name: "p", tags: ["tag:p"] } } : t;
       })(),
       { effect: "approve", ruleId: "r", reason: "why" },
       {
@@ -61,6 +61,8 @@ function maximal(): DecisionEvent[] {
     full("tcp h:1 tailnet", { peerTags: ["tag:p"] }),
     full('mcp s t {"a":1}'),
     full("llm p/m 5"),
+    full("dns n.example TXT @127.0.0.1:5353"),
+    full("udp h:53"),
   ];
 }
 

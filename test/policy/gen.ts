@@ -20,6 +20,11 @@ const FLAT_GLOBS = ["*", "a", "a*", "*b", "?b", "ab*", "x-?", "p/*", "*/m", "p/m
 const ZONES = ["UTC", "America/New_York", "Asia/Kolkata", "Australia/Lord_Howe", "Europe/London"];
 const HOURS = ["09:00-17:00", "00:00-24:00", "22:00-06:00", "01:30-03:00", "02:00-02:30", "17:00-09:00", "06:00-07:00"];
 const DAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"] as const;
+const DNS_NAME_PATTERNS = ["*", "a.com", "*.a.com", "b.org", "_s._tcp.a.com"];
+const DNS_NAMES = ["a.com", "x.a.com", "A.com.", "b.org", "_s._tcp.a.com", "c.net"];
+const RRTYPES = ["A", "AAAA", "TXT", "SRV"];
+const SERVER_PATTERNS = ["system", "system", "*", "10.0.0.53", "10.0.0.0/8:5353", "127.0.0.1:5353", "fd00::/8"];
+const SERVERS = ["10.0.0.53", "10.1.2.3:5353", "10.0.0.53:5353", "127.0.0.1:5353", "127.0.0.1", "fd00::1", "[fd00::1]:5353"];
 
 const sub = <T>(xs: readonly T[], min = 1, max = 3) => fc.uniqueArray(fc.constantFrom(...xs), { minLength: min, maxLength: max, comparator: "SameValueZero" });
 /** maybe is `arb` with probability `p`, else undefined. */
@@ -68,6 +73,11 @@ const tcpMatch = fc.record(
   { host: sub(HOST_PATTERNS, 1, 3), port: sub([5432, 443, "5000-6000", "*"] as const, 1, 2), tls: maybe(fc.boolean(), 0.4), tailnet: maybe(fc.boolean(), 0.2) },
   { requiredKeys: ["host", "port"] },
 );
+const udpMatch = fc.record({ host: sub(HOST_PATTERNS, 1, 3), port: sub([53, 8125, "5000-6000", "*"] as const, 1, 2) });
+const dnsMatch = fc.record(
+  { name: sub(DNS_NAME_PATTERNS, 1, 2), rrtype: maybe(sub(RRTYPES, 1, 3), 0.4), server: maybe(sub(SERVER_PATTERNS, 1, 2), 0.5) },
+  { requiredKeys: ["name"] },
+);
 const argC = fc.oneof(
   fc.constantFrom(...FLAT_GLOBS),
   fc.record({ in: fc.constant(["a", 1, true]) }),
@@ -86,12 +96,12 @@ const llmMatch = (effect: string) =>
   );
 
 const rule = fc
-  .tuple(fc.constantFrom("allow", "allow", "allow", "deny", "deny", "approve"), fc.constantFrom("http", "http", "http", "tcp", "mcp", "llm"), fc.boolean())
+  .tuple(fc.constantFrom("allow", "allow", "allow", "deny", "deny", "approve"), fc.constantFrom("http", "http", "http", "tcp", "mcp", "llm", "dns", "udp"), fc.boolean())
   .chain(([effect, kind, withId]) =>
     fc
       .record({
         src: sub(SRC, 1, 2),
-        target: kind === "http" ? httpMatch : kind === "tcp" ? tcpMatch : kind === "mcp" ? mcpMatch : llmMatch(effect),
+        target: kind === "http" ? httpMatch : kind === "tcp" ? tcpMatch : kind === "mcp" ? mcpMatch : kind === "dns" ? dnsMatch : kind === "udp" ? udpMatch : llmMatch(effect),
         when: maybe(when(effect, kind), 0.5),
       })
       .map(({ src, target, when: w }) => {
@@ -103,7 +113,7 @@ const rule = fc
 
 /** policyDoc is a random valid meshguard part (as a plain object). */
 export const policyDoc = fc.array(rule, { minLength: 1, maxLength: 12 }).map((rs) => ({
-  version: 1,
+  version: 2,
   groups: GROUPS,
   rules: rs.map(({ r, withId }, i) => (withId ? { id: `r${i}`, ...r } : r)),
 }));
@@ -166,9 +176,31 @@ const llmTarget = fc
   .record({ provider: fc.constantFrom("p", "q", "r"), model: fc.constantFrom("m", "mm", "m1", "", "x"), maxTokens: maybe(fc.constantFrom(50, 100, 101, 5000), 0.7) })
   .map((t) => ({ kind: "llm" as const, ...clean(t) }) as Target);
 
+const udpTarget = fc
+  .record({
+    host: fc.constantFrom(...HOSTS),
+    port: fc.constantFrom(53, 8125, 5999, 6001),
+    resolvedIp: maybe(fc.constantFrom(...IPS), 0.4),
+    peer: maybe(fc.record({ name: maybe(fc.constantFrom("n1", "zz")), tags: maybe(sub(["tag:a", "tag:db"], 1, 2)) }), 0.3),
+  })
+  .map((t) => ({ kind: "udp" as const, ...clean(t) }) as Target);
+const dnsTarget = fc
+  .record({ name: fc.constantFrom(...DNS_NAMES), rrtype: maybe(fc.constantFrom(...RRTYPES, "MX", "txt"), 0.6), server: maybe(fc.constantFrom(...SERVERS), 0.5) })
+  .map((t) => ({ kind: "dns" as const, ...clean(t) }) as Target);
+
+/** anyTarget is a random target of any kind. */
+const anyTarget = fc.oneof(
+  { weight: 5, arbitrary: httpTarget },
+  { weight: 2, arbitrary: tcpTarget },
+  { weight: 1, arbitrary: mcpTarget },
+  { weight: 1, arbitrary: llmTarget },
+  { weight: 1, arbitrary: dnsTarget },
+  { weight: 1, arbitrary: udpTarget },
+);
+
 /** requests is a sequence with non-decreasing time (rates see time move forward, sometimes in bursts). */
 export const requests = fc
-  .array(fc.record({ principal, target: fc.oneof({ weight: 5, arbitrary: httpTarget }, { weight: 2, arbitrary: tcpTarget }, { weight: 1, arbitrary: mcpTarget }, { weight: 1, arbitrary: llmTarget }), t: time, burst: fc.boolean() }), {
+  .array(fc.record({ principal, target: anyTarget, t: time, burst: fc.boolean() }), {
     minLength: 40,
     maxLength: 40,
   })
@@ -251,6 +283,23 @@ function aimed(rule: Record<string, any>, pick: (n: number) => number): Pick<Dec
     if (m.tailnet !== undefined) target.tailnet = m.tailnet;
     return { principal, target };
   }
+  if (rule.udp) {
+    const target: Target = { kind: "udp", ...hostAndPeer(rule.udp.host), port: port(rule.udp.port) };
+    return { principal, target };
+  }
+  if (rule.dns) {
+    const m = rule.dns;
+    const name = String(choose(m.name as string[])).replace(/^\*$/, choose(DNS_NAMES)).replace(/^\*\./, choose(["x.", "", "y.x."]));
+    const target: Target = { kind: "dns", name };
+    // Mostly a type and a server the rule names (or none); sometimes others, to sit on the boundary.
+    const types: string[] = m.rrtype ?? RRTYPES;
+    if (pick(4)) target.rrtype = choose(types);
+    const servers: string[] = m.server ?? ["system"];
+    const s = pick(4) ? choose(servers) : choose(SERVERS);
+    const concrete = s === "system" ? undefined : s === "*" ? choose(SERVERS) : s.includes("/") ? choose(SERVERS) : s;
+    if (concrete !== undefined) target.server = concrete;
+    return { principal, target };
+  }
   if (rule.mcp) {
     const m = rule.mcp;
     const args: Record<string, unknown> = {};
@@ -273,7 +322,7 @@ export function requestsFor(doc: Doc): fc.Arbitrary<DecisionRequest[]> {
     aim: fc.integer({ min: 0, max: 2 }),
     ruleIndex: fc.nat(),
     picks: fc.array(fc.nat(), { minLength: 32, maxLength: 32 }),
-    random: fc.record({ principal, target: fc.oneof({ weight: 5, arbitrary: httpTarget }, { weight: 2, arbitrary: tcpTarget }, { weight: 1, arbitrary: mcpTarget }, { weight: 1, arbitrary: llmTarget }) }),
+    random: fc.record({ principal, target: anyTarget }),
     t: time,
     burst: fc.constantFrom(0, 1, 1),
   });

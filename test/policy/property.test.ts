@@ -15,9 +15,10 @@ import fc from "fast-check";
 import { describe, expect, test } from "vitest";
 
 import { compileRules, Evaluator, loadPolicy, type CompiledRules, type Rule } from "../../src/policy/index.js";
+import type { HostTarget } from "../../src/policy/compile.js";
 import { NO, YES, type AnyTarget, type Condition, type EvalContext } from "../../src/policy/conditions.js";
 import { srcMatches } from "../../src/policy/identity.js";
-import type { DecisionRequest, HttpTarget, Principal, TcpTarget } from "../../src/policy/types.js";
+import type { DecisionRequest, DnsTarget, HttpTarget, Principal } from "../../src/policy/types.js";
 import { GROUPS, policyDoc, requestsFor } from "./gen.js";
 import { inCidr, looksLikeAddress, ReferenceEvaluator } from "./reference.js";
 
@@ -32,7 +33,9 @@ type Decider = Pick<Evaluator, "evaluate" | "explain">;
 /** A broken evaluator: the compiled rules of `rules`, changed in one place. */
 type Mutant = (compiled: CompiledRules, rules: readonly Rule[]) => Decider;
 
-const hostsOf = (r: Rule): string[] => r.http?.host ?? r.tcp?.host ?? [];
+const hostsOf = (r: Rule): string[] => r.http?.host ?? r.tcp?.host ?? r.udp?.host ?? r.dns?.name ?? [];
+/** The host a rule's host patterns are matched against (a DNS target's is the name it looks up). */
+const hostOf = (t: HostTarget): string => (t.kind === "dns" ? t.name : t.host);
 const withCond = (c: Condition<AnyTarget>, test: Condition<AnyTarget>["test"]): Condition<AnyTarget> => ({ what: c.what, test, why: c.why });
 
 const MUTANTS: Record<string, Mutant> = {
@@ -44,7 +47,7 @@ const MUTANTS: Record<string, Mutant> = {
       const idx = compiled.index[r.kind];
       for (const a of apexes) idx.bucket(idx.exact, a).add(r);
       const hostMatches = r.hostMatches;
-      r.hostMatches = (t) => hostMatches(t) || apexes.includes(t.host);
+      r.hostMatches = (t) => hostMatches(t) || apexes.includes(hostOf(t));
     }
     return new Evaluator(compiled, CLOCK);
   },
@@ -63,7 +66,7 @@ const MUTANTS: Record<string, Mutant> = {
     let principal: Principal = { tags: [] };
     const allows = compiled.rules.filter((r) => r.effect === "allow");
     const allowed = (t: AnyTarget, ctx: EvalContext) =>
-      allows.some((r) => r.kind === t.kind && srcMatches(r.src, principal) && (!r.hosts || r.hostMatches(t as HttpTarget | TcpTarget)) && r.conds.every((c) => c.test(t, ctx) === YES));
+      allows.some((r) => r.kind === t.kind && srcMatches(r.src, principal) && (!r.hosts || r.hostMatches(t as HostTarget)) && r.conds.every((c) => c.test(t, ctx) === YES));
     const notAllowed: Condition<AnyTarget> = { what: "no allow rule matches", test: (t, ctx) => (allowed(t, ctx) ? NO : YES), why: () => "" };
     for (const r of compiled.rules) if (r.effect === "deny") r.conds = [...r.conds, notAllowed];
     const ev = new Evaluator(compiled, CLOCK);
@@ -80,7 +83,15 @@ const MUTANTS: Record<string, Mutant> = {
       if (!cidrs.length) continue;
       const hostMatches = r.hostMatches;
       const wider = (ip: string | undefined) => ip !== undefined && cidrs.some((c) => inCidr(c, ip, 1));
-      r.hostMatches = (t) => hostMatches(t) || wider(t.host) || wider(t.resolvedIp);
+      r.hostMatches = (t) => hostMatches(t) || (t.kind !== "dns" && (wider(t.host) || wider(t.resolvedIp)));
+    }
+    return new Evaluator(compiled, CLOCK);
+  },
+
+  /** An address look-up (no record type) passes a record-type list that has A alone. */
+  "address-lookup-as-a"(compiled) {
+    for (const r of compiled.rules) {
+      r.conds = r.conds.map((c) => (c.what === "rrtype" ? withCond(c, (t, ctx) => c.test((t as DnsTarget).rrtype === undefined ? { ...(t as DnsTarget), rrtype: "A" } : t, ctx)) : c));
     }
     return new Evaluator(compiled, CLOCK);
   },

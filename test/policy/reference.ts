@@ -97,7 +97,7 @@ export function looksLikeAddress(p: string): boolean {
   return /^[\d.]+(\/\d+)?$/.test(p) || p.includes(":");
 }
 
-function hostOk(patterns: string[], t: Extract<Target, { kind: "http" | "tcp" }>): boolean {
+function hostOk(patterns: string[], t: Extract<Target, { kind: "http" | "tcp" | "udp" }>): boolean {
   let host = t.host.toLowerCase();
   if (host.startsWith("[") && host.endsWith("]")) host = host.slice(1, -1);
   if (host.endsWith(".")) host = host.slice(0, -1);
@@ -118,6 +118,40 @@ function hostOk(patterns: string[], t: Extract<Target, { kind: "http" | "tcp" }>
     }
   }
   return false;
+}
+
+// ---------- DNS names and servers ----------
+
+function nameOk(patterns: string[], name: string): boolean {
+  const n = name.toLowerCase().replace(/\.$/, "");
+  return patterns.some((p) => p === "*" || (p.startsWith("*.") ? n.length > p.length - 1 && n.endsWith(p.slice(1)) : n === p));
+}
+
+/** "ip" (port 53), "ip:port", "[ip]:port"; the address part may be a CIDR range in a pattern. */
+function splitServer(s: string): [string, number] {
+  const b = /^\[(.+)\]:(\d+)$/.exec(s);
+  if (b) return [b[1]!, Number(b[2])];
+  const v4 = /^([\d./]+):(\d+)$/.exec(s);
+  if (v4) return [v4[1]!, Number(v4[2])];
+  return [s, 53];
+}
+
+function serverOk(patterns: string[] | undefined, server: string | undefined): boolean {
+  return (patterns ?? ["system"]).some((p) => {
+    if (p === "*") return true;
+    if (p === "system") return server === undefined;
+    if (server === undefined) return false;
+    const [range, port] = splitServer(p);
+    const [ip, sport] = splitServer(server);
+    return port === sport && inCidr(range, ip);
+  });
+}
+
+/** A look-up without a record type asks for A and AAAA: a rule that lists types must list both. */
+function rrtypeOk(types: string[] | undefined, rrtype: string | undefined): boolean {
+  if (!types) return true;
+  if (rrtype === undefined) return types.includes("A") && types.includes("AAAA");
+  return types.includes(rrtype.toUpperCase());
 }
 
 // ---------- who ----------
@@ -226,6 +260,15 @@ function targetVerdict(rule: Rule, t: Target): Verdict {
   if (rule.llm) {
     if (t.kind !== "llm") return "no";
     return "yes";
+  }
+  if (rule.udp) {
+    if (t.kind !== "udp") return "no";
+    return hostOk(rule.udp.host, t) && portOk(rule.udp.port, t.port) ? "yes" : "no";
+  }
+  if (rule.dns) {
+    if (t.kind !== "dns") return "no";
+    const m = rule.dns;
+    return nameOk(m.name, t.name) && rrtypeOk(m.rrtype, t.rrtype) && serverOk(m.server, t.server) ? "yes" : "no";
   }
   return "no";
 }
