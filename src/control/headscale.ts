@@ -13,7 +13,10 @@
  *   AutomaticEnv), so children get an environment without them;
  * - an auth key must be tagged or owned by a user (tags need no user); tags
  *   must start with `tag:` but need not exist in the policy when the key is made;
- * - `policy get` fails with "acl policy not found" until a policy is set.
+ * - `policy get` fails with "acl policy not found" until a policy is set;
+ * - a policy that compiles to no filter rule at all makes it show revoked
+ *   peers again on the next incremental update: every stored policy carries
+ *   an anchor grant (anchor.ts, docs/revocation.md).
  */
 
 import { spawn, type ChildProcess } from "node:child_process";
@@ -25,6 +28,7 @@ import { createInterface } from "node:readline";
 
 import { ErrorCode, MeshguardError } from "../errors.js";
 import { progressReporter, type ProgressListener } from "../progress.js";
+import { anchorPolicy, unanchorPolicy } from "./anchor.js";
 import { ensureHeadscale } from "./build.js";
 import { offlineConfig, type Layout } from "./config.js";
 import { childEnv, freeTcpPort, freeUdpPort, httpOk, lastLines, runCommand, sleep } from "./proc.js";
@@ -86,6 +90,13 @@ export interface ControlNode {
   lastSeen?: Date;
 }
 
+export interface RestartOptions {
+  /** How headscale is stopped: "SIGTERM" (default) or "SIGKILL", as in a crash. */
+  signal?: "SIGTERM" | "SIGKILL";
+  /** How long it stays down before it is started again (default 0). */
+  downMs?: number;
+}
+
 export interface ControlExit {
   code: number | null;
   signal: NodeJS.Signals | null;
@@ -131,21 +142,23 @@ function track(proc: Launched): void {
   });
 }
 
-/** launch spawns `headscale serve` and waits until `/health` answers. */
-async function launch(
-  binary: string,
-  layout: Layout,
-  url: string,
-  cleanup: string[],
-  timeoutMs: number,
-  log: ((line: string) => void) | undefined,
-): Promise<Launched> {
+/** What `launch` needs; kept by LocalControl so `restart` starts the same server again. */
+interface LaunchSpec {
+  binary: string;
+  layout: Layout;
+  url: string;
+  cleanup: string[];
+  timeoutMs: number;
+  log: ((line: string) => void) | undefined;
+}
+
+/** launch spawns `headscale serve` and waits until `/health` answers. `recent` carries output across restarts. */
+async function launch({ binary, layout, url, cleanup, timeoutMs, log }: LaunchSpec, recent: string[] = []): Promise<Launched> {
   const child = spawn(binary, ["serve", "-c", layout.configPath], {
     cwd: layout.dir,
     env: childEnv(),
     stdio: ["ignore", "pipe", "pipe"],
   });
-  const recent: string[] = [];
   const onLine = (line: string): void => {
     recent.push(line);
     if (recent.length > RECENT_LINES) recent.shift();
@@ -218,24 +231,29 @@ export class LocalControl implements AsyncDisposable {
   readonly dir: string;
   /** configPath is headscale's config file: `headscale -c <configPath> nodes list` inspects the tailnet by hand. */
   readonly configPath: string;
-  /** pid is headscale's process id. */
-  readonly pid: number;
   /** stunPort is the UDP port of the embedded STUN server. */
   readonly stunPort: number;
 
-  readonly #binary: string;
-  readonly #proc: Launched;
+  readonly #spec: LaunchSpec;
+  readonly #progress: (msg: string) => void;
+  #proc: Launched;
   #stopping: Promise<void> | undefined;
+  #restarting: Promise<void> | undefined;
   #seq = 0;
 
-  private constructor(url: string, layout: Layout, binary: string, stunPort: number, proc: Launched) {
-    this.url = url;
-    this.dir = layout.dir;
-    this.configPath = layout.configPath;
-    this.pid = proc.child.pid ?? -1;
+  private constructor(spec: LaunchSpec, stunPort: number, proc: Launched, progress: (msg: string) => void) {
+    this.url = spec.url;
+    this.dir = spec.layout.dir;
+    this.configPath = spec.layout.configPath;
     this.stunPort = stunPort;
-    this.#binary = binary;
+    this.#spec = spec;
+    this.#progress = progress;
     this.#proc = proc;
+  }
+
+  /** pid is the process id of the running headscale (a new one after `restart`). */
+  get pid(): number {
+    return this.#proc.child.pid ?? -1;
   }
 
   /** start launches headscale and resolves once it answers `/health`. */
@@ -274,21 +292,21 @@ export class LocalControl implements AsyncDisposable {
         });
         await writeFile(layout.configPath, JSON.stringify(config, null, 2) + "\n", { mode: 0o600 });
         progress("starting", `starting headscale on ${url}...`);
+        const spec: LaunchSpec = { binary, layout, url, cleanup, timeoutMs: opts.startTimeoutMs ?? 20_000, log: opts.log };
         let proc: Launched;
         try {
-          proc = await launch(binary, layout, url, cleanup, opts.startTimeoutMs ?? 20_000, opts.log);
+          proc = await launch(spec);
         } catch (err) {
           if (err instanceof MeshguardError && /address already in use/i.test(err.message) && attempt < 3) continue;
           throw err;
         }
-        const control = new LocalControl(url, layout, binary, ports.stun, proc);
-        if (opts.policy !== undefined) {
-          try {
-            await control.setPolicy(opts.policy);
-          } catch (err) {
-            await control.close();
-            throw err;
-          }
+        const control = new LocalControl(spec, ports.stun, proc, (msg) => progress("running", msg));
+        try {
+          if (opts.policy !== undefined) await control.setPolicy(opts.policy);
+          else if (opts.dir) await control.#anchorStoredPolicy();
+        } catch (err) {
+          await control.close();
+          throw err;
         }
         progress("running", `headscale is running on ${url} (pid ${control.pid})`);
         return control;
@@ -299,7 +317,7 @@ export class LocalControl implements AsyncDisposable {
     }
   }
 
-  /** running is true until headscale exits. */
+  /** running is true while headscale is up: false once it exits, and during a restart. */
   get running(): boolean {
     return this.#proc.child.exitCode === null && this.#proc.child.signalCode === null;
   }
@@ -309,9 +327,46 @@ export class LocalControl implements AsyncDisposable {
     return [...this.#proc.recent];
   }
 
-  /** waitForExit resolves when headscale exits, closed or crashed (lets `meshguard dev` notice a crash). */
+  /**
+   * waitForExit resolves when the running headscale exits, stopped or
+   * crashed (lets `meshguard dev` notice a crash). A promise taken before a
+   * `restart` resolves, with `expected: true`, when the old process exits.
+   */
   waitForExit(): Promise<ControlExit> {
     return this.#proc.exit;
+  }
+
+  /**
+   * restart stops headscale and starts it again on the same URL, ports,
+   * configuration and state, as after a crash (`signal: "SIGKILL"`) or an
+   * upgrade; it also brings back a headscale that exited by itself. Nodes reconnect by themselves after their own back-off (some
+   * seconds); until then they keep their last netmap, and a policy change
+   * reaches them only once they are back. Exported because what a
+   * control-server restart does to sessions and revocation is behaviour
+   * users depend on and tests must exercise (docs/revocation.md).
+   * Fails with MESHGUARD_CONTROL_UNAVAILABLE when stopped, or when headscale
+   * does not come back (its ports taken meanwhile, for one).
+   */
+  restart(opts: RestartOptions = {}): Promise<void> {
+    if (this.#stopping) return Promise.reject(this.#notRunning());
+    this.#restarting ??= (async () => {
+      const old = this.#proc;
+      old.stopRequested = true;
+      if (old.child.exitCode === null && old.child.signalCode === null) {
+        old.child.kill(opts.signal ?? "SIGTERM");
+        const escalate = setTimeout(() => old.child.kill("SIGKILL"), 5000);
+        await old.exit;
+        clearTimeout(escalate);
+      }
+      if (opts.downMs) await sleep(opts.downMs);
+      if (this.#stopping) throw this.#notRunning();
+      this.#progress(`restarting headscale on ${this.url}...`);
+      this.#proc = await launch(this.#spec, old.recent);
+      await this.#anchorStoredPolicy();
+    })().finally(() => {
+      this.#restarting = undefined;
+    });
+    return this.#restarting;
   }
 
   /** createUser adds a user (names are unique). */
@@ -380,7 +435,7 @@ export class LocalControl implements AsyncDisposable {
    * A refusal throws MESHGUARD_CONTROL_POLICY_REJECTED with headscale's reason.
    */
   async setPolicy(policy: string | object): Promise<void> {
-    await this.#withPolicyFile(policy, "set", "rejected");
+    await this.#withPolicyFile(typeof policy === "string" ? policy : JSON.stringify(policy, null, 2), "set", "rejected");
   }
 
   /**
@@ -389,11 +444,29 @@ export class LocalControl implements AsyncDisposable {
    * (Exported because policy tooling wants validation without side effects.)
    */
   async checkPolicy(policy: string | object): Promise<void> {
-    await this.#withPolicyFile(policy, "check", "refused");
+    await this.#withPolicyFile(typeof policy === "string" ? policy : JSON.stringify(policy, null, 2), "check", "refused");
   }
 
-  async #withPolicyFile(policy: string | object, sub: "set" | "check", verb: string): Promise<void> {
-    let text = typeof policy === "string" ? policy : JSON.stringify(policy, null, 2);
+  /**
+   * #anchorStoredPolicy adds the anchor grant to a stored policy that lacks
+   * it: one kept from an earlier run in `dir`, or set with headscale's own
+   * CLI. Without it a revocation may not hold (anchor.ts). A stored policy
+   * headscale now refuses (it only warns at boot) is left as it is.
+   */
+  async #anchorStoredPolicy(): Promise<void> {
+    const stored = await this.#storedPolicy();
+    if (stored === null || anchorPolicy(stored) === stored) return;
+    try {
+      await this.#withPolicyFile(unanchorPolicy(stored), "set", "rejected");
+    } catch (err) {
+      if (!(err instanceof MeshguardError && err.code === ErrorCode.CONTROL_POLICY_REJECTED)) throw err;
+      this.#progress(`warning: the stored policy is refused now (${err.message}); revocations may not hold until a policy is set`);
+    }
+  }
+
+  async #withPolicyFile(source: string, sub: "set" | "check", verb: string): Promise<void> {
+    // What is checked is what would be stored: both carry the anchor grant.
+    let text = anchorPolicy(source);
     // hujson rejects a `//` comment that ends the input without a newline
     // ("parsing comment: unexpected EOF"), so the text always ends with one.
     if (!text.endsWith("\n")) text += "\n";
@@ -419,6 +492,12 @@ export class LocalControl implements AsyncDisposable {
    * trailing newlines dropped), or null when none was set.
    */
   async getPolicy(): Promise<string | null> {
+    const stored = await this.#storedPolicy();
+    return stored === null ? null : unanchorPolicy(stored);
+  }
+
+  /** #storedPolicy is the policy text as headscale holds it (anchor included), or null. */
+  async #storedPolicy(): Promise<string | null> {
     try {
       return (await this.#cli(["policy", "get"])).replace(/\n+$/, "");
     } catch (err) {
@@ -440,6 +519,8 @@ export class LocalControl implements AsyncDisposable {
   /** close ends headscale (SIGTERM, SIGKILL after 5 s) and removes the temporary state. Idempotent. `await using` calls it too. */
   close(): Promise<void> {
     this.#stopping ??= (async () => {
+      // A restart under way finishes (or fails) first, so the process it starts is the one stopped.
+      await this.#restarting?.catch(() => {});
       const proc = this.#proc;
       proc.stopRequested = true;
       if (this.running) {
@@ -454,20 +535,23 @@ export class LocalControl implements AsyncDisposable {
     return this.#stopping;
   }
 
+  #notRunning(): MeshguardError {
+    const stopped = this.#stopping !== undefined;
+    const restarting = !stopped && this.#restarting !== undefined;
+    return new MeshguardError(ErrorCode.CONTROL_UNAVAILABLE, `headscale is not running (${stopped ? "stopped" : restarting ? "restarting" : "it exited"})`, {
+      hint: stopped ? "start a new LocalControl" : restarting ? "await restart() first" : `its last output:\n${this.#proc.recent.slice(-10).join("\n")}`,
+    });
+  }
+
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
 
   /** #cli runs one headscale CLI command against this server and returns its stdout. */
   async #cli(args: string[]): Promise<string> {
-    const proc = this.#proc;
-    if (proc.stopRequested || !this.running) {
-      throw new MeshguardError(ErrorCode.CONTROL_UNAVAILABLE, `headscale is not running (${proc.stopRequested ? "closed" : "it exited"})`, {
-        hint: proc.stopRequested ? "start a new LocalControl" : `its last output:\n${proc.recent.slice(-10).join("\n")}`,
-      });
-    }
+    if (this.#proc.stopRequested || !this.running) throw this.#notRunning();
     // `-o json` also silences headscale's logging and makes errors JSON.
-    const r = await runCommand(this.#binary, ["-c", this.configPath, ...args, "-o", "json"], {
+    const r = await runCommand(this.#spec.binary, ["-c", this.configPath, ...args, "-o", "json"], {
       cwd: this.dir,
       env: childEnv(),
       timeoutMs: CLI_TIMEOUT_MS,

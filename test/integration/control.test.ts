@@ -2,6 +2,7 @@
 // Nothing here needs the internet: the binary must already be built
 // (`npm run build`); the server listens on 127.0.0.1 only.
 
+import { execFileSync } from "node:child_process";
 import { connect } from "node:net";
 import { PassThrough } from "node:stream";
 import { existsSync } from "node:fs";
@@ -36,6 +37,12 @@ function alive(pid: number): boolean {
 }
 
 let binary: string;
+
+/** storedPolicy is the policy text as headscale itself holds it (anchor grant included). */
+function storedPolicy(control: LocalControl): string {
+  return execFileSync(binary, ["-c", control.configPath, "policy", "get", "-o", "json"], { encoding: "utf8" }).trimEnd();
+}
+const ANCHOR = "100.100.100.100/32";
 
 beforeAll(async () => {
   binary = await ensureHeadscale({ allowBuild: false });
@@ -151,6 +158,20 @@ describe("LocalControl", () => {
     });
   });
 
+  // docs/revocation.md: headscale v0.29.2 shows revoked peers again when the
+  // filter compiles to nothing, so every policy with rules carries an anchor.
+  it("stores policies with rules with the anchor grant, invisible through getPolicy", async () => {
+    for (const text of ['{ "grants": [] } // deny all', '{ "acls": [] }', '{ "tagOwners": { "tag:x": ["alice@"] }, "acls": [], "grants": [] }']) {
+      await control.setPolicy(text);
+      expect(storedPolicy(control)).toContain(ANCHOR);
+      expect(await control.getPolicy()).toBe(text);
+      await control.checkPolicy(text);
+    }
+    // No rules: headscale allows all, and one rule would turn that into deny all.
+    await control.setPolicy('{ "tagOwners": { "tag:x": ["alice@"] } }');
+    expect(storedPolicy(control)).not.toContain(ANCHOR);
+  });
+
   it("lists no nodes before any node joins", async () => {
     expect(await control.listNodes()).toEqual([]);
     await expect(control.deleteNode(4242)).rejects.toThrow(/node not found/);
@@ -190,6 +211,42 @@ describe("LocalControl lifecycle", () => {
       expect(JSON.parse((await again.getPolicy())!).grants).toHaveLength(1);
     } finally {
       await rm(join(dir, ".."), { recursive: true, force: true });
+    }
+  }, 30_000);
+
+  it("restart brings headscale back on the same URL and state, also after a crash", async () => {
+    await using control = await LocalControl.start({ binary, policy: '{ "grants": [] } // deny all' });
+    await control.createUser("carol");
+    for (const signal of ["SIGTERM", "SIGKILL"] as const) {
+      const pid = control.pid;
+      await control.restart({ signal, downMs: 100 });
+      expect(alive(pid)).toBe(false);
+      expect(control.pid).not.toBe(pid);
+      expect(control.running).toBe(true);
+      expect((await fetch(`${control.url}/health`)).status).toBe(200);
+      expect((await control.listUsers()).map((u) => u.name)).toEqual(["carol"]);
+      expect(await control.getPolicy()).toBe('{ "grants": [] } // deny all');
+    }
+    expect(control.recentOutput().filter((l) => /listening and serving HTTP/.test(l))).toHaveLength(3);
+    await control.close();
+    await expect(control.restart()).rejects.toMatchObject({ code: "MESHGUARD_CONTROL_UNAVAILABLE" });
+  }, 60_000);
+
+  it("anchors a policy stored without the anchor when it starts on a kept dir", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "meshguard-test-"));
+    try {
+      {
+        await using control = await LocalControl.start({ binary, dir });
+        // Set behind LocalControl's back, as with headscale's own CLI.
+        await writeFile(join(dir, "raw.json"), '{ "grants": [] }\n');
+        execFileSync(binary, ["-c", control.configPath, "policy", "set", "--file", join(dir, "raw.json")]);
+        expect(storedPolicy(control)).not.toContain(ANCHOR);
+      }
+      await using again = await LocalControl.start({ binary, dir });
+      expect(storedPolicy(again)).toContain(ANCHOR);
+      expect(await again.getPolicy()).toBe('{ "grants": [] }');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
     }
   }, 30_000);
 
