@@ -322,6 +322,32 @@ describe("net: forged diagnostics-channel messages grant nothing (issue 7 item 1
     }
   });
 
+  it("net: a raw socket opened in the same tick as a real undici connection to the same origin is not taken for undici's", async () => {
+    const T = await victim("127.0.0.1"); // allowed as raw TCP: the positive control's target
+    try {
+      guard({ rules: [allowHttp("127.0.0.1", { port: [A.port, T.port], path: ["/public"] }), allowTcp("127.0.0.1", T.port)] });
+      /** The global WebSocket (undici) connects synchronously in its constructor; a raw socket follows at once. */
+      const sameTick = (v: Victim) => async () => {
+        const ws = new WebSocket(`ws://${v.host}:${v.port}/public`);
+        ws.onerror = () => {};
+        const s = net.connect(v.port, v.host);
+        s.on("error", () => {});
+        s.write(`POST /secret HTTP/1.1\r\nhost: ${v.host}\r\ncontent-length: 0\r\n\r\n`);
+        await outcome(s);
+        await settle();
+        ws.close();
+      };
+      const before = A.hits("/secret");
+      await sameTick(A)();
+      expect(A.hits("/secret") - before, "a raw request no rule allows, on a socket opened next to undici's").toBe(0);
+      const hitsT = T.hits("/secret");
+      await sameTick(T)();
+      expect(await until(() => T.hits("/secret") > hitsT), "positive control: the same code where raw TCP is allowed").toBe(true);
+    } finally {
+      await T.close();
+    }
+  });
+
   it("net: a forged undici:client:beforeConnect does not turn a tailnet dial into an HTTP client's connection", async () => {
     guard({ rules: [allowHttp("peer.test", { port: [A.port], path: ["/public"] }), allowTcp("allowed-peer", A.port)] });
     // The allowed request (its connection fails: the name does not resolve here) leaves peer.test's origin "in use".
@@ -471,6 +497,51 @@ describe("net: node:http is judged as it goes on the wire (issue 7 item 2)", () 
       await denied(call());
       g.uninstall();
     }
+  });
+});
+
+describe("net: clients the security model names (WebSocket, node:http2)", () => {
+  it("net: the global WebSocket is judged as an HTTP GET of its URL: a denied host or path sends nothing", async () => {
+    guard({ rules: [allowHttp("127.0.0.1", { port: [A.port], path: ["/ok"] })] });
+    const open = (url: string) => async () => {
+      const ws = new WebSocket(url);
+      await new Promise<void>((resolve) => {
+        ws.onerror = () => resolve();
+        ws.onclose = () => resolve();
+      });
+    };
+    await untouched(B, open(`ws://${B.host}:${B.port}/ok`), "a WebSocket to a denied host");
+    await untouched(A, open(`ws://${A.host}:${A.port}/secret`), "a WebSocket to a denied path");
+    const hits = A.hits("/ok");
+    await open(`ws://${A.host}:${A.port}/ok`)();
+    expect(await until(() => A.hits("/ok") > hits), "positive control: the allowed path gets the upgrade request").toBe(true);
+  });
+
+  it("net: node:http2 is judged by its TCP connection only (an HTTP rule does not open it; a TCP rule does)", async () => {
+    const session = (v: Victim) => async () => {
+      const { connect } = await import("node:http2");
+      const s = connect(`http://${v.host}:${v.port}`);
+      await new Promise<void>((resolve) => {
+        s.on("error", () => resolve());
+        s.on("connect", () => resolve());
+        setTimeout(resolve, 300);
+      });
+      s.destroy();
+    };
+    guard({ rules: [allowHttp("127.0.0.1", { port: [A.port] })] });
+    await untouched(A, session(A), "an HTTP/2 session where only HTTP/1 rules allow the origin");
+    await untouched(B, session(B), "an HTTP/2 session to a denied host");
+  });
+
+  it("net: (control) node:http2 with a TCP rule reaches the server", async () => {
+    guard({ rules: [allowTcp("127.0.0.1", A.port)] });
+    const { connect } = await import("node:http2");
+    await reached(A, async () => {
+      const s = connect(`http://${A.host}:${A.port}`);
+      s.on("error", () => {});
+      await settle(100);
+      s.destroy();
+    });
   });
 });
 
