@@ -16,6 +16,7 @@
 // published CLI, as a user would.
 import { spawn } from "node:child_process";
 import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
+import http from "node:http";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -81,6 +82,7 @@ function results(out: { stdout: string; stderr: string }): Record<string, string
  * happened; none throws.
  */
 const AGENT = `
+import http from "node:http";
 import net from "node:net";
 import { spawn } from "node:child_process";
 const [a, b] = JSON.parse(process.argv[2]);
@@ -166,6 +168,7 @@ console.log(JSON.stringify(out));
 
 /** A script that opens a raw TCP connection below net.Socket.prototype.connect, through a socket's own handle. */
 const HANDLE_PROBE = `
+import http from "node:http";
 import net from "node:net";
 const [host, port, allowedPort] = [process.argv[2], Number(process.argv[3]), Number(process.argv[4])];
 const s = new net.Socket();
@@ -202,6 +205,24 @@ describe("gap (measured): what Node's permission model closes, and what it does 
     const out = await run([process.execPath, "--permission", `--allow-fs-read=${dir}`, f, B.host, String(B.port), String(A.port)]);
     expect(out.stdout.trim(), out.stderr).toBe("connected");
     expect(await until(() => B.conns > before)).toBe(true);
+  });
+
+  it("gap (measured): a node:http request to an allowed destination carries the Host header the caller sets (domain fronting on a shared front end); fetch does not", async () => {
+    guard({ rules: [allowHttp("127.0.0.1", { port: [A.port] })] });
+    const n = A.requests.length;
+    await settled(fetch(`${A.url}/fronted`, { headers: { host: "elsewhere.example" } }));
+    await new Promise<void>((resolve) => {
+      const req = http.request({ host: A.host, port: A.port, path: "/fronted", headers: { host: "elsewhere.example" }, agent: false }, (res) => {
+        res.resume();
+        res.on("end", () => resolve());
+      });
+      req.on("error", () => resolve());
+      req.end();
+    });
+    const sent = A.requests.slice(n).filter((r) => r.path === "/fronted").map((r) => r.headers.host);
+    // The decision is about 127.0.0.1 (the Host header never names the destination). fetch sends the URL's
+    // host whatever the caller sets; node:http sends the caller's header as set.
+    expect(sent).toEqual([`127.0.0.1:${A.port}`, "elsewhere.example"]);
   });
 
   it("gap (measured): the in-process guard alone does not see child processes or raw socket bindings (closed by meshguard run)", async () => {
