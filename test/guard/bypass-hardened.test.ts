@@ -21,7 +21,7 @@ import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { allowHttp, allowTcp, guard, settle, settled, until, victim, type Victim } from "./helpers.js";
+import { allowHttp, allowTcp, guard, settle, settled, udpVictim, until, victim, type Victim } from "./helpers.js";
 
 const root = join(import.meta.dirname, "..", "..");
 const cli = join(root, "dist", "cli", "main.js");
@@ -158,11 +158,28 @@ probe("child_process", () => require("node:child_process").spawnSync(process.exe
 probe("worker_threads", () => { const w = new (require("node:worker_threads").Worker)("1", { eval: true }); w.on("error", () => {}); void w.terminate(); return "started"; });
 probe("process.binding(tcp_wrap)", () => typeof process.binding("tcp_wrap").TCP);
 probe("process.binding(udp_wrap)", () => typeof process.binding("udp_wrap").UDP);
+probe("process.binding(pipe_wrap)", () => typeof process.binding("pipe_wrap").Pipe);
+probe("process.binding(cares_wrap)", () => typeof process.binding("cares_wrap").GetAddrInfoReqWrap);
 probe("addon", () => { process.dlopen({ exports: {} }, "/nonexistent/addon.node"); return "loaded"; });
 probe("wasi", () => { const { WASI } = require("node:wasi"); new WASI({ version: "preview1" }); return "constructed"; });
 probe("inspector", () => { const i = require("node:inspector"); i.open(0); i.close(); return "opened"; });
 // Without the permission model execve would replace this process: probe it only under --permission.
 if (process.permission) probe("process.execve", () => { if (typeof process.execve !== "function") throw Object.assign(new Error("absent"), { code: "ABSENT" }); process.execve("/nonexistent", []); return "returned"; });
+console.log(JSON.stringify(out));
+`;
+
+/** A script probing what the permission model leaves open: UDP, DNS, unix sockets; and one write it refuses. */
+const OPEN_PROBE = `
+import dgram from "node:dgram";
+import dns from "node:dns";
+import net from "node:net";
+import { writeFileSync } from "node:fs";
+const [udpPort, sockPath, file] = [Number(process.argv[2]), process.argv[3], process.argv[4]];
+const out = {};
+out.dgram = await new Promise((res) => { const u = dgram.createSocket("udp4"); u.send("probe", udpPort, "127.0.0.1", (e) => { u.close(); res(e ? "REFUSED " + e.code : "ALLOWED sent"); }); }).catch((e) => "REFUSED " + e.code);
+out.dns = await dns.promises.lookup("localhost").then((a) => "ALLOWED " + a.address, (e) => "REFUSED " + e.code);
+out.unix = await new Promise((res) => { try { const s = net.connect(sockPath); s.on("connect", () => { s.destroy(); res("ALLOWED connected"); }); s.on("error", (e) => res("REFUSED " + e.code)); } catch (e) { res("REFUSED " + e.code); } });
+try { writeFileSync(file, "{}"); out.fsWrite = "ALLOWED written"; } catch (e) { out.fsWrite = "REFUSED " + e.code; }
 console.log(JSON.stringify(out));
 `;
 
@@ -196,6 +213,29 @@ describe("gap (measured): what Node's permission model closes, and what it does 
     // Without --permission the same probes are allowed (the probes work).
     const open = results(await run([process.execPath, f]));
     expect(open).toMatchObject({ child_process: "ALLOWED 0", "process.binding(tcp_wrap)": "ALLOWED function", wasi: "ALLOWED constructed" });
+  });
+
+  it(`gap (measured): Node ${process.version} --permission leaves UDP, DNS and unix sockets open, and refuses writing a file it was not given`, async () => {
+    const f = join(dir, "open-probe.mjs");
+    writeFileSync(f, OPEN_PROBE);
+    const udp = await udpVictim("127.0.0.1");
+    // The unix socket lives outside the one path the probe may read.
+    const sockDir = mkdtempSync(join(tmpdir(), "mg-unix-"));
+    const sockPath = join(sockDir, "s.sock");
+    let unixConns = 0;
+    const unix = net.createServer((c) => {
+      unixConns++;
+      c.end();
+    });
+    await new Promise<void>((r) => unix.listen(sockPath, r));
+    try {
+      const out = results(await run([process.execPath, "--permission", `--allow-fs-read=${f}`, f, String(udp.port), sockPath, join(sockDir, "policy.json")]));
+      expect(out).toEqual({ dgram: "ALLOWED sent", dns: "ALLOWED 127.0.0.1", unix: "ALLOWED connected", fsWrite: "REFUSED ERR_ACCESS_DENIED" });
+      expect(await until(() => udp.datagrams.length === 1 && unixConns === 1)).toBe(true);
+    } finally {
+      await udp.close();
+      await new Promise<void>((r) => unix.close(() => r()));
+    }
   });
 
   it(`gap (measured): Node ${process.version} --permission does not restrict the network: a socket's own handle connects anywhere (only OS-level egress closes this)`, async () => {
