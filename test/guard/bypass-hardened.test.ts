@@ -21,7 +21,7 @@ import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { allowHttp, allowTcp, guard, settle, settled, udpVictim, until, victim, type Victim } from "./helpers.js";
+import { allowHttp, allowTcp, guard, settle, settled, udpVictim, until, samePortPair, victim, type Victim } from "./helpers.js";
 
 const root = join(import.meta.dirname, "..", "..");
 const cli = join(root, "dist", "cli", "main.js");
@@ -30,16 +30,7 @@ const dir = mkdtempSync(join(tmpdir(), "mg-hardened-"));
 let A: Victim; // allowed by the policies below
 let B: Victim; // never allowed
 beforeAll(async () => {
-  for (let i = 0; ; i++) {
-    A = await victim("127.0.0.1");
-    try {
-      B = await victim("127.0.0.2", A.port);
-      break;
-    } catch (err) {
-      await A.close();
-      if (i > 5) throw err;
-    }
-  }
+  [A, B] = await samePortPair(victim);
 });
 afterAll(async () => {
   await A.close();

@@ -32,7 +32,7 @@ import {
   settle,
   settled,
   until,
-  victim,
+  samePortPair, victim,
   type Victim,
 } from "./helpers.js";
 
@@ -41,17 +41,7 @@ let B: Victim; // 127.0.0.2:P, never allowed
 let C: Victim; // 127.0.0.1:Q, a port no rule allows
 
 beforeAll(async () => {
-  // B takes A's port on another address; retry in the unlikely case it is taken there.
-  for (let i = 0; ; i++) {
-    A = await victim("127.0.0.1");
-    try {
-      B = await victim("127.0.0.2", A.port);
-      break;
-    } catch (err) {
-      await A.close();
-      if (i > 5) throw err;
-    }
-  }
+  [A, B] = await samePortPair(victim);
   C = await victim("127.0.0.1");
 });
 afterAll(async () => {

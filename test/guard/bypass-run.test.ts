@@ -7,21 +7,12 @@
 // `meshguard run` (the hardened launch mode) is in bypass-hardened.test.ts.
 import { Worker } from "node:worker_threads";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { allowHttp, allowTcp, guard, policyOf, settle, until, victim, type Victim } from "./helpers.js";
+import { allowHttp, allowTcp, guard, policyOf, settle, until, samePortPair, victim, type Victim } from "./helpers.js";
 
 let A: Victim; // allowed
 let B: Victim; // never allowed
 beforeAll(async () => {
-  for (let i = 0; ; i++) {
-    A = await victim("127.0.0.1");
-    try {
-      B = await victim("127.0.0.2", A.port);
-      break;
-    } catch (err) {
-      await A.close();
-      if (i > 5) throw err;
-    }
-  }
+  [A, B] = await samePortPair(victim);
 });
 afterAll(async () => {
   await A.close();

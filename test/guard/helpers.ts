@@ -428,3 +428,20 @@ export const denyHost = (host: string) => [
   { id: `deny-http-${host.replace(/[^A-Za-z0-9]/g, "_")}`, src: ["*"], effect: "deny", http: { host: [host] } },
   { id: `deny-tcp-${host.replace(/[^A-Za-z0-9]/g, "_")}`, src: ["*"], effect: "deny", tcp: { host: [host], port: ["*"] } },
 ];
+
+/**
+ * samePortPair starts one server on 127.0.0.1 and another on 127.0.0.2 at
+ * the same port (the allowed one and the one no rule allows: only the
+ * address differs), retrying when that port is taken on 127.0.0.2.
+ */
+export async function samePortPair<S extends { port: number; close(): Promise<void> }>(start: (host: string, port?: number) => Promise<S>): Promise<[S, S]> {
+  for (let i = 0; ; i++) {
+    const a = await start("127.0.0.1");
+    try {
+      return [a, await start("127.0.0.2", a.port)];
+    } catch (err) {
+      await a.close();
+      if (i > 5) throw err;
+    }
+  }
+}

@@ -11,7 +11,7 @@ import { getGlobalDispatcher } from "undici";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { PolicyDeniedError, type GuardHandle } from "../../src/guard/index.js";
 import type { DecisionEvent } from "../../src/policy/event.js";
-import { allowHttp, allowTcp, denied, guard, httpGet, policyOf } from "./helpers.js";
+import { allowHttp, allowTcp, denied, guard, httpGet, policyOf, samePortPair } from "./helpers.js";
 
 /** A TCP server that answers every request line "200 ok" and counts connections and bytes. */
 interface Wire {
@@ -59,16 +59,7 @@ let A: Wire; // 127.0.0.1:P — what the policies allow
 let B: Wire; // 127.0.0.2:P — never allowed, same port
 
 beforeAll(async () => {
-  for (let i = 0; ; i++) {
-    A = await wire("127.0.0.1");
-    try {
-      B = await wire("127.0.0.2", A.port);
-      break;
-    } catch (err) {
-      await A.close();
-      if (i > 5) throw err;
-    }
-  }
+  [A, B] = await samePortPair(wire);
 });
 afterAll(async () => {
   await A.close();
