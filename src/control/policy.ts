@@ -8,6 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 import { ErrorCode, MeshguardError } from "../errors.js";
+import { anchorPolicy } from "./anchor.js";
 import { ensureHeadscale } from "./build.js";
 import { isRefusal, refusalReason } from "./headscale.js";
 import { childEnv, lastLines, runCommand } from "./proc.js";
@@ -26,8 +27,9 @@ const TIMEOUT_MS = 30_000;
  * setHeadscalePolicy replaces the tailnet policy of a running headscale
  * server through headscale's own CLI (`headscale -c CONFIG policy set`),
  * which talks to the server over its unix socket: it needs the server's
- * config file and runs on the server's machine. The text is sent as is
- * (HuJSON comments kept). Exported for `meshguard policy apply`, so the CLI
+ * config file and runs on the server's machine. The text is sent as written
+ * (HuJSON comments kept) plus the anchor grant (src/control/anchor.ts) that
+ * keeps revocations holding on headscale v0.29.2. Exported for `meshguard policy apply`, so the CLI
  * does not drive headscale's CLI itself.
  *
  * Throws MESHGUARD_CONTROL_POLICY_REJECTED with headscale's reason when the
@@ -41,7 +43,8 @@ export async function setHeadscalePolicy(policy: string, server: HeadscaleServer
   const file = join(dir, "tailnet.hujson");
   try {
     // hujson rejects a `//` comment that ends the input without a newline.
-    await writeFile(file, policy.endsWith("\n") ? policy : `${policy}\n`, { mode: 0o600 });
+    const text = anchorPolicy(policy);
+    await writeFile(file, text.endsWith("\n") ? text : `${text}\n`, { mode: 0o600 });
     // `-o json` silences headscale's logging and makes its errors JSON.
     const r = await runCommand(binary, ["-c", server.config, "policy", "set", "-f", file, "-o", "json"], { env: childEnv(), timeoutMs: TIMEOUT_MS });
     if (r.code === 0 && !r.timedOut) return;

@@ -197,11 +197,22 @@ export class GuardCore {
       return Promise.reject(new PolicyDeniedError(target, reason, d.ruleId));
     }
     const t0 = Date.now();
+    const asked = this.evaluator;
     return Promise.resolve()
       .then(() => requestApproval(approvals, this.principal, target, d, this.reveal))
       .then(
       (ans) => {
         const approval = { approved: ans.approved, ms: Date.now() - t0, ...(ans.by ? { by: ans.by } : {}), ...(ans.reason ? { reason: ans.reason } : {}) };
+        if (ans.approved && this.evaluator !== asked) {
+          // The policy changed while a human was deciding: an approval
+          // grants nothing the policy now in force denies.
+          const now = this.decide(target); // never throws: a failure is a deny
+          if (now.effect === "deny" && this.mode !== "observe") {
+            const reason = `approved, but the policy changed while the approval was pending and now denies it: ${now.reason}`;
+            this.record(target, { ...now, reason }, "deny", latencyUs, layer, approval);
+            throw new PolicyDeniedError(target, reason, now.ruleId);
+          }
+        }
         this.record(target, d, ans.approved ? "allow" : "deny", latencyUs, layer, approval);
         if (!ans.approved) throw new PolicyDeniedError(target, `approval refused: ${ans.reason ?? "no reason given"}`, d.ruleId);
       },

@@ -9,8 +9,11 @@
  *    `lookup` option, else dns.lookup for names) and then sends to the
  *    address it got. The guard wraps that per-socket lookup: the datagram is
  *    judged there, with the host as the caller wrote it and the port it
- *    goes to; a denied name is never looked up; an allowed name is resolved
- *    once, as part of this decision (not judged again as a dns target), a
+ *    goes to. An address is judged as written. A name is screened first
+ *    (a name no rule could allow is denied and never looked up), then
+ *    resolved once, as part of this decision (not judged again as a dns
+ *    target), and judged once with the address it resolved to, so CIDR
+ *    rules, allow and deny, apply to where the datagram goes; a
  *    name resolving to a loopback, link-local or unspecified address is
  *    refused unless `allowResolved` says yes (as for TCP), and Node sends to
  *    exactly the address that was resolved — also when a custom lookup
@@ -208,10 +211,23 @@ function guardedLookup(sock: dgram.Socket, inner: HandleLookup): HandleLookup {
       // Exactly the address judged and resolved: Node sends (or connects) there and nowhere else.
       callback(null, ip, family ?? isIP(ip));
     };
-    const v = check(core, target);
-    if (v === undefined) return resolve();
-    if (v instanceof PolicyDeniedError) return callback(v);
-    v.then(resolve, (err: unknown) => callback(err as Error));
+    const judge = (t: UdpTarget, then: () => void) => {
+      const v = check(core, t);
+      if (v === undefined) return then();
+      if (v instanceof PolicyDeniedError) return callback(v);
+      v.then(then, (err: unknown) => callback(err as Error));
+    };
+    // An address, or an evaluator that cannot screen: judged as written, before any look-up.
+    if (isIP(host) !== 0 || !core.screens) return judge(target, resolve);
+    // A name: screened (no look-up for a name no rule could allow), resolved,
+    // then judged once with its address, so that CIDR rules, allow and deny,
+    // apply to where the datagram goes.
+    if (!core.mayAllow(target)) return judge(target, resolve);
+    const afterLookup = settle;
+    lookupAsPartOf(host, (done: LookupCallback) => inner(address, done), (err, ip, family) => {
+      if (err || typeof ip !== "string" || isIP(ip) === 0) return afterLookup(err, ip, family);
+      judge({ ...target, resolvedIp: ip }, () => afterLookup(null, ip, family));
+    });
   };
 }
 

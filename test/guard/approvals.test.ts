@@ -4,7 +4,7 @@ import http from "node:http";
 import net, { type AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ApprovalRequest } from "../../src/guard/index.js";
-import { countingServer, denied, guard, httpGet, tcpServer, type Counting } from "./helpers.js";
+import { countingServer, denied, guard, httpGet, policyOf, tcpServer, type Counting } from "./helpers.js";
 
 let srv: Counting;
 beforeAll(async () => {
@@ -37,6 +37,33 @@ describe("approvals through a callback", () => {
     release(true);
     expect((await p).status).toBe(200);
     expect(srv.hits).toBe(hits + 1);
+  });
+
+  it("an approval granted after setPolicy removed the rule grants nothing: the new policy decides", async () => {
+    // Raw TCP: the connect check is the only one, so the approval's own outcome is what is seen.
+    const tcp = await tcpServer();
+    let release!: (v: boolean) => void;
+    const g = guard({
+      rules: [{ id: "db", src: ["tag:agent"], effect: "approve", tcp: { host: ["127.0.0.1"], port: [tcp.port] } }],
+      approvals: { callback: () => new Promise<boolean>((r) => (release = r)) },
+    });
+    const connect = () => new Promise<net.Socket>((resolve, reject) => net.connect(tcp.port, "127.0.0.1").on("connect", function (this: net.Socket) { resolve(this); }).on("error", reject));
+    const p = denied(connect());
+    await new Promise((r) => setTimeout(r, 50));
+    g.setPolicy(policyOf([])); // nothing allowed any more
+    release(true);
+    const err = await p;
+    expect(err.message).toMatch(/policy changed while the approval was pending and now denies it/);
+    expect(tcp.conns).toBe(0);
+    // Positive control: under a new policy that still allows it, the approved connection is made.
+    g.setPolicy(policyOf([{ id: "db", src: ["tag:agent"], effect: "approve", tcp: { host: ["127.0.0.1"], port: [tcp.port] } }]));
+    const p2 = connect();
+    await new Promise((r) => setTimeout(r, 50));
+    g.setPolicy(policyOf([{ id: "db2", src: ["tag:agent"], tcp: { host: ["127.0.0.1"], port: [tcp.port] } }]));
+    release(true);
+    (await p2).destroy();
+    expect(tcp.conns).toBe(1);
+    await tcp.close();
   });
 
   it("a refused call throws PolicyDeniedError and sends nothing", async () => {

@@ -1,4 +1,5 @@
 // `meshguard policy apply` against a real headscale, and `policy serve --keygen`.
+import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -61,6 +62,9 @@ describe("meshguard policy apply", () => {
     expect(stored).toContain('"grants"');
     expect(stored).toContain("// the tailnet part");
     expect(stored).not.toContain("meshguard");
+    // What headscale holds carries the anchor grant (docs/revocation.md): revocations hold.
+    const raw = execFileSync(binary, ["-c", control.configPath, "policy", "get"], { encoding: "utf8" });
+    expect(raw).toContain('"src": ["100.100.100.100/32"]');
   });
 
   it("refuses a file whose meshguard tests fail, and pushes nothing", async () => {

@@ -1,5 +1,6 @@
 // Shared fixtures of the guard tests: local servers that count what reaches
 // them, policies written as objects, and a guard installed per test.
+import { fork } from "node:child_process";
 import dgram from "node:dgram";
 import http from "node:http";
 import net from "node:net";
@@ -272,49 +273,32 @@ export interface DnsVictim {
 }
 
 export async function dnsVictim(answer = "127.0.0.1", host = "127.0.0.1", port = 0): Promise<DnsVictim> {
-  const s = dgram.createSocket("udp4");
+  // The server runs in a child process: its replies are datagrams too, and
+  // the guard in this process would judge them.
+  const child = fork(new URL("./fixtures/dns-responder.mjs", import.meta.url), [host, String(port), answer, "a-only,live"], {
+    stdio: ["ignore", "inherit", "inherit", "ipc"],
+  });
   const v = { host, port: 0, server: "", queries: [] as DnsVictim["queries"] } as DnsVictim;
-  s.on("message", (msg, rinfo) => {
-    if (msg.length < 12) return;
-    // Question: QNAME labels, QTYPE, QCLASS (RFC 1035 4.1.2).
-    let at = 12;
-    const labels: string[] = [];
-    while (at < msg.length && msg[at] !== 0) {
-      const n = msg[at]!;
-      labels.push(msg.subarray(at + 1, at + 1 + n).toString("latin1"));
-      at += 1 + n;
-    }
-    at++;
-    const type = msg.readUInt16BE(at);
-    const qEnd = at + 4;
-    v.queries.push({ name: labels.join("."), type });
-    const header = Buffer.alloc(12);
-    msg.copy(header, 0, 0, 2); // id
-    const isA = type === 1;
-    header.writeUInt16BE(0x8180 | (isA ? 0 : 3), 2); // response, RD+RA; NXDOMAIN for anything but A
-    header.writeUInt16BE(1, 4); // QDCOUNT
-    header.writeUInt16BE(isA ? 1 : 0, 6); // ANCOUNT
-    const question = msg.subarray(12, qEnd);
-    const parts = [header, question];
-    if (isA) {
-      const rr = Buffer.alloc(16);
-      rr.writeUInt16BE(0xc00c, 0); // name: pointer to the question
-      rr.writeUInt16BE(1, 2); // A
-      rr.writeUInt16BE(1, 4); // IN
-      rr.writeUInt32BE(5, 6); // TTL
-      rr.writeUInt16BE(4, 10);
-      answer.split(".").forEach((o, i) => rr.writeUInt8(Number(o), 12 + i));
-      parts.push(rr);
-    }
-    s.send(Buffer.concat(parts), rinfo.port, rinfo.address);
-  });
+  const TYPE_CODES: Record<string, number> = { A: 1, PTR: 12, TXT: 16, AAAA: 28, SRV: 33, ANY: 255 };
   await new Promise<void>((resolve, reject) => {
-    s.once("error", reject);
-    s.bind(port, host, () => resolve());
+    child.once("exit", (code) => reject(new Error(`the DNS victim exited (${code}) before listening on ${host}:${port}`)));
+    child.on("message", (m: { port?: number; query?: { name: string; type: string }; error?: string }) => {
+      if (m.error !== undefined) reject(new Error(`the DNS victim could not listen on ${host}:${port}: ${m.error}`));
+      if (m.port !== undefined) {
+        v.port = m.port;
+        resolve();
+      }
+      if (m.query !== undefined) v.queries.push({ name: m.query.name, type: TYPE_CODES[m.query.type] ?? Number(m.query.type) });
+    });
   });
-  v.port = s.address().port;
+  child.removeAllListeners("exit");
   v.server = `${host}:${v.port}`;
-  v.close = () => new Promise<void>((r) => s.close(() => r()));
+  v.close = () =>
+    new Promise<void>((r) => {
+      if (child.exitCode !== null) return r();
+      child.once("exit", () => r());
+      child.kill();
+    });
   return v;
 }
 
@@ -420,7 +404,11 @@ export function policyWithKinds(rules: object[]): Policy {
 }
 
 /** A DNS look-up of one of `names` (globs), issue 7's `{ kind: "dns", name }` target. */
-export const allowDns = (names: string[]) => ({ id: `dns-${names.join("-").replace(/[^A-Za-z0-9]/g, "_")}`, src: ["tag:agent"], dns: { name: names } });
+export const allowDns = (names: string[], server?: string[]) => ({
+  id: `dns-${names.join("-").replace(/[^A-Za-z0-9]/g, "_")}`,
+  src: ["tag:agent"],
+  dns: server === undefined ? { name: names } : { name: names, server },
+});
 /** UDP datagrams to host:port (a DNS server other than the system's is one). */
 export const allowUdp = (host: string, port: number | string = "*") => ({ id: `udp-${host.replace(/[^A-Za-z0-9]/g, "_")}`, src: ["tag:agent"], udp: { host: [host], port: [port] } });
 /** A deny rule for a host pattern (a name or a CIDR range), on http and tcp. */

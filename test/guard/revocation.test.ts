@@ -11,7 +11,7 @@ import type { MeshNode } from "../../src/node.js";
 import { PolicyDeniedError, installGuard, memorySink, type GuardHandle } from "../../src/guard/index.js";
 import { watchPolicyFile } from "../../src/distribution/index.js";
 import { loadPolicy } from "../../src/policy/index.js";
-import { startTailnet, type Tailnet } from "../integration/tailnet.js";
+import { policy, startTailnet, type Tailnet } from "../integration/tailnet.js";
 
 let tn: Tailnet;
 let service: MeshNode;
@@ -117,5 +117,36 @@ describe("revocation on the guard's side", () => {
     renameSync(join(dir, "next"), file);
     await closed;
     expect(s.destroyed).toBe(true);
+  });
+
+  // Issue 7, item 8: headscale may keep showing a revoked peer after it
+  // restarts (docs/revocation.md); the guard does not rely on it. Last in
+  // the file: it restarts the shared control server.
+  it("across a control-server restart (SIGKILL), a revocation still cuts access for a guarded node", async () => {
+    const g = guard();
+    const s = await agent.dial("service", 7301);
+    await echo(s, "before the crash");
+    s.on("error", () => {});
+    const closed = new Promise<void>((r) => s.once("close", () => r()));
+    await tn.control.restart({ signal: "SIGKILL", downMs: 2_000 });
+    // The stream holds across the restart (the data path does not need the control server).
+    await echo(s, "after the restart");
+    // The revocation, at both ends: the tailnet's policy and the guard's.
+    const revokedTailnet = policy(false) as { grants: { src: string[] }[] };
+    revokedTailnet.grants = revokedTailnet.grants.filter((gr) => !gr.src.includes("tag:agent-a"));
+    await tn.control.setPolicy(revokedTailnet);
+    g.setPolicy(loadPolicy(policyText(false)));
+    // Polled up to a bound: the open stream is closed and no byte echoes any more.
+    const deadline = Date.now() + 10_000;
+    while (!s.destroyed && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    await closed;
+    expect(s.destroyed, "the stream to the revoked peer is still open 10 s after the revocation").toBe(true);
+    const err = await agent.dial("service", 7301, { timeoutMs: 5_000 }).then(
+      (c) => (c.destroy(), undefined),
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(PolicyDeniedError);
+    // Restored for whatever runs after: the tailnet's policy as it was.
+    await tn.control.setPolicy(policy(false));
   });
 });
