@@ -6,7 +6,8 @@
  * they catch fetch's rejection, retry it twice with back-off, and rethrow it
  * as their own connection error. So the guard also decides one step
  * earlier, in the client's `fetchWithTimeout(url, init, ms, controller)`
- * (the Stainless-generated method both SDKs share): a deny is thrown
+ * (the Stainless-generated method both SDKs share; openai 6+ wraps it in
+ * `fetchWithAuth`, patched instead when present): a deny is thrown
  * synchronously, before the SDK's `.catch`, and surfaces to the caller as
  * PolicyDeniedError with no retry. An allowed call goes on to fetch marked
  * as decided (sdk-context.ts), so it is not judged twice.
@@ -63,13 +64,17 @@ function refusedKey(method: string, url: string, body: string): string {
 
 /** instrumentLlmClient patches an OpenAI / Anthropic client class (or any Stainless client with fetchWithTimeout). */
 export function instrumentLlmClient(cls: { prototype: object }): boolean {
-  const proto = owner(cls.prototype, "fetchWithTimeout");
+  // openai 6+ calls fetchWithTimeout from inside an async fetchWithAuth(url,
+  // init, timeout, controller, schemes), whose rejection the retry loop
+  // catches: the outermost of the two is the one to patch.
+  const name = owner(cls.prototype, "fetchWithAuth") !== undefined ? "fetchWithAuth" : "fetchWithTimeout";
+  const proto = owner(cls.prototype, name);
   if (proto === undefined) return false;
-  return patchMethod(proto, "fetchWithTimeout", (original) =>
+  return patchMethod(proto, name, (original) =>
     // Not async on purpose: a deny must be a synchronous throw (see the file comment).
-    function fetchWithTimeout(this: unknown, url: unknown, init: unknown, ms: unknown, controller: unknown) {
+    function guardedFetch(this: unknown, url: unknown, init: unknown, ...rest: unknown[]) {
       const core = current();
-      const call = () => original.call(this, url, init, ms, controller);
+      const call = () => original.call(this, url, init, ...rest);
       if (core === undefined) return call();
       return llmSdkCall(core, String(url), (init ?? {}) as { method?: string; headers?: unknown; body?: unknown }, call);
     },

@@ -1,0 +1,222 @@
+/**
+ * The gateway's contract: the types its parts (server, providers, quotas,
+ * store, logs, hooks) share. Each part is a file or folder of its own and
+ * talks to the others only through these shapes, so each can be tested on
+ * its own and the store can gain a second engine (PostgreSQL, issue 9)
+ * without touching the request path.
+ *
+ * Units: money is in US dollars as a JS number (prices per million tokens),
+ * times are epoch milliseconds, durations milliseconds.
+ */
+
+import type { Principal } from "../policy/types.js";
+
+/** The API formats the gateway proxies, with no translation between them. */
+export type ApiFormat = "openai" | "anthropic" | "gemini";
+
+/** One operation of an API format (what a request asks for). */
+export type ApiOperation =
+  | "openai.chat" // POST /v1/chat/completions
+  | "openai.responses" // POST /v1/responses
+  | "openai.embeddings" // POST /v1/embeddings
+  | "openai.models" // GET /v1/models
+  | "anthropic.messages" // POST /v1/messages
+  | "anthropic.count_tokens" // POST /v1/messages/count_tokens
+  | "anthropic.models" // GET /v1/models with anthropic-version
+  | "gemini.generate" // POST /v1beta/models/{model}:generateContent
+  | "gemini.stream" // POST /v1beta/models/{model}:streamGenerateContent
+  | "gemini.count_tokens" // POST /v1beta/models/{model}:countTokens
+  | "gemini.models"; // GET /v1beta/models
+
+/** Gateway roles: admin wins when both apply. */
+export type Role = "user" | "admin";
+
+/**
+ * Caller is who made a request, as the tailnet says (whois) or as the
+ * loopback listener is configured. `principal` is what the policy engine is
+ * asked about; `user` is the human accountable (a user-owned node's login,
+ * else the first owner of its tags), the key of per-user buckets and log
+ * visibility.
+ */
+export interface Caller {
+  principal: Principal;
+  /** The node's name (MagicDNS short name), or the loopback principal's name. */
+  node: string;
+  tags: string[];
+  /** The accountable human's login ("alice@example.com"); "" when none is known. */
+  user: string;
+  /** Every human accountable for the node (tag owners, groups expanded). */
+  owners: string[];
+  /** Groups of `user` (from the policy's and the tailnet's groups). */
+  groups: string[];
+  role: Role;
+  /** The tailnet address the request came from, or "127.0.0.1". */
+  addr: string;
+  via: "tailnet" | "loopback";
+  /** App capabilities from whois (e.g. `meshguard.dev/cap/gateway`). */
+  caps: Record<string, unknown[]>;
+}
+
+/**
+ * The facts of one LLM request the gateway reads from its body and path,
+ * without validating the body against a schema (unknown fields pass).
+ */
+export interface CallFacts {
+  operation: ApiOperation;
+  format: ApiFormat;
+  /** The configured provider name the request routes to. */
+  provider: string;
+  /** The model as the client named it (upstream name). */
+  model: string;
+  stream: boolean;
+  /** max_tokens / max_output_tokens / maxOutputTokens, when the client set one. */
+  maxTokens?: number;
+  /** A client session id (Claude Code's x-claude-code-session-id, or metadata) when the client sends one. */
+  clientSessionId?: string;
+}
+
+/** Token usage of one request; `estimated` when the upstream reported none. */
+export interface Usage {
+  inputTokens: number;
+  outputTokens: number;
+  /** Cache reads/writes (Anthropic cache_read/cache_creation, OpenAI cached_tokens), included in neither count above. */
+  cacheReadTokens?: number;
+  cacheWriteTokens?: number;
+  estimated: boolean;
+}
+
+/** Price of a model in US dollars per million tokens. */
+export interface ModelPrice {
+  input: number;
+  output: number;
+  cacheRead?: number;
+  cacheWrite?: number;
+}
+
+/** How the request ended. */
+export type Outcome =
+  | "ok" // the upstream answered 2xx and the answer reached the client
+  | "denied" // policy said no (403)
+  | "quota" // a bucket was exhausted (429)
+  | "blocked" // a hook blocked it
+  | "upstream_error" // the upstream answered 4xx/5xx
+  | "upstream_unreachable" // connect failure or timeout
+  | "client_aborted" // the client went away mid-request
+  | "bad_request"; // the gateway could not read the request
+
+/**
+ * LogRecord is one request as the gateway stores it. Bodies are present
+ * only under full retention; credentials (Authorization, x-api-key,
+ * x-goog-api-key, provider keys) never appear in any field.
+ */
+export interface LogRecord {
+  id: string;
+  time: number;
+  /** The session this request belongs to (see SessionPolicy). */
+  sessionId: string;
+  caller: { node: string; user: string; tags: string[]; addr: string; via: Caller["via"] };
+  operation: ApiOperation;
+  provider: string;
+  model: string;
+  stream: boolean;
+  status: number;
+  outcome: Outcome;
+  /** Why, for anything but "ok" (a denial reason, an upstream error message with no key in it). */
+  reason?: string;
+  ruleId?: string;
+  usage?: Usage;
+  costUsd?: number;
+  /** Gateway-added time: request received → upstream request sent. */
+  overheadMs: number;
+  /** Request received → last byte to the client. */
+  durationMs: number;
+  /** Request received → first body byte to the client (streams). */
+  ttftMs?: number;
+  /** Request headers, minus credentials. Full retention only. */
+  requestHeaders?: Record<string, string>;
+  requestBody?: string;
+  responseBody?: string;
+}
+
+/** Log retention: what is kept and for how long. */
+export interface Retention {
+  /** "full": bodies and headers; "metadata": everything but bodies and headers; "none": nothing is stored. */
+  mode: "full" | "metadata" | "none";
+  /** Records older than this are deleted; undefined keeps them. */
+  maxAgeMs?: number;
+}
+
+export interface LogQuery {
+  /** Only this user's records (the API sets it for every non-admin). */
+  user?: string;
+  node?: string;
+  sessionId?: string;
+  since?: number;
+  until?: number;
+  /** Newest first; at most this many (default 100, max 1000). */
+  limit?: number;
+  /** Opaque cursor from the previous page. */
+  before?: string;
+}
+
+export interface SessionSummary {
+  id: string;
+  user: string;
+  node: string;
+  firstTime: number;
+  lastTime: number;
+  requests: number;
+  inputTokens: number;
+  outputTokens: number;
+  costUsd: number;
+}
+
+/** A bucket's state as the store keeps it. `level` is what is left to spend. */
+export interface BucketState {
+  /** The bucket's instance key, e.g. "daily/user:alice@example.com". */
+  key: string;
+  level: number;
+  /** When `level` was last brought up to date by refilling. */
+  updatedAt: number;
+}
+
+export interface Reservation {
+  id: string;
+  /** Amounts held per bucket key (a chain may split one request over several). */
+  holds: { key: string; amount: number }[];
+  time: number;
+}
+
+/**
+ * GatewayStore is everything the gateway keeps. Writes of log records are
+ * batched off the request path (appendLog returns at once); bucket changes
+ * are durable when the call returns, so that reservations survive a crash.
+ */
+export interface GatewayStore {
+  appendLog(rec: LogRecord): void;
+  /** Writes every pending log record; resolves when they are durable. */
+  flush(): Promise<void>;
+  queryLogs(q: LogQuery): Promise<{ records: LogRecord[]; next?: string }>;
+  getLog(id: string): Promise<LogRecord | undefined>;
+  sessions(q: Omit<LogQuery, "sessionId">): Promise<SessionSummary[]>;
+  /** Deletes records older than `before`; returns how many. */
+  prune(before: number): Promise<number>;
+
+  /**
+   * Runs `fn` on the current states of `keys` (missing ones absent from the
+   * map) atomically with respect to every other bucket transaction, and
+   * stores what it returns: the new states and the reservation to add or
+   * remove; resolves once that is durable. `fn` is synchronous and may be
+   * run again (a store engine that retries a conflicting transaction).
+   * SQLite runs it inside one immediate transaction; PostgreSQL (issue 9)
+   * under row locks.
+   */
+  bucketTx<T>(
+    keys: string[],
+    fn: (states: Map<string, BucketState>) => { states: BucketState[]; add?: Reservation; remove?: string; result: T },
+  ): Promise<T>;
+  /** Every reservation not yet settled (after a restart: those of requests that died with the process). */
+  reservations(): Promise<Reservation[]>;
+
+  close(): Promise<void>;
+}
