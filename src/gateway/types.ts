@@ -220,3 +220,93 @@ export interface GatewayStore {
 
   close(): Promise<void>;
 }
+
+/** What a quota check answers before the upstream call. */
+export type QuotaVerdict =
+  | { ok: true; reservation: Reservation | undefined }
+  | { ok: false; bucket: string; retryAfterS: number; reason: string };
+
+/**
+ * QuotaManager (src/gateway/quotas/) reserves the most a request can cost
+ * before it goes upstream and settles the real cost after, so concurrent
+ * requests cannot overspend a bucket.
+ */
+export interface QuotaManager {
+  /** `price` is undefined for a model without a known price (dollar buckets then reserve by tokens only if configured, else refuse). */
+  reserve(caller: Caller, facts: CallFacts, estimate: { inputTokens: number; maxOutputTokens: number }, price: ModelPrice | undefined): Promise<QuotaVerdict>;
+  /** Charges what the request really cost and releases the rest of its reservation. Never throws for an unknown reservation (a restart settled it). */
+  settle(reservation: Reservation, usage: Usage, costUsd: number | undefined): Promise<void>;
+}
+
+/** The request as a pre-request hook sees it (credentials removed). */
+export interface HookRequest {
+  id: string;
+  caller: Pick<Caller, "node" | "user" | "tags" | "role">;
+  facts: CallFacts;
+  headers: Record<string, string>;
+  body: unknown;
+}
+
+export type PreHookResult =
+  | { action: "allow" }
+  | { action: "block"; status: number; message: string; hook: string }
+  | { action: "modify"; body: unknown };
+
+export type PostHookResult =
+  | { action: "record" }
+  | { action: "block"; status: number; message: string; hook: string }
+  | { action: "redact"; body: unknown };
+
+/** One finished request, for billing (sent to usage webhooks). */
+export interface UsageEvent {
+  id: string;
+  time: number;
+  caller: Pick<Caller, "node" | "user" | "tags">;
+  provider: string;
+  model: string;
+  operation: ApiOperation;
+  outcome: Outcome;
+  usage?: Usage;
+  costUsd?: number;
+  sessionId: string;
+}
+
+/**
+ * HookRunner (src/gateway/hooks.ts) runs the configured webhooks in order.
+ * `pre` may change the body (the modified body is what goes upstream and
+ * what later hooks see); `post` runs on non-streamed answers only; `usage`
+ * never delays the request (queued, delivered in the background).
+ */
+export interface HookRunner {
+  readonly hasPre: boolean;
+  readonly hasPost: boolean;
+  pre(req: HookRequest): Promise<PreHookResult>;
+  post(req: HookRequest, response: { status: number; body: unknown }): Promise<PostHookResult>;
+  usage(ev: UsageEvent): void;
+  /** Delivers what is queued (usage events), up to `ms`. */
+  close(ms?: number): Promise<void>;
+}
+
+/** A request to the gateway's own API (`/meshguard/v1/...`), already authenticated. */
+export interface AdminRequest {
+  method: string;
+  /** The path after `/meshguard/v1`, e.g. "/logs" or "/buckets/daily%2Fuser%3Aalice%40/refill". */
+  path: string;
+  query: URLSearchParams;
+  /** The parsed JSON body (POST/PUT), else undefined. */
+  body: unknown;
+  caller: Caller;
+}
+
+export type AdminResponse =
+  | { status: number; body: unknown }
+  /** A streamed answer (exports as JSON lines). */
+  | { status: number; contentType: string; stream: AsyncIterable<string> };
+
+/** AdminRoute serves one method and path pattern of the gateway's API; `params` are the `:name` parts. */
+export interface AdminRoute {
+  method: "GET" | "POST" | "PUT" | "DELETE";
+  /** e.g. "/logs", "/logs/:id", "/buckets/:key/refill". */
+  pattern: string;
+  handle(req: AdminRequest, params: Record<string, string>): Promise<AdminResponse>;
+}
