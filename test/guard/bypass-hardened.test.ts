@@ -7,10 +7,10 @@
 //   processes, raw socket bindings, WASI). Each counts hits on a local
 //   server (zero expected) with a positive control: the same agent run with
 //   plain `node` (no guard) does reach it, so the probes work.
-// - "gap (measured):" cases: facts docs/security-model.md states about Node
-//   itself and about the in-process guard alone. They pass while the fact
-//   holds; when one fails, Node or the guard changed and the security model
-//   must be updated with it.
+// - "gap (measured):" cases: facts docs/guard.md ("Security model") states
+//   about Node itself and about the in-process guard alone. They pass while
+//   the fact holds; when one fails, Node or the guard changed and the
+//   security model must be updated with it.
 //
 // Needs dist/ (npm test builds it first): `meshguard run` starts the
 // published CLI, as a user would.
@@ -195,7 +195,7 @@ setTimeout(() => {
 }, 50);
 `;
 
-describe("gap (measured): what Node's permission model closes, and what it does not (docs/security-model.md)", () => {
+describe("gap (measured): what Node's permission model closes, and what it does not (docs/guard.md, \"Known gaps\")", () => {
   it(`gap (measured): Node ${process.version} --permission refuses child processes, workers, process.binding, addons, WASI, the inspector and execve`, async () => {
     const f = join(dir, "permission-probe.mjs");
     writeFileSync(f, PERMISSION_PROBE);
