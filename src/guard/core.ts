@@ -273,11 +273,13 @@ export class GuardCore {
   revoke(target: Target, d: Decision): PolicyDeniedError | undefined {
     const reason = `the policy in force no longer allows this open connection: ${d.reason}`;
     const decision: Decision = d.ruleId !== undefined ? { effect: "deny", ruleId: d.ruleId, reason } : { effect: "deny", reason };
+    const t = target as { tailnet?: boolean; tls?: boolean };
+    const layer: GuardLayer = t.tailnet === true ? "dial" : t.tls === true ? "tls" : "net";
     if (this.mode === "observe") {
-      this.record(target, decision, "allow", 0, "dial");
+      this.record(target, decision, "allow", 0, layer);
       return undefined;
     }
-    this.record(target, decision, "deny", 0, "dial");
+    this.record(target, decision, "deny", 0, layer);
     return new PolicyDeniedError(target, reason, d.ruleId);
   }
 

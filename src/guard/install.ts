@@ -12,7 +12,7 @@ import { CONNECTION_CHANNEL, DIAL_CHANNEL, type ConnectionMessage, type DialMess
 import { ErrorCode, MeshguardError } from "../errors.js";
 import type { PeerInfo, Principal, TcpTarget } from "../policy/types.js";
 import { GuardCore } from "./core.js";
-import { ConnectionTracker } from "./revoke.js";
+import { ConnectionTracker, hostConnections } from "./revoke.js";
 import { PolicyDeniedError } from "./errors.js";
 import { isInternalDial } from "./internal.js";
 import { peerTable } from "./peers.js";
@@ -245,8 +245,11 @@ export function installGuard(options: GuardOptions): GuardHandle {
         // Nothing allowed (or refused) under the old policy is reused under the new one.
         forgetSdkDecisions();
         workers?.setPolicy(p);
-        // Open tailnet connections are judged again: one the new policy denies is closed now.
-        if (current() === core) tracker.recheck(core);
+        // Open raw connections (tailnet and host) are judged again: one the new policy denies is closed now.
+        if (current() === core) {
+          tracker.recheck(core);
+          hostConnections.recheck(core);
+        }
       },
     },
     instrument: { value: (cls: { prototype: object }) => instrumentSdkClass(cls) },

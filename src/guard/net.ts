@@ -51,6 +51,7 @@ import type { HttpTarget, TcpTarget } from "../policy/types.js";
 import { errorText, type GuardCore, type Verdict } from "./core.js";
 import { PolicyDeniedError } from "./errors.js";
 import { isInternalConnect, isInternalSocket } from "./internal.js";
+import { hostConnections } from "./revoke.js";
 import { callerLookup, refusedAddress, resolveName, type LookupFn, type Resolved } from "./resolve.js";
 import { current } from "./state.js";
 import { takeUndiciConnect } from "./undici.js";
@@ -125,6 +126,7 @@ export function installNetPatch(): void {
 }
 
 export function uninstallNetPatch(): void {
+  hostConnections.clear();
   if (!patched) return;
   net.Socket.prototype.connect = original as unknown as typeof net.Socket.prototype.connect;
   patched = false;
@@ -250,7 +252,19 @@ function literalVerdict(core: GuardCore, call: Call): Verdict {
     const v = c.screen();
     return v !== undefined ? v : c.connecting(undefined);
   }
-  return core.check(tcpTarget(call.dest), call.dest.tls ? "tls" : "net");
+  const t = tcpTarget(call.dest);
+  const v = core.check(t, call.dest.tls ? "tls" : "net");
+  return follow(call.sock, t, v);
+}
+
+/**
+ * follow keeps judging a raw TCP/TLS connection once it is allowed (now, or
+ * once approved): a new policy that denies it closes it (./revoke.ts).
+ */
+function follow(sock: net.Socket, t: TcpTarget, v: Verdict): Verdict {
+  if (v === undefined) hostConnections.add(sock, t);
+  else if (!(v instanceof PolicyDeniedError)) return v.then(() => hostConnections.add(sock, t));
+  return v;
 }
 
 function checkLiteral(call: Call): void {
@@ -368,15 +382,18 @@ async function decideByName(call: Call, hostname: string, dnsOpts: dns.LookupOpt
     // A raw connection by name: screened, resolved, then judged once with its address.
     if (!core.screens) {
       // A custom evaluator cannot screen: decide on the name, before any look-up.
-      await settle(core.check(tcpTarget(call.dest), layer));
+      const t = tcpTarget(call.dest);
+      await settle(follow(call.sock, t, core.check(t, layer)));
       return await resolve();
     }
     if (!core.mayAllow(tcpTarget(call.dest))) {
-      await settle(core.check(tcpTarget(call.dest), layer));
+      const t = tcpTarget(call.dest);
+      await settle(follow(call.sock, t, core.check(t, layer)));
       return await resolve(); // only when an evaluator's screen was wrong and it allowed after all
     }
     const r = await resolve();
-    await settle(core.check(tcpTarget(call.dest, r.address), layer));
+    const t = tcpTarget(call.dest, r.address);
+    await settle(follow(call.sock, t, core.check(t, layer)));
     return r;
   } catch (err) {
     if (err instanceof PolicyDeniedError || lookupErrors.has(err as Error)) throw err;

@@ -1,9 +1,11 @@
 /**
- * Revocation that holds: the guard keeps judging the tailnet connections it
- * let MeshNode.dial open. When the policy in force changes (setPolicy, a
+ * Revocation that holds: the guard keeps judging the connections it let
+ * open as raw TCP/TLS — tailnet connections of MeshNode.dial, and host
+ * connections judged as `tcp` targets (not those carrying HTTP requests,
+ * each judged on its own). When the policy in force changes (setPolicy, a
  * reload) every open connection is judged again, and one the new policy no
- * longer allows is closed at once — the guard does not rely on the control
- * server trimming the peer (which can fail: docs/revocation.md).
+ * longer allows is closed at once — for the tailnet, the guard does not rely
+ * on the control server trimming the peer (which can fail: docs/revocation.md).
  *
  * Re-judging spends no rate tokens (a connection already counted when it was
  * dialed) and asks no human: an approve rule keeps a connection that was
@@ -70,3 +72,6 @@ function peek(core: GuardCore, target: TcpTarget): Decision {
     return { effect: "deny", reason: `the policy evaluator failed (the guard fails closed): ${(err as Error)?.message ?? String(err)}` };
   }
 }
+
+/** The raw host-network TCP/TLS connections the guard allowed (net.ts follows them). */
+export const hostConnections = new ConnectionTracker();
