@@ -183,7 +183,7 @@ export function createQuotaManager(
           : `${names} ${chain.length > 1 ? "are" : "is"} exhausted and do${chain.length > 1 ? "" : "es"} not refill by itself: an admin can refill it`;
       return { ok: false, bucket: head.key, retryAfterS: 0, reason: why, permanent: true };
     }
-    const retryAfterS = Math.max(1, Math.ceil(ms / 1000));
+    const retryAfterS = Math.max(1, Math.ceil(ms / 1000 - 1e-9)); // float noise must not add a second
     return { ok: false, bucket: head.key, retryAfterS, reason: `quota ${names} cannot cover this request (up to ${show(amount)}); it refills enough in ${retryAfterS} s` };
   }
 
