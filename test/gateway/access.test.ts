@@ -4,6 +4,7 @@
  * `meshguard.dev/cap/gateway` the tailnet grants. Additive; admin wins.
  */
 
+import { readFileSync } from "node:fs";
 import { describe, expect, test } from "vitest";
 
 import { GATEWAY_CAP, resolveAccess } from "../../src/gateway/access.js";
@@ -126,4 +127,18 @@ describe("format version 3", () => {
 "gateway":{"roles":[{"src":["group:nope"],"quotas":"daily"}]}}`);
     expect(msg).toMatch(/:2:\d+ gateway\.roles\[0\]\.src\[0\]: group "group:nope" is not defined: add it to "groups" \(defined: group:eng\)/);
   });
+});
+
+test("the example of docs/policy.md's Gateway access loads and means what the page says", () => {
+  const doc = readFileSync(new URL("../../docs/policy.md", import.meta.url), "utf8");
+  const section = doc.slice(doc.indexOf("## Gateway access"));
+  const example = /```jsonc\n([\s\S]*?)```/.exec(section)![1]!;
+  const p = loadPolicy(example);
+  expect(resolveAccess(p.gateway, who({ tags: [], user: "bob" }), {})).toMatchObject({ role: "user", chains: [["daily"]] });
+  expect(resolveAccess(p.gateway, who({ tags: ["tag:ci"] }), {})).toMatchObject({ role: "user", chains: [["ci-pool"], ["daily"]] });
+  expect(resolveAccess(p.gateway, who({ tags: [], user: "root@example.com" }), {})).toMatchObject({ role: "admin", chains: [] });
+  const capExample = /```jsonc\n([\s\S]*?)```/.exec(section.slice(section.indexOf("meshguard.dev/cap/gateway")))![1]!;
+  const grants = (JSON.parse(capExample.replace(/,(\s*[}\]])/g, "$1")) as { grants: { app: Record<string, unknown[]> }[] }).grants;
+  expect(resolveAccess(undefined, who({ tags: [] }), grants[1]!.app)).toMatchObject({ role: "admin" });
+  expect(resolveAccess(undefined, who({ tags: [] }), grants[0]!.app)).toMatchObject({ role: "user", chains: [["daily"]] });
 });
