@@ -4,6 +4,11 @@
  * recovery after a restart.
  */
 
+import { execFile } from "node:child_process";
+import { mkdirSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { build } from "esbuild";
 import { afterEach, describe, expect, test } from "vitest";
 
 import { QuotasConfigSchema, type QuotasConfigInput } from "../../src/gateway/quotas/config.js";
@@ -60,6 +65,22 @@ describe("reserve cannot overspend", () => {
     expect((await qm.state("pool/global"))!.level).toBe(0);
   });
 });
+
+test("4 gateway processes on one database, 50 concurrent reserves each, against a bucket that fits 37: exactly 37 pass", async () => {
+  // Each process has its own SQLite connection: only the store's transaction keeps them from overspending.
+  const root = fileURLToPath(new URL("../../", import.meta.url));
+  mkdirSync(`${root}.cache`, { recursive: true });
+  const script = `${root}.cache/quota-reserver.mjs`;
+  await build({ entryPoints: [`${root}test/gateway/fixtures-quota/reserver.ts`], outfile: script, bundle: true, platform: "node", format: "esm", packages: "external", logLevel: "silent" });
+  const dir = tempDir();
+  const s = await sqliteStore(dir); // create the database before the processes race to
+  await s.close();
+  const run = promisify(execFile);
+  const outs = await Promise.all(Array.from({ length: 4 }, () => run(process.execPath, [script, dir, "50", String(37 * COST)])));
+  expect(outs.reduce((sum, o) => sum + Number(o.stdout), 0)).toBe(37);
+  const { qm } = await setup({ daily: { unit: "usd", capacity: 37 * COST, refill: "1/day" } }, () => [["daily"]], {}, dir);
+  expect(await qm.recover()).toBe(37);
+}, 60_000);
 
 describe("refill and retry-after", () => {
   test("an exhausted bucket answers when the refill covers the request, and passes again then", async () => {
