@@ -242,6 +242,16 @@ describe("reservations survive a restart", () => {
     expect((await second.qm.state("daily/user:alice@example.com"))!.level).toBeCloseTo(0.004, 9);
   });
 
+  test("a manager re-created on the same store (a config reload) settles the reservations of the one before", async () => {
+    const cfg = { t: { unit: "tokens" as const, capacity: 2000, refill: "1/day" } };
+    const { qm, store, clock } = await setup(cfg, () => [["t"]]);
+    const r = reserved(await qm.reserve(caller(), F, REQ, undefined));
+    const next = createQuotaManager(store, QuotasConfigSchema.parse(cfg), () => [["t"]], { now: () => clock.t });
+    await next.settle(r, usage(100, 100), undefined);
+    expect((await next.state("t/user:alice@example.com"))!.level).toBe(1800);
+    expect(await store.reservations()).toHaveLength(0);
+  });
+
   test("settling twice refunds once", async () => {
     const { qm } = await setup({ t: { unit: "tokens", capacity: 2000, refill: "1/day" } }, () => [["t"]]);
     const r = reserved(await qm.reserve(caller(), F, REQ, undefined));
