@@ -69,6 +69,8 @@ export const ErrorCode = {
   GO_BUILD_FAILED: "MESHGUARD_GO_BUILD_FAILED",
   /** A command-line invocation was wrong (unknown command or flag, missing argument). */
   USAGE: "MESHGUARD_USAGE",
+  /** The gateway's store (logs, buckets, reservations) could not be opened, read or written. */
+  STORE_FAILED: "MESHGUARD_STORE_FAILED",
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
