@@ -69,6 +69,10 @@ export const ErrorCode = {
   GO_BUILD_FAILED: "MESHGUARD_GO_BUILD_FAILED",
   /** A command-line invocation was wrong (unknown command or flag, missing argument). */
   USAGE: "MESHGUARD_USAGE",
+  /** An AI gateway configuration is not valid; every issue is listed with its path, line and column. */
+  GATEWAY_CONFIG_INVALID: "MESHGUARD_GATEWAY_CONFIG_INVALID",
+  /** A provider key named by the gateway configuration could not be read (unset environment variable, unreadable or empty file). */
+  GATEWAY_KEY_UNAVAILABLE: "MESHGUARD_GATEWAY_KEY_UNAVAILABLE",
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
