@@ -73,6 +73,8 @@ export const ErrorCode = {
   GATEWAY_CONFIG_INVALID: "MESHGUARD_GATEWAY_CONFIG_INVALID",
   /** A provider key named by the gateway configuration could not be read (unset environment variable, unreadable or empty file). */
   GATEWAY_KEY_UNAVAILABLE: "MESHGUARD_GATEWAY_KEY_UNAVAILABLE",
+  /** The gateway's store (logs, buckets, reservations) could not be opened, read or written. */
+  STORE_FAILED: "MESHGUARD_STORE_FAILED",
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
