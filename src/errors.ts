@@ -69,6 +69,8 @@ export const ErrorCode = {
   GO_BUILD_FAILED: "MESHGUARD_GO_BUILD_FAILED",
   /** A command-line invocation was wrong (unknown command or flag, missing argument). */
   USAGE: "MESHGUARD_USAGE",
+  /** A gateway webhook (guardrail or usage) timed out, could not be reached, answered non-2xx or malformed, or an event was dropped. */
+  HOOK_FAILED: "MESHGUARD_HOOK_FAILED",
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
