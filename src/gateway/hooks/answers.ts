@@ -27,12 +27,12 @@ const PreAnswer = z.discriminatedUnion("action", [z.object({ action: z.literal("
 const PostAnswer = z.discriminatedUnion("action", [z.object({ action: z.literal("record") }), block, withBody("redact")], actionError('"record", "block" or "redact"'));
 
 function parse<T>(schema: z.ZodType<T, z.ZodTypeDef, unknown>, phase: HookPhase, hook: string, answer: unknown): T {
+  const fail = (what: string) => new HookFailedError(hook, phase, "malformed", `${phase} hook "${hook}" answered something that is not a hook answer: ${what}`);
+  if (typeof answer !== "object" || answer === null || Array.isArray(answer)) throw fail("an answer must be a JSON object with an action");
   const r = schema.safeParse(answer);
   if (r.success) return r.data;
   const i = r.error.issues[0]!;
-  const where = i.path.length ? `${i.path.join(".")}: ` : "";
-  const what = i.code === "invalid_union_discriminator" || i.path.length === 0 ? (typeof answer === "object" && answer !== null ? i.message : "an answer must be a JSON object with an action") : `${where}${i.message}`;
-  throw new HookFailedError(hook, phase, "malformed", `${phase} hook "${hook}" answered something that is not a hook answer: ${what}`);
+  throw fail(i.code === "invalid_union_discriminator" || i.path.length === 0 ? i.message : `${i.path.join(".")}: ${i.message}`);
 }
 
 type Block = { action: "block"; status: number; message: string; hook: string };
