@@ -104,7 +104,7 @@ export class UsageSink {
         const last = attempt >= this.def.retries || !retryable(e) || this.stop.signal.aborted;
         if (last) {
           const why = this.stop.signal.aborted ? "the close deadline passed" : retryable(e) ? `${attempt + 1} attempt(s) failed` : "the hook refused them";
-          this.report(e.failure, `lost ${n} event(s): ${why}; last error: ${e.message}`, e);
+          this.report(e.failure, `lost ${n} event(s): ${why}; last error: ${e.message}`, { cause: e, status: e.status });
           return;
         }
         await this.sleep(Math.min(BACKOFF_BASE_MS * 2 ** attempt, BACKOFF_MAX_MS) * (0.5 + Math.random() / 2));
@@ -128,9 +128,10 @@ export class UsageSink {
     });
   }
 
-  private report(failure: HookFailedError["failure"], what: string, cause?: unknown): void {
+  private report(failure: HookFailedError["failure"], what: string, opts: { cause?: unknown; status?: number | undefined } = {}): void {
     try {
-      this.onError(new HookFailedError(this.def.name, "usage", failure, `usage hook "${this.def.name}" ${what}`, { cause }));
+      const { cause, status } = opts;
+      this.onError(new HookFailedError(this.def.name, "usage", failure, `usage hook "${this.def.name}" ${what}`, status === undefined ? { cause } : { cause, status }));
     } catch {
       // A throwing reporter must not stop delivery.
     }
