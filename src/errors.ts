@@ -75,6 +75,8 @@ export const ErrorCode = {
   GATEWAY_KEY_UNAVAILABLE: "MESHGUARD_GATEWAY_KEY_UNAVAILABLE",
   /** The gateway's store (logs, buckets, reservations) could not be opened, read or written. */
   STORE_FAILED: "MESHGUARD_STORE_FAILED",
+  /** A gateway webhook (guardrail or usage) timed out, could not be reached, answered non-2xx or malformed, or an event was dropped. */
+  HOOK_FAILED: "MESHGUARD_HOOK_FAILED",
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
