@@ -15,6 +15,7 @@ import type { Dispatcher } from "undici";
 import type { GatewayContext } from "./context.js";
 import { CREDENTIAL_HEADERS, HOP_HEADERS, NEVER_FORWARDED, RESPONSE_DROP, sendError } from "./http-util.js";
 import type { Route } from "./providers.js";
+import type { KeyScrubber } from "./scrub.js";
 import type { CallState } from "./record.js";
 import { jsonArrayTap, pipeStream, sseTap, stripTap, type StreamTap } from "./stream.js";
 import { estimateUsage, StreamUsage, usageFromBody } from "./usage.js";
@@ -122,12 +123,13 @@ function upstreamQuery(query: string, passthrough: boolean): string {
   return kept.length ? `?${kept.join("&")}` : "";
 }
 
-function responseHeaders(up: Dispatcher.ResponseData, extra?: Record<string, string>): Record<string, string | string[]> {
+/** responseHeaders: the upstream's headers minus hop headers, with any provider key an upstream echoes scrubbed. */
+function responseHeaders(scrub: KeyScrubber, up: Dispatcher.ResponseData, extra?: Record<string, string>): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
   for (const k in up.headers) {
     if (RESPONSE_DROP.has(k)) continue;
     const v = up.headers[k];
-    if (v !== undefined) out[k] = v;
+    if (v !== undefined) out[k] = scrub.empty ? v : Array.isArray(v) ? v.map((x) => scrub.text(x)) : scrub.text(v);
   }
   return extra ? Object.assign(out, extra) : out;
 }
@@ -175,7 +177,7 @@ async function wholeBack(ctx: GatewayContext, st: CallState, res: ServerResponse
   }
   st.status = up.statusCode;
   st.responseParts?.push(buf.length <= MAX_KEPT ? buf : buf.subarray(0, MAX_KEPT));
-  res.writeHead(up.statusCode, responseHeaders(up, { "content-length": String(buf.length) }));
+  res.writeHead(up.statusCode, responseHeaders(ctx.scrub, up, { "content-length": String(buf.length) }));
   res.end(buf);
 }
 
@@ -194,7 +196,7 @@ async function streamBack(
   const usage = new StreamUsage(facts.operation, requestBytes);
   const tap: StreamTap = !sse ? jsonArrayTap(usage) : strip ? stripTap(usage) : sseTap(usage);
   st.status = up.statusCode;
-  res.writeHead(up.statusCode, responseHeaders(up));
+  res.writeHead(up.statusCode, responseHeaders(ctx.scrub, up));
   // The headers go out at once: a client sees the stream open before the first token.
   res.flushHeaders();
   let kept = 0;
