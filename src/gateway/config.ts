@@ -22,10 +22,13 @@ const PROVIDER_NAME_RE = /^[a-z0-9][a-z0-9._-]*$/;
 const ENV_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 const KeySourceSchema = z
-  .object({
+  .object(
+    {
     env: z.string().regex(ENV_NAME_RE, 'must be an environment variable name, e.g. "OPENAI_API_KEY"').optional(),
     file: z.string().min(1, "must be a file path").optional(),
-  })
+    },
+    { invalid_type_error: 'must be { "env": "NAME" } or { "file": "path" }: a key is never written in the config itself' },
+  )
   .strict()
   .refine((k) => (k.env === undefined) !== (k.file === undefined), {
     message: 'must be { "env": "NAME" } or { "file": "path" } (exactly one): a key is never written in the config itself',
@@ -113,7 +116,7 @@ export const GatewayConfigSchema = z
       .record(z.string().regex(PROVIDER_NAME_RE, "a provider name is lower-case letters, digits, '.', '_' or '-' (no '/')"), ProviderConfigSchema)
       .refine((p) => Object.keys(p).length > 0, "configure at least one provider"),
     policy: z.string().min(1).describe("the policy file (HuJSON, the guard's format); reloaded when it changes"),
-    listen: z.number().int().min(1).max(65535).default(80).describe("the tailnet port"),
+    listen: z.number().int().min(1, "must be a port, 1-65535").max(65535, "must be a port, 1-65535").default(80).describe("the tailnet port"),
     tailnet: TailnetSchema.optional(),
     loopback: LoopbackSchema.optional(),
     approvals: ApprovalsSchema.optional(),
