@@ -145,7 +145,9 @@ export class GatewayConfigError extends MeshguardError {
     readonly file?: string,
   ) {
     const where = file ?? "gateway config";
-    super(ErrorCode.GATEWAY_CONFIG_INVALID, `invalid gateway configuration:\n${issues.map((i) => `  ${where}:${i.line}:${i.column}: ${i.path ? `${i.path}: ` : ""}${i.message}`).join("\n")}`, {
+    // Line 0: a config given as an object has no positions to show.
+    const at = (i: PolicyIssue) => (i.line > 0 ? `${where}:${i.line}:${i.column}: ` : "");
+    super(ErrorCode.GATEWAY_CONFIG_INVALID, `invalid gateway configuration:\n${issues.map((i) => `  ${at(i)}${i.path ? `${i.path}: ` : ""}${i.message}`).join("\n")}`, {
       hint: "docs/gateway.md lists every setting",
     });
     this.name = "GatewayConfigError";
@@ -165,7 +167,7 @@ export function parseGatewayConfig(text: string, opts: { file?: string; baseDir?
 }
 
 /** validateGatewayConfig validates an already parsed config object (a library caller's). */
-export function validateGatewayConfig(value: unknown, locate: (path: (string | number)[], key?: string) => { line: number; column: number } = () => ({ line: 1, column: 1 }), file?: string): GatewayConfig {
+export function validateGatewayConfig(value: unknown, locate: (path: (string | number)[], key?: string) => { line: number; column: number } = () => ({ line: 0, column: 0 }), file?: string): GatewayConfig {
   const r = GatewayConfigSchema.safeParse(value);
   if (r.success) return r.data;
   const issues = r.error.issues.map((i): PolicyIssue => {

@@ -24,6 +24,7 @@ import { buildProviders, Router } from "./providers.js";
 import { KeyScrubber } from "./scrub.js";
 import { requestHandler } from "./server.js";
 import { openParts } from "./parts-open.js";
+import { installSelfGuard, type SelfGuard } from "./self-guard.js";
 import type { AdminRoute, Caller, GatewayStore, HookRunner, QuotaManager, Retention } from "./types.js";
 
 export interface GatewayOptions {
@@ -43,6 +44,13 @@ export interface GatewayOptions {
   env?: NodeJS.ProcessEnv;
   /** Reports what goes wrong off the request path (a store write, a policy reload). */
   onWarning?: (err: Error) => void;
+  /**
+   * Guard the gateway's own process (what `meshguard gateway` does): install
+   * meshguard's guard allowing only the configured providers, hooks and
+   * approval webhook, or use the guard the process already has. Default
+   * false: an embedding application decides about its process.
+   */
+  selfGuard?: boolean;
   /** Reports start-up steps. */
   onProgress?: (message: string) => void;
   /** @internal parts wired by the start-up of the gateway's other parts. */
@@ -76,6 +84,8 @@ export interface GatewayHandle extends AsyncDisposable {
   readonly policy: Policy | undefined;
   /** Warnings and policy reloads. */
   readonly events: EventEmitter;
+  /** How the process is guarded: the gateway's own guard (with the origins it allows), an existing one, or none. */
+  readonly guard: { kind: "own"; origins: string[] } | { kind: "existing" } | { kind: "none" };
   /** Requests being handled now. */
   readonly inflight: number;
   /** close stops accepting, waits for in-flight requests (up to `drainMs`, default 10 s), then releases everything. Idempotent. */
@@ -110,6 +120,15 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayHandle>
     for (const f of cleanup.reverse()) await f().catch(() => {});
   };
   try {
+    let guard: SelfGuard = { kind: "none" };
+    if (opts.selfGuard === true) {
+      guard = installSelfGuard(resolved, resolved.tailnet?.hostname ?? opts.tailnet?.hostname ?? opts.node?.hostname ?? "ai-gateway", (opts.approvals ?? resolved.approvals)?.webhook);
+      if (guard.kind === "own") {
+        const h = guard.handle;
+        cleanup.push(() => h.close());
+        progress(`guarding this process: outbound calls only to ${guard.origins.join(", ")}`);
+      } else progress("this process already has a guard: the gateway uses it (its policy must allow the providers and hooks)");
+    }
     const holder = new PolicyHolder();
     holder.current = await loadPolicyFile(resolved.policy);
     progress(`policy ${resolved.policy} loaded (${holder.current.rules.length} rules)`);
@@ -229,6 +248,7 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayHandle>
       get inflight() {
         return inflight.count;
       },
+      guard: guard.kind === "own" ? { kind: "own", origins: guard.origins } : guard,
       close,
       [Symbol.asyncDispose]: () => close(),
     };
