@@ -50,20 +50,31 @@ function groupsOf(user: string, policy: Policy | undefined): string[] {
   return out;
 }
 
-/** WhoisCache asks whois once per tailnet connection. */
+/**
+ * WhoisCache asks whois once per tailnet connection and keeps the caller
+ * it makes of the answer while the policy (which names the caller's groups)
+ * is the same.
+ */
 export class WhoisCache {
-  private readonly cache = new WeakMap<net.Socket, Promise<WhoIs>>();
+  private readonly cache = new WeakMap<net.Socket, { whois: Promise<WhoIs>; policy?: Policy | undefined; caller?: BaseCaller }>();
 
   constructor(private readonly node: MeshNode) {}
 
-  get(socket: net.Socket): Promise<WhoIs> {
-    let p = this.cache.get(socket);
-    if (p === undefined) {
-      p = this.node.whois(socket);
-      this.cache.set(socket, p);
-      // A failed whois is not remembered: the next request on the connection asks again.
-      p.catch(() => this.cache.delete(socket));
+  /** caller is who is behind `socket`; a failed whois is not remembered (the next request asks again). */
+  caller(socket: net.Socket, policy: Policy | undefined): BaseCaller | Promise<BaseCaller> {
+    let e = this.cache.get(socket);
+    if (e?.caller !== undefined && e.policy === policy) return e.caller;
+    if (e === undefined) {
+      e = { whois: this.node.whois(socket) };
+      this.cache.set(socket, e);
+      e.whois.catch(() => this.cache.delete(socket));
     }
-    return p;
+    const entry = e;
+    return entry.whois.then((w) => {
+      const caller = callerFromWhois(w, socket.remoteAddress ?? "", policy);
+      entry.policy = policy;
+      entry.caller = caller;
+      return caller;
+    });
   }
 }

@@ -21,6 +21,7 @@ export type Identify = (req: IncomingMessage) => Promise<BaseCaller> | BaseCalle
 
 export function requestHandler(ctx: GatewayContext, identify: Identify): (req: IncomingMessage, res: ServerResponse) => void {
   const admin = new AdminRouter(ctx.adminRoutes);
+  const callerOf = callerMemo(ctx);
   return (req, res) => {
     const t0 = performance.now();
     ctx.inflight.enter();
@@ -32,7 +33,7 @@ export function requestHandler(ctx: GatewayContext, identify: Identify): (req: I
     };
     res.once("finish", leave);
     res.once("close", leave);
-    handle(ctx, admin, identify, req, res, t0).catch((err: unknown) => {
+    handle(ctx, admin, identify, callerOf, req, res, t0).catch((err: unknown) => {
       ctx.warn(err);
       if (!res.headersSent) sendJson(res, 500, JSON.stringify({ error: { message: "the gateway failed to handle the request", type: "api_error" } }));
       else res.destroy();
@@ -40,7 +41,28 @@ export function requestHandler(ctx: GatewayContext, identify: Identify): (req: I
   };
 }
 
-async function handle(ctx: GatewayContext, admin: AdminRouter, identify: Identify, req: IncomingMessage, res: ServerResponse, t0: number): Promise<void> {
+/**
+ * callerMemo decides a caller's role and chains once per identity and
+ * policy: identification hands out the same BaseCaller for a connection (or
+ * the loopback principal) while the policy is unchanged, so the request path
+ * allocates nothing for it. Callers are never mutated after this.
+ */
+function callerMemo(ctx: GatewayContext): (base: BaseCaller) => Caller {
+  const memo = new WeakMap<BaseCaller, { policy: unknown; caller: Caller }>();
+  return (base) => {
+    const policy = ctx.policy();
+    let m = memo.get(base);
+    if (m === undefined || m.policy !== policy) {
+      const access = ctx.access(base, policy);
+      m = { policy, caller: { ...base, role: access.role } };
+      memo.set(base, m);
+      ctx.chains.set(m.caller, access.chains);
+    }
+    return m.caller;
+  };
+}
+
+async function handle(ctx: GatewayContext, admin: AdminRouter, identify: Identify, callerOf: (b: BaseCaller) => Caller, req: IncomingMessage, res: ServerResponse, t0: number): Promise<void> {
   const url = req.url ?? "/";
   const q = url.indexOf("?");
   const path = q < 0 ? url : url.slice(0, q);
@@ -61,10 +83,8 @@ async function handle(ctx: GatewayContext, admin: AdminRouter, identify: Identif
 
   let caller: Caller;
   try {
-    const base = await identify(req);
-    const access = ctx.access(base, ctx.policy());
-    caller = { ...base, role: access.role };
-    ctx.chains.set(caller, access.chains);
+    const b = identify(req);
+    caller = callerOf(b instanceof Promise ? await b : b);
   } catch (err) {
     // No identity, no service: the tailnet could not say who this is.
     sendError(res, format, "denied", `the gateway could not identify the caller: ${(err as Error).message}`);

@@ -16,7 +16,7 @@ import type { ApprovalOptions } from "../guard/types.js";
 import { MeshNode } from "../node.js";
 import { loadPolicy, type Policy } from "../policy/load.js";
 import type { Decision, DecisionRequest } from "../policy/types.js";
-import { callerFromPrincipal, callerFromWhois, WhoisCache, type AccessResolver, type BaseCaller } from "./caller.js";
+import { callerFromPrincipal, WhoisCache, type AccessResolver, type BaseCaller } from "./caller.js";
 import { GatewayConfigError, loadGatewayConfig, resolveConfigPaths, validateGatewayConfig, type GatewayConfig, type GatewayConfigInput } from "./config.js";
 import { Inflight, type GatewayContext, type Prices, type Sessions } from "./context.js";
 import { readKey } from "./keys.js";
@@ -188,7 +188,7 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayHandle>
     let ipUrl: string | undefined;
     if (node !== undefined) {
       const whois = new WhoisCache(node);
-      const srv = http.createServer({ keepAliveTimeout: 65_000 }, requestHandler(ctx, (req) => whois.get(req.socket).then((w) => callerFromWhois(w, req.socket.remoteAddress ?? "", holder.current))));
+      const srv = http.createServer({ keepAliveTimeout: 65_000 }, requestHandler(ctx, (req) => whois.caller(req.socket, holder.current)));
       await node.listen(resolved.listen, srv);
       servers.push(srv);
       const port = resolved.listen === 80 ? "" : `:${resolved.listen}`;
