@@ -32,6 +32,13 @@ export interface LogRow {
  */
 export function toRow(rec: LogRecord, retention: Retention, secrets: readonly string[]): LogRow | undefined {
   if (retention.mode === "none") return undefined;
+  // A record no engine could store is refused here, alone, so that it can
+  // never make the batch it is in fail again and again.
+  if (typeof rec.id !== "string" || rec.id === "") throw new TypeError("a log record needs a non-empty string id");
+  if (!Number.isSafeInteger(rec.time)) throw new TypeError(`log record ${rec.id}: time must be epoch milliseconds, not ${String(rec.time)}`);
+  if (typeof rec.sessionId !== "string" || typeof rec.caller?.user !== "string" || typeof rec.caller.node !== "string") {
+    throw new TypeError(`log record ${rec.id}: sessionId, caller.user and caller.node must be strings`);
+  }
   const { requestHeaders, requestBody, responseBody, ...meta } = rec;
   const scrub = secrets.length === 0 ? (s: string) => s : (s: string) => scrubSecrets(s, secrets);
   const full = retention.mode === "full";
@@ -42,9 +49,9 @@ export function toRow(rec: LogRecord, retention: Retention, secrets: readonly st
     user: rec.caller.user,
     node: rec.caller.node,
     sessionId: rec.sessionId,
-    inputTokens: rec.usage?.inputTokens ?? 0,
-    outputTokens: rec.usage?.outputTokens ?? 0,
-    costUsd: rec.costUsd ?? 0,
+    inputTokens: count(rec.usage?.inputTokens),
+    outputTokens: count(rec.usage?.outputTokens),
+    costUsd: count(rec.costUsd),
     meta: JSON.stringify(meta, secrets.length === 0 ? undefined : (_k, v: unknown) => (typeof v === "string" ? scrub(v) : v)),
     requestHeaders: headers ? scrub(JSON.stringify(headers)) : null,
     requestBody: full && requestBody !== undefined ? scrub(requestBody) : null,
@@ -59,4 +66,9 @@ export function fromRow(row: Pick<LogRow, "meta" | "requestHeaders" | "requestBo
   if (row.requestBody !== null) rec.requestBody = row.requestBody;
   if (row.responseBody !== null) rec.responseBody = row.responseBody;
   return rec;
+}
+
+/** A number for an aggregate column: what is not a finite number counts as 0. */
+function count(n: unknown): number {
+  return typeof n === "number" && Number.isFinite(n) ? n : 0;
 }

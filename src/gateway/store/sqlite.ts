@@ -36,6 +36,16 @@ export interface SqliteStoreOptions {
   maxPending?: number;
 }
 
+/**
+ * How long a statement waits for another connection's write lock. Waiting
+ * blocks this thread, so it is short: one gateway process per SQLite file
+ * never waits (WAL readers do not block it); a second process on the same
+ * file (a second gateway, a sqlite3 shell inside a transaction) stalls it at
+ * most this long, and a log batch that timed out is kept and retried.
+ * Several gateway instances share state through PostgreSQL, not SQLite.
+ */
+const BUSY_TIMEOUT_MS = 1_000;
+
 /** Rows deleted per statement by prune, so a large prune never holds the write lock long. */
 const PRUNE_CHUNK = 5_000;
 export const DEFAULT_LIMIT = 100;
@@ -75,7 +85,7 @@ export class SqliteStore implements GatewayStore {
   static open(o: SqliteStoreOptions): SqliteStore {
     let db: DatabaseSync | undefined;
     try {
-      db = new DatabaseSync(o.path, { timeout: 5_000 });
+      db = new DatabaseSync(o.path, { timeout: BUSY_TIMEOUT_MS });
       db.exec("PRAGMA journal_mode = WAL");
       db.exec("PRAGMA synchronous = NORMAL");
       migrate(db, o.path);
@@ -90,9 +100,14 @@ export class SqliteStore implements GatewayStore {
     }
   }
 
+  /** Queues `rec`; never throws and never waits (the request path calls it). */
   appendLog(rec: LogRecord): void {
     if (this.#closed || this.#o.retention.mode === "none") return;
-    this.#batcher.push(rec);
+    try {
+      this.#batcher.push(rec);
+    } catch {
+      // push only throws if onError does; the request must not see it.
+    }
   }
 
   flush(): Promise<void> {
@@ -219,11 +234,16 @@ export class SqliteStore implements GatewayStore {
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     );
     const rows = batch.flatMap((rec) => {
-      const row = toRow(rec, this.#o.retention, this.#o.secrets);
-      return row ? [row] : [];
+      try {
+        const row = toRow(rec, this.#o.retention, this.#o.secrets);
+        return row ? [row] : [];
+      } catch (err) {
+        this.#o.onError(asStoreError(err, "a log record could not be stored and was dropped"));
+        return [];
+      }
     });
     if (rows.length === 0) return;
-    this.#db.exec("BEGIN IMMEDIATE");
+    this.#run(() => this.#db.exec("BEGIN IMMEDIATE"), `could not write ${rows.length} log record(s)`);
     try {
       for (const r of rows) {
         insert.run(r.id, r.time, r.user, r.node, r.sessionId, r.inputTokens, r.outputTokens, r.costUsd, r.meta, r.requestHeaders, r.requestBody, r.responseBody);
