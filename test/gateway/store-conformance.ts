@@ -234,6 +234,18 @@ export function storeConformance(name: string, open: (o?: ConformanceOpenOptions
         expect(back?.reason).toBe("upstream said: invalid key [REDACTED]");
         expect(back?.responseBody).toBe("error: [REDACTED]");
       });
+
+      it("a secret holding JSON's escape characters is removed too, and the record still reads back", async () => {
+        const odd = `pa"ss\\word-${randomUUID()}`;
+        const s = await store({ secrets: [odd] });
+        const rec = record(uniqueUser(), NOW, { reason: `echoed ${odd}!`, model: odd });
+        s.appendLog(rec);
+        await s.flush();
+        const back = await s.getLog(rec.id);
+        expect(back?.reason).toBe("echoed [REDACTED]!");
+        expect(back?.model).toBe("[REDACTED]");
+        expect(JSON.stringify(back)).not.toContain(JSON.stringify(odd).slice(1, -1));
+      });
     });
 
     describe("buckets and reservations", () => {

@@ -21,7 +21,7 @@ import { ErrorCode, MeshguardError } from "../../errors.js";
 import type { BucketState, GatewayStore, LogQuery, LogRecord, Reservation, Retention, SessionSummary } from "../types.js";
 import { LogBatcher, asStoreError } from "./batcher.js";
 import { decodeCursor, encodeCursor } from "./cursor.js";
-import { fromRow, toRow } from "./record.js";
+import { fromRow, prepareSecrets, toRow, type Secrets } from "./record.js";
 import { startPruning } from "./retention.js";
 import { migrate } from "./sqlite-schema.js";
 
@@ -64,6 +64,7 @@ export class SqliteStore implements GatewayStore {
   readonly #db: DatabaseSync;
   readonly #o: SqliteStoreOptions;
   readonly #batcher: LogBatcher;
+  readonly #secrets: Secrets;
   readonly #stmts = new Map<string, StatementSync>();
   readonly #stopPruning: () => void;
   #closed = false;
@@ -72,6 +73,7 @@ export class SqliteStore implements GatewayStore {
   private constructor(db: DatabaseSync, o: SqliteStoreOptions) {
     this.#db = db;
     this.#o = o;
+    this.#secrets = prepareSecrets(o.secrets);
     this.#batcher = new LogBatcher({
       intervalMs: o.flushIntervalMs,
       write: (batch) => this.#writeBatch(batch),
@@ -235,7 +237,7 @@ export class SqliteStore implements GatewayStore {
     );
     const rows = batch.flatMap((rec) => {
       try {
-        const row = toRow(rec, this.#o.retention, this.#o.secrets);
+        const row = toRow(rec, this.#o.retention, this.#secrets);
         return row ? [row] : [];
       } catch (err) {
         this.#o.onError(asStoreError(err, "a log record could not be stored and was dropped"));
