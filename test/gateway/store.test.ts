@@ -8,6 +8,7 @@ import { DatabaseSync } from "node:sqlite";
 import { afterAll, describe, expect, it } from "vitest";
 import { ErrorCode, isMeshguardError, type MeshguardError } from "../../src/errors.js";
 import { openStore } from "../../src/gateway/store/index.js";
+import type { SqliteStore } from "../../src/gateway/store/sqlite.js";
 import { APPLICATION_ID, MIGRATIONS } from "../../src/gateway/store/sqlite-schema.js";
 import type { Retention } from "../../src/gateway/types.js";
 import { record, uniqueUser } from "./fixtures-records.js";
@@ -173,5 +174,20 @@ describe("sqlite: no credential in the database file", () => {
     check(); // records in the WAL
     await s.close();
     check(); // checkpointed into the main file
+  });
+});
+
+describe("sqlite: the log writer", () => {
+  it('a file database writes log batches on a thread of its own; ":memory:" on the main thread; both store the same', async () => {
+    for (const [path, kind] of [[undefined, "worker"], [":memory:", "inline"]] as const) {
+      const s = await openStore(path ? { path } : {}, { dataDir: tempDir(), retention: FULL });
+      expect((s as SqliteStore).logWriter).toBe(kind);
+      const u = uniqueUser();
+      const recs = Array.from({ length: 20 }, (_, i) => record(u, Date.now() + i));
+      for (const r of recs) s.appendLog(r);
+      await s.flush();
+      expect((await s.queryLogs({ user: u })).records).toEqual([...recs].reverse());
+      await s.close();
+    }
   });
 });

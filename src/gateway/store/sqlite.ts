@@ -12,9 +12,11 @@
  *   process being killed (it is in the WAL, handed to the OS); an OS crash
  *   or power loss may lose the last transactions, never corrupt the file.
  *
- * The connection is synchronous: statements run on the main thread. They
- * are short (indexed reads, one insert per record in a batch), and the
- * request path itself never waits for one (see bench/gateway-store.mjs).
+ * Log batches are written by a worker thread on a connection of its own
+ * (./sqlite-log-writer.ts), which also checkpoints the WAL, so neither the
+ * inserts nor the fsyncs of a checkpoint hold up the event loop. The main
+ * connection is synchronous: bucket transactions and reads run on the main
+ * thread; they are short (indexed, a few rows; see bench/gateway-store.mjs).
  */
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { ErrorCode, MeshguardError } from "../../errors.js";
@@ -23,6 +25,7 @@ import { LogBatcher, asStoreError } from "./batcher.js";
 import { decodeCursor, encodeCursor } from "./cursor.js";
 import { fromRow, prepareSecrets, toRow, type Secrets } from "./record.js";
 import { startPruning } from "./retention.js";
+import { inlineWriter, workerWriter, type LogWriter } from "./sqlite-log-writer.js";
 import { migrate } from "./sqlite-schema.js";
 
 export interface SqliteStoreOptions {
@@ -66,12 +69,14 @@ export class SqliteStore implements GatewayStore {
   readonly #batcher: LogBatcher;
   readonly #secrets: Secrets;
   readonly #stmts = new Map<string, StatementSync>();
+  #writer: LogWriter;
   readonly #stopPruning: () => void;
   #closed = false;
   #closing: Promise<void> | undefined;
 
-  private constructor(db: DatabaseSync, o: SqliteStoreOptions) {
+  private constructor(db: DatabaseSync, o: SqliteStoreOptions, writer: LogWriter) {
     this.#db = db;
+    this.#writer = writer;
     this.#o = o;
     this.#secrets = prepareSecrets(o.secrets);
     this.#batcher = new LogBatcher({
@@ -83,15 +88,14 @@ export class SqliteStore implements GatewayStore {
     this.#stopPruning = startPruning(this, o.retention, o.onError);
   }
 
-  /** open opens (creating and migrating if needed) the database at `o.path`. */
-  static open(o: SqliteStoreOptions): SqliteStore {
+  /** open opens (creating and migrating if needed) the database at `o.path`, and starts its log writer. */
+  static async open(o: SqliteStoreOptions): Promise<SqliteStore> {
     let db: DatabaseSync | undefined;
     try {
       db = new DatabaseSync(o.path, { timeout: BUSY_TIMEOUT_MS });
       db.exec("PRAGMA journal_mode = WAL");
       db.exec("PRAGMA synchronous = NORMAL");
       migrate(db, o.path);
-      return new SqliteStore(db, o);
     } catch (err) {
       try {
         db?.close();
@@ -100,6 +104,27 @@ export class SqliteStore implements GatewayStore {
       }
       throw asStoreError(err, `could not open the gateway store ${o.path}`);
     }
+    let store: SqliteStore | undefined;
+    const worker = await workerWriter(o.path, (err) => {
+      if (store) store.#writeInline(err);
+    });
+    // With a writer thread, checkpoints are its job: none on this thread.
+    if (worker) db.exec("PRAGMA wal_autocheckpoint = 0");
+    store = new SqliteStore(db, o, worker ?? inlineWriter(db));
+    return store;
+  }
+
+  /** Which writer writes log batches: "worker" (a thread of its own) or "inline" (this thread). */
+  get logWriter(): LogWriter["kind"] {
+    return this.#writer.kind;
+  }
+
+  /** The writer thread stopped: write on this thread from now on, with SQLite's own checkpoints. */
+  #writeInline(err: Error): void {
+    if (this.#closed || this.#writer.kind === "inline") return;
+    this.#writer = inlineWriter(this.#db);
+    this.#db.exec("PRAGMA wal_autocheckpoint = 1000");
+    this.#o.onError(asStoreError(err, "the log writer thread stopped; log batches are now written on the main thread"));
   }
 
   /** Queues `rec`; never throws and never waits (the request path calls it). */
@@ -225,16 +250,13 @@ export class SqliteStore implements GatewayStore {
       this.#o.onError(asStoreError(err, `closing: ${this.#batcher.pending} log record(s) could not be written and are lost`));
     }
     this.#closed = true;
+    await this.#writer.close();
     this.#stmts.clear();
     this.#db.close();
   }
 
   /** Writes one batch in one transaction; all or nothing. */
-  #writeBatch(batch: LogRecord[]): void {
-    const insert = this.#stmt(
-      `INSERT OR IGNORE INTO logs (id, time, user, node, session_id, input_tokens, output_tokens, cost_usd, meta, request_headers, request_body, response_body)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-    );
+  async #writeBatch(batch: LogRecord[]): Promise<void> {
     const rows = batch.flatMap((rec) => {
       try {
         const row = toRow(rec, this.#o.retention, this.#secrets);
@@ -245,14 +267,9 @@ export class SqliteStore implements GatewayStore {
       }
     });
     if (rows.length === 0) return;
-    this.#run(() => this.#db.exec("BEGIN IMMEDIATE"), `could not write ${rows.length} log record(s)`);
     try {
-      for (const r of rows) {
-        insert.run(r.id, r.time, r.user, r.node, r.sessionId, r.inputTokens, r.outputTokens, r.costUsd, r.meta, r.requestHeaders, r.requestBody, r.responseBody);
-      }
-      this.#db.exec("COMMIT");
+      await this.#writer.write(rows);
     } catch (err) {
-      this.#db.exec("ROLLBACK");
       throw asStoreError(err, `could not write ${rows.length} log record(s)`);
     }
   }
