@@ -181,7 +181,7 @@ describe("sqlite: the log writer", () => {
   it('a file database writes log batches on a thread of its own; ":memory:" on the main thread; both store the same', async () => {
     for (const [path, kind] of [[undefined, "worker"], [":memory:", "inline"]] as const) {
       const s = await openStore(path ? { path } : {}, { dataDir: tempDir(), retention: FULL });
-      expect((s as SqliteStore).logWriter).toBe(kind);
+      expect((s as SqliteStore).runsOn).toBe(kind);
       const u = uniqueUser();
       const recs = Array.from({ length: 20 }, (_, i) => record(u, Date.now() + i));
       for (const r of recs) s.appendLog(r);

@@ -3,30 +3,28 @@
  *
  * - Log records are batched by a LogBatcher and written one transaction per
  *   flush interval; appendLog only queues.
- * - Bucket transactions run `fn` between BEGIN IMMEDIATE and COMMIT: the
- *   write lock is taken before the states are read, so no other connection
- *   (another gateway process on the same file) can change them in between.
- *   Within this process the connection is synchronous, so nothing else runs
- *   between the read and the write either.
+ * - Log writes, prunes, checkpoints and reads run on a worker thread with a
+ *   connection of its own (./sqlite-thread.ts), so none of them holds up
+ *   the event loop; without a worker they run inline on the main
+ *   connection.
+ * - Bucket transactions run on the main connection, `fn` between BEGIN
+ *   IMMEDIATE and COMMIT: the write lock is taken before the states are
+ *   read, so no other connection (the worker, another gateway process on
+ *   the same file) can change them in between; and the connection is
+ *   synchronous, so nothing else of this thread runs in between either.
  * - WAL with synchronous=NORMAL: a committed transaction survives the
  *   process being killed (it is in the WAL, handed to the OS); an OS crash
  *   or power loss may lose the last transactions, never corrupt the file.
- *
- * Log batches are written by a worker thread on a connection of its own
- * (./sqlite-log-writer.ts), which also checkpoints the WAL, so neither the
- * inserts nor the fsyncs of a checkpoint hold up the event loop. The main
- * connection is synchronous: bucket transactions and reads run on the main
- * thread; they are short (indexed, a few rows; see bench/gateway-store.mjs).
  */
-import { DatabaseSync, type StatementSync } from "node:sqlite";
+import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
 import { ErrorCode, MeshguardError } from "../../errors.js";
 import type { BucketState, GatewayStore, LogQuery, LogRecord, Reservation, Retention, SessionSummary } from "../types.js";
 import { LogBatcher, asStoreError } from "./batcher.js";
 import { decodeCursor, encodeCursor } from "./cursor.js";
 import { fromRow, prepareSecrets, toRow, type Secrets } from "./record.js";
 import { startPruning } from "./retention.js";
-import { inlineWriter, workerWriter, type LogWriter } from "./sqlite-log-writer.js";
 import { migrate } from "./sqlite-schema.js";
+import { inlineRunner, workerRunner, type Row, type SqlRunner } from "./sqlite-thread.js";
 
 export interface SqliteStoreOptions {
   /** The database file, or ":memory:". */
@@ -40,12 +38,12 @@ export interface SqliteStoreOptions {
 }
 
 /**
- * How long a statement waits for another connection's write lock. Waiting
- * blocks this thread, so it is short: one gateway process per SQLite file
- * never waits (WAL readers do not block it); a second process on the same
- * file (a second gateway, a sqlite3 shell inside a transaction) stalls it at
- * most this long, and a log batch that timed out is kept and retried.
- * Several gateway instances share state through PostgreSQL, not SQLite.
+ * How long a main-thread statement waits for another connection's write
+ * lock. Waiting blocks the event loop, so it is short: the worker holds the
+ * lock for one batch insert (well under a millisecond at 300 req/s); a
+ * second process on the same file (a second gateway, a sqlite3 shell inside
+ * a transaction) stalls this one at most this long. Several gateway
+ * instances share state through PostgreSQL, not SQLite.
  */
 const BUSY_TIMEOUT_MS = 1_000;
 
@@ -54,14 +52,7 @@ const PRUNE_CHUNK = 5_000;
 export const DEFAULT_LIMIT = 100;
 export const MAX_LIMIT = 1_000;
 
-interface LogRowOut {
-  seq: number;
-  time: number;
-  meta: string;
-  request_headers: string | null;
-  request_body: string | null;
-  response_body: string | null;
-}
+const RECORD_COLUMNS = "seq, time, meta, request_headers, request_body, response_body";
 
 export class SqliteStore implements GatewayStore {
   readonly #db: DatabaseSync;
@@ -69,15 +60,15 @@ export class SqliteStore implements GatewayStore {
   readonly #batcher: LogBatcher;
   readonly #secrets: Secrets;
   readonly #stmts = new Map<string, StatementSync>();
-  #writer: LogWriter;
+  #runner: SqlRunner;
   readonly #stopPruning: () => void;
   #closed = false;
   #closing: Promise<void> | undefined;
 
-  private constructor(db: DatabaseSync, o: SqliteStoreOptions, writer: LogWriter) {
+  private constructor(db: DatabaseSync, o: SqliteStoreOptions, runner: SqlRunner | undefined) {
     this.#db = db;
-    this.#writer = writer;
     this.#o = o;
+    this.#runner = runner ?? inlineRunner(db, (sql) => this.#stmt(sql));
     this.#secrets = prepareSecrets(o.secrets);
     this.#batcher = new LogBatcher({
       intervalMs: o.flushIntervalMs,
@@ -88,7 +79,7 @@ export class SqliteStore implements GatewayStore {
     this.#stopPruning = startPruning(this, o.retention, o.onError);
   }
 
-  /** open opens (creating and migrating if needed) the database at `o.path`, and starts its log writer. */
+  /** open opens (creating and migrating if needed) the database at `o.path`, and starts its worker. */
   static async open(o: SqliteStoreOptions): Promise<SqliteStore> {
     let db: DatabaseSync | undefined;
     try {
@@ -105,26 +96,26 @@ export class SqliteStore implements GatewayStore {
       throw asStoreError(err, `could not open the gateway store ${o.path}`);
     }
     let store: SqliteStore | undefined;
-    const worker = await workerWriter(o.path, (err) => {
-      if (store) store.#writeInline(err);
+    const worker = await workerRunner(o.path, (err) => {
+      if (store) store.#runInline(err);
     });
-    // With a writer thread, checkpoints are its job: none on this thread.
+    // With a worker, checkpoints are its job: none on this thread.
     if (worker) db.exec("PRAGMA wal_autocheckpoint = 0");
-    store = new SqliteStore(db, o, worker ?? inlineWriter(db));
+    store = new SqliteStore(db, o, worker);
     return store;
   }
 
-  /** Which writer writes log batches: "worker" (a thread of its own) or "inline" (this thread). */
-  get logWriter(): LogWriter["kind"] {
-    return this.#writer.kind;
+  /** Where log writes and reads run: "worker" (a thread of their own) or "inline" (the main thread). */
+  get runsOn(): SqlRunner["kind"] {
+    return this.#runner.kind;
   }
 
-  /** The writer thread stopped: write on this thread from now on, with SQLite's own checkpoints. */
-  #writeInline(err: Error): void {
-    if (this.#closed || this.#writer.kind === "inline") return;
-    this.#writer = inlineWriter(this.#db);
+  /** The worker stopped: run everything on this thread from now on, with SQLite's own checkpoints. */
+  #runInline(err: Error): void {
+    if (this.#closed || this.#runner.kind === "inline") return;
+    this.#runner = inlineRunner(this.#db, (sql) => this.#stmt(sql));
     this.#db.exec("PRAGMA wal_autocheckpoint = 1000");
-    this.#o.onError(asStoreError(err, "the log writer thread stopped; log batches are now written on the main thread"));
+    this.#o.onError(asStoreError(err, "the store's worker thread stopped; logs are now written and read on the main thread"));
   }
 
   /** Queues `rec`; never throws and never waits (the request path calls it). */
@@ -148,23 +139,20 @@ export class SqliteStore implements GatewayStore {
     const { where, params } = filters(q);
     if (q.before !== undefined) {
       const p = decodeCursor(q.before);
-      where.push("(time < ? OR (time = ? AND seq < ?))");
-      params.push(p.time, p.time, p.seq);
+      // A row value: SQLite walks the (user, time) or (time) index from the cursor on.
+      where.push("(time, seq) < (?, ?)");
+      params.push(p.time, p.seq);
     }
-    const sql = `SELECT seq, time, meta, request_headers, request_body, response_body FROM logs ${whereSql(where)} ORDER BY time DESC, seq DESC LIMIT ?`;
-    const rows = this.#run(() => this.#stmt(sql).all(...params, limit + 1) as unknown as LogRowOut[], "could not read log records");
+    const rows = await this.#read(`SELECT ${RECORD_COLUMNS} FROM logs ${whereSql(where)} ORDER BY time DESC, seq DESC LIMIT ?`, [...params, limit + 1], "could not read log records");
     const page = rows.slice(0, limit);
     const records = page.map(rowToRecord);
     const last = page.at(-1);
-    return rows.length > limit && last ? { records, next: encodeCursor({ time: last.time, seq: last.seq }) } : { records };
+    return rows.length > limit && last ? { records, next: encodeCursor({ time: Number(last.time), seq: Number(last.seq) }) } : { records };
   }
 
   async getLog(id: string): Promise<LogRecord | undefined> {
     this.#open();
-    const row = this.#run(
-      () => this.#stmt("SELECT seq, time, meta, request_headers, request_body, response_body FROM logs WHERE id = ?").get(id) as LogRowOut | undefined,
-      "could not read a log record",
-    );
+    const [row] = await this.#read(`SELECT ${RECORD_COLUMNS} FROM logs WHERE id = ?`, [id], "could not read a log record");
     return row && rowToRecord(row);
   }
 
@@ -174,23 +162,24 @@ export class SqliteStore implements GatewayStore {
     const sql = `SELECT session_id AS id, user, node, min(time) AS firstTime, max(time) AS lastTime, count(*) AS requests,
       sum(input_tokens) AS inputTokens, sum(output_tokens) AS outputTokens, sum(cost_usd) AS costUsd
       FROM logs ${whereSql(where)} GROUP BY session_id ORDER BY lastTime DESC, id LIMIT ?`;
-    const rows = this.#run(() => this.#stmt(sql).all(...params, clampLimit(q.limit)), "could not read sessions");
-    return rows.map((r) => ({ ...(r as unknown as SessionSummary) }));
+    const rows = await this.#read(sql, [...params, clampLimit(q.limit)], "could not read sessions");
+    return rows as unknown as SessionSummary[];
   }
 
   async prune(before: number): Promise<number> {
     this.#open();
     let total = 0;
     for (;;) {
-      const n = this.#run(
-        () => Number(this.#stmt("DELETE FROM logs WHERE seq IN (SELECT seq FROM logs WHERE time < ? LIMIT ?)").run(before, PRUNE_CHUNK).changes),
-        "could not delete old log records",
-      );
+      let n: number;
+      try {
+        n = await this.#runner.run("DELETE FROM logs WHERE seq IN (SELECT seq FROM logs WHERE time < ? LIMIT ?)", [before, PRUNE_CHUNK]);
+      } catch (err) {
+        throw asStoreError(err, "could not delete old log records");
+      }
       total += n;
-      if (n < PRUNE_CHUNK) return total;
-      // Let requests run between chunks.
+      if (n < PRUNE_CHUNK || this.#closed) return total;
+      // Inline, let requests run between chunks.
       await new Promise((r) => setImmediate(r));
-      if (this.#closed) return total;
     }
   }
 
@@ -200,7 +189,7 @@ export class SqliteStore implements GatewayStore {
   ): Promise<T> {
     this.#open();
     const db = this.#db;
-    this.#run(() => db.exec("BEGIN IMMEDIATE"), "could not start a bucket transaction");
+    this.#sync(() => db.exec("BEGIN IMMEDIATE"), "could not start a bucket transaction");
     let out: ReturnType<typeof fn>;
     try {
       const rows = this.#stmt("SELECT key, level, updated_at FROM buckets WHERE key IN (SELECT value FROM json_each(?))").all(JSON.stringify(keys)) as unknown as {
@@ -229,12 +218,8 @@ export class SqliteStore implements GatewayStore {
 
   async reservations(): Promise<Reservation[]> {
     this.#open();
-    const rows = this.#run(() => this.#stmt("SELECT id, time, holds FROM reservations ORDER BY time, id").all(), "could not read reservations") as unknown as {
-      id: string;
-      time: number;
-      holds: string;
-    }[];
-    return rows.map((r) => ({ id: r.id, time: r.time, holds: JSON.parse(r.holds) as Reservation["holds"] }));
+    const rows = await this.#read("SELECT id, time, holds FROM reservations ORDER BY time, id", [], "could not read reservations");
+    return rows.map((r) => ({ id: String(r.id), time: Number(r.time), holds: JSON.parse(String(r.holds)) as Reservation["holds"] }));
   }
 
   close(): Promise<void> {
@@ -250,7 +235,7 @@ export class SqliteStore implements GatewayStore {
       this.#o.onError(asStoreError(err, `closing: ${this.#batcher.pending} log record(s) could not be written and are lost`));
     }
     this.#closed = true;
-    await this.#writer.close();
+    await this.#runner.close();
     this.#stmts.clear();
     this.#db.close();
   }
@@ -268,9 +253,17 @@ export class SqliteStore implements GatewayStore {
     });
     if (rows.length === 0) return;
     try {
-      await this.#writer.write(rows);
+      await this.#runner.writeLogs(rows);
     } catch (err) {
       throw asStoreError(err, `could not write ${rows.length} log record(s)`);
+    }
+  }
+
+  async #read(sql: string, params: SQLInputValue[], what: string): Promise<Row[]> {
+    try {
+      return await this.#runner.all(sql, params);
+    } catch (err) {
+      throw asStoreError(err, what);
     }
   }
 
@@ -280,7 +273,7 @@ export class SqliteStore implements GatewayStore {
     return s;
   }
 
-  #run<R>(f: () => R, what: string): R {
+  #sync<R>(f: () => R, what: string): R {
     try {
       return f();
     } catch (err) {
@@ -293,8 +286,13 @@ export class SqliteStore implements GatewayStore {
   }
 }
 
-function rowToRecord(r: LogRowOut): LogRecord {
-  return fromRow({ meta: r.meta, requestHeaders: r.request_headers, requestBody: r.request_body, responseBody: r.response_body });
+function rowToRecord(r: Row): LogRecord {
+  return fromRow({
+    meta: String(r.meta),
+    requestHeaders: r.request_headers === null ? null : String(r.request_headers),
+    requestBody: r.request_body === null ? null : String(r.request_body),
+    responseBody: r.response_body === null ? null : String(r.response_body),
+  });
 }
 
 function clampLimit(limit: number | undefined): number {
@@ -303,9 +301,9 @@ function clampLimit(limit: number | undefined): number {
 }
 
 /** The WHERE terms every log query shares. `since` is inclusive, `until` exclusive. */
-function filters(q: Omit<LogQuery, "before" | "limit">): { where: string[]; params: (string | number)[] } {
+function filters(q: Omit<LogQuery, "before" | "limit">): { where: string[]; params: SQLInputValue[] } {
   const where: string[] = [];
-  const params: (string | number)[] = [];
+  const params: SQLInputValue[] = [];
   if (q.user !== undefined) (where.push("user = ?"), params.push(q.user));
   if (q.node !== undefined) (where.push("node = ?"), params.push(q.node));
   if (q.sessionId !== undefined) (where.push("session_id = ?"), params.push(q.sessionId));
