@@ -306,6 +306,23 @@ export function storeConformance(name: string, open: (o?: ConformanceOpenOptions
         expect((await s.reservations()).find((r) => r.id === res.id)).toBeUndefined();
       });
 
+      it("listBuckets (when the engine has it) lists every stored state", async () => {
+        const s = await store();
+        if (!s.listBuckets) return;
+        const keys = [`k-${randomUUID()}`, `k-${randomUUID()}`];
+        await s.bucketTx(keys, () => ({ states: keys.map((k, i) => state(k, i + 0.5)), result: undefined }));
+        const listed = (await s.listBuckets()).filter((b) => keys.includes(b.key));
+        expect(listed.sort((a, b) => a.key.localeCompare(b.key))).toEqual(keys.map((k, i) => state(k, i + 0.5)).sort((a, b) => a.key.localeCompare(b.key)));
+      });
+
+      it("a reservation's holds are kept as given, extra fields (a chain number) included", async () => {
+        const s = await store();
+        const key = `k-${randomUUID()}`;
+        const res = { id: `r-${randomUUID()}`, holds: [{ key, amount: 1, chain: 0 }, { key: `${key}-2`, amount: 2, chain: 1 }], time: NOW };
+        await s.bucketTx([key], () => ({ states: [], add: res, result: undefined }));
+        expect((await s.reservations()).find((r) => r.id === res.id)).toEqual(res);
+      });
+
       it("bucket states and unsettled reservations survive close and reopen", async () => {
         const key = `k-${randomUUID()}`;
         const res = { id: `r-${randomUUID()}`, holds: [{ key, amount: 1.25 }], time: NOW };

@@ -224,6 +224,12 @@ export class SqliteStore implements GatewayStore {
     return rows.map((r) => ({ id: String(r.id), time: Number(r.time), holds: JSON.parse(String(r.holds)) as Reservation["holds"] }));
   }
 
+  async listBuckets(): Promise<BucketState[]> {
+    this.#open();
+    const rows = await this.#read("SELECT key, level, updated_at FROM buckets ORDER BY key", [], "could not read bucket states");
+    return rows.map((r) => ({ key: String(r.key), level: Number(r.level), updatedAt: Number(r.updated_at) }));
+  }
+
   close(): Promise<void> {
     return (this.#closing ??= this.#close());
   }
