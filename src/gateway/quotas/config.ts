@@ -51,7 +51,7 @@ export const BucketSchema = z
       .optional()
       .describe("the bucket that covers what this one cannot (same unit); a chain must not loop"),
   })
-  .strict();
+  .strict("valid keys of a bucket are: unit, capacity, refill, per, overdraft");
 
 /** A record from bucket name to bucket; overdraft names must exist, have the same unit and not loop. */
 export const QuotasConfigSchema = z

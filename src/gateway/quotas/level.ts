@@ -27,20 +27,25 @@ export const EPSILON = 1e-9;
  * waitMs is how long until the levels of a chain, refilling, hold `need`
  * together (each up to its capacity): 0 if they do now, undefined if never
  * (the capacities sum to less, or the missing part cannot refill).
+ *
+ * The chain's total rises piecewise linearly: each bucket adds its rate until
+ * it is full. Walk the moments buckets fill up, in order, and solve the
+ * linear piece that reaches `need`.
  */
 export function waitMs(levels: readonly number[], rates: readonly Rate[], need: number): number | undefined {
-  const total = (t: number) => levels.reduce((s, l, i) => s + Math.min(Math.max(l, rates[i]!.capacity), l + rates[i]!.perMs * t), 0);
-  if (total(0) + EPSILON >= need) return 0;
-  // The chain's total rises piecewise linearly until every bucket is full: past that, nothing changes.
-  let hi = 0;
-  for (let i = 0; i < levels.length; i++) if (rates[i]!.perMs > 0) hi = Math.max(hi, (rates[i]!.capacity - levels[i]!) / rates[i]!.perMs);
-  if (total(hi) + EPSILON < need) return undefined;
-  let lo = 0;
-  // Bisection to well under a second: the answer is rounded up to whole seconds.
-  for (let k = 0; k < 64 && hi - lo > 10; k++) {
-    const mid = (lo + hi) / 2;
-    if (total(mid) + EPSILON >= need) hi = mid;
-    else lo = mid;
+  const parts = levels.map((l, i) => ({ level: Math.min(l, rates[i]!.capacity), ...rates[i]! }));
+  let total = parts.reduce((s, p) => s + p.level, 0);
+  if (total + EPSILON >= need) return 0;
+  const filling = parts.filter((p) => p.perMs > 0 && p.level < p.capacity).map((p) => ({ perMs: p.perMs, fullAt: (p.capacity - p.level) / p.perMs }));
+  filling.sort((a, b) => a.fullAt - b.fullAt);
+  let t = 0;
+  let slope = filling.reduce((s, p) => s + p.perMs, 0);
+  for (const p of filling) {
+    const reach = total + slope * (p.fullAt - t);
+    if (reach + EPSILON >= need) return t + (need - total) / slope;
+    total = reach;
+    t = p.fullAt;
+    slope -= p.perMs;
   }
-  return hi;
+  return undefined;
 }

@@ -74,6 +74,20 @@ type KeyChain = Link[];
 
 const DEFAULT_MAX_OUTPUT = 4096;
 
+/**
+ * Reservations made in this process on a store and not yet settled, shared by
+ * every manager of that store (a manager re-created on a config reload settles
+ * the requests of the one before). Settling anything else is a no-op, so a
+ * reservation is refunded at most once: one a restart already recovered, or
+ * one settled twice.
+ */
+const openByStore = new WeakMap<GatewayStore, Set<string>>();
+function openReservations(store: GatewayStore): Set<string> {
+  let s = openByStore.get(store);
+  if (!s) openByStore.set(store, (s = new Set()));
+  return s;
+}
+
 /** createQuotaManager binds bucket configs to a store; `chainsOf` says which chains (heads, or heads with links) apply to a caller. */
 export function createQuotaManager(
   store: GatewayStore,
@@ -84,8 +98,7 @@ export function createQuotaManager(
   const now = opts.now ?? Date.now;
   const rates = new Map<string, Rate>();
   for (const [name, b] of Object.entries(buckets)) rates.set(name, { capacity: b.capacity, perMs: refillPerMs(b.refill) ?? 0 });
-  /** Reservations made by this process and not yet settled: settle is a no-op for any other (never twice). */
-  const open = new Set<string>();
+  const open = openReservations(store);
   /** Keys used since start, for list() when the store cannot enumerate buckets. */
   const seen = new Set<string>();
 
@@ -183,7 +196,7 @@ export function createQuotaManager(
           : `${names} ${chain.length > 1 ? "are" : "is"} exhausted and do${chain.length > 1 ? "" : "es"} not refill by itself: an admin can refill it`;
       return { ok: false, bucket: head.key, retryAfterS: 0, reason: why, permanent: true };
     }
-    const retryAfterS = Math.max(1, Math.ceil(ms / 1000));
+    const retryAfterS = Math.max(1, Math.ceil(ms / 1000 - 1e-9)); // float noise must not add a second
     return { ok: false, bucket: head.key, retryAfterS, reason: `quota ${names} cannot cover this request (up to ${show(amount)}); it refills enough in ${retryAfterS} s` };
   }
 
