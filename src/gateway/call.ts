@@ -99,6 +99,7 @@ async function run(ctx: GatewayContext, st: CallState, req: IncomingMessage, res
     st.price = price;
     const maxOut = facts.maxTokens ?? ctx.prices.maxOutputTokensOf(route.provider.name, route.model) ?? DEFAULT_MAX_OUTPUT;
     const v = await ctx.quotas.reserve(caller, facts, { inputTokens: estimateTokens(raw.length), maxOutputTokens: maxOut }, price);
+    if (!v.ok && v.permanent === true) return fail("denied", "quota", `quota: ${v.reason}`);
     if (!v.ok) return fail("quota", "quota", `quota exhausted (${v.bucket}): ${v.reason}`, { headers: { "retry-after": String(Math.max(1, Math.ceil(v.retryAfterS))) } });
     st.reservation = v.reservation;
   } else st.price = ctx.prices.priceOf(route.provider.name, route.model, route.provider.prices);

@@ -14,39 +14,17 @@ import type { MeshNode, WhoIs } from "../node.js";
 import { normalizeUser, parsePrincipal } from "../policy/identity.js";
 import type { Policy } from "../policy/load.js";
 import type { Principal } from "../policy/types.js";
-import type { Caller, Role } from "./types.js";
-
-/** The app capability that grants gateway roles and quota chains in the tailnet policy's grants. */
-export const GATEWAY_CAP = "meshguard.dev/cap/gateway";
+import { resolveAccess, type Access } from "./access.js";
+import type { Caller } from "./types.js";
 
 /** What identification knows before access (role, chains) is decided. */
 export type BaseCaller = Omit<Caller, "role">;
 
-/** Access is the role and quota chains of a caller (from the policy's gateway section or the cap). */
-export interface Access {
-  role: Role;
-  chains: string[];
-}
-
-/** AccessResolver decides role and chains; the quota part supplies the real one. */
+/** AccessResolver decides a caller's role and quota chains from the policy in force and its capabilities. */
 export type AccessResolver = (caller: BaseCaller, policy: Policy | undefined) => Access;
 
-/**
- * capAccess is the access the `meshguard.dev/cap/gateway` capability gives
- * on its own: admin when any grant says `"role": "admin"` (admin wins),
- * else user; the chains named by `"quotas"` in any grant.
- */
-export const capAccess: AccessResolver = (caller) => {
-  let role: Role = "user";
-  const chains: string[] = [];
-  for (const g of caller.caps[GATEWAY_CAP] ?? []) {
-    if (g === null || typeof g !== "object") continue;
-    const v = g as { role?: unknown; quotas?: unknown };
-    if (v.role === "admin") role = "admin";
-    if (Array.isArray(v.quotas)) for (const q of v.quotas) if (typeof q === "string" && !chains.includes(q)) chains.push(q);
-  }
-  return { role, chains };
-};
+/** policyAccess is the resolver the gateway runs with: the policy's gateway section plus the caller's `meshguard.dev/cap/gateway` grants. */
+export const policyAccess: AccessResolver = (caller, policy) => resolveAccess(policy?.gateway, caller, caller.caps);
 
 /** callerFromWhois builds the caller of a tailnet connection. */
 export function callerFromWhois(w: WhoIs, addr: string, policy: Policy | undefined): BaseCaller {

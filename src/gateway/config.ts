@@ -15,6 +15,7 @@ import { z } from "zod";
 import { ErrorCode, MeshguardError } from "../errors.js";
 import { formatPath, SourceFile, type PolicyIssue } from "../policy/source.js";
 import { GATEWAY_PARTS } from "./parts.js";
+import { parseDuration } from "./store/config.js";
 
 /** Provider names are words: they appear in `provider/model` and in policy globs. */
 const PROVIDER_NAME_RE = /^[a-z0-9][a-z0-9._-]*$/;
@@ -30,12 +31,19 @@ const KeySourceSchema = z
     message: 'must be { "env": "NAME" } or { "file": "path" } (exactly one): a key is never written in the config itself',
   });
 
+const PriceFields = {
+  input: z.number().nonnegative(),
+  output: z.number().nonnegative(),
+  cacheRead: z.number().nonnegative().optional(),
+  cacheWrite: z.number().nonnegative().optional(),
+};
+
 const PriceSchema = z
   .object({
-    input: z.number().nonnegative(),
-    output: z.number().nonnegative(),
-    cacheRead: z.number().nonnegative().optional(),
-    cacheWrite: z.number().nonnegative().optional(),
+    ...PriceFields,
+    tiers: z
+      .array(z.object({ above: z.number().int().positive().describe("prompt tokens (input + cache) above which this tier prices the whole request"), ...PriceFields }).strict())
+      .optional(),
   })
   .strict()
   .describe("US dollars per million tokens");
@@ -111,6 +119,11 @@ export const GatewayConfigSchema = z
     approvals: ApprovalsSchema.optional(),
     maxBodyBytes: z.number().int().positive().default(32 << 20),
     dataDir: z.string().default("meshguard-gateway").describe("where the store keeps its files (relative to the config file)"),
+    sessions: z
+      .object({ idleGap: z.string().refine((s) => parseDuration(s) !== undefined, 'must be a duration such as "30m", "2h" or "90s"').default("30m") })
+      .strict()
+      .optional()
+      .describe("requests of a caller without a client session id form one session until the caller is idle this long"),
     quotas: GATEWAY_PARTS.quotas.optional(),
     hooks: GATEWAY_PARTS.hooks.optional(),
     retention: GATEWAY_PARTS.retention.optional(),

@@ -32,6 +32,8 @@ export interface GatewayContext {
   /** The policy in force (reloaded on change); undefined denies every call. */
   policy(): Policy | undefined;
   readonly access: AccessResolver;
+  /** The quota chains of each caller of a request in flight (set when access is decided; the quota manager reads them). */
+  readonly chains: WeakMap<Caller, string[][]>;
   readonly approvals: ApprovalOptions | undefined;
   readonly retention: Retention;
   readonly store: GatewayStore | undefined;

@@ -1,14 +1,16 @@
 /**
  * The config sections owned by the gateway's other parts (quotas, hooks,
- * store). Each part exports its own zod schema; this file is the one place
- * the config schema takes them from, so wiring a part in is one line here.
+ * store): each part exports its own zod schema, and the gateway config
+ * takes them from here, so a section is validated by the part that reads it.
  */
 
-import { z } from "zod";
+import { HooksConfigSchema } from "./hooks.js";
+import { QuotasConfigSchema } from "./quotas/config.js";
+import { RetentionConfigSchema, StorageConfigSchema } from "./store/config.js";
 
 export const GATEWAY_PARTS = {
-  quotas: z.unknown(),
-  hooks: z.unknown(),
-  retention: z.unknown(),
-  storage: z.unknown(),
+  quotas: QuotasConfigSchema,
+  hooks: HooksConfigSchema,
+  retention: RetentionConfigSchema,
+  storage: StorageConfigSchema,
 };

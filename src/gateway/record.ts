@@ -8,6 +8,7 @@
 
 import { randomUUID } from "node:crypto";
 import type { GatewayContext } from "./context.js";
+import { costOf } from "./prices.js";
 import type { Endpoint } from "./facts.js";
 import type { Caller, CallFacts, LogRecord, ModelPrice, Outcome, Reservation, Usage } from "./types.js";
 
@@ -67,12 +68,6 @@ export function newCallState(ctx: GatewayContext, caller: Caller, ep: Endpoint, 
   };
 }
 
-/** costOf prices a usage (dollars per million tokens); cache tokens at their own price, else the input price. */
-export function costOf(u: Usage, p: ModelPrice | undefined): number | undefined {
-  if (p === undefined) return undefined;
-  return (u.inputTokens * p.input + u.outputTokens * p.output + (u.cacheReadTokens ?? 0) * (p.cacheRead ?? p.input) + (u.cacheWriteTokens ?? 0) * (p.cacheWrite ?? p.input)) / 1e6;
-}
-
 const ZERO: Usage = Object.freeze({ inputTokens: 0, outputTokens: 0, estimated: false }) as Usage;
 
 /** MAX_LOGGED_BODY bounds each stored body (a 32 MiB upload is not kept whole in the log). */
@@ -83,7 +78,7 @@ export function finish(ctx: GatewayContext, st: CallState): void {
   try {
     const end = performance.now();
     const usage = st.usage;
-    const cost = usage ? costOf(usage, st.price) : undefined;
+    const cost = usage && st.price ? costOf(usage, st.price) : undefined;
     if (st.reservation !== undefined && ctx.quotas !== undefined) {
       ctx.quotas.settle(st.reservation, usage ?? ZERO, cost ?? 0).catch((err: unknown) => ctx.warn(err));
     }

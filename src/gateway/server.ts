@@ -64,6 +64,7 @@ async function handle(ctx: GatewayContext, admin: AdminRouter, identify: Identif
     const base = await identify(req);
     const access = ctx.access(base, ctx.policy());
     caller = { ...base, role: access.role };
+    ctx.chains.set(caller, access.chains);
   } catch (err) {
     // No identity, no service: the tailnet could not say who this is.
     sendError(res, format, "denied", `the gateway could not identify the caller: ${(err as Error).message}`);

@@ -7,7 +7,6 @@
  * hooks and pools, and closes the node if it started it.
  */
 
-import { randomUUID } from "node:crypto";
 import { EventEmitter } from "node:events";
 import http from "node:http";
 import { readFile } from "node:fs/promises";
@@ -17,14 +16,15 @@ import type { ApprovalOptions } from "../guard/types.js";
 import { MeshNode } from "../node.js";
 import { loadPolicy, type Policy } from "../policy/load.js";
 import type { Decision, DecisionRequest } from "../policy/types.js";
-import { callerFromPrincipal, callerFromWhois, capAccess, WhoisCache, type AccessResolver, type BaseCaller } from "./caller.js";
+import { callerFromPrincipal, callerFromWhois, WhoisCache, type AccessResolver, type BaseCaller } from "./caller.js";
 import { GatewayConfigError, loadGatewayConfig, resolveConfigPaths, validateGatewayConfig, type GatewayConfig, type GatewayConfigInput } from "./config.js";
 import { Inflight, type GatewayContext, type Prices, type Sessions } from "./context.js";
 import { readKey } from "./keys.js";
 import { buildProviders, Router } from "./providers.js";
 import { KeyScrubber } from "./scrub.js";
 import { requestHandler } from "./server.js";
-import type { AdminRoute, GatewayStore, HookRunner, QuotaManager, Retention } from "./types.js";
+import { openParts } from "./parts-open.js";
+import type { AdminRoute, Caller, GatewayStore, HookRunner, QuotaManager, Retention } from "./types.js";
 
 export interface GatewayOptions {
   /** A config file path (HuJSON), or the config as an object (relative paths then against `baseDir`). */
@@ -49,11 +49,11 @@ export interface GatewayOptions {
   parts?: Partial<GatewayParts>;
 }
 
-/** The parts behind the contract interfaces; absent ones are skipped. */
+/** The parts behind the contract interfaces (./parts-open.ts opens them from the config; a test may inject one). */
 export interface GatewayParts {
-  store: GatewayStore;
-  quotas: QuotaManager;
-  hooks: HookRunner;
+  store: GatewayStore | undefined;
+  quotas: QuotaManager | undefined;
+  hooks: HookRunner | undefined;
   sessions: Sessions;
   prices: Prices;
   access: AccessResolver;
@@ -70,7 +70,7 @@ export interface GatewayHandle extends AsyncDisposable {
   readonly loopbackUrl: string | undefined;
   readonly node: MeshNode | undefined;
   readonly config: GatewayConfig;
-  /** The store (undefined until a store part is configured). */
+  /** The store (undefined with retention "none" and no quotas). */
   readonly store: GatewayStore | undefined;
   /** The policy in force. */
   readonly policy: Policy | undefined;
@@ -140,23 +140,26 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayHandle>
     holder.on("reload", (ev) => events.emit("reload", ev));
     await reloader.ready;
 
-    const parts = opts.parts ?? {};
     const inflight = new Inflight();
+    const chains = new WeakMap<Caller, string[][]>();
+    const parts = await openParts(resolved, opts.parts ?? {}, secrets, holder, chains, warn, cleanup);
+    progress(`store ${parts.store ? "open" : "off"}, ${Object.keys(resolved.quotas ?? {}).length} quota bucket(s), hooks ${parts.hooks ? "on" : "off"}`);
     const approvals = opts.approvals ?? resolved.approvals;
     const ctx: GatewayContext = {
       cfg: resolved,
       router,
       scrub: new KeyScrubber(secrets),
       policy: () => holder.current,
-      access: parts.access ?? capAccess,
+      access: parts.access,
+      chains,
       approvals,
-      retention: parts.retention ?? { mode: "full" },
+      retention: parts.retention,
       store: parts.store,
       quotas: parts.quotas,
       hooks: parts.hooks,
-      sessions: parts.sessions ?? { sessionOf: (_c, sid) => sid ?? randomUUID() },
-      prices: parts.prices ?? { priceOf: (_p, model, overrides) => overrides[model], maxOutputTokensOf: () => undefined },
-      adminRoutes: parts.adminRoutes ?? [],
+      sessions: parts.sessions,
+      prices: parts.prices,
+      adminRoutes: parts.adminRoutes,
       inflight,
       warn,
     };
@@ -209,8 +212,6 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayHandle>
         const drained = await inflight.idle(o?.drainMs ?? 10_000);
         if (!drained) warn(new MeshguardError(ErrorCode.TIMEOUT, `gateway close: ${inflight.count} request(s) still running after ${o?.drainMs ?? 10_000} ms were cut off`));
         for (const s of servers) s.closeAllConnections();
-        await parts.hooks?.close().catch(warn);
-        if (parts.store) await parts.store.flush().then(() => parts.store!.close()).catch(warn);
         await undo();
       })());
 

@@ -69,11 +69,11 @@ export function stripTap(usage: StreamUsage): StreamTap {
       const end = m.index + m[0].length;
       const block = pending.slice(start, end);
       start = end;
-      if (keep(block, usage)) out += block;
+      out += rewrite(block, usage);
     }
     pending = pending.slice(start);
     if (flush && pending) {
-      if (keep(pending, usage)) out += pending;
+      out += rewrite(pending, usage);
       pending = "";
     }
     return out;
@@ -91,18 +91,29 @@ export function stripTap(usage: StreamUsage): StreamTap {
   };
 }
 
-/** keep reads one event block for usage and says whether the client gets it. */
-function keep(block: string, usage: StreamUsage): boolean {
+/**
+ * The `"usage": null` member every chunk carries once usage is asked for.
+ * It cannot occur inside a JSON string (the quotes would be escaped there),
+ * so removing it textually leaves the rest of the event exactly as sent.
+ */
+const USAGE_NULL = /,\s*"usage"\s*:\s*null(?=\s*[,}])|"usage"\s*:\s*null\s*,/g;
+
+/**
+ * rewrite reads one event block for usage and returns what the client
+ * gets: "" for the usage-only chunk, else the block without the
+ * `"usage": null` member the client did not ask for.
+ */
+function rewrite(block: string, usage: StreamUsage): string {
   let data = "";
   for (const line of block.split(/\r?\n|\r/)) {
     if (line.startsWith("data:")) data += (data ? "\n" : "") + line.slice(line.startsWith("data: ") ? 6 : 5);
   }
-  if (!data || data === "[DONE]") return true;
+  if (!data || data === "[DONE]") return block;
   const d = parseJson(data) as { choices?: unknown; usage?: unknown } | undefined;
-  if (d === undefined) return true;
+  if (d === undefined) return block;
   usage.event(d);
-  const usageOnly = Array.isArray(d.choices) && d.choices.length === 0 && d.usage !== null && typeof d.usage === "object";
-  return !usageOnly;
+  if (Array.isArray(d.choices) && d.choices.length === 0 && d.usage !== null && typeof d.usage === "object") return "";
+  return d.usage === null ? block.replace(USAGE_NULL, "") : block;
 }
 
 /** MAX_ASIDE bounds what a JSON-array stream keeps aside for its usage. */
