@@ -8,7 +8,7 @@ import { join } from "node:path";
 import OpenAI from "openai";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { startLlmSim, type LlmSim } from "../../bench/lib/llm-sim.mjs";
-import { createHookRunner, type HookFailedError } from "../../src/gateway/hooks.js";
+import type { HookFailedError } from "../../src/gateway/hooks.js";
 import { startGateway, type GatewayHandle } from "../../src/gateway/index.js";
 import type { MeshNode } from "../../src/index.js";
 import { startTailnet, type Tailnet } from "../integration/tailnet.js";
@@ -42,9 +42,8 @@ beforeAll(async () => {
   launch = await hookServer((r) => (/launch codes/.test(lastUser(r.body)) ? { json: { action: "block", status: 422, message: "prompts about launch codes are not allowed" } } : { json: { action: "allow" } }));
   // pre 3: only for gpt-4o-slow*, never answers.
   slow = await hookServer(() => ({ hang: true }));
-  // post: replaces the answer's text when the answer is for a prompt mentioning a password.
+  // post: only for gpt-4o-secret* (its models filter), replaces the answer's text.
   secrets = await hookServer((r) => {
-    if (!/password/.test(lastUser(r.body))) return { json: { action: "record" } };
     const body = r.body.response.body;
     return { json: { action: "redact", body: { ...body, choices: body.choices.map((c: any) => ({ ...c, message: { ...c.message, content: REDACTED } })) } } };
   });
@@ -56,23 +55,26 @@ beforeAll(async () => {
   const dir = mkdtempSync(join(tmpdir(), "mg-hooks-e2e-"));
   const policy = join(dir, "policy.hujson");
   writeFileSync(policy, JSON.stringify({ version: 3, rules: [{ id: "agents", src: ["tag:agent-a"], llm: { model: ["openai/gpt-4o*"] } }] }));
-  const hooks = createHookRunner(
-    {
-      pre: [
-        { name: "pii", url: pii.url },
-        { name: "launch", url: launch.url },
-        { name: "slow", url: slow.url, timeout: "300ms", models: ["openai/gpt-4o-slow*"] },
-      ],
-      post: [{ name: "secrets", url: secrets.url }],
-      usage: [{ name: "billing", url: billing.url }],
-    },
-    { onError: (e) => hookErrors.push(e) },
-  );
   gw = await startGateway({
-    config: { providers: { openai: { baseUrl: `${sim.url}/v1`, format: "openai", key: { env: "E2E_OPENAI_KEY" }, models: ["gpt-4o*"] } }, policy, dataDir: join(dir, "data") },
+    config: {
+      providers: { openai: { baseUrl: `${sim.url}/v1`, format: "openai", key: { env: "E2E_OPENAI_KEY" }, models: ["gpt-4o*"] } },
+      policy,
+      dataDir: join(dir, "data"),
+      hooks: {
+        pre: [
+          { name: "pii", url: pii.url },
+          { name: "launch", url: launch.url },
+          { name: "slow", url: slow.url, timeout: "300ms", models: ["openai/gpt-4o-slow*"] },
+        ],
+        post: [{ name: "secrets", url: secrets.url, models: ["openai/gpt-4o-secret*"] }],
+        usage: [{ name: "billing", url: billing.url }],
+      },
+    },
     env: { E2E_OPENAI_KEY: PROVIDER_KEY },
     node: gwNode,
-    parts: { hooks },
+    onWarning: (e) => {
+      if ((e as HookFailedError).code === "MESHGUARD_HOOK_FAILED") hookErrors.push(e as HookFailedError);
+    },
   });
   oai = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: CLIENT_KEY, maxRetries: 0, fetch: ((input: string, init: object) => client.fetch(input, init as never)) as unknown as typeof fetch });
 }, 120_000);
@@ -126,11 +128,16 @@ describe("hooks through the gateway, with the official openai SDK over the tailn
   });
 
   it("a post hook's redaction is the answer the SDK returns; usage is the provider's", async () => {
-    const a = await oai.chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "what is the admin password?" }] });
+    const a = await oai.chat.completions.create({ model: "gpt-4o-secret", messages: [{ role: "user", content: "what is the admin password?" }] });
     expect(sim.requests).toHaveLength(1);
     expect(a.choices[0]!.message.content).toBe(REDACTED);
     expect(a.usage?.completion_tokens).toBe(8);
-    const plain = await oai.chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "what is a tailnet?" }] });
+    const seen = secrets.received.at(-1)!.body;
+    expect(seen.response.status).toBe(200);
+    expect(seen.response.body.choices[0].message.content.split(" ")).toHaveLength(8);
+    // Another model: the hook does not run, the answer is the provider's.
+    const plain = await oai.chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "what is the admin password?" }] });
+    expect(secrets.received).toHaveLength(1);
     expect(plain.choices[0]!.message.content).not.toBe(REDACTED);
     expect(plain.choices[0]!.message.content!.split(" ")).toHaveLength(8);
   });
@@ -146,7 +153,7 @@ describe("hooks through the gateway, with the official openai SDK over the tailn
     const mine = billing.received.slice(first).flatMap((r) => r.body.events);
     expect(mine.map((e: any) => e.outcome)).toEqual(["ok", "blocked"]);
     expect(mine[0]).toMatchObject({ caller: { node: "agent-a", tags: ["tag:agent-a"] }, provider: "openai", model: "gpt-4o-mini", operation: "openai.chat", usage: { outputTokens: ok.usage!.completion_tokens, inputTokens: ok.usage!.prompt_tokens } });
-    // Every request of this file: 2 + 1 + 2 + 2 + 2 (the first test's one included).
-    expect(events.length).toBe(9);
+    // Every request of this file, one event each: 1 + 1 + 2 + 2 + 2.
+    expect(events.length).toBe(8);
   });
 });
