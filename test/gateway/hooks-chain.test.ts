@@ -204,6 +204,7 @@ describe("hook failures", () => {
     ["a post action", { json: { action: "redact", body: {} } }, /action must be "allow", "block" or "modify"/],
     ["a block with a 5xx status", { json: { action: "block", status: 500 } }, /status: must be a 4xx status/],
     ["a modify without body", { json: { action: "modify" } }, /body: is required/],
+    ["a modify with a body that is not an object", { json: { action: "modify", body: "hello" } }, /body: must be a JSON object/],
   ];
   it.each(malformed)("a malformed answer (%s): closed is a 502 saying what is wrong, open is skipped", async (_what, answer, why) => {
     const h = await hook(answer);

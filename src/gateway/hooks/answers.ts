@@ -18,8 +18,15 @@ const block = z.object({
   message: z.string().max(4096, "must be at most 4096 characters").optional(),
 });
 
+/** A replacement body is a JSON object: every API the gateway proxies has object bodies, so anything else would only fail later, upstream or in the client. */
 const withBody = <A extends string>(action: A) =>
-  z.object({ action: z.literal(action), body: z.unknown().refine((b) => b !== undefined, "is required") });
+  z.object({
+    action: z.literal(action),
+    body: z.unknown().superRefine((b, ctx) => {
+      if (b === undefined) ctx.addIssue({ code: z.ZodIssueCode.custom, message: "is required" });
+      else if (b === null || typeof b !== "object" || Array.isArray(b)) ctx.addIssue({ code: z.ZodIssueCode.custom, message: "must be a JSON object (the whole replacement body)" });
+    }),
+  });
 
 const actionError = (list: string) => ({ errorMap: () => ({ message: `action must be ${list}` }) });
 
