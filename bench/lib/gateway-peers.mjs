@@ -8,6 +8,7 @@
 // a peer that cannot run here is reported, never silently dropped.
 
 import { spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { homedir, tmpdir } from 'node:os';
@@ -144,13 +145,15 @@ export async function startLitellm({ version, simUrl, simKey, model }) {
   if (have !== version) return { system, skipped: missing('litellm', have, version) };
   const dir = mkdtempSync(join(tmpdir(), 'mg-bench-litellm-'));
   const config = join(dir, 'config.yaml');
+  // LiteLLM refuses to start without a master key; clients present it (no database: checked in memory).
+  const masterKey = `sk-bench-${randomBytes(16).toString('hex')}`;
   // JSON is YAML: no YAML writer needed.
   writeFileSync(
     config,
     JSON.stringify({
       model_list: [{ model_name: model, litellm_params: { model: `openai/${model}`, api_base: `${simUrl}/v1`, api_key: simKey } }],
       litellm_settings: { telemetry: false, drop_params: false, set_verbose: false },
-      general_settings: {},
+      general_settings: { master_key: masterKey },
     }),
   );
   const port = await freePort();
@@ -176,7 +179,7 @@ export async function startLitellm({ version, simUrl, simKey, model }) {
     system,
     origin,
     pid: child.pid,
-    headers: { authorization: 'Bearer sk-bench-client' },
+    headers: { authorization: `Bearer ${masterKey}` },
     close: async () => {
       await stopProcess(child);
       rmSync(dir, { recursive: true, force: true });
