@@ -317,7 +317,7 @@ try {
   if (tailnet && gateway?.ipUrl) {
     const { MeshNode } = await import('../dist/index.js');
     progress('tailnet: starting the provider node and the client node');
-    const fwd = startJsonChild('provider node', process.execPath, [here('./lib/forward-node.mjs'), '--control', tailnet.control.url, '--authkey', await tailnet.key('tag:provider'), '--dir', mkdtempSync(join(work, 'fwd-')), '--hostname', 'bench-provider', '--to', new URL(simMg.url).host]);
+    const fwd = startJsonChild('provider node', process.execPath, [here('./lib/forward-node.mjs'), '--control', tailnet.control.url, '--authkey', await tailnet.key('tag:provider'), '--dir', mkdtempSync(join(work, 'fwd-')), '--hostname', 'bench-provider', '--to', new URL(simShared.url).host]);
     cleanups.push(() => fwd.stop());
     const fwdIp = (await fwd.next('online', 60_000)).ips.find((ip) => !ip.includes(':'));
     const client = await MeshNode.start({ controlUrl: tailnet.control.url, authKey: await tailnet.key('tag:bench'), dir: mkdtempSync(join(work, 'client-')), hostname: 'bench-client', ephemeral: true, timeoutMs: 45_000 });

@@ -40,7 +40,7 @@ async function logTotals(store) {
 try {
   const { values: a } = parseArgs({ options: Object.fromEntries(['sim', 'sim-key', 'dir', 'control', 'authkey', 'hostname'].map((k) => [k, { type: 'string' }])) });
   const policy = join(a.dir, 'policy.hujson');
-  writeFileSync(policy, JSON.stringify({ rules: [{ id: 'bench', src: ['tag:bench'], llm: { model: ['sim/*'] } }] }));
+  writeFileSync(policy, JSON.stringify({ version: 3, rules: [{ id: 'bench', src: ['tag:bench'], llm: { model: ['sim/*'] } }] }));
   const gw = await startGateway({
     config: {
       providers: { sim: { baseUrl: `${a.sim}/v1`, format: 'openai', key: { env: 'BENCH_SIM_KEY' }, models: ['gpt-4o-mini'], prices: { 'gpt-4o-mini': { input: 0.15, output: 0.6 } } } },
