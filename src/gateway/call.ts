@@ -17,7 +17,7 @@ import { requestApproval } from "../guard/approvals.js";
 import type { Decision, LlmTarget } from "../policy/types.js";
 import type { GatewayContext } from "./context.js";
 import { bodyFacts, clientSessionId, type Endpoint } from "./facts.js";
-import { clientHeaders, readBody, sendError, TOO_LARGE } from "./http-util.js";
+import { clientHeaders, readBody, REQUEST_ID, sendError, TOO_LARGE } from "./http-util.js";
 import type { Route } from "./providers.js";
 import { finish, newCallState, type CallState } from "./record.js";
 import { forward } from "./upstream.js";
@@ -48,7 +48,7 @@ async function run(ctx: GatewayContext, st: CallState, req: IncomingMessage, res
   const fail = (kind: Parameters<typeof sendError>[2], outcome: CallState["outcome"], message: string, opts?: Parameters<typeof sendError>[4]) => {
     st.outcome = outcome;
     st.reason = message;
-    st.status = sendError(res, format, kind, message, opts);
+    st.status = sendError(res, format, kind, message, { ...opts, headers: { ...opts?.headers, [REQUEST_ID]: st.id } });
   };
 
   // 1. The body, bounded.

@@ -17,6 +17,7 @@ export interface Endpoint {
 
 const GEMINI_CALL_RE = /^\/(v1beta|v1|v1alpha)\/models\/(.+):(generateContent|streamGenerateContent|countTokens)$/;
 const GEMINI_LIST_RE = /^\/(v1beta|v1|v1alpha)\/models$/;
+const GEMINI_MODEL_RE = /^\/(v1beta|v1|v1alpha)\/models\/([^:]+)$/;
 const GEMINI_OPS: Record<string, ApiOperation> = { generateContent: "gemini.generate", streamGenerateContent: "gemini.stream", countTokens: "gemini.count_tokens" };
 
 /**
@@ -51,8 +52,21 @@ export function endpointOf(method: string, path: string, headers: Record<string,
     return undefined;
   }
   if (method === "GET") {
-    if (path === "/v1/models") return headers["anthropic-version"] !== undefined ? { operation: "anthropic.models", format: "anthropic" } : { operation: "openai.models", format: "openai" };
-    if (GEMINI_LIST_RE.test(path)) return { operation: "gemini.models", format: "gemini" };
+    // A listing, or one model of it (`pathModel`): GET /v1/models[/{id}] is OpenAI's, or
+    // Anthropic's when the client sends anthropic-version; /v1beta/models[/{model}] is Gemini's
+    // (and /v1/models/... too when the client sends x-goog-api-key: the Gemini SDK with apiVersion v1).
+    const gemini = GEMINI_LIST_RE.test(path) || GEMINI_MODEL_RE.test(path) ? !path.startsWith("/v1/") || headers["x-goog-api-key"] !== undefined : false;
+    const format: ApiFormat = gemini ? "gemini" : headers["anthropic-version"] !== undefined ? "anthropic" : "openai";
+    const operation: ApiOperation = `${format}.models`;
+    if (path === "/v1/models" || GEMINI_LIST_RE.test(path)) return gemini || path === "/v1/models" ? { operation, format } : undefined;
+    const one = GEMINI_MODEL_RE.exec(path);
+    if (one && (gemini || path.startsWith("/v1/"))) {
+      try {
+        return { operation, format, pathModel: decodeURIComponent(one[2]!) };
+      } catch {
+        return undefined;
+      }
+    }
   }
   return undefined;
 }

@@ -20,6 +20,9 @@ export const NEVER_FORWARDED = new Set(["cookie", "proxy-authorization"]);
 /** Response headers not copied back to the client (the gateway frames the body itself). */
 export const RESPONSE_DROP = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "content-length", "set-cookie"]);
 
+/** The response header naming the request's log record (GET /meshguard/v1/logs/ID). */
+export const REQUEST_ID = "x-meshguard-request-id";
+
 /** TooLarge marks a body over the limit. */
 export const TOO_LARGE = Symbol("too large");
 

@@ -34,19 +34,40 @@ export function allowedModels(ctx: GatewayContext, caller: Caller, format: ApiFo
   return out;
 }
 
+/** allowedModel is one model the caller may use, configured by name or glob; undefined when no provider serves it or the policy denies it. */
+export function allowedModel(ctx: GatewayContext, caller: Caller, format: ApiFormat, id: string): Listed | undefined {
+  const policy = ctx.policy();
+  const route = ctx.router.route(format, id);
+  if (policy === undefined || route === undefined) return undefined;
+  const target: LlmTarget = { kind: "llm", provider: route.provider.name, model: route.model, maxTokens: 1 };
+  return policy.explain({ principal: caller.principal, target }).decision.effect === "deny" ? undefined : { id, provider: route.provider.name };
+}
+
+/** modelObject renders one model in the API's own shape. */
+export function modelObject(format: ApiFormat, m: Listed): unknown {
+  switch (format) {
+    case "anthropic":
+      return { type: "model", id: m.id, display_name: m.id, created_at: "1970-01-01T00:00:00Z" };
+    case "gemini":
+      return { name: `models/${m.id}`, displayName: m.id, supportedGenerationMethods: ["generateContent", "streamGenerateContent", "countTokens"] };
+    default:
+      return { id: m.id, object: "model", created: 0, owned_by: m.provider };
+  }
+}
+
 /** modelList renders the listing in the API's own shape. */
 export function modelList(format: ApiFormat, models: Listed[]): unknown {
   switch (format) {
     case "anthropic":
       return {
-        data: models.map((m) => ({ type: "model", id: m.id, display_name: m.id, created_at: "1970-01-01T00:00:00Z" })),
+        data: models.map((m) => modelObject(format, m)),
         has_more: false,
         first_id: models[0]?.id ?? null,
         last_id: models.at(-1)?.id ?? null,
       };
     case "gemini":
-      return { models: models.map((m) => ({ name: `models/${m.id}`, displayName: m.id, supportedGenerationMethods: ["generateContent", "streamGenerateContent", "countTokens"] })) };
+      return { models: models.map((m) => modelObject(format, m)) };
     default:
-      return { object: "list", data: models.map((m) => ({ id: m.id, object: "model", created: 0, owned_by: m.provider })) };
+      return { object: "list", data: models.map((m) => modelObject(format, m)) };
   }
 }

@@ -13,7 +13,7 @@ import type { BaseCaller } from "./caller.js";
 import type { GatewayContext } from "./context.js";
 import { endpointOf, formatGuess } from "./facts.js";
 import { sendError, sendJson } from "./http-util.js";
-import { allowedModels, modelList } from "./models.js";
+import { allowedModel, allowedModels, modelList, modelObject } from "./models.js";
 import type { Caller } from "./types.js";
 
 /** Identify says who sent a request (tailnet whois, or the loopback principal). */
@@ -93,7 +93,12 @@ async function handle(ctx: GatewayContext, admin: AdminRouter, identify: Identif
 
   if (isAdmin) return admin.handle(req, res, caller, path.slice(ADMIN_PREFIX.length) || "/", query);
   if (ep!.operation.endsWith(".models")) {
-    sendJson(res, 200, JSON.stringify(modelList(ep!.format, allowedModels(ctx, caller, ep!.format))));
+    if (ep!.pathModel === undefined) sendJson(res, 200, JSON.stringify(modelList(ep!.format, allowedModels(ctx, caller, ep!.format))));
+    else {
+      const m = allowedModel(ctx, caller, ep!.format, ep!.pathModel);
+      if (m) sendJson(res, 200, JSON.stringify(modelObject(ep!.format, m)));
+      else sendError(res, ep!.format, "not_found", `the model ${JSON.stringify(ep!.pathModel)} does not exist or you may not use it`);
+    }
     return;
   }
   await handleCall(ctx, req, res, ep!, caller, t0, path, query);

@@ -13,7 +13,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Dispatcher } from "undici";
 import type { GatewayContext } from "./context.js";
-import { CREDENTIAL_HEADERS, HOP_HEADERS, NEVER_FORWARDED, RESPONSE_DROP, sendError } from "./http-util.js";
+import { CREDENTIAL_HEADERS, HOP_HEADERS, NEVER_FORWARDED, REQUEST_ID, RESPONSE_DROP, sendError } from "./http-util.js";
 import type { Route } from "./providers.js";
 import type { KeyScrubber } from "./scrub.js";
 import type { CallState } from "./record.js";
@@ -82,7 +82,7 @@ export async function forward(
     const timeout = isTimeout(err);
     st.outcome = "upstream_unreachable";
     st.reason = `${timeout ? "no answer from" : "cannot reach"} provider ${p.name}: ${ctx.scrub.text(errText(err))}`;
-    st.status = sendError(res, format, timeout ? "timeout" : "unreachable", st.reason);
+    st.status = sendError(res, format, timeout ? "timeout" : "unreachable", st.reason, { headers: { [REQUEST_ID]: st.id } });
     return;
   }
 
@@ -90,7 +90,7 @@ export async function forward(
   const streamed = up.statusCode < 300 && (ctype.startsWith("text/event-stream") || facts.stream);
   try {
     if (streamed) await streamBack(ctx, st, res, up, facts, payload.length, strip, ctype.startsWith("text/event-stream"), () => clientGone);
-    else await wholeBack(ctx, st, res, up, facts, payload.length);
+    else await wholeBack(ctx, st, res, up, facts, payload.length, body);
   } finally {
     res.off("close", onClose);
   }
@@ -135,7 +135,7 @@ function responseHeaders(scrub: KeyScrubber, up: Dispatcher.ResponseData, extra?
 }
 
 /** wholeBack reads the whole answer, runs post hooks on a success, and sends it. */
-async function wholeBack(ctx: GatewayContext, st: CallState, res: ServerResponse, up: Dispatcher.ResponseData, facts: CallFacts, requestBytes: number): Promise<void> {
+async function wholeBack(ctx: GatewayContext, st: CallState, res: ServerResponse, up: Dispatcher.ResponseData, facts: CallFacts, requestBytes: number, requestBody: unknown): Promise<void> {
   let buf: Buffer;
   try {
     buf = Buffer.from(await up.body.arrayBuffer());
@@ -147,7 +147,7 @@ async function wholeBack(ctx: GatewayContext, st: CallState, res: ServerResponse
     }
     st.outcome = "upstream_unreachable";
     st.reason = `the answer of provider ${facts.provider} broke off: ${ctx.scrub.text(errText(err))}`;
-    st.status = sendError(res, facts.format, isTimeout(err) ? "timeout" : "unreachable", st.reason);
+    st.status = sendError(res, facts.format, isTimeout(err) ? "timeout" : "unreachable", st.reason, { headers: { [REQUEST_ID]: st.id } });
     return;
   }
   buf = ctx.scrub.bytes(buf);
@@ -166,18 +166,18 @@ async function wholeBack(ctx: GatewayContext, st: CallState, res: ServerResponse
   }
   if (ok && ctx.hooks?.hasPost) {
     const c = st.caller;
-    const r = await ctx.hooks.post({ id: st.id, caller: { node: c.node, user: c.user, tags: c.tags, role: c.role }, facts, headers: st.requestHeaders ?? {}, body: undefined }, { status: up.statusCode, body: parsed });
+    const r = await ctx.hooks.post({ id: st.id, caller: { node: c.node, user: c.user, tags: c.tags, role: c.role }, facts, headers: st.requestHeaders ?? {}, body: requestBody }, { status: up.statusCode, body: parsed });
     if (r.action === "block") {
       st.outcome = "blocked";
       st.reason = `answer blocked by hook ${r.hook}: ${r.message}`;
-      st.status = sendError(res, facts.format, "blocked", st.reason, { status: r.status });
+      st.status = sendError(res, facts.format, "blocked", st.reason, { status: r.status, headers: { [REQUEST_ID]: st.id } });
       return;
     }
     if (r.action === "redact") buf = ctx.scrub.bytes(Buffer.from(JSON.stringify(r.body)));
   }
   st.status = up.statusCode;
   st.responseParts?.push(buf.length <= MAX_KEPT ? buf : buf.subarray(0, MAX_KEPT));
-  res.writeHead(up.statusCode, responseHeaders(ctx.scrub, up, { "content-length": String(buf.length) }));
+  res.writeHead(up.statusCode, responseHeaders(ctx.scrub, up, { "content-length": String(buf.length), [REQUEST_ID]: st.id }));
   res.end(buf);
 }
 
@@ -196,7 +196,7 @@ async function streamBack(
   const usage = new StreamUsage(facts.operation, requestBytes);
   const tap: StreamTap = !sse ? jsonArrayTap(usage) : strip ? stripTap(usage) : sseTap(usage);
   st.status = up.statusCode;
-  res.writeHead(up.statusCode, responseHeaders(ctx.scrub, up));
+  res.writeHead(up.statusCode, responseHeaders(ctx.scrub, up, { [REQUEST_ID]: st.id }));
   // The headers go out at once: a client sees the stream open before the first token.
   res.flushHeaders();
   let kept = 0;

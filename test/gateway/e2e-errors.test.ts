@@ -28,7 +28,8 @@ const POLICY = {
   version: 1,
   rules: [
     { id: "held", effect: "approve", src: ["tag:local"], llm: { model: ["openai/gpt-4o-mini"], maxTokens: 10 } },
-    { id: "local", effect: "allow", src: ["tag:local"], llm: { model: ["*"] } },
+    { id: "rated", effect: "allow", src: ["tag:local"], llm: { model: ["rated/*"] }, when: { rate: { perMinute: 2 } } },
+    { id: "local", effect: "allow", src: ["tag:local"], llm: { model: ["openai/*", "anthropic/*", "gemini/*", "slow/*", "gone/*", "echo/*"] } },
   ],
 };
 
@@ -71,6 +72,7 @@ beforeAll(async () => {
         slow: { baseUrl: `${sim.url}/v1`, format: "openai", key: { env: "SIM_PROVIDER_KEY" }, models: ["slow-*"], timeout: 300 },
         gone: { baseUrl: "http://127.0.0.1:9/v1", format: "openai", models: ["gone-*"] },
         echo: { baseUrl: `${echoUrl}/v1`, format: "openai", key: { env: "SIM_PROVIDER_KEY" }, models: ["echo-*"] },
+        rated: { baseUrl: `${sim.url}/v1`, format: "openai", key: { env: "SIM_PROVIDER_KEY" }, models: ["rated-*"] },
       },
     },
     env: { SIM_PROVIDER_KEY: PROVIDER_KEY },
@@ -227,6 +229,37 @@ describe("approve rules hold the request until an approver answers", () => {
     expect(e2).toBeInstanceOf(OpenAI.PermissionDeniedError);
     expect(e2.message).toMatch(/no answer within 2000 ms/);
     expect(sim.requests).toEqual([]);
+  });
+});
+
+describe("policy at the gateway", () => {
+  it("a rule's rate is counted at the gateway: the third call in a minute is denied", async () => {
+    const call = () => oai().chat.completions.create({ model: "rated-model", messages: msg });
+    await call();
+    await call();
+    const e = await call().catch((err) => err);
+    expect(e).toBeInstanceOf(OpenAI.PermissionDeniedError);
+    expect(e.message).toMatch(/rate/);
+    expect(sim.requests).toHaveLength(2);
+  });
+
+  it("the policy file is reloaded when it changes; a file that does not load leaves the last good policy in force", async () => {
+    const file = join(dir, "policy.hujson");
+    const reloaded = () => new Promise<void>((resolve) => gw.events.once("reload", () => resolve()));
+    const call = () => oai().chat.completions.create({ model: "gpt-4o", messages: msg });
+    expect((await call()).choices).toHaveLength(1);
+    let next = reloaded();
+    writeFileSync(file, JSON.stringify({ ...POLICY, rules: POLICY.rules.filter((r) => r.id !== "local") }));
+    await next;
+    expect(await call().catch((err) => err)).toBeInstanceOf(OpenAI.PermissionDeniedError);
+    const warned = new Promise<Error>((resolve) => gw.events.once("warning", resolve));
+    writeFileSync(file, "{ not a policy");
+    expect((await warned).message).toMatch(/policy/);
+    expect(await call().catch((err) => err)).toBeInstanceOf(OpenAI.PermissionDeniedError);
+    next = reloaded();
+    writeFileSync(file, JSON.stringify(POLICY));
+    await next;
+    expect((await call()).choices).toHaveLength(1);
   });
 });
 

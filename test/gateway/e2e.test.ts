@@ -51,7 +51,8 @@ describe("OpenAI API over the tailnet", () => {
   it("chat completions: the provider key replaces the client's; unknown fields and headers pass through", async () => {
     const oai = t.openai(t.nodes.agentA);
     const body = { model: "gpt-4o-mini", max_tokens: 100, messages: [{ role: "user" as const, content: "hello gateway" }], some_future_field: { nested: [1, 2] } };
-    const r = note(await oai.chat.completions.create(body as OpenAI.ChatCompletionCreateParamsNonStreaming, { headers: { "openai-beta": "future=v9", "x-trace-id": "trace-42" } }));
+    const { data: r, response } = await oai.chat.completions.create(body as OpenAI.ChatCompletionCreateParamsNonStreaming, { headers: { "openai-beta": "future=v9", "x-trace-id": "trace-42" } }).withResponse();
+    note(r);
     expect(r.choices[0]!.message.content!.split(" ")).toHaveLength(12);
     expect(r.usage).toMatchObject({ prompt_tokens: Math.ceil("hello gateway".length / 4), completion_tokens: 12 });
     expectProviderKeyOnly("authorization", `Bearer ${PROVIDER_KEY}`);
@@ -59,6 +60,9 @@ describe("OpenAI API over the tailnet", () => {
     expect(last().headers).toMatchObject({ "openai-beta": "future=v9", "x-trace-id": "trace-42" });
     const [rec] = await records((x) => x.operation === "openai.chat");
     expect(rec).toMatchObject({ provider: "openai", model: "gpt-4o-mini", status: 200, outcome: "ok", caller: { node: "agent-a", tags: ["tag:agent-a"], via: "tailnet" } });
+    // The answer names its log record; the provider's own headers come back too.
+    expect(response.headers.get("x-meshguard-request-id")).toBe(rec!.id);
+    expect(response.headers.get("x-request-id")).toMatch(/^req_sim/);
     expect(rec!.usage).toEqual({ inputTokens: 4, outputTokens: 12, estimated: false });
     expect(rec!.caller.user).toMatch(/^alice/);
   });
@@ -235,6 +239,11 @@ describe("models and policy", () => {
     expect((await t.anthropic(t.nodes.laptop).models.list()).data.map((m) => m.id)).toEqual(["claude-sonnet-4-5", "claude-haiku-4-5"]);
     const gem = await t.gemini(t.nodes.agentB).models.list();
     expect(gem.page).toEqual([]);
+    // One model: what the caller may use (also one matched by a glob), else a 404.
+    expect(await t.openai(t.nodes.agentA).models.retrieve("gpt-4o-2024-08-06")).toMatchObject({ id: "gpt-4o-2024-08-06", owned_by: "openai" });
+    expect(await t.openai(t.nodes.agentB).models.retrieve("gpt-4o").catch((e) => e)).toBeInstanceOf(OpenAI.NotFoundError);
+    expect(await t.anthropic(t.nodes.laptop).models.retrieve("claude-haiku-4-5")).toMatchObject({ type: "model", id: "claude-haiku-4-5" });
+    expect(await t.gemini(t.nodes.agentA).models.get({ model: "gemini-2.5-pro" })).toMatchObject({ name: "models/gemini-2.5-pro" });
   });
 
   it("a denied call is a 403 in the API's format with the policy's reason, and never reaches the provider", async () => {

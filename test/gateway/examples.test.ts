@@ -18,6 +18,17 @@ it("examples/gateway: the config and its policy (with its tests) load", () => {
   expect(Object.keys(cfg.quotas ?? {})).toEqual(expect.arrayContaining([...policy.gateway!.buckets]));
 });
 
+it("docs/gateway.md: its config and policy examples load", () => {
+  const doc = readFileSync(fileURLToPath(new URL("../../docs/gateway.md", import.meta.url)), "utf8");
+  const blocks = [...doc.matchAll(/```jsonc\n([\s\S]*?)```/g)].map((m) => m[1]!);
+  const config = blocks.find((b) => b.includes('"providers"'))!;
+  const cfg = parseGatewayConfig(config, { file: "/etc/meshguard/gateway.hujson" });
+  expect(Object.keys(cfg.providers)).toEqual(["openai", "anthropic", "gemini", "local"]);
+  const policy = loadPolicy(blocks.find((b) => b.includes('"meshguard"'))!);
+  expect(policy.version).toBe(3);
+  expect(policy.gateway?.buckets).toEqual(["daily"]);
+});
+
 it("examples/gateway/run.mjs: the allowed agent is answered, the other refused, the provider saw only the gateway's key", () => {
   const r = spawnSync(process.execPath, [example("run.mjs")], { encoding: "utf8", timeout: 90_000 });
   expect(r.status, r.stderr).toBe(0);

@@ -21,6 +21,10 @@ describe("endpoints", () => {
     expect(endpointOf("GET", "/v1beta/models", {})?.operation).toBe("gemini.models");
     expect(endpointOf("POST", "/v1beta/models/gemini-2.5-flash:streamGenerateContent", {})).toEqual({ operation: "gemini.stream", format: "gemini", pathModel: "gemini-2.5-flash" });
     expect(endpointOf("POST", "/v1beta/models/google%2Fgemini-x:countTokens", {})?.pathModel).toBe("google/gemini-x");
+    expect(endpointOf("GET", "/v1/models/gpt-4o", {})).toEqual({ operation: "openai.models", format: "openai", pathModel: "gpt-4o" });
+    expect(endpointOf("GET", "/v1/models/claude-x", { "anthropic-version": "2023-06-01" })?.format).toBe("anthropic");
+    expect(endpointOf("GET", "/v1beta/models/gemini-2.5-flash", {})).toEqual({ operation: "gemini.models", format: "gemini", pathModel: "gemini-2.5-flash" });
+    expect(endpointOf("GET", "/v1/models", { "x-goog-api-key": "k" })?.format).toBe("gemini");
     expect(endpointOf("GET", "/v1/chat/completions", {})).toBeUndefined();
     expect(endpointOf("POST", "/v1/completions", {})).toBeUndefined();
   });
