@@ -57,6 +57,12 @@ export async function forward(
   }
   const payload = raw ?? Buffer.from(JSON.stringify(body));
 
+  // The client may have gone while the call waited (an approval, a hook): nothing goes upstream then.
+  if (res.destroyed || req.socket.destroyed) {
+    st.outcome = "client_aborted";
+    st.reason = "the client closed the connection before the request went upstream";
+    return;
+  }
   const headers = upstreamHeaders(req, route);
   const ac = new AbortController();
   let clientGone = false;
