@@ -29,6 +29,15 @@ const DEFAULT_MAX_OUTPUT = 4096;
 
 export async function handleCall(ctx: GatewayContext, req: IncomingMessage, res: ServerResponse, ep: Endpoint, caller: Caller, t0: number, path: string, query: string): Promise<void> {
   const st = newCallState(ctx, caller, ep, t0);
+  // From the start: a client may leave while its body is read, an approval is pending or a hook
+  // runs. Node keeps a half-closed connection open for the answer, so the client's FIN (socket
+  // "end") counts as leaving too: no LLM client half-closes and still waits for its answer.
+  const gone = () => {
+    if (!res.writableFinished) st.abort.abort();
+  };
+  const socket = req.socket;
+  res.once("close", gone);
+  socket.once("end", gone);
   try {
     await run(ctx, st, req, res, ep, caller, path, query);
   } catch (err) {
@@ -39,6 +48,7 @@ export async function handleCall(ctx: GatewayContext, req: IncomingMessage, res:
     if (!res.headersSent) st.status = sendError(res, ep.format, "internal", "the gateway failed to handle the request");
     else res.destroy();
   } finally {
+    socket.off("end", gone);
     finish(ctx, st);
   }
 }

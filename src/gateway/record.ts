@@ -39,6 +39,8 @@ export interface CallState {
   /** What the client received (full retention), in pieces. */
   responseParts: Array<Buffer | string> | undefined;
   hookModified: boolean;
+  /** Aborted when the client goes away before its answer is complete: the upstream request is cancelled with it. */
+  readonly abort: AbortController;
 }
 
 export function newCallState(ctx: GatewayContext, caller: Caller, ep: Endpoint, t0: number): CallState {
@@ -65,6 +67,7 @@ export function newCallState(ctx: GatewayContext, caller: Caller, ep: Endpoint, 
     requestHeaders: undefined,
     responseParts: ctx.retention.mode === "full" ? [] : undefined,
     hookModified: false,
+    abort: new AbortController(),
   };
 }
 

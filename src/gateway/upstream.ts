@@ -58,29 +58,21 @@ export async function forward(
   const payload = raw ?? Buffer.from(JSON.stringify(body));
 
   // The client may have gone while the call waited (an approval, a hook): nothing goes upstream then.
-  if (res.destroyed || req.socket.destroyed) {
+  const signal = st.abort.signal;
+  if (signal.aborted || res.destroyed) {
     st.outcome = "client_aborted";
     st.reason = "the client closed the connection before the request went upstream";
     return;
   }
   const headers = upstreamHeaders(req, route);
-  const ac = new AbortController();
-  let clientGone = false;
-  const onClose = () => {
-    if (!res.writableFinished) {
-      clientGone = true;
-      ac.abort();
-    }
-  };
-  res.on("close", onClose);
+  const clientGone = () => signal.aborted;
 
   let up: Dispatcher.ResponseData;
   st.tUpstream = performance.now();
   try {
-    up = await p.pool.request({ path: p.upstreamPath(path) + upstreamQuery(query, p.passthroughKey), method: "POST", headers, body: payload, signal: ac.signal });
+    up = await p.pool.request({ path: p.upstreamPath(path) + upstreamQuery(query, p.passthroughKey), method: "POST", headers, body: payload, signal });
   } catch (err) {
-    res.off("close", onClose);
-    if (clientGone) {
+    if (clientGone()) {
       st.outcome = "client_aborted";
       st.reason = "the client closed the connection before the upstream answered";
       return;
@@ -94,12 +86,8 @@ export async function forward(
 
   const ctype = String(up.headers["content-type"] ?? "");
   const streamed = up.statusCode < 300 && (ctype.startsWith("text/event-stream") || facts.stream);
-  try {
-    if (streamed) await streamBack(ctx, st, res, up, facts, payload.length, strip, ctype.startsWith("text/event-stream"), () => clientGone);
-    else await wholeBack(ctx, st, res, up, facts, payload.length, body);
-  } finally {
-    res.off("close", onClose);
-  }
+  if (streamed) await streamBack(ctx, st, res, up, facts, payload.length, strip, ctype.startsWith("text/event-stream"), clientGone);
+  else await wholeBack(ctx, st, res, up, facts, payload.length, body);
 }
 
 /** upstreamHeaders: the client's headers minus hop and credential headers, plus the provider key. */
@@ -146,7 +134,7 @@ async function wholeBack(ctx: GatewayContext, st: CallState, res: ServerResponse
   try {
     buf = Buffer.from(await up.body.arrayBuffer());
   } catch (err) {
-    if (res.destroyed) {
+    if (st.abort.signal.aborted || res.destroyed) {
       st.outcome = "client_aborted";
       st.reason = "the client closed the connection while the upstream was answering";
       return;

@@ -219,6 +219,24 @@ describe("approve rules hold the request until an approver answers", () => {
     expect(sim.requests).toHaveLength(1);
   });
 
+  it("a client that goes away while its call is held: approved later, nothing goes upstream", async () => {
+    let answer!: (ok: boolean) => void;
+    approver = () => new Promise((r) => (answer = r));
+    const ac = new AbortController();
+    const call = oai().chat.completions.create({ model: "gpt-4o-mini", max_tokens: 5, messages: msg }, { signal: ac.signal }).catch((e) => e);
+    await vi.waitFor(() => expect(asked).toHaveLength(1));
+    ac.abort();
+    await call;
+    answer(true);
+    const rec = await vi.waitFor(async () => {
+      const r = await lastRecord();
+      expect(r.outcome).toBe("client_aborted");
+      return r;
+    });
+    expect(rec.reason).toMatch(/the client closed the connection before/);
+    expect(sim.requests).toEqual([]);
+  });
+
   it("refused, or no answer in time: 403", async () => {
     approver = async () => false;
     const e1 = await oai().chat.completions.create({ model: "gpt-4o-mini", max_tokens: 5, messages: msg }).catch((e) => e);
