@@ -11,7 +11,6 @@
  * so a request is never charged twice nor left unrecorded.
  */
 
-import { randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { requestApproval } from "../guard/approvals.js";
 import type { Decision, LlmTarget } from "../policy/types.js";
@@ -155,5 +154,3 @@ async function decide(ctx: GatewayContext, caller: Caller, route: Route, facts: 
     return { effect: "deny", ...(d.ruleId !== undefined ? { ruleId: d.ruleId } : {}), reason: `no approval: ${(err as Error).message}` };
   }
 }
-
-export const newRequestId = (): string => randomUUID();

@@ -143,5 +143,3 @@ function joinParts(parts: Array<Buffer | string>): Buffer {
 function bounded(b: Buffer): string {
   return b.length <= MAX_LOGGED_BODY ? b.toString("utf8") : `${b.subarray(0, MAX_LOGGED_BODY).toString("utf8")}…[${b.length - MAX_LOGGED_BODY} more bytes not logged]`;
 }
-
-export const newId = (): string => randomUUID();

@@ -136,6 +136,8 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayHandle>
     // The tailnet node.
     let node = opts.node;
     const tn = opts.tailnet ?? (resolved.tailnet ? { ...resolved.tailnet, authKey: resolved.tailnet.authKey ? await readKey(resolved.tailnet.authKey, "the tailnet auth key", env) : undefined } : undefined);
+    // The auth key is a credential too: scrubbed wherever the provider keys are.
+    if (tn?.authKey) secrets.push(tn.authKey);
     if (node === undefined && tn !== undefined) {
       progress(`joining the tailnet at ${tn.controlUrl} as ${tn.hostname ?? "ai-gateway"}`);
       node = await MeshNode.start({
