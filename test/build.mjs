@@ -112,7 +112,8 @@ await phase("gobench", () => {
 
 await phase("typescript", () => {
   const out = join(root, "dist", "index.js");
-  if (!args.force && mtime(out) > newest(join(root, "src"), [".ts"])) return false;
+  // package.json holds tsup's entry list: a new entry point is a rebuild too.
+  if (!args.force && mtime(out) > Math.max(newest(join(root, "src"), [".ts"]), mtime(join(root, "package.json")))) return false;
   run(join(root, "node_modules", ".bin", "tsup"), [], { cwd: root });
 });
 

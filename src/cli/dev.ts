@@ -8,6 +8,7 @@
 import { HEADSCALE_VERSION, LocalControl, ensureHeadscale, type ControlUser } from "../control/index.js";
 import { ErrorCode, MeshguardError } from "../index.js";
 import type { Command, Context } from "./command.js";
+import { devStatePath, removeDevState, writeDevState } from "./dev-state.js";
 
 /** DEV_USER owns the untagged key and the default policy's tags. */
 const DEV_USER = "dev";
@@ -37,6 +38,7 @@ async function run(ctx: Context): Promise<number> {
   // must still stop headscale.
   const stop = ctx.stopper();
   let control: LocalControl | undefined;
+  let stateWritten: string | undefined;
   try {
     const file = ctx.str("policy");
     const policy = file !== undefined ? await ctx.read(file, ErrorCode.POLICY_FILE_UNREADABLE) : DEFAULT_DEV_POLICY;
@@ -66,7 +68,11 @@ async function run(ctx: Context): Promise<number> {
       headscale: { version: HEADSCALE_VERSION, binary, pid: control.pid },
     };
     const c = control;
-    ctx.result(info, () =>
+    // Where `meshguard gateway --dev` (or any local tool) finds this tailnet.
+    const statePath = devStatePath();
+    writeDevState({ pid: process.pid, controlUrl: control.url, authKey, agentAuthKey }, statePath);
+    stateWritten = statePath;
+    ctx.result({ ...info, statePath }, () =>
       [
         `local tailnet ready (headscale ${HEADSCALE_VERSION}, pid ${c.pid})`,
         ``,
@@ -78,6 +84,7 @@ async function run(ctx: Context): Promise<number> {
         `               reusable, ephemeral, ${AGENT_TAG}, expires in ${KEY_EXPIRATION}`,
         `  state        ${c.dir}${info.persistent ? "" : " (removed on exit)"}`,
         `  inspect      ${binary} -c ${c.configPath} nodes list`,
+        `  state file   ${statePath} (read by \`meshguard gateway --dev\`)`,
         ``,
         `Press Ctrl-C to stop.`,
         ``,
@@ -99,6 +106,7 @@ async function run(ctx: Context): Promise<number> {
     if (stop.reason && !control) return STOPPED_EARLY;
     throw err;
   } finally {
+    if (stateWritten !== undefined) removeDevState(stateWritten);
     await control?.close();
   }
 }
@@ -118,13 +126,16 @@ embedded DERP relay (built from source on first use), the user "${DEV_USER}", an
 two auth keys: a reusable user key, and a reusable, ephemeral key whose nodes
 get ${AGENT_TAG}. Prints the control URL, the keys and the server's config file
 (for \`meshguard policy apply --control\`), then runs until SIGINT or SIGTERM and
-removes the tailnet (unless --dir keeps it). Progress goes to stderr.`,
+removes the tailnet (unless --dir keeps it). Progress goes to stderr.
+While it runs, its control URL and keys are in a state file (mode 0600;
+$MESHGUARD_DEV_STATE, default ~/.local/state/meshguard/dev.json) where
+\`meshguard gateway --dev\` finds them.`,
   args: [],
   options: {
     policy: { type: "string", arg: "FILE", help: `tailnet policy (HuJSON); default: allow all, with tag:agent and tag:service owned by ${DEV_USER}@` },
     dir: { type: "string", arg: "DIR", help: "keep the tailnet's state in DIR (default: a temporary directory removed on exit)" },
   },
-  json: "print one JSON object when the tailnet is ready: controlUrl, user, authKey, agentAuthKey, dir, configPath, headscale",
+  json: "print one JSON object when the tailnet is ready: controlUrl, user, authKey, agentAuthKey, dir, configPath, headscale, statePath",
   examples: [
     { cmd: "dev", about: "a throw-away tailnet with the permissive default policy" },
     { cmd: "dev --policy tailnet.hujson --dir ./.tailnet --json", about: "a tailnet kept across runs, its keys as JSON for a script" },

@@ -65,7 +65,21 @@ export function redactHeaders(headers: HeadersLike, secrets: readonly string[]):
 
 /** scrubSecrets returns `text` with every occurrence of every secret replaced by "[REDACTED]". */
 export function scrubSecrets(text: string, secrets: readonly string[]): string {
-  let out = text;
-  for (const k of usable(secrets)) if (out.includes(k)) out = out.split(k).join(REDACTED);
-  return out;
+  return scrubber(secrets)(text);
+}
+
+/**
+ * scrubber prepares scrubSecrets for one list of secrets, for a caller that
+ * scrubs many strings (the store, once per record field): the list is
+ * cleaned and sorted once, and a string holding no secret is returned as
+ * it is after one substring search per secret.
+ */
+export function scrubber(secrets: readonly string[]): (text: string) => string {
+  const keys = usable(secrets);
+  if (keys.length === 0) return (text) => text;
+  return (text) => {
+    let out = text;
+    for (const k of keys) if (out.includes(k)) out = out.split(k).join(REDACTED);
+    return out;
+  };
 }

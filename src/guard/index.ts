@@ -3,6 +3,8 @@
  */
 
 export { installGuard, type GuardHandle } from "./install.js";
+// Whether some guard is installed (an embedding app's): the gateway uses that one rather than its own.
+export { guardInstalled } from "./state.js";
 export { preloadPath } from "./worker.js";
 export { PolicyDeniedError, deniedCause } from "./errors.js";
 export { DEFAULT_LLM_PROVIDERS } from "./targets.js";

@@ -88,3 +88,8 @@ export function claimProcess(): object | undefined {
 export function releaseProcess(token: object): void {
   registry().release(token);
 }
+
+/** guardInstalled tells whether a guard is installed in this process, by this or any other copy of meshguard. */
+export function guardInstalled(): boolean {
+  return registry().installed();
+}

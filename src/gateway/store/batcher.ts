@@ -12,6 +12,9 @@
 import { ErrorCode, MeshguardError } from "../../errors.js";
 import type { LogRecord } from "../types.js";
 
+/** The least time between retries of a failed write (a failing disk is not hammered every 100 ms). */
+const RETRY_MS = 1_000;
+
 export interface LogBatcherOptions {
   intervalMs: number;
   /** Writes one batch durably; throws (or rejects) when it could not. */
@@ -31,6 +34,7 @@ export class LogBatcher {
   /** The tail of the chain of batch writes: each waits for the one before. */
   #chain: Promise<void> = Promise.resolve();
   #dropped = 0;
+  #stopped = false;
 
   constructor(o: LogBatcherOptions) {
     this.#o = { maxPending: 100_000, maxBatch: 5_000, ...o };
@@ -47,28 +51,29 @@ export class LogBatcher {
     this.#schedule(this.#o.intervalMs);
   }
 
-  /** Writes everything pending now; rejects with the write error when a batch fails. */
+  /** Writes everything pending now; rejects with the write error when a batch fails (a retry is then scheduled). */
   flush(): Promise<void> {
     this.#cancel();
     const done = (this.#chain = this.#chain.then(() => this.#drain()));
-    // A failure is the caller's to handle here, not also an unhandled rejection of the chain.
-    this.#chain = done.catch(() => {});
+    // A failure is the caller's to handle, not also an unhandled rejection
+    // of the chain; what it left pending is tried again later.
+    this.#chain = done.catch(() => {
+      if (!this.#stopped && this.#pending.length > 0) this.#schedule(Math.max(this.#o.intervalMs, RETRY_MS));
+    });
     return done;
   }
 
-  /** Stops the timer; pending records stay until flush(). */
+  /** Stops the timer for good (the store is closing); pending records stay until flush(). */
   stop(): void {
+    this.#stopped = true;
     this.#cancel();
   }
 
   #schedule(ms: number): void {
-    if (this.#timer !== undefined) return;
+    if (this.#timer !== undefined || this.#stopped) return;
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
-      this.flush().catch((err: unknown) => {
-        this.#o.onError(asStoreError(err, "could not write log records; they are kept and retried"));
-        if (this.#pending.length > 0) this.#schedule(Math.max(this.#o.intervalMs, 1000));
-      });
+      this.flush().catch((err: unknown) => this.#o.onError(asStoreError(err, "could not write log records; they are kept and retried")));
     }, ms);
     this.#timer.unref();
   }

@@ -31,7 +31,7 @@ export async function openStore(cfg: StorageConfigInput, opts: OpenStoreOptions)
   const onError = opts.onError ?? throttledWarning();
   const path = c.path === ":memory:" ? c.path : c.path === undefined ? join(opts.dataDir, "gateway.db") : isAbsolute(c.path) ? c.path : resolve(opts.dataDir, c.path);
   if (path !== ":memory:") mkdirSync(resolve(path, ".."), { recursive: true });
-  return SqliteStore.open({ path, retention: opts.retention, flushIntervalMs: c.flushIntervalMs, secrets: opts.secrets ?? [], onError });
+  return await SqliteStore.open({ path, retention: opts.retention, flushIntervalMs: c.flushIntervalMs, secrets: opts.secrets ?? [], onError });
 }
 
 /** The default onError: a process warning, at most one a minute (a full disk fails every flush); the count of those held back is in the next. */

@@ -3,27 +3,28 @@
  *
  * - Log records are batched by a LogBatcher and written one transaction per
  *   flush interval; appendLog only queues.
- * - Bucket transactions run `fn` between BEGIN IMMEDIATE and COMMIT: the
- *   write lock is taken before the states are read, so no other connection
- *   (another gateway process on the same file) can change them in between.
- *   Within this process the connection is synchronous, so nothing else runs
- *   between the read and the write either.
+ * - Log writes, prunes, checkpoints and reads run on a worker thread with a
+ *   connection of its own (./sqlite-thread.ts), so none of them holds up
+ *   the event loop; without a worker they run inline on the main
+ *   connection.
+ * - Bucket transactions run on the main connection, `fn` between BEGIN
+ *   IMMEDIATE and COMMIT: the write lock is taken before the states are
+ *   read, so no other connection (the worker, another gateway process on
+ *   the same file) can change them in between; and the connection is
+ *   synchronous, so nothing else of this thread runs in between either.
  * - WAL with synchronous=NORMAL: a committed transaction survives the
  *   process being killed (it is in the WAL, handed to the OS); an OS crash
  *   or power loss may lose the last transactions, never corrupt the file.
- *
- * The connection is synchronous: statements run on the main thread. They
- * are short (indexed reads, one insert per record in a batch), and the
- * request path itself never waits for one (see bench/gateway-store.mjs).
  */
-import { DatabaseSync, type StatementSync } from "node:sqlite";
+import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
 import { ErrorCode, MeshguardError } from "../../errors.js";
 import type { BucketState, GatewayStore, LogQuery, LogRecord, Reservation, Retention, SessionSummary } from "../types.js";
 import { LogBatcher, asStoreError } from "./batcher.js";
 import { decodeCursor, encodeCursor } from "./cursor.js";
-import { fromRow, toRow } from "./record.js";
+import { fromRow, prepareSecrets, toRow, type Secrets } from "./record.js";
 import { startPruning } from "./retention.js";
 import { migrate } from "./sqlite-schema.js";
+import { inlineRunner, workerRunner, type Row, type SqlRunner } from "./sqlite-thread.js";
 
 export interface SqliteStoreOptions {
   /** The database file, or ":memory:". */
@@ -36,32 +37,39 @@ export interface SqliteStoreOptions {
   maxPending?: number;
 }
 
+/**
+ * How long a main-thread statement waits for another connection's write
+ * lock. Waiting blocks the event loop, so it is short: the worker holds the
+ * lock for one batch insert (well under a millisecond at 300 req/s); a
+ * second process on the same file (a second gateway, a sqlite3 shell inside
+ * a transaction) stalls this one at most this long. Several gateway
+ * instances share state through PostgreSQL, not SQLite.
+ */
+const BUSY_TIMEOUT_MS = 1_000;
+
 /** Rows deleted per statement by prune, so a large prune never holds the write lock long. */
 const PRUNE_CHUNK = 5_000;
 export const DEFAULT_LIMIT = 100;
 export const MAX_LIMIT = 1_000;
 
-interface LogRowOut {
-  seq: number;
-  time: number;
-  meta: string;
-  request_headers: string | null;
-  request_body: string | null;
-  response_body: string | null;
-}
+const RECORD_COLUMNS = "seq, time, meta, request_headers, request_body, response_body";
 
 export class SqliteStore implements GatewayStore {
   readonly #db: DatabaseSync;
   readonly #o: SqliteStoreOptions;
   readonly #batcher: LogBatcher;
+  readonly #secrets: Secrets;
   readonly #stmts = new Map<string, StatementSync>();
+  #runner: SqlRunner;
   readonly #stopPruning: () => void;
   #closed = false;
   #closing: Promise<void> | undefined;
 
-  private constructor(db: DatabaseSync, o: SqliteStoreOptions) {
+  private constructor(db: DatabaseSync, o: SqliteStoreOptions, runner: SqlRunner | undefined) {
     this.#db = db;
     this.#o = o;
+    this.#runner = runner ?? inlineRunner(db, (sql) => this.#stmt(sql));
+    this.#secrets = prepareSecrets(o.secrets);
     this.#batcher = new LogBatcher({
       intervalMs: o.flushIntervalMs,
       write: (batch) => this.#writeBatch(batch),
@@ -71,15 +79,14 @@ export class SqliteStore implements GatewayStore {
     this.#stopPruning = startPruning(this, o.retention, o.onError);
   }
 
-  /** open opens (creating and migrating if needed) the database at `o.path`. */
-  static open(o: SqliteStoreOptions): SqliteStore {
+  /** open opens (creating and migrating if needed) the database at `o.path`, and starts its worker. */
+  static async open(o: SqliteStoreOptions): Promise<SqliteStore> {
     let db: DatabaseSync | undefined;
     try {
-      db = new DatabaseSync(o.path, { timeout: 5_000 });
+      db = new DatabaseSync(o.path, { timeout: BUSY_TIMEOUT_MS });
       db.exec("PRAGMA journal_mode = WAL");
       db.exec("PRAGMA synchronous = NORMAL");
       migrate(db, o.path);
-      return new SqliteStore(db, o);
     } catch (err) {
       try {
         db?.close();
@@ -88,11 +95,37 @@ export class SqliteStore implements GatewayStore {
       }
       throw asStoreError(err, `could not open the gateway store ${o.path}`);
     }
+    let store: SqliteStore | undefined;
+    const worker = await workerRunner(o.path, (err) => {
+      if (store) store.#runInline(err);
+    });
+    // With a worker, checkpoints are its job: none on this thread.
+    if (worker) db.exec("PRAGMA wal_autocheckpoint = 0");
+    store = new SqliteStore(db, o, worker);
+    return store;
   }
 
+  /** Where log writes and reads run: "worker" (a thread of their own) or "inline" (the main thread). */
+  get runsOn(): SqlRunner["kind"] {
+    return this.#runner.kind;
+  }
+
+  /** The worker stopped: run everything on this thread from now on, with SQLite's own checkpoints. */
+  #runInline(err: Error): void {
+    if (this.#closed || this.#runner.kind === "inline") return;
+    this.#runner = inlineRunner(this.#db, (sql) => this.#stmt(sql));
+    this.#db.exec("PRAGMA wal_autocheckpoint = 1000");
+    this.#o.onError(asStoreError(err, "the store's worker thread stopped; logs are now written and read on the main thread"));
+  }
+
+  /** Queues `rec`; never throws and never waits (the request path calls it). */
   appendLog(rec: LogRecord): void {
     if (this.#closed || this.#o.retention.mode === "none") return;
-    this.#batcher.push(rec);
+    try {
+      this.#batcher.push(rec);
+    } catch {
+      // push only throws if onError does; the request must not see it.
+    }
   }
 
   flush(): Promise<void> {
@@ -106,23 +139,20 @@ export class SqliteStore implements GatewayStore {
     const { where, params } = filters(q);
     if (q.before !== undefined) {
       const p = decodeCursor(q.before);
-      where.push("(time < ? OR (time = ? AND seq < ?))");
-      params.push(p.time, p.time, p.seq);
+      // A row value: SQLite walks the (user, time) or (time) index from the cursor on.
+      where.push("(time, seq) < (?, ?)");
+      params.push(p.time, p.seq);
     }
-    const sql = `SELECT seq, time, meta, request_headers, request_body, response_body FROM logs ${whereSql(where)} ORDER BY time DESC, seq DESC LIMIT ?`;
-    const rows = this.#run(() => this.#stmt(sql).all(...params, limit + 1) as unknown as LogRowOut[], "could not read log records");
+    const rows = await this.#read(`SELECT ${RECORD_COLUMNS} FROM logs ${whereSql(where)} ORDER BY time DESC, seq DESC LIMIT ?`, [...params, limit + 1], "could not read log records");
     const page = rows.slice(0, limit);
     const records = page.map(rowToRecord);
     const last = page.at(-1);
-    return rows.length > limit && last ? { records, next: encodeCursor({ time: last.time, seq: last.seq }) } : { records };
+    return rows.length > limit && last ? { records, next: encodeCursor({ time: Number(last.time), seq: Number(last.seq) }) } : { records };
   }
 
   async getLog(id: string): Promise<LogRecord | undefined> {
     this.#open();
-    const row = this.#run(
-      () => this.#stmt("SELECT seq, time, meta, request_headers, request_body, response_body FROM logs WHERE id = ?").get(id) as LogRowOut | undefined,
-      "could not read a log record",
-    );
+    const [row] = await this.#read(`SELECT ${RECORD_COLUMNS} FROM logs WHERE id = ?`, [id], "could not read a log record");
     return row && rowToRecord(row);
   }
 
@@ -132,23 +162,26 @@ export class SqliteStore implements GatewayStore {
     const sql = `SELECT session_id AS id, user, node, min(time) AS firstTime, max(time) AS lastTime, count(*) AS requests,
       sum(input_tokens) AS inputTokens, sum(output_tokens) AS outputTokens, sum(cost_usd) AS costUsd
       FROM logs ${whereSql(where)} GROUP BY session_id ORDER BY lastTime DESC, id LIMIT ?`;
-    const rows = this.#run(() => this.#stmt(sql).all(...params, clampLimit(q.limit)), "could not read sessions");
-    return rows.map((r) => ({ ...(r as unknown as SessionSummary) }));
+    const rows = await this.#read(sql, [...params, clampLimit(q.limit)], "could not read sessions");
+    return rows as unknown as SessionSummary[];
   }
 
   async prune(before: number): Promise<number> {
     this.#open();
     let total = 0;
     for (;;) {
-      const n = this.#run(
-        () => Number(this.#stmt("DELETE FROM logs WHERE seq IN (SELECT seq FROM logs WHERE time < ? LIMIT ?)").run(before, PRUNE_CHUNK).changes),
-        "could not delete old log records",
-      );
+      let n: number;
+      try {
+        n = await this.#runner.run("DELETE FROM logs WHERE seq IN (SELECT seq FROM logs WHERE time < ? LIMIT ?)", [before, PRUNE_CHUNK]);
+      } catch (err) {
+        // A prune cut short by close() is no failure worth a warning.
+        if (this.#closed) return total;
+        throw asStoreError(err, "could not delete old log records");
+      }
       total += n;
-      if (n < PRUNE_CHUNK) return total;
-      // Let requests run between chunks.
+      if (n < PRUNE_CHUNK || this.#closed) return total;
+      // Inline, let requests run between chunks.
       await new Promise((r) => setImmediate(r));
-      if (this.#closed) return total;
     }
   }
 
@@ -158,7 +191,7 @@ export class SqliteStore implements GatewayStore {
   ): Promise<T> {
     this.#open();
     const db = this.#db;
-    this.#run(() => db.exec("BEGIN IMMEDIATE"), "could not start a bucket transaction");
+    this.#sync(() => db.exec("BEGIN IMMEDIATE"), "could not start a bucket transaction");
     let out: ReturnType<typeof fn>;
     try {
       const rows = this.#stmt("SELECT key, level, updated_at FROM buckets WHERE key IN (SELECT value FROM json_each(?))").all(JSON.stringify(keys)) as unknown as {
@@ -187,12 +220,14 @@ export class SqliteStore implements GatewayStore {
 
   async reservations(): Promise<Reservation[]> {
     this.#open();
-    const rows = this.#run(() => this.#stmt("SELECT id, time, holds FROM reservations ORDER BY time, id").all(), "could not read reservations") as unknown as {
-      id: string;
-      time: number;
-      holds: string;
-    }[];
-    return rows.map((r) => ({ id: r.id, time: r.time, holds: JSON.parse(r.holds) as Reservation["holds"] }));
+    const rows = await this.#read("SELECT id, time, holds FROM reservations ORDER BY time, id", [], "could not read reservations");
+    return rows.map((r) => ({ id: String(r.id), time: Number(r.time), holds: JSON.parse(String(r.holds)) as Reservation["holds"] }));
+  }
+
+  async listBuckets(): Promise<BucketState[]> {
+    this.#open();
+    const rows = await this.#read("SELECT key, level, updated_at FROM buckets ORDER BY key", [], "could not read bucket states");
+    return rows.map((r) => ({ key: String(r.key), level: Number(r.level), updatedAt: Number(r.updated_at) }));
   }
 
   close(): Promise<void> {
@@ -208,30 +243,35 @@ export class SqliteStore implements GatewayStore {
       this.#o.onError(asStoreError(err, `closing: ${this.#batcher.pending} log record(s) could not be written and are lost`));
     }
     this.#closed = true;
+    await this.#runner.close();
     this.#stmts.clear();
     this.#db.close();
   }
 
   /** Writes one batch in one transaction; all or nothing. */
-  #writeBatch(batch: LogRecord[]): void {
-    const insert = this.#stmt(
-      `INSERT OR IGNORE INTO logs (id, time, user, node, session_id, input_tokens, output_tokens, cost_usd, meta, request_headers, request_body, response_body)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-    );
+  async #writeBatch(batch: LogRecord[]): Promise<void> {
     const rows = batch.flatMap((rec) => {
-      const row = toRow(rec, this.#o.retention, this.#o.secrets);
-      return row ? [row] : [];
+      try {
+        const row = toRow(rec, this.#o.retention, this.#secrets);
+        return row ? [row] : [];
+      } catch (err) {
+        this.#o.onError(asStoreError(err, "a log record could not be stored and was dropped"));
+        return [];
+      }
     });
     if (rows.length === 0) return;
-    this.#db.exec("BEGIN IMMEDIATE");
     try {
-      for (const r of rows) {
-        insert.run(r.id, r.time, r.user, r.node, r.sessionId, r.inputTokens, r.outputTokens, r.costUsd, r.meta, r.requestHeaders, r.requestBody, r.responseBody);
-      }
-      this.#db.exec("COMMIT");
+      await this.#runner.writeLogs(rows);
     } catch (err) {
-      this.#db.exec("ROLLBACK");
       throw asStoreError(err, `could not write ${rows.length} log record(s)`);
+    }
+  }
+
+  async #read(sql: string, params: SQLInputValue[], what: string): Promise<Row[]> {
+    try {
+      return await this.#runner.all(sql, params);
+    } catch (err) {
+      throw asStoreError(err, what);
     }
   }
 
@@ -241,7 +281,7 @@ export class SqliteStore implements GatewayStore {
     return s;
   }
 
-  #run<R>(f: () => R, what: string): R {
+  #sync<R>(f: () => R, what: string): R {
     try {
       return f();
     } catch (err) {
@@ -254,8 +294,13 @@ export class SqliteStore implements GatewayStore {
   }
 }
 
-function rowToRecord(r: LogRowOut): LogRecord {
-  return fromRow({ meta: r.meta, requestHeaders: r.request_headers, requestBody: r.request_body, responseBody: r.response_body });
+function rowToRecord(r: Row): LogRecord {
+  return fromRow({
+    meta: String(r.meta),
+    requestHeaders: r.request_headers === null ? null : String(r.request_headers),
+    requestBody: r.request_body === null ? null : String(r.request_body),
+    responseBody: r.response_body === null ? null : String(r.response_body),
+  });
 }
 
 function clampLimit(limit: number | undefined): number {
@@ -264,9 +309,9 @@ function clampLimit(limit: number | undefined): number {
 }
 
 /** The WHERE terms every log query shares. `since` is inclusive, `until` exclusive. */
-function filters(q: Omit<LogQuery, "before" | "limit">): { where: string[]; params: (string | number)[] } {
+function filters(q: Omit<LogQuery, "before" | "limit">): { where: string[]; params: SQLInputValue[] } {
   const where: string[] = [];
-  const params: (string | number)[] = [];
+  const params: SQLInputValue[] = [];
   if (q.user !== undefined) (where.push("user = ?"), params.push(q.user));
   if (q.node !== undefined) (where.push("node = ?"), params.push(q.node));
   if (q.sessionId !== undefined) (where.push("session_id = ?"), params.push(q.sessionId));
