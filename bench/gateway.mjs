@@ -24,7 +24,7 @@
 // forwards straight to the provider.
 //
 //   node bench/gateway.mjs [--json] [--smoke] [--setup] [--n N] [--rate R]
-//                          [--open-n N] [--clients C] [--closed-n N] [--mem-n N] [--no-tailnet]
+//                          [--open-n N] [--clients C] [--closed-n N] [--mem-n N] [--no-tailnet] [--no-peers]
 //
 // --setup installs the peers below into ~/.cache/meshguard/bench-peers and
 // exits (it needs the package registries: run it outside the network
@@ -63,6 +63,7 @@ const { values: o } = parseArgs({
     'closed-n': { type: 'string' },
     'mem-n': { type: 'string' },
     'no-tailnet': { type: 'boolean', default: false },
+    'no-peers': { type: 'boolean', default: false },
   },
 });
 const progress = (m) => process.stderr.write(`[bench/gateway] ${m}\n`);
@@ -77,6 +78,7 @@ const OPEN_N = count(o['open-n'], RATE * 10, 50);
 const CLIENTS = count(o.clients, 50, 10);
 const CLOSED_N = count(o['closed-n'], 5000, 100);
 const MEM_N = count(o['mem-n'], 10_000, 200);
+if (MEM_N % 2) throw new Error('bench/gateway: --mem-n must be even (it is measured in two halves)');
 const WARM_N = o.smoke ? 20 : 2000;
 const ROUNDS = o.smoke ? 1 : 5;
 
@@ -216,7 +218,7 @@ try {
     progress(`meshguard gateway did not start: ${err.message}`);
   }
 
-  if (!o.smoke) {
+  if (!o.smoke && !o['no-peers']) {
     for (const [start, version] of [
       [startPortkey, PEERS.portkey],
       [startLitellm, PEERS.litellm],
@@ -254,11 +256,15 @@ try {
     if (s.pid === undefined) continue;
     const before = treeRssMB(s.pid);
     progress(`${s.name}: ${MEM_N} requests at ${CLIENTS} clients for memory (rss ${before.toFixed(1)} MB after warm-up)`);
-    noteErrors(s.name, await closedLoop(s.target.once, CLIENTS, MEM_N));
+    noteErrors(s.name, await closedLoop(s.target.once, CLIENTS, MEM_N / 2));
+    const half = treeRssMB(s.pid);
+    noteErrors(s.name, await closedLoop(s.target.once, CLIENTS, MEM_N - MEM_N / 2));
     const after = treeRssMB(s.pid);
     add(s.name, 'rss after warm-up', 'MB', before);
     add(s.name, `rss after ${MEM_N} more requests`, 'MB', after);
     add(s.name, `rss growth over ${MEM_N} requests`, '%', ((after - before) / before) * 100);
+    // A heap still settling grows in the first half and stops; a leak keeps the slope.
+    add(s.name, `rss growth over the last ${MEM_N - MEM_N / 2} of them`, '%', ((after - half) / half) * 100);
   }
 
   // ---- 1 client: requests and streams, systems alternating in rounds so drift lands on all ----
