@@ -336,7 +336,7 @@ try {
     const viaFwd = counted(target({ name: 'tailnet provider node', origin: `http://${fwdIp}`, connections: 4, connect, headers: { authorization: `Bearer ${SIM_KEY}` } }));
     cleanups.push(() => closeTarget(viaGw), () => closeTarget(viaFwd));
     const tn = { gw: [], fwd: [] };
-    for (const [t] of [[viaGw], [viaFwd]]) noteErrors(t.name, await sequential(t.once, WARM_N / 10));
+    for (const t of [viaGw, viaFwd]) noteErrors(t.name, await sequential(t.once, WARM_N / 10));
     for (let r = 0; r < ROUNDS; r++) {
       progress(`tailnet, round ${r + 1}/${ROUNDS}`);
       const a = await sequential(viaGw.once, Math.ceil(N / ROUNDS));
