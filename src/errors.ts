@@ -69,6 +69,8 @@ export const ErrorCode = {
   GO_BUILD_FAILED: "MESHGUARD_GO_BUILD_FAILED",
   /** A command-line invocation was wrong (unknown command or flag, missing argument). */
   USAGE: "MESHGUARD_USAGE",
+  /** A local address could not be listened on (in use, not this machine's, not permitted). */
+  LISTEN_FAILED: "MESHGUARD_LISTEN_FAILED",
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
