@@ -4,6 +4,7 @@
  */
 
 import type { Command } from "./command.js";
+import { connectCommand } from "./connect.js";
 import { devCommand } from "./dev.js";
 import { policyApplyCommand } from "./policy-apply.js";
 import { policyExplainCommand } from "./policy-explain.js";
@@ -13,7 +14,7 @@ import { policyTestCommand } from "./policy-test.js";
 import { runHardenedCommand } from "./run-hardened.js";
 
 /** COMMANDS in the order `meshguard --help` lists them. */
-export const COMMANDS: readonly Command[] = [devCommand, policyTestCommand, policyExplainCommand, policyLearnCommand, policyApplyCommand, policyServeCommand, runHardenedCommand];
+export const COMMANDS: readonly Command[] = [devCommand, connectCommand, policyTestCommand, policyExplainCommand, policyLearnCommand, policyApplyCommand, policyServeCommand, runHardenedCommand];
 
 /** GROUPS: the first word of multi-word commands, with what `meshguard GROUP --help` says about them. */
 export const GROUPS: Readonly<Record<string, string>> = {
