@@ -98,7 +98,7 @@ unless --dir keeps its state.`,
   },
   json: "print one JSON object when the forwards are ready: { name, ips, forwards: [{ target, listen: { host, port }, url, env }] }",
   examples: [
-    { cmd: "connect gateway:80 --listen 127.0.0.1:8080 --control http://127.0.0.1:8080 --auth-key-file ~/.meshguard/laptop.key", about: "the AI gateway at http://127.0.0.1:8080 (OPENAI_BASE_URL=http://127.0.0.1:8080/v1)" },
+    { cmd: "connect gateway:80 --listen 127.0.0.1:4000 --control http://127.0.0.1:8080 --auth-key-file ~/.meshguard/laptop.key", about: "the AI gateway at http://127.0.0.1:4000 (OPENAI_BASE_URL=http://127.0.0.1:4000/v1)" },
     { cmd: "connect gateway:80 tools:8000 --listen 4000 --listen 4001 --json", about: "two services at once; control URL and key from TS_CONTROL_URL and TS_AUTHKEY" },
   ],
   exits: {
