@@ -10,6 +10,7 @@
  * that arrive while the node is joining wait for it.
  */
 
+import { ErrorCode, MeshguardError } from "../errors.js";
 import { MeshNode } from "../node.js";
 import { formatHostPort, isLoopback } from "./address.js";
 import { Forward, type ForwardInfo } from "./forward.js";
@@ -59,6 +60,9 @@ export async function connect(options: ConnectOptions): Promise<Connection> {
       ...(o.onProgress ? { onProgress: o.onProgress } : {}),
       ...(o.signal ? { signal: o.signal } : {}),
     });
+    // MeshNode.start misses an abort that comes while it loads the core; an
+    // aborted connect must not hand out a running node all the same.
+    if (o.signal?.aborted) throw new MeshguardError(ErrorCode.CLOSED, "connect was aborted", { cause: o.signal.reason });
     resolveNode(node);
   } catch (err) {
     rejectNode(err);
