@@ -69,6 +69,14 @@ export const ErrorCode = {
   GO_BUILD_FAILED: "MESHGUARD_GO_BUILD_FAILED",
   /** A command-line invocation was wrong (unknown command or flag, missing argument). */
   USAGE: "MESHGUARD_USAGE",
+  /** An AI gateway configuration is not valid; every issue is listed with its path, line and column. */
+  GATEWAY_CONFIG_INVALID: "MESHGUARD_GATEWAY_CONFIG_INVALID",
+  /** A provider key named by the gateway configuration could not be read (unset environment variable, unreadable or empty file). */
+  GATEWAY_KEY_UNAVAILABLE: "MESHGUARD_GATEWAY_KEY_UNAVAILABLE",
+  /** The gateway's store (logs, buckets, reservations) could not be opened, read or written. */
+  STORE_FAILED: "MESHGUARD_STORE_FAILED",
+  /** A gateway webhook (guardrail or usage) timed out, could not be reached, answered non-2xx or malformed, or an event was dropped. */
+  HOOK_FAILED: "MESHGUARD_HOOK_FAILED",
   /** A local address could not be listened on (in use, not this machine's, not permitted). */
   LISTEN_FAILED: "MESHGUARD_LISTEN_FAILED",
 } as const;

@@ -91,6 +91,12 @@ export interface ModelPrice {
   output: number;
   cacheRead?: number;
   cacheWrite?: number;
+  /**
+   * Long-context prices: a request whose prompt (input + cache tokens) is
+   * more than `above` tokens is priced wholly at the last tier it passes
+   * (how Anthropic and Google price prompts over 200k tokens). Ascending.
+   */
+  tiers?: { above: number; input: number; output: number; cacheRead?: number; cacheWrite?: number }[];
 }
 
 /** How the request ended. */
@@ -182,8 +188,13 @@ export interface BucketState {
 
 export interface Reservation {
   id: string;
-  /** Amounts held per bucket key (a chain may split one request over several). */
-  holds: { key: string; amount: number }[];
+  /**
+   * Amounts held per bucket key (a chain may split one request over several).
+   * `chain` numbers the caller's chain a hold belongs to (absent: 0); the
+   * holds of one chain are in chain order, so settling charges the first
+   * bucket of each chain first. A store keeps holds as they are given.
+   */
+  holds: { key: string; amount: number; chain?: number }[];
   time: number;
 }
 
@@ -217,6 +228,12 @@ export interface GatewayStore {
   ): Promise<T>;
   /** Every reservation not yet settled (after a restart: those of requests that died with the process). */
   reservations(): Promise<Reservation[]>;
+  /**
+   * Every stored bucket state, for the admin API's list of buckets (instances
+   * are created lazily per user, so only the store knows them all after a
+   * restart). Optional: without it the list holds the instances used since start.
+   */
+  listBuckets?(): Promise<BucketState[]>;
 
   close(): Promise<void>;
 }
@@ -224,7 +241,13 @@ export interface GatewayStore {
 /** What a quota check answers before the upstream call. */
 export type QuotaVerdict =
   | { ok: true; reservation: Reservation | undefined }
-  | { ok: false; bucket: string; retryAfterS: number; reason: string };
+  /**
+   * `bucket` is the instance key of the chain that cannot cover the request.
+   * `permanent`: waiting will not help (no price for a dollar bucket, a
+   * request larger than the chain can ever hold, no instance for this
+   * caller): the server answers 403 rather than 429 with retry-after.
+   */
+  | { ok: false; bucket: string; retryAfterS: number; reason: string; permanent?: boolean };
 
 /**
  * QuotaManager (src/gateway/quotas/) reserves the most a request can cost

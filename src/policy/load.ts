@@ -11,6 +11,7 @@ import { applyEdits, modify } from "jsonc-parser";
 import { ErrorCode, MeshguardError } from "../errors.js";
 import { compile, type CompiledRules } from "./compile.js";
 import { Evaluator, systemClock, type Explanation } from "./engine.js";
+import { compileGatewayRoles, type GatewayRoles } from "./gateway.js";
 import { PolicyInvalidError, PolicyTestsFailedError, type TestFailure } from "./errors.js";
 import { parsePrincipal } from "./identity.js";
 import { parseRequest } from "./request.js";
@@ -44,12 +45,14 @@ export interface TestResult {
 
 /** Policy is a loaded, compiled policy. Its methods never throw on a request. */
 export class Policy {
-  /** The file format version (1, or 2 for a file that may hold dns and udp rules). */
+  /** The file format version (1; 2 for a file that may hold dns and udp rules; 3 for one with a gateway section). */
   readonly version: PolicyVersion;
   /** SHA-256 (hex) of the policy text: the same text gives the same hash. */
   readonly hash: string;
   readonly file?: string;
   private readonly evaluator: Evaluator;
+  /** The compiled `gateway` section (format version 3); undefined when the file has none. */
+  readonly gateway: GatewayRoles | undefined;
 
   /** @internal use loadPolicy. */
   constructor(
@@ -63,6 +66,7 @@ export class Policy {
     this.hash = createHash("sha256").update(source.text).digest("hex");
     if (file !== undefined) this.file = file;
     this.evaluator = new Evaluator(compiled, clock);
+    this.gateway = document.part.gateway ? compileGatewayRoles(document.part.gateway, document.groups) : undefined;
   }
 
   /** The policy text as loaded (a worker thread's guard loads the same text: ../guard/worker.ts). */

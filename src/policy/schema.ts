@@ -1,6 +1,7 @@
 /**
- * The policy file format, versions 1 and 2, as zod schemas (version 2 adds
- * `dns` and `udp` rules; docs/policy.md, "Format history"). This is the single
+ * The policy file format, versions 1 to 3, as zod schemas (version 2 adds
+ * `dns` and `udp` rules, version 3 the AI gateway's `gateway` section;
+ * docs/policy.md, "Format history"). This is the single
  * source of truth: the loader validates with it, the compiler reads its
  * output types, and `docs/policy.schema.json` (editor completion) is
  * generated from it (test/policy/schema.test.ts checks that file is current).
@@ -199,19 +200,44 @@ const GroupsSchema = z.record(
 );
 const TagOwnersSchema = z.record(z.string().regex(TAG_RE, 'must look like "tag:name"'), z.array(z.string()));
 
+/** A quota bucket name, as the gateway config's `quotas` defines them (no "/" or ":"). */
+const BucketNameSchema = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'a bucket name uses letters, digits and _ . - (as defined in the gateway config\'s "quotas")');
+
+/**
+ * One grant of the AI gateway's roles (format version 3): callers matching
+ * `src` get `role` and are charged to the buckets in `quotas` (each the head
+ * of a chain that follows the buckets' `overdraft`). Grants add up; admin wins.
+ */
+export const GatewayRoleSchema = strictObject({
+  src: z.array(SrcSchema).min(1, 'list at least one identity (or "*")'),
+  role: z
+    .enum(["user", "admin"], { errorMap: () => ({ message: 'must be "user" or "admin"' }) })
+    .default("user")
+    .describe('"admin" reads every log and bucket and refills buckets; default "user"'),
+  quotas: z
+    .union([BucketNameSchema, z.array(BucketNameSchema)])
+    .optional()
+    .describe('bucket names from the gateway config\'s "quotas", each the head of a chain; every chain must cover a request'),
+});
+
+export const GatewaySectionSchema = strictObject({
+  roles: z.array(GatewayRoleSchema).describe("who has which gateway role and quota buckets; additive, admin wins"),
+});
+
 /** The meshguard part of a policy: under the key `meshguard`, or the whole file. */
 export const MeshguardPartSchema = strictObject({
   $schema: z.string().optional(),
   version: z
     .nativeEnum(
-      { V1: 1, V2: 2 } as const,
-      { errorMap: () => ({ message: "must be 1 or 2 (the policy format versions this meshguard reads; 2 adds dns and udp rules)" }) },
+      { V1: 1, V2: 2, V3: 3 } as const,
+      { errorMap: () => ({ message: "must be 1, 2 or 3 (the policy format versions this meshguard reads; 2 adds dns and udp rules, 3 the gateway section)" }) },
     )
-    .describe("the file format version: 1, or 2 for dns and udp rules"),
+    .describe("the file format version: 1, 2 for dns and udp rules, 3 for the gateway section"),
   groups: GroupsSchema.optional().describe("groups local to meshguard; merged with the tailnet policy's groups"),
   tagOwners: TagOwnersSchema.optional(),
   rules: z.array(RuleSchema),
   tests: z.array(TestCaseSchema).optional(),
+  gateway: GatewaySectionSchema.optional().describe("the AI gateway's roles and quota buckets (format version 3)"),
 });
 
 /**
@@ -242,7 +268,9 @@ export type When = z.output<typeof WhenSchema>;
 export type ArgConstraint = z.output<typeof ArgConstraintSchema>;
 export type TestCase = z.output<typeof TestCaseSchema>;
 export type MeshguardPart = z.output<typeof MeshguardPartSchema>;
-/** The policy format versions this meshguard reads (2 adds dns and udp rules). */
+export type GatewaySection = z.output<typeof GatewaySectionSchema>;
+export type GatewayRoleGrant = z.output<typeof GatewayRoleSchema>;
+/** The policy format versions this meshguard reads (2 adds dns and udp rules, 3 the gateway section). */
 export type PolicyVersion = MeshguardPart["version"];
 export type Weekday = (typeof WEEKDAYS)[number];
 

@@ -84,6 +84,16 @@ export function checkSemantics(part: MeshguardPart, groups: Record<string, strin
       });
   });
 
+  if (part.gateway !== undefined) {
+    // As with dns/udp in version 1: an older version names no gateway section, so it is an error, not silently read.
+    if (part.version < 3) at([], `a "gateway" section needs "version": 3 (version ${part.version} has no gateway roles): change "version" to 3`, "gateway");
+    part.gateway.roles.forEach((g, i) => {
+      g.src.forEach((s, j) => {
+        if (GROUP_RE.test(s) && !Object.hasOwn(groups, s)) at(["gateway", "roles", i, "src", j], `group "${s}" is not defined: add it to "groups"${Object.keys(groups).length ? ` (defined: ${Object.keys(groups).join(", ")})` : ""}`);
+      });
+    });
+  }
+
   (part.tests ?? []).forEach((tc, i) => {
     const p: PathKey[] = ["tests", i];
     try {

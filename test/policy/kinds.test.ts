@@ -42,7 +42,7 @@ describe("format version 2", () => {
   });
 
   test("an unknown version names the versions this meshguard reads", () => {
-    expect(() => loadPolicy(JSON.stringify({ version: 3, rules: [] }))).toThrow(/version: must be 1 or 2 .*got 3/);
+    expect(() => loadPolicy(JSON.stringify({ version: 4, rules: [] }))).toThrow(/version: must be 1, 2 or 3 .*got 4/);
   });
 
   test("dns and udp rules are checked like the others: names, servers, record types, hosts, ports", () => {

@@ -1,0 +1,149 @@
+/**
+ * One LLM call through the gateway, in order:
+ *
+ *   facts (body, path) → route by model → policy (the guard's engine and
+ *   `llm` rules; approve holds for an approver) → quota reservation → pre
+ *   hooks → upstream (provider key in, client key out) → the answer (whole,
+ *   or streamed chunk by chunk) → post hooks (whole answers) → settle the
+ *   reservation, log, usage event.
+ *
+ * Every path out of here goes through `finish` exactly once (./record.ts),
+ * so a request is never charged twice nor left unrecorded.
+ */
+
+import { randomUUID } from "node:crypto";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { requestApproval } from "../guard/approvals.js";
+import type { Decision, LlmTarget } from "../policy/types.js";
+import type { GatewayContext } from "./context.js";
+import { bodyFacts, clientSessionId, type Endpoint } from "./facts.js";
+import { clientHeaders, readBody, sendError, TOO_LARGE } from "./http-util.js";
+import type { Route } from "./providers.js";
+import { finish, newCallState, type CallState } from "./record.js";
+import { forward } from "./upstream.js";
+import { estimateTokens } from "./usage.js";
+import type { Caller, CallFacts } from "./types.js";
+
+/** Reserving for a model whose maximum output is unknown and that the request does not bound. */
+const DEFAULT_MAX_OUTPUT = 4096;
+
+export async function handleCall(ctx: GatewayContext, req: IncomingMessage, res: ServerResponse, ep: Endpoint, caller: Caller, t0: number, path: string, query: string): Promise<void> {
+  const st = newCallState(ctx, caller, ep, t0);
+  try {
+    await run(ctx, st, req, res, ep, caller, path, query);
+  } catch (err) {
+    // A bug, not a client or upstream problem: answer 500 and record it.
+    ctx.warn(err);
+    st.outcome = "bad_request";
+    st.reason = `internal error: ${(err as Error)?.message ?? String(err)}`;
+    if (!res.headersSent) st.status = sendError(res, ep.format, "internal", "the gateway failed to handle the request");
+    else res.destroy();
+  } finally {
+    finish(ctx, st);
+  }
+}
+
+async function run(ctx: GatewayContext, st: CallState, req: IncomingMessage, res: ServerResponse, ep: Endpoint, caller: Caller, path: string, query: string): Promise<void> {
+  const format = ep.format;
+  const fail = (kind: Parameters<typeof sendError>[2], outcome: CallState["outcome"], message: string, opts?: Parameters<typeof sendError>[4]) => {
+    st.outcome = outcome;
+    st.reason = message;
+    st.status = sendError(res, format, kind, message, opts);
+  };
+
+  // 1. The body, bounded.
+  let raw: Buffer | typeof TOO_LARGE;
+  try {
+    raw = await readBody(req, ctx.cfg.maxBodyBytes);
+  } catch (err) {
+    st.outcome = "client_aborted";
+    st.reason = (err as Error).message;
+    return;
+  }
+  if (raw === TOO_LARGE) {
+    res.shouldKeepAlive = false; // the rest of the body is not read
+    return fail("too_large", "bad_request", `the request body is larger than the gateway's limit of ${ctx.cfg.maxBodyBytes} bytes`, { headers: { connection: "close" } });
+  }
+  st.requestBytes = raw.length;
+  let body: Record<string, unknown>;
+  try {
+    const parsed: unknown = JSON.parse(raw.toString("utf8"));
+    if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) return fail("bad_request", "bad_request", "the request body must be a JSON object");
+    body = parsed as Record<string, unknown>;
+  } catch (err) {
+    return fail("bad_request", "bad_request", `the request body is not valid JSON: ${(err as Error).message}`);
+  }
+  st.requestBody = raw;
+
+  // 2. Facts and route.
+  const bf = bodyFacts(ep, body);
+  if (bf.model === undefined || bf.model === "") return fail("bad_request", "bad_request", 'the request names no model (a string "model" field)');
+  st.model = bf.model;
+  st.stream = bf.stream;
+  const route = ctx.router.route(format, bf.model);
+  if (route === undefined) return fail("not_found", "bad_request", `the model ${JSON.stringify(bf.model)} is not served by this gateway for the ${format} API`);
+  const facts: CallFacts = { operation: ep.operation, format, provider: route.provider.name, model: route.model, stream: bf.stream };
+  if (bf.maxTokens !== undefined) facts.maxTokens = bf.maxTokens;
+  const sid = clientSessionId(req.headers);
+  if (sid !== undefined) facts.clientSessionId = sid;
+  st.facts = facts;
+
+  // 3. Policy.
+  const d = await decide(ctx, caller, route, facts);
+  st.ruleId = d.ruleId;
+  if (d.effect !== "allow") return fail("denied", "denied", `denied by policy: ${d.reason}`);
+
+  // 4. Quota: the most this call can cost is held before it goes upstream.
+  if (ctx.quotas !== undefined) {
+    const price = ctx.prices.priceOf(route.provider.name, route.model, route.provider.prices);
+    st.price = price;
+    const maxOut = facts.maxTokens ?? ctx.prices.maxOutputTokensOf(route.provider.name, route.model) ?? DEFAULT_MAX_OUTPUT;
+    const v = await ctx.quotas.reserve(caller, facts, { inputTokens: estimateTokens(raw.length), maxOutputTokens: maxOut }, price);
+    if (!v.ok && v.permanent === true) return fail("denied", "quota", `quota: ${v.reason}`);
+    if (!v.ok) return fail("quota", "quota", `quota exhausted (${v.bucket}): ${v.reason}`, { headers: { "retry-after": String(Math.max(1, Math.ceil(v.retryAfterS))) } });
+    st.reservation = v.reservation;
+  } else st.price = ctx.prices.priceOf(route.provider.name, route.model, route.provider.prices);
+
+  // 5. Pre-request hooks may block or rewrite the body.
+  let mutated = route.prefixed && format !== "gemini";
+  if (route.prefixed && format !== "gemini") body.model = route.model;
+  const headers = clientHeaders(req);
+  if (ctx.hooks?.hasPre) {
+    const r = await ctx.hooks.pre({ id: st.id, caller: { node: caller.node, user: caller.user, tags: caller.tags, role: caller.role }, facts, headers, body });
+    if (r.action === "block") return fail("blocked", "blocked", `blocked by hook ${r.hook}: ${r.message}`, { status: r.status });
+    if (r.action === "modify") {
+      if (r.body === null || typeof r.body !== "object" || Array.isArray(r.body)) return fail("internal", "blocked", "a pre-request hook returned a body that is not a JSON object");
+      body = r.body as Record<string, unknown>;
+      mutated = true;
+      st.hookModified = true;
+    }
+  }
+  st.requestHeaders = headers;
+
+  // 6. Upstream.
+  const upstreamPath = route.prefixed && format === "gemini" ? path.replace(/\/models\/.+:/, `/models/${route.model}:`) : path;
+  await forward(ctx, st, req, res, route, facts, body, mutated ? undefined : raw, upstreamPath, query);
+}
+
+/** decide asks the policy; an approve rule holds the call until an approver answers (no answer in time: deny). */
+async function decide(ctx: GatewayContext, caller: Caller, route: Route, facts: CallFacts): Promise<Decision> {
+  const policy = ctx.policy();
+  if (policy === undefined) return { effect: "deny", reason: "no policy is loaded (the gateway fails closed)" };
+  const target: LlmTarget = { kind: "llm", provider: route.provider.name, model: route.model };
+  if (facts.maxTokens !== undefined) target.maxTokens = facts.maxTokens;
+  const d = policy.evaluate({ principal: caller.principal, target });
+  if (d.effect !== "approve") return d;
+  const approvals = ctx.approvals;
+  if (approvals === undefined || (approvals.callback === undefined && approvals.webhook === undefined)) {
+    return { effect: "deny", ...(d.ruleId !== undefined ? { ruleId: d.ruleId } : {}), reason: `${d.reason}; the rule asks for approval but the gateway has no approver configured ("approvals" in the config)` };
+  }
+  try {
+    const a = await requestApproval(approvals, caller.principal, target, d);
+    if (a.approved) return { effect: "allow", ...(d.ruleId !== undefined ? { ruleId: d.ruleId } : {}), reason: `approved${a.by ? ` by ${a.by}` : ""}` };
+    return { effect: "deny", ...(d.ruleId !== undefined ? { ruleId: d.ruleId } : {}), reason: `approval refused: ${a.reason ?? "no reason given"}` };
+  } catch (err) {
+    return { effect: "deny", ...(d.ruleId !== undefined ? { ruleId: d.ruleId } : {}), reason: `no approval: ${(err as Error).message}` };
+  }
+}
+
+export const newRequestId = (): string => randomUUID();

@@ -1,0 +1,203 @@
+/**
+ * The gateway's configuration file: HuJSON (comments, trailing commas), read
+ * with the policy engine's parser so that every problem is reported as
+ * `file:line:column: path: message`, then validated with zod.
+ *
+ * Provider keys are never in the file: a provider names where its key is
+ * (an environment variable or a file) and the key is read once at start
+ * (./keys.ts). Relative paths in the file are relative to the file's
+ * directory, so a config works wherever the gateway is started from.
+ */
+
+import { readFile } from "node:fs/promises";
+import { dirname, isAbsolute, resolve } from "node:path";
+import { z } from "zod";
+import { ErrorCode, MeshguardError } from "../errors.js";
+import { formatPath, SourceFile, type PolicyIssue } from "../policy/source.js";
+import { GATEWAY_PARTS } from "./parts.js";
+import { parseDuration } from "./store/config.js";
+
+/** Provider names are words: they appear in `provider/model` and in policy globs. */
+const PROVIDER_NAME_RE = /^[a-z0-9][a-z0-9._-]*$/;
+const ENV_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+const KeySourceSchema = z
+  .object({
+    env: z.string().regex(ENV_NAME_RE, 'must be an environment variable name, e.g. "OPENAI_API_KEY"').optional(),
+    file: z.string().min(1, "must be a file path").optional(),
+  })
+  .strict()
+  .refine((k) => (k.env === undefined) !== (k.file === undefined), {
+    message: 'must be { "env": "NAME" } or { "file": "path" } (exactly one): a key is never written in the config itself',
+  });
+
+const PriceFields = {
+  input: z.number().nonnegative(),
+  output: z.number().nonnegative(),
+  cacheRead: z.number().nonnegative().optional(),
+  cacheWrite: z.number().nonnegative().optional(),
+};
+
+const PriceSchema = z
+  .object({
+    ...PriceFields,
+    tiers: z
+      .array(z.object({ above: z.number().int().positive().describe("prompt tokens (input + cache) above which this tier prices the whole request"), ...PriceFields }).strict())
+      .optional(),
+  })
+  .strict()
+  .describe("US dollars per million tokens");
+
+const BaseUrlSchema = z.string().superRefine((s, ctx) => {
+  let u: URL;
+  try {
+    u = new URL(s);
+  } catch {
+    ctx.addIssue({ code: "custom", message: 'must be a URL such as "https://api.openai.com/v1"' });
+    return;
+  }
+  if (u.protocol !== "http:" && u.protocol !== "https:") ctx.addIssue({ code: "custom", message: "must be an http:// or https:// URL" });
+  else if (u.username || u.password) ctx.addIssue({ code: "custom", message: "must not carry credentials: give the key with \"key\"" });
+  else if (u.search || u.hash) ctx.addIssue({ code: "custom", message: "must not have a query or fragment" });
+});
+
+export const ProviderConfigSchema = z
+  .object({
+    baseUrl: BaseUrlSchema.describe("the base URL the provider's official SDK takes: https://api.openai.com/v1, https://api.anthropic.com, https://generativelanguage.googleapis.com"),
+    format: z.enum(["openai", "anthropic", "gemini"], { errorMap: () => ({ message: 'must be "openai", "anthropic" or "gemini" (OpenAI-compatible servers are "openai")' }) }),
+    key: KeySourceSchema.optional(),
+    passthroughKey: z.boolean().default(false).describe("send the client's own Authorization / x-api-key / x-goog-api-key instead of the provider key"),
+    models: z.array(z.string().min(1)).min(1, "list at least one model name or glob, e.g. [\"gpt-4o*\"]"),
+    prices: z.record(z.string().min(1), PriceSchema).optional(),
+    /** Milliseconds until the upstream's response headers, and between body chunks. */
+    timeout: z.number().int().positive().max(3_600_000).default(600_000),
+  })
+  .strict();
+
+const PrincipalObjectSchema = z
+  .object({
+    node: z.string().min(1).optional(),
+    tags: z.array(z.string().regex(/^tag:[A-Za-z0-9][A-Za-z0-9_-]*$/, "must look like tag:name")).default([]),
+    user: z.string().min(1).optional(),
+  })
+  .strict();
+
+const LoopbackSchema = z
+  .object({
+    listen: z.string().regex(/^(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|\[::1\]|localhost):\d{1,5}$/, 'must be a loopback address and port, e.g. "127.0.0.1:8787" (the loopback listener is for local tools only)'),
+    principal: z.union([z.string().min(1), PrincipalObjectSchema]).describe('who every loopback request is: "tag:x", "alice@example.com", "node:name", or { node, tags, user }'),
+  })
+  .strict();
+
+const ApprovalsSchema = z
+  .object({
+    webhook: z.string().url("must be an http(s) URL").optional(),
+    headers: z.record(z.string()).optional(),
+    timeoutMs: z.number().int().positive().max(24 * 3600_000).optional(),
+  })
+  .strict();
+
+const TailnetSchema = z
+  .object({
+    controlUrl: z.string().regex(/^https?:\/\/[^/\s]+/, "must be an http:// or https:// URL"),
+    authKey: KeySourceSchema.optional(),
+    hostname: z.string().default("ai-gateway"),
+    dir: z.string().optional(),
+    ephemeral: z.boolean().default(false),
+  })
+  .strict();
+
+export const GatewayConfigSchema = z
+  .object({
+    providers: z
+      .record(z.string().regex(PROVIDER_NAME_RE, "a provider name is lower-case letters, digits, '.', '_' or '-' (no '/')"), ProviderConfigSchema)
+      .refine((p) => Object.keys(p).length > 0, "configure at least one provider"),
+    policy: z.string().min(1).describe("the policy file (HuJSON, the guard's format); reloaded when it changes"),
+    listen: z.number().int().min(1).max(65535).default(80).describe("the tailnet port"),
+    tailnet: TailnetSchema.optional(),
+    loopback: LoopbackSchema.optional(),
+    approvals: ApprovalsSchema.optional(),
+    maxBodyBytes: z.number().int().positive().default(32 << 20),
+    dataDir: z.string().default("meshguard-gateway").describe("where the store keeps its files (relative to the config file)"),
+    sessions: z
+      .object({ idleGap: z.string().refine((s) => parseDuration(s) !== undefined, 'must be a duration such as "30m", "2h" or "90s"').default("30m") })
+      .strict()
+      .optional()
+      .describe("requests of a caller without a client session id form one session until the caller is idle this long"),
+    quotas: GATEWAY_PARTS.quotas.optional(),
+    hooks: GATEWAY_PARTS.hooks.optional(),
+    retention: GATEWAY_PARTS.retention.optional(),
+    storage: GATEWAY_PARTS.storage.optional(),
+  })
+  .strict();
+
+export type GatewayConfigInput = z.input<typeof GatewayConfigSchema>;
+export type GatewayConfig = z.output<typeof GatewayConfigSchema>;
+export type ProviderConfig = z.output<typeof ProviderConfigSchema>;
+
+/** GatewayConfigError is MESHGUARD_GATEWAY_CONFIG_INVALID with every issue (path, line, column). */
+export class GatewayConfigError extends MeshguardError {
+  constructor(
+    readonly issues: PolicyIssue[],
+    readonly file?: string,
+  ) {
+    const where = file ?? "gateway config";
+    super(ErrorCode.GATEWAY_CONFIG_INVALID, `invalid gateway configuration:\n${issues.map((i) => `  ${where}:${i.line}:${i.column}: ${i.path ? `${i.path}: ` : ""}${i.message}`).join("\n")}`, {
+      hint: "docs/gateway.md lists every setting",
+    });
+    this.name = "GatewayConfigError";
+  }
+}
+
+/**
+ * parseGatewayConfig reads a config text. Relative paths (policy, dataDir,
+ * key files, tailnet dir) are resolved against `baseDir` (the file's
+ * directory; default: the working directory). Throws GatewayConfigError.
+ */
+export function parseGatewayConfig(text: string, opts: { file?: string; baseDir?: string } = {}): GatewayConfig {
+  const src = SourceFile.parse(text);
+  if (Array.isArray(src)) throw new GatewayConfigError(src, opts.file);
+  const cfg = validateGatewayConfig(src.value, (path, key) => src.locate(path, key), opts.file);
+  return resolveConfigPaths(cfg, opts.baseDir ?? (opts.file ? dirname(resolve(opts.file)) : process.cwd()));
+}
+
+/** validateGatewayConfig validates an already parsed config object (a library caller's). */
+export function validateGatewayConfig(value: unknown, locate: (path: (string | number)[], key?: string) => { line: number; column: number } = () => ({ line: 1, column: 1 }), file?: string): GatewayConfig {
+  const r = GatewayConfigSchema.safeParse(value);
+  if (r.success) return r.data;
+  const issues = r.error.issues.map((i): PolicyIssue => {
+    const path = i.path as (string | number)[];
+    if (i.code === "unrecognized_keys") {
+      const keys = (i as { keys: string[] }).keys;
+      return { path: formatPath(path), ...locate(path, keys[0]), message: `unknown setting${keys.length > 1 ? "s" : ""} ${keys.map((k) => JSON.stringify(k)).join(", ")}` };
+    }
+    return { path: formatPath(path), ...locate(path), message: i.message };
+  });
+  throw new GatewayConfigError(issues, file);
+}
+
+/** loadGatewayConfig reads and parses a config file. */
+export async function loadGatewayConfig(file: string): Promise<GatewayConfig> {
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (err) {
+    throw new GatewayConfigError([{ path: "", line: 1, column: 1, message: `cannot read the file: ${(err as Error).message}` }], file);
+  }
+  return parseGatewayConfig(text, { file });
+}
+
+/** resolveConfigPaths makes the config's relative paths absolute against `base`. */
+export function resolveConfigPaths(cfg: GatewayConfig, base: string): GatewayConfig {
+  const abs = (p: string) => (isAbsolute(p) ? p : resolve(base, p));
+  const providers: GatewayConfig["providers"] = {};
+  for (const [name, p] of Object.entries(cfg.providers)) providers[name] = p.key?.file !== undefined ? { ...p, key: { file: abs(p.key.file) } } : p;
+  const out: GatewayConfig = { ...cfg, providers, policy: abs(cfg.policy), dataDir: abs(cfg.dataDir) };
+  if (cfg.tailnet) {
+    const t = { ...cfg.tailnet };
+    if (t.dir !== undefined) t.dir = abs(t.dir);
+    if (t.authKey?.file !== undefined) t.authKey = { file: abs(t.authKey.file) };
+    out.tailnet = t;
+  }
+  return out;
+}

@@ -1,0 +1,125 @@
+/**
+ * Reading what a request asks for — operation, model, streaming, max tokens,
+ * a client session id — from its method, path, headers and JSON body,
+ * without validating the body against a schema: unknown fields pass, so the
+ * next client release with a new field is not broken by the gateway.
+ */
+
+import type { ApiFormat, ApiOperation } from "./types.js";
+
+/** An API endpoint the path names; `model` when the path carries it (Gemini). */
+export interface Endpoint {
+  operation: ApiOperation;
+  format: ApiFormat;
+  /** The model named in the path (Gemini), URL-decoded. */
+  pathModel?: string;
+}
+
+const GEMINI_CALL_RE = /^\/(v1beta|v1|v1alpha)\/models\/(.+):(generateContent|streamGenerateContent|countTokens)$/;
+const GEMINI_LIST_RE = /^\/(v1beta|v1|v1alpha)\/models$/;
+const GEMINI_OPS: Record<string, ApiOperation> = { generateContent: "gemini.generate", streamGenerateContent: "gemini.stream", countTokens: "gemini.count_tokens" };
+
+/**
+ * endpointOf names the endpoint of a request, or undefined (404). `path` is
+ * without the query. GET /v1/models is Anthropic's when the client sends
+ * `anthropic-version` (the Anthropic SDK always does), else OpenAI's.
+ */
+export function endpointOf(method: string, path: string, headers: Record<string, string | string[] | undefined>): Endpoint | undefined {
+  if (method === "POST") {
+    switch (path) {
+      case "/v1/chat/completions":
+        return { operation: "openai.chat", format: "openai" };
+      case "/v1/messages":
+        return { operation: "anthropic.messages", format: "anthropic" };
+      case "/v1/responses":
+        return { operation: "openai.responses", format: "openai" };
+      case "/v1/embeddings":
+        return { operation: "openai.embeddings", format: "openai" };
+      case "/v1/messages/count_tokens":
+        return { operation: "anthropic.count_tokens", format: "anthropic" };
+    }
+    const m = GEMINI_CALL_RE.exec(path);
+    if (m) {
+      let model: string;
+      try {
+        model = decodeURIComponent(m[2]!);
+      } catch {
+        return undefined;
+      }
+      return { operation: GEMINI_OPS[m[3]!]!, format: "gemini", pathModel: model };
+    }
+    return undefined;
+  }
+  if (method === "GET") {
+    if (path === "/v1/models") return headers["anthropic-version"] !== undefined ? { operation: "anthropic.models", format: "anthropic" } : { operation: "openai.models", format: "openai" };
+    if (GEMINI_LIST_RE.test(path)) return { operation: "gemini.models", format: "gemini" };
+  }
+  return undefined;
+}
+
+/** formatGuess is the API format to answer an unknown path in (a 404 the client can read). */
+export function formatGuess(path: string, headers: Record<string, string | string[] | undefined>): ApiFormat {
+  if (path.startsWith("/v1beta/") || path.startsWith("/v1alpha/") || headers["x-goog-api-key"] !== undefined) return "gemini";
+  if (headers["anthropic-version"] !== undefined || headers["x-api-key"] !== undefined) return "anthropic";
+  return "openai";
+}
+
+/** BodyFacts are what the body says (the path's model wins for Gemini). */
+export interface BodyFacts {
+  model: string | undefined;
+  stream: boolean;
+  maxTokens?: number;
+}
+
+/**
+ * bodyFacts reads model, stream and max tokens. Max tokens: OpenAI chat
+ * `max_completion_tokens` (else the older `max_tokens`), Responses
+ * `max_output_tokens`, Anthropic `max_tokens`, Gemini
+ * `generationConfig.maxOutputTokens`. Embeddings and token counting produce
+ * no output: their max tokens is 0, so an `llm` rule's `maxTokens` does not
+ * deny them for lack of a value.
+ */
+export function bodyFacts(ep: Endpoint, body: Record<string, unknown>): BodyFacts {
+  const model = ep.pathModel ?? (typeof body.model === "string" ? body.model : undefined);
+  let stream = body.stream === true;
+  let mt: unknown;
+  switch (ep.operation) {
+    case "openai.chat":
+      mt = body.max_completion_tokens ?? body.max_tokens;
+      break;
+    case "openai.responses":
+      mt = body.max_output_tokens;
+      break;
+    case "anthropic.messages":
+      mt = body.max_tokens;
+      break;
+    case "gemini.generate":
+    case "gemini.stream": {
+      const gc = body.generationConfig as Record<string, unknown> | undefined;
+      mt = gc !== null && typeof gc === "object" ? gc.maxOutputTokens : undefined;
+      stream = ep.operation === "gemini.stream";
+      break;
+    }
+    case "openai.embeddings":
+    case "anthropic.count_tokens":
+    case "gemini.count_tokens":
+      mt = 0;
+      stream = false;
+      break;
+  }
+  const f: BodyFacts = { model, stream };
+  if (typeof mt === "number" && Number.isInteger(mt) && mt >= 0) f.maxTokens = mt;
+  return f;
+}
+
+/** Headers a client sends its session id in (Claude Code, Codex CLI, generic). */
+const SESSION_HEADERS = ["x-claude-code-session-id", "session_id", "x-session-id"];
+
+/** clientSessionId is the client's own session id, when it sends one. */
+export function clientSessionId(headers: Record<string, string | string[] | undefined>): string | undefined {
+  for (const h of SESSION_HEADERS) {
+    const v = headers[h];
+    if (typeof v === "string" && v !== "" && v.length <= 200) return v;
+  }
+  return undefined;
+}

@@ -1,0 +1,85 @@
+/**
+ * Opening the gateway's parts from its config: the store (SQLite), the
+ * quota manager over it (reservations left by a previous process settled
+ * first), the hook runner, sessions, prices and access. A part a caller
+ * injects (GatewayOptions.parts) is used instead of the configured one.
+ *
+ * Every part that holds a resource registers its close on `cleanup`, which
+ * startGateway runs in reverse order: hooks deliver their queued usage
+ * events, then the store flushes and closes.
+ */
+
+import { ErrorCode, MeshguardError } from "../errors.js";
+import type { Policy } from "../policy/load.js";
+import { bucketRoutes } from "./buckets-api.js";
+import { policyAccess } from "./caller.js";
+import type { GatewayConfig } from "./config.js";
+import { createHookRunner, type HookFailedError } from "./hooks.js";
+import { logRoutes } from "./logs-api.js";
+import { maxOutputTokensOf, priceOf } from "./prices.js";
+import { createQuotaManager } from "./quotas/manager.js";
+import { SessionTracker } from "./sessions.js";
+import type { GatewayParts } from "./start.js";
+import { openStore, parseDuration, toRetention } from "./store/index.js";
+import type { Caller, Retention } from "./types.js";
+
+export async function openParts(
+  cfg: GatewayConfig,
+  injected: Partial<GatewayParts>,
+  secrets: readonly string[],
+  policy: { current: Policy | undefined },
+  chains: WeakMap<Caller, string[][]>,
+  warn: (err: unknown) => void,
+  cleanup: Array<() => Promise<unknown>>,
+): Promise<GatewayParts> {
+  const retention: Retention = injected.retention ?? toRetention(cfg.retention ?? { mode: "full" });
+  const quotas = cfg.quotas ?? {};
+  checkBuckets(policy.current, quotas);
+
+  // The store keeps logs and quota buckets; with nothing to keep it is not opened.
+  const needStore = retention.mode !== "none" || Object.keys(quotas).length > 0 || (policy.current?.gateway?.buckets.length ?? 0) > 0;
+  let store = injected.store;
+  if (store === undefined && needStore) {
+    store = await openStore(cfg.storage ?? {}, { dataDir: cfg.dataDir, retention, secrets, onError: warn });
+    const s = store;
+    cleanup.push(() => s.flush().finally(() => s.close()));
+  }
+
+  let qm = injected.quotas;
+  let bucketApi: ReturnType<typeof bucketRoutes> = [];
+  if (qm === undefined && store !== undefined) {
+    const handle = createQuotaManager(store, quotas, (caller) => chains.get(caller) ?? policyAccess(caller, policy.current).chains);
+    const recovered = await handle.recover();
+    if (recovered > 0) warn(new MeshguardError(ErrorCode.STORE_FAILED, `settled ${recovered} quota reservation(s) left by a previous gateway process, each charged in full`));
+    qm = handle;
+    bucketApi = bucketRoutes(handle);
+  }
+
+  let hooks = injected.hooks;
+  if (hooks === undefined && cfg.hooks !== undefined) {
+    const h = createHookRunner(cfg.hooks, { onError: (err: HookFailedError) => warn(err) });
+    hooks = h;
+    cleanup.push(() => h.close());
+  }
+
+  const tracker = new SessionTracker(cfg.sessions ? { idleGapMs: parseDuration(cfg.sessions.idleGap)! } : {});
+  return {
+    store,
+    quotas: qm,
+    hooks,
+    retention,
+    sessions: injected.sessions ?? { sessionOf: (c, sid, time) => tracker.assign(c, sid, time) },
+    prices: injected.prices ?? { priceOf, maxOutputTokensOf },
+    access: injected.access ?? policyAccess,
+    adminRoutes: injected.adminRoutes ?? [...(store ? logRoutes(store) : []), ...bucketApi],
+  };
+}
+
+/** checkBuckets: every bucket the policy's gateway section names must be configured (else every request of those callers would be refused). */
+function checkBuckets(policy: Policy | undefined, quotas: Record<string, unknown>): void {
+  const missing = (policy?.gateway?.buckets ?? []).filter((b) => !Object.hasOwn(quotas, b));
+  if (missing.length === 0) return;
+  throw new MeshguardError(ErrorCode.GATEWAY_CONFIG_INVALID, `the policy ${policy!.file ?? ""} names quota bucket(s) ${missing.map((b) => JSON.stringify(b)).join(", ")} that the gateway config does not define`, {
+    hint: 'define them under "quotas" in the gateway config, or remove them from the policy\'s gateway.roles',
+  });
+}

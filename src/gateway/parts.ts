@@ -1,0 +1,16 @@
+/**
+ * The config sections owned by the gateway's other parts (quotas, hooks,
+ * store): each part exports its own zod schema, and the gateway config
+ * takes them from here, so a section is validated by the part that reads it.
+ */
+
+import { HooksConfigSchema } from "./hooks.js";
+import { QuotasConfigSchema } from "./quotas/config.js";
+import { RetentionConfigSchema, StorageConfigSchema } from "./store/config.js";
+
+export const GATEWAY_PARTS = {
+  quotas: QuotasConfigSchema,
+  hooks: HooksConfigSchema,
+  retention: RetentionConfigSchema,
+  storage: StorageConfigSchema,
+};

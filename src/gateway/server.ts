@@ -1,0 +1,80 @@
+/**
+ * The gateway's HTTP front: one handler for the tailnet listener and the
+ * loopback listener, which differ only in how the caller is identified.
+ * Dispatch: /meshguard/v1/... is the gateway's own API; model listings are
+ * answered here; every other known endpoint is an LLM call (./call.ts);
+ * anything else is a 404 in the format the client most likely speaks.
+ */
+
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { ADMIN_PREFIX, AdminRouter } from "./admin.js";
+import { handleCall } from "./call.js";
+import type { BaseCaller } from "./caller.js";
+import type { GatewayContext } from "./context.js";
+import { endpointOf, formatGuess } from "./facts.js";
+import { sendError, sendJson } from "./http-util.js";
+import { allowedModels, modelList } from "./models.js";
+import type { Caller } from "./types.js";
+
+/** Identify says who sent a request (tailnet whois, or the loopback principal). */
+export type Identify = (req: IncomingMessage) => Promise<BaseCaller> | BaseCaller;
+
+export function requestHandler(ctx: GatewayContext, identify: Identify): (req: IncomingMessage, res: ServerResponse) => void {
+  const admin = new AdminRouter(ctx.adminRoutes);
+  return (req, res) => {
+    const t0 = performance.now();
+    ctx.inflight.enter();
+    let left = false;
+    const leave = () => {
+      if (left) return;
+      left = true;
+      ctx.inflight.leave();
+    };
+    res.once("finish", leave);
+    res.once("close", leave);
+    handle(ctx, admin, identify, req, res, t0).catch((err: unknown) => {
+      ctx.warn(err);
+      if (!res.headersSent) sendJson(res, 500, JSON.stringify({ error: { message: "the gateway failed to handle the request", type: "api_error" } }));
+      else res.destroy();
+    });
+  };
+}
+
+async function handle(ctx: GatewayContext, admin: AdminRouter, identify: Identify, req: IncomingMessage, res: ServerResponse, t0: number): Promise<void> {
+  const url = req.url ?? "/";
+  const q = url.indexOf("?");
+  const path = q < 0 ? url : url.slice(0, q);
+  const query = q < 0 ? "" : url.slice(q + 1);
+  const method = req.method ?? "GET";
+  const isAdmin = path === ADMIN_PREFIX || path.startsWith(`${ADMIN_PREFIX}/`);
+  const ep = isAdmin ? undefined : endpointOf(method, path, req.headers);
+  const format = ep?.format ?? formatGuess(path, req.headers);
+
+  if (ctx.inflight.closing) {
+    sendError(res, format, "unavailable", "the gateway is shutting down", { headers: { connection: "close" } });
+    return;
+  }
+  if (!isAdmin && ep === undefined) {
+    sendError(res, format, "not_found", `${method} ${path} is not an endpoint of this gateway (OpenAI /v1/chat/completions, /v1/responses, /v1/embeddings, /v1/models; Anthropic /v1/messages, /v1/messages/count_tokens; Gemini /v1beta/models/MODEL:generateContent, :streamGenerateContent, :countTokens)`);
+    return;
+  }
+
+  let caller: Caller;
+  try {
+    const base = await identify(req);
+    const access = ctx.access(base, ctx.policy());
+    caller = { ...base, role: access.role };
+    ctx.chains.set(caller, access.chains);
+  } catch (err) {
+    // No identity, no service: the tailnet could not say who this is.
+    sendError(res, format, "denied", `the gateway could not identify the caller: ${(err as Error).message}`);
+    return;
+  }
+
+  if (isAdmin) return admin.handle(req, res, caller, path.slice(ADMIN_PREFIX.length) || "/", query);
+  if (ep!.operation.endsWith(".models")) {
+    sendJson(res, 200, JSON.stringify(modelList(ep!.format, allowedModels(ctx, caller, ep!.format))));
+    return;
+  }
+  await handleCall(ctx, req, res, ep!, caller, t0, path, query);
+}

@@ -1,0 +1,260 @@
+/**
+ * startGateway: the gateway as a library call. It reads the config, the
+ * provider keys and the policy (any of them wrong: the start fails with the
+ * reason), joins the tailnet (or uses the node it is given), listens on the
+ * tailnet port and optionally on loopback, and returns a handle whose
+ * close() drains in-flight requests (bounded), flushes the store, closes
+ * hooks and pools, and closes the node if it started it.
+ */
+
+import { EventEmitter } from "node:events";
+import http from "node:http";
+import { readFile } from "node:fs/promises";
+import { ErrorCode, MeshguardError } from "../errors.js";
+import { watchPolicyFile, type FileReloader } from "../distribution/reload.js";
+import type { ApprovalOptions } from "../guard/types.js";
+import { MeshNode } from "../node.js";
+import { loadPolicy, type Policy } from "../policy/load.js";
+import type { Decision, DecisionRequest } from "../policy/types.js";
+import { callerFromPrincipal, callerFromWhois, WhoisCache, type AccessResolver, type BaseCaller } from "./caller.js";
+import { GatewayConfigError, loadGatewayConfig, resolveConfigPaths, validateGatewayConfig, type GatewayConfig, type GatewayConfigInput } from "./config.js";
+import { Inflight, type GatewayContext, type Prices, type Sessions } from "./context.js";
+import { readKey } from "./keys.js";
+import { buildProviders, Router } from "./providers.js";
+import { KeyScrubber } from "./scrub.js";
+import { requestHandler } from "./server.js";
+import { openParts } from "./parts-open.js";
+import type { AdminRoute, Caller, GatewayStore, HookRunner, QuotaManager, Retention } from "./types.js";
+
+export interface GatewayOptions {
+  /** A config file path (HuJSON), or the config as an object (relative paths then against `baseDir`). */
+  config: string | GatewayConfigInput;
+  /** Where relative paths of an object config point from (default: the working directory). */
+  baseDir?: string;
+  /** Use this node (the gateway does not close it). Else a node is started from `tailnet` or the config's `tailnet`. */
+  node?: MeshNode;
+  /** Start a node with these settings (overrides the config's `tailnet`). */
+  tailnet?: { controlUrl: string; authKey?: string; hostname?: string; dir?: string; ephemeral?: boolean };
+  /** A loopback listener with a fixed principal (overrides the config's `loopback`). */
+  loopback?: { listen: string; principal: string | { node?: string; tags: string[]; user?: string } };
+  /** Approvals as the guard takes them (a callback is possible here, not in a file); overrides the config's. */
+  approvals?: ApprovalOptions;
+  /** The environment keys are read from (default process.env). */
+  env?: NodeJS.ProcessEnv;
+  /** Reports what goes wrong off the request path (a store write, a policy reload). */
+  onWarning?: (err: Error) => void;
+  /** Reports start-up steps. */
+  onProgress?: (message: string) => void;
+  /** @internal parts wired by the start-up of the gateway's other parts. */
+  parts?: Partial<GatewayParts>;
+}
+
+/** The parts behind the contract interfaces (./parts-open.ts opens them from the config; a test may inject one). */
+export interface GatewayParts {
+  store: GatewayStore | undefined;
+  quotas: QuotaManager | undefined;
+  hooks: HookRunner | undefined;
+  sessions: Sessions;
+  prices: Prices;
+  access: AccessResolver;
+  retention: Retention;
+  adminRoutes: AdminRoute[];
+}
+
+export interface GatewayHandle extends AsyncDisposable {
+  /** The gateway's tailnet URL, by MagicDNS name ("http://ai-gateway"), when it listens on the tailnet. */
+  readonly url: string | undefined;
+  /** The tailnet URL by IP ("http://100.64.0.3"). */
+  readonly ipUrl: string | undefined;
+  /** The loopback listener's URL, when configured. */
+  readonly loopbackUrl: string | undefined;
+  readonly node: MeshNode | undefined;
+  readonly config: GatewayConfig;
+  /** The store (undefined with retention "none" and no quotas). */
+  readonly store: GatewayStore | undefined;
+  /** The policy in force. */
+  readonly policy: Policy | undefined;
+  /** Warnings and policy reloads. */
+  readonly events: EventEmitter;
+  /** Requests being handled now. */
+  readonly inflight: number;
+  /** close stops accepting, waits for in-flight requests (up to `drainMs`, default 10 s), then releases everything. Idempotent. */
+  close(opts?: { drainMs?: number }): Promise<void>;
+}
+
+/** A policy holder the reloader swaps policies into. */
+class PolicyHolder extends EventEmitter {
+  current: Policy | undefined;
+  setPolicy(p: { evaluate(req: DecisionRequest): Decision } | undefined): void {
+    this.current = p as Policy | undefined;
+  }
+}
+
+export async function startGateway(opts: GatewayOptions): Promise<GatewayHandle> {
+  const progress = opts.onProgress ?? (() => {});
+  const events = new EventEmitter();
+  const warn = (err: unknown) => {
+    const e = err instanceof Error ? err : new Error(String(err));
+    if (opts.onWarning) opts.onWarning(e);
+    else if (events.listenerCount("warning") > 0) events.emit("warning", e);
+  };
+
+  const resolved = typeof opts.config === "string" ? await loadGatewayConfig(opts.config) : resolveConfigPaths(validateGatewayConfig(opts.config), opts.baseDir ?? process.cwd());
+  const env = opts.env ?? process.env;
+
+  // Keys and policy first: a wrong one fails the start before the gateway joins the tailnet.
+  const { providers, secrets } = await buildProviders(resolved, env);
+  const router = new Router(providers);
+  const cleanup: Array<() => Promise<unknown>> = [() => router.close()];
+  const undo = async () => {
+    for (const f of cleanup.reverse()) await f().catch(() => {});
+  };
+  try {
+    const holder = new PolicyHolder();
+    holder.current = await loadPolicyFile(resolved.policy);
+    progress(`policy ${resolved.policy} loaded (${holder.current.rules.length} rules)`);
+
+    // The tailnet node.
+    let node = opts.node;
+    const tn = opts.tailnet ?? (resolved.tailnet ? { ...resolved.tailnet, authKey: resolved.tailnet.authKey ? await readKey(resolved.tailnet.authKey, "the tailnet auth key", env) : undefined } : undefined);
+    if (node === undefined && tn !== undefined) {
+      progress(`joining the tailnet at ${tn.controlUrl} as ${tn.hostname ?? "ai-gateway"}`);
+      node = await MeshNode.start({
+        controlUrl: tn.controlUrl,
+        hostname: tn.hostname ?? "ai-gateway",
+        ...(tn.authKey !== undefined ? { authKey: tn.authKey } : {}),
+        ...(tn.dir !== undefined ? { dir: tn.dir } : {}),
+        ephemeral: tn.ephemeral ?? false,
+        onProgress: (ev) => progress(ev.message),
+      });
+      cleanup.push(() => node!.close());
+    }
+
+    const reloader: FileReloader = watchPolicyFile(holder, resolved.policy, node ? { node } : {});
+    cleanup.push(() => reloader.close());
+    holder.on("reloadError", (err: Error) => warn(err));
+    holder.on("warning", (err: Error) => {
+      // The gateway's own policy file is the admin's: being writable by the gateway is expected.
+      if ((err as MeshguardError).code !== ErrorCode.POLICY_FILE_UNPROTECTED) warn(err);
+    });
+    holder.on("reload", (ev) => events.emit("reload", ev));
+    await reloader.ready;
+
+    const inflight = new Inflight();
+    const chains = new WeakMap<Caller, string[][]>();
+    const parts = await openParts(resolved, opts.parts ?? {}, secrets, holder, chains, warn, cleanup);
+    progress(`store ${parts.store ? "open" : "off"}, ${Object.keys(resolved.quotas ?? {}).length} quota bucket(s), hooks ${parts.hooks ? "on" : "off"}`);
+    const approvals = opts.approvals ?? resolved.approvals;
+    const ctx: GatewayContext = {
+      cfg: resolved,
+      router,
+      scrub: new KeyScrubber(secrets),
+      policy: () => holder.current,
+      access: parts.access,
+      chains,
+      approvals,
+      retention: parts.retention,
+      store: parts.store,
+      quotas: parts.quotas,
+      hooks: parts.hooks,
+      sessions: parts.sessions,
+      prices: parts.prices,
+      adminRoutes: parts.adminRoutes,
+      inflight,
+      warn,
+    };
+
+    const servers: http.Server[] = [];
+    let url: string | undefined;
+    let ipUrl: string | undefined;
+    if (node !== undefined) {
+      const whois = new WhoisCache(node);
+      const srv = http.createServer({ keepAliveTimeout: 65_000 }, requestHandler(ctx, (req) => whois.get(req.socket).then((w) => callerFromWhois(w, req.socket.remoteAddress ?? "", holder.current))));
+      await node.listen(resolved.listen, srv);
+      servers.push(srv);
+      const port = resolved.listen === 80 ? "" : `:${resolved.listen}`;
+      url = `http://${node.hostname}${port}`;
+      ipUrl = node.ips[0] ? `http://${node.ips[0]}${port}` : undefined;
+      progress(`listening on the tailnet at ${url}`);
+    }
+
+    let loopbackUrl: string | undefined;
+    const lb = opts.loopback ?? resolved.loopback;
+    if (lb !== undefined) {
+      let memo: { policy: Policy | undefined; caller: BaseCaller } | undefined;
+      const identify = (): BaseCaller => {
+        if (memo === undefined || memo.policy !== holder.current) memo = { policy: holder.current, caller: callerFromPrincipal(lb.principal, holder.current) };
+        return memo.caller;
+      };
+      const srv = http.createServer({ keepAliveTimeout: 65_000 }, requestHandler(ctx, identify));
+      const at = lb.listen.lastIndexOf(":");
+      const host = lb.listen.slice(0, at).replace(/^\[|\]$/g, "");
+      await listenLoopback(srv, host, Number(lb.listen.slice(at + 1)));
+      servers.push(srv);
+      const addr = srv.address() as { port: number };
+      loopbackUrl = `http://${host.includes(":") ? `[${host}]` : host}:${addr.port}`;
+      progress(`listening on loopback at ${loopbackUrl}`);
+    }
+    if (servers.length === 0) {
+      throw new MeshguardError(ErrorCode.INVALID_OPTIONS, "startGateway: nothing to listen on: give a node, tailnet settings (option or config \"tailnet\") or a loopback listener", {
+        hint: 'add "tailnet": { "controlUrl": ..., "authKey": { "env": "TS_AUTHKEY" } } or "loopback": { "listen": "127.0.0.1:8787", "principal": "tag:local" } to the config',
+      });
+    }
+
+    let closing: Promise<void> | undefined;
+    const close = (o?: { drainMs?: number }): Promise<void> =>
+      (closing ??= (async () => {
+        inflight.closing = true;
+        for (const s of servers) {
+          s.close();
+          s.closeIdleConnections();
+        }
+        const drained = await inflight.idle(o?.drainMs ?? 10_000);
+        if (!drained) warn(new MeshguardError(ErrorCode.TIMEOUT, `gateway close: ${inflight.count} request(s) still running after ${o?.drainMs ?? 10_000} ms were cut off`));
+        for (const s of servers) s.closeAllConnections();
+        await undo();
+      })());
+
+    return {
+      url,
+      ipUrl,
+      loopbackUrl,
+      node,
+      config: resolved,
+      store: parts.store,
+      get policy() {
+        return holder.current;
+      },
+      events,
+      get inflight() {
+        return inflight.count;
+      },
+      close,
+      [Symbol.asyncDispose]: () => close(),
+    };
+  } catch (err) {
+    await undo();
+    throw err;
+  }
+}
+
+async function loadPolicyFile(file: string): Promise<Policy> {
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (err) {
+    throw new MeshguardError(ErrorCode.POLICY_FILE_UNREADABLE, `cannot read the gateway's policy file ${file}: ${(err as Error).message}`, { cause: err, hint: 'the config\'s "policy" names it, relative to the config file' });
+  }
+  return loadPolicy(text, { file });
+}
+
+function listenLoopback(srv: http.Server, host: string, port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    srv.once("error", (err: NodeJS.ErrnoException) =>
+      reject(new MeshguardError(err.code === "EADDRINUSE" ? ErrorCode.PORT_IN_USE : ErrorCode.INVALID_OPTIONS, `the gateway cannot listen on ${host}:${port}: ${err.message}`, { cause: err })),
+    );
+    srv.listen(port, host, () => resolve());
+  });
+}
+
+export { GatewayConfigError };
