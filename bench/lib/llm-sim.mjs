@@ -52,6 +52,9 @@
 // Answers are deterministic (bench/lib/llm-sim/text.mjs): input_tokens =
 // ceil(prompt chars / 4), output_tokens = min(max_tokens, N).
 //
+// GET /_sim/totals answers `totals` as JSON (not itself counted): how a
+// benchmark reads a simulator running in another process.
+//
 // The handle: { url, port, requests, totals, options, next(k), waiting(), reset(), close() }
 //   requests[i]  { seq, time, method, path, query, headers, body, format, operation,
 //                  model, scenario, status, chunksSent } (headers lower-case, body parsed JSON
@@ -161,6 +164,7 @@ export async function startLlmSim(opts = {}) {
   const totals = { requests: 0, inputTokens: 0, outputTokens: 0, chunksSent: 0, byOperation: {} };
 
   async function handle(req, res) {
+    if (req.url === '/_sim/totals') return sendJson(res, 200, totals);
     const seq = ++state.seq;
     const q = req.url.indexOf('?');
     const path = q === -1 ? req.url : req.url.slice(0, q);

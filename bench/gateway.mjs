@@ -1,0 +1,388 @@
+#!/usr/bin/env node
+// bench/gateway — what an AI gateway adds to an LLM call, side by side in
+// one run, every system proxying the same simulated provider
+// (bench/lib/llm-sim.mjs, a process of its own) under the same load from the
+// same client (bench/lib/llm-load.mjs):
+//
+//   direct       the client calls the simulator itself: the floor
+//   meshguard    meshguard's gateway, its own process, default configuration
+//                (full logs to SQLite), a loopback listener with a configured
+//                principal; it is also a tailnet node
+//   portkey      @portkey-ai/gateway (npm), routed per request to the simulator
+//   litellm      LiteLLM's proxy (PyPI), one worker, no database, a model_list
+//                entry whose api_base is the simulator
+//
+// Metrics (OpenAI chat completions, 16 output tokens): latency and the
+// latency *added* over direct (system minus direct, at p50, p99 and mean)
+// with 1 client in sequence, at a fixed open-loop rate, and with 50
+// concurrent closed-loop clients; time to first token of a stream; the
+// gateway process's resident memory after warm-up and after 10,000 more
+// requests; for meshguard, requests lost or charged twice (its own logs
+// against what the client sent and what the provider served, the
+// provider's tokens against the logged usage); and over the tailnet,
+// client node → gateway node → provider beside client node → a node that
+// forwards straight to the provider.
+//
+//   node bench/gateway.mjs [--json] [--smoke] [--setup] [--n N] [--rate R]
+//                          [--open-n N] [--clients C] [--closed-n N] [--mem-n N] [--no-tailnet]
+//
+// --setup installs the peers below into ~/.cache/meshguard/bench-peers and
+// exits (it needs the package registries: run it outside the network
+// namespace). A run outside a namespace installs missing peers itself.
+// --smoke runs meshguard and direct only, with tiny counts, and checks the
+// output's shape. Run it through `npm run bench:gateway`.
+
+/** The peers, pinned. Change a version here only. */
+export const PEERS = Object.freeze({
+  // Needs bench/lib/portkey-preload.mjs to stream at all on Node (Portkey-AI/gateway issues 1389, 1550).
+  portkey: '1.15.2',
+  // The newest release whose `proxy` extra installs from PyPI: later ones pin
+  // litellm-proxy / litellm-enterprise / litellm-proxy-extras releases PyPI does not have.
+  litellm: '1.108.5',
+});
+
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { startJsonChild } from './lib/child.mjs';
+import { setupPeers, startLitellm, startPortkey } from './lib/gateway-peers.mjs';
+import { chatBody, closedLoop, closeTarget, once, openLoop, sequential, stream, target } from './lib/llm-load.mjs';
+import { formatTable, row, toJson } from './lib/stats.mjs';
+
+const { values: o } = parseArgs({
+  options: {
+    json: { type: 'boolean', default: false },
+    smoke: { type: 'boolean', default: false },
+    setup: { type: 'boolean', default: false },
+    n: { type: 'string' },
+    rate: { type: 'string' },
+    'open-n': { type: 'string' },
+    clients: { type: 'string' },
+    'closed-n': { type: 'string' },
+    'mem-n': { type: 'string' },
+    'no-tailnet': { type: 'boolean', default: false },
+  },
+});
+const progress = (m) => process.stderr.write(`[bench/gateway] ${m}\n`);
+const count = (v, dflt, smoke) => {
+  const n = Number(v ?? (o.smoke ? smoke : dflt));
+  if (!Number.isInteger(n) || n < 1) throw new Error(`bench/gateway: a count must be a positive integer, got ${v}`);
+  return n;
+};
+const N = count(o.n, 2000, 40); // sequential requests per system (and half as many streams)
+const RATE = count(o.rate, 300, 50);
+const OPEN_N = count(o['open-n'], RATE * 10, 50);
+const CLIENTS = count(o.clients, 50, 10);
+const CLOSED_N = count(o['closed-n'], 5000, 100);
+const MEM_N = count(o['mem-n'], 10_000, 200);
+const WARM_N = o.smoke ? 20 : 1000;
+const ROUNDS = o.smoke ? 1 : 5;
+
+const SIM_KEY = 'sk-bench-provider-key';
+const MODEL = 'gpt-4o-mini';
+const here = (p) => fileURLToPath(new URL(p, import.meta.url));
+
+if (o.setup) {
+  setupPeers(PEERS, progress);
+  progress('peers set up');
+  process.exit(0);
+}
+
+const rows = [];
+const skipped = [];
+const cleanups = [];
+const add = (system, metric, unit, samples) => {
+  const r = row(system, metric, unit, samples);
+  rows.push(r);
+  return r;
+};
+/** added is the row of `via` minus `direct`: the latency a system adds, at each statistic. */
+const added = (system, metric, via, direct) => rows.push({ system, metric, unit: via.unit, p50: via.p50 - direct.p50, p99: via.p99 - direct.p99, mean: via.mean - direct.mean, n: via.n });
+
+/** treeRssMB is the resident memory of a process and its descendants (LiteLLM may fork workers). */
+function treeRssMB(pid) {
+  const kids = new Map();
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (!kids.has(ppid)) kids.set(ppid, []);
+      kids.get(ppid).push(Number(d));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  let kib = 0;
+  const walk = (p) => {
+    try {
+      kib += Number(readFileSync(`/proc/${p}/status`, 'utf8').match(/^VmRSS:\s+(\d+) kB/m)?.[1] ?? 0);
+    } catch {
+      return;
+    }
+    for (const c of kids.get(p) ?? []) walk(c);
+  };
+  walk(pid);
+  return kib / 1024;
+}
+
+/** counted wraps a target's requests so the accounting check knows what the client sent and got. */
+function counted(t) {
+  t.sent = 0;
+  t.ok = 0;
+  const plain = chatBody({ model: MODEL });
+  const streamed = chatBody({ model: MODEL, stream: true });
+  t.once = async () => {
+    t.sent++;
+    const ms = await once(t, plain);
+    t.ok++;
+    return ms;
+  };
+  t.stream = async () => {
+    t.sent++;
+    const r = await stream(t, streamed);
+    t.ok++;
+    return r;
+  };
+  return t;
+}
+
+async function startSim(name) {
+  const sim = startJsonChild(name, process.execPath, [here('./lib/llm-sim-server.mjs'), '--key', SIM_KEY]);
+  cleanups.push(() => sim.stop());
+  const l = await sim.next('listening', 15_000);
+  return { child: sim, url: l.url, totals: async () => (await fetch(`${l.url}/_sim/totals`)).json() };
+}
+
+/** startTailnet brings up a local headscale with tagged keys for the three nodes of the tailnet figure. */
+async function startTailnet() {
+  const { LocalControl } = await import('../dist/control/index.js');
+  const control = await LocalControl.start({
+    policy: {
+      tagOwners: { 'tag:bench': ['bench@'], 'tag:gateway': ['bench@'], 'tag:provider': ['bench@'] },
+      grants: [{ src: ['*'], dst: ['*'], ip: ['*'] }],
+    },
+  });
+  cleanups.push(() => control.close());
+  await control.createUser('bench');
+  const key = (tag) => control.createAuthKey({ tags: [tag], reusable: true, ephemeral: true, expiration: '1h' });
+  return { control, key };
+}
+
+const errorsOf = new Map(); // system -> count
+function noteErrors(system, res) {
+  if (res.errors.length === 0) return;
+  errorsOf.set(system, (errorsOf.get(system) ?? 0) + res.errors.length);
+  progress(`${system}: ${res.errors.length} failed requests, first: ${res.errors[0].message}`);
+}
+
+try {
+  const work = mkdtempSync(join(tmpdir(), 'mg-bench-gw-'));
+  cleanups.push(() => rmSync(work, { recursive: true, force: true }));
+
+  progress('starting the simulated providers (one for direct and the peers, one for meshguard alone, so its accounting is exact)');
+  const simShared = await startSim('llm-sim');
+  const simMg = await startSim('llm-sim (meshguard)');
+
+  // ---- the systems ----
+  const systems = []; // { name, target, pid? }
+  systems.push({ name: 'direct', target: counted(target({ name: 'direct', origin: simShared.url, headers: { authorization: `Bearer ${SIM_KEY}` } })) });
+
+  let tailnet;
+  if (!o['no-tailnet']) {
+    try {
+      progress('starting a local headscale for the tailnet figure');
+      tailnet = await startTailnet();
+    } catch (err) {
+      skipped.push({ system: 'tailnet', reason: `no local tailnet: ${err.message}` });
+      progress(`tailnet figure skipped: ${err.message}`);
+    }
+  }
+
+  let gateway;
+  try {
+    progress('starting meshguard gateway');
+    const args = [here('./lib/gateway-server.mjs'), '--sim', simMg.url, '--sim-key', SIM_KEY, '--dir', mkdtempSync(join(work, 'gw-'))];
+    if (tailnet) args.push('--control', tailnet.control.url, '--authkey', await tailnet.key('tag:gateway'), '--hostname', 'bench-gateway');
+    const child = startJsonChild('meshguard gateway', process.execPath, args);
+    cleanups.push(() => child.kill());
+    const l = await child.next('listening', 60_000);
+    gateway = { child, ...l };
+    systems.push({ name: 'meshguard', pid: child.pid, target: counted(target({ name: 'meshguard', origin: l.loopbackUrl, headers: { authorization: 'Bearer sk-client-key-the-gateway-drops' } })) });
+  } catch (err) {
+    skipped.push({ system: 'meshguard', reason: err.message });
+    progress(`meshguard gateway did not start: ${err.message}`);
+  }
+
+  if (!o.smoke) {
+    for (const [start, version] of [
+      [startPortkey, PEERS.portkey],
+      [startLitellm, PEERS.litellm],
+    ]) {
+      if (process.env.MESHGUARD_NETNS !== '1') {
+        try {
+          setupPeers(PEERS, progress);
+        } catch (err) {
+          progress(`peer setup failed: ${err.message}`);
+        }
+      }
+      let peer;
+      try {
+        progress(`starting ${start.name.replace(/^start/, '').toLowerCase()} ${version}`);
+        peer = await start({ version, simUrl: simShared.url, simKey: SIM_KEY, model: MODEL });
+      } catch (err) {
+        peer = { system: `${start.name.replace(/^start/, '').toLowerCase()} ${version}`, skipped: err.message };
+      }
+      if (peer.skipped) {
+        skipped.push({ system: peer.system, reason: peer.skipped });
+        progress(`${peer.system}: skipped: ${peer.skipped}`);
+        continue;
+      }
+      cleanups.push(() => peer.close());
+      systems.push({ name: peer.system, pid: peer.pid, target: counted(target({ name: peer.system, origin: peer.origin, headers: peer.headers })) });
+    }
+  }
+
+  // ---- warm-up, then memory across MEM_N requests ----
+  for (const s of systems) {
+    progress(`${s.name}: warm-up (${WARM_N} requests, ${Math.ceil(WARM_N / 10)} streams)`);
+    noteErrors(s.name, await closedLoop(s.target.once, 10, WARM_N));
+    noteErrors(s.name, await closedLoop(s.target.stream, 10, Math.ceil(WARM_N / 10)));
+    if (s.pid === undefined) continue;
+    const before = treeRssMB(s.pid);
+    progress(`${s.name}: ${MEM_N} requests at ${CLIENTS} clients for memory (rss ${before.toFixed(1)} MB after warm-up)`);
+    noteErrors(s.name, await closedLoop(s.target.once, CLIENTS, MEM_N));
+    const after = treeRssMB(s.pid);
+    add(s.name, 'rss after warm-up', 'MB', before);
+    add(s.name, `rss after ${MEM_N} more requests`, 'MB', after);
+    add(s.name, `rss growth over ${MEM_N} requests`, '%', ((after - before) / before) * 100);
+  }
+
+  // ---- 1 client: requests and streams, systems alternating in rounds so drift lands on all ----
+  const seq = new Map(systems.map((s) => [s.name, { lat: [], ttft: [] }]));
+  for (let r = 0; r < ROUNDS; r++) {
+    for (const s of systems) {
+      progress(`1 client, round ${r + 1}/${ROUNDS}: ${s.name}`);
+      const a = await sequential(s.target.once, Math.ceil(N / ROUNDS));
+      noteErrors(s.name, a);
+      seq.get(s.name).lat.push(...a.samples);
+      const b = await sequential(s.target.stream, Math.ceil(N / ROUNDS / 2));
+      noteErrors(s.name, b);
+      seq.get(s.name).ttft.push(...b.samples.map((x) => x.ttft));
+    }
+  }
+  const base1 = { lat: add('direct', 'latency 1 client', 'ms', seq.get('direct').lat), ttft: add('direct', 'ttft 1 client (stream)', 'ms', seq.get('direct').ttft) };
+  for (const s of systems.slice(1)) {
+    added(s.name, 'added latency 1 client', add(s.name, 'latency 1 client', 'ms', seq.get(s.name).lat), base1.lat);
+    added(s.name, 'added ttft 1 client (stream)', add(s.name, 'ttft 1 client (stream)', 'ms', seq.get(s.name).ttft), base1.ttft);
+  }
+
+  // ---- open loop at a fixed rate ----
+  let baseOpen;
+  for (const s of systems) {
+    progress(`open loop ${RATE}/s, ${OPEN_N} requests: ${s.name}`);
+    const res = await openLoop(s.target.once, RATE, OPEN_N);
+    noteErrors(s.name, res);
+    if (res.lateMs > 5) progress(`${s.name}: the load generator fell behind by up to ${res.lateMs.toFixed(1)} ms (p99)`);
+    const r = add(s.name, `latency open loop ${RATE}/s`, 'ms', res.samples);
+    if (s.name === 'direct') baseOpen = r;
+    else added(s.name, `added latency open loop ${RATE}/s`, r, baseOpen);
+  }
+
+  // ---- closed loop with CLIENTS concurrent clients ----
+  let baseClosed;
+  const addedClosed = new Map();
+  for (const s of systems) {
+    progress(`${CLIENTS} clients, ${CLOSED_N} requests: ${s.name}`);
+    const res = await closedLoop(s.target.once, CLIENTS, CLOSED_N);
+    noteErrors(s.name, res);
+    const r = add(s.name, `latency ${CLIENTS} clients`, 'ms', res.samples);
+    add(s.name, `throughput ${CLIENTS} clients`, 'req/s', res.throughput);
+    if (s.name === 'direct') baseClosed = r;
+    else {
+      added(s.name, `added latency ${CLIENTS} clients`, r, baseClosed);
+      addedClosed.set(s.name, rows.at(-1));
+    }
+  }
+  const mine = addedClosed.get('meshguard');
+  for (const [name, r] of addedClosed) {
+    if (name === 'meshguard' || !mine) continue;
+    // The target: meshguard's added latency ≤ 0.5 × Portkey's and ≤ 0.2 × LiteLLM's.
+    rows.push({ system: name, metric: `meshguard's added latency ${CLIENTS} clients as a fraction of this`, unit: 'x', p50: mine.p50 / r.p50, p99: mine.p99 / r.p99, mean: mine.mean / r.mean, n: r.n });
+  }
+
+  // ---- the tailnet figure ----
+  if (tailnet && gateway?.ipUrl) {
+    const { MeshNode } = await import('../dist/index.js');
+    progress('tailnet: starting the provider node and the client node');
+    const fwd = startJsonChild('provider node', process.execPath, [here('./lib/forward-node.mjs'), '--control', tailnet.control.url, '--authkey', await tailnet.key('tag:provider'), '--dir', mkdtempSync(join(work, 'fwd-')), '--hostname', 'bench-provider', '--to', new URL(simMg.url).host]);
+    cleanups.push(() => fwd.stop());
+    const fwdIp = (await fwd.next('online', 60_000)).ips.find((ip) => !ip.includes(':'));
+    const client = await MeshNode.start({ controlUrl: tailnet.control.url, authKey: await tailnet.key('tag:bench'), dir: mkdtempSync(join(work, 'client-')), hostname: 'bench-client', ephemeral: true, timeoutMs: 45_000 });
+    cleanups.push(() => client.close());
+    const connect = (opts, cb) => {
+      client.dial(opts.hostname, Number(opts.port) || 80).then((s) => cb(null, s), (e) => cb(e, null));
+    };
+    const viaGw = counted(target({ name: 'tailnet gateway', origin: gateway.ipUrl, connections: 4, connect, headers: { authorization: 'Bearer sk-client-key-the-gateway-drops' } }));
+    const viaFwd = counted(target({ name: 'tailnet provider node', origin: `http://${fwdIp}`, connections: 4, connect, headers: { authorization: `Bearer ${SIM_KEY}` } }));
+    cleanups.push(() => closeTarget(viaGw), () => closeTarget(viaFwd));
+    const tn = { gw: [], fwd: [] };
+    for (const [t] of [[viaGw], [viaFwd]]) noteErrors(t.name, await sequential(t.once, WARM_N / 10));
+    for (let r = 0; r < ROUNDS; r++) {
+      progress(`tailnet, round ${r + 1}/${ROUNDS}`);
+      const a = await sequential(viaGw.once, Math.ceil(N / ROUNDS));
+      noteErrors('tailnet gateway', a);
+      tn.gw.push(...a.samples);
+      const b = await sequential(viaFwd.once, Math.ceil(N / ROUNDS));
+      noteErrors('tailnet provider node', b);
+      tn.fwd.push(...b.samples);
+    }
+    const base = add('client node → provider node', 'latency over the tailnet 1 client', 'ms', tn.fwd);
+    added('meshguard', 'added latency over the tailnet 1 client', add('client node → meshguard gateway node', 'latency over the tailnet 1 client', 'ms', tn.gw), base);
+    gateway.tailnetSent = viaGw.sent;
+  } else if (!o['no-tailnet']) {
+    skipped.push({ system: 'tailnet figure', reason: tailnet ? 'the gateway has no tailnet address' : 'no local tailnet' });
+  }
+
+  // ---- accounting: what the client sent, the gateway logged and the provider served ----
+  const mg = systems.find((s) => s.name === 'meshguard');
+  if (mg && gateway) {
+    progress('meshguard: stopping the gateway and reading its logs back');
+    await closeTarget(mg.target);
+    const stopped = (await gateway.child.stop(30_000)).lines.find((l) => l.event === 'stopped');
+    const log = stopped?.log;
+    const served = await simMg.totals();
+    const sent = mg.target.sent + (gateway.tailnetSent ?? 0);
+    if (!log) {
+      skipped.push({ system: 'meshguard accounting', reason: 'the gateway reported no log totals (no store?)' });
+    } else {
+      progress(`meshguard: client sent ${sent}, gateway logged ${log.records} (${JSON.stringify(log.byOutcome)}), provider served ${served.requests}`);
+      add('meshguard', 'requests lost (sent − logged)', 'count', Math.max(0, sent - log.records));
+      add('meshguard', 'requests charged twice (logged − sent, served − sent)', 'count', Math.max(0, log.records - sent) + Math.max(0, served.requests - sent));
+      add('meshguard', 'tokens logged − tokens served', 'count', log.inputTokens + log.outputTokens - (served.inputTokens + served.outputTokens));
+    }
+  }
+  for (const s of systems) add(s.name, 'failed requests', 'count', errorsOf.get(s.name) ?? 0);
+  for (const s of systems) await closeTarget(s.target).catch(() => {});
+} finally {
+  for (const f of cleanups.reverse()) await Promise.resolve().then(f).catch((err) => progress(`cleanup: ${err.message}`));
+}
+
+for (const s of skipped) progress(`skipped: ${s.system}: ${s.reason}`);
+const out = toJson('gateway', rows);
+if (o.smoke) {
+  // Shape check only: complete rows, and meshguard's main figures present. No thresholds.
+  const keys = ['system', 'metric', 'unit', 'p50', 'p99', 'mean', 'n'];
+  const bad = out.rows.filter((r) => keys.some((k) => r[k] === undefined || (typeof r[k] === 'number' && !Number.isFinite(r[k]))));
+  for (const m of ['added latency 1 client', 'added ttft 1 client (stream)', `added latency open loop ${RATE}/s`, `added latency ${CLIENTS} clients`, 'requests lost (sent − logged)']) {
+    if (!out.rows.some((r) => r.system === 'meshguard' && r.metric === m)) bad.push({ missing: `meshguard ${m}` });
+  }
+  if (bad.length) {
+    progress(`smoke: malformed rows: ${JSON.stringify(bad)}`);
+    process.exitCode = 1;
+  }
+}
+if (o.json) process.stdout.write(JSON.stringify(out, null, 2) + '\n');
+else process.stdout.write(formatTable(rows) + '\n');

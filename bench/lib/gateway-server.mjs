@@ -1,0 +1,65 @@
+// meshguard's gateway as bench/gateway runs it: a process of its own with
+// its default configuration (full logs to SQLite, the default retention),
+// one OpenAI-format provider (the simulator) and a loopback listener whose
+// requests are all one configured principal; optionally also a tailnet node.
+// Contract of bench/lib/child.mjs:
+//
+//   {"event":"listening","loopbackUrl":U,"url":T|null,"ipUrl":I|null}
+//   {"event":"stopped","log":{ records, ok, inputTokens, outputTokens, byOutcome }}
+//        after stdin closes: what the gateway's own store recorded, read
+//        back through the store after a flush, for the lost / charged-twice check
+//
+// Usage: node gateway-server.mjs --sim URL --sim-key K --dir DIR
+//        [--control URL --authkey KEY --hostname NAME]
+
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { startGateway } from '../../dist/gateway/index.js';
+
+const emit = (obj) => process.stdout.write(JSON.stringify(obj) + '\n');
+
+/** logTotals pages through every stored record (newest first) and adds them up. */
+async function logTotals(store) {
+  const t = { records: 0, ok: 0, inputTokens: 0, outputTokens: 0, byOutcome: {} };
+  let before;
+  for (;;) {
+    const page = await store.queryLogs({ limit: 1000, ...(before ? { before } : {}) });
+    for (const r of page.records) {
+      t.records++;
+      t.byOutcome[r.outcome] = (t.byOutcome[r.outcome] ?? 0) + 1;
+      if (r.outcome === 'ok') t.ok++;
+      t.inputTokens += r.usage?.inputTokens ?? 0;
+      t.outputTokens += r.usage?.outputTokens ?? 0;
+    }
+    if (!page.next) return t;
+    before = page.next;
+  }
+}
+
+try {
+  const { values: a } = parseArgs({ options: Object.fromEntries(['sim', 'sim-key', 'dir', 'control', 'authkey', 'hostname'].map((k) => [k, { type: 'string' }])) });
+  const policy = join(a.dir, 'policy.hujson');
+  writeFileSync(policy, JSON.stringify({ rules: [{ id: 'bench', src: ['tag:bench'], llm: { model: ['sim/*'] } }] }));
+  const gw = await startGateway({
+    config: {
+      providers: { sim: { baseUrl: `${a.sim}/v1`, format: 'openai', key: { env: 'BENCH_SIM_KEY' }, models: ['gpt-4o-mini'], prices: { 'gpt-4o-mini': { input: 0.15, output: 0.6 } } } },
+      policy,
+      dataDir: join(a.dir, 'data'),
+      loopback: { listen: '127.0.0.1:0', principal: { node: 'bench-client', tags: ['tag:bench'], user: 'bench@example.com' } },
+      ...(a.control ? { tailnet: { controlUrl: a.control, hostname: a.hostname ?? 'bench-gateway', dir: join(a.dir, 'node'), ephemeral: true } } : {}),
+    },
+    ...(a.control ? { tailnet: { controlUrl: a.control, authKey: a.authkey, hostname: a.hostname ?? 'bench-gateway', dir: join(a.dir, 'node'), ephemeral: true } } : {}),
+    env: { ...process.env, BENCH_SIM_KEY: a['sim-key'] },
+  });
+  emit({ event: 'listening', loopbackUrl: gw.loopbackUrl, url: gw.url ?? null, ipUrl: gw.ipUrl ?? null });
+  process.stdin.resume();
+  await new Promise((r) => process.stdin.on('end', r));
+  await gw.store?.flush();
+  const log = gw.store ? await logTotals(gw.store) : null;
+  await gw.close();
+  emit({ event: 'stopped', log });
+} catch (err) {
+  emit({ event: 'error', message: String(err?.stack ?? err?.message ?? err) });
+  process.exitCode = 1;
+}
