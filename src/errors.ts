@@ -77,6 +77,8 @@ export const ErrorCode = {
   STORE_FAILED: "MESHGUARD_STORE_FAILED",
   /** A gateway webhook (guardrail or usage) timed out, could not be reached, answered non-2xx or malformed, or an event was dropped. */
   HOOK_FAILED: "MESHGUARD_HOOK_FAILED",
+  /** A local address could not be listened on (in use, not this machine's, not permitted). */
+  LISTEN_FAILED: "MESHGUARD_LISTEN_FAILED",
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

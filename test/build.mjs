@@ -10,7 +10,8 @@
 //   4. the Go benchmark peer build/tsnetbench,
 //   5. the TypeScript library (tsup -> dist/),
 //   6. headscale at the pinned release, into the user cache,
-//   7. the policy engines bench/policy compares against (policy-peers).
+//   7. the official `openai` Python package in a virtualenv (py-openai),
+//   8. the policy engines bench/policy compares against (policy-peers).
 // Steps whose outputs are newer than their inputs are skipped.
 import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from "node:fs";
@@ -121,6 +122,25 @@ await phase("headscale", async () => {
   const { ensureHeadscale, headscaleCacheDir } = await import(join(root, "dist", "control", "index.js"));
   if (existsSync(join(headscaleCacheDir(), "headscale")) && !process.env.MESHGUARD_HEADSCALE_BIN) return false;
   await ensureHeadscale({ onProgress: (ev) => log(ev.message) });
+});
+
+// The official `openai` Python package in a virtual environment, for
+// test/connect/python-openai.test.ts: PyPI is out of reach inside the tests'
+// network namespace. Not prepared (no python3 venv, PyPI unreachable) does
+// not fail the build: the test then says why.
+await phase("py-openai", async () => {
+  const py = await import(join(root, "test", "connect", "py-openai.mjs"));
+  const why = py.venvUnavailable(log);
+  if (why) {
+    log(`py-openai not prepared (the Python test will skip): ${why}`);
+    return false;
+  }
+  try {
+    return py.ensure(log) ? undefined : false;
+  } catch (err) {
+    log(`py-openai not prepared (the Python test will fail): ${err.message}`);
+    return false;
+  }
 });
 
 // The policy engines bench/policy compares against (OPA, OpenFGA, Ory

@@ -4,6 +4,7 @@
  */
 
 import type { Command } from "./command.js";
+import { connectCommand } from "./connect.js";
 import { devCommand } from "./dev.js";
 import { gatewayCommand } from "./gateway.js";
 import { policyApplyCommand } from "./policy-apply.js";
@@ -14,7 +15,7 @@ import { policyTestCommand } from "./policy-test.js";
 import { runHardenedCommand } from "./run-hardened.js";
 
 /** COMMANDS in the order `meshguard --help` lists them. */
-export const COMMANDS: readonly Command[] = [devCommand, policyTestCommand, policyExplainCommand, policyLearnCommand, policyApplyCommand, policyServeCommand, gatewayCommand, runHardenedCommand];
+export const COMMANDS: readonly Command[] = [devCommand, connectCommand, policyTestCommand, policyExplainCommand, policyLearnCommand, policyApplyCommand, policyServeCommand, gatewayCommand, runHardenedCommand];
 
 /** GROUPS: the first word of multi-word commands, with what `meshguard GROUP --help` says about them. */
 export const GROUPS: Readonly<Record<string, string>> = {

@@ -1,7 +1,7 @@
 /**
  * Layers import downwards only (DESIGN.md decision 12):
  *
- *   cli → gateway / tokens → distribution → guard → policy engine, MeshNode, control → backend
+ *   cli → gateway / tokens / connect → distribution → guard → policy engine, MeshNode, control → backend
  *       → dial-channel, config, progress, errors
  *
  * This test reads every import of src/ and fails on one that goes upwards or
@@ -39,8 +39,10 @@ const ALLOWED: Record<string, string[]> = {
   testing: ["errors", "backend", "node"],
   tokens: ["errors", "config", "policy", "guard", "distribution", "node", "index"],
   gateway: ["errors", "config", "policy", "guard", "distribution", "node", "tokens", "control", "index"],
+  // meshguard connect: a node and local listeners; it needs no policy (the tailnet and the service decide).
+  connect: ["errors", "config", "progress", "node", "index"],
   // The CLI: public entry points only.
-  cli: ["index", "errors", "policy/index", "guard/index", "distribution/index", "control/index", "gateway/index", "tokens/index", "testing/index"],
+  cli: ["index", "errors", "policy/index", "guard/index", "distribution/index", "control/index", "gateway/index", "tokens/index", "testing/index", "connect/index"],
 };
 
 function files(dir: string): string[] {
