@@ -87,8 +87,8 @@ export async function sequential(fn, n) {
  * openLoop starts `n` requests at a fixed rate (per second) whether or not
  * earlier ones have finished: a system that slows down meets a growing
  * queue, as a real one does. Latency is from each request's start.
- * `lateMs` is how far the scheduler fell behind (p99 of the start delays):
- * a run whose generator cannot keep the rate says so.
+ * `late` holds how far each start fell behind its schedule (`lateMs`: the
+ * p99): a run whose generator cannot keep the rate says so.
  */
 export async function openLoop(fn, rate, n) {
   const samples = [];
@@ -107,8 +107,8 @@ export async function openLoop(fn, rate, n) {
   }
   await Promise.all(pending);
   const elapsedS = (performance.now() - start) / 1000;
-  late.sort((a, b) => a - b);
-  return { samples, errors, achievedRate: n / elapsedS, lateMs: late[Math.ceil(0.99 * late.length) - 1] ?? 0 };
+  const sorted = [...late].sort((a, b) => a - b);
+  return { samples, errors, late, achievedRate: n / elapsedS, lateMs: sorted[Math.ceil(0.99 * sorted.length) - 1] ?? 0 };
 }
 
 /** closedLoop runs `n` requests over `clients` concurrent loops, each sending its next request when the last one ends. */
