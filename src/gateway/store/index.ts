@@ -42,6 +42,7 @@ export async function openStore(cfg: StorageConfigInput, opts: OpenStoreOptions)
       target: resolveTarget(c, opts.env),
       schema: c.schema,
       poolSize: c.poolSize,
+      synchronousCommit: c.synchronousCommit,
       instanceTimeoutMs: c.instanceTimeoutMs,
       retention: opts.retention,
       flushIntervalMs: c.flushIntervalMs,

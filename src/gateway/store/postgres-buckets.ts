@@ -31,6 +31,11 @@ const MAX_CONNECTION_ATTEMPTS = 3;
 
 export type TxFn<T> = (states: Map<string, BucketState>) => { states: BucketState[]; add?: Reservation; remove?: string; result: T };
 
+interface Statement {
+  name: string;
+  text: string;
+}
+
 interface Row {
   key: string;
   level: number | null;
@@ -39,14 +44,17 @@ interface Row {
 
 /** fn threw: its error is the caller's, unwrapped, never retried. */
 class FnError {
-  constructor(readonly err: unknown) {}
+  readonly err: unknown;
+  constructor(err: unknown) {
+    this.err = err;
+  }
 }
 
 export class BucketTx {
   readonly #pool: Pool;
-  readonly #lock: string;
-  readonly #create: string;
-  readonly #write: string;
+  readonly #lock: Statement;
+  readonly #create: Statement;
+  readonly #write: Statement;
   readonly #instance: string;
   readonly #wrap: (err: unknown) => Error;
 
@@ -55,9 +63,11 @@ export class BucketTx {
     this.#pool = pool;
     this.#instance = instance;
     this.#wrap = wrap;
-    this.#lock = `SELECT key, level, updated_at FROM ${s}.buckets WHERE key = ANY($1::text[]) ORDER BY key COLLATE "C" FOR UPDATE`;
-    this.#create = `INSERT INTO ${s}.buckets (key) SELECT k FROM unnest($1::text[]) AS k ORDER BY k COLLATE "C" ON CONFLICT (key) DO NOTHING`;
-    this.#write = `WITH put AS (
+    // Named: each connection parses and plans them once (a third of a transaction's time when not).
+    const named = (name: string, text: string): Statement => ({ name: `mg_${s.replace(/\W/g, "")}_${name}`, text });
+    this.#lock = named("lock", `SELECT key, level, updated_at FROM ${s}.buckets WHERE key = ANY($1::text[]) ORDER BY key COLLATE "C" FOR UPDATE`);
+    this.#create = named("create", `INSERT INTO ${s}.buckets (key) SELECT k FROM unnest($1::text[]) AS k ORDER BY k COLLATE "C" ON CONFLICT (key) DO NOTHING`);
+    this.#write = named("write", `WITH put AS (
         INSERT INTO ${s}.buckets (key, level, updated_at) SELECT * FROM unnest($1::text[], $2::float8[], $3::float8[])
         ON CONFLICT (key) DO UPDATE SET level = excluded.level, updated_at = excluded.updated_at RETURNING 1
       ), unset AS (
@@ -66,7 +76,7 @@ export class BucketTx {
         INSERT INTO ${s}.reservations (id, instance, time, holds) SELECT $5, $6, $7, $8 WHERE $5::text IS NOT NULL RETURNING 1
       ), removed AS (
         DELETE FROM ${s}.reservations WHERE id = $9 RETURNING 1
-      ) SELECT (SELECT count(*) FROM put) + (SELECT count(*) FROM unset) + (SELECT count(*) FROM added) + (SELECT count(*) FROM removed) AS n`;
+      ) SELECT (SELECT count(*) FROM put) + (SELECT count(*) FROM unset) + (SELECT count(*) FROM added) + (SELECT count(*) FROM removed) AS n`);
   }
 
   /** run: see the module comment. Rejects with fn's own error, unchanged, when fn throws. */
@@ -96,11 +106,11 @@ export class BucketTx {
 
   async #once<T>(client: PoolClient, keys: string[], fn: TxFn<T>, onCommit: () => void): Promise<T> {
     await client.query("BEGIN");
-    let rows = (await client.query<Row>(this.#lock, [keys])).rows;
+    let rows = (await client.query<Row>({ ...this.#lock, values: [keys] })).rows;
     if (rows.length < keys.length) {
       const have = new Set(rows.map((r) => r.key));
-      await client.query(this.#create, [keys.filter((k) => !have.has(k))]);
-      rows = (await client.query<Row>(this.#lock, [keys])).rows;
+      await client.query({ ...this.#create, values: [keys.filter((k) => !have.has(k))] });
+      rows = (await client.query<Row>({ ...this.#lock, values: [keys] })).rows;
     }
     const states = new Map<string, BucketState>();
     for (const r of rows) if (r.level !== null) states.set(r.key, { key: r.key, level: r.level, updatedAt: r.updated_at ?? 0 });
@@ -117,18 +127,19 @@ export class BucketTx {
     const same = out.add !== undefined && out.add.id === out.remove;
     const add = same ? undefined : out.add;
     const remove = same ? undefined : out.remove;
-    const states2 = [...put.values()];
-    await client.query(this.#write, [
-      states2.map((st) => st.key),
-      states2.map((st) => st.level),
-      states2.map((st) => st.updatedAt),
+    const next = [...put.values()];
+    const values = [
+      next.map((st) => st.key),
+      next.map((st) => st.level),
+      next.map((st) => st.updatedAt),
       unset,
       add?.id ?? null,
       this.#instance,
       add?.time ?? null,
       add ? JSON.stringify(add.holds) : null,
       remove ?? null,
-    ]);
+    ];
+    await client.query({ ...this.#write, values });
     onCommit();
     await client.query("COMMIT");
     return out.result;

@@ -56,8 +56,13 @@ export function resolveTarget(cfg: Pick<PostgresStorageConfig, "url" | "urlEnv">
   return { url, shown: parsed.toString(), scrub };
 }
 
-/** createPool opens the store's pool (connections are made on demand); `onIdleError` hears of a pooled connection that failed while idle (a restarted server). */
-export function createPool(target: PgTarget, size: number, onIdleError: (err: Error) => void): pg.Pool {
+/**
+ * createPool opens the store's pool (connections are made on demand);
+ * `onIdleError` hears of a pooled connection that failed while idle (a
+ * restarted server). `synchronousCommit` overrides the server's setting for
+ * these connections only.
+ */
+export function createPool(target: PgTarget, size: number, synchronousCommit: "on" | "off" | undefined, onIdleError: (err: Error) => void): pg.Pool {
   const pool = new pg.Pool({
     connectionString: target.url,
     max: size,
@@ -65,8 +70,7 @@ export function createPool(target: PgTarget, size: number, onIdleError: (err: Er
     idle_in_transaction_session_timeout: IDLE_IN_TRANSACTION_MS,
     connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
     keepAlive: true,
-    // "Durable when the promise resolves" must not depend on a server default.
-    options: "-c synchronous_commit=on",
+    ...(synchronousCommit ? { options: `-c synchronous_commit=${synchronousCommit}` } : {}),
     types: { getTypeParser: ((oid: number, format?: "text" | "binary") => (oid === INT8_OID ? Number : pg.types.getTypeParser(oid, format))) as typeof pg.types.getTypeParser },
   });
   // Without a listener an idle connection's error would crash the process.

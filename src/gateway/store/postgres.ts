@@ -20,7 +20,7 @@ import { randomUUID } from "node:crypto";
 import type { Pool } from "pg";
 import { ErrorCode, MeshguardError } from "../../errors.js";
 import type { BucketState, GatewayStore, LogQuery, LogRecord, Reservation, Retention, SessionSummary } from "../types.js";
-import { LogBatcher } from "./batcher.js";
+import { LogBatcher, asStoreError } from "./batcher.js";
 import { BucketTx, type TxFn } from "./postgres-buckets.js";
 import { InstanceRegistry, toReservation } from "./postgres-instances.js";
 import * as logs from "./postgres-logs.js";
@@ -34,6 +34,8 @@ export interface PostgresStoreOptions {
   /** The PostgreSQL schema holding the tables. */
   schema: string;
   poolSize: number;
+  /** synchronous_commit for this store's connections; undefined: the server's. */
+  synchronousCommit?: "on" | "off" | undefined;
   /** How long this instance may go without a heartbeat before others take it for gone. */
   instanceTimeoutMs: number;
   retention: Retention;
@@ -59,8 +61,11 @@ export class PostgresStore implements GatewayStore {
   #closed = false;
   #closing: Promise<void> | undefined;
 
-  private constructor(pool: Pool, o: PostgresStoreOptions, instance: InstanceRegistry) {
+  readonly #life: { closing: boolean };
+
+  private constructor(pool: Pool, o: PostgresStoreOptions, instance: InstanceRegistry, life: { closing: boolean }) {
     this.#pool = pool;
+    this.#life = life;
     this.#o = o;
     this.#s = ident(o.schema);
     this.#instance = instance;
@@ -78,7 +83,11 @@ export class PostgresStore implements GatewayStore {
 
   /** open connects, brings the schema to the newest version (one instance at a time) and registers this instance. */
   static async open(o: PostgresStoreOptions): Promise<PostgresStore> {
-    const pool = createPool(o.target, o.poolSize, (err) => o.onError(pgError(err, "a pooled PostgreSQL connection failed while idle", o.target)));
+    // A connection's error while the pool ends (the server stopping just after close) is no news.
+    const life = { closing: false };
+    const pool = createPool(o.target, o.poolSize, o.synchronousCommit, (err) => {
+      if (!life.closing) o.onError(pgError(err, "a pooled PostgreSQL connection failed while idle", o.target));
+    });
     const instance = new InstanceRegistry(pool, ident(o.schema), randomUUID(), o.instanceTimeoutMs);
     try {
       const client = await pool.connect();
@@ -92,7 +101,7 @@ export class PostgresStore implements GatewayStore {
       await pool.end().catch(() => {});
       throw pgError(err, `could not open the gateway store in schema "${o.schema}"`, o.target);
     }
-    return new PostgresStore(pool, o, instance);
+    return new PostgresStore(pool, o, instance, life);
   }
 
   /** This instance's id, as its reservations and the instances table name it. */
@@ -190,6 +199,7 @@ export class PostgresStore implements GatewayStore {
     } catch (err) {
       this.#o.onError(this.#error(err, "closing: could not remove this instance's row (its open reservations become recoverable after its timeout instead of at once)"));
     }
+    this.#life.closing = true;
     await this.#pool.end().catch(() => {});
   }
 
@@ -205,7 +215,7 @@ export class PostgresStore implements GatewayStore {
         const row = toRow(rec, this.#o.retention, this.#secrets);
         return row ? [row] : [];
       } catch (err) {
-        this.#o.onError(this.#error(err, "a log record could not be stored and was dropped"));
+        this.#o.onError(asStoreError(err, "a log record could not be stored and was dropped"));
         return [];
       }
     });
@@ -228,7 +238,7 @@ export class PostgresStore implements GatewayStore {
   }
 
   async #insert(rows: LogRow[]): Promise<void> {
-    await this.#pool.query(logs.insertLogsSql(this.#s), logs.insertLogsParams(rows));
+    await this.#pool.query({ name: `mg_${this.#o.schema}_logs`, text: logs.insertLogsSql(this.#s), values: logs.insertLogsParams(rows) });
   }
 
   async #read<R>(f: () => Promise<R>, what: string): Promise<R> {
