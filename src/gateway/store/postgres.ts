@@ -237,8 +237,11 @@ export class PostgresStore implements GatewayStore {
     }
   }
 
+  /** Inserts `rows`, one statement per MAX_ROWS_PER_INSERT (each safe to run again: ON CONFLICT). */
   async #insert(rows: LogRow[]): Promise<void> {
-    await this.#pool.query({ name: `mg_${this.#o.schema}_logs`, text: logs.insertLogsSql(this.#s), values: logs.insertLogsParams(rows) });
+    for (let i = 0; i < rows.length; i += logs.MAX_ROWS_PER_INSERT) {
+      await this.#pool.query(logs.insertLogs(this.#s, rows.slice(i, i + logs.MAX_ROWS_PER_INSERT)));
+    }
   }
 
   async #read<R>(f: () => Promise<R>, what: string): Promise<R> {
