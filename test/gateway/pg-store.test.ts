@@ -13,6 +13,7 @@ import { openStore, type StorageConfigInput } from "../../src/gateway/store/inde
 import { MIGRATIONS } from "../../src/gateway/store/postgres-schema.js";
 import type { GatewayStore, Retention } from "../../src/gateway/types.js";
 import { record, uniqueUser } from "./fixtures-records.js";
+import { startCutProxy } from "./pg-cut-proxy.js";
 import { postgresUnavailable, startPostgres, type PgServer } from "./pg-server.js";
 import { storeConformance } from "./store-conformance.js";
 
@@ -159,6 +160,66 @@ describe.skipIf(Boolean(unavailable))("postgres", () => {
       const deadline = Date.now() + 5000;
       while ((await s2.queryLogs({ user: u })).records.length > 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
       expect((await s2.queryLogs({ user: u })).records.map((r) => r.time)).toEqual([now, now - 86_400_000]);
+    });
+  });
+
+  describe("postgres: a connection lost in a bucket transaction", () => {
+    /** A store whose connections go through a proxy that can drop one answer, with a bucket at level 10. */
+    async function throughProxy() {
+      const proxy = await startCutProxy(server.port);
+      const schema = `mg_${randomUUID().slice(0, 8)}`;
+      const url = process.env[ENV]!.replace(`:${server.port}/`, `:${proxy.port}/`);
+      const s = await pgStore({ config: { schema, url, urlEnv: undefined } });
+      const key = `k-${randomUUID()}`;
+      await s.bucketTx([key], () => ({ states: [{ key, level: 10, updatedAt: 1 }], result: undefined }));
+      const db = new URL(process.env[ENV]!).pathname.slice(1);
+      const stored = async () => ({
+        level: (await server.sql<{ level: number }>(db, `SELECT level FROM ${schema}.buckets WHERE key = $1`, [key]))[0]!.level,
+        reservations: (await server.sql<{ id: string }>(db, `SELECT id FROM ${schema}.reservations`)).map((r) => r.id),
+      });
+      return { proxy, schema, s, key, stored };
+    }
+
+    it("before COMMIT: the transaction (fn included) runs again on a new connection and is stored once", async () => {
+      const { proxy, schema, s, key, stored } = await throughProxy();
+      try {
+        let runs = 0;
+        const cut = proxy.cutAnswerTo(`_${schema}_write`, "SELECT 1");
+        const got = await s.bucketTx([key], (m) => {
+          runs++;
+          const level = m.get(key)!.level;
+          return { states: [{ key, level: level - 1, updatedAt: 2 }], add: { id: "r-1", holds: [{ key, amount: 1 }], time: 2 }, result: level };
+        });
+        await cut;
+        expect(runs).toBe(2);
+        expect(got).toBe(10);
+        expect(await stored()).toEqual({ level: 9, reservations: ["r-1"] });
+      } finally {
+        await s.close();
+        await proxy.close();
+      }
+    });
+
+    it("during COMMIT: STORE_FAILED saying the outcome is unknown, fn not run again, the change stored once", async () => {
+      const { proxy, s, key, stored } = await throughProxy();
+      try {
+        let runs = 0;
+        const cut = proxy.cutAnswerTo("COMMIT", "COMMIT");
+        const err = await s
+          .bucketTx([key], (m) => {
+            runs++;
+            return { states: [{ key, level: m.get(key)!.level - 1, updatedAt: 2 }], add: { id: "r-2", holds: [{ key, amount: 1 }], time: 2 }, result: undefined };
+          })
+          .catch((e: unknown) => e);
+        await cut;
+        expect(isMeshguardError(err, ErrorCode.STORE_FAILED)).toBe(true);
+        expect(String(err)).toMatch(/during COMMIT, so whether the transaction was stored is unknown/);
+        expect(runs).toBe(1);
+        expect(await stored()).toEqual({ level: 9, reservations: ["r-2"] });
+      } finally {
+        await s.close();
+        await proxy.close();
+      }
     });
   });
 

@@ -22,7 +22,7 @@
  */
 import type { Pool, PoolClient } from "pg";
 import type { BucketState, Reservation } from "../types.js";
-import { isConnectionFailure, isRetryable, release } from "./postgres-pool.js";
+import { checkout, isConnectionFailure, isRetryable, release } from "./postgres-pool.js";
 
 /** Attempts after a deadlock or serialization failure. */
 const MAX_CONFLICT_ATTEMPTS = 20;
@@ -86,7 +86,7 @@ export class BucketTx {
       let client: PoolClient | undefined;
       let committing = false;
       try {
-        client = await this.#pool.connect();
+        client = await checkout(this.#pool);
         const result = await this.#once(client, unique, fn, () => (committing = true));
         release(client);
         return result;
@@ -98,8 +98,12 @@ export class BucketTx {
           await new Promise((r) => setTimeout(r, Math.random() * Math.min(50, 2 ** conflicts)));
           continue;
         }
-        if (!committing && isConnectionFailure(err) && ++broken < MAX_CONNECTION_ATTEMPTS) continue;
-        throw this.#wrap(committing ? new Error(`the connection failed during COMMIT, so whether the transaction was stored is unknown: ${err instanceof Error ? err.message : String(err)}`, { cause: err }) : err);
+        if (!isConnectionFailure(err)) throw this.#wrap(err);
+        if (committing) {
+          throw this.#wrap(new Error(`the connection failed during COMMIT, so whether the transaction was stored is unknown: ${err instanceof Error ? err.message : String(err)}`, { cause: err }));
+        }
+        if (++broken < MAX_CONNECTION_ATTEMPTS) continue;
+        throw this.#wrap(err);
       }
     }
   }
@@ -150,12 +154,12 @@ export class BucketTx {
     if (err instanceof FnError || !isConnectionFailure(err)) {
       try {
         await client.query("ROLLBACK");
-        client.release();
-      } catch {
-        client.release(true); // a connection that cannot roll back is not reused
+        release(client);
+      } catch (rollbackErr) {
+        release(client, rollbackErr, true); // a connection that cannot roll back is not reused
       }
       return;
     }
-    client.release(true);
+    release(client, err, true);
   }
 }

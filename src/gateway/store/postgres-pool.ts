@@ -111,7 +111,23 @@ export function pgError(err: unknown, what: string, target: PgTarget): Meshguard
   return new MeshguardError(ErrorCode.STORE_FAILED, `${what} (PostgreSQL ${target.shown}): ${detail}${code ? ` [${code}]` : ""}`, { cause: err });
 }
 
-/** release returns a client to the pool, or destroys it after `failure` when that broke the connection (a broken connection must not be reused). */
-export function release(client: PoolClient, failure?: unknown): void {
-  client.release(failure !== undefined && isConnectionFailure(failure));
+/** Swallows a checked-out client's 'error' event: the query in flight rejects with the same error, which is where it is handled. */
+const quiet = (): void => {};
+
+/**
+ * checkout takes a client from the pool for several statements (a
+ * transaction). A checked-out client's connection that breaks emits 'error'
+ * — the pool listens only to idle clients — and an 'error' nobody listens to
+ * would end the process: checkout listens until release.
+ */
+export async function checkout(pool: pg.Pool): Promise<PoolClient> {
+  const client = await pool.connect();
+  client.on("error", quiet);
+  return client;
+}
+
+/** release returns a checked-out client to the pool, or destroys it (`destroy`, or a `failure` that broke the connection: a broken connection must not be reused). */
+export function release(client: PoolClient, failure?: unknown, destroy = false): void {
+  client.off("error", quiet);
+  client.release(destroy || (failure !== undefined && isConnectionFailure(failure)));
 }

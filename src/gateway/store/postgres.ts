@@ -24,7 +24,7 @@ import { LogBatcher, asStoreError } from "./batcher.js";
 import { BucketTx, type TxFn } from "./postgres-buckets.js";
 import { InstanceRegistry, toReservation } from "./postgres-instances.js";
 import * as logs from "./postgres-logs.js";
-import { createPool, isConnectionFailure, pgError, type PgTarget } from "./postgres-pool.js";
+import { checkout, createPool, isConnectionFailure, pgError, release, type PgTarget } from "./postgres-pool.js";
 import { ident, migrate } from "./postgres-schema.js";
 import { prepareSecrets, toRow, type LogRow, type Secrets } from "./record.js";
 import { startPruning } from "./retention.js";
@@ -90,11 +90,15 @@ export class PostgresStore implements GatewayStore {
     });
     const instance = new InstanceRegistry(pool, ident(o.schema), randomUUID(), o.instanceTimeoutMs);
     try {
-      const client = await pool.connect();
+      const client = await checkout(pool);
+      let failure: unknown;
       try {
         await migrate(client, o.schema);
+      } catch (err) {
+        failure = err;
+        throw err;
       } finally {
-        client.release();
+        release(client, failure);
       }
       await instance.beat();
     } catch (err) {
