@@ -65,6 +65,11 @@ phase("go vet + go test (core unit tests; no network)", () => {
 });
 
 if (built) {
+  // Debian's postgresql, for the PostgreSQL store tests: installed here when
+  // missing (root only), because the namespace the tests run in has no
+  // network; without it those tests are skipped with the reason.
+  phase("PostgreSQL (Debian's postgresql, for the gateway store tests)", () => run([node, join(root, "test", "gateway", "pg-server.ts"), "install"]));
+
   phase("tests (vitest, in a network namespace)", () => {
     const report = join(root, ".cache", "vitest-report.json");
     rmSync(report, { force: true });

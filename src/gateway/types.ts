@@ -229,6 +229,14 @@ export interface GatewayStore {
   /** Every reservation not yet settled (after a restart: those of requests that died with the process). */
   reservations(): Promise<Reservation[]>;
   /**
+   * The reservations whose requests died with their gateway instance, which
+   * recovery may settle. Optional: without it every reservation counts (one
+   * process per store, as with SQLite, recovering at start). A store shared
+   * by several live instances (PostgreSQL) returns only those of instances
+   * that are gone, never a live instance's.
+   */
+  recoverableReservations?(): Promise<Reservation[]>;
+  /**
    * Every stored bucket state, for the admin API's list of buckets (instances
    * are created lazily per user, so only the store knows them all after a
    * restart). Optional: without it the list holds the instances used since start.

@@ -242,6 +242,15 @@ describe("reservations survive a restart", () => {
     expect((await second.qm.state("daily/user:alice@example.com"))!.level).toBeCloseTo(0.004, 9);
   });
 
+  test("recover() called while serving takes none of this process's own requests in flight; they settle normally", async () => {
+    const { qm, store } = await setup({ t: { unit: "tokens", capacity: 10_000, refill: "1/day" } }, () => [["t"]]);
+    const r = reserved(await qm.reserve(caller(), F, REQ, undefined));
+    expect(await qm.recover()).toBe(0);
+    expect(await store.reservations()).toHaveLength(1);
+    await qm.settle(r, usage(100, 100), undefined);
+    expect((await qm.state("t/user:alice@example.com"))!.level).toBe(9800);
+  });
+
   test("a manager re-created on the same store (a config reload) settles the reservations of the one before", async () => {
     const cfg = { t: { unit: "tokens" as const, capacity: 2000, refill: "1/day" } };
     const { qm, store, clock } = await setup(cfg, () => [["t"]]);

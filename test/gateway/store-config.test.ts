@@ -16,6 +16,18 @@ it.each(["30", "", "0d", "d", "30 days", "-1h", "1h-", "1y"])("%j is not a durat
   expect(parseDuration(s)).toBeUndefined();
 });
 
+it("postgres: the URL from an environment variable; schema meshguard, 10 connections, instances gone after 30 s by default", () => {
+  expect(StorageConfigSchema.parse({ engine: "postgres", urlEnv: "MESHGUARD_DATABASE_URL" })).toEqual({
+    engine: "postgres",
+    urlEnv: "MESHGUARD_DATABASE_URL",
+    schema: "meshguard",
+    poolSize: 10,
+    instanceTimeoutMs: 30_000,
+    flushIntervalMs: 100,
+  });
+  expect(StorageConfigSchema.parse({ engine: "postgres", url: "postgresql://gw@db.internal/gateway", synchronousCommit: "off" })).toMatchObject({ url: "postgresql://gw@db.internal/gateway", synchronousCommit: "off" });
+});
+
 it("defaults: sqlite, flush every 100 ms; full retention kept forever", () => {
   expect(StorageConfigSchema.parse({})).toEqual({ engine: "sqlite", flushIntervalMs: 100 });
   expect(toRetention(RetentionConfigSchema.parse({}))).toEqual({ mode: "full" });
@@ -25,7 +37,17 @@ it("defaults: sqlite, flush every 100 ms; full retention kept forever", () => {
 it.each([
   [StorageConfigSchema, { flushIntervalMs: 20_000 }, /at most 10000/],
   [StorageConfigSchema, { flushIntervalMs: -1 }, /more than 0/],
-  [StorageConfigSchema, { engine: "postgres" }, /sqlite/],
+  [StorageConfigSchema, { engine: "mysql" }, /must be \\"sqlite\\" \(the default\) or \\"postgres\\"/],
+  [StorageConfigSchema, { engine: "postgres" }, /needs a connection URL: set urlEnv/],
+  [StorageConfigSchema, { engine: "postgres", url: "postgres://h/db", urlEnv: "DB_URL" }, /url or urlEnv, not both/],
+  [StorageConfigSchema, { engine: "postgres", urlEnv: "postgres://u:p@h/db" }, /name of an environment variable/],
+  [StorageConfigSchema, { engine: "postgres", url: "mysql://h/db" }, /starting with \\"postgres:\/\//],
+  [StorageConfigSchema, { engine: "postgres", urlEnv: "DB_URL", path: "gw.db" }, /path/],
+  [StorageConfigSchema, { engine: "postgres", urlEnv: "DB_URL", schema: "Gateway-Logs" }, /schema name/],
+  [StorageConfigSchema, { engine: "postgres", urlEnv: "DB_URL", poolSize: 0 }, /at least 1/],
+  [StorageConfigSchema, { engine: "postgres", urlEnv: "DB_URL", instanceTimeoutMs: 10 }, /at least 1000/],
+  [StorageConfigSchema, { engine: "postgres", urlEnv: "DB_URL", synchronousCommit: "maybe" }, /must be ..on.. or ..off.. \(or absent/],
+  [StorageConfigSchema, { engine: "sqlite", urlEnv: "DB_URL" }, /urlEnv/],
   [StorageConfigSchema, { flush: 100 }, /flush/],
   [RetentionConfigSchema, { maxAge: "30" }, /must be a duration such as ..30d/],
   [RetentionConfigSchema, { mode: "off" }, /"full".*"metadata".*"none"/],

@@ -55,9 +55,11 @@ export interface QuotaManagerHandle extends QuotaManager {
    * charging each in full, and returns how many. Full, because the upstream
    * may have answered (and billed) before the process died and nothing
    * recorded how much: charging the reservation — the most the request could
-   * cost — never under-counts spending. Call it once at start, before serving:
-   * with several gateway instances on one store (issue 9) it must only take
-   * the reservations of instances that are gone.
+   * cost — never under-counts spending. Call it at start, before serving;
+   * with several gateway instances on one store it takes only the
+   * reservations of instances that are gone (the store's
+   * recoverableReservations), so it may also be called again while serving,
+   * to settle those of an instance that died since.
    */
   recover(): Promise<number>;
 }
@@ -298,7 +300,10 @@ export function createQuotaManager(
 
   async function recover(): Promise<number> {
     let n = 0;
-    for (const r of await store.reservations()) {
+    // A shared store names only the reservations of instances that are gone; this process's own are never taken.
+    const gone = store.recoverableReservations ? await store.recoverableReservations() : await store.reservations();
+    for (const r of gone) {
+      if (open.has(r.id)) continue;
       // The holds already left the buckets at reserve: settling in full only forgets the reservation.
       await store.bucketTx(
         r.holds.map((h) => h.key),

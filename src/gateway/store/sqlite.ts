@@ -23,6 +23,7 @@ import { LogBatcher, asStoreError } from "./batcher.js";
 import { decodeCursor, encodeCursor } from "./cursor.js";
 import { fromRow, prepareSecrets, toRow, type Secrets } from "./record.js";
 import { startPruning } from "./retention.js";
+import { clampLimit, logFilters, whereSql } from "./query.js";
 import { migrate } from "./sqlite-schema.js";
 import { inlineRunner, workerRunner, type Row, type SqlRunner } from "./sqlite-thread.js";
 
@@ -49,8 +50,6 @@ const BUSY_TIMEOUT_MS = 1_000;
 
 /** Rows deleted per statement by prune, so a large prune never holds the write lock long. */
 const PRUNE_CHUNK = 5_000;
-export const DEFAULT_LIMIT = 100;
-export const MAX_LIMIT = 1_000;
 
 const RECORD_COLUMNS = "seq, time, meta, request_headers, request_body, response_body";
 
@@ -303,23 +302,9 @@ function rowToRecord(r: Row): LogRecord {
   });
 }
 
-function clampLimit(limit: number | undefined): number {
-  if (limit === undefined) return DEFAULT_LIMIT;
-  return Math.max(1, Math.min(MAX_LIMIT, Math.floor(limit)));
-}
-
-/** The WHERE terms every log query shares. `since` is inclusive, `until` exclusive. */
+/** The WHERE terms of `q` with SQLite's "?" placeholders, and their values. */
 function filters(q: Omit<LogQuery, "before" | "limit">): { where: string[]; params: SQLInputValue[] } {
-  const where: string[] = [];
   const params: SQLInputValue[] = [];
-  if (q.user !== undefined) (where.push("user = ?"), params.push(q.user));
-  if (q.node !== undefined) (where.push("node = ?"), params.push(q.node));
-  if (q.sessionId !== undefined) (where.push("session_id = ?"), params.push(q.sessionId));
-  if (q.since !== undefined) (where.push("time >= ?"), params.push(q.since));
-  if (q.until !== undefined) (where.push("time < ?"), params.push(q.until));
+  const where = logFilters(q, (v) => (params.push(v), "?"));
   return { where, params };
-}
-
-function whereSql(where: string[]): string {
-  return where.length === 0 ? "" : `WHERE ${where.join(" AND ")}`;
 }

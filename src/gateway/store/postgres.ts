@@ -1,0 +1,267 @@
+/**
+ * The PostgreSQL engine of the gateway store: what several gateway
+ * instances share (issue 9).
+ *
+ * - Log records are batched by a LogBatcher (as in SQLite) and written with
+ *   one multi-row INSERT per flush interval, off the request path; a record
+ *   id is stored at most once, so a batch retried after an unknown outcome
+ *   never logs a request twice (./postgres-logs.ts).
+ * - Bucket transactions run under row locks taken in key order
+ *   (./postgres-buckets.ts): atomic across every instance on the database.
+ * - Each instance registers itself and keeps a heartbeat; the reservations
+ *   it adds name it, and recoverableReservations() returns only those of
+ *   instances that are gone (./postgres-instances.ts).
+ * - Retention, redaction and secret scrubbing are the shared record.ts and
+ *   retention.ts, exactly as for SQLite.
+ * - Everything runs on a pool of connections: no database work blocks the
+ *   event loop.
+ */
+import { randomUUID } from "node:crypto";
+import type { Pool } from "pg";
+import { ErrorCode, MeshguardError } from "../../errors.js";
+import type { BucketState, GatewayStore, LogQuery, LogRecord, Reservation, Retention, SessionSummary } from "../types.js";
+import { LogBatcher, asStoreError } from "./batcher.js";
+import { BucketTx, type TxFn } from "./postgres-buckets.js";
+import { InstanceRegistry, toReservation } from "./postgres-instances.js";
+import * as logs from "./postgres-logs.js";
+import { checkout, createPool, isConnectionFailure, pgError, release, type PgTarget } from "./postgres-pool.js";
+import { ident, migrate } from "./postgres-schema.js";
+import { prepareSecrets, toRow, type LogRow, type Secrets } from "./record.js";
+import { startPruning } from "./retention.js";
+
+export interface PostgresStoreOptions {
+  target: PgTarget;
+  /** The PostgreSQL schema holding the tables. */
+  schema: string;
+  poolSize: number;
+  /** synchronous_commit for this store's connections; undefined: the server's. */
+  synchronousCommit?: "on" | "off" | undefined;
+  /** How long this instance may go without a heartbeat before others take it for gone. */
+  instanceTimeoutMs: number;
+  retention: Retention;
+  flushIntervalMs: number;
+  /** Provider keys: removed from every field of every record before it is stored. */
+  secrets: readonly string[];
+  onError(err: MeshguardError): void;
+  maxPending?: number;
+}
+
+/** Rows deleted per statement by prune, so a large prune never holds locks long. */
+const PRUNE_CHUNK = 5_000;
+
+export class PostgresStore implements GatewayStore {
+  readonly #pool: Pool;
+  readonly #o: PostgresStoreOptions;
+  readonly #s: string;
+  readonly #batcher: LogBatcher;
+  readonly #secrets: Secrets;
+  readonly #tx: BucketTx;
+  readonly #instance: InstanceRegistry;
+  readonly #stopPruning: () => void;
+  #closed = false;
+  #closing: Promise<void> | undefined;
+
+  readonly #life: { closing: boolean };
+
+  private constructor(pool: Pool, o: PostgresStoreOptions, instance: InstanceRegistry, life: { closing: boolean }) {
+    this.#pool = pool;
+    this.#life = life;
+    this.#o = o;
+    this.#s = ident(o.schema);
+    this.#instance = instance;
+    this.#secrets = prepareSecrets(o.secrets);
+    this.#tx = new BucketTx(pool, this.#s, instance.id, (err) => this.#error(err, "could not run a bucket transaction"));
+    this.#batcher = new LogBatcher({
+      intervalMs: o.flushIntervalMs,
+      write: (batch) => this.#writeBatch(batch),
+      onError: o.onError,
+      ...(o.maxPending === undefined ? {} : { maxPending: o.maxPending }),
+    });
+    instance.start((err) => o.onError(this.#error(err, "could not refresh this gateway instance's heartbeat (other instances may take it for gone)")));
+    this.#stopPruning = startPruning(this, o.retention, o.onError);
+  }
+
+  /** open connects, brings the schema to the newest version (one instance at a time) and registers this instance. */
+  static async open(o: PostgresStoreOptions): Promise<PostgresStore> {
+    // A connection's error while the pool ends (the server stopping just after close) is no news.
+    const life = { closing: false };
+    const pool = createPool(o.target, o.poolSize, o.synchronousCommit, (err) => {
+      if (!life.closing) o.onError(pgError(err, "a pooled PostgreSQL connection failed while idle", o.target));
+    });
+    const instance = new InstanceRegistry(pool, ident(o.schema), randomUUID(), o.instanceTimeoutMs);
+    try {
+      const client = await checkout(pool);
+      let failure: unknown;
+      try {
+        await migrate(client, o.schema);
+      } catch (err) {
+        failure = err;
+        throw err;
+      } finally {
+        release(client, failure);
+      }
+      await instance.beat();
+    } catch (err) {
+      await pool.end().catch(() => {});
+      throw pgError(err, `could not open the gateway store in schema "${o.schema}"`, o.target);
+    }
+    return new PostgresStore(pool, o, instance, life);
+  }
+
+  /** This instance's id, as its reservations and the instances table name it. */
+  get instanceId(): string {
+    return this.#instance.id;
+  }
+
+  /** Queues `rec`; never throws and never waits (the request path calls it). */
+  appendLog(rec: LogRecord): void {
+    if (this.#closed || this.#o.retention.mode === "none") return;
+    try {
+      this.#batcher.push(rec);
+    } catch {
+      // push only throws if onError does; the request must not see it.
+    }
+  }
+
+  flush(): Promise<void> {
+    if (this.#closed) return Promise.resolve();
+    return this.#batcher.flush();
+  }
+
+  queryLogs(q: LogQuery): Promise<{ records: LogRecord[]; next?: string }> {
+    return this.#read(() => logs.queryLogs(this.#pool, this.#s, q), "could not read log records");
+  }
+
+  getLog(id: string): Promise<LogRecord | undefined> {
+    return this.#read(() => logs.getLog(this.#pool, this.#s, id), "could not read a log record");
+  }
+
+  sessions(q: Omit<LogQuery, "sessionId">): Promise<SessionSummary[]> {
+    return this.#read(() => logs.sessions(this.#pool, this.#s, q), "could not read sessions");
+  }
+
+  async prune(before: number): Promise<number> {
+    this.#open();
+    let total = 0;
+    for (;;) {
+      let n: number;
+      try {
+        n = await logs.pruneChunk(this.#pool, this.#s, before, PRUNE_CHUNK);
+      } catch (err) {
+        // A prune cut short by close() is no failure worth a warning.
+        if (this.#closed) return total;
+        throw this.#error(err, "could not delete old log records");
+      }
+      total += n;
+      if (n < PRUNE_CHUNK || this.#closed) return total;
+    }
+  }
+
+  async bucketTx<T>(keys: string[], fn: TxFn<T>): Promise<T> {
+    this.#open();
+    return await this.#tx.run(keys, fn);
+  }
+
+  /** Every unsettled reservation, of every instance (what the quota API shows as held). */
+  reservations(): Promise<Reservation[]> {
+    return this.#read(async () => {
+      const { rows } = await this.#pool.query<{ id: string; time: number; holds: string }>(`SELECT id, time, holds FROM ${this.#s}.reservations ORDER BY time, id`);
+      return rows.map(toReservation);
+    }, "could not read reservations");
+  }
+
+  /** The unsettled reservations of instances that are gone (see ./postgres-instances.ts): what the quota manager's recover() may take. */
+  recoverableReservations(): Promise<Reservation[]> {
+    return this.#read(() => this.#instance.recoverable(), "could not read the reservations of gone gateway instances");
+  }
+
+  listBuckets(): Promise<BucketState[]> {
+    return this.#read(async () => {
+      const { rows } = await this.#pool.query<{ key: string; level: number; updated_at: number }>(
+        `SELECT key, level, updated_at FROM ${this.#s}.buckets WHERE level IS NOT NULL ORDER BY key COLLATE "C"`,
+      );
+      return rows.map((r) => ({ key: r.key, level: r.level, updatedAt: r.updated_at }));
+    }, "could not read bucket states");
+  }
+
+  close(): Promise<void> {
+    return (this.#closing ??= this.#close());
+  }
+
+  async #close(): Promise<void> {
+    this.#stopPruning();
+    this.#instance.stop();
+    this.#batcher.stop();
+    try {
+      await this.#batcher.flush();
+    } catch (err) {
+      this.#o.onError(this.#error(err, `closing: ${this.#batcher.pending} log record(s) could not be written and are lost`));
+    }
+    this.#closed = true;
+    try {
+      await this.#instance.unregister();
+    } catch (err) {
+      this.#o.onError(this.#error(err, "closing: could not remove this instance's row (its open reservations become recoverable after its timeout instead of at once)"));
+    }
+    this.#life.closing = true;
+    await this.#pool.end().catch(() => {});
+  }
+
+  /**
+   * Writes one batch in one statement; all or nothing. When the server
+   * refuses the batch for its data (not for a broken connection), the rows
+   * are written one by one and a row refused alone is dropped and reported:
+   * one bad record must not hold up every later batch.
+   */
+  async #writeBatch(batch: LogRecord[]): Promise<void> {
+    const rows = batch.flatMap((rec) => {
+      try {
+        const row = toRow(rec, this.#o.retention, this.#secrets);
+        return row ? [row] : [];
+      } catch (err) {
+        this.#o.onError(asStoreError(err, "a log record could not be stored and was dropped"));
+        return [];
+      }
+    });
+    if (rows.length === 0) return;
+    try {
+      await this.#insert(rows);
+      return;
+    } catch (err) {
+      if (isConnectionFailure(err)) throw this.#error(err, `could not write ${rows.length} log record(s)`);
+    }
+    // Rows already written by the loop before a connection failure are skipped when the batch is tried again (ON CONFLICT).
+    for (const row of rows) {
+      try {
+        await this.#insert([row]);
+      } catch (err) {
+        if (isConnectionFailure(err)) throw this.#error(err, `could not write ${rows.length} log record(s)`);
+        this.#o.onError(this.#error(err, `log record ${row.id} was refused by the database and dropped`));
+      }
+    }
+  }
+
+  /** Inserts `rows`, one statement per MAX_ROWS_PER_INSERT (each safe to run again: ON CONFLICT). */
+  async #insert(rows: LogRow[]): Promise<void> {
+    for (let i = 0; i < rows.length; i += logs.MAX_ROWS_PER_INSERT) {
+      await this.#pool.query(logs.insertLogs(this.#s, rows.slice(i, i + logs.MAX_ROWS_PER_INSERT)));
+    }
+  }
+
+  async #read<R>(f: () => Promise<R>, what: string): Promise<R> {
+    this.#open();
+    try {
+      return await f();
+    } catch (err) {
+      throw this.#error(err, what);
+    }
+  }
+
+  #error(err: unknown, what: string): MeshguardError {
+    return pgError(err, what, this.#o.target);
+  }
+
+  #open(): void {
+    if (this.#closed) throw new MeshguardError(ErrorCode.CLOSED, "the gateway store is closed");
+  }
+}
