@@ -136,6 +136,8 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
     });
     const abort = () => void backend.call("close", { node: handle }).catch(() => {});
     opts.signal?.addEventListener("abort", abort, { once: true });
+    // An abort that came while the core was loading fired no listener: act on it now.
+    if (opts.signal?.aborted) abort();
     let up: UpResult;
     try {
       up = await backend.call("up", { node: handle, timeoutMs: opts.timeoutMs });
