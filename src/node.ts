@@ -6,11 +6,13 @@ import type { Backend, CoreEvent, ExportedConn, PeerInfo, UpResult } from "./bac
 import { knobsFor, parseWith, resolveStartOptions, TailnetIdentitySchema, type ResolvedStartOptions, type StartOptions, type TailnetIdentity } from "./config.js";
 import { announceConnection, judgeDial } from "./dial-channel.js";
 import { ErrorCode, MeshguardError } from "./errors.js";
+import { fetchHasSubscribers, publishFetch } from "./fetch-channel.js";
 import { progressReporter } from "./progress.js";
 
 export type { PeerInfo as Peer } from "./backend/protocol.js";
 export type { ProgressEvent, ProgressPhase, StartOptions, TailnetIdentity } from "./config.js";
 export { CONNECTION_CHANNEL, DIAL_CHANNEL, type ConnectionMessage, type DialMessage, type DialVerdict } from "./dial-channel.js";
+export { FETCH_CHANNEL, type FetchMessage } from "./fetch-channel.js";
 
 /** Who is behind a tailnet connection, as the tailnet says. */
 export interface WhoIs {
@@ -320,7 +322,9 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
   /**
    * fetch makes an HTTP request over the tailnet (WHATWG fetch, undici).
    * https works against peers whose certificate the caller trusts (pass `tls`
-   * at start); headscale issues no tailnet certificates.
+   * at start); headscale issues no tailnet certificates. Each request is
+   * published on FETCH_CHANNEL first when someone subscribes (the tokens
+   * client adds a bearer token there).
    */
   async fetch(input: RequestInfo, init?: RequestInit): Promise<Response> {
     this.assertOpen("fetch");
@@ -351,7 +355,14 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
         );
       },
     });
-    return undici.fetch(input, { ...init, dispatcher: this.dispatcher });
+    if (!fetchHasSubscribers()) return undici.fetch(input, { ...init, dispatcher: this.dispatcher });
+    // Someone (the tokens client) may add credentials: publish the request
+    // on FETCH_CHANNEL and send it once their holds settle.
+    const request = new undici.Request(input, init);
+    const held = publishFetch(this, request.url, request.method, request.headers as unknown as Headers);
+    if (held !== undefined) await held;
+    this.assertOpen("fetch");
+    return undici.fetch(request, { dispatcher: this.dispatcher });
   }
 
   /**

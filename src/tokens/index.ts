@@ -3,3 +3,8 @@
  * identity (issue 10). Re-exports only.
  */
 export * from "./types.js";
+// Verifier side (services): verify.ts; its errors carry status and WWW-Authenticate.
+export { createVerifier, verifyRequest, sendTokenError, type TokenVerifier, type VerifiedToken, type RequestContext, type VerifierOptions, type VerifierNode, type HonoMiddleware, type HonoContextLike } from "./verify.js";
+export { TokenVerifyError } from "./verify-error.js";
+export { DEFAULT_ED25519_BACKEND, type Ed25519Backend } from "./ed25519.js";
+export { MAX_TOKEN_LENGTH } from "./jws.js";
