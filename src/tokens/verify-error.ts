@@ -40,9 +40,9 @@ export class TokenVerifyError extends MeshguardError {
     this.wwwAuthenticate = this.status === 503 ? "" : bearerChallenge(realm, this.bearerError, message);
   }
 
-  /** body is the JSON answer: `{ error, error_description }` (RFC 6750 style, also for a missing token). */
-  body(): { error: string; error_description: string } {
-    return { error: this.bearerError ?? (this.status === 503 ? "temporarily_unavailable" : "invalid_request"), error_description: firstLine(this.message) };
+  /** body is the JSON answer: `{ error, error_description, code }` (RFC 6750 style, plus the stable meshguard code). */
+  body(): { error: string; error_description: string; code: ErrorCode } {
+    return { error: this.bearerError ?? (this.status === 503 ? "temporarily_unavailable" : "invalid_request"), error_description: firstLine(this.message), code: this.code };
   }
 }
 
