@@ -7,4 +7,3 @@ export * from "./types.js";
 export { createVerifier, verifyRequest, sendTokenError, type TokenVerifier, type VerifiedToken, type RequestContext, type VerifierOptions, type VerifierNode, type HonoMiddleware, type HonoContextLike } from "./verify.js";
 export { TokenVerifyError } from "./verify-error.js";
 export { DEFAULT_ED25519_BACKEND, type Ed25519Backend } from "./ed25519.js";
-export { MAX_TOKEN_LENGTH } from "./jws.js";

@@ -6,9 +6,9 @@
 import { z } from "zod";
 import { parseWith } from "../config.js";
 import { ErrorCode, MeshguardError } from "../errors.js";
-import { canonicalOrigin } from "./actions.js";
+import { canonicalOrigin } from "./verify-actions.js";
 import type { Ed25519Backend } from "./ed25519.js";
-import type { FetchLike } from "./keys.js";
+import type { FetchLike } from "./verify-keys.js";
 import type { Jwks } from "./types.js";
 
 /** What the verifier needs of a MeshNode: whois of the caller, fetch to the issuer. */

@@ -17,7 +17,7 @@
  * 7. `cnf` names the caller's stable node id, as whois tells it: a token
  *    replayed from another node is refused;
  * 8. its `authorization_details` cover the request's method and URL
- *    (./actions.ts);
+ *    (./verify-actions.ts);
  * 9. with `oneTimeUse`, its jti has not been accepted before.
  *
  * Steps 1-3 depend on the token alone: their result is cached by token
@@ -28,11 +28,11 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import { ErrorCode, MeshguardError } from "../errors.js";
-import { compileGrant, pathOf, type GrantCheck } from "./actions.js";
+import { compileGrant, pathOf, type GrantCheck } from "./verify-actions.js";
 import { DEFAULT_ED25519_BACKEND } from "./ed25519.js";
-import { decodeJson, JwsRefusal, splitJws } from "./jws.js";
-import { KeyStore } from "./keys.js";
-import { RevocationFeed } from "./revocations.js";
+import { decodeJson, JwsRefusal, splitJws } from "./verify-jws.js";
+import { KeyStore } from "./verify-keys.js";
+import { RevocationFeed } from "./verify-revocations.js";
 import { CNF_NODE, PATH_JWKS, PATH_REVOCATIONS, TOKEN_TYP, type AccessTokenClaims } from "./types.js";
 import { TokenVerifyError } from "./verify-error.js";
 import { resolveVerifierOptions, type ResolvedVerifierOptions, type VerifierOptions } from "./verify-options.js";

@@ -20,8 +20,8 @@
  * what it learned before (a revocation never expires early).
  */
 
-import { decodeJson, JwsRefusal, splitJws } from "./jws.js";
-import type { KeyStore, FetchLike } from "./keys.js";
+import { decodeJson, JwsRefusal, splitJws } from "./verify-jws.js";
+import type { KeyStore, FetchLike } from "./verify-keys.js";
 import { REVOCATIONS_TYP, type RevocationFeedPayload } from "./types.js";
 
 export interface RevocationFeedOptions {
