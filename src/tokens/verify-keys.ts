@@ -14,7 +14,7 @@ import { TOKEN_ALG, type Jwks } from "./types.js";
 /** What the verifier needs of an HTTP client: MeshNode.fetch, or global fetch for a local issuer. */
 export type FetchLike = (url: string, init?: { method?: string; headers?: Record<string, string>; body?: string; signal?: AbortSignal }) => Promise<{ ok: boolean; status: number; text(): Promise<string> }>;
 
-export interface KeyStoreOptions {
+export interface JwksCacheOptions {
   /** Fixed keys (no fetching), or undefined to fetch `jwksUri`. */
   jwks?: Jwks;
   jwksUri?: string;
@@ -46,13 +46,13 @@ async function keysOf(jwks: unknown, backend: Ed25519Backend | undefined): Promi
   return out;
 }
 
-export class KeyStore {
+export class JwksCache {
   private keys = new Map<string, PreparedKey>();
   private lastFetch = -Infinity;
   private inflight: Promise<void> | undefined;
   private timer: ReturnType<typeof setInterval> | undefined;
 
-  constructor(private readonly opts: KeyStoreOptions) {}
+  constructor(private readonly opts: JwksCacheOptions) {}
 
   /** start loads the keys; later refreshes run every refreshMs. */
   async start(): Promise<void> {

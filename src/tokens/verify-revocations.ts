@@ -21,14 +21,14 @@
  */
 
 import { decodeJson, JwsRefusal, splitJws } from "./verify-jws.js";
-import type { KeyStore, FetchLike } from "./verify-keys.js";
+import type { JwksCache, FetchLike } from "./verify-keys.js";
 import { REVOCATIONS_TYP, type RevocationFeedPayload } from "./types.js";
 
 export interface RevocationFeedOptions {
   uri: string;
   issuer: string;
   fetch: FetchLike;
-  keys: KeyStore;
+  keys: JwksCache;
   pollMs: number;
   maxStalenessMs: number;
   /** Entries older than this (seconds) are dropped (see above). */

@@ -31,7 +31,7 @@ import { ErrorCode, MeshguardError } from "../errors.js";
 import { compileGrant, pathOf, type GrantCheck } from "./verify-actions.js";
 import { DEFAULT_ED25519_BACKEND } from "./ed25519.js";
 import { decodeJson, JwsRefusal, splitJws } from "./verify-jws.js";
-import { KeyStore } from "./verify-keys.js";
+import { JwksCache } from "./verify-keys.js";
 import { RevocationFeed } from "./verify-revocations.js";
 import { CNF_NODE, PATH_JWKS, PATH_REVOCATIONS, TOKEN_TYP, type AccessTokenClaims } from "./types.js";
 import { TokenVerifyError } from "./verify-error.js";
@@ -121,7 +121,7 @@ export function createVerifier(options: VerifierOptions): TokenVerifier {
 class Verifier implements TokenVerifier {
   readonly ready: Promise<void>;
   readonly crypto: "node:crypto" | "@noble/curves";
-  private readonly keys: KeyStore;
+  private readonly keys: JwksCache;
   private readonly feed: RevocationFeed | undefined;
   private readonly cache = new Map<string, Entry>();
   private readonly used = new Map<string, number>();
@@ -132,7 +132,7 @@ class Verifier implements TokenVerifier {
   constructor(private readonly o: ResolvedVerifierOptions) {
     this.crypto = o.crypto ?? DEFAULT_ED25519_BACKEND;
     const warn = (what: string) => (err: unknown) => o.onWarning?.(new MeshguardError(ErrorCode.TOKEN_REVOCATIONS_STALE, `token verifier (${o.audience}): ${what}: ${err instanceof Error ? err.message : String(err)}`, { cause: err }));
-    const keys = new KeyStore({
+    const keys = new JwksCache({
       ...(o.jwks ? { jwks: o.jwks } : { jwksUri: o.issuer + PATH_JWKS }),
       ...(o.fetch ? { fetch: o.fetch } : {}),
       refetchMinMs: o.jwksRefetchMinMs,
