@@ -71,6 +71,10 @@ export const ErrorCode = {
   USAGE: "MESHGUARD_USAGE",
   /** The gateway's store (logs, buckets, reservations) could not be opened, read or written. */
   STORE_FAILED: "MESHGUARD_STORE_FAILED",
+  /** The token issuer's signing keys could not be read, written or trusted (a key file others can read, a corrupt file). */
+  TOKEN_KEYS_INVALID: "MESHGUARD_TOKEN_KEYS_INVALID",
+  /** The token issuer's state (the revocation log) could not be read or written. */
+  TOKEN_STATE_FAILED: "MESHGUARD_TOKEN_STATE_FAILED",
   /** A protected service got a request without a bearer token (HTTP 401). */
   TOKEN_MISSING: "MESHGUARD_TOKEN_MISSING",
   /** A bearer token is not one this verifier accepts: malformed, oversized, not EdDSA, bad signature, unknown key, wrong issuer (HTTP 401). */

@@ -74,6 +74,15 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
   /** Milliseconds from start() to online. */
   readonly onlineMs: number;
 
+  /**
+   * The node's state directory (its tailnet keys). An app that runs as this
+   * node keeps its own state beside them (the token issuer's signing keys),
+   * so the node's identity and the app's keys live and die together.
+   */
+  get dir(): string {
+    return this.opts.dir;
+  }
+
   private readonly backend: Backend;
   private readonly handle: number;
   private readonly opts: ResolvedStartOptions;

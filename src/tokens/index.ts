@@ -3,6 +3,9 @@
  * identity (issue 10). Re-exports only.
  */
 export * from "./types.js";
+export { startTokenIssuer, TokenIssuer, type TokenIssuerOptions, type TokenIssuerEvents } from "./issuer.js";
+export type { RevokeTarget, RevokeAnswer } from "./revoke-endpoint.js";
+export type { EndpointAnswer } from "./token-endpoint.js";
 // Verifier side (services): verify.ts; its errors carry status and WWW-Authenticate.
 export { createVerifier, verifyRequest, sendTokenError, type TokenVerifier, type VerifiedToken, type RequestContext, type VerifierOptions, type VerifierNode, type HonoMiddleware, type HonoContextLike } from "./verify.js";
 export { TokenVerifyError } from "./verify-error.js";
