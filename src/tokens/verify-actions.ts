@@ -13,54 +13,31 @@
  * by the caller of `pathOf`: the check must look at the path the server's
  * router sees. A path holding an encoded "/" or "\" (`%2F`, `%5C`), which a
  * router may decode into a separator, matches only a location with the same
- * literal path (no glob), as the issuer's matcher does.
+ * literal path (no glob): src/policy/location.ts, compileLocation.
  */
 
+import { compileLocation, parseLocation, type UrlParts } from "../policy/index.js";
 import { HTTP_DETAIL_TYPE } from "./types.js";
 
 /** A compiled grant: does it cover `method` on `path` (of the verifier's origin)? */
 export type GrantCheck = (method: string, path: string) => boolean;
 
-function globToRegExp(glob: string): RegExp {
-  let re = "^";
-  for (let i = 0; i < glob.length; i++) {
-    const c = glob[i]!;
-    if (c !== "*") {
-      re += /[.+?^${}()|[\]\\/]/.test(c) ? `\\${c}` : c;
-      continue;
-    }
-    let j = i;
-    while (glob[j + 1] === "*") j++;
-    re += j > i ? "[\\s\\S]*" : "[^/]*";
-    i = j;
-  }
-  return new RegExp(re + "$");
-}
-
-/** The origin part of a location: "scheme://host[:port]" lower-cased, default port dropped; undefined if not a location. */
-export function splitLocation(location: string): { origin: string; path: string } | undefined {
-  const m = /^(https?):\/\/([^/?#@]+)(\/[^?#]*)?$/i.exec(location);
-  if (!m) return undefined;
-  const scheme = m[1]!.toLowerCase();
-  let host = m[2]!.toLowerCase();
-  const dflt = scheme === "https" ? ":443" : ":80";
-  if (host.endsWith(dflt)) host = host.slice(0, -dflt.length);
-  return { origin: `${scheme}://${host}`, path: m[3] ?? "/" };
-}
-
-/** canonicalOrigin normalizes an origin the way splitLocation does ("HTTP://Billing:80" → "http://billing"). */
+/** canonicalOrigin normalizes an origin as token locations write it ("HTTP://Billing:80" → "http://billing"); undefined if it is not one. */
 export function canonicalOrigin(origin: string): string | undefined {
-  const l = splitLocation(origin.replace(/\/$/, ""));
-  return l && l.path === "/" ? l.origin : undefined;
+  const l = parseLocation(`${origin.replace(/\/$/, "")}/`);
+  return typeof l === "string" ? undefined : l.origin;
 }
 
 /**
- * compileGrant compiles the details of a token for one origin (locations of
- * other origins can never match a request to this service and are dropped).
- * Details of another `type` grant nothing here.
+ * compileGrant compiles the details of a token for one origin with the
+ * policy's location matcher (the issuer grants with the same language, so
+ * both sides read a location the same way). Locations of other origins can
+ * never match a request to this service and are dropped; details of another
+ * `type`, and locations that do not parse, grant nothing.
  */
 export function compileGrant(details: unknown, origin: string): GrantCheck {
-  const rules: { methods: Set<string> | "*"; literal: string | undefined; glob: RegExp }[] = [];
+  const rules: { methods: Set<string> | "*"; match: (u: UrlParts) => boolean }[] = [];
+  let base: Omit<UrlParts, "path"> | undefined;
   if (Array.isArray(details)) {
     for (const d of details as Record<string, unknown>[]) {
       if (typeof d !== "object" || d === null || d.type !== HTTP_DETAIL_TYPE || !Array.isArray(d.actions) || !Array.isArray(d.locations)) continue;
@@ -68,18 +45,17 @@ export function compileGrant(details: unknown, origin: string): GrantCheck {
       const methods = actions.includes("*") ? "*" : new Set(actions);
       for (const loc of d.locations as unknown[]) {
         if (typeof loc !== "string") continue;
-        const l = splitLocation(loc);
-        if (!l || l.origin !== origin) continue;
-        rules.push({ methods, literal: l.path.includes("*") ? undefined : l.path, glob: globToRegExp(l.path) });
+        const l = parseLocation(loc);
+        if (typeof l === "string" || l.origin !== origin) continue;
+        base ??= { scheme: l.scheme, host: l.host, port: l.port };
+        rules.push({ methods, match: compileLocation(l) });
       }
     }
   }
   return (method, path) => {
-    const encodedSeparator = /%2f|%5c/i.test(path);
-    for (const r of rules) {
-      if (r.methods !== "*" && !r.methods.has(method)) continue;
-      if (encodedSeparator ? r.literal === path : r.glob.test(path)) return true;
-    }
+    if (base === undefined) return false;
+    const url: UrlParts = { ...base, path };
+    for (const r of rules) if ((r.methods === "*" || r.methods.has(method)) && r.match(url)) return true;
     return false;
   };
 }
