@@ -6,6 +6,7 @@
 import { z } from "zod";
 import { parseWith } from "../config.js";
 import { ErrorCode, MeshguardError } from "../errors.js";
+import { normalizeAudience } from "../policy/index.js";
 import { canonicalOrigin } from "./verify-actions.js";
 import type { Ed25519Backend } from "./ed25519.js";
 import type { FetchLike } from "./verify-keys.js";
@@ -75,14 +76,17 @@ export interface ResolvedVerifierOptions {
 
 export function resolveVerifierOptions(input: unknown): ResolvedVerifierOptions {
   const o = parseWith(VerifierOptionsSchema, input, "createVerifier options");
-  const origin = o.origin !== undefined ? canonicalOrigin(o.origin) : canonicalOrigin(o.audience);
+  // The issuer writes aud in canonical form ("HTTP://Billing/" → "http://billing"); compare in that form.
+  const audience = normalizeAudience(o.audience);
+  if (typeof audience !== "string") throw new MeshguardError(ErrorCode.INVALID_OPTIONS, `invalid createVerifier options: audience: ${audience.error}`);
+  const origin = o.origin !== undefined ? canonicalOrigin(o.origin) : canonicalOrigin(audience);
   const fetch = o.fetch ?? (o.node?.fetch ? (o.node.fetch.bind(o.node) as FetchLike) : undefined);
   if (!o.jwks && !fetch) throw new MeshguardError(ErrorCode.INVALID_OPTIONS, "invalid createVerifier options: give node (its fetch reaches the issuer over the tailnet), fetch, or fixed jwks");
   if (o.revocations !== false && !fetch) throw new MeshguardError(ErrorCode.INVALID_OPTIONS, "invalid createVerifier options: revocations: the feed is read with node or fetch; give one, or set revocations: false");
   return {
     issuer: o.issuer.replace(/\/$/, ""),
     ...(o.jwks ? { jwks: o.jwks as unknown as Jwks } : {}),
-    audience: o.audience,
+    audience,
     origin,
     ...(o.node ? { node: o.node } : {}),
     ...(fetch ? { fetch } : {}),
@@ -94,7 +98,7 @@ export function resolveVerifierOptions(input: unknown): ResolvedVerifierOptions 
     maxLifetimeS: o.maxLifetimeS,
     cacheSize: o.cacheSize,
     ...(o.crypto ? { crypto: o.crypto } : {}),
-    realm: o.realm ?? o.audience,
+    realm: o.realm ?? audience,
     now: o.now ?? Date.now,
     ...(o.onWarning ? { onWarning: o.onWarning } : {}),
   };
