@@ -15,9 +15,10 @@
  * live longer than `maxLifetimeS`, so an entry learned more than that (plus
  * the skew) ago can no longer match a token it would accept, and is dropped.
  *
- * An issuer that restarted with a fresh feed answers a `seq` lower than the
- * one we asked from: the follower then reads the feed again from 0, keeping
- * what it learned before (a revocation never expires early).
+ * The next read asks from the `seq` the last answer carried, even when it is
+ * lower than what we asked from: an issuer that restarted with a fresh feed
+ * (its seq reset) is then followed from its new numbering, and what was
+ * learned before is kept (a revocation never expires early).
  */
 
 import { decodeJson, JwsRefusal, splitJws } from "./verify-jws.js";
@@ -98,12 +99,6 @@ export class RevocationFeed {
     if (!key(jws.signingInput, jws.signature)) throw new JwsRefusal("the revocation feed's signature does not verify");
     const p = decodeJson(jws.payloadSegment) as Partial<RevocationFeedPayload> | undefined;
     if (!p || p.iss !== this.opts.issuer || typeof p.seq !== "number" || !Array.isArray(p.entries)) throw new JwsRefusal("the revocation feed's payload is not a feed of this issuer");
-    if (p.seq < this.since) {
-      // The issuer restarted with a fresh feed: read it from the start next time.
-      this.since = 0;
-      this.freshAt = started;
-      return;
-    }
     for (const e of p.entries as unknown[]) {
       const entry = e as Record<string, unknown>;
       if (typeof entry.jti === "string") this.jtis.set(entry.jti, started);
