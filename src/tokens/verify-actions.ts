@@ -17,6 +17,7 @@
  */
 
 import { compileLocation, parseLocation, type UrlParts } from "../policy/index.js";
+import { BoundedCache } from "./bounded-cache.js";
 import { HTTP_DETAIL_TYPE } from "./types.js";
 
 /** A compiled grant: does it cover `method` on `path` (of the verifier's origin)? */
@@ -45,10 +46,10 @@ export function compileGrant(details: unknown, origin: string): GrantCheck {
       const methods = actions.includes("*") ? "*" : new Set(actions);
       for (const loc of d.locations as unknown[]) {
         if (typeof loc !== "string") continue;
-        const l = parseLocation(loc);
-        if (typeof l === "string" || l.origin !== origin) continue;
-        base ??= { scheme: l.scheme, host: l.host, port: l.port };
-        rules.push({ methods, match: compileLocation(l) });
+        const c = compiled(loc);
+        if (c === null || c.origin !== origin) continue;
+        base ??= c.base;
+        rules.push({ methods, match: c.match });
       }
     }
   }
@@ -58,6 +59,30 @@ export function compileGrant(details: unknown, origin: string): GrantCheck {
     for (const r of rules) if ((r.methods === "*" || r.methods.has(method)) && r.match(url)) return true;
     return false;
   };
+}
+
+interface CompiledLocation {
+  origin: string;
+  base: Omit<UrlParts, "path">;
+  match: (u: UrlParts) => boolean;
+}
+
+/**
+ * Compiled locations by text. The tokens of one agent (and of one task)
+ * repeat the same few locations; compiling one costs a RegExp, several
+ * times a table look-up, so a first verify of a token whose locations were
+ * seen before compiles nothing. Bounded; the oldest entry goes first.
+ */
+const locationCache = new BoundedCache<string, CompiledLocation | null>(4096);
+
+function compiled(text: string): CompiledLocation | null {
+  let c = locationCache.get(text);
+  if (c === undefined) {
+    const l = parseLocation(text);
+    c = typeof l === "string" ? null : { origin: l.origin, base: { scheme: l.scheme, host: l.host, port: l.port }, match: compileLocation(l) };
+    locationCache.set(text, c);
+  }
+  return c;
 }
 
 /**
@@ -70,6 +95,9 @@ export function pathOf(target: string): string | undefined {
   if (!target.startsWith("/") || target.startsWith("//")) return undefined;
   const q = target.indexOf("?");
   const raw = q < 0 ? target : target.slice(0, q);
+  // Fast path: only characters a URL path carries as they are (no "%", no "\\"), and no dot segment:
+  // the URL parser would return it unchanged.
+  if (PLAIN_PATH.test(raw) && !DOT_SEGMENT.test(raw)) return raw;
   let parsed: string;
   try {
     parsed = new URL(raw, "http://x").pathname;
@@ -78,3 +106,6 @@ export function pathOf(target: string): string | undefined {
   }
   return parsed === raw ? raw : undefined;
 }
+
+const PLAIN_PATH = /^[A-Za-z0-9\-._~!$&'()*+,;=:@/]*$/;
+const DOT_SEGMENT = /\/\.{1,2}(?:\/|$)/;

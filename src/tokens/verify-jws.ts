@@ -10,13 +10,15 @@
  * not exactly `alg: "EdDSA"` with the expected `typ`.
  *
  * Invariants: a token over MAX_TOKEN_LENGTH characters, with other than
- * three segments, with a character outside the base64url alphabet, or with a
- * signature that is not exactly 64 bytes is refused without decoding
- * anything else; `alg` is compared before the key is looked up, so `none`,
+ * three segments, a header or signature outside the base64url alphabet, or
+ * a signature that is not exactly 64 bytes is refused before any signature
+ * check (the payload's text is covered by the signature, so it is decoded
+ * only once that holds); `alg` is compared before the key is looked up, so `none`,
  * HS256 (an HMAC "keyed" with the public key) or RS256 never reach a
  * signature check.
  */
 
+import { BoundedCache } from "./bounded-cache.js";
 import { TOKEN_ALG } from "./types.js";
 
 /** Tokens longer than this (characters, i.e. bytes: base64url is ASCII) are refused unread: 8 KiB. */
@@ -51,8 +53,8 @@ const B64URL = /^[A-Za-z0-9_-]+$/;
 const NodeBuffer = (globalThis as { Buffer?: typeof Buffer }).Buffer;
 
 /** decodeSegment decodes base64url (no padding); undefined when it is not canonical base64url. */
-export function decodeSegment(seg: string): Uint8Array | undefined {
-  if (seg.length % 4 === 1 || !B64URL.test(seg)) return undefined;
+export function decodeSegment(seg: string, checked = false): Uint8Array | undefined {
+  if (seg.length % 4 === 1 || (!checked && !B64URL.test(seg))) return undefined;
   if (NodeBuffer) return NodeBuffer.from(seg, "base64url");
   const bin = atob(seg.replace(/-/g, "+").replace(/_/g, "/"));
   const out = new Uint8Array(bin.length);
@@ -62,9 +64,9 @@ export function decodeSegment(seg: string): Uint8Array | undefined {
 
 const textDecoder = new TextDecoder("utf-8", { fatal: true });
 
-/** decodeJson decodes a base64url segment holding a JSON object; undefined when it is anything else. */
-export function decodeJson(seg: string): Record<string, unknown> | undefined {
-  const bytes = decodeSegment(seg);
+/** decodeJson decodes a base64url segment holding a JSON object; undefined when it is anything else. `checked`: the alphabet was already checked. */
+export function decodeJson(seg: string, checked = false): Record<string, unknown> | undefined {
+  const bytes = decodeSegment(seg, checked);
   if (bytes === undefined) return undefined;
   let value: unknown;
   try {
@@ -76,8 +78,7 @@ export function decodeJson(seg: string): Record<string, unknown> | undefined {
 }
 
 /** Validated headers by segment text, per expected typ: tokens of one key share one header segment. */
-const headerCache = new Map<string, JwsHeader>();
-const HEADER_CACHE_MAX = 64;
+const headerCache = new BoundedCache<string, JwsHeader>(64);
 
 function readHeader(seg: string, typs: readonly string[]): JwsHeader {
   const key = `${typs[0]}|${seg}`;
@@ -92,7 +93,6 @@ function readHeader(seg: string, typs: readonly string[]): JwsHeader {
   }
   if (typeof h.kid !== "string" || h.kid === "" || h.kid.length > 256) throw new JwsRefusal("the token's header has no key id (kid)");
   const header: JwsHeader = { alg: TOKEN_ALG, typ: h.typ, kid: h.kid };
-  if (headerCache.size >= HEADER_CACHE_MAX) headerCache.delete(headerCache.keys().next().value as string);
   headerCache.set(key, header);
   return header;
 }
@@ -112,7 +112,9 @@ export function splitJws(token: string, typs: readonly string[]): SplitJws {
   if (token.length - b - 1 !== 86) throw new JwsRefusal("the token's signature is not an Ed25519 signature (64 bytes)");
   const signature = decodeSegment(token.slice(b + 1));
   const payloadSegment = token.slice(a + 1, b);
-  if (signature === undefined || payloadSegment === "" || !B64URL.test(payloadSegment)) throw new JwsRefusal("the token is not base64url-encoded");
+  // The payload's alphabet is not checked here: the signature covers its exact text, so a payload
+  // the issuer did not write fails the signature check anyway (decodeJson checks it when asked to).
+  if (signature === undefined || payloadSegment === "") throw new JwsRefusal("the token is not base64url-encoded");
   const signingInput = NodeBuffer ? NodeBuffer.from(token.slice(0, b), "latin1") : new TextEncoder().encode(token.slice(0, b));
   return { header, signingInput, signature, payloadSegment };
 }

@@ -28,6 +28,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import { ErrorCode, MeshguardError } from "../errors.js";
+import { BoundedCache } from "./bounded-cache.js";
 import { compileGrant, pathOf, type GrantCheck } from "./verify-actions.js";
 import { DEFAULT_ED25519_BACKEND } from "./ed25519.js";
 import { decodeJson, JwsRefusal, splitJws } from "./verify-jws.js";
@@ -51,7 +52,7 @@ export interface RequestContext {
 
 /** A token accepted for a request. */
 export interface VerifiedToken {
-  /** The token's claims (frozen). */
+  /** The token's claims (the object is frozen). */
   readonly claims: Readonly<AccessTokenClaims>;
   /** The agent: its stable node id (`sub`). */
   readonly sub: string;
@@ -123,13 +124,15 @@ class Verifier implements TokenVerifier {
   readonly crypto: "node:crypto" | "@noble/curves";
   private readonly keys: JwksCache;
   private readonly feed: RevocationFeed | undefined;
-  private readonly cache = new Map<string, Entry>();
+  private readonly cache: BoundedCache<string, Entry>;
   private readonly used = new Map<string, number>();
+  private lastSweep = -Infinity;
   private readonly whoisBySocket = new WeakMap<Socket, Promise<{ node: { id: string; name: string; tags: string[] }; owners: string[] }>>();
   private loaded = false;
   private closed = false;
 
   constructor(private readonly o: ResolvedVerifierOptions) {
+    this.cache = new BoundedCache(o.cacheSize);
     this.crypto = o.crypto ?? DEFAULT_ED25519_BACKEND;
     const warn = (what: string) => (err: unknown) => o.onWarning?.(new MeshguardError(ErrorCode.TOKEN_REVOCATIONS_STALE, `token verifier (${o.audience}): ${what}: ${err instanceof Error ? err.message : String(err)}`, { cause: err }));
     const keys = new JwksCache({
@@ -180,7 +183,8 @@ class Verifier implements TokenVerifier {
     const key = this.keys.get(jws.header.kid);
     if (key === undefined) return "kidMissing";
     if (!key(jws.signingInput, jws.signature)) throw this.refuse(ErrorCode.TOKEN_INVALID, "the token's signature does not verify");
-    const c = decodeJson(jws.payloadSegment) as Record<string, unknown> | undefined;
+    // Signed text: its alphabet needs no second look (see splitJws).
+    const c = decodeJson(jws.payloadSegment, true) as Record<string, unknown> | undefined;
     if (c === undefined) throw this.refuse(ErrorCode.TOKEN_INVALID, "the token's payload is not base64url-encoded JSON");
     if (c.iss !== this.o.issuer) throw this.refuse(ErrorCode.TOKEN_INVALID, `the token was issued by ${JSON.stringify(c.iss)}, not ${this.o.issuer}`);
     const cnf = (c.cnf as Record<string, unknown> | undefined)?.[CNF_NODE];
@@ -197,7 +201,10 @@ class Verifier implements TokenVerifier {
       throw this.refuse(ErrorCode.TOKEN_INVALID, "the token lacks a claim every meshguard token has (sub, aud, jti, iat, nbf, exp, cnf, authorization_details)");
     }
     if (c.exp - c.iat > this.o.maxLifetimeS) throw this.refuse(ErrorCode.TOKEN_INVALID, `the token lives ${c.exp - c.iat} s; this verifier accepts at most ${this.o.maxLifetimeS} s`);
-    const claims = deepFreeze(c) as unknown as Readonly<AccessTokenClaims>;
+    // Shallow: the checks read the fields copied into the entry below, never
+    // the claims object, so a handler that mutates nested claims cannot
+    // change what a later request is checked against.
+    const claims = Object.freeze(c) as unknown as Readonly<AccessTokenClaims>;
     const entry: Entry = {
       claims,
       sub: c.sub,
@@ -211,18 +218,10 @@ class Verifier implements TokenVerifier {
       lastCovered: undefined,
       verified: Object.freeze({ claims, sub: c.sub, jti: c.jti, task: typeof c.task === "string" ? c.task : undefined, exp: c.exp }),
     };
-    if (this.o.cacheSize > 0) {
-      if (this.cache.size >= this.o.cacheSize) this.evict();
-      this.cache.set(token, entry);
-    }
+    // Bounded, oldest first: tokens are cached when first seen, so the oldest is about the
+    // first to expire; an expired entry still cached is harmless (exp is checked per request).
+    this.cache.set(token, entry);
     return entry;
-  }
-
-  /** evict drops expired entries, or the oldest one when none has expired. */
-  private evict(): void {
-    const nowS = this.o.now() / 1000 - this.o.clockSkewS;
-    for (const [k, e] of this.cache) if (e.exp <= nowS) this.cache.delete(k);
-    if (this.cache.size >= this.o.cacheSize) this.cache.delete(this.cache.keys().next().value as string);
   }
 
   /** check runs steps 4-9 for one request. */
@@ -252,13 +251,20 @@ class Verifier implements TokenVerifier {
     return e.verified;
   }
 
-  /** consume marks a one-time token's jti used; the set is bounded (expired jtis are dropped; full means refuse). */
+  /**
+   * consume marks a one-time token's jti used. The set is bounded: when it
+   * is full, jtis whose tokens have expired (they can never be accepted
+   * again anyway) are dropped — a sweep at most once a second, so a full set
+   * cannot make every request pay for one — and if it is still full the
+   * token is refused rather than a used jti forgotten.
+   */
   private consume(e: Entry, now: number): void {
     if (this.used.has(e.jti)) throw this.refuse(ErrorCode.TOKEN_REUSED, "this one-time token was already used");
-    if (this.used.size >= this.o.oneTimeMax) {
+    if (this.used.size >= this.o.oneTimeMax && now - this.lastSweep >= 1) {
+      this.lastSweep = now;
       for (const [jti, exp] of this.used) if (exp + this.o.clockSkewS <= now) this.used.delete(jti);
-      if (this.used.size >= this.o.oneTimeMax) throw this.refuse(ErrorCode.TOKEN_REUSED, "the one-time token cache is full; refusing rather than forgetting a used token");
     }
+    if (this.used.size >= this.o.oneTimeMax) throw this.refuse(ErrorCode.TOKEN_REUSED, "the one-time token cache is full; refusing rather than forgetting a used token");
     this.used.set(e.jti, e.exp);
   }
 
@@ -392,12 +398,4 @@ function isVerifier(v: unknown): v is TokenVerifier {
 
 function isTime(v: unknown): v is number {
   return typeof v === "number" && Number.isFinite(v);
-}
-
-function deepFreeze<T>(v: T): T {
-  if (typeof v === "object" && v !== null && !Object.isFrozen(v)) {
-    Object.freeze(v);
-    for (const x of Object.values(v)) deepFreeze(x);
-  }
-  return v;
 }
