@@ -55,7 +55,7 @@ export function compileGrant(details: unknown, origin: string): GrantCheck {
   }
   return (method, path) => {
     if (base === undefined) return false;
-    const url: UrlParts = { ...base, path };
+    const url: UrlParts = { scheme: base.scheme, host: base.host, port: base.port, path };
     for (const r of rules) if ((r.methods === "*" || r.methods.has(method)) && r.match(url)) return true;
     return false;
   };

@@ -77,12 +77,13 @@ export function decodeJson(seg: string, checked = false): Record<string, unknown
   return typeof value === "object" && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined;
 }
 
-/** Validated headers by segment text, per expected typ: tokens of one key share one header segment. */
-const headerCache = new BoundedCache<string, JwsHeader>(64);
+/** Validated headers by segment text, one cache per expected typ: tokens of one key share one header segment. */
+const headerCaches = new Map<string, BoundedCache<string, JwsHeader>>();
 
 function readHeader(seg: string, typs: readonly string[]): JwsHeader {
-  const key = `${typs[0]}|${seg}`;
-  const cached = headerCache.get(key);
+  let headerCache = headerCaches.get(typs[0]!);
+  if (headerCache === undefined) headerCaches.set(typs[0]!, (headerCache = new BoundedCache(64)));
+  const cached = headerCache.get(seg);
   if (cached !== undefined) return cached;
   const h = decodeJson(seg);
   if (h === undefined) throw new JwsRefusal("the token's header is not base64url-encoded JSON");
@@ -93,7 +94,7 @@ function readHeader(seg: string, typs: readonly string[]): JwsHeader {
   }
   if (typeof h.kid !== "string" || h.kid === "" || h.kid.length > 256) throw new JwsRefusal("the token's header has no key id (kid)");
   const header: JwsHeader = { alg: TOKEN_ALG, typ: h.typ, kid: h.kid };
-  headerCache.set(key, header);
+  headerCache.set(seg, header);
   return header;
 }
 
