@@ -100,6 +100,12 @@ export class TokenIssuer extends EventEmitter<TokenIssuerEvents> implements Asyn
     this.port = port;
   }
 
+  /** Why no policy is in force (a policy file that has not loaded), or undefined when one is. */
+  get policyError(): string | undefined {
+    const p = this.ctx.policy();
+    return "error" in p ? p.error : undefined;
+  }
+
   /** The published keys (what `/.well-known/jwks.json` serves). */
   jwks(): Jwks {
     return this.ctx.keys.jwks();

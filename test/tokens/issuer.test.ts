@@ -79,7 +79,7 @@ const READ_TX = { audience: "http://billing", scope: "http:GET:https://billing/v
 /** The verifier a standard library builds from the discovery document alone, fetching over the agent's tailnet node. */
 async function verifierFromDiscovery(node: MeshNode) {
   const doc = (await (await node.fetch("http://tokens/.well-known/openid-configuration")).json()) as DiscoveryDocument;
-  const jwks = createRemoteJWKSet(new URL(doc.jwks_uri), { [customFetch]: (url: string, init: RequestInit) => node.fetch(url, init), cooldownDuration: 0 });
+  const jwks = createRemoteJWKSet(new URL(doc.jwks_uri), { [customFetch]: ((url: string, init: RequestInit) => node.fetch(url, init as never)) as unknown as typeof fetch, cooldownDuration: 0 });
   return {
     doc,
     verify: (jwt: string, audience: string) => jwtVerify(jwt, jwks, { issuer: doc.issuer, audience, typ: "at+jwt", algorithms: ["EdDSA"], currentDate: new Date(clock.now) }),
