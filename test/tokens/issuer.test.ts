@@ -132,6 +132,14 @@ describe("discovery and issuing", () => {
     await expect(verify(body.access_token, "http://ledger")).rejects.toThrow(/aud/);
   });
 
+  test("issue() answers as the endpoint does, without HTTP (for benchmarks): a whois made by hand", () => {
+    const who = { node: { id: "nHandMade", name: "bench-agent.example.", hostname: "bench-agent", tags: ["tag:agent-a"], ips: [] }, user: { login: "tagged-devices", displayName: "" }, tagged: true, owners: ["alice@"], caps: {} };
+    const a = issuer.issue(who, { grant_type: "client_credentials", ...READ_TX });
+    expect(a.status).toBe(200);
+    expect(decodeJwt((a.body as TokenResponse).access_token)).toMatchObject({ sub: "nHandMade", node: "bench-agent", cnf: { "meshguard.dev/node": "nHandMade" } });
+    expect(issuer.issue({ ...who, node: { ...who.node, tags: ["tag:other"] } }, { grant_type: "client_credentials", ...READ_TX }).status).toBe(403);
+  });
+
   test("two tokens never share a jti", async () => {
     const a = decodeJwt((await token(agent, READ_TX)).access_token);
     const b = decodeJwt((await token(agent, READ_TX)).access_token);

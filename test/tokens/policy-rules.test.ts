@@ -5,6 +5,7 @@
  * overlap for deny rules, deny wins, deny by default.
  */
 
+import { readFileSync } from "node:fs";
 import { describe, expect, test } from "vitest";
 import { loadPolicy, parseRequest, type Principal } from "../../src/policy/index.js";
 
@@ -143,4 +144,16 @@ describe("deciding", () => {
     const d = p.evaluate({ principal: AGENT, target: { kind: "token", audience: "http://billing", method: "GET", location: "billing/v2" } });
     expect(d).toMatchObject({ effect: "deny", ruleId: "all", reason: expect.stringMatching(/needs a readable location/) });
   });
+});
+
+test("the token rule example of docs/policy.md loads and grants what the page says", () => {
+  const doc = readFileSync(new URL("../../docs/policy.md", import.meta.url), "utf8");
+  const block = /\*\*`token`\*\* \(version 4\)[\s\S]*?```jsonc\n([\s\S]*?)```/.exec(doc)?.[1];
+  expect(block, "docs/policy.md has a jsonc example after **`token`**").toBeDefined();
+  const p = loadPolicy(`{ "version": 4, "rules": [ ${block} ] }`);
+  const who: Principal = { tags: ["tag:research-agent"] };
+  expect(decide(p, "token http://billing GET https://billing/v2/transactions/t-1", who)).toMatchObject({ effect: "allow", ruleId: "billing-read" });
+  expect(decide(p, "token http://billing POST http://billing/v2/reports", who).effect).toBe("allow");
+  expect(decide(p, "token http://billing GET https://billing/v2/**", who).effect).toBe("deny");
+  expect(p.tokenMaxTtl.get("billing-read")).toBe(600_000);
 });
