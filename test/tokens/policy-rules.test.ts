@@ -157,3 +157,12 @@ test("the token rule example of docs/policy.md loads and grants what the page sa
   expect(decide(p, "token http://billing GET https://billing/v2/**", who).effect).toBe("deny");
   expect(p.tokenMaxTtl.get("billing-read")).toBe(600_000);
 });
+
+test("the policy example of docs/tokens.md loads and its tests pass", () => {
+  const doc = readFileSync(new URL("../../docs/tokens.md", import.meta.url), "utf8");
+  const block = /## Policy[\s\S]*?```jsonc\n([\s\S]*?)```/.exec(doc)?.[1];
+  expect(block, "docs/tokens.md has a jsonc example under ## Policy").toBeDefined();
+  const p = loadPolicy(block!);
+  expect(p.runTests().every((r) => r.pass)).toBe(true);
+  expect(p.runTests()).toHaveLength(2);
+});
