@@ -137,19 +137,41 @@ export interface GlobAnswer {
   witness?: string;
 }
 
+/**
+ * Answers are remembered (a pure function of the two globs): an issuer is
+ * asked about the same few (rule location, requested location) pairs over
+ * and over, and a walk costs tens of microseconds. Bounded; the oldest
+ * answers are forgotten first.
+ */
+const MEMO_MAX = 10_000;
+const memo = new Map<string, Readonly<GlobAnswer>>();
+
+function remembered(key: string, compute: () => GlobAnswer): GlobAnswer {
+  const hit = memo.get(key);
+  if (hit) return hit;
+  const r = Object.freeze(compute());
+  memo.set(key, r);
+  if (memo.size > MEMO_MAX) memo.delete(memo.keys().next().value!);
+  return r;
+}
+
 /** globContains: does every path `inner` matches also match `outer`? */
 export function globContains(outer: string, inner: string): GlobAnswer {
   if (outer === inner || outer === "**") return { answer: true };
-  const r = search(inner, outer, (innerAcc, outerAcc) => innerAcc && !outerAcc);
-  if (r.gaveUp) return { answer: undefined };
-  return r.found === undefined ? { answer: true } : { answer: false, witness: r.found };
+  return remembered(`c\n${outer}\n${inner}`, () => {
+    const r = search(inner, outer, (innerAcc, outerAcc) => innerAcc && !outerAcc);
+    if (r.gaveUp) return { answer: undefined };
+    return r.found === undefined ? { answer: true } : { answer: false, witness: r.found };
+  });
 }
 
 /** globsOverlap: is there a path both globs match? */
 export function globsOverlap(a: string, b: string): GlobAnswer {
-  const r = search(a, b, (x, y) => x && y);
-  if (r.gaveUp) return { answer: undefined };
-  return r.found === undefined ? { answer: false } : { answer: true, witness: r.found };
+  return remembered(`o\n${a}\n${b}`, () => {
+    const r = search(a, b, (x, y) => x && y);
+    if (r.gaveUp) return { answer: undefined };
+    return r.found === undefined ? { answer: false } : { answer: true, witness: r.found };
+  });
 }
 
 /**

@@ -100,6 +100,12 @@ export class TokenIssuer extends EventEmitter<TokenIssuerEvents> implements Asyn
     this.port = port;
   }
 
+  /** Why no policy is in force (a policy file that has not loaded), or undefined when one is. */
+  get policyError(): string | undefined {
+    const p = this.ctx.policy();
+    return "error" in p ? p.error : undefined;
+  }
+
   /** The published keys (what `/.well-known/jwks.json` serves). */
   jwks(): Jwks {
     return this.ctx.keys.jwks();
@@ -248,14 +254,12 @@ async function route(ctx: IssuerContext, node: MeshNode, req: http.IncomingMessa
   if (path !== PATH_TOKEN && path !== PATH_REVOKE) return sendJson(res, 404, { error: "invalid_request", error_description: `no endpoint ${path}: see ${ctx.iss}${PATH_DISCOVERY}` });
   if (!only("POST")) return;
   if (!isForm(req)) return sendRefusal(res, refuse("invalid_request", "the body must be application/x-www-form-urlencoded"));
+  // whois and the body arrive in parallel: the look-up is most of an issue's time.
+  const who = node.whois(req.socket).then(callerOf, (err: unknown) => err as Error);
   const body = await readBody(req);
+  const caller: Caller | Error = await who;
+  if (caller instanceof Error) return sendRefusal(res, refuse("invalid_client", `the caller is not known to the tailnet: ${caller.message}`));
   if (body === undefined) return sendRefusal(res, refuse("invalid_request", "the request body is too large"));
-  let caller: Caller;
-  try {
-    caller = callerOf(await node.whois(req.socket));
-  } catch (err) {
-    return sendRefusal(res, refuse("invalid_client", `the caller is not known to the tailnet: ${(err as Error).message}`));
-  }
   const a = path === PATH_TOKEN ? handleTokenRequest(ctx, caller, body) : handleRevoke(ctx, caller, body);
   sendJson(res, a.status, a.body);
 }
