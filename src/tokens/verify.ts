@@ -116,6 +116,9 @@ interface Entry {
 
 const BEARER = /^Bearer +([^\s,]+) *$/i;
 
+/** The longest `ready` waits for the issuer's first answers (ms). */
+const READY_WAIT_MS = 10_000;
+
 /** createVerifier builds a verifier; `await verifier.ready` before serving, or let the first request wait for it. */
 export function createVerifier(options: VerifierOptions): TokenVerifier {
   return new Verifier(resolveVerifierOptions(options));
@@ -162,11 +165,18 @@ class Verifier implements TokenVerifier {
             onError: warn("could not read the revocation feed"),
           });
     this.feed = feed;
-    this.ready = (async () => {
+    // ready waits for the first JWKS and feed reads, but not longer than READY_WAIT_MS: an
+    // issuer that does not answer must not hold requests for a dial timeout. Until the reads
+    // succeed, tokens are refused (unknown key, stale feed): closed, not open.
+    const first = (async () => {
       await keys.start().catch((e: unknown) => warn("could not read the issuer's JWKS")(e));
       await feed?.start();
-      this.loaded = true;
     })();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    this.ready = Promise.race([first, new Promise<void>((r) => (timer = setTimeout(r, READY_WAIT_MS)))]).then(() => {
+      clearTimeout(timer);
+      this.loaded = true;
+    });
   }
 
   private refuse(code: ErrorCode, message: string, cause?: unknown): TokenVerifyError {

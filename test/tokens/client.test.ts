@@ -157,6 +157,31 @@ describe("tokens client: calls carry tokens without agent code", () => {
     expect(((await inside.json()) as Seen["body"]).sub).toBe(agentA.id);
   });
 
+  it("HTTP written over MeshNode.dial gets its header from authorization(): the same token a fetch would carry", async () => {
+    const c = client(agentA, { targets: [{ audience: "http://billing", actions: ["http:GET:billing/v2/transactions/*"] }] });
+    const auth = await c.authorization("http://billing/v2/transactions/8");
+    expect(auth).toMatch(/^Bearer ey/);
+    expect(await c.authorization("http://elsewhere/x")).toBeUndefined();
+    const body = await new Promise<string>((resolve, reject) => {
+      const req = http.request(
+        {
+          host: "billing",
+          path: "/v2/transactions/8",
+          headers: { authorization: auth! },
+          createConnection: (_o: unknown, cb: (err: Error | null, s?: import("node:net").Socket) => void) => void agentA.dial("billing", 80).then((s) => cb(null, s), cb),
+        } as http.RequestOptions,
+        (res) => {
+          let b = "";
+          res.on("data", (d: Buffer) => (b += d));
+          res.on("end", () => resolve(b));
+        },
+      );
+      req.on("error", reject);
+      req.end();
+    });
+    expect(JSON.parse(body)).toMatchObject({ sub: agentA.id });
+  });
+
   it("a cached token is renewed in the background after 3/4 of its life, and never handed out in its last seconds", async () => {
     const clock = new TestClock();
     const c = client(agentA, { now: clock.now, ttl: 100, targets: [{ audience: "http://billing", actions: ["http:GET:billing/v2/transactions/*"] }] });
