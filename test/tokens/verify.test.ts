@@ -240,6 +240,33 @@ describe("verifier: forged and malformed tokens are refused before any crypto", 
     refused(await call(agentA, issuer.sign(issuer.claims(agentA.id), { header: { kid: "" } })), ErrorCode.TOKEN_INVALID);
   });
 
+  it("a verified token's signature pasted onto other claims is not taken from the cache", async () => {
+    const v = await use();
+    const ctx = { method: "GET", path: "/v2/transactions/1", node: agentA.id };
+    const t = issuer.sign(issuer.claims(agentA.id));
+    await v.verify(t, ctx); // now cached
+    const [h, , sig] = t.split(".");
+    const wider = issuer.claims(agentA.id, { authorization_details: [{ type: "meshguard.dev/http", actions: ["*"], locations: ["http://billing/**"] }] });
+    const forged = `${h}.${Buffer.from(JSON.stringify(wider)).toString("base64url")}.${sig}`;
+    const err = await v.verify(forged, { ...ctx, method: "DELETE" }).then(() => undefined, (e: unknown) => e);
+    expect((err as TokenVerifyError).code).toBe(ErrorCode.TOKEN_INVALID);
+    expect((err as Error).message).toMatch(/signature does not verify/);
+  });
+
+  it("a token without a contract claim, or living longer than maxLifetimeS, is refused", async () => {
+    const v = await use({ maxLifetimeS: 3600 });
+    const ctx = { method: "GET", path: "/v2/transactions/1", node: agentA.id };
+    for (const missing of ["sub", "aud", "jti", "exp", "nbf", "iat", "cnf", "authorization_details"]) {
+      const c = issuer.claims(agentA.id) as unknown as Record<string, unknown>;
+      delete c[missing];
+      const err = await v.verify(issuer.sign(c), ctx).then(() => undefined, (e: unknown) => e);
+      expect((err as TokenVerifyError).code, missing).toBe(ErrorCode.TOKEN_INVALID);
+    }
+    const nowS = Math.floor(Date.now() / 1000);
+    const long = await v.verify(issuer.sign(issuer.claims(agentA.id, { exp: nowS + 3601 })), ctx).then(() => undefined, (e: unknown) => e);
+    expect((long as Error).message).toMatch(/lives 3601 s; this verifier accepts at most 3600 s/);
+  });
+
   it("oversized and garbage tokens are refused without a JWKS fetch or signature check", async () => {
     const v = await use();
     const fetchesBefore = issuer.jwksRequests;
