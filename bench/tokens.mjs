@@ -232,6 +232,7 @@ for (let r = 0; r < runs; r++) {
   issueTput.push(total / ((performance.now() - t0) / 1000));
 }
 await issuer.close();
+await new Promise((r) => empty.close(r));
 await Promise.all([agent.close(), tokensNode.close()]);
 await control.close();
 rmSync(dir, { recursive: true, force: true });

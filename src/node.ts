@@ -87,6 +87,8 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
   private readonly handle: number;
   private readonly opts: ResolvedStartOptions;
   private readonly servers = new Map<number, net.Server>();
+  /** Releases of the process holds of open listeners (see listen). */
+  private readonly listenerHolds = new Map<number, () => void>();
   private releaseHold: () => void;
   private held = true;
   private readonly unsubscribe: () => void;
@@ -190,6 +192,7 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
       case "listenerClosed": {
         const id = Number(ev.data.listener);
         const server = this.servers.get(id);
+        this.listenerHolds.get(id)?.();
         if (server) {
           this.servers.delete(id);
           server.emit("close");
@@ -302,7 +305,17 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
     const srv = (server ?? net.createServer()) as S;
     const { listener } = await this.backend.call("listen", { node: this.handle, port });
     this.servers.set(listener, srv);
-    const hold = this.backend.hold();
+    // The listener keeps the process alive until it closes — by server.close(), by the core, or
+    // by node.close(): each path releases it (release is idempotent).
+    const held = this.backend.hold();
+    let released = false;
+    const hold = () => {
+      if (released) return;
+      released = true;
+      this.listenerHolds.delete(listener);
+      held();
+    };
+    this.listenerHolds.set(listener, hold);
     const ip = this.ips[0] ?? "";
     // The server is not bound to a host socket; address() and close() speak
     // of the tailnet listener instead.
@@ -442,6 +455,7 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
       this.closed = true;
       for (const srv of this.servers.values()) queueMicrotask(() => srv.emit("close"));
       this.servers.clear();
+      for (const release of [...this.listenerHolds.values()]) release();
       const d = this.dispatcher;
       this.dispatcher = undefined;
       await d?.destroy().catch(() => {});
