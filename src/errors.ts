@@ -79,6 +79,34 @@ export const ErrorCode = {
   HOOK_FAILED: "MESHGUARD_HOOK_FAILED",
   /** A local address could not be listened on (in use, not this machine's, not permitted). */
   LISTEN_FAILED: "MESHGUARD_LISTEN_FAILED",
+  /** The token issuer's signing keys could not be read, written or trusted (a key file others can read, a corrupt file). */
+  TOKEN_KEYS_INVALID: "MESHGUARD_TOKEN_KEYS_INVALID",
+  /** The token issuer's state (the revocation log) could not be read or written. */
+  TOKEN_STATE_FAILED: "MESHGUARD_TOKEN_STATE_FAILED",
+  /** A protected service got a request without a bearer token (HTTP 401). */
+  TOKEN_MISSING: "MESHGUARD_TOKEN_MISSING",
+  /** A bearer token is not one this verifier accepts: malformed, oversized, not EdDSA, bad signature, unknown key, wrong issuer (HTTP 401). */
+  TOKEN_INVALID: "MESHGUARD_TOKEN_INVALID",
+  /** A bearer token has expired, beyond the allowed clock skew (HTTP 401). */
+  TOKEN_EXPIRED: "MESHGUARD_TOKEN_EXPIRED",
+  /** A bearer token is not valid yet (`nbf`/`iat` in the future beyond the allowed clock skew) (HTTP 401). */
+  TOKEN_NOT_YET_VALID: "MESHGUARD_TOKEN_NOT_YET_VALID",
+  /** A bearer token was issued for another audience (HTTP 401). */
+  TOKEN_WRONG_AUDIENCE: "MESHGUARD_TOKEN_WRONG_AUDIENCE",
+  /** A bearer token's actions do not cover this request's method and URL (HTTP 403). */
+  TOKEN_INSUFFICIENT_SCOPE: "MESHGUARD_TOKEN_INSUFFICIENT_SCOPE",
+  /** A bearer token is bound to another tailnet node than the caller's: a replayed token (HTTP 401). */
+  TOKEN_WRONG_NODE: "MESHGUARD_TOKEN_WRONG_NODE",
+  /** A bearer token was revoked (by jti, by agent, or its task ended) (HTTP 401). */
+  TOKEN_REVOKED: "MESHGUARD_TOKEN_REVOKED",
+  /** A one-time token was presented again (HTTP 401). */
+  TOKEN_REUSED: "MESHGUARD_TOKEN_REUSED",
+  /** The verifier could not refresh the revocation feed within its bound, so it refuses every token (HTTP 503). */
+  TOKEN_REVOCATIONS_STALE: "MESHGUARD_TOKEN_REVOCATIONS_STALE",
+  /** The token issuer refused a token request or could not be reached; the message carries its OAuth error and reason. */
+  TOKEN_REQUEST_FAILED: "MESHGUARD_TOKEN_REQUEST_FAILED",
+  /** A task (withTask) has ended or passed its deadline: no token is obtained for it any more. */
+  TOKEN_TASK_ENDED: "MESHGUARD_TOKEN_TASK_ENDED",
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

@@ -6,11 +6,13 @@ import type { Backend, CoreEvent, ExportedConn, PeerInfo, UpResult } from "./bac
 import { knobsFor, parseWith, resolveStartOptions, TailnetIdentitySchema, type ResolvedStartOptions, type StartOptions, type TailnetIdentity } from "./config.js";
 import { announceConnection, judgeDial } from "./dial-channel.js";
 import { ErrorCode, MeshguardError } from "./errors.js";
+import { fetchHasSubscribers, publishFetch } from "./fetch-channel.js";
 import { progressReporter } from "./progress.js";
 
 export type { PeerInfo as Peer } from "./backend/protocol.js";
 export type { ProgressEvent, ProgressPhase, StartOptions, TailnetIdentity } from "./config.js";
 export { CONNECTION_CHANNEL, DIAL_CHANNEL, type ConnectionMessage, type DialMessage, type DialVerdict } from "./dial-channel.js";
+export { FETCH_CHANNEL, type FetchMessage } from "./fetch-channel.js";
 
 /** Who is behind a tailnet connection, as the tailnet says. */
 export interface WhoIs {
@@ -72,10 +74,21 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
   /** Milliseconds from start() to online. */
   readonly onlineMs: number;
 
+  /**
+   * The node's state directory (its tailnet keys). An app that runs as this
+   * node keeps its own state beside them (the token issuer's signing keys),
+   * so the node's identity and the app's keys live and die together.
+   */
+  get dir(): string {
+    return this.opts.dir;
+  }
+
   private readonly backend: Backend;
   private readonly handle: number;
   private readonly opts: ResolvedStartOptions;
   private readonly servers = new Map<number, net.Server>();
+  /** Releases of the process holds of open listeners (see listen). */
+  private readonly listenerHolds = new Map<number, () => void>();
   private releaseHold: () => void;
   private held = true;
   private readonly unsubscribe: () => void;
@@ -181,6 +194,7 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
       case "listenerClosed": {
         const id = Number(ev.data.listener);
         const server = this.servers.get(id);
+        this.listenerHolds.get(id)?.();
         if (server) {
           this.servers.delete(id);
           server.emit("close");
@@ -293,7 +307,17 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
     const srv = (server ?? net.createServer()) as S;
     const { listener } = await this.backend.call("listen", { node: this.handle, port });
     this.servers.set(listener, srv);
-    const hold = this.backend.hold();
+    // The listener keeps the process alive until it closes — by server.close(), by the core, or
+    // by node.close(): each path releases it (release is idempotent).
+    const held = this.backend.hold();
+    let released = false;
+    const hold = () => {
+      if (released) return;
+      released = true;
+      this.listenerHolds.delete(listener);
+      held();
+    };
+    this.listenerHolds.set(listener, hold);
     const ip = this.ips[0] ?? "";
     // The server is not bound to a host socket; address() and close() speak
     // of the tailnet listener instead.
@@ -322,7 +346,9 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
   /**
    * fetch makes an HTTP request over the tailnet (WHATWG fetch, undici).
    * https works against peers whose certificate the caller trusts (pass `tls`
-   * at start); headscale issues no tailnet certificates.
+   * at start); headscale issues no tailnet certificates. Each request is
+   * published on FETCH_CHANNEL first when someone subscribes (the tokens
+   * client adds a bearer token there).
    */
   async fetch(input: RequestInfo, init?: RequestInit): Promise<Response> {
     this.assertOpen("fetch");
@@ -353,7 +379,14 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
         );
       },
     });
-    return undici.fetch(input, { ...init, dispatcher: this.dispatcher });
+    if (!fetchHasSubscribers()) return undici.fetch(input, { ...init, dispatcher: this.dispatcher });
+    // Someone (the tokens client) may add credentials: publish the request
+    // on FETCH_CHANNEL and send it once their holds settle.
+    const request = new undici.Request(input, init);
+    const held = publishFetch(this, request.url, request.method, request.headers as unknown as Headers);
+    if (held !== undefined) await held;
+    this.assertOpen("fetch");
+    return undici.fetch(request, { dispatcher: this.dispatcher });
   }
 
   /**
@@ -424,6 +457,7 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
       this.closed = true;
       for (const srv of this.servers.values()) queueMicrotask(() => srv.emit("close"));
       this.servers.clear();
+      for (const release of [...this.listenerHolds.values()]) release();
       const d = this.dispatcher;
       this.dispatcher = undefined;
       await d?.destroy().catch(() => {});

@@ -13,11 +13,13 @@ import { policyLearnCommand } from "./policy-learn.js";
 import { policyServeCommand } from "./policy-serve.js";
 import { policyTestCommand } from "./policy-test.js";
 import { runHardenedCommand } from "./run-hardened.js";
+import { tokensServeCommand } from "./tokens-serve.js";
 
 /** COMMANDS in the order `meshguard --help` lists them. */
-export const COMMANDS: readonly Command[] = [devCommand, connectCommand, policyTestCommand, policyExplainCommand, policyLearnCommand, policyApplyCommand, policyServeCommand, gatewayCommand, runHardenedCommand];
+export const COMMANDS: readonly Command[] = [devCommand, connectCommand, policyTestCommand, policyExplainCommand, policyLearnCommand, policyApplyCommand, policyServeCommand, gatewayCommand, tokensServeCommand, runHardenedCommand];
 
 /** GROUPS: the first word of multi-word commands, with what `meshguard GROUP --help` says about them. */
 export const GROUPS: Readonly<Record<string, string>> = {
   policy: "test, explain and learn policies; push them to headscale and serve them to agents",
+  tokens: "issue session-scoped tokens bound to the caller's tailnet identity",
 };

@@ -30,7 +30,7 @@ export interface Evaluator {
 export type GuardMode = "enforce" | "observe";
 
 /** Where in the process a call was intercepted (the guard's values of DecisionEvent.layer). */
-export type GuardLayer = Exclude<DecisionLayer, "gateway" | "cli">;
+export type GuardLayer = Exclude<DecisionLayer, "gateway" | "tokens" | "cli">;
 
 /** A policy a reloader applied to the guard (the `reload` event). */
 export interface ReloadEvent {

@@ -41,10 +41,12 @@ import { hasGlob } from "./glob.js";
 import { parseHostPattern, type HostPattern } from "./hosts.js";
 import { nodeNames, resolveSrc, type SrcSet } from "./identity.js";
 import { compileWindow, type ZoneClock } from "./time.js";
-import type { Rule } from "./schema.js";
+import { actionsCondition, audienceCondition, ACTIONS_WHAT } from "./token-conditions.js";
+import { normalizeAudience, parseAction, parseScope, type TokenAction } from "./token-actions.js";
+import type { Rule, TokenMatch } from "./schema.js";
 import type { Decision, DnsTarget, Effect, HttpTarget, TcpTarget, UdpTarget } from "./types.js";
 
-export type Kind = "http" | "tcp" | "mcp" | "llm" | "dns" | "udp";
+export type Kind = "http" | "tcp" | "mcp" | "llm" | "dns" | "udp" | "token";
 
 /** The targets a rule's host patterns apply to: a DNS target's "host" is the name it looks up. */
 export type HostTarget = HttpTarget | TcpTarget | UdpTarget | DnsTarget;
@@ -81,7 +83,12 @@ export interface CompiledRule {
 }
 
 /** Words for the facts a body-dependent condition needs (a condition can be UNKNOWN only for these). */
-const NEEDS: Readonly<Record<string, string>> = { "when.maxBodyBytes": "the body size", model: "the model", maxTokens: "the declared max tokens" };
+const NEEDS: Readonly<Record<string, string>> = {
+  "when.maxBodyBytes": "the body size",
+  model: "the model",
+  maxTokens: "the declared max tokens",
+  [ACTIONS_WHAT]: "a readable location whose containment can be decided",
+};
 
 /** unknownDecision is the deny of a rule that needs the fact `what` (built at compile time for the conditions in NEEDS). */
 export function unknownDecision(id: string, what: string): Readonly<Decision> {
@@ -213,13 +220,13 @@ export function ruleId(r: Rule, i: number): string {
 
 /** ruleKind is the target kind a (validated) rule is about. */
 export function ruleKind(r: Rule): Kind {
-  return r.http ? "http" : r.tcp ? "tcp" : r.mcp ? "mcp" : r.llm ? "llm" : r.dns ? "dns" : "udp";
+  return r.http ? "http" : r.tcp ? "tcp" : r.mcp ? "mcp" : r.llm ? "llm" : r.dns ? "dns" : r.token ? "token" : "udp";
 }
 
 /** compile turns validated rules into matchers and indexes. Rules must have passed validation (one kind each, valid hosts). */
 export function compile(rules: readonly Rule[], opts: CompileOptions = {}): CompiledRules {
   const clocks = new Map<string, ZoneClock>();
-  const index: Record<Kind, KindIndex> = { http: new KindIndex(), tcp: new KindIndex(), mcp: new KindIndex(), llm: new KindIndex(), dns: new KindIndex(), udp: new KindIndex() };
+  const index: Record<Kind, KindIndex> = { http: new KindIndex(), tcp: new KindIndex(), mcp: new KindIndex(), llm: new KindIndex(), dns: new KindIndex(), udp: new KindIndex(), token: new KindIndex() };
   const out: CompiledRule[] = [];
   rules.forEach((r, i) => {
     const kind = ruleKind(r);
@@ -257,6 +264,9 @@ export function compile(rules: readonly Rule[], opts: CompileOptions = {}): Comp
     } else if (r.udp) {
       hosts = r.udp.host.map((h) => parseHostPattern(h) as HostPattern);
       add(portCondition(r.udp.port));
+    } else if (r.token) {
+      add(audienceCondition(r.token.audience));
+      add(actionsCondition(tokenActions(r.token), r.effect));
     }
     if (r.when && (r.when.hours !== undefined || r.when.weekdays !== undefined)) {
       const w = compileWindow(r.when.hours, r.when.weekdays, r.when.timeZone ?? "UTC", clocks);
@@ -291,6 +301,11 @@ function file(idx: KindIndex, r: CompiledRule, rule: Rule): void {
     if (other) idx.other.add(r);
     return;
   }
+  if (rule.token && !rule.token.audience.some((a) => a.includes("*"))) {
+    // Filed by audience, as the engine looks a token request up (normalized: "http://Billing/" is "http://billing").
+    for (const a of new Set(rule.token.audience.map(canonicalAudience))) idx.bucket(idx.exact, a).add(r);
+    return;
+  }
   if (rule.mcp && !rule.mcp.server.some(hasGlob)) {
     for (const s of new Set(rule.mcp.server)) idx.bucket(idx.exact, s).add(r);
     return;
@@ -307,6 +322,27 @@ function file(idx: KindIndex, r: CompiledRule, rule: Rule): void {
     }
   }
   idx.other.add(r);
+}
+
+/** canonicalAudience is an audience as requests carry it (a pattern that is not an audience stays as written). */
+function canonicalAudience(a: string): string {
+  const n = normalizeAudience(a);
+  return typeof n === "string" ? n : a;
+}
+
+/**
+ * tokenActions parses a validated token rule's actions (objects and scope
+ * strings alike). Validation (./semantics.ts) has already reported every
+ * entry that does not parse; one that slips through is dropped, which can
+ * only grant less.
+ */
+export function tokenActions(m: TokenMatch): TokenAction[] {
+  const out: TokenAction[] = [];
+  for (const a of m.actions) {
+    const p = typeof a === "string" ? parseScope(a) : parseAction(a.methods, a.locations);
+    if (typeof p !== "string") out.push(p);
+  }
+  return out;
 }
 
 /**

@@ -10,7 +10,7 @@ import { flatGlob, anyOf, pathGlob } from "./glob.js";
 import { inWindow, type TimeWindow } from "./time.js";
 import { serverMatches, type ServerPattern } from "./dns.js";
 import type { ArgConstraint } from "./schema.js";
-import type { DnsTarget, HttpTarget, LlmTarget, McpTarget, TcpTarget, UdpTarget } from "./types.js";
+import type { DnsTarget, HttpTarget, LlmTarget, McpTarget, TcpTarget, TokenTarget, UdpTarget } from "./types.js";
 
 export const NO = 0;
 export const YES = 1;
@@ -39,7 +39,7 @@ export interface Condition<T> {
   why(t: T, ctx: EvalContext): string;
 }
 
-export type AnyTarget = HttpTarget | TcpTarget | McpTarget | LlmTarget | DnsTarget | UdpTarget;
+export type AnyTarget = HttpTarget | TcpTarget | McpTarget | LlmTarget | DnsTarget | UdpTarget | TokenTarget;
 
 /** A port list compiled to a set plus ranges; undefined means any port. */
 export function portCondition(ports: Array<number | string>): Condition<HttpTarget | TcpTarget | UdpTarget> | undefined {

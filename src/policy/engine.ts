@@ -29,6 +29,7 @@ import { isIpLiteral } from "./ip.js";
 import { describePrincipal, normalizeUser, srcMatches } from "./identity.js";
 import { AgentKeyMemo, RateLimiter } from "./rate.js";
 import { formatTarget } from "./request.js";
+import { normalizeAudience } from "./token-actions.js";
 import { hashStep, NameMemo, peerNames, SUFFIX_HASH_MASK, unknownDecision, type CompiledRule, type CompiledRules, type HostTarget, type KindIndex, type PrincipalBucket } from "./compile.js";
 import type { Decision, DecisionRequest, Effect, HttpTarget, Principal, Target } from "./types.js";
 
@@ -139,14 +140,14 @@ class Ctx implements EvalContext {
   }
 }
 
-const KINDS = new Set(["http", "tcp", "mcp", "llm", "dns", "udp"]);
+const KINDS = new Set(["http", "tcp", "mcp", "llm", "dns", "udp", "token"]);
 
 /** The conditions mayAllow can test without the call's content: they depend on where the call goes only. */
 const SCREENED = new Set(["port", "scheme", "tls", "tailnet"]);
 
 const MALFORMED: Readonly<Decision> = Object.freeze({
   effect: "deny",
-  reason: "malformed decision request (needs principal.tags and a target of kind http, tcp, mcp, llm, dns or udp): denied",
+  reason: "malformed decision request (needs principal.tags and a target of kind http, tcp, mcp, llm, dns, udp or token): denied",
 });
 
 /**
@@ -485,6 +486,9 @@ export class Evaluator {
     } else if (t.kind === "mcp") {
       this.visit(idx.exact.get(t.server), false);
       this.visit(idx.other, false);
+    } else if (t.kind === "token") {
+      this.visit(idx.exact.get(t.audience), false);
+      this.visit(idx.other, false);
     } else {
       this.visit(idx.exact.get(t.provider), false);
       this.visit(idx.other, false);
@@ -505,7 +509,8 @@ function wellFormed(req: DecisionRequest): boolean {
     (req.target.kind === "http" || req.target.kind === "tcp" || req.target.kind === "udp" ? typeof req.target.host === "string" && typeof req.target.port === "number" : true) &&
     // A DNS target's record type and server must be what they claim: a server that is not a string must not read as "the system's".
     (req.target.kind !== "dns" || (typeof req.target.name === "string" && (req.target.rrtype === undefined || typeof req.target.rrtype === "string") && (req.target.server === undefined || typeof req.target.server === "string"))) &&
-    (req.target.kind !== "http" || (typeof req.target.path === "string" && typeof req.target.method === "string"))
+    (req.target.kind !== "http" || (typeof req.target.path === "string" && typeof req.target.method === "string")) &&
+    (req.target.kind !== "token" || (typeof req.target.audience === "string" && typeof req.target.method === "string" && typeof req.target.location === "string"))
   );
 }
 
@@ -527,6 +532,13 @@ function normalizeTarget(t: Target): Target {
   if (t.kind === "tcp" || t.kind === "udp") {
     const host = normalizeHost(t.host);
     return host === t.host ? t : { ...t, host };
+  }
+  if (t.kind === "token") {
+    // The audience as the index files it, the method upper-case (the location is parsed by the condition).
+    const n = normalizeAudience(t.audience);
+    const audience = typeof n === "string" ? n : t.audience;
+    const method = t.method.toUpperCase();
+    return audience === t.audience && method === t.method ? t : { ...t, audience, method };
   }
   if (t.kind === "dns") {
     const name = normalizeHost(t.name);

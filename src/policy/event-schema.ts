@@ -66,6 +66,14 @@ const TargetSummarySchema = z.discriminatedUnion("kind", [
       peer: PeerSchema.optional(),
     })
     .strict(),
+  z
+    .object({
+      kind: z.literal("token"),
+      audience: z.string().min(1),
+      method: z.string().min(1).describe('upper-case, or "*"'),
+      location: z.string().min(1).describe("scheme://host[:port]/path-glob"),
+    })
+    .strict(),
 ]);
 
 export const DecisionEventSchema = z
@@ -73,7 +81,7 @@ export const DecisionEventSchema = z
     v: z.literal(2),
     id: z.string().min(1),
     time: z.string().datetime({ offset: true }),
-    layer: z.enum(["fetch", "http", "net", "tls", "ipc", "dial", "mcp", "llm-sdk", "dns", "udp", "gateway", "cli"]),
+    layer: z.enum(["fetch", "http", "net", "tls", "ipc", "dial", "mcp", "llm-sdk", "dns", "udp", "gateway", "tokens", "cli"]),
     mode: z.enum(["enforce", "observe"]),
     principal: z
       .object({

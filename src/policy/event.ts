@@ -24,10 +24,10 @@ export const DECISION_EVENT_VERSION = 2;
 /**
  * Where a decision was made: an interception point of the guard ("fetch",
  * "http", "net", "tls", "ipc", "dial", "mcp", "llm-sdk", "dns" for node:dns
- * look-ups, "udp" for node:dgram sends), the AI gateway ("gateway"), or a
- * tool that replays decisions ("cli").
+ * look-ups, "udp" for node:dgram sends), the AI gateway ("gateway"), the
+ * token issuer ("tokens"), or a tool that replays decisions ("cli").
  */
-export type DecisionLayer = "fetch" | "http" | "net" | "tls" | "ipc" | "dial" | "mcp" | "llm-sdk" | "dns" | "udp" | "gateway" | "cli";
+export type DecisionLayer = "fetch" | "http" | "net" | "tls" | "ipc" | "dial" | "mcp" | "llm-sdk" | "dns" | "udp" | "gateway" | "tokens" | "cli";
 
 /** Who made the call, as the tailnet says: the Principal the policy judged, plus what whois adds. */
 export interface EventPrincipal extends Principal {
@@ -68,7 +68,8 @@ export type TargetSummary =
     }
   | { kind: "llm"; provider: string; model: string; maxTokens?: number }
   | { kind: "dns"; name: string; rrtype?: string; server?: string }
-  | { kind: "udp"; host: string; port: number; resolvedIp?: string; peer?: { name?: string; tags?: string[] } };
+  | { kind: "udp"; host: string; port: number; resolvedIp?: string; peer?: { name?: string; tags?: string[] } }
+  | { kind: "token"; audience: string; method: string; location: string };
 
 /** How an approve rule was settled. */
 export interface ApprovalOutcome {
@@ -201,6 +202,8 @@ export function summarizeTarget(t: Target, reveal?: Reveal): TargetSummary {
       if (peer) s.peer = peer;
       return s;
     }
+    case "token":
+      return { kind: "token", audience: t.audience, method: t.method, location: t.location };
   }
 }
 

@@ -6,7 +6,13 @@ export { PolicyInvalidError, PolicyTestsFailedError, type TestFailure } from "./
 export { parseRequest, formatTarget, REDACTED, type RequestExtras, type Reveal } from "./request.js";
 export { parsePrincipal, describePrincipal } from "./identity.js";
 export { compileGatewayRoles, type GatewayGrant, type GatewayRoles } from "./gateway.js";
-export { MESHGUARD_KEY, type MeshguardPart, type Rule, type TestCase, type GatewaySection } from "./schema.js";
+export { MESHGUARD_KEY, type MeshguardPart, type Rule, type TestCase, type GatewaySection, type TokenMatch } from "./schema.js";
+// Token rules (format version 4): locations, their globs and containment, scopes and audiences.
+export { globContains, globsOverlap, globMatches, compileGlob, MAX_GLOB_LENGTH, type GlobAnswer } from "./contain.js";
+export { parseLocation, locationContains, locationsOverlap, compileLocation, urlParts, type Location, type UrlParts } from "./location.js";
+export { parseScope, formatScope, parseAction, parseMethods, actionContains, actionOverlaps, normalizeAudience, audienceMatcher, METHOD_RE, type TokenAction } from "./token-actions.js";
+export { tokenActions } from "./compile.js";
+export { parseDuration, DURATION_HINT } from "./duration.js";
 export type { PolicyIssue } from "./source.js";
 export type { PolicyDocument } from "./validate.js";
 export * from "./types.js";

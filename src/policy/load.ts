@@ -9,7 +9,8 @@ import { createHash } from "node:crypto";
 import { applyEdits, modify } from "jsonc-parser";
 
 import { ErrorCode, MeshguardError } from "../errors.js";
-import { compile, type CompiledRules } from "./compile.js";
+import { compile, ruleId, type CompiledRules } from "./compile.js";
+import { parseDuration } from "./duration.js";
 import { Evaluator, systemClock, type Explanation } from "./engine.js";
 import { compileGatewayRoles, type GatewayRoles } from "./gateway.js";
 import { PolicyInvalidError, PolicyTestsFailedError, type TestFailure } from "./errors.js";
@@ -45,7 +46,7 @@ export interface TestResult {
 
 /** Policy is a loaded, compiled policy. Its methods never throw on a request. */
 export class Policy {
-  /** The file format version (1; 2 for a file that may hold dns and udp rules; 3 for one with a gateway section). */
+  /** The file format version (1; 2 for a file that may hold dns and udp rules; 3 for one with a gateway section; 4 for token rules). */
   readonly version: PolicyVersion;
   /** SHA-256 (hex) of the policy text: the same text gives the same hash. */
   readonly hash: string;
@@ -53,6 +54,12 @@ export class Policy {
   private readonly evaluator: Evaluator;
   /** The compiled `gateway` section (format version 3); undefined when the file has none. */
   readonly gateway: GatewayRoles | undefined;
+  /**
+   * The `maxTtl` of each token rule that has one, in milliseconds, by rule id
+   * (format version 4): the token issuer caps a token by the rules that
+   * granted its actions (a Decision names its rule, not the rule's limits).
+   */
+  readonly tokenMaxTtl: ReadonlyMap<string, number>;
 
   /** @internal use loadPolicy. */
   constructor(
@@ -67,6 +74,12 @@ export class Policy {
     if (file !== undefined) this.file = file;
     this.evaluator = new Evaluator(compiled, clock);
     this.gateway = document.part.gateway ? compileGatewayRoles(document.part.gateway, document.groups) : undefined;
+    const ttl = new Map<string, number>();
+    document.part.rules.forEach((r, i) => {
+      const ms = r.token?.maxTtl !== undefined ? parseDuration(r.token.maxTtl) : undefined;
+      if (ms !== undefined) ttl.set(ruleId(r, i), ms);
+    });
+    this.tokenMaxTtl = ttl;
   }
 
   /** The policy text as loaded (a worker thread's guard loads the same text: ../guard/worker.ts). */

@@ -10,6 +10,9 @@
  *                                   (record type optional: none is an address look-up, dns.lookup;
  *                                    "@server" only for a server other than the system's)
  *   udp metrics.internal:8125
+ *   token http://billing GET https://billing/v2/transactions/*
+ *                                   (may the caller get a token for this audience
+ *                                    granting this method, or "*", on this location glob)
  *
  * formatTarget writes a Target back in the same syntax.
  */
@@ -17,7 +20,9 @@
 import { requestError } from "./errors.js";
 import { normalizeHost } from "./hosts.js";
 import { formatServer, parseServer, RRTYPES } from "./dns.js";
-import type { DnsTarget, HttpTarget, LlmTarget, McpTarget, Target, TcpTarget, UdpTarget } from "./types.js";
+import { parseLocation } from "./location.js";
+import { METHOD_RE, normalizeAudience } from "./token-actions.js";
+import type { DnsTarget, HttpTarget, LlmTarget, McpTarget, Target, TcpTarget, TokenTarget, UdpTarget } from "./types.js";
 
 /** Extra facts a one-line request cannot carry. */
 export interface RequestExtras {
@@ -39,9 +44,10 @@ export function parseRequest(text: string, extras: RequestExtras = {}): Target {
   else if (word === "llm") t = parseLlm(text, rest);
   else if (word === "dns") t = parseDns(text, rest);
   else if (word === "udp") t = parseUdp(text, rest);
+  else if (word === "token") t = parseToken(text, rest);
   else if (/^https?:\/\//i.test(line)) t = parseHttp(text, "GET", line);
   else if (/^[A-Za-z]+$/.test(word) && rest) t = parseHttp(text, word.toUpperCase(), rest);
-  else throw requestError(text, "it does not start with an HTTP method, a URL, tcp, tls, mcp, llm, dns or udp");
+  else throw requestError(text, "it does not start with an HTTP method, a URL, tcp, tls, mcp, llm, dns, udp or token");
   if (extras.peerTags && (t.kind === "http" || t.kind === "tcp" || t.kind === "udp")) t.peer = { tags: extras.peerTags };
   if (t.kind === "http") {
     if (extras.headers) for (const [k, v] of Object.entries(extras.headers)) t.headers[k.toLowerCase()] = v;
@@ -141,6 +147,21 @@ function parseLlm(text: string, rest: string): LlmTarget {
   return t;
 }
 
+const TOKEN_USAGE = 'expected "token AUDIENCE METHOD LOCATION", e.g. "token http://billing GET https://billing/v2/transactions/*"';
+
+function parseToken(text: string, rest: string): TokenTarget {
+  const words = rest.split(/\s+/).filter(Boolean);
+  if (words.length !== 3) throw requestError(text, TOKEN_USAGE);
+  const [aud, method, loc] = words as [string, string, string];
+  const audience = normalizeAudience(aud);
+  if (typeof audience !== "string") throw requestError(text, audience.error);
+  const m = method.toUpperCase();
+  if (!METHOD_RE.test(m)) throw requestError(text, `"${method}" is not an HTTP method (or "*"); ${TOKEN_USAGE}`);
+  const l = parseLocation(loc);
+  if (typeof l === "string") throw requestError(text, l);
+  return { kind: "token", audience, method: m, location: l.text };
+}
+
 /**
  * Reveal names the values a rendering or an event may carry. By default none:
  * query values, header values and MCP argument values may hold secrets.
@@ -191,6 +212,8 @@ export function formatTarget(t: Target, opts?: { reveal?: Reveal }): string {
       const host = t.host.includes(":") ? `[${t.host}]` : t.host;
       return `udp ${host}:${t.port}`;
     }
+    case "token":
+      return `token ${t.audience} ${t.method} ${t.location}`;
     default:
       return `unknown target ${JSON.stringify((t as { kind?: unknown }).kind)}`;
   }

@@ -1,7 +1,7 @@
 /**
- * The policy file format, versions 1 to 3, as zod schemas (version 2 adds
- * `dns` and `udp` rules, version 3 the AI gateway's `gateway` section;
- * docs/policy.md, "Format history"). This is the single
+ * The policy file format, versions 1 to 4, as zod schemas (version 2 adds
+ * `dns` and `udp` rules, version 3 the AI gateway's `gateway` section,
+ * version 4 `token` rules; docs/policy.md, "Format history"). This is the single
  * source of truth: the loader validates with it, the compiler reads its
  * output types, and `docs/policy.schema.json` (editor completion) is
  * generated from it (test/policy/schema.test.ts checks that file is current).
@@ -12,6 +12,7 @@
  */
 
 import { z } from "zod";
+import { DURATION_HINT, parseDuration } from "./duration.js";
 
 /** strictObject rejects unknown keys and names the valid ones in the message. */
 function strictObject<T extends z.ZodRawShape>(shape: T) {
@@ -140,6 +141,38 @@ export const LlmMatchSchema = strictObject({
   maxTokens: z.number().int().positive().optional().describe("the request must declare max tokens ≤ this; unknown fails closed"),
 });
 
+/** One entry of a token rule's actions: methods on locations, or a scope string (src/policy/token-actions.ts). */
+export const TokenActionSchema = z.union([
+  strictObject({
+    methods: z
+      .array(z.string().regex(/^(?:[A-Z][A-Z0-9_-]*|\*)$/, 'must be an upper-case HTTP method such as "GET", or "*"'))
+      .min(1, 'list at least one method (or "*")'),
+    locations: z
+      .array(z.string().min(1, "a location must not be empty"))
+      .min(1, "list at least one location")
+      .describe('scheme://host[:port]/path-glob: "*" within one path segment, "**" across segments, e.g. "https://billing/v2/transactions/*"'),
+  }),
+  z.string().min(1).describe('a scope string: "http:GET:billing/v2/transactions/*" (methods comma-separated or "*"; no scheme means http and https)'),
+]);
+
+/**
+ * A token rule (format version 4): which audiences and actions the token
+ * issuer may grant to `src`. A requested action is granted when it is
+ * contained in one of the rule's actions (docs/tokens.md, "Containment").
+ */
+export const TokenMatchSchema = strictObject({
+  audience: z
+    .array(z.string().min(1, "an audience must not be empty"))
+    .min(1, 'list at least one audience (or "*")')
+    .describe('service origins ("http://billing") or names; "*" in a pattern matches any characters'),
+  actions: z.array(TokenActionSchema).min(1, "list at least one action").describe("what a token may grant: { methods, locations } or scope strings"),
+  maxTtl: z
+    .string()
+    .refine((s) => parseDuration(s) !== undefined, DURATION_HINT)
+    .optional()
+    .describe('the longest lifetime of a token this rule grants, e.g. "15m"; default: the issuer\'s cap'),
+});
+
 export const WEEKDAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"] as const;
 const WeekdaySchema = z.enum(WEEKDAYS, {
   errorMap: () => ({ message: `must be one of ${WEEKDAYS.map((d) => `"${d}"`).join(", ")}` }),
@@ -176,6 +209,7 @@ export const RuleSchema = strictObject({
   llm: LlmMatchSchema.optional(),
   dns: DnsMatchSchema.optional().describe("a DNS look-up (format version 2)"),
   udp: UdpMatchSchema.optional().describe("a UDP datagram (format version 2)"),
+  token: TokenMatchSchema.optional().describe("what the token issuer may grant (format version 4)"),
   when: WhenSchema.optional(),
 });
 
@@ -184,7 +218,7 @@ export const TestCaseSchema = strictObject({
   request: z
     .string()
     .min(1)
-    .describe('"GET https://host/path", "tcp host:port", "tls host:port", "mcp server tool {json}", "llm provider/model [maxTokens]", "dns name [RRTYPE] [@server]", "udp host:port"'),
+    .describe('"GET https://host/path", "tcp host:port", "tls host:port", "mcp server tool {json}", "llm provider/model [maxTokens]", "dns name [RRTYPE] [@server]", "udp host:port", "token AUDIENCE METHOD LOCATION"'),
   expect: EffectSchema,
   ruleId: z.string().optional().describe("the id of the rule expected to decide"),
   rule: z.string().optional().describe("deprecated spelling of ruleId (still read)"),
@@ -229,10 +263,10 @@ export const MeshguardPartSchema = strictObject({
   $schema: z.string().optional(),
   version: z
     .nativeEnum(
-      { V1: 1, V2: 2, V3: 3 } as const,
-      { errorMap: () => ({ message: "must be 1, 2 or 3 (the policy format versions this meshguard reads; 2 adds dns and udp rules, 3 the gateway section)" }) },
+      { V1: 1, V2: 2, V3: 3, V4: 4 } as const,
+      { errorMap: () => ({ message: "must be 1, 2, 3 or 4 (the policy format versions this meshguard reads; 2 adds dns and udp rules, 3 the gateway section, 4 token rules)" }) },
     )
-    .describe("the file format version: 1, 2 for dns and udp rules, 3 for the gateway section"),
+    .describe("the file format version: 1, 2 for dns and udp rules, 3 for the gateway section, 4 for token rules"),
   groups: GroupsSchema.optional().describe("groups local to meshguard; merged with the tailnet policy's groups"),
   tagOwners: TagOwnersSchema.optional(),
   rules: z.array(RuleSchema),
@@ -264,13 +298,14 @@ export type McpMatch = z.output<typeof McpMatchSchema>;
 export type LlmMatch = z.output<typeof LlmMatchSchema>;
 export type DnsMatch = z.output<typeof DnsMatchSchema>;
 export type UdpMatch = z.output<typeof UdpMatchSchema>;
+export type TokenMatch = z.output<typeof TokenMatchSchema>;
 export type When = z.output<typeof WhenSchema>;
 export type ArgConstraint = z.output<typeof ArgConstraintSchema>;
 export type TestCase = z.output<typeof TestCaseSchema>;
 export type MeshguardPart = z.output<typeof MeshguardPartSchema>;
 export type GatewaySection = z.output<typeof GatewaySectionSchema>;
 export type GatewayRoleGrant = z.output<typeof GatewayRoleSchema>;
-/** The policy format versions this meshguard reads (2 adds dns and udp rules, 3 the gateway section). */
+/** The policy format versions this meshguard reads (2 adds dns and udp rules, 3 the gateway section, 4 token rules). */
 export type PolicyVersion = MeshguardPart["version"];
 export type Weekday = (typeof WEEKDAYS)[number];
 

@@ -13,6 +13,7 @@ import { parsePrincipal } from "./identity.js";
 import { parseRequest } from "./request.js";
 import { ruleId } from "./compile.js";
 import { zoneIsValid } from "./time.js";
+import { tokenRuleIssues } from "./token-semantics.js";
 import type { PathKey } from "./source.js";
 import type { MeshguardPart } from "./schema.js";
 
@@ -31,9 +32,13 @@ export function checkSemantics(part: MeshguardPart, groups: Record<string, strin
 
   part.rules.forEach((r, i) => {
     const p: PathKey[] = ["rules", i];
-    const kinds = (["http", "tcp", "mcp", "llm", "dns", "udp"] as const).filter((k) => r[k] !== undefined);
+    const kinds = (["http", "tcp", "mcp", "llm", "dns", "udp", "token"] as const).filter((k) => r[k] !== undefined);
     if (kinds.length !== 1) {
-      at(p, kinds.length === 0 ? "a rule needs exactly one target: http, tcp, mcp, llm, dns or udp" : `a rule has exactly one target, this one has ${kinds.join(" and ")}: split it into ${kinds.length} rules`);
+      at(p, kinds.length === 0 ? "a rule needs exactly one target: http, tcp, mcp, llm, dns, udp or token" : `a rule has exactly one target, this one has ${kinds.join(" and ")}: split it into ${kinds.length} rules`);
+    }
+    if (r.token !== undefined) {
+      if (part.version < 4) at(p, `token rules need "version": 4 (version ${part.version} has no token rules): change "version" to 4`, "token");
+      for (const issue of tokenRuleIssues(r)) at([...p, ...issue.path], issue.message, issue.key);
     }
     // Version 1 files keep their meaning: the kinds version 2 added are an error there, not silently read.
     for (const k of ["dns", "udp"] as const) {

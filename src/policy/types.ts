@@ -110,7 +110,22 @@ export interface UdpTarget {
   peer?: PeerInfo;
 }
 
-export type Target = HttpTarget | TcpTarget | McpTarget | LlmTarget | DnsTarget | UdpTarget;
+/**
+ * A request to the token issuer for one action: may the caller get a token
+ * for `audience` that lets it call `method` on `location`? A token request
+ * with several actions is one decision per (method, location) pair.
+ */
+export interface TokenTarget {
+  kind: "token";
+  /** Canonical audience: an origin ("http://billing") or a name. */
+  audience: string;
+  /** Upper-case method, or "*" for any. */
+  method: string;
+  /** A location glob, "scheme://host[:port]/path-glob" (src/policy/location.ts). */
+  location: string;
+}
+
+export type Target = HttpTarget | TcpTarget | McpTarget | LlmTarget | DnsTarget | UdpTarget | TokenTarget;
 
 /** One decision request. `now` comes from the engine's injectable clock when absent. */
 export interface DecisionRequest {

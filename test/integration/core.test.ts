@@ -426,6 +426,18 @@ describe("resources", () => {
     expect(out.trim()).toBe("online");
   });
 
+  it("a node closed while its servers listen does not keep the process alive", async () => {
+    const child = spawn(process.execPath, [fixture("close-listening.mjs"), tn.control.url, await tn.key(["tag:agent-a"]), join(tn.stateDir, "close-listening")], { stdio: ["ignore", "pipe", "inherit"] });
+    let out = "";
+    child.stdout!.on("data", (c) => (out += c));
+    const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
+    const [code, signal] = (await once(child, "exit")) as [number | null, string | null];
+    clearTimeout(timer);
+    expect(signal).toBeNull();
+    expect(code).toBe(0);
+    expect(out.trim()).toBe("closed");
+  });
+
   it("this process's tables hold exactly what is open", async () => {
     const before = await coreHandles();
     const server = await service.listen(7040);

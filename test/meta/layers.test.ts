@@ -29,8 +29,10 @@ const ALLOWED: Record<string, string[]> = {
   config: ["errors", "progress"],
   // The message MeshNode.dial publishes and the guard subscribes to: below both.
   "dial-channel": ["errors"],
+  // The message MeshNode.fetch publishes and the tokens client subscribes to.
+  "fetch-channel": ["errors"],
   backend: ["errors", "config"],
-  node: ["errors", "config", "backend", "progress", "dial-channel"],
+  node: ["errors", "config", "backend", "progress", "dial-channel", "fetch-channel"],
   index: ["node", "errors", "config", "backend"],
   policy: ["errors"],
   control: ["errors", "progress"],

@@ -63,6 +63,7 @@ function maximal(): DecisionEvent[] {
     full("llm p/m 5"),
     full("dns n.example TXT @127.0.0.1:5353"),
     full("udp h:53"),
+    full("token http://billing GET https://billing/v2/*"),
   ];
 }
 

@@ -42,7 +42,7 @@ describe("format version 2", () => {
   });
 
   test("an unknown version names the versions this meshguard reads", () => {
-    expect(() => loadPolicy(JSON.stringify({ version: 4, rules: [] }))).toThrow(/version: must be 1, 2 or 3 .*got 4/);
+    expect(() => loadPolicy(JSON.stringify({ version: 5, rules: [] }))).toThrow(/version: must be 1, 2, 3 or 4 .*got 5/);
   });
 
   test("dns and udp rules are checked like the others: names, servers, record types, hosts, ports", () => {

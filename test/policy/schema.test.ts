@@ -15,7 +15,7 @@ const FILE = fileURLToPath(new URL("../../docs/policy.schema.json", import.meta.
 
 function generate(): string {
   const schema = zodToJsonSchema(PolicyFileSchema, { name: "MeshguardPolicy", $refStrategy: "none", errorMessages: false });
-  const doc = { ...schema, title: "meshguard policy file (format versions 1 to 3)", description: "A meshguard policy: standalone, or under the key \"meshguard\" of a tailnet policy file. See docs/policy.md." };
+  const doc = { ...schema, title: "meshguard policy file (format versions 1 to 4)", description: "A meshguard policy: standalone, or under the key \"meshguard\" of a tailnet policy file. See docs/policy.md." };
   return JSON.stringify(doc, null, 2) + "\n";
 }
 
@@ -34,5 +34,5 @@ test("docs/policy.schema.json is generated from the zod schema and up to date", 
 test("the JSON schema describes the rule fields", () => {
   const s = JSON.parse(generate());
   const text = JSON.stringify(s);
-  for (const key of ["rules", "tests", "gateway", "roles", "quotas", "src", "http", "tcp", "mcp", "llm", "dns", "udp", "rrtype", "server", "when", "maxBodyBytes", "perMinute", "timeZone"]) expect(text).toContain(`"${key}"`);
+  for (const key of ["rules", "tests", "gateway", "roles", "quotas", "src", "http", "tcp", "mcp", "llm", "dns", "udp", "token", "audience", "actions", "locations", "maxTtl", "rrtype", "server", "when", "maxBodyBytes", "perMinute", "timeZone"]) expect(text).toContain(`"${key}"`);
 });
