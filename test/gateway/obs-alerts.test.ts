@@ -102,7 +102,7 @@ describe("repeated policy denials by one identity", () => {
     const { e } = engine({ webhooks: [{ name: "ops", url: `${hook.url}/alert` }], rules: [{ name: "guard-denials", kind: "denials", count: 2, per: "user" }] });
     const passed: string[] = [];
     const sink = alertAuditSink(e, { write: (ev) => passed.push(ev.id) });
-    const target = { kind: "http" as const, scheme: "https" as const, host: "exfil.example.com", port: 443, method: "POST", path: "/upload" };
+    const target = { kind: "http" as const, scheme: "https" as const, host: "exfil.example.com", port: 443, method: "POST", path: "/upload", query: "", headers: {} };
     const deny = (node: string) => decisionEvent({ node, user: "bob@example.com", tags: [] }, target, { effect: "deny", reason: "no rule allows it" }, { layer: "fetch", outcome: "deny", latencyUs: 3 });
     const allow = decisionEvent({ node: "bob-laptop", user: "bob@example.com", tags: [] }, target, { effect: "allow", ruleId: "r", reason: "ok" }, { layer: "fetch", outcome: "allow", latencyUs: 3 });
     sink.write(allow);

@@ -96,7 +96,9 @@ export function createObservability(
     },
     pruned(deleted, before) {
       metrics?.prunedRecords(deleted);
-      log.logger.info({ deleted, before: new Date(before).toISOString() }, `retention: deleted ${deleted} log record(s) older than ${new Date(before).toISOString()}`);
+      // A run that found nothing is routine: debug, so an hourly job does not fill the log.
+      const at = new Date(before).toISOString();
+      log.logger[deleted > 0 ? "info" : "debug"]({ deleted, before: at }, `retention: deleted ${deleted} log record(s) older than ${at}`);
     },
     routes(store) {
       return [metricsRoute(metrics), ...exportRoutes(store)];

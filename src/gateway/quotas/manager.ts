@@ -181,7 +181,9 @@ export function createQuotaManager(
         const amount = chain[0]!.cfg.unit === "usd" ? need.usd! : need.tokens;
         const avail = chain.reduce((s, l) => s + Math.max(0, levels.get(l.key)!), 0);
         if (avail + EPSILON < amount) {
-          if (opts.onLevels) refusedLevels = chain.map((l) => ({ key: l.key, bucket: l.bucket, unit: l.cfg.unit, level: levels.get(l.key)!, capacity: l.rate.capacity, refused: true }));
+          // A request larger than the chain can ever hold says nothing about how spent the bucket is.
+          const fits = chain.reduce((sum, l) => sum + l.rate.capacity, 0) + EPSILON >= amount;
+          if (opts.onLevels && fits) refusedLevels = chain.map((l) => ({ key: l.key, bucket: l.bucket, unit: l.cfg.unit, level: levels.get(l.key)!, capacity: l.rate.capacity, refused: true }));
           return { states: [], result: refusal(chain, levels, amount, facts) };
         }
         let rest = amount;
