@@ -30,7 +30,10 @@ export interface GatewayLog {
   close(): Promise<void>;
 }
 
-type Sink = DestinationStream & { flush?(cb?: (err?: Error) => void): void; end?(): void };
+type Sink = DestinationStream & { flush?(cb?: (err?: Error) => void): void; end?(): void; once?(event: "close" | "error", f: () => void): void };
+
+/** How long close waits for a log file to be written and closed. */
+const CLOSE_MS = 5_000;
 
 /**
  * createGatewayLog opens the log the config's `log` section describes, or
@@ -44,7 +47,9 @@ export function createGatewayLog(cfg: LogConfig | undefined, scrub: KeyScrubber,
   else if (cfg !== undefined) {
     const d = cfg.destination;
     ownFile = d !== "stderr" && d !== "stdout";
-    sink = pino.destination({ dest: d === "stderr" ? 2 : d === "stdout" ? 1 : d, append: true, mkdir: true, sync: false }) as unknown as Sink;
+    // stdout/stderr: written synchronously, as pino does by default (nothing is lost on exit or crash);
+    // a file: asynchronously, ended and waited for on close.
+    sink = (ownFile ? pino.destination({ dest: d, append: true, mkdir: true, sync: false }) : pino.destination({ dest: d === "stderr" ? 2 : 1, sync: true })) as unknown as Sink;
   }
   const level = cfg?.level ?? (stream !== undefined ? "info" : "silent");
   const inner = sink;
@@ -94,7 +99,19 @@ export function createGatewayLog(cfg: LogConfig | undefined, scrub: KeyScrubber,
     flush,
     async close() {
       await flush();
-      if (ownFile) inner?.end?.();
+      const file = inner;
+      if (!ownFile || file?.end === undefined || file.once === undefined) return;
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, CLOSE_MS);
+        const done = () => (clearTimeout(t), resolve());
+        file.once!("close", done);
+        file.once!("error", done);
+        try {
+          file.end!();
+        } catch {
+          done(); // already destroyed
+        }
+      });
     },
   };
 }
