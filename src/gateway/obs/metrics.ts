@@ -2,8 +2,9 @@
  * The gateway's Prometheus metrics, in a registry of its own (never
  * prom-client's global one: two gateways in one process, or an application
  * with metrics of its own, do not mix). Everything is updated once per
- * finished request from its log record, so the request path pays a few
- * counter increments and three histogram observations, nothing more.
+ * finished request from its log record: the per-request series are plain
+ * additions on children looked up once per label set (./series.ts), about a
+ * microsecond a request; the rarer events use prom-client's own counters.
  *
  * Labels are bounded: provider names and operations come from the config
  * and the code; model names are capped (./labels.ts); no label holds a user
@@ -11,10 +12,11 @@
  * for — a label per user would make every scrape as large as the user list).
  */
 
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { Counter, Gauge, Registry, collectDefaultMetrics, type Metric } from "prom-client";
 import type { HookFailedError } from "../hooks.js";
 import type { LogRecord } from "../types.js";
 import { LabelCap } from "./labels.js";
+import { FastCounter, FastHistogram, type CounterChild, type HistogramChild } from "./series.js";
 
 const PREFIX = "meshguard_gateway_";
 
@@ -36,15 +38,34 @@ export interface MetricsOptions {
   inflight: () => number;
 }
 
+/** The children of one (provider, model, operation, outcome): looked up once, then only added to. */
+interface CallSeries {
+  requests: CounterChild;
+  input: CounterChild;
+  output: CounterChild;
+  cacheRead: CounterChild;
+  cacheWrite: CounterChild;
+  cost: CounterChild;
+}
+
+interface TimeSeries {
+  duration: HistogramChild;
+  overhead: HistogramChild;
+  ttft: HistogramChild;
+}
+
 export class GatewayMetrics {
   readonly registry = new Registry();
   private readonly models = new LabelCap(MAX_MODELS);
-  private readonly requests: Counter<"provider" | "model" | "operation" | "outcome">;
-  private readonly tokens: Counter<"provider" | "model" | "type">;
-  private readonly cost: Counter<"provider" | "model">;
-  private readonly duration: Histogram<"provider" | "operation">;
-  private readonly overhead: Histogram<"provider" | "operation">;
-  private readonly ttft: Histogram<"provider" | "operation">;
+  /** Children per label set, keyed by the labels joined (bounded like the labels themselves). */
+  private readonly calls = new Map<string, CallSeries>();
+  private readonly times = new Map<string, TimeSeries>();
+  private readonly requests = new FastCounter(`${PREFIX}requests_total`, "LLM requests finished, by how they ended");
+  private readonly tokens = new FastCounter(`${PREFIX}tokens_total`, "Tokens of finished requests (type: input, output, cache_read, cache_write)");
+  private readonly cost = new FastCounter(`${PREFIX}cost_usd_total`, "Cost of finished requests in US dollars (price table)");
+  private readonly duration = new FastHistogram(`${PREFIX}request_duration_seconds`, "Request received to last byte sent", DURATION_BUCKETS);
+  private readonly overhead = new FastHistogram(`${PREFIX}added_latency_seconds`, "Time the gateway added: request received to upstream request sent", OVERHEAD_BUCKETS);
+  private readonly ttft = new FastHistogram(`${PREFIX}time_to_first_token_seconds`, "Streams: request received to first body byte sent", TTFT_BUCKETS);
   private readonly quota: Counter<"provider" | "status">;
   private readonly upstreamErrors: Counter<"provider" | "status">;
   private readonly denials: Counter<"provider" | "rule">;
@@ -54,12 +75,8 @@ export class GatewayMetrics {
 
   constructor(opts: MetricsOptions) {
     const registers = [this.registry];
-    this.requests = new Counter({ name: `${PREFIX}requests_total`, help: "LLM requests finished, by how they ended", labelNames: ["provider", "model", "operation", "outcome"], registers });
-    this.tokens = new Counter({ name: `${PREFIX}tokens_total`, help: "Tokens of finished requests (type: input, output, cache_read, cache_write)", labelNames: ["provider", "model", "type"], registers });
-    this.cost = new Counter({ name: `${PREFIX}cost_usd_total`, help: "Cost of finished requests in US dollars (price table)", labelNames: ["provider", "model"], registers });
-    this.duration = new Histogram({ name: `${PREFIX}request_duration_seconds`, help: "Request received to last byte sent", labelNames: ["provider", "operation"], buckets: DURATION_BUCKETS, registers });
-    this.overhead = new Histogram({ name: `${PREFIX}added_latency_seconds`, help: "Time the gateway added: request received to upstream request sent", labelNames: ["provider", "operation"], buckets: OVERHEAD_BUCKETS, registers });
-    this.ttft = new Histogram({ name: `${PREFIX}time_to_first_token_seconds`, help: "Streams: request received to first body byte sent", labelNames: ["provider", "operation"], buckets: TTFT_BUCKETS, registers });
+    for (const m of [this.requests, this.tokens, this.cost, this.duration, this.overhead, this.ttft]) this.registry.registerMetric(m as unknown as Metric);
+    // The rarer events: prom-client's own counters.
     this.quota = new Counter({ name: `${PREFIX}quota_rejections_total`, help: "Requests refused by a quota bucket (429: wait; 403: waiting cannot help)", labelNames: ["provider", "status"], registers });
     this.upstreamErrors = new Counter({ name: `${PREFIX}upstream_errors_total`, help: "Upstream failures: the provider's 4xx/5xx status, 502 unreachable, 504 timed out", labelNames: ["provider", "status"], registers });
     this.denials = new Counter({ name: `${PREFIX}policy_denials_total`, help: "Requests the policy denied, by deciding rule (\"\": the default deny)", labelNames: ["provider", "rule"], registers });
@@ -83,18 +100,20 @@ export class GatewayMetrics {
     const provider = rec.provider || "none";
     const model = this.models.of(rec.model || "none");
     const op = rec.operation;
-    this.requests.labels(provider, model, op, rec.outcome).inc();
+    const c = this.callSeries(provider, model, op, rec.outcome);
+    c.requests.value++;
     const u = rec.usage;
     if (u !== undefined) {
-      if (u.inputTokens > 0) this.tokens.labels(provider, model, "input").inc(u.inputTokens);
-      if (u.outputTokens > 0) this.tokens.labels(provider, model, "output").inc(u.outputTokens);
-      if (u.cacheReadTokens) this.tokens.labels(provider, model, "cache_read").inc(u.cacheReadTokens);
-      if (u.cacheWriteTokens) this.tokens.labels(provider, model, "cache_write").inc(u.cacheWriteTokens);
+      c.input.value += u.inputTokens;
+      c.output.value += u.outputTokens;
+      if (u.cacheReadTokens) c.cacheRead.value += u.cacheReadTokens;
+      if (u.cacheWriteTokens) c.cacheWrite.value += u.cacheWriteTokens;
     }
-    if (rec.costUsd !== undefined && rec.costUsd > 0) this.cost.labels(provider, model).inc(rec.costUsd);
-    this.duration.labels(provider, op).observe(rec.durationMs / 1000);
-    if (WENT_UPSTREAM.has(rec.outcome)) this.overhead.labels(provider, op).observe(rec.overheadMs / 1000);
-    if (rec.ttftMs !== undefined) this.ttft.labels(provider, op).observe(rec.ttftMs / 1000);
+    if (rec.costUsd !== undefined) c.cost.value += rec.costUsd;
+    const t = this.timeSeries(provider, op);
+    t.duration.observe(rec.durationMs / 1000);
+    if (WENT_UPSTREAM.has(rec.outcome)) t.overhead.observe(rec.overheadMs / 1000);
+    if (rec.ttftMs !== undefined) t.ttft.observe(rec.ttftMs / 1000);
     switch (rec.outcome) {
       case "quota":
         this.quota.labels(provider, String(rec.status)).inc();
@@ -109,6 +128,35 @@ export class GatewayMetrics {
       default:
         break;
     }
+  }
+
+  private callSeries(provider: string, model: string, operation: string, outcome: string): CallSeries {
+    const key = `${provider}\u0000${model}\u0000${operation}\u0000${outcome}`;
+    let c = this.calls.get(key);
+    if (c === undefined) {
+      const tok = (type: string) => this.tokens.child({ provider, model, type });
+      c = {
+        requests: this.requests.child({ provider, model, operation, outcome }),
+        input: tok("input"),
+        output: tok("output"),
+        cacheRead: tok("cache_read"),
+        cacheWrite: tok("cache_write"),
+        cost: this.cost.child({ provider, model }),
+      };
+      this.calls.set(key, c);
+    }
+    return c;
+  }
+
+  private timeSeries(provider: string, operation: string): TimeSeries {
+    const key = `${provider}\u0000${operation}`;
+    let t = this.times.get(key);
+    if (t === undefined) {
+      const l = { provider, operation };
+      t = { duration: this.duration.child(l), overhead: this.overhead.child(l), ttft: this.ttft.child(l) };
+      this.times.set(key, t);
+    }
+    return t;
   }
 
   hookFailed(err: HookFailedError): void {
