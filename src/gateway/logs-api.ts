@@ -25,8 +25,7 @@ import type { AdminRequest, AdminResponse, AdminRoute, GatewayStore, LogQuery, L
 /** Records read from the store per round trip of an export. */
 const EXPORT_PAGE = 500;
 
-/** Time is a query time: epoch milliseconds or an ISO 8601 time (shared by the export routes). */
-export const Time = z.string().transform((s, ctx) => {
+const Time = z.string().transform((s, ctx) => {
   const t = /^\d+$/.test(s) ? Number(s) : Date.parse(s);
   if (!Number.isSafeInteger(t)) {
     ctx.addIssue({ code: z.ZodIssueCode.custom, message: `${JSON.stringify(s)} is not a time: give epoch milliseconds or an ISO 8601 time such as 2026-01-31T12:00:00Z` });

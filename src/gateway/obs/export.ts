@@ -17,12 +17,25 @@
 
 import { z } from "zod";
 import { ErrorCode } from "../../errors.js";
-import { Time } from "../logs-api.js";
 import type { AdminRequest, AdminResponse, AdminRoute, GatewayStore, LogQuery, LogRecord } from "../types.js";
 import { csvRow } from "./csv.js";
 
 /** Records read from the store per round trip. */
 const PAGE = 500;
+
+/**
+ * A query time: epoch milliseconds or an ISO 8601 time, read as the logs
+ * API reads it (its definition is private to ./logs-api.ts; one shared
+ * definition belongs with the API's query helpers).
+ */
+const Time = z.string().transform((s, ctx) => {
+  const t = /^\d+$/.test(s) ? Number(s) : Date.parse(s);
+  if (!Number.isSafeInteger(t)) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, message: `${JSON.stringify(s)} is not a time: give epoch milliseconds or an ISO 8601 time such as 2026-01-31T12:00:00Z` });
+    return z.NEVER;
+  }
+  return t;
+});
 
 const Name = z.string().min(1, "must not be empty").max(1000);
 
