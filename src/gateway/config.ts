@@ -131,6 +131,9 @@ export const GatewayConfigSchema = z
     hooks: GATEWAY_PARTS.hooks.optional(),
     retention: GATEWAY_PARTS.retention.optional(),
     storage: GATEWAY_PARTS.storage.optional(),
+    telemetry: GATEWAY_PARTS.telemetry.optional().describe("Prometheus metrics (on by default) and OpenTelemetry spans (off by default)"),
+    log: GATEWAY_PARTS.log.optional().describe("the gateway's own JSON log lines (pino); absent: none"),
+    alerts: GATEWAY_PARTS.alerts.optional().describe("rules that fire webhooks (Slack or JSON)"),
   })
   .strict();
 
@@ -198,6 +201,7 @@ export function resolveConfigPaths(cfg: GatewayConfig, base: string): GatewayCon
   const providers: GatewayConfig["providers"] = {};
   for (const [name, p] of Object.entries(cfg.providers)) providers[name] = p.key?.file !== undefined ? { ...p, key: { file: abs(p.key.file) } } : p;
   const out: GatewayConfig = { ...cfg, providers, policy: abs(cfg.policy), dataDir: abs(cfg.dataDir) };
+  if (cfg.log && cfg.log.destination !== "stderr" && cfg.log.destination !== "stdout") out.log = { ...cfg.log, destination: abs(cfg.log.destination) };
   if (cfg.tailnet) {
     const t = { ...cfg.tailnet };
     if (t.dir !== undefined) t.dir = abs(t.dir);

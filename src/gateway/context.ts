@@ -12,7 +12,7 @@ import type { AccessResolver } from "./caller.js";
 import type { GatewayConfig } from "./config.js";
 import type { Router } from "./providers.js";
 import type { KeyScrubber } from "./scrub.js";
-import type { AdminRoute, Caller, GatewayStore, HookRunner, ModelPrice, QuotaManager, Retention } from "./types.js";
+import type { AdminRoute, Caller, CallFacts, GatewayStore, HookRunner, LogRecord, ModelPrice, QuotaManager, Retention } from "./types.js";
 
 /** Sessions names the session of a request (the store part's SessionTracker). */
 export interface Sessions {
@@ -44,6 +44,12 @@ export interface GatewayContext {
   readonly adminRoutes: readonly AdminRoute[];
   /** Counts requests in flight, so close() can wait for them. */
   readonly inflight: Inflight;
+  /**
+   * Told every finished call's record (metadata; bodies only when stored),
+   * once, after the answer: metrics, spans, alerts, the access log
+   * (./obs/). Must not throw or wait.
+   */
+  readonly observe?: (rec: LogRecord, facts: CallFacts | undefined) => void;
   /** Something went wrong that is not a request's fault (a store write failed): reported, never thrown. */
   warn(err: unknown): void;
 }

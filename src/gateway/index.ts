@@ -6,3 +6,5 @@ export { startGateway, type GatewayHandle, type GatewayOptions } from "./start.j
 export { GatewayConfigError, GatewayConfigSchema, loadGatewayConfig, parseGatewayConfig, type GatewayConfig, type GatewayConfigInput, type ProviderConfig } from "./config.js";
 export { GATEWAY_CAP } from "./access.js";
 export type * from "./types.js";
+export { alertAuditSink, createAlertEngine, type Alert, type AlertEngine, type AlertEngineOptions, type BucketLevel, type Denial, type TelemetryOptions } from "./obs/index.js";
+export type { AlertsConfig, AlertsConfigInput, AlertRule, AlertWebhook, LogConfig, TelemetryConfig } from "./obs/config.js";

@@ -17,7 +17,7 @@ import type { GatewayConfig } from "./config.js";
 import { createHookRunner, type HookFailedError } from "./hooks.js";
 import { logRoutes } from "./logs-api.js";
 import { maxOutputTokensOf, priceOf } from "./prices.js";
-import { createQuotaManager } from "./quotas/manager.js";
+import { createQuotaManager, type LevelReport } from "./quotas/manager.js";
 import { SessionTracker } from "./sessions.js";
 import type { GatewayParts } from "./start.js";
 import { openStore, parseDuration, toRetention } from "./store/index.js";
@@ -31,6 +31,7 @@ export async function openParts(
   chains: WeakMap<Caller, string[][]>,
   warn: (err: unknown) => void,
   cleanup: Array<() => Promise<unknown>>,
+  obs?: PartsObserver,
 ): Promise<GatewayParts> {
   const retention: Retention = injected.retention ?? toRetention(cfg.retention ?? { mode: "full" });
   const quotas = cfg.quotas ?? {};
@@ -40,7 +41,15 @@ export async function openParts(
   const needStore = retention.mode !== "none" || Object.keys(quotas).length > 0 || (policy.current?.gateway?.buckets.length ?? 0) > 0;
   let store = injected.store;
   if (store === undefined && needStore) {
-    store = await openStore(cfg.storage ?? {}, { dataDir: cfg.dataDir, retention, secrets, onError: warn });
+    const pruneEvery = cfg.retention?.pruneEvery;
+    store = await openStore(cfg.storage ?? {}, {
+      dataDir: cfg.dataDir,
+      retention,
+      secrets,
+      onError: warn,
+      ...(pruneEvery !== undefined ? { pruneEveryMs: parseDuration(pruneEvery)! } : {}),
+      ...(obs ? { onPruned: obs.pruned } : {}),
+    });
     const s = store;
     cleanup.push(() => s.flush().finally(() => s.close()));
   }
@@ -48,7 +57,7 @@ export async function openParts(
   let qm = injected.quotas;
   let bucketApi: ReturnType<typeof bucketRoutes> = [];
   if (qm === undefined && store !== undefined) {
-    const handle = createQuotaManager(store, quotas, (caller) => chains.get(caller) ?? policyAccess(caller, policy.current).chains);
+    const handle = createQuotaManager(store, quotas, (caller) => chains.get(caller) ?? policyAccess(caller, policy.current).chains, obs ? { onLevels: obs.bucketLevels } : {});
     const recovered = await handle.recover();
     if (recovered > 0) warn(new MeshguardError(ErrorCode.STORE_FAILED, `settled ${recovered} quota reservation(s) left by a previous gateway process, each charged in full`));
     qm = handle;
@@ -57,7 +66,12 @@ export async function openParts(
 
   let hooks = injected.hooks;
   if (hooks === undefined && cfg.hooks !== undefined) {
-    const h = createHookRunner(cfg.hooks, { onError: (err: HookFailedError) => warn(err) });
+    const h = createHookRunner(cfg.hooks, {
+      onError: (err: HookFailedError) => {
+        obs?.hookFailed(err);
+        warn(err);
+      },
+    });
     hooks = h;
     cleanup.push(() => h.close());
   }
@@ -73,6 +87,13 @@ export async function openParts(
     access: injected.access ?? policyAccess,
     adminRoutes: injected.adminRoutes ?? [...(store ? logRoutes(store) : []), ...bucketApi],
   };
+}
+
+/** What the parts tell the gateway's observability (./obs/): hook failures, bucket levels, retention runs. */
+export interface PartsObserver {
+  hookFailed(err: HookFailedError): void;
+  bucketLevels(levels: LevelReport[]): void;
+  pruned(deleted: number, before: number): void;
 }
 
 /** checkBuckets: every bucket the policy's gateway section names must be configured (else every request of those callers would be refused). */

@@ -1,10 +1,11 @@
 /**
  * The config sections owned by the gateway's other parts (quotas, hooks,
- * store): each part exports its own zod schema, and the gateway config
+ * store, observability): each part exports its own zod schema, and the gateway config
  * takes them from here, so a section is validated by the part that reads it.
  */
 
 import { HooksConfigSchema } from "./hooks.js";
+import { AlertsConfigSchema, LogConfigSchema, TelemetryConfigSchema } from "./obs/config.js";
 import { QuotasConfigSchema } from "./quotas/config.js";
 import { RetentionConfigSchema, StorageConfigSchema } from "./store/config.js";
 
@@ -13,4 +14,7 @@ export const GATEWAY_PARTS = {
   hooks: HooksConfigSchema,
   retention: RetentionConfigSchema,
   storage: StorageConfigSchema,
+  telemetry: TelemetryConfigSchema,
+  log: LogConfigSchema,
+  alerts: AlertsConfigSchema,
 };

@@ -1,7 +1,7 @@
 /**
  * The state of one call and its single end: settle the quota reservation
  * with what the call really cost, append the log record (per retention),
- * send the usage event. `finish` runs once per call whatever happened, and
+ * hand it to the observers (metrics, traces, alerts), send the usage event. `finish` runs once per call whatever happened, and
  * never throws: a failing store or quota write is a warning, not a client
  * error (the answer has already gone).
  */
@@ -88,7 +88,8 @@ export function finish(ctx: GatewayContext, st: CallState): void {
     const provider = st.facts?.provider ?? "";
     const model = st.facts?.model ?? st.model;
     const sessionId = ctx.sessions.sessionOf(st.caller, st.facts?.clientSessionId, st.time);
-    if (ctx.store !== undefined && ctx.retention.mode !== "none") {
+    const storing = ctx.store !== undefined && ctx.retention.mode !== "none";
+    if (storing || ctx.observe !== undefined) {
       const c = st.caller;
       const rec: LogRecord = {
         id: st.id,
@@ -109,12 +110,16 @@ export function finish(ctx: GatewayContext, st: CallState): void {
       if (usage !== undefined) rec.usage = usage;
       if (cost !== undefined) rec.costUsd = cost;
       if (st.tFirstByte > 0 && st.stream) rec.ttftMs = st.tFirstByte - st.t0;
-      if (ctx.retention.mode === "full") {
-        if (st.requestHeaders !== undefined) rec.requestHeaders = st.requestHeaders;
-        if (st.requestBody !== undefined) rec.requestBody = ctx.scrub.text(bounded(st.requestBody));
-        if (st.responseParts !== undefined && st.responseParts.length > 0) rec.responseBody = ctx.scrub.text(bounded(joinParts(st.responseParts)));
+      if (storing) {
+        if (ctx.retention.mode === "full") {
+          if (st.requestHeaders !== undefined) rec.requestHeaders = st.requestHeaders;
+          if (st.requestBody !== undefined) rec.requestBody = ctx.scrub.text(bounded(st.requestBody));
+          if (st.responseParts !== undefined && st.responseParts.length > 0) rec.responseBody = ctx.scrub.text(bounded(joinParts(st.responseParts)));
+        }
+        ctx.store!.appendLog(rec);
       }
-      ctx.store.appendLog(rec);
+      // Metrics, spans, alerts, the access line: whatever retention keeps.
+      ctx.observe?.(rec, st.facts);
     }
     if (ctx.hooks !== undefined && st.facts !== undefined) {
       const c = st.caller;

@@ -1,7 +1,8 @@
 /**
  * The gateway guards itself (issue 8 item 9): in its own process it
  * installs meshguard's guard with a policy that allows only what the config
- * names — the providers' base URLs, the hook URLs and the approval webhook —
+ * names — the providers' base URLs, the hook URLs, the approval webhook and
+ * the alert webhooks —
  * so a compromised dependency of the gateway cannot send the provider keys
  * anywhere else. (The tailnet's own traffic — control server, DERP,
  * WireGuard — is the Go core's, below Node's network APIs.) Embedded in a
@@ -24,7 +25,12 @@ interface Origin {
 
 /** selfGuardOrigins lists every destination the config needs, as "scheme://host:port". */
 export function selfGuardOrigins(cfg: GatewayConfig, approvalWebhook?: string): string[] {
-  const urls = [...Object.values(cfg.providers).map((p) => p.baseUrl), ...(cfg.hooks ? hookUrls(cfg.hooks) : []), ...(approvalWebhook ? [approvalWebhook] : [])];
+  const urls = [
+    ...Object.values(cfg.providers).map((p) => p.baseUrl),
+    ...(cfg.hooks ? hookUrls(cfg.hooks) : []),
+    ...(approvalWebhook ? [approvalWebhook] : []),
+    ...(cfg.alerts?.webhooks.map((w) => w.url) ?? []),
+  ];
   return [...new Set(urls.map((u) => fmt(origin(u))))];
 }
 

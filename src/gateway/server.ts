@@ -16,6 +16,8 @@ import { sendError, sendJson } from "./http-util.js";
 import { allowedModel, allowedModels, modelList, modelObject } from "./models.js";
 import type { Caller } from "./types.js";
 
+const METRICS_PATH = "/metrics";
+
 /** Identify says who sent a request (tailnet whois, or the loopback principal). */
 export type Identify = (req: IncomingMessage) => Promise<BaseCaller> | BaseCaller;
 
@@ -68,7 +70,9 @@ async function handle(ctx: GatewayContext, admin: AdminRouter, identify: Identif
   const path = q < 0 ? url : url.slice(0, q);
   const query = q < 0 ? "" : url.slice(q + 1);
   const method = req.method ?? "GET";
-  const isAdmin = path === ADMIN_PREFIX || path.startsWith(`${ADMIN_PREFIX}/`);
+  // GET /metrics is where scrapers look: the admin API's /metrics under its usual name, with the same rule (admins only).
+  const isMetrics = path === METRICS_PATH;
+  const isAdmin = isMetrics || path === ADMIN_PREFIX || path.startsWith(`${ADMIN_PREFIX}/`);
   const ep = isAdmin ? undefined : endpointOf(method, path, req.headers);
   const format = ep?.format ?? formatGuess(path, req.headers);
 
@@ -91,7 +95,7 @@ async function handle(ctx: GatewayContext, admin: AdminRouter, identify: Identif
     return;
   }
 
-  if (isAdmin) return admin.handle(req, res, caller, path.slice(ADMIN_PREFIX.length) || "/", query);
+  if (isAdmin) return admin.handle(req, res, caller, isMetrics ? METRICS_PATH : path.slice(ADMIN_PREFIX.length) || "/", query);
   if (ep!.operation.endsWith(".models")) {
     if (ep!.pathModel === undefined) sendJson(res, 200, JSON.stringify(modelList(ep!.format, allowedModels(ctx, caller, ep!.format))));
     else {

@@ -25,6 +25,8 @@ import { KeyScrubber } from "./scrub.js";
 import { requestHandler } from "./server.js";
 import { openParts } from "./parts-open.js";
 import { installSelfGuard, type SelfGuard } from "./self-guard.js";
+import { createObservability, type AlertEngine, type Observability, type TelemetryOptions } from "./obs/index.js";
+import type { Registry } from "prom-client";
 import type { AdminRoute, Caller, GatewayStore, HookRunner, QuotaManager, Retention } from "./types.js";
 
 export interface GatewayOptions {
@@ -53,6 +55,8 @@ export interface GatewayOptions {
   selfGuard?: boolean;
   /** Reports start-up steps. */
   onProgress?: (message: string) => void;
+  /** Where spans and JSON log lines go, and the alert engine's clock (the config's `telemetry`, `log` and `alerts` say what is on). */
+  telemetry?: TelemetryOptions;
   /** @internal parts wired by the start-up of the gateway's other parts. */
   parts?: Partial<GatewayParts>;
 }
@@ -88,6 +92,14 @@ export interface GatewayHandle extends AsyncDisposable {
   readonly guard: { kind: "own"; origins: string[] } | { kind: "existing" } | { kind: "none" };
   /** Requests being handled now. */
   readonly inflight: number;
+  /**
+   * The alert engine of the config's `alerts` (undefined without). An
+   * application pipes its guard's decisions into it with
+   * `alertAuditSink(gw.alerts)` as the guard's `audit` sink.
+   */
+  readonly alerts: AlertEngine | undefined;
+  /** The gateway's Prometheus registry (undefined with metrics off): an application may merge it into its own. */
+  readonly metrics: Registry | undefined;
   /** close stops accepting, waits for in-flight requests (up to `drainMs`, default 10 s), then releases everything. Idempotent. */
   close(opts?: { drainMs?: number }): Promise<void>;
 }
@@ -103,8 +115,10 @@ class PolicyHolder extends EventEmitter {
 export async function startGateway(opts: GatewayOptions): Promise<GatewayHandle> {
   const progress = opts.onProgress ?? (() => {});
   const events = new EventEmitter();
+  let obs: Observability | undefined;
   const warn = (err: unknown) => {
     const e = err instanceof Error ? err : new Error(String(err));
+    obs?.log.logger.warn({ err: e }, e.message);
     if (opts.onWarning) opts.onWarning(e);
     else if (events.listenerCount("warning") > 0) events.emit("warning", e);
   };
@@ -158,18 +172,25 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayHandle>
       // The gateway's own policy file is the admin's: being writable by the gateway is expected.
       if ((err as MeshguardError).code !== ErrorCode.POLICY_FILE_UNPROTECTED) warn(err);
     });
-    holder.on("reload", (ev) => events.emit("reload", ev));
+    holder.on("reload", (ev) => {
+      obs?.log.logger.info({ policy: resolved.policy, ...ev }, "policy reloaded");
+      events.emit("reload", ev);
+    });
     await reloader.ready;
 
     const inflight = new Inflight();
     const chains = new WeakMap<Caller, string[][]>();
-    const parts = await openParts(resolved, opts.parts ?? {}, secrets, holder, chains, warn, cleanup);
+    const scrub = new KeyScrubber(secrets);
+    const o = createObservability(resolved, scrub, opts.telemetry ?? {}, { inflight: () => inflight.count, gateway: node?.hostname ?? tn?.hostname ?? "ai-gateway", warn });
+    obs = o;
+    cleanup.push(() => o.close());
+    const parts = await openParts(resolved, opts.parts ?? {}, secrets, holder, chains, warn, cleanup, o);
     progress(`store ${parts.store ? "open" : "off"}, ${Object.keys(resolved.quotas ?? {}).length} quota bucket(s), hooks ${parts.hooks ? "on" : "off"}`);
     const approvals = opts.approvals ?? resolved.approvals;
     const ctx: GatewayContext = {
       cfg: resolved,
       router,
-      scrub: new KeyScrubber(secrets),
+      scrub,
       policy: () => holder.current,
       access: parts.access,
       chains,
@@ -180,8 +201,9 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayHandle>
       hooks: parts.hooks,
       sessions: parts.sessions,
       prices: parts.prices,
-      adminRoutes: parts.adminRoutes,
+      adminRoutes: [...parts.adminRoutes, ...o.routes(parts.store)],
       inflight,
+      observe: o.observe,
       warn,
     };
 
@@ -222,17 +244,25 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayHandle>
       });
     }
 
+    o.log.logger.info(
+      { url, ipUrl, loopbackUrl, providers: Object.keys(resolved.providers), policy: resolved.policy, store: parts.store ? (resolved.storage?.engine ?? "sqlite") : "off", guard: guard.kind, metrics: o.metrics !== undefined, alerts: o.alerts !== undefined },
+      "gateway started",
+    );
+
     let closing: Promise<void> | undefined;
-    const close = (o?: { drainMs?: number }): Promise<void> =>
+    const close = (c?: { drainMs?: number }): Promise<void> =>
       (closing ??= (async () => {
         inflight.closing = true;
+        o.log.logger.info({ inflight: inflight.count }, "gateway stopping");
         for (const s of servers) {
           s.close();
           s.closeIdleConnections();
         }
-        const drained = await inflight.idle(o?.drainMs ?? 10_000);
-        if (!drained) warn(new MeshguardError(ErrorCode.TIMEOUT, `gateway close: ${inflight.count} request(s) still running after ${o?.drainMs ?? 10_000} ms were cut off`));
+        const drained = await inflight.idle(c?.drainMs ?? 10_000);
+        if (!drained) warn(new MeshguardError(ErrorCode.TIMEOUT, `gateway close: ${inflight.count} request(s) still running after ${c?.drainMs ?? 10_000} ms were cut off`));
         for (const s of servers) s.closeAllConnections();
+        // The log closes last (cleanup runs in reverse): what the store and hooks report while closing is still written.
+        o.log.logger.info({ drained }, "gateway stopped");
         await undo();
       })());
 
@@ -250,6 +280,8 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayHandle>
       get inflight() {
         return inflight.count;
       },
+      alerts: o.alerts,
+      metrics: o.metrics?.registry,
       guard: guard.kind === "own" ? { kind: "own", origins: guard.origins } : guard,
       close,
       [Symbol.asyncDispose]: () => close(),

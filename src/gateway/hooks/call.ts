@@ -11,7 +11,8 @@
 
 import { ErrorCode, MeshguardError } from "../../errors.js";
 
-export type HookPhase = "pre" | "post" | "usage";
+/** "alert": an alert webhook (src/gateway/obs/alerts), delivered by the usage hooks' queue. */
+export type HookPhase = "pre" | "post" | "usage" | "alert";
 export type HookFailure = "timeout" | "unreachable" | "status" | "malformed" | "dropped";
 
 /** HookFailedError is a webhook that could not be used; `hook` names it. */
@@ -42,6 +43,8 @@ export interface HookTarget {
   /** Configured headers, env:NAME values already resolved, names lowercase. */
   headers: Record<string, string>;
   timeoutMs: number;
+  /** false: any 2xx answer will do and its body is not read (a Slack webhook answers "ok", not JSON). */
+  answer?: boolean;
 }
 
 export type FetchFn = typeof fetch;
@@ -82,6 +85,10 @@ export async function callHook(fetchFn: FetchFn, t: HookTarget, payload: string,
     if (res.status < 200 || res.status > 299) {
       await res.body?.cancel().catch(() => {});
       throw fail("status", `answered HTTP ${res.status}`, { status: res.status });
+    }
+    if (t.answer === false) {
+      await res.body?.cancel().catch(() => {});
+      return undefined;
     }
     let text: string;
     try {

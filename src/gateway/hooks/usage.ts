@@ -11,10 +11,14 @@
  * to answer can see it twice — receivers deduplicate on the event `id`.
  * Events are lost only when reported: the queue was full, the retries ran
  * out, the hook refused them (another 4xx), or close() hit its deadline.
+ *
+ * The same queue delivers the gateway's alerts (src/gateway/obs/alerts):
+ * a `SinkWire` gives the phase, how a batch is wrapped and what the
+ * webhook is called in reports.
  */
 
 import type { UsageEvent } from "../types.js";
-import { callHook, HookFailedError, type FetchFn, type HookTarget } from "./call.js";
+import { callHook, HookFailedError, type FetchFn, type HookPhase, type HookTarget } from "./call.js";
 import { resolveHeaders, type UsageHookDef } from "./config.js";
 import { WIRE_VERSION, type OnError } from "./chain.js";
 
@@ -26,6 +30,22 @@ function retryable(e: HookFailedError): boolean {
   if (e.failure === "status") return e.status === 408 || e.status === 429 || (e.status ?? 0) >= 500;
   return false;
 }
+
+/** How a sink's events go on the wire, for webhooks other than usage hooks. */
+export interface SinkWire {
+  phase: HookPhase;
+  /** Where the webhook is configured, for errors about its headers ("alerts.webhooks[0]"). */
+  where: string;
+  /** What reports call it ("alert webhook"). */
+  label: string;
+  /** The POST body of a batch of serialized events. */
+  wrap(events: string[]): string;
+  /** false: any 2xx answer will do (its body is not read). */
+  answer?: boolean;
+}
+
+/** The fields of a usage hook definition a sink uses. */
+export type SinkDef = Pick<UsageHookDef, "name" | "url" | "headers" | "timeout" | "batch" | "retries" | "maxQueue">;
 
 export class UsageSink {
   private readonly target: HookTarget;
@@ -39,11 +59,19 @@ export class UsageSink {
 
   constructor(
     index: number,
-    private readonly def: UsageHookDef,
+    private readonly def: SinkDef,
     private readonly fetchFn: FetchFn,
     private readonly onError: OnError,
+    private readonly wire?: SinkWire,
   ) {
-    this.target = { name: def.name, phase: "usage", url: def.url, headers: resolveHeaders(`hooks.usage[${index}]`, def.headers), timeoutMs: def.timeout };
+    this.target = {
+      name: def.name,
+      phase: wire?.phase ?? "usage",
+      url: def.url,
+      headers: resolveHeaders(wire?.where ?? `hooks.usage[${index}]`, def.headers),
+      timeoutMs: def.timeout,
+      ...(wire?.answer === false ? { answer: false } : {}),
+    };
   }
 
   push(json: string): void {
@@ -83,7 +111,9 @@ export class UsageSink {
         return;
       }
       const n = Math.min(this.def.batch, this.queue.length);
-      const payload = `{"version":${WIRE_VERSION},"phase":"usage","hook":${JSON.stringify(this.def.name)},"events":[${this.queue.slice(0, n).join(",")}]}`;
+      const payload = this.wire
+        ? this.wire.wrap(this.queue.slice(0, n))
+        : `{"version":${WIRE_VERSION},"phase":"usage","hook":${JSON.stringify(this.def.name)},"events":[${this.queue.slice(0, n).join(",")}]}`;
       await this.deliver(payload, n);
       this.queue.splice(0, n);
     }
@@ -93,7 +123,7 @@ export class UsageSink {
   private async deliver(payload: string, n: number): Promise<void> {
     for (let attempt = 0; ; attempt++) {
       try {
-        await callHook(this.fetchFn, this.target, payload, { "x-meshguard-hook": this.def.name, "x-meshguard-phase": "usage" }, this.stop.signal);
+        await callHook(this.fetchFn, this.target, payload, { "x-meshguard-hook": this.def.name, "x-meshguard-phase": this.target.phase }, this.stop.signal);
         if (this.dropped > 0) {
           this.report("dropped", `dropped ${this.dropped} event(s) while its queue was full`);
           this.dropped = 0;
@@ -131,7 +161,8 @@ export class UsageSink {
   private report(failure: HookFailedError["failure"], what: string, opts: { cause?: unknown; status?: number | undefined } = {}): void {
     try {
       const { cause, status } = opts;
-      this.onError(new HookFailedError(this.def.name, "usage", failure, `usage hook "${this.def.name}" ${what}`, status === undefined ? { cause } : { cause, status }));
+      const label = this.wire?.label ?? "usage hook";
+      this.onError(new HookFailedError(this.def.name, this.target.phase, failure, `${label} "${this.def.name}" ${what}`, status === undefined ? { cause } : { cause, status }));
     } catch {
       // A throwing reporter must not stop delivery.
     }

@@ -24,6 +24,22 @@ export interface QuotaManagerOptions {
   now?: () => number;
   /** Output tokens to reserve when neither the request nor the model table says (default 4096). */
   defaultMaxOutputTokens?: number;
+  /**
+   * Told the levels of the buckets a settle left, and of the chain that
+   * refused a request (`refused`): what bucket alerts watch. Called after the
+   * transaction, never inside it; a throwing listener is ignored.
+   */
+  onLevels?: (levels: LevelReport[]) => void;
+}
+
+/** A bucket instance's level after a quota transaction. */
+export interface LevelReport {
+  key: string;
+  bucket: string;
+  unit: BucketConfig["unit"];
+  level: number;
+  capacity: number;
+  refused?: boolean;
 }
 
 /** A bucket instance as the API shows it. */
@@ -154,7 +170,9 @@ export function createQuotaManager(
     const keys = [...new Set(chains.flat().map((l) => l.key))];
     const id = randomUUID();
     const t = now();
+    let refusedLevels: LevelReport[] | undefined;
     const verdict = await store.bucketTx<QuotaVerdict>(keys, (states) => {
+      refusedLevels = undefined;
       const levels = new Map<string, number>();
       const rateOf = new Map<string, Rate>();
       for (const c of chains) for (const l of c) if (!levels.has(l.key)) (levels.set(l.key, levelAt(states.get(l.key), l.rate, t)), rateOf.set(l.key, l.rate));
@@ -162,7 +180,12 @@ export function createQuotaManager(
       for (const [ci, chain] of chains.entries()) {
         const amount = chain[0]!.cfg.unit === "usd" ? need.usd! : need.tokens;
         const avail = chain.reduce((s, l) => s + Math.max(0, levels.get(l.key)!), 0);
-        if (avail + EPSILON < amount) return { states: [], result: refusal(chain, levels, amount, facts) };
+        if (avail + EPSILON < amount) {
+          // A request larger than the chain can ever hold says nothing about how spent the bucket is.
+          const fits = chain.reduce((sum, l) => sum + l.rate.capacity, 0) + EPSILON >= amount;
+          if (opts.onLevels && fits) refusedLevels = chain.map((l) => ({ key: l.key, bucket: l.bucket, unit: l.cfg.unit, level: levels.get(l.key)!, capacity: l.rate.capacity, refused: true }));
+          return { states: [], result: refusal(chain, levels, amount, facts) };
+        }
         let rest = amount;
         for (const l of chain) {
           const take = Math.min(rest, Math.max(0, levels.get(l.key)!));
@@ -177,6 +200,7 @@ export function createQuotaManager(
     });
     for (const k of keys) seen.add(k);
     if (verdict.ok && verdict.reservation) open.add(verdict.reservation.id);
+    if (refusedLevels) report(refusedLevels);
     return verdict;
   }
 
@@ -207,8 +231,10 @@ export function createQuotaManager(
     const keys = [...new Set(reservation.holds.map((h) => h.key))];
     const tokens = usage.inputTokens + usage.outputTokens + (usage.cacheReadTokens ?? 0) + (usage.cacheWriteTokens ?? 0);
     const t = now();
+    let after: Map<string, number> | undefined;
     await store.bucketTx(keys, (states) => {
       const levels = new Map<string, number>();
+      after = levels;
       const rateOf = (key: string) => {
         const name = parseKey(key)?.bucket;
         return (name !== undefined && rates.get(name)) || undefined;
@@ -237,6 +263,23 @@ export function createQuotaManager(
       }
       return { states: [...levels].map(([key, level]) => ({ key, level, updatedAt: t })), remove: reservation.id, result: undefined };
     });
+    if (opts.onLevels && after) {
+      const out: LevelReport[] = [];
+      for (const [key, level] of after) {
+        const name = parseKey(key)?.bucket;
+        const cfg = name === undefined ? undefined : bucketOf(name);
+        if (cfg) out.push({ key, bucket: name!, unit: cfg.unit, level, capacity: cfg.capacity });
+      }
+      report(out);
+    }
+  }
+
+  function report(levels: LevelReport[]): void {
+    try {
+      if (levels.length > 0) opts.onLevels?.(levels);
+    } catch {
+      // Alerts are a listener's business: a failing one must not fail a quota transaction.
+    }
   }
 
   function view(key: string, state: BucketState | undefined, reserved: number, t: number): BucketView | undefined {

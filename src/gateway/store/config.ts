@@ -106,7 +106,13 @@ export const RetentionConfigSchema = z
       .string()
       .refine((s) => parseDuration(s) !== undefined, DURATION_HINT)
       .optional()
-      .describe("records older than this are deleted (checked at start and hourly)"),
+      .describe("records older than this are deleted (checked at start, then every pruneEvery)"),
+    pruneEvery: z
+      .string()
+      .refine((s) => parseDuration(s) !== undefined, DURATION_HINT)
+      .refine((s) => (parseDuration(s) ?? 0) >= 1000, "must be at least 1s")
+      .optional()
+      .describe('how often the retention job deletes records past maxAge (default "1h")'),
   })
   .strict();
 

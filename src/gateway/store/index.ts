@@ -12,6 +12,7 @@ import { parseWith } from "../../config.js";
 import type { MeshguardError } from "../../errors.js";
 import type { GatewayStore, Retention } from "../types.js";
 import { StorageConfigSchema, type StorageConfigInput } from "./config.js";
+import type { OnPruned } from "./retention.js";
 import { SqliteStore } from "./sqlite.js";
 
 export { RetentionConfigSchema, StorageConfigSchema, parseDuration, toRetention } from "./config.js";
@@ -27,6 +28,10 @@ export interface OpenStoreOptions {
   onError?: (err: MeshguardError) => void;
   /** Where `storage.urlEnv` is looked up; default process.env. */
   env?: NodeJS.ProcessEnv;
+  /** How often records past retention.maxAge are deleted (default hourly; also once at open). */
+  pruneEveryMs?: number;
+  /** Told how many records each prune run deleted. */
+  onPruned?: OnPruned;
 }
 
 /** openStore opens the store `cfg` describes (validating it), creating the database when it does not exist. */
@@ -48,11 +53,16 @@ export async function openStore(cfg: StorageConfigInput, opts: OpenStoreOptions)
       flushIntervalMs: c.flushIntervalMs,
       secrets,
       onError,
+      ...pruning(opts),
     });
   }
   const path = c.path === ":memory:" ? c.path : c.path === undefined ? join(opts.dataDir, "gateway.db") : isAbsolute(c.path) ? c.path : resolve(opts.dataDir, c.path);
   if (path !== ":memory:") mkdirSync(resolve(path, ".."), { recursive: true });
-  return await SqliteStore.open({ path, retention: opts.retention, flushIntervalMs: c.flushIntervalMs, secrets, onError });
+  return await SqliteStore.open({ path, retention: opts.retention, flushIntervalMs: c.flushIntervalMs, secrets, onError, ...pruning(opts) });
+}
+
+function pruning(opts: OpenStoreOptions): { pruneEveryMs?: number; onPruned?: OnPruned } {
+  return { ...(opts.pruneEveryMs === undefined ? {} : { pruneEveryMs: opts.pruneEveryMs }), ...(opts.onPruned === undefined ? {} : { onPruned: opts.onPruned }) };
 }
 
 /** The default onError: a process warning, at most one a minute (a full disk fails every flush); the count of those held back is in the next. */

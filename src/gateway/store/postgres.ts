@@ -27,7 +27,7 @@ import * as logs from "./postgres-logs.js";
 import { checkout, createPool, isConnectionFailure, pgError, release, type PgTarget } from "./postgres-pool.js";
 import { ident, migrate } from "./postgres-schema.js";
 import { prepareSecrets, toRow, type LogRow, type Secrets } from "./record.js";
-import { startPruning } from "./retention.js";
+import { startPruning, type OnPruned } from "./retention.js";
 
 export interface PostgresStoreOptions {
   target: PgTarget;
@@ -43,6 +43,9 @@ export interface PostgresStoreOptions {
   /** Provider keys: removed from every field of every record before it is stored. */
   secrets: readonly string[];
   onError(err: MeshguardError): void;
+  /** How often retention prunes (default hourly), and who hears what it deleted. */
+  pruneEveryMs?: number;
+  onPruned?: OnPruned;
   maxPending?: number;
 }
 
@@ -78,7 +81,7 @@ export class PostgresStore implements GatewayStore {
       ...(o.maxPending === undefined ? {} : { maxPending: o.maxPending }),
     });
     instance.start((err) => o.onError(this.#error(err, "could not refresh this gateway instance's heartbeat (other instances may take it for gone)")));
-    this.#stopPruning = startPruning(this, o.retention, o.onError);
+    this.#stopPruning = startPruning(this, o.retention, o.onError, o.pruneEveryMs, o.onPruned);
   }
 
   /** open connects, brings the schema to the newest version (one instance at a time) and registers this instance. */

@@ -22,7 +22,7 @@ import type { BucketState, GatewayStore, LogQuery, LogRecord, Reservation, Reten
 import { LogBatcher, asStoreError } from "./batcher.js";
 import { decodeCursor, encodeCursor } from "./cursor.js";
 import { fromRow, prepareSecrets, toRow, type Secrets } from "./record.js";
-import { startPruning } from "./retention.js";
+import { startPruning, type OnPruned } from "./retention.js";
 import { clampLimit, logFilters, whereSql } from "./query.js";
 import { migrate } from "./sqlite-schema.js";
 import { inlineRunner, workerRunner, type Row, type SqlRunner } from "./sqlite-thread.js";
@@ -35,6 +35,9 @@ export interface SqliteStoreOptions {
   /** Provider keys: removed from every field of every record before it is stored. */
   secrets: readonly string[];
   onError(err: MeshguardError): void;
+  /** How often retention prunes (default hourly), and who hears what it deleted. */
+  pruneEveryMs?: number;
+  onPruned?: OnPruned;
   maxPending?: number;
 }
 
@@ -75,7 +78,7 @@ export class SqliteStore implements GatewayStore {
       onError: o.onError,
       ...(o.maxPending === undefined ? {} : { maxPending: o.maxPending }),
     });
-    this.#stopPruning = startPruning(this, o.retention, o.onError);
+    this.#stopPruning = startPruning(this, o.retention, o.onError, o.pruneEveryMs, o.onPruned);
   }
 
   /** open opens (creating and migrating if needed) the database at `o.path`, and starts its worker. */
