@@ -31,7 +31,7 @@ import { ErrorCode, MeshguardError } from "../errors.js";
 import { BoundedCache } from "./bounded-cache.js";
 import { compileGrant, pathOf, type GrantCheck } from "./verify-actions.js";
 import { DEFAULT_ED25519_BACKEND } from "./ed25519.js";
-import { decodeJson, JwsRefusal, splitJws } from "./verify-jws.js";
+import { decodeJson, JwsRefusal, splitJws } from "./jws.js";
 import { JwksCache } from "./verify-keys.js";
 import { RevocationFeed } from "./verify-revocations.js";
 import { CNF_NODE, PATH_JWKS, PATH_REVOCATIONS, TOKEN_TYP, type AccessTokenClaims } from "./types.js";
