@@ -27,7 +27,7 @@ import type { MeshNode } from "../node.js";
 import { parseDuration, DURATION_HINT, Policy } from "../policy/index.js";
 import { resolveSrc, srcMatches } from "../policy/identity.js";
 import { callerOf, type Caller } from "./caller.js";
-import { CallerCache } from "./caller-cache.js";
+import { WhoisCache } from "./whois-cache.js";
 import { IssuedIndex, nowS, type IssuerContext } from "./context.js";
 import { discoveryDocument, revocationFeed } from "./discovery.js";
 import { isForm, readBody, sendJson, sendJwt, sendRefusal } from "./http.js";
@@ -202,7 +202,7 @@ export async function startTokenIssuer(options: TokenIssuerOptions): Promise<Tok
     },
   };
 
-  const callers = new CallerCache(node, clock);
+  const callers = new WhoisCache((socket) => node.whois(socket).then(callerOf), clock);
   const server = http.createServer((req, res) => {
     route(ctx, callers, req, res).catch((err: unknown) => {
       events.emit("warning", err instanceof Error ? err : new Error(String(err)));
@@ -229,7 +229,7 @@ export async function startTokenIssuer(options: TokenIssuerOptions): Promise<Tok
 
 const JWKS_MAX_AGE_S = 60;
 
-async function route(ctx: IssuerContext, callers: CallerCache, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+async function route(ctx: IssuerContext, callers: WhoisCache<Caller>, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
   const url = new URL(req.url ?? "/", "http://issuer");
   const path = url.pathname;
   const method = req.method ?? "GET";
@@ -257,7 +257,7 @@ async function route(ctx: IssuerContext, callers: CallerCache, req: http.Incomin
   if (!only("POST")) return;
   if (!isForm(req)) return sendRefusal(res, refuse("invalid_request", "the body must be application/x-www-form-urlencoded"));
   // whois (once per connection) and the body arrive in parallel: the look-up was most of an issue's time.
-  const who = callers.callerOf(req.socket).catch((err: unknown) => err as Error);
+  const who = callers.of(req.socket).catch((err: unknown) => err as Error);
   const body = await readBody(req);
   const caller: Caller | Error = await who;
   if (caller instanceof Error) return sendRefusal(res, refuse("invalid_client", `the caller is not known to the tailnet: ${caller.message}`));
