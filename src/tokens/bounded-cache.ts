@@ -45,6 +45,11 @@ export class BoundedCache<K, V> {
     this.map.set(key, value);
   }
 
+  /** entries in the map's order (for sweeps; deleting the current entry while iterating is safe, as for a Map). */
+  entries(): IterableIterator<[K, V]> {
+    return this.map.entries();
+  }
+
   delete(key: K): void {
     this.map.delete(key);
   }

@@ -31,7 +31,7 @@ import { FETCH_CHANNEL, type FetchMessage } from "../index.js";
 import { normalizeAudience, parseDuration, urlParts } from "../policy/index.js";
 import { currentTask, type Task } from "./client-task.js";
 import { compileGrant, type GrantCheck } from "./verify-actions.js";
-import { decodeJson } from "./verify-jws.js";
+import { decodeJson } from "./jws.js";
 import { GRANT_CLIENT_CREDENTIALS, GRANT_TOKEN_EXCHANGE, HTTP_DETAIL_TYPE, PATH_REVOKE, PATH_TOKEN, TOKEN_TYPE_JWT, type AccessTokenClaims, type HttpAuthorizationDetail, type TokenResponse } from "./types.js";
 
 /** A token is not sent with less than this left (seconds); a new one is fetched instead. */

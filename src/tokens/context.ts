@@ -5,6 +5,7 @@
  */
 
 import type { Policy } from "../policy/index.js";
+import { BoundedCache } from "./bounded-cache.js";
 import type { Caller } from "./caller.js";
 import type { KeyStore } from "./keys.js";
 import type { RevocationLog } from "./revocations.js";
@@ -40,19 +41,25 @@ export function nowS(ctx: Pick<IssuerContext, "clock">): number {
  * by an admin.
  */
 export class IssuedIndex {
-  private readonly map = new Map<string, { sub: string; exp: number }>();
-  constructor(private readonly max = 100_000) {}
+  // A ring-evicting cache, not Map front-deletes: those cost ~9 µs per insert at 10k entries (bounded-cache.ts).
+  private readonly cache: BoundedCache<string, { sub: string; exp: number }>;
+  constructor(max = 100_000) {
+    this.cache = new BoundedCache(max);
+  }
+
+  get size(): number {
+    return this.cache.size;
+  }
 
   add(jti: string, sub: string, exp: number): void {
-    this.map.set(jti, { sub, exp });
-    if (this.map.size > this.max) this.map.delete(this.map.keys().next().value!);
+    this.cache.set(jti, { sub, exp });
   }
 
   get(jti: string): { sub: string; exp: number } | undefined {
-    return this.map.get(jti);
+    return this.cache.get(jti);
   }
 
   prune(now: number): void {
-    for (const [k, v] of this.map) if (v.exp <= now) this.map.delete(k);
+    for (const [k, v] of this.cache.entries()) if (v.exp <= now) this.cache.delete(k);
   }
 }

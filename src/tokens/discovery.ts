@@ -5,7 +5,7 @@
  */
 
 import { nowS, type IssuerContext } from "./context.js";
-import { signCompact } from "./jws.js";
+import { signCompact } from "./jws-sign.js";
 import {
   GRANT_CLIENT_CREDENTIALS,
   GRANT_TOKEN_EXCHANGE,

@@ -27,6 +27,7 @@ import type { MeshNode } from "../node.js";
 import { parseDuration, DURATION_HINT, Policy } from "../policy/index.js";
 import { resolveSrc, srcMatches } from "../policy/identity.js";
 import { callerOf, type Caller } from "./caller.js";
+import { WhoisCache } from "./whois-cache.js";
 import { IssuedIndex, nowS, type IssuerContext } from "./context.js";
 import { discoveryDocument, revocationFeed } from "./discovery.js";
 import { isForm, readBody, sendJson, sendJwt, sendRefusal } from "./http.js";
@@ -201,8 +202,9 @@ export async function startTokenIssuer(options: TokenIssuerOptions): Promise<Tok
     },
   };
 
+  const callers = new WhoisCache((socket) => node.whois(socket).then(callerOf), clock);
   const server = http.createServer((req, res) => {
-    route(ctx, node, req, res).catch((err: unknown) => {
+    route(ctx, callers, req, res).catch((err: unknown) => {
       events.emit("warning", err instanceof Error ? err : new Error(String(err)));
       if (!res.headersSent) sendRefusal(res, refuse("server_error", "the issuer failed to answer; see its log"));
       else res.destroy();
@@ -227,7 +229,7 @@ export async function startTokenIssuer(options: TokenIssuerOptions): Promise<Tok
 
 const JWKS_MAX_AGE_S = 60;
 
-async function route(ctx: IssuerContext, node: MeshNode, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+async function route(ctx: IssuerContext, callers: WhoisCache<Caller>, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
   const url = new URL(req.url ?? "/", "http://issuer");
   const path = url.pathname;
   const method = req.method ?? "GET";
@@ -254,8 +256,8 @@ async function route(ctx: IssuerContext, node: MeshNode, req: http.IncomingMessa
   if (path !== PATH_TOKEN && path !== PATH_REVOKE) return sendJson(res, 404, { error: "invalid_request", error_description: `no endpoint ${path}: see ${ctx.iss}${PATH_DISCOVERY}` });
   if (!only("POST")) return;
   if (!isForm(req)) return sendRefusal(res, refuse("invalid_request", "the body must be application/x-www-form-urlencoded"));
-  // whois and the body arrive in parallel: the look-up is most of an issue's time.
-  const who = node.whois(req.socket).then(callerOf, (err: unknown) => err as Error);
+  // whois (once per connection) and the body arrive in parallel: the look-up was most of an issue's time.
+  const who = callers.of(req.socket).catch((err: unknown) => err as Error);
   const body = await readBody(req);
   const caller: Caller | Error = await who;
   if (caller instanceof Error) return sendRefusal(res, refuse("invalid_client", `the caller is not known to the tailnet: ${caller.message}`));

@@ -9,7 +9,7 @@ import { parseAction, type TokenAction } from "../policy/index.js";
 import type { Caller } from "./caller.js";
 import { nowS, type IssuerContext } from "./context.js";
 import { toDetails } from "./grant.js";
-import { readCompact, signCompact } from "./jws.js";
+import { readCompact, signCompact } from "./jws-sign.js";
 import { CNF_NODE, HTTP_DETAIL_TYPE, TOKEN_TYP, type AccessTokenClaims } from "./types.js";
 
 export interface MintInput {

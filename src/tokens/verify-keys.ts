@@ -7,7 +7,7 @@
  * key the issuer retired stops being accepted.
  */
 
-import { decodeSegment } from "./verify-jws.js";
+import { decodeSegment } from "./jws.js";
 import { prepareKey, type Ed25519Backend, type PreparedKey } from "./ed25519.js";
 import { TOKEN_ALG, type Jwks } from "./types.js";
 

@@ -21,7 +21,7 @@
  * learned before is kept (a revocation never expires early).
  */
 
-import { decodeJson, JwsRefusal, splitJws } from "./verify-jws.js";
+import { decodeJson, JwsRefusal, splitJws } from "./jws.js";
 import type { JwksCache, FetchLike } from "./verify-keys.js";
 import { REVOCATIONS_TYP, type RevocationFeedPayload } from "./types.js";
 

@@ -29,14 +29,15 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import { ErrorCode, MeshguardError } from "../errors.js";
 import { BoundedCache } from "./bounded-cache.js";
+import { WhoisCache } from "./whois-cache.js";
 import { compileGrant, pathOf, type GrantCheck } from "./verify-actions.js";
 import { DEFAULT_ED25519_BACKEND } from "./ed25519.js";
-import { decodeJson, JwsRefusal, splitJws } from "./verify-jws.js";
+import { decodeJson, JwsRefusal, splitJws } from "./jws.js";
 import { JwksCache } from "./verify-keys.js";
 import { RevocationFeed } from "./verify-revocations.js";
 import { CNF_NODE, PATH_JWKS, PATH_REVOCATIONS, TOKEN_TYP, type AccessTokenClaims } from "./types.js";
 import { TokenVerifyError } from "./verify-error.js";
-import { resolveVerifierOptions, type ResolvedVerifierOptions, type VerifierOptions } from "./verify-options.js";
+import { resolveVerifierOptions, type ResolvedVerifierOptions, type VerifierNode, type VerifierOptions } from "./verify-options.js";
 
 export type { VerifierNode, VerifierOptions } from "./verify-options.js";
 
@@ -132,12 +133,13 @@ class Verifier implements TokenVerifier {
   private readonly cache: BoundedCache<string, Entry>;
   private readonly used = new Map<string, number>();
   private lastSweep = -Infinity;
-  private readonly whoisBySocket = new WeakMap<Socket, Promise<{ node: { id: string; name: string; tags: string[] }; owners: string[] }>>();
+  private readonly callers: WhoisCache<Awaited<ReturnType<VerifierNode["whois"]>>>;
   private loaded = false;
   private closed = false;
 
   constructor(private readonly o: ResolvedVerifierOptions) {
     this.cache = new BoundedCache(o.cacheSize);
+    this.callers = new WhoisCache((socket) => o.node!.whois(socket), o.now);
     this.crypto = o.crypto ?? DEFAULT_ED25519_BACKEND;
     const warn = (what: string) => (err: unknown) => o.onWarning?.(new MeshguardError(ErrorCode.TOKEN_REVOCATIONS_STALE, `token verifier (${o.audience}): ${what}: ${err instanceof Error ? err.message : String(err)}`, { cause: err }));
     const keys = new JwksCache({
@@ -317,16 +319,8 @@ class Verifier implements TokenVerifier {
   }
 
   private whois(socket: Socket) {
-    let w = this.whoisBySocket.get(socket);
-    if (w === undefined) {
-      const node = this.o.node;
-      if (!node) throw new MeshguardError(ErrorCode.INVALID_OPTIONS, "verifyRequest needs the verifier's node option (a MeshNode) to ask who is calling");
-      w = node.whois(socket);
-      // A failed whois is not remembered: the next request asks again.
-      w.catch(() => this.whoisBySocket.delete(socket));
-      this.whoisBySocket.set(socket, w);
-    }
-    return w;
+    if (!this.o.node) throw new MeshguardError(ErrorCode.INVALID_OPTIONS, "verifyRequest needs the verifier's node option (a MeshNode) to ask who is calling");
+    return this.callers.of(socket);
   }
 
   async verifyRequest(req: IncomingMessage): Promise<VerifiedToken> {
