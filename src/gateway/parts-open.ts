@@ -16,6 +16,7 @@ import { policyAccess } from "./caller.js";
 import type { GatewayConfig } from "./config.js";
 import { createHookRunner, type HookFailedError } from "./hooks.js";
 import { logRoutes } from "./logs-api.js";
+import { usageRoutes } from "./usage-api.js";
 import { maxOutputTokensOf, priceOf } from "./prices.js";
 import { createQuotaManager } from "./quotas/manager.js";
 import { SessionTracker } from "./sessions.js";
@@ -71,7 +72,7 @@ export async function openParts(
     sessions: injected.sessions ?? { sessionOf: (c, sid, time) => tracker.assign(c, sid, time) },
     prices: injected.prices ?? { priceOf, maxOutputTokensOf },
     access: injected.access ?? policyAccess,
-    adminRoutes: injected.adminRoutes ?? [...(store ? logRoutes(store) : []), ...bucketApi],
+    adminRoutes: injected.adminRoutes ?? [...(store ? [...logRoutes(store), ...usageRoutes(store)] : []), ...bucketApi],
   };
 }
 
