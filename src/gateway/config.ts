@@ -131,6 +131,7 @@ export const GatewayConfigSchema = z
     hooks: GATEWAY_PARTS.hooks.optional(),
     retention: GATEWAY_PARTS.retention.optional(),
     storage: GATEWAY_PARTS.storage.optional(),
+    console: GATEWAY_PARTS.console.optional(),
   })
   .strict();
 

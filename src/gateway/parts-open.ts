@@ -53,7 +53,7 @@ export async function openParts(
     const recovered = await handle.recover();
     if (recovered > 0) warn(new MeshguardError(ErrorCode.STORE_FAILED, `settled ${recovered} quota reservation(s) left by a previous gateway process, each charged in full`));
     qm = handle;
-    bucketApi = bucketRoutes(handle);
+    bucketApi = bucketRoutes(handle, quotas);
   }
 
   let hooks = injected.hooks;

@@ -4,6 +4,7 @@
  * takes them from here, so a section is validated by the part that reads it.
  */
 
+import { ConsoleConfigSchema } from "./console/config.js";
 import { HooksConfigSchema } from "./hooks.js";
 import { QuotasConfigSchema } from "./quotas/config.js";
 import { RetentionConfigSchema, StorageConfigSchema } from "./store/config.js";
@@ -13,4 +14,5 @@ export const GATEWAY_PARTS = {
   hooks: HooksConfigSchema,
   retention: RetentionConfigSchema,
   storage: StorageConfigSchema,
+  console: ConsoleConfigSchema,
 };
