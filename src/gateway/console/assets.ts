@@ -37,13 +37,18 @@ const TYPES: Record<string, string> = {
   ".svg": "image/svg+xml",
 };
 
-/** The UI libraries: served path → the file in its package (resolved from this module, as Node resolves meshguard's dependencies). */
-const VENDOR: Record<string, string> = {
-  "vendor/preact.mjs": "preact",
-  "vendor/hooks.mjs": "preact/hooks",
-  "vendor/htm.mjs": "htm/dist/htm.module.js",
-  "vendor/uplot.js": "uplot/dist/uPlot.iife.min.js",
-  "vendor/uplot.css": "uplot/dist/uPlot.min.css",
+/**
+ * The UI libraries: served path → [a module Node resolves from here, as it
+ * resolves meshguard's dependencies; the file to serve beside it, when not
+ * that one]. htm's browser build is not among its package's exports, so it
+ * is found next to the file its main export resolves to.
+ */
+const VENDOR: Record<string, [string, string?]> = {
+  "vendor/preact.mjs": ["preact"],
+  "vendor/hooks.mjs": ["preact/hooks"],
+  "vendor/htm.mjs": ["htm", "htm.module.js"],
+  "vendor/uplot.js": ["uplot/dist/uPlot.iife.min.js"],
+  "vendor/uplot.css": ["uplot/dist/uPlot.min.css"],
 };
 
 /**
@@ -85,7 +90,10 @@ export function loadAssets(): ConsoleAssets {
   try {
     for (const p of walk(dir)) files.set(relative(dir, p).split("\\").join("/"), asset(readFileSync(p), p));
     const require = createRequire(import.meta.url);
-    for (const [path, spec] of Object.entries(VENDOR)) files.set(path, asset(readFileSync(require.resolve(spec)), path));
+    for (const [path, [spec, beside]] of Object.entries(VENDOR)) {
+      const file = require.resolve(spec);
+      files.set(path, asset(readFileSync(beside === undefined ? file : join(dirname(file), beside)), path));
+    }
   } catch (err) {
     throw new MeshguardError(ErrorCode.GATEWAY_CONSOLE_UNAVAILABLE, `the console's files cannot be read: ${(err as Error).message}`, {
       cause: err,

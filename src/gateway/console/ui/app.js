@@ -54,4 +54,7 @@ function App() {
     <main>${who.error ? html`<${Problem} error=${who.error} what="who you are" />` : !me ? html`<${Loading} />` : html`<${Page} route=${route} me=${me} />`}</main>`;
 }
 
-render(html`<${App} />`, document.getElementById("app"));
+// The placeholder shown while the modules load is replaced, not kept beside the app.
+const root = document.getElementById("app");
+root.textContent = "";
+render(html`<${App} />`, root);

@@ -44,8 +44,9 @@ export function ConnectPage({ me }) {
   if (!info.data) return html`<${Loading} />`;
   const g = info.data;
   const viaForward = LOOPBACK.test(location.hostname);
-  const tailnetBase = g.url ?? location.origin;
-  const localBase = viaForward ? location.origin : `http://127.0.0.1:${LOCAL_PORT}`;
+  // A gateway listening on loopback only (no tailnet node) is reached at this page's own address.
+  const tailnetBase = g.url;
+  const localBase = viaForward || !g.url ? location.origin : `http://127.0.0.1:${LOCAL_PORT}`;
   const model = { openai: models.openai[0] ?? "gpt-4o-mini", anthropic: models.anthropic[0] ?? "claude-sonnet-4-5", gemini: models.gemini[0] ?? "gemini-2.5-flash" };
   const target = g.hostname ? `${g.hostname}:${g.port ?? 80}` : "ai-gateway:80";
   const connectCmd = `meshguard connect ${target} --listen 127.0.0.1:${LOCAL_PORT} \\\n  --control ${g.controlUrl ?? "https://YOUR-CONTROL-SERVER"} --auth-key-file ~/.config/meshguard/laptop.key`;
@@ -56,7 +57,7 @@ export function ConnectPage({ me }) {
     ${viaForward ? html`<p class="notice">This page came through a local forward (${location.origin}): the settings below for a machine that is not a node already point at it.</p>` : null}
     <h2>Models you may use</h2>
     ${all.length === 0 ? html`<p class="muted">None: the gateway's policy allows you no model.</p>` : html`<ul class="models" data-testid="models">${all.map((m) => html`<li>${m}</li>`)}</ul>`}
-    <div class="grid2">
+    ${!g.url ? html`<p class="notice">This gateway is not on a tailnet: it listens on loopback only, at ${location.origin}, for programs on its own machine.</p>` : html`<div class="grid2">
       <div>
         <h2>On a tailnet node</h2>
         <p>The machine is a node of the tailnet (Tailscale, or a meshguard node): use the gateway's name.</p>
@@ -68,9 +69,9 @@ export function ConnectPage({ me }) {
         <${Code} label="Forward" text=${connectCmd} />
         <${Code} label="Base URL" text=${localBase} />
       </div>
-    </div>
+    </div>`}
     <h2>Settings per client</h2>
-    <p class="muted">Shown for ${viaForward ? "this local forward" : "a machine that is not a node (through the forward above); on a node, use " + tailnetBase + " instead"}.</p>
+    <p class="muted">Shown for ${viaForward || !g.url ? location.origin : `a machine that is not a node (through the forward above); on a node, use ${tailnetBase} instead`}.</p>
     ${clients(localBase, model).map((c) => html`<${Code} key=${c.name} label=${c.name} text=${c.text} />`)}
   </section>`;
 }

@@ -41,7 +41,7 @@ function Chart({ keys, data, metric }) {
         width: Math.max(320, el.current.clientWidth),
         height: 320,
         series: [{}, ...keys.map((k, i) => ({ label: k || "(none)", stroke: COLORS[i % COLORS.length], width: 2, points: { show: true, size: 5 }, value: (_u, v) => (v === null ? "" : METRICS[metric].fmt(v)) }))],
-        axes: [{}, { label: METRICS[metric].label, size: 70, values: (_u, ticks) => ticks.map((v) => METRICS[metric].fmt(v)) }],
+        axes: [{}, { size: 80, values: (_u, ticks) => ticks.map((v) => METRICS[metric].fmt(v)) }],
         scales: { y: { range: (_u, _min, max) => [0, max > 0 ? max * 1.1 : 1] } },
       },
       data,
