@@ -15,7 +15,7 @@ export interface GatewayInfo {
   url?: string;
   ipUrl?: string;
   loopbackUrl?: string;
-  /** The control server its node joined, when the gateway started that node. */
+  /** The control server its node joined. */
   controlUrl?: string;
 }
 

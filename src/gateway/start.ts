@@ -205,7 +205,7 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayHandle>
       url = `http://${node.hostname}${port}`;
       ipUrl = node.ips[0] ? `http://${node.ips[0]}${port}` : undefined;
       progress(`listening on the tailnet at ${url}`);
-      Object.assign(info, { hostname: node.hostname, dnsName: node.name.replace(/\.$/, ""), port: resolved.listen, url, ...(ipUrl ? { ipUrl } : {}), ...(tn?.controlUrl ? { controlUrl: tn.controlUrl } : {}) });
+      Object.assign(info, { hostname: node.hostname, dnsName: node.name.replace(/\.$/, ""), port: resolved.listen, url, ...(ipUrl ? { ipUrl } : {}), controlUrl: node.controlUrl });
     }
 
     let loopbackUrl: string | undefined;
