@@ -3,7 +3,7 @@
 // methods, paths that are not files, the console turned off; and which
 // browser requests the gateway refuses (other sites, foreign host names).
 import { createHash } from "node:crypto";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import http, { type IncomingMessage } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -108,6 +108,20 @@ describe("the console's files", () => {
     for (const p of ["/console/nope.js", "/console/../package.json", "/console/%2e%2e/package.json", "/console/lib", "/console/vendor/../../src/gateway/start.ts"]) {
       expect((await raw(gw.loopbackUrl!, p)).status, p).toBe(404);
     }
+  });
+
+  it("the build puts the page's files in dist/console, which the package publishes", () => {
+    const root = join(import.meta.dirname, "..", "..");
+    const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8"));
+    expect(pkg.files).toContain("dist");
+    for (const dep of ["preact", "htm", "uplot"]) expect(Object.keys(pkg.dependencies)).toContain(dep);
+    // npm test builds before it runs the tests: dist/console is the copy of src/gateway/console/ui.
+    const list = (d: string): string[] => readdirSync(d, { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).map((e) => join(e.parentPath, e.name).slice(d.length)).sort();
+    const dist = join(root, "dist", "console");
+    expect(existsSync(dist), "dist/console: run `npm run build`").toBe(true);
+    const src = join(root, "src", "gateway", "console", "ui");
+    expect(list(dist)).toEqual(list(src));
+    for (const f of list(src)) expect(readFileSync(join(dist, f), "utf8"), `dist/console${f} is stale: run \`npm run build\``).toBe(readFileSync(join(src, f), "utf8"));
   });
 
   it("turned off in the config, /console/ is not an endpoint", async () => {
