@@ -116,6 +116,9 @@ describe.skipIf(Boolean(unavailable))("the console in Chromium", () => {
       const bobs = await records((r) => r.caller.user === BOB);
       expect(users).toEqual(bobs.map(() => BOB));
       expect(await records((r) => r.caller.user === ALICE)).not.toHaveLength(0);
+      await page.goto(`${base}#/sessions`);
+      const sessionUsers = page.locator('[data-testid="sessions"] tbody tr td:nth-child(3)');
+      await expect.poll(() => sessionUsers.allInnerTexts()).toEqual([BOB]);
     });
 
     it("a chat round trip streams into the page chunk by chunk, then is in their logs with the streamed answer", async () => {

@@ -52,11 +52,11 @@ function Chart({ keys, data, metric }) {
   return html`<div class="chart" ref=${el} data-testid="usage-chart"></div>`;
 }
 
-function Buckets() {
+function Buckets({ admin }) {
   const { data, error } = useApi("/buckets", undefined, "buckets");
   if (error) return error.status === 404 ? null : html`<${Problem} error=${error} what="your quota buckets" />`;
   if (!data || data.buckets.length === 0) return null;
-  return html`<h2>Your quota buckets</h2>
+  return html`<h2>${admin ? html`Quota buckets <span class="muted">(everyone's: refill them on the <a href="#/quotas">Quotas</a> page)</span>` : "Your quota buckets"}</h2>
     <table class="list" data-testid="my-buckets"><thead><tr><th>Bucket</th><th>Left</th><th class="num">Capacity</th><th>Refill</th></tr></thead><tbody>
     ${data.buckets.map((b) => html`<tr key=${b.key}><td>${b.key}</td><td><meter min="0" max=${b.capacity} value=${Math.max(0, b.level)}></meter> ${amount(b.level, b.unit)}</td><td class="num">${amount(b.capacity, b.unit)}</td><td>${b.refill}</td></tr>`)}
     </tbody></table>`;
@@ -92,6 +92,6 @@ export function UsagePage({ query, me }) {
         ${totals.length === 0 ? html`<tr><td colspan="2" class="muted">No requests in this range.</td></tr>` : null}
         ${totals.map((t) => html`<tr key=${t.key}><td>${t.key || "(none)"}</td><td class="num">${METRICS[metric].fmt(t.total)}</td></tr>`)}
       </tbody></table>`}
-    <${Buckets} />
+    <${Buckets} admin=${me.role === "admin"} />
   </section>`;
 }
