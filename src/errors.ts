@@ -73,6 +73,8 @@ export const ErrorCode = {
   GATEWAY_CONFIG_INVALID: "MESHGUARD_GATEWAY_CONFIG_INVALID",
   /** A provider key named by the gateway configuration could not be read (unset environment variable, unreadable or empty file). */
   GATEWAY_KEY_UNAVAILABLE: "MESHGUARD_GATEWAY_KEY_UNAVAILABLE",
+  /** The gateway's web console cannot serve its files (they are not installed with the package). */
+  GATEWAY_CONSOLE_UNAVAILABLE: "MESHGUARD_GATEWAY_CONSOLE_UNAVAILABLE",
   /** The gateway's store (logs, buckets, reservations) could not be opened, read or written. */
   STORE_FAILED: "MESHGUARD_STORE_FAILED",
   /** A gateway webhook (guardrail or usage) timed out, could not be reached, answered non-2xx or malformed, or an event was dropped. */

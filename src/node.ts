@@ -83,6 +83,11 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
     return this.opts.dir;
   }
 
+  /** The control server this node joined (what a service tells clients that must join the same tailnet, e.g. the gateway's console). */
+  get controlUrl(): string {
+    return this.opts.controlUrl;
+  }
+
   private readonly backend: Backend;
   private readonly handle: number;
   private readonly opts: ResolvedStartOptions;

@@ -114,7 +114,8 @@ await phase("gobench", () => {
 await phase("typescript", () => {
   const out = join(root, "dist", "index.js");
   // package.json holds tsup's entry list: a new entry point is a rebuild too.
-  if (!args.force && mtime(out) > Math.max(newest(join(root, "src"), [".ts"]), mtime(join(root, "package.json")))) return false;
+  // The console's page files (src/gateway/console/ui) are copied into dist/console by tsup's onSuccess.
+  if (!args.force && mtime(out) > Math.max(newest(join(root, "src"), [".ts", ".js", ".html", ".css"]), mtime(join(root, "package.json")))) return false;
   run(join(root, "node_modules", ".bin", "tsup"), [], { cwd: root });
 });
 

@@ -69,6 +69,10 @@ if (built) {
   // missing (root only), because the namespace the tests run in has no
   // network; without it those tests are skipped with the reason.
   phase("PostgreSQL (Debian's postgresql, for the gateway store tests)", () => run([node, join(root, "test", "gateway", "pg-server.ts"), "install"]));
+  // Debian's chromium, for the console's browser tests (playwright-core
+  // brings no browser): installed here when missing (root only), for the
+  // same reason; without it those tests are skipped with the reason.
+  phase("Chromium (Debian's chromium, for the gateway console tests)", () => run([node, join(root, "test", "gateway", "chromium.ts"), "install"]));
 
   phase("tests (vitest, in a network namespace)", () => {
     const report = join(root, ".cache", "vitest-report.json");

@@ -24,6 +24,11 @@ export function clientSettings(base: string): Record<string, string> {
   };
 }
 
+/** The web console's URL, or undefined when the config turns it off. */
+function consoleUrl(gw: GatewayHandle): string | undefined {
+  return gw.config.console?.enabled === false ? undefined : `${gw.url ?? gw.loopbackUrl!}/console/`;
+}
+
 function readyText(gw: GatewayHandle): string {
   const base = gw.url ?? gw.loopbackUrl!;
   const env = clientSettings(base);
@@ -36,6 +41,7 @@ function readyText(gw: GatewayHandle): string {
     `  providers  ${providers.join("\n             ")}`,
     `  policy     ${gw.config.policy} (reloaded when it changes)`,
     `  logs       ${gw.store ? gw.config.dataDir : "off (retention none)"}`,
+    ...(consoleUrl(gw) ? [`  console    ${consoleUrl(gw)}  (logs, usage, quotas, chat, client settings: each caller sees what the tailnet says they may)`] : []),
     `  guard      ${gw.guard.kind === "own" ? `outbound calls only to ${gw.guard.origins.join(", ")}` : gw.guard.kind === "existing" ? "the process's own guard" : "none"}`,
     "",
     "Point clients at it (any API key string works: the gateway drops it and sends the provider's):",
@@ -83,6 +89,7 @@ async function run(ctx: Context): Promise<number> {
         policy: g.config.policy,
         dataDir: g.store ? g.config.dataDir : null,
         guard: g.guard,
+        console: consoleUrl(g) ?? null,
         env: clientSettings(base),
       },
       () => readyText(g),
@@ -119,7 +126,7 @@ when ready, runs until SIGINT or SIGTERM, then lets requests in flight finish
     config: { type: "string", arg: "FILE", help: "the gateway config (HuJSON)" },
     dev: { type: "boolean", help: "join the local tailnet of a running `meshguard dev`" },
   },
-  json: "print one JSON object when ready: { url, ipUrl, loopbackUrl, providers, policy, dataDir, guard, env: { OPENAI_BASE_URL, ANTHROPIC_BASE_URL, GEMINI_BASE_URL } }",
+  json: "print one JSON object when ready: { url, ipUrl, loopbackUrl, providers, policy, dataDir, guard, console, env: { OPENAI_BASE_URL, ANTHROPIC_BASE_URL, GEMINI_BASE_URL } }",
   examples: [
     { cmd: "gateway --config gateway.hujson", about: "run the gateway on the tailnet its config names" },
     { cmd: "gateway --config gateway.hujson --dev", about: "run it on the local tailnet of `meshguard dev` (start that first)" },

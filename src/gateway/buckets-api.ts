@@ -4,6 +4,8 @@
  *   GET  /buckets              admin: every instance; user: the caller's own
  *   GET  /buckets/:key         admin: any; user: only their own (else 404, as if absent)
  *   POST /buckets/:key/refill  admin only; body { "amount"?: number > 0 } — absent: to capacity
+ *   GET  /quotas               admin only: the configured buckets { quotas: [{ name, unit, capacity, refill, per, overdraft? }] }
+ *                              (the console's quota page; a user reads their own instances from /buckets)
  *
  * A user asking for another user's bucket gets 404, not 403: the answer must
  * not tell which users have buckets.
@@ -11,6 +13,7 @@
 
 import { z } from "zod";
 
+import type { QuotasConfig } from "./quotas/config.js";
 import type { QuotaManagerHandle } from "./quotas/manager.js";
 import type { AdminRequest, AdminResponse, AdminRoute } from "./types.js";
 
@@ -32,9 +35,18 @@ function keyParam(raw: string | undefined): string {
 }
 
 /** bucketRoutes serves the quota manager's buckets; the routes get an authenticated caller with its role. */
-export function bucketRoutes(qm: Pick<QuotaManagerHandle, "list" | "state" | "refill" | "keysOf">): AdminRoute[] {
+export function bucketRoutes(qm: Pick<QuotaManagerHandle, "list" | "state" | "refill" | "keysOf">, config: QuotasConfig = {}): AdminRoute[] {
   const mine = (req: AdminRequest, key: string) => req.caller.role === "admin" || qm.keysOf(req.caller).includes(key);
   return [
+    {
+      method: "GET",
+      pattern: "/quotas",
+      async handle(req) {
+        if (req.caller.role !== "admin") return error(403, "the quota overview needs the gateway's admin role (GET /buckets lists your own buckets)");
+        const quotas = Object.entries(config).map(([name, b]) => ({ name, unit: b.unit, capacity: b.capacity, refill: b.refill, per: b.per, ...(b.overdraft === undefined ? {} : { overdraft: b.overdraft }) }));
+        return { status: 200, body: { quotas } };
+      },
+    },
     {
       method: "GET",
       pattern: "/buckets",

@@ -134,6 +134,7 @@ export const GatewayConfigSchema = z
     telemetry: GATEWAY_PARTS.telemetry.optional().describe("Prometheus metrics (on by default) and OpenTelemetry spans (off by default)"),
     log: GATEWAY_PARTS.log.optional().describe("the gateway's own JSON log lines (pino); absent: none"),
     alerts: GATEWAY_PARTS.alerts.optional().describe("rules that fire webhooks (Slack or JSON)"),
+    console: GATEWAY_PARTS.console.optional(),
   })
   .strict();
 

@@ -9,6 +9,7 @@
 import type { ApprovalOptions } from "../guard/types.js";
 import type { Policy } from "../policy/load.js";
 import type { AccessResolver } from "./caller.js";
+import type { ConsoleServer } from "./console/serve.js";
 import type { GatewayConfig } from "./config.js";
 import type { Router } from "./providers.js";
 import type { KeyScrubber } from "./scrub.js";
@@ -42,6 +43,10 @@ export interface GatewayContext {
   readonly sessions: Sessions;
   readonly prices: Prices;
   readonly adminRoutes: readonly AdminRoute[];
+  /** The web console (undefined when the config turns it off). */
+  readonly console: ConsoleServer | undefined;
+  /** The gateway's own names (lower-case) a browser may reach it by, besides IP addresses and localhost. */
+  readonly browserNames: ReadonlySet<string>;
   /** Counts requests in flight, so close() can wait for them. */
   readonly inflight: Inflight;
   /**

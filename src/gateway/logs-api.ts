@@ -12,7 +12,7 @@
  * a 404 exactly like an id that does not exist, so ids reveal nothing.
  * Admins read everything and may filter by `user`.
  *
- * Query parameters: node, session, user (admins), since, until (epoch ms or
+ * Query parameters: node, model, session, user (admins), since, until (epoch ms or
  * an ISO 8601 time; since inclusive, until exclusive), limit (1-1000,
  * default 100), before (a `next` cursor), bodies=true (GET /logs: include
  * headers and bodies, which the list leaves out to stay small). An unknown
@@ -20,26 +20,17 @@
  */
 import { z } from "zod";
 import { ErrorCode, MeshguardError } from "../errors.js";
+import { apiError, isAnswer, Name, NO_USER, parseQuery as parseWithSchema, Time, userFilter } from "./api-query.js";
 import type { AdminRequest, AdminResponse, AdminRoute, GatewayStore, LogQuery, LogRecord } from "./types.js";
 
 /** Records read from the store per round trip of an export. */
 const EXPORT_PAGE = 500;
 
-const Time = z.string().transform((s, ctx) => {
-  const t = /^\d+$/.test(s) ? Number(s) : Date.parse(s);
-  if (!Number.isSafeInteger(t)) {
-    ctx.addIssue({ code: z.ZodIssueCode.custom, message: `${JSON.stringify(s)} is not a time: give epoch milliseconds or an ISO 8601 time such as 2026-01-31T12:00:00Z` });
-    return z.NEVER;
-  }
-  return t;
-});
-
-const Name = z.string().min(1, "must not be empty").max(1000);
-
 const ListQuery = z
   .object({
     user: Name.optional(),
     node: Name.optional(),
+    model: Name.optional(),
     session: Name.optional(),
     since: Time.optional(),
     until: Time.optional(),
@@ -57,27 +48,15 @@ const ListQuery = z
 type ListParams = z.output<typeof ListQuery>;
 
 /** The keys each route accepts (the rest of ListQuery is refused there). */
-const SESSION_KEYS = ["user", "node", "since", "until", "limit"] as const;
-const EXPORT_KEYS = ["user", "node", "session", "since", "until"] as const;
+const SESSION_KEYS = ["user", "node", "model", "since", "until", "limit"] as const;
+const EXPORT_KEYS = ["user", "node", "model", "session", "since", "until"] as const;
 
-function fail(status: number, message: string, code?: string): AdminResponse {
-  return { status, body: { error: { message, ...(code === undefined ? {} : { code }) } } };
-}
+const fail = apiError;
 
 /** parseQuery validates the query string against the keys a route accepts; a 400 response when it does not hold. */
 function parseQuery(query: URLSearchParams, keys: readonly (keyof ListParams)[]): ListParams | AdminResponse {
-  const raw: Record<string, string> = {};
-  for (const [k, v] of query) {
-    if (k in raw) return fail(400, `query parameter ${k} is given twice`, ErrorCode.INVALID_OPTIONS);
-    raw[k] = v;
-  }
   const schema = ListQuery.pick(Object.fromEntries(keys.map((k) => [k, true])) as { [K in keyof ListParams]?: true });
-  const r = schema.safeParse(raw);
-  if (r.success) return r.data as ListParams;
-  const lines = r.error.issues.map((i) =>
-    i.code === "unrecognized_keys" ? `unknown query parameter(s) ${i.keys.join(", ")} (this route takes ${keys.join(", ")})` : `${i.path.join(".")}: ${i.message}`,
-  );
-  return fail(400, `invalid query: ${lines.join("; ")}`, ErrorCode.INVALID_OPTIONS);
+  return parseWithSchema(query, schema, keys) as ListParams | AdminResponse;
 }
 
 /**
@@ -86,14 +65,11 @@ function parseQuery(query: URLSearchParams, keys: readonly (keyof ListParams)[])
  * non-admin with no accountable user, who has no records of their own.
  */
 function scope(req: AdminRequest, p: ListParams): LogQuery | undefined {
-  const q: LogQuery = {};
-  if (req.caller.role === "admin") {
-    if (p.user !== undefined) q.user = p.user;
-  } else {
-    if (req.caller.user === "") return undefined;
-    q.user = req.caller.user;
-  }
+  const who = userFilter(req.caller, p.user);
+  if (who === null) return undefined;
+  const q: LogQuery = { ...who };
   if (p.node !== undefined) q.node = p.node;
+  if (p.model !== undefined) q.model = p.model;
   if (p.session !== undefined) q.sessionId = p.session;
   if (p.since !== undefined) q.since = p.since;
   if (p.until !== undefined) q.until = p.until;
@@ -101,8 +77,6 @@ function scope(req: AdminRequest, p: ListParams): LogQuery | undefined {
   if (p.before !== undefined) q.before = p.before;
   return q;
 }
-
-const NO_USER = "this caller has no accountable user (an untagged owner or a tag owner), so it has no logs of its own; ask an admin";
 
 function withoutBodies(r: LogRecord): LogRecord {
   const { requestHeaders: _h, requestBody: _q, responseBody: _a, ...meta } = r;
@@ -122,8 +96,8 @@ export function logRoutes(store: GatewayStore): AdminRoute[] {
       method: "GET",
       pattern: "/logs",
       async handle(req) {
-        const p = parseQuery(req.query, ["user", "node", "session", "since", "until", "limit", "before", "bodies"]);
-        if ("status" in p) return p;
+        const p = parseQuery(req.query, ["user", "node", "model", "session", "since", "until", "limit", "before", "bodies"]);
+        if (isAnswer(p)) return p;
         const q = scope(req, p);
         if (!q) return fail(403, NO_USER);
         try {
@@ -140,7 +114,7 @@ export function logRoutes(store: GatewayStore): AdminRoute[] {
       pattern: "/logs/export",
       async handle(req) {
         const p = parseQuery(req.query, EXPORT_KEYS);
-        if ("status" in p) return p;
+        if (isAnswer(p)) return p;
         const q = scope(req, p);
         if (!q) return fail(403, NO_USER);
         return { status: 200, contentType: "application/x-ndjson; charset=utf-8", stream: exportLines(store, q) };
@@ -151,7 +125,7 @@ export function logRoutes(store: GatewayStore): AdminRoute[] {
       pattern: "/logs/:id",
       async handle(req, params) {
         const p = parseQuery(req.query, []);
-        if ("status" in p) return p;
+        if (isAnswer(p)) return p;
         const id = params.id ?? "";
         const rec = id === "" ? undefined : await store.getLog(id);
         // Someone else's record answers exactly as a missing one.
@@ -166,7 +140,7 @@ export function logRoutes(store: GatewayStore): AdminRoute[] {
       pattern: "/sessions",
       async handle(req) {
         const p = parseQuery(req.query, SESSION_KEYS);
-        if ("status" in p) return p;
+        if (isAnswer(p)) return p;
         const q = scope(req, p);
         if (!q) return fail(403, NO_USER);
         return { status: 200, body: { sessions: await store.sessions(q) } };

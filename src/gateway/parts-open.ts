@@ -16,6 +16,7 @@ import { policyAccess } from "./caller.js";
 import type { GatewayConfig } from "./config.js";
 import { createHookRunner, type HookFailedError } from "./hooks.js";
 import { logRoutes } from "./logs-api.js";
+import { usageRoutes } from "./usage-api.js";
 import { maxOutputTokensOf, priceOf } from "./prices.js";
 import { createQuotaManager, type LevelReport } from "./quotas/manager.js";
 import { SessionTracker } from "./sessions.js";
@@ -61,7 +62,7 @@ export async function openParts(
     const recovered = await handle.recover();
     if (recovered > 0) warn(new MeshguardError(ErrorCode.STORE_FAILED, `settled ${recovered} quota reservation(s) left by a previous gateway process, each charged in full`));
     qm = handle;
-    bucketApi = bucketRoutes(handle);
+    bucketApi = bucketRoutes(handle, quotas);
   }
 
   let hooks = injected.hooks;
@@ -85,7 +86,7 @@ export async function openParts(
     sessions: injected.sessions ?? { sessionOf: (c, sid, time) => tracker.assign(c, sid, time) },
     prices: injected.prices ?? { priceOf, maxOutputTokensOf },
     access: injected.access ?? policyAccess,
-    adminRoutes: injected.adminRoutes ?? [...(store ? logRoutes(store) : []), ...bucketApi],
+    adminRoutes: injected.adminRoutes ?? [...(store ? [...logRoutes(store), ...usageRoutes(store)] : []), ...bucketApi],
   };
 }
 

@@ -4,6 +4,7 @@
  * takes them from here, so a section is validated by the part that reads it.
  */
 
+import { ConsoleConfigSchema } from "./console/config.js";
 import { HooksConfigSchema } from "./hooks.js";
 import { AlertsConfigSchema, LogConfigSchema, TelemetryConfigSchema } from "./obs/config.js";
 import { QuotasConfigSchema } from "./quotas/config.js";
@@ -17,4 +18,5 @@ export const GATEWAY_PARTS = {
   telemetry: TelemetryConfigSchema,
   log: LogConfigSchema,
   alerts: AlertsConfigSchema,
+  console: ConsoleConfigSchema,
 };

@@ -1,14 +1,19 @@
 /**
  * The gateway's HTTP front: one handler for the tailnet listener and the
  * loopback listener, which differ only in how the caller is identified.
- * Dispatch: /meshguard/v1/... is the gateway's own API; model listings are
- * answered here; every other known endpoint is an LLM call (./call.ts);
- * anything else is a 404 in the format the client most likely speaks.
+ * Dispatch: /meshguard/v1/... is the gateway's own API; /console/ its web
+ * console (./console/); model listings are answered here; every other known
+ * endpoint is an LLM call (./call.ts); anything else is a 404 in the format
+ * the client most likely speaks. A browser's request from another site, or
+ * naming a host that is not the gateway's, is refused first
+ * (./console/browser.ts).
  */
 
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { ADMIN_PREFIX, AdminRouter } from "./admin.js";
 import { handleCall } from "./call.js";
+import { browserRefusal } from "./console/browser.js";
+import { isConsolePath } from "./console/serve.js";
 import type { BaseCaller } from "./caller.js";
 import type { GatewayContext } from "./context.js";
 import { endpointOf, formatGuess } from "./facts.js";
@@ -73,13 +78,21 @@ async function handle(ctx: GatewayContext, admin: AdminRouter, identify: Identif
   // GET /metrics is where scrapers look: the admin API's /metrics under its usual name, with the same rule (admins only).
   const isMetrics = path === METRICS_PATH;
   const isAdmin = isMetrics || path === ADMIN_PREFIX || path.startsWith(`${ADMIN_PREFIX}/`);
-  const ep = isAdmin ? undefined : endpointOf(method, path, req.headers);
+  const ep = isAdmin || isConsolePath(path) ? undefined : endpointOf(method, path, req.headers);
   const format = ep?.format ?? formatGuess(path, req.headers);
 
+  const isConsole = ctx.console !== undefined && isConsolePath(path);
+  const refusal = browserRefusal(req, path, ctx.browserNames);
+  if (refusal !== undefined) {
+    if (isAdmin || isConsole) sendJson(res, 403, JSON.stringify({ error: { code: "browser_refused", message: refusal } }));
+    else sendError(res, format, "denied", refusal);
+    return;
+  }
   if (ctx.inflight.closing) {
     sendError(res, format, "unavailable", "the gateway is shutting down", { headers: { connection: "close" } });
     return;
   }
+  if (isConsole) return ctx.console!.handle(req, res, path);
   if (!isAdmin && ep === undefined) {
     sendError(res, format, "not_found", `${method} ${path} is not an endpoint of this gateway (OpenAI /v1/chat/completions, /v1/responses, /v1/embeddings, /v1/models; Anthropic /v1/messages, /v1/messages/count_tokens; Gemini /v1beta/models/MODEL:generateContent, :streamGenerateContent, :countTokens)`);
     return;

@@ -23,6 +23,8 @@ import { readKey } from "./keys.js";
 import { buildProviders, Router } from "./providers.js";
 import { KeyScrubber } from "./scrub.js";
 import { requestHandler } from "./server.js";
+import { ConsoleServer } from "./console/serve.js";
+import { infoRoute, type GatewayInfo } from "./info-api.js";
 import { openParts } from "./parts-open.js";
 import { installSelfGuard, type SelfGuard } from "./self-guard.js";
 import { createObservability, type AlertEngine, type Observability, type TelemetryOptions } from "./obs/index.js";
@@ -187,6 +189,10 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayHandle>
     const parts = await openParts(resolved, opts.parts ?? {}, secrets, holder, chains, warn, cleanup, o);
     progress(`store ${parts.store ? "open" : "off"}, ${Object.keys(resolved.quotas ?? {}).length} quota bucket(s), hooks ${parts.hooks ? "on" : "off"}`);
     const approvals = opts.approvals ?? resolved.approvals;
+    // Filled in once the listeners are up; the info route reads it per request.
+    const info: GatewayInfo = {};
+    const consoleCfg = resolved.console ?? { enabled: true, hosts: [] };
+    const browserNames = new Set([...consoleCfg.hosts, ...(node ? [node.hostname, node.name.replace(/\.$/, "")] : [])].filter(Boolean).map((n) => n.toLowerCase()));
     const ctx: GatewayContext = {
       cfg: resolved,
       router,
@@ -201,7 +207,9 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayHandle>
       hooks: parts.hooks,
       sessions: parts.sessions,
       prices: parts.prices,
-      adminRoutes: [...parts.adminRoutes, ...o.routes(parts.store)],
+      adminRoutes: [...parts.adminRoutes, ...o.routes(parts.store), infoRoute(() => info)],
+      console: consoleCfg.enabled ? new ConsoleServer(warn) : undefined,
+      browserNames,
       inflight,
       observe: o.observe,
       warn,
@@ -219,6 +227,7 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayHandle>
       url = `http://${node.hostname}${port}`;
       ipUrl = node.ips[0] ? `http://${node.ips[0]}${port}` : undefined;
       progress(`listening on the tailnet at ${url}`);
+      Object.assign(info, { hostname: node.hostname, dnsName: node.name.replace(/\.$/, ""), port: resolved.listen, url, ...(ipUrl ? { ipUrl } : {}), controlUrl: node.controlUrl });
     }
 
     let loopbackUrl: string | undefined;
@@ -237,6 +246,7 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayHandle>
       const addr = srv.address() as { port: number };
       loopbackUrl = `http://${host.includes(":") ? `[${host}]` : host}:${addr.port}`;
       progress(`listening on loopback at ${loopbackUrl}`);
+      info.loopbackUrl = loopbackUrl;
     }
     if (servers.length === 0) {
       throw new MeshguardError(ErrorCode.INVALID_OPTIONS, "startGateway: nothing to listen on: give a node, tailnet settings (option or config \"tailnet\") or a loopback listener", {

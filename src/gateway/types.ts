@@ -156,6 +156,8 @@ export interface LogQuery {
   /** Only this user's records (the API sets it for every non-admin). */
   user?: string;
   node?: string;
+  /** Only records of this model (as logged: the name sent upstream, without a `provider/` prefix). */
+  model?: string;
   sessionId?: string;
   since?: number;
   until?: number;
@@ -171,6 +173,31 @@ export interface SessionSummary {
   node: string;
   firstTime: number;
   lastTime: number;
+  requests: number;
+  inputTokens: number;
+  outputTokens: number;
+  costUsd: number;
+}
+
+/**
+ * UsageQuery asks for usage summed per time bucket and per user or model.
+ * Buckets are aligned to UTC (an hour bucket starts at a whole hour, a day
+ * bucket at 00:00 UTC); `since` inclusive, `until` exclusive.
+ */
+export interface UsageQuery {
+  since: number;
+  until: number;
+  bucket: "hour" | "day";
+  by: "user" | "model";
+  /** Only this user's records (the API sets it for every non-admin). */
+  user?: string;
+}
+
+/** One bucket of usage of one key (a user's login, or a model name). Empty buckets are absent. */
+export interface UsageRow {
+  /** The bucket's start, epoch ms. */
+  start: number;
+  key: string;
   requests: number;
   inputTokens: number;
   outputTokens: number;
@@ -242,6 +269,12 @@ export interface GatewayStore {
    * restart). Optional: without it the list holds the instances used since start.
    */
   listBuckets?(): Promise<BucketState[]>;
+  /**
+   * Usage summed per time bucket and user or model, ordered by start then
+   * key, for the usage API and the console's chart. Optional: without it
+   * the usage API answers 501.
+   */
+  usage?(q: UsageQuery): Promise<UsageRow[]>;
 
   close(): Promise<void>;
 }

@@ -150,6 +150,13 @@ describe("listing", () => {
     expect(body(await get(BOB, "/logs?limit=1&bodies=true")).records[0]).toEqual(bobRecs[4]);
   });
 
+  it("model filters the list, the sessions and the export", async () => {
+    expect(body(await get(BOB, "/logs?model=claude-sonnet-4-5")).records).toHaveLength(5);
+    expect(body(await get(BOB, "/logs?model=gpt-4o")).records).toEqual([]);
+    expect(body(await get(BOB, "/sessions?model=gpt-4o")).sessions).toEqual([]);
+    expect(await lines(await get(BOB, "/logs/export?model=gpt-4o"))).toEqual([]);
+  });
+
   it("since/until take epoch milliseconds or ISO 8601 times", async () => {
     const iso = new Date(T0 + 2000).toISOString();
     const a = body(await get(BOB, `/logs?since=${T0 + 2000}`)).records.length;

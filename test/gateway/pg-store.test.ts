@@ -109,6 +109,25 @@ describe.skipIf(Boolean(unavailable))("postgres", () => {
       expect((await server.sql<{ t: string }>(db, "SELECT table_name AS t FROM information_schema.tables WHERE table_schema = 'crm'")).map((r) => r.t)).toEqual(["customers"]);
     });
 
+    it("migrates a version 1 schema: stored records get their model column (one whose meta holds an escaped NUL keeps '' and does not stop the migration)", async () => {
+      const schema = `mg_${randomUUID().slice(0, 8)}`;
+      const db = new URL(process.env[ENV]!).pathname.slice(1);
+      await server.sql(db, `CREATE SCHEMA ${schema}; CREATE TABLE ${schema}.schema_version (version integer NOT NULL); INSERT INTO ${schema}.schema_version VALUES (1);`);
+      await server.sql(db, MIGRATIONS[0]!(schema));
+      const u = uniqueUser();
+      const t = Date.UTC(2026, 0, 1, 10);
+      const meta = (model: string) => JSON.stringify({ id: randomUUID(), time: t, model, caller: { user: u } });
+      for (const m of [meta("gpt-4o-mini"), meta("bad\u0000model")]) {
+        await server.sql(db, `INSERT INTO ${schema}.logs (id, time, "user", node, session_id, input_tokens, output_tokens, cost_usd, meta) VALUES ($1, $2, $3, 'n', 's', 7, 3, 0.5, $4)`, [randomUUID(), t, u, m]);
+      }
+      const s = await pgStore({ config: { schema } });
+      expect(await server.sql(db, `SELECT version FROM ${schema}.schema_version`)).toEqual([{ version: MIGRATIONS.length }]);
+      expect(await s.usage!({ since: Date.UTC(2026, 0, 1), until: Date.UTC(2026, 0, 2), bucket: "day", by: "model", user: u })).toEqual([
+        { start: Date.UTC(2026, 0, 1), key: "", requests: 1, inputTokens: 7, outputTokens: 3, costUsd: 0.5 },
+        { start: Date.UTC(2026, 0, 1), key: "gpt-4o-mini", requests: 1, inputTokens: 7, outputTokens: 3, costUsd: 0.5 },
+      ]);
+    });
+
     it("refuses a schema a newer meshguard wrote", async () => {
       const schema = `mg_${randomUUID().slice(0, 8)}`;
       await (await pgStore({ config: { schema } })).close();

@@ -25,7 +25,7 @@ beforeAll(async () => {
     (c) => (c.user === "root@example.com" ? [] : [["daily"], ["shared"]]),
     { now: () => 1_700_000_000_000 }, // a still clock: levels are exact
   );
-  routes = bucketRoutes(qm);
+  routes = bucketRoutes(qm, QuotasConfigSchema.parse({ daily: { unit: "tokens", capacity: 10_000, refill: "1/day" }, shared: { unit: "tokens", capacity: 50_000, refill: "1/day", per: "global", overdraft: "daily" } }));
   for (const c of [alice, bob]) {
     const v = await qm.reserve(c, facts({ maxTokens: 1000 }), { inputTokens: 1000, maxOutputTokens: 1000 }, undefined);
     if (v.ok && v.reservation) await qm.settle(v.reservation, usage(1000, 500), undefined);
@@ -48,6 +48,22 @@ async function call(who: Caller, method: "GET" | "POST", path: string, body?: un
 
 const keys = (res: { body: unknown }) => (res.body as { buckets: BucketView[] }).buckets.map((b) => b.key);
 const enc = encodeURIComponent;
+
+describe("GET /quotas", () => {
+  test("an admin reads the configured buckets; a user gets 403 (their own instances are GET /buckets)", async () => {
+    const ok = await call(admin, "GET", "/quotas");
+    expect(ok.status).toBe(200);
+    expect(ok.body).toEqual({
+      quotas: [
+        { name: "daily", unit: "tokens", capacity: 10_000, refill: "1/day", per: "user" },
+        { name: "shared", unit: "tokens", capacity: 50_000, refill: "1/day", per: "global", overdraft: "daily" },
+      ],
+    });
+    const denied = await call(alice, "GET", "/quotas");
+    expect(denied.status).toBe(403);
+    expect(JSON.stringify(denied.body)).toMatch(/admin role/);
+  });
+});
 
 describe("GET /buckets", () => {
   test("a user sees their own buckets (and the shared ones they are charged to), with levels", async () => {

@@ -153,6 +153,59 @@ export function storeConformance(name: string, open: (o?: ConformanceOpenOptions
         expect(await s.sessions({ user: u, limit: 1 })).toHaveLength(1);
       });
 
+      it("queries filter by model (the name as logged)", async () => {
+        const s = await store();
+        const u = uniqueUser();
+        const recs = ["gpt-4o", "claude-haiku-4-5", "gpt-4o"].map((model, i) => record(u, NOW + i, { model }));
+        for (const r of recs) s.appendLog(r);
+        await s.flush();
+        expect((await s.queryLogs({ user: u, model: "gpt-4o" })).records.map((r) => r.id)).toEqual([recs[2]!.id, recs[0]!.id]);
+        expect((await s.queryLogs({ user: u, model: "claude-haiku-4-5" })).records.map((r) => r.id)).toEqual([recs[1]!.id]);
+        expect((await s.queryLogs({ user: u, model: "gpt-4" })).records).toEqual([]);
+      });
+
+      it("usage sums requests, tokens and cost per UTC hour or day and per user or model, in [since, until)", async () => {
+        const s = await store();
+        // Optional in the contract, but every engine of meshguard's has it.
+        expect(s.usage).toBeTypeOf("function");
+        const [a, b] = [uniqueUser(), uniqueUser()];
+        // A day of its own (no other test writes there), starting at 00:00 UTC.
+        const D = Date.UTC(2027, 5, 1);
+        const H = 3_600_000;
+        const usage = (i: number, o: number) => ({ inputTokens: i, outputTokens: o, estimated: false });
+        const put = (user: string, t: number, model: string, i: number, o: number, cost: number) => s.appendLog(record(user, t, { model, usage: usage(i, o), costUsd: cost }));
+        put(a, D + 5, "gpt-4o", 10, 1, 0.5);
+        put(a, D + H - 1, "claude-haiku-4-5", 20, 2, 0.25); // the last millisecond of hour 0
+        put(b, D + 30 * 60_000, "gpt-4o", 40, 4, 1);
+        put(a, D + H, "gpt-4o", 1, 1, 0.125); // the first of hour 1
+        put(a, D + 25 * H, "claude-haiku-4-5", 3, 3, 2); // the next day
+        put(a, D - 1, "gpt-4o", 1000, 1000, 100); // before since: left out
+        put(a, D + 48 * H, "gpt-4o", 1000, 1000, 100); // at until: left out
+        await s.flush();
+        const range = { since: D, until: D + 48 * H };
+        const row = (start: number, key: string, requests: number, inputTokens: number, outputTokens: number, costUsd: number) => ({ start, key, requests, inputTokens, outputTokens, costUsd });
+        expect(await s.usage!({ ...range, bucket: "hour", by: "user", user: a })).toEqual([
+          row(D, a, 2, 30, 3, 0.75),
+          row(D + H, a, 1, 1, 1, 0.125),
+          row(D + 25 * H, a, 1, 3, 3, 2),
+        ]);
+        expect(await s.usage!({ ...range, bucket: "hour", by: "model", user: a })).toEqual([
+          row(D, "claude-haiku-4-5", 1, 20, 2, 0.25),
+          row(D, "gpt-4o", 1, 10, 1, 0.5),
+          row(D + H, "gpt-4o", 1, 1, 1, 0.125),
+          row(D + 25 * H, "claude-haiku-4-5", 1, 3, 3, 2),
+        ]);
+        // Every user (no user filter), by day: a's and b's records of the first day, ordered by key.
+        const byDay = await s.usage!({ ...range, bucket: "day", by: "user" });
+        expect(byDay).toEqual([row(D, a, 3, 31, 4, 0.875), row(D, b, 1, 40, 4, 1), row(D + 24 * H, a, 1, 3, 3, 2)].sort((x, y) => x.start - y.start || (x.key < y.key ? -1 : 1)));
+        expect(await s.usage!({ ...range, bucket: "day", by: "model" })).toEqual([
+          row(D, "claude-haiku-4-5", 1, 20, 2, 0.25),
+          row(D, "gpt-4o", 3, 51, 6, 1.625),
+          row(D + 24 * H, "claude-haiku-4-5", 1, 3, 3, 2),
+        ]);
+        expect(await s.usage!({ since: D + 2 * H, until: D + 3 * H, bucket: "hour", by: "user" })).toEqual([]);
+      });
+
       it("prune deletes records older than the cutoff and says how many", async () => {
         const s = await store();
         const u = uniqueUser();

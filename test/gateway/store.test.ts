@@ -42,7 +42,7 @@ describe("sqlite: the file", () => {
     expect(db.prepare("PRAGMA application_id").get()).toEqual({ application_id: APPLICATION_ID });
     expect(db.prepare("SELECT version FROM schema_version").all()).toEqual([{ version: MIGRATIONS.length }]);
     const indexes = (db.prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'logs' AND sql IS NOT NULL").all() as { name: string }[]).map((r) => r.name);
-    expect(indexes.sort()).toEqual(["logs_session", "logs_time", "logs_user_time"]);
+    expect(indexes.sort()).toEqual(["logs_model_time", "logs_session", "logs_time", "logs_user_time"]);
     db.close();
     await s.close();
   });
@@ -65,6 +65,25 @@ describe("sqlite: the file", () => {
     const db = new DatabaseSync(path, { readOnly: true });
     expect(db.prepare("SELECT name FROM sqlite_schema").all()).toEqual([{ name: "customers" }]);
     db.close();
+  });
+
+  it("migrates a version 1 file: the records already stored get their model column, so filters and usage by model find them", async () => {
+    const dir = tempDir();
+    const path = join(dir, "gateway.db");
+    const db = new DatabaseSync(path);
+    db.exec(`PRAGMA application_id = ${APPLICATION_ID}; CREATE TABLE schema_version (version INTEGER NOT NULL); INSERT INTO schema_version VALUES (1);`);
+    db.exec(MIGRATIONS[0]!);
+    const u = uniqueUser();
+    const old = record(u, Date.UTC(2026, 0, 1, 10, 30), { model: "gpt-4o-mini", usage: { inputTokens: 7, outputTokens: 3, estimated: false }, costUsd: 0.5 });
+    const { requestHeaders: _h, requestBody: _q, responseBody: _a, ...meta } = old;
+    db.prepare("INSERT INTO logs (id, time, user, node, session_id, input_tokens, output_tokens, cost_usd, meta) VALUES (?, ?, ?, ?, ?, 7, 3, 0.5, ?)").run(old.id, old.time, u, old.caller.node, old.sessionId, JSON.stringify(meta));
+    db.close();
+    const s = await openStore({}, { dataDir: dir, retention: FULL });
+    expect((await s.queryLogs({ model: "gpt-4o-mini" })).records.map((r) => r.id)).toEqual([old.id]);
+    expect(await s.usage!({ since: Date.UTC(2026, 0, 1), until: Date.UTC(2026, 0, 2), bucket: "day", by: "model" })).toEqual([
+      { start: Date.UTC(2026, 0, 1), key: "gpt-4o-mini", requests: 1, inputTokens: 7, outputTokens: 3, costUsd: 0.5 },
+    ]);
+    await s.close();
   });
 
   it("refuses a database a newer meshguard wrote (a schema version it does not know)", async () => {

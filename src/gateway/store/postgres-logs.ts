@@ -11,10 +11,10 @@
  * against 7-70 ms).
  */
 import type { Pool } from "pg";
-import type { LogQuery, LogRecord, SessionSummary } from "../types.js";
+import type { LogQuery, LogRecord, SessionSummary, UsageQuery, UsageRow } from "../types.js";
 import { decodeCursor, encodeCursor } from "./cursor.js";
 import { fromRow, type LogRow } from "./record.js";
-import { clampLimit, logFilters, whereSql } from "./query.js";
+import { clampLimit, logFilters, usageRows, usageSql, whereSql } from "./query.js";
 
 /**
  * PostgreSQL's text cannot hold NUL. Metadata and headers are JSON (NUL is
@@ -28,8 +28,8 @@ export function pgText(s: string): string {
 
 const utf8 = (s: string | null): Buffer | null => (s === null ? null : Buffer.from(s, "utf8"));
 
-const LOG_COLUMNS = `id, time, "user", node, session_id, input_tokens, output_tokens, cost_usd, meta, request_headers, request_body, response_body`;
-const PER_ROW = 12;
+const LOG_COLUMNS = `id, time, "user", node, session_id, model, input_tokens, output_tokens, cost_usd, meta, request_headers, request_body, response_body`;
+const PER_ROW = 13;
 /** Rows per statement: PostgreSQL takes at most 65535 parameters. */
 export const MAX_ROWS_PER_INSERT = Math.floor(65_535 / PER_ROW);
 
@@ -41,7 +41,7 @@ export function insertLogs(s: string, rows: readonly LogRow[]): { text: string; 
   for (const r of rows) {
     const n = values.length;
     tuples.push(`(${Array.from({ length: PER_ROW }, (_, i) => `$${n + i + 1}`).join(",")})`);
-    values.push(pgText(r.id), r.time, pgText(r.user), pgText(r.node), pgText(r.sessionId), r.inputTokens, r.outputTokens, r.costUsd, r.meta, r.requestHeaders, utf8(r.requestBody), utf8(r.responseBody));
+    values.push(pgText(r.id), r.time, pgText(r.user), pgText(r.node), pgText(r.sessionId), pgText(r.model), r.inputTokens, r.outputTokens, r.costUsd, r.meta, r.requestHeaders, utf8(r.requestBody), utf8(r.responseBody));
   }
   return { text: `INSERT INTO ${s}.logs (${LOG_COLUMNS}) VALUES ${tuples.join(",")} ON CONFLICT (id) DO NOTHING`, values };
 }
@@ -102,6 +102,12 @@ export async function sessions(pool: Pool, s: string, q: Omit<LogQuery, "session
     sum(input_tokens) AS "inputTokens", sum(output_tokens) AS "outputTokens", sum(cost_usd) AS "costUsd"
     FROM ${s}.logs ${whereSql(where)} GROUP BY session_id ORDER BY "lastTime" DESC, id LIMIT $${params.length}`;
   return (await pool.query<SessionSummary>(sql, params)).rows;
+}
+
+export async function usage(pool: Pool, s: string, q: UsageQuery): Promise<UsageRow[]> {
+  const params: unknown[] = [];
+  const sql = usageSql(`${s}.logs`, q, (v) => (params.push(typeof v === "string" ? pgText(v) : v), `$${params.length}`));
+  return usageRows((await pool.query<Record<string, unknown>>(sql, params)).rows);
 }
 
 /** Deletes at most `chunk` records older than `before`; returns how many. */

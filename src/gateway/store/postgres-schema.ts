@@ -72,6 +72,14 @@ export const MIGRATIONS: readonly ((s: string) => string)[] = [
   );
   CREATE INDEX reservations_instance ON ${s}.reservations (instance);
   `,
+  // 2: the model as a column (logs filtered and usage summed by model), filled
+  // from the records already stored. A record whose meta holds an escaped NUL
+  // keeps '' (json ->> would fail on it, and with it the migration).
+  (s) => `
+  ALTER TABLE ${s}.logs ADD COLUMN model text NOT NULL DEFAULT '';
+  UPDATE ${s}.logs SET model = coalesce(meta::json ->> 'model', '') WHERE strpos(meta, '\\u0000') = 0;
+  CREATE INDEX logs_model_time ON ${s}.logs (model, time, seq);
+  `,
 ];
 
 /** migrate brings `schema` to the newest version, creating it (and its tables) when missing. */

@@ -19,7 +19,7 @@
 import { randomUUID } from "node:crypto";
 import type { Pool } from "pg";
 import { ErrorCode, MeshguardError } from "../../errors.js";
-import type { BucketState, GatewayStore, LogQuery, LogRecord, Reservation, Retention, SessionSummary } from "../types.js";
+import type { BucketState, GatewayStore, LogQuery, LogRecord, Reservation, Retention, SessionSummary, UsageQuery, UsageRow } from "../types.js";
 import { LogBatcher, asStoreError } from "./batcher.js";
 import { BucketTx, type TxFn } from "./postgres-buckets.js";
 import { InstanceRegistry, toReservation } from "./postgres-instances.js";
@@ -141,6 +141,10 @@ export class PostgresStore implements GatewayStore {
 
   sessions(q: Omit<LogQuery, "sessionId">): Promise<SessionSummary[]> {
     return this.#read(() => logs.sessions(this.#pool, this.#s, q), "could not read sessions");
+  }
+
+  usage(q: UsageQuery): Promise<UsageRow[]> {
+    return this.#read(() => logs.usage(this.#pool, this.#s, q), "could not sum usage");
   }
 
   async prune(before: number): Promise<number> {

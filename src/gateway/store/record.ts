@@ -17,6 +17,8 @@ export interface LogRow {
   user: string;
   node: string;
   sessionId: string;
+  /** The record's model (also in meta): a column of its own to filter and aggregate by. */
+  model: string;
   inputTokens: number;
   outputTokens: number;
   costUsd: number;
@@ -62,6 +64,7 @@ export function toRow(rec: LogRecord, retention: Retention, secrets: Secrets): L
     user: rec.caller.user,
     node: rec.caller.node,
     sessionId: rec.sessionId,
+    model: typeof rec.model === "string" ? scrub(rec.model) : "",
     inputTokens: count(rec.usage?.inputTokens),
     outputTokens: count(rec.usage?.outputTokens),
     costUsd: count(rec.costUsd),

@@ -45,6 +45,12 @@ export const MIGRATIONS: readonly string[] = [
     holds TEXT NOT NULL               -- JSON [{ key, amount }]
   ) WITHOUT ROWID;
   `,
+  // 2: the model as a column (logs filtered and usage summed by model), filled from the records already stored.
+  `
+  ALTER TABLE logs ADD COLUMN model TEXT NOT NULL DEFAULT '';
+  UPDATE logs SET model = coalesce(json_extract(meta, '$.model'), '');
+  CREATE INDEX logs_model_time ON logs (model, time);
+  `,
 ];
 
 /** migrate brings `db` to the newest schema, creating it in an empty file. */

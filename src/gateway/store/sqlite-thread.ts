@@ -19,8 +19,8 @@ import type { DatabaseSync, SQLInputValue, StatementSync } from "node:sqlite";
 import { Worker } from "node:worker_threads";
 import type { LogRow } from "./record.js";
 
-export const INSERT_LOG_SQL = `INSERT OR IGNORE INTO logs (id, time, user, node, session_id, input_tokens, output_tokens, cost_usd, meta, request_headers, request_body, response_body)
-  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`;
+export const INSERT_LOG_SQL = `INSERT OR IGNORE INTO logs (id, time, user, node, session_id, model, input_tokens, output_tokens, cost_usd, meta, request_headers, request_body, response_body)
+  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`;
 
 /** How long the worker waits for another connection's write lock (it blocks only itself). */
 const WORKER_BUSY_TIMEOUT_MS = 2_000;
@@ -43,7 +43,7 @@ export interface SqlRunner {
 
 /** The insert parameters of a row, in INSERT_LOG_SQL's order. */
 function rowParams(r: LogRow): SQLInputValue[] {
-  return [r.id, r.time, r.user, r.node, r.sessionId, r.inputTokens, r.outputTokens, r.costUsd, r.meta, r.requestHeaders, r.requestBody, r.responseBody];
+  return [r.id, r.time, r.user, r.node, r.sessionId, r.model, r.inputTokens, r.outputTokens, r.costUsd, r.meta, r.requestHeaders, r.requestBody, r.responseBody];
 }
 
 /** inlineRunner runs everything on `db`, the main connection; `stmt` is its statement cache. */

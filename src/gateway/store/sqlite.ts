@@ -18,12 +18,12 @@
  */
 import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
 import { ErrorCode, MeshguardError } from "../../errors.js";
-import type { BucketState, GatewayStore, LogQuery, LogRecord, Reservation, Retention, SessionSummary } from "../types.js";
+import type { BucketState, GatewayStore, LogQuery, LogRecord, Reservation, Retention, SessionSummary, UsageQuery, UsageRow } from "../types.js";
 import { LogBatcher, asStoreError } from "./batcher.js";
 import { decodeCursor, encodeCursor } from "./cursor.js";
 import { fromRow, prepareSecrets, toRow, type Secrets } from "./record.js";
 import { startPruning, type OnPruned } from "./retention.js";
-import { clampLimit, logFilters, whereSql } from "./query.js";
+import { clampLimit, logFilters, usageRows, usageSql, whereSql } from "./query.js";
 import { migrate } from "./sqlite-schema.js";
 import { inlineRunner, workerRunner, type Row, type SqlRunner } from "./sqlite-thread.js";
 
@@ -166,6 +166,13 @@ export class SqliteStore implements GatewayStore {
       FROM logs ${whereSql(where)} GROUP BY session_id ORDER BY lastTime DESC, id LIMIT ?`;
     const rows = await this.#read(sql, [...params, clampLimit(q.limit)], "could not read sessions");
     return rows as unknown as SessionSummary[];
+  }
+
+  async usage(q: UsageQuery): Promise<UsageRow[]> {
+    this.#open();
+    const params: SQLInputValue[] = [];
+    const sql = usageSql("logs", q, (v) => (params.push(v), "?"));
+    return usageRows(await this.#read(sql, params, "could not sum usage"));
   }
 
   async prune(before: number): Promise<number> {
