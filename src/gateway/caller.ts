@@ -29,10 +29,21 @@ export const policyAccess: AccessResolver = (caller, policy) => resolveAccess(po
 /** callerFromWhois builds the caller of a tailnet connection. */
 export function callerFromWhois(w: WhoIs, addr: string, policy: Policy | undefined): BaseCaller {
   const short = w.node.name.replace(/\.$/, "").split(".")[0] || w.node.hostname;
-  const user = w.tagged ? (w.owners[0] ?? "") : w.user.login;
+  const owners = w.owners.map(accountable);
+  const user = w.tagged ? (owners[0] ?? "") : accountable(w.user.login);
   const principal: Principal = { node: short, tags: [...w.node.tags] };
   if (!w.tagged && w.user.login) principal.user = w.user.login;
-  return { principal, node: short, tags: principal.tags, user, owners: w.owners, groups: groupsOf(user, policy), addr, via: "tailnet", caps: w.caps };
+  return { principal, node: short, tags: principal.tags, user, owners, groups: groupsOf(user, policy), addr, via: "tailnet", caps: w.caps };
+}
+
+/**
+ * accountable spells a human one way, whichever path named them: headscale
+ * reports a user without an e-mail domain as "alice" while tag owners name
+ * her "alice@" (the policy's spelling), and both must key the same buckets
+ * and logs. A login with a domain is kept as it is.
+ */
+function accountable(login: string): string {
+  return login && !login.includes("@") ? `${login}@` : login;
 }
 
 /** callerFromPrincipal builds the loopback listener's caller from its configured principal. */
