@@ -11,6 +11,12 @@
 //   portkey      @portkey-ai/gateway (npm), routed per request to the simulator
 //   litellm      LiteLLM's proxy (PyPI), one worker, no database, a model_list
 //                entry whose api_base is the simulator
+//   meshguard postgres     the same gateway with storage { engine: "postgres" }
+//                on a real local PostgreSQL (Debian's, started by
+//                test/gateway/pg-server.ts), a database of its own
+//   meshguard 2× postgres  two such gateway processes sharing one database,
+//                the client's requests alternating between them; its
+//                accounting counts the log rows in PostgreSQL itself
 //
 // Metrics (OpenAI chat completions, 16 output tokens): latency and the
 // latency *added* over direct (system minus direct, at p50, p99 and mean)
@@ -25,12 +31,16 @@
 //
 //   node bench/gateway.mjs [--json] [--smoke] [--setup] [--n N] [--rate R]
 //                          [--open-n N] [--clients C] [--closed-n N] [--mem-n N] [--no-tailnet] [--no-peers]
+//                          [--pg | --no-pg]
 //
 // --setup installs the peers below into ~/.cache/meshguard/bench-peers and
 // exits (it needs the package registries: run it outside the network
 // namespace). A run outside a namespace installs missing peers itself.
 // --smoke runs meshguard and direct only, with tiny counts, and checks the
 // output's shape. Run it through `npm run bench:gateway`.
+// The PostgreSQL systems run in a full run (--no-pg leaves them out) and not
+// in --smoke unless --pg is given; with no PostgreSQL to start (not
+// installed and not root, say) they are reported as skipped, with the reason.
 
 /** The peers, pinned. Change a version here only. */
 export const PEERS = Object.freeze({
@@ -48,6 +58,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { startJsonChild } from './lib/child.mjs';
 import { setupPeers, startLitellm, startPortkey } from './lib/gateway-peers.mjs';
+import { logCounts, startBenchPostgres } from './lib/gateway-pg.mjs';
 import { chatBody, closedLoop, closeTarget, once, openLoop, sequential, stream, target } from './lib/llm-load.mjs';
 import { formatTable, row, toJson } from './lib/stats.mjs';
 
@@ -64,6 +75,8 @@ const { values: o } = parseArgs({
     'mem-n': { type: 'string' },
     'no-tailnet': { type: 'boolean', default: false },
     'no-peers': { type: 'boolean', default: false },
+    pg: { type: 'boolean', default: false },
+    'no-pg': { type: 'boolean', default: false },
   },
 });
 const progress = (m) => process.stderr.write(`[bench/gateway] ${m}\n`);
@@ -79,6 +92,7 @@ const CLIENTS = count(o.clients, 50, 10);
 const CLOSED_N = count(o['closed-n'], 5000, 100);
 const MEM_N = count(o['mem-n'], 10_000, 200);
 if (MEM_N % 2) throw new Error('bench/gateway: --mem-n must be even (it is measured in two halves)');
+const PG = o.pg || (!o.smoke && !o['no-pg']);
 const WARM_N = o.smoke ? 20 : 2000;
 const ROUNDS = o.smoke ? 1 : 5;
 
@@ -102,6 +116,22 @@ const add = (system, metric, unit, samples) => {
 };
 /** added is the row of `via` minus `direct`: the latency a system adds, at each statistic. */
 const added = (system, metric, via, direct) => rows.push({ system, metric, unit: via.unit, p50: via.p50 - direct.p50, p99: via.p99 - direct.p99, mean: via.mean - direct.mean, n: via.n });
+
+/** alternating is one target made of two (two gateway instances): requests alternate between them. */
+function alternating(name, a, b) {
+  let i = 0;
+  const next = () => (i++ % 2 ? b : a);
+  return {
+    name,
+    parts: [a, b],
+    get sent() {
+      return a.sent + b.sent;
+    },
+    once: () => next().once(),
+    stream: () => next().stream(),
+  };
+}
+const closeAll = (t) => Promise.all((t.parts ?? [t]).map((p) => closeTarget(p)));
 
 /** treeRssMB is the resident memory of a process and its descendants (LiteLLM may fork workers). */
 function treeRssMB(pid) {
@@ -218,6 +248,47 @@ try {
     progress(`meshguard gateway did not start: ${err.message}`);
   }
 
+  // ---- meshguard on PostgreSQL: one instance, and two sharing one database ----
+  const pgSystems = []; // { name, children, sim, url }
+  if (PG) {
+    progress('starting PostgreSQL (test/gateway/pg-server.ts)');
+    const started = await startBenchPostgres();
+    if (started.skip) {
+      skipped.push({ system: 'meshguard postgres', reason: started.skip });
+      progress(`PostgreSQL rows skipped: ${started.skip}`);
+    } else {
+      const { pg } = started;
+      cleanups.push(() => pg.stop());
+      for (const [name, instances] of [
+        ['meshguard postgres', 1],
+        ['meshguard 2× postgres', 2],
+      ]) {
+        try {
+          progress(`starting ${name} (${instances} gateway process${instances > 1 ? 'es' : ''})`);
+          const url = await pg.createDatabase();
+          const sim = await startSim(`llm-sim (${name})`);
+          const children = [];
+          const targets = [];
+          for (let i = 0; i < instances; i++) {
+            const args = [here('./lib/gateway-server.mjs'), '--sim', sim.url, '--sim-key', SIM_KEY, '--dir', mkdtempSync(join(work, 'gwpg-')), '--pg-url-env', 'BENCH_PG_URL'];
+            const child = startJsonChild(`${name} #${i + 1}`, process.execPath, args, { env: { ...process.env, BENCH_PG_URL: url } });
+            cleanups.push(() => child.kill());
+            const l = await child.next('listening', 60_000);
+            children.push(child);
+            targets.push(counted(target({ name: `${name} #${i + 1}`, origin: l.loopbackUrl, headers: { authorization: 'Bearer sk-client-key-the-gateway-drops' } })));
+          }
+          const t = instances === 1 ? targets[0] : alternating(name, targets[0], targets[1]);
+          // Memory is the single instance's (the two-instance row would be the same process twice).
+          systems.push({ name, pid: instances === 1 ? children[0].pid : undefined, target: t });
+          pgSystems.push({ name, children, sim, url, pg });
+        } catch (err) {
+          skipped.push({ system: name, reason: err.message });
+          progress(`${name} did not start: ${err.message}`);
+        }
+      }
+    }
+  }
+
   if (!o.smoke && !o['no-peers']) {
     for (const [start, version] of [
       [startPortkey, PEERS.portkey],
@@ -317,7 +388,7 @@ try {
   }
   const mine = addedClosed.get('meshguard');
   for (const [name, r] of addedClosed) {
-    if (name === 'meshguard' || !mine) continue;
+    if (name.startsWith('meshguard') || !mine) continue;
     // The target: meshguard's added latency ≤ 0.5 × Portkey's and ≤ 0.2 × LiteLLM's.
     rows.push({ system: name, metric: `meshguard's added latency ${CLIENTS} clients as a fraction of this`, unit: 'x', p50: mine.p50 / r.p50, p99: mine.p99 / r.p99, mean: mine.mean / r.mean, n: r.n });
   }
@@ -373,8 +444,22 @@ try {
       add('meshguard', 'tokens logged − tokens served', 'count', log.inputTokens + log.outputTokens - (served.inputTokens + served.outputTokens));
     }
   }
+  // ---- accounting on PostgreSQL: the rows in the log table, counted with SQL after every instance flushed and stopped ----
+  for (const p of pgSystems) {
+    const s = systems.find((x) => x.name === p.name);
+    progress(`${p.name}: stopping ${p.children.length} gateway process(es) and counting the log rows in PostgreSQL`);
+    await closeAll(s.target);
+    await Promise.all(p.children.map((c) => c.stop(30_000)));
+    const c = await logCounts(p.pg, p.url);
+    const served = await p.sim.totals();
+    const sent = s.target.sent;
+    progress(`${p.name}: client sent ${sent}, ${c.rows} log rows (${c.ids} distinct ids), provider served ${served.requests}`);
+    add(p.name, 'requests lost (sent − logged)', 'count', Math.max(0, sent - c.rows));
+    add(p.name, 'requests charged twice (logged − sent, served − sent, rows − ids)', 'count', Math.max(0, c.rows - sent) + Math.max(0, served.requests - sent) + (c.rows - c.ids));
+    add(p.name, 'tokens logged − tokens served', 'count', c.tokens - (served.inputTokens + served.outputTokens));
+  }
   for (const s of systems) add(s.name, 'failed requests', 'count', errorsOf.get(s.name) ?? 0);
-  for (const s of systems) await closeTarget(s.target).catch(() => {});
+  for (const s of systems) await closeAll(s.target).catch(() => {});
 } finally {
   for (const f of cleanups.reverse()) await Promise.resolve().then(f).catch((err) => progress(`cleanup: ${err.message}`));
 }
@@ -389,7 +474,7 @@ if (o.smoke) {
     if (!out.rows.some((r) => r.system === 'meshguard' && r.metric === m)) bad.push({ missing: `meshguard ${m}` });
   }
   // Not a threshold but correctness: a request lost or charged twice fails even a smoke run.
-  for (const r of out.rows) if (r.system === 'meshguard' && /^requests (lost|charged twice)|^tokens logged/.test(r.metric) && r.p50 !== 0) bad.push({ accounting: r.metric, value: r.p50 });
+  for (const r of out.rows) if (r.system.startsWith('meshguard') && /^requests (lost|charged twice)|^tokens logged/.test(r.metric) && r.p50 !== 0) bad.push({ accounting: r.metric, value: r.p50 });
   if (bad.length) {
     progress(`smoke: malformed rows: ${JSON.stringify(bad)}`);
     process.exitCode = 1;

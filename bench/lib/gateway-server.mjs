@@ -10,7 +10,11 @@
 //        back through the store after a flush, for the lost / charged-twice check
 //
 // Usage: node gateway-server.mjs --sim URL --sim-key K --dir DIR
-//        [--control URL --authkey KEY --hostname NAME]
+//        [--control URL --authkey KEY --hostname NAME] [--pg-url-env NAME]
+//
+// --pg-url-env stores logs and buckets in PostgreSQL (storage { engine:
+// "postgres", urlEnv: NAME }) instead of SQLite; the URL itself stays in the
+// environment, as a deployment keeps its password out of the config.
 
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -38,7 +42,7 @@ async function logTotals(store) {
 }
 
 try {
-  const { values: a } = parseArgs({ options: Object.fromEntries(['sim', 'sim-key', 'dir', 'control', 'authkey', 'hostname'].map((k) => [k, { type: 'string' }])) });
+  const { values: a } = parseArgs({ options: Object.fromEntries(['sim', 'sim-key', 'dir', 'control', 'authkey', 'hostname', 'pg-url-env'].map((k) => [k, { type: 'string' }])) });
   const policy = join(a.dir, 'policy.hujson');
   writeFileSync(policy, JSON.stringify({ version: 3, rules: [{ id: 'bench', src: ['tag:bench'], llm: { model: ['sim/*'] } }] }));
   const gw = await startGateway({
@@ -46,6 +50,7 @@ try {
       providers: { sim: { baseUrl: `${a.sim}/v1`, format: 'openai', key: { env: 'BENCH_SIM_KEY' }, models: ['gpt-4o-mini'], prices: { 'gpt-4o-mini': { input: 0.15, output: 0.6 } } } },
       policy,
       dataDir: join(a.dir, 'data'),
+      ...(a['pg-url-env'] ? { storage: { engine: 'postgres', urlEnv: a['pg-url-env'] } } : {}),
       loopback: { listen: '127.0.0.1:0', principal: { node: 'bench-client', tags: ['tag:bench'], user: 'bench@example.com' } },
       ...(a.control ? { tailnet: { controlUrl: a.control, hostname: a.hostname ?? 'bench-gateway', dir: join(a.dir, 'node'), ephemeral: true } } : {}),
     },
