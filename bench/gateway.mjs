@@ -250,6 +250,7 @@ try {
 
   // ---- meshguard on PostgreSQL: one instance, and two sharing one database ----
   const pgSystems = []; // { name, children, sim, url }
+  let pgQuota; // { pg, startPgGateways } when PostgreSQL runs
   if (PG) {
     progress('starting PostgreSQL (test/gateway/pg-server.ts)');
     const started = await startBenchPostgres();
@@ -259,6 +260,20 @@ try {
     } else {
       const { pg } = started;
       cleanups.push(() => pg.stop());
+      const startPgGateways = async (name, instances, url, sim, extra = []) => {
+        const children = [];
+        const targets = [];
+        for (let i = 0; i < instances; i++) {
+          const args = [here('./lib/gateway-server.mjs'), '--sim', sim.url, '--sim-key', SIM_KEY, '--dir', mkdtempSync(join(work, 'gwpg-')), '--pg-url-env', 'BENCH_PG_URL', ...extra];
+          const child = startJsonChild(`${name} #${i + 1}`, process.execPath, args, { env: { ...process.env, BENCH_PG_URL: url } });
+          cleanups.push(() => child.kill());
+          const l = await child.next('listening', 60_000);
+          children.push(child);
+          targets.push(counted(target({ name: `${name} #${i + 1}`, origin: l.loopbackUrl, headers: { authorization: 'Bearer sk-client-key-the-gateway-drops' } })));
+        }
+        return { children, targets };
+      };
+      pgQuota = { pg, startPgGateways };
       for (const [name, instances] of [
         ['meshguard postgres', 1],
         ['meshguard 2× postgres', 2],
@@ -267,16 +282,7 @@ try {
           progress(`starting ${name} (${instances} gateway process${instances > 1 ? 'es' : ''})`);
           const url = await pg.createDatabase();
           const sim = await startSim(`llm-sim (${name})`);
-          const children = [];
-          const targets = [];
-          for (let i = 0; i < instances; i++) {
-            const args = [here('./lib/gateway-server.mjs'), '--sim', sim.url, '--sim-key', SIM_KEY, '--dir', mkdtempSync(join(work, 'gwpg-')), '--pg-url-env', 'BENCH_PG_URL'];
-            const child = startJsonChild(`${name} #${i + 1}`, process.execPath, args, { env: { ...process.env, BENCH_PG_URL: url } });
-            cleanups.push(() => child.kill());
-            const l = await child.next('listening', 60_000);
-            children.push(child);
-            targets.push(counted(target({ name: `${name} #${i + 1}`, origin: l.loopbackUrl, headers: { authorization: 'Bearer sk-client-key-the-gateway-drops' } })));
-          }
+          const { children, targets } = await startPgGateways(name, instances, url, sim);
           const t = instances === 1 ? targets[0] : alternating(name, targets[0], targets[1]);
           // Memory is the single instance's (the two-instance row would be the same process twice).
           systems.push({ name, pid: instances === 1 ? children[0].pid : undefined, target: t });
@@ -458,6 +464,31 @@ try {
     add(p.name, 'requests charged twice (logged − sent, served − sent, rows − ids)', 'count', Math.max(0, c.rows - sent) + Math.max(0, served.requests - sent) + (c.rows - c.ids));
     add(p.name, 'tokens logged − tokens served', 'count', c.tokens - (served.inputTokens + served.outputTokens));
   }
+  // ---- one global token bucket, two instances on one database, more demand than it holds: never overspent ----
+  if (pgQuota) {
+    const name = 'meshguard 2× postgres, quota';
+    const CAPACITY = 2000;
+    const demand = o.smoke ? 100 : 400;
+    try {
+      const sim = await startSim(`llm-sim (${name})`);
+      const url = await pgQuota.pg.createDatabase();
+      const { children, targets } = await pgQuota.startPgGateways(name, 2, url, sim, ['--quota-tokens', String(CAPACITY)]);
+      const t = alternating(name, targets[0], targets[1]);
+      progress(`${name}: ${demand} requests at ${CLIENTS} clients against a ${CAPACITY}-token bucket`);
+      const res = await closedLoop(t.once, CLIENTS, demand);
+      await closeAll(t);
+      await Promise.all(children.map((c) => c.stop(30_000)));
+      const served = await sim.totals();
+      const c = await logCounts(pgQuota.pg, url);
+      progress(`${name}: ${res.samples.length} answered, ${res.errors.length} refused, provider served ${served.inputTokens + served.outputTokens} tokens, ${c.rows} log rows`);
+      add(name, `tokens served − bucket capacity (${CAPACITY}), 0 when not overspent`, 'count', Math.max(0, served.inputTokens + served.outputTokens - CAPACITY));
+      add(name, 'requests answered (the rest refused by the bucket)', 'count', res.samples.length);
+      add(name, 'requests lost or logged twice (|sent − logged| + rows − ids)', 'count', Math.abs(t.sent - c.rows) + (c.rows - c.ids));
+    } catch (err) {
+      skipped.push({ system: name, reason: err.message });
+      progress(`${name}: ${err.message}`);
+    }
+  }
   for (const s of systems) add(s.name, 'failed requests', 'count', errorsOf.get(s.name) ?? 0);
   for (const s of systems) await closeAll(s.target).catch(() => {});
 } finally {
@@ -474,7 +505,7 @@ if (o.smoke) {
     if (!out.rows.some((r) => r.system === 'meshguard' && r.metric === m)) bad.push({ missing: `meshguard ${m}` });
   }
   // Not a threshold but correctness: a request lost or charged twice fails even a smoke run.
-  for (const r of out.rows) if (r.system.startsWith('meshguard') && /^requests (lost|charged twice)|^tokens logged/.test(r.metric) && r.p50 !== 0) bad.push({ accounting: r.metric, value: r.p50 });
+  for (const r of out.rows) if (r.system.startsWith('meshguard') && /^requests (lost|charged twice)|^tokens logged|^tokens served − bucket/.test(r.metric) && r.p50 !== 0) bad.push({ accounting: r.metric, value: r.p50 });
   if (bad.length) {
     progress(`smoke: malformed rows: ${JSON.stringify(bad)}`);
     process.exitCode = 1;

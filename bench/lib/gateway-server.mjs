@@ -10,11 +10,13 @@
 //        back through the store after a flush, for the lost / charged-twice check
 //
 // Usage: node gateway-server.mjs --sim URL --sim-key K --dir DIR
-//        [--control URL --authkey KEY --hostname NAME] [--pg-url-env NAME]
+//        [--control URL --authkey KEY --hostname NAME] [--pg-url-env NAME] [--quota-tokens N]
 //
 // --pg-url-env stores logs and buckets in PostgreSQL (storage { engine:
 // "postgres", urlEnv: NAME }) instead of SQLite; the URL itself stays in the
 // environment, as a deployment keeps its password out of the config.
+// --quota-tokens gives every request one global token bucket of N tokens
+// (refill 1/month: nothing comes back during a run), for the overspend check.
 
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -42,15 +44,18 @@ async function logTotals(store) {
 }
 
 try {
-  const { values: a } = parseArgs({ options: Object.fromEntries(['sim', 'sim-key', 'dir', 'control', 'authkey', 'hostname', 'pg-url-env'].map((k) => [k, { type: 'string' }])) });
+  const { values: a } = parseArgs({ options: Object.fromEntries(['sim', 'sim-key', 'dir', 'control', 'authkey', 'hostname', 'pg-url-env', 'quota-tokens'].map((k) => [k, { type: 'string' }])) });
   const policy = join(a.dir, 'policy.hujson');
-  writeFileSync(policy, JSON.stringify({ version: 3, rules: [{ id: 'bench', src: ['tag:bench'], llm: { model: ['sim/*'] } }] }));
+  const quota = a['quota-tokens'] ? Number(a['quota-tokens']) : undefined;
+  const roles = quota ? { gateway: { roles: [{ src: ['tag:bench'], role: 'user', quotas: ['bench'] }] } } : {};
+  writeFileSync(policy, JSON.stringify({ version: 3, rules: [{ id: 'bench', src: ['tag:bench'], llm: { model: ['sim/*'] } }], ...roles }));
   const gw = await startGateway({
     config: {
       providers: { sim: { baseUrl: `${a.sim}/v1`, format: 'openai', key: { env: 'BENCH_SIM_KEY' }, models: ['gpt-4o-mini'], prices: { 'gpt-4o-mini': { input: 0.15, output: 0.6 } } } },
       policy,
       dataDir: join(a.dir, 'data'),
       ...(a['pg-url-env'] ? { storage: { engine: 'postgres', urlEnv: a['pg-url-env'] } } : {}),
+      ...(quota ? { quotas: { bench: { unit: 'tokens', capacity: quota, refill: '1/month', per: 'global' } } } : {}),
       loopback: { listen: '127.0.0.1:0', principal: { node: 'bench-client', tags: ['tag:bench'], user: 'bench@example.com' } },
       ...(a.control ? { tailnet: { controlUrl: a.control, hostname: a.hostname ?? 'bench-gateway', dir: join(a.dir, 'node'), ephemeral: true } } : {}),
     },
