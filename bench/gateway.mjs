@@ -33,8 +33,8 @@
 //                          [--open-n N] [--clients C] [--closed-n N] [--mem-n N] [--no-tailnet] [--no-peers]
 //                          [--pg | --no-pg]
 //
-// --setup installs the peers below into ~/.cache/meshguard/bench-peers and
-// exits (it needs the package registries: run it outside the network
+// --setup installs the peers below into ~/.cache/meshguard/bench-peers (and
+// Debian's postgresql when missing and root) and exits (it needs the package registries: run it outside the network
 // namespace). A run outside a namespace installs missing peers itself.
 // --smoke runs meshguard and direct only, with tiny counts, and checks the
 // output's shape. Run it through `npm run bench:gateway`.
@@ -58,7 +58,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { startJsonChild } from './lib/child.mjs';
 import { setupPeers, startLitellm, startPortkey } from './lib/gateway-peers.mjs';
-import { logCounts, startBenchPostgres } from './lib/gateway-pg.mjs';
+import { logCounts, setupPostgres, startBenchPostgres } from './lib/gateway-pg.mjs';
 import { chatBody, closedLoop, closeTarget, once, openLoop, sequential, stream, target } from './lib/llm-load.mjs';
 import { formatTable, row, toJson } from './lib/stats.mjs';
 
@@ -103,6 +103,8 @@ const here = (p) => fileURLToPath(new URL(p, import.meta.url));
 if (o.setup) {
   setupPeers(PEERS, progress);
   progress('peers set up');
+  const noPg = setupPostgres();
+  progress(noPg ? `PostgreSQL not set up (its rows will be skipped): ${noPg}` : 'PostgreSQL present');
   process.exit(0);
 }
 

@@ -9,6 +9,9 @@
 
 import { postgresUnavailable, startPostgres } from '../../test/gateway/pg-server.ts';
 
+/** setupPostgres installs PostgreSQL when missing (bench/gateway --setup, outside the namespace); returns why it could not, or undefined. */
+export const setupPostgres = () => postgresUnavailable();
+
 /**
  * startBenchPostgres starts a server, or returns { skip } saying why it
  * cannot (not installed and not root, no network to install it, initdb
