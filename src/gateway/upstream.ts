@@ -11,13 +11,13 @@
  */
 
 import type { IncomingMessage, ServerResponse } from "node:http";
-import type { Dispatcher } from "undici";
 import type { GatewayContext } from "./context.js";
 import { CREDENTIAL_HEADERS, HOP_HEADERS, NEVER_FORWARDED, REQUEST_ID, RESPONSE_DROP, sendError } from "./http-util.js";
 import type { Route } from "./providers.js";
 import type { KeyScrubber } from "./scrub.js";
 import type { CallState } from "./record.js";
 import { jsonArrayTap, pipeStream, sseTap, stripTap, type StreamTap } from "./stream.js";
+import { exchange, type UpstreamAnswer } from "./upstream-exchange.js";
 import { estimateUsage, StreamUsage, usageFromBody } from "./usage.js";
 import type { CallFacts } from "./types.js";
 import { errorEvent } from "./wire-errors.js";
@@ -25,6 +25,8 @@ import { errorEvent } from "./wire-errors.js";
 /** What the client receives is kept for the log up to this size. */
 const MAX_KEPT = 1 << 20;
 const INCLUDE_USAGE = Buffer.from('"stream_options":{"include_usage":true},');
+/** Why an exchange is cancelled when its client leaves (not shown to anyone: the client is gone). */
+const CLIENT_LEFT = new Error("the client closed the connection");
 
 export async function forward(
   ctx: GatewayContext,
@@ -58,19 +60,19 @@ export async function forward(
   const payload = raw ?? Buffer.from(JSON.stringify(body));
 
   // The client may have gone while the call waited (an approval, a hook): nothing goes upstream then.
-  const signal = st.abort.signal;
-  if (signal.aborted || res.destroyed) {
+  if (st.left || res.destroyed) {
     st.outcome = "client_aborted";
     st.reason = "the client closed the connection before the request went upstream";
     return;
   }
   const headers = upstreamHeaders(req, route);
-  const clientGone = () => signal.aborted;
+  const clientGone = () => st.left;
 
-  let up: Dispatcher.ResponseData;
+  let up: UpstreamAnswer;
   st.tUpstream = performance.now();
   try {
-    up = await p.pool.request({ path: p.upstreamPath(path) + upstreamQuery(query, p.passthroughKey), method: "POST", headers, body: payload, signal });
+    // A client that leaves from here on cancels the exchange (./call.ts sets `left` and calls `cancel`).
+    up = await exchange(p.pool, { path: p.upstreamPath(path) + upstreamQuery(query, p.passthroughKey), method: "POST", headers, body: payload }, (x) => (st.cancel = () => x.abort(CLIENT_LEFT)));
   } catch (err) {
     if (clientGone()) {
       st.outcome = "client_aborted";
@@ -118,7 +120,7 @@ function upstreamQuery(query: string, passthrough: boolean): string {
 }
 
 /** responseHeaders: the upstream's headers minus hop headers, with any provider key an upstream echoes scrubbed. */
-function responseHeaders(scrub: KeyScrubber, up: Dispatcher.ResponseData, extra?: Record<string, string>): Record<string, string | string[]> {
+function responseHeaders(scrub: KeyScrubber, up: UpstreamAnswer, extra?: Record<string, string>): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
   for (const k in up.headers) {
     if (RESPONSE_DROP.has(k)) continue;
@@ -129,12 +131,12 @@ function responseHeaders(scrub: KeyScrubber, up: Dispatcher.ResponseData, extra?
 }
 
 /** wholeBack reads the whole answer, runs post hooks on a success, and sends it. */
-async function wholeBack(ctx: GatewayContext, st: CallState, res: ServerResponse, up: Dispatcher.ResponseData, facts: CallFacts, requestBytes: number, requestBody: unknown): Promise<void> {
+async function wholeBack(ctx: GatewayContext, st: CallState, res: ServerResponse, up: UpstreamAnswer, facts: CallFacts, requestBytes: number, requestBody: unknown): Promise<void> {
   let buf: Buffer;
   try {
-    buf = Buffer.from(await up.body.arrayBuffer());
+    buf = await up.whole();
   } catch (err) {
-    if (st.abort.signal.aborted || res.destroyed) {
+    if (st.left || res.destroyed) {
       st.outcome = "client_aborted";
       st.reason = "the client closed the connection while the upstream was answering";
       return;
@@ -180,7 +182,7 @@ async function streamBack(
   ctx: GatewayContext,
   st: CallState,
   res: ServerResponse,
-  up: Dispatcher.ResponseData,
+  up: UpstreamAnswer,
   facts: CallFacts,
   requestBytes: number,
   strip: boolean,
@@ -202,7 +204,7 @@ async function streamBack(
       }
     : undefined;
   try {
-    await pipeStream(up.body, res, tap, ctx.scrub, () => (st.tFirstByte = performance.now()), keep);
+    await pipeStream(up, res, tap, ctx.scrub, () => (st.tFirstByte = performance.now()), keep);
     st.usage = usage.result();
     res.end();
   } catch (err) {
@@ -210,7 +212,7 @@ async function streamBack(
     if (clientGone() || res.destroyed) {
       st.outcome = "client_aborted";
       st.reason = "the client closed the connection mid-stream; the upstream request was aborted";
-      up.body.destroy();
+      up.abort(CLIENT_LEFT);
       return;
     }
     st.outcome = "upstream_error";
