@@ -32,9 +32,7 @@ export async function handleCall(ctx: GatewayContext, req: IncomingMessage, res:
   // runs. Node keeps a half-closed connection open for the answer, so the client's FIN (socket
   // "end") counts as leaving too: no LLM client half-closes and still waits for its answer.
   const gone = () => {
-    if (res.writableFinished || st.left) return;
-    st.left = true;
-    st.cancel?.();
+    if (!res.writableFinished) st.abort.abort();
   };
   const socket = req.socket;
   res.once("close", gone);

@@ -39,14 +39,8 @@ export interface CallState {
   /** What the client received (full retention), in pieces. */
   responseParts: Array<Buffer | string> | undefined;
   hookModified: boolean;
-  /**
-   * Set when the client goes away before its answer is complete; `cancel`
-   * (set once the upstream exchange starts) cancels the upstream request with
-   * it. A flag and a callback, not an AbortController: the request path
-   * needs no event target per request.
-   */
-  left: boolean;
-  cancel: (() => void) | undefined;
+  /** Aborted when the client goes away before its answer is complete: the upstream request is cancelled with it. */
+  readonly abort: AbortController;
 }
 
 export function newCallState(ctx: GatewayContext, caller: Caller, ep: Endpoint, t0: number): CallState {
@@ -73,8 +67,7 @@ export function newCallState(ctx: GatewayContext, caller: Caller, ep: Endpoint, 
     requestHeaders: undefined,
     responseParts: ctx.retention.mode === "full" ? [] : undefined,
     hookModified: false,
-    left: false,
-    cancel: undefined,
+    abort: new AbortController(),
   };
 }
 

@@ -11,13 +11,13 @@
  */
 
 import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Dispatcher } from "undici";
 import type { GatewayContext } from "./context.js";
 import { CREDENTIAL_HEADERS, HOP_HEADERS, NEVER_FORWARDED, REQUEST_ID, RESPONSE_DROP, sendError } from "./http-util.js";
 import type { Route } from "./providers.js";
 import type { KeyScrubber } from "./scrub.js";
 import type { CallState } from "./record.js";
 import { jsonArrayTap, pipeStream, sseTap, stripTap, type StreamTap } from "./stream.js";
-import { exchange, type UpstreamAnswer } from "./upstream-exchange.js";
 import { estimateUsage, StreamUsage, usageFromBody } from "./usage.js";
 import type { CallFacts } from "./types.js";
 import { errorEvent } from "./wire-errors.js";
@@ -25,8 +25,6 @@ import { errorEvent } from "./wire-errors.js";
 /** What the client receives is kept for the log up to this size. */
 const MAX_KEPT = 1 << 20;
 const INCLUDE_USAGE = Buffer.from('"stream_options":{"include_usage":true},');
-/** Why an exchange is cancelled when its client leaves (not shown to anyone: the client is gone). */
-const CLIENT_LEFT = new Error("the client closed the connection");
 
 export async function forward(
   ctx: GatewayContext,
@@ -60,19 +58,19 @@ export async function forward(
   const payload = raw ?? Buffer.from(JSON.stringify(body));
 
   // The client may have gone while the call waited (an approval, a hook): nothing goes upstream then.
-  if (st.left || res.destroyed) {
+  const signal = st.abort.signal;
+  if (signal.aborted || res.destroyed) {
     st.outcome = "client_aborted";
     st.reason = "the client closed the connection before the request went upstream";
     return;
   }
   const headers = upstreamHeaders(req, route);
-  const clientGone = () => st.left;
+  const clientGone = () => signal.aborted;
 
-  let up: UpstreamAnswer;
+  let up: Dispatcher.ResponseData;
   st.tUpstream = performance.now();
   try {
-    // A client that leaves from here on cancels the exchange (./call.ts sets `left` and calls `cancel`).
-    up = await exchange(p.pool, { path: p.upstreamPath(path) + upstreamQuery(query, p.passthroughKey), method: "POST", headers, body: payload }, (x) => (st.cancel = () => x.abort(CLIENT_LEFT)));
+    up = await p.pool.request({ path: p.upstreamPath(path) + upstreamQuery(query, p.passthroughKey), method: "POST", headers, body: payload, signal });
   } catch (err) {
     if (clientGone()) {
       st.outcome = "client_aborted";
@@ -120,7 +118,7 @@ function upstreamQuery(query: string, passthrough: boolean): string {
 }
 
 /** responseHeaders: the upstream's headers minus hop headers, with any provider key an upstream echoes scrubbed. */
-function responseHeaders(scrub: KeyScrubber, up: UpstreamAnswer, extra?: Record<string, string>): Record<string, string | string[]> {
+function responseHeaders(scrub: KeyScrubber, up: Dispatcher.ResponseData, extra?: Record<string, string>): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
   for (const k in up.headers) {
     if (RESPONSE_DROP.has(k)) continue;
@@ -131,12 +129,12 @@ function responseHeaders(scrub: KeyScrubber, up: UpstreamAnswer, extra?: Record<
 }
 
 /** wholeBack reads the whole answer, runs post hooks on a success, and sends it. */
-async function wholeBack(ctx: GatewayContext, st: CallState, res: ServerResponse, up: UpstreamAnswer, facts: CallFacts, requestBytes: number, requestBody: unknown): Promise<void> {
+async function wholeBack(ctx: GatewayContext, st: CallState, res: ServerResponse, up: Dispatcher.ResponseData, facts: CallFacts, requestBytes: number, requestBody: unknown): Promise<void> {
   let buf: Buffer;
   try {
-    buf = await up.whole();
+    buf = Buffer.from(await up.body.arrayBuffer());
   } catch (err) {
-    if (st.left || res.destroyed) {
+    if (st.abort.signal.aborted || res.destroyed) {
       st.outcome = "client_aborted";
       st.reason = "the client closed the connection while the upstream was answering";
       return;
@@ -182,7 +180,7 @@ async function streamBack(
   ctx: GatewayContext,
   st: CallState,
   res: ServerResponse,
-  up: UpstreamAnswer,
+  up: Dispatcher.ResponseData,
   facts: CallFacts,
   requestBytes: number,
   strip: boolean,
@@ -204,7 +202,7 @@ async function streamBack(
       }
     : undefined;
   try {
-    await pipeStream(up, res, tap, ctx.scrub, () => (st.tFirstByte = performance.now()), keep);
+    await pipeStream(up.body, res, tap, ctx.scrub, () => (st.tFirstByte = performance.now()), keep);
     st.usage = usage.result();
     res.end();
   } catch (err) {
@@ -212,7 +210,7 @@ async function streamBack(
     if (clientGone() || res.destroyed) {
       st.outcome = "client_aborted";
       st.reason = "the client closed the connection mid-stream; the upstream request was aborted";
-      up.abort(CLIENT_LEFT);
+      up.body.destroy();
       return;
     }
     st.outcome = "upstream_error";
