@@ -59,23 +59,27 @@ export const PortSchema = z.union([
 
 const globList = (what: string) => z.array(z.string().min(1, `a ${what} pattern must not be empty`)).min(1, `list at least one ${what} pattern (or "*")`);
 
+const HOST_PATTERNS_DESC =
+  'Host patterns: "*", an exact name ("api.example.com"), "*.example.com" (any subdomain, not the apex), an IP address or CIDR range ("10.0.0.0/8"; matched against an IP-literal host and the address a name resolved to), "tag:db" (a tailnet peer with that tag) or a bare tailnet name.';
+const PORTS_DESC = 'Ports: a number, an inclusive range "8000-8100", or "*" (any).';
+
 export const HttpMatchSchema = strictObject({
-  scheme: z.array(z.enum(["http", "https"])).min(1).optional().describe("default: both"),
-  host: z.array(HostPatternSchema).min(1, 'list at least one host pattern (or "*")'),
-  port: z.array(PortSchema).min(1).optional().describe("default: any port"),
+  scheme: z.array(z.enum(["http", "https"])).min(1).optional().describe("URL schemes the call may use. Default: both"),
+  host: z.array(HostPatternSchema).min(1, 'list at least one host pattern (or "*")').describe(HOST_PATTERNS_DESC),
+  port: z.array(PortSchema).min(1).optional().describe(`${PORTS_DESC} Default: any port`),
   method: z
     .array(z.string().regex(/^([A-Za-z]+|\*)$/, 'must be an HTTP method such as "GET", or "*"'))
     .min(1)
     .optional()
-    .describe("default: any method"),
+    .describe('HTTP methods ("GET", "POST", …; "*" is any). Default: any method'),
   path: globList("path")
     .optional()
-    .describe('globs: "*" is one path segment, "**" any number of segments, ":name" a named segment; default: any path'),
+    .describe('Path globs: "*" is one path segment, "**" any number of segments, ":name" a named segment. Default: any path'),
   query: z
     .record(z.string().min(1), z.string())
     .optional()
-    .describe("each named query parameter must be present and its value match the glob; others are free"),
-});
+    .describe("Each named query parameter must be present and every one of its values match the glob; other parameters are free."),
+}).describe("An HTTP(S) request: fetch, node:http/https, undici, WebSocket, SDK calls. Matched on the URL as sent, never on the Host header.");
 
 /** The record types a look-up can ask for (Node's `resolve*` methods; PTR is also `reverse` and `lookupService`). */
 export const RRTYPES = ["A", "AAAA", "ANY", "CAA", "CNAME", "MX", "NAPTR", "NS", "PTR", "SOA", "SRV", "TLSA", "TXT"] as const;
@@ -90,69 +94,70 @@ export const DnsMatchSchema = strictObject({
         .refine((s) => s === s.toLowerCase(), "names are matched lower-case: write the pattern in lower case"),
     )
     .min(1, 'list at least one name pattern (or "*")')
-    .describe('names looked up: "*", "api.example.com", "*.example.com" (subdomains, not the apex); a reverse look-up asks for "4.3.2.1.in-addr.arpa"'),
+    .describe('Names looked up: "*", "api.example.com", "*.example.com" (subdomains, not the apex); never an address. A reverse look-up asks for "4.3.2.1.in-addr.arpa".'),
   rrtype: z
     .array(z.enum(RRTYPES, { errorMap: () => ({ message: `must be one of ${RRTYPES.map((t) => `"${t}"`).join(", ")}` }) }))
     .min(1)
     .optional()
-    .describe("record types asked for; default: any. An address look-up (dns.lookup) asks for A and AAAA: list both to allow it"),
+    .describe("Record types asked for. An address look-up (dns.lookup) asks for A and AAAA: list both to allow it. Default: any type"),
   server: z
     .array(z.string().min(1, "must not be empty"))
     .min(1)
     .optional()
-    .describe('DNS servers the query may go to: "system" (the system\'s resolver), "*", or an address or CIDR range with an optional port ("192.0.2.53", "127.0.0.1:5353", "[2001:db8::53]:5353"; no port: 53); default: ["system"]'),
-});
+    .describe('DNS servers the query may go to: "system" (the system\'s resolver), "*", or an address or CIDR range with an optional port ("192.0.2.53", "127.0.0.1:5353", "[2001:db8::53]:5353"; no port: 53). Default: ["system"]'),
+}).describe("A DNS look-up the agent makes itself (node:dns). The look-up a connection makes for its own host is part of that connection's decision, not a dns target.");
 
 export const UdpMatchSchema = strictObject({
-  host: z.array(HostPatternSchema).min(1, 'list at least one host pattern (or "*")'),
-  port: z.array(PortSchema).min(1, 'list at least one port (or "*")'),
-});
+  host: z.array(HostPatternSchema).min(1, 'list at least one host pattern (or "*")').describe(HOST_PATTERNS_DESC),
+  port: z.array(PortSchema).min(1, 'list at least one port (or "*")').describe(PORTS_DESC),
+}).describe("A UDP datagram (node:dgram): every send, connected socket or not.");
 
 export const TcpMatchSchema = strictObject({
-  host: z.array(HostPatternSchema).min(1, 'list at least one host pattern (or "*")'),
-  port: z.array(PortSchema).min(1, 'list at least one port (or "*")'),
-  tls: z.boolean().optional().describe("true: TLS only, false: plain TCP only; default: either"),
-  tailnet: z.boolean().optional().describe("true: tailnet dials only (MeshNode.dial), false: host network only; default: either"),
-});
+  host: z.array(HostPatternSchema).min(1, 'list at least one host pattern (or "*")').describe(HOST_PATTERNS_DESC),
+  port: z.array(PortSchema).min(1, 'list at least one port (or "*")').describe(PORTS_DESC),
+  tls: z.boolean().optional().describe("true: TLS only; false: plain TCP only. Default: either"),
+  tailnet: z.boolean().optional().describe("true: tailnet dials only (MeshNode.dial); false: host network only. Default: either"),
+}).describe("A raw TCP or TLS connection (net, tls, database drivers) or a tailnet dial (MeshNode.dial).");
 
 const ScalarSchema = z.union([z.string(), z.number(), z.boolean(), z.null()]);
 export const ArgConstraintSchema = z.union([
   z.string().describe("glob the (string) argument must match"),
   strictObject({
-    glob: z.string().optional(),
-    in: z.array(ScalarSchema).min(1).optional(),
-    min: z.number().optional(),
-    max: z.number().optional(),
-    maxLength: z.number().int().nonnegative().optional(),
-  }),
+    glob: z.string().optional().describe("The argument must be a string matching this glob."),
+    in: z.array(ScalarSchema).min(1).optional().describe("The argument must be one of these values (strings, numbers, booleans, null)."),
+    min: z.number().optional().describe("The argument must be a number ≥ this."),
+    max: z.number().optional().describe("The argument must be a number ≤ this."),
+    maxLength: z.number().int().nonnegative().optional().describe("The argument (a string or a list) must be at most this long."),
+  }).describe("Constraints on one MCP tool argument: every one given must hold, and the argument must be present."),
 ]);
 
 export const McpMatchSchema = strictObject({
-  server: globList("server"),
-  tool: globList("tool"),
+  server: globList("server").describe("Globs over the MCP server's name, as the application names it to the guard (never the name the server gives itself)."),
+  tool: globList("tool").describe('Globs over the tool name ("get_*").'),
   args: z
     .record(z.string().min(1), ArgConstraintSchema)
     .optional()
-    .describe("each named argument must be present and satisfy its constraint; others are free"),
-});
+    .describe("Each named argument must be present and satisfy its constraint; other arguments are free."),
+}).describe("An MCP tools/call, through any transport of the official MCP SDK.");
 
 export const LlmMatchSchema = strictObject({
-  model: globList("model").describe('globs over "provider/model", e.g. "openai/gpt-4o*", "anthropic/*"'),
-  maxTokens: z.number().int().positive().optional().describe("the request must declare max tokens ≤ this; unknown fails closed"),
-});
+  model: globList("model").describe('Globs over "provider/model", e.g. "openai/gpt-4o*", "anthropic/*".'),
+  maxTokens: z.number().int().positive().optional().describe("The request must declare max tokens ≤ this; a request that declares none fails closed."),
+}).describe("An LLM call (provider and model, read from the request body), in the guard and at the AI gateway. The endpoint must also be allowed as an http call.");
 
 /** One entry of a token rule's actions: methods on locations, or a scope string (src/policy/token-actions.ts). */
 export const TokenActionSchema = z.union([
   strictObject({
     methods: z
       .array(z.string().regex(/^(?:[A-Z][A-Z0-9_-]*|\*)$/, 'must be an upper-case HTTP method such as "GET", or "*"'))
-      .min(1, 'list at least one method (or "*")'),
+      .min(1, 'list at least one method (or "*")')
+      .describe('Upper-case HTTP methods, or "*" for any.'),
     locations: z
       .array(z.string().min(1, "a location must not be empty"))
       .min(1, "list at least one location")
-      .describe('scheme://host[:port]/path-glob: "*" within one path segment, "**" across segments, e.g. "https://billing/v2/transactions/*"'),
-  }),
-  z.string().min(1).describe('a scope string: "http:GET:billing/v2/transactions/*" (methods comma-separated or "*"; no scheme means http and https)'),
+      .describe('scheme://host[:port]/path-glob: "*" within one path segment, "**" across segments, e.g. "https://billing/v2/transactions/*".'),
+  }).describe("Methods on locations a token may grant."),
+  z.string().min(1).describe('A scope string: "http:GET:billing/v2/transactions/*" (methods comma-separated or "*"; no scheme means http and https).'),
 ]);
 
 /**
@@ -164,14 +169,14 @@ export const TokenMatchSchema = strictObject({
   audience: z
     .array(z.string().min(1, "an audience must not be empty"))
     .min(1, 'list at least one audience (or "*")')
-    .describe('service origins ("http://billing") or names; "*" in a pattern matches any characters'),
-  actions: z.array(TokenActionSchema).min(1, "list at least one action").describe("what a token may grant: { methods, locations } or scope strings"),
+    .describe('Service origins ("http://billing") or names; "*" in a pattern matches any characters.'),
+  actions: z.array(TokenActionSchema).min(1, "list at least one action").describe("What a token may grant: { methods, locations } objects or scope strings. A requested action is granted when one entry contains it."),
   maxTtl: z
     .string()
     .refine((s) => parseDuration(s) !== undefined, DURATION_HINT)
     .optional()
-    .describe('the longest lifetime of a token this rule grants, e.g. "15m"; default: the issuer\'s cap'),
-});
+    .describe('The longest lifetime of a token this rule grants, e.g. "15m". Default: the issuer\'s cap'),
+}).describe("What the token issuer may grant to src: audiences and actions of a session-scoped token (docs/tokens.md).");
 
 export const WEEKDAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"] as const;
 const WeekdaySchema = z.enum(WEEKDAYS, {
@@ -183,50 +188,65 @@ const HoursSchema = z
   .regex(HOURS_RE, 'must be "HH:MM-HH:MM" in 24-hour time, e.g. "09:00-17:00" (the end may be "24:00"; "22:00-06:00" wraps past midnight)');
 
 export const WhenSchema = strictObject({
-  hours: z.union([HoursSchema, z.array(HoursSchema).min(1)]).optional(),
-  weekdays: z.array(WeekdaySchema).min(1).optional(),
-  timeZone: z.string().min(1).optional().describe('an IANA time zone such as "Europe/Berlin"; default "UTC"'),
+  hours: z
+    .union([HoursSchema, z.array(HoursSchema).min(1)])
+    .optional()
+    .describe('Time windows "HH:MM-HH:MM" in timeZone: start included, end excluded; "24:00" ends at midnight; "22:00-06:00" wraps past midnight. Default: any time'),
+  weekdays: z.array(WeekdaySchema).min(1).optional().describe("Days of the week, of the local date in timeZone at the instant of the call. Default: every day"),
+  timeZone: z.string().min(1).optional().describe('The IANA time zone of hours and weekdays, such as "Europe/Berlin". Default: "UTC"'),
   headers: z
     .record(z.string().regex(HEADER_NAME_RE, "must be an HTTP header name"), z.string())
     .optional()
-    .describe("each header must be present and its value match the glob (HTTP only)"),
-  maxBodyBytes: z.number().int().nonnegative().optional().describe("HTTP only; a body of unknown size fails closed"),
-  rate: strictObject({ perMinute: z.number().int().positive() }).optional().describe("calls per minute per agent, a token bucket"),
-});
+    .describe("Each header must be present and its value match the glob (HTTP only)."),
+  maxBodyBytes: z.number().int().nonnegative().optional().describe("The request body must be at most this many bytes (HTTP allow and approve rules); a body of unknown size fails closed."),
+  rate: strictObject({ perMinute: z.number().int().positive().describe("At most this many calls at once, refilled continuously at this many per minute.") })
+    .optional()
+    .describe("Calls per minute per agent (allow and approve rules): a token bucket per rule and agent."),
+}).describe("Conditions that must all hold for the rule to match.");
 
 export const EffectSchema = z.enum(["allow", "deny", "approve"], {
   errorMap: () => ({ message: 'must be "allow", "deny" or "approve"' }),
 });
 
+const SRC_DESC = 'Who: "*", a tag ("tag:research-agent"), a group ("group:eng"), a user ("alice@example.com", or "alice@" for a user without a domain) or a node name ("research-agent"). A tagged node is known by its tags.';
+
 export const RuleSchema = strictObject({
-  id: z.string().regex(RULE_ID_RE, "must start with a letter or digit and use only letters, digits and _ . : / -").optional(),
-  description: z.string().optional(),
-  src: z.array(SrcSchema).min(1, 'list at least one identity (or "*")'),
-  effect: EffectSchema.default("allow"),
+  id: z
+    .string()
+    .regex(RULE_ID_RE, "must start with a letter or digit and use only letters, digits and _ . : / -")
+    .optional()
+    .describe("The rule's name in decisions, audit events and tests; unique in the file. Default: rules[N], its position"),
+  description: z.string().optional().describe("Free text, shown in decision reasons."),
+  src: z.array(SrcSchema).min(1, 'list at least one identity (or "*")').describe(SRC_DESC),
+  effect: EffectSchema.default("allow").describe('What a match means: "deny" wins over "approve" (a human decides), which wins over "allow".'),
   http: HttpMatchSchema.optional(),
   tcp: TcpMatchSchema.optional(),
   mcp: McpMatchSchema.optional(),
   llm: LlmMatchSchema.optional(),
-  dns: DnsMatchSchema.optional().describe("a DNS look-up (format version 2)"),
-  udp: UdpMatchSchema.optional().describe("a UDP datagram (format version 2)"),
-  token: TokenMatchSchema.optional().describe("what the token issuer may grant (format version 4)"),
+  dns: DnsMatchSchema.optional().describe("A DNS look-up the agent makes itself (node:dns) (format version 2)."),
+  udp: UdpMatchSchema.optional().describe("A UDP datagram (node:dgram) (format version 2)."),
+  token: TokenMatchSchema.optional().describe("What the token issuer may grant to src (format version 4)."),
   when: WhenSchema.optional(),
-});
+}).describe("One rule: src (who), exactly one target kind (http, tcp, udp, dns, mcp, llm or token: what), optional conditions (when) and an effect.");
 
 export const TestCaseSchema = strictObject({
-  as: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]).describe('who calls: "tag:x", "alice@example.com", "node:name", or a list of these'),
+  as: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]).describe('Who calls: "tag:x", "alice@example.com", "node:name", or a list of these.'),
   request: z
     .string()
     .min(1)
-    .describe('"GET https://host/path", "tcp host:port", "tls host:port", "mcp server tool {json}", "llm provider/model [maxTokens]", "dns name [RRTYPE] [@server]", "udp host:port", "token AUDIENCE METHOD LOCATION"'),
-  expect: EffectSchema,
-  ruleId: z.string().optional().describe("the id of the rule expected to decide"),
-  rule: z.string().optional().describe("deprecated spelling of ruleId (still read)"),
-  at: z.string().datetime({ offset: true, message: 'must be an ISO 8601 time such as "2026-03-09T14:00:00Z"' }).optional(),
-  headers: z.record(z.string(), z.string()).optional(),
-  bodySize: z.number().int().nonnegative().optional(),
-  peerTags: z.array(z.string().regex(TAG_RE, "must look like tag:name")).optional(),
-});
+    .describe('The call, as one line: "GET https://host/path", "tcp host:port", "tls host:port", "mcp server tool {json}", "llm provider/model [maxTokens]", "dns name [RRTYPE] [@server]", "udp host:port", "token AUDIENCE METHOD LOCATION".'),
+  expect: EffectSchema.describe("The decision the policy must make."),
+  ruleId: z.string().optional().describe("The id of the rule expected to decide."),
+  rule: z.string().optional().describe("Deprecated spelling of ruleId (still read)."),
+  at: z
+    .string()
+    .datetime({ offset: true, message: 'must be an ISO 8601 time such as "2026-03-09T14:00:00Z"' })
+    .optional()
+    .describe("The time of the call, for hours and weekdays conditions. Default: the time the tests run"),
+  headers: z.record(z.string(), z.string()).optional().describe("Request headers, for when.headers conditions."),
+  bodySize: z.number().int().nonnegative().optional().describe("The body size in bytes, for when.maxBodyBytes. Default: unknown (fails a maxBodyBytes condition closed)"),
+  peerTags: z.array(z.string().regex(TAG_RE, "must look like tag:name")).optional().describe("The tags of the tailnet peer called, for tag:x host patterns."),
+}).describe("One test case: a policy whose tests fail is rejected whole.");
 
 const GroupsSchema = z.record(
   z.string().regex(GROUP_RE, 'must look like "group:name"'),
@@ -243,36 +263,36 @@ const BucketNameSchema = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'a buc
  * of a chain that follows the buckets' `overdraft`). Grants add up; admin wins.
  */
 export const GatewayRoleSchema = strictObject({
-  src: z.array(SrcSchema).min(1, 'list at least one identity (or "*")'),
+  src: z.array(SrcSchema).min(1, 'list at least one identity (or "*")').describe(SRC_DESC),
   role: z
     .enum(["user", "admin"], { errorMap: () => ({ message: 'must be "user" or "admin"' }) })
     .default("user")
-    .describe('"admin" reads every log and bucket and refills buckets; default "user"'),
+    .describe('"admin" reads every log and bucket and refills buckets; "user" reads their own.'),
   quotas: z
     .union([BucketNameSchema, z.array(BucketNameSchema)])
     .optional()
-    .describe('bucket names from the gateway config\'s "quotas", each the head of a chain; every chain must cover a request'),
-});
+    .describe('Bucket names from the gateway config\'s "quotas", each the head of a chain; every chain must cover a request.'),
+}).describe("One grant of gateway roles and quota buckets: callers matching src get role and are charged to quotas.");
 
 export const GatewaySectionSchema = strictObject({
-  roles: z.array(GatewayRoleSchema).describe("who has which gateway role and quota buckets; additive, admin wins"),
-});
+  roles: z.array(GatewayRoleSchema).describe("Who has which gateway role and quota buckets; grants add up, admin wins."),
+}).describe("The AI gateway's roles and quota buckets (docs/policy.md, Gateway access).");
 
 /** The meshguard part of a policy: under the key `meshguard`, or the whole file. */
 export const MeshguardPartSchema = strictObject({
-  $schema: z.string().optional(),
+  $schema: z.string().optional().describe('The JSON Schema for editor completion, e.g. "./policy.schema.json"; ignored by meshguard.'),
   version: z
     .nativeEnum(
       { V1: 1, V2: 2, V3: 3, V4: 4 } as const,
       { errorMap: () => ({ message: "must be 1, 2, 3 or 4 (the policy format versions this meshguard reads; 2 adds dns and udp rules, 3 the gateway section, 4 token rules)" }) },
     )
-    .describe("the file format version: 1, 2 for dns and udp rules, 3 for the gateway section, 4 for token rules"),
-  groups: GroupsSchema.optional().describe("groups local to meshguard; merged with the tailnet policy's groups"),
-  tagOwners: TagOwnersSchema.optional(),
-  rules: z.array(RuleSchema),
-  tests: z.array(TestCaseSchema).optional(),
-  gateway: GatewaySectionSchema.optional().describe("the AI gateway's roles and quota buckets (format version 3)"),
-});
+    .describe("The file format version: 1; 2 adds dns and udp rules, 3 the gateway section, 4 token rules. Every version stays readable."),
+  groups: GroupsSchema.optional().describe('Groups of users ("group:eng": ["alice@example.com"]) local to meshguard; merged with the tailnet policy\'s groups (a name defined in both is an error).'),
+  tagOwners: TagOwnersSchema.optional().describe("Who owns each tag (users or groups), as in a tailnet policy file: the humans accountable for a tagged node (whois owners)."),
+  rules: z.array(RuleSchema).describe("The rules. Deny by default: a call no rule allows is denied."),
+  tests: z.array(TestCaseSchema).optional().describe("Test cases that must pass before the policy is accepted."),
+  gateway: GatewaySectionSchema.optional().describe("The AI gateway's roles and quota buckets (format version 3)."),
+}).describe("meshguard's egress policy: the whole file, or the value of the key \"meshguard\" in a tailnet policy file.");
 
 /**
  * A tailnet policy file with meshguard's part under `meshguard`. The tailnet
@@ -281,11 +301,12 @@ export const MeshguardPartSchema = strictObject({
  */
 export const CombinedPolicySchema = z
   .object({
-    groups: GroupsSchema.optional(),
-    tagOwners: TagOwnersSchema.optional(),
+    groups: GroupsSchema.optional().describe("The tailnet's groups; meshguard rules may name them too."),
+    tagOwners: TagOwnersSchema.optional().describe("The tailnet's tag owners; read for whois owners."),
     meshguard: MeshguardPartSchema,
   })
-  .passthrough();
+  .passthrough()
+  .describe("A tailnet policy file (headscale or Tailscale) with meshguard's part under the key \"meshguard\". meshguard reads groups and tagOwners; every other key (grants, acls, hosts, …) is the control server's, passed through untouched and pushed by meshguard policy apply.");
 
 /** The whole file: either shape. */
 export const PolicyFileSchema = z.union([CombinedPolicySchema, MeshguardPartSchema]);

@@ -7,17 +7,9 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { expect, test } from "vitest";
-import { zodToJsonSchema } from "zod-to-json-schema";
-
-import { PolicyFileSchema } from "../../src/policy/schema.js";
+import { policyJsonSchemaText as generate } from "./json-schema.js";
 
 const FILE = fileURLToPath(new URL("../../docs/policy.schema.json", import.meta.url));
-
-function generate(): string {
-  const schema = zodToJsonSchema(PolicyFileSchema, { name: "MeshguardPolicy", $refStrategy: "none", errorMessages: false });
-  const doc = { ...schema, title: "meshguard policy file (format versions 1 to 4)", description: "A meshguard policy: standalone, or under the key \"meshguard\" of a tailnet policy file. See docs/policy.md." };
-  return JSON.stringify(doc, null, 2) + "\n";
-}
 
 test("docs/policy.schema.json is generated from the zod schema and up to date", () => {
   const want = generate();
