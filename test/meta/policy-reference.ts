@@ -14,6 +14,7 @@
 
 type Schema = {
   type?: string | string[];
+  title?: string;
   description?: string;
   properties?: Record<string, Schema>;
   required?: string[];
