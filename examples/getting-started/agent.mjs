@@ -1,7 +1,7 @@
 // An agent: its own tailnet node, with the guard around every call it makes.
 // Run all of getting-started with: node examples/getting-started/run.mjs
 import { readFileSync } from "node:fs";
-import { MeshNode } from "meshguard";
+import { isMeshguardError, MeshNode } from "meshguard";
 import { deniedCause, installGuard } from "meshguard/guard";
 import { loadPolicy } from "meshguard/policy";
 import { createTokenClient } from "meshguard/tokens";
@@ -29,13 +29,18 @@ async function blocked(what, call) {
     console.log(`NOT blocked: ${what}`);
     process.exitCode = 1;
   } catch (err) {
-    const denied = deniedCause(err); // the PolicyDeniedError, also when a library wrapped it
-    if (!denied) throw err;
-    console.log(`blocked: ${what} -> ${denied.code}: ${denied.reason}`);
+    const denied = deniedCause(err); // the guard's PolicyDeniedError, also when a library wrapped it
+    if (denied) console.log(`blocked by the guard: ${what} -> ${denied.code}: ${denied.reason}`);
+    else if (isMeshguardError(err)) console.log(`blocked: ${what} -> ${err.code}: ${err.message.split("\n")[0]}`);
+    else throw err;
   }
 }
-await blocked("DELETE http://billing/v2/transactions/7", () => node.fetch("http://billing/v2/transactions/7", { method: "DELETE" }));
+// Not on the tailnet policy's ports, and no rule allows it: the guard refuses the dial.
+await blocked("tcp billing:22", () => node.dial("billing", 22));
+// Not in the policy: refused before any name is looked up or any byte leaves.
 await blocked("GET https://api.github.com/repos/acme/app", () => fetch("https://api.github.com/repos/acme/app"));
+// No token rule grants DELETE: the issuer refuses the token, so the call is never sent (the guard would refuse it too).
+await blocked("DELETE http://billing/v2/transactions/7", () => node.fetch("http://billing/v2/transactions/7", { method: "DELETE" }));
 
 await tokens.close();
 await guard.close();

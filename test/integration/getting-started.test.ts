@@ -1,7 +1,7 @@
 // docs/getting-started.md shows examples/getting-started/ verbatim
 // (test/meta/docs-examples.test.ts); this runs them as the page says, on a
 // real local tailnet: the agent's allowed call reaches the service with a
-// token bound to its node, the two blocked calls never leave the agent.
+// token bound to its node, the three blocked calls never reach anyone.
 import { spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { expect, it } from "vitest";
@@ -17,7 +17,8 @@ it("getting-started: run.mjs prints what docs/getting-started.md shows", () => {
   expect(seen[0]).toMatch(/^billing: GET \/v2\/transactions\/7 from research-agent\.mesh\.internal \(tag:agent\), caps \[\{"read":\["transactions"\]\}\], token \S+ for node \S+$/);
   expect(out).not.toMatch(/^billing: DELETE/m);
   expect(out).toMatch(/^allowed: GET http:\/\/billing\/v2\/transactions\/7 -> 200 \{"id":7,"amount":4200\}$/m);
-  expect(out).toMatch(/^blocked: DELETE http:\/\/billing\/v2\/transactions\/7 -> MESHGUARD_POLICY_DENIED: /m);
-  expect(out).toMatch(/^blocked: GET https:\/\/api\.github\.com\/repos\/acme\/app -> MESHGUARD_POLICY_DENIED: /m);
+  expect(out).toMatch(/^blocked by the guard: tcp billing:22 -> MESHGUARD_POLICY_DENIED: no rule allows tag:agent/m);
+  expect(out).toMatch(/^blocked by the guard: GET https:\/\/api\.github\.com\/repos\/acme\/app -> MESHGUARD_POLICY_DENIED: no rule allows tag:agent/m);
+  expect(out).toMatch(/^blocked: DELETE http:\/\/billing\/v2\/transactions\/7 -> MESHGUARD_TOKEN_REQUEST_FAILED: .*no rule allows tag:agent .* to token http:\/\/billing DELETE/m);
   expect(out).not.toMatch(/NOT blocked/);
 }, 120_000);
