@@ -52,7 +52,7 @@ export function toPublicKey(k: KeyInput): KeyObject {
     if (Buffer.isBuffer(k)) return createPublicKey({ key: k, format: "der", type: "spki" });
     return createPublicKey(k);
   } catch (err) {
-    throw invalid("not an Ed25519 public key (PEM or SPKI DER expected)", "use the public key file `meshguard policy serve --new-key` wrote", err);
+    throw invalid("not an Ed25519 public key (PEM or SPKI DER expected)", "use the public key file `meshguard policy serve --keygen KEY` wrote (KEY.pub)", err);
   }
 }
 
