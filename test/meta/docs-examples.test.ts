@@ -20,6 +20,7 @@ import { fileURLToPath } from "node:url";
 import ts from "typescript";
 import { describe, expect, it } from "vitest";
 
+import { COMMANDS } from "../../src/cli/commands.js";
 import { loadPolicy } from "../../src/policy/index.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
@@ -89,6 +90,31 @@ describe("docs examples", () => {
       }
     }
     expect(failed).toEqual([]);
+  });
+
+  it("every meshguard command line the guides show names a command and options it has", () => {
+    const lines: { at: string; line: string }[] = [];
+    for (const b of all.filter((x) => x.lang === "sh")) for (const l of b.code.split("\n")) lines.push({ at: where(b), line: l });
+    for (const d of DOCS) for (const m of readFileSync(ROOT + d, "utf8").matchAll(/`((?:npx )?meshguard [^`]+)`/g)) lines.push({ at: d, line: m[1]! });
+    const wrong: string[] = [];
+    let checked = 0;
+    for (const { at, line } of lines) {
+      const words = line.replace(/#.*$/, "").trim().replace(/^npx /, "").split(/\s+/);
+      if (words[0] !== "meshguard") continue;
+      const cmd = COMMANDS.find((c) => c.name === words.slice(1, 3).join(" ")) ?? COMMANDS.find((c) => c.name === words[1]);
+      if (!cmd) {
+        wrong.push(`${at}: no command \`meshguard ${words.slice(1, 3).join(" ")}\``);
+        continue;
+      }
+      checked++;
+      const end = words.indexOf("--"); // meshguard run ... -- node agent.js: the agent's own arguments follow
+      for (const w of words.slice(1, end === -1 ? undefined : end)) {
+        const opt = /^--([a-z-]+)/.exec(w)?.[1];
+        if (opt && !(opt in cmd.options) && opt !== "json" && opt !== "help") wrong.push(`${at}: meshguard ${cmd.name} has no option --${opt}`);
+      }
+    }
+    expect(checked).toBeGreaterThanOrEqual(5);
+    expect(wrong).toEqual([]);
   });
 
   it("every examples/ path the guides name exists", () => {
