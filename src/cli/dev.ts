@@ -7,6 +7,7 @@
 
 import { HEADSCALE_VERSION, LocalControl, ensureHeadscale, type ControlUser } from "../control/index.js";
 import { ErrorCode, MeshguardError } from "../index.js";
+import { tailnetPart } from "../policy/index.js";
 import type { Command, Context } from "./command.js";
 import { devStatePath, removeDevState, writeDevState } from "./dev-state.js";
 
@@ -41,7 +42,8 @@ async function run(ctx: Context): Promise<number> {
   let stateWritten: string | undefined;
   try {
     const file = ctx.str("policy");
-    const policy = file !== undefined ? await ctx.read(file, ErrorCode.POLICY_FILE_UNREADABLE) : DEFAULT_DEV_POLICY;
+    // One file holds both policies (docs/policy.md): headscale gets the file without its "meshguard" key, as `policy apply` sends it.
+    const policy = file !== undefined ? tailnetPart(await ctx.read(file, ErrorCode.POLICY_FILE_UNREADABLE)) : DEFAULT_DEV_POLICY;
     if (!policy.includes(`"${AGENT_TAG}"`)) {
       // headscale tags a node from its key without consulting tagOwners, but a
       // rule can only name a tag that tagOwners defines.
@@ -132,7 +134,7 @@ $MESHGUARD_DEV_STATE, default ~/.local/state/meshguard/dev.json) where
 \`meshguard gateway --dev\` finds them.`,
   args: [],
   options: {
-    policy: { type: "string", arg: "FILE", help: `tailnet policy (HuJSON); default: allow all, with tag:agent and tag:service owned by ${DEV_USER}@` },
+    policy: { type: "string", arg: "FILE", help: `tailnet policy (HuJSON; a "meshguard" key in it is left out); default: allow all, with tag:agent and tag:service owned by ${DEV_USER}@` },
     dir: { type: "string", arg: "DIR", help: "keep the tailnet's state in DIR (default: a temporary directory removed on exit)" },
   },
   json: "print one JSON object when the tailnet is ready: controlUrl, user, authKey, agentAuthKey, dir, configPath, headscale, statePath",

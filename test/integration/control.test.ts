@@ -9,6 +9,7 @@ import { existsSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
@@ -331,6 +332,23 @@ describe("meshguard dev", () => {
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
+  }, 30_000);
+
+  it("--policy with a combined policy file applies its tailnet part (headscale refuses the meshguard key)", async () => {
+    const file = fileURLToPath(new URL("../../examples/getting-started/tailnet.hujson", import.meta.url));
+    const stdout = new PassThrough();
+    let out = "";
+    stdout.on("data", (d: Buffer) => (out += d));
+    const stop = new AbortController();
+    const done = runCli(["dev", "--json", "--policy", file], { stdout, stderr: new PassThrough(), signal: stop.signal });
+    while (!out.includes("\n")) {
+      if (await Promise.race([done.then(() => true), new Promise<false>((r) => setTimeout(() => r(false), 50))])) break;
+    }
+    const info = JSON.parse(out);
+    expect(info.error, "the combined file was refused").toBeUndefined();
+    expect(info.agentAuthKey).toMatch(/^hskey-auth-/);
+    stop.abort();
+    expect(await done).toBe(0);
   }, 30_000);
 
   it("rejects unknown options with status 2", async () => {
