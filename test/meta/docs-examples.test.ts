@@ -11,7 +11,8 @@
  *                                    resolve to src/)
  *
  * and every jsonc block marked `<!-- policy -->` loads with loadPolicy (its
- * tests pass); `<!-- file: … -->` works for any block. A block without a
+ * tests pass), every one marked `<!-- gateway-config -->` with
+ * parseGatewayConfig; `<!-- file: … -->` works for any block. A block without a
  * marker fails the test, so a new snippet cannot go unchecked.
  */
 
@@ -21,6 +22,7 @@ import ts from "typescript";
 import { describe, expect, it } from "vitest";
 
 import { COMMANDS } from "../../src/cli/commands.js";
+import { parseGatewayConfig } from "../../src/gateway/index.js";
 import { loadPolicy } from "../../src/policy/index.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
@@ -115,6 +117,20 @@ describe("docs examples", () => {
     }
     expect(checked).toBeGreaterThanOrEqual(5);
     expect(wrong).toEqual([]);
+  });
+
+  it("every gateway config block parses", () => {
+    const failed: string[] = [];
+    const found = all.filter((x) => x.marker === "gateway-config");
+    for (const b of found) {
+      try {
+        parseGatewayConfig(b.code, { file: "/etc/meshguard/gateway.hujson" });
+      } catch (err) {
+        failed.push(`${where(b)}: ${(err as Error).message}`);
+      }
+    }
+    expect(found.length).toBeGreaterThan(0);
+    expect(failed).toEqual([]);
   });
 
   it("every examples/ path the guides name exists", () => {
