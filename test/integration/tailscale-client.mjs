@@ -43,8 +43,24 @@ const executable = (p) => {
   }
 };
 
+// The version stamps Tailscale's own release builds set (build_dist.sh):
+// without them the commands call themselves "1.102.5-ERR-BuildInfo" (no VCS
+// data in a module build), which is what headscale would see; with them they
+// report the release version, as a user's installed client does.
+const bare = TAILSCALE_VERSION.replace(/^v/, '');
+const LDFLAGS = `-X tailscale.com/version.longStamp=${bare} -X tailscale.com/version.shortStamp=${bare}`;
+
+/** builtWith is the recorded ldflags of the cached build (a build made another way is redone). */
+function builtWith() {
+  try {
+    return JSON.parse(readFileSync(join(TAILSCALE_DIR, 'build-info.json'), 'utf8')).ldflags;
+  } catch {
+    return undefined;
+  }
+}
+
 /** ready tells whether both commands are built for the pinned version. */
-export const ready = () => executable(TAILSCALED_BIN) && executable(TAILSCALE_BIN);
+export const ready = () => executable(TAILSCALED_BIN) && executable(TAILSCALE_BIN) && builtWith() === LDFLAGS;
 
 const tail = (r) => `${r.error?.message ?? (r.signal ? `killed by ${r.signal}` : `exit ${r.status}`)}: ${(r.stderr || r.stdout || '').trim().split('\n').slice(-6).join(' | ')}`;
 
@@ -67,7 +83,7 @@ export function ensure(log = () => {}) {
     const t0 = performance.now();
     let method = 'go install';
     let fallbackReason;
-    const inst = go(['install', '-trimpath', ...COMMANDS.map((c) => `${MODULE}/cmd/${c}@${TAILSCALE_VERSION}`)], { cwd: tmp, env: { ...env, GOBIN: tmp } });
+    const inst = go(['install', '-trimpath', `-ldflags=${LDFLAGS}`, ...COMMANDS.map((c) => `${MODULE}/cmd/${c}@${TAILSCALE_VERSION}`)], { cwd: tmp, env: { ...env, GOBIN: tmp } });
     if (inst.status !== 0 || !COMMANDS.every((c) => existsSync(join(tmp, c)))) {
       if (inst.error?.code === 'ENOENT') throw new Error('the Go toolchain (`go`) is not on PATH: it builds tailscaled for the test with the real Tailscale client');
       // As for headscale (src/control/gobuild.ts): where the proxy refuses the
@@ -83,12 +99,12 @@ export function ensure(log = () => {}) {
         // reported below
       }
       if (dl.status !== 0 || !modDir) throw new Error(`could not build tailscaled ${TAILSCALE_VERSION}: go install: ${fallbackReason}; go mod download: ${tail(dl)}`);
-      const b = go(['build', '-trimpath', '-o', tmp + '/', ...COMMANDS.map((c) => `./cmd/${c}`)], { cwd: modDir, env: { ...env, GOFLAGS: '-mod=mod' } });
+      const b = go(['build', '-trimpath', `-ldflags=${LDFLAGS}`, '-o', tmp + '/', ...COMMANDS.map((c) => `./cmd/${c}`)], { cwd: modDir, env: { ...env, GOFLAGS: '-mod=mod' } });
       if (b.status !== 0) throw new Error(`could not build tailscaled ${TAILSCALE_VERSION}: go install: ${fallbackReason}; go build: ${tail(b)}`);
     }
     const seconds = Number(((performance.now() - t0) / 1000).toFixed(1));
     const goVersion = spawnSync('go', ['env', 'GOVERSION'], { encoding: 'utf8', env }).stdout?.trim();
-    writeFileSync(join(tmp, 'build-info.json'), JSON.stringify({ version: TAILSCALE_VERSION, commands: COMMANDS, method, fallbackReason, go: goVersion, seconds, builtAt: new Date().toISOString() }, null, 2) + '\n');
+    writeFileSync(join(tmp, 'build-info.json'), JSON.stringify({ version: TAILSCALE_VERSION, commands: COMMANDS, ldflags: LDFLAGS, method, fallbackReason, go: goVersion, seconds, builtAt: new Date().toISOString() }, null, 2) + '\n');
     if (!ready()) {
       // Not finished by another builder meanwhile (else theirs is kept). A
       // directory without both commands is leftover, never a reader's.

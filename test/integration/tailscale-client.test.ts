@@ -90,6 +90,7 @@ function clientEnv(): NodeJS.ProcessEnv {
 
 interface ClientStatus {
   BackendState: string;
+  Version: string;
   Self: { HostName: string; TailscaleIPs: string[] };
   Peer?: Record<string, { HostName: string; DNSName: string; TailscaleIPs: string[]; Tags?: string[] }>;
 }
@@ -156,10 +157,10 @@ beforeAll(async () => {
   for (const s of [tailscaled.stdout!, tailscaled.stderr!]) {
     s.on("data", (d: Buffer) => {
       daemonLog.push(...d.toString().split("\n").filter(Boolean));
-      if (daemonLog.length > 400) daemonLog.splice(0, daemonLog.length - 400);
+      if (daemonLog.length > 5000) daemonLog.splice(0, daemonLog.length - 5000);
     });
   }
-  await until("tailscaled answers on its socket", 20_000, async () => (await tailscale(["status", "--json"], { timeoutMs: 5_000 })).stdout.includes("BackendState"));
+  await until("tailscaled answers on its socket", 30_000, async () => (await tailscale(["status", "--json"], { timeoutMs: 5_000 })).stdout.includes("BackendState"));
 
   const key = await control.createAuthKey({ user: "alice", ephemeral: true, expiration: "1h" });
   const up = await tailscale(["up", `--login-server=${control.url}`, `--auth-key=${key}`, `--hostname=${LAPTOP}`, "--accept-dns=false", "--timeout=60s"], { timeoutMs: 70_000 });
@@ -169,6 +170,8 @@ beforeAll(async () => {
   if (set.code !== 0) throw new Error(`tailscale set exited ${set.code}: ${set.stderr.trim()}`);
   const st = await tailscaleJSON<ClientStatus>(["status", "--json"]);
   expect(st.BackendState).toBe("Running");
+  // The client is the pinned release (stamped as Tailscale's own builds are).
+  expect(st.Version).toBe(tsclient.TAILSCALE_VERSION.replace(/^v/, ""));
   laptopIP = st.Self.TailscaleIPs.find((ip) => !ip.includes(":"))!;
 });
 
@@ -269,5 +272,17 @@ describe("a real Tailscale client on the tailnet", () => {
     const back = await fromClient("back");
     expect(back.code, back.stderr).toBe(0);
     expect((JSON.parse(back.stdout) as { who: WhoIs }).who.node.hostname).toBe(LAPTOP);
+  });
+
+  it("tailscaled never tried to reach anything but the local tailnet", () => {
+    // Tailscale's own services (log upload, control, DERP, bootstrap DNS,
+    // update checks) are all *.tailscale.com/.io names; a knob left out
+    // shows up here as a dial or lookup of one of them.
+    const outside = daemonLog.filter((l) => /\b[\w-]+\.tailscale\.(com|io)\b|bootstrap ?dns|dnsfallback|logtail: (upload|dial)/i.test(l));
+    expect(outside).toEqual([]);
+    // Its only relay was headscale's embedded DERP region.
+    const derps = daemonLog.filter((l) => l.includes("derphttp.Client.Connect: connecting to"));
+    expect(derps.length).toBeGreaterThan(0);
+    for (const l of derps) expect(l).toMatch(/connecting to derp-999 \(meshguard\)/);
   });
 });
