@@ -215,6 +215,19 @@ describe("a real Tailscale client on the tailnet", () => {
     expect(q.Tags).toEqual(["tag:mg"]);
   });
 
+  it("`tailscale ping` gets pongs from the meshguard node: disco over a direct path, and TSMP through WireGuard", async () => {
+    const pong = new RegExp(`^pong from ${AGENT} \\(${agent.ips[0]!.replaceAll(".", "\\.")}\\b`);
+    // Disco pings stop at the first pong over a direct path (and fail after 5 without one).
+    const disco = await tailscale(["ping", "--c=5", "--timeout=5s", agent.ips[0]!]);
+    expect(disco.code, disco.stdout + disco.stderr).toBe(0);
+    const last = disco.stdout.trim().split("\n").at(-1)!;
+    expect(last).toMatch(pong);
+    expect(last).toMatch(/ via 127\.0\.0\.1:\d+ in /);
+    const tsmp = await tailscale(["ping", "--tsmp", "--c=5", "--timeout=5s", agent.ips[0]!]);
+    expect(tsmp.code, tsmp.stdout + tsmp.stderr).toBe(0);
+    expect(tsmp.stdout.trim().split("\n").at(-1)).toMatch(pong);
+  });
+
   it("the meshguard node reaches a service on the laptop (tailscaled forwards to its host's 127.0.0.1)", async () => {
     expect(await toClient("hello from meshguard")).toBe("laptop got: hello from meshguard\n");
   });
