@@ -152,7 +152,8 @@ beforeAll(async () => {
   tailscaled = spawn(
     tsclient.TAILSCALED_BIN,
     ["--tun=userspace-networking", `--statedir=${join(dir, "state")}`, `--socket=${socket}`, "--port=0", "--no-logs-no-support"],
-    { stdio: ["ignore", "pipe", "pipe"], env: clientEnv() },
+    // fd 3: tailscaled exits when its read sees this process gone (TS_PARENT_DEATH_FD), so a crashed run leaves no daemon behind.
+    { stdio: ["ignore", "pipe", "pipe", "pipe"], env: { ...clientEnv(), TS_PARENT_DEATH_FD: "3" } },
   );
   for (const s of [tailscaled.stdout!, tailscaled.stderr!]) {
     s.on("data", (d: Buffer) => {
@@ -165,7 +166,7 @@ beforeAll(async () => {
   const key = await control.createAuthKey({ user: "alice", ephemeral: true, expiration: "1h" });
   const up = await tailscale(["up", `--login-server=${control.url}`, `--auth-key=${key}`, `--hostname=${LAPTOP}`, "--accept-dns=false", "--timeout=60s"], { timeoutMs: 70_000 });
   if (up.code !== 0) throw new Error(`tailscale up exited ${up.code}: ${up.stderr.trim()}\ntailscaled's last lines:\n${daemonLog.slice(-30).join("\n")}`);
-  // Update checks off (they only show what headscale says, but no prefs ask for anything outside).
+  // Update checks off: they would only show what headscale reports, but a laptop left to defaults should ask for nothing.
   const set = await tailscale(["set", "--update-check=false"]);
   if (set.code !== 0) throw new Error(`tailscale set exited ${set.code}: ${set.stderr.trim()}`);
   const st = await tailscaleJSON<ClientStatus>(["status", "--json"]);
@@ -188,7 +189,7 @@ afterAll(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-/** dialAgent connects the real client to the meshguard node (`tailscale nc`) and returns what the node answered. */
+/** fromClient connects the real client to the meshguard node (`tailscale nc`) and returns what the node answered. */
 async function fromClient(line: string, timeoutMs = 15_000): Promise<Run> {
   return tailscale(["nc", agent.ips[0]!, String(MG_PORT)], { input: `${line}\n`, timeoutMs });
 }
