@@ -125,6 +125,14 @@ await phase("headscale", async () => {
   await ensureHeadscale({ onProgress: (ev) => log(ev.message) });
 });
 
+// The real Tailscale client (tailscaled + tailscale) at the tailscale.com
+// version go/go.mod pins, into the user cache, for
+// test/integration/tailscale-client.test.ts (test/integration/tailscale-client.mjs).
+await phase("tailscale-client", async () => {
+  const ts = await import(join(root, "test", "integration", "tailscale-client.mjs"));
+  return ts.ensure(log) ? undefined : false;
+});
+
 // The official `openai` Python package in a virtual environment, for
 // test/connect/python-openai.test.ts: PyPI is out of reach inside the tests'
 // network namespace. Not prepared (no python3 venv, PyPI unreachable) does
