@@ -3,6 +3,7 @@ package core
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -95,7 +96,7 @@ func (c *Core) Ping(id int64, host, kind string, timeout time.Duration) (_ PingR
 		}
 		return PingResult{}, codeErr(ErrDial, "%s (%s): %s", host, addr, res.Err)
 	}
-	out := PingResult{IP: addr.String(), Name: strings.TrimSuffix(res.NodeName, "."), LatencyUs: int64(res.LatencySeconds * 1e6)}
+	out := PingResult{IP: addr.String(), Name: peerName(n, addr, res.NodeName), LatencyUs: int64(res.LatencySeconds * 1e6)}
 	if pt == tailcfg.PingDisco {
 		switch {
 		case res.Endpoint != "":
@@ -107,6 +108,19 @@ func (c *Core) Ping(id int64, host, kind string, timeout time.Duration) (_ PingR
 		}
 	}
 	return out, nil
+}
+
+// peerName is the full MagicDNS name of the peer at addr, from the netmap
+// the watcher keeps (the ping answer carries only the short name).
+func peerName(n *node, addr netip.Addr, fallback string) string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, p := range n.peerCache {
+		if _, ok := matchPeer(p.Name, p.IPs, "", addr, true); ok {
+			return p.Name
+		}
+	}
+	return strings.TrimSuffix(fallback, ".")
 }
 
 // Paths reports, for every peer in the node's netmap, how it is reached now.
