@@ -189,7 +189,9 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
 
   /** openSocket serves the control socket as the controlSocket option says (see config.ts). */
   private async openSocket(): Promise<void> {
-    const want = this.opts.controlSocket ?? !/^(0|off|false|no)$/i.test(process.env.MESHGUARD_CONTROL_SOCKET ?? "");
+    // Unix sockets in the state directory: not on Windows, where the default is none (asking for one fails).
+    const byDefault = process.platform !== "win32" && !/^(0|off|false|no)$/i.test(process.env.MESHGUARD_CONTROL_SOCKET ?? "");
+    const want = this.opts.controlSocket ?? byDefault;
     if (want === false) return;
     const path = typeof want === "string" ? want : socketPathOf(this.opts.dir);
     try {

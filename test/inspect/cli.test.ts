@@ -292,6 +292,21 @@ describe("meshguard ping", () => {
     expect(t.stdout).toMatch(/1 sent, 1 answered/);
   });
 
+  test("a relayed path is shown as such: a brief node that may only use DERP (TS_DEBUG_ALWAYS_USE_DERP)", async () => {
+    const key = await tn.key(["tag:agent-a"]);
+    const env = { TS_DEBUG_ALWAYS_USE_DERP: "1" };
+    const args = ["--control", tn.control.url, "--auth-key", key];
+    const r = await meshguard(["ping", "service", "--count", "2", ...args, "--hostname", "relayed", "--json"], env, emptyHome);
+    expect(r.code, r.stderr).toBe(0);
+    const reply = json(r).replies.find((x: { latencyMs?: number }) => x.latencyMs !== undefined);
+    expect(reply).toMatchObject({ path: "derp", name: service.name });
+    expect(reply.derpRegion).toMatch(/\S/);
+    expect(reply.endpoint).toBeUndefined();
+    const t = await meshguard(["status", ...args, "--hostname", "relayed2"], env, emptyHome);
+    expect(t.code, t.stderr).toBe(0);
+    expect(t.stdout).toMatch(/service\.\S+\s+\S+\s+tag:service\s+relay "\S+"\s+\d+\.\d\d ms/);
+  });
+
   test("a name that is not a peer is MESHGUARD_NO_PEER; a bad --kind a usage error", async () => {
     const r = await meshguard(["ping", "nosuchpeer", "--json"]);
     expect(r.code).toBe(1);
