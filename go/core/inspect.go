@@ -63,16 +63,16 @@ var pingKinds = map[string]tailcfg.PingType{"": tailcfg.PingDisco, "disco": tail
 // Ping sends one ping to a peer and waits for the answer.
 func (c *Core) Ping(id int64, host, kind string, timeout time.Duration) (_ PingResult, err error) {
 	defer wrap(&err, "core.Ping")
+	pt, ok := pingKinds[kind]
+	if !ok {
+		return PingResult{}, codeErr(ErrBadArgs, "ping kind %q: use disco, tsmp or icmp", kind)
+	}
 	n, err := c.node(id)
 	if err != nil {
 		return PingResult{}, err
 	}
 	if n.lc == nil {
 		return PingResult{}, codeErr(ErrBadArgs, "node is not up; await start() first")
-	}
-	pt, ok := pingKinds[kind]
-	if !ok {
-		return PingResult{}, codeErr(ErrBadArgs, "ping kind %q: use disco, tsmp or icmp", kind)
 	}
 	addr, err := c.resolve(n, host)
 	if err != nil {

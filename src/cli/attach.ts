@@ -72,7 +72,10 @@ export async function openSession(ctx: Context, opts: { brief: boolean }): Promi
   if (control !== undefined) return brief(ctx, control, {});
   const found = await discoverSockets();
   const live = found.filter((f) => f.state === "live");
-  if (live.length === 1) return attached(await ControlClient.connect(live[0]!.socket));
+  if (live.length === 1) {
+    ctx.progress(`attached to the running node at ${live[0]!.socket}`);
+    return attached(await ControlClient.connect(live[0]!.socket));
+  }
   if (live.length > 1) {
     throw new MeshguardError(ErrorCode.NO_RUNNING_NODE, `${live.length} nodes are running; choose one:\n${live.map((f) => `    --state-dir ${f.dir}`).join("\n")}`, { hint: "pass --state-dir DIR or --socket PATH" });
   }

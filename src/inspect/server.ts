@@ -84,6 +84,7 @@ async function clearStale(path: string): Promise<void> {
   }
   if (!st.isSocket()) throw fail(`control socket: ${path} exists and is not a socket`, `remove it if it is not needed, or give the node another state directory`);
   const state = await probe(path);
+  if (state === "denied") throw fail(`control socket: ${path} is a socket this user may not connect to (another user's): not ours to remove`, "give the node a state directory of its own");
   if (state !== "stale") {
     throw fail(`control socket: another process is serving ${path} (a node already runs with this state directory)`, "stop the other node, or give this one another `dir`");
   }
