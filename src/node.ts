@@ -1,5 +1,6 @@
 import { EventEmitter } from "node:events";
 import net from "node:net";
+import { dirname } from "node:path";
 import type { Agent, RequestInfo, RequestInit, Response } from "undici";
 import { loadBackend } from "./backend/load.js";
 import type { Backend, CoreEvent, ExportedConn, PeerInfo, UpResult } from "./backend/protocol.js";
@@ -8,7 +9,7 @@ import { announceConnection, judgeDial } from "./dial-channel.js";
 import { ErrorCode, MeshguardError } from "./errors.js";
 import { fetchHasSubscribers, publishFetch } from "./fetch-channel.js";
 import { progressReporter } from "./progress.js";
-import { openControlSocket, socketPathOf, type ControlSocket, type PeerPath, type PingKind, type PingReply } from "./inspect/index.js";
+import { openControlSocket, permissionModelDenies, socketPathOf, type ControlSocket, type PeerPath, type PingKind, type PingReply } from "./inspect/index.js";
 
 export type { PeerInfo as Peer } from "./backend/protocol.js";
 export type { PeerPath, PingKind, PingReply } from "./inspect/index.js";
@@ -194,6 +195,8 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
     const want = this.opts.controlSocket ?? byDefault;
     if (want === false) return;
     const path = typeof want === "string" ? want : socketPathOf(this.opts.dir);
+    // A process confined by Node's permission model without write access to its state: no socket, as asked.
+    if (this.opts.controlSocket === undefined && permissionModelDenies(dirname(path))) return;
     try {
       this.socket = await openControlSocket(this, path);
     } catch (err) {

@@ -140,6 +140,16 @@ async function firstNetmap(ctx: Context, node: MeshNode, timeoutMs = 5000): Prom
   });
 }
 
+/** slow reports `message` as progress if `work` takes more than a second (the convention for progress). */
+export async function slow<T>(ctx: Context, message: string, work: Promise<T>): Promise<T> {
+  const t = setTimeout(() => ctx.progress(message), 1000);
+  try {
+    return await work;
+  } finally {
+    clearTimeout(t);
+  }
+}
+
 /** withSession runs `f` on the chosen node and always lets go of it. */
 export async function withSession<T>(ctx: Context, opts: { brief: boolean }, f: (s: Session) => Promise<T>): Promise<T> {
   const s = await openSession(ctx, opts);

@@ -1,7 +1,7 @@
 /** `meshguard status`: a running node's peers, their tags, path and latency, and the node itself. */
 
 import type { PeerStatus, StatusResult } from "../inspect/index.js";
-import { ATTACH_OPTIONS, BRIEF_OPTIONS, withSession } from "./attach.js";
+import { ATTACH_OPTIONS, BRIEF_OPTIONS, slow, withSession } from "./attach.js";
 import type { Command, Context } from "./command.js";
 
 /** who: a node's identity in one word: its tags, else its user. */
@@ -50,10 +50,9 @@ export function statusText(s: StatusResult): string {
 
 async function run(ctx: Context): Promise<number> {
   const ping = !ctx.flag("no-ping");
-  const s = await withSession(ctx, { brief: true }, async (session) => {
-    if (ping) ctx.progress("pinging the online peers for their latency (--no-ping skips it)");
-    return session.call("status", { ping });
-  });
+  const s = await withSession(ctx, { brief: true }, (session) =>
+    slow(ctx, ping ? "pinging the online peers for their latency (--no-ping skips it)..." : "waiting for the node's status...", session.call("status", { ping })),
+  );
   ctx.result(s, () => statusText(s));
   return 0;
 }

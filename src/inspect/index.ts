@@ -5,7 +5,7 @@
 
 export { ControlClient, discoverSockets, defaultSocketCandidates, socketPathOf, type FoundSocket } from "./client.js";
 export { callMethod } from "./handlers.js";
-export { openControlSocket, checkDirectory, type ControlSocket } from "./server.js";
+export { openControlSocket, checkDirectory, permissionModelDenies, type ControlSocket } from "./server.js";
 export { INSPECT_CHANNEL, type InspectMessage } from "./channel.js";
 export {
   LIMITS,

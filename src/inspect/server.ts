@@ -39,6 +39,20 @@ function fail(message: string, hint?: string, cause?: unknown): MeshguardError {
   return new MeshguardError(ErrorCode.CONTROL_SOCKET_FAILED, message, { ...(hint ? { hint } : {}), ...(cause !== undefined ? { cause } : {}) });
 }
 
+/**
+ * permissionModelDenies tells whether Node's permission model (`--permission`,
+ * as `meshguard run` uses it) keeps this process from writing `dir`: then the
+ * socket cannot be made or kept safe there.
+ */
+export function permissionModelDenies(dir: string): boolean {
+  const perm = (process as { permission?: { has(scope: string, reference?: string): boolean } }).permission;
+  try {
+    return perm !== undefined && !perm.has("fs.write", dir);
+  } catch {
+    return true;
+  }
+}
+
 /** checkDirectory refuses a directory another user could write to. */
 export function checkDirectory(dir: string): void {
   let st: Stats;
@@ -127,6 +141,9 @@ export async function openControlSocket(node: Inspectable, path: string): Promis
   if (process.platform === "win32") throw fail("control socket: Unix sockets in the state directory are not supported on Windows");
   if (Buffer.byteLength(path) > MAX_SOCKET_PATH) {
     throw fail(`control socket: the path ${path} is ${Buffer.byteLength(path)} bytes; a Unix socket path may have at most ${MAX_SOCKET_PATH}`, "give the node a shorter state directory (`dir`), or a shorter socket path (`controlSocket: \"/path\"`)");
+  }
+  if (permissionModelDenies(dirname(path))) {
+    throw fail(`control socket: Node's permission model does not let this process write ${dirname(path)}`, `allow it (meshguard run --allow-fs-write ${dirname(path)}), or set controlSocket: false`);
   }
   checkDirectory(dirname(path));
   await clearStale(path);
