@@ -250,6 +250,24 @@ describe("meshguard status", () => {
     expect(brief.stderr).toMatch(/closing the brief node/);
   });
 
+  test("several running nodes: an error listing them, and --state-dir picks one", async () => {
+    const dirB = join(home, ".local", "state", "meshguard", "agent-b");
+    const b = await tn.start("agent-b", { tags: ["tag:agent-a"], dir: dirB });
+    try {
+      const r = await meshguard(["status", "--no-ping", "--json"]);
+      expect(r.code).toBe(1);
+      const err = json(r).error;
+      expect(err).toMatchObject({ code: ErrorCode.NO_RUNNING_NODE, hint: "pass --state-dir DIR or --socket PATH" });
+      expect(err.message).toContain("2 nodes are running");
+      expect(err.message).toContain(`--state-dir ${agentDir}`);
+      expect(err.message).toContain(`--state-dir ${dirB}`);
+      const picked = json(await meshguard(["status", "--no-ping", "--state-dir", dirB, "--json"]));
+      expect(picked.self).toMatchObject({ hostname: "agent-b", socket: b.controlSocket });
+    } finally {
+      await b.close();
+    }
+  });
+
   test("a stale socket named by --socket is reported as such", async () => {
     const p = join(emptyHome, "tmp", "dead.sock");
     await staleSocket(p);
