@@ -1,6 +1,7 @@
 /** `meshguard whois IP`: who is behind a tailnet address, as a running node sees it. */
 
 import type { WhoIs } from "../index.js";
+import { isAddr } from "../inspect/index.js";
 import { ATTACH_OPTIONS, BRIEF_OPTIONS, withSession } from "./attach.js";
 import type { Command, Context } from "./command.js";
 
@@ -18,6 +19,7 @@ export function whoisText(addr: string, w: WhoIs): string {
 
 async function run(ctx: Context): Promise<number> {
   const [addr] = ctx.positionals as [string];
+  if (!isAddr(addr)) throw ctx.usage(`${JSON.stringify(addr)} is not a tailnet IP (whois takes an address: 100.64.0.7, 100.64.0.7:80, [fd7a::1]:80; \`meshguard status\` lists the peers' IPs)`);
   const w = (await withSession(ctx, { brief: true }, (s) => s.call("whois", { addr }))) as WhoIs;
   ctx.result(w, () => whoisText(addr, w));
   return 0;
@@ -42,7 +44,7 @@ node. Which node answers, and bringing one up briefly, as for \`meshguard status
   exits: {
     0: "shown",
     1: "no tailnet node has that address (MESHGUARD_WHOIS_NOT_FOUND), or no node to ask (MESHGUARD_NO_RUNNING_NODE, MESHGUARD_CONTROL_SOCKET_FAILED)",
-    2: "usage error (also: IP missing)",
+    2: "usage error (also: IP missing, or not an IP)",
   },
   run,
 };

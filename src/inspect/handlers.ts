@@ -4,6 +4,8 @@
  * directly on a node it brought up itself, so both answer alike.
  */
 
+import { isIP } from "node:net";
+
 import { z } from "zod";
 
 import { parseWith } from "../config.js";
@@ -13,10 +15,17 @@ import { SOCKET_METHODS, SOCKET_PROTOCOL_VERSION, type GuardInfo, type Inspectab
 
 const HOST_RE = /^[A-Za-z0-9.:_[\]-]{1,253}$/;
 
+/** isAddr: "ip", "ipv4:port" or "[ipv6]:port" (whois's argument). */
+export function isAddr(s: string): boolean {
+  if (isIP(s)) return true;
+  const m = /^\[([^\]]+)\]:(\d{1,5})$/.exec(s) ?? /^([^:]+):(\d{1,5})$/.exec(s);
+  return m !== null && isIP(m[1]!) !== 0 && Number(m[2]) <= 65535;
+}
+
 const schemas = {
   hello: z.object({}).strict(),
   status: z.object({ ping: z.boolean().optional(), pingTimeoutMs: z.number().int().min(1).max(10_000).optional() }).strict(),
-  whois: z.object({ addr: z.string().regex(HOST_RE, "must be a tailnet IP, optionally with :port") }).strict(),
+  whois: z.object({ addr: z.string().refine(isAddr, "must be a tailnet IP, optionally with a port (100.64.0.7, 100.64.0.7:80, [fd7a::1]:80)") }).strict(),
   ping: z
     .object({
       host: z.string().regex(HOST_RE, "must be a peer's MagicDNS name or tailnet IP"),

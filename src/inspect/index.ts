@@ -4,7 +4,7 @@
  */
 
 export { ControlClient, discoverSockets, defaultSocketCandidates, socketPathOf, type FoundSocket } from "./client.js";
-export { callMethod } from "./handlers.js";
+export { callMethod, isAddr } from "./handlers.js";
 export { openControlSocket, checkDirectory, permissionModelDenies, type ControlSocket } from "./server.js";
 export { INSPECT_CHANNEL, type InspectMessage } from "./channel.js";
 export {

@@ -287,10 +287,16 @@ describe("meshguard whois", () => {
     expect(t.stdout).toMatch(/tags: +tag:service/);
   });
 
-  test("an address no node has is MESHGUARD_WHOIS_NOT_FOUND", async () => {
+  test("an address no node has is MESHGUARD_WHOIS_NOT_FOUND; a name is a usage error", async () => {
     const r = await meshguard(["whois", "100.100.100.100", "--json"]);
     expect(r.code).toBe(1);
     expect(json(r).error.code).toBe(ErrorCode.WHOIS_NOT_FOUND);
+    const u = await meshguard(["whois", "service", "--json"]);
+    expect(u.code).toBe(2);
+    expect(json(u).error).toMatchObject({ code: ErrorCode.USAGE, message: expect.stringMatching(/"service" is not a tailnet IP/) });
+    // on the socket, the same is a bad request
+    const { lines } = await request(agent.controlSocket!, '{"v":1,"id":1,"method":"whois","params":{"addr":"service"}}\n', 1);
+    expect(lines[0].error).toMatchObject({ code: ErrorCode.CONTROL_SOCKET_BAD_REQUEST, message: expect.stringMatching(/addr: must be a tailnet IP/) });
   });
 });
 
@@ -314,7 +320,7 @@ describe("meshguard ping", () => {
     const key = await tn.key(["tag:agent-a"]);
     const env = { TS_DEBUG_ALWAYS_USE_DERP: "1" };
     const args = ["--control", tn.control.url, "--auth-key", key];
-    const r = await meshguard(["ping", "service", "--count", "2", ...args, "--hostname", "relayed", "--json"], env, emptyHome);
+    const r = await meshguard(["ping", "service", "--count", "3", "--timeout", "1500", ...args, "--hostname", "relayed", "--json"], env, emptyHome);
     expect(r.code, r.stderr).toBe(0);
     const reply = json(r).replies.find((x: { latencyMs?: number }) => x.latencyMs !== undefined);
     expect(reply).toMatchObject({ path: "derp", name: service.name });
