@@ -396,5 +396,11 @@ describe("the socket's life", () => {
     expect(existsSync(sock)).toBe(true);
     await m.close();
     expect(existsSync(sock)).toBe(false);
+    // that node not running: --state-dir and --control bring it up briefly, with its state directory
+    const key = await tn.key(["tag:agent-a"]);
+    const r = await meshguard(["status", "--state-dir", d2, "--control", tn.control.url, "--auth-key", key, "--no-ping", "--json"], {}, emptyHome);
+    expect(r.code, r.stderr).toBe(0);
+    expect(json(r).self).toMatchObject({ hostname: "short", dir: d2 });
+    expect(r.stderr).toMatch(/no node is running with state .*short: bringing it up briefly/);
   });
 });
