@@ -156,6 +156,32 @@ describe("the control socket", () => {
     expect(again.lines[0]).toMatchObject({ id: 9, result: { name: agent.name } });
   });
 
+  test("survives garbage: random bytes and hostile JSON, then still answers", async () => {
+    const path = agent.controlSocket!;
+    let seed = 7;
+    const rand = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    const junk: Buffer[] = [];
+    // newline bytes left out, so that each junk line is one request
+    for (let i = 0; i < 200; i++) junk.push(Buffer.from(Array.from({ length: 1 + Math.floor(rand() * 300) }, () => Math.floor(rand() * 256)).map((b) => (b === 10 ? 11 : b))), Buffer.from("\n"));
+    const hostile = ['{"v":1,"id":1,"method":"__proto__"}', '{"v":1,"id":2,"method":"status","params":{"__proto__":{"ping":false}}}', '{"v":1,"id":3,"method":"ping","params":{"host":"' + "a".repeat(300) + '"}}', '{"v":1,"id":4,"method":"explain","params":{"request":"GET https://x/","at":"not a time"}}', '{"v":1,"id":1e400,"method":"hello"}', '[]', 'null', '"str"', '{"v":1,"id":{},"method":"hello"}', '{"v":1,"id":5,"method":"whois","params":{"addr":"999.1.1.1"}}'];
+    const all = [...junk, Buffer.from(hostile.join("\n") + "\n")];
+    let answered = 0;
+    // 20 lines a connection: more than LIMITS.maxPending waiting at once is refused (below)
+    for (let i = 0; i < all.length; i += 40) {
+      const batch = Buffer.concat(all.slice(i, i + 40));
+      const n = batch.toString("latin1").split("\n").filter((l) => l.trim() !== "").length;
+      const { lines } = await request(path, batch, n);
+      for (const l of lines) expect(l.error?.code, JSON.stringify(l)).toMatch(/^MESHGUARD_/);
+      answered += lines.length;
+    }
+    expect(answered).toBeGreaterThan(190);
+    // a client that pipelines more than maxPending requests is told so and cut off
+    const flood = await request(path, '{"v":1,"id":1,"method":"hello"}\n'.repeat(LIMITS.maxPending + 5), LIMITS.maxPending + 5);
+    expect(flood.lines.some((l) => /more than 32 requests waiting/.test(l.error?.message ?? ""))).toBe(true);
+    const again = await request(path, '{"v":1,"id":"after","method":"hello"}\n', 1);
+    expect(again.lines[0]).toMatchObject({ id: "after", result: { pid: process.pid } });
+  });
+
   test("tells a client over the connection limit so", async () => {
     const path = agent.controlSocket!;
     const held: net.Socket[] = [];
