@@ -39,7 +39,7 @@ async function explainLive(ctx: Context, line: string, extras: RequestExtras, as
   const doc = { ...result, socket };
   ctx.result(doc, () => {
     const p = result.policy;
-    const pol = `${p.hash ? `sha256:${p.hash.slice(0, 12)}` : "(custom evaluator)"}${p.file ? ` from ${p.file}` : ""}`;
+    const pol = p.hash ? `sha256:${p.hash.slice(0, 12)}${p.file ? ` from ${p.file}` : ""}` : "none";
     return explanationText(result, [`  policy:  ${pol}, in force in the node at ${socket} (guard mode ${result.mode})`]);
   });
   return 0;
@@ -134,7 +134,7 @@ WHO is "tag:x", "alice@example.com", "alice@", "node:name", or a comma-separated
   ],
   exits: {
     0: "explained (whatever the decision)",
-    1: "FILE is unreadable or invalid, or REQUEST or WHO cannot be read (MESHGUARD_POLICY_REQUEST_INVALID); no running node to ask (MESHGUARD_NO_RUNNING_NODE), or its process has no guard or policy (MESHGUARD_CONTROL_SOCKET_FAILED, MESHGUARD_POLICY_DENIED)",
+    1: "FILE is unreadable or invalid, or REQUEST or WHO cannot be read (MESHGUARD_POLICY_REQUEST_INVALID); no running node to ask (MESHGUARD_NO_RUNNING_NODE), or its process has no guard (MESHGUARD_CONTROL_SOCKET_FAILED)",
     2: "usage error (also: --as missing with FILE, a bad --at, --header or --body-size)",
   },
   run,

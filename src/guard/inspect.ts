@@ -43,10 +43,7 @@ function guardInfo(core: GuardCore): GuardInfo {
 
 async function explain(core: GuardCore, node: object, params: Extract<InspectMessage, { kind: "explain" }>["params"]): Promise<ExplainResult> {
   const p = core.evaluator as (Described & object) | undefined;
-  if (p === undefined) {
-    throw new MeshguardError(ErrorCode.POLICY_DENIED, "the guard has no policy in force: every call is denied", { hint: "load a policy into the guard (installGuard({ policy }), watchPolicyFile, pollPolicyServer)" });
-  }
-  if (typeof p.explain !== "function") {
+  if (p !== undefined && typeof p.explain !== "function") {
     throw new MeshguardError(ErrorCode.INVALID_OPTIONS, "the guard's evaluator is not a loaded policy and cannot explain its decisions", { hint: "explain with the policy file instead: meshguard policy explain FILE --as WHO REQUEST" });
   }
   const extras: RequestExtras = {};
@@ -66,7 +63,11 @@ async function explain(core: GuardCore, node: object, params: Extract<InspectMes
     if (Number.isNaN(at.getTime())) throw new MeshguardError(ErrorCode.CONTROL_SOCKET_BAD_REQUEST, `at: ${JSON.stringify(params.at)} is not a time (use ISO 8601)`);
     req.now = at;
   }
-  const ex = p.explain.call(p, req);
+  if (p === undefined) {
+    // No policy in force: the guard denies every call, and that is the answer.
+    return { decision: { effect: "deny", reason: "the guard has no policy in force: every call is denied (load one with installGuard({ policy }), watchPolicyFile or pollPolicyServer)" }, principal: req.principal, request: params.request.trim(), rules: [], policy: {}, mode: core.mode };
+  }
+  const ex = p.explain!.call(p, req);
   return { ...ex, policy: policyInfo(core) ?? {}, mode: core.mode } as ExplainResult;
 }
 

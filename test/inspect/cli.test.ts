@@ -393,6 +393,20 @@ describe("meshguard policy explain, attached", () => {
     expect(json(r)).toMatchObject({ decision: { effect: "allow", ruleId: "web" }, principal: { tags: ["tag:agent-a"] } });
   });
 
+  test("a guard with no policy in force: status says so, and explain answers deny", async () => {
+    guard.setPolicy(undefined);
+    try {
+      const st = json(await meshguard(["status", "--no-ping", "--json"]));
+      expect(st.self.guard).toMatchObject({ mode: "enforce", policy: null });
+      const r = await meshguard(["policy", "explain", "tcp service:80 tailnet"]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toMatch(/^DENY: the guard has no policy in force/);
+      expect(r.stdout).toMatch(/policy: +none, in force/);
+    } finally {
+      guard.setPolicy(policy);
+    }
+  });
+
   test("with no node running, explain says so and how to explain a file instead", async () => {
     const r = await meshguard(["policy", "explain", "GET https://example.com/", "--json"], { TS_CONTROL_URL: tn.control.url }, emptyHome);
     expect(r.code).toBe(1);
