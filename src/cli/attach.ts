@@ -85,7 +85,8 @@ export async function openSession(ctx: Context, opts: { brief: boolean }): Promi
     return brief(ctx, envControl, {});
   }
   const stale = found.filter((f) => f.state === "stale").map((f) => f.socket);
-  throw new MeshguardError(ErrorCode.NO_RUNNING_NODE, `no running node found (looked for ${"meshguard.sock"} in ~/.local/state/meshguard/*/, $XDG_STATE_HOME/meshguard/*/ and $TMPDIR/meshguard-*/${stale.length ? `; stale sockets: ${stale.join(", ")}` : ""})`, {
+  const staleText = stale.length === 0 ? "" : `; stale sockets of nodes that are gone: ${stale.slice(0, 3).join(", ")}${stale.length > 3 ? ` and ${stale.length - 3} more` : ""}`;
+  throw new MeshguardError(ErrorCode.NO_RUNNING_NODE, `no running node found (looked for meshguard.sock in ~/.local/state/meshguard/*/, $XDG_STATE_HOME/meshguard/*/ and $TMPDIR/meshguard-*/${staleText})`, {
     hint: opts.brief ? "start the node (it serves its socket by default), pass --state-dir DIR or --socket PATH, or --control URL with an auth key to bring a node up briefly" : "start the node (it serves its socket by default), or pass --state-dir DIR or --socket PATH",
   });
 }
