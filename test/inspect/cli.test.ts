@@ -258,9 +258,14 @@ describe("meshguard status", () => {
   });
 
   test("with no node running: a clear error, or --control brings a node up briefly (progress on stderr)", async () => {
+    // a node that died left its socket behind: found, probed, named as stale
+    const goneDir = join(emptyHome, ".local", "state", "meshguard", "gone");
+    mkdirSync(goneDir, { recursive: true, mode: 0o700 });
+    await staleSocket(join(goneDir, SOCKET_NAME));
     const none = await meshguard(["status", "--json"], {}, emptyHome);
     expect(none.code).toBe(1);
     expect(json(none).error).toMatchObject({ code: ErrorCode.NO_RUNNING_NODE, message: expect.stringMatching(/no running node found/) });
+    expect(json(none).error.message).toContain(`stale sockets of nodes that are gone: ${join(goneDir, SOCKET_NAME)}`);
     expect(none.stderr).toMatch(/--control URL/);
 
     const key = await tn.key(["tag:agent-a"]);
