@@ -299,6 +299,19 @@ describe("meshguard status", () => {
     }
   });
 
+  test("a socket that is not a meshguard node's: a clear error, no hang", async () => {
+    const p = join(emptyHome, "tmp", "foreign.sock");
+    const foreign = net.createServer((c) => c.end("HTTP/1.1 400 Bad Request\r\n\r\n"));
+    await new Promise<void>((r) => foreign.listen(p, r));
+    try {
+      const r = await meshguard(["status", "--socket", p, "--json"], {}, emptyHome);
+      expect(r.code).toBe(1);
+      expect(json(r).error).toMatchObject({ code: ErrorCode.CONTROL_SOCKET_FAILED, message: expect.stringMatching(/answered something that is not JSON/) });
+    } finally {
+      foreign.close();
+    }
+  });
+
   test("a stale socket named by --socket is reported as such", async () => {
     const p = join(emptyHome, "tmp", "dead.sock");
     await staleSocket(p);
