@@ -41,6 +41,14 @@ export const StartOptionsSchema = z
     groups: GroupsSchema.default({}),
     verbose: z.boolean().default(false),
     addonPath: z.string().optional(),
+    /**
+     * The node's local control socket (see docs/cli.md): true serves it at
+     * DIR/meshguard.sock and fails the start if it cannot; a string serves
+     * it at that path; false serves none. Default: served at
+     * DIR/meshguard.sock when it safely can (a process warning says why
+     * not), unless MESHGUARD_CONTROL_SOCKET=off.
+     */
+    controlSocket: z.union([z.boolean(), z.string().min(1, "must be a socket path, or true/false")]).optional(),
     tls: z
       .object({
         ca: z.union([z.string(), z.instanceof(Buffer), z.array(z.union([z.string(), z.instanceof(Buffer)]))]).optional(),

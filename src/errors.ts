@@ -109,6 +109,12 @@ export const ErrorCode = {
   TOKEN_REQUEST_FAILED: "MESHGUARD_TOKEN_REQUEST_FAILED",
   /** A task (withTask) has ended or passed its deadline: no token is obtained for it any more. */
   TOKEN_TASK_ENDED: "MESHGUARD_TOKEN_TASK_ENDED",
+  /** A node's local control socket could not be opened (unsafe or foreign directory, path too long, another live node on it) or attached to. */
+  CONTROL_SOCKET_FAILED: "MESHGUARD_CONTROL_SOCKET_FAILED",
+  /** A request on a node's control socket was malformed, too large, of another protocol version, or named an unknown method. */
+  CONTROL_SOCKET_BAD_REQUEST: "MESHGUARD_CONTROL_SOCKET_BAD_REQUEST",
+  /** No running node was found to attach to (or several, and none was chosen), and none could be brought up briefly. */
+  NO_RUNNING_NODE: "MESHGUARD_NO_RUNNING_NODE",
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

@@ -1,5 +1,6 @@
 import { EventEmitter } from "node:events";
 import net from "node:net";
+import { dirname } from "node:path";
 import type { Agent, RequestInfo, RequestInit, Response } from "undici";
 import { loadBackend } from "./backend/load.js";
 import type { Backend, CoreEvent, ExportedConn, PeerInfo, UpResult } from "./backend/protocol.js";
@@ -8,8 +9,10 @@ import { announceConnection, judgeDial } from "./dial-channel.js";
 import { ErrorCode, MeshguardError } from "./errors.js";
 import { fetchHasSubscribers, publishFetch } from "./fetch-channel.js";
 import { progressReporter } from "./progress.js";
+import { openControlSocket, permissionModelDenies, socketPathOf, type ControlSocket, type PeerPath, type PingKind, type PingReply } from "./inspect/index.js";
 
 export type { PeerInfo as Peer } from "./backend/protocol.js";
+export type { PeerPath, PingKind, PingReply } from "./inspect/index.js";
 export type { ProgressEvent, ProgressPhase, StartOptions, TailnetIdentity } from "./config.js";
 export { CONNECTION_CHANNEL, DIAL_CHANNEL, type ConnectionMessage, type DialMessage, type DialVerdict } from "./dial-channel.js";
 export { FETCH_CHANNEL, type FetchMessage } from "./fetch-channel.js";
@@ -102,6 +105,16 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
   private dispatcher?: Agent;
   /** Tag owners and groups as the followed policy says (setTailnetIdentity); the start options override them per key. */
   private identity: Required<TailnetIdentity> = { tagOwners: {}, groups: {} };
+  private socket?: ControlSocket;
+
+  /**
+   * The path of the node's local control socket (what `meshguard status`,
+   * `whois`, `ping` and `policy explain` attach to), or undefined when it
+   * serves none (the `controlSocket` start option).
+   */
+  get controlSocket(): string | undefined {
+    return this.socket?.path;
+  }
 
   private constructor(backend: Backend, handle: number, opts: ResolvedStartOptions, up: UpResult, hold: () => void, unsubscribe: () => void) {
     super();
@@ -170,8 +183,31 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
     }
     node = new MeshNode(backend, handle, opts, up, hold, unsubscribe);
     for (const ev of early) if (ev.event !== "state") node.onCoreEvent(ev);
+    await node.openSocket();
     progress("online", `online as ${up.name} (${up.ips.join(", ")}) in ${up.onlineMs} ms`);
     return node;
+  }
+
+  /** openSocket serves the control socket as the controlSocket option says (see config.ts). */
+  private async openSocket(): Promise<void> {
+    // Unix sockets in the state directory: not on Windows, where the default is none (asking for one fails).
+    const byDefault = process.platform !== "win32" && !/^(0|off|false|no)$/i.test(process.env.MESHGUARD_CONTROL_SOCKET ?? "");
+    const want = this.opts.controlSocket ?? byDefault;
+    if (want === false) return;
+    const path = typeof want === "string" ? want : socketPathOf(this.opts.dir);
+    // A process confined by Node's permission model without write access to its state: no socket, as asked.
+    if (this.opts.controlSocket === undefined && permissionModelDenies(dirname(path))) return;
+    try {
+      this.socket = await openControlSocket(this, path);
+    } catch (err) {
+      if (this.opts.controlSocket === undefined) {
+        // Served by default, not asked for: the node works without it, and says why it has none.
+        process.emitWarning(`${(err as Error).message} (the node runs without a control socket; set controlSocket: false or MESHGUARD_CONTROL_SOCKET=off to silence this)`, { code: ErrorCode.CONTROL_SOCKET_FAILED });
+        return;
+      }
+      await this.close().catch(() => {});
+      throw err;
+    }
   }
 
   private onCoreEvent(ev: CoreEvent): void {
@@ -272,6 +308,42 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
   async peers(): Promise<PeerInfo[]> {
     this.assertOpen("peers");
     return this.backend.call("peers", { node: this.handle });
+  }
+
+  /**
+   * paths says how this node reaches each peer now: directly (with the
+   * peer's ip:port), through a DERP relay or a peer relay, or not yet.
+   * Exported for `meshguard status` and for agents that report their
+   * connectivity.
+   */
+  async paths(): Promise<PeerPath[]> {
+    this.assertOpen("paths");
+    return this.backend.call("paths", { node: this.handle });
+  }
+
+  /**
+   * ping sends one ping to a peer (MagicDNS name or tailnet IP) and says how
+   * long the answer took and, for the default "disco" kind, which path it
+   * took. "tsmp" and "icmp" go through WireGuard. A peer that does not
+   * answer within timeoutMs (default 5 s) is MESHGUARD_TIMEOUT; a name that
+   * is not a peer MESHGUARD_NO_PEER. For `meshguard ping` and health checks.
+   */
+  async ping(host: string, opts: { kind?: PingKind; timeoutMs?: number } = {}): Promise<PingReply> {
+    this.assertOpen("ping");
+    if (typeof host !== "string" || host === "") throw new MeshguardError(ErrorCode.INVALID_OPTIONS, "ping: host must be a non-empty string (a MagicDNS name or tailnet IP)");
+    const kind = opts.kind ?? "disco";
+    if (!["disco", "tsmp", "icmp"].includes(kind)) throw new MeshguardError(ErrorCode.INVALID_OPTIONS, `ping: kind must be "disco", "tsmp" or "icmp", got ${JSON.stringify(kind)}`);
+    const timeoutMs = opts.timeoutMs ?? 5000;
+    if (!Number.isInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > 60_000) throw new MeshguardError(ErrorCode.INVALID_OPTIONS, `ping: timeoutMs must be an integer 1-60000, got ${String(timeoutMs)}`);
+    const r = await this.backend.call("ping", { node: this.handle, host, kind, timeoutMs });
+    return {
+      ip: r.ip,
+      name: r.name,
+      latencyMs: Math.round(r.latencyUs) / 1000,
+      path: r.path,
+      ...(r.endpoint ? { endpoint: r.endpoint } : {}),
+      ...(r.derpRegion ? { derpRegion: r.derpRegion } : {}),
+    };
   }
 
   /**
@@ -460,6 +532,7 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
   close(): Promise<void> {
     this.closing ??= (async () => {
       this.closed = true;
+      await this.socket?.close();
       for (const srv of this.servers.values()) queueMicrotask(() => srv.emit("close"));
       this.servers.clear();
       for (const release of [...this.listenerHolds.values()]) release();

@@ -121,6 +121,9 @@ func TestCallErrors(t *testing.T) {
 		{"configure", `{"env":{"PATH":"/"}}`, ErrBadArgs},
 		{"wrappedErrorTest", `{}`, ErrNoPeer},
 		{"uncodedErrorTest", `{}`, ErrInternal},
+		{"ping", `{"node":42,"host":"x"}`, ErrClosed},
+		{"ping", `{"node":42,"host":"x","kind":"udp"}`, ErrBadArgs},
+		{"paths", `{"node":42}`, ErrClosed},
 	}
 	for i, tc := range cases {
 		c.Call(int64(i+1), tc.method, []byte(tc.params))

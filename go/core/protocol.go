@@ -18,7 +18,7 @@ import (
 // (TypeScript) and the core. The host refuses a core with another version.
 // It must equal PROTOCOL_VERSION in src/backend/protocol.ts; the table test
 // (protocol_test.go) checks both against testdata/protocol.json.
-const ProtocolVersion = 2
+const ProtocolVersion = 3
 
 // Error codes carried in error responses. The host maps each to an ErrorCode
 // (src/backend/errors.ts); they are part of the protocol, listed in
@@ -314,6 +314,12 @@ var methods = map[string]method{
 	}),
 	"status": handler(func(c *Core, p NodeParams) (StatusResult, error) {
 		return c.Status(p.Node)
+	}),
+	"ping": handler(func(c *Core, p PingParams) (PingResult, error) {
+		return c.Ping(p.Node, p.Host, p.Kind, timeout(p.TimeoutMs, 5*time.Second))
+	}),
+	"paths": handler(func(c *Core, p NodeParams) ([]PeerPath, error) {
+		return c.Paths(p.Node)
 	}),
 	"close": handler(func(c *Core, p CloseParams) (Empty, error) {
 		return Empty{}, c.Close(p.Node, p.Logout)

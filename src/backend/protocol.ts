@@ -12,7 +12,7 @@
  */
 
 /** PROTOCOL_VERSION must equal core.ProtocolVersion; checked at load. */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 
 /** The params or result of a method that takes or returns nothing. */
 export type Empty = Record<never, never>;
@@ -130,6 +130,47 @@ export interface StatusResult {
   id?: string;
 }
 
+export interface PingParams {
+  node: number;
+  /** A peer's MagicDNS name (short or full) or tailnet IP. */
+  host: string;
+  /** "disco" (default: also reports the path), "tsmp" or "icmp". */
+  kind?: string;
+  /** Default 5 s. */
+  timeoutMs?: number;
+}
+
+export interface PingResult {
+  /** The tailnet IP pinged. */
+  ip: string;
+  name: string;
+  latencyUs: number;
+  /** "direct", "derp" or "peer-relay" for a disco ping; "" for tsmp and icmp. */
+  path: string;
+  /** ip:port of a direct path (ip:port:vni:N of a peer relay). */
+  endpoint?: string;
+  /** The DERP region's code on a relayed path. */
+  derpRegion?: string;
+}
+
+/** How this node reaches one peer now. */
+export interface PeerPath {
+  id: string;
+  name: string;
+  /** "direct", "derp", "peer-relay" or "none" (no path known yet). */
+  path: string;
+  /** The peer's ip:port on a direct path. */
+  curAddr?: string;
+  /** The peer's home DERP region code (the relay used when not direct). */
+  relay?: string;
+  /** Traffic flowed recently. */
+  active: boolean;
+  /** Last WireGuard handshake, Unix ms; 0 for never. */
+  lastHandshakeMs: number;
+  rxBytes: number;
+  txBytes: number;
+}
+
 export interface CloseParams {
   node: number;
   /** Log out first, so the control server forgets the node at once. */
@@ -154,6 +195,8 @@ export interface Methods {
   whois: { params: WhoIsParams; result: CoreWhoIs };
   peers: { params: NodeParams; result: PeerInfo[] };
   status: { params: NodeParams; result: StatusResult };
+  ping: { params: PingParams; result: PingResult };
+  paths: { params: NodeParams; result: PeerPath[] };
   close: { params: CloseParams; result: Empty };
   handles: { params: Empty; result: HandlesResult };
 }
@@ -302,6 +345,28 @@ export const PROTOCOL_SHAPE = {
     status: {
       params: node,
       result: { object: { state: "string", ips: { array: "string" }, health: { array: "string" }, name: { optional: "string" }, id: { optional: "string" } } },
+    },
+    ping: {
+      params: { object: { node: "number", host: "string", kind: { optional: "string" }, timeoutMs: { optional: "number" } } },
+      result: { object: { ip: "string", name: "string", latencyUs: "number", path: "string", endpoint: { optional: "string" }, derpRegion: { optional: "string" } } },
+    },
+    paths: {
+      params: node,
+      result: {
+        array: {
+          object: {
+            id: "string",
+            name: "string",
+            path: "string",
+            curAddr: { optional: "string" },
+            relay: { optional: "string" },
+            active: "boolean",
+            lastHandshakeMs: "number",
+            rxBytes: "number",
+            txBytes: "number",
+          },
+        },
+      },
     },
     close: { params: { object: { node: "number", logout: { optional: "boolean" } } }, result: empty },
     handles: { params: empty, result: { object: { nodes: "number", listeners: "number", conns: "number" } } },

@@ -12,11 +12,14 @@ import { policyExplainCommand } from "./policy-explain.js";
 import { policyLearnCommand } from "./policy-learn.js";
 import { policyServeCommand } from "./policy-serve.js";
 import { policyTestCommand } from "./policy-test.js";
+import { pingCommand } from "./ping.js";
 import { runHardenedCommand } from "./run-hardened.js";
+import { statusCommand } from "./status.js";
+import { whoisCommand } from "./whois.js";
 import { tokensServeCommand } from "./tokens-serve.js";
 
 /** COMMANDS in the order `meshguard --help` lists them. */
-export const COMMANDS: readonly Command[] = [devCommand, connectCommand, policyTestCommand, policyExplainCommand, policyLearnCommand, policyApplyCommand, policyServeCommand, gatewayCommand, tokensServeCommand, runHardenedCommand];
+export const COMMANDS: readonly Command[] = [devCommand, statusCommand, whoisCommand, pingCommand, connectCommand, policyTestCommand, policyExplainCommand, policyLearnCommand, policyApplyCommand, policyServeCommand, gatewayCommand, tokensServeCommand, runHardenedCommand];
 
 /** GROUPS: the first word of multi-word commands, with what `meshguard GROUP --help` says about them. */
 export const GROUPS: Readonly<Record<string, string>> = {

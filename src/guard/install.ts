@@ -30,6 +30,7 @@ import type { Evaluator, GuardEvents, GuardMode, GuardOptions } from "./types.js
 import { installUndici, takeUndiciConnect, uninstallUndici } from "./undici.js";
 import type { Resolver } from "./resolve.js";
 import { guardWorkers, type WorkerHub } from "./worker.js";
+import { subscribeInspect } from "./inspect.js";
 
 const fn = (what: string) => z.custom<(...a: never[]) => unknown>((v) => typeof v === "function", `must be a function (${what})`);
 const evaluatorSchema = z.custom<Evaluator>((v) => typeof v === "object" && v !== null && typeof (v as Evaluator).evaluate === "function", "must have an evaluate(request) method (a loaded Policy or an Evaluator)");
@@ -220,6 +221,8 @@ export function installGuard(options: GuardOptions): GuardHandle {
     throw new MeshguardError(ErrorCode.INTERNAL, `installGuard: could not intercept: ${(err as Error).message}`, { cause: err });
   }
   setCurrent(core);
+  // A node's control socket asks the guard in force (status, policy explain).
+  undo.push(subscribeInspect());
 
   const ready = isNode ? learnIdentity(identity as { ips: readonly string[]; whois(a: string): Promise<{ node: { tags: string[] }; user: { login: string }; tagged: boolean }> }, core) : Promise.resolve();
   // Workers started before whois answered get the tags now.

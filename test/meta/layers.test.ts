@@ -32,11 +32,13 @@ const ALLOWED: Record<string, string[]> = {
   // The message MeshNode.fetch publishes and the tokens client subscribes to.
   "fetch-channel": ["errors"],
   backend: ["errors", "config"],
-  node: ["errors", "config", "backend", "progress", "dial-channel", "fetch-channel"],
+  // The control socket: below MeshNode (it takes the node as an argument), asking the guard through its channel.
+  inspect: ["errors", "config"],
+  node: ["errors", "config", "backend", "progress", "dial-channel", "fetch-channel", "inspect"],
   index: ["node", "errors", "config", "backend"],
   policy: ["errors"],
   control: ["errors", "progress"],
-  guard: ["errors", "config", "policy", "dial-channel"],
+  guard: ["errors", "config", "policy", "dial-channel", "inspect"],
   distribution: ["errors", "config", "policy", "guard", "node"],
   testing: ["errors", "backend", "node"],
   tokens: ["errors", "config", "policy", "guard", "distribution", "node", "index"],
@@ -44,7 +46,7 @@ const ALLOWED: Record<string, string[]> = {
   // meshguard connect: a node and local listeners; it needs no policy (the tailnet and the service decide).
   connect: ["errors", "config", "progress", "node", "index"],
   // The CLI: public entry points only.
-  cli: ["index", "errors", "policy/index", "guard/index", "distribution/index", "control/index", "gateway/index", "tokens/index", "testing/index", "connect/index"],
+  cli: ["index", "errors", "policy/index", "guard/index", "distribution/index", "control/index", "gateway/index", "tokens/index", "testing/index", "connect/index", "inspect/index"],
 };
 
 function files(dir: string): string[] {

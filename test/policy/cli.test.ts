@@ -155,7 +155,7 @@ function argvOf(name: string): string[] {
 
 describe("one shape for every command", () => {
   test("the table: every command has a summary, a usage line, at least one example and its exit statuses", () => {
-    expect(COMMANDS.map((c) => c.name)).toEqual(["dev", "connect", "policy test", "policy explain", "policy learn", "policy apply", "policy serve", "gateway", "tokens serve", "run"]);
+    expect(COMMANDS.map((c) => c.name)).toEqual(["dev", "status", "whois", "ping", "connect", "policy test", "policy explain", "policy learn", "policy apply", "policy serve", "gateway", "tokens serve", "run"]);
     for (const c of COMMANDS) {
       expect(c.summary, c.name).not.toBe("");
       expect(c.usage.length, c.name).toBeGreaterThan(0);
@@ -208,7 +208,7 @@ describe("one shape for every command", () => {
 
   test("unknown and missing commands: exit 2, MESHGUARD_USAGE", async () => {
     const cases: [string[], RegExp][] = [
-      [[], /^meshguard: missing command; one of: dev, connect, policy test, /],
+      [[], /^meshguard: missing command; one of: dev, status, whois, ping, connect, policy test, /],
       [["frobnicate"], /^meshguard: unknown command "frobnicate"\nusage: meshguard <command> \[options\]\n/],
       [["policy"], /^meshguard policy: missing command; one of: test, explain, learn, apply, serve\nusage: meshguard policy <command>/],
       [["policy", "frobnicate"], /^meshguard: unknown command "policy frobnicate"; one of: policy test, /],
