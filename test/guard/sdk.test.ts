@@ -76,6 +76,89 @@ describe("openai SDK", () => {
   });
 });
 
+// Regression (issue 11): with openai 7 a denied model surfaced as
+// `APIConnectionError: Connection error.` after ~1.5 s of the SDK's retries.
+// The SDK layer must not depend on which inner method the SDK's retry loop
+// awaits, nor on which layer below refuses: each case below puts the denial
+// somewhere the old fetchWithAuth patch did not see it as synchronous.
+describe("a denial under an LLM SDK reaches the caller as itself, at once, with no retry", () => {
+  /** run makes one denied call and returns the error, the time it took, the deny decisions made and what reached the server. */
+  async function run(call: () => Promise<unknown>, opts: Partial<Parameters<typeof guard>[0]> = {}) {
+    const g = guard({ rules: llmRules(), llm: { providers: providers() }, intercept: { sdk: true }, ...opts });
+    let denies = 0;
+    g.on("decision", (d) => d.outcome === "deny" && denies++);
+    const hits = llm.hits;
+    const t0 = performance.now();
+    const err = await call().then(() => undefined, (e: unknown) => e);
+    return { err, ms: performance.now() - t0, denies, reached: llm.hits - hits };
+  }
+  const ask = (c: OpenAI, model = "gpt-4o") => c.chat.completions.create({ model, max_tokens: 100, messages: [{ role: "user", content: "hi" }] });
+
+  it("openai: a subclass that wraps fetchWithAuth in its own async method (one more async layer, as a new SDK release may add)", async () => {
+    class Traced extends OpenAI {
+      override async fetchWithAuth(...a: Parameters<OpenAI["fetchWithAuth"]>) {
+        return super.fetchWithAuth(...a);
+      }
+    }
+    const r = await run(() => ask(new Traced({ baseURL: `${llm.url}/v1`, apiKey: "test" })));
+    expect(r.err).toBeInstanceOf(PolicyDeniedError);
+    expect((r.err as PolicyDeniedError).target).toMatchObject({ kind: "llm", model: "gpt-4o" });
+    expect(r.denies).toBe(1); // one decision: the SDK did not try again
+    expect(r.ms).toBeLessThan(300); // the SDK's first retry waits ≥ 375 ms
+    expect(r.reached).toBe(0);
+  });
+
+  it("openai: refused by the fetch dispatcher (the client's fetch sends elsewhere than its baseURL)", async () => {
+    const other = await countingServer();
+    try {
+      // The SDK layer judges the baseURL (allowed); the fetch goes to another port, which the dispatcher refuses.
+      const c = new OpenAI({ baseURL: `${llm.url}/v1`, apiKey: "test", fetch: (url, init) => fetch(String(url).replace(llm.url, other.url), init) });
+      const r = await run(() => ask(c, "gpt-4o-mini"));
+      expect(r.err).toBeInstanceOf(PolicyDeniedError);
+      expect((r.err as PolicyDeniedError).target).toMatchObject({ kind: "http", port: other.port });
+      expect(r.denies).toBe(1);
+      expect(r.ms).toBeLessThan(300);
+      expect(other.hits + other.conns).toBe(0);
+    } finally {
+      await other.close();
+    }
+  });
+
+  it("anthropic: refused by the fetch dispatcher", async () => {
+    const other = await countingServer();
+    try {
+      const c = new Anthropic({ baseURL: llm.url, apiKey: "test", fetch: (url, init) => fetch(String(url).replace(llm.url, other.url), init) });
+      const r = await run(() => c.messages.create({ model: "claude-haiku-4-5", max_tokens: 100, messages: [{ role: "user", content: "hi" }] }), {
+        llm: { providers: { [`127.0.0.1:${llm.port}`]: "anthropic" } },
+      });
+      expect(r.err).toBeInstanceOf(PolicyDeniedError);
+      expect(r.denies).toBe(1);
+      expect(r.ms).toBeLessThan(300);
+      expect(other.hits + other.conns).toBe(0);
+    } finally {
+      await other.close();
+    }
+  });
+
+  it("LangChain (ChatOpenAI): its AsyncCaller does not retry the denial (it did, for ~90 s)", async () => {
+    const { ChatOpenAI } = await import("@langchain/openai");
+    const r = await run(() => new ChatOpenAI({ model: "gpt-4o", apiKey: "test", configuration: { baseURL: `${llm.url}/v1` } }).invoke("hi"));
+    expect(r.err).toBeInstanceOf(PolicyDeniedError);
+    expect(r.denies).toBe(1);
+    expect(r.ms).toBeLessThan(300);
+    expect(r.reached).toBe(0);
+  });
+
+  it("the AI SDK (ai + @ai-sdk/openai): the denial is not retried as a connection error", async () => {
+    const [{ generateText }, { createOpenAI }] = await Promise.all([import("ai"), import("@ai-sdk/openai")]);
+    const r = await run(() => generateText({ model: createOpenAI({ baseURL: `${llm.url}/v1`, apiKey: "test" }).chat("gpt-4o"), prompt: "hi" }));
+    expect(r.err).toBeInstanceOf(PolicyDeniedError);
+    expect(r.denies).toBe(1);
+    expect(r.ms).toBeLessThan(300);
+    expect(r.reached).toBe(0);
+  });
+});
+
 describe("anthropic SDK", () => {
   const client = () => new Anthropic({ baseURL: llm.url, apiKey: "test" });
   const anthropicProviders = () => ({ [`127.0.0.1:${llm.port}`]: "anthropic" });
