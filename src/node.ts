@@ -6,7 +6,7 @@ import type { Backend, CoreEvent, ExportedConn, PeerInfo, UpResult } from "./bac
 import { knobsFor, parseWith, resolveStartOptions, TailnetIdentitySchema, type ResolvedStartOptions, type StartOptions, type TailnetIdentity } from "./config.js";
 import { announceConnection, judgeDial } from "./dial-channel.js";
 import { ErrorCode, MeshguardError, isMeshguardError } from "./errors.js";
-import { fetchHasSubscribers, publishFetch } from "./fetch-channel.js";
+import { fetchHasSubscribers, publishFetch, tailnetDispatcher } from "./fetch-channel.js";
 import { progressReporter } from "./progress.js";
 
 export type { PeerInfo as Peer } from "./backend/protocol.js";
@@ -384,14 +384,16 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
         );
       },
     });
-    if (!fetchHasSubscribers()) return undici.fetch(input, { ...init, dispatcher: this.dispatcher }).catch(rethrowRefusal);
+    // The guard, when installed, sends through its judging wrapper of the node's Agent (fetch-channel.ts).
+    const dispatcher = tailnetDispatcher(this, this.dispatcher);
+    if (!fetchHasSubscribers()) return undici.fetch(input, { ...init, dispatcher }).catch(rethrowRefusal);
     // Someone (the tokens client) may add credentials: publish the request
     // on FETCH_CHANNEL and send it once their holds settle.
     const request = new undici.Request(input, init);
     const held = publishFetch(this, request.url, request.method, request.headers as unknown as Headers);
     if (held !== undefined) await held;
     this.assertOpen("fetch");
-    return undici.fetch(request, { dispatcher: this.dispatcher }).catch(rethrowRefusal);
+    return undici.fetch(request, { dispatcher }).catch(rethrowRefusal);
   }
 
   /**
