@@ -29,8 +29,9 @@ export const step = (msg) => console.log(`[${((performance.now() - t0) / 1000).t
  *   service  { hostname, tag, handler(req, res) }: served on port 80
  *   agent    { hostname, tag }
  *   guard    more installGuard options (llm providers, MCP server names)
+ *   onService called with the service's MeshNode (for whois) before it serves
  */
-export async function startExample({ name, policy, service, agent, guard: guardOptions = {} }) {
+export async function startExample({ name, policy, service, agent, guard: guardOptions = {}, onService }) {
   const dir = mkdtempSync(join(tmpdir(), `meshguard-example-${name}-`));
   const closers = [() => rmSync(dir, { recursive: true, force: true })];
   const close = async () => {
@@ -54,6 +55,7 @@ export async function startExample({ name, policy, service, agent, guard: guardO
       return node;
     };
     const [svc, agentNode] = await Promise.all([start(service), start(agent)]);
+    onService?.(svc);
     await svc.listen(80, http.createServer(service.handler));
     step(`${service.hostname} (${service.tag}) serves on http://${service.hostname}/ ; ${agent.hostname} (${agent.tag}) is the agent`);
 
