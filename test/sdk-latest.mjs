@@ -71,7 +71,7 @@ try {
   mkdirSync(prefix);
   const specs = [...wanted].map(([n, v]) => `${n}@${v}`);
   log(`npm install ${specs.join(" ")}`);
-  if (!run("npm", ["install", "--prefix", prefix, "--no-save", "--no-audit", "--no-fund", "--loglevel=error", ...specs])) {
+  if (!run("npm", ["install", "--prefix", prefix, "--no-save", "--no-audit", "--no-fund", "--loglevel=error", ...specs], { stdio: ["ignore", process.stderr, "inherit"] })) {
     log("npm install failed");
     process.exit(1);
   }
@@ -101,7 +101,11 @@ try {
   for (const [n, v] of Object.entries(versions)) log(`${n.padEnd(28)} lockfile ${String(v.pinned).padEnd(10)} tested ${v.tested}`);
 
   // 4. The SDK tests, in a network namespace, against the copy.
-  ok = run(process.execPath, [join(copy, "test", "netns.mjs"), process.execPath, join(copy, "node_modules", "vitest", "vitest.mjs"), "run", "--config", join(copy, "test", "vitest.config.ts"), ...TESTS], { cwd: copy });
+  ok = run(process.execPath, [join(copy, "test", "netns.mjs"), process.execPath, join(copy, "node_modules", "vitest", "vitest.mjs"), "run", "--config", join(copy, "test", "vitest.config.ts"), ...TESTS], {
+    cwd: copy,
+    // With --json, stdout carries only the JSON line.
+    stdio: ["ignore", args.json ? process.stderr : "inherit", "inherit"],
+  });
 } finally {
   if (args.keep) log(`kept ${tmp}`);
   else rmSync(tmp, { recursive: true, force: true });

@@ -218,7 +218,7 @@ const SDKS: SdkSpec[] = [
 export function instrumentInstalledSdks(dirs: string[], warn: (err: unknown) => void): string[] {
   const done: string[] = [];
   const seen = new Set<string>();
-  for (const dir of dirs) {
+  for (const dir of withWrappers(dirs)) {
     const req = createRequire(join(resolve(dir), "noop.js"));
     for (const spec of SDKS) {
       const specifier = spec.subpath === "." ? spec.pkg : `${spec.pkg}/${spec.subpath.slice(2)}`;
@@ -248,6 +248,29 @@ export function instrumentInstalledSdks(dirs: string[], warn: (err: unknown) => 
     }
   }
   return done;
+}
+
+/**
+ * Packages that carry an LLM SDK client inside them: the copy they load may
+ * be their own nested install (another major than the app's), so the SDKs
+ * are also looked up from where each of these is installed.
+ */
+const WRAPPERS = ["@langchain/openai", "@langchain/anthropic"];
+
+/** withWrappers adds to the search directories the directory of each wrapper package installed there. */
+function withWrappers(dirs: string[]): string[] {
+  const out = [...dirs];
+  for (const dir of dirs) {
+    const req = createRequire(join(resolve(dir), "noop.js"));
+    for (const w of WRAPPERS) {
+      try {
+        out.push(dirname(req.resolve(w)));
+      } catch {
+        // not installed there
+      }
+    }
+  }
+  return [...new Set(out)];
 }
 
 /** esmEntry finds the ES module file of a package subpath from its package.json `exports` (the "import" condition). */
