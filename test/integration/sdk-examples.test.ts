@@ -51,8 +51,8 @@ describe("examples/sdk", () => {
     const line = /^RESULT (.*)$/m.exec(r.out)?.[1];
     expect(line, `no RESULT line\n${r.out}\n${r.err}`).toBeDefined();
     const res = JSON.parse(line!) as { example: string; ok: boolean; allowed: Call; blocked: Call };
-    expect(res.allowed, r.out).toMatchObject({ ok: true, reachedServer: true });
-    expect(res.blocked, r.out).toMatchObject({ ok: false, error: "PolicyDeniedError", code: "MESHGUARD_POLICY_DENIED", policyDenied: true, reachedServer: false, denies: 1 });
+    expect(res.allowed, r.out + r.err).toMatchObject({ ok: true, reachedServer: true });
+    expect(res.blocked, r.out + r.err).toMatchObject({ ok: false, error: "PolicyDeniedError", code: "MESHGUARD_POLICY_DENIED", policyDenied: true, reachedServer: false, denies: 1 });
     // At once: the SDKs' first retry waits ≥ 375 ms (openai, Anthropic), 2 s (the AI SDK), 1 s (LangChain).
     expect(res.blocked.ms, r.out).toBeLessThan(300);
     expect(r.out).toMatch(allowed);

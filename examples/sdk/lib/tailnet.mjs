@@ -6,7 +6,7 @@
 // sets the exit code when a call did not do what the example says.
 //
 // Everything stays on 127.0.0.1: an IP-literal control URL, no log upload,
-// no port mapping (the core sets those knobs); `npm run examples:sdk` also
+// no port mapping (meshguard sets those knobs); `npm run examples:sdk` also
 // runs the examples inside a loopback-only network namespace.
 import { mkdtempSync, rmSync } from "node:fs";
 import http from "node:http";
