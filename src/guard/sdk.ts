@@ -97,8 +97,8 @@ export function instrumentLlmClient(cls: { prototype: object }): boolean {
 /**
  * patchRetryLoop wraps the client's `makeRequest` (one attempt) in an
  * attempt context and its `retryRequest` so that an attempt the guard
- * refused is not retried (see the file comment). True when both exist and
- * were patched.
+ * refused is not retried (see the file comment). True when it patched
+ * either (false: not a Stainless client, or patched already).
  */
 function patchRetryLoop(prototype: object): boolean {
   const makeOwner = owner(prototype, "makeRequest");
