@@ -1,8 +1,13 @@
 // The official SDK clients under the guard, each pointed at a local server
 // that speaks its wire format: openai, @anthropic-ai/sdk, and the MCP client
 // (@modelcontextprotocol/sdk) over streamable HTTP.
+import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
+import { createRequire } from "node:module";
 import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { pathToFileURL } from "node:url";
 import Anthropic from "@anthropic-ai/sdk";
 import OpenAI from "openai";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
@@ -137,6 +142,29 @@ describe("a denial under an LLM SDK reaches the caller as itself, at once, with 
       expect(other.hits + other.conns).toBe(0);
     } finally {
       await other.close();
+    }
+  });
+
+  it("openai: the copy a wrapper package installed for itself (@langchain/openai's nested openai) is patched too", async () => {
+    // A project whose @langchain/openai brought its own openai (another major than the app's).
+    const dir = mkdtempSync(join(tmpdir(), "mg-nested-sdk-"));
+    try {
+      const wrapper = join(dir, "node_modules", "@langchain", "openai");
+      mkdirSync(wrapper, { recursive: true });
+      writeFileSync(join(wrapper, "package.json"), JSON.stringify({ name: "@langchain/openai", version: "0.0.0-fixture", main: "index.js" }));
+      writeFileSync(join(wrapper, "index.js"), "module.exports = {};\n");
+      const real = dirname(createRequire(import.meta.url).resolve("openai")); // its index.js is at the package root
+      const nested = join(wrapper, "node_modules", "openai");
+      cpSync(real, nested, { recursive: true, filter: (f) => !/\.(map|d\.m?ts)$/.test(f) && f !== join(real, "src") });
+      const { default: Nested } = (await import(pathToFileURL(join(nested, "index.mjs")).href)) as { default: typeof OpenAI };
+      expect(Nested).not.toBe(OpenAI); // a second copy of the SDK, found only through the wrapper
+      const r = await run(() => ask(new Nested({ baseURL: `${llm.url}/v1`, apiKey: "test" })), { sdkSearchPaths: [dir] });
+      expect(r.err).toBeInstanceOf(PolicyDeniedError);
+      expect(r.denies).toBe(1);
+      expect(r.ms).toBeLessThan(300);
+      expect(r.reached).toBe(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
