@@ -65,6 +65,33 @@ describe("openai SDK", () => {
     expect(llm.hits).toBe(hits);
   });
 
+  it("through a fetch built on node:http (openai 4 sends with node-fetch): an allowed model completes, a disallowed one is refused", async () => {
+    // The SDK layer decided the call with its body; node:http, which cannot read the body, does not judge it again.
+    const headerObject = (h: unknown): Record<string, string> => {
+      const out: Record<string, string> = {};
+      new Headers(h as ConstructorParameters<typeof Headers>[0]).forEach((v, k) => (out[k] = v));
+      return out;
+    };
+    const httpFetch = (url: string | URL | Request, init?: RequestInit): Promise<Response> =>
+      new Promise((resolve, reject) => {
+        const req = http.request(String(url), { method: init?.method ?? "GET", headers: headerObject(init?.headers) }, (res) => {
+          const chunks: Buffer[] = [];
+          res.on("data", (d: Buffer) => chunks.push(d));
+          res.on("end", () => resolve(new Response(Buffer.concat(chunks), { status: res.statusCode ?? 0, headers: res.headers as Record<string, string> })));
+        });
+        req.on("error", reject);
+        req.end(typeof init?.body === "string" ? init.body : undefined);
+      });
+    guard({ rules: llmRules(), llm: { providers: providers() }, intercept: { sdk: true } });
+    const c = new OpenAI({ baseURL: `${llm.url}/v1`, apiKey: "test", fetch: httpFetch as typeof fetch });
+    const r = await c.chat.completions.create({ model: "gpt-4o-mini", max_tokens: 100, messages: [{ role: "user", content: "hi" }] });
+    expect(r.choices[0]!.message.content).toBe("hello from openai");
+    const hits = llm.hits;
+    const err = await c.chat.completions.create({ model: "gpt-4o", messages: [{ role: "user", content: "hi" }] }).then(() => undefined, (e: unknown) => e);
+    expect(err).toBeInstanceOf(PolicyDeniedError);
+    expect(llm.hits).toBe(hits);
+  });
+
   it("max tokens over the rule's cap are denied", async () => {
     guard({ rules: llmRules(), llm: { providers: providers() }, intercept: { sdk: true } });
     const hits = llm.hits;
