@@ -89,3 +89,36 @@ export function publishFetch(node: { readonly hostname: string; readonly id: str
     },
   );
 }
+
+/**
+ * The tailnet dispatcher channel: MeshNode.fetch sends through its own
+ * undici Agent (connections are tailnet dials), so the guard's wrapper of
+ * the global dispatcher never sees its requests. Before each fetch,
+ * MeshNode.fetch publishes a DispatcherMessage on
+ * "meshguard:tailnet:dispatcher"; a subscriber (the guard) may set
+ * `message.dispatcher` to one that wraps the node's — its judging
+ * dispatcher, which reads an LLM call's body and holds a call for approval
+ * as it does for the global fetch. Whatever it sets, every undici request
+ * is still judged where it is created (the guard's `undici:request:create`
+ * backstop) and every connection on the dial channel.
+ *
+ * Nothing is built or published when nobody subscribes.
+ */
+export const DISPATCHER_CHANNEL = "meshguard:tailnet:dispatcher";
+
+/** DispatcherMessage is published once per MeshNode.fetch; `dispatcher` is what it sends with. */
+export interface DispatcherMessage {
+  readonly node: { readonly hostname: string };
+  dispatcher: object;
+}
+
+const dispatcherChannel = dc.channel(DISPATCHER_CHANNEL);
+
+/** tailnetDispatcher returns the dispatcher a MeshNode.fetch sends with: the node's own, or what a subscriber wrapped it in. */
+export function tailnetDispatcher<D extends object>(node: { readonly hostname: string }, own: D): D {
+  if (!dispatcherChannel.hasSubscribers) return own;
+  const message: DispatcherMessage = { node, dispatcher: own };
+  dispatcherChannel.publish(message);
+  const d = message.dispatcher;
+  return typeof (d as { dispatch?: unknown })?.dispatch === "function" ? (d as D) : own;
+}

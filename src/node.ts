@@ -6,8 +6,8 @@ import { loadBackend } from "./backend/load.js";
 import type { Backend, CoreEvent, ExportedConn, PeerInfo, UpResult } from "./backend/protocol.js";
 import { knobsFor, parseWith, resolveStartOptions, TailnetIdentitySchema, type ResolvedStartOptions, type StartOptions, type TailnetIdentity } from "./config.js";
 import { announceConnection, judgeDial } from "./dial-channel.js";
-import { ErrorCode, MeshguardError } from "./errors.js";
-import { fetchHasSubscribers, publishFetch } from "./fetch-channel.js";
+import { ErrorCode, MeshguardError, isMeshguardError } from "./errors.js";
+import { fetchHasSubscribers, publishFetch, tailnetDispatcher } from "./fetch-channel.js";
 import { progressReporter } from "./progress.js";
 import { openControlSocket, permissionModelDenies, socketPathOf, type ControlSocket, type PeerPath, type PingKind, type PingReply } from "./inspect/index.js";
 
@@ -456,14 +456,16 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
         );
       },
     });
-    if (!fetchHasSubscribers()) return undici.fetch(input, { ...init, dispatcher: this.dispatcher });
+    // The guard, when installed, sends through its judging wrapper of the node's Agent (fetch-channel.ts).
+    const dispatcher = tailnetDispatcher(this, this.dispatcher);
+    if (!fetchHasSubscribers()) return undici.fetch(input, { ...init, dispatcher }).catch(rethrowRefusal);
     // Someone (the tokens client) may add credentials: publish the request
     // on FETCH_CHANNEL and send it once their holds settle.
     const request = new undici.Request(input, init);
     const held = publishFetch(this, request.url, request.method, request.headers as unknown as Headers);
     if (held !== undefined) await held;
     this.assertOpen("fetch");
-    return undici.fetch(request, { dispatcher: this.dispatcher });
+    return undici.fetch(request, { dispatcher }).catch(rethrowRefusal);
   }
 
   /**
@@ -560,4 +562,19 @@ export function splitHostPort(addr: string): { host: string; port: number } {
   const m = /^\[([^\]]+)\]:(\d+)$/.exec(addr) ?? /^([^:]+):(\d+)$/.exec(addr);
   if (!m) return { host: addr, port: 0 };
   return { host: m[1] ?? addr, port: Number(m[2]) };
+}
+
+/**
+ * rethrowRefusal unwraps a policy denial from fetch's `TypeError: fetch
+ * failed`, as the guard does for the global fetch: the caller (and an SDK
+ * deciding whether to retry, such as the AI SDK, which retries any "fetch
+ * failed") sees the refusal itself, which is final.
+ */
+function rethrowRefusal(err: unknown): never {
+  let e: unknown = err;
+  for (let i = 0; i < 8 && e !== null && typeof e === "object"; i++) {
+    if (isMeshguardError(e, ErrorCode.POLICY_DENIED)) throw e;
+    e = (e as { cause?: unknown }).cause;
+  }
+  throw err;
 }

@@ -57,6 +57,8 @@ export interface LlmSim extends AsyncDisposable {
   requests: SimRequest[];
   totals: SimTotals;
   options: Required<Omit<LlmSimOptions, 'key' | 'models'>> & { key: LlmSimOptions['key']; models: Record<SimFormat, string[]> };
+  /** Serves the simulator from another http.Server too (a tailnet listener). */
+  handler(req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse): void;
   next(k?: number): void;
   waiting(): Promise<void>;
   reset(): void;

@@ -55,7 +55,7 @@
 // GET /_sim/totals answers `totals` as JSON (not itself counted): how a
 // benchmark reads a simulator running in another process.
 //
-// The handle: { url, port, requests, totals, options, next(k), waiting(), reset(), close() }
+// The handle: { url, port, requests, totals, options, handler, next(k), waiting(), reset(), close() }
 //   requests[i]  { seq, time, method, path, query, headers, body, format, operation,
 //                  model, scenario, status, chunksSent } (headers lower-case, body parsed JSON
 //                  or the raw text when it is not JSON)
@@ -246,13 +246,14 @@ export async function startLlmSim(opts = {}) {
     }
   }
 
-  const server = http.createServer((req, res) => {
+  const handler = (req, res) => {
     handle(req, res).catch((e) => {
       // A simulator bug must be loud in a test, not a hung request.
       if (!res.headersSent) sendJson(res, 500, { error: { message: `llm-sim internal error: ${e?.stack ?? e}`, type: 'server_error' } });
       else res.destroy(e);
     });
-  });
+  };
+  const server = http.createServer(handler);
   server.keepAliveTimeout = 65_000;
   server.headersTimeout = 66_000;
   server.requestTimeout = 0;
@@ -271,6 +272,8 @@ export async function startLlmSim(opts = {}) {
     requests,
     totals: Object.defineProperty(totals, 'chunksSent', { get: () => state.chunksSent, enumerable: true }),
     options: o,
+    /** handler serves the simulator from another http.Server too (a tailnet listener: MeshNode.listen(80, http.createServer(sim.handler))). */
+    handler,
     /** next releases k lockstep chunks (each to the stream waiting longest, or to the next stream that waits). */
     next(k = 1) {
       state.lockstep.next(k);

@@ -6,13 +6,26 @@
 import { ErrorCode, MeshguardError } from "../errors.js";
 import { formatTarget } from "../policy/request.js";
 import type { Target } from "../policy/types.js";
+import { noteDenied } from "./sdk-context.js";
 
-/** PolicyDeniedError says which call was refused, by which rule, and why. Nothing of the call reached the network. */
+/**
+ * PolicyDeniedError says which call was refused, by which rule, and why.
+ * Nothing of the call reached the network.
+ *
+ * It is final: the same call made again is refused again, so nothing should
+ * retry it. Retry layers read that from `status` 403 (LangChain's
+ * AsyncCaller, and any helper that stops on a 4xx), and the LLM SDK layer
+ * (sdk.ts) stops the openai/Anthropic clients' retry loop: a denial created
+ * while such a client's request is in flight, in its async context, is
+ * recorded as that request's (sdk-context.ts).
+ */
 export class PolicyDeniedError extends MeshguardError {
   /** id of the rule that decided; undefined for the default deny or a guard-level refusal (no policy, evaluator error). */
   readonly ruleId: string | undefined;
   readonly target: Target;
   readonly reason: string;
+  /** 403, the HTTP status of a refusal (the gateway answers a denied call with it): what retry layers read as "do not retry". */
+  readonly status = 403;
 
   /**
    * The message renders the call with formatTarget, redacted by default
@@ -29,6 +42,7 @@ export class PolicyDeniedError extends MeshguardError {
     this.ruleId = ruleId;
     this.target = target;
     this.reason = reason;
+    noteDenied(this);
   }
 }
 

@@ -35,6 +35,7 @@ import type { HttpTarget, Target } from "../policy/types.js";
 import { errorText, type GuardCore, type Verdict } from "./core.js";
 import { PolicyDeniedError } from "./errors.js";
 import { isInternalSocket } from "./internal.js";
+import { skipHttpCheck } from "./sdk-context.js";
 import { attachCarrier, socketDest, type Carrier } from "./net.js";
 import { current } from "./state.js";
 import { defaultPort, headerRecord, httpTarget, llmProviderFor, splitPathQuery } from "./targets.js";
@@ -215,6 +216,9 @@ function liveHead(req: Req): Head {
 /** decide judges the request once and records the verdict; a held approval releases or refuses it when answered. */
 function decide(core: GuardCore, req: Req, st: ReqState, head: Head, resolvedIp: string | undefined): Verdict {
   const t = headTarget(req, st, head, resolvedIp);
+  // The request an LLM SDK call was decided for at the SDK layer, body included
+  // (openai 4 sends through node-fetch, i.e. node:http): not judged twice.
+  if (skipHttpCheck(t.scheme, t.host, t.port, t.method, head.rawPath)) return settle(req, st, undefined);
   let v = core.check(t, "http");
   // An LLM call needs its body to name the model; node:http streams the body
   // after the header block, so a model rule cannot be checked: fail closed.

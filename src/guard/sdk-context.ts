@@ -10,6 +10,7 @@
  */
 
 import { AsyncLocalStorage } from "node:async_hooks";
+import type { PolicyDeniedError } from "./errors.js";
 import { current } from "./state.js";
 import { splitPathQuery } from "./targets.js";
 
@@ -37,4 +38,34 @@ export function skipHttpCheck(scheme: string, host: string, port: number, method
   d.used = true;
   const core = current();
   return core !== undefined && core.evaluator === d.policy;
+}
+
+/**
+ * An LLM SDK request in flight (one attempt of the client's `makeRequest`,
+ * sdk.ts) and the first policy denial made in its async context. The SDK
+ * catches a failed fetch and retries it as a connection error; knowing that
+ * the attempt failed because the guard refused it, the SDK layer stops the
+ * retry and hands the caller the PolicyDeniedError itself — whichever layer
+ * below refused (the SDK-layer check, the fetch dispatcher, a tailnet dial),
+ * and however many async wrappers sit between the SDK's retry loop and fetch.
+ */
+export interface SdkAttempt {
+  denied: PolicyDeniedError | undefined;
+}
+
+const attempts = new AsyncLocalStorage<SdkAttempt>();
+
+export function runAttempt<T>(attempt: SdkAttempt, fn: () => T): T {
+  return attempts.run(attempt, fn);
+}
+
+/** attemptDenied is the denial of the SDK attempt running in this async context, if any. */
+export function attemptDenied(): PolicyDeniedError | undefined {
+  return attempts.getStore()?.denied;
+}
+
+/** noteDenied records a denial made in an SDK attempt's async context (the first one counts). Cheap when no SDK call is in flight. */
+export function noteDenied(err: PolicyDeniedError): void {
+  const a = attempts.getStore();
+  if (a !== undefined) a.denied ??= err;
 }

@@ -4,13 +4,25 @@
  *
  * LLM SDKs send through fetch, where the dispatcher already enforces — but
  * they catch fetch's rejection, retry it twice with back-off, and rethrow it
- * as their own connection error. So the guard also decides one step
- * earlier, in the client's `fetchWithTimeout(url, init, ms, controller)`
- * (the Stainless-generated method both SDKs share; openai 6+ wraps it in
- * `fetchWithAuth`, patched instead when present): a deny is thrown
- * synchronously, before the SDK's `.catch`, and surfaces to the caller as
- * PolicyDeniedError with no retry. An allowed call goes on to fetch marked
- * as decided (sdk-context.ts), so it is not judged twice.
+ * as their own connection error (`APIConnectionError: Connection error.`
+ * after ~1.5 s). Two patches on the Stainless-generated client both SDKs
+ * share make the denial reach the caller as itself, at once:
+ *
+ * - The retry loop. `makeRequest` (one attempt; a retry calls it again
+ *   through `retryRequest`) runs in an attempt context (sdk-context.ts)
+ *   that records any policy denial made while it is in flight, by whichever
+ *   layer below made it. `retryRequest` after a denied attempt rejects with
+ *   the denial instead of sleeping and retrying, and a final connection
+ *   error wrapping a denial is unwrapped. This holds whatever the SDK puts
+ *   between its retry loop and fetch (openai 6+ added an async
+ *   `fetchWithAuth`; a subclass may add its own), and with any `fetch`
+ *   option (MeshNode.fetch over the tailnet).
+ * - The decision, one step before fetch: the client's
+ *   `fetchWithTimeout(url, init, ms, controller)` (or `fetchWithAuth`
+ *   around it when present) judges the call with its body still a string;
+ *   a deny is thrown synchronously, before the SDK's `.catch`. An allowed
+ *   call goes on to fetch marked as decided (sdk-context.ts), so it is not
+ *   judged twice.
  *
  * MCP: see mcp.ts (tools/call is judged in the transport's send).
  *
@@ -24,10 +36,10 @@ import { createRequire } from "node:module";
 import { dirname, join, resolve } from "node:path";
 import type { Target } from "../policy/types.js";
 import type { GuardCore } from "./core.js";
-import { PolicyDeniedError } from "./errors.js";
+import { PolicyDeniedError, deniedCause } from "./errors.js";
 import { instrumentMcpClient, instrumentMcpTransport, resetMcp } from "./mcp.js";
 import { patchMethod, unpatchAll } from "./patches.js";
-import { runDecided } from "./sdk-context.js";
+import { attemptDenied, runAttempt, runDecided, type SdkAttempt } from "./sdk-context.js";
 import { current } from "./state.js";
 import { defaultPort, headerRecord, httpTarget, llmProviderFor, llmTarget } from "./targets.js";
 import { normalizeHost } from "../policy/hosts.js";
@@ -62,14 +74,15 @@ function refusedKey(method: string, url: string, body: string): string {
   return createHash("sha256").update(method).update("\0").update(url).update("\0").update(body).digest("base64");
 }
 
-/** instrumentLlmClient patches an OpenAI / Anthropic client class (or any Stainless client with fetchWithTimeout). */
+/** instrumentLlmClient patches an OpenAI / Anthropic client class (or any Stainless client: makeRequest, retryRequest, fetchWithTimeout). */
 export function instrumentLlmClient(cls: { prototype: object }): boolean {
+  const retry = patchRetryLoop(cls.prototype);
   // openai 6+ calls fetchWithTimeout from inside an async fetchWithAuth(url,
   // init, timeout, controller, schemes), whose rejection the retry loop
   // catches: the outermost of the two is the one to patch.
   const name = owner(cls.prototype, "fetchWithAuth") !== undefined ? "fetchWithAuth" : "fetchWithTimeout";
   const proto = owner(cls.prototype, name);
-  if (proto === undefined) return false;
+  if (proto === undefined) return retry;
   return patchMethod(proto, name, (original) =>
     // Not async on purpose: a deny must be a synchronous throw (see the file comment).
     function guardedFetch(this: unknown, url: unknown, init: unknown, ...rest: unknown[]) {
@@ -79,6 +92,37 @@ export function instrumentLlmClient(cls: { prototype: object }): boolean {
       return llmSdkCall(core, String(url), (init ?? {}) as { method?: string; headers?: unknown; body?: unknown }, call);
     },
   );
+}
+
+/**
+ * patchRetryLoop wraps the client's `makeRequest` (one attempt) in an
+ * attempt context and its `retryRequest` so that an attempt the guard
+ * refused is not retried (see the file comment). True when it patched
+ * either (false: not a Stainless client, or patched already).
+ */
+function patchRetryLoop(prototype: object): boolean {
+  const makeOwner = owner(prototype, "makeRequest");
+  const retryOwner = owner(prototype, "retryRequest");
+  if (makeOwner === undefined || retryOwner === undefined) return false;
+  const made = patchMethod(makeOwner, "makeRequest", (original) =>
+    function guardedMakeRequest(this: unknown, ...args: unknown[]) {
+      if (current() === undefined) return original.apply(this, args);
+      const attempt: SdkAttempt = { denied: undefined };
+      // The SDK's own promise type is kept out of it: its request() wraps whatever this returns.
+      return Promise.resolve(runAttempt(attempt, () => original.apply(this, args))).catch((err: unknown) => {
+        throw attempt.denied ?? deniedCause(err) ?? err;
+      });
+    },
+  );
+  const retried = patchMethod(retryOwner, "retryRequest", (original) =>
+    function guardedRetryRequest(this: unknown, ...args: unknown[]) {
+      // Called by makeRequest, in its attempt's context: a refused attempt is final.
+      const denied = attemptDenied();
+      if (denied !== undefined && current() !== undefined) return Promise.reject(denied);
+      return original.apply(this, args);
+    },
+  );
+  return made || retried;
 }
 
 function llmSdkCall(core: GuardCore, url: string, init: { method?: string; headers?: unknown; body?: unknown }, call: () => unknown): unknown {
@@ -174,7 +218,7 @@ const SDKS: SdkSpec[] = [
 export function instrumentInstalledSdks(dirs: string[], warn: (err: unknown) => void): string[] {
   const done: string[] = [];
   const seen = new Set<string>();
-  for (const dir of dirs) {
+  for (const dir of withWrappers(dirs)) {
     const req = createRequire(join(resolve(dir), "noop.js"));
     for (const spec of SDKS) {
       const specifier = spec.subpath === "." ? spec.pkg : `${spec.pkg}/${spec.subpath.slice(2)}`;
@@ -204,6 +248,29 @@ export function instrumentInstalledSdks(dirs: string[], warn: (err: unknown) => 
     }
   }
   return done;
+}
+
+/**
+ * Packages that carry an LLM SDK client inside them: the copy they load may
+ * be their own nested install (another major than the app's), so the SDKs
+ * are also looked up from where each of these is installed.
+ */
+const WRAPPERS = ["@langchain/openai", "@langchain/anthropic"];
+
+/** withWrappers adds to the search directories the directory of each wrapper package installed there. */
+function withWrappers(dirs: string[]): string[] {
+  const out = [...dirs];
+  for (const dir of dirs) {
+    const req = createRequire(join(resolve(dir), "noop.js"));
+    for (const w of WRAPPERS) {
+      try {
+        out.push(dirname(req.resolve(w)));
+      } catch {
+        // not installed there
+      }
+    }
+  }
+  return [...new Set(out)];
 }
 
 /** esmEntry finds the ES module file of a package subpath from its package.json `exports` (the "import" condition). */

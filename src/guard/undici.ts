@@ -13,8 +13,11 @@
  *    their body is buffered to read the model.
  * 2. `globalThis.fetch` is wrapped only to rethrow a PolicyDeniedError that
  *    fetch would wrap in `TypeError: fetch failed`.
- * 3. Diagnostics channels, for what does not use the global dispatcher (an
- *    explicit `dispatcher:` or Agent, MeshNode.fetch): `undici:request:create`
+ * 3. MeshNode.fetch sends through the same judging wrapper, put around the
+ *    node's own Agent through the tailnet dispatcher channel
+ *    (fetch-channel.ts); tailnet names are not looked up here.
+ * 4. Diagnostics channels, for what does not use the global dispatcher (an
+ *    explicit `dispatcher:` or Agent): `undici:request:create`
  *    judges every undici request whatever its dispatcher (a deny sets the
  *    request's error, so undici aborts it before writing).
  *
@@ -42,6 +45,7 @@ import { current } from "./state.js";
 import { defaultPort, headerRecord, hostKey, httpTarget, llmProviderFor, llmTarget, splitPathQuery } from "./targets.js";
 import { normalizeHost } from "../policy/hosts.js";
 import { skipHttpCheck } from "./sdk-context.js";
+import { DISPATCHER_CHANNEL, type DispatcherMessage } from "../fetch-channel.js";
 
 const SYM1 = Symbol.for("undici.globalDispatcher.1");
 const SYM2 = Symbol.for("undici.globalDispatcher.2");
@@ -72,10 +76,13 @@ interface Handler {
  */
 class GuardedDispatcher extends EventEmitter {
   readonly #inner: Dispatcher;
+  /** Host names are tailnet (MagicDNS) names the node resolves itself: not looked up here. */
+  readonly #tailnet: boolean;
 
-  constructor(inner: Dispatcher) {
+  constructor(inner: Dispatcher, tailnet = false) {
     super();
     this.#inner = inner;
+    this.#tailnet = tailnet;
   }
 
   dispatch(opts: DispatchOptions, handler: Handler): boolean {
@@ -83,7 +90,7 @@ class GuardedDispatcher extends EventEmitter {
     if (core === undefined) return this.#inner.dispatch(opts, handler);
     let v: DispatchVerdict;
     try {
-      v = checkDispatch(core, opts);
+      v = checkDispatch(core, opts, this.#tailnet);
     } catch (err) {
       v = core.failed(unreadable(opts), err);
     }
@@ -204,7 +211,7 @@ type DispatchVerdict = undefined | PolicyDeniedError | Promise<DispatchOptions |
  * form resolves with the options to dispatch (with a buffered body when it
  * had to read one).
  */
-function checkDispatch(core: GuardCore, opts: DispatchOptions): DispatchVerdict {
+function checkDispatch(core: GuardCore, opts: DispatchOptions, tailnet: boolean): DispatchVerdict {
   const o = parseOrigin(opts.origin);
   if (o === undefined) {
     const t: HttpTarget = { ...unreadable(opts), method: String(opts.method), path: String(opts.path) };
@@ -217,7 +224,7 @@ function checkDispatch(core: GuardCore, opts: DispatchOptions): DispatchVerdict 
   const size = knownSize(opts.body, headers);
   const base = { scheme: o.scheme, host: o.host, port: o.port, method, rawPath, headers };
   const judge = (resolvedIp: string | undefined): DispatchVerdict => judgeDispatch(core, o, base, size, opts, resolvedIp);
-  if (isIpLiteral(o.host) || !core.screens) return judge(undefined);
+  if (tailnet || isIpLiteral(o.host) || !core.screens) return judge(undefined);
   // A name: judged with its address when some rule could allow it, without a look-up when none could.
   const screen = httpTarget(base);
   if (!core.mayAllow(screen)) return judge(undefined);
@@ -353,7 +360,26 @@ const CHANNELS: Array<[string, (m: unknown) => void]> = [
   ["undici:client:beforeConnect", onBeforeConnect],
   ["undici:client:sendHeaders", onSent],
   ["undici:request:error", onSent],
+  [DISPATCHER_CHANNEL, onTailnetDispatcher],
 ];
+
+/** The judging wrapper of each MeshNode's Agent (fetch-channel.ts), made once per Agent. */
+let tailnetWrappers = new WeakMap<object, GuardedDispatcher>();
+
+/** onTailnetDispatcher hands MeshNode.fetch the judging wrapper of its Agent. Never throws. */
+function onTailnetDispatcher(message: unknown): void {
+  try {
+    const m = message as DispatcherMessage;
+    const inner = m?.dispatcher as Dispatcher | undefined;
+    if (inner === null || typeof inner !== "object" || typeof inner.dispatch !== "function" || inner instanceof GuardedDispatcher) return;
+    let w = tailnetWrappers.get(inner);
+    if (w === undefined) tailnetWrappers.set(inner, (w = new GuardedDispatcher(inner, true)));
+    m.dispatcher = w;
+  } catch (err) {
+    // The node's own dispatcher is used: the request:create backstop still judges each request.
+    current()?.warn(err);
+  }
+}
 
 export function installUndici(): void {
   if (installed) return;
@@ -379,6 +405,7 @@ export function uninstallUndici(): void {
   if (installed.fetch) globalThis.fetch = installed.fetch;
   for (const [name, fn] of CHANNELS) dc.unsubscribe(name, fn);
   installed = undefined;
+  tailnetWrappers = new WeakMap();
   waiting.clear();
   pending = undefined;
 }

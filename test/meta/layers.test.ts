@@ -29,7 +29,7 @@ const ALLOWED: Record<string, string[]> = {
   config: ["errors", "progress"],
   // The message MeshNode.dial publishes and the guard subscribes to: below both.
   "dial-channel": ["errors"],
-  // The message MeshNode.fetch publishes and the tokens client subscribes to.
+  // The messages MeshNode.fetch publishes: the tokens client adds credentials, the guard wraps its dispatcher.
   "fetch-channel": ["errors"],
   backend: ["errors", "config"],
   // The control socket: below MeshNode (it takes the node as an argument), asking the guard through its channel.
@@ -38,7 +38,7 @@ const ALLOWED: Record<string, string[]> = {
   index: ["node", "errors", "config", "backend"],
   policy: ["errors"],
   control: ["errors", "progress"],
-  guard: ["errors", "config", "policy", "dial-channel", "inspect"],
+  guard: ["errors", "config", "policy", "dial-channel", "fetch-channel", "inspect"],
   distribution: ["errors", "config", "policy", "guard", "node"],
   testing: ["errors", "backend", "node"],
   tokens: ["errors", "config", "policy", "guard", "distribution", "node", "index"],
