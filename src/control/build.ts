@@ -40,7 +40,8 @@ export interface EnsureHeadscaleOptions {
  * order, at `$MESHGUARD_HEADSCALE_BIN` (used alone when set), a `headscale`
  * shipped in this platform's package (`@meshguard/<platform>`), the user
  * cache (`~/.cache/meshguard/headscale-<version>/headscale`), and a
- * `headscale` on the PATH that reports the pinned version; then, when Go is
+ * `headscale` on the PATH that reports the pinned version (or "dev", a
+ * source build, whose version nothing tells); then, when Go is
  * installed, it builds the pinned release from source into the cache. With
  * neither, the error lists where it looked and says exactly how to get one.
  * Concurrent callers (several test workers, two terminals) build it once: a
@@ -111,10 +112,13 @@ async function headscaleOnPath(): Promise<{ path?: string; why: string }> {
     if (!d) continue;
     const p = join(d, "headscale");
     if (!(await isExecutable(p))) continue;
+    // A release prints "headscale version v0.29.2" (older ones just "v0.22.3");
+    // a build from the module source without VCS data prints "dev": taken
+    // as is, since nothing tells its version.
     const r = await runCommand(p, ["version"], { timeoutMs: 10_000 });
-    const version = /v?(\d+\.\d+\.\d+)/.exec(r.stdout + r.stderr)?.[1];
-    if (version !== undefined && `v${version}` === HEADSCALE_VERSION) return { path: p, why: "" };
-    return { why: `${p} is headscale ${version ? `v${version}` : "of an unknown version"}; meshguard needs ${HEADSCALE_VERSION}` };
+    const version = /^(?:headscale version )?(v?\d+\.\d+\.\d+\S*|dev)\s*$/m.exec(r.stdout)?.[1];
+    if (version === "dev" || (version !== undefined && version.replace(/^v?/, "v") === HEADSCALE_VERSION)) return { path: p, why: "" };
+    return { why: `${p} is headscale ${version ? version.replace(/^v?/, "v") : "of an unknown version"}; meshguard needs ${HEADSCALE_VERSION}` };
   }
   return { why: "no headscale" };
 }
