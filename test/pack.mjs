@@ -125,6 +125,7 @@ function writePlatformPackage(target, dir, main, goVersion) {
     version: main.version,
     description: `The ${target.id} native addon of meshguard (Go ${goVersion}, tailscale.com/tsnet core). Installed by meshguard as an optional dependency; not for direct use.`,
     license: main.license,
+    type: 'commonjs',
     ...(main.repository ? { repository: main.repository } : {}),
     os: [target.os],
     cpu: [target.cpu],

@@ -33,8 +33,8 @@ interface Tarball {
 }
 interface PackReport {
   version: string;
-  platforms: { id: string; name: string; tarball: Tarball }[];
-  main: { tarball: Tarball };
+  platforms: { id: string; name: string; dir: string; tarball: Tarball }[];
+  main: { dir: string; tarball: Tarball };
 }
 
 let tmp: string;
@@ -167,6 +167,24 @@ describe.skipIf(!target)(`installed from the packed tarballs (${target?.id ?? "u
     expect(pp).toMatchObject({ version: report.version, os: [target!.os], cpu: [target!.cpu], ...(target!.libc ? { libc: [target!.libc] } : {}) });
     // npm installed this platform's package and none of the others.
     for (const t of PLATFORMS) expect(existsSync(join(app, "node_modules", platformPackageName(t))), t.id).toBe(t.id === target!.id);
+  });
+
+  it("publint (strict) passes on the main and the platform package's tarballs", () => {
+    for (const file of [report.main.tarball.file, ...report.platforms.map((p) => p.tarball.file)]) {
+      const r = sh(node, [join(root, "node_modules", "publint", "src", "cli.js"), "run", file, "--strict"], { cwd: tmp });
+      expect(r.status, r.stdout + r.stderr).toBe(0);
+      expect(r.stdout).toContain("All good!");
+    }
+  });
+
+  it("@arethetypeswrong/cli passes on the main package's tarball (profile esm-only: the package is ESM only)", () => {
+    const r = sh(node, [join(root, "node_modules", "@arethetypeswrong", "cli", "dist", "index.js"), report.main.tarball.file, "--profile", "esm-only", "--format", "json"], { cwd: tmp });
+    expect(r.status, r.stdout.slice(0, 4000) + r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout) as { analysis: { entrypoints: Record<string, unknown> }; problems: Record<string, { entrypoint: string; resolutionKind?: string }[]> };
+    expect(Object.keys(out.analysis.entrypoints)).toContain("./guard");
+    // The JSON lists every problem, the ones the profile ignores too (require() and node10 resolution): none of the others.
+    const counted = Object.values(out.problems).flat().filter((p) => p.resolutionKind !== "node10" && p.resolutionKind !== "node16-cjs");
+    expect(counted).toEqual([]);
   });
 
   it("an example joins a local tailnet (real headscale) and makes a guarded call: one allowed, one refused", () => {
