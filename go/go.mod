@@ -2,6 +2,8 @@ module github.com/meshguard/meshguard/go
 
 go 1.26.6
 
+toolchain go1.26.8
+
 require tailscale.com v1.102.5
 
 require (

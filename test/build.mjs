@@ -12,20 +12,30 @@
 //   6. headscale at the pinned release, into the user cache,
 //   7. the official `openai` Python package in a virtualenv (py-openai),
 //   8. the policy engines bench/policy compares against (policy-peers).
-// Steps whose outputs are newer than their inputs are skipped.
+// Steps whose outputs are newer than their inputs are skipped. With --tests
+// (how the test command calls it) only what the tests need is built: the
+// benchmarks' peer systems (gobench, policy-peers) are built by the bench
+// commands, and the bench smoke runs skip a peer that is not built.
 import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { ADDON_SOURCE_DIRS, addonBuildCommand, hostCC, hostGo } from "./addon-build.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
-const { values: args } = parseArgs({ options: { only: { type: "string" }, skip: { type: "string", multiple: true, default: [] }, quiet: { type: "boolean", default: false }, force: { type: "boolean", default: false } } });
+const { values: args } = parseArgs({ options: { only: { type: "string" }, skip: { type: "string", multiple: true, default: [] }, quiet: { type: "boolean", default: false }, tests: { type: "boolean", default: false }, force: { type: "boolean", default: false } } });
 const log = (m) => args.quiet || process.stderr.write(`[build] ${m}\n`);
 const timings = [];
+/** BENCH_ONLY phases build the benchmarks' peer systems; no test needs them. */
+const BENCH_ONLY = new Set(["gobench", "policy-peers"]);
 
 async function phase(name, fn) {
   if ((args.only && args.only !== name) || args.skip.includes(name)) return;
+  if (args.tests && BENCH_ONLY.has(name)) {
+    log(`${name}: not built for the tests (a benchmark peer: the bench commands build it)`);
+    return;
+  }
   const t0 = performance.now();
   const did = await fn();
   const s = ((performance.now() - t0) / 1000).toFixed(1);
@@ -76,26 +86,14 @@ await phase("toolchain", () => {
   return false;
 });
 
-/** buildAddon builds the Node addon at out unless it is newer than its sources. */
+/** buildAddon builds the Node addon at out unless it is newer than its sources (the same command as test/pack.mjs). */
 function buildAddon(out, extraTags, what) {
-  const omitFile = join(goDir, "omit-features.txt");
-  const src = Math.max(newest(join(goDir, "core"), [".go"]), newest(join(goDir, "addon"), [".go", ".c"]), mtime(join(goDir, "go.mod")), mtime(join(goDir, "go.sum")), mtime(omitFile));
+  const src = Math.max(...ADDON_SOURCE_DIRS.map((d) => newest(join(goDir, d), [".go", ".c"])), mtime(join(goDir, "go.mod")), mtime(join(goDir, "go.sum")), mtime(join(goDir, "omit-features.txt")));
   if (!args.force && mtime(out) > src) return false;
-  const headers = join(root, "node_modules", "node-api-headers", "include");
-  if (!existsSync(join(headers, "node_api.h"))) throw new Error(`Node-API headers not found at ${headers}: run npm install first`);
   mkdirSync(join(root, "build"), { recursive: true });
   log(`building ${what}...`);
-  const tags = readFileSync(omitFile, "utf8")
-    .split("\n")
-    .map((l) => l.replace(/#.*/, "").trim())
-    .filter(Boolean)
-    .map((f) => `ts_omit_${f}`)
-    .concat(extraTags)
-    .join(",");
-  run("go", ["build", "-buildmode=c-shared", "-trimpath", "-ldflags=-s -w", "-tags", tags, "-o", out, "./addon"], {
-    cwd: goDir,
-    env: { ...goEnv, CGO_CFLAGS: `-I${headers}`, CGO_LDFLAGS: "-Wl,--unresolved-symbols=ignore-all" },
-  });
+  const c = addonBuildCommand({ root, out, ...hostGo(), cc: hostCC(), extraTags });
+  run(c.cmd, c.argv, { cwd: c.cwd, env: c.env });
 }
 
 await phase("addon", () => buildAddon(join(root, "build", "meshguard.node"), [], "the native addon (first build compiles tailscale.com: ~2 min on 2 cores)"));

@@ -3,6 +3,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { ErrorCode, MeshguardError } from "../errors.js";
 import { NativeBackend } from "./native.js";
+import { PLATFORMS, hostTarget, hostTargetId, installedPlatformPackages, platformPackageName, resolvePlatformPackage } from "./platform.js";
 import type { Backend } from "./protocol.js";
 
 export interface LoadOptions {
@@ -32,11 +33,22 @@ export function packageRoot(): string {
 }
 
 /**
- * loadBackend loads the one backend of this process. It tries, in order: the
- * explicit addonPath, $MESHGUARD_ADDON, the platform package, the local build
- * (build/meshguard.node), and keeps every failed attempt in the error's cause.
- * The Go runtime can be loaded once per process, so the first successful load
- * is shared by every node, whatever later callers pass.
+ * loadBackend loads the one backend of this process. It tries, in order
+ * (the napi-rs / esbuild order):
+ *   1. the explicit `addonPath` option,
+ *   2. `$MESHGUARD_ADDON`,
+ *   3. the platform package `@meshguard/<os>-<cpu>[-gnu|-musl]` (an
+ *      optional dependency of meshguard: npm installs only the one whose
+ *      `os`, `cpu` and `libc` match),
+ *   4. the addon built in a repo checkout (build/meshguard.node),
+ *   5. the wasm backend (not built yet: the slot says so).
+ * An explicit choice (1 or 2) is used alone: when it fails, meshguard does
+ * not quietly load a different binary. Every failed attempt is kept in the
+ * error's `cause` (an AggregateError), and the hint says how to fix the
+ * likely reason (a wrong-platform install, `--omit=optional`, an
+ * unsupported platform). The Go runtime can be loaded once per process, so
+ * the first successful load is shared by every node, whatever later callers
+ * pass.
  */
 export function loadBackend(opts: LoadOptions): Promise<Backend> {
   loading ??= doLoad(opts).catch((err: unknown) => {
@@ -46,21 +58,82 @@ export function loadBackend(opts: LoadOptions): Promise<Backend> {
   return loading;
 }
 
-async function doLoad(opts: LoadOptions): Promise<Backend> {
-  const attempts: { from: string; path: string }[] = [];
-  if (opts.addonPath) attempts.push({ from: "option addonPath", path: opts.addonPath });
-  if (process.env.MESHGUARD_ADDON) attempts.push({ from: "$MESHGUARD_ADDON", path: process.env.MESHGUARD_ADDON });
-  const platformPkg = `@meshguard/${process.platform}-${process.arch}`;
-  attempts.push({ from: `platform package ${platformPkg}`, path: `${platformPkg}/meshguard.node` });
+/** BackendAttempt is one place loadBackend looks for a backend, in order. */
+export interface BackendAttempt {
+  /** Where it comes from: "option addonPath", "$MESHGUARD_ADDON", "platform package @meshguard/linux-x64-gnu", "repo checkout build", "wasm". */
+  from: string;
+  /** The addon file to load, when there is one to try. */
+  path?: string;
+  /** Why there is nothing to try here (not installed, version mismatch, not built). */
+  skip?: string;
+}
+
+/**
+ * backendAttempts lists where loadBackend will look, in order, with the
+ * places that cannot work marked by why. Exported for `meshguard doctor`
+ * style diagnostics and the packaging tests.
+ */
+export function backendAttempts(opts: { addonPath?: string } = {}): BackendAttempt[] {
+  if (opts.addonPath) return [fileAttempt("option addonPath", opts.addonPath)];
+  const env = process.env.MESHGUARD_ADDON;
+  if (env) return [fileAttempt("$MESHGUARD_ADDON", env)];
+
+  const attempts: BackendAttempt[] = [];
+  const target = hostTarget();
+  const id = target?.id ?? hostTargetId();
+  const from = `platform package ${platformPackageName(id)}`;
+  if (!target) {
+    attempts.push({ from, skip: `there is no prebuilt addon for ${id} (prebuilt: ${PLATFORMS.map((t) => t.id).join(", ")})` });
+  } else {
+    const pkg = resolvePlatformPackage(target.id, import.meta.url);
+    const own = ownVersion();
+    if (!pkg) attempts.push({ from, skip: "not installed" });
+    else if (own !== undefined && pkg.version !== own) attempts.push({ from, skip: `${pkg.name}@${pkg.version} is installed, but meshguard is ${own}: the two must be the same version` });
+    else attempts.push(fileAttempt(from, join(pkg.dir, "meshguard.node")));
+  }
+  let root: string | undefined;
   try {
-    attempts.push({ from: "local build", path: join(packageRoot(), "build", "meshguard.node") });
+    root = packageRoot();
   } catch {
     // no package root: only the other attempts
   }
+  if (root) {
+    // Only a repo checkout has go/ next to package.json: a published package
+    // ships no build/ (its addon comes from the platform package).
+    const local = join(root, "build", "meshguard.node");
+    attempts.push(existsSync(join(root, "go", "go.mod")) ? fileAttempt("repo checkout build", local) : { from: "repo checkout build", skip: "not a repo checkout (no go/go.mod)" });
+    const wasm = join(root, "wasm", "meshguard.wasm");
+    attempts.push({
+      from: "wasm",
+      skip: existsSync(wasm)
+        ? `${wasm} exists, but this version of meshguard has no wasm loader yet`
+        : "the wasm backend is not built yet (see wasm/README.md)",
+    });
+  }
+  return attempts;
+}
+
+function fileAttempt(from: string, path: string): BackendAttempt {
+  return existsSync(path) ? { from, path } : { from, path, skip: `${path} does not exist` };
+}
+
+let ownVersionCache: string | undefined | null = null;
+function ownVersion(): string | undefined {
+  if (ownVersionCache !== null) return ownVersionCache;
+  try {
+    ownVersionCache = (JSON.parse(readFileSync(join(packageRoot(), "package.json"), "utf8")) as { version?: string }).version;
+  } catch {
+    ownVersionCache = undefined;
+  }
+  return ownVersionCache;
+}
+
+async function doLoad(opts: LoadOptions): Promise<Backend> {
+  const attempts = backendAttempts(opts.addonPath ? { addonPath: opts.addonPath } : {});
   const failures: Error[] = [];
   for (const a of attempts) {
-    if (a.path.startsWith("/") && !existsSync(a.path)) {
-      failures.push(new Error(`${a.from}: ${a.path} does not exist`));
+    if (a.skip !== undefined || a.path === undefined) {
+      failures.push(new Error(`${a.from}: ${a.skip ?? "nothing to load"}`));
       continue;
     }
     try {
@@ -72,11 +145,38 @@ async function doLoad(opts: LoadOptions): Promise<Backend> {
   }
   throw new MeshguardError(
     ErrorCode.BACKEND_UNAVAILABLE,
-    `no meshguard backend could be loaded for ${process.platform}-${process.arch}:\n  ` + failures.map((f) => f.message).join("\n  "),
-    {
-      hint: "build the native addon with `npm run build` (needs Go and gcc), or set MESHGUARD_ADDON to a built meshguard.node",
-      cause: new AggregateError(failures, "every backend attempt failed"),
-    },
+    `no meshguard backend could be loaded on ${hostTargetId()} (Node ${process.version}):\n  ` + failures.map((f) => f.message).join("\n  "),
+    { hint: loadHint(attempts), cause: new AggregateError(failures, "every backend attempt failed") },
+  );
+}
+
+/** loadHint says how to fix the most likely reason no backend loaded. */
+function loadHint(attempts: BackendAttempt[]): string {
+  if (attempts.length === 1) return `point ${attempts[0]!.from === "$MESHGUARD_ADDON" ? "MESHGUARD_ADDON" : "addonPath"} at a meshguard.node built for ${hostTargetId()}, or unset it to use the platform package`;
+  const own = ownVersion() ?? "<version>";
+  const target = hostTarget();
+  if (!target) {
+    return (
+      `meshguard has no prebuilt addon for ${hostTargetId()}: build one from a checkout of the repository ` +
+      "(`npm run build:addon`, needs Go and a C compiler) and set MESHGUARD_ADDON to its build/meshguard.node"
+    );
+  }
+  const want = platformPackageName(target);
+  const others = installedPlatformPackages(import.meta.url).filter((p) => p.id !== target.id);
+  if (others.length > 0) {
+    return (
+      `only ${others.map((p) => p.name).join(", ")} is installed, but this machine is ${target.id}: ` +
+      "node_modules was installed on another platform (copied between macOS and Linux, or glibc and musl/Alpine, say). " +
+      `Run \`npm install\` again on this machine (or \`npm install ${want}@${own}\`); in a Docker image, install inside the image instead of copying node_modules in`
+    );
+  }
+  const pkg = resolvePlatformPackage(target.id, import.meta.url);
+  if (pkg && pkg.version !== own) return `reinstall so that the versions match: \`npm install meshguard@${own} ${want}@${own}\``;
+  if (pkg) return `${want} is installed but its addon did not load (see the causes above): reinstall it with \`npm install ${want}@${own}\``;
+  return (
+    `the platform package ${want} is not installed. npm skips it when optional dependencies are left out ` +
+    "(`npm install --omit=optional`, `--no-optional`, or `omit=optional` in .npmrc / NPM_CONFIG_OMIT): " +
+    `install without that (\`npm install --include=optional\`), or add it yourself: \`npm install ${want}@${own}\``
   );
 }
 

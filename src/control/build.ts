@@ -6,8 +6,9 @@
 
 import { access, constants, mkdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { homedir, hostname } from "node:os";
-import { join } from "node:path";
+import { delimiter, join } from "node:path";
 
+import { hostTarget, hostTargetId, platformPackageName, resolvePlatformPackage } from "../backend/platform.js";
 import { ErrorCode, MeshguardError } from "../errors.js";
 import { progressReporter, type ProgressListener, type ProgressPhase } from "../progress.js";
 import { GoBuildError, buildGoProgram, headline } from "./gobuild.js";
@@ -35,11 +36,17 @@ export interface EnsureHeadscaleOptions {
 }
 
 /**
- * ensureHeadscale returns the path of a headscale binary, building the pinned
- * release from source on first use. `MESHGUARD_HEADSCALE_BIN` overrides the
- * lookup. Concurrent callers (several test workers, two terminals) build it
- * once: a lock directory serialises the build and the binary appears by
- * rename, so nobody ever runs a half-written file.
+ * ensureHeadscale returns the path of a headscale binary. It looks, in
+ * order, at `$MESHGUARD_HEADSCALE_BIN` (used alone when set), a `headscale`
+ * shipped in this platform's package (`@meshguard/<platform>`), the user
+ * cache (`~/.cache/meshguard/headscale-<version>/headscale`), and a
+ * `headscale` on the PATH that reports the pinned version (or "dev", a
+ * source build, whose version nothing tells); then, when Go is
+ * installed, it builds the pinned release from source into the cache. With
+ * neither, the error lists where it looked and says exactly how to get one.
+ * Concurrent callers (several test workers, two terminals) build it once: a
+ * lock directory serialises the build and the binary appears by rename, so
+ * nobody ever runs a half-written file.
  */
 export async function ensureHeadscale(opts: EnsureHeadscaleOptions = {}): Promise<string> {
   const override = process.env.MESHGUARD_HEADSCALE_BIN;
@@ -51,15 +58,69 @@ export async function ensureHeadscale(opts: EnsureHeadscaleOptions = {}): Promis
       { hint: "point MESHGUARD_HEADSCALE_BIN at a headscale binary, or unset it to use the built one" },
     );
   }
+  const looked: string[] = ["$MESHGUARD_HEADSCALE_BIN: not set"];
+  const target = hostTarget();
+  const pkg = target && resolvePlatformPackage(target.id, import.meta.url);
+  if (pkg) {
+    const shipped = join(pkg.dir, "headscale");
+    if (await isExecutable(shipped)) return shipped;
+    looked.push(`${pkg.name}: ships no headscale`);
+  } else {
+    looked.push(`${platformPackageName(target ?? hostTargetId())}: not installed`);
+  }
   const dir = headscaleCacheDir();
   const bin = join(dir, "headscale");
   if (await isExecutable(bin)) return bin;
+  looked.push(`${bin}: not there`);
+  const onPath = await headscaleOnPath();
+  if (onPath.path) return onPath.path;
+  looked.push(`PATH: ${onPath.why}`);
   if (opts.allowBuild === false) {
-    throw new MeshguardError(ErrorCode.CONTROL_UNAVAILABLE, `headscale ${HEADSCALE_VERSION} is not built (looked for ${bin})`, {
+    throw new MeshguardError(ErrorCode.CONTROL_UNAVAILABLE, `headscale ${HEADSCALE_VERSION} is not built (looked at: ${looked.join("; ")})`, {
       hint: BUILD_HINT,
     });
   }
+  const go = await runCommand("go", ["env", "GOVERSION"], { timeoutMs: 10_000, env: { ...process.env, GOTOOLCHAIN: "local" } });
+  if (go.code !== 0) {
+    throw new MeshguardError(
+      ErrorCode.CONTROL_UNAVAILABLE,
+      `no headscale ${HEADSCALE_VERSION} found, and no Go toolchain to build one (looked at: ${looked.join("; ")}; go: ${go.spawnError ? "not on PATH" : lastLine(go.stderr)})`,
+      { hint: getHeadscaleHint(bin) },
+    );
+  }
   return buildOnce(dir, bin, progressReporter(opts.onProgress));
+}
+
+/** getHeadscaleHint says exactly how to get the pinned headscale onto this machine. */
+export function getHeadscaleHint(cacheBin: string = join(headscaleCacheDir(), "headscale")): string {
+  const goArch = { x64: "amd64", arm64: "arm64" }[process.arch as string] ?? process.arch;
+  const asset = `headscale_${HEADSCALE_VERSION.slice(1)}_${process.platform}_${goArch}`;
+  return [
+    `get headscale ${HEADSCALE_VERSION} in one of these ways:`,
+    `    1. install Go (https://go.dev/dl) and run this again: it builds headscale ${HEADSCALE_VERSION} once (~3 min) into ${cacheBin}`,
+    `    2. download ${asset} from https://github.com/juanfont/headscale/releases/tag/${HEADSCALE_VERSION}, make it executable, and set MESHGUARD_HEADSCALE_BIN=/path/to/${asset}`,
+    `       (or save it as ${cacheBin}, or put it on the PATH as \`headscale\`)`,
+    `    3. on another machine with Go: \`npx meshguard dev\` builds it into ~/.cache/meshguard/headscale-${HEADSCALE_VERSION}/headscale; copy that file here`,
+  ].join("\n");
+}
+
+const lastLine = (s: string) => s.trim().split("\n").pop() ?? "";
+
+/** headscaleOnPath finds a `headscale` on the PATH that reports the pinned version. */
+async function headscaleOnPath(): Promise<{ path?: string; why: string }> {
+  for (const d of (process.env.PATH ?? "").split(delimiter)) {
+    if (!d) continue;
+    const p = join(d, "headscale");
+    if (!(await isExecutable(p))) continue;
+    // A release prints "headscale version v0.29.2" (older ones just "v0.22.3");
+    // a build from the module source without VCS data prints "dev": taken
+    // as is, since nothing tells its version.
+    const r = await runCommand(p, ["version"], { timeoutMs: 10_000 });
+    const version = /^(?:headscale version )?(v?\d+\.\d+\.\d+\S*|dev)\s*$/m.exec(r.stdout)?.[1];
+    if (version === "dev" || (version !== undefined && version.replace(/^v?/, "v") === HEADSCALE_VERSION)) return { path: p, why: "" };
+    return { why: `${p} is headscale ${version ? version.replace(/^v?/, "v") : "of an unknown version"}; meshguard needs ${HEADSCALE_VERSION}` };
+  }
+  return { why: "no headscale" };
 }
 
 async function isExecutable(path: string): Promise<boolean> {

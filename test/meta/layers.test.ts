@@ -37,7 +37,8 @@ const ALLOWED: Record<string, string[]> = {
   node: ["errors", "config", "backend", "progress", "dial-channel", "fetch-channel", "inspect"],
   index: ["node", "errors", "config", "backend"],
   policy: ["errors"],
-  control: ["errors", "progress"],
+  // backend: the platform table (backend/platform.ts), where a platform package may ship headscale.
+  control: ["errors", "progress", "backend"],
   guard: ["errors", "config", "policy", "dial-channel", "fetch-channel", "inspect"],
   distribution: ["errors", "config", "policy", "guard", "node"],
   testing: ["errors", "backend", "node"],
