@@ -90,7 +90,18 @@ export function finish(ctx: GatewayContext, st: CallState): void {
     }
     const provider = st.facts?.provider ?? "";
     const model = st.facts?.model ?? st.model;
-    const sessionId = ctx.sessions.sessionOf(st.caller, st.facts?.clientSessionId, st.time);
+    const session = ctx.sessions.sessionOf(st.caller, st.facts?.clientSessionId, st.time);
+    // Sessions shared through the store are named once the store answers: the record waits for it (the answer has gone already).
+    if (typeof session === "string") record(ctx, st, end, usage, cost, provider, model, session);
+    else session.then((id) => record(ctx, st, end, usage, cost, provider, model, id), (err: unknown) => ctx.warn(err));
+  } catch (err) {
+    ctx.warn(err);
+  }
+}
+
+/** record appends the call's log record (per retention), hands it to the observers and sends the usage event. Never throws. */
+function record(ctx: GatewayContext, st: CallState, end: number, usage: Usage | undefined, cost: number | undefined, provider: string, model: string, sessionId: string): void {
+  try {
     const storing = ctx.store !== undefined && ctx.retention.mode !== "none";
     if (storing || ctx.observe !== undefined) {
       const c = st.caller;

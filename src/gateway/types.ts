@@ -310,6 +310,18 @@ export interface GatewayStore {
    * the usage API answers 501.
    */
   usage?(q: UsageQuery): Promise<UsageRow[]>;
+  /**
+   * Session state shared by every instance on the store (PostgreSQL), for
+   * the requests of callers that send no session id of their own
+   * (../sessions.ts). Atomically: when the caller `key`'s session was
+   * active within `idleGapMs` of `time` (or later), it continues (its last
+   * activity moves up to `time`) and its id is returned; else `newId`
+   * starts a new one. Optional: without it each instance keeps sessions in
+   * memory (one process per store, as with SQLite).
+   */
+  assignSession?(key: string, time: number, idleGapMs: number, newId: string): Promise<string>;
+  /** Forgets the shared session state of callers idle since before `before` (epoch ms); returns how many. */
+  forgetSessions?(before: number): Promise<number>;
 
   close(): Promise<void>;
 }

@@ -177,6 +177,30 @@ export class PostgresStore implements GatewayStore {
     return this.#read(() => this.#instance.recoverable(), "could not read the reservations of gone gateway instances");
   }
 
+  /**
+   * One statement, so atomic across instances: the row of `key` is locked by
+   * the upsert, and its session continues when its last request is within
+   * the gap of `time` (a request older than the last one, from a concurrent
+   * call, continues it too).
+   */
+  assignSession(key: string, time: number, idleGapMs: number, newId: string): Promise<string> {
+    return this.#read(async () => {
+      const { rows } = await this.#pool.query<{ id: string }>(
+        `INSERT INTO ${this.#s}.sessions AS o (caller, id, last) VALUES ($1, $2, $3)
+         ON CONFLICT (caller) DO UPDATE SET
+           id = CASE WHEN excluded.last - o.last > $4 THEN excluded.id ELSE o.id END,
+           last = greatest(o.last, excluded.last)
+         RETURNING id`,
+        [key, newId, Math.trunc(time), Math.trunc(idleGapMs)],
+      );
+      return rows[0]!.id;
+    }, "could not assign a session");
+  }
+
+  forgetSessions(before: number): Promise<number> {
+    return this.#read(async () => (await this.#pool.query(`DELETE FROM ${this.#s}.sessions WHERE last < $1`, [Math.trunc(before)])).rowCount ?? 0, "could not forget idle sessions");
+  }
+
   listBuckets(): Promise<BucketState[]> {
     return this.#read(async () => {
       const { rows } = await this.#pool.query<{ key: string; level: number; updated_at: number }>(
