@@ -330,6 +330,9 @@ describe.skipIf(Boolean(unavailable))("the console in Chromium", () => {
         // The request page assembles the same text from the stored stream.
         await page.goto(`${base}#/logs/${encodeURIComponent(id)}`);
         await expect.poll(() => page.locator('[data-testid="assembled"]').innerText()).toBe(text);
+        // What the answer said about itself, as the gateway read it from the stream.
+        expect(rec!.response?.finishReasons).toEqual([c.format === "anthropic" ? "end_turn" : "STOP"]);
+        expect(await page.locator('[data-testid="request"] .facts').allInnerTexts()).toEqual(expect.arrayContaining([expect.stringMatching(new RegExp(`Finish reason\\s+${rec!.response!.finishReasons![0]}`))]));
       }
     });
 

@@ -55,6 +55,9 @@ export function RequestPage({ id }) {
         ${row("Provider / model", `${r.provider} / ${r.model}`)}
         ${row("Streamed", r.stream ? "yes" : "no")}
         ${row("Outcome", `${r.status} ${r.outcome}`)}
+        ${row("Answered by", r.response?.model)}
+        ${row("Finish reason", r.response?.finishReasons?.join(", "))}
+        ${row("Upstream's id", r.response?.id)}
         ${row("Why", r.reason)}
         ${row("Rule", r.ruleId)}
         ${row("Tokens", r.usage ? `${int(r.usage.inputTokens)} in, ${int(r.usage.outputTokens)} out${r.usage.cacheReadTokens ? `, ${int(r.usage.cacheReadTokens)} cache read` : ""}${r.usage.cacheWriteTokens ? `, ${int(r.usage.cacheWriteTokens)} cache write` : ""}${r.usage.estimated ? " (estimated)" : ""}` : undefined)}
