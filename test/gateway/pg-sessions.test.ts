@@ -13,6 +13,8 @@ import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startLlmSim, type LlmSim } from "../../bench/lib/llm-sim.mjs";
 import { startGateway, type GatewayHandle, type LogRecord, type SessionSummary } from "../../src/gateway/index.js";
+import { SharedSessions } from "../../src/gateway/sessions.js";
+import { openStore } from "../../src/gateway/store/index.js";
 import { CLIENT_KEY, PROVIDER_KEY, PROVIDERS } from "./gateway-tailnet.js";
 import { postgresUnavailable, startPostgres, type PgServer } from "./pg-server.js";
 
@@ -20,7 +22,7 @@ const unavailable = postgresUnavailable();
 if (unavailable) console.warn(`PostgreSQL session tests skipped: ${unavailable}`);
 
 const ENV = "MG_TEST_PG_SESSIONS_URL";
-const GAP_MS = 1500;
+const GAP_MS = 3000;
 let server: PgServer;
 let sim: LlmSim;
 let dir: string;
@@ -132,6 +134,23 @@ describe.skipIf(Boolean(unavailable))("postgres: sessions shared by two gateway 
     expect(onA).toEqual(onB);
     expect(onA).toHaveLength(3);
     expect(onA[0]!.requests).toBe(20);
+    seen.push(onA[0]!.id);
+  });
+
+  it("a caller who goes on calling one instance is still in its session when the next request reaches the other one a gap after the first", async () => {
+    await pause();
+    const t0 = Date.now();
+    const ids = [await call(a)];
+    // Within half a gap: instance a continues the session without asking the store, and writes the time within a quarter gap.
+    await new Promise((r) => setTimeout(r, Math.max(0, t0 + 0.4 * GAP_MS - Date.now())));
+    ids.push(await call(a));
+    // A gap after the first request, less than a gap after the second: the session goes on, on b too.
+    await new Promise((r) => setTimeout(r, Math.max(0, t0 + 1.25 * GAP_MS - Date.now())));
+    ids.push(await call(b));
+    const recs = await stored(ids);
+    expect(recs[2]!.time - recs[0]!.time).toBeGreaterThan(GAP_MS);
+    expect(recs[2]!.time - recs[1]!.time).toBeLessThan(GAP_MS);
+    expect(new Set(recs.map((r) => r.sessionId)).size).toBe(1);
   });
 
   it("records waiting for their session when an instance closes are stored all the same", async () => {
@@ -140,5 +159,32 @@ describe.skipIf(Boolean(unavailable))("postgres: sessions shared by two gateway 
     await a.close();
     const recs = await stored(ids);
     expect(new Set(recs.map((r) => r.sessionId)).size).toBe(1);
+  });
+});
+
+describe.skipIf(Boolean(unavailable))("postgres: what shared sessions cost the store", () => {
+  it("a burst of one caller's requests costs each instance one statement, not one per request; the instances agree", async () => {
+    const open = () => openStore({ engine: "postgres", urlEnv: ENV, schema: "sessions_cost" }, { dataDir: "", retention: { mode: "metadata" } });
+    const [sa, sb] = await Promise.all([open(), open()]);
+    try {
+      const errors: Error[] = [];
+      const shared = (s: typeof sa) => new SharedSessions({ assignSession: s.assignSession!.bind(s), forgetSessions: s.forgetSessions!.bind(s) }, { idleGapMs: 60_000, onError: (e) => errors.push(e) });
+      const [x, y] = [shared(sa), shared(sb)];
+      const caller = { user: "ann@example.com", node: "laptop" };
+      const t = 1_700_000_000_000;
+      const onX = await Promise.all(Array.from({ length: 100 }, (_, i) => x.assign(caller, undefined, t + i)));
+      const onY = await Promise.all(Array.from({ length: 100 }, (_, i) => y.assign(caller, undefined, t + 100 + i)));
+      expect(new Set([...onX, ...onY]).size).toBe(1);
+      // One question each; the later times are written once, within a quarter gap (drain writes them at once).
+      expect(x.statements).toBe(1);
+      expect(y.statements).toBe(1);
+      await Promise.all([x.drain(), y.drain()]);
+      expect(x.statements + y.statements).toBeLessThanOrEqual(4);
+      // Another caller is another session.
+      expect(await y.assign({ user: "bob@example.com", node: "laptop" }, undefined, t + 300)).not.toBe(onX[0]);
+      expect(errors).toEqual([]);
+    } finally {
+      await Promise.all([sa.close(), sb.close()]);
+    }
   });
 });
