@@ -15,7 +15,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { requestApproval } from "../guard/approvals.js";
 import type { Decision, LlmTarget } from "../policy/types.js";
 import type { GatewayContext } from "./context.js";
-import { bodyFacts, clientSessionId, type Endpoint } from "./facts.js";
+import { bodyFacts, clientSessionId, requestParams, type Endpoint } from "./facts.js";
 import { clientHeaders, readBody, REQUEST_ID, sendError, TOO_LARGE } from "./http-util.js";
 import type { Route } from "./providers.js";
 import { finish, newCallState, type CallState } from "./record.js";
@@ -95,6 +95,8 @@ async function run(ctx: GatewayContext, st: CallState, req: IncomingMessage, res
   if (bf.maxTokens !== undefined) facts.maxTokens = bf.maxTokens;
   const sid = clientSessionId(req.headers);
   if (sid !== undefined) facts.clientSessionId = sid;
+  // The generation settings are read only for spans, which report them.
+  if (ctx.cfg.telemetry?.traces === true) facts.params = requestParams(ep, body);
   st.facts = facts;
 
   // 3. Policy.

@@ -15,9 +15,9 @@ import type { Router } from "./providers.js";
 import type { KeyScrubber } from "./scrub.js";
 import type { AdminRoute, Caller, CallFacts, GatewayStore, HookRunner, LogRecord, ModelPrice, QuotaManager, Retention } from "./types.js";
 
-/** Sessions names the session of a request (the store part's SessionTracker). */
+/** Sessions names the session of a request (the store part's SessionTracker, or SharedSessions when instances share the store: then it may have to ask the store). */
 export interface Sessions {
-  sessionOf(caller: Caller, clientSessionId: string | undefined, now: number): string;
+  sessionOf(caller: Caller, clientSessionId: string | undefined, now: number): string | Promise<string>;
 }
 
 /** Prices answers what a model costs and how long its answers can be (the quota part's price table). */

@@ -5,7 +5,7 @@
  * next client release with a new field is not broken by the gateway.
  */
 
-import type { ApiFormat, ApiOperation } from "./types.js";
+import type { ApiFormat, ApiOperation, RequestParams } from "./types.js";
 
 /** An API endpoint the path names; `model` when the path carries it (Gemini). */
 export interface Endpoint {
@@ -136,4 +136,89 @@ export function clientSessionId(headers: Record<string, string | string[] | unde
     if (typeof v === "string" && v !== "" && v.length <= 200) return v;
   }
   return undefined;
+}
+
+const num = (v: unknown): number | undefined => (typeof v === "number" && Number.isFinite(v) ? v : undefined);
+const text = (v: unknown): string | undefined => (typeof v === "string" && v !== "" && v.length <= 200 ? v : undefined);
+const rec = (v: unknown): Record<string, unknown> | undefined => (v !== null && typeof v === "object" && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined);
+
+/** Stop sequences as a list: OpenAI's `stop` may be one string. At most 16 kept, each at most 200 characters. */
+function stops(v: unknown): string[] | undefined {
+  const list = typeof v === "string" ? [v] : Array.isArray(v) ? v.filter((x): x is string => typeof x === "string") : [];
+  const out = list.slice(0, 16).map((x) => x.slice(0, 200));
+  return out.length > 0 ? out : undefined;
+}
+
+/** The output type of an OpenAI response_format / text.format type, or a Gemini responseMimeType. */
+function outputType(v: unknown): string | undefined {
+  switch (v) {
+    case "text":
+    case "text/plain":
+      return "text";
+    case "json_object":
+    case "json_schema":
+    case "application/json":
+    case "text/x.enum":
+      return "json";
+    default:
+      return undefined;
+  }
+}
+
+/**
+ * requestParams reads the generation settings of a request, for its span
+ * (the OpenTelemetry GenAI gen_ai.request.* attributes): OpenAI chat and
+ * Responses, Anthropic messages, Gemini generationConfig. Only what the
+ * request sets is returned; values of the wrong type are left out.
+ */
+export function requestParams(ep: Endpoint, body: Record<string, unknown>): RequestParams {
+  const p: RequestParams = {};
+  const set = <K extends keyof RequestParams>(k: K, v: RequestParams[K] | undefined) => {
+    if (v !== undefined) p[k] = v;
+  };
+  switch (ep.operation) {
+    case "openai.chat":
+      set("temperature", num(body.temperature));
+      set("topP", num(body.top_p));
+      set("stopSequences", stops(body.stop));
+      set("frequencyPenalty", num(body.frequency_penalty));
+      set("presencePenalty", num(body.presence_penalty));
+      set("seed", num(body.seed));
+      set("choiceCount", num(body.n));
+      set("outputType", outputType(rec(body.response_format)?.type) ?? (Array.isArray(body.modalities) && body.modalities.includes("audio") ? "speech" : undefined));
+      set("reasoningLevel", text(body.reasoning_effort));
+      break;
+    case "openai.responses":
+      set("temperature", num(body.temperature));
+      set("topP", num(body.top_p));
+      set("outputType", outputType(rec(rec(body.text)?.format)?.type));
+      set("reasoningLevel", text(rec(body.reasoning)?.effort));
+      set("previousResponseId", text(body.previous_response_id));
+      break;
+    case "anthropic.messages":
+      set("temperature", num(body.temperature));
+      set("topP", num(body.top_p));
+      set("topK", num(body.top_k));
+      set("stopSequences", stops(body.stop_sequences));
+      set("reasoningLevel", text(rec(body.output_config)?.effort));
+      break;
+    case "gemini.generate":
+    case "gemini.stream": {
+      const g = rec(body.generationConfig) ?? {};
+      set("temperature", num(g.temperature));
+      set("topP", num(g.topP));
+      set("topK", num(g.topK));
+      set("stopSequences", stops(g.stopSequences));
+      set("frequencyPenalty", num(g.frequencyPenalty));
+      set("presencePenalty", num(g.presencePenalty));
+      set("seed", num(g.seed));
+      set("choiceCount", num(g.candidateCount));
+      set("outputType", outputType(g.responseMimeType) ?? (Array.isArray(g.responseModalities) && g.responseModalities.includes("IMAGE") ? "image" : undefined));
+      set("reasoningLevel", text(rec(g.thinkingConfig)?.thinkingLevel));
+      break;
+    }
+    default:
+      break;
+  }
+  return p;
 }

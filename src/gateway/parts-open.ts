@@ -19,7 +19,7 @@ import { logRoutes } from "./logs-api.js";
 import { usageRoutes } from "./usage-api.js";
 import { maxOutputTokensOf, priceOf } from "./prices.js";
 import { createQuotaManager, type LevelReport } from "./quotas/manager.js";
-import { SessionTracker } from "./sessions.js";
+import { SessionTracker, SharedSessions } from "./sessions.js";
 import type { GatewayParts } from "./start.js";
 import { openStore, parseDuration, toRetention } from "./store/index.js";
 import type { Caller, Retention } from "./types.js";
@@ -77,7 +77,12 @@ export async function openParts(
     cleanup.push(() => h.close());
   }
 
-  const tracker = new SessionTracker(cfg.sessions ? { idleGapMs: parseDuration(cfg.sessions.idleGap)! } : {});
+  const idleGap = cfg.sessions ? { idleGapMs: parseDuration(cfg.sessions.idleGap)! } : {};
+  // A store shared by several instances (PostgreSQL) keeps the sessions too, so every instance names them alike.
+  const shared = store?.assignSession && store.forgetSessions ? new SharedSessions({ assignSession: store.assignSession.bind(store), forgetSessions: store.forgetSessions.bind(store) }, { ...idleGap, onError: warn }) : undefined;
+  const tracker = shared ?? new SessionTracker(idleGap);
+  // Runs first on close (cleanup runs in reverse): records waiting for their session reach the hooks and the store before those close.
+  if (shared) cleanup.push(() => shared.drain());
   return {
     store,
     quotas: qm,

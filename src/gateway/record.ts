@@ -10,7 +10,7 @@ import { randomUUID } from "node:crypto";
 import type { GatewayContext } from "./context.js";
 import { costOf } from "./prices.js";
 import type { Endpoint } from "./facts.js";
-import type { Caller, CallFacts, LogRecord, ModelPrice, Outcome, Reservation, Usage } from "./types.js";
+import type { AnswerFacts, Caller, CallFacts, LogRecord, ModelPrice, Outcome, Reservation, Usage } from "./types.js";
 
 export interface CallState {
   readonly id: string;
@@ -28,6 +28,8 @@ export interface CallState {
   reason: string | undefined;
   ruleId: string | undefined;
   usage: Usage | undefined;
+  /** What the answer said about itself (id, model, finish reasons). */
+  answer: AnswerFacts | undefined;
   price: ModelPrice | undefined;
   reservation: Reservation | undefined;
   /** performance.now() when the upstream request was sent / the first body byte reached the client. */
@@ -58,6 +60,7 @@ export function newCallState(ctx: GatewayContext, caller: Caller, ep: Endpoint, 
     reason: undefined,
     ruleId: undefined,
     usage: undefined,
+    answer: undefined,
     price: undefined,
     reservation: undefined,
     tUpstream: 0,
@@ -87,7 +90,18 @@ export function finish(ctx: GatewayContext, st: CallState): void {
     }
     const provider = st.facts?.provider ?? "";
     const model = st.facts?.model ?? st.model;
-    const sessionId = ctx.sessions.sessionOf(st.caller, st.facts?.clientSessionId, st.time);
+    const session = ctx.sessions.sessionOf(st.caller, st.facts?.clientSessionId, st.time);
+    // Sessions shared through the store are named once the store answers: the record waits for it (the answer has gone already).
+    if (typeof session === "string") record(ctx, st, end, usage, cost, provider, model, session);
+    else session.then((id) => record(ctx, st, end, usage, cost, provider, model, id), (err: unknown) => ctx.warn(err));
+  } catch (err) {
+    ctx.warn(err);
+  }
+}
+
+/** record appends the call's log record (per retention), hands it to the observers and sends the usage event. Never throws. */
+function record(ctx: GatewayContext, st: CallState, end: number, usage: Usage | undefined, cost: number | undefined, provider: string, model: string, sessionId: string): void {
+  try {
     const storing = ctx.store !== undefined && ctx.retention.mode !== "none";
     if (storing || ctx.observe !== undefined) {
       const c = st.caller;
@@ -110,6 +124,7 @@ export function finish(ctx: GatewayContext, st: CallState): void {
       if (usage !== undefined) rec.usage = usage;
       if (cost !== undefined) rec.costUsd = cost;
       if (st.tFirstByte > 0 && st.stream) rec.ttftMs = st.tFirstByte - st.t0;
+      if (st.answer !== undefined) rec.response = st.answer;
       if (storing) {
         if (ctx.retention.mode === "full") {
           if (st.requestHeaders !== undefined) rec.requestHeaders = st.requestHeaders;

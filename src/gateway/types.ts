@@ -73,6 +73,39 @@ export interface CallFacts {
   maxTokens?: number;
   /** A client session id (Claude Code's x-claude-code-session-id, or metadata) when the client sends one. */
   clientSessionId?: string;
+  /** The request's generation settings, read only when spans are on (they report them). */
+  params?: RequestParams;
+}
+
+/** RequestParams are the generation settings a request sets (each absent when it sets none), in every API's spelling read into one shape. */
+export interface RequestParams {
+  temperature?: number;
+  topP?: number;
+  topK?: number;
+  stopSequences?: string[];
+  frequencyPenalty?: number;
+  presencePenalty?: number;
+  seed?: number;
+  /** Generations asked for (OpenAI n, Gemini candidateCount). */
+  choiceCount?: number;
+  /** The kind of output asked for: "text", "json", "image" or "speech". */
+  outputType?: string;
+  /** The reasoning effort asked for, as sent (OpenAI reasoning_effort / reasoning.effort, Gemini thinkingLevel). */
+  reasoningLevel?: string;
+  /** The earlier response a Responses API request continues. */
+  previousResponseId?: string;
+}
+
+/** What an answer says about itself (./answer.ts); each part absent when the answer did not say. */
+export interface AnswerFacts {
+  /** The upstream's id of the answer ("chatcmpl-…", "msg_…", Gemini's responseId). */
+  id?: string;
+  /** The model that answered, as the upstream names it (often a dated version of the one asked for). */
+  model?: string;
+  /** Why each generation stopped, in the order of the choices or candidates, as the provider says it ("error": it never said). */
+  finishReasons?: string[];
+  /** Output tokens spent on reasoning (part of the output count). */
+  reasoningTokens?: number;
 }
 
 /** Token usage of one request; `estimated` when the upstream reported none. */
@@ -138,6 +171,8 @@ export interface LogRecord {
   durationMs: number;
   /** Request received → first body byte to the client (streams). */
   ttftMs?: number;
+  /** What the answer said about itself: its id, the model that answered, finish reasons. */
+  response?: AnswerFacts;
   /** Request headers, minus credentials. Full retention only. */
   requestHeaders?: Record<string, string>;
   requestBody?: string;
@@ -275,6 +310,18 @@ export interface GatewayStore {
    * the usage API answers 501.
    */
   usage?(q: UsageQuery): Promise<UsageRow[]>;
+  /**
+   * Session state shared by every instance on the store (PostgreSQL), for
+   * the requests of callers that send no session id of their own
+   * (../sessions.ts). Atomically: when the caller `key`'s session was
+   * active within `idleGapMs` of `time` (or later), it continues (its last
+   * activity moves up to `time`) and its id is returned; else `newId`
+   * starts a new one. Optional: without it each instance keeps sessions in
+   * memory (one process per store, as with SQLite).
+   */
+  assignSession?(key: string, time: number, idleGapMs: number, newId: string): Promise<string>;
+  /** Forgets the shared session state of callers idle since before `before` (epoch ms); returns how many. */
+  forgetSessions?(before: number): Promise<number>;
 
   close(): Promise<void>;
 }

@@ -18,6 +18,7 @@ import type { Route } from "./providers.js";
 import type { KeyScrubber } from "./scrub.js";
 import type { CallState } from "./record.js";
 import { jsonArrayTap, pipeStream, sseTap, stripTap, type StreamTap } from "./stream.js";
+import { answerOf } from "./answer.js";
 import { estimateUsage, StreamUsage, usageFromBody } from "./usage.js";
 import type { CallFacts } from "./types.js";
 import { errorEvent } from "./wire-errors.js";
@@ -154,6 +155,7 @@ async function wholeBack(ctx: GatewayContext, st: CallState, res: ServerResponse
       parsed = undefined;
     }
     st.usage = usageFromBody(facts.operation, parsed) ?? estimateUsage(facts.operation, requestBytes, parsed);
+    st.answer = answerOf(facts.operation, parsed);
   } else {
     st.outcome = "upstream_error";
     st.reason = `provider ${facts.provider} answered HTTP ${up.statusCode}: ${buf.subarray(0, 500).toString("utf8")}`;
@@ -204,9 +206,11 @@ async function streamBack(
   try {
     await pipeStream(up.body, res, tap, ctx.scrub, () => (st.tFirstByte = performance.now()), keep);
     st.usage = usage.result();
+    st.answer = usage.answer.result();
     res.end();
   } catch (err) {
     st.usage = usage.result();
+    st.answer = usage.answer.result(true);
     if (clientGone() || res.destroyed) {
       st.outcome = "client_aborted";
       st.reason = "the client closed the connection mid-stream; the upstream request was aborted";

@@ -10,6 +10,7 @@
  * from the request body and the text streamed, and marked `estimated`.
  */
 
+import { AnswerReader } from "./answer.js";
 import type { ApiOperation, Usage } from "./types.js";
 
 type Obj = Record<string, unknown>;
@@ -74,16 +75,21 @@ export function estimateTokens(chars: number): number {
 export class StreamUsage {
   private reported: Usage | undefined;
   private textChars = 0;
+  /** The answer's id, model and finish reasons, read from the same events. */
+  readonly answer: AnswerReader;
 
   constructor(
     private readonly op: ApiOperation,
     private readonly requestBytes: number,
-  ) {}
+  ) {
+    this.answer = new AnswerReader(op);
+  }
 
   /** event takes one parsed event (`data` as JSON); `name` is the SSE event name when there is one. */
   event(data: unknown, name?: string): void {
     const d = obj(data);
     if (!d) return;
+    this.answer.event(d, name);
     switch (this.op) {
       case "openai.chat": {
         const u = obj(d.usage);

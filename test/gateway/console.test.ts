@@ -5,12 +5,13 @@
 // node, admin by the tailnet grant). The upstream is the simulator.
 //
 // Screenshots are kept in .cache/test-artifacts/console/: user.png,
-// admin.png, denied.png.
+// admin.png, denied.png, and the chat with an Anthropic and a Gemini model
+// (chat-anthropic.png, chat-gemini.png).
 import { mkdirSync } from "node:fs";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
-import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
+import { chromium, type Browser, type BrowserContext, type Locator, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connect, type Connection } from "../../src/connect/index.js";
 import type { LogRecord } from "../../src/gateway/index.js";
@@ -77,6 +78,18 @@ async function open(fwd: Connection): Promise<{ ctx: BrowserContext; page: Page;
   return { ctx, page, base: `${fwd.forwards[0]!.url}/console/` };
 }
 
+/**
+ * Lets a lockstep stream (the simulator's) run to its end one chunk at a
+ * time, while `msg` shows it streaming: a permit is given only to a stream
+ * that waits for one, so none is left over for the next test's stream.
+ */
+async function release(msg: Locator): Promise<void> {
+  while ((await msg.getAttribute("data-streaming")) === "true") {
+    const blocked = await Promise.race([t.sim.waiting().then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 50))]);
+    if (blocked) t.sim.next();
+  }
+}
+
 /** The user column of every row of the logs table. */
 const logUsers = (page: Page) => page.locator('[data-testid="logs"] tbody tr[data-id] td:nth-child(2)').allInnerTexts();
 
@@ -140,8 +153,7 @@ describe.skipIf(Boolean(unavailable))("the console in Chromium", () => {
         await t.sim.waiting();
         await expect.poll(async () => (await answer.innerText()).replace("▍", "").length).toBeGreaterThan(first.length);
         expect(await streaming.getAttribute("data-streaming")).toBe("true");
-        t.sim.next(10);
-        await expect.poll(() => streaming.getAttribute("data-streaming")).toBe("false");
+        await release(streaming);
       } finally {
         t.sim.options.lockstep = false;
       }
@@ -264,6 +276,64 @@ describe.skipIf(Boolean(unavailable))("the console in Chromium", () => {
       // The gateway holds it too (not only the page).
       const state = await (await fetch(`${aliceFwd.forwards[0]!.url}/meshguard/v1/buckets/${encodeURIComponent(key)}`)).json();
       expect(state.level).toBe(CAPACITY);
+    });
+
+    it("chats with Anthropic and Gemini models too, each in its own API, streamed, logged as her own call", async () => {
+      const me = await (await fetch(`${aliceFwd.forwards[0]!.url}/meshguard/v1/whoami`)).json();
+      const cases = [
+        { format: "anthropic", model: "claude-sonnet-4-5", operation: "anthropic.messages", path: "/v1/messages" },
+        { format: "gemini", model: "gemini-2.5-flash", operation: "gemini.stream", path: "/v1beta/models/gemini-2.5-flash:streamGenerateContent" },
+      ] as const;
+      for (const c of cases) {
+        await page.goto(`${base}#/chat`);
+        const select = page.locator('select[name="model"]');
+        // Every API's models, grouped by API, as the gateway lists them to her.
+        await expect.poll(() => select.locator("optgroup").evaluateAll((gs) => gs.map((g) => g.getAttribute("label")))).toEqual(["OpenAI API", "Anthropic API", "Gemini API"]);
+        const value = await select.evaluate((s: HTMLSelectElement, c) => Array.from(s.options).find((o) => o.dataset.format === c.format && o.text === c.model)?.value, c);
+        expect(value).toBeDefined();
+        await select.selectOption(value!);
+        const last = page.locator('.msg[data-role="assistant"]').last();
+        const ask = async (prompt: string) => {
+          t.sim.reset();
+          t.sim.options.lockstep = true;
+          try {
+            await page.fill("textarea", prompt);
+            await page.keyboard.press("Enter");
+            // The provider has sent the first chunk and waits: the page shows it while still streaming.
+            await t.sim.waiting();
+            await expect.poll(async () => (await last.locator(".text").innerText()).replace("▍", "")).not.toBe("");
+            expect(await last.getAttribute("data-streaming")).toBe("true");
+            await release(last);
+          } finally {
+            t.sim.options.lockstep = false;
+          }
+          expect(await page.locator('[data-testid="problem"]').count()).toBe(0);
+          return t.sim.requests.at(-1)!;
+        };
+        const first = await ask(`Hello ${c.format}`);
+        expect(first.path).toBe(c.path);
+        // A second turn carries the first, in the API's own shape.
+        const second = await ask("And again");
+        if (c.format === "anthropic") {
+          expect(second.body).toMatchObject({ model: c.model, stream: true, max_tokens: 1024 });
+          expect(second.body.messages.map((m: { role: string }) => m.role)).toEqual(["user", "assistant", "user"]);
+        } else {
+          expect(second.query).toContain("alt=sse");
+          expect(second.body.contents.map((m: { role: string }) => m.role)).toEqual(["user", "model", "user"]);
+        }
+        const text = (await last.locator(".text").innerText()).trim();
+        expect(text).not.toBe("");
+        await page.screenshot({ path: join(ARTIFACTS, `chat-${c.format}.png`), fullPage: true });
+        const id = decodeURIComponent((await last.locator('[data-testid="logged"]').getAttribute("href"))!.split("/").pop()!);
+        const [rec] = await records((r) => r.id === id);
+        expect(rec).toMatchObject({ caller: { user: me.user, node: "alice-browser" }, model: c.model, operation: c.operation, stream: true, outcome: "ok" });
+        // The request page assembles the same text from the stored stream.
+        await page.goto(`${base}#/logs/${encodeURIComponent(id)}`);
+        await expect.poll(() => page.locator('[data-testid="assembled"]').innerText()).toBe(text);
+        // What the answer said about itself, as the gateway read it from the stream.
+        expect(rec!.response?.finishReasons).toEqual([c.format === "anthropic" ? "end_turn" : "STOP"]);
+        expect(await page.locator('[data-testid="request"] .facts').allInnerTexts()).toEqual(expect.arrayContaining([expect.stringMatching(new RegExp(`Finish reason\\s+${rec!.response!.finishReasons![0]}`))]));
+      }
     });
 
     it("gives each client's settings with the gateway's address and the caller's models", async () => {

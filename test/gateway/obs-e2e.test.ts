@@ -223,11 +223,14 @@ describe("what a run of known requests shows", () => {
       "gen_ai.request.max_tokens": 7,
       "gen_ai.usage.input_tokens": rec.usage!.inputTokens,
       "gen_ai.usage.output_tokens": 7,
-      "gen_ai.conversation.id": rec.sessionId,
+      "meshguard.session.id": rec.sessionId,
+      "gen_ai.response.finish_reasons": ["length"],
       "http.response.status_code": 200,
       "meshguard.caller.node": "loopback",
     });
     expect(chat.attributes["error.type"]).toBeUndefined();
+    // The gateway's idle-gap session is no conversation id of the client's (the conventions forbid a made-up one).
+    expect(chat.attributes["gen_ai.conversation.id"]).toBeUndefined();
     expect(chat.status.code).toBe(SpanStatusCode.UNSET);
     // The span covers the request: its duration is the record's.
     const ms = (t: [number, number]) => t[0] * 1000 + t[1] / 1e6;
@@ -235,6 +238,7 @@ describe("what a run of known requests shows", () => {
     const stream = spans.find((s) => s.attributes["gen_ai.provider.name"] === "anthropic")!;
     expect(stream.attributes["gen_ai.response.time_to_first_chunk"]).toBeGreaterThan(0);
     expect(stream.attributes["gen_ai.request.stream"]).toBe(true);
+    expect(stream.attributes["gen_ai.response.finish_reasons"]).toEqual(["end_turn"]);
     const denied = spans.find((s) => s.attributes["gen_ai.request.model"] === "gpt-4.1")!;
     expect(denied.attributes["error.type"]).toBe("denied");
     expect(denied.status.code).toBe(SpanStatusCode.ERROR);

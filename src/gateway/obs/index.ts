@@ -56,7 +56,7 @@ export function createObservability(
   const telemetry = cfg.telemetry ?? { metrics: true, processMetrics: true, traces: false };
   const log = createGatewayLog(cfg.log, scrub, opts.log);
   const metrics = telemetry.metrics ? new GatewayMetrics({ processMetrics: telemetry.processMetrics, inflight: deps.inflight }) : undefined;
-  const spans = telemetry.traces ? new GenAiSpans(opts.tracerProvider) : undefined;
+  const spans = telemetry.traces ? new GenAiSpans(opts.tracerProvider, cfg.providers) : undefined;
   const alerts =
     cfg.alerts === undefined
       ? undefined

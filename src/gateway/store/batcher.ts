@@ -1,25 +1,36 @@
 /**
- * LogBatcher keeps log appends off the request path: `push` only queues the
- * record; a timer writes everything queued in one batch per flush interval
- * (so a crash loses at most one interval). A failed write keeps the records
- * for the next try, up to `maxPending`; past that the oldest are dropped and
- * counted (memory must not grow without bound while a disk is full).
+ * LogBatcher is the log path of every store engine (SQLite, PostgreSQL):
+ * `append` only queues the record, so it never holds up the request path; a
+ * timer writes everything queued in one batch per flush interval (so a
+ * crash loses at most one interval). At write time each record is turned
+ * into its stored row (retention applied, provider keys scrubbed:
+ * ./record.ts); the engine only writes rows. A failed write keeps the
+ * records for the next try, at most once a second, up to `maxPending`; past
+ * that the oldest are dropped and counted (memory must not grow without
+ * bound while a disk is full or the database is away).
  *
- * Invariant: batches are written one at a time, in append order; `flush()`
- * resolves once every record pushed before the call is written (or rejects
- * with the write error, the records kept).
+ * Invariants: batches are written one at a time, in append order; `flush()`
+ * resolves once every record appended before the call is written (or
+ * rejects with the write error, the records kept); `close()` writes
+ * everything appended before it returns, and reports what it could not
+ * write; nothing appended after close is kept; retention "none" keeps
+ * nothing.
  */
 import { ErrorCode, MeshguardError } from "../../errors.js";
-import type { LogRecord } from "../types.js";
+import type { LogRecord, Retention } from "../types.js";
+import { toRow, type LogRow, type Secrets } from "./record.js";
 
 /** The least time between retries of a failed write (a failing disk is not hammered every 100 ms). */
 const RETRY_MS = 1_000;
 
 export interface LogBatcherOptions {
   intervalMs: number;
-  /** Writes one batch durably; throws (or rejects) when it could not. */
-  write(batch: LogRecord[]): void | Promise<void>;
-  /** Told about write failures and dropped records; never throws into the caller. */
+  retention: Retention;
+  /** Provider keys: removed from every field of every record before it is written. */
+  secrets: Secrets;
+  /** Writes one batch of rows durably (all or nothing); throws (or rejects) when it could not. Never called with no rows. */
+  write(rows: LogRow[]): void | Promise<void>;
+  /** Told about write failures, dropped and lost records. */
   onError(err: MeshguardError): void;
   /** Records kept in memory while writes fail; default 100,000. */
   maxPending?: number;
@@ -35,6 +46,8 @@ export class LogBatcher {
   #chain: Promise<void> = Promise.resolve();
   #dropped = 0;
   #stopped = false;
+  #closed = false;
+  #closing: Promise<void> | undefined;
 
   constructor(o: LogBatcherOptions) {
     this.#o = { maxPending: 100_000, maxBatch: 5_000, ...o };
@@ -45,14 +58,26 @@ export class LogBatcher {
     return this.#pending.length;
   }
 
-  push(rec: LogRecord): void {
-    this.#pending.push(rec);
-    if (this.#pending.length > this.#o.maxPending) this.#drop(this.#pending.length - this.#o.maxPending);
-    this.#schedule(this.#o.intervalMs);
+  /** Records dropped so far because more than maxPending were waiting. */
+  get dropped(): number {
+    return this.#dropped;
   }
 
-  /** Writes everything pending now; rejects with the write error when a batch fails (a retry is then scheduled). */
+  /** Queues `rec`; never throws and never waits (the request path calls it). Ignored once closed, and under retention "none". */
+  append(rec: LogRecord): void {
+    if (this.#closed || this.#o.retention.mode === "none") return;
+    try {
+      this.#pending.push(rec);
+      if (this.#pending.length > this.#o.maxPending) this.#drop(this.#pending.length - this.#o.maxPending);
+      this.#schedule(this.#o.intervalMs);
+    } catch {
+      // only onError can throw here; the request must not see it.
+    }
+  }
+
+  /** Writes everything pending now; rejects with the write error when a batch fails (a retry is then scheduled). Resolves at once when closed. */
   flush(): Promise<void> {
+    if (this.#closed) return Promise.resolve();
     this.#cancel();
     const done = (this.#chain = this.#chain.then(() => this.#drain()));
     // A failure is the caller's to handle, not also an unhandled rejection
@@ -63,10 +88,32 @@ export class LogBatcher {
     return done;
   }
 
-  /** Stops the timer for good (the store is closing); pending records stay until flush(). */
-  stop(): void {
+  /**
+   * Stops the timer and writes everything pending, once (later calls return
+   * the same promise); never rejects: what cannot be written is reported
+   * through onError as lost. Records appended while it writes are written
+   * too; after it resolves, nothing more is kept.
+   */
+  close(): Promise<void> {
+    return (this.#closing ??= this.#close());
+  }
+
+  async #close(): Promise<void> {
     this.#stopped = true;
     this.#cancel();
+    // At least once (a flush waits for a batch a timer is writing), then
+    // until nothing is pending: a record appended meanwhile is written too.
+    do {
+      try {
+        await this.flush();
+      } catch (err) {
+        const why = err instanceof Error ? err.message : String(err);
+        this.#o.onError(new MeshguardError(ErrorCode.STORE_FAILED, `closing: ${this.#pending.length} log record(s) could not be written and are lost: ${why}`, { cause: err }));
+        break;
+      }
+    } while (this.#pending.length > 0);
+    this.#closed = true;
+    this.#pending = [];
   }
 
   #schedule(ms: number): void {
@@ -85,15 +132,30 @@ export class LogBatcher {
 
   async #drain(): Promise<void> {
     while (this.#pending.length > 0) {
-      const batch = this.#pending.splice(0, this.#o.maxBatch);
+      const { rows, kept } = this.#rows(this.#pending.splice(0, this.#o.maxBatch));
       try {
-        await this.#o.write(batch);
+        if (rows.length > 0) await this.#o.write(rows);
       } catch (err) {
-        this.#pending.unshift(...batch);
+        this.#pending.unshift(...kept);
         if (this.#pending.length > this.#o.maxPending) this.#drop(this.#pending.length - this.#o.maxPending);
         throw err;
       }
     }
+  }
+
+  /** The stored rows of `batch`, and the records they came from (what a failed write puts back): a record that cannot be turned into a row is dropped alone and reported. */
+  #rows(batch: LogRecord[]): { rows: LogRow[]; kept: LogRecord[] } {
+    const rows: LogRow[] = [];
+    const kept: LogRecord[] = [];
+    for (const rec of batch) {
+      try {
+        const row = toRow(rec, this.#o.retention, this.#o.secrets);
+        if (row) rows.push(row), kept.push(rec);
+      } catch (err) {
+        this.#o.onError(asStoreError(err, "a log record could not be stored and was dropped"));
+      }
+    }
+    return { rows, kept };
   }
 
   #drop(n: number): void {

@@ -80,6 +80,17 @@ export const MIGRATIONS: readonly ((s: string) => string)[] = [
   UPDATE ${s}.logs SET model = coalesce(meta::json ->> 'model', '') WHERE strpos(meta, '\\u0000') = 0;
   CREATE INDEX logs_model_time ON ${s}.logs (model, time, seq);
   `,
+  // 3: the open session of each caller without a session id of its own,
+  // shared by every instance (../sessions.ts). `caller` is a hash of user
+  // and node; `last` its latest request (epoch ms).
+  (s) => `
+  CREATE TABLE ${s}.sessions (
+    caller text PRIMARY KEY,
+    id text NOT NULL,
+    last bigint NOT NULL
+  );
+  CREATE INDEX sessions_last ON ${s}.sessions (last);
+  `,
 ];
 
 /** migrate brings `schema` to the newest version, creating it (and its tables) when missing. */

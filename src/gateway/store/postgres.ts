@@ -2,8 +2,9 @@
  * The PostgreSQL engine of the gateway store: what several gateway
  * instances share (issue 9).
  *
- * - Log records are batched by a LogBatcher (as in SQLite) and written with
- *   one multi-row INSERT per flush interval, off the request path; a record
+ * - Log records are batched by the LogBatcher SQLite uses too (./batcher.ts)
+ *   and written with one multi-row INSERT per flush interval, off the
+ *   request path; a record
  *   id is stored at most once, so a batch retried after an unknown outcome
  *   never logs a request twice (./postgres-logs.ts).
  * - Bucket transactions run under row locks taken in key order
@@ -20,13 +21,13 @@ import { randomUUID } from "node:crypto";
 import type { Pool } from "pg";
 import { ErrorCode, MeshguardError } from "../../errors.js";
 import type { BucketState, GatewayStore, LogQuery, LogRecord, Reservation, Retention, SessionSummary, UsageQuery, UsageRow } from "../types.js";
-import { LogBatcher, asStoreError } from "./batcher.js";
+import { LogBatcher } from "./batcher.js";
 import { BucketTx, type TxFn } from "./postgres-buckets.js";
 import { InstanceRegistry, toReservation } from "./postgres-instances.js";
 import * as logs from "./postgres-logs.js";
 import { checkout, createPool, isConnectionFailure, pgError, release, type PgTarget } from "./postgres-pool.js";
 import { ident, migrate } from "./postgres-schema.js";
-import { prepareSecrets, toRow, type LogRow, type Secrets } from "./record.js";
+import { prepareSecrets, type LogRow } from "./record.js";
 import { startPruning, type OnPruned } from "./retention.js";
 
 export interface PostgresStoreOptions {
@@ -57,7 +58,6 @@ export class PostgresStore implements GatewayStore {
   readonly #o: PostgresStoreOptions;
   readonly #s: string;
   readonly #batcher: LogBatcher;
-  readonly #secrets: Secrets;
   readonly #tx: BucketTx;
   readonly #instance: InstanceRegistry;
   readonly #stopPruning: () => void;
@@ -72,11 +72,12 @@ export class PostgresStore implements GatewayStore {
     this.#o = o;
     this.#s = ident(o.schema);
     this.#instance = instance;
-    this.#secrets = prepareSecrets(o.secrets);
     this.#tx = new BucketTx(pool, this.#s, instance.id, (err) => this.#error(err, "could not run a bucket transaction"));
     this.#batcher = new LogBatcher({
       intervalMs: o.flushIntervalMs,
-      write: (batch) => this.#writeBatch(batch),
+      retention: o.retention,
+      secrets: prepareSecrets(o.secrets),
+      write: (rows) => this.#writeBatch(rows),
       onError: o.onError,
       ...(o.maxPending === undefined ? {} : { maxPending: o.maxPending }),
     });
@@ -118,16 +119,10 @@ export class PostgresStore implements GatewayStore {
 
   /** Queues `rec`; never throws and never waits (the request path calls it). */
   appendLog(rec: LogRecord): void {
-    if (this.#closed || this.#o.retention.mode === "none") return;
-    try {
-      this.#batcher.push(rec);
-    } catch {
-      // push only throws if onError does; the request must not see it.
-    }
+    this.#batcher.append(rec);
   }
 
   flush(): Promise<void> {
-    if (this.#closed) return Promise.resolve();
     return this.#batcher.flush();
   }
 
@@ -182,6 +177,30 @@ export class PostgresStore implements GatewayStore {
     return this.#read(() => this.#instance.recoverable(), "could not read the reservations of gone gateway instances");
   }
 
+  /**
+   * One statement, so atomic across instances: the row of `key` is locked by
+   * the upsert, and its session continues when its last request is within
+   * the gap of `time` (a request older than the last one, from a concurrent
+   * call, continues it too).
+   */
+  assignSession(key: string, time: number, idleGapMs: number, newId: string): Promise<string> {
+    return this.#read(async () => {
+      const { rows } = await this.#pool.query<{ id: string }>(
+        `INSERT INTO ${this.#s}.sessions AS o (caller, id, last) VALUES ($1, $2, $3)
+         ON CONFLICT (caller) DO UPDATE SET
+           id = CASE WHEN excluded.last - o.last > $4 THEN excluded.id ELSE o.id END,
+           last = greatest(o.last, excluded.last)
+         RETURNING id`,
+        [key, newId, Math.trunc(time), Math.trunc(idleGapMs)],
+      );
+      return rows[0]!.id;
+    }, "could not assign a session");
+  }
+
+  forgetSessions(before: number): Promise<number> {
+    return this.#read(async () => (await this.#pool.query(`DELETE FROM ${this.#s}.sessions WHERE last < $1`, [Math.trunc(before)])).rowCount ?? 0, "could not forget idle sessions");
+  }
+
   listBuckets(): Promise<BucketState[]> {
     return this.#read(async () => {
       const { rows } = await this.#pool.query<{ key: string; level: number; updated_at: number }>(
@@ -198,12 +217,7 @@ export class PostgresStore implements GatewayStore {
   async #close(): Promise<void> {
     this.#stopPruning();
     this.#instance.stop();
-    this.#batcher.stop();
-    try {
-      await this.#batcher.flush();
-    } catch (err) {
-      this.#o.onError(this.#error(err, `closing: ${this.#batcher.pending} log record(s) could not be written and are lost`));
-    }
+    await this.#batcher.close();
     this.#closed = true;
     try {
       await this.#instance.unregister();
@@ -220,17 +234,7 @@ export class PostgresStore implements GatewayStore {
    * are written one by one and a row refused alone is dropped and reported:
    * one bad record must not hold up every later batch.
    */
-  async #writeBatch(batch: LogRecord[]): Promise<void> {
-    const rows = batch.flatMap((rec) => {
-      try {
-        const row = toRow(rec, this.#o.retention, this.#secrets);
-        return row ? [row] : [];
-      } catch (err) {
-        this.#o.onError(asStoreError(err, "a log record could not be stored and was dropped"));
-        return [];
-      }
-    });
-    if (rows.length === 0) return;
+  async #writeBatch(rows: LogRow[]): Promise<void> {
     try {
       await this.#insert(rows);
       return;

@@ -1,8 +1,9 @@
 /**
  * The SQLite engine of the gateway store (node:sqlite, one file, WAL).
  *
- * - Log records are batched by a LogBatcher and written one transaction per
- *   flush interval; appendLog only queues.
+ * - Log records are batched by the LogBatcher PostgreSQL uses too
+ *   (./batcher.ts) and written one transaction per flush interval;
+ *   appendLog only queues.
  * - Log writes, prunes, checkpoints and reads run on a worker thread with a
  *   connection of its own (./sqlite-thread.ts), so none of them holds up
  *   the event loop; without a worker they run inline on the main
@@ -21,7 +22,7 @@ import { ErrorCode, MeshguardError } from "../../errors.js";
 import type { BucketState, GatewayStore, LogQuery, LogRecord, Reservation, Retention, SessionSummary, UsageQuery, UsageRow } from "../types.js";
 import { LogBatcher, asStoreError } from "./batcher.js";
 import { decodeCursor, encodeCursor } from "./cursor.js";
-import { fromRow, prepareSecrets, toRow, type Secrets } from "./record.js";
+import { fromRow, prepareSecrets, type LogRow } from "./record.js";
 import { startPruning, type OnPruned } from "./retention.js";
 import { clampLimit, logFilters, usageRows, usageSql, whereSql } from "./query.js";
 import { migrate } from "./sqlite-schema.js";
@@ -60,7 +61,6 @@ export class SqliteStore implements GatewayStore {
   readonly #db: DatabaseSync;
   readonly #o: SqliteStoreOptions;
   readonly #batcher: LogBatcher;
-  readonly #secrets: Secrets;
   readonly #stmts = new Map<string, StatementSync>();
   #runner: SqlRunner;
   readonly #stopPruning: () => void;
@@ -71,10 +71,11 @@ export class SqliteStore implements GatewayStore {
     this.#db = db;
     this.#o = o;
     this.#runner = runner ?? inlineRunner(db, (sql) => this.#stmt(sql));
-    this.#secrets = prepareSecrets(o.secrets);
     this.#batcher = new LogBatcher({
       intervalMs: o.flushIntervalMs,
-      write: (batch) => this.#writeBatch(batch),
+      retention: o.retention,
+      secrets: prepareSecrets(o.secrets),
+      write: (rows) => this.#writeBatch(rows),
       onError: o.onError,
       ...(o.maxPending === undefined ? {} : { maxPending: o.maxPending }),
     });
@@ -122,16 +123,10 @@ export class SqliteStore implements GatewayStore {
 
   /** Queues `rec`; never throws and never waits (the request path calls it). */
   appendLog(rec: LogRecord): void {
-    if (this.#closed || this.#o.retention.mode === "none") return;
-    try {
-      this.#batcher.push(rec);
-    } catch {
-      // push only throws if onError does; the request must not see it.
-    }
+    this.#batcher.append(rec);
   }
 
   flush(): Promise<void> {
-    if (this.#closed) return Promise.resolve();
     return this.#batcher.flush();
   }
 
@@ -245,12 +240,7 @@ export class SqliteStore implements GatewayStore {
 
   async #close(): Promise<void> {
     this.#stopPruning();
-    this.#batcher.stop();
-    try {
-      await this.#batcher.flush();
-    } catch (err) {
-      this.#o.onError(asStoreError(err, `closing: ${this.#batcher.pending} log record(s) could not be written and are lost`));
-    }
+    await this.#batcher.close();
     this.#closed = true;
     await this.#runner.close();
     this.#stmts.clear();
@@ -258,17 +248,7 @@ export class SqliteStore implements GatewayStore {
   }
 
   /** Writes one batch in one transaction; all or nothing. */
-  async #writeBatch(batch: LogRecord[]): Promise<void> {
-    const rows = batch.flatMap((rec) => {
-      try {
-        const row = toRow(rec, this.#o.retention, this.#secrets);
-        return row ? [row] : [];
-      } catch (err) {
-        this.#o.onError(asStoreError(err, "a log record could not be stored and was dropped"));
-        return [];
-      }
-    });
-    if (rows.length === 0) return;
+  async #writeBatch(rows: LogRow[]): Promise<void> {
     try {
       await this.#runner.writeLogs(rows);
     } catch (err) {

@@ -5,17 +5,8 @@
 import { html } from "../lib/html.js";
 import { int, ms, pretty, time, usd } from "../lib/format.js";
 import { href } from "../lib/route.js";
+import { deltas } from "../lib/stream.js";
 import { Code, Loading, Problem, useApi } from "../lib/ui.js";
-
-/** The text deltas of one streamed event, in any of the APIs the gateway proxies. */
-function deltas(ev) {
-  const out = [];
-  for (const c of ev?.choices ?? []) if (typeof c?.delta?.content === "string") out.push(c.delta.content); // OpenAI chat
-  if (ev?.type === "response.output_text.delta" && typeof ev.delta === "string") out.push(ev.delta); // OpenAI responses
-  if (ev?.type === "content_block_delta" && typeof ev.delta?.text === "string") out.push(ev.delta.text); // Anthropic
-  for (const c of ev?.candidates ?? []) for (const p of c?.content?.parts ?? []) if (typeof p?.text === "string") out.push(p.text); // Gemini
-  return out;
-}
 
 /** assemble returns the text a streamed answer carried, or undefined when none can be read from it. */
 export function assemble(body) {
@@ -64,6 +55,9 @@ export function RequestPage({ id }) {
         ${row("Provider / model", `${r.provider} / ${r.model}`)}
         ${row("Streamed", r.stream ? "yes" : "no")}
         ${row("Outcome", `${r.status} ${r.outcome}`)}
+        ${row("Answered by", r.response?.model)}
+        ${row("Finish reason", r.response?.finishReasons?.join(", "))}
+        ${row("Upstream's id", r.response?.id)}
         ${row("Why", r.reason)}
         ${row("Rule", r.ruleId)}
         ${row("Tokens", r.usage ? `${int(r.usage.inputTokens)} in, ${int(r.usage.outputTokens)} out${r.usage.cacheReadTokens ? `, ${int(r.usage.cacheReadTokens)} cache read` : ""}${r.usage.cacheWriteTokens ? `, ${int(r.usage.cacheWriteTokens)} cache write` : ""}${r.usage.estimated ? " (estimated)" : ""}` : undefined)}
