@@ -8,6 +8,7 @@ import { announceConnection, judgeDial } from "./dial-channel.js";
 import { ErrorCode, MeshguardError } from "./errors.js";
 import { fetchHasSubscribers, publishFetch } from "./fetch-channel.js";
 import { progressReporter } from "./progress.js";
+import { markDialed, TailnetAgent, watchCreatedRequests } from "./tailnet-http.js";
 
 export type { PeerInfo as Peer } from "./backend/protocol.js";
 export type { ProgressEvent, ProgressPhase, StartOptions, TailnetIdentity } from "./config.js";
@@ -100,6 +101,7 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
   private closed = false;
   private closing?: Promise<void>;
   private dispatcher?: Agent;
+  private agents: { http?: TailnetAgent; https?: TailnetAgent } = {};
   /** Tag owners and groups as the followed policy says (setTailnetIdentity); the start options override them per key. */
   private identity: Required<TailnetIdentity> = { tagOwners: {}, groups: {} };
 
@@ -115,6 +117,7 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
     this.onlineMs = up.onlineMs;
     this.releaseHold = hold;
     this.unsubscribe = unsubscribe;
+    watchCreatedRequests();
   }
 
   /**
@@ -296,6 +299,7 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
       throw new MeshguardError(ErrorCode.CLOSED, "dial: node closed while dialing");
     }
     const sock = this.wrap(conn, opts.allowHalfOpen ?? false);
+    markDialed(sock, { node: this, host, port, tls: false });
     announceConnection(this, host, port, sock);
     return sock;
   }
@@ -395,6 +399,40 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
   }
 
   /**
+   * httpAgent is a keep-alive node:http Agent whose connections are tailnet
+   * dials of this node: `http.get("http://billing/v2/x", { agent: node.httpAgent })`,
+   * or the `httpAgent` option of axios, got and other clients. Its requests
+   * are published on FETCH_CHANNEL like a fetch (src/tailnet-http.ts), so
+   * the tokens client adds their bearer token.
+   */
+  get httpAgent(): import("node:http").Agent {
+    this.assertOpen("httpAgent");
+    return (this.agents.http ??= new TailnetAgent((host, port, cb) => void this.dial(host, port).then((s) => cb(null, s), cb), false));
+  }
+
+  /** httpsAgent is httpAgent for https: TLS over the tailnet dial, with the `tls` options given at start (as fetch uses). */
+  get httpsAgent(): import("node:http").Agent {
+    this.assertOpen("httpsAgent");
+    return (this.agents.https ??= new TailnetAgent((host, port, cb) => {
+      Promise.all([this.dial(host, port), import("node:tls")]).then(([sock, { default: tls }]) => {
+        const t = this.opts.tls;
+        const ts = tls.connect({
+          socket: sock,
+          ...(net.isIP(host) ? {} : { servername: host }),
+          ...(t?.ca ? { ca: t.ca } : {}),
+          ...(t?.cert ? { cert: t.cert } : {}),
+          ...(t?.key ? { key: t.key } : {}),
+          rejectUnauthorized: t?.rejectUnauthorized ?? true,
+          ALPNProtocols: ["http/1.1"],
+        });
+        markDialed(ts, { node: this, host, port, tls: true });
+        ts.once("secureConnect", () => cb(null, ts));
+        ts.once("error", (e) => cb(e));
+      }, cb);
+    }, true));
+  }
+
+  /**
    * whois says who is behind a tailnet connection or address ("ip", "ip:port",
    * or a socket from dial/listen): node, tags, user, the humans accountable
    * for it, and the app capabilities granted to it.
@@ -465,6 +503,8 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
       for (const release of [...this.listenerHolds.values()]) release();
       const d = this.dispatcher;
       this.dispatcher = undefined;
+      for (const a of Object.values(this.agents)) a.destroy();
+      this.agents = {};
       await d?.destroy().catch(() => {});
       try {
         await this.backend.call("close", { node: this.handle, logout: this.opts.ephemeral });
