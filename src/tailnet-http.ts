@@ -18,13 +18,16 @@
  *
  * How requests are found. The node's agents mark each request they are
  * given; any other request is marked when Node publishes it on the
- * `http.client.request.created` diagnostics channel (Node ≥ 22.12), which
- * happens before its connection exists (subscribed once a MeshNode exists;
- * the subscriber does nothing while nobody follows FETCH_CHANNEL). One case is not seen: an agent the
- * caller wrote that hands a request a kept-alive socket at once (Node does
- * that inside the request's constructor, before the channel is published).
- * Such a request goes out as written — without credentials, never with
- * someone else's; the node's own `httpAgent` has no such gap.
+ * `http.client.request.created` diagnostics channel (Node ≥ 22.12; the
+ * channel is subscribed once a MeshNode exists, and the subscriber does
+ * nothing while nobody follows FETCH_CHANNEL). That channel is published
+ * at the end of the request's constructor: before its connection exists,
+ * except when an Agent hands it a kept-alive socket (`reusedSocket`), which
+ * Node does inside the constructor and attaches on the next tick. Such a
+ * request is held instead when Node first flushes it to its socket: until
+ * the holds settle, what the caller writes is buffered exactly as Node
+ * buffers it before a request has a socket (the guard's technique,
+ * src/guard/http.ts, applied to this one request).
  *
  * Headers. Subscribers see the request's headers as a WHATWG `Headers`
  * (the same message shape as a fetch); what they set or delete is applied
@@ -89,8 +92,85 @@ export function watchCreatedRequests(): void {
   dc.subscribe("http.client.request.created", (m) => {
     if (!fetchHasSubscribers()) return;
     const req = (m as { request?: unknown }).request;
-    if (req instanceof http.ClientRequest) watchRequest(req);
+    if (!(req instanceof http.ClientRequest)) return;
+    if (req.reusedSocket) watchReused(req);
+    else watchRequest(req);
   });
+}
+
+/**
+ * watchReused holds a request that was handed a kept-alive socket in its
+ * constructor: Node attaches the socket on the next tick and then calls
+ * `_flush`, which is where it is published (one use, an own property in
+ * front of the prototype's, like onSocket above).
+ */
+function watchReused(req: http.ClientRequest): void {
+  if (watched.has(req)) return;
+  watched.add(req);
+  Object.defineProperty(req, "_flush", { value: reusedFlush, writable: true, configurable: true, enumerable: false });
+}
+
+function reusedFlush(this: Req): unknown {
+  const self = this as unknown as Record<string, unknown>;
+  delete self._flush;
+  const flush = () => (this as unknown as { _flush(): unknown })._flush();
+  const socket = this.socket;
+  const info = socket ? dialed.get(socket) : undefined;
+  if (info === undefined || !fetchHasSubscribers() || !this.path.startsWith("/")) return flush();
+  let before: Headers;
+  let after: Headers;
+  let held: Promise<void> | undefined;
+  try {
+    before = headersOf(this);
+    after = headersOf(this);
+    held = publishFetch(info.node, urlOf(info, this.path), String(this.method).toUpperCase(), after);
+  } catch (e) {
+    this.destroy(e as Error);
+    return undefined;
+  }
+  if (held === undefined) {
+    try {
+      applyHeaders(this, before, after);
+    } catch (e) {
+      this.destroy(e as Error);
+      return undefined;
+    }
+    return flush();
+  }
+  // Held: what the caller writes meanwhile is buffered as Node buffers it before a request has a socket.
+  Object.defineProperty(this, "_writeRaw", { value: bufferedWriteRaw, writable: true, configurable: true, enumerable: false });
+  const release = () => delete self._writeRaw;
+  held.then(
+    () => {
+      release();
+      try {
+        applyHeaders(this, before, after);
+      } catch (e) {
+        this.destroy(e as Error);
+        return;
+      }
+      flush();
+    },
+    (e: unknown) => {
+      release();
+      this.destroy(e instanceof Error ? e : new Error(String(e)));
+    },
+  );
+  return undefined;
+}
+
+function bufferedWriteRaw(this: Req, data: unknown, encoding?: unknown, callback?: unknown): boolean {
+  if (typeof encoding === "function") {
+    callback = encoding;
+    encoding = null;
+  }
+  if (this.socket?.destroyed) return false;
+  const self = this as unknown as { outputData: unknown[]; outputSize: number; _onPendingData(n: number): void; writableHighWaterMark: number };
+  const len = (data as { length?: number } | null)?.length ?? 0;
+  self.outputData.push({ data, encoding, callback });
+  self.outputSize += len;
+  self._onPendingData(len);
+  return self.outputSize < self.writableHighWaterMark;
 }
 
 function tailnetOnSocket(this: Req, socket: net.Socket | null, err?: unknown): unknown {
