@@ -7,6 +7,7 @@ import http from "node:http";
 import type net from "node:net";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ErrorCode, isMeshguardError, type MeshNode } from "../../src/index.js";
+import { installGuard, memorySink, PolicyDeniedError } from "../../src/guard/index.js";
 import { loadPolicy } from "../../src/policy/index.js";
 import { createTokenClient, createVerifier, sendTokenError, startTokenIssuer, TokenVerifyError, withTask, type ClientNode, type TokenClient, type TokenIssuer, type TokenVerifier } from "../../src/tokens/index.js";
 import { startTokensTailnet, type TokensTailnet } from "./fixtures.js";
@@ -204,6 +205,39 @@ describe("HTTP over MeshNode.dial carries the token without agent code", () => {
     expect((err as Error).message).toMatch(/access_denied/);
     const inTask = await withTask({ id: "dial-task" }, () => send({ host: "billing", path: "/v2/transactions/3", agent: agentB.httpAgent }));
     expect([inTask.status, inTask.body.task]).toEqual([200, "dial-task"]);
+  });
+});
+
+describe("with the guard installed", () => {
+  it("the guard judges HTTP over the dial as the agent wrote it, and an allowed request still carries its token", async () => {
+    const sink = memorySink();
+    const guard = installGuard({
+      identity: { node: "agent-a", tags: ["tag:agent-a"] },
+      policy: loadPolicy(
+        JSON.stringify({
+          version: 1,
+          rules: [
+            { id: "dial", src: ["tag:agent-a"], tcp: { host: ["billing", "tokens"], port: [80], tailnet: true } },
+            { id: "tx", src: ["tag:agent-a"], http: { host: ["billing"], path: ["/v2/transactions/*"] } },
+          ],
+        }),
+      ),
+      audit: sink,
+      intercept: { sdk: false, fetch: false, worker: false },
+    });
+    try {
+      client(agentA, { targets: [{ audience: "http://billing" }] });
+      const ok = await send({ host: "billing", path: "/v2/transactions/12", agent: agentA.httpAgent });
+      expect([ok.status, ok.body.sub]).toEqual([200, agentA.id]);
+      const denied = await send({ host: "billing", path: "/v2/accounts/1", agent: agentA.httpAgent }).catch((e: unknown) => e);
+      expect(denied).toBeInstanceOf(PolicyDeniedError);
+      expect(sink.events.filter((e) => e.layer === "http").map((e) => [e.outcome, e.target.kind === "http" ? e.target.path : ""])).toEqual([
+        ["allow", "/v2/transactions/12"],
+        ["deny", "/v2/accounts/1"],
+      ]);
+    } finally {
+      guard.uninstall();
+    }
   });
 });
 
