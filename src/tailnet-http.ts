@@ -74,13 +74,20 @@ const watched = new WeakSet<http.ClientRequest>();
 
 /**
  * watchRequest makes `req` publish itself when it is given a tailnet
- * connection: an own `onSocket` in front of the prototype's (Node's, or
- * the guard's hook), used once.
+ * connection. Two own methods in front of the prototype's (Node's, or the
+ * guard's hooks), each used once:
+ * - `onSocket`, for a connection being opened: called once it is open
+ *   (after every header the caller set in the same tick), and the request
+ *   is handed its socket only after the holds;
+ * - `_flush`, for a kept-alive socket an Agent handed over inside the
+ *   constructor (`reusedSocket`): Node attaches it on the next tick and then
+ *   flushes, and the flush is where the request is held.
  */
 export function watchRequest(req: http.ClientRequest): void {
   if (watched.has(req)) return;
   watched.add(req);
   Object.defineProperty(req, "onSocket", { value: tailnetOnSocket, writable: true, configurable: true, enumerable: false });
+  Object.defineProperty(req, "_flush", { value: reusedFlush, writable: true, configurable: true, enumerable: false });
 }
 
 let watching = false;
@@ -92,28 +99,15 @@ export function watchCreatedRequests(): void {
   dc.subscribe("http.client.request.created", (m) => {
     if (!fetchHasSubscribers()) return;
     const req = (m as { request?: unknown }).request;
-    if (!(req instanceof http.ClientRequest)) return;
-    if (req.reusedSocket) watchReused(req);
-    else watchRequest(req);
+    if (req instanceof http.ClientRequest) watchRequest(req);
   });
-}
-
-/**
- * watchReused holds a request that was handed a kept-alive socket in its
- * constructor: Node attaches the socket on the next tick and then calls
- * `_flush`, which is where it is published (one use, an own property in
- * front of the prototype's, like onSocket above).
- */
-function watchReused(req: http.ClientRequest): void {
-  if (watched.has(req)) return;
-  watched.add(req);
-  Object.defineProperty(req, "_flush", { value: reusedFlush, writable: true, configurable: true, enumerable: false });
 }
 
 function reusedFlush(this: Req): unknown {
   const self = this as unknown as Record<string, unknown>;
   delete self._flush;
   const flush = () => (this as unknown as { _flush(): unknown })._flush();
+  if (!this.reusedSocket) return flush(); // published by onSocket
   const socket = this.socket;
   const info = socket ? dialed.get(socket) : undefined;
   if (info === undefined || !fetchHasSubscribers() || !this.path.startsWith("/")) return flush();
@@ -177,6 +171,8 @@ function tailnetOnSocket(this: Req, socket: net.Socket | null, err?: unknown): u
   // One use: later calls (none in Node today) go straight to the prototype.
   delete (this as unknown as Record<string, unknown>).onSocket;
   const next = (this as unknown as { onSocket: OnSocket }).onSocket;
+  // A kept-alive socket handed over in the constructor: the caller has not set its headers yet; _flush publishes.
+  if (this.reusedSocket) return next.call(this, socket, err);
   const info = socket && !err ? dialed.get(socket) : undefined;
   if (info === undefined || !fetchHasSubscribers() || !this.path.startsWith("/")) return next.call(this, socket, err);
   let before: Headers;

@@ -93,7 +93,7 @@ interface Seen {
 }
 
 /** send makes one node:http request and reads the answer (the agent's code: no token in sight). */
-function send(opts: http.RequestOptions, body?: string): Promise<Seen> {
+function send(opts: http.RequestOptions, body?: string, before?: (req: http.ClientRequest) => void): Promise<Seen> {
   return new Promise((resolve, reject) => {
     const req = http.request(opts, (res) => {
       let b = "";
@@ -101,6 +101,7 @@ function send(opts: http.RequestOptions, body?: string): Promise<Seen> {
       res.on("end", () => resolve({ status: res.statusCode!, reused: req.reusedSocket, body: b ? (JSON.parse(b) as Seen["body"]) : {} }));
     });
     req.on("error", reject);
+    before?.(req);
     if (body !== undefined) req.write(body);
     req.end();
   });
@@ -169,6 +170,12 @@ describe("HTTP over MeshNode.dial carries the token without agent code", () => {
       expect([first.status, first.reused, second.status, second.reused]).toEqual([200, false, 200, true]);
       expect(second.body.details![0]!.locations).toEqual(["http://billing/v2/reports"]);
       expect(c.calls).toHaveLength(2); // each request its own token, the second obtained while it waited
+      // An Authorization header the agent sets after creating the request is its own, on a kept-alive connection too.
+      for (const agent of [own, agentA.httpAgent, agentA.httpAgent]) {
+        const mine = await send({ host: "billing", path: "/v2/transactions/13", agent }, undefined, (req) => req.setHeader("authorization", "Bearer mine"));
+        expect([mine.status, mine.body.code]).toEqual([401, ErrorCode.TOKEN_INVALID]);
+      }
+      expect(c.calls).toHaveLength(2);
     } finally {
       own.destroy();
     }
