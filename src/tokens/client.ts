@@ -2,9 +2,17 @@
  * The agent side (issue 10 item 6): a client that gets tokens from the
  * issuer over the tailnet, caches them per (task, audience, actions),
  * refreshes them before they expire, and — without code in the agent —
- * puts the right one on every MeshNode.fetch to a service it has a target
+ * puts the right one on every MeshNode.fetch, and every node:http request
+ * over a MeshNode.dial (src/tailnet-http.ts), to a service it has a target
  * for, through FETCH_CHANNEL (src/fetch-channel.ts; MeshNode does not import
  * this layer).
+ *
+ * Targets are given (`targets`) or read from the policy (`policy`): each
+ * allowing token rule whose src matches this node, for each audience that
+ * is a service origin, with the rule's actions. A call made before the
+ * policy's targets are known waits for them; one whose target token is
+ * being fetched waits for that fetch (get() shares a slot's pending
+ * request), so the first call never asks twice.
  *
  * Which token a request gets. A request whose origin is a target's audience
  * (its MagicDNS short name or full name, same scheme and port) gets:
