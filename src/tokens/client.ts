@@ -352,11 +352,41 @@ export class TokenClient {
         });
       // The policy's targets are not known yet (the client has just started): the call waits for them.
       if (this.policyTargets !== undefined) return m.hold(this.policyTargets.then(attach));
-      if (this.targetsOf(m.url) === undefined) return;
+      const found = this.targetsOf(m.url);
+      if (found === undefined) return;
+      // The common case — the token is cached — is decided now: the request is not held at all.
+      const t = this.cachedFor(found, m.method, task);
+      if (t !== undefined) return void m.headers.set("authorization", `Bearer ${t.value}`);
       m.hold(attach());
     } catch (err) {
       m.hold(Promise.reject(err));
     }
+  }
+
+  /**
+   * cachedFor is what forRequest would pick, when that is known without
+   * waiting: every target before the covering one has its token cached.
+   * Undefined means "ask forRequest" (a token to fetch, or none to give).
+   */
+  private cachedFor(found: { targets: Target[]; path: string }, method: string, task: Task | undefined): Token | undefined {
+    const now = this.now();
+    for (const target of found.targets) {
+      if (!target.actions || (target.refusedUntilMs ?? 0) > now) continue;
+      const t = this.cached({ audience: target.audience, actions: target.actions }, task, now);
+      if (t === undefined) return undefined;
+      if (t.covers(method, found.path)) return t;
+    }
+    const audience = found.targets[0]!.audience;
+    return this.cached({ audience, actions: [{ methods: [method], locations: [`${audience}${found.path}`] }] }, task, now);
+  }
+
+  /** cached is a slot's token while it may be handed out (starting its renewal once it is due), as get() would. */
+  private cached(req: TokenRequest, task: Task | undefined, now: number): Token | undefined {
+    const slot = this.slots.get(slotKey(task, req.audience, req.actions));
+    const t = slot?.token;
+    if (slot === undefined || t === undefined || t.released || now >= t.expiresAtMs - MIN_REMAINING_S * 1000) return undefined;
+    if (now >= t.refreshAtMs && slot.pending === undefined) void this.renew(slot, req, task).catch((err: unknown) => this.warn(err));
+    return t;
   }
 
   private get(req: TokenRequest, task: Task | undefined, ahead: boolean): Promise<Token> {
@@ -364,12 +394,8 @@ export class TokenClient {
     const key = slotKey(task, req.audience, req.actions);
     let slot = this.slots.get(key);
     if (slot === undefined) this.slots.set(key, (slot = { ahead: ahead && task === undefined }));
-    const now = this.now();
-    const t = slot.token;
-    if (t !== undefined && !t.released && now < t.expiresAtMs - MIN_REMAINING_S * 1000) {
-      if (now >= t.refreshAtMs && slot.pending === undefined) void this.renew(slot, req, task).catch((err: unknown) => this.warn(err));
-      return Promise.resolve(t);
-    }
+    const t = this.cached(req, task, this.now());
+    if (t !== undefined) return Promise.resolve(t);
     return slot.pending ?? this.renew(slot, req, task);
   }
 
