@@ -71,11 +71,21 @@ type Req = http.ClientRequest & {
 type OnSocket = (this: Req, socket: net.Socket | null, err?: unknown) => unknown;
 
 const watched = new WeakSet<http.ClientRequest>();
+/** Requests whose hooks have run: the hooks stay (deleting own properties would put the request object in V8's slow mode) and pass through. */
+const done = new WeakSet<http.ClientRequest>();
+/** Requests whose writes are being buffered while they are held (reusedFlush). */
+const buffering = new WeakSet<http.ClientRequest>();
+
+/** The prototype's method (Node's, or the guard's hook) behind an own hook. */
+function inherited<K extends "onSocket" | "_flush" | "_writeRaw">(req: http.ClientRequest, k: K): (...a: unknown[]) => unknown {
+  return (Object.getPrototypeOf(req) as Record<K, (...a: unknown[]) => unknown>)[k];
+}
 
 /**
  * watchRequest makes `req` publish itself when it is given a tailnet
  * connection. Two own methods in front of the prototype's (Node's, or the
- * guard's hooks), each used once:
+ * guard's hooks), each acting once and passing through after (never
+ * deleted: deleting own properties puts an object in V8's slow mode):
  * - `onSocket`, for a connection being opened: called once it is open
  *   (after every header the caller set in the same tick), and the request
  *   is handed its socket only after the holds;
@@ -103,10 +113,10 @@ export function watchCreatedRequests(): void {
   });
 }
 
-function reusedFlush(this: Req): unknown {
-  const self = this as unknown as Record<string, unknown>;
-  delete self._flush;
-  const flush = () => (this as unknown as { _flush(): unknown })._flush();
+function reusedFlush(this: Req, ...a: unknown[]): unknown {
+  const flush = () => inherited(this, "_flush").apply(this, a);
+  if (done.has(this)) return flush();
+  done.add(this);
   if (!this.reusedSocket) return flush(); // published by onSocket
   const socket = this.socket;
   const info = socket ? dialed.get(socket) : undefined;
@@ -132,8 +142,9 @@ function reusedFlush(this: Req): unknown {
     return flush();
   }
   // Held: what the caller writes meanwhile is buffered as Node buffers it before a request has a socket.
+  buffering.add(this);
   Object.defineProperty(this, "_writeRaw", { value: bufferedWriteRaw, writable: true, configurable: true, enumerable: false });
-  const release = () => delete self._writeRaw;
+  const release = () => buffering.delete(this);
   held.then(
     () => {
       release();
@@ -153,7 +164,8 @@ function reusedFlush(this: Req): unknown {
   return undefined;
 }
 
-function bufferedWriteRaw(this: Req, data: unknown, encoding?: unknown, callback?: unknown): boolean {
+function bufferedWriteRaw(this: Req, data: unknown, encoding?: unknown, callback?: unknown, ...rest: unknown[]): unknown {
+  if (!buffering.has(this)) return inherited(this, "_writeRaw").call(this, data, encoding, callback, ...rest);
   if (typeof encoding === "function") {
     callback = encoding;
     encoding = null;
@@ -168,11 +180,12 @@ function bufferedWriteRaw(this: Req, data: unknown, encoding?: unknown, callback
 }
 
 function tailnetOnSocket(this: Req, socket: net.Socket | null, err?: unknown): unknown {
-  // One use: later calls (none in Node today) go straight to the prototype.
-  delete (this as unknown as Record<string, unknown>).onSocket;
-  const next = (this as unknown as { onSocket: OnSocket }).onSocket;
+  // One use: later calls (none in Node today) go straight to the prototype's.
+  const next = inherited(this, "onSocket") as OnSocket;
+  if (done.has(this)) return next.call(this, socket, err);
   // A kept-alive socket handed over in the constructor: the caller has not set its headers yet; _flush publishes.
   if (this.reusedSocket) return next.call(this, socket, err);
+  done.add(this);
   const info = socket && !err ? dialed.get(socket) : undefined;
   if (info === undefined || !fetchHasSubscribers() || !this.path.startsWith("/")) return next.call(this, socket, err);
   let before: Headers;
