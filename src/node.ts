@@ -442,7 +442,8 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
     let addr: string;
     if (typeof target === "string") addr = target;
     else {
-      const info = connInfo.get(target);
+      // A TLS socket over a tailnet connection (an https server on node.listen) is known by the connection under it.
+      const info = connInfo.get(target) ?? connInfo.get((target as { _parent?: net.Socket })._parent as net.Socket);
       if (!info) throw new MeshguardError(ErrorCode.INVALID_OPTIONS, "whois: this socket did not come from MeshNode.dial or MeshNode.listen", { hint: "pass the tailnet address as a string instead" });
       addr = info.remoteAddr;
     }

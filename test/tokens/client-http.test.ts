@@ -3,7 +3,9 @@
 // carries the right token with no token code in the agent, and never to
 // another origin; and a client given the policy fetches the tokens its rules
 // name ahead, the first call waiting for the fetch in flight.
+import { readFileSync } from "node:fs";
 import http from "node:http";
+import https from "node:https";
 import type net from "node:net";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ErrorCode, isMeshguardError, type MeshNode } from "../../src/index.js";
@@ -30,6 +32,7 @@ const POLICY = {
     { id: "a-billing-accounts", src: ["tag:agent-a"], token: { audience: ["http://billing"], actions: ["http:GET:billing/v2/accounts/*"] } },
     { id: "b-billing", src: ["tag:agent-b"], token: { audience: ["http://billing"], actions: ["http:GET:billing/v2/**"] } },
     { id: "a-any", src: ["tag:agent-a"], token: { audience: ["http://*"], actions: ["http:GET:billing/v2/misc/*"] } },
+    { id: "a-service", src: ["tag:agent-a"], token: { audience: ["https://service"], actions: ["http:GET:https://service/v1/*"] } },
   ],
 };
 
@@ -181,6 +184,39 @@ describe("HTTP over MeshNode.dial carries the token without agent code", () => {
     }
   });
 
+  it("https through node.httpsAgent: TLS over the dial, the token for the https origin", async () => {
+    const tlsFile = (f: string) => readFileSync(new URL(`../integration/fixtures/tls/${f}`, import.meta.url));
+    // The fixture certificate names "service"; the agent trusts its throwaway CA.
+    const [service, trusting] = await Promise.all([tn.start("service", "tag:billing"), tn.start("agent-a-tls", "tag:agent-a", { tls: { ca: tlsFile("ca.pem") } })]);
+    const v = createVerifier({ issuer: "http://tokens", audience: "https://service", node: service, revocations: false });
+    try {
+      await v.ready;
+      await service.listen(
+        443,
+        https.createServer({ key: tlsFile("service.key"), cert: tlsFile("service.pem") }, (req, res) => {
+          v.verifyRequest(req).then(
+            (t) => res.end(JSON.stringify({ sub: t.sub, details: t.claims.authorization_details })),
+            (err: unknown) => (err instanceof TokenVerifyError ? sendTokenError(res, err) : ((res.statusCode = 500), res.end(String(err)))),
+          );
+        }),
+      );
+      client(trusting, { targets: [{ audience: "https://service" }] });
+      const r = await new Promise<Seen>((resolve, reject) => {
+        const req = https.get({ host: "service", path: "/v1/items", agent: trusting.httpsAgent }, (res) => {
+          let b = "";
+          res.on("data", (d: Buffer) => (b += d));
+          res.on("end", () => resolve({ status: res.statusCode!, body: (b.startsWith("{") ? JSON.parse(b) : { code: b }) as Seen["body"] }));
+        });
+        req.on("error", reject);
+      });
+      expect([r.status, r.body.sub, r.body.code]).toEqual([200, trusting.id, undefined]);
+      expect(r.body.details![0]!.locations).toEqual(["https://service/v1/items"]);
+    } finally {
+      await v.close();
+      await Promise.all([service.close(), trusting.close()]);
+    }
+  });
+
   it("the token follows where the connection goes, never the Host header; a redirect to another origin gets none", async () => {
     const c = client(agentB, { targets: [{ audience: "http://billing" }] });
     elsewhere.length = 0;
@@ -254,19 +290,19 @@ describe("tokens the policy names are fetched ahead", () => {
   it("the client reads the token rules whose src matches this node and fetches each audience's actions ahead", async () => {
     const c = client(agentA, { policy: loadPolicy(JSON.stringify(POLICY)) });
     await c.ready;
-    // a-billing and a-billing-accounts apply to agent-a; b-billing does not; a-any names no origin.
-    expect(c.calls.map(scopes).sort()).toEqual(["http:GET:billing/v2/accounts/*", "http:GET:billing/v2/transactions/* http:POST:billing/v2/reports"]);
+    // a-billing, a-billing-accounts and a-service apply to agent-a; b-billing does not; a-any names no origin.
+    expect(c.calls.map(scopes).sort()).toEqual(["http:GET:billing/v2/accounts/*", "http:GET:billing/v2/transactions/* http:POST:billing/v2/reports", "http:GET:https://service/v1/*"]);
     const tx = await send({ host: "billing", path: "/v2/transactions/4", agent: agentA.httpAgent });
     const report = await send({ host: "billing", method: "POST", path: "/v2/reports", agent: agentA.httpAgent }, "{}");
     const account = (await agentA.fetch("http://billing/v2/accounts/9")).json() as Promise<Seen["body"]>;
     expect([tx.status, report.status]).toEqual([200, 200]);
     expect(tx.body.jti).toBe(report.body.jti); // one token for the rule's actions
     expect((await account).details![0]!.locations).toContain("http://billing/v2/accounts/*");
-    expect(c.calls).toHaveLength(2); // nothing asked for at call time
+    expect(c.calls).toHaveLength(3); // nothing asked for at call time
     // A call no fetched-ahead token covers gets a token for exactly itself (a-any, whose audience is a pattern, grants it).
     const other = await send({ host: "billing", path: "/v2/misc/1", agent: agentA.httpAgent });
     expect([other.status, other.body.details![0]!.locations]).toEqual([200, ["http://billing/v2/misc/1"]]);
-    expect(c.calls).toHaveLength(3);
+    expect(c.calls).toHaveLength(4);
   });
 
   it("the first call waits for the fetch in flight instead of asking again", async () => {
@@ -280,7 +316,7 @@ describe("tokens the policy names are fetched ahead", () => {
     expect(viaDial.body.jti).toBe(viaFetch.body.jti);
     expect(viaDial.body.details![0]!.locations).toContain("http://billing/v2/transactions/*");
     await c.ready;
-    expect(c.calls).toHaveLength(2); // one per rule, not one more per call
+    expect(c.calls).toHaveLength(3); // one per rule, not one more per call
   });
 
   it("a client for another node fetches only its own rules'", async () => {
