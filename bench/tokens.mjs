@@ -19,6 +19,9 @@
 //   tailnet round trip            GET of an empty answer from the same node, same connection reuse
 //   whois of the caller           what the verifier asks once per connection (reported apart)
 //   issue throughput              tokens per second over the tailnet, 16 requests in flight
+//   issue (in-process, audited)   the same with the issuer's audit trail going to a JSON-lines file
+//   HTTP GET over node.httpAgent  node:http over a tailnet dial (keep-alive), without and with a
+//                                 tokens client attaching its (cached) token: what the publish costs
 //
 // Blocks of each pair alternate so drift (JIT, GC, CPU frequency) lands on both.
 // Targets (issue 10), reported, not asserted: first verify ≤ 1.1 × node:crypto,
@@ -35,8 +38,8 @@ import { ed25519 } from '@noble/curves/ed25519.js';
 import { importJWK, jwtVerify } from 'jose';
 import { LocalControl } from '../dist/control/index.js';
 import { MeshNode } from '../dist/index.js';
-import { loadPolicy } from '../dist/policy/index.js';
-import { createVerifier, startTokenIssuer } from '../dist/tokens/index.js';
+import { jsonLinesSink, loadPolicy } from '../dist/policy/index.js';
+import { createTokenClient, createVerifier, startTokenIssuer } from '../dist/tokens/index.js';
 import { formatTable, row, toJson } from './lib/stats.mjs';
 
 const { values: o } = parseArgs({ options: { json: { type: 'boolean', default: false }, smoke: { type: 'boolean', default: false }, n: { type: 'string' } } });
@@ -173,10 +176,19 @@ const dir = mkdtempSync(join(tmpdir(), 'mg-bench-tokens-'));
 const start = async (hostname, tag) =>
   MeshNode.start({ controlUrl: control.url, authKey: await control.createAuthKey({ tags: [tag], ephemeral: true, reusable: false, expiration: '1h' }), hostname, dir: join(dir, hostname), ephemeral: true, timeoutMs: 45_000 });
 const [tokensNode, agent] = await Promise.all([start('tokens', 'tag:tokens'), start('agent', 'tag:agent')]);
-const issuer = await startTokenIssuer({
-  node: tokensNode,
-  policy: loadPolicy(JSON.stringify({ version: 4, rules: [{ id: 'agent-billing', src: ['tag:agent'], token: { audience: ['http://billing'], actions: ['http:GET:billing/v2/**'] } }] })),
-});
+const issuerPolicy = loadPolicy(
+  JSON.stringify({
+    version: 4,
+    rules: [
+      { id: 'agent-billing', src: ['tag:agent'], token: { audience: ['http://billing'], actions: ['http:GET:billing/v2/**'] } },
+      { id: 'agent-empty', src: ['tag:agent'], token: { audience: ['http://tokens:81'], actions: [{ methods: ['GET'], locations: ['http://tokens:81/*'] }] } },
+    ],
+  }),
+);
+const issuer = await startTokenIssuer({ node: tokensNode, policy: issuerPolicy });
+// The same issuer with its audit trail on (a second issuer of the node, on another port, for issue() only).
+const auditSink = jsonLinesSink(join(dir, 'audit.jsonl'));
+const audited = await startTokenIssuer({ node: tokensNode, policy: issuerPolicy, port: 82, stateDir: join(dir, 'audited'), audit: auditSink });
 const empty = http.createServer((_req, res) => res.end());
 empty.keepAliveTimeout = 60_000;
 await tokensNode.listen(81, empty);
@@ -191,9 +203,9 @@ const roundTrip = async () => {
   await res.arrayBuffer();
 };
 const caller = await tokensNode.whois(agent.ips[0]);
-const issueSamples = { inproc: [], tailnet: [], rtt: [], whois: [] };
+const issueSamples = { inproc: [], audited: [], tailnet: [], rtt: [], whois: [] };
 const issueN = Math.max(50, Math.floor(n / 5));
-for (let i = 0; i < 50; i++) await issueOnce(), await roundTrip(), issuer.issue(caller, form);
+for (let i = 0; i < 50; i++) await issueOnce(), await roundTrip(), issuer.issue(caller, form), audited.issue(caller, form);
 for (let done = 0; done < issueN; done += block) {
   for (let i = 0; i < block; i++) {
     const t0 = performance.now();
@@ -209,6 +221,11 @@ for (let done = 0; done < issueN; done += block) {
     const t0 = performance.now();
     if (issuer.issue(caller, form).status !== 200) throw new Error('in-process issue failed');
     issueSamples.inproc.push(us(t0));
+  }
+  for (let i = 0; i < block; i++) {
+    const t0 = performance.now();
+    if (audited.issue(caller, form).status !== 200) throw new Error('audited in-process issue failed');
+    issueSamples.audited.push(us(t0));
   }
   for (let i = 0; i < Math.min(block, 50); i++) {
     const t0 = performance.now();
@@ -231,7 +248,38 @@ for (let r = 0; r < runs; r++) {
   );
   issueTput.push(total / ((performance.now() - t0) / 1000));
 }
+// node:http over the tailnet dial: without a tokens client, then with one whose token for the
+// service is cached (fetched ahead), in alternating blocks (the client is made and closed per block:
+// its subscription is process-wide).
+const httpGet = () =>
+  new Promise((resolve, reject) => {
+    const req = http.get({ host: 'tokens', port: 81, path: '/x', agent: agent.httpAgent }, (res) => {
+      res.resume();
+      res.on('end', resolve);
+    });
+    req.on('error', reject);
+  });
+const dialSamples = { plain: [], token: [] };
+for (let i = 0; i < 50; i++) await httpGet();
+for (let done = 0; done < issueN; done += block) {
+  for (let i = 0; i < block; i++) {
+    const t0 = performance.now();
+    await httpGet();
+    dialSamples.plain.push(us(t0));
+  }
+  const client = createTokenClient({ node: agent, issuer: 'http://tokens', targets: [{ audience: 'http://tokens:81', actions: [{ methods: ['GET'], locations: ['http://tokens:81/*'] }] }] });
+  await client.ready;
+  await client.token({ audience: 'http://tokens:81', actions: [{ methods: ['GET'], locations: ['http://tokens:81/*'] }] });
+  for (let i = 0; i < block; i++) {
+    const t0 = performance.now();
+    await httpGet();
+    dialSamples.token.push(us(t0));
+  }
+  await client.close();
+}
 await issuer.close();
+await audited.close();
+await auditSink.close();
 await new Promise((r) => empty.close(r));
 await Promise.all([agent.close(), tokensNode.close()]);
 await control.close();
@@ -249,10 +297,13 @@ const rows = [
   row('meshguard first verify', 'throughput', 'ops/s', tput.first),
   row('meshguard cached verify', 'throughput', 'ops/s', tput.cached),
   row('issue (in-process)', 'issue', 'us', issueSamples.inproc),
+  row('issue (in-process, audited to a file)', 'issue', 'us', issueSamples.audited),
   row('issue over the tailnet', 'issue', 'us', issueSamples.tailnet),
   row('tailnet round trip (HTTP GET)', 'rtt', 'us', issueSamples.rtt),
   row('whois of the caller', 'whois', 'us', issueSamples.whois),
   row('issue over the tailnet (16 in flight)', 'throughput', 'tokens/s', issueTput),
+  row('HTTP GET over node.httpAgent', 'rtt', 'us', dialSamples.plain),
+  row('HTTP GET over node.httpAgent, token attached', 'rtt', 'us', dialSamples.token),
 ];
 const out = toJson('tokens', rows);
 if (o.smoke) {

@@ -4,7 +4,11 @@
  * import downwards only, DESIGN.md decision 12).
  *
  * Before sending, MeshNode.fetch publishes a FetchMessage on the
- * `node:diagnostics_channel` channel "meshguard:tailnet:fetch". Subscribers
+ * `node:diagnostics_channel` channel "meshguard:tailnet:fetch"; so does a
+ * node:http request whose connection is a MeshNode.dial (the node's
+ * `httpAgent`, or an Agent or `createConnection` written around dial: see
+ * src/tailnet-http.ts, which applies the headers set here to the request).
+ * One message shape for both: the url is where the connection goes. Subscribers
  * run synchronously, in the caller's async context (so an AsyncLocalStorage
  * store the caller set, such as a task, is visible to them), and may:
  * - set headers on `message.headers` (the outgoing request's own Headers);
@@ -33,7 +37,7 @@ import { ErrorCode, MeshguardError } from "./errors.js";
 /** FETCH_CHANNEL is the diagnostics_channel name MeshNode.fetch publishes on. */
 export const FETCH_CHANNEL = "meshguard:tailnet:fetch";
 
-/** FetchMessage is published once per MeshNode.fetch, before the request is sent. */
+/** FetchMessage is published once per MeshNode.fetch (and node:http request over a tailnet dial), before the request is sent. */
 export interface FetchMessage {
   /** The fetching node: its stable id is what a token issued to it is bound to. */
   readonly node: { readonly hostname: string; readonly id: string };

@@ -10,6 +10,7 @@ import { ErrorCode, MeshguardError, isMeshguardError } from "./errors.js";
 import { fetchHasSubscribers, publishFetch, tailnetDispatcher } from "./fetch-channel.js";
 import { progressReporter } from "./progress.js";
 import { openControlSocket, permissionModelDenies, socketPathOf, type ControlSocket, type PeerPath, type PingKind, type PingReply } from "./inspect/index.js";
+import { markDialed, TailnetAgent, watchCreatedRequests } from "./tailnet-http.js";
 
 export type { PeerInfo as Peer } from "./backend/protocol.js";
 export type { PeerPath, PingKind, PingReply } from "./inspect/index.js";
@@ -103,6 +104,7 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
   private closed = false;
   private closing?: Promise<void>;
   private dispatcher?: Agent;
+  private agents: { http?: TailnetAgent; https?: TailnetAgent } = {};
   /** Tag owners and groups as the followed policy says (setTailnetIdentity); the start options override them per key. */
   private identity: Required<TailnetIdentity> = { tagOwners: {}, groups: {} };
   private socket?: ControlSocket;
@@ -128,6 +130,7 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
     this.onlineMs = up.onlineMs;
     this.releaseHold = hold;
     this.unsubscribe = unsubscribe;
+    watchCreatedRequests();
   }
 
   /**
@@ -368,6 +371,7 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
       throw new MeshguardError(ErrorCode.CLOSED, "dial: node closed while dialing");
     }
     const sock = this.wrap(conn, opts.allowHalfOpen ?? false);
+    markDialed(sock, { node: this, host, port, tls: false });
     announceConnection(this, host, port, sock);
     return sock;
   }
@@ -469,6 +473,40 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
   }
 
   /**
+   * httpAgent is a keep-alive node:http Agent whose connections are tailnet
+   * dials of this node: `http.get("http://billing/v2/x", { agent: node.httpAgent })`,
+   * or the `httpAgent` option of axios, got and other clients. Its requests
+   * are published on FETCH_CHANNEL like a fetch (src/tailnet-http.ts), so
+   * the tokens client adds their bearer token.
+   */
+  get httpAgent(): import("node:http").Agent {
+    this.assertOpen("httpAgent");
+    return (this.agents.http ??= new TailnetAgent((host, port, cb) => void this.dial(host, port).then((s) => cb(null, s), cb), false));
+  }
+
+  /** httpsAgent is httpAgent for https: TLS over the tailnet dial, with the `tls` options given at start (as fetch uses). */
+  get httpsAgent(): import("node:http").Agent {
+    this.assertOpen("httpsAgent");
+    return (this.agents.https ??= new TailnetAgent((host, port, cb) => {
+      Promise.all([this.dial(host, port), import("node:tls")]).then(([sock, { default: tls }]) => {
+        const t = this.opts.tls;
+        const ts = tls.connect({
+          socket: sock,
+          ...(net.isIP(host) ? {} : { servername: host }),
+          ...(t?.ca ? { ca: t.ca } : {}),
+          ...(t?.cert ? { cert: t.cert } : {}),
+          ...(t?.key ? { key: t.key } : {}),
+          rejectUnauthorized: t?.rejectUnauthorized ?? true,
+          ALPNProtocols: ["http/1.1"],
+        });
+        markDialed(ts, { node: this, host, port, tls: true });
+        ts.once("secureConnect", () => cb(null, ts));
+        ts.once("error", (e) => cb(e));
+      }, cb);
+    }, true));
+  }
+
+  /**
    * whois says who is behind a tailnet connection or address ("ip", "ip:port",
    * or a socket from dial/listen): node, tags, user, the humans accountable
    * for it, and the app capabilities granted to it.
@@ -478,7 +516,8 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
     let addr: string;
     if (typeof target === "string") addr = target;
     else {
-      const info = connInfo.get(target);
+      // A TLS socket over a tailnet connection (an https server on node.listen) is known by the connection under it.
+      const info = connInfo.get(target) ?? connInfo.get((target as { _parent?: net.Socket })._parent as net.Socket);
       if (!info) throw new MeshguardError(ErrorCode.INVALID_OPTIONS, "whois: this socket did not come from MeshNode.dial or MeshNode.listen", { hint: "pass the tailnet address as a string instead" });
       addr = info.remoteAddr;
     }
@@ -540,6 +579,8 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
       for (const release of [...this.listenerHolds.values()]) release();
       const d = this.dispatcher;
       this.dispatcher = undefined;
+      for (const a of Object.values(this.agents)) a.destroy();
+      this.agents = {};
       await d?.destroy().catch(() => {});
       try {
         await this.backend.call("close", { node: this.handle, logout: this.opts.ephemeral });

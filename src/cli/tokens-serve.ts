@@ -11,7 +11,7 @@
  */
 
 import { ErrorCode, MeshguardError, MeshNode } from "../index.js";
-import { DURATION_HINT, parseDuration } from "../policy/index.js";
+import { DURATION_HINT, jsonLinesSink, parseDuration, type ClosableAuditSink } from "../policy/index.js";
 import { startTokenIssuer, type TokenIssuer } from "../tokens/index.js";
 import type { Command, Context } from "./command.js";
 
@@ -42,8 +42,10 @@ async function run(ctx: Context): Promise<number> {
     if (v !== undefined && parseDuration(v) === undefined) throw ctx.usage(`--${opt} ${DURATION_HINT}`);
     if (v !== undefined) durations[key] = v;
   }
+  const auditFile = ctx.str("audit");
   let node: MeshNode | undefined;
   let issuer: TokenIssuer | undefined;
+  let audit: ClosableAuditSink | undefined;
   try {
     node = await MeshNode.start({
       controlUrl,
@@ -54,7 +56,8 @@ async function run(ctx: Context): Promise<number> {
       signal: stop.signal,
     });
     if (dir === undefined && stateDir === undefined) ctx.progress("warning: an ephemeral node without --state-dir: signing keys and revocations last only as long as this process");
-    issuer = await startTokenIssuer({ node, policyFile, port, admins: ctx.list("admin"), ...durations, ...(stateDir !== undefined ? { stateDir } : {}) });
+    if (auditFile !== undefined) audit = jsonLinesSink(auditFile, { onError: (err) => ctx.progress(`warning: the audit file ${auditFile}: ${err.message}`) });
+    issuer = await startTokenIssuer({ node, policyFile, port, admins: ctx.list("admin"), ...durations, ...(stateDir !== undefined ? { stateDir } : {}), ...(audit ? { audit } : {}) });
     issuer.on("reload", (ev) => ctx.progress(`policy reloaded from ${ev.source} (${ev.hash.slice(0, 12)})`));
     issuer.on("reloadError", (err) => ctx.progress(`policy reload failed, the last good policy stays in force: ${err.message.split("\n")[0]}`));
     issuer.on("warning", (err) => ctx.progress(`warning: ${err.message}`));
@@ -70,6 +73,7 @@ async function run(ctx: Context): Promise<number> {
     throw new MeshguardError(ErrorCode.INTERNAL, `tokens serve failed: ${(err as Error).message}`, { cause: err });
   } finally {
     await issuer?.close();
+    await audit?.close?.();
     await node?.close();
   }
 }
@@ -77,7 +81,7 @@ async function run(ctx: Context): Promise<number> {
 export const tokensServeCommand: Command = {
   name: "tokens serve",
   summary: "issue session-scoped tokens to agents on the tailnet",
-  usage: ["--policy FILE --control URL [--auth-key K] [--hostname NAME] [--port PORT] [--dir DIR] [--state-dir DIR] [--ttl D] [--max-ttl D] [--rotate-every D] [--admin SRC]... [--json]"],
+  usage: ["--policy FILE --control URL [--auth-key K] [--hostname NAME] [--port PORT] [--dir DIR] [--state-dir DIR] [--ttl D] [--max-ttl D] [--rotate-every D] [--admin SRC]... [--audit FILE] [--json]"],
   description: `Joins the tailnet as its own node and issues short-lived EdDSA tokens
 (OAuth client_credentials and token exchange) at http://HOSTNAME[:PORT]/token:
 the caller is known by whois (no secret), and FILE's token rules (policy format
@@ -101,6 +105,7 @@ state directory. Runs until SIGINT or SIGTERM; progress goes to stderr.`,
     "max-ttl": { type: "string", arg: "D", help: 'no token lives longer (default "1h")' },
     "rotate-every": { type: "string", arg: "D", help: 'how long a signing key signs before the next takes over (default "24h")' },
     admin: { type: "string", arg: "SRC", multiple: true, help: "who may revoke any token: a tag, user, group or node name" },
+    audit: { type: "string", arg: "FILE", help: "append every token issued, refused, exchanged or revoked to FILE as decision events (JSON lines; never a token)" },
   },
   json: "print one JSON object when serving: { issuer, name, ips, keys }",
   examples: [

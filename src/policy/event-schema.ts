@@ -112,6 +112,20 @@ export const DecisionEventSchema = z
       })
       .strict()
       .optional(),
+    token: z
+      .object({
+        op: z.enum(["issue", "exchange", "revoke"]),
+        jti: z.string().optional().describe("the token issued, or the one revoked"),
+        exp: z.number().int().optional().describe("its expiry, epoch seconds"),
+        task: z.string().optional(),
+        subject: z.string().optional().describe("an exchange: the jti of the token it narrowed"),
+        sub: z.string().optional().describe("a revocation of every token of a node: its stable node id"),
+        before: z.number().int().optional().describe("... issued before this time, epoch seconds"),
+        revoked: z.number().int().nonnegative().optional().describe("a revocation: the feed entries it added"),
+      })
+      .strict()
+      .optional()
+      .describe("what the token issuer did (layer tokens); never the token itself"),
   })
   .strict();
 

@@ -125,6 +125,26 @@ export interface DecisionEvent {
   requestId?: string;
   /** LLM usage, when the layer knows it (the gateway). */
   usage?: Usage;
+  /** What the token issuer did (layer "tokens"): src/tokens/audit.ts. */
+  token?: TokenOperation;
+}
+
+/** What happened to a token at the issuer. Never the token itself: its jti names it. */
+export interface TokenOperation {
+  op: "issue" | "exchange" | "revoke";
+  /** The token issued, or the one revoked (by token or jti). */
+  jti?: string;
+  /** Its expiry, epoch seconds (issued tokens). */
+  exp?: number;
+  /** The task it is for. */
+  task?: string;
+  /** An exchange: the jti of the token it narrowed. */
+  subject?: string;
+  /** A revocation of every token of a node: its stable node id, and the time before which they were issued (epoch seconds). */
+  sub?: string;
+  before?: number;
+  /** A revocation: how many revocation-feed entries it added (0: nothing to revoke). */
+  revoked?: number;
 }
 
 /** What goes into one event besides the request and the decision. */
@@ -138,6 +158,8 @@ export interface EventInfo {
   policyHash?: string;
   requestId?: string;
   usage?: Usage;
+  /** What the token issuer did (layer "tokens"). */
+  token?: TokenOperation;
   /** Values to keep in the event (default: none). */
   reveal?: Reveal;
   /** Overrides the generated id. */
@@ -239,6 +261,7 @@ export function decisionEvent(principal: EventPrincipal, target: Target, decisio
   if (info.policyHash !== undefined) ev.policyHash = info.policyHash;
   if (info.requestId !== undefined) ev.requestId = info.requestId;
   if (info.usage) ev.usage = { ...info.usage };
+  if (info.token) ev.token = { ...info.token };
   return ev;
 }
 

@@ -2,9 +2,17 @@
  * The agent side (issue 10 item 6): a client that gets tokens from the
  * issuer over the tailnet, caches them per (task, audience, actions),
  * refreshes them before they expire, and — without code in the agent —
- * puts the right one on every MeshNode.fetch to a service it has a target
+ * puts the right one on every MeshNode.fetch, and every node:http request
+ * over a MeshNode.dial (src/tailnet-http.ts), to a service it has a target
  * for, through FETCH_CHANNEL (src/fetch-channel.ts; MeshNode does not import
  * this layer).
+ *
+ * Targets are given (`targets`) or read from the policy (`policy`): each
+ * allowing token rule whose src matches this node, for each audience that
+ * is a service origin, with the rule's actions. A call made before the
+ * policy's targets are known waits for them; one whose target token is
+ * being fetched waits for that fetch (get() shares a slot's pending
+ * request), so the first call never asks twice.
  *
  * Which token a request gets. A request whose origin is a target's audience
  * (its MagicDNS short name or full name, same scheme and port) gets:
@@ -28,7 +36,8 @@
 import dc from "node:diagnostics_channel";
 import { ErrorCode, MeshguardError } from "../errors.js";
 import { FETCH_CHANNEL, type FetchMessage } from "../index.js";
-import { normalizeAudience, parseDuration, urlParts } from "../policy/index.js";
+import { normalizeAudience, parseDuration, urlParts, type Policy, type Principal } from "../policy/index.js";
+import { resolveSrc, srcMatches } from "../policy/identity.js";
 import { currentTask, type Task } from "./client-task.js";
 import { compileGrant, type GrantCheck } from "./verify-actions.js";
 import { decodeJson } from "./jws.js";
@@ -43,6 +52,9 @@ export interface ClientNode {
   /** The node's MagicDNS name ("agent.tailnet.example."): its suffix tells full service names. */
   readonly name: string;
   fetch(input: string, init?: { method?: string; headers?: Record<string, string>; body?: string }): Promise<{ ok: boolean; status: number; text(): Promise<string> }>;
+  /** The node's tailnet IPs and whois: with `policy`, the client asks the tailnet who it is (its tags) to find the rules that apply to it. */
+  readonly ips?: readonly string[];
+  whois?(addr: string): Promise<{ node: { name: string; hostname: string; tags: string[] }; user: { login: string }; tagged: boolean }>;
 }
 
 /** Actions as the token endpoint takes them: `{ methods, locations }`, or scope strings ("http:GET:billing/v2/*"). */
@@ -61,6 +73,13 @@ export interface TokenClientOptions {
   /** The issuer's URL on the tailnet, e.g. "http://tokens". */
   issuer: string;
   targets?: TargetOptions[];
+  /**
+   * The policy in force (loadPolicy): every allowing `token` rule whose
+   * `src` matches this node becomes a target, for each audience it names
+   * that is a service origin, with the rule's actions — fetched ahead and
+   * kept fresh, so calls to the service carry a token without waiting.
+   */
+  policy?: Policy;
   /** Lifetime to ask for: seconds or a duration ("10m"); default: the issuer's. */
   ttl?: number | string;
   /** Put tokens on MeshNode.fetch calls to the targets (default true). */
@@ -96,6 +115,20 @@ export interface TokenRequest {
   /** Seconds or a duration; default: the client's `ttl`. */
   ttl?: number | string;
 }
+
+/** A target: a service origin and, when known, actions to get one token for (explicit, or a policy rule's). */
+interface Target {
+  audience: string;
+  origin: URL;
+  actions?: ActionSpec[];
+  /** The policy rule it came from: a refusal then falls back to a token per request instead of failing the call. */
+  rule?: string;
+  /** Epoch ms until which a refused policy target is not asked for again. */
+  refusedUntilMs?: number;
+}
+
+/** How long a policy target the issuer refused is left alone before it is asked for again. */
+const REFUSED_RETRY_MS = 30_000;
 
 interface Slot {
   token?: Token;
@@ -145,7 +178,9 @@ export class TokenClient {
   /** Resolves once the targets' tokens were fetched ahead (failures are warnings: calls retry). */
   readonly ready: Promise<void>;
   private readonly node: ClientNode;
-  private readonly targets: { audience: string; origin: URL; actions?: ActionSpec[] }[];
+  private readonly targets: Target[];
+  /** Settles once the policy's targets are known (undefined: no policy, or known). */
+  private policyTargets: Promise<void> | undefined;
   private readonly ttlS: number | undefined;
   private readonly now: () => number;
   private readonly slots = new Map<string, Slot>();
@@ -168,11 +203,55 @@ export class TokenClient {
       if (t.actions !== undefined && t.actions.length === 0) throw invalid(`targets[${i}].actions is empty: leave it out for a token per request`);
       return { audience: aud, origin: new URL(aud), ...(t.actions ? { actions: t.actions } : {}) };
     });
+    if (opts.policy !== undefined) {
+      if (typeof opts.policy?.document?.part?.rules !== "object") throw invalid("policy must be a Policy (loadPolicy)");
+      if (typeof opts.node.whois !== "function" || !opts.node.ips?.length) throw invalid("with policy, node must be a MeshNode (its whois tells which rules apply to it)");
+      const policy = opts.policy;
+      this.policyTargets = this.fromPolicy(policy).then(
+        () => {
+          this.policyTargets = undefined;
+        },
+        (err: unknown) => {
+          this.policyTargets = undefined;
+          this.warn(new MeshguardError(ErrorCode.TOKEN_REQUEST_FAILED, `tokens client: could not read which token rules apply to this node: ${err instanceof Error ? err.message : String(err)}`, { cause: err }));
+        },
+      );
+    }
     this.onFetch = (m) => this.decorate(m as FetchMessage);
     if (opts.attach !== false) dc.subscribe(FETCH_CHANNEL, this.onFetch);
-    this.ready = Promise.all(
-      this.targets.filter((t) => t.actions).map((t) => this.get({ audience: t.audience, actions: t.actions! }, undefined, true).catch((err: unknown) => this.warn(err))),
-    ).then(() => {});
+    const explicit = this.targets.filter((t) => t.actions).map((t) => this.ahead(t));
+    this.ready = Promise.all([...explicit, this.policyTargets?.then(() => Promise.all(this.targets.filter((t) => t.rule !== undefined).map((t) => this.ahead(t))))]).then(() => {});
+  }
+
+  /** ahead fetches a target's token ahead (a failure is a warning: the calls retry, or fall back). */
+  private ahead(t: Target): Promise<void> {
+    return this.aheadToken(t, undefined).then(
+      () => {},
+      (err: unknown) => this.warn(err),
+    );
+  }
+
+  /**
+   * fromPolicy adds a target for each audience (a service origin, no
+   * pattern) of each allowing token rule whose src matches this node, as
+   * the tailnet tells who it is. Rules for a pattern audience ("*", or a
+   * name) give no target: the client cannot know the service's origin.
+   */
+  private async fromPolicy(policy: Policy): Promise<void> {
+    const me = await this.node.whois!(this.node.ips![0]!);
+    const full = me.node.name.replace(/\.$/, "");
+    const principal: Principal = { node: full || me.node.hostname, tags: [...me.node.tags] };
+    if (!me.tagged && me.user.login) principal.user = me.user.login;
+    const groups = policy.document.groups;
+    for (const [i, rule] of policy.rules.entries()) {
+      if (!rule.token || rule.effect !== "allow") continue;
+      if (!srcMatches(resolveSrc(rule.src, groups), principal)) continue;
+      for (const a of rule.token.audience) {
+        const aud = normalizeAudience(a);
+        if (typeof aud !== "string" || !aud.includes("://") || aud.includes("*")) continue;
+        this.targets.push({ audience: aud, origin: new URL(aud), actions: rule.token.actions as ActionSpec[], rule: rule.id ?? `rules[${i}]` });
+      }
+    }
   }
 
   /**
@@ -204,6 +283,7 @@ export class TokenClient {
 
   /** authorization returns the `Authorization` value a request to `url` gets (for HTTP the client does not see, such as HTTP over MeshNode.dial), or undefined when no target matches. */
   async authorization(url: string, method = "GET"): Promise<string | undefined> {
+    await this.policyTargets;
     const t = await this.forRequest(url, method.toUpperCase(), currentTask());
     return t === undefined ? undefined : `Bearer ${t.value}`;
   }
@@ -213,46 +293,100 @@ export class TokenClient {
     this.opts.onWarning?.(e);
   }
 
-  /** targetOf finds the target a URL belongs to: same scheme and port, the audience's host by short or full MagicDNS name. */
-  private targetOf(url: string): { target: TokenClient["targets"][number]; path: string } | undefined {
+  /** targetsOf finds the targets a URL belongs to: same scheme and port, the audience's host by short or full MagicDNS name. */
+  private targetsOf(url: string): { targets: Target[]; path: string } | undefined {
     const u = urlParts(url);
     if (u === undefined) return undefined;
     const host = u.host.replace(/\.$/, "");
-    for (const target of this.targets) {
+    const targets = this.targets.filter((target) => {
       const tp = urlParts(target.origin)!;
-      if (tp.scheme !== u.scheme || tp.port !== u.port) continue;
-      if (host === tp.host || (this.suffix !== "" && host === `${tp.host}.${this.suffix}`)) return { target, path: u.path };
-    }
-    return undefined;
+      if (tp.scheme !== u.scheme || tp.port !== u.port) return false;
+      return host === tp.host || (this.suffix !== "" && host === `${tp.host}.${this.suffix}`);
+    });
+    return targets.length ? { targets, path: u.path } : undefined;
+  }
+
+  /** aheadToken is a target's own token (one for all the calls its actions cover). */
+  private aheadToken(t: Target, task: Task | undefined): Promise<Token> {
+    return this.get({ audience: t.audience, actions: t.actions! }, task, true).catch((err: unknown) => {
+      // A policy target the issuer refuses (a deny rule carves into it, a `when` that does not hold now)
+      // is left alone for a while: its calls get a token each meanwhile.
+      if (t.rule !== undefined) t.refusedUntilMs = this.now() + REFUSED_RETRY_MS;
+      throw err;
+    });
   }
 
   /**
-   * forRequest picks the token for a request: the target's when it covers
-   * the request, else one for exactly this method on this path.
+   * forRequest picks the token for a request: a target's when its actions
+   * cover the request (waiting for one being fetched), else one for exactly
+   * this method on this path.
    */
   private async forRequest(url: string, method: string, task: Task | undefined): Promise<Token | undefined> {
-    const found = this.targetOf(url);
+    const found = this.targetsOf(url);
     if (found === undefined) return undefined;
-    const { target, path } = found;
-    if (target.actions) {
-      const t = await this.get({ audience: target.audience, actions: target.actions }, task, true);
+    const { targets, path } = found;
+    for (const target of targets) {
+      if (!target.actions || (target.refusedUntilMs ?? 0) > this.now()) continue;
+      let t: Token;
+      try {
+        t = await this.aheadToken(target, task);
+      } catch (err) {
+        if (target.rule === undefined) throw err;
+        this.warn(err);
+        continue;
+      }
       if (t.covers(method, path)) return t;
     }
-    return this.get({ audience: target.audience, actions: [{ methods: [method], locations: [`${target.audience}${path}`] }] }, task, false);
+    const audience = targets[0]!.audience;
+    return this.get({ audience, actions: [{ methods: [method], locations: [`${audience}${path}`] }] }, task, false);
   }
 
   private decorate(m: FetchMessage): void {
     try {
       if (this.closed || m.node.id !== this.node.id || m.headers.has("authorization")) return;
-      if (new URL(m.url).origin === this.issuer || this.targetOf(m.url) === undefined) return;
-      m.hold(
-        this.forRequest(m.url, m.method, currentTask()).then((t) => {
+      if (new URL(m.url).origin === this.issuer) return;
+      const task = currentTask();
+      const attach = () =>
+        this.forRequest(m.url, m.method, task).then((t) => {
           if (t !== undefined) m.headers.set("authorization", `Bearer ${t.value}`);
-        }),
-      );
+        });
+      // The policy's targets are not known yet (the client has just started): the call waits for them.
+      if (this.policyTargets !== undefined) return m.hold(this.policyTargets.then(attach));
+      const found = this.targetsOf(m.url);
+      if (found === undefined) return;
+      // The common case — the token is cached — is decided now: the request is not held at all.
+      const t = this.cachedFor(found, m.method, task);
+      if (t !== undefined) return void m.headers.set("authorization", `Bearer ${t.value}`);
+      m.hold(attach());
     } catch (err) {
       m.hold(Promise.reject(err));
     }
+  }
+
+  /**
+   * cachedFor is what forRequest would pick, when that is known without
+   * waiting: every target before the covering one has its token cached.
+   * Undefined means "ask forRequest" (a token to fetch, or none to give).
+   */
+  private cachedFor(found: { targets: Target[]; path: string }, method: string, task: Task | undefined): Token | undefined {
+    const now = this.now();
+    for (const target of found.targets) {
+      if (!target.actions || (target.refusedUntilMs ?? 0) > now) continue;
+      const t = this.cached({ audience: target.audience, actions: target.actions }, task, now);
+      if (t === undefined) return undefined;
+      if (t.covers(method, found.path)) return t;
+    }
+    const audience = found.targets[0]!.audience;
+    return this.cached({ audience, actions: [{ methods: [method], locations: [`${audience}${found.path}`] }] }, task, now);
+  }
+
+  /** cached is a slot's token while it may be handed out (starting its renewal once it is due), as get() would. */
+  private cached(req: TokenRequest, task: Task | undefined, now: number): Token | undefined {
+    const slot = this.slots.get(slotKey(task, req.audience, req.actions));
+    const t = slot?.token;
+    if (slot === undefined || t === undefined || t.released || now >= t.expiresAtMs - MIN_REMAINING_S * 1000) return undefined;
+    if (now >= t.refreshAtMs && slot.pending === undefined) void this.renew(slot, req, task).catch((err: unknown) => this.warn(err));
+    return t;
   }
 
   private get(req: TokenRequest, task: Task | undefined, ahead: boolean): Promise<Token> {
@@ -260,12 +394,8 @@ export class TokenClient {
     const key = slotKey(task, req.audience, req.actions);
     let slot = this.slots.get(key);
     if (slot === undefined) this.slots.set(key, (slot = { ahead: ahead && task === undefined }));
-    const now = this.now();
-    const t = slot.token;
-    if (t !== undefined && !t.released && now < t.expiresAtMs - MIN_REMAINING_S * 1000) {
-      if (now >= t.refreshAtMs && slot.pending === undefined) void this.renew(slot, req, task).catch((err: unknown) => this.warn(err));
-      return Promise.resolve(t);
-    }
+    const t = this.cached(req, task, this.now());
+    if (t !== undefined) return Promise.resolve(t);
     return slot.pending ?? this.renew(slot, req, task);
   }
 

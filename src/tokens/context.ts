@@ -6,6 +6,7 @@
 
 import type { Policy } from "../policy/index.js";
 import { BoundedCache } from "./bounded-cache.js";
+import type { TokenAuditor } from "./audit.js";
 import type { Caller } from "./caller.js";
 import type { KeyStore } from "./keys.js";
 import type { RevocationLog } from "./revocations.js";
@@ -27,6 +28,10 @@ export interface IssuerContext {
   readonly skewS: number;
   isAdmin(c: Caller): boolean;
   readonly issued: IssuedIndex;
+  /** Where issued, refused, exchanged and revoked tokens are recorded (the `audit` option); none: nothing is. */
+  readonly audit?: TokenAuditor;
+  /** Who revokes through the library call (TokenIssuer.revoke): the issuer's own node. */
+  readonly self: { node: string; tags: string[] };
 }
 
 /** nowS is the context's time in epoch seconds (JWT NumericDate). */

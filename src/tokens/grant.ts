@@ -13,7 +13,7 @@
  * one of its pairs (the smallest wins), then by the issuer's cap.
  */
 
-import { actionContains, type Location, type Policy, type Principal, type TokenAction } from "../policy/index.js";
+import { actionContains, type Decision, type Location, type Policy, type Principal, type TokenAction } from "../policy/index.js";
 import { HTTP_DETAIL_TYPE, type HttpAuthorizationDetail } from "./types.js";
 
 export interface GrantDecision {
@@ -24,9 +24,11 @@ export interface GrantDecision {
   maxTtlMs?: number;
   /** The ids of the rules that allowed the pairs. */
   ruleIds: string[];
+  /** Each pair with the policy's decision on it (what the audit records). */
+  decisions: { method: string; location: string; decision: Decision }[];
 }
 
-function* pairs(actions: readonly TokenAction[]): Generator<[string, Location]> {
+export function* pairs(actions: readonly TokenAction[]): Generator<[string, Location]> {
   for (const a of actions) for (const m of a.methods) for (const l of a.locations) yield [m, l];
 }
 
@@ -35,8 +37,10 @@ export function decideByPolicy(policy: Policy, principal: Principal, audience: s
   const refusals: string[] = [];
   const ruleIds = new Set<string>();
   let maxTtlMs: number | undefined;
+  const decisions: GrantDecision["decisions"] = [];
   for (const [method, loc] of pairs(actions)) {
     const d = policy.evaluate({ principal, target: { kind: "token", audience, method, location: loc.text }, now });
+    decisions.push({ method, location: loc.text, decision: d });
     if (d.effect !== "allow") {
       refusals.push(`${method} ${loc.text}: ${d.reason}`);
       continue;
@@ -47,7 +51,7 @@ export function decideByPolicy(policy: Policy, principal: Principal, audience: s
       if (ttl !== undefined) maxTtlMs = Math.min(maxTtlMs ?? Infinity, ttl);
     }
   }
-  const out: GrantDecision = { ok: refusals.length === 0, refusals, ruleIds: [...ruleIds] };
+  const out: GrantDecision = { ok: refusals.length === 0, refusals, ruleIds: [...ruleIds], decisions };
   if (maxTtlMs !== undefined) out.maxTtlMs = maxTtlMs;
   return out;
 }

@@ -26,6 +26,8 @@ import { ErrorCode, MeshguardError } from "../errors.js";
 import type { MeshNode } from "../node.js";
 import { parseDuration, DURATION_HINT, Policy } from "../policy/index.js";
 import { resolveSrc, srcMatches } from "../policy/identity.js";
+import { createAuditor, type AuditSink } from "../policy/audit.js";
+import { tokenAuditor } from "./audit.js";
 import { callerOf, type Caller } from "./caller.js";
 import { WhoisCache } from "./whois-cache.js";
 import { IssuedIndex, nowS, type IssuerContext } from "./context.js";
@@ -64,6 +66,10 @@ const OptionsSchema = z
     keyDir: z.string().min(1).optional().describe("default: <stateDir>/keys"),
     admins: z.array(z.string().min(1)).default([]).describe("src patterns (tags, users, groups of the policy, node names) that may revoke any token"),
     clock: z.function().returns(z.number()).optional(),
+    audit: z
+      .custom<AuditSink>((v) => typeof v === "object" && v !== null && typeof (v as AuditSink).write === "function", "must be an audit sink with a write(event) method, e.g. jsonLinesSink(file)")
+      .optional()
+      .describe("where issued, refused, exchanged and revoked tokens are recorded (the guard's sinks)"),
   })
   .strict()
   .refine((o) => (o.policy === undefined) !== (o.policyFile === undefined), { message: "give exactly one of policy (a loaded Policy) and policyFile (a file to follow)", path: ["policy"] });
@@ -184,6 +190,13 @@ export async function startTokenIssuer(options: TokenIssuerOptions): Promise<Tok
     reloader = watchPolicyFile(target as Parameters<typeof watchPolicyFile>[0], o.policyFile!, { node, clock: () => new Date(clock()) });
   }
   let admins = { policy: undefined as Policy | undefined, src: resolveSrc(o.admins, {}) };
+  const currentPolicy = () => fixed ?? reloader?.current;
+  const audit = o.audit
+    ? tokenAuditor(
+        createAuditor({ sink: o.audit as AuditSink, onError: (err) => events.emit("warning", err) }),
+        () => currentPolicy()?.hash,
+      )
+    : undefined;
   const ctx: IssuerContext = {
     iss,
     keys,
@@ -193,6 +206,8 @@ export async function startTokenIssuer(options: TokenIssuerOptions): Promise<Tok
     maxTtlS,
     skewS: Math.floor(ms(o.skew) / 1000),
     issued: new IssuedIndex(),
+    ...(audit ? { audit } : {}),
+    self: { node: node.name.replace(/\.$/, "") || node.hostname, tags: [] },
     policy: () => fixed ?? reloader?.current ?? { error: lastError },
     isAdmin: (c: Caller) => {
       // Groups in `admins` are the policy's: resolved again when the policy changes.

@@ -9,10 +9,11 @@
  * exchange also by the subject token's remaining life (never longer).
  */
 
+import { requestTarget, type AuditEntry, type TokenAuditInfo } from "./audit.js";
 import type { Caller } from "./caller.js";
 import { nowS, type IssuerContext } from "./context.js";
 import { parseTokenForm, type TokenRequest } from "./form.js";
-import { decideByPolicy, decideBySubject, toDetails } from "./grant.js";
+import { decideByPolicy, decideBySubject, pairs, toDetails, type GrantDecision } from "./grant.js";
 import { mint, readOwnToken } from "./mint.js";
 import { refuse, type OAuthRefusal } from "./oauth.js";
 import { CNF_NODE, GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_ACCESS, type OAuthErrorResponse, type TokenResponse } from "./types.js";
@@ -26,30 +27,85 @@ function answer(r: OAuthRefusal): EndpointAnswer<never> {
   return { status: r.status, body: r.body() };
 }
 
-/** handleTokenRequest answers one token request from `caller`. */
+/**
+ * What an answer is audited as: the policy's decisions on the pairs (when
+ * it was asked), or the refusal of the request as a whole.
+ */
+interface Note {
+  op: TokenAuditInfo["op"];
+  req?: TokenRequest;
+  grant?: GrantDecision;
+  token?: { jti: string; exp: number; task?: string };
+  subject?: string;
+}
+
+/** handleTokenRequest answers one token request from `caller` (and records it in the audit, when there is one). */
 export function handleTokenRequest(ctx: IssuerContext, caller: Caller, body: string): EndpointAnswer<TokenResponse> {
+  const t0 = ctx.audit ? performance.now() : 0;
+  const note: Note = { op: "issue" };
+  const a = decide(ctx, caller, body, note);
+  if (ctx.audit) audit(ctx, caller, note, a, (performance.now() - t0) * 1000);
+  return a;
+}
+
+function decide(ctx: IssuerContext, caller: Caller, body: string, note: Note): EndpointAnswer<TokenResponse> {
   const req = parseTokenForm(body);
   if (!("grantType" in req)) return answer(req);
+  note.req = req;
+  if (req.grantType === GRANT_TOKEN_EXCHANGE) note.op = "exchange";
   const policy = ctx.policy();
   if ("error" in policy) return answer(refuse("access_denied", `the issuer has no policy in force, so it grants nothing: ${policy.error}`));
-  return req.grantType === GRANT_TOKEN_EXCHANGE ? exchange(ctx, caller, req, policy) : fresh(ctx, caller, req, policy);
+  return req.grantType === GRANT_TOKEN_EXCHANGE ? exchange(ctx, caller, req, policy, note) : fresh(ctx, caller, req, policy, note);
+}
+
+/**
+ * audit writes the events of one answer (src/tokens/audit.ts): a policy
+ * decision per pair when the policy was asked, else one refusal event.
+ */
+function audit(ctx: IssuerContext, caller: Caller, note: Note, a: EndpointAnswer<TokenResponse>, latencyUs: number): void {
+  const ok = a.status === 200;
+  const info: TokenAuditInfo = { op: note.op };
+  if (note.token) {
+    info.jti = note.token.jti;
+    info.exp = note.token.exp;
+    if (note.token.task !== undefined) info.task = note.token.task;
+  } else if (note.req?.task !== undefined) info.task = note.req.task;
+  if (note.subject !== undefined) info.subject = note.subject;
+  const audience = note.req?.audience;
+  let entries: AuditEntry[];
+  const why = ok ? "" : `${(a.body as { error: string }).error}: ${(a.body as { error_description: string }).error_description}`;
+  if (note.grant && (ok || !note.grant.ok)) {
+    // The policy decided: its decision on each pair, the outcome the request's (granted or refused whole).
+    entries = note.grant.decisions.map(({ method, location, decision }) => ({
+      target: { kind: "token", audience: audience ?? "*", method, location },
+      decision: ok || decision.effect !== "allow" ? decision : { ...decision, reason: `${decision.reason}; refused with the rest of the request (${why})` },
+    }));
+  } else {
+    const first = note.req ? pairs(note.req.actions).next().value : undefined;
+    entries = [{ target: requestTarget(audience, first ? { method: first[0], location: first[1].text } : undefined), decision: { effect: ok ? "allow" : "deny", reason: why } }];
+  }
+  ctx.audit!.record(caller, entries, ok ? "allow" : "deny", info, latencyUs);
 }
 
 type LoadedPolicy = Exclude<ReturnType<IssuerContext["policy"]>, { error: string }>;
 
-function fresh(ctx: IssuerContext, caller: Caller, req: TokenRequest, policy: LoadedPolicy): EndpointAnswer<TokenResponse> {
+function fresh(ctx: IssuerContext, caller: Caller, req: TokenRequest, policy: LoadedPolicy, note: Note): EndpointAnswer<TokenResponse> {
   const audience = req.audience!;
   const d = decideByPolicy(policy, caller.principal, audience, req.actions, new Date(ctx.clock()));
+  note.grant = d;
   if (!d.ok) return answer(refuse("access_denied", `not granted to ${caller.name} for audience ${audience}: ${d.refusals.join("; ")}`));
   const ttlS = Math.max(1, Math.min(req.ttlS ?? ctx.defaultTtlS, ctx.maxTtlS, d.maxTtlMs !== undefined ? Math.floor(d.maxTtlMs / 1000) : Infinity));
   const { token, claims } = mint(ctx, caller, { audience, actions: req.actions, ttlS, ...(req.task !== undefined ? { task: req.task } : {}) });
+  note.token = claims;
   return { status: 200, body: { access_token: token, token_type: "Bearer", expires_in: claims.exp - claims.iat, authorization_details: toDetails(req.actions) } };
 }
 
-function exchange(ctx: IssuerContext, caller: Caller, req: TokenRequest, policy: LoadedPolicy): EndpointAnswer<TokenResponse> {
+function exchange(ctx: IssuerContext, caller: Caller, req: TokenRequest, policy: LoadedPolicy, note: Note): EndpointAnswer<TokenResponse> {
   const own = readOwnToken(ctx, req.subjectToken);
   if ("error" in own) return answer(refuse("invalid_grant", `subject_token: ${own.error}`));
   const s = own.claims;
+  note.subject = s.jti;
+  if (req.audience === undefined) note.req = { ...req, audience: s.aud };
   const now = nowS(ctx);
   if (s.exp <= now) return answer(refuse("invalid_grant", `subject_token expired at ${new Date(s.exp * 1000).toISOString()}`));
   if (s.nbf > now + ctx.skewS) return answer(refuse("invalid_grant", "subject_token is not valid yet (nbf)"));
@@ -64,11 +120,13 @@ function exchange(ctx: IssuerContext, caller: Caller, req: TokenRequest, policy:
   if (wider.length) return answer(refuse("invalid_scope", `an exchange can only narrow the subject token: ${wider.join("; ")}`));
   // The policy still has its say: an exchange does not outlive a permission the policy has since withdrawn.
   const d = decideByPolicy(policy, caller.principal, audience, actions, new Date(ctx.clock()));
+  note.grant = d;
   if (!d.ok) return answer(refuse("access_denied", `no longer granted to ${caller.name}: ${d.refusals.join("; ")}`));
   const ttlS = Math.min(req.ttlS ?? ctx.defaultTtlS, ctx.maxTtlS, d.maxTtlMs !== undefined ? Math.floor(d.maxTtlMs / 1000) : Infinity, s.exp - now);
   const task = req.task ?? s.task;
   const { token, claims } = mint(ctx, caller, { audience, actions, ttlS: Math.max(1, ttlS), act: { sub: caller.id }, ...(task !== undefined ? { task } : {}) });
   ctx.revocations.derived(s.jti, claims.jti, claims.exp);
+  note.token = claims;
   return {
     status: 200,
     body: { access_token: token, token_type: "Bearer", expires_in: claims.exp - claims.iat, issued_token_type: TOKEN_TYPE_ACCESS, authorization_details: toDetails(actions) },

@@ -23,7 +23,7 @@ export const TAILNET_POLICY = {
 
 export interface TokensTailnet {
   control: LocalControl;
-  start(hostname: string, tag: string): Promise<MeshNode>;
+  start(hostname: string, tag: string, extra?: Partial<Parameters<typeof MeshNode.start>[0]>): Promise<MeshNode>;
 }
 
 export async function startTokensTailnet(policy: object = TAILNET_POLICY): Promise<TokensTailnet> {
@@ -32,9 +32,9 @@ export async function startTokensTailnet(policy: object = TAILNET_POLICY): Promi
   const stateDir = mkdtempSync(join(tmpdir(), "mg-tok-"));
   return {
     control,
-    async start(hostname, tag) {
+    async start(hostname, tag, extra = {}) {
       const authKey = await control.createAuthKey({ tags: [tag], reusable: false, ephemeral: true, expiration: "1h" });
-      return MeshNode.start({ controlUrl: control.url, authKey, hostname, dir: join(stateDir, hostname), ephemeral: true, timeoutMs: 30_000, tagOwners: TAILNET_POLICY.tagOwners });
+      return MeshNode.start({ controlUrl: control.url, authKey, hostname, dir: join(stateDir, hostname), ephemeral: true, timeoutMs: 30_000, tagOwners: TAILNET_POLICY.tagOwners, ...extra });
     },
   };
 }

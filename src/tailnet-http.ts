@@ -1,0 +1,300 @@
+/**
+ * node:http over the tailnet: how HTTP that an agent writes with node:http
+ * over a MeshNode.dial connection is published on FETCH_CHANNEL exactly as
+ * a MeshNode.fetch is, so that a higher layer (the tokens client) adds its
+ * credentials without the agent's code knowing and without MeshNode
+ * importing it (layers import downwards only, DESIGN.md decision 12).
+ *
+ * Which requests. A node:http ClientRequest whose connection is a socket
+ * MeshNode.dial returned (or a TLS socket over one, from `httpsAgent`): the
+ * node's own `httpAgent` / `httpsAgent`, an `http.Agent` or a
+ * `createConnection` the agent wrote around `node.dial`, keep-alive or not.
+ * The request is published when it is given its connection and before any
+ * byte of it is written: ClientRequest buffers what the caller writes until
+ * then, and the connection is handed over only once every hold has settled.
+ * The URL published is where the connection really goes — the host and port
+ * that were dialed, `https` over TLS — with the request's path; never the
+ * request's `Host` header, which the caller writes.
+ *
+ * How requests are found. The node's agents mark each request they are
+ * given; any other request is marked when Node publishes it on the
+ * `http.client.request.created` diagnostics channel (Node ≥ 22.12; the
+ * channel is subscribed once a MeshNode exists, and the subscriber does
+ * nothing while nobody follows FETCH_CHANNEL). That channel is published
+ * at the end of the request's constructor: before its connection exists,
+ * except when an Agent hands it a kept-alive socket (`reusedSocket`), which
+ * Node does inside the constructor and attaches on the next tick. Such a
+ * request is held instead when Node first flushes it to its socket: until
+ * the holds settle, what the caller writes is buffered exactly as Node
+ * buffers it before a request has a socket (the guard's technique,
+ * src/guard/http.ts, applied to this one request).
+ *
+ * Headers. Subscribers see the request's headers as a WHATWG `Headers`
+ * (the same message shape as a fetch); what they set or delete is applied
+ * to the request. When the caller has already ended the request, Node has
+ * built its header block; it is then rewritten before anything is sent
+ * (header names and values checked with http.validateHeaderName/Value).
+ *
+ * A redirect is a new request over its own connection: it is published for
+ * where it goes, so credentials chosen for one origin never ride along to
+ * another (node:http follows no redirects by itself).
+ */
+
+import dc from "node:diagnostics_channel";
+import http from "node:http";
+import type net from "node:net";
+import type { Duplex } from "node:stream";
+import { ErrorCode, MeshguardError } from "./errors.js";
+import { fetchHasSubscribers, publishFetch } from "./fetch-channel.js";
+
+/** Where a tailnet connection goes, and which node opened it. */
+interface Dialed {
+  readonly node: { readonly hostname: string; readonly id: string };
+  readonly host: string;
+  readonly port: number;
+  readonly tls: boolean;
+}
+
+const dialed = new WeakMap<object, Dialed>();
+
+/** markDialed records a socket MeshNode.dial returned (or a TLS socket over one). */
+export function markDialed(socket: net.Socket, info: Dialed): void {
+  dialed.set(socket, info);
+}
+
+type Req = http.ClientRequest & {
+  _header?: string | null;
+  _headerSent?: boolean;
+  outputData?: { data: unknown; encoding?: unknown; callback?: unknown }[];
+  outputSize?: number;
+};
+type OnSocket = (this: Req, socket: net.Socket | null, err?: unknown) => unknown;
+
+const watched = new WeakSet<http.ClientRequest>();
+/** Requests whose hooks have run: the hooks stay (deleting own properties would put the request object in V8's slow mode) and pass through. */
+const done = new WeakSet<http.ClientRequest>();
+/** Requests whose writes are being buffered while they are held (reusedFlush). */
+const buffering = new WeakSet<http.ClientRequest>();
+
+/** The prototype's method (Node's, or the guard's hook) behind an own hook. */
+function inherited<K extends "onSocket" | "_flush" | "_writeRaw">(req: http.ClientRequest, k: K): (...a: unknown[]) => unknown {
+  return (Object.getPrototypeOf(req) as Record<K, (...a: unknown[]) => unknown>)[k];
+}
+
+/**
+ * watchRequest makes `req` publish itself when it is given a tailnet
+ * connection. Two own methods in front of the prototype's (Node's, or the
+ * guard's hooks), each acting once and passing through after (never
+ * deleted: deleting own properties puts an object in V8's slow mode):
+ * - `onSocket`, for a connection being opened: called once it is open
+ *   (after every header the caller set in the same tick), and the request
+ *   is handed its socket only after the holds;
+ * - `_flush`, for a kept-alive socket an Agent handed over inside the
+ *   constructor (`reusedSocket`): Node attaches it on the next tick and then
+ *   flushes, and the flush is where the request is held.
+ */
+export function watchRequest(req: http.ClientRequest): void {
+  if (watched.has(req)) return;
+  watched.add(req);
+  Object.defineProperty(req, "onSocket", { value: tailnetOnSocket, writable: true, configurable: true, enumerable: false });
+  Object.defineProperty(req, "_flush", { value: reusedFlush, writable: true, configurable: true, enumerable: false });
+}
+
+let watching = false;
+
+/** watchCreatedRequests subscribes (once, when the first MeshNode starts) to Node's request-created channel. */
+export function watchCreatedRequests(): void {
+  if (watching) return;
+  watching = true;
+  dc.subscribe("http.client.request.created", (m) => {
+    if (!fetchHasSubscribers()) return;
+    const req = (m as { request?: unknown }).request;
+    if (req instanceof http.ClientRequest) watchRequest(req);
+  });
+}
+
+function reusedFlush(this: Req, ...a: unknown[]): unknown {
+  const flush = () => inherited(this, "_flush").apply(this, a);
+  if (done.has(this)) return flush();
+  done.add(this);
+  if (!this.reusedSocket) return flush(); // published by onSocket
+  const socket = this.socket;
+  const info = socket ? dialed.get(socket) : undefined;
+  if (info === undefined || !fetchHasSubscribers() || !this.path.startsWith("/")) return flush();
+  let before: Headers;
+  let after: Headers;
+  let held: Promise<void> | undefined;
+  try {
+    before = headersOf(this);
+    after = headersOf(this);
+    held = publishFetch(info.node, urlOf(info, this.path), String(this.method).toUpperCase(), after);
+  } catch (e) {
+    this.destroy(e as Error);
+    return undefined;
+  }
+  if (held === undefined) {
+    try {
+      applyHeaders(this, before, after);
+    } catch (e) {
+      this.destroy(e as Error);
+      return undefined;
+    }
+    return flush();
+  }
+  // Held: what the caller writes meanwhile is buffered as Node buffers it before a request has a socket.
+  buffering.add(this);
+  Object.defineProperty(this, "_writeRaw", { value: bufferedWriteRaw, writable: true, configurable: true, enumerable: false });
+  const release = () => buffering.delete(this);
+  held.then(
+    () => {
+      release();
+      try {
+        applyHeaders(this, before, after);
+      } catch (e) {
+        this.destroy(e as Error);
+        return;
+      }
+      flush();
+    },
+    (e: unknown) => {
+      release();
+      this.destroy(e instanceof Error ? e : new Error(String(e)));
+    },
+  );
+  return undefined;
+}
+
+function bufferedWriteRaw(this: Req, data: unknown, encoding?: unknown, callback?: unknown, ...rest: unknown[]): unknown {
+  if (!buffering.has(this)) return inherited(this, "_writeRaw").call(this, data, encoding, callback, ...rest);
+  if (typeof encoding === "function") {
+    callback = encoding;
+    encoding = null;
+  }
+  if (this.socket?.destroyed) return false;
+  const self = this as unknown as { outputData: unknown[]; outputSize: number; _onPendingData(n: number): void; writableHighWaterMark: number };
+  const len = (data as { length?: number } | null)?.length ?? 0;
+  self.outputData.push({ data, encoding, callback });
+  self.outputSize += len;
+  self._onPendingData(len);
+  return self.outputSize < self.writableHighWaterMark;
+}
+
+function tailnetOnSocket(this: Req, socket: net.Socket | null, err?: unknown): unknown {
+  // One use: later calls (none in Node today) go straight to the prototype's.
+  const next = inherited(this, "onSocket") as OnSocket;
+  if (done.has(this)) return next.call(this, socket, err);
+  // A kept-alive socket handed over in the constructor: the caller has not set its headers yet; _flush publishes.
+  if (this.reusedSocket) return next.call(this, socket, err);
+  done.add(this);
+  const info = socket && !err ? dialed.get(socket) : undefined;
+  if (info === undefined || !fetchHasSubscribers() || !this.path.startsWith("/")) return next.call(this, socket, err);
+  let before: Headers;
+  let after: Headers;
+  let held: Promise<void> | undefined;
+  try {
+    before = headersOf(this);
+    after = headersOf(this);
+    held = publishFetch(info.node, urlOf(info, this.path), String(this.method).toUpperCase(), after);
+  } catch (e) {
+    return next.call(this, socket, e);
+  }
+  const go = () => {
+    try {
+      applyHeaders(this, before, after);
+    } catch (e) {
+      return next.call(this, socket, e);
+    }
+    return next.call(this, socket);
+  };
+  if (held === undefined) return go();
+  held.then(go, (e: unknown) => next.call(this, socket, e));
+  return undefined;
+}
+
+function urlOf(d: Dialed, path: string): string {
+  const scheme = d.tls ? "https" : "http";
+  const host = d.host.includes(":") ? `[${d.host}]` : d.host;
+  const port = d.port === (d.tls ? 443 : 80) ? "" : `:${d.port}`;
+  return `${scheme}://${host}${port}${path}`;
+}
+
+function headersOf(req: http.ClientRequest): Headers {
+  const h = new Headers();
+  for (const [k, v] of Object.entries(req.getHeaders())) {
+    if (v === undefined) continue;
+    if (Array.isArray(v)) for (const x of v) h.append(k, x);
+    else h.append(k, String(v));
+  }
+  return h;
+}
+
+/**
+ * applyHeaders gives the request what subscribers set or deleted. Before
+ * the header block is built that is setHeader/removeHeader; after, the
+ * block is rewritten in place (the request has no connection yet, so the
+ * block is still in the request's own buffer, at the front).
+ */
+function applyHeaders(req: Req, before: Headers, after: Headers): void {
+  const set: [string, string][] = [];
+  const removed: string[] = [];
+  after.forEach((v, k) => {
+    if (before.get(k) !== v) set.push([k, v]);
+  });
+  before.forEach((_, k) => {
+    if (!after.has(k)) removed.push(k);
+  });
+  if (set.length === 0 && removed.length === 0) return;
+  for (const [k, v] of set) {
+    http.validateHeaderName(k);
+    http.validateHeaderValue(k, v);
+  }
+  const old = req._header;
+  if (!old) {
+    for (const k of removed) req.removeHeader(k);
+    for (const [k, v] of set) req.setHeader(k, v);
+    return;
+  }
+  const drop = new Set([...removed, ...set.map(([k]) => k)]);
+  const lines = old.split("\r\n");
+  const kept = lines.slice(1).filter((l) => l !== "" && !drop.has(l.slice(0, l.indexOf(":")).trim().toLowerCase()));
+  const block = [lines[0], ...kept, ...set.map(([k, v]) => `${k}: ${v}`), "", ""].join("\r\n");
+  if (req._headerSent) {
+    const first = req.outputData?.[0];
+    if (first === undefined || typeof first.data !== "string" || !first.data.startsWith(old)) {
+      throw new MeshguardError(ErrorCode.INTERNAL, `could not add headers to the request for ${req.path}: its header block is not where Node keeps it`, {
+        hint: "use node.httpAgent, or report this with the Node.js version",
+      });
+    }
+    first.data = block + first.data.slice(old.length);
+    req.outputSize = (req.outputSize ?? 0) + block.length - old.length;
+  }
+  req._header = block;
+}
+
+/** A keep-alive http.Agent whose connections are tailnet dials (MeshNode.httpAgent / httpsAgent). */
+export class TailnetAgent extends http.Agent {
+  constructor(
+    private readonly connect: (host: string, port: number, cb: (err: Error | null, socket?: net.Socket) => void) => void,
+    https: boolean,
+  ) {
+    super({ keepAlive: true });
+    if (https) {
+      // https.request checks the agent's protocol; the TLS is this agent's own (connect).
+      (this as unknown as { protocol: string }).protocol = "https:";
+      (this as unknown as { defaultPort: number }).defaultPort = 443;
+    }
+  }
+
+  override createConnection(options: http.ClientRequestArgs, cb?: (err: Error | null, stream: Duplex) => void): Duplex | undefined {
+    const host = options.hostname ?? options.host ?? "localhost";
+    const port = Number(options.port) || (this as unknown as { defaultPort: number }).defaultPort;
+    this.connect(host, port, (err, socket) => cb?.(err, socket as Duplex));
+    return undefined;
+  }
+
+  /** addRequest marks the request before it can be given a socket (a kept-alive one is given at once). */
+  addRequest(req: http.ClientRequest, options: object): void {
+    watchRequest(req);
+    (http.Agent.prototype as unknown as { addRequest(this: http.Agent, r: http.ClientRequest, o: object): void }).addRequest.call(this, req, options);
+  }
+}
