@@ -34,7 +34,9 @@ const ALLOWED: Record<string, string[]> = {
   backend: ["errors", "config"],
   // The control socket: below MeshNode (it takes the node as an argument), asking the guard through its channel.
   inspect: ["errors", "config"],
-  node: ["errors", "config", "backend", "progress", "dial-channel", "fetch-channel", "inspect"],
+  // node:http over a tailnet dial, published on the fetch channel like MeshNode.fetch: below MeshNode.
+  "tailnet-http": ["errors", "fetch-channel"],
+  node: ["errors", "config", "backend", "progress", "dial-channel", "fetch-channel", "inspect", "tailnet-http"],
   index: ["node", "errors", "config", "backend"],
   policy: ["errors"],
   // backend: the platform table (backend/platform.ts), where a platform package may ship headscale.
