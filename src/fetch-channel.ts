@@ -16,11 +16,18 @@
  *   must first be obtained): the fetch is sent once every held promise has
  *   resolved, and fails with the reason of the first one that rejects.
  *
+ * When: after the guard. The publication is the fetch's (or request's)
+ * prepare step, which a judge (the guard) claims and runs only on what it
+ * allowed (see DISPATCHER_CHANNEL and HTTP_REQUEST_CHANNEL below): a call
+ * the guard denies is never published, so the tokens client never asks
+ * for a token for it.
+ *
  * Only the first request of a fetch is published. A redirect is followed by
- * fetch itself, which (WHATWG fetch, "HTTP-redirect fetch" step 13, and
- * undici with it) drops `Authorization` when the redirect leaves the
- * request's origin: a credential set here in `Authorization` never reaches
- * another origin. Credentials belong in that header for this reason.
+ * fetch itself; the changes made here ride along only as fetch would carry
+ * an `Authorization` header the caller set (WHATWG fetch, "HTTP-redirect
+ * fetch" step 13): kept while the redirects stay at one origin, dropped for
+ * good at the first hop that leaves it. A credential set here never reaches
+ * another origin.
  *
  * Nothing is built or published when nobody subscribes, so a process without
  * a tokens client pays nothing. diagnostics_channel names are process-wide:

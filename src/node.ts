@@ -428,8 +428,9 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
    * fetch makes an HTTP request over the tailnet (WHATWG fetch, undici).
    * https works against peers whose certificate the caller trusts (pass `tls`
    * at start); headscale issues no tailnet certificates. Each request is
-   * published on FETCH_CHANNEL first when someone subscribes (the tokens
-   * client adds a bearer token there).
+   * published on FETCH_CHANNEL when someone subscribes (the tokens client
+   * adds a bearer token there) — after the guard, when installed, allowed
+   * it (src/fetch-channel.ts).
    */
   async fetch(input: RequestInfo, init?: RequestInit): Promise<Response> {
     this.assertOpen("fetch");
@@ -615,7 +616,9 @@ export function splitHostPort(addr: string): { host: string; port: number } {
  * rethrowRefusal unwraps a policy denial from fetch's `TypeError: fetch
  * failed`, as the guard does for the global fetch: the caller (and an SDK
  * deciding whether to retry, such as the AI SDK, which retries any "fetch
- * failed") sees the refusal itself, which is final.
+ * failed") sees the refusal itself, which is final. So is the failure of
+ * the fetch's own prepare step (a token the issuer refused), as it was
+ * thrown.
  */
 function rethrowRefusal(err: unknown, prepareFailure?: unknown): never {
   let e: unknown = err;

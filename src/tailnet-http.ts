@@ -35,6 +35,12 @@
  * built its header block; it is then rewritten before anything is sent
  * (header names and values checked with http.validateHeaderName/Value).
  *
+ * After the guard. Publishing is the request's prepare step: it is first
+ * offered on HTTP_REQUEST_CHANNEL (src/fetch-channel.ts), where the guard
+ * claims it and runs it once it has allowed the request (holding its bytes
+ * meanwhile, as it does for any request it judges); a request it denies is
+ * never published. Unclaimed, the step runs here, at the points above.
+ *
  * A redirect is a new request over its own connection: it is published for
  * where it goes, so credentials chosen for one origin never ride along to
  * another (node:http follows no redirects by itself).
