@@ -7,7 +7,7 @@ import type { Backend, CoreEvent, ExportedConn, PeerInfo, UpResult } from "./bac
 import { knobsFor, parseWith, resolveStartOptions, TailnetIdentitySchema, type ResolvedStartOptions, type StartOptions, type TailnetIdentity } from "./config.js";
 import { announceConnection, judgeDial } from "./dial-channel.js";
 import { ErrorCode, MeshguardError, isMeshguardError } from "./errors.js";
-import { fetchHasSubscribers, publishFetch, tailnetDispatcher } from "./fetch-channel.js";
+import { fetchHasSubscribers, fetchPrepare, tailnetDispatcher, type DispatchPrepare } from "./fetch-channel.js";
 import { progressReporter } from "./progress.js";
 import { openControlSocket, permissionModelDenies, socketPathOf, type ControlSocket, type PeerPath, type PingKind, type PingReply } from "./inspect/index.js";
 import { markDialed, TailnetAgent, watchCreatedRequests } from "./tailnet-http.js";
@@ -428,8 +428,9 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
    * fetch makes an HTTP request over the tailnet (WHATWG fetch, undici).
    * https works against peers whose certificate the caller trusts (pass `tls`
    * at start); headscale issues no tailnet certificates. Each request is
-   * published on FETCH_CHANNEL first when someone subscribes (the tokens
-   * client adds a bearer token there).
+   * published on FETCH_CHANNEL when someone subscribes (the tokens client
+   * adds a bearer token there) — after the guard, when installed, allowed
+   * it (src/fetch-channel.ts).
    */
   async fetch(input: RequestInfo, init?: RequestInit): Promise<Response> {
     this.assertOpen("fetch");
@@ -460,16 +461,22 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
         );
       },
     });
-    // The guard, when installed, sends through its judging wrapper of the node's Agent (fetch-channel.ts).
-    const dispatcher = tailnetDispatcher(this, this.dispatcher);
-    if (!fetchHasSubscribers()) return undici.fetch(input, { ...init, dispatcher }).catch(rethrowRefusal);
-    // Someone (the tokens client) may add credentials: publish the request
-    // on FETCH_CHANNEL and send it once their holds settle.
-    const request = new undici.Request(input, init);
-    const held = publishFetch(this, request.url, request.method, request.headers as unknown as Headers);
-    if (held !== undefined) await held;
-    this.assertOpen("fetch");
-    return undici.fetch(request, { dispatcher }).catch(rethrowRefusal);
+    // Someone (the tokens client) may add credentials: the fetch's prepare
+    // step publishes it on FETCH_CHANNEL. The guard, when installed, sends
+    // through its judging wrapper of the node's Agent and runs the step on
+    // what it allowed; otherwise the step runs in front of the Agent
+    // (fetch-channel.ts).
+    let failed: unknown;
+    const prepare = fetchHasSubscribers()
+      ? ((p: DispatchPrepare): DispatchPrepare =>
+          (opts) => {
+            const r = p(opts);
+            if (r instanceof Promise) r.catch((err: unknown) => void (failed = err));
+            return r;
+          })(fetchPrepare(this, () => this.assertOpen("fetch")))
+      : undefined;
+    const dispatcher = tailnetDispatcher(this, this.dispatcher, prepare);
+    return undici.fetch(input, { ...init, dispatcher: dispatcher as import("undici").Dispatcher }).catch((err: unknown) => rethrowRefusal(err, failed));
   }
 
   /**
@@ -609,11 +616,15 @@ export function splitHostPort(addr: string): { host: string; port: number } {
  * rethrowRefusal unwraps a policy denial from fetch's `TypeError: fetch
  * failed`, as the guard does for the global fetch: the caller (and an SDK
  * deciding whether to retry, such as the AI SDK, which retries any "fetch
- * failed") sees the refusal itself, which is final.
+ * failed") sees the refusal itself, which is final. So is the failure of
+ * the fetch's own prepare step (a token the issuer refused), as it was
+ * thrown.
  */
-function rethrowRefusal(err: unknown): never {
+function rethrowRefusal(err: unknown, prepareFailure?: unknown): never {
   let e: unknown = err;
   for (let i = 0; i < 8 && e !== null && typeof e === "object"; i++) {
+    // The fetch's own prepare step failed (a token the issuer refused): its reason, as thrown.
+    if (prepareFailure !== undefined && e === prepareFailure) throw e;
     if (isMeshguardError(e, ErrorCode.POLICY_DENIED)) throw e;
     e = (e as { cause?: unknown }).cause;
   }

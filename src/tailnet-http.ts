@@ -35,6 +35,12 @@
  * built its header block; it is then rewritten before anything is sent
  * (header names and values checked with http.validateHeaderName/Value).
  *
+ * After the guard. Publishing is the request's prepare step: it is first
+ * offered on HTTP_REQUEST_CHANNEL (src/fetch-channel.ts), where the guard
+ * claims it and runs it once it has allowed the request (holding its bytes
+ * meanwhile, as it does for any request it judges); a request it denies is
+ * never published. Unclaimed, the step runs here, at the points above.
+ *
  * A redirect is a new request over its own connection: it is published for
  * where it goes, so credentials chosen for one origin never ride along to
  * another (node:http follows no redirects by itself).
@@ -45,7 +51,7 @@ import http from "node:http";
 import type net from "node:net";
 import type { Duplex } from "node:stream";
 import { ErrorCode, MeshguardError } from "./errors.js";
-import { fetchHasSubscribers, publishFetch } from "./fetch-channel.js";
+import { diffHeaders, fetchHasSubscribers, offerRequestPrepare, publishFetch } from "./fetch-channel.js";
 
 /** Where a tailnet connection goes, and which node opened it. */
 interface Dialed {
@@ -121,26 +127,17 @@ function reusedFlush(this: Req, ...a: unknown[]): unknown {
   const socket = this.socket;
   const info = socket ? dialed.get(socket) : undefined;
   if (info === undefined || !fetchHasSubscribers() || !this.path.startsWith("/")) return flush();
-  let before: Headers;
-  let after: Headers;
+  const prepare = prepareOf(this, info);
+  // A judge (the guard) that has not allowed the request yet runs the step once it does, holding the request meanwhile.
+  if (offerRequestPrepare(this, prepare)) return flush();
   let held: Promise<void> | undefined;
   try {
-    before = headersOf(this);
-    after = headersOf(this);
-    held = publishFetch(info.node, urlOf(info, this.path), String(this.method).toUpperCase(), after);
+    held = prepare();
   } catch (e) {
     this.destroy(e as Error);
     return undefined;
   }
-  if (held === undefined) {
-    try {
-      applyHeaders(this, before, after);
-    } catch (e) {
-      this.destroy(e as Error);
-      return undefined;
-    }
-    return flush();
-  }
+  if (held === undefined) return flush();
   // Held: what the caller writes meanwhile is buffered as Node buffers it before a request has a socket.
   buffering.add(this);
   Object.defineProperty(this, "_writeRaw", { value: bufferedWriteRaw, writable: true, configurable: true, enumerable: false });
@@ -148,12 +145,6 @@ function reusedFlush(this: Req, ...a: unknown[]): unknown {
   held.then(
     () => {
       release();
-      try {
-        applyHeaders(this, before, after);
-      } catch (e) {
-        this.destroy(e as Error);
-        return;
-      }
       flush();
     },
     (e: unknown) => {
@@ -162,6 +153,21 @@ function reusedFlush(this: Req, ...a: unknown[]): unknown {
     },
   );
   return undefined;
+}
+
+/**
+ * prepareOf is a request's prepare step: publish it on FETCH_CHANNEL (its
+ * headers as they are when the step runs), wait for the holds, and give the
+ * request what the subscribers set. Undefined when nothing was held.
+ */
+function prepareOf(req: Req, info: Dialed): () => undefined | Promise<void> {
+  return () => {
+    const before = headersOf(req);
+    const after = headersOf(req);
+    const held = publishFetch(info.node, urlOf(info, req.path), String(req.method).toUpperCase(), after);
+    if (held === undefined) return applyHeaders(req, before, after);
+    return held.then(() => applyHeaders(req, before, after));
+  };
 }
 
 function bufferedWriteRaw(this: Req, data: unknown, encoding?: unknown, callback?: unknown, ...rest: unknown[]): unknown {
@@ -188,26 +194,20 @@ function tailnetOnSocket(this: Req, socket: net.Socket | null, err?: unknown): u
   done.add(this);
   const info = socket && !err ? dialed.get(socket) : undefined;
   if (info === undefined || !fetchHasSubscribers() || !this.path.startsWith("/")) return next.call(this, socket, err);
-  let before: Headers;
-  let after: Headers;
+  const prepare = prepareOf(this, info);
+  // A judge (the guard) that has not allowed the request yet runs the step once it does, holding the request meanwhile.
+  if (offerRequestPrepare(this, prepare)) return next.call(this, socket, err);
   let held: Promise<void> | undefined;
   try {
-    before = headersOf(this);
-    after = headersOf(this);
-    held = publishFetch(info.node, urlOf(info, this.path), String(this.method).toUpperCase(), after);
+    held = prepare();
   } catch (e) {
     return next.call(this, socket, e);
   }
-  const go = () => {
-    try {
-      applyHeaders(this, before, after);
-    } catch (e) {
-      return next.call(this, socket, e);
-    }
-    return next.call(this, socket);
-  };
-  if (held === undefined) return go();
-  held.then(go, (e: unknown) => next.call(this, socket, e));
+  if (held === undefined) return next.call(this, socket);
+  held.then(
+    () => next.call(this, socket),
+    (e: unknown) => next.call(this, socket, e),
+  );
   return undefined;
 }
 
@@ -234,16 +234,9 @@ function headersOf(req: http.ClientRequest): Headers {
  * block is rewritten in place (the request has no connection yet, so the
  * block is still in the request's own buffer, at the front).
  */
-function applyHeaders(req: Req, before: Headers, after: Headers): void {
-  const set: [string, string][] = [];
-  const removed: string[] = [];
-  after.forEach((v, k) => {
-    if (before.get(k) !== v) set.push([k, v]);
-  });
-  before.forEach((_, k) => {
-    if (!after.has(k)) removed.push(k);
-  });
-  if (set.length === 0 && removed.length === 0) return;
+function applyHeaders(req: Req, before: Headers, after: Headers): undefined {
+  const { set, removed } = diffHeaders(before, after);
+  if (set.length === 0 && removed.length === 0) return undefined;
   for (const [k, v] of set) {
     http.validateHeaderName(k);
     http.validateHeaderValue(k, v);
@@ -252,9 +245,9 @@ function applyHeaders(req: Req, before: Headers, after: Headers): void {
   if (!old) {
     for (const k of removed) req.removeHeader(k);
     for (const [k, v] of set) req.setHeader(k, v);
-    return;
+    return undefined;
   }
-  const drop = new Set([...removed, ...set.map(([k]) => k)]);
+  const drop = new Set<string>([...removed, ...set.map(([k]) => k)]);
   const lines = old.split("\r\n");
   const kept = lines.slice(1).filter((l) => l !== "" && !drop.has(l.slice(0, l.indexOf(":")).trim().toLowerCase()));
   const block = [lines[0], ...kept, ...set.map(([k, v]) => `${k}: ${v}`), "", ""].join("\r\n");
@@ -269,6 +262,7 @@ function applyHeaders(req: Req, before: Headers, after: Headers): void {
     req.outputSize = (req.outputSize ?? 0) + block.length - old.length;
   }
   req._header = block;
+  return undefined;
 }
 
 /** A keep-alive http.Agent whose connections are tailnet dials (MeshNode.httpAgent / httpsAgent). */

@@ -39,7 +39,7 @@ async function blocked(what, call) {
 await blocked("tcp billing:22", () => node.dial("billing", 22));
 // Not in the policy: refused before any name is looked up or any byte leaves.
 await blocked("GET https://api.github.com/repos/acme/app", () => fetch("https://api.github.com/repos/acme/app"));
-// No token rule grants DELETE: the issuer refuses the token, so the call is never sent (the guard would refuse it too).
+// No rule allows DELETE: the guard refuses it before the token layer, so no token is asked for and the issuer never learns of it.
 await blocked("DELETE http://billing/v2/transactions/7", () => node.fetch("http://billing/v2/transactions/7", { method: "DELETE" }));
 
 await tokens.close();

@@ -28,6 +28,7 @@
  *    request is refused instead.
  */
 
+import dc from "node:diagnostics_channel";
 import http from "node:http";
 import type net from "node:net";
 import { normalizeHost } from "../policy/hosts.js";
@@ -38,6 +39,7 @@ import { isInternalSocket } from "./internal.js";
 import { skipHttpCheck } from "./sdk-context.js";
 import { attachCarrier, socketDest, type Carrier } from "./net.js";
 import { current } from "./state.js";
+import { HTTP_REQUEST_CHANNEL, type HttpRequestMessage, type RequestPrepare } from "../fetch-channel.js";
 import { defaultPort, headerRecord, httpTarget, llmProviderFor, splitPathQuery } from "./targets.js";
 
 /** The header block as it goes on the wire. */
@@ -65,6 +67,8 @@ interface ReqState {
   limit?: number;
   sent: number;
   carrier?: Carrier;
+  /** The request's prepare step (the tokens client's credentials, claimed on HTTP_REQUEST_CHANNEL): run once allowed, before any byte goes. */
+  prepare?: RequestPrepare;
 }
 
 type Req = http.ClientRequest & { _header?: string | null };
@@ -101,6 +105,7 @@ export function installHttpPatch(): void {
   nodeOnSocket = CR.onSocket!;
   nodeAddRequest = agentProto.addRequest!;
   installed = { inherited, own };
+  dc.subscribe(HTTP_REQUEST_CHANNEL, onTailnetRequest);
   CR.onSocket = guardedOnSocket;
   agentProto.addRequest = guardedAddRequest;
   for (const k of HOOKED) Object.defineProperty(CR, k, { value: hooks[k], writable: true, configurable: true, enumerable: false });
@@ -108,6 +113,7 @@ export function installHttpPatch(): void {
 
 export function uninstallHttpPatch(): void {
   if (!installed) return;
+  dc.unsubscribe(HTTP_REQUEST_CHANNEL, onTailnetRequest);
   CR.onSocket = nodeOnSocket!;
   (http.Agent.prototype as unknown as Record<string, Fn>).addRequest = nodeAddRequest!;
   for (const k of HOOKED) {
@@ -233,18 +239,11 @@ function decide(core: GuardCore, req: Req, st: ReqState, head: Head, resolvedIp:
 }
 
 function settle(req: Req, st: ReqState, v: Verdict): Verdict {
-  if (v === undefined) {
-    st.verdict = "allowed";
-    release(req);
-    return undefined;
-  }
+  if (v === undefined) return allow(req, st);
   st.verdict = v;
   if (v instanceof PolicyDeniedError) return v;
   v.then(
-    () => {
-      st.verdict = "allowed";
-      release(req);
-    },
+    () => void allow(req, st),
     (err: unknown) => {
       const e = err instanceof Error ? err : new Error(errorText(err));
       st.verdict = e instanceof PolicyDeniedError ? e : new PolicyDeniedError(headTarget(req, st, st.head ?? liveHead(req), undefined), errorText(e));
@@ -252,6 +251,60 @@ function settle(req: Req, st: ReqState, v: Verdict): Verdict {
     },
   );
   return v;
+}
+
+/**
+ * allow sends an allowed request: at once, or — when it has a prepare step
+ * (a tailnet request a tokens client adds its token to) — once the step has
+ * settled, its bytes held meanwhile. The step runs only here: a request the
+ * guard denies never reaches the token layer.
+ */
+function allow(req: Req, st: ReqState): Verdict {
+  const prepare = st.prepare;
+  st.prepare = undefined;
+  let p: undefined | Promise<void>;
+  if (prepare !== undefined) {
+    try {
+      p = prepare();
+    } catch (err) {
+      p = Promise.reject(err);
+    }
+  }
+  if (p === undefined) {
+    st.verdict = "allowed";
+    release(req);
+    return undefined;
+  }
+  const waiting = p.then(
+    () => {
+      st.verdict = "allowed";
+      release(req);
+    },
+    (err: unknown) => refuse(req, err instanceof Error ? err : new Error(errorText(err))),
+  );
+  st.verdict = waiting;
+  return waiting;
+}
+
+/**
+ * onTailnetRequest claims the prepare step of a node:http request over a
+ * tailnet dial (fetch-channel.ts) unless the request is allowed already (a
+ * kept-alive socket's request decided before Node flushed it: nothing of it
+ * was sent, and the step then runs at once, after the decision). Never throws.
+ */
+function onTailnetRequest(message: unknown): void {
+  try {
+    if (current() === undefined) return;
+    const m = message as HttpRequestMessage;
+    const req = m?.request;
+    if (!(req instanceof http.ClientRequest) || typeof m.claimPrepare !== "function") return;
+    const st = stateOf(req);
+    if (st.internal || st.verdict === "allowed") return;
+    const prepare = m.claimPrepare();
+    if (prepare !== undefined) st.prepare = prepare;
+  } catch (err) {
+    current()?.warn(err);
+  }
 }
 
 /** tryDecide decides when both the header block and the address are known. */

@@ -45,7 +45,7 @@ import { current } from "./state.js";
 import { defaultPort, headerRecord, hostKey, httpTarget, llmProviderFor, llmTarget, splitPathQuery } from "./targets.js";
 import { normalizeHost } from "../policy/hosts.js";
 import { skipHttpCheck } from "./sdk-context.js";
-import { DISPATCHER_CHANNEL, type DispatcherMessage } from "../fetch-channel.js";
+import { DISPATCHER_CHANNEL, dispatchPrepared, failDispatch, type DispatcherMessage, type DispatchPrepare } from "../fetch-channel.js";
 
 const SYM1 = Symbol.for("undici.globalDispatcher.1");
 const SYM2 = Symbol.for("undici.globalDispatcher.2");
@@ -78,11 +78,21 @@ class GuardedDispatcher extends EventEmitter {
   readonly #inner: Dispatcher;
   /** Host names are tailnet (MagicDNS) names the node resolves itself: not looked up here. */
   readonly #tailnet: boolean;
+  /** A MeshNode.fetch's prepare step (the tokens client's credentials): run on what was allowed, never on a denied dispatch. */
+  readonly #prepare: DispatchPrepare | undefined;
 
-  constructor(inner: Dispatcher, tailnet = false) {
+  constructor(inner: Dispatcher, tailnet = false, prepare?: DispatchPrepare) {
     super();
     this.#inner = inner;
     this.#tailnet = tailnet;
+    this.#prepare = prepare;
+  }
+
+  /** send hands an allowed dispatch on: after the prepare step, when the fetch has one. */
+  #send(opts: DispatchOptions, handler: Handler): boolean {
+    const prepare = this.#prepare;
+    if (prepare === undefined) return innerDispatch(this.#inner, opts, handler);
+    return dispatchPrepared(prepare, opts, handler, (o) => innerDispatch(this.#inner, o as DispatchOptions, handler));
   }
 
   dispatch(opts: DispatchOptions, handler: Handler): boolean {
@@ -94,14 +104,14 @@ class GuardedDispatcher extends EventEmitter {
     } catch (err) {
       v = core.failed(unreadable(opts), err);
     }
-    if (v === undefined) return innerDispatch(this.#inner, opts, handler);
+    if (v === undefined) return this.#send(opts, handler);
     if (v instanceof PolicyDeniedError) {
-      fail(handler, v);
+      failDispatch(handler, v);
       return true;
     }
     v.then(
-      (newOpts) => innerDispatch(this.#inner, newOpts ?? opts, handler),
-      (err: unknown) => fail(handler, err instanceof Error ? err : new Error(errorText(err))),
+      (newOpts) => this.#send(newOpts ?? opts, handler),
+      (err: unknown) => failDispatch(handler, err instanceof Error ? err : new Error(errorText(err))),
     );
     return true;
   }
@@ -137,17 +147,6 @@ function innerDispatch(inner: Dispatcher, opts: DispatchOptions, handler: Handle
   } finally {
     dispatching = outer;
   }
-}
-
-function fail(handler: Handler, err: Error): void {
-  queueMicrotask(() => {
-    try {
-      if (typeof handler.onError === "function") handler.onError(err);
-      else handler.onResponseError?.({ abort() {}, pause() {}, resume() {}, aborted: true, paused: false }, err);
-    } catch {
-      // a handler that throws on error must not take the process down
-    }
-  });
 }
 
 interface Origin {
@@ -366,12 +365,22 @@ const CHANNELS: Array<[string, (m: unknown) => void]> = [
 /** The judging wrapper of each MeshNode's Agent (fetch-channel.ts), made once per Agent. */
 let tailnetWrappers = new WeakMap<object, GuardedDispatcher>();
 
-/** onTailnetDispatcher hands MeshNode.fetch the judging wrapper of its Agent. Never throws. */
+/**
+ * onTailnetDispatcher hands MeshNode.fetch the judging wrapper of its Agent.
+ * A fetch with a prepare step (a tokens client follows FETCH_CHANNEL) gets
+ * a wrapper of its own that runs the step on what it allowed: judged
+ * first, credentials after. Never throws.
+ */
 function onTailnetDispatcher(message: unknown): void {
   try {
     const m = message as DispatcherMessage;
     const inner = m?.dispatcher as Dispatcher | undefined;
     if (inner === null || typeof inner !== "object" || typeof inner.dispatch !== "function" || inner instanceof GuardedDispatcher) return;
+    const prepare = typeof m.claimPrepare === "function" ? m.claimPrepare() : undefined;
+    if (prepare !== undefined) {
+      m.dispatcher = new GuardedDispatcher(inner, true, prepare);
+      return;
+    }
     let w = tailnetWrappers.get(inner);
     if (w === undefined) tailnetWrappers.set(inner, (w = new GuardedDispatcher(inner, true)));
     m.dispatcher = w;

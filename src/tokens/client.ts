@@ -5,7 +5,9 @@
  * puts the right one on every MeshNode.fetch, and every node:http request
  * over a MeshNode.dial (src/tailnet-http.ts), to a service it has a target
  * for, through FETCH_CHANNEL (src/fetch-channel.ts; MeshNode does not import
- * this layer).
+ * this layer). With the guard installed, a request is published there only
+ * once the guard has allowed it: the client never asks for a token for a
+ * call the guard denies.
  *
  * Targets are given (`targets`) or read from the policy (`policy`): each
  * allowing token rule whose src matches this node, for each audience that
@@ -24,7 +26,7 @@
  *   rules decide whether the issuer grants it.
  * A request that already has an Authorization header, or that goes to the
  * issuer, is left alone. A token is only ever put on the first request of a
- * fetch: when a redirect leaves the origin, fetch drops the header (see
+ * fetch, and follows redirects only while they stay at its origin (see
  * src/fetch-channel.ts), so a token never reaches another origin.
  *
  * Lifetimes: a cached token is handed out until MIN_REMAINING_S before its

@@ -37,13 +37,15 @@ export function canonicalOrigin(origin: string): string | undefined {
  * `type`, and locations that do not parse, grant nothing.
  */
 export function compileGrant(details: unknown, origin: string): GrantCheck {
-  const rules: { methods: Set<string> | "*"; match: (u: UrlParts) => boolean }[] = [];
+  // Methods as an array: a token names one to a few, where includes() is as fast as a Set and costs no Set to build.
+  const rules: { methods: readonly string[] | "*"; match: (u: UrlParts) => boolean }[] = [];
   let base: Omit<UrlParts, "path"> | undefined;
   if (Array.isArray(details)) {
     for (const d of details as Record<string, unknown>[]) {
       if (typeof d !== "object" || d === null || d.type !== HTTP_DETAIL_TYPE || !Array.isArray(d.actions) || !Array.isArray(d.locations)) continue;
-      const actions = (d.actions as unknown[]).filter((a): a is string => typeof a === "string");
-      const methods = actions.includes("*") ? "*" : new Set(actions);
+      const all = d.actions as unknown[];
+      // A copy: the claims' arrays are the handler's to read (and mutate); what is checked must not change.
+      const methods = all.includes("*") ? "*" : all.every((a) => typeof a === "string") ? (all.slice() as string[]) : all.filter((a): a is string => typeof a === "string");
       for (const loc of d.locations as unknown[]) {
         if (typeof loc !== "string") continue;
         const c = compiled(loc);
@@ -56,7 +58,7 @@ export function compileGrant(details: unknown, origin: string): GrantCheck {
   return (method, path) => {
     if (base === undefined) return false;
     const url: UrlParts = { scheme: base.scheme, host: base.host, port: base.port, path };
-    for (const r of rules) if ((r.methods === "*" || r.methods.has(method)) && r.match(url)) return true;
+    for (const r of rules) if ((r.methods === "*" || r.methods.includes(method)) && r.match(url)) return true;
     return false;
   };
 }

@@ -1,7 +1,7 @@
 // docs/getting-started.md shows examples/getting-started/ verbatim
 // (test/meta/docs-examples.test.ts); this runs them as the page says, on a
 // real local tailnet: the agent's allowed call reaches the service with a
-// token bound to its node, the three blocked calls never reach anyone.
+// token bound to its node, the three blocked calls never reach anyone (the DELETE not even the token issuer).
 import { spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { expect, it } from "vitest";
@@ -19,6 +19,8 @@ it("getting-started: run.mjs prints what docs/getting-started.md shows", () => {
   expect(out).toMatch(/^allowed: GET http:\/\/billing\/v2\/transactions\/7 -> 200 \{"id":7,"amount":4200\}$/m);
   expect(out).toMatch(/^blocked by the guard: tcp billing:22 -> MESHGUARD_POLICY_DENIED: no rule allows tag:agent/m);
   expect(out).toMatch(/^blocked by the guard: GET https:\/\/api\.github\.com\/repos\/acme\/app -> MESHGUARD_POLICY_DENIED: no rule allows tag:agent/m);
-  expect(out).toMatch(/^blocked: DELETE http:\/\/billing\/v2\/transactions\/7 -> MESHGUARD_TOKEN_REQUEST_FAILED: .*no rule allows tag:agent .* to token http:\/\/billing DELETE/m);
+  // The guard judges before the token layer: the denied DELETE never reaches the issuer (issue 10 regression).
+  expect(out).toMatch(/^blocked by the guard: DELETE http:\/\/billing\/v2\/transactions\/7 -> MESHGUARD_POLICY_DENIED: no rule allows tag:agent .*DELETE http:\/\/billing\/v2\/transactions\/7/m);
+  expect(out).not.toMatch(/MESHGUARD_TOKEN_REQUEST_FAILED/);
   expect(out).not.toMatch(/NOT blocked/);
 }, 120_000);

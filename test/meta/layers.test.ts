@@ -31,11 +31,11 @@ const ALLOWED: Record<string, string[]> = {
   "dial-channel": ["errors"],
   // The messages MeshNode.fetch publishes: the tokens client adds credentials, the guard wraps its dispatcher.
   "fetch-channel": ["errors"],
+  // node:http over a tailnet dial published on the fetch channel: part of MeshNode, below it.
+  "tailnet-http": ["errors", "fetch-channel"],
   backend: ["errors", "config"],
   // The control socket: below MeshNode (it takes the node as an argument), asking the guard through its channel.
   inspect: ["errors", "config"],
-  // node:http over a tailnet dial, published on the fetch channel like MeshNode.fetch: below MeshNode.
-  "tailnet-http": ["errors", "fetch-channel"],
   node: ["errors", "config", "backend", "progress", "dial-channel", "fetch-channel", "inspect", "tailnet-http"],
   index: ["node", "errors", "config", "backend"],
   policy: ["errors"],

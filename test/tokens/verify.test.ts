@@ -253,6 +253,19 @@ describe("verifier: forged and malformed tokens are refused before any crypto", 
     expect((err as Error).message).toMatch(/signature does not verify/);
   });
 
+  it("regression: a payload character outside ASCII whose low byte is the signed one is refused (a latin1 reading truncated it to the signed text)", async () => {
+    const v = await use();
+    const ctx = { method: "GET", path: "/v2/transactions/1", node: agentA.id };
+    const t = issuer.sign(issuer.claims(agentA.id));
+    const [h, p, sig] = t.split(".") as [string, string, string];
+    const i = p.search(/[A-Za-z]/);
+    // U+0100 + c: latin1 (and base64url decoding) read it as c, so the forged text decoded to the signed claims.
+    const forged = `${h}.${p.slice(0, i)}${String.fromCharCode(0x100 + p.charCodeAt(i))}${p.slice(i + 1)}.${sig}`;
+    const err = await v.verify(forged, ctx).then(() => undefined, (e: unknown) => e);
+    expect((err as TokenVerifyError).code).toBe(ErrorCode.TOKEN_INVALID);
+    await expect(v.verify(t, ctx)).resolves.toMatchObject({ sub: agentA.id });
+  });
+
   it("a token without a contract claim, or living longer than maxLifetimeS, is refused", async () => {
     const v = await use({ maxLifetimeS: 3600 });
     const ctx = { method: "GET", path: "/v2/transactions/1", node: agentA.id };
