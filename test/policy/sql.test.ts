@@ -1,0 +1,173 @@
+/**
+ * sql rules (format version 5): the statement analysis (PostgreSQL's own
+ * parser) and the decisions the engine makes from it, without a database.
+ * The guard against a real PostgreSQL is test/guard/sql-pg.test.ts.
+ */
+import { describe, expect, it } from "vitest";
+import { loadPolicy, PolicyInvalidError, type Policy } from "../../src/policy/index.js";
+import { analyzeSql, formatAccess } from "../../src/policy/sql.js";
+import { formatTarget } from "../../src/policy/request.js";
+import { decisionEvent } from "../../src/policy/event.js";
+import type { Principal, SqlTarget } from "../../src/policy/types.js";
+
+const acc = (s: string) => {
+  const a = analyzeSql(s);
+  if (!a.ok) throw new Error(a.error);
+  return a.accesses.map(formatAccess);
+};
+
+describe("analyzeSql finds every operation and object", () => {
+  it("CTEs, subqueries, set operations and multi-statement strings", () => {
+    expect(acc("WITH x AS (DELETE FROM app.jobs RETURNING id) SELECT id FROM x")).toEqual(["delete app.jobs (id)", "select app.jobs (id)"]);
+    expect(acc("SELECT a FROM t WHERE b IN (SELECT c FROM secret.s)")).toEqual(["select public.t (a, b)", "select secret.s (c)"]);
+    expect(acc("SELECT 1 UNION SELECT x FROM u")).toEqual(["select public.u (x)"]);
+    expect(acc("SELECT id FROM orders; DROP TABLE orders")).toEqual(["select public.orders (id)", "ddl public.orders"]);
+  });
+  it("INSERT … ON CONFLICT is insert and update; SELECT INTO is ddl and select; RETURNING is select", () => {
+    expect(acc("INSERT INTO t (k, v) VALUES (1, 2) ON CONFLICT (k) DO UPDATE SET v = excluded.v")).toEqual(["insert public.t (k, v)", "update public.t (v)"]);
+    expect(acc("SELECT * INTO copy_t FROM t")).toEqual(["ddl public.copy_t", "select public.t (*)"]);
+    expect(acc("INSERT INTO t VALUES (1) RETURNING id")).toEqual(["insert public.t (*)", "select public.t (id)"]);
+  });
+  it("EXPLAIN plans (explain); EXPLAIN ANALYZE also runs its statement", () => {
+    expect(acc("EXPLAIN DELETE FROM t")).toEqual(["explain public.t"]);
+    expect(acc("EXPLAIN ANALYZE DELETE FROM t")).toEqual(["explain public.t", "delete public.t"]);
+  });
+  it("functions: safe ones are free, others are call, dangerous ones are marked", () => {
+    expect(acc("SELECT count(*), lower(name) FROM users")).toEqual(["select public.users (name)"]);
+    const a = analyzeSql("SELECT set_config('role', 'x', false), public.bump(1)");
+    expect(a.ok && a.accesses).toEqual([
+      { operation: "call", object: "pg_catalog.set_config", dangerous: true },
+      { operation: "call", object: "public.bump" },
+    ]);
+    expect(acc("CALL refresh_stats()")).toEqual(["call public.refresh_stats"]);
+  });
+  it("quoting and case: names as PostgreSQL reads them", () => {
+    expect(acc('SeLeCt ID fRoM PUBLIC.Users')).toEqual(["select public.users (id)"]);
+    expect(acc('SELECT 1 FROM "Public"."Users"')).toEqual(["select Public.Users"]);
+    expect(acc("SELECT 1 /* ; DROP TABLE t */ -- ; DELETE FROM t\n")).toEqual([]);
+    expect(acc("SELECT ';DROP TABLE t' AS x")).toEqual([]);
+  });
+  it("the other statement kinds", () => {
+    expect(acc("TRUNCATE a, b.c")).toEqual(["ddl public.a", "ddl b.c"]);
+    expect(acc("COPY t (a) TO STDOUT")).toEqual(["copy_to public.t (a)"]);
+    expect(acc("COPY t FROM STDIN")).toEqual(["copy_from public.t"]);
+    expect(acc("DO $$ BEGIN DELETE FROM t; END $$")).toEqual(["do"]);
+    expect(acc("PREPARE p AS DELETE FROM t")).toEqual(["prepare", "delete public.t"]);
+    expect(acc("DECLARE c CURSOR FOR SELECT a FROM t")).toEqual(["cursor", "select public.t (a)"]);
+    expect(acc("SET search_path = evil")).toEqual(["set search_path"]);
+    expect(acc("BEGIN; COMMIT")).toEqual([]);
+  });
+  it("a text that does not parse is an error", () => {
+    expect(analyzeSql("SELEC 1").ok).toBe(false);
+    expect(analyzeSql("SELECT 1; DELETE FROM").ok).toBe(false);
+  });
+});
+
+const POLICY = `{
+  "version": 5,
+  "rules": [
+    { "id": "reader", "src": ["tag:reader"], "sql": { "database": ["appdb"], "operation": ["select"], "table": ["public.*"] } },
+    { "id": "writer", "src": ["tag:writer"], "sql": { "database": ["appdb"], "operation": ["select", "insert", "update"], "table": ["public.orders"] } },
+    { "id": "no-secrets", "src": ["*"], "effect": "deny", "sql": { "database": ["*"], "operation": ["*"], "table": ["public.secrets"] } },
+    { "id": "calls", "src": ["tag:writer"], "sql": { "database": ["appdb"], "operation": ["call"], "table": ["*"] } },
+    { "id": "cols", "src": ["tag:cols"], "sql": { "database": ["appdb"], "operation": ["select"], "table": ["public.users"], "columns": ["id", "name"] } },
+    { "id": "mine", "src": ["tag:owner"], "sql": { "database": ["appdb"], "operation": ["select"], "table": ["public.notes"], "rows": "owner = ANY (meshguard.owners())" } },
+    { "id": "ask", "src": ["tag:writer"], "effect": "approve", "sql": { "database": ["appdb"], "operation": ["delete"], "table": ["public.orders"] } }
+  ],
+  "tests": [
+    { "as": "tag:reader", "request": "sql appdb SELECT id FROM orders", "expect": "allow", "ruleId": "reader" },
+    { "as": "tag:reader", "request": "sql appdb SELECT 1 FROM secrets", "expect": "deny", "ruleId": "no-secrets" },
+    { "as": "tag:owner", "request": "sql appdb SELECT * FROM notes", "expect": "deny", "ruleId": "mine" },
+    { "as": "tag:owner", "request": "sql appdb SELECT * FROM notes", "rowFilters": true, "expect": "allow", "ruleId": "mine" }
+  ]
+}`;
+
+const who = (tag: string): Principal => ({ tags: [tag] });
+const sql = (statement: string, database = "appdb"): SqlTarget => ({ kind: "sql", database, statement });
+
+describe("sql rules decide statements", () => {
+  const p: Policy = loadPolicy(POLICY);
+  const d = (tag: string, s: string, db?: string) => p.evaluate({ principal: who(tag), target: sql(s, db) });
+
+  it("allowed and denied per agent", () => {
+    expect(d("tag:reader", "SELECT id FROM orders").effect).toBe("allow");
+    expect(d("tag:reader", "INSERT INTO orders (id) VALUES (1)").effect).toBe("deny");
+    expect(d("tag:writer", "INSERT INTO orders (id) VALUES (1)").effect).toBe("allow");
+    expect(d("tag:writer", "SELECT id FROM users").effect).toBe("deny");
+    expect(d("tag:reader", "SELECT id FROM orders", "otherdb").effect).toBe("deny");
+  });
+  it("a denied statement hidden in a multi-statement string denies the whole text, naming it", () => {
+    const r = d("tag:reader", "SELECT id FROM orders; DELETE FROM orders");
+    expect(r.effect).toBe("deny");
+    expect(r.reason).toMatch(/^delete public\.orders: no rule allows/);
+  });
+  it("deny wins; approve beats allow", () => {
+    expect(d("tag:reader", "SELECT o.id FROM orders o JOIN secrets s ON s.id = o.id")).toMatchObject({ effect: "deny", ruleId: "no-secrets" });
+    expect(d("tag:writer", "SELECT id FROM orders; DELETE FROM orders WHERE id = 1")).toMatchObject({ effect: "approve", ruleId: "ask" });
+  });
+  it("writes through functions need a call rule; dangerous built-ins need a rule naming them", () => {
+    expect(d("tag:reader", "SELECT public.bump(id) FROM orders").effect).toBe("deny");
+    expect(d("tag:writer", "SELECT public.bump(id) FROM orders").effect).toBe("allow");
+    const r = d("tag:writer", "SELECT set_config('search_path', 'evil', false)");
+    expect(r.effect).toBe("deny");
+    expect(r.reason).toContain("call pg_catalog.set_config");
+    expect(d("tag:writer", "SELECT pg_read_file('/etc/passwd')").effect).toBe("deny");
+  });
+  it("columns: only the listed ones; * and unlisted columns do not match", () => {
+    expect(d("tag:cols", "SELECT id, name FROM users WHERE id = 3").effect).toBe("allow");
+    expect(d("tag:cols", "SELECT * FROM users").effect).toBe("deny");
+    expect(d("tag:cols", "SELECT id FROM users WHERE ssn = '1'").effect).toBe("deny");
+  });
+  it("a rows rule does not allow in-process, and says why", () => {
+    const r = d("tag:owner", "SELECT * FROM notes");
+    expect(r).toMatchObject({ effect: "deny", ruleId: "mine" });
+    expect(r.reason).toContain("database gateway");
+    expect(p.evaluate({ principal: who("tag:owner"), target: { ...sql("SELECT * FROM notes"), rowFilters: true } }).effect).toBe("allow");
+  });
+  it("unparseable and transaction-only texts", () => {
+    expect(d("tag:reader", "SELEC id FROM orders")).toMatchObject({ effect: "deny" });
+    expect(d("tag:reader", "SELEC id FROM orders").reason).toContain("cannot be judged");
+    expect(d("tag:nobody", "BEGIN").effect).toBe("allow");
+  });
+  it("explain lists every sql rule per access", () => {
+    const ex = p.explain({ principal: who("tag:reader"), target: sql("SELECT id FROM orders; DELETE FROM orders") });
+    expect(ex.decision.effect).toBe("deny");
+    const accesses = new Set(ex.rules.map((r) => r.access));
+    expect(accesses).toEqual(new Set(["select public.orders (id)", "delete public.orders"]));
+    expect(ex.rules.find((r) => r.access === "select public.orders (id)" && r.ruleId === "reader")?.result).toBe("match");
+    expect(ex.rules.find((r) => r.access === "delete public.orders" && r.ruleId === "reader")?.result).toBe("no-match");
+  });
+  it("renderings and events carry no literal values", () => {
+    const t = sql("SELECT id FROM orders WHERE note = 'zebra-kumquat-4711' AND id = 987654321");
+    expect(formatTarget(t)).toBe("sql appdb [select public.orders (id, note)]");
+    const ev = decisionEvent(who("tag:reader"), t, d("tag:reader", t.statement), { layer: "sql", outcome: "allow", latencyUs: 1, mode: "enforce" });
+    const text = JSON.stringify(ev);
+    expect(text).not.toContain("zebra-kumquat");
+    expect(text).not.toContain("987654321");
+    expect(ev.target).toMatchObject({ kind: "sql", database: "appdb", accesses: ["select public.orders (id, note)"] });
+  });
+});
+
+describe("sql rules in the policy file", () => {
+  const bad = (text: string) => {
+    try {
+      loadPolicy(text);
+    } catch (err) {
+      expect(err).toBeInstanceOf(PolicyInvalidError);
+      return (err as Error).message;
+    }
+    throw new Error("loaded");
+  };
+  it("need version 5; old files keep loading", () => {
+    expect(bad(`{"version": 4, "rules": [{"src": ["*"], "sql": {"database": ["*"], "operation": ["select"], "table": ["public.t"]}}]}`)).toContain('sql rules need "version": 5');
+    expect(loadPolicy(`{"version": 4, "rules": [{"src": ["*"], "tcp": {"host": ["db"], "port": [5432]}}]}`).version).toBe(4);
+  });
+  it("name what is wrong", () => {
+    expect(bad(`{"version": 5, "rules": [{"src": ["*"], "sql": {"database": ["*"], "operation": ["select"], "table": ["users"]}}]}`)).toContain('write "public.users"');
+    expect(bad(`{"version": 5, "rules": [{"src": ["*"], "sql": {"database": ["*"], "operation": ["read"], "table": ["*"]}}]}`)).toContain('must be one of "select"');
+    expect(bad(`{"version": 5, "rules": [{"src": ["*"], "effect": "deny", "sql": {"database": ["*"], "operation": ["select"], "table": ["*"], "rows": "x"}}]}`)).toContain("a deny rule cannot have a row filter");
+  });
+  it("tests with SQL requests run at load", () => {
+    expect(() => loadPolicy(POLICY.replace('"expect": "allow", "ruleId": "reader"', '"expect": "deny"'))).toThrow(/tests/i);
+  });
+});
