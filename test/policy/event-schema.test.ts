@@ -51,7 +51,7 @@ function maximal(): DecisionEvent[] {
         policyHash: "h",
         requestId: "q",
         usage: { inputTokens: 1, outputTokens: 2, cachedTokens: 0, costUsd: 0.1, estimated: true },
-        ...(reveal ? { reveal: { query: true, headers: ["x-a"], mcpArgs: true } } : {}),
+        ...(reveal ? { reveal: { query: true, headers: ["x-a"], mcpArgs: true, sql: true } } : {}),
       },
     );
   return [
@@ -64,6 +64,7 @@ function maximal(): DecisionEvent[] {
     full("dns n.example TXT @127.0.0.1:5353"),
     full("udp h:53"),
     full("token http://billing GET https://billing/v2/*"),
+    full("sql appdb SELECT id FROM public.orders WHERE note = 'x'"),
   ];
 }
 
