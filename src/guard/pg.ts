@@ -22,6 +22,7 @@
  * the query until the approver answers.
  */
 
+import { SQL_PARSER_PG_MAJOR } from "../policy/sql.js";
 import type { SqlTarget } from "../policy/types.js";
 import type { GuardCore } from "./core.js";
 import { PolicyDeniedError } from "./errors.js";
@@ -57,7 +58,36 @@ export function instrumentPgClient(cls: { prototype: object }): boolean {
   const proto = cls.prototype as { query?: unknown; connect?: unknown; _handleReadyForQuery?: unknown };
   // node-postgres' Client, not any class with a query method.
   if (typeof proto.query !== "function" || typeof proto.connect !== "function" || typeof proto._handleReadyForQuery !== "function") return false;
-  return patchMethod(proto, "query", judgingQuery);
+  const patched = patchMethod(proto, "query", judgingQuery);
+  if (patched) patchMethod(proto, "connect", checkingConnect);
+  return patched;
+}
+
+/**
+ * checkingConnect reads the server's `server_version` from the startup
+ * (a ParameterStatus message) and warns when its major version is not the
+ * parser's: statements are still judged, but a grammar the parser does not
+ * know makes them unparseable, hence denied (docs/policy.md, "The parser").
+ */
+function checkingConnect(original: Fn): Fn {
+  return function connect(this: unknown, ...args: unknown[]): unknown {
+    const conn = (this as PgClient).connection as { on?: (ev: string, f: (m: { parameterName?: unknown; parameterValue?: unknown }) => void) => void } | undefined;
+    try {
+      conn?.on?.("parameterStatus", (m) => {
+        if (m.parameterName !== "server_version" || typeof m.parameterValue !== "string") return;
+        const major = Number.parseInt(m.parameterValue, 10);
+        if (major !== SQL_PARSER_PG_MAJOR)
+          current()?.warn(
+            new Error(
+              `meshguard guard: this PostgreSQL server is version ${m.parameterValue}, the SQL parser speaks PostgreSQL ${SQL_PARSER_PG_MAJOR}: statements its grammar does not know are denied. Pin libpg-query ${major}.x to match (docs/policy.md, "The parser")`,
+            ),
+          );
+      });
+    } catch {
+      // not node-postgres' Connection: nothing to read
+    }
+    return original.apply(this, args);
+  };
 }
 
 function judgingQuery(original: Fn): Fn {

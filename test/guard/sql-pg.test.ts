@@ -84,9 +84,19 @@ afterEach(async () => {
 });
 
 describe.skipIf(unavailable)("pg statements judged in the agent", () => {
-  it("pg is found and instrumented", async () => {
-    await as("tag:reader");
-    expect(g!.instrumented).toContain("pg (cjs)");
+  it("pg is found and instrumented; the server's major version is the parser's (no warning at connect)", async () => {
+    const warnings: Error[] = [];
+    g = installGuard({ identity: { node: "agent", tags: ["tag:reader"] }, policy: loadPolicy(policyText(server.port)), intercept: { sdk: true }, sdkSearchPaths: [process.cwd()] });
+    g.on("warning", (e: Error) => warnings.push(e));
+    expect(g.instrumented).toContain("pg (cjs)");
+    const c = new pg.Client({ connectionString: server.url(DB) });
+    clients.push(c);
+    await c.connect();
+    expect(server.version).toMatch(/^15/);
+    expect(warnings).toEqual([]);
+    // What a server of another major announces at startup (ParameterStatus) is warned about.
+    (c as unknown as { connection: { emit(ev: string, m: object): void } }).connection.emit("parameterStatus", { parameterName: "server_version", parameterValue: "16.4" });
+    expect(warnings.map((w) => w.message)).toEqual([expect.stringMatching(/version 16\.4, the SQL parser speaks PostgreSQL 15.*Pin libpg-query 16\.x/)]);
   });
 
   it("allowed and denied per agent; nothing denied reaches the database", async () => {
