@@ -34,6 +34,14 @@ import { normalizeAudience } from "./token-actions.js";
 import { hashStep, NameMemo, peerNames, SUFFIX_HASH_MASK, unknownDecision, type CompiledRule, type CompiledRules, type HostTarget, type KindIndex, type PrincipalBucket } from "./compile.js";
 import type { Decision, DecisionRequest, Effect, HttpTarget, LlmTarget, Principal, SqlAccessTarget, SqlTarget, Target } from "./types.js";
 
+interface SqlMemo {
+  database: string;
+  rowFilters: boolean;
+  targets: SqlAccessTarget[];
+  parts: Array<Readonly<Decision> | undefined>;
+  combined: Readonly<Decision> | undefined;
+}
+
 /** A statement that only steers the transaction (BEGIN, COMMIT, ROLLBACK, SAVEPOINT) or is empty: nothing for a rule to judge. */
 const NO_ACCESS: Readonly<Decision> = Object.freeze({ effect: "allow", reason: "the statement only steers the transaction (or is empty): nothing to judge" });
 
@@ -377,27 +385,53 @@ export class Evaluator {
   private decideSql(req: DecisionRequest, t: SqlTarget, peek: boolean): Readonly<Decision> {
     const a = analyzeSql(t.statement);
     if (!a.ok) return { effect: "deny", reason: `the statement cannot be judged, so it is denied (fails closed): ${a.error}` };
-    if (!a.accesses.length) return NO_ACCESS;
-    let approve: { d: Readonly<Decision>; a: SqlAccess } | undefined;
-    let first: Readonly<Decision> | undefined;
-    const allowedBy: string[] = [];
-    for (const acc of a.accesses) {
+    const accesses = a.accesses;
+    if (!accesses.length) return NO_ACCESS;
+    const m = this.sqlMemo(a, t);
+    const parts = m.parts;
+    let approve = -1;
+    let same = true;
+    for (let i = 0; i < accesses.length; i++) {
+      const d = this.decideTarget(req, m.targets[i] as unknown as Target, peek);
+      if (d.effect === "deny") {
+        m.combined = undefined; // parts is now partly updated: the next full pass combines afresh
+        const reason = `${formatAccess(accesses[i]!)}: ${d.reason}`;
+        return d.ruleId !== undefined ? { effect: "deny", ruleId: d.ruleId, reason } : { effect: "deny", reason };
+      }
+      if (d.effect === "approve" && approve < 0) approve = i;
+      if (parts[i] !== d) {
+        parts[i] = d;
+        same = false;
+      }
+    }
+    if (accesses.length === 1) return parts[0]!;
+    // Rule decisions are shared frozen objects: the same ones as last time make the same combined decision.
+    if (same && m.combined !== undefined) return m.combined;
+    const d =
+      approve >= 0
+        ? { effect: "approve" as const, ruleId: parts[approve]!.ruleId!, reason: `${formatAccess(accesses[approve]!)}: ${parts[approve]!.reason}` }
+        : { effect: "allow" as const, ruleId: parts[0]!.ruleId!, reason: `allowed: ${accesses.map((x, i) => `${formatAccess(x)} by "${parts[i]!.ruleId}"`).join("; ")}` };
+    m.combined = Object.freeze(d);
+    return m.combined;
+  }
+
+  /** What decideSql keeps per analysed text: the access targets (for the last database asked about) and the last combined decision. */
+  private readonly sqlMemos = new WeakMap<object, SqlMemo>();
+
+  private sqlMemo(a: { accesses: readonly SqlAccess[] }, t: SqlTarget): SqlMemo {
+    let m = this.sqlMemos.get(a);
+    const rows = t.rowFilters === true;
+    if (m !== undefined && m.database === t.database && m.rowFilters === rows) return m;
+    const targets = a.accesses.map((acc) => {
       const at: SqlAccessTarget = { kind: "sql-access", database: t.database, operation: acc.operation, object: acc.object };
       if (acc.columns) at.columns = acc.columns;
       if (acc.dangerous) at.dangerous = true;
-      if (t.rowFilters === true) at.rowFilters = true;
-      const d = this.decideTarget(req, at as unknown as Target, peek);
-      if (d.effect === "deny") {
-        const reason = `${formatAccess(acc)}: ${d.reason}`;
-        return d.ruleId !== undefined ? { effect: "deny", ruleId: d.ruleId, reason } : { effect: "deny", reason };
-      }
-      if (d.effect === "approve") approve ??= { d, a: acc };
-      first ??= d;
-      allowedBy.push(`${formatAccess(acc)} by "${d.ruleId}"`);
-    }
-    if (approve) return { effect: "approve", ruleId: approve.d.ruleId!, reason: `${formatAccess(approve.a)}: ${approve.d.reason}` };
-    if (a.accesses.length === 1) return first!;
-    return { effect: "allow", ruleId: first!.ruleId!, reason: `allowed: ${allowedBy.join("; ")}` };
+      if (rows) at.rowFilters = true;
+      return at;
+    });
+    m = { database: t.database, rowFilters: rows, targets, parts: new Array(targets.length), combined: undefined };
+    this.sqlMemos.set(a, m);
+    return m;
   }
 
   private decideTarget(req: DecisionRequest, t: Target, peek: boolean): Readonly<Decision> {

@@ -26,7 +26,7 @@
  * them without a wildcard. A text that does not parse is an error: denied.
  *
  * Analyses are cached by statement text (bounded: SQL_CACHE_SIZE entries,
- * least recently used evicted), so a repeated statement is not parsed again.
+ * the oldest evicted), so a repeated statement is not parsed again.
  */
 
 import { loadModule, parseSync } from "libpg-query";
@@ -95,15 +95,14 @@ export const SQL_CACHE_SIZE = 2048;
 const MAX_CACHED_TEXT = 16 * 1024;
 const cache = new Map<string, SqlAnalysis>();
 
-/** analyzeSql returns the accesses of a statement text (one or more statements), or why it cannot be read. Never throws. */
+/**
+ * analyzeSql returns the accesses of a statement text (one or more
+ * statements), or why it cannot be read. Never throws. The cache is bounded
+ * first-in first-out (a hit costs one lookup, no reordering).
+ */
 export function analyzeSql(text: string): SqlAnalysis {
   const hit = cache.get(text);
-  if (hit !== undefined) {
-    // Move to the back: least recently used first.
-    cache.delete(text);
-    cache.set(text, hit);
-    return hit;
-  }
+  if (hit !== undefined) return hit;
   const a = analyzeUncached(text);
   if (text.length <= MAX_CACHED_TEXT) {
     if (cache.size >= SQL_CACHE_SIZE) cache.delete(cache.keys().next().value as string);

@@ -171,3 +171,19 @@ describe("sql rules in the policy file", () => {
     expect(() => loadPolicy(POLICY.replace('"expect": "allow", "ruleId": "reader"', '"expect": "deny"'))).toThrow(/tests/i);
   });
 });
+
+describe("decisions of a repeated statement", () => {
+  it("follow the policy in force for each caller and database, never a remembered one", () => {
+    const p = loadPolicy(POLICY);
+    const s = "SELECT id FROM orders; INSERT INTO orders (id) VALUES (1)";
+    const d = (tag: string, db = "appdb") => p.evaluate({ principal: who(tag), target: sql(s, db) });
+    expect(d("tag:writer")).toMatchObject({ effect: "allow", reason: 'allowed: select public.orders (id) by "writer"; insert public.orders (id) by "writer"' });
+    expect(d("tag:reader")).toMatchObject({ effect: "deny" });
+    expect(d("tag:writer", "otherdb")).toMatchObject({ effect: "deny" });
+    expect(d("tag:writer").effect).toBe("allow");
+    const mixed = "SELECT id FROM orders; DELETE FROM orders; INSERT INTO orders (id) VALUES (1)";
+    expect(p.evaluate({ principal: who("tag:writer"), target: sql(mixed) })).toMatchObject({ effect: "approve", ruleId: "ask" });
+    expect(p.evaluate({ principal: who("tag:reader"), target: sql(mixed) }).effect).toBe("deny");
+    expect(p.evaluate({ principal: who("tag:writer"), target: sql(mixed) })).toMatchObject({ effect: "approve", ruleId: "ask" });
+  });
+});
