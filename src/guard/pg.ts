@@ -19,7 +19,9 @@
  * The statement text is all that is judged: values of the extended protocol
  * are data, never SQL. A query without readable text is denied (fails closed).
  * The database is the Client's (`client.database`). An approve rule holds
- * the query until the approver answers.
+ * the query until the approver answers; a refusal is delivered like a
+ * denial (transaction aborted). Statements the app queues behind a held one
+ * without waiting for it are not held back.
  */
 
 import { SQL_PARSER_PG_MAJOR } from "../policy/sql.js";
@@ -103,15 +105,19 @@ function judgingQuery(original: Fn): Fn {
     if (verdict === undefined) return original.apply(this, args);
     const cb = callbackOf(args, submittable);
     if (verdict instanceof PolicyDeniedError) return refuse(core, original, client, verdict, cb, submittable);
-    // Held for approval: sent once approved, refused otherwise.
+    // Held for approval: sent once approved; refused like a denial (the open transaction aborted) otherwise.
+    // Statements the app queues behind a held one without waiting for it are not held back.
     if (cb !== undefined || submittable !== undefined) {
       verdict.then(
         () => original.apply(this, args),
-        (err: PolicyDeniedError) => deliver(client, err, cb, submittable),
+        (err: PolicyDeniedError) => void refuse(core, original, client, err, cb, submittable),
       );
       return submittable;
     }
-    return verdict.then(() => original.apply(this, args));
+    return verdict.then(
+      () => original.apply(this, args),
+      (err: PolicyDeniedError) => refuse(core, original, client, err, undefined, undefined),
+    );
   };
 }
 

@@ -8,6 +8,7 @@ import pg from "pg";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { installGuard, type GuardHandle } from "../../src/guard/index.js";
 import { PolicyDeniedError } from "../../src/guard/errors.js";
+import type { ApprovalRequest, GuardOptions } from "../../src/guard/types.js";
 import { loadPolicy } from "../../src/policy/index.js";
 import type { DecisionEvent } from "../../src/policy/event.js";
 import { postgresUnavailable, startPostgres, type PgServer } from "../gateway/pg-server.js";
@@ -46,6 +47,7 @@ const policyText = (port: number) =>
       { id: "writer", src: ["tag:writer"], sql: { database: [DB], operation: ["select", "insert", "update"], table: ["public.orders"] } },
       { id: "writer-calls", src: ["tag:writer"], sql: { database: [DB], operation: ["call"], table: ["public.*", "pg_catalog.*"] } },
       { id: "no-secrets", src: ["*"], effect: "deny", sql: { database: ["*"], operation: ["*"], table: ["public.secrets"] } },
+      { id: "ask-delete", src: ["tag:writer"], effect: "approve", sql: { database: [DB], operation: ["delete"], table: ["public.orders"] } },
       { id: "mine", src: ["tag:owner"], sql: { database: [DB], operation: ["select"], table: ["public.notes"], rows: "owner = ANY (meshguard.owners())" } },
     ],
   });
@@ -55,8 +57,8 @@ let clients: pg.Client[] = [];
 const events: DecisionEvent[] = [];
 
 /** as installs the guard as an agent with this tag and returns a connected client. */
-async function as(tag: string): Promise<pg.Client> {
-  g = installGuard({ identity: { node: "agent", tags: [tag] }, policy: loadPolicy(policyText(server.port)), intercept: { sdk: true }, sdkSearchPaths: [process.cwd()] });
+async function as(tag: string, approvals?: GuardOptions["approvals"]): Promise<pg.Client> {
+  g = installGuard({ identity: { node: "agent", tags: [tag] }, policy: loadPolicy(policyText(server.port)), intercept: { sdk: true }, sdkSearchPaths: [process.cwd()], ...(approvals ? { approvals } : {}) });
   g.on("decision", (e: DecisionEvent) => events.push(e));
   const c = new pg.Client({ connectionString: server.url(DB) });
   clients.push(c);
@@ -212,6 +214,24 @@ describe.skipIf(unavailable)("pg statements judged in the agent", () => {
     } finally {
       await pool.end();
     }
+  });
+
+  it("an approve rule holds the statement until the approver answers; the approver sees no literals", async () => {
+    const asked: ApprovalRequest[] = [];
+    const writer = await as("tag:writer", { callback: (req) => (asked.push(req), { approved: req.request.includes("id") }) });
+    await writer.query("INSERT INTO orders VALUES (1, 'a'), (2, 'b'), (3, 'c')");
+    await writer.query("DELETE FROM orders WHERE id = 1"); // approved
+    await writer.query("BEGIN");
+    await writer.query("INSERT INTO orders VALUES (4, 'd')");
+    await expect(writer.query("DELETE FROM orders WHERE item = 'capybara-3307'")).rejects.toBeInstanceOf(PolicyDeniedError); // refused
+    await writer.query("COMMIT"); // a refusal aborts the transaction as a denial does
+    expect(asked.map((r) => [r.ruleId, r.request])).toEqual([
+      ["ask-delete", "sql appdb [delete public.orders (id)]"],
+      ["ask-delete", "sql appdb [delete public.orders (item)]"],
+    ]);
+    expect(JSON.stringify(asked)).not.toContain("capybara");
+    await done();
+    expect(await count("orders")).toBe(2);
   });
 
   it("a statement only a rows rule allows is denied in-process, and the error says so", async () => {
