@@ -259,15 +259,19 @@ export function sqlOperationCondition(ops: string[]): Condition<SqlAccessTarget>
   return { what: "operation", test: (t) => (set.has(t.operation) ? YES : NO), why: (t) => `operation ${t.operation} ${set.has(t.operation) ? "is" : "is not"} one of ${ops.join(", ")}` };
 }
 
+/** Operations that never have an object: any `table` pattern matches them. */
+const OBJECTLESS = new Set(["do", "prepare", "execute", "cursor"]);
+
 /**
- * sqlObjectCondition: the object matches one of the globs. A dangerous
+ * sqlObjectCondition: the object matches one of the globs (an operation
+ * without an object — do, prepare, execute, cursor — matches any). A dangerous
  * built-in function matches only a pattern without a wildcard that names it
  * exactly: a broad "call on *" never lets set_config or pg_read_file through.
  */
 export function sqlObjectCondition(globs: string[]): Condition<SqlAccessTarget> {
   const m = anyOf(globs.map(flatGlob));
   const literal = new Set(globs.filter((g) => !hasGlob(g)));
-  const ok = (t: SqlAccessTarget) => (t.dangerous ? literal.has(t.object) : m(t.object));
+  const ok = (t: SqlAccessTarget) => (t.object === "" && OBJECTLESS.has(t.operation)) || (t.dangerous ? literal.has(t.object) : m(t.object));
   return {
     what: "table",
     test: (t) => (ok(t) ? YES : NO),

@@ -188,7 +188,7 @@ export const SQL_OPERATION_NAMES = ["select", "insert", "update", "delete", "mer
 export const SqlMatchSchema = strictObject({
   database: globList("database").describe('Globs over the database name the connection is to ("appdb", "app_*", "*").'),
   table: globList("table").describe(
-    'Globs over the schema-qualified object: a table or view ("public.orders", "public.*"; a view by its own name), a function for call ("public.refresh_stats", "pg_catalog.set_config"), a setting for set ("statement_timeout"). Dangerous built-ins (set_config, pg_read_file, lo_*, dblink*, …) match only a pattern naming them without a wildcard. Operations without an object (do, prepare, execute, cursor) have the object "", matched by "*".',
+    'Globs over the schema-qualified object: a table or view ("public.orders", "public.*"; a view by its own name), a function for call ("public.refresh_stats", "pg_catalog.set_config"), a setting for set ("statement_timeout"). Dangerous built-ins (set_config, pg_read_file, lo_*, dblink*, …) match only a pattern naming them without a wildcard. Operations without an object (do, prepare, execute, cursor) match whatever the patterns are.',
   ),
   operation: z
     .array(z.enum(SQL_OPERATION_NAMES, { errorMap: () => ({ message: `must be one of ${SQL_OPERATION_NAMES.map((o) => `"${o}"`).join(", ")}` }) }))

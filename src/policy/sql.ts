@@ -7,7 +7,7 @@
  *   select | insert | update | delete | merge | copy_to | copy_from   on a table or view
  *   ddl       on the table created, altered, dropped or truncated ("" when the object is no relation)
  *   call      on a function or procedure ("pg_catalog.set_config", "public.refresh")
- *   do | prepare | execute | cursor                                   on nothing ("")
+ *   do | prepare | execute | cursor                                   on nothing (""; any `table` pattern matches)
  *   explain   on each table of the explained statement
  *   set       on the setting ("search_path", "statement_timeout", "discard")
  *
@@ -178,8 +178,12 @@ class Walker {
         const from = body.is_from === true;
         if (body.relation) this.add(from ? "copy_from" : "copy_to", relName(body.relation as Body), cols(body.attlist));
         if (body.query) {
-          this.add("copy_to", "");
-          this.walk(body.query);
+          // COPY (query) TO: copy_to on each table the query reads, and the query's own accesses.
+          const inner = new Walker();
+          inner.statement(body.query as Node);
+          const objects = [...new Set(inner.out.filter((a) => a.operation === "select").map((a) => a.object))];
+          for (const o of objects.length ? objects : [""]) this.add("copy_to", o);
+          this.out.push(...inner.out);
         }
         // A server-side file or program: superuser business, never a plain copy.
         if (body.is_program === true) this.add("call", "pg_catalog.copy_program", undefined, true);

@@ -4,7 +4,11 @@
  * test/gateway/pg-server.ts). What reached the database is read back with
  * the guard uninstalled, as the superuser.
  */
+import { pipeline } from "node:stream/promises";
+import { Readable, Writable } from "node:stream";
 import pg from "pg";
+import Cursor from "pg-cursor";
+import { from as copyFrom, to as copyTo } from "pg-copy-streams";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { installGuard, type GuardHandle } from "../../src/guard/index.js";
 import { PolicyDeniedError } from "../../src/guard/errors.js";
@@ -43,8 +47,8 @@ const policyText = (port: number) =>
     version: 5,
     rules: [
       { id: "db", src: ["*"], tcp: { host: ["127.0.0.1"], port: [port] } },
-      { id: "reader", src: ["tag:reader"], sql: { database: [DB], operation: ["select"], table: ["public.orders", "public.counter"] } },
-      { id: "writer", src: ["tag:writer"], sql: { database: [DB], operation: ["select", "insert", "update"], table: ["public.orders"] } },
+      { id: "reader", src: ["tag:reader"], sql: { database: [DB], operation: ["select", "copy_to"], table: ["public.orders", "public.counter"] } },
+      { id: "writer", src: ["tag:writer"], sql: { database: [DB], operation: ["select", "insert", "update", "copy_from"], table: ["public.orders"] } },
       { id: "writer-calls", src: ["tag:writer"], sql: { database: [DB], operation: ["call"], table: ["public.*", "pg_catalog.*"] } },
       { id: "no-secrets", src: ["*"], effect: "deny", sql: { database: ["*"], operation: ["*"], table: ["public.secrets"] } },
       { id: "ask-delete", src: ["tag:writer"], effect: "approve", sql: { database: [DB], operation: ["delete"], table: ["public.orders"] } },
@@ -232,6 +236,40 @@ describe.skipIf(unavailable)("pg statements judged in the agent", () => {
     expect(JSON.stringify(asked)).not.toContain("capybara");
     await done();
     expect(await count("orders")).toBe(2);
+  });
+
+  it("pg-cursor: a cursor's statement is judged; a denied one errors its reads and sends nothing", async () => {
+    await server.sql(DB, "INSERT INTO orders VALUES (1, 'a'), (2, 'b'), (3, 'c')");
+    const reader = await as("tag:reader");
+    const cur = reader.query(new Cursor("SELECT id FROM orders ORDER BY id"));
+    expect(await cur.read(2)).toEqual([{ id: 1 }, { id: 2 }]);
+    expect(await cur.read(2)).toEqual([{ id: 3 }]);
+    await cur.close();
+    const denied = reader.query(new Cursor("SELECT value FROM secrets"));
+    await expect(denied.read(1)).rejects.toBeInstanceOf(PolicyDeniedError);
+    const writes = reader.query(new Cursor("WITH d AS (DELETE FROM orders RETURNING id) SELECT id FROM d"));
+    await expect(writes.read(1)).rejects.toBeInstanceOf(PolicyDeniedError);
+    expect((await reader.query("SELECT count(*)::int AS n FROM orders")).rows).toEqual([{ n: 3 }]);
+    await done();
+    expect(await count("orders")).toBe(3);
+  });
+
+  it("pg-copy-streams: COPY TO and COPY FROM are judged as copy_to and copy_from", async () => {
+    await server.sql(DB, "INSERT INTO orders VALUES (1, 'a')");
+    const reader = await as("tag:reader");
+    let out = "";
+    await pipeline(reader.query(copyTo("COPY orders TO STDOUT")), new Writable({ write: (c, _e, cb) => ((out += String(c)), cb()) }));
+    expect(out).toBe("1\ta\n");
+    await expect(pipeline(reader.query(copyTo("COPY secrets TO STDOUT")), new Writable({ write: (_c, _e, cb) => cb() }))).rejects.toBeInstanceOf(PolicyDeniedError);
+    await expect(pipeline(Readable.from(["9\tz\n"]), reader.query(copyFrom("COPY orders FROM STDIN")))).rejects.toBeInstanceOf(PolicyDeniedError);
+    await done();
+    const writer = await as("tag:writer");
+    await pipeline(Readable.from(["2\tb\n3\tc\n"]), writer.query(copyFrom("COPY orders FROM STDIN")));
+    await expect(pipeline(Readable.from(["5\tleak\n"]), writer.query(copyFrom("COPY secrets (id, value) FROM STDIN")))).rejects.toBeInstanceOf(PolicyDeniedError);
+    expect((await writer.query("SELECT count(*)::int AS n FROM orders")).rows).toEqual([{ n: 3 }]);
+    await done();
+    expect(await count("orders")).toBe(3);
+    expect(await count("secrets")).toBe(1);
   });
 
   it("a statement only a rows rule allows is denied in-process, and the error says so", async () => {

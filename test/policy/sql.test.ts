@@ -187,3 +187,25 @@ describe("decisions of a repeated statement", () => {
     expect(p.evaluate({ principal: who("tag:writer"), target: sql(mixed) })).toMatchObject({ effect: "approve", ruleId: "ask" });
   });
 });
+
+describe("operations without an object", () => {
+  it("match any table pattern; a ddl without a relation needs a pattern matching nothing but *", () => {
+    const p = loadPolicy(
+      JSON.stringify({
+        version: 5,
+        rules: [
+          { id: "cursors", src: ["*"], sql: { database: ["*"], operation: ["cursor", "select"], table: ["public.t"] } },
+          { id: "tmp-ddl", src: ["*"], sql: { database: ["*"], operation: ["ddl"], table: ["public.tmp_*"] } },
+        ],
+      }),
+    );
+    const d = (s: string) => p.evaluate({ principal: who("tag:x"), target: sql(s) }).effect;
+    expect(d("DECLARE c CURSOR FOR SELECT a FROM t")).toBe("allow");
+    expect(d("FETCH 10 FROM c")).toBe("allow");
+    expect(d("DECLARE c CURSOR FOR SELECT a FROM u")).toBe("deny");
+    expect(d("CREATE TABLE tmp_x (a int)")).toBe("allow");
+    expect(d("CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1'")).toBe("deny");
+    expect(d("ALTER SYSTEM SET work_mem = '1GB'")).toBe("deny");
+    expect(acc("COPY (SELECT a FROM t JOIN u USING (a)) TO STDOUT")).toEqual(["copy_to public.t", "copy_to public.u", "select public.t (a)", "select public.u (a)"]);
+  });
+});
