@@ -89,6 +89,15 @@ export function isDangerousFunction(qualified: string): boolean {
 }
 const DANGEROUS = new Set(["set_config", "pg_stat_file", "pg_terminate_backend", "pg_cancel_backend", "pg_reload_conf", "pg_rotate_logfile", "loread", "lowrite", "pg_advisory_lock"]);
 
+/**
+ * isDangerousSetting: settings that change who the session is or how names
+ * resolve, and resets of everything (RESET ALL, DISCARD): like dangerous
+ * functions, only a rule naming them without a wildcard allows them.
+ */
+export function isDangerousSetting(name: string): boolean {
+  return name === "role" || name === "session_authorization" || name === "search_path" || name === "all" || name === "discard" || name.startsWith("meshguard.");
+}
+
 /** SQL_CACHE_SIZE bounds the analysis cache (statement texts). */
 export const SQL_CACHE_SIZE = 2048;
 /** A text longer than this is analysed but not cached (a generated bulk INSERT would evict everything). */
@@ -227,15 +236,17 @@ class Walker {
         if (analyze) this.out.push(...inner.out);
         return;
       }
-      case "VariableSetStmt":
-        this.add("set", typeof body.name === "string" ? body.name : body.kind === "VAR_RESET_ALL" ? "all" : "");
+      case "VariableSetStmt": {
+        const name = typeof body.name === "string" ? body.name : body.kind === "VAR_RESET_ALL" ? "all" : "";
+        this.add("set", name, undefined, isDangerousSetting(name));
         this.walk(body.args);
         return;
+      }
       case "VariableShowStmt":
         this.add("set", typeof body.name === "string" ? body.name : "");
         return;
       case "DiscardStmt":
-        this.add("set", "discard");
+        this.add("set", "discard", undefined, true);
         return;
       case "CreateTableAsStmt": {
         const into = (body.into as Body | undefined)?.rel as Body | undefined;

@@ -209,3 +209,29 @@ describe("operations without an object", () => {
     expect(acc("COPY (SELECT a FROM t JOIN u USING (a)) TO STDOUT")).toEqual(["copy_to public.t", "copy_to public.u", "select public.t (a)", "select public.u (a)"]);
   });
 });
+
+describe("settings", () => {
+  it("identity and name-resolution settings need a rule naming them; others match globs", () => {
+    const p = loadPolicy(
+      JSON.stringify({
+        version: 5,
+        rules: [
+          { id: "any-set", src: ["tag:a"], sql: { database: ["*"], operation: ["set"], table: ["*"] } },
+          { id: "path", src: ["tag:b"], sql: { database: ["*"], operation: ["set"], table: ["search_path"] } },
+        ],
+      }),
+    );
+    const d = (tag: string, s: string) => p.evaluate({ principal: who(tag), target: sql(s) }).effect;
+    expect(d("tag:a", "SET statement_timeout = '5s'")).toBe("allow");
+    expect(d("tag:a", "SHOW work_mem")).toBe("allow");
+    for (const s of ["SET ROLE admin", "RESET ROLE", "SET SESSION AUTHORIZATION admin", "SET search_path = evil", "RESET ALL", "DISCARD ALL", "SET meshguard.principal = 'x'"]) expect(d("tag:a", s), s).toBe("deny");
+    expect(d("tag:b", "SET search_path = app")).toBe("allow");
+  });
+  it("analysis never throws, whatever the text", () => {
+    for (const s of ["", ";", "\u0000", "SELECT (".repeat(5000), `SELECT ${"(".repeat(3000)}1${")".repeat(3000)}`, "SELECT 'unterminated", "/* open comment", "\uD800"]) {
+      const a = analyzeSql(s);
+      expect(typeof a.ok).toBe("boolean");
+    }
+    expect(loadPolicy(POLICY).evaluate({ principal: who("tag:reader"), target: sql(`SELECT ${"(".repeat(3000)}1${")".repeat(3000)} FROM secrets`) }).effect).toBe("deny");
+  });
+});
