@@ -32,3 +32,10 @@ export {
   type Usage,
 } from "./event.js";
 export { learnPolicy, readDecisionEvents, type LearnOptions, type LearnResult } from "./learn.js";
+
+// sql rules judge statements with PostgreSQL's parser, a wasm module loaded
+// asynchronously (src/policy/sql.ts): importing this entry waits for it, so
+// loadPolicy and the guard can parse synchronously from the first call. The
+// one exception to "re-exports only"; never in a module the preload loads.
+import { sqlParserReady } from "./sql.js";
+await sqlParserReady();

@@ -50,9 +50,30 @@ export interface SqlAccess {
 
 export type SqlAnalysis = { ok: true; accesses: readonly SqlAccess[] } | { ok: false; error: string };
 
-// The wasm module is instantiated once, when this module is first imported
-// (about 10 ms): every later parse is synchronous.
-await loadModule();
+/*
+ * The wasm module is instantiated once, starting when this module is first
+ * imported (about 10 ms); every parse after that is synchronous. No
+ * top-level await here: the guard's preload is loaded with `require`, which
+ * refuses a module graph with one. The public entry points (meshguard,
+ * meshguard/policy, meshguard/guard) await sqlParserReady() instead, so an
+ * application that imports them never sees the parser loading; a statement
+ * judged before it is loaded (only possible from the preload) is denied.
+ */
+let parserLoaded = false;
+let parserError: unknown;
+const loading: Promise<void> = loadModule().then(
+  () => {
+    parserLoaded = true;
+  },
+  (err: unknown) => {
+    parserError = err;
+  },
+);
+
+/** sqlParserReady resolves once PostgreSQL's parser is loaded (it never rejects: a parser that failed to load denies every statement, saying why). */
+export function sqlParserReady(): Promise<void> {
+  return loading;
+}
 
 /**
  * SAFE_FUNCTIONS: pg_catalog functions without side effects, free in any
@@ -113,7 +134,7 @@ export function analyzeSql(text: string): SqlAnalysis {
   const hit = cache.get(text);
   if (hit !== undefined) return hit;
   const a = analyzeUncached(text);
-  if (text.length <= MAX_CACHED_TEXT) {
+  if (parserLoaded && text.length <= MAX_CACHED_TEXT) {
     if (cache.size >= SQL_CACHE_SIZE) cache.delete(cache.keys().next().value as string);
     cache.set(text, a);
   }
@@ -123,6 +144,14 @@ export function analyzeSql(text: string): SqlAnalysis {
 /** analyzeUncached parses and walks, without the cache (the benchmark's cold path). */
 export function analyzeUncached(text: string): SqlAnalysis {
   if (typeof text !== "string") return { ok: false, error: "the statement is not text" };
+  if (!parserLoaded)
+    return {
+      ok: false,
+      error:
+        parserError !== undefined
+          ? `PostgreSQL's parser (libpg-query) failed to load: ${(parserError as Error)?.message ?? String(parserError)}`
+          : "PostgreSQL's parser (libpg-query) is not loaded yet: await sqlParserReady() (importing meshguard or meshguard/policy does) before judging statements",
+    };
   let tree: { stmts?: Array<{ stmt?: Node }> };
   try {
     tree = parseSync(text) as typeof tree;

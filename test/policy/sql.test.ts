@@ -3,6 +3,9 @@
  * parser) and the decisions the engine makes from it, without a database.
  * The guard against a real PostgreSQL is test/guard/sql-pg.test.ts.
  */
+import { spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { loadPolicy, PolicyInvalidError, type Policy } from "../../src/policy/index.js";
 import { analyzeSql, formatAccess } from "../../src/policy/sql.js";
@@ -233,5 +236,15 @@ describe("settings", () => {
       expect(typeof a.ok).toBe("boolean");
     }
     expect(loadPolicy(POLICY).evaluate({ principal: who("tag:reader"), target: sql(`SELECT ${"(".repeat(3000)}1${")".repeat(3000)} FROM secrets`) }).effect).toBe("deny");
+  });
+});
+
+describe("the parser loads without top-level await in the preload's module graph", () => {
+  // Regression: a top-level await in src/policy/sql.ts made `node --require <preload>` fail with ERR_REQUIRE_ASYNC_MODULE.
+  const preload = fileURLToPath(new URL("../../dist/guard/preload.js", import.meta.url));
+  it.skipIf(!existsSync(preload))("dist/guard/preload.js can be required (build with npx tsup first)", () => {
+    const r = spawnSync(process.execPath, ["-e", "require(process.argv[1]); console.log('required')", preload], { encoding: "utf8" });
+    expect(r.stderr).not.toContain("ERR_REQUIRE_ASYNC_MODULE");
+    expect(r.stdout.trim()).toBe("required");
   });
 });
