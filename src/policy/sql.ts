@@ -70,6 +70,11 @@ const loading: Promise<void> = loadModule().then(
   },
 );
 
+/** sqlParserLoaded tells whether statements can be parsed now. */
+export function sqlParserLoaded(): boolean {
+  return parserLoaded;
+}
+
 /** sqlParserReady resolves once PostgreSQL's parser is loaded (it never rejects: a parser that failed to load denies every statement, saying why). */
 export function sqlParserReady(): Promise<void> {
   return loading;

@@ -4,7 +4,9 @@
  * The guard against a real PostgreSQL is test/guard/sql-pg.test.ts.
  */
 import { spawnSync } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { loadPolicy, PolicyInvalidError, type Policy } from "../../src/policy/index.js";
@@ -246,5 +248,22 @@ describe("the parser loads without top-level await in the preload's module graph
     const r = spawnSync(process.execPath, ["-e", "require(process.argv[1]); console.log('required')", preload], { encoding: "utf8" });
     expect(r.stderr).not.toContain("ERR_REQUIRE_ASYNC_MODULE");
     expect(r.stdout.trim()).toBe("required");
+  });
+  it.skipIf(!existsSync(preload))("the preload runs a policy's sql tests once the parser is loaded; a failure withdraws the policy with a warning", () => {
+    const dir = mkdtempSync(join(tmpdir(), "mg-sql-preload-"));
+    try {
+      const file = (expect: string) => {
+        const f = join(dir, `${expect}.json`);
+        const rules = [{ id: "r", src: ["*"], sql: { database: ["*"], operation: ["select"], table: ["public.*"] } }];
+        writeFileSync(f, JSON.stringify({ version: 5, rules, tests: [{ as: "tag:a", request: "sql d SELECT a FROM t", expect }] }));
+        return f;
+      };
+      const script = "process.on('warning', (w) => console.log('warning', w.code)); setTimeout(() => console.log('done'), 300);";
+      const run = (f: string) => spawnSync(process.execPath, ["--require", preload, "-e", script], { encoding: "utf8", env: { ...process.env, MESHGUARD_POLICY: f, MESHGUARD_AS: "tag:a" } });
+      expect(run(file("allow")).stdout.trim()).toBe("done");
+      expect(run(file("deny")).stdout.trim()).toBe("warning MESHGUARD_POLICY_TESTS_FAILED\ndone");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
