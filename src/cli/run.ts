@@ -4,7 +4,7 @@
  * failure; resolves with the exit status and never rejects.
  */
 
-import { sqlParserReady } from "../policy/sql.js";
+import { sqlParserReady } from "../policy/index.js";
 import { readFile } from "node:fs/promises";
 
 import { ErrorCode, MeshguardError } from "../index.js";
