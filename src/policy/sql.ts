@@ -467,8 +467,11 @@ class Walker {
 
 /** builtinLike: an unqualified name resolved to pg_catalog (which PostgreSQL searches first). */
 function builtinLike(name: string): boolean {
-  return name.startsWith("pg_") || name.startsWith("lo_") || DANGEROUS.has(name) || SAFE_FUNCTIONS.has(name);
+  return name.startsWith("pg_") || name.startsWith("lo_") || DANGEROUS.has(name) || SAFE_FUNCTIONS.has(name) || OTHER_BUILTINS.has(name);
 }
+
+/** Built-ins with side effects or state that are not dangerous: their unqualified names are pg_catalog's. */
+const OTHER_BUILTINS = new Set(["nextval", "currval", "setval", "lastval", "txid_current", "loread", "lowrite", "to_regclass", "has_table_privilege", "row_to_json", "array_to_string", "string_to_array"]);
 
 function unwrap(n: Node | undefined): [string | undefined, Body] {
   if (!n || typeof n !== "object") return [undefined, {}];

@@ -267,3 +267,17 @@ describe("the parser loads without top-level await in the preload's module graph
     }
   });
 });
+
+describe("function names", () => {
+  it("unqualified built-ins are pg_catalog's; others are public's", () => {
+    expect(acc("SELECT nextval('s'), pg_sleep(1), refresh()")).toEqual(["call pg_catalog.nextval", "call pg_catalog.pg_sleep", "call public.refresh"]);
+    expect(acc("SELECT lo_import('/etc/passwd'), dblink_exec('x', 'y')").length).toBe(2);
+    const a = analyzeSql("SELECT lo_import('/etc/passwd'), dblink_exec('x', 'y'), PG_CATALOG.SET_CONFIG('a', 'b', true)");
+    expect(a.ok && a.accesses.every((x) => x.dangerous === true)).toBe(true);
+  });
+  it("columns: whole-row and starred references never pass a columns rule", () => {
+    const p = loadPolicy(POLICY);
+    for (const s of ["SELECT u FROM users u", "SELECT users.* FROM users", "SELECT row_to_json(u) FROM users u", "SELECT id FROM users ORDER BY ssn", "SELECT (SELECT ssn) FROM users"])
+      expect(p.evaluate({ principal: who("tag:cols"), target: sql(s) }).effect, s).toBe("deny");
+  });
+});
