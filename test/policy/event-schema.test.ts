@@ -51,7 +51,7 @@ function maximal(): DecisionEvent[] {
         policyHash: "h",
         requestId: "q",
         usage: { inputTokens: 1, outputTokens: 2, cachedTokens: 0, costUsd: 0.1, estimated: true },
-        ...(reveal ? { reveal: { query: true, headers: ["x-a"], mcpArgs: true, sql: true } } : {}),
+        ...(reveal ? { reveal: { query: true, headers: ["x-a"], mcpArgs: true } } : {}),
       },
     );
   return [
@@ -65,6 +65,8 @@ function maximal(): DecisionEvent[] {
     full("udp h:53"),
     full("token http://billing GET https://billing/v2/*"),
     full("sql appdb SELECT id FROM public.orders WHERE note = 'x'"),
+    // A statement's text is kept only with reveal.sql.
+    decisionEvent({ tags: ["tag:a"] }, parseRequest("sql appdb SELECT 1"), { effect: "allow", ruleId: "r", reason: "why" }, { layer: "sql", outcome: "allow", latencyUs: 1, reveal: { sql: true } }),
   ];
 }
 
