@@ -95,9 +95,10 @@ function checkingConnect(original: Fn): Fn {
 function judgingQuery(original: Fn): Fn {
   return function query(this: unknown, ...args: unknown[]): unknown {
     const core = current();
-    if (core === undefined) return original.apply(this, args);
-    const client = this as PgClient;
     const config = args[0] as unknown;
+    // No guard, or no query at all (node-postgres throws its own TypeError for that).
+    if (core === undefined || config === null || config === undefined) return original.apply(this, args);
+    const client = this as PgClient;
     const submittable = config !== null && typeof config === "object" && typeof (config as Submittable).submit === "function" ? (config as Submittable) : undefined;
     const text = typeof config === "string" ? config : config !== null && typeof config === "object" ? (config as { text?: unknown }).text : undefined;
     const target: SqlTarget = { kind: "sql", database: databaseOf(client), statement: typeof text === "string" ? text : "" };

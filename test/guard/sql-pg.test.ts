@@ -200,6 +200,9 @@ describe.skipIf(unavailable)("pg statements judged in the agent", () => {
     await expect(writer.query("TRUNCATE orders")).rejects.toBeInstanceOf(PolicyDeniedError);
     await writer.query("ROLLBACK");
     expect((await writer.query("SELECT id FROM orders")).rows).toEqual([{ id: 1 }]);
+    // A query object without text is denied (fails closed); no query at all is node-postgres' own TypeError.
+    await expect(writer.query({ values: [1] } as unknown as string)).rejects.toBeInstanceOf(PolicyDeniedError);
+    expect(() => writer.query(undefined as unknown as string)).toThrow(TypeError);
     // Callback style.
     const err = await new Promise((resolve) => writer.query("DELETE FROM orders", (e: Error | null) => resolve(e)));
     expect(err).toBeInstanceOf(PolicyDeniedError);
