@@ -92,7 +92,7 @@ if (built) {
 
   phase("benchmark smoke runs (shape only, no thresholds)", () => {
     let ok = true;
-    for (const bench of ["tailnet.mjs", "policy.mjs", "guard.mjs", "gateway.mjs", "tokens.mjs"]) {
+    for (const bench of ["tailnet.mjs", "policy.mjs", "guard.mjs", "gateway.mjs", "tokens.mjs", "database.mjs"]) {
       const good = run(inNetns([node, join(root, "bench", bench), "--smoke", "--json"]), { stdio: ["ignore", "ignore", "inherit"] });
       process.stderr.write(`bench/${bench} --smoke: ${good ? "ok" : "FAILED"}\n`);
       good ? passed++ : failed++;

@@ -13,7 +13,13 @@ import type { Command, Context } from "./command.js";
 function explanationText(ex: Explanation, head: string[] = []): string {
   const d = ex.decision;
   const out = [`${d.effect.toUpperCase()}${d.ruleId ? ` by rule "${d.ruleId}"` : ""}: ${d.reason}`, ...head, `  who:     ${describePrincipal(ex.principal)}`, `  request: ${ex.request}`, ``];
+  let access: string | undefined;
   for (const r of ex.rules) {
+    // A statement lists every sql rule once per access it makes.
+    if (r.access !== undefined && r.access !== access) {
+      access = r.access;
+      out.push(`for ${access}:`);
+    }
     const failed = r.checks.filter((c) => c.ok !== true);
     const mark = r.result === "match" ? "MATCH  " : r.result === "unknown" ? "UNKNOWN" : r.result === "rate-limited" ? "LIMITED" : "-      ";
     out.push(`${mark} ${r.ruleId} (${r.effect}, ${r.kind})`);

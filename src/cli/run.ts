@@ -4,6 +4,7 @@
  * failure; resolves with the exit status and never rejects.
  */
 
+import { sqlParserReady } from "../policy/index.js";
 import { readFile } from "node:fs/promises";
 
 import { ErrorCode, MeshguardError } from "../index.js";
@@ -22,6 +23,8 @@ function groupUsage(group: string): Usage {
 
 /** runCli runs `meshguard ...argv` and resolves with the exit status. */
 export async function runCli(argv: string[], io: CliIO = {}): Promise<number> {
+  // Policies with sql rules are tested and explained with PostgreSQL's parser (loaded asynchronously).
+  await sqlParserReady();
   const stdout = io.stdout ?? process.stdout;
   const stderr = io.stderr ?? process.stderr;
   const json = wantsJson(argv);

@@ -24,3 +24,10 @@ export type {
   GuardMode,
   GuardOptions,
 } from "./types.js";
+
+// sql rules judge statements with PostgreSQL's parser, a wasm module loaded
+// asynchronously (src/policy/sql.ts): importing this entry waits for it, so
+// loadPolicy and the guard can parse synchronously from the first call. The
+// one exception to "re-exports only"; never in a module the preload loads.
+import { sqlParserReady } from "../policy/sql.js";
+await sqlParserReady();

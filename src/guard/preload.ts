@@ -27,7 +27,8 @@ import { ErrorCode, MeshguardError } from "../errors.js";
 import type { AuditSink } from "../policy/audit.js";
 import type { DecisionEvent } from "../policy/event.js";
 import { parsePrincipal } from "../policy/identity.js";
-import { loadPolicy } from "../policy/load.js";
+import { loadPolicy, type Policy } from "../policy/load.js";
+import { sqlParserLoaded, sqlParserReady } from "../policy/sql.js";
 import { jsonLinesSink } from "../policy/sinks.js";
 import { installGuard, type GuardHandle } from "./install.js";
 import { current } from "./state.js";
@@ -57,10 +58,25 @@ function installFromEnv(): void {
     identity: env.MESHGUARD_AS ? parsePrincipal(env.MESHGUARD_AS) : { tags: [] },
     mode: mode as GuardMode,
   };
-  if (text !== undefined) opts.policy = loadPolicy(text, { file: file! });
+  // PostgreSQL's parser loads asynchronously (src/policy/sql.ts): a policy's
+  // tests run now if it is loaded, else as soon as it is, and a failure then
+  // takes the policy away (everything denied, fail closed) with a warning.
+  const testNow = sqlParserLoaded();
+  if (text !== undefined) opts.policy = loadPolicy(text, { file: file!, runTests: testNow });
   if (env.MESHGUARD_AUDIT) opts.audit = jsonLinesSink(env.MESHGUARD_AUDIT);
   // The handle stays here: the application gets no way to close or change its guard.
-  installGuard(opts);
+  const g = installGuard(opts);
+  const policy = opts.policy as Policy | undefined;
+  if (!testNow && policy !== undefined)
+    void sqlParserReady().then(() => {
+      const failed = policy.runTests().filter((r) => !r.pass);
+      if (!failed.length) return;
+      g.setPolicy(undefined);
+      process.emitWarning(
+        `meshguard preload: ${failed.length} test(s) of ${file} failed (first: ${JSON.stringify(failed[0]!.request)} expected ${failed[0]!.expect}, got ${failed[0]!.got.effect}): the policy is withdrawn and every call is denied`,
+        { code: ErrorCode.POLICY_TESTS_FAILED },
+      );
+    });
 }
 
 /** receiveSetup takes the worker's first message synchronously: no worker code may run before the guard. */

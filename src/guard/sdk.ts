@@ -25,6 +25,7 @@
  *   judged twice.
  *
  * MCP: see mcp.ts (tools/call is judged in the transport's send).
+ * Databases: see pg.ts (node-postgres statements are judged in Client#query).
  *
  * The SDK classes are found from the application's own resolution paths,
  * both the CommonJS and the ES module build (they are different classes).
@@ -39,6 +40,7 @@ import type { GuardCore } from "./core.js";
 import { PolicyDeniedError, deniedCause } from "./errors.js";
 import { instrumentMcpClient, instrumentMcpTransport, resetMcp } from "./mcp.js";
 import { patchMethod, unpatchAll } from "./patches.js";
+import { instrumentPgClient } from "./pg.js";
 import { attemptDenied, runAttempt, runDecided, type SdkAttempt } from "./sdk-context.js";
 import { current } from "./state.js";
 import { defaultPort, headerRecord, httpTarget, llmProviderFor, llmTarget } from "./targets.js";
@@ -180,7 +182,7 @@ function llmSdkCall(core: GuardCore, url: string, init: { method?: string; heade
  * MCP Client, an openai/Anthropic client, or an MCP transport class.
  */
 export function instrumentSdkClass(cls: { prototype: object }): boolean {
-  return instrumentMcpClient(cls) || instrumentLlmClient(cls) || instrumentMcpTransport(cls);
+  return instrumentMcpClient(cls) || instrumentLlmClient(cls) || instrumentMcpTransport(cls) || instrumentPgClient(cls);
 }
 
 // ---- discovery ----
@@ -208,6 +210,8 @@ const SDKS: SdkSpec[] = [
       ["./inMemory.js", "InMemoryTransport"],
     ] as const
   ).map(([subpath, name]) => ({ pkg: "@modelcontextprotocol/sdk", subpath, exportNames: [name], instrument: instrumentMcpTransport, label: `@modelcontextprotocol/sdk ${name}` })),
+  // node-postgres: statements are judged in Client#query (pg.ts). Its ES module build re-exports the same class.
+  { pkg: "pg", subpath: ".", exportNames: ["Client"], instrument: instrumentPgClient },
 ];
 
 /**

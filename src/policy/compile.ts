@@ -30,6 +30,11 @@ import {
   rrtypeCondition,
   serverCondition,
   schemeCondition,
+  sqlColumnsCondition,
+  sqlDatabaseCondition,
+  sqlObjectCondition,
+  sqlOperationCondition,
+  sqlRowsCondition,
   tcpFlagCondition,
   windowCondition,
   type AnyTarget,
@@ -46,7 +51,7 @@ import { normalizeAudience, parseAction, parseScope, type TokenAction } from "./
 import type { Rule, TokenMatch } from "./schema.js";
 import type { Decision, DnsTarget, Effect, HttpTarget, TcpTarget, UdpTarget } from "./types.js";
 
-export type Kind = "http" | "tcp" | "mcp" | "llm" | "dns" | "udp" | "token";
+export type Kind = "http" | "tcp" | "mcp" | "llm" | "dns" | "udp" | "token" | "sql";
 
 /** The targets a rule's host patterns apply to: a DNS target's "host" is the name it looks up. */
 export type HostTarget = HttpTarget | TcpTarget | UdpTarget | DnsTarget;
@@ -220,13 +225,13 @@ export function ruleId(r: Rule, i: number): string {
 
 /** ruleKind is the target kind a (validated) rule is about. */
 export function ruleKind(r: Rule): Kind {
-  return r.http ? "http" : r.tcp ? "tcp" : r.mcp ? "mcp" : r.llm ? "llm" : r.dns ? "dns" : r.token ? "token" : "udp";
+  return r.http ? "http" : r.tcp ? "tcp" : r.mcp ? "mcp" : r.llm ? "llm" : r.dns ? "dns" : r.token ? "token" : r.sql ? "sql" : "udp";
 }
 
 /** compile turns validated rules into matchers and indexes. Rules must have passed validation (one kind each, valid hosts). */
 export function compile(rules: readonly Rule[], opts: CompileOptions = {}): CompiledRules {
   const clocks = new Map<string, ZoneClock>();
-  const index: Record<Kind, KindIndex> = { http: new KindIndex(), tcp: new KindIndex(), mcp: new KindIndex(), llm: new KindIndex(), dns: new KindIndex(), udp: new KindIndex(), token: new KindIndex() };
+  const index: Record<Kind, KindIndex> = { http: new KindIndex(), tcp: new KindIndex(), mcp: new KindIndex(), llm: new KindIndex(), dns: new KindIndex(), udp: new KindIndex(), token: new KindIndex(), sql: new KindIndex() };
   const out: CompiledRule[] = [];
   rules.forEach((r, i) => {
     const kind = ruleKind(r);
@@ -267,6 +272,11 @@ export function compile(rules: readonly Rule[], opts: CompileOptions = {}): Comp
     } else if (r.token) {
       add(audienceCondition(r.token.audience));
       add(actionsCondition(tokenActions(r.token), r.effect));
+    } else if (r.sql) {
+      add(sqlOperationCondition(r.sql.operation));
+      add(sqlObjectCondition(r.sql.table));
+      add(sqlDatabaseCondition(r.sql.database));
+      if (r.sql.columns) add(sqlColumnsCondition(r.sql.columns));
     }
     if (r.when && (r.when.hours !== undefined || r.when.weekdays !== undefined)) {
       const w = compileWindow(r.when.hours, r.when.weekdays, r.when.timeZone ?? "UTC", clocks);
@@ -274,6 +284,8 @@ export function compile(rules: readonly Rule[], opts: CompileOptions = {}): Comp
     }
     // Body-dependent conditions go last: a rule is UNKNOWN only if all else matches.
     if (r.http && r.when?.maxBodyBytes !== undefined) add(bodySizeCondition(r.when.maxBodyBytes));
+    // The row filter goes very last: the engine names the rule when only it failed (engine.ts, rowsOnly).
+    if (r.sql?.rows !== undefined) add(sqlRowsCondition(r.sql.rows));
     const hostMatches = hosts ? hostMatcher(hosts) : () => true;
     const verb = r.effect === "allow" ? "allowed by" : r.effect === "deny" ? "denied by" : "needs approval: matched";
     const reason = `${verb} rule "${id}"${r.description ? ` (${r.description})` : ""}`;

@@ -6,11 +6,11 @@
  * into a deny: fail closed.
  */
 
-import { flatGlob, anyOf, pathGlob } from "./glob.js";
+import { flatGlob, anyOf, hasGlob, isAlways, pathGlob } from "./glob.js";
 import { inWindow, type TimeWindow } from "./time.js";
 import { serverMatches, type ServerPattern } from "./dns.js";
 import type { ArgConstraint } from "./schema.js";
-import type { DnsTarget, HttpTarget, LlmTarget, McpTarget, TcpTarget, TokenTarget, UdpTarget } from "./types.js";
+import type { DnsTarget, HttpTarget, LlmTarget, McpTarget, SqlAccessTarget, SqlTarget, TcpTarget, TokenTarget, UdpTarget } from "./types.js";
 
 export const NO = 0;
 export const YES = 1;
@@ -39,7 +39,7 @@ export interface Condition<T> {
   why(t: T, ctx: EvalContext): string;
 }
 
-export type AnyTarget = HttpTarget | TcpTarget | McpTarget | LlmTarget | DnsTarget | UdpTarget | TokenTarget;
+export type AnyTarget = HttpTarget | TcpTarget | McpTarget | LlmTarget | DnsTarget | UdpTarget | TokenTarget | SqlAccessTarget | SqlTarget;
 
 /** A port list compiled to a set plus ranges; undefined means any port. */
 export function portCondition(ports: Array<number | string>): Condition<HttpTarget | TcpTarget | UdpTarget> | undefined {
@@ -240,5 +240,75 @@ export function maxTokensCondition(max: number): Condition<LlmTarget> {
     what: "maxTokens",
     test: (t) => (typeof t.maxTokens !== "number" ? UNKNOWN : t.maxTokens <= max ? YES : NO),
     why: (t) => (typeof t.maxTokens !== "number" ? `max tokens not declared but the rule allows at most ${max}: fails closed` : `max tokens ${t.maxTokens} ${t.maxTokens <= max ? "is within" : "exceeds"} ${max}`),
+  };
+}
+
+// ---- sql rules (format version 5): conditions over one access of a statement ----
+
+/** sqlDatabaseCondition: the database name matches one of the globs. */
+export function sqlDatabaseCondition(globs: string[]): Condition<SqlAccessTarget> | undefined {
+  const m = anyOf(globs.map(flatGlob));
+  if (isAlways(m)) return undefined;
+  return { what: "database", test: (t) => (m(t.database) ? YES : NO), why: (t) => `database ${t.database} ${m(t.database) ? "matches" : "does not match"} ${globs.join(", ")}` };
+}
+
+/** sqlOperationCondition: the access's operation is listed ("*": any). */
+export function sqlOperationCondition(ops: string[]): Condition<SqlAccessTarget> | undefined {
+  if (ops.includes("*")) return undefined;
+  const set = new Set(ops);
+  return { what: "operation", test: (t) => (set.has(t.operation) ? YES : NO), why: (t) => `operation ${t.operation} ${set.has(t.operation) ? "is" : "is not"} one of ${ops.join(", ")}` };
+}
+
+/** Operations that never have an object: any `table` pattern matches them. */
+const OBJECTLESS = new Set(["do", "prepare", "execute", "cursor"]);
+
+/**
+ * sqlObjectCondition: the object matches one of the globs (an operation
+ * without an object — do, prepare, execute, cursor — matches any). A dangerous
+ * built-in function matches only a pattern without a wildcard that names it
+ * exactly: a broad "call on *" never lets set_config or pg_read_file through.
+ */
+export function sqlObjectCondition(globs: string[]): Condition<SqlAccessTarget> {
+  const m = anyOf(globs.map(flatGlob));
+  const literal = new Set(globs.filter((g) => !hasGlob(g)));
+  const ok = (t: SqlAccessTarget) => (t.object === "" && OBJECTLESS.has(t.operation)) || (t.dangerous ? literal.has(t.object) : m(t.object));
+  return {
+    what: "table",
+    test: (t) => (ok(t) ? YES : NO),
+    why: (t) =>
+      t.dangerous && !ok(t) && m(t.object)
+        ? `${t.object} is a dangerous built-in: only a pattern naming it exactly allows it, not ${globs.join(", ")}`
+        : `object ${JSON.stringify(t.object)} ${ok(t) ? "matches" : "does not match"} ${globs.join(", ")}`,
+  };
+}
+
+/** sqlColumnsCondition: every column the access names is listed ("*", all columns, only if "*" is listed). */
+export function sqlColumnsCondition(columns: string[]): Condition<SqlAccessTarget> | undefined {
+  if (columns.includes("*")) return undefined;
+  const set = new Set(columns);
+  const outside = (t: SqlAccessTarget) => (t.columns ?? []).filter((c) => !set.has(c));
+  return {
+    what: "columns",
+    test: (t) => {
+      const cs = t.columns;
+      if (cs) for (let i = 0; i < cs.length; i++) if (!set.has(cs[i]!)) return NO;
+      return YES;
+    },
+    why: (t) => {
+      const o = outside(t);
+      return o.length ? `the statement names ${o.map((c) => (c === "*" ? "all columns (*)" : c)).join(", ")}, not in ${columns.join(", ")}` : `every column named is in ${columns.join(", ")}`;
+    },
+  };
+}
+
+/** ROWS_WHAT names the row-filter condition: NO where filters are not enforced (the engine then says why in its denial). */
+export const ROWS_WHAT = "rows";
+
+/** sqlRowsCondition: a rule with a row filter matches only where the filter is enforced (the database gateway). */
+export function sqlRowsCondition(rows: string): Condition<SqlAccessTarget> {
+  return {
+    what: ROWS_WHAT,
+    test: (t) => (t.rowFilters === true ? YES : NO),
+    why: (t) => (t.rowFilters === true ? `the row filter (${rows}) is enforced by the database gateway` : `the rule allows only with a row filter (${rows}), which only the database gateway enforces; in-process it does not allow`),
   };
 }

@@ -23,7 +23,8 @@
  * denials that name the caller (by default, for a rate) build a string.
  */
 
-import { NO, UNKNOWN, YES, type EvalContext, type Outcome } from "./conditions.js";
+import { NO, ROWS_WHAT, UNKNOWN, YES, type EvalContext, type Outcome } from "./conditions.js";
+import { analyzeSql, formatAccess, type SqlAccess } from "./sql.js";
 import { normalizeHost } from "./hosts.js";
 import { isIpLiteral } from "./ip.js";
 import { describePrincipal, normalizeUser, srcMatches } from "./identity.js";
@@ -31,7 +32,18 @@ import { AgentKeyMemo, RateLimiter } from "./rate.js";
 import { formatTarget } from "./request.js";
 import { normalizeAudience } from "./token-actions.js";
 import { hashStep, NameMemo, peerNames, SUFFIX_HASH_MASK, unknownDecision, type CompiledRule, type CompiledRules, type HostTarget, type KindIndex, type PrincipalBucket } from "./compile.js";
-import type { Decision, DecisionRequest, Effect, HttpTarget, Principal, Target } from "./types.js";
+import type { Decision, DecisionRequest, Effect, HttpTarget, LlmTarget, Principal, SqlAccessTarget, SqlTarget, Target } from "./types.js";
+
+interface SqlMemo {
+  database: string;
+  rowFilters: boolean;
+  targets: SqlAccessTarget[];
+  parts: Array<Readonly<Decision> | undefined>;
+  combined: Readonly<Decision> | undefined;
+}
+
+/** A statement that only steers the transaction (BEGIN, COMMIT, ROLLBACK, SAVEPOINT) or is empty: nothing for a rule to judge. */
+const NO_ACCESS: Readonly<Decision> = Object.freeze({ effect: "allow", reason: "the statement only steers the transaction (or is empty): nothing to judge" });
 
 /** How one rule fared against one request, for explain. */
 export interface RuleExplanation {
@@ -42,6 +54,8 @@ export interface RuleExplanation {
   result: "match" | "no-match" | "unknown" | "rate-limited";
   /** Whether the index offered this rule for the request (a matching rule always is). */
   candidate: boolean;
+  /** For a sql statement: the access this entry judges ("select public.users (id)"); each access lists every sql rule. */
+  access?: string;
   /** Every check of the rule in order, with what it found. */
   checks: Array<{ what: string; ok: boolean | "unknown"; detail: string }>;
 }
@@ -140,14 +154,14 @@ class Ctx implements EvalContext {
   }
 }
 
-const KINDS = new Set(["http", "tcp", "mcp", "llm", "dns", "udp", "token"]);
+const KINDS = new Set(["http", "tcp", "mcp", "llm", "dns", "udp", "token", "sql"]);
 
 /** The conditions mayAllow can test without the call's content: they depend on where the call goes only. */
 const SCREENED = new Set(["port", "scheme", "tls", "tailnet"]);
 
 const MALFORMED: Readonly<Decision> = Object.freeze({
   effect: "deny",
-  reason: "malformed decision request (needs principal.tags and a target of kind http, tcp, mcp, llm, dns, udp or token): denied",
+  reason: "malformed decision request (needs principal.tags and a target of kind http, tcp, mcp, llm, dns, udp, token or sql): denied",
 });
 
 /**
@@ -212,7 +226,26 @@ export class Evaluator {
     })();
     const out: Explanation = { decision, principal: req?.principal, request: safeFormat(req?.target), rules: [] };
     if (!wellFormed(req)) return out;
-    const t = normalizeTarget(req.target);
+    const t0 = normalizeTarget(req.target);
+    if (t0.kind !== "sql") {
+      this.explainRules(req, t0, out);
+      return out;
+    }
+    // A statement: every sql rule against every access it makes.
+    const a = analyzeSql(t0.statement);
+    if (!a.ok) return out;
+    for (const acc of a.accesses) {
+      const at: SqlAccessTarget = { kind: "sql-access", database: t0.database, operation: acc.operation, object: acc.object };
+      if (acc.columns) at.columns = acc.columns;
+      if (acc.dangerous) at.dangerous = true;
+      if (t0.rowFilters === true) at.rowFilters = true;
+      this.explainRules(req, at as unknown as Target, out, formatAccess(acc));
+    }
+    return out;
+  }
+
+  /** explainRules adds every rule's checks against one target to out (for a statement, once per access, named by `access`). */
+  private explainRules(req: DecisionRequest, t: Target, out: Explanation, access?: string): void {
     const ctx = new Ctx(this.clock).reset(req);
     const candidates = new Set<CompiledRule>();
     this.collect = true;
@@ -224,11 +257,13 @@ export class Evaluator {
       this.collected = undefined;
     }
     for (const r of this.compiled.rules) {
+      if (access !== undefined && r.kind !== "sql") continue;
       const checks: RuleExplanation["checks"] = [];
       const srcOk = srcMatches(r.src, req.principal);
       checks.push({ what: "src", ok: srcOk, detail: `${describePrincipal(req.principal)} ${srcOk ? "is" : "is not"} in the rule's src` });
-      const kindOk = r.kind === t.kind;
-      checks.push({ what: "kind", ok: kindOk, detail: `the request is ${t.kind}, the rule is about ${r.kind}` });
+      const tk = (t.kind as string) === "sql-access" ? "sql" : t.kind;
+      const kindOk = r.kind === tk;
+      checks.push({ what: "kind", ok: kindOk, detail: `the request is ${tk}, the rule is about ${r.kind}` });
       let ok: boolean | "unknown" = srcOk && kindOk;
       if (kindOk) {
         if (r.hosts) {
@@ -259,9 +294,10 @@ export class Evaluator {
         checks.push({ what: "when.rate", ok: has, detail: `${r.perMinute} calls per minute per agent: ${has ? "a call is left" : "limit reached"}` });
         if (!has) result = "rate-limited";
       }
-      out.rules.push({ ruleId: r.id, effect: r.effect, kind: r.kind, result, candidate: candidates.has(r), checks });
+      const ex: RuleExplanation = { ruleId: r.id, effect: r.effect, kind: r.kind, result, candidate: candidates.has(r), checks };
+      if (access !== undefined) ex.access = access;
+      out.rules.push(ex);
     }
-    return out;
   }
 
   /**
@@ -336,6 +372,70 @@ export class Evaluator {
   private decide(req: DecisionRequest, peek: boolean): Readonly<Decision> {
     if (!wellFormed(req)) return MALFORMED;
     const t = normalizeTarget(req.target);
+    if (t.kind === "sql") return this.decideSql(req, t, peek);
+    return this.decideTarget(req, t, peek);
+  }
+
+  /**
+   * decideSql decides a statement text: each access it makes (./sql.ts) is
+   * decided as a target of its own; any deny denies the text (naming the
+   * access), else any approve asks for approval, else it is allowed. A text
+   * that does not parse is denied.
+   */
+  private decideSql(req: DecisionRequest, t: SqlTarget, peek: boolean): Readonly<Decision> {
+    const a = analyzeSql(t.statement);
+    if (!a.ok) return { effect: "deny", reason: `the statement cannot be judged, so it is denied (fails closed): ${a.error}` };
+    const accesses = a.accesses;
+    if (!accesses.length) return NO_ACCESS;
+    const m = this.sqlMemo(a, t);
+    const parts = m.parts;
+    let approve = -1;
+    let same = true;
+    for (let i = 0; i < accesses.length; i++) {
+      const d = this.decideTarget(req, m.targets[i] as unknown as Target, peek);
+      if (d.effect === "deny") {
+        m.combined = undefined; // parts is now partly updated: the next full pass combines afresh
+        const reason = `${formatAccess(accesses[i]!)}: ${d.reason}`;
+        return d.ruleId !== undefined ? { effect: "deny", ruleId: d.ruleId, reason } : { effect: "deny", reason };
+      }
+      if (d.effect === "approve" && approve < 0) approve = i;
+      if (parts[i] !== d) {
+        parts[i] = d;
+        same = false;
+      }
+    }
+    if (accesses.length === 1) return parts[0]!;
+    // Rule decisions are shared frozen objects: the same ones as last time make the same combined decision.
+    if (same && m.combined !== undefined) return m.combined;
+    const d =
+      approve >= 0
+        ? { effect: "approve" as const, ruleId: parts[approve]!.ruleId!, reason: `${formatAccess(accesses[approve]!)}: ${parts[approve]!.reason}` }
+        : { effect: "allow" as const, ruleId: parts[0]!.ruleId!, reason: `allowed: ${accesses.map((x, i) => `${formatAccess(x)} by "${parts[i]!.ruleId}"`).join("; ")}` };
+    m.combined = Object.freeze(d);
+    return m.combined;
+  }
+
+  /** What decideSql keeps per analysed text: the access targets (for the last database asked about) and the last combined decision. */
+  private readonly sqlMemos = new WeakMap<object, SqlMemo>();
+
+  private sqlMemo(a: { accesses: readonly SqlAccess[] }, t: SqlTarget): SqlMemo {
+    let m = this.sqlMemos.get(a);
+    const rows = t.rowFilters === true;
+    if (m !== undefined && m.database === t.database && m.rowFilters === rows) return m;
+    const targets = a.accesses.map((acc) => {
+      const at: SqlAccessTarget = { kind: "sql-access", database: t.database, operation: acc.operation, object: acc.object };
+      if (acc.columns) at.columns = acc.columns;
+      if (acc.dangerous) at.dangerous = true;
+      if (rows) at.rowFilters = true;
+      return at;
+    });
+    m = { database: t.database, rowFilters: rows, targets, parts: new Array(targets.length), combined: undefined };
+    this.sqlMemos.set(a, m);
+    return m;
+  }
+
+  private decideTarget(req: DecisionRequest, t: Target, peek: boolean): Readonly<Decision> {
+    this.rowsOnly = undefined;
     this.t = t;
     this.ctx = this.hotCtx.reset(req);
     this.approves.n = 0;
@@ -355,6 +455,13 @@ export class Evaluator {
     if (r) return r.decision;
     const limited = this.limited as CompiledRule | undefined; // set by pick()
     if (limited) return { effect: "deny", ruleId: limited.id, reason: `rule "${limited.id}" allows ${limited.perMinute} calls per minute per agent and ${describePrincipal(req.principal)} has used them: denied` };
+    const rowsOnly = this.rowsOnly as CompiledRule | undefined; // set by consider()
+    if (rowsOnly)
+      return {
+        effect: "deny",
+        ruleId: rowsOnly.id,
+        reason: `only rule "${rowsOnly.id}" would allow it, with a row filter (rows), which only the database gateway enforces: denied in-process (connect through the database gateway, or add a rule without rows)`,
+      };
     return { effect: "deny", reason: `no rule allows ${describePrincipal(req.principal)} to ${formatTarget(t)} (deny by default)` };
   }
 
@@ -371,6 +478,9 @@ export class Evaluator {
   /** explain's mode: record candidates instead of deciding. */
   private collect = false;
   private collected: Set<CompiledRule> | undefined;
+
+  /** The first rule that matched but for its row filter (rows), not enforced here (for the denial's reason). */
+  private rowsOnly: CompiledRule | undefined;
 
   /** The first rate-limited rule passed over by pick (for the denial's reason). */
   private limited: CompiledRule | undefined;
@@ -408,7 +518,11 @@ export class Evaluator {
     let unknown: string | undefined;
     for (let i = 0; i < conds.length; i++) {
       const o = conds[i]!.test(t, this.ctx);
-      if (o === NO) return;
+      if (o === NO) {
+        // The row filter is the last condition: everything else matched.
+        if (conds[i]!.what === ROWS_WHAT && r.effect !== "deny" && unknown === undefined) this.rowsOnly ??= r;
+        return;
+      }
       if (o === UNKNOWN) unknown = conds[i]!.what;
     }
     if (unknown !== undefined || r.effect === "deny") {
@@ -453,7 +567,7 @@ export class Evaluator {
 
   /** visitCandidates considers every indexed rule that names the request's host key and identity. */
   private visitCandidates(p: Principal, t: Target): void {
-    const idx: KindIndex = this.compiled.index[t.kind];
+    const idx: KindIndex = this.compiled.index[(t.kind as string) === "sql-access" ? "sql" : (t.kind as Exclude<Target["kind"], "sql">)];
     this.tags = p.tags;
     if (p.user !== this.rawUser) {
       const user = p.user ? normalizeUser(p.user) : undefined;
@@ -489,8 +603,10 @@ export class Evaluator {
     } else if (t.kind === "token") {
       this.visit(idx.exact.get(t.audience), false);
       this.visit(idx.other, false);
+    } else if ((t.kind as string) === "sql-access") {
+      this.visit(idx.other, false);
     } else {
-      this.visit(idx.exact.get(t.provider), false);
+      this.visit(idx.exact.get((t as LlmTarget).provider), false);
       this.visit(idx.other, false);
     }
   }
@@ -510,7 +626,8 @@ function wellFormed(req: DecisionRequest): boolean {
     // A DNS target's record type and server must be what they claim: a server that is not a string must not read as "the system's".
     (req.target.kind !== "dns" || (typeof req.target.name === "string" && (req.target.rrtype === undefined || typeof req.target.rrtype === "string") && (req.target.server === undefined || typeof req.target.server === "string"))) &&
     (req.target.kind !== "http" || (typeof req.target.path === "string" && typeof req.target.method === "string")) &&
-    (req.target.kind !== "token" || (typeof req.target.audience === "string" && typeof req.target.method === "string" && typeof req.target.location === "string"))
+    (req.target.kind !== "token" || (typeof req.target.audience === "string" && typeof req.target.method === "string" && typeof req.target.location === "string")) &&
+    (req.target.kind !== "sql" || (typeof req.target.database === "string" && typeof req.target.statement === "string"))
   );
 }
 

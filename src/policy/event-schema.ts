@@ -74,6 +74,15 @@ const TargetSummarySchema = z.discriminatedUnion("kind", [
       location: z.string().min(1).describe("scheme://host[:port]/path-glob"),
     })
     .strict(),
+  z
+    .object({
+      kind: z.literal("sql"),
+      database: z.string(),
+      accesses: z.array(z.string()).describe('what the statement does, one access each ("select public.users (id, name)"): names, never literals'),
+      length: z.number().int().nonnegative().describe("the statement's length in characters"),
+      statement: z.string().optional().describe("the statement text: only with reveal.sql"),
+    })
+    .strict(),
 ]);
 
 export const DecisionEventSchema = z
@@ -81,7 +90,7 @@ export const DecisionEventSchema = z
     v: z.literal(2),
     id: z.string().min(1),
     time: z.string().datetime({ offset: true }),
-    layer: z.enum(["fetch", "http", "net", "tls", "ipc", "dial", "mcp", "llm-sdk", "dns", "udp", "gateway", "tokens", "cli"]),
+    layer: z.enum(["fetch", "http", "net", "tls", "ipc", "dial", "mcp", "llm-sdk", "dns", "udp", "gateway", "tokens", "cli", "sql"]),
     mode: z.enum(["enforce", "observe"]),
     principal: z
       .object({

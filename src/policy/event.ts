@@ -14,6 +14,7 @@
  * from `DecisionEventSchema` by `npm run schemas` and checked by a test.
  */
 
+import { analyzeSql, formatAccess } from "./sql.js";
 import { randomUUID } from "node:crypto";
 import { formatTarget, type Reveal } from "./request.js";
 import type { Decision, Effect, Principal, Target } from "./types.js";
@@ -27,7 +28,7 @@ export const DECISION_EVENT_VERSION = 2;
  * look-ups, "udp" for node:dgram sends), the AI gateway ("gateway"), the
  * token issuer ("tokens"), or a tool that replays decisions ("cli").
  */
-export type DecisionLayer = "fetch" | "http" | "net" | "tls" | "ipc" | "dial" | "mcp" | "llm-sdk" | "dns" | "udp" | "gateway" | "tokens" | "cli";
+export type DecisionLayer = "fetch" | "http" | "net" | "tls" | "ipc" | "dial" | "mcp" | "llm-sdk" | "dns" | "udp" | "gateway" | "tokens" | "cli" | "sql";
 
 /** Who made the call, as the tailnet says: the Principal the policy judged, plus what whois adds. */
 export interface EventPrincipal extends Principal {
@@ -69,7 +70,17 @@ export type TargetSummary =
   | { kind: "llm"; provider: string; model: string; maxTokens?: number }
   | { kind: "dns"; name: string; rrtype?: string; server?: string }
   | { kind: "udp"; host: string; port: number; resolvedIp?: string; peer?: { name?: string; tags?: string[] } }
-  | { kind: "token"; audience: string; method: string; location: string };
+  | { kind: "token"; audience: string; method: string; location: string }
+  | {
+      kind: "sql";
+      database: string;
+      /** What the statement does, one access per entry ("select public.users (id, name)"): names only, never literals. */
+      accesses: string[];
+      /** The statement's length in characters. */
+      length: number;
+      /** The statement text itself: only with `reveal.sql`. */
+      statement?: string;
+    };
 
 /** How an approve rule was settled. */
 export interface ApprovalOutcome {
@@ -226,6 +237,12 @@ export function summarizeTarget(t: Target, reveal?: Reveal): TargetSummary {
     }
     case "token":
       return { kind: "token", audience: t.audience, method: t.method, location: t.location };
+    case "sql": {
+      const a = analyzeSql(t.statement);
+      const s: TargetSummary = { kind: "sql", database: t.database, accesses: a.ok ? a.accesses.map(formatAccess) : ["(does not parse)"], length: t.statement.length };
+      if (reveal?.sql) s.statement = t.statement;
+      return s;
+    }
   }
 }
 

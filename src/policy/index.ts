@@ -13,6 +13,8 @@ export { parseLocation, locationContains, locationsOverlap, compileLocation, url
 export { parseScope, formatScope, parseAction, parseMethods, actionContains, actionOverlaps, normalizeAudience, audienceMatcher, METHOD_RE, type TokenAction } from "./token-actions.js";
 export { tokenActions } from "./compile.js";
 export { parseDuration, DURATION_HINT } from "./duration.js";
+// sql rules (format version 5): for a program that must know the parser is loaded before judging statements (this entry already waits for it).
+export { sqlParserReady, SQL_PARSER_PG_MAJOR } from "./sql.js";
 export type { PolicyIssue } from "./source.js";
 export type { PolicyDocument } from "./validate.js";
 export * from "./types.js";
@@ -32,3 +34,10 @@ export {
   type Usage,
 } from "./event.js";
 export { learnPolicy, readDecisionEvents, type LearnOptions, type LearnResult } from "./learn.js";
+
+// sql rules judge statements with PostgreSQL's parser, a wasm module loaded
+// asynchronously (src/policy/sql.ts): importing this entry waits for it, so
+// loadPolicy and the guard can parse synchronously from the first call. The
+// one exception to "re-exports only"; never in a module the preload loads.
+import { sqlParserReady as ready } from "./sql.js";
+await ready();

@@ -109,7 +109,7 @@ function checkEvent(ev: unknown): string | undefined {
 type V1Event = Omit<DecisionEvent, "v" | "id" | "layer" | "outcome" | "target"> & { v: 1; target: TargetSummary & { peerTags?: string[] } };
 
 // Version-1 lines predate dns, udp and token targets; those entries only complete the map.
-const V1_LAYER: Record<TargetSummary["kind"], DecisionLayer> = { http: "http", tcp: "net", mcp: "mcp", llm: "llm-sdk", dns: "dns", udp: "udp", token: "tokens" };
+const V1_LAYER: Record<TargetSummary["kind"], DecisionLayer> = { http: "http", tcp: "net", mcp: "mcp", llm: "llm-sdk", dns: "dns", udp: "udp", token: "tokens", sql: "sql" };
 
 /** fromV1 reads a version-1 line as a version-2 event (the outcome follows from mode and effect, as v1 readers assumed). */
 function fromV1(e: V1Event): DecisionEvent {

@@ -132,7 +132,9 @@ function runCase(ev: Evaluator, tc: TestCase): Decision {
   if (tc.headers) extras.headers = tc.headers;
   if (tc.bodySize !== undefined) extras.bodySize = tc.bodySize;
   if (tc.peerTags) extras.peerTags = tc.peerTags;
-  const req: DecisionRequest = { principal: parsePrincipal(tc.as), target: parseRequest(tc.request, extras) };
+  const target = parseRequest(tc.request, extras);
+  if (target.kind === "sql" && tc.rowFilters === true) target.rowFilters = true;
+  const req: DecisionRequest = { principal: parsePrincipal(tc.as), target };
   if (tc.at) req.now = new Date(tc.at);
   return ev.evaluate(req);
 }

@@ -22,7 +22,8 @@ import { normalizeHost } from "./hosts.js";
 import { formatServer, parseServer, RRTYPES } from "./dns.js";
 import { parseLocation } from "./location.js";
 import { METHOD_RE, normalizeAudience } from "./token-actions.js";
-import type { DnsTarget, HttpTarget, LlmTarget, McpTarget, Target, TcpTarget, TokenTarget, UdpTarget } from "./types.js";
+import { analyzeSql, formatAccess } from "./sql.js";
+import type { DnsTarget, HttpTarget, LlmTarget, McpTarget, SqlAccessTarget, SqlTarget, Target, TcpTarget, TokenTarget, UdpTarget } from "./types.js";
 
 /** Extra facts a one-line request cannot carry. */
 export interface RequestExtras {
@@ -45,9 +46,10 @@ export function parseRequest(text: string, extras: RequestExtras = {}): Target {
   else if (word === "dns") t = parseDns(text, rest);
   else if (word === "udp") t = parseUdp(text, rest);
   else if (word === "token") t = parseToken(text, rest);
+  else if (word === "sql") t = parseSql(text, rest);
   else if (/^https?:\/\//i.test(line)) t = parseHttp(text, "GET", line);
   else if (/^[A-Za-z]+$/.test(word) && rest) t = parseHttp(text, word.toUpperCase(), rest);
-  else throw requestError(text, "it does not start with an HTTP method, a URL, tcp, tls, mcp, llm, dns, udp or token");
+  else throw requestError(text, "it does not start with an HTTP method, a URL, tcp, tls, mcp, llm, dns, udp, token or sql");
   if (extras.peerTags && (t.kind === "http" || t.kind === "tcp" || t.kind === "udp")) t.peer = { tags: extras.peerTags };
   if (t.kind === "http") {
     if (extras.headers) for (const [k, v] of Object.entries(extras.headers)) t.headers[k.toLowerCase()] = v;
@@ -162,6 +164,12 @@ function parseToken(text: string, rest: string): TokenTarget {
   return { kind: "token", audience, method: m, location: l.text };
 }
 
+function parseSql(text: string, rest: string): SqlTarget {
+  const m = /^(\S+)\s+([\s\S]+)$/.exec(rest);
+  if (!m) throw requestError(text, 'expected "sql DATABASE STATEMENT", e.g. "sql appdb SELECT id FROM public.users"');
+  return { kind: "sql", database: m[1]!, statement: m[2]! };
+}
+
 /**
  * Reveal names the values a rendering or an event may carry. By default none:
  * query values, header values and MCP argument values may hold secrets.
@@ -173,6 +181,8 @@ export interface Reveal {
   headers?: string[];
   /** Keep MCP tool-call argument values (default: each value is shown as REDACTED). */
   mcpArgs?: boolean;
+  /** Keep SQL statement texts, literals included (default: a statement is shown as the accesses it makes). */
+  sql?: boolean;
 }
 
 /** REDACTED stands in for a value a rendering leaves out. */
@@ -214,9 +224,22 @@ export function formatTarget(t: Target, opts?: { reveal?: Reveal }): string {
     }
     case "token":
       return `token ${t.audience} ${t.method} ${t.location}`;
+    case "sql":
+      return `sql ${t.database} ${reveal?.sql ? t.statement : redactSql(t.statement)}`;
+    case "sql-access" as string: {
+      const a = t as unknown as SqlAccessTarget;
+      return `sql ${a.database} ${formatAccess({ operation: a.operation as never, object: a.object, ...(a.columns ? { columns: [...a.columns] } : {}) })}`;
+    }
     default:
       return `unknown target ${JSON.stringify((t as { kind?: unknown }).kind)}`;
   }
+}
+
+/** redactSql renders a statement as what it does ("[select public.users (id); call public.f]"), never its literals. */
+export function redactSql(statement: string): string {
+  const a = analyzeSql(statement);
+  if (!a.ok) return `[a statement that does not parse, ${statement.length} characters]`;
+  return `[${a.accesses.map(formatAccess).join("; ") || "transaction control"}]`;
 }
 
 /** redactQuery keeps the parameter names of a query string and replaces every value. */

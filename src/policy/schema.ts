@@ -1,7 +1,7 @@
 /**
- * The policy file format, versions 1 to 4, as zod schemas (version 2 adds
+ * The policy file format, versions 1 to 5, as zod schemas (version 2 adds
  * `dns` and `udp` rules, version 3 the AI gateway's `gateway` section,
- * version 4 `token` rules; docs/policy.md, "Format history"). This is the single
+ * version 4 `token` rules, version 5 `sql` rules; docs/policy.md, "Format history"). This is the single
  * source of truth: the loader validates with it, the compiler reads its
  * output types, and `docs/policy.schema.json` (editor completion) is
  * generated from it (test/policy/schema.test.ts checks that file is current).
@@ -178,6 +178,34 @@ export const TokenMatchSchema = strictObject({
     .describe('The longest lifetime of a token this rule grants, e.g. "15m". Default: the issuer\'s cap'),
 }).describe("What the token issuer may grant to src: audiences and actions of a session-scoped token (docs/tokens.md).");
 
+export const SQL_OPERATION_NAMES = ["select", "insert", "update", "delete", "merge", "copy_to", "copy_from", "ddl", "call", "do", "prepare", "execute", "cursor", "explain", "set", "*"] as const;
+
+/**
+ * A database statement rule (format version 5): which operations `src` may
+ * make on which objects of which databases (docs/policy.md, "Database
+ * statements").
+ */
+export const SqlMatchSchema = strictObject({
+  database: globList("database").describe('Globs over the database name the connection is to ("appdb", "app_*", "*").'),
+  table: globList("table").describe(
+    'Globs over the schema-qualified object: a table or view ("public.orders", "public.*"; a view by its own name), a function for call ("public.refresh_stats", "pg_catalog.set_config"), a setting for set ("statement_timeout"). Dangerous built-ins (set_config, pg_read_file, lo_*, dblink*, …) match only a pattern naming them without a wildcard. Operations without an object (do, prepare, execute, cursor) match whatever the patterns are.',
+  ),
+  operation: z
+    .array(z.enum(SQL_OPERATION_NAMES, { errorMap: () => ({ message: `must be one of ${SQL_OPERATION_NAMES.map((o) => `"${o}"`).join(", ")}` }) }))
+    .min(1, 'list at least one operation (or "*")')
+    .describe('Operations: select, insert, update, delete, merge, copy_to, copy_from, ddl (CREATE, ALTER, DROP, TRUNCATE, …), call (functions and procedures), do, prepare, execute, cursor, explain, set; "*" is any.'),
+  columns: z
+    .array(z.string().min(1, "a column name must not be empty"))
+    .min(1)
+    .optional()
+    .describe('The columns the statement may name (read or written); a statement naming another column, or all of them ("SELECT *", an INSERT without a column list), does not match. Default: any column'),
+  rows: z
+    .string()
+    .min(1, "a row filter must not be empty")
+    .optional()
+    .describe('A row filter: a SQL boolean expression ("z IS NOT NULL", "owner = ANY (meshguard.owners())") applied to reads (USING) and writes (WITH CHECK) by the database gateway. The in-process guard cannot filter its own session: there, a statement only a rule with rows would allow is denied.'),
+}).describe("A database statement: its operations on tables, views, functions and settings, found by PostgreSQL's own parser.");
+
 export const WEEKDAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"] as const;
 const WeekdaySchema = z.enum(WEEKDAYS, {
   errorMap: () => ({ message: `must be one of ${WEEKDAYS.map((d) => `"${d}"`).join(", ")}` }),
@@ -226,15 +254,16 @@ export const RuleSchema = strictObject({
   dns: DnsMatchSchema.optional().describe("A DNS look-up the agent makes itself (node:dns) (format version 2)."),
   udp: UdpMatchSchema.optional().describe("A UDP datagram (node:dgram) (format version 2)."),
   token: TokenMatchSchema.optional().describe("What the token issuer may grant to src (format version 4)."),
+  sql: SqlMatchSchema.optional().describe("A database statement (format version 5)."),
   when: WhenSchema.optional(),
-}).describe("One rule: src (who), exactly one target kind (http, tcp, udp, dns, mcp, llm or token: what), optional conditions (when) and an effect.");
+}).describe("One rule: src (who), exactly one target kind (http, tcp, udp, dns, mcp, llm, token or sql: what), optional conditions (when) and an effect.");
 
 export const TestCaseSchema = strictObject({
   as: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]).describe('Who calls: "tag:x", "alice@example.com", "node:name", or a list of these.'),
   request: z
     .string()
     .min(1)
-    .describe('The call, as one line: "GET https://host/path", "tcp host:port", "tls host:port", "mcp server tool {json}", "llm provider/model [maxTokens]", "dns name [RRTYPE] [@server]", "udp host:port", "token AUDIENCE METHOD LOCATION".'),
+    .describe('The call, as one line: "GET https://host/path", "tcp host:port", "tls host:port", "mcp server tool {json}", "llm provider/model [maxTokens]", "dns name [RRTYPE] [@server]", "udp host:port", "token AUDIENCE METHOD LOCATION", "sql DATABASE STATEMENT".'),
   expect: EffectSchema.describe("The decision the policy must make."),
   ruleId: z.string().optional().describe("The id of the rule expected to decide."),
   rule: z.string().optional().describe("Deprecated spelling of ruleId (still read)."),
@@ -246,6 +275,7 @@ export const TestCaseSchema = strictObject({
   headers: z.record(z.string(), z.string()).optional().describe("Request headers, for when.headers conditions."),
   bodySize: z.number().int().nonnegative().optional().describe("The body size in bytes, for when.maxBodyBytes. Default: unknown (fails a maxBodyBytes condition closed)"),
   peerTags: z.array(z.string().regex(TAG_RE, "must look like tag:name")).optional().describe("The tags of the tailnet peer called, for tag:x host patterns."),
+  rowFilters: z.boolean().optional().describe("For a sql request: true judges it as the database gateway does (rows filters enforced, so rules with rows allow); default false, as the in-process guard does."),
 }).describe("One test case: a policy whose tests fail is rejected whole.");
 
 const GroupsSchema = z.record(
@@ -283,10 +313,10 @@ export const MeshguardPartSchema = strictObject({
   $schema: z.string().optional().describe('The JSON Schema for editor completion, e.g. "./policy.schema.json"; ignored by meshguard.'),
   version: z
     .nativeEnum(
-      { V1: 1, V2: 2, V3: 3, V4: 4 } as const,
-      { errorMap: () => ({ message: "must be 1, 2, 3 or 4 (the policy format versions this meshguard reads; 2 adds dns and udp rules, 3 the gateway section, 4 token rules)" }) },
+      { V1: 1, V2: 2, V3: 3, V4: 4, V5: 5 } as const,
+      { errorMap: () => ({ message: "must be 1, 2, 3, 4 or 5 (the policy format versions this meshguard reads; 2 adds dns and udp rules, 3 the gateway section, 4 token rules, 5 sql rules)" }) },
     )
-    .describe("The file format version: 1; 2 adds dns and udp rules, 3 the gateway section, 4 token rules. Every version stays readable."),
+    .describe("The file format version: 1; 2 adds dns and udp rules, 3 the gateway section, 4 token rules, 5 sql rules. Every version stays readable."),
   groups: GroupsSchema.optional().describe('Groups of users ("group:eng": ["alice@example.com"]) local to meshguard; merged with the tailnet policy\'s groups (a name defined in both is an error).'),
   tagOwners: TagOwnersSchema.optional().describe("Who owns each tag (users or groups), as in a tailnet policy file: the humans accountable for a tagged node (whois owners)."),
   rules: z.array(RuleSchema).describe("The rules. Deny by default: a call no rule allows is denied."),
@@ -320,13 +350,14 @@ export type LlmMatch = z.output<typeof LlmMatchSchema>;
 export type DnsMatch = z.output<typeof DnsMatchSchema>;
 export type UdpMatch = z.output<typeof UdpMatchSchema>;
 export type TokenMatch = z.output<typeof TokenMatchSchema>;
+export type SqlMatch = z.output<typeof SqlMatchSchema>;
 export type When = z.output<typeof WhenSchema>;
 export type ArgConstraint = z.output<typeof ArgConstraintSchema>;
 export type TestCase = z.output<typeof TestCaseSchema>;
 export type MeshguardPart = z.output<typeof MeshguardPartSchema>;
 export type GatewaySection = z.output<typeof GatewaySectionSchema>;
 export type GatewayRoleGrant = z.output<typeof GatewayRoleSchema>;
-/** The policy format versions this meshguard reads (2 adds dns and udp rules, 3 the gateway section, 4 token rules). */
+/** The policy format versions this meshguard reads (2 adds dns and udp rules, 3 the gateway section, 4 token rules, 5 sql rules). */
 export type PolicyVersion = MeshguardPart["version"];
 export type Weekday = (typeof WEEKDAYS)[number];
 

@@ -32,13 +32,23 @@ export function checkSemantics(part: MeshguardPart, groups: Record<string, strin
 
   part.rules.forEach((r, i) => {
     const p: PathKey[] = ["rules", i];
-    const kinds = (["http", "tcp", "mcp", "llm", "dns", "udp", "token"] as const).filter((k) => r[k] !== undefined);
+    const kinds = (["http", "tcp", "mcp", "llm", "dns", "udp", "token", "sql"] as const).filter((k) => r[k] !== undefined);
     if (kinds.length !== 1) {
-      at(p, kinds.length === 0 ? "a rule needs exactly one target: http, tcp, mcp, llm, dns, udp or token" : `a rule has exactly one target, this one has ${kinds.join(" and ")}: split it into ${kinds.length} rules`);
+      at(p, kinds.length === 0 ? "a rule needs exactly one target: http, tcp, mcp, llm, dns, udp, token or sql" : `a rule has exactly one target, this one has ${kinds.join(" and ")}: split it into ${kinds.length} rules`);
     }
     if (r.token !== undefined) {
       if (part.version < 4) at(p, `token rules need "version": 4 (version ${part.version} has no token rules): change "version" to 4`, "token");
       for (const issue of tokenRuleIssues(r)) at([...p, ...issue.path], issue.message, issue.key);
+    }
+    if (r.sql !== undefined) {
+      if (part.version < 5) at(p, `sql rules need "version": 5 (version ${part.version} has no sql rules): change "version" to 5`, "sql");
+      const settingsOnly = r.sql.operation.every((o) => o === "set");
+      r.sql.table.forEach((t, j) => {
+        // Objects are schema-qualified: "users" would never match "public.users" (settings have no schema).
+        if (!settingsOnly && t !== "*" && t !== "" && !t.includes(".")) at([...p, "sql", "table", j], `"${t}" names no schema, so it matches no table or function (they are schema-qualified): write "public.${t}" or "*.${t}"`);
+      });
+      if (r.sql.rows !== undefined && r.effect === "deny") at([...p, "sql"], "a deny rule cannot have a row filter (rows filters what allow and approve rules let through)", "rows");
+      if (r.effect === "deny" && r.sql.columns !== undefined) at([...p, "sql"], "a deny rule cannot list columns (it would deny only statements within them): put columns on the allow rule", "columns");
     }
     // Version 1 files keep their meaning: the kinds version 2 added are an error there, not silently read.
     for (const k of ["dns", "udp"] as const) {
@@ -107,7 +117,8 @@ export function checkSemantics(part: MeshguardPart, groups: Record<string, strin
       at([...p, "as"], (err as Error).message.split("\n")[0]!);
     }
     try {
-      parseRequest(tc.request);
+      const t = parseRequest(tc.request);
+      if (tc.rowFilters !== undefined && t.kind !== "sql") at([...p, "rowFilters"], "rowFilters applies to sql requests only");
     } catch (err) {
       at([...p, "request"], (err as Error).message.split("\n")[0]!);
     }

@@ -125,7 +125,39 @@ export interface TokenTarget {
   location: string;
 }
 
-export type Target = HttpTarget | TcpTarget | McpTarget | LlmTarget | DnsTarget | UdpTarget | TokenTarget;
+/**
+ * A database statement (format version 5, `sql` rules): the text as the
+ * client sends it, one statement or several. The engine parses it
+ * (./sql.ts) and decides every operation on every object it finds; any
+ * denied access denies the whole text.
+ */
+export interface SqlTarget {
+  kind: "sql";
+  /** The database the connection is to. */
+  database: string;
+  /** The statement text, as sent (parameters of the extended protocol are not part of it). */
+  statement: string;
+  /**
+   * True where `rows` filters are enforced (the database gateway, which
+   * applies them as row-security policies). Absent or false (the in-process
+   * guard, whose session cannot be filtered): a rule with `rows` does not
+   * allow.
+   */
+  rowFilters?: boolean;
+}
+
+/** @internal One access of a SqlTarget's statement, as `sql` rules match it. */
+export interface SqlAccessTarget {
+  kind: "sql-access";
+  database: string;
+  operation: string;
+  object: string;
+  columns?: readonly string[];
+  dangerous?: boolean;
+  rowFilters?: boolean;
+}
+
+export type Target = HttpTarget | TcpTarget | McpTarget | LlmTarget | DnsTarget | UdpTarget | TokenTarget | SqlTarget;
 
 /** One decision request. `now` comes from the engine's injectable clock when absent. */
 export interface DecisionRequest {

@@ -112,6 +112,23 @@ describe("meshguard policy explain", () => {
     expect(await ex("--as", "tag:billing-agent", "--at", "2026-03-09T10:00:00Z", "--body-size", "10", "POST https://payments.internal/v2/transactions/1")).toMatchObject({ effect: "allow" });
     expect(await ex("--as", "tag:billing-agent", "--at", "2026-03-09T10:00:00Z", "POST https://payments.internal/v2/transactions/1")).toMatchObject({ effect: "deny" });
   });
+  test("sql: the statement's accesses, each with every sql rule and why it did or did not match", async () => {
+    const policy = JSON.stringify({
+      version: 5,
+      rules: [
+        { id: "read", src: ["tag:a"], sql: { database: ["appdb"], operation: ["select"], table: ["public.*"] } },
+        { id: "web", src: ["tag:a"], http: { host: ["x"] } },
+      ],
+    });
+    const r = await run(["explain", "p.json", "--as", "tag:a", "sql appdb SELECT id FROM orders WHERE note = 'llama-9931'; DELETE FROM orders"], { "p.json": policy });
+    expect(r.code).toBe(0);
+    expect(r.stdout.split("\n")[0]).toBe('DENY: delete public.orders: no rule allows tag:a to sql appdb delete public.orders (deny by default)');
+    expect(r.stdout).toContain("  request: sql appdb [select public.orders (id, note); delete public.orders]");
+    expect(r.stdout).toMatch(/for select public\.orders \(id, note\):\nMATCH {3}read \(allow, sql\)/);
+    expect(r.stdout).toMatch(/for delete public\.orders:\n- {7}read \(allow, sql\)\n {10}✗ operation: operation delete is not one of select/);
+    expect(r.stdout).not.toContain("web");
+    expect(r.stdout).not.toContain("llama-9931");
+  });
   test("usage errors exit 2: missing --as, bad --at, --header or --body-size; an unreadable request or identity exits 1", async () => {
     const files = { "p.hujson": EXAMPLE };
     const noAs = await run(["explain", "p.hujson", "GET https://a/"], files);

@@ -65,6 +65,9 @@ function maximal(): DecisionEvent[] {
     full("dns n.example TXT @127.0.0.1:5353"),
     full("udp h:53"),
     full("token http://billing GET https://billing/v2/*"),
+    full("sql appdb SELECT id FROM public.orders WHERE note = 'x'"),
+    // A statement's text is kept only with reveal.sql.
+    decisionEvent({ tags: ["tag:a"] }, parseRequest("sql appdb SELECT 1"), { effect: "allow", ruleId: "r", reason: "why" }, { layer: "sql", outcome: "allow", latencyUs: 1, reveal: { sql: true } }),
   ];
 }
 

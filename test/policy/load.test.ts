@@ -89,7 +89,7 @@ describe("invalid policies are rejected whole, every issue with path, line and c
     ["duplicate keys", `{"version":1,"version":1,"rules":[]}`, /duplicate key "version"/],
     ["not an object", `[1,2]`, /a policy is a JSON object, not a list/],
     ["empty file", ``, /the file is empty/],
-    ["wrong version", `{"version":5,"rules":[]}`, /must be 1, 2, 3 or 4/],
+    ["wrong version", `{"version":6,"rules":[]}`, /must be 1, 2, 3, 4 or 5/],
     ["a dns rule in a version-1 file", `{"version":1,"rules":[{"src":["*"],"dns":{"name":["a"]}}]}`, /dns rules need "version": 2/],
     ["two targets in a rule", `{"version":1,"rules":[{"src":["*"],"http":{"host":["a"]},"tcp":{"host":["a"],"port":[1]}}]}`, /exactly one target, this one has http and tcp/],
     ["no target", `{"version":1,"rules":[{"src":["*"]}]}`, /exactly one target/],
