@@ -193,7 +193,7 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayHandle>
     const o = createObservability(resolved, scrub, opts.telemetry ?? {}, { inflight: () => inflight.count, gateway: node?.hostname ?? tn?.hostname ?? "ai-gateway", warn });
     obs = o;
     cleanup.push(() => o.close());
-    const parts = await openParts(resolved, opts.parts ?? {}, secrets, holder, chains, warn, cleanup, o);
+    const parts = await openParts(resolved, opts.parts ?? {}, secrets, holder, chains, warn, cleanup, o, env);
     progress(`store ${parts.store ? "open" : "off"}, ${Object.keys(resolved.quotas ?? {}).length} quota bucket(s), hooks ${parts.hooks ? "on" : "off"}`);
     const approvals = opts.approvals ?? resolved.approvals;
     // Filled in once the listeners are up; the info route reads it per request.
