@@ -96,7 +96,6 @@ export function producesOutput(op: ApiOperation): boolean {
   return !NO_OUTPUT.has(op);
 }
 
-
 /**
  * bodyFacts reads model, stream and max tokens. Max tokens: OpenAI chat
  * `max_completion_tokens` (else the older `max_tokens`), Responses
@@ -130,8 +129,7 @@ export function bodyFacts(ep: Endpoint, body: Record<string, unknown>): BodyFact
     }
     case "openai.embeddings": {
       const n = embeddingTokens(body.input);
-      const f: BodyFacts = { model, stream: false, maxTokens: n, inputTokens: n };
-      return f;
+      return { model, stream: false, maxTokens: n, inputTokens: n };
     }
     case "anthropic.count_tokens":
     case "gemini.count_tokens":

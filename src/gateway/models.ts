@@ -50,10 +50,21 @@ async function fetchModels(p: Provider): Promise<string[]> {
   if (p.keyValue !== undefined) headers[p.keyHeader] = p.keyValue;
   if (p.format === "anthropic") headers["anthropic-version"] = "2023-06-01";
   const res = await p.pool.request({ method: "GET", path, headers, headersTimeout: Math.min(p.timeoutMs, 10_000), bodyTimeout: Math.min(p.timeoutMs, 10_000) });
-  const text = await res.body.text();
-  if (res.statusCode !== 200) throw new Error(`GET ${path} answered HTTP ${res.statusCode}`);
-  if (text.length > MAX_LIST_BYTES) throw new Error(`GET ${path} answered more than ${MAX_LIST_BYTES} bytes`);
-  const body = JSON.parse(text) as { data?: Array<{ id?: unknown }>; models?: Array<{ name?: unknown }> };
+  if (res.statusCode !== 200) {
+    res.body.destroy();
+    throw new Error(`GET ${path} answered HTTP ${res.statusCode}`);
+  }
+  const parts: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of res.body as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > MAX_LIST_BYTES) {
+      res.body.destroy();
+      throw new Error(`GET ${path} answered more than ${MAX_LIST_BYTES} bytes`);
+    }
+    parts.push(chunk);
+  }
+  const body = JSON.parse(Buffer.concat(parts).toString("utf8")) as { data?: Array<{ id?: unknown }>; models?: Array<{ name?: unknown }> };
   const names = p.format === "gemini" ? (body.models ?? []).map((m) => (typeof m?.name === "string" ? m.name.replace(/^models\//, "") : undefined)) : (body.data ?? []).map((m) => (typeof m?.id === "string" ? m.id : undefined));
   return names.filter((n): n is string => n !== undefined && n !== "");
 }
