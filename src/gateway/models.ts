@@ -51,17 +51,15 @@ async function fetchModels(p: Provider): Promise<string[]> {
   if (p.format === "anthropic") headers["anthropic-version"] = "2023-06-01";
   const res = await p.pool.request({ method: "GET", path, headers, headersTimeout: Math.min(p.timeoutMs, 10_000), bodyTimeout: Math.min(p.timeoutMs, 10_000) });
   if (res.statusCode !== 200) {
-    res.body.destroy();
+    await res.body.dump().catch(() => {});
     throw new Error(`GET ${path} answered HTTP ${res.statusCode}`);
   }
   const parts: Buffer[] = [];
   let size = 0;
   for await (const chunk of res.body as AsyncIterable<Buffer>) {
     size += chunk.length;
-    if (size > MAX_LIST_BYTES) {
-      res.body.destroy();
-      throw new Error(`GET ${path} answered more than ${MAX_LIST_BYTES} bytes`);
-    }
+    // Leaving the loop by a throw closes the body (the iterator's return()).
+    if (size > MAX_LIST_BYTES) throw new Error(`GET ${path} answered more than ${MAX_LIST_BYTES} bytes`);
     parts.push(chunk);
   }
   const body = JSON.parse(Buffer.concat(parts).toString("utf8")) as { data?: Array<{ id?: unknown }>; models?: Array<{ name?: unknown }> };
