@@ -7,7 +7,9 @@
 //   direct       the client calls the simulator itself: the floor
 //   meshguard    meshguard's gateway, its own process, default configuration
 //                (full logs to SQLite), a loopback listener with a configured
-//                principal; it is also a tailnet node
+//                principal; it is also a tailnet node. Its process gets the
+//                Node options `meshguard gateway` runs with (the first line
+//                of dist/cli/main.js)
 //   portkey      @portkey-ai/gateway (npm), routed per request to the simulator
 //   litellm      LiteLLM's proxy (PyPI), one worker, no database, a model_list
 //                entry whose api_base is the simulator
@@ -107,6 +109,19 @@ if (o.setup) {
   progress(noPg ? `PostgreSQL not set up (its rows will be skipped): ${noPg}` : 'PostgreSQL present');
   process.exit(0);
 }
+
+/**
+ * The Node options `meshguard gateway` runs with: its executable's
+ * `#!/usr/bin/env -S node ...` line (src/cli/main.ts). The gateway
+ * processes here are started with the same, so they are the CLI's process.
+ */
+function cliNodeOptions() {
+  const first = readFileSync(here('../dist/cli/main.js'), 'utf8').split('\n', 1)[0];
+  const m = /^#!\/usr\/bin\/env(?:\s+-S)?\s+node((?:\s+--[\w-]+(?:=\S+)?)*)\s*$/.exec(first);
+  if (!m) throw new Error(`bench/gateway: cannot read the node options of dist/cli/main.js from its first line: ${first}`);
+  return m[1].split(/\s+/).filter(Boolean);
+}
+const GATEWAY_NODE_OPTIONS = cliNodeOptions();
 
 const rows = [];
 const skipped = [];
@@ -238,7 +253,8 @@ try {
   let gateway;
   try {
     progress('starting meshguard gateway');
-    const args = [here('./lib/gateway-server.mjs'), '--sim', simMg.url, '--sim-key', SIM_KEY, '--dir', mkdtempSync(join(work, 'gw-'))];
+    progress(`node options of the gateway process (as meshguard gateway runs): ${GATEWAY_NODE_OPTIONS.join(' ') || 'none'}`);
+    const args = [...GATEWAY_NODE_OPTIONS, here('./lib/gateway-server.mjs'), '--sim', simMg.url, '--sim-key', SIM_KEY, '--dir', mkdtempSync(join(work, 'gw-'))];
     if (tailnet) args.push('--control', tailnet.control.url, '--authkey', await tailnet.key('tag:gateway'), '--hostname', 'bench-gateway');
     const child = startJsonChild('meshguard gateway', process.execPath, args);
     cleanups.push(() => child.kill());
@@ -266,7 +282,7 @@ try {
         const children = [];
         const targets = [];
         for (let i = 0; i < instances; i++) {
-          const args = [here('./lib/gateway-server.mjs'), '--sim', sim.url, '--sim-key', SIM_KEY, '--dir', mkdtempSync(join(work, 'gwpg-')), '--pg-url-env', 'BENCH_PG_URL', ...extra];
+          const args = [...GATEWAY_NODE_OPTIONS, here('./lib/gateway-server.mjs'), '--sim', sim.url, '--sim-key', SIM_KEY, '--dir', mkdtempSync(join(work, 'gwpg-')), '--pg-url-env', 'BENCH_PG_URL', ...extra];
           const child = startJsonChild(`${name} #${i + 1}`, process.execPath, args, { env: { ...process.env, BENCH_PG_URL: url } });
           cleanups.push(() => child.kill());
           const l = await child.next('listening', 60_000);

@@ -42,7 +42,7 @@ function readyText(gw: GatewayHandle): string {
     `  policy     ${gw.config.policy} (reloaded when it changes)`,
     `  logs       ${gw.store ? gw.config.dataDir : "off (retention none)"}`,
     ...(consoleUrl(gw) ? [`  console    ${consoleUrl(gw)}  (logs, usage, quotas, chat, client settings: each caller sees what the tailnet says they may)`] : []),
-    `  guard      ${gw.guard.kind === "own" ? `outbound calls only to ${gw.guard.origins.join(", ")}` : gw.guard.kind === "existing" ? "the process's own guard" : "none"}`,
+    `  guard      ${gw.guard.kind === "own" ? `outbound calls only to ${gw.guard.origins.join(", ")}${gw.guard.database ? ` and PostgreSQL at ${gw.guard.database}` : ""}` : gw.guard.kind === "existing" ? "the process's own guard" : "none"}`,
     "",
     "Point clients at it (any API key string works: the gateway drops it and sends the provider's):",
     `  export OPENAI_BASE_URL=${env.OPENAI_BASE_URL}`,

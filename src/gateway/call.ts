@@ -15,16 +15,22 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { requestApproval } from "../guard/approvals.js";
 import type { Decision, LlmTarget } from "../policy/types.js";
 import type { GatewayContext } from "./context.js";
-import { bodyFacts, clientSessionId, requestParams, type Endpoint } from "./facts.js";
+import { bodyFacts, clientSessionId, producesOutput, requestParams, type BodyFacts, type Endpoint } from "./facts.js";
 import { clientHeaders, readBody, REQUEST_ID, sendError, TOO_LARGE } from "./http-util.js";
 import type { Route } from "./providers.js";
 import { finish, newCallState, type CallState } from "./record.js";
 import { forward } from "./upstream.js";
 import { estimateTokens } from "./usage.js";
-import type { Caller, CallFacts } from "./types.js";
+import type { Caller, CallFacts, Usage } from "./types.js";
 
 /** Reserving for a model whose maximum output is unknown and that the request does not bound. */
 const DEFAULT_MAX_OUTPUT = 4096;
+
+/** Settling a reservation a call gave back before it went upstream: nothing was spent. */
+const NO_USAGE: Usage = Object.freeze({ inputTokens: 0, outputTokens: 0, estimated: false }) as Usage;
+
+/** Fail answers the client with an error in the API's format and records why. */
+type Fail = (kind: Parameters<typeof sendError>[2], outcome: CallState["outcome"], message: string, opts?: Parameters<typeof sendError>[4]) => void;
 
 export async function handleCall(ctx: GatewayContext, req: IncomingMessage, res: ServerResponse, ep: Endpoint, caller: Caller, t0: number, path: string, query: string): Promise<void> {
   const st = newCallState(ctx, caller, ep, t0);
@@ -54,7 +60,7 @@ export async function handleCall(ctx: GatewayContext, req: IncomingMessage, res:
 
 async function run(ctx: GatewayContext, st: CallState, req: IncomingMessage, res: ServerResponse, ep: Endpoint, caller: Caller, path: string, query: string): Promise<void> {
   const format = ep.format;
-  const fail = (kind: Parameters<typeof sendError>[2], outcome: CallState["outcome"], message: string, opts?: Parameters<typeof sendError>[4]) => {
+  const fail: Fail = (kind, outcome, message, opts) => {
     st.outcome = outcome;
     st.reason = message;
     st.status = sendError(res, format, kind, message, { ...opts, headers: { ...opts?.headers, [REQUEST_ID]: st.id } });
@@ -84,36 +90,11 @@ async function run(ctx: GatewayContext, st: CallState, req: IncomingMessage, res
   }
   st.requestBody = raw;
 
-  // 2. Facts and route.
-  const bf = bodyFacts(ep, body);
-  if (bf.model === undefined || bf.model === "") return fail("bad_request", "bad_request", 'the request names no model (a string "model" field)');
-  st.model = bf.model;
-  st.stream = bf.stream;
-  const route = ctx.router.route(format, bf.model);
-  if (route === undefined) return fail("not_found", "bad_request", `the model ${JSON.stringify(bf.model)} is not served by this gateway for the ${format} API`);
-  const facts: CallFacts = { operation: ep.operation, format, provider: route.provider.name, model: route.model, stream: bf.stream };
-  if (bf.maxTokens !== undefined) facts.maxTokens = bf.maxTokens;
-  const sid = clientSessionId(req.headers);
-  if (sid !== undefined) facts.clientSessionId = sid;
-  // The generation settings are read only for spans, which report them.
-  if (ctx.cfg.telemetry?.traces === true) facts.params = requestParams(ep, body);
-  st.facts = facts;
-
-  // 3. Policy.
-  const d = await decide(ctx, caller, route, facts);
-  st.ruleId = d.ruleId;
-  if (d.effect !== "allow") return fail("denied", "denied", `denied by policy: ${d.reason}`);
-
-  // 4. Quota: the most this call can cost is held before it goes upstream.
-  if (ctx.quotas !== undefined) {
-    const price = ctx.prices.priceOf(route.provider.name, route.model, route.provider.prices);
-    st.price = price;
-    const maxOut = facts.maxTokens ?? ctx.prices.maxOutputTokensOf(route.provider.name, route.model) ?? DEFAULT_MAX_OUTPUT;
-    const v = await ctx.quotas.reserve(caller, facts, { inputTokens: estimateTokens(raw.length), maxOutputTokens: maxOut }, price);
-    if (!v.ok && v.permanent === true) return fail("denied", "quota", `quota: ${v.reason}`);
-    if (!v.ok) return fail("quota", "quota", `quota exhausted (${v.bucket}): ${v.reason}`, { headers: { "retry-after": String(Math.max(1, Math.ceil(v.retryAfterS))) } });
-    st.reservation = v.reservation;
-  } else st.price = ctx.prices.priceOf(route.provider.name, route.model, route.provider.prices);
+  // 2-4. Facts, route, policy, quota.
+  let bf = bodyFacts(ep, body);
+  let admitted = await admit(ctx, st, req, ep, caller, bf, raw.length, fail, "");
+  if (admitted === undefined) return;
+  let { route, facts } = admitted;
 
   // 5. Pre-request hooks may block or rewrite the body.
   let mutated = route.prefixed && format !== "gemini";
@@ -124,16 +105,82 @@ async function run(ctx: GatewayContext, st: CallState, req: IncomingMessage, res
     if (r.action === "block") return fail("blocked", "blocked", `blocked by hook ${r.hook}: ${r.message}`, { status: r.status });
     if (r.action === "modify") {
       if (r.body === null || typeof r.body !== "object" || Array.isArray(r.body)) return fail("internal", "blocked", "a pre-request hook returned a body that is not a JSON object");
+      const sentModel = ep.pathModel ?? body.model;
       body = r.body as Record<string, unknown>;
       mutated = true;
       st.hookModified = true;
+      // A hook never widens what policy allowed: a request whose model, max tokens or
+      // size-bound facts a hook changed is routed, decided and reserved again as if the
+      // client had sent it so (the first reservation is given back first).
+      const nb = bodyFacts(ep, body);
+      if (nb.model !== sentModel || nb.maxTokens !== bf.maxTokens || nb.stream !== bf.stream || nb.inputTokens !== bf.inputTokens) {
+        if (st.reservation !== undefined && ctx.quotas !== undefined) {
+          const held = st.reservation;
+          st.reservation = undefined;
+          await ctx.quotas.settle(held, NO_USAGE, 0);
+        }
+        bf = nb;
+        admitted = await admit(ctx, st, req, ep, caller, nb, Buffer.byteLength(JSON.stringify(body)), fail, "after a pre-request hook changed the request: ");
+        if (admitted === undefined) return;
+        ({ route, facts } = admitted);
+        if (route.prefixed && format !== "gemini") body.model = route.model;
+      }
     }
   }
   st.requestHeaders = headers;
+  // The generation settings are read only for spans, which report them (from the body as it goes upstream).
+  if (ctx.cfg.telemetry?.traces === true) facts.params = requestParams(ep, body);
 
   // 6. Upstream.
   const upstreamPath = route.prefixed && format === "gemini" ? path.replace(/\/models\/.+:/, `/models/${route.model}:`) : path;
   await forward(ctx, st, req, res, route, facts, body, mutated ? undefined : raw, upstreamPath, query);
+}
+
+/**
+ * admit routes a request by its facts, asks the policy and reserves quota
+ * (steps 2 to 4). It answers the client and returns undefined when any of
+ * them refuses; `why` prefixes the reason (a re-check after a hook).
+ */
+async function admit(
+  ctx: GatewayContext,
+  st: CallState,
+  req: IncomingMessage,
+  ep: Endpoint,
+  caller: Caller,
+  bf: BodyFacts,
+  bodyBytes: number,
+  fail: Fail,
+  why: string,
+): Promise<{ route: Route; facts: CallFacts } | undefined> {
+  const format = ep.format;
+  if (bf.model === undefined || bf.model === "") return void fail("bad_request", "bad_request", `${why}the request names no model (a string "model" field)`);
+  st.model = bf.model;
+  st.stream = bf.stream;
+  const route = ctx.router.route(format, bf.model);
+  if (route === undefined) return void fail("not_found", "bad_request", `${why}the model ${JSON.stringify(bf.model)} is not served by this gateway for the ${format} API`);
+  const facts: CallFacts = { operation: ep.operation, format, provider: route.provider.name, model: route.model, stream: bf.stream };
+  if (bf.maxTokens !== undefined) facts.maxTokens = bf.maxTokens;
+  const sid = clientSessionId(req.headers);
+  if (sid !== undefined) facts.clientSessionId = sid;
+  st.facts = facts;
+
+  // 3. Policy.
+  const d = await decide(ctx, caller, route, facts);
+  st.ruleId = d.ruleId;
+  if (d.effect !== "allow") return void fail("denied", "denied", `${why}denied by policy: ${d.reason}`);
+
+  // 4. Quota: the most this call can cost is held before it goes upstream.
+  const price = ctx.prices.priceOf(route.provider.name, route.model, route.provider.prices);
+  st.price = price;
+  if (ctx.quotas !== undefined) {
+    // What produces no output (embeddings, token counts) reserves its input alone.
+    const maxOut = producesOutput(ep.operation) ? (facts.maxTokens ?? ctx.prices.maxOutputTokensOf(route.provider.name, route.model) ?? DEFAULT_MAX_OUTPUT) : 0;
+    const v = await ctx.quotas.reserve(caller, facts, { inputTokens: bf.inputTokens ?? estimateTokens(bodyBytes), maxOutputTokens: maxOut }, price);
+    if (!v.ok && v.permanent === true) return void fail("denied", "quota", `${why}quota: ${v.reason}`);
+    if (!v.ok) return void fail("quota", "quota", `${why}quota exhausted (${v.bucket}): ${v.reason}`, { headers: { "retry-after": String(Math.max(1, Math.ceil(v.retryAfterS))) } });
+    st.reservation = v.reservation;
+  }
+  return { route, facts };
 }
 
 /** decide asks the policy; an approve rule holds the call until an approver answers (no answer in time: deny). */

@@ -5,6 +5,7 @@
  * next client release with a new field is not broken by the gateway.
  */
 
+import { embeddingTokens } from "../guard/targets.js";
 import type { ApiFormat, ApiOperation, RequestParams } from "./types.js";
 
 /** An API endpoint the path names; `model` when the path carries it (Gemini). */
@@ -83,15 +84,27 @@ export interface BodyFacts {
   model: string | undefined;
   stream: boolean;
   maxTokens?: number;
+  /** The tokens of an embeddings request's input (counted: token arrays exactly, text at ~4 characters a token). */
+  inputTokens?: number;
+}
+
+/** What produces no output tokens: an embedding and a token count use their input alone. */
+const NO_OUTPUT: ReadonlySet<ApiOperation> = new Set(["openai.embeddings", "anthropic.count_tokens", "gemini.count_tokens"]);
+
+/** producesOutput is false for operations that produce no output tokens (embeddings, token counts). */
+export function producesOutput(op: ApiOperation): boolean {
+  return !NO_OUTPUT.has(op);
 }
 
 /**
  * bodyFacts reads model, stream and max tokens. Max tokens: OpenAI chat
  * `max_completion_tokens` (else the older `max_tokens`), Responses
  * `max_output_tokens`, Anthropic `max_tokens`, Gemini
- * `generationConfig.maxOutputTokens`. Embeddings and token counting produce
- * no output: their max tokens is 0, so an `llm` rule's `maxTokens` does not
- * deny them for lack of a value.
+ * `generationConfig.maxOutputTokens`. An embedding produces no output: the
+ * tokens it uses are its input's, so its max tokens is the count of its
+ * input (an `llm` rule's `maxTokens` bounds how much one embeddings call may
+ * embed, and quotas reserve that count). Token counting costs nothing: its
+ * max tokens is 0, so a `maxTokens` rule does not deny it for lack of a value.
  */
 export function bodyFacts(ep: Endpoint, body: Record<string, unknown>): BodyFacts {
   const model = ep.pathModel ?? (typeof body.model === "string" ? body.model : undefined);
@@ -114,7 +127,10 @@ export function bodyFacts(ep: Endpoint, body: Record<string, unknown>): BodyFact
       stream = ep.operation === "gemini.stream";
       break;
     }
-    case "openai.embeddings":
+    case "openai.embeddings": {
+      const n = embeddingTokens(body.input);
+      return { model, stream: false, maxTokens: n, inputTokens: n };
+    }
     case "anthropic.count_tokens":
     case "gemini.count_tokens":
       mt = 0;

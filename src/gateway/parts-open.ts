@@ -33,6 +33,8 @@ export async function openParts(
   warn: (err: unknown) => void,
   cleanup: Array<() => Promise<unknown>>,
   obs?: PartsObserver,
+  /** Where storage.urlEnv is read: the gateway's `env` option, as for the provider keys. */
+  env?: NodeJS.ProcessEnv,
 ): Promise<GatewayParts> {
   const retention: Retention = injected.retention ?? toRetention(cfg.retention ?? { mode: "full" });
   const quotas = cfg.quotas ?? {};
@@ -48,6 +50,7 @@ export async function openParts(
       retention,
       secrets,
       onError: warn,
+      ...(env !== undefined ? { env } : {}),
       ...(pruneEvery !== undefined ? { pruneEveryMs: parseDuration(pruneEvery)! } : {}),
       ...(obs ? { onPruned: obs.pruned } : {}),
     });

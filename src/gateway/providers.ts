@@ -16,6 +16,7 @@ import { anyOf, flatGlob, hasGlob, type Matcher } from "../policy/glob.js";
 import type { ApiFormat, ModelPrice } from "./types.js";
 import type { GatewayConfig, ProviderConfig } from "./config.js";
 import { readKey } from "./keys.js";
+import { SHORT_KEY } from "./scrub.js";
 
 export interface Provider {
   readonly name: string;
@@ -32,6 +33,8 @@ export interface Provider {
   readonly matches: Matcher;
   /** The models named without a glob (what model listings show). */
   readonly listed: readonly string[];
+  /** Whether some of `models` are globs: listings then also show the upstream's own models that match (./models.ts). */
+  readonly hasGlobs: boolean;
   readonly prices: Readonly<Record<string, ModelPrice>>;
   readonly timeoutMs: number;
   readonly pool: Pool;
@@ -45,17 +48,20 @@ const KEY_HEADER: Record<ApiFormat, string> = { openai: "authorization", anthrop
 /**
  * buildProviders reads every key (failing the start on the first that
  * cannot be read) and opens one pool per provider. Returns the providers in
- * config order and every key value (for the scrubber).
+ * config order, every key value (for the scrubber) and the providers whose
+ * key is so short that scrubbing it also replaces ordinary text.
  */
-export async function buildProviders(cfg: GatewayConfig, env: NodeJS.ProcessEnv = process.env): Promise<{ providers: Provider[]; secrets: string[] }> {
+export async function buildProviders(cfg: GatewayConfig, env: NodeJS.ProcessEnv = process.env): Promise<{ providers: Provider[]; secrets: string[]; shortKeys: string[] }> {
   const providers: Provider[] = [];
   const secrets: string[] = [];
+  const shortKeys: string[] = [];
   for (const [name, p] of Object.entries(cfg.providers)) {
     const key = p.key ? await readKey(p.key, `provider ${JSON.stringify(name)}`, env) : undefined;
     if (key !== undefined) secrets.push(key);
+    if (key !== undefined && key.length < SHORT_KEY) shortKeys.push(name);
     providers.push(makeProvider(name, p, key));
   }
-  return { providers, secrets };
+  return { providers, secrets, shortKeys };
 }
 
 function makeProvider(name: string, p: ProviderConfig, key: string | undefined): Provider {
@@ -75,6 +81,7 @@ function makeProvider(name: string, p: ProviderConfig, key: string | undefined):
     keyValue: key === undefined ? undefined : format === "openai" ? `Bearer ${key}` : key,
     matches: anyOf(p.models.map(flatGlob)),
     listed: p.models.filter((m) => !hasGlob(m)),
+    hasGlobs: p.models.some((m) => hasGlob(m)),
     prices: p.prices ?? {},
     timeoutMs: p.timeout,
     pool: new Pool(u.origin, { keepAliveTimeout: 30_000, headersTimeout: p.timeout, bodyTimeout: p.timeout, connect: { timeout: Math.min(p.timeout, 10_000) } }),

@@ -50,7 +50,11 @@ function usable(secrets: readonly string[]): string[] {
  * one of `secrets`. Multi-valued headers are joined with ", ".
  */
 export function redactHeaders(headers: HeadersLike, secrets: readonly string[]): Record<string, string> {
-  const keys = usable(secrets);
+  return redactHeadersWith(headers, usable(secrets));
+}
+
+/** redactHeadersWith is redactHeaders for secrets already cleaned and sorted once (prepareSecrets), for a caller that redacts many records. */
+export function redactHeadersWith(headers: HeadersLike, keys: readonly string[]): Record<string, string> {
   const out: Record<string, string> = {};
   for (const [rawName, rawValue] of entries(headers)) {
     if (rawValue === undefined) continue;

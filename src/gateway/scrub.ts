@@ -7,14 +7,20 @@
 
 export const KEY_REDACTED = "[provider key redacted]";
 
+/** Keys shorter than this are scrubbed too, but the gateway warns: they match ordinary text. */
+export const SHORT_KEY = 8;
+
 export class KeyScrubber {
   private readonly keys: Buffer[];
   private readonly strings: string[];
   private readonly replacement = Buffer.from(KEY_REDACTED);
 
   constructor(secrets: readonly string[]) {
-    // Longest first: a key containing another is replaced whole.
-    this.strings = [...new Set(secrets.filter((s) => s.length >= 8))].sort((a, b) => b.length - a.length);
+    // Every key, however short: a key is a secret wherever it appears. (A very short
+    // one also matches ordinary text, which is then replaced too; the gateway warns
+    // about such keys at start, SHORT_KEY.) Longest first: a key containing another
+    // is replaced whole.
+    this.strings = [...new Set(secrets.filter((s) => typeof s === "string" && s.length > 0))].sort((a, b) => b.length - a.length);
     this.keys = this.strings.map((s) => Buffer.from(s));
   }
 

@@ -110,7 +110,7 @@ async function handle(ctx: GatewayContext, admin: AdminRouter, identify: Identif
 
   if (isAdmin) return admin.handle(req, res, caller, isMetrics ? METRICS_PATH : path.slice(ADMIN_PREFIX.length) || "/", query);
   if (ep!.operation.endsWith(".models")) {
-    if (ep!.pathModel === undefined) sendJson(res, 200, JSON.stringify(modelList(ep!.format, allowedModels(ctx, caller, ep!.format))));
+    if (ep!.pathModel === undefined) sendJson(res, 200, JSON.stringify(modelList(ep!.format, await allowedModels(ctx, caller, ep!.format))));
     else {
       const m = allowedModel(ctx, caller, ep!.format, ep!.pathModel);
       if (m) sendJson(res, 200, JSON.stringify(modelObject(ep!.format, m)));

@@ -21,7 +21,7 @@ import { GatewayConfigError, loadGatewayConfig, resolveConfigPaths, validateGate
 import { Inflight, type GatewayContext, type Prices, type Sessions } from "./context.js";
 import { readKey } from "./keys.js";
 import { buildProviders, Router } from "./providers.js";
-import { KeyScrubber } from "./scrub.js";
+import { KeyScrubber, SHORT_KEY } from "./scrub.js";
 import { requestHandler } from "./server.js";
 import { ConsoleServer } from "./console/serve.js";
 import { infoRoute, type GatewayInfo } from "./info-api.js";
@@ -90,8 +90,8 @@ export interface GatewayHandle extends AsyncDisposable {
   readonly policy: Policy | undefined;
   /** Warnings and policy reloads. */
   readonly events: EventEmitter;
-  /** How the process is guarded: the gateway's own guard (with the origins it allows), an existing one, or none. */
-  readonly guard: { kind: "own"; origins: string[] } | { kind: "existing" } | { kind: "none" };
+  /** How the process is guarded: the gateway's own guard (with the origins it allows, and the PostgreSQL server of its store), an existing one, or none. */
+  readonly guard: { kind: "own"; origins: string[]; database?: string } | { kind: "existing" } | { kind: "none" };
   /** Requests being handled now. */
   readonly inflight: number;
   /**
@@ -129,7 +129,14 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayHandle>
   const env = opts.env ?? process.env;
 
   // Keys and policy first: a wrong one fails the start before the gateway joins the tailnet.
-  const { providers, secrets } = await buildProviders(resolved, env);
+  const { providers, secrets, shortKeys } = await buildProviders(resolved, env);
+  for (const name of shortKeys) {
+    warn(
+      new MeshguardError(ErrorCode.INVALID_OPTIONS, `the key of provider ${JSON.stringify(name)} is shorter than ${SHORT_KEY} characters: it is still removed wherever it appears (answers, errors, logs), and so is any ordinary text that happens to equal it`, {
+        hint: "check that the environment variable or file names the real key",
+      }),
+    );
+  }
   const router = new Router(providers);
   const cleanup: Array<() => Promise<unknown>> = [() => router.close()];
   const undo = async () => {
@@ -138,11 +145,11 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayHandle>
   try {
     let guard: SelfGuard = { kind: "none" };
     if (opts.selfGuard === true) {
-      guard = installSelfGuard(resolved, resolved.tailnet?.hostname ?? opts.tailnet?.hostname ?? opts.node?.hostname ?? "ai-gateway", (opts.approvals ?? resolved.approvals)?.webhook);
+      guard = installSelfGuard(resolved, resolved.tailnet?.hostname ?? opts.tailnet?.hostname ?? opts.node?.hostname ?? "ai-gateway", (opts.approvals ?? resolved.approvals)?.webhook, env);
       if (guard.kind === "own") {
         const h = guard.handle;
         cleanup.push(() => h.close());
-        progress(`guarding this process: outbound calls only to ${guard.origins.join(", ")}`);
+        progress(`guarding this process: outbound calls only to ${guard.origins.join(", ")}${guard.database ? ` and PostgreSQL at ${guard.database}` : ""}`);
       } else progress("this process already has a guard: the gateway uses it (its policy must allow the providers and hooks)");
     }
     const holder = new PolicyHolder();
@@ -186,7 +193,7 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayHandle>
     const o = createObservability(resolved, scrub, opts.telemetry ?? {}, { inflight: () => inflight.count, gateway: node?.hostname ?? tn?.hostname ?? "ai-gateway", warn });
     obs = o;
     cleanup.push(() => o.close());
-    const parts = await openParts(resolved, opts.parts ?? {}, secrets, holder, chains, warn, cleanup, o);
+    const parts = await openParts(resolved, opts.parts ?? {}, secrets, holder, chains, warn, cleanup, o, env);
     progress(`store ${parts.store ? "open" : "off"}, ${Object.keys(resolved.quotas ?? {}).length} quota bucket(s), hooks ${parts.hooks ? "on" : "off"}`);
     const approvals = opts.approvals ?? resolved.approvals;
     // Filled in once the listeners are up; the info route reads it per request.
@@ -292,7 +299,7 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayHandle>
       },
       alerts: o.alerts,
       metrics: o.metrics?.registry,
-      guard: guard.kind === "own" ? { kind: "own", origins: guard.origins } : guard,
+      guard: guard.kind === "own" ? { kind: "own", origins: guard.origins, ...(guard.database ? { database: guard.database } : {}) } : guard,
       close,
       [Symbol.asyncDispose]: () => close(),
     };

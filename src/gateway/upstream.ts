@@ -147,8 +147,9 @@ async function wholeBack(ctx: GatewayContext, st: CallState, res: ServerResponse
   }
   buf = ctx.scrub.bytes(buf);
   const ok = up.statusCode < 300;
+  const hooked = ok && ctx.hooks?.hasPost === true;
   let parsed: unknown;
-  if (ok) {
+  const readUsage = () => {
     try {
       parsed = JSON.parse(buf.toString("utf8"));
     } catch {
@@ -156,11 +157,17 @@ async function wholeBack(ctx: GatewayContext, st: CallState, res: ServerResponse
     }
     st.usage = usageFromBody(facts.operation, parsed) ?? estimateUsage(facts.operation, requestBytes, parsed);
     st.answer = answerOf(facts.operation, parsed);
-  } else {
+  };
+  if (!ok) {
     st.outcome = "upstream_error";
     st.reason = `provider ${facts.provider} answered HTTP ${up.statusCode}: ${buf.subarray(0, 500).toString("utf8")}`;
-  }
-  if (ok && ctx.hooks?.hasPost) {
+  } else if (!hooked) {
+    // Nothing decides on the answer: it goes out first, and is read for its usage after.
+    send(ctx, st, res, up, buf);
+    readUsage();
+    return;
+  } else readUsage();
+  if (hooked) {
     const c = st.caller;
     const r = await ctx.hooks.post({ id: st.id, caller: { node: c.node, user: c.user, tags: c.tags, role: c.role }, facts, headers: st.requestHeaders ?? {}, body: requestBody }, { status: up.statusCode, body: parsed });
     if (r.action === "block") {
@@ -171,6 +178,11 @@ async function wholeBack(ctx: GatewayContext, st: CallState, res: ServerResponse
     }
     if (r.action === "redact") buf = ctx.scrub.bytes(Buffer.from(JSON.stringify(r.body)));
   }
+  send(ctx, st, res, up, buf);
+}
+
+/** send answers a whole (scrubbed) answer with the upstream's status and headers, and keeps it for the log. */
+function send(ctx: GatewayContext, st: CallState, res: ServerResponse, up: Dispatcher.ResponseData, buf: Buffer): void {
   st.status = up.statusCode;
   st.responseParts?.push(buf.length <= MAX_KEPT ? buf : buf.subarray(0, MAX_KEPT));
   res.writeHead(up.statusCode, responseHeaders(ctx.scrub, up, { "content-length": String(buf.length), [REQUEST_ID]: st.id }));

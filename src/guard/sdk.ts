@@ -151,7 +151,7 @@ function llmSdkCall(core: GuardCore, url: string, init: { method?: string; heade
     } catch {
       parsed = undefined;
     }
-    targets.push(llmTarget(provider, parsed) ?? { kind: "llm", provider, model: "(unknown: no model in the body)" });
+    targets.push(llmTarget(provider, parsed, u.pathname) ?? { kind: "llm", provider, model: "(unknown: no model in the body)" });
     (targets[0] as { body?: unknown }).body = parsed;
   }
   let key: string | undefined;

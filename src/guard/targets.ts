@@ -115,14 +115,41 @@ export function llmProviderFor(providers: ReadonlyMap<string, string>, host: str
 /**
  * llmTarget reads model and max tokens from a parsed request body: OpenAI
  * `max_tokens` / `max_completion_tokens` / `max_output_tokens`, Anthropic
- * `max_tokens`. A body without a string `model` is not a model call (undefined).
+ * `max_tokens`; for an embeddings call (`path` ends in /embeddings), which
+ * produces no output, the tokens of its input (embeddingTokens), as the AI
+ * gateway counts them. A body without a string `model` is not a model call
+ * (undefined).
  */
-export function llmTarget(provider: string, body: unknown): LlmTarget | undefined {
+export function llmTarget(provider: string, body: unknown, path?: string): LlmTarget | undefined {
   if (body === null || typeof body !== "object") return undefined;
   const b = body as Record<string, unknown>;
   if (typeof b.model !== "string") return undefined;
   const t: LlmTarget = { kind: "llm", provider, model: b.model };
+  if (path !== undefined && path.endsWith("/embeddings")) {
+    t.maxTokens = embeddingTokens(b.input);
+    return t;
+  }
   const mt = b.max_tokens ?? b.max_completion_tokens ?? b.max_output_tokens;
   if (typeof mt === "number" && Number.isFinite(mt)) t.maxTokens = mt;
   return t;
+}
+
+/**
+ * embeddingTokens counts the tokens of an OpenAI embeddings `input`: a
+ * string, an array of strings, an array of token ids, or an array of such
+ * arrays. Token ids count one each; text about 4 characters a token (the
+ * estimate the gateway uses wherever it has no tokenizer). Anything else
+ * counts 0 and is the upstream's to refuse.
+ */
+export function embeddingTokens(input: unknown): number {
+  const text = (s: string) => Math.ceil(s.length / 4);
+  if (typeof input === "string") return text(input);
+  if (!Array.isArray(input)) return 0;
+  let n = 0;
+  for (const x of input) {
+    if (typeof x === "string") n += text(x);
+    else if (typeof x === "number") n += 1;
+    else if (Array.isArray(x)) n += x.length;
+  }
+  return n;
 }

@@ -281,7 +281,7 @@ function judgeDispatch(
       }
       const http = httpTarget({ ...base, bodySize: buf.length, ...(parsed !== undefined ? { body: parsed } : {}) });
       if (resolvedIp !== undefined) http.resolvedIp = resolvedIp;
-      const llm = llmTarget(provider, parsed) ?? { kind: "llm" as const, provider, model: "(unknown: no model in the body)" };
+      const llm = llmTarget(provider, parsed, path) ?? { kind: "llm" as const, provider, model: "(unknown: no model in the body)" };
       const v: Verdict = core.checkAll([http, llm], "fetch");
       const next = { ...opts, body: buf };
       if (v === undefined) return next;
@@ -624,7 +624,7 @@ function backstopVerdict(core: GuardCore, req: UndiciRequest, o: Origin | undefi
         parsed = undefined;
       }
     }
-    targets.push(llmTarget(provider, parsed) ?? { kind: "llm", provider, model: "(unknown: body not readable here)" });
+    targets.push(llmTarget(provider, parsed, path) ?? { kind: "llm", provider, model: "(unknown: body not readable here)" });
   }
   const v = core.checkAll(targets, "fetch");
   if (v === undefined) return undefined;

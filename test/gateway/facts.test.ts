@@ -142,7 +142,8 @@ describe("key scrubbing", () => {
     expect(s.bytes(clean)).toBe(clean);
     expect(s.bytes(Buffer.from("a sk-secret-key-1 b sk-secret-key-1")).toString()).toBe("a [provider key redacted] b [provider key redacted]");
     expect(s.text("x sk-secret-key-1")).toBe("x [provider key redacted]");
-    // Keys under 8 characters are not searched for (they would match ordinary text).
-    expect(s.text("short")).toBe("short");
+    // A key shorter than 8 characters is a key all the same: removed wherever it appears.
+    expect(s.text("a short key")).toBe("a [provider key redacted] key");
+    expect(s.bytes(Buffer.from("short")).toString()).toBe("[provider key redacted]");
   });
 });

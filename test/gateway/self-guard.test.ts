@@ -10,10 +10,11 @@ import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startLlmSim, type LlmSim } from "../../bench/lib/llm-sim.mjs";
 import { parseGatewayConfig, startGateway } from "../../src/gateway/index.js";
-import { selfGuardOrigins, selfGuardPolicy } from "../../src/gateway/self-guard.js";
+import { selfGuardDatabase, selfGuardOrigins, selfGuardPolicy } from "../../src/gateway/self-guard.js";
 import { deniedCause, guardInstalled, installGuard } from "../../src/guard/index.js";
 import { loadPolicy, parseRequest } from "../../src/policy/index.js";
 import { PROVIDER_KEY } from "./gateway-tailnet.js";
+import { postgresUnavailable, startPostgres } from "./pg-server.js";
 
 let dir: string;
 let sim: LlmSim;
@@ -129,4 +130,51 @@ describe("startGateway({ selfGuard: true })", () => {
       await app.close();
     }
   });
+});
+
+describe("a gateway storing in PostgreSQL", () => {
+  it("its self-guard allows the database's host:port (and the look-up of its name), nothing more", () => {
+    const pgConfig = (url: string) => parseGatewayConfig(JSON.stringify({ ...config(1, false), storage: { engine: "postgres", urlEnv: "PG_URL" } }), { baseDir: dir });
+    const db = (url: string, env: NodeJS.ProcessEnv = {}) => selfGuardDatabase(pgConfig(url), { PG_URL: url, ...env });
+    expect(db("postgres://gw:secret@db.internal:6543/logs")).toBe("db.internal:6543");
+    expect(db("postgresql://gw@127.0.0.1/logs")).toBe("127.0.0.1:5432");
+    expect(db("postgres://gw@[::1]:5433/logs")).toBe("[::1]:5433");
+    expect(db("postgres:///logs?host=db2.internal&port=7000")).toBe("db2.internal:7000");
+    expect(db("postgres:///logs", { PGHOST: "pghost.internal", PGPORT: "5999" })).toBe("pghost.internal:5999");
+    // A Unix socket is no TCP connection; a missing URL is the store's error to report.
+    expect(db("postgres:///logs?host=/var/run/postgresql")).toBeUndefined();
+    expect(selfGuardDatabase(pgConfig("x"), {})).toBeUndefined();
+    expect(selfGuardDatabase(parseGatewayConfig(JSON.stringify(config(1, false)), { baseDir: dir }), { PG_URL: "postgres://h/db" })).toBeUndefined();
+
+    const p = selfGuardPolicy([`http://127.0.0.1:${sim.port}`], ["db.internal:6543"]);
+    const decide = (line: string) => p.evaluate({ principal: { tags: [] }, target: parseRequest(line) }).effect;
+    expect(decide("tcp db.internal:6543")).toBe("allow");
+    expect(decide("dns db.internal")).toBe("allow");
+    expect(decide("tcp db.internal:22")).toBe("deny");
+    expect(decide("GET http://db.internal:6543/")).toBe("deny"); // the database is reached over its own protocol, not HTTP
+  });
+
+  const noPg = postgresUnavailable();
+  it.skipIf(Boolean(noPg))("starts with selfGuard on a real PostgreSQL: the store connects through the guard and logs the call", async () => {
+    const server = await startPostgres();
+    try {
+      const url = await server.createDatabase();
+      const port = await freePort();
+      const gw = await startGateway({ config: { ...config(port, false), storage: { engine: "postgres", urlEnv: "PG_URL" } }, env: { K: PROVIDER_KEY, PG_URL: url }, selfGuard: true });
+      try {
+        expect(gw.guard).toMatchObject({ kind: "own", database: `127.0.0.1:${new URL(url).port}` });
+        const r = await chat(gw.loopbackUrl!, "gpt-4o-mini");
+        expect(r.status).toBe(200);
+        await gw.store!.flush();
+        expect((await gw.store!.queryLogs({ limit: 5 })).records.some((rec) => rec.model === "gpt-4o-mini" && rec.outcome === "ok")).toBe(true);
+        // Other ports of the same host stay closed to the process.
+        const err = await fetch(`http://127.0.0.1:${await freePort()}/`).catch((e) => e);
+        expect(deniedCause(err)).toBeDefined();
+      } finally {
+        await gw.close();
+      }
+    } finally {
+      await server.stop();
+    }
+  }, 120_000);
 });

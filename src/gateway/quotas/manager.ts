@@ -13,6 +13,7 @@
 
 import { randomUUID } from "node:crypto";
 
+import { producesOutput } from "../facts.js";
 import { costOf, maxOutputTokensOf } from "../prices.js";
 import type { BucketState, Caller, CallFacts, GatewayStore, ModelPrice, QuotaManager, QuotaVerdict, Reservation, Usage } from "../types.js";
 import { refillPerMs, type BucketConfig, type QuotasConfig } from "./config.js";
@@ -151,8 +152,10 @@ export function createQuotaManager(
     const chains = resolve(caller);
     if (!Array.isArray(chains)) return { ok: false, bucket: chains.bucket, retryAfterS: 0, reason: chains.reason, permanent: true };
     if (!chains.length) return { ok: true, reservation: undefined };
-    const maxOut =
-      facts.maxTokens ?? (estimate.maxOutputTokens > 0 ? estimate.maxOutputTokens : undefined) ?? maxOutputTokensOf(facts.provider, facts.model) ?? opts.defaultMaxOutputTokens ?? DEFAULT_MAX_OUTPUT;
+    // An embedding or a token count produces no output: its max tokens bound its input, not an answer.
+    const maxOut = !producesOutput(facts.operation)
+      ? 0
+      : (facts.maxTokens ?? (estimate.maxOutputTokens > 0 ? estimate.maxOutputTokens : undefined) ?? maxOutputTokensOf(facts.provider, facts.model) ?? opts.defaultMaxOutputTokens ?? DEFAULT_MAX_OUTPUT);
     const input = Math.max(0, estimate.inputTokens);
     const need = { tokens: input + maxOut, usd: price ? costOf({ inputTokens: input, outputTokens: maxOut }, price) : undefined };
     if (need.usd === undefined) {

@@ -7,7 +7,7 @@
  * secret in any field (they are replaced by "[REDACTED]"), nor — under
  * "metadata" retention — headers or bodies.
  */
-import { redactHeaders, scrubber } from "../redact.js";
+import { redactHeadersWith, scrubber } from "../redact.js";
 import type { LogRecord, Retention } from "../types.js";
 
 /** The columns of a stored log record. `meta` is the JSON of everything but headers and bodies. */
@@ -37,7 +37,8 @@ export interface Secrets {
 }
 
 export function prepareSecrets(list: readonly string[]): Secrets {
-  const clean = list.filter((s) => typeof s === "string" && s.length > 0);
+  // Deduplicated, longest first (what redactHeadersWith and the scrubber expect).
+  const clean = [...new Set(list.filter((s) => typeof s === "string" && s.length > 0))].sort((a, b) => b.length - a.length);
   return { list: clean, scrub: scrubber(clean), inJson: clean.map((s) => JSON.stringify(s).slice(1, -1)) };
 }
 
@@ -57,7 +58,7 @@ export function toRow(rec: LogRecord, retention: Retention, secrets: Secrets): L
   const { requestHeaders, requestBody, responseBody, ...meta } = rec;
   const scrub = secrets.scrub;
   const full = retention.mode === "full";
-  const headers = full && requestHeaders ? redactHeaders(requestHeaders, secrets.list) : undefined;
+  const headers = full && requestHeaders ? redactHeadersWith(requestHeaders, secrets.list) : undefined;
   return {
     id: rec.id,
     time: rec.time,

@@ -26,6 +26,13 @@ export const INSERT_LOG_SQL = `INSERT OR IGNORE INTO logs (id, time, user, node,
 const WORKER_BUSY_TIMEOUT_MS = 2_000;
 /** How often the worker checkpoints the WAL into the database file (PASSIVE: never waits for readers or writers). */
 const CHECKPOINT_EVERY_MS = 1_000;
+/**
+ * The worker's young generation, in MB. Left to V8, it doubles under a steady
+ * stream of batches up to 64 MB semi-spaces (Node builds without pointer
+ * compression), all of it resident; the worker keeps nothing between
+ * batches, so a small one only means more, cheaper scavenges.
+ */
+const WORKER_YOUNG_GENERATION_MB = 8;
 
 export type Row = Record<string, SQLInputValue>;
 
@@ -146,6 +153,7 @@ export async function workerRunner(path: string, onExit: (err: Error) => void): 
     worker = new Worker(WORKER_SOURCE, {
       eval: true,
       workerData: { path, insertSql: INSERT_LOG_SQL, checkpointMs: CHECKPOINT_EVERY_MS, busyTimeoutMs: WORKER_BUSY_TIMEOUT_MS },
+      resourceLimits: { maxYoungGenerationSizeMb: WORKER_YOUNG_GENERATION_MB },
     });
   } catch {
     // e.g. MESHGUARD_GUARD_WORKER_UNGUARDED: this process's guard starts no worker it cannot guard.
