@@ -12,6 +12,14 @@
 // and (meshguard) the event-loop stall while nodes start, dial and transfer.
 //
 //   node bench/tailnet.mjs [--json] [--smoke] [--rtt N] [--bytes B] [--runs R]
+//   node bench/tailnet.mjs --first-dial [--pairs N] [--json] [--smoke]
+//
+// --first-dial is the first-call stall probe (issue 13): fresh node pairs,
+// again and again (new state, so new keys and a new tailnet address each
+// time), each client dialing its server the moment it is online; it reports
+// the first dial's time to connected (p50, p99, max, and how many took ≥ 1 s)
+// for meshguard and for pure Go tsnet, in blocks that alternate between the
+// two so both see the same machine load. 200 pairs per system (--smoke: 5).
 //
 // Run it through `npm run bench` (builds, then enters a network namespace
 // holding only loopback when root).
@@ -21,6 +29,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { LocalControl } from '../dist/control/index.js';
 import { GO_BENCH_BIN, runGoPeer } from './lib/gopeer.mjs';
+import { runFirstDial } from './lib/first-dial.mjs';
 import { runLoopback } from './lib/loopback.mjs';
 import { formatTable, row, toJson } from './lib/stats.mjs';
 
@@ -31,8 +40,14 @@ const { values: o } = parseArgs({
     rtt: { type: 'string' },
     bytes: { type: 'string' },
     runs: { type: 'string' },
+    'first-dial': { type: 'boolean', default: false },
+    pairs: { type: 'string' },
+    block: { type: 'string' },
+    'go-warmup': { type: 'string', default: 'none' },
   },
 });
+const pairs = Number(o.pairs ?? (o.smoke ? 5 : 200));
+const block = Number(o.block ?? 25);
 const rtt = Number(o.rtt ?? (o.smoke ? 50 : 2000));
 const bytes = Number(o.bytes ?? (o.smoke ? 1 << 20 : 256 << 20));
 const runs = Number(o.runs ?? (o.smoke ? 1 : 3));
@@ -75,16 +90,49 @@ function addPeer(system, r) {
   }
 }
 
+/** firstDial runs the first-call stall probe: `pairs` fresh pairs per system, in alternating blocks. */
+async function firstDial(authKey) {
+  const systems = goPeerMissing ? ['meshguard'] : ['meshguard', 'go-tsnet'];
+  const all = Object.fromEntries(systems.map((s) => [s, []]));
+  for (let done = 0; done < pairs; done += block) {
+    const n = Math.min(block, pairs - done);
+    for (const system of systems) {
+      progress(`first dial: ${system} pairs ${done + 1}-${done + n} of ${pairs}`);
+      const r = await runFirstDial({
+        system,
+        controlUrl: control.url,
+        authKey,
+        pairs: n,
+        warmup: system === 'go-tsnet' ? o['go-warmup'] : 'none',
+        onPair: (p) => {
+          if (p.dialMs >= 1000) progress(`  ${system} pair ${done + p.i + 1}: first dial ${p.dialMs.toFixed(0)} ms`);
+        },
+      });
+      all[system].push(...r.dialMs);
+      add(system, 'start-to-online (in-process)', 'ms', [...r.serverUpMs, ...r.clientUpMs]);
+    }
+  }
+  for (const system of systems) {
+    const d = all[system];
+    add(system, 'first dial', 'ms', d);
+    add(system, 'first dial (max)', 'ms', Math.max(...d));
+    add(system, 'first dials >= 1 s', 'count', d.filter((x) => x >= 1000).length);
+    const sorted = [...d].sort((x, y) => x - y);
+    progress(`${system}: first dial over ${d.length} pairs: p50 ${sorted[Math.ceil(d.length / 2) - 1].toFixed(1)} ms, p99 ${sorted[Math.ceil(d.length * 0.99) - 1].toFixed(1)} ms, max ${sorted.at(-1).toFixed(1)} ms, ${d.filter((x) => x >= 1000).length} ≥ 1 s`);
+  }
+}
+
 let control;
 try {
-  progress(`rtt=${rtt} bytes=${bytes} runs=${runs}${o.smoke ? ' (smoke)' : ''}`);
+  progress(o['first-dial'] ? `first dial: ${pairs} fresh pairs per system${o.smoke ? ' (smoke)' : ''}` : `rtt=${rtt} bytes=${bytes} runs=${runs}${o.smoke ? ' (smoke)' : ''}`);
   progress('starting local headscale');
   control = await LocalControl.start({});
   await control.createUser('bench');
   const key = () => control.createAuthKey({ user: 'bench', reusable: true, ephemeral: true, expiration: '1h' });
   const [serverKey, clientKey] = [await key(), await key()];
-  add('node (bare)', 'rss', 'MB', bareNodeRssMB());
-  for (let i = 0; i < runs; i++) {
+  if (o['first-dial']) await firstDial(serverKey);
+  else add('node (bare)', 'rss', 'MB', bareNodeRssMB());
+  for (let i = 0; i < (o['first-dial'] ? 0 : runs); i++) {
     progress(`run ${i + 1}/${runs}: loopback`);
     const lb = await runLoopback({ rtt, bytes });
     addPeer('loopback', { ...lb, clientRssOnlineKiB: 0, clientRssKiB: 0 });
@@ -116,7 +164,8 @@ if (o.smoke) {
   // Shape check only: every row complete, the systems that ran present. No thresholds.
   const keys = ['system', 'metric', 'unit', 'p50', 'p99', 'mean', 'n'];
   const bad = out.rows.filter((r) => keys.some((k) => r[k] === undefined || (typeof r[k] === 'number' && !Number.isFinite(r[k]))));
-  for (const s of ['meshguard', 'go-tsnet', 'loopback']) if (!skipped.some((k) => k.system === s) && !out.rows.some((r) => r.system === s && r.metric === 'rtt')) bad.push({ missing: s });
+  const [metric, systems] = o['first-dial'] ? ['first dial', ['meshguard', 'go-tsnet']] : ['rtt', ['meshguard', 'go-tsnet', 'loopback']];
+  for (const s of systems) if (!skipped.some((k) => k.system === s) && !out.rows.some((r) => r.system === s && r.metric === metric)) bad.push({ missing: s });
   if (bad.length) {
     process.stderr.write(`[bench/tailnet] smoke: malformed rows: ${JSON.stringify(bad)}\n`);
     process.exitCode = 1;

@@ -546,11 +546,12 @@ func (c *Core) Dial(id int64, host string, port int, timeout time.Duration) (_ D
 	warm := n.warmed[addr]
 	n.mu.Unlock()
 	pings := 0
+	var rtt time.Duration
 	if !warm {
-		pings = c.warmUp(ctx, n, addr)
+		pings, rtt = c.warmUp(ctx, n, addr)
 	}
 	tDial := time.Now()
-	conn, err := n.srv.Dial(ctx, "tcp", netip.AddrPortFrom(addr, uint16(port)).String())
+	conn, err := c.dialTCP(ctx, n, addr, port, warm, rtt)
 	if err != nil {
 		if n.ctx.Err() != nil {
 			return DialResult{}, codeErr(ErrClosed, "node closed")
@@ -581,15 +582,15 @@ func (c *Core) Dial(id int64, host string, port int, timeout time.Duration) (_ D
 }
 
 // warmUp makes sure a peer we never talked to knows us before the first
-// dial. A node that has just come online may reach a peer before the
-// control server has told that peer about it; the peer then drops the
-// WireGuard handshake and the dial stalls for WireGuard's 5 s retry. A
-// disco ping is answered only once the peer knows our keys. The first ping
-// to a new peer is often lost while magicsock sets the peer up, so pings
-// start with a short timeout that doubles (20 ms, 40 ms, ... 640 ms): a
-// nearby peer costs a few tens of milliseconds once, a distant one a few
-// round trips, and neither risks the 5 s stall. It returns the pings sent.
-func (c *Core) warmUp(ctx context.Context, n *node, addr netip.Addr) int {
+// dial, and measures how far away it is. A node that has just come online
+// may reach a peer before the control server has told that peer its disco
+// key; the peer's magicsock then drops our packets (see "First dial" in
+// docs/core.md). A disco ping is answered only once the peer knows our
+// disco key. The first ping to a new peer is often lost while magicsock
+// sets the peer up, so pings start with a short timeout that doubles (20 ms,
+// 40 ms, ... 640 ms). It returns the pings sent and the round-trip time of
+// the one answered (0 if none was).
+func (c *Core) warmUp(ctx context.Context, n *node, addr netip.Addr) (int, time.Duration) {
 	deadline := time.Now().Add(3 * time.Second)
 	wait := 20 * time.Millisecond
 	pings := 0
@@ -599,7 +600,7 @@ func (c *Core) warmUp(ctx context.Context, n *node, addr netip.Addr) int {
 		res, err := n.lc.Ping(pctx, addr, tailcfg.PingDisco)
 		cancel()
 		if err == nil && res != nil && res.Err == "" {
-			return pings
+			return pings, time.Duration(res.LatencySeconds * float64(time.Second))
 		}
 		if err == nil && res != nil {
 			// An immediate answer such as "unknown peer": the local engine
@@ -611,7 +612,67 @@ func (c *Core) warmUp(ctx context.Context, n *node, addr netip.Addr) int {
 			wait *= 2
 		}
 	}
-	return pings
+	return pings, 0
+}
+
+// First-dial attempt budget (see dialTCP).
+const (
+	firstAttemptBase   = 150 * time.Millisecond
+	firstAttemptPerRTT = 4
+	firstAttemptNoRTT  = time.Second
+)
+
+// dialTCP opens the TCP connection. A dial to a peer already dialed is one
+// plain tsnet dial. The first dial to a peer is made in attempts: each gets
+// a budget (150 ms + 4 round trips of the warm-up ping — the handshake and
+// the SYN need two — or 1 s when no ping was answered, doubling after each
+// miss); an attempt that misses it is abandoned and, when WireGuard still
+// has no session with the peer, the peer is reset in the WireGuard device
+// (Engine.ResetDevicePeer) so the next attempt's SYN starts a new handshake
+// at once. Without this a handshake initiation or response the peer dropped
+// is only retried by wireguard-go after RekeyTimeout (5 s), and a new packet
+// does not start one sooner (docs/core.md, "First dial").
+func (c *Core) dialTCP(ctx context.Context, n *node, addr netip.Addr, port int, warm bool, rtt time.Duration) (net.Conn, error) {
+	target := netip.AddrPortFrom(addr, uint16(port)).String()
+	if warm {
+		return n.srv.Dial(ctx, "tcp", target)
+	}
+	budget := firstAttemptNoRTT
+	if rtt > 0 {
+		budget = firstAttemptBase + firstAttemptPerRTT*rtt
+	}
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, budget)
+		conn, err := n.srv.Dial(actx, "tcp", target)
+		missed := err != nil && actx.Err() != nil && ctx.Err() == nil
+		cancel()
+		if !missed {
+			return conn, err
+		}
+		reset := c.resetIfNoSession(ctx, n, addr)
+		n.srv.Logf("meshguard: first dial to %s: no connection after %v (attempt %d); WireGuard peer reset: %v", target, budget, attempt, reset)
+		budget *= 2
+	}
+}
+
+// resetIfNoSession removes the peer at addr from the WireGuard device when
+// no handshake with it ever completed, discarding the pending handshake and
+// its 5 s retransmit timer; the next packet to the peer re-creates it and
+// sends a new handshake initiation immediately. It reports whether it did.
+func (c *Core) resetIfNoSession(ctx context.Context, n *node, addr netip.Addr) bool {
+	who, err := n.lc.WhoIs(ctx, addr.String())
+	if err != nil || who.Node == nil {
+		return false
+	}
+	eng, ok := n.srv.Sys().Engine.GetOK()
+	if !ok {
+		return false
+	}
+	if p, ok := eng.PeerByKey(who.Node.Key); ok && !p.LastHandshake().IsZero() {
+		return false // a session exists: the SYN, not the handshake, is late
+	}
+	eng.ResetDevicePeer(who.Node.Key)
+	return true
 }
 
 func (c *Core) export(conn net.Conn) (ConnHandle, error) {

@@ -124,6 +124,52 @@ describe("data path", () => {
   });
 });
 
+describe("first dial", () => {
+  // The first dial to a peer runs in attempts that reset the WireGuard peer
+  // when a handshake goes unanswered (go/core dialTCP, docs/core.md "First
+  // dial"); its timing is measured by bench/tailnet --first-dial, not here.
+  it("fresh pairs: each client's first dial, made the moment it is online, connects and carries data", async () => {
+    for (let i = 0; i < 6; i++) {
+      const srv = await tn.start(`fd-service-${i}`, { tags: ["tag:service"] });
+      const cli = await tn.start(`fd-agent-${i}`, { tags: ["tag:agent-a"] });
+      try {
+        const server = await srv.listen(7100);
+        server.on("connection", (s: net.Socket) => s.pipe(s));
+        const sock = await cli.dial(srv.ips[0]!, 7100);
+        const msg = randomBytes(4096);
+        sock.end(msg);
+        expect(sha(await readAll(sock))).toEqual(sha(msg));
+        server.close();
+      } finally {
+        await cli.close();
+        await srv.close();
+      }
+    }
+  });
+
+  it("a first dial to a peer that stopped answering is MESHGUARD_TIMEOUT at its timeout, and the node dials others after it", async () => {
+    // Not ephemeral on our side: close() does not log it out, so it stays in
+    // the netmap, offline, and nothing answers its address.
+    const gone = await tn.start("fd-gone", { tags: ["tag:service"], ephemeral: false });
+    const ip = gone.ips[0]!;
+    await gone.close();
+    try {
+      const t0 = performance.now();
+      const err = await expectCode(agentA.dial(ip, 7101, { timeoutMs: 5_000 }), "MESHGUARD_TIMEOUT");
+      const ms = performance.now() - t0;
+      expect(err.message).toContain(ip);
+      expect(ms).toBeGreaterThanOrEqual(4_900);
+      expect(ms).toBeLessThan(8_000);
+      const server = await service.listen(7102);
+      const sock = await agentA.dial("service", 7102);
+      sock.destroy();
+      server.close();
+    } finally {
+      for (const n of await tn.control.listNodes()) if (n.name === "fd-gone") await tn.control.deleteNode(n.id);
+    }
+  });
+});
+
 describe("fetch over the tailnet", () => {
   const tlsFile = (f: string) => readFileSync(fixture(`tls/${f}`));
 

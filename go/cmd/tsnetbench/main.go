@@ -101,7 +101,7 @@ func main() {
 	log.SetFlags(log.Lmicroseconds)
 	log.SetPrefix("tsnetbench: ")
 	if len(os.Args) < 2 {
-		fail(errors.New("usage: tsnetbench serve|client [flags]"))
+		fail(errors.New("usage: tsnetbench serve|client|firstdial [flags]"))
 	}
 	var err error
 	switch os.Args[1] {
@@ -109,8 +109,10 @@ func main() {
 		err = runServe(os.Args[2:])
 	case "client":
 		err = runClient(os.Args[2:])
+	case "firstdial":
+		err = runFirstDial(os.Args[2:])
 	default:
-		err = fmt.Errorf("unknown command %q (want serve or client)", os.Args[1])
+		err = fmt.Errorf("unknown command %q (want serve, client or firstdial)", os.Args[1])
 	}
 	if err != nil {
 		fail(err)
@@ -121,6 +123,7 @@ func main() {
 type nodeFlags struct {
 	control, authkey, dir, hostname string
 	verbose                         bool
+	logPrefix                       string // firstdial: which node a verbose line came from
 }
 
 func (n *nodeFlags) register(fs *flag.FlagSet) {
@@ -168,7 +171,8 @@ func (n *nodeFlags) up() (*tsnet.Server, []string, time.Duration, error) {
 		UserLogf:   log.Printf,
 	}
 	if n.verbose {
-		srv.Logf = log.Printf
+		prefix := n.logPrefix
+		srv.Logf = func(format string, args ...any) { log.Printf(prefix+format, args...) }
 	}
 	t0 := time.Now()
 	if err := srv.Start(); err != nil {
