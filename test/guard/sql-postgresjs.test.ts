@@ -5,6 +5,9 @@
  * What reached the database is read back with the guard uninstalled, as the
  * superuser.
  */
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import postgres from "postgres";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { installGuard, type GuardHandle } from "../../src/guard/index.js";
@@ -106,7 +109,7 @@ describe.skipIf(unavailable)("postgres.js statements judged in the agent", () =>
     expect(await count("orders")).toBe(1);
   });
 
-  it("sql.unsafe: a multi-statement string hiding a denied statement is refused whole", async () => {
+  it("sql.unsafe and sql.file: a multi-statement string hiding a denied statement is refused whole", async () => {
     const writer = as("tag:writer");
     await writer.unsafe("INSERT INTO orders VALUES (1, 'a')");
     await expect(writer.unsafe("SELECT id FROM orders; DELETE FROM orders")).rejects.toBeInstanceOf(PolicyDeniedError);
@@ -115,6 +118,16 @@ describe.skipIf(unavailable)("postgres.js statements judged in the agent", () =>
     // With parameters (extended protocol): the text is judged, values are data.
     expect(await writer.unsafe("SELECT item FROM orders WHERE id = $1", [1])).toEqual([{ item: "a" }]);
     await expect(writer.unsafe("DELETE FROM orders WHERE id = $1", [1])).rejects.toBeInstanceOf(PolicyDeniedError);
+    // sql.file: the file's text is judged.
+    const dir = mkdtempSync(join(tmpdir(), "pgjs-"));
+    try {
+      writeFileSync(join(dir, "ok.sql"), "SELECT id FROM orders");
+      writeFileSync(join(dir, "bad.sql"), "SELECT id FROM orders;\nDELETE FROM orders");
+      expect(await writer.file(join(dir, "ok.sql"))).toEqual([{ id: 1 }]);
+      await expect(writer.file(join(dir, "bad.sql"))).rejects.toBeInstanceOf(PolicyDeniedError);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
     await done();
     expect(await count("orders")).toBe(1);
   });
