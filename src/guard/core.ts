@@ -44,6 +44,12 @@ export interface CoreConfig {
 export interface CheckOptions {
   /** Do not emit an audit event for an allow (a later layer will decide and record the same call). */
   quietAllow?: boolean;
+  /**
+   * The caller cannot hold the call while an approver answers (a driver that
+   * builds its statement and writes it in one synchronous step): an approve
+   * decision is a deny, with this said in its reason.
+   */
+  noHold?: string;
 }
 
 export class GuardCore {
@@ -153,6 +159,11 @@ export class GuardCore {
       if (d.effect === "deny") {
         this.record(target, d, "deny", latencyUs, layer);
         return new PolicyDeniedError(target, d.reason, d.ruleId);
+      }
+      if (opts?.noHold !== undefined) {
+        const reason = `${d.reason}; ${opts.noHold}`;
+        this.record(target, { ...d, effect: "deny", reason }, "deny", latencyUs, layer);
+        return new PolicyDeniedError(target, reason, d.ruleId);
       }
       return this.hold(target, d, latencyUs, layer);
     } catch (err) {

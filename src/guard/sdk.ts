@@ -25,7 +25,8 @@
  *   judged twice.
  *
  * MCP: see mcp.ts (tools/call is judged in the transport's send).
- * Databases: see pg.ts (node-postgres statements are judged in Client#query).
+ * Databases: see pg.ts (node-postgres statements are judged in Client#query)
+ * and postgresjs.ts (postgres.js statements are judged as its connection builds them).
  *
  * The SDK classes are found from the application's own resolution paths,
  * both the CommonJS and the ES module build (they are different classes).
@@ -41,6 +42,7 @@ import { PolicyDeniedError, deniedCause } from "./errors.js";
 import { instrumentMcpClient, instrumentMcpTransport, resetMcp } from "./mcp.js";
 import { patchMethod, unpatchAll } from "./patches.js";
 import { instrumentPgClient } from "./pg.js";
+import { instrumentPostgresQuery } from "./postgresjs.js";
 import { attemptDenied, runAttempt, runDecided, type SdkAttempt } from "./sdk-context.js";
 import { current } from "./state.js";
 import { defaultPort, headerRecord, httpTarget, llmProviderFor, llmTarget } from "./targets.js";
@@ -182,7 +184,7 @@ function llmSdkCall(core: GuardCore, url: string, init: { method?: string; heade
  * MCP Client, an openai/Anthropic client, or an MCP transport class.
  */
 export function instrumentSdkClass(cls: { prototype: object }): boolean {
-  return instrumentMcpClient(cls) || instrumentLlmClient(cls) || instrumentMcpTransport(cls) || instrumentPgClient(cls);
+  return instrumentMcpClient(cls) || instrumentLlmClient(cls) || instrumentMcpTransport(cls) || instrumentPgClient(cls) || instrumentPostgresQuery(cls);
 }
 
 // ---- discovery ----
@@ -194,6 +196,8 @@ interface SdkSpec {
   instrument: (cls: { prototype: object }) => boolean;
   /** How `instrumented` lists it (default: the package name). */
   label?: string;
+  /** The class is not exported: it is in this file beside the entry (in both builds). */
+  sibling?: string;
 }
 
 const SDKS: SdkSpec[] = [
@@ -212,6 +216,8 @@ const SDKS: SdkSpec[] = [
   ).map(([subpath, name]) => ({ pkg: "@modelcontextprotocol/sdk", subpath, exportNames: [name], instrument: instrumentMcpTransport, label: `@modelcontextprotocol/sdk ${name}` })),
   // node-postgres: statements are judged in Client#query (pg.ts). Its ES module build re-exports the same class.
   { pkg: "pg", subpath: ".", exportNames: ["Client"], instrument: instrumentPgClient },
+  // postgres.js: statements are judged as its connection builds them (postgresjs.ts), on its Query class (query.js beside index.js).
+  { pkg: "postgres", subpath: ".", exportNames: ["Query"], instrument: instrumentPostgresQuery, sibling: "query.js" },
 ];
 
 /**
@@ -232,8 +238,10 @@ export function instrumentInstalledSdks(dirs: string[], warn: (err: unknown) => 
       } catch {
         continue; // not installed there
       }
-      const esmPath = esmEntry(cjsPath, spec);
-      for (const [flavor, file] of [["cjs", cjsPath], ["esm", esmPath]] as const) {
+      const esmEntryPath = esmEntry(cjsPath, spec);
+      const beside = (f: string | undefined) => (f === undefined || spec.sibling === undefined ? f : join(dirname(f), spec.sibling));
+      const esmPath = beside(esmEntryPath);
+      for (const [flavor, file] of [["cjs", beside(cjsPath)], ["esm", esmPath]] as const) {
         if (file === undefined || seen.has(file)) continue;
         seen.add(file);
         try {
@@ -295,7 +303,9 @@ function esmEntry(cjsPath: string, spec: SdkSpec): string | undefined {
 
 function pickImport(exportsField: unknown, subpath: string): string | undefined {
   if (!exportsField || typeof exportsField !== "object") return undefined;
-  const map = exportsField as Record<string, unknown>;
+  let map = exportsField as Record<string, unknown>;
+  // Conditions only ({ import, default }): they are the "." entry.
+  if (!Object.keys(map).some((k) => k.startsWith("."))) map = { ".": map };
   let entry = map[subpath];
   let star: string | undefined;
   if (entry === undefined) {

@@ -93,6 +93,12 @@ const NEEDS: Readonly<Record<string, string>> = {
   model: "the model",
   maxTokens: "the declared max tokens",
   [ACTIONS_WHAT]: "a readable location whose containment can be decided",
+  database: "the database name",
+};
+
+/** Why a fact can be missing, per condition (default: a streamed or unparsed body). */
+const MISSING: Readonly<Record<string, string>> = {
+  database: "the driver does not tell which database its connection is to (postgres.js): name the database \"*\" in rules for such agents, or connect them through the database gateway",
 };
 
 /** unknownDecision is the deny of a rule that needs the fact `what` (built at compile time for the conditions in NEEDS). */
@@ -100,7 +106,7 @@ export function unknownDecision(id: string, what: string): Readonly<Decision> {
   return Object.freeze({
     effect: "deny" as const,
     ruleId: id,
-    reason: `rule "${id}" needs ${NEEDS[what] ?? what}, which the request does not carry (streamed or unparsed body), so the call is denied (fails closed)`,
+    reason: `rule "${id}" needs ${NEEDS[what] ?? what}, which the request does not carry (${MISSING[what] ?? "streamed or unparsed body"}), so the call is denied (fails closed)`,
   });
 }
 

@@ -249,7 +249,12 @@ export function maxTokensCondition(max: number): Condition<LlmTarget> {
 export function sqlDatabaseCondition(globs: string[]): Condition<SqlAccessTarget> | undefined {
   const m = anyOf(globs.map(flatGlob));
   if (isAlways(m)) return undefined;
-  return { what: "database", test: (t) => (m(t.database) ? YES : NO), why: (t) => `database ${t.database} ${m(t.database) ? "matches" : "does not match"} ${globs.join(", ")}` };
+  // "" is no database name PostgreSQL allows: the driver did not tell (postgres.js). The rule may or may not apply: UNKNOWN (fail closed).
+  return {
+    what: "database",
+    test: (t) => (t.database === "" ? UNKNOWN : m(t.database) ? YES : NO),
+    why: (t) => (t.database === "" ? `the database is not known, and ${globs.join(", ")} does not match every name` : `database ${t.database} ${m(t.database) ? "matches" : "does not match"} ${globs.join(", ")}`),
+  };
 }
 
 /** sqlOperationCondition: the access's operation is listed ("*": any). */

@@ -193,6 +193,31 @@ describe("decisions of a repeated statement", () => {
   });
 });
 
+describe("an unknown database (a driver that does not tell it: postgres.js)", () => {
+  it("a rule naming a database, allow or deny, cannot apply for sure: denied; rules for every database decide", () => {
+    const p = loadPolicy(
+      JSON.stringify({
+        version: 5,
+        rules: [
+          { id: "any-db", src: ["*"], sql: { database: ["*"], operation: ["select"], table: ["public.*"] } },
+          { id: "prod-no-users", src: ["*"], effect: "deny", sql: { database: ["prod"], operation: ["select"], table: ["public.users"] } },
+          { id: "app-insert", src: ["*"], sql: { database: ["appdb"], operation: ["insert"], table: ["public.orders"] } },
+        ],
+      }),
+    );
+    const d = (s: string, db: string) => p.evaluate({ principal: who("tag:x"), target: sql(s, db) });
+    expect(d("SELECT id FROM orders", "")).toMatchObject({ effect: "allow", ruleId: "any-db" });
+    // The deny for "prod" might apply: it does (with a known database only in prod).
+    expect(d("SELECT id FROM users", "")).toMatchObject({ effect: "deny", ruleId: "prod-no-users" });
+    expect(d("SELECT id FROM users", "appdb")).toMatchObject({ effect: "allow" });
+    // The allow for "appdb" might not apply: denied, saying why.
+    const r = d("INSERT INTO orders (id) VALUES (1)", "");
+    expect(r).toMatchObject({ effect: "deny", ruleId: "app-insert" });
+    expect(r.reason).toContain('needs the database name, which the request does not carry (the driver does not tell');
+    expect(d("INSERT INTO orders (id) VALUES (1)", "appdb")).toMatchObject({ effect: "allow" });
+  });
+});
+
 describe("operations without an object", () => {
   it("match any table pattern; a ddl without a relation needs a pattern matching nothing but *", () => {
     const p = loadPolicy(
