@@ -22,6 +22,16 @@ const newSpaceUsed = () => v8.getHeapSpaceStatistics().find((s) => s.space_name 
 
 /** bytesPerCall is the young-generation bytes one call of `fn` leaves behind (median of rounds). */
 async function bytesPerCall(fn: (i: number) => unknown, calls = 2000, rounds = 9): Promise<number> {
+  // The steady state is what is measured: if V8 had not installed the
+  // optimized code yet (it compiles on another thread, later on a loaded or
+  // cold machine), warm up again and measure again — at most three times, so
+  // code that allocates in its optimized form still fails.
+  let best = Infinity;
+  for (let attempt = 0; attempt < 3 && best >= 2; attempt++) best = Math.min(best, await measureOnce(fn, calls, rounds));
+  return best;
+}
+
+async function measureOnce(fn: (i: number) => unknown, calls: number, rounds: number): Promise<number> {
   // Warm up until the optimized code is in place: V8 compiles it on another
   // thread and installs it while the loop runs, so pause, then call again.
   for (let i = 0; i < 50_000; i++) fn(i);
