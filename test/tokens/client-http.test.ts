@@ -11,8 +11,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ErrorCode, isMeshguardError, type MeshNode } from "../../src/index.js";
 import { installGuard, memorySink, PolicyDeniedError } from "../../src/guard/index.js";
 import { loadPolicy } from "../../src/policy/index.js";
-import { createTokenClient, createVerifier, sendTokenError, startTokenIssuer, TokenVerifyError, withTask, type ClientNode, type TokenClient, type TokenIssuer, type TokenVerifier } from "../../src/tokens/index.js";
-import { startTokensTailnet, type TokensTailnet } from "./fixtures.js";
+import { createTokenClient, createVerifier, sendTokenError, startTokenIssuer, TokenVerifyError, withTask, type TokenClient, type TokenIssuer, type TokenVerifier } from "../../src/tokens/index.js";
+import { billingService, countingNode, startTokensTailnet, type TokensTailnet } from "./fixtures.js";
 
 let tn: TokensTailnet;
 let tokensNode: MeshNode;
@@ -49,13 +49,7 @@ beforeAll(async () => {
   );
   verifier = createVerifier({ issuer: "http://tokens", audience: "http://billing", node: billing, revocations: { pollMs: 250, maxStalenessMs: 10_000 } });
   await verifier.ready;
-  const server = http.createServer((req, res) => {
-    if (req.url === "/v2/redirect-out") return res.writeHead(302, { location: "http://tokens:8081/landing" }).end();
-    verifier.verifyRequest(req).then(
-      (t) => res.end(JSON.stringify({ sub: t.sub, jti: t.jti, task: t.task ?? null, details: t.claims.authorization_details })),
-      (err: unknown) => (err instanceof TokenVerifyError ? sendTokenError(res, err) : ((res.statusCode = 500), res.end(String(err)))),
-    );
-  });
+  const server = billingService(verifier, { "/v2/redirect-out": "http://tokens:8081/landing" });
   await billing.listen(80, server);
 });
 
@@ -73,16 +67,7 @@ afterAll(async () => {
 /** client makes a tokens client for a node; `calls` lists its requests to the issuer. */
 function client(node: MeshNode, opts: Partial<Parameters<typeof createTokenClient>[0]> = {}): TokenClient & { calls: string[] } {
   const calls: string[] = [];
-  const counting: ClientNode = {
-    id: node.id,
-    name: node.name,
-    ips: node.ips,
-    whois: (addr) => node.whois(addr),
-    fetch: (url, init) => {
-      calls.push(`${init?.method ?? "GET"} ${url} ${init?.body ?? ""}`);
-      return node.fetch(url, init);
-    },
-  };
+  const counting = countingNode(node, calls, true);
   const c = Object.assign(createTokenClient({ node: counting, issuer: "http://tokens", ...opts }), { calls });
   clients.push(c);
   return c;

@@ -7,8 +7,8 @@ import { createRemoteJWKSet, customFetch, jwtVerify } from "jose";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ErrorCode, isMeshguardError, type MeshNode } from "../../src/index.js";
 import { loadPolicy } from "../../src/policy/index.js";
-import { createTokenClient, createVerifier, currentTask, sendTokenError, startTokenIssuer, TokenVerifyError, withTask, type ClientNode, type TokenClient, type TokenIssuer, type TokenVerifier } from "../../src/tokens/index.js";
-import { eventually, startTokensTailnet, TestClock, type TokensTailnet } from "./fixtures.js";
+import { createTokenClient, createVerifier, currentTask, startTokenIssuer, withTask, type TokenClient, type TokenIssuer, type TokenVerifier } from "../../src/tokens/index.js";
+import { billingService, countingNode, eventually, startTokensTailnet, TestClock, type TokensTailnet } from "./fixtures.js";
 
 let tn: TokensTailnet;
 let tokensNode: MeshNode;
@@ -44,14 +44,7 @@ beforeAll(async () => {
   await tokensNode.listen(8081, other);
   verifier = createVerifier({ issuer: "http://tokens", audience: "http://billing", node: billing, revocations: { pollMs: 250, maxStalenessMs: 10_000 } });
   await verifier.ready;
-  const server = http.createServer((req, res) => {
-    if (req.url === "/v2/redirect-out") return res.writeHead(302, { location: "http://tokens:8081/landing" }).end();
-    if (req.url === "/v2/redirect-in") return res.writeHead(302, { location: "/v2/transactions/7" }).end();
-    verifier.verifyRequest(req).then(
-      (t) => res.end(JSON.stringify({ sub: t.sub, jti: t.jti, task: t.task ?? null, details: t.claims.authorization_details })),
-      (err: unknown) => (err instanceof TokenVerifyError ? sendTokenError(res, err) : ((res.statusCode = 500), res.end(String(err)))),
-    );
-  });
+  const server = billingService(verifier, { "/v2/redirect-out": "http://tokens:8081/landing", "/v2/redirect-in": "/v2/transactions/7" });
   await billing.listen(80, server);
 });
 
@@ -69,14 +62,7 @@ afterAll(async () => {
 /** client makes a tokens client for a node; `calls` counts its requests to the issuer. */
 function client(node: MeshNode, opts: Partial<Parameters<typeof createTokenClient>[0]> = {}): TokenClient & { calls: string[] } {
   const calls: string[] = [];
-  const counting: ClientNode = {
-    id: node.id,
-    name: node.name,
-    fetch: (url, init) => {
-      calls.push(`${init?.method ?? "GET"} ${url} ${init?.body ?? ""}`);
-      return node.fetch(url, init);
-    },
-  };
+  const counting = countingNode(node, calls, false);
   const c = Object.assign(createTokenClient({ node: counting, issuer: "http://tokens", ...opts }), { calls });
   clients.push(c);
   return c;

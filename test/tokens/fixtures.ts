@@ -11,6 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LocalControl } from "../../src/control/index.js";
 import { MeshNode } from "../../src/index.js";
+import { sendTokenError, TokenVerifyError, type ClientNode, type TokenVerifier } from "../../src/tokens/index.js";
 import { CNF_NODE, HTTP_DETAIL_TYPE, REVOCATIONS_TYP, TOKEN_TYP, type AccessTokenClaims, type RevocationEntry } from "../../src/tokens/types.js";
 
 export const TAILNET_POLICY = {
@@ -154,4 +155,37 @@ export async function eventually<T>(fn: () => Promise<T> | T, boundMs: number, s
       await new Promise((r) => setTimeout(r, stepMs));
     }
   }
+}
+
+/**
+ * billingService is the protected service of the client tests: each path in
+ * `redirects` answers 302 to its location; every other request is verified
+ * and answered with what the token granted (or the verifier's refusal).
+ */
+export function billingService(verifier: TokenVerifier, redirects: Record<string, string>): http.Server {
+  return http.createServer((req, res) => {
+    const to = redirects[req.url ?? ""];
+    if (to !== undefined) return void res.writeHead(302, { location: to }).end();
+    verifier.verifyRequest(req).then(
+      (t) => res.end(JSON.stringify({ sub: t.sub, jti: t.jti, task: t.task ?? null, details: t.claims.authorization_details })),
+      (err: unknown) => (err instanceof TokenVerifyError ? sendTokenError(res, err) : ((res.statusCode = 500), res.end(String(err)))),
+    );
+  });
+}
+
+/**
+ * countingNode is `node` as a tokens client sees it, with every request it
+ * makes to the issuer written to `calls`; `identity` also gives the client
+ * the node's addresses and whois (policy targets need them).
+ */
+export function countingNode(node: MeshNode, calls: string[], identity: boolean): ClientNode {
+  return {
+    id: node.id,
+    name: node.name,
+    fetch: (url, init) => {
+      calls.push(`${init?.method ?? "GET"} ${url} ${init?.body ?? ""}`);
+      return node.fetch(url, init);
+    },
+    ...(identity ? { ips: node.ips, whois: (addr: string) => node.whois(addr) } : {}),
+  };
 }
