@@ -14,6 +14,8 @@
  * it speaks.
  */
 
+import type { PeerPath } from "../backend/protocol.js";
+
 /** SOCKET_PROTOCOL_VERSION is the `v` of every request and response. */
 export const SOCKET_PROTOCOL_VERSION = 1;
 
@@ -59,23 +61,8 @@ export interface SocketResponse {
 
 // ---- what the server needs of a node ------------------------------------
 
-/** PeerPath is how a node reaches one peer now (MeshNode.paths). */
-export interface PeerPath {
-  id: string;
-  name: string;
-  /** "direct", "derp" (relayed through a DERP server), "peer-relay" or "none" (no path known yet). */
-  path: string;
-  /** The peer's ip:port on a direct path. */
-  curAddr?: string;
-  /** The peer's home DERP region (the relay used when not direct). */
-  relay?: string;
-  /** Traffic flowed recently. */
-  active: boolean;
-  /** Last WireGuard handshake, Unix ms; 0 for never. */
-  lastHandshakeMs: number;
-  rxBytes: number;
-  txBytes: number;
-}
+/** PeerPath is how a node reaches one peer now (MeshNode.paths): the core's own answer, as the backend protocol defines it. */
+export type { PeerPath };
 
 /** PingKind: "disco" (magicsock's own ping, reports the path), "tsmp" or "icmp" (through WireGuard). */
 export type PingKind = "disco" | "tsmp" | "icmp";

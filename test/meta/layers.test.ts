@@ -35,7 +35,7 @@ const ALLOWED: Record<string, string[]> = {
   "tailnet-http": ["errors", "fetch-channel"],
   backend: ["errors", "config"],
   // The control socket: below MeshNode (it takes the node as an argument), asking the guard through its channel.
-  inspect: ["errors", "config"],
+  inspect: ["errors", "config", "backend"],
   node: ["errors", "config", "backend", "progress", "dial-channel", "fetch-channel", "inspect", "tailnet-http"],
   index: ["node", "errors", "config", "backend"],
   policy: ["errors"],
