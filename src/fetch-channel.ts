@@ -361,3 +361,24 @@ export function offerRequestPrepare(request: object, prepare: RequestPrepare): b
   );
   return claimed;
 }
+
+/**
+ * bufferHeldWrite is `_writeRaw` for a node:http request whose bytes are
+ * held (until its prepare step settles): what the caller writes is queued
+ * exactly as Node queues it before a request has its socket, and goes out
+ * when the request is let go. Used by both holders (the guard, and the
+ * tailnet dial's own prepare step).
+ */
+export function bufferHeldWrite(request: object, data: unknown, encoding?: unknown, callback?: unknown): boolean {
+  if (typeof encoding === "function") {
+    callback = encoding;
+    encoding = null;
+  }
+  const self = request as { socket?: { destroyed?: boolean } | null; outputData: unknown[]; outputSize: number; _onPendingData(n: number): void; writableHighWaterMark: number };
+  if (self.socket?.destroyed) return false;
+  const len = (data as { length?: number } | null)?.length ?? 0;
+  self.outputData.push({ data, encoding, callback });
+  self.outputSize += len;
+  self._onPendingData(len);
+  return self.outputSize < self.writableHighWaterMark;
+}

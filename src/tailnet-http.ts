@@ -51,7 +51,7 @@ import http from "node:http";
 import type net from "node:net";
 import type { Duplex } from "node:stream";
 import { ErrorCode, MeshguardError } from "./errors.js";
-import { diffHeaders, fetchHasSubscribers, offerRequestPrepare, publishFetch } from "./fetch-channel.js";
+import { bufferHeldWrite, diffHeaders, fetchHasSubscribers, offerRequestPrepare, publishFetch } from "./fetch-channel.js";
 
 /** Where a tailnet connection goes, and which node opened it. */
 interface Dialed {
@@ -172,17 +172,7 @@ function prepareOf(req: Req, info: Dialed): () => undefined | Promise<void> {
 
 function bufferedWriteRaw(this: Req, data: unknown, encoding?: unknown, callback?: unknown, ...rest: unknown[]): unknown {
   if (!buffering.has(this)) return inherited(this, "_writeRaw").call(this, data, encoding, callback, ...rest);
-  if (typeof encoding === "function") {
-    callback = encoding;
-    encoding = null;
-  }
-  if (this.socket?.destroyed) return false;
-  const self = this as unknown as { outputData: unknown[]; outputSize: number; _onPendingData(n: number): void; writableHighWaterMark: number };
-  const len = (data as { length?: number } | null)?.length ?? 0;
-  self.outputData.push({ data, encoding, callback });
-  self.outputSize += len;
-  self._onPendingData(len);
-  return self.outputSize < self.writableHighWaterMark;
+  return bufferHeldWrite(this, data, encoding, callback);
 }
 
 function tailnetOnSocket(this: Req, socket: net.Socket | null, err?: unknown): unknown {

@@ -39,7 +39,7 @@ import { isInternalSocket } from "./internal.js";
 import { skipHttpCheck } from "./sdk-context.js";
 import { attachCarrier, socketDest, type Carrier } from "./net.js";
 import { current } from "./state.js";
-import { HTTP_REQUEST_CHANNEL, type HttpRequestMessage, type RequestPrepare } from "../fetch-channel.js";
+import { bufferHeldWrite, HTTP_REQUEST_CHANNEL, type HttpRequestMessage, type RequestPrepare } from "../fetch-channel.js";
 import { defaultPort, headerRecord, httpTarget, llmProviderFor, splitPathQuery } from "./targets.js";
 
 /** The header block as it goes on the wire. */
@@ -468,18 +468,7 @@ function guardedSend(this: Req, ...a: unknown[]): unknown {
 function guardedWriteRaw(this: Req, ...a: unknown[]): unknown {
   if (!held(this)) return inherited("_writeRaw").apply(this, a);
   // Held: buffer exactly as Node does before a request has its socket.
-  let [data, encoding, callback] = a;
-  if (typeof encoding === "function") {
-    callback = encoding;
-    encoding = null;
-  }
-  if (this.socket?.destroyed) return false;
-  const self = this as unknown as { outputData: unknown[]; outputSize: number; _onPendingData(n: number): void; writableHighWaterMark: number };
-  const len = (data as { length?: number } | null)?.length ?? 0;
-  self.outputData.push({ data, encoding, callback });
-  self.outputSize += len;
-  self._onPendingData(len);
-  return self.outputSize < self.writableHighWaterMark;
+  return bufferHeldWrite(this, a[0], a[1], a[2]);
 }
 
 function guardedFlushOutput(this: Req, ...a: unknown[]): unknown {
