@@ -46,10 +46,12 @@ const ALLOWED: Record<string, string[]> = {
   testing: ["errors", "backend", "node"],
   tokens: ["errors", "config", "policy", "guard", "distribution", "node", "index"],
   gateway: ["errors", "config", "policy", "guard", "distribution", "node", "tokens", "control", "index"],
+  // The database gateway and `policy apply --db`: beside the AI gateway.
+  database: ["errors", "config", "policy", "guard", "distribution", "node", "control", "index"],
   // meshguard connect: a node and local listeners; it needs no policy (the tailnet and the service decide).
   connect: ["errors", "config", "progress", "node", "index"],
   // The CLI: public entry points only.
-  cli: ["index", "errors", "policy/index", "guard/index", "distribution/index", "control/index", "gateway/index", "tokens/index", "testing/index", "connect/index", "inspect/index"],
+  cli: ["index", "errors", "policy/index", "guard/index", "distribution/index", "control/index", "gateway/index", "tokens/index", "testing/index", "connect/index", "inspect/index", "database/index"],
 };
 
 function files(dir: string): string[] {

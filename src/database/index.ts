@@ -1,0 +1,20 @@
+/**
+ * meshguard/database: PostgreSQL roles for tailnet callers, the database
+ * gateway and `policy apply --db` (docs/database.md).
+ */
+export {
+  PG_MAX_IDENTIFIER_BYTES,
+  MESHGUARD_SCHEMA,
+  PRINCIPAL_SETTING,
+  OWNERS_SETTING,
+  fitIdentifier,
+  roleForUser,
+  roleForTag,
+  roleForTagSet,
+  roleForCaller,
+  quoteIdent,
+  quoteLiteral,
+  meshguardSchemaSql,
+  ownersSettingValue,
+  type DbCaller,
+} from "./roles.js";
