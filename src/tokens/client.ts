@@ -76,12 +76,17 @@ export interface TokenClientOptions {
   issuer: string;
   targets?: TargetOptions[];
   /**
-   * The policy in force (loadPolicy): every allowing `token` rule whose
-   * `src` matches this node becomes a target, for each audience it names
-   * that is a service origin, with the rule's actions — fetched ahead and
-   * kept fresh, so calls to the service carry a token without waiting.
+   * The policy in force: every allowing `token` rule whose `src` matches
+   * this node becomes a target, for each audience it names that is a
+   * service origin, with the rule's actions — fetched ahead and kept fresh,
+   * so calls to the service carry a token without waiting. A loaded Policy
+   * (loadPolicy), or what keeps one current — the FileReloader of
+   * watchPolicyFile, the PolicyServerClient of pollPolicyServer, anything
+   * with a `current` Policy — whose changes the client follows (checked on
+   * every call and once a second): targets of rules that are gone stop being
+   * refreshed, new ones are fetched ahead.
    */
-  policy?: Policy;
+  policy?: Policy | PolicySource;
   /** Lifetime to ask for: seconds or a duration ("10m"); default: the issuer's. */
   ttl?: number | string;
   /** Put tokens on MeshNode.fetch calls to the targets (default true). */
@@ -91,6 +96,14 @@ export interface TokenClientOptions {
   /** Background failures (a refresh that failed; the next call retries). */
   onWarning?: (err: MeshguardError) => void;
 }
+
+/** What keeps a policy current (FileReloader, PolicyServerClient): the client follows `current`. */
+export interface PolicySource {
+  readonly current: Policy | undefined;
+}
+
+/** How often a client following a PolicySource looks for a new policy when no call did. */
+const POLICY_CHECK_MS = 1000;
 
 /** A token the client obtained. */
 export interface IssuedToken {
@@ -180,9 +193,16 @@ export class TokenClient {
   /** Resolves once the targets' tokens were fetched ahead (failures are warnings: calls retry). */
   readonly ready: Promise<void>;
   private readonly node: ClientNode;
-  private readonly targets: Target[];
+  /** The explicit targets, then the policy's. */
+  private targets: Target[];
+  private readonly explicitTargets: Target[];
   /** Settles once the policy's targets are known (undefined: no policy, or known). */
   private policyTargets: Promise<void> | undefined;
+  /** The source followed (policy given as a reloader), the policy last applied, and this node's identity once asked. */
+  private readonly source: PolicySource | undefined;
+  private applied: Policy | undefined;
+  private me: Promise<Principal> | undefined;
+  private policyTimer: ReturnType<typeof setInterval> | undefined;
   private readonly ttlS: number | undefined;
   private readonly now: () => number;
   private readonly slots = new Map<string, Slot>();
@@ -199,30 +219,83 @@ export class TokenClient {
     this.now = opts.now ?? Date.now;
     this.ttlS = opts.ttl === undefined ? undefined : seconds(opts.ttl, "ttl");
     this.suffix = opts.node.name.replace(/\.$/, "").split(".").slice(1).join(".");
-    this.targets = (opts.targets ?? []).map((t, i) => {
+    this.explicitTargets = (opts.targets ?? []).map((t, i) => {
       const aud = normalizeAudience(t.audience);
       if (typeof aud !== "string" || !aud.includes("://")) throw invalid(`targets[${i}].audience must be a service origin such as "http://billing"; got ${JSON.stringify(t.audience)}`);
       if (t.actions !== undefined && t.actions.length === 0) throw invalid(`targets[${i}].actions is empty: leave it out for a token per request`);
       return { audience: aud, origin: new URL(aud), ...(t.actions ? { actions: t.actions } : {}) };
     });
+    this.targets = this.explicitTargets;
+    let first: Policy | undefined;
     if (opts.policy !== undefined) {
-      if (typeof opts.policy?.document?.part?.rules !== "object") throw invalid("policy must be a Policy (loadPolicy)");
+      const given = opts.policy as Partial<Policy> & Partial<PolicySource>;
+      if (isPolicy(given)) first = given;
+      else if (given !== null && typeof given === "object" && "current" in given) {
+        this.source = given as PolicySource;
+        first = this.source.current;
+      } else throw invalid("policy must be a Policy (loadPolicy) or what keeps one current (watchPolicyFile's reloader, pollPolicyServer's client)");
+      if (first !== undefined && !isPolicy(first)) throw invalid("policy.current must be a Policy (loadPolicy)");
       if (typeof opts.node.whois !== "function" || !opts.node.ips?.length) throw invalid("with policy, node must be a MeshNode (its whois tells which rules apply to it)");
-      const policy = opts.policy;
-      this.policyTargets = this.fromPolicy(policy).then(
-        () => {
-          this.policyTargets = undefined;
-        },
-        (err: unknown) => {
-          this.policyTargets = undefined;
-          this.warn(new MeshguardError(ErrorCode.TOKEN_REQUEST_FAILED, `tokens client: could not read which token rules apply to this node: ${err instanceof Error ? err.message : String(err)}`, { cause: err }));
-        },
-      );
+      if (this.source !== undefined) {
+        this.policyTimer = setInterval(() => this.follow(), POLICY_CHECK_MS);
+        this.policyTimer.unref?.();
+      }
     }
     this.onFetch = (m) => this.decorate(m as FetchMessage);
     if (opts.attach !== false) dc.subscribe(FETCH_CHANNEL, this.onFetch);
-    const explicit = this.targets.filter((t) => t.actions).map((t) => this.ahead(t));
-    this.ready = Promise.all([...explicit, this.policyTargets?.then(() => Promise.all(this.targets.filter((t) => t.rule !== undefined).map((t) => this.ahead(t))))]).then(() => {});
+    const explicit = this.explicitTargets.filter((t) => t.actions).map((t) => this.ahead(t));
+    this.ready = Promise.all([...explicit, first !== undefined ? this.setPolicy(first) : undefined]).then(() => {});
+  }
+
+  /**
+   * setPolicy makes the allowing `token` rules of `policy` that apply to
+   * this node the client's policy targets, in place of the previous
+   * policy's: tokens of targets that are gone are no longer refreshed
+   * (they expire; calls get tokens per request or of the new targets), new
+   * targets are fetched ahead. Resolves once those are fetched (failures
+   * are warnings). A client given a reloader calls it by itself.
+   */
+  setPolicy(policy: Policy | undefined): Promise<void> {
+    if (policy !== undefined && !isPolicy(policy)) return Promise.reject(invalid("setPolicy takes a Policy (loadPolicy)"));
+    if (policy !== undefined && (typeof this.node.whois !== "function" || !this.node.ips?.length)) return Promise.reject(invalid("with policy, node must be a MeshNode (its whois tells which rules apply to it)"));
+    this.applied = policy;
+    const known = (async () => {
+      const next = policy === undefined ? [] : this.fromPolicy(policy, await this.identity());
+      // A newer setPolicy ran meanwhile: it decides.
+      if (this.applied !== policy || this.closed) return [];
+      const keep = new Set(next.map(targetKey));
+      for (const old of this.targets) {
+        if (old.rule === undefined || keep.has(targetKey(old))) continue;
+        const slot = this.slots.get(slotKey(undefined, old.audience, old.actions!));
+        if (slot !== undefined) {
+          slot.ahead = false;
+          clearTimeout(slot.timer);
+        }
+      }
+      const before = new Set(this.targets.filter((t) => t.rule !== undefined).map(targetKey));
+      this.targets = [...this.explicitTargets, ...next];
+      return next.filter((t) => !before.has(targetKey(t)));
+    })();
+    const settled = known.then(
+      () => {},
+      (err: unknown) => this.warn(new MeshguardError(ErrorCode.TOKEN_REQUEST_FAILED, `tokens client: could not read which token rules apply to this node: ${err instanceof Error ? err.message : String(err)}`, { cause: err })),
+    );
+    this.policyTargets = settled;
+    void settled.then(() => {
+      if (this.policyTargets === settled) this.policyTargets = undefined;
+    });
+    return known.then(
+      (added) => Promise.all(added.map((t) => this.ahead(t))).then(() => {}),
+      () => {},
+    );
+  }
+
+  /** follow applies the source's policy when it changed since the last look (a reference compare: cheap on every call). */
+  private follow(): void {
+    const src = this.source;
+    if (src === undefined || this.closed) return;
+    const cur = src.current;
+    if (cur !== this.applied && (cur === undefined || isPolicy(cur))) void this.setPolicy(cur);
   }
 
   /** ahead fetches a target's token ahead (a failure is a warning: the calls retry, or fall back). */
@@ -233,17 +306,31 @@ export class TokenClient {
     );
   }
 
+  /** identity: who this node is, as the tailnet tells it (asked once). */
+  private identity(): Promise<Principal> {
+    this.me ??= this.node.whois!(this.node.ips![0]!).then(
+      (me) => {
+        const full = me.node.name.replace(/\.$/, "");
+        const principal: Principal = { node: full || me.node.hostname, tags: [...me.node.tags] };
+        if (!me.tagged && me.user.login) principal.user = me.user.login;
+        return principal;
+      },
+      (err: unknown) => {
+        this.me = undefined;
+        throw err;
+      },
+    );
+    return this.me;
+  }
+
   /**
-   * fromPolicy adds a target for each audience (a service origin, no
-   * pattern) of each allowing token rule whose src matches this node, as
-   * the tailnet tells who it is. Rules for a pattern audience ("*", or a
-   * name) give no target: the client cannot know the service's origin.
+   * fromPolicy lists a target for each audience (a service origin, no
+   * pattern) of each allowing token rule whose src matches this node.
+   * Rules for a pattern audience ("*", or a name) give no target: the
+   * client cannot know the service's origin.
    */
-  private async fromPolicy(policy: Policy): Promise<void> {
-    const me = await this.node.whois!(this.node.ips![0]!);
-    const full = me.node.name.replace(/\.$/, "");
-    const principal: Principal = { node: full || me.node.hostname, tags: [...me.node.tags] };
-    if (!me.tagged && me.user.login) principal.user = me.user.login;
+  private fromPolicy(policy: Policy, principal: Principal): Target[] {
+    const out: Target[] = [];
     const groups = policy.document.groups;
     for (const [i, rule] of policy.rules.entries()) {
       if (!rule.token || rule.effect !== "allow") continue;
@@ -251,9 +338,10 @@ export class TokenClient {
       for (const a of rule.token.audience) {
         const aud = normalizeAudience(a);
         if (typeof aud !== "string" || !aud.includes("://") || aud.includes("*")) continue;
-        this.targets.push({ audience: aud, origin: new URL(aud), actions: rule.token.actions as ActionSpec[], rule: rule.id ?? `rules[${i}]` });
+        out.push({ audience: aud, origin: new URL(aud), actions: rule.token.actions as ActionSpec[], rule: rule.id ?? `rules[${i}]` });
       }
     }
+    return out;
   }
 
   /**
@@ -285,6 +373,7 @@ export class TokenClient {
 
   /** authorization returns the `Authorization` value a request to `url` gets (for HTTP the client does not see, such as HTTP over MeshNode.dial), or undefined when no target matches. */
   async authorization(url: string, method = "GET"): Promise<string | undefined> {
+    this.follow();
     await this.policyTargets;
     const t = await this.forRequest(url, method.toUpperCase(), currentTask());
     return t === undefined ? undefined : `Bearer ${t.value}`;
@@ -347,6 +436,7 @@ export class TokenClient {
     try {
       if (this.closed || m.node.id !== this.node.id || m.headers.has("authorization")) return;
       if (new URL(m.url).origin === this.issuer) return;
+      this.follow();
       const task = currentTask();
       const attach = () =>
         this.forRequest(m.url, m.method, task).then((t) => {
@@ -485,6 +575,7 @@ export class TokenClient {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    clearInterval(this.policyTimer);
     if (this.opts.attach !== false) dc.unsubscribe(FETCH_CHANNEL, this.onFetch);
     for (const s of this.slots.values()) clearTimeout(s.timer);
     this.slots.clear();
@@ -493,6 +584,15 @@ export class TokenClient {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
+}
+
+function isPolicy(p: unknown): p is Policy {
+  return typeof (p as Policy | undefined)?.document?.part?.rules === "object" && Array.isArray((p as Policy).rules);
+}
+
+/** targetKey: a policy target's identity across policies (its audience and actions). */
+function targetKey(t: Target): string {
+  return slotKey(undefined, t.audience, t.actions ?? []);
 }
 
 function slotKey(task: Task | undefined, audience: string, actions: ActionSpec[]): string {

@@ -11,7 +11,7 @@ export { createVerifier, verifyRequest, sendTokenError, type TokenVerifier, type
 export { TokenVerifyError } from "./verify-error.js";
 export { DEFAULT_ED25519_BACKEND, type Ed25519Backend } from "./ed25519.js";
 // Agent side: a client that obtains, caches, refreshes and attaches tokens; task scope.
-export { createTokenClient, TokenClient, MIN_REMAINING_S, type TokenClientOptions, type TargetOptions, type ActionSpec, type IssuedToken, type TokenRequest, type ClientNode } from "./client.js";
+export { createTokenClient, TokenClient, MIN_REMAINING_S, type TokenClientOptions, type TargetOptions, type ActionSpec, type IssuedToken, type TokenRequest, type ClientNode, type PolicySource } from "./client.js";
 export { withTask, currentTask, Task, type TaskOptions } from "./client-task.js";
 
 // sql rules judge statements with PostgreSQL's parser, a wasm module loaded

@@ -3,7 +3,10 @@
 // carries the right token with no token code in the agent, and never to
 // another origin; and a client given the policy fetches the tokens its rules
 // name ahead, the first call waiting for the fetch in flight.
-import { readFileSync } from "node:fs";
+import { EventEmitter } from "node:events";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import http from "node:http";
 import https from "node:https";
 import type net from "node:net";
@@ -11,6 +14,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ErrorCode, isMeshguardError, type MeshNode } from "../../src/index.js";
 import { installGuard, memorySink, PolicyDeniedError } from "../../src/guard/index.js";
 import { loadPolicy } from "../../src/policy/index.js";
+import { watchPolicyFile } from "../../src/distribution/index.js";
 import { createTokenClient, createVerifier, sendTokenError, startTokenIssuer, TokenVerifyError, withTask, type TokenClient, type TokenIssuer, type TokenVerifier } from "../../src/tokens/index.js";
 import { billingService, countingNode, startTokensTailnet, type TokensTailnet } from "./fixtures.js";
 
@@ -323,5 +327,46 @@ describe("tokens the policy names are fetched ahead", () => {
     const ledger = await send({ host: "billing", path: "/v2/ledger/1", agent: agentA.httpAgent }).catch((e: unknown) => e);
     expect(isMeshguardError(ledger, ErrorCode.TOKEN_REQUEST_FAILED)).toBe(true); // the per-request token is refused too: the issuer decides
     expect(c.calls.length).toBe(calls + 1); // the refused rule is not asked for again at once
+  });
+
+  it("a client given a reloader follows the policy file: new rules' tokens are fetched ahead, gone rules' are no longer refreshed", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "mg-tokens-follow-"));
+    const file = join(dir, "policy.json");
+    const only = (ids: string[]) => JSON.stringify({ ...POLICY, rules: POLICY.rules.filter((r) => ids.includes(r.id)) });
+    writeFileSync(file, only(["a-billing"]));
+    // The reloader's target: what the guard would be (setPolicy + emit); here the tokens client alone follows it.
+    const target = Object.assign(new EventEmitter(), { setPolicy: () => {} });
+    const reloader = watchPolicyFile(target, file);
+    try {
+      await reloader.ready;
+      const c = client(agentA, { policy: reloader });
+      await c.ready;
+      expect(c.calls.map(scopes)).toEqual(["http:GET:billing/v2/transactions/* http:POST:billing/v2/reports"]);
+      writeFileSync(file, only(["a-billing", "a-billing-accounts"]));
+      await reloader.reload();
+      // Within a second (the client's own check), the new rule's token is fetched ahead, with no call made.
+      await expect.poll(() => c.calls.map(scopes), { timeout: 5_000, interval: 50 }).toContain("http:GET:billing/v2/accounts/*");
+      const calls = c.calls.length;
+      const account = await send({ host: "billing", path: "/v2/accounts/3", agent: agentA.httpAgent });
+      expect(account.status).toBe(200);
+      expect(account.body.details![0]!.locations).toContain("http://billing/v2/accounts/*");
+      expect(c.calls.length).toBe(calls); // served by the token fetched ahead
+      // The rule disappears: the next call to accounts gets a token for exactly itself.
+      writeFileSync(file, only(["a-billing"]));
+      await reloader.reload();
+      const path = "/v2/accounts/4";
+      await expect
+        .poll(async () => (await send({ host: "billing", path, agent: agentA.httpAgent })).body.details![0]!.locations, { timeout: 5_000, interval: 100 })
+        .toContain(`http://billing${path}`);
+    } finally {
+      await reloader.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("setPolicy refuses what is not a policy, and the constructor says what policy must be", async () => {
+    const c = client(agentA, {});
+    await expect(c.setPolicy({} as never)).rejects.toThrow(/setPolicy takes a Policy/);
+    expect(() => createTokenClient({ node: agentA, issuer: "http://tokens", policy: 42 as never })).toThrow(/policy must be a Policy .* or what keeps one current/);
   });
 });
