@@ -8,7 +8,8 @@
  * Which requests. A node:http ClientRequest whose connection is a socket
  * MeshNode.dial returned (or a TLS socket over one, from `httpsAgent`): the
  * node's own `httpAgent` / `httpsAgent`, an `http.Agent` or a
- * `createConnection` the agent wrote around `node.dial`, keep-alive or not.
+ * `createConnection` the agent wrote around `node.dial` (with TLS of its own
+ * too, `tls.connect({ socket })`), keep-alive or not.
  * The request is published when it is given its connection and before any
  * byte of it is written: ClientRequest buffers what the caller writes until
  * then, and the connection is handed over only once every hold has settled.
@@ -68,6 +69,24 @@ export function markDialed(socket: net.Socket, info: Dialed): void {
   dialed.set(socket, info);
 }
 
+/**
+ * dialedInfo: where a request's connection goes, when it is a tailnet dial —
+ * marked (the dialed socket, or the node's httpsAgent's TLS socket), or a
+ * TLS socket the agent wrapped around a dialed one itself
+ * (`tls.connect({ socket })`, which keeps it as `_parent`): then https.
+ */
+function dialedInfo(socket: net.Socket): Dialed | undefined {
+  const own = dialed.get(socket);
+  if (own !== undefined) return own;
+  const parent = (socket as net.Socket & { encrypted?: boolean; _parent?: unknown })._parent;
+  if ((socket as { encrypted?: boolean }).encrypted !== true || typeof parent !== "object" || parent === null) return undefined;
+  const under = dialed.get(parent);
+  if (under === undefined) return undefined;
+  const info: Dialed = { ...under, tls: true };
+  dialed.set(socket, info);
+  return info;
+}
+
 type Req = http.ClientRequest & {
   _header?: string | null;
   _headerSent?: boolean;
@@ -125,7 +144,7 @@ function reusedFlush(this: Req, ...a: unknown[]): unknown {
   done.add(this);
   if (!this.reusedSocket) return flush(); // published by onSocket
   const socket = this.socket;
-  const info = socket ? dialed.get(socket) : undefined;
+  const info = socket ? dialedInfo(socket) : undefined;
   if (info === undefined || !fetchHasSubscribers() || !this.path.startsWith("/")) return flush();
   const prepare = prepareOf(this, info);
   // A judge (the guard) that has not allowed the request yet runs the step once it does, holding the request meanwhile.
@@ -182,7 +201,7 @@ function tailnetOnSocket(this: Req, socket: net.Socket | null, err?: unknown): u
   // A kept-alive socket handed over in the constructor: the caller has not set its headers yet; _flush publishes.
   if (this.reusedSocket) return next.call(this, socket, err);
   done.add(this);
-  const info = socket && !err ? dialed.get(socket) : undefined;
+  const info = socket && !err ? dialedInfo(socket) : undefined;
   if (info === undefined || !fetchHasSubscribers() || !this.path.startsWith("/")) return next.call(this, socket, err);
   const prepare = prepareOf(this, info);
   // A judge (the guard) that has not allowed the request yet runs the step once it does, holding the request meanwhile.

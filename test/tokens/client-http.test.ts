@@ -10,6 +10,7 @@ import { join } from "node:path";
 import http from "node:http";
 import https from "node:https";
 import type net from "node:net";
+import tls from "node:tls";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ErrorCode, isMeshguardError, type MeshNode } from "../../src/index.js";
 import { installGuard, memorySink, PolicyDeniedError } from "../../src/guard/index.js";
@@ -200,6 +201,29 @@ describe("HTTP over MeshNode.dial carries the token without agent code", () => {
       });
       expect([r.status, r.body.sub, r.body.code]).toEqual([200, trusting.id, undefined]);
       expect(r.body.details![0]!.locations).toEqual(["https://service/v1/items"]);
+      // TLS the agent wraps around a dial itself (tls.connect({ socket })): the same, for the https origin.
+      const own = await new Promise<Seen>((resolve, reject) => {
+        const req = https.get(
+          {
+            host: "service",
+            path: "/v1/own-tls",
+            createConnection: (_o: unknown, cb: (err: Error | null, s?: net.Socket) => void) =>
+              void trusting.dial("service", 443).then((raw) => {
+                const t = tls.connect({ socket: raw, servername: "service", ca: tlsFile("ca.pem") });
+                t.once("secureConnect", () => cb(null, t));
+                t.once("error", cb);
+              }, cb),
+          } as https.RequestOptions,
+          (res) => {
+            let b = "";
+            res.on("data", (d: Buffer) => (b += d));
+            res.on("end", () => resolve({ status: res.statusCode!, body: (b.startsWith("{") ? JSON.parse(b) : { code: b }) as Seen["body"] }));
+          },
+        );
+        req.on("error", reject);
+      });
+      expect([own.status, own.body.sub, own.body.code]).toEqual([200, trusting.id, undefined]);
+      expect(own.body.details![0]!.locations).toEqual(["https://service/v1/own-tls"]);
     } finally {
       await v.close();
       await Promise.all([service.close(), trusting.close()]);
