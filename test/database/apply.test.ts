@@ -5,11 +5,10 @@
  * gateway uses it: logged in as the gateway role, SET ROLE to a caller's
  * role, meshguard.owners set with set_config.
  */
-import { PassThrough } from "node:stream";
 import pg from "pg";
 import { from as copyFrom } from "pg-copy-streams";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { runCli } from "../../src/cli/run.js";
+import { runCliCaptured } from "../cli-run.js";
 import { applyDatabasePolicy, ownersSettingValue, roleForTag, type DatabaseApplyResult } from "../../src/database/index.js";
 import { isMeshguardError } from "../../src/errors.js";
 import { loadPolicy } from "../../src/policy/index.js";
@@ -281,16 +280,7 @@ describe.skipIf(unavailable)("meshguard policy apply --db", () => {
 
   it("the CLI: --db names an environment variable; --dry-run prints the SQL; --json", async () => {
     const files = { "p.hujson": JSON.stringify({ version: 5, rules: FULL }) };
-    const cli = async (argv: string[]) => {
-      const out = new PassThrough();
-      const err = new PassThrough();
-      let stdout = "";
-      let stderr = "";
-      out.on("data", (c) => (stdout += c));
-      err.on("data", (c) => (stderr += c));
-      const code = await runCli(argv, { stdout: out, stderr: err, readText: async (p) => files[p as keyof typeof files] });
-      return { code, stdout, stderr };
-    };
+    const cli = (argv: string[]) => runCliCaptured(argv, files);
     process.env.MG_TEST_DB_URL = url;
     const dry = await cli(["policy", "apply", "p.hujson", "--db", "MG_TEST_DB_URL", "--dry-run", "--tag-set", "tag:reader,tag:owner"]);
     expect(dry.code, dry.stderr).toBe(0);
