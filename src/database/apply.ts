@@ -17,8 +17,9 @@
  *   - the meshguard schema (meshguard.principal(), meshguard.owners()).
  *
  * Grants come from allow and approve rules only; deny rules are enforced by
- * the gateway's statement check (they grant nothing, and revoke nothing a
- * DBA granted). What meshguard owns, and so may revoke or drop: the
+ * the gateway's statement check, and what an unconditional one denies is
+ * withheld from the roles its src names (PostgreSQL has no negative grant:
+ * a tag-set role still inherits what another of its tags' roles holds). What meshguard owns, and so may revoke or drop: the
  * SELECT/INSERT/UPDATE/DELETE privileges of the roles it created (their
  * COMMENT says so) on this database's relations, their USAGE on schemas,
  * and row-security policies named "mg:…" whose COMMENT is meshguard's.
@@ -98,6 +99,9 @@ const OP_PRIVS: Record<string, readonly Priv[]> = {
   delete: ["DELETE"],
   "*": PRIVS,
 };
+
+/** The operations that need a table privilege ("*" stands for all of them). */
+const PRIV_OPS = Object.keys(OP_PRIVS).filter((o) => o !== "*");
 
 /** The row-security command of each privilege, and whether its policy has USING, WITH CHECK or both. */
 const POLICY_FORM: Record<Priv, { using: boolean; check: boolean }> = {
@@ -439,12 +443,15 @@ function planChanges(policy: Policy, cat: Catalog, opts: DatabaseApplyOptions, g
 
   // Rules for this database, allow and approve only: deny rules are the gateway's to enforce.
   const rules: Array<{ rule: Rule; id: string }> = [];
+  // Unconditional deny rules: what they deny is withheld from the roles of their src (defence in depth; the gateway enforces them anyway).
+  const denies: Array<{ id: string; src: ReturnType<typeof resolveSrc>; ops: Set<string>; match: (s: string) => boolean }> = [];
   policy.rules.forEach((r, i) => {
     if (!r.sql) return;
     const id = ruleId(r, i);
     if (!anyOf(r.sql.database.map(flatGlob))(cat.database)) return;
     if (r.effect === "deny") {
-      skipped.push({ ruleId: id, reason: "a deny rule grants nothing: the database gateway's statement check enforces it" });
+      if (r.when === undefined) denies.push({ id, src: resolveSrc(r.src, policy.document.groups), ops: new Set(r.sql.operation), match: anyOf(r.sql.table.map(flatGlob)) });
+      skipped.push({ ruleId: id, reason: r.when === undefined ? "a deny rule grants nothing; what it denies is not granted to the roles it names, and the database gateway's statement check enforces it" : "a deny rule with conditions (when) grants nothing and withholds nothing: the database gateway's statement check enforces it" });
       return;
     }
     rules.push({ rule: r, id });
@@ -466,6 +473,15 @@ function planChanges(policy: Policy, cat: Catalog, opts: DatabaseApplyOptions, g
     if (uniq.length > 1) setRoles.set(roleForTagSet(uniq), uniq);
   }
   const callerRoles = [...new Set([...tagRoles.keys(), ...userRoles.keys(), ...setRoles.keys()])].sort();
+  /** covers: a rule's src names the callers of a role (a tag-set role's callers carry each of its tags). */
+  const covers = (src: ReturnType<typeof resolveSrc>, role: string): boolean => {
+    if (src.star) return true;
+    const tag = tagRoles.get(role);
+    if (tag !== undefined) return src.tags.has(tag);
+    const user = userRoles.get(role);
+    if (user !== undefined) return src.users.has(user);
+    return (setRoles.get(role) ?? []).some((t) => src.tags.has(t));
+  };
 
   // ---- roles ----
   for (const role of callerRoles) {
@@ -509,8 +525,8 @@ function planChanges(policy: Policy, cat: Catalog, opts: DatabaseApplyOptions, g
   const rowsTables = new Set<string>();
   for (const { rule, id } of rules) {
     const sql = rule.sql!;
-    const privs = [...new Set(sql.operation.flatMap((o) => OP_PRIVS[o] ?? []))];
-    if (!privs.length) {
+    const ops = sql.operation.includes("*") ? PRIV_OPS : sql.operation.filter((o) => OP_PRIVS[o] !== undefined);
+    if (!ops.length) {
       skipped.push({ ruleId: id, reason: `its operations (${sql.operation.join(", ")}) need no table privileges apply grants: the gateway's statement check decides them, and PostgreSQL's own rules (ownership for ddl, EXECUTE for call) apply` });
       continue;
     }
@@ -544,6 +560,8 @@ function planChanges(policy: Policy, cat: Catalog, opts: DatabaseApplyOptions, g
       }
       if (sql.rows !== undefined) rowsTables.add(rel.name);
       for (const role of roles) {
+        const privs = new Set<Priv>();
+        for (const o of ops) if (!denies.some((d) => (d.ops.has(o) || d.ops.has("*")) && d.match(rel.name) && covers(d.src, role))) for (const p of OP_PRIVS[o]!) privs.add(p);
         for (const p of privs) {
           // DELETE has no column form: a rule listing columns still grants it on the table.
           const c = p === "DELETE" ? "all" : cols;

@@ -51,6 +51,7 @@ interface RuleSpec {
   id: string;
   src: string[];
   effect?: string;
+  when?: Record<string, unknown>;
   sql: Record<string, unknown>;
 }
 
@@ -199,6 +200,37 @@ describe.skipIf(unavailable)("meshguard policy apply --db", () => {
     expect(again.statements).toEqual([]);
     const dry = await apply(FULL, { dryRun: true });
     expect(dry.statements).toEqual([]);
+  });
+
+  it("a connected node-postgres Client can be passed instead of a connection string", async () => {
+    const c = new pg.Client({ connectionString: url });
+    await c.connect();
+    try {
+      const res = await applyDatabasePolicy(policy(FULL), { client: c, tagSets: [["tag:reader", "tag:owner"]] });
+      expect(res.changed).toBe(false);
+      // The client is left connected and usable.
+      expect((await c.query("SELECT 1 AS one")).rows).toEqual([{ one: 1 }]);
+    } finally {
+      await c.end();
+    }
+  });
+
+  it("what an unconditional deny rule denies is not granted to the roles it names; a deny with when is the gateway's alone", async () => {
+    const res = await apply(
+      [
+        { id: "ops-all", src: ["tag:ops"], sql: { database: [DB], operation: ["select", "insert"], table: ["public.*"] } },
+        { id: "no-secrets", src: ["*"], effect: "deny", sql: { database: ["*"], operation: ["*"], table: ["public.secrets"] } },
+        { id: "no-log-writes", src: ["tag:ops"], effect: "deny", sql: { database: [DB], operation: ["insert"], table: ["public.items"] } },
+        { id: "night", src: ["tag:ops"], effect: "deny", when: { hours: "22:00-06:00" }, sql: { database: [DB], operation: ["insert"], table: ["public.audit_log"] } },
+      ] as RuleSpec[],
+      { dryRun: true },
+    );
+    const sql = res.statements.join("\n");
+    expect(sql).toContain('GRANT SELECT ON "public"."items" TO "mg:tag:ops"');
+    expect(sql).not.toContain('GRANT INSERT ON "public"."items" TO "mg:tag:ops"');
+    expect(sql).toContain('GRANT INSERT ON "public"."audit_log" TO "mg:tag:ops"');
+    expect(sql).not.toMatch(/ON "public"\."secrets" TO/);
+    expect(res.skipped.find((x) => x.ruleId === "night")?.reason).toMatch(/with conditions/);
   });
 
   it("long names are cut and hashed within 63 bytes", async () => {
