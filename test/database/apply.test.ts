@@ -276,6 +276,31 @@ describe.skipIf(unavailable)("meshguard policy apply --db", () => {
     }
   });
 
+  it("a table whose row security someone else enabled: a grant without rows gets a USING (true) policy; an owner under FORCE is warned about", async () => {
+    // Qualified: the superuser of these tests is named meshguard, and "$user" in search_path now finds the meshguard schema.
+    await server.sql(DB, "CREATE ROLE app_owner NOLOGIN");
+    await server.sql(DB, "CREATE TABLE public.shared_notes (id int, note text)");
+    await server.sql(DB, "INSERT INTO public.shared_notes VALUES (1, 'n1')");
+    await server.sql(DB, "ALTER TABLE public.shared_notes ENABLE ROW LEVEL SECURITY");
+    await server.sql(DB, "CREATE TABLE public.app_rows (id int, z text)");
+    await server.sql(DB, "ALTER TABLE public.app_rows OWNER TO app_owner");
+    const rules: RuleSpec[] = [
+      ...FULL,
+      { id: "notes", src: ["tag:reader"], sql: { database: [DB], operation: ["select"], table: ["public.shared_notes"] } },
+      { id: "app-rows", src: ["tag:reader"], sql: { database: [DB], operation: ["select"], table: ["public.app_rows"], rows: "z IS NOT NULL" } },
+    ];
+    const res = await apply(rules);
+    expect(res.statements).toContain('CREATE POLICY "mg:tag:reader:select" ON "public"."shared_notes" AS PERMISSIVE FOR SELECT TO "mg:tag:reader" USING (true)');
+    expect(res.statements.join("\n")).not.toContain('ALTER TABLE "public"."shared_notes"');
+    expect(res.warnings.join("\n")).toMatch(/public\.app_rows is owned by "app_owner", which FORCE ROW LEVEL SECURITY now subjects to row security/);
+    const reader = await asCaller("mg:tag:reader");
+    try {
+      expect((await reader.query("SELECT id FROM shared_notes")).rows).toEqual([{ id: 1 }]);
+    } finally {
+      await reader.end();
+    }
+  });
+
   it("bad input: a rows filter that is not one expression, a glob matching nothing, a node name, a role meshguard did not create", async () => {
     const bad = async (rows: string) => {
       const err = await apply([{ id: "bad-rows", src: ["tag:reader"], sql: { database: [DB], operation: ["select"], table: ["public.items"], rows } }]).catch((e: unknown) => e);
@@ -313,6 +338,9 @@ describe.skipIf(unavailable)("meshguard policy apply --db", () => {
   it("the CLI: --db names an environment variable; --dry-run prints the SQL; --json", async () => {
     const files = { "p.hujson": JSON.stringify({ version: 5, rules: FULL }) };
     const cli = (argv: string[]) => runCliCaptured(argv, files);
+    // An empty policy first: everything meshguard granted is revoked, so the CLI has grants to make.
+    const emptied = await apply([]);
+    expect(emptied.statements.some((x) => x.startsWith("REVOKE SELECT ON \"public\".\"items\""))).toBe(true);
     process.env.MG_TEST_DB_URL = url;
     const dry = await cli(["policy", "apply", "p.hujson", "--db", "MG_TEST_DB_URL", "--dry-run", "--tag-set", "tag:reader,tag:owner"]);
     expect(dry.code, dry.stderr).toBe(0);
