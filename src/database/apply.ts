@@ -267,6 +267,8 @@ interface Relation {
   force: boolean;
   owner: string;
   ownerBypasses: boolean;
+  /** apply's login is a superuser or has the owner's privileges: it can grant, revoke, enable row security and create policies here. */
+  mine: boolean;
   columns: Set<string>;
 }
 
@@ -292,6 +294,8 @@ interface Catalog {
   privileges: Map<string, "all" | Set<string>>;
   /** Schemas where a meshguard caller role has USAGE: "schema\0role". */
   usage: Set<string>;
+  /** Schemas apply's login owns (or is a superuser): it can grant and revoke USAGE there. */
+  ownSchemas: Set<string>;
   /** meshguard's row-security policies: "table\0name" → its comment. */
   policies: Map<string, string>;
   /** Policies named "mg:…" that meshguard did not make (no meshguard comment): never touched. */
@@ -307,17 +311,18 @@ async function rows<T>(client: DatabaseClient, text: string, values?: unknown[])
 async function readCatalog(client: DatabaseClient): Promise<Catalog> {
   const [info] = await rows<{ db: string; version: string; num: string }>(client, "SELECT current_database() AS db, current_setting('server_version') AS version, current_setting('server_version_num') AS num");
   const relations = new Map<string, Relation>();
-  for (const r of await rows<{ schema: string; name: string; kind: string; rls: boolean; force: boolean; owner: string; bypass: boolean; columns: string[] | null }>(
+  for (const r of await rows<{ schema: string; name: string; kind: string; rls: boolean; force: boolean; owner: string; bypass: boolean; mine: boolean; columns: string[] | null }>(
     client,
     `SELECT n.nspname AS schema, c.relname AS name, c.relkind::text AS kind, c.relrowsecurity AS rls, c.relforcerowsecurity AS force,
             o.rolname AS owner, (o.rolsuper OR o.rolbypassrls) AS bypass,
+            ((SELECT rolsuper FROM pg_roles WHERE rolname = current_user) OR pg_has_role(c.relowner, 'USAGE')) AS mine,
             (SELECT array_agg(a.attname::text) FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS columns
        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_roles o ON o.oid = c.relowner
       WHERE c.relkind::text = ANY ($1) AND NOT (n.nspname = ANY ($2)) AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'`,
     [RELKINDS, SYSTEM_SCHEMAS],
   )) {
     const name = `${r.schema}.${r.name}`;
-    relations.set(name, { name, schema: r.schema, kind: r.kind, rls: r.rls, force: r.force, owner: r.owner, ownerBypasses: r.bypass, columns: new Set(r.columns ?? []) });
+    relations.set(name, { name, schema: r.schema, kind: r.kind, rls: r.rls, force: r.force, owner: r.owner, ownerBypasses: r.bypass, mine: r.mine, columns: new Set(r.columns ?? []) });
   }
   const roles = new Map<string, RoleRow>();
   for (const r of await rows<RoleRow>(
@@ -365,6 +370,9 @@ async function readCatalog(client: DatabaseClient): Promise<Catalog> {
     [mine],
   ))
     usage.add(`${u.schema}\0${u.role}`);
+  const ownSchemas = new Set(
+    (await rows<{ schema: string }>(client, "SELECT nspname AS schema FROM pg_namespace WHERE (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) OR pg_has_role(nspowner, 'USAGE')")).map((r) => r.schema),
+  );
   const policies = new Map<string, string>();
   const foreignPolicies = new Set<string>();
   for (const p of await rows<{ schema: string; name: string; policy: string; comment: string | null }>(
@@ -395,6 +403,7 @@ async function readCatalog(client: DatabaseClient): Promise<Catalog> {
     memberships,
     privileges,
     usage,
+    ownSchemas,
     policies,
     foreignPolicies,
     schemaCurrent,
@@ -493,8 +502,10 @@ function planChanges(policy: Policy, cat: Catalog, opts: DatabaseApplyOptions, g
     if (!have) {
       add("role", role, `CREATE ROLE ${quoteIdent(role)} ${attrs}`);
       add("role", role, `COMMENT ON ROLE ${quoteIdent(role)} IS ${quoteLiteral(CALLER_COMMENT)}`);
-    } else if (have.login || have.super || have.bypass || !have.inherit) {
-      add("role", role, `ALTER ROLE ${quoteIdent(role)} ${attrs}`);
+    } else {
+      // Only the attributes that differ: naming SUPERUSER or BYPASSRLS at all in ALTER ROLE needs a superuser.
+      const fix = [have.login && "NOLOGIN", have.super && "NOSUPERUSER", have.bypass && "NOBYPASSRLS", !have.inherit && "INHERIT"].filter(Boolean);
+      if (fix.length) add("role", role, `ALTER ROLE ${quoteIdent(role)} ${fix.join(" ")}`);
     }
   }
   const gw = cat.roles.get(gatewayRole);
@@ -547,6 +558,8 @@ function planChanges(policy: Policy, cat: Catalog, opts: DatabaseApplyOptions, g
     }
     const listed = sql.columns && !sql.columns.includes("*") ? sql.columns : undefined;
     for (const rel of rels) {
+      // PostgreSQL only warns when a GRANT by someone else grants nothing: refuse instead, or every apply would "change" it again.
+      if (!rel.mine) throw fail(`rule ${id}: ${rel.name} is owned by ${quoteIdent(rel.owner)}, and apply's login is neither a superuser nor a member of that role, so it cannot grant on it, enable row security or create policies there`, `run apply as the tables' owner (or a member of it) with CREATEROLE, or as a superuser; or narrow the rule's table globs`);
       if (sql.rows !== undefined && !RLS_KINDS.has(rel.kind)) {
         warnings.push(`rule ${id}: ${rel.name} is a ${KIND_NAMES[rel.kind]}, which cannot have row security: its rows filter cannot be enforced there, so nothing is granted on it (fail closed); filter the table it reads instead`);
         continue;
@@ -594,12 +607,19 @@ function planChanges(policy: Policy, cat: Catalog, opts: DatabaseApplyOptions, g
   // ---- privileges: revoke what is no longer wanted, then grant what is missing ----
   const managed = new Set([...cat.roles.values()].filter((r) => r.comment === CALLER_COMMENT).map((r) => r.name));
   const revokes: PlannedChange[] = [];
+  const notMine = new Set<string>();
   const grants: PlannedChange[] = [];
   for (const [k, have] of [...cat.privileges].sort(byKey)) {
     const [table, role, priv] = k.split("\0") as [string, string, Priv];
     // Only relations apply manages (not sequences, not system schemas) of roles it created.
     if (!managed.has(role) || !cat.relations.has(table)) continue;
     const want = wants.get(k);
+    if (!cat.relations.get(table)!.mine) {
+      // Not wanted (a wanted one on a table apply cannot grant on failed above). PostgreSQL would
+      // only warn ("no privileges could be revoked"): say so instead of "changing" it at every apply.
+      notMine.add(table);
+      continue;
+    }
     const from = `ON ${qualified(table)} FROM ${quoteIdent(role)}`;
     if (!want) revokes.push({ kind: "revoke", object: table, sql: `REVOKE ${priv} ${from}` });
     else if (have === "all" && want.columns !== "all") revokes.push({ kind: "revoke", object: table, sql: `REVOKE ${priv} ${from}` }); // also revokes its column grants
@@ -633,11 +653,15 @@ function planChanges(policy: Policy, cat: Catalog, opts: DatabaseApplyOptions, g
   }
   for (const u of [...cat.usage].sort()) {
     const [schema, role] = u.split("\0") as [string, string];
-    if (schema !== "public" && !wantUsage.has(u) && managed.has(role)) revokes.push({ kind: "revoke", object: schema, sql: `REVOKE USAGE ON SCHEMA ${quoteIdent(schema)} FROM ${quoteIdent(role)}` });
+    if (schema === "public" || wantUsage.has(u) || !managed.has(role)) continue;
+    if (!cat.ownSchemas.has(schema)) notMine.add(`schema ${schema}`);
+    else revokes.push({ kind: "revoke", object: schema, sql: `REVOKE USAGE ON SCHEMA ${quoteIdent(schema)} FROM ${quoteIdent(role)}` });
   }
   for (const u of [...wantUsage].sort()) {
     const [schema, role] = u.split("\0") as [string, string];
-    if (!cat.usage.has(u)) grants.push({ kind: "grant", object: schema, sql: `GRANT USAGE ON SCHEMA ${quoteIdent(schema)} TO ${quoteIdent(role)}` });
+    if (cat.usage.has(u)) continue;
+    if (!cat.ownSchemas.has(schema)) throw fail(`the schema ${quoteIdent(schema)} is not owned by apply's login (nor is it a superuser), so it cannot grant USAGE on it to ${quoteIdent(role)}`, "run apply as the schema's owner (or a member of it), or as a superuser");
+    grants.push({ kind: "grant", object: schema, sql: `GRANT USAGE ON SCHEMA ${quoteIdent(schema)} TO ${quoteIdent(role)}` });
   }
 
   // ---- row-security policies: on every row-secured table, one per role and command it is granted ----
@@ -663,11 +687,16 @@ function planChanges(policy: Policy, cat: Catalog, opts: DatabaseApplyOptions, g
   for (const [k, comment] of [...cat.policies].sort(byKey)) {
     const [table, name] = k.split("\0") as [string, string];
     const want = wantPolicies.get(k);
-    if (!want || want.comment !== comment) dropPolicies.push({ kind: "drop-policy", object: table, sql: `DROP POLICY ${quoteIdent(name)} ON ${qualified(table)}` });
+    if (want && want.comment === comment) continue;
+    if (cat.relations.get(table)?.mine === false) notMine.add(table);
+    else dropPolicies.push({ kind: "drop-policy", object: table, sql: `DROP POLICY ${quoteIdent(name)} ON ${qualified(table)}` });
   }
   for (const [k, want] of wantPolicies) {
     if (cat.policies.get(k) === want.comment) continue;
     for (const s of want.sql) createPolicies.push({ kind: "policy", object: want.table, sql: s, rules: want.rules });
+  }
+  for (const t of [...notMine].sort()) {
+    warnings.push(`${t}: meshguard's roles hold privileges or policies there that the policy no longer gives, and apply's login does not own it, so it cannot revoke them: run apply as its owner (or a superuser)`);
   }
   // Policies go before the grants that need them and after the revokes: no moment shows a role more rows than the policy says.
   changes.push(...revokes, ...dropPolicies, ...createPolicies, ...grants);

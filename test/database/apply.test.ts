@@ -358,4 +358,27 @@ describe.skipIf(unavailable)("meshguard policy apply --db", () => {
     const usage = await cli(["policy", "apply", "p.hujson", "--tag-set", "tag:a,tag:b", "--dry-run"]);
     expect(usage.code).toBe(2);
   });
+
+  it("a login with CREATEROLE that owns the tables can apply; a table it does not own is refused by name; what it cannot revoke is a warning", async () => {
+    await server.sql(DB, "CREATE ROLE app_admin LOGIN CREATEROLE PASSWORD 'admin-pw'");
+    await server.sql(DB, "CREATE TABLE public.admin_items (id int, z text)");
+    await server.sql(DB, "INSERT INTO public.admin_items VALUES (1, 'a'), (2, NULL)");
+    await server.sql(DB, "ALTER TABLE public.admin_items OWNER TO app_admin");
+    const u = new URL(url);
+    u.username = "app_admin";
+    u.password = "admin-pw";
+    const rules: RuleSpec[] = [{ id: "adm", src: ["tag:adm"], sql: { database: [DB], operation: ["select"], table: ["public.admin_items"], rows: "z IS NOT NULL" } }];
+    const opts = { connectionString: u.toString(), gatewayRole: "meshguard_gateway" };
+    const res = await applyDatabasePolicy(policy(rules), opts);
+    expect(res.changed).toBe(true);
+    expect(await can("mg:tag:adm", "public.admin_items", "SELECT")).toBe(true);
+    expect(await policyNames("admin_items")).toEqual(["mg:tag:adm:select"]);
+    // The grants of the earlier tests are on tables app_admin does not own: it cannot revoke them, and says so.
+    expect(res.warnings.join("\n")).toMatch(/public\.items: meshguard's roles hold privileges or policies there .* cannot revoke them/);
+    const again = await applyDatabasePolicy(policy(rules), opts);
+    expect(again.changed).toBe(false);
+    const err = await applyDatabasePolicy(policy([...rules, { id: "other", src: ["tag:adm"], sql: { database: [DB], operation: ["select"], table: ["public.items"] } }]), opts).catch((e: unknown) => e);
+    expect(isMeshguardError(err, "MESHGUARD_DATABASE_APPLY_FAILED")).toBe(true);
+    expect((err as Error).message).toMatch(/^rule other: public\.items is owned by "meshguard", and apply's login is neither a superuser nor a member of that role/);
+  });
 });
