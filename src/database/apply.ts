@@ -186,16 +186,16 @@ export async function applyDatabasePolicy(policy: Policy, opts: DatabaseApplyOpt
   let client: DatabaseClient;
   if (opts.client) client = opts.client;
   else {
-    own = new pg.Client({ connectionString: opts.connectionString, application_name: "meshguard-policy-apply" });
-    // An error of the idle connection (a restarted server) must not crash the process: the query in flight reports it.
-    own.on("error", () => {});
     try {
+      own = new pg.Client({ connectionString: opts.connectionString, application_name: "meshguard-policy-apply", connectionTimeoutMillis: 10_000 });
+      // An error of the idle connection (a restarted server) must not crash the process: the query in flight reports it.
+      own.on("error", () => {});
       await own.connect();
     } catch (err) {
-      await own.end().catch(() => {});
+      await own?.end().catch(() => {});
       throw fail(`cannot connect to PostgreSQL at ${shownUrl(opts.connectionString!)}: ${(err as Error).message}`, "check the host, port, database, user and password of the connection string", err);
     }
-    client = own;
+    client = own!;
   }
   try {
     return await inTransaction(client, policy, opts, gatewayRole);

@@ -239,6 +239,12 @@ describe.skipIf(unavailable)("meshguard policy apply --db", () => {
     expect(role).toMatch(/~[0-9a-f]{16}$/);
     expect(await roleExists(role)).toBe(true);
     expect(await can(role, "public.audit_log", "SELECT")).toBe(true);
+    // Its row-security policy's name is hashed too.
+    const dry = await apply([...FULL, { id: "long-rows", src: [LONG_TAG], sql: { database: [DB], operation: ["select"], table: ["public.items"], rows: "z IS NOT NULL" } }], { dryRun: true });
+    const create = dry.statements.find((x) => x.startsWith("CREATE POLICY") && x.includes(role))!;
+    const name = /^CREATE POLICY "([^"]+)"/.exec(create)![1]!;
+    expect(Buffer.byteLength(name)).toBeLessThanOrEqual(63);
+    expect(name).toMatch(/^mg:tag:long-tag-name-.*~[0-9a-f]{16}$/);
   });
 
   it("a narrowed policy revokes what is no longer granted and drops meshguard's policies that are gone; other objects are untouched", async () => {
@@ -328,6 +334,16 @@ describe.skipIf(unavailable)("meshguard policy apply --db", () => {
     expect(res.warnings.join("\n")).toMatch(/rule node: build-box is a node name/);
     expect(res.warnings.join("\n")).toMatch(/rule view: public\.items_view is a view, which cannot have row security/);
     expect(res.statements.join("\n")).not.toContain("items_view");
+
+    // A server that cannot be reached: named without the password.
+    const closed = new URL(url);
+    closed.port = "1";
+    const down = await applyDatabasePolicy(policy(FULL), { connectionString: closed.toString() }).catch((e: unknown) => e);
+    expect(isMeshguardError(down, "MESHGUARD_DATABASE_APPLY_FAILED")).toBe(true);
+    expect((down as Error).message).toMatch(/^cannot connect to PostgreSQL at postgres:\/\/meshguard:\*\*\*@127\.0\.0\.1:1\/appdb/);
+    expect((down as Error).message).not.toContain(server.password);
+    await expect(applyDatabasePolicy(policy(FULL), { connectionString: url, gatewayRole: "mg:tag:x" })).rejects.toThrow(/not a usable role name/);
+    await expect(applyDatabasePolicy(policy(FULL), { connectionString: url, tagSets: [["billing"]] })).rejects.toThrow(/"billing", which is not a tag/);
 
     await server.sql(DB, 'CREATE ROLE "mg:tag:intruder" NOLOGIN');
     const err = await apply([{ id: "x", src: ["tag:intruder"], sql: { database: [DB], operation: ["select"], table: ["public.items"] } }]).catch((e: unknown) => e);
