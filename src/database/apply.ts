@@ -10,7 +10,8 @@
  *     a member of every caller role so that it can SET ROLE to it;
  *   - GRANTs of SELECT, INSERT, UPDATE and DELETE (column lists when the
  *     rule lists columns) on every table or view the rule's `table` globs
- *     match in the catalog now (a table created later needs another apply);
+ *     match in the catalog now (a table created later needs another apply),
+ *     USAGE on their schemas and, with INSERT, on their columns' sequences;
  *   - on a table some rule filters by `rows`: ENABLE and FORCE ROW LEVEL
  *     SECURITY and one row-security policy per role and command, keyed on
  *     current_user (CREATE POLICY … TO role USING (rows) WITH CHECK (rows));
@@ -21,7 +22,8 @@
  * withheld from the roles its src names (PostgreSQL has no negative grant:
  * a tag-set role still inherits what another of its tags' roles holds). What meshguard owns, and so may revoke or drop: the
  * SELECT/INSERT/UPDATE/DELETE privileges of the roles it created (their
- * COMMENT says so) on this database's relations, their USAGE on schemas,
+ * COMMENT says so) on this database's relations, their USAGE on schemas and
+ * on sequences owned by columns,
  * and row-security policies named "mg:…" whose COMMENT is meshguard's.
  * Nothing else is ever touched. Everything runs in one transaction; the
  * catalog is read first, so a second apply of the same policy runs nothing.
@@ -294,6 +296,10 @@ interface Catalog {
   privileges: Map<string, "all" | Set<string>>;
   /** Schemas where a meshguard caller role has USAGE: "schema\0role". */
   usage: Set<string>;
+  /** The sequences owned by each table's columns (serial, identity), by table. */
+  sequences: Map<string, string[]>;
+  /** Sequences where a meshguard caller role has USAGE: "sequence\0role". */
+  sequenceUsage: Set<string>;
   /** Schemas apply's login owns (or is a superuser): it can grant and revoke USAGE there. */
   ownSchemas: Set<string>;
   /** meshguard's row-security policies: "table\0name" → its comment. */
@@ -370,6 +376,28 @@ async function readCatalog(client: DatabaseClient): Promise<Catalog> {
     [mine],
   ))
     usage.add(`${u.schema}\0${u.role}`);
+  // Sequences owned by a table's columns (serial, identity): an INSERT that takes the default calls nextval, which needs USAGE.
+  const sequences = new Map<string, string[]>();
+  for (const q of await rows<{ table: string; seq: string }>(
+    client,
+    `SELECT tn.nspname || '.' || t.relname AS table, sn.nspname || '.' || s.relname AS seq
+       FROM pg_depend d JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S' JOIN pg_namespace sn ON sn.oid = s.relnamespace
+       JOIN pg_class t ON t.oid = d.refobjid JOIN pg_namespace tn ON tn.oid = t.relnamespace
+      WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')`,
+  )) {
+    const list = sequences.get(q.table);
+    if (list) list.push(q.seq);
+    else sequences.set(q.table, [q.seq]);
+  }
+  const sequenceUsage = new Set<string>();
+  for (const u of await rows<{ seq: string; role: string }>(
+    client,
+    `SELECT n.nspname || '.' || c.relname AS seq, g.rolname AS role
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, aclexplode(c.relacl) a JOIN pg_roles g ON g.oid = a.grantee
+      WHERE c.relkind = 'S' AND g.rolname = ANY ($1) AND a.privilege_type = 'USAGE'`,
+    [mine],
+  ))
+    sequenceUsage.add(`${u.seq}\0${u.role}`);
   const ownSchemas = new Set(
     (await rows<{ schema: string }>(client, "SELECT nspname AS schema FROM pg_namespace WHERE (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) OR pg_has_role(nspowner, 'USAGE')")).map((r) => r.schema),
   );
@@ -403,6 +431,8 @@ async function readCatalog(client: DatabaseClient): Promise<Catalog> {
     memberships,
     privileges,
     usage,
+    sequences,
+    sequenceUsage,
     ownSchemas,
     policies,
     foreignPolicies,
@@ -643,6 +673,24 @@ function planChanges(policy: Policy, cat: Catalog, opts: DatabaseApplyOptions, g
       const missing = [...want.columns].filter((c) => have === undefined || (have !== "all" && !have.has(c)));
       if (missing.length) grants.push({ kind: "grant", object: table, sql: `GRANT ${priv} ${colList(missing)} ${to}`, rules: [...want.rules].sort() });
     }
+  }
+  // USAGE on the sequences of a table's serial and identity columns, for each role that may INSERT (a sequence has its table's owner).
+  const wantSeq = new Map<string, string>(); // "sequence\0role" → its table
+  for (const k of wants.keys()) {
+    const [table, role, priv] = k.split("\0") as [string, string, Priv];
+    if (priv === "INSERT") for (const seq of cat.sequences.get(table) ?? []) wantSeq.set(`${seq}\0${role}`, table);
+  }
+  const seqTable = new Map([...cat.sequences].flatMap(([t, seqs]) => seqs.map((q) => [q, t] as const)));
+  for (const u of [...cat.sequenceUsage].sort()) {
+    const [seq, role] = u.split("\0") as [string, string];
+    if (wantSeq.has(u) || !managed.has(role)) continue;
+    const table = seqTable.get(seq);
+    if (table !== undefined && cat.relations.get(table)?.mine === false) notMine.add(table);
+    else revokes.push({ kind: "revoke", object: seq, sql: `REVOKE USAGE ON SEQUENCE ${qualified(seq)} FROM ${quoteIdent(role)}` });
+  }
+  for (const [u, table] of [...wantSeq].sort(byKey)) {
+    const [seq, role] = u.split("\0") as [string, string];
+    if (!cat.sequenceUsage.has(u)) grants.push({ kind: "grant", object: seq, sql: `GRANT USAGE ON SEQUENCE ${qualified(seq)} TO ${quoteIdent(role)}`, rules: [...wants.get(`${table}\0${role}\0INSERT`)!.rules].sort() });
   }
   // USAGE on the schemas of granted relations (public's is PUBLIC's already: not managed).
   const wantUsage = new Set<string>();

@@ -194,6 +194,22 @@ describe.skipIf(unavailable)("meshguard policy apply --db", () => {
     expect((await server.sql(DB, "SELECT 1 FROM items WHERE id = 8")).length).toBe(0);
   });
 
+  it("a role that may INSERT gets USAGE on the table's serial sequence, revoked with the rule", async () => {
+    await server.sql(DB, "CREATE TABLE public.tickets (id serial PRIMARY KEY, owner text)");
+    const withTickets: RuleSpec[] = [...FULL, { id: "tickets", src: ["tag:owner"], sql: { database: [DB], operation: ["insert", "select"], table: ["public.tickets"] } }];
+    const res = await apply(withTickets);
+    expect(res.statements).toContain('GRANT USAGE ON SEQUENCE "public"."tickets_id_seq" TO "mg:tag:owner"');
+    const owner = await asCaller("mg:tag:owner", ["alice"]);
+    try {
+      expect((await owner.query("INSERT INTO tickets (owner) VALUES ('alice') RETURNING id")).rows).toEqual([{ id: 1 }]);
+    } finally {
+      await owner.end();
+    }
+    const back = await apply(FULL);
+    expect(back.statements).toContain('REVOKE USAGE ON SEQUENCE "public"."tickets_id_seq" FROM "mg:tag:owner"');
+    expect((await one<{ ok: boolean }>("SELECT has_sequence_privilege('mg:tag:owner', 'public.tickets_id_seq', 'USAGE') AS ok")).ok).toBe(false);
+  });
+
   it("a second apply changes nothing and says so", async () => {
     const again = await apply(FULL);
     expect(again.changed).toBe(false);
