@@ -685,7 +685,8 @@ function planChanges(policy: Policy, cat: Catalog, opts: DatabaseApplyOptions, g
     const [seq, role] = u.split("\0") as [string, string];
     if (wantSeq.has(u) || !managed.has(role)) continue;
     const table = seqTable.get(seq);
-    if (table !== undefined && cat.relations.get(table)?.mine === false) notMine.add(table);
+    if (table === undefined) continue; // a sequence no column owns: not meshguard's business
+    if (cat.relations.get(table)?.mine === false) notMine.add(table);
     else revokes.push({ kind: "revoke", object: seq, sql: `REVOKE USAGE ON SEQUENCE ${qualified(seq)} FROM ${quoteIdent(role)}` });
   }
   for (const [u, table] of [...wantSeq].sort(byKey)) {
