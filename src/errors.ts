@@ -77,6 +77,8 @@ export const ErrorCode = {
   GATEWAY_CONSOLE_UNAVAILABLE: "MESHGUARD_GATEWAY_CONSOLE_UNAVAILABLE",
   /** The gateway's store (logs, buckets, reservations) could not be opened, read or written. */
   STORE_FAILED: "MESHGUARD_STORE_FAILED",
+  /** `meshguard policy apply --db` could not apply the policy's sql rules to PostgreSQL (nothing was changed: it runs in one transaction). */
+  DATABASE_APPLY_FAILED: "MESHGUARD_DATABASE_APPLY_FAILED",
   /** A gateway webhook (guardrail or usage) timed out, could not be reached, answered non-2xx or malformed, or an event was dropped. */
   HOOK_FAILED: "MESHGUARD_HOOK_FAILED",
   /** A local address could not be listened on (in use, not this machine's, not permitted). */

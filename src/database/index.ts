@@ -5,6 +5,7 @@
 export {
   PG_MAX_IDENTIFIER_BYTES,
   MESHGUARD_SCHEMA,
+  DEFAULT_GATEWAY_ROLE,
   PRINCIPAL_SETTING,
   OWNERS_SETTING,
   fitIdentifier,
@@ -18,3 +19,11 @@ export {
   ownersSettingValue,
   type DbCaller,
 } from "./roles.js";
+export {
+  applyDatabasePolicy,
+  rowsExpressionError,
+  type DatabaseApplyOptions,
+  type DatabaseApplyResult,
+  type DatabaseChange,
+  type DatabaseClient,
+} from "./apply.js";

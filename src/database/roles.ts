@@ -20,6 +20,13 @@ export const PG_MAX_IDENTIFIER_BYTES = 63;
 /** The schema holding meshguard.principal() and meshguard.owners(). */
 export const MESHGUARD_SCHEMA = "meshguard";
 
+/**
+ * The database gateway's login role when none is named: LOGIN, NOINHERIT, no
+ * privileges of its own, a member of every caller role so that it can
+ * `SET ROLE` to the caller's (`policy apply --db` creates it).
+ */
+export const DEFAULT_GATEWAY_ROLE = "meshguard_gateway";
+
 /** The session settings the gateway sets and no statement in the session may change. */
 export const PRINCIPAL_SETTING = "meshguard.principal";
 export const OWNERS_SETTING = "meshguard.owners";

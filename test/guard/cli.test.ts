@@ -120,7 +120,7 @@ describe("meshguard policy apply", () => {
     expect(t.err()).toContain("usage: meshguard policy apply FILE --control CONFIG");
     const noControl = io();
     expect(await policyApply.run(["policy.hujson", "--json"], noControl.io)).toBe(2);
-    expect(JSON.parse(noControl.out()).error).toMatchObject({ code: "MESHGUARD_USAGE", message: "--control CONFIG is required (or --dry-run)" });
+    expect(JSON.parse(noControl.out()).error).toMatchObject({ code: "MESHGUARD_USAGE", message: "--control CONFIG or --db URL|VAR is required (or --dry-run)" });
   });
 });
 

@@ -9,37 +9,20 @@
 
 import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
-import { PassThrough } from "node:stream";
 import { fileURLToPath } from "node:url";
 import { describe, expect, test } from "vitest";
 
 import { COMMANDS } from "../../src/cli/commands.js";
 import { commandHelp, indexHelp } from "../../src/cli/help.js";
 import { errorDocument } from "../../src/cli/report.js";
-import { runCli } from "../../src/cli/run.js";
+import { runCliCaptured } from "../cli-run.js";
 import { ErrorCode, MeshguardError } from "../../src/index.js";
 import { decisionEvent, parseRequest } from "../../src/policy/index.js";
 
 const EXAMPLE = readFileSync(new URL("./fixtures/example.hujson", import.meta.url), "utf8");
 
 /** cli runs `meshguard ARGV` in-process with the given files and captures its output. */
-async function cli(argv: string[], files: Record<string, string> = {}) {
-  const out = new PassThrough();
-  const err = new PassThrough();
-  let stdout = "";
-  let stderr = "";
-  out.on("data", (c) => (stdout += c));
-  err.on("data", (c) => (stderr += c));
-  const code = await runCli(argv, {
-    stdout: out,
-    stderr: err,
-    readText: async (p: string) => {
-      if (!(p in files)) throw Object.assign(new Error(`ENOENT ${p}`), { code: "ENOENT" });
-      return files[p]!;
-    },
-  });
-  return { code, stdout, stderr };
-}
+const cli = runCliCaptured;
 
 /** run is `meshguard policy ARGV`. */
 const run = (argv: string[], files: Record<string, string> = {}) => cli(["policy", ...argv], files);
