@@ -18,3 +18,6 @@ export {
   ownersSettingValue,
   type DbCaller,
 } from "./roles.js";
+export { startDatabaseGateway, type DatabaseGatewayOptions, type DatabaseGatewayHandle } from "./gateway.js";
+export { type DatabaseGatewayConfig, type DatabaseGatewayConfigInput } from "./config.js";
+export { identityChange, STARTUP_SETTINGS, PINNED_SEARCH_PATH } from "./session.js";
