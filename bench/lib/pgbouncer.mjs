@@ -8,9 +8,10 @@
 
 import { spawn, spawnSync } from 'node:child_process';
 import { chownSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import net, { createServer } from 'node:net';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { freePort } from './gateway-peers.mjs';
 
 const BIN = '/usr/sbin/pgbouncer';
 const isRoot = () => typeof process.getuid === 'function' && process.getuid() === 0;
@@ -26,17 +27,6 @@ export function installPgbouncer() {
     if (r.status !== 0) return `apt-get ${args.join(' ')} failed (exit ${r.status ?? r.signal})`;
   }
   return existsSync(BIN) ? undefined : 'apt-get installed pgbouncer, but there is no /usr/sbin/pgbouncer';
-}
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 function ids(name) {

@@ -10,17 +10,16 @@
 
 import { EventEmitter } from "node:events";
 import net from "node:net";
-import { readFile } from "node:fs/promises";
+import { PolicyHolder, readPolicyFile } from "../distribution/holder.js";
 import { watchPolicyFile, type FileReloader } from "../distribution/reload.js";
 import { ErrorCode, MeshguardError } from "../errors.js";
 import type { ApprovalOptions } from "../guard/types.js";
 import { MeshNode } from "../node.js";
 import { createAuditor, type AuditSink, type Auditor } from "../policy/audit.js";
 import type { DecisionEvent } from "../policy/event.js";
-import { loadPolicy, type Policy } from "../policy/load.js";
+import type { Policy } from "../policy/load.js";
 import { jsonLinesSink } from "../policy/sinks.js";
 import { sqlParserReady } from "../policy/sql.js";
-import type { Decision, DecisionRequest } from "../policy/types.js";
 import { loadDatabaseGatewayConfig, readSecret, validateDatabaseGatewayConfig, type DatabaseGatewayConfig, type DatabaseGatewayConfigInput } from "./config.js";
 import { DbSession, type SessionContext } from "./session.js";
 
@@ -63,14 +62,6 @@ export interface DatabaseGatewayHandle extends AsyncDisposable {
   close(): Promise<void>;
 }
 
-/** A policy holder the reloader swaps policies into. */
-class PolicyHolder extends EventEmitter {
-  current: Policy | undefined;
-  setPolicy(p: { evaluate(req: DecisionRequest): Decision } | undefined): void {
-    this.current = p as Policy | undefined;
-  }
-}
-
 export async function startDatabaseGateway(opts: DatabaseGatewayOptions): Promise<DatabaseGatewayHandle> {
   const progress = opts.onProgress ?? (() => {});
   const events = new EventEmitter();
@@ -88,7 +79,7 @@ export async function startDatabaseGateway(opts: DatabaseGatewayOptions): Promis
   try {
     await sqlParserReady();
     const holder = new PolicyHolder();
-    holder.current = await loadPolicyFile(cfg.policy);
+    holder.current = await readPolicyFile(cfg.policy, "the database gateway's");
     progress(`policy ${cfg.policy} loaded (${holder.current.rules.length} rules)`);
 
     let auditor: Auditor | undefined;
@@ -196,12 +187,3 @@ export async function startDatabaseGateway(opts: DatabaseGatewayOptions): Promis
   }
 }
 
-async function loadPolicyFile(file: string): Promise<Policy> {
-  let text: string;
-  try {
-    text = await readFile(file, "utf8");
-  } catch (err) {
-    throw new MeshguardError(ErrorCode.POLICY_FILE_UNREADABLE, `cannot read the database gateway's policy file ${file}: ${(err as Error).message}`, { cause: err, hint: 'the config\'s "policy" names it, relative to the config file' });
-  }
-  return loadPolicy(text, { file });
-}
