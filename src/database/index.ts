@@ -20,4 +20,4 @@ export {
 } from "./roles.js";
 export { startDatabaseGateway, type DatabaseGatewayOptions, type DatabaseGatewayHandle } from "./gateway.js";
 export { type DatabaseGatewayConfig, type DatabaseGatewayConfigInput } from "./config.js";
-export { identityChange, STARTUP_SETTINGS, PINNED_SEARCH_PATH } from "./session.js";
+export { pinnedSettingChange, STARTUP_SETTINGS, PINNED_SEARCH_PATH } from "./session.js";

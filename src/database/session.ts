@@ -20,7 +20,7 @@
  * filters for the role), `Bind` only of a statement whose Parse was allowed,
  * `Execute` only of a portal bound here, `FunctionCall` never. Statements
  * that change the session's identity are refused whatever the policy says
- * (identityChange).
+ * or how statements are read (pinnedSettingChange).
  *
  * A denial keeps the protocol's meaning by letting the server itself fail in
  * the denied message's place: the gateway sends a probe (a Query or Parse
@@ -73,7 +73,6 @@ import {
 /** Startup parameters a client may set (applied with set_config before the hand-over); any other is refused. `user` and `database` are read, not applied. */
 export const STARTUP_SETTINGS: ReadonlySet<string> = new Set([
   "application_name",
-  "client_encoding",
   "datestyle",
   "timezone",
   "intervalstyle",
@@ -87,15 +86,27 @@ export const STARTUP_SETTINGS: ReadonlySet<string> = new Set([
 export const PINNED_SEARCH_PATH = "public, pg_temp";
 
 /**
- * identityChange says why a statement would change who the session is, or
- * undefined: SET/RESET ROLE, SET SESSION AUTHORIZATION, RESET ALL, DISCARD,
- * search_path and meshguard.* settings (the parser reports them as dangerous
- * `set` accesses), and set_config, whose setting name may be computed.
+ * Client encodings a client may ask for at startup: the session's is always
+ * UTF8 (with SQL_ASCII the server reads the bytes as UTF-8 too). Any other —
+ * SJIS, GBK or BIG5, whose multibyte characters may end in a quote or a
+ * backslash — would let the server read a statement differently from the
+ * gateway's parser.
  */
-export function identityChange(statement: string): string | undefined {
+const UTF8_NAMES = new Set(["utf8", "utf-8", "unicode", "sql_ascii"]);
+
+/**
+ * pinnedSettingChange says why a statement would change what the gateway
+ * pinned for the session, or undefined: who it is (SET/RESET ROLE, SET
+ * SESSION AUTHORIZATION, RESET ALL, DISCARD, search_path and meshguard.*
+ * settings — the parser reports them as dangerous `set` accesses — and
+ * set_config, whose setting name may be computed) and how its statements
+ * are read (client_encoding, SET NAMES).
+ */
+export function pinnedSettingChange(statement: string): string | undefined {
   const a = analyzeSql(statement);
   if (!a.ok) return undefined; // unparseable: the policy denies it
   for (const acc of a.accesses) {
+    if (acc.operation === "set" && acc.object === "client_encoding") return "it changes client_encoding (the gateway reads statements as UTF-8, as the server must)";
     if (acc.operation === "set" && acc.dangerous) return `it changes ${acc.object === "discard" || acc.object === "all" ? "every session setting" : acc.object} (the gateway set the session's role, search_path and meshguard.* settings for the caller; nothing in the session may change them)`;
     if (acc.operation === "call" && acc.object.endsWith(".set_config")) return "it calls set_config, which could change the session's role, search_path or meshguard.* settings (use SET for other settings)";
   }
@@ -244,6 +255,9 @@ export class DbSession {
     for (const name of params.keys()) {
       const n = name.toLowerCase();
       if (n === "user" || n === "database" || n.startsWith("_pq_.") || STARTUP_SETTINGS.has(n)) continue;
+      if (n === "client_encoding" && UTF8_NAMES.has(params.get(name)!.trim().toLowerCase())) continue;
+      if (n === "client_encoding")
+        return this.fatal("22023", `the client encoding ${JSON.stringify(params.get(name))} is refused: the gateway speaks UTF8 only`, "set PGCLIENTENCODING=UTF8 (or the driver's client_encoding)");
       return this.fatal(
         DENIED,
         `the startup parameter ${JSON.stringify(name)} is refused: ${n === "options" ? "command-line options (-c role=…, -c search_path=…) could change the session's identity" : "the gateway passes on only " + [...STARTUP_SETTINGS].join(", ")}`,
@@ -261,7 +275,7 @@ export class DbSession {
     this.caller = caller;
     if (caller.role === undefined) return this.fatal(DENIED, `the tailnet names neither a user nor tags for ${caller.nodeName}: it has no database role`);
     const u = this.ctx.upstream;
-    const pc = new pg.Client({ host: u.host, port: u.port, user: u.user, database: this.database, connectionTimeoutMillis: u.connectTimeoutMs, ...(u.password !== undefined ? { password: u.password } : {}), ...(u.ssl ? { ssl: true } : {}) });
+    const pc = new pg.Client({ host: u.host, port: u.port, user: u.user, database: this.database, client_encoding: "UTF8", connectionTimeoutMillis: u.connectTimeoutMs, ...(u.password !== undefined ? { password: u.password } : {}), ...(u.ssl ? { ssl: true } : {}) });
     pc.on("error", () => {});
     const statuses = new Map<string, string>();
     const conn = (pc as unknown as { connection: { on(ev: string, f: (m: { parameterName: string; parameterValue: string }) => void): void; stream: net.Socket } }).connection;
@@ -468,7 +482,7 @@ export class DbSession {
     const caller = this.caller!;
     const target: SqlTarget = { kind: "sql", database: this.database, statement: text, rowFilters: true };
     const t0 = performance.now();
-    const identity = identityChange(text);
+    const identity = pinnedSettingChange(text);
     const policy = this.ctx.policy();
     const d: Decision = identity
       ? { effect: "deny", reason: `refused at the database gateway: ${identity}` }

@@ -180,6 +180,10 @@ describe.skipIf(unavailable)("database gateway", () => {
       "SELECT set_config('meshguard.owners', '{bob@}', false)",
       "SELECT pg_catalog.set_config('role', 'mg:tag:agent-b', false)",
       "SELECT 1; SET ROLE NONE",
+      // How statements are read: a client encoding such as SJIS would make the server read a statement differently.
+      "SET NAMES 'SJIS'",
+      "SET client_encoding TO 'LATIN1'",
+      "RESET client_encoding",
     ]) {
       await expect(a.query(s), s).rejects.toMatchObject({ code: "42501", message: expect.stringMatching(/refused at the database gateway/) });
       // Extended protocol too.
@@ -196,6 +200,9 @@ describe.skipIf(unavailable)("database gateway", () => {
     const p = await psql("agentA", "SELECT current_user", { PGOPTIONS: "-c search_path=evil" });
     expect(p.code).not.toBe(0);
     expect(p.err).toMatch(/"options" is refused/);
+    const sjis = await psql("agentA", "SELECT 1", { PGCLIENTENCODING: "SJIS" });
+    expect(sjis.code).not.toBe(0);
+    expect(sjis.err).toMatch(/client encoding "SJIS" is refused/);
     // application_name is passed on.
     const c = await connect("agentA", { application_name: "agent-app" });
     expect((await c.query("SELECT current_setting('application_name') AS n")).rows[0].n).toBe("agent-app");
