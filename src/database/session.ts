@@ -155,6 +155,8 @@ export function callerOf(w: WhoIs, addr: string): DbSessionCaller {
 type Verdict = { allow: true } | { allow: false; reason: string };
 
 const DENIED = "42501"; // insufficient_privilege
+/** Messages queued behind a statement held for approval before the gateway stops reading the client. */
+const MAX_QUEUED = 1024;
 const PROTOCOL_VIOLATION = "08P01";
 
 export class DbSession {
@@ -214,6 +216,8 @@ export class DbSession {
     try {
       if (this.started) {
         for (const m of this.framer.push(d)) this.queue.push(m);
+        // Held behind an approval: stop reading rather than queue without bound.
+        if (this.waiting && this.queue.length > MAX_QUEUED) this.client.pause();
         this.pump();
         return;
       }
@@ -372,6 +376,7 @@ export class DbSession {
           held.then(
             () => {
               this.waiting = false;
+              this.client.resume();
               this.pump();
             },
             (err: unknown) => {
