@@ -22,7 +22,7 @@ const MESHGUARD = {
   version: 5,
   rules: [
     { id: "a-items", src: ["tag:agent-a"], sql: { database: [DB], operation: ["select", "insert", "copy_to"], table: ["public.items"], rows: ROWS["tag:agent-a"] } },
-    { id: "b-items", src: ["tag:agent-b"], sql: { database: [DB], operation: ["select", "insert", "update"], table: ["public.items"], rows: ROWS["tag:agent-b"] } },
+    { id: "b-items", src: ["tag:agent-b"], sql: { database: [DB], operation: ["select", "insert", "update", "copy_from"], table: ["public.items"], rows: ROWS["tag:agent-b"] } },
     { id: "meshguard-fns", src: ["*"], sql: { database: [DB], operation: ["call"], table: ["meshguard.*"] } },
     { id: "a-sleep", src: ["tag:agent-a"], sql: { database: [DB], operation: ["call"], table: ["pg_catalog.pg_sleep"] } },
     { id: "a-update", src: ["tag:agent-a"], effect: "approve", sql: { database: [DB], operation: ["update"], table: ["public.items"], rows: ROWS["tag:agent-a"] } },
@@ -77,7 +77,7 @@ afterAll(async () => {
 });
 
 /** psql runs Debian's psql against the agent's forwarder; resolves with its exit code and output. */
-function psql(agent: "agentA" | "agentB", sql: string, env: Record<string, string> = {}): Promise<{ code: number; out: string; err: string }> {
+function psql(agent: "agentA" | "agentB", sql: string, env: Record<string, string> = {}, input = ""): Promise<{ code: number; out: string; err: string }> {
   return new Promise((resolve, reject) => {
     const p = spawn("psql", ["-X", "-At", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", String(t.ports[agent]), "-U", "agent", "-d", DB, "-c", sql], {
       env: { ...process.env, PGPASSWORD: "not-the-database-password", PGCONNECT_TIMEOUT: "20", ...env },
@@ -88,6 +88,7 @@ function psql(agent: "agentA" | "agentB", sql: string, env: Record<string, strin
     p.stderr.on("data", (d: Buffer) => (err += d.toString()));
     p.on("error", reject);
     p.on("close", (code) => resolve({ code: code ?? -1, out, err }));
+    p.stdin.end(input);
   });
 }
 
@@ -105,6 +106,20 @@ describe.skipIf(unavailable)("database gateway", () => {
     const b = await psql("agentB", "SELECT id FROM items ORDER BY id");
     expect(b.code).toBe(0);
     expect(b.out.trim().split("\n")).toEqual(["3", "4"]);
+  });
+
+  it("COPY through psql: COPY TO is filtered by the caller's rows; COPY FROM into a row-secured table is refused by PostgreSQL itself", async () => {
+    const a = await psql("agentA", "COPY items (id, z) TO STDOUT");
+    expect(a.code).toBe(0);
+    expect(a.out).toBe("1\ta1\n3\tb3\n");
+    // agent-b has no copy_to rule: denied by the gateway.
+    const denied = await psql("agentB", "COPY items TO STDOUT");
+    expect(denied.err).toMatch(/denied by policy/);
+    // agent-b may copy_from by policy; PostgreSQL refuses COPY FROM under row security.
+    const b = await psql("agentB", "COPY items FROM STDIN", {}, "30\tbob@\tx\n\\.\n");
+    expect(b.code).not.toBe(0);
+    expect(b.err).toMatch(/COPY FROM not supported with row-level security/);
+    expect(await asSuperuser("SELECT id FROM items WHERE id = 30")).toEqual([]);
   });
 
   it("node-postgres: the same query gives two agents different rows, for reads and writes", async () => {
