@@ -5,6 +5,7 @@
 
 import type { Command } from "./command.js";
 import { connectCommand } from "./connect.js";
+import { dbGatewayCommand } from "./db-gateway.js";
 import { devCommand } from "./dev.js";
 import { gatewayCommand } from "./gateway.js";
 import { policyApplyCommand } from "./policy-apply.js";
@@ -19,7 +20,7 @@ import { whoisCommand } from "./whois.js";
 import { tokensServeCommand } from "./tokens-serve.js";
 
 /** COMMANDS in the order `meshguard --help` lists them. */
-export const COMMANDS: readonly Command[] = [devCommand, statusCommand, whoisCommand, pingCommand, connectCommand, policyTestCommand, policyExplainCommand, policyLearnCommand, policyApplyCommand, policyServeCommand, gatewayCommand, tokensServeCommand, runHardenedCommand];
+export const COMMANDS: readonly Command[] = [devCommand, statusCommand, whoisCommand, pingCommand, connectCommand, policyTestCommand, policyExplainCommand, policyLearnCommand, policyApplyCommand, policyServeCommand, gatewayCommand, dbGatewayCommand, tokensServeCommand, runHardenedCommand];
 
 /** GROUPS: the first word of multi-word commands, with what `meshguard GROUP --help` says about them. */
 export const GROUPS: Readonly<Record<string, string>> = {

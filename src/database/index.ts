@@ -27,3 +27,6 @@ export {
   type DatabaseChange,
   type DatabaseClient,
 } from "./apply.js";
+export { startDatabaseGateway, type DatabaseGatewayOptions, type DatabaseGatewayHandle } from "./gateway.js";
+export { type DatabaseGatewayConfig, type DatabaseGatewayConfigInput } from "./config.js";
+export { pinnedSettingChange, STARTUP_SETTINGS, PINNED_SEARCH_PATH } from "./session.js";

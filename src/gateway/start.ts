@@ -9,13 +9,12 @@
 
 import { EventEmitter } from "node:events";
 import http from "node:http";
-import { readFile } from "node:fs/promises";
 import { ErrorCode, MeshguardError } from "../errors.js";
+import { PolicyHolder, readPolicyFile } from "../distribution/holder.js";
 import { watchPolicyFile, type FileReloader } from "../distribution/reload.js";
 import type { ApprovalOptions } from "../guard/types.js";
 import { MeshNode } from "../node.js";
-import { loadPolicy, type Policy } from "../policy/load.js";
-import type { Decision, DecisionRequest } from "../policy/types.js";
+import type { Policy } from "../policy/load.js";
 import { callerFromPrincipal, WhoisCache, type AccessResolver, type BaseCaller } from "./caller.js";
 import { GatewayConfigError, loadGatewayConfig, resolveConfigPaths, validateGatewayConfig, type GatewayConfig, type GatewayConfigInput } from "./config.js";
 import { Inflight, type GatewayContext, type Prices, type Sessions } from "./context.js";
@@ -106,14 +105,6 @@ export interface GatewayHandle extends AsyncDisposable {
   close(opts?: { drainMs?: number }): Promise<void>;
 }
 
-/** A policy holder the reloader swaps policies into. */
-class PolicyHolder extends EventEmitter {
-  current: Policy | undefined;
-  setPolicy(p: { evaluate(req: DecisionRequest): Decision } | undefined): void {
-    this.current = p as Policy | undefined;
-  }
-}
-
 export async function startGateway(opts: GatewayOptions): Promise<GatewayHandle> {
   const progress = opts.onProgress ?? (() => {});
   const events = new EventEmitter();
@@ -153,7 +144,7 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayHandle>
       } else progress("this process already has a guard: the gateway uses it (its policy must allow the providers and hooks)");
     }
     const holder = new PolicyHolder();
-    holder.current = await loadPolicyFile(resolved.policy);
+    holder.current = await readPolicyFile(resolved.policy, "the gateway's");
     progress(`policy ${resolved.policy} loaded (${holder.current.rules.length} rules)`);
 
     // The tailnet node.
@@ -307,16 +298,6 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayHandle>
     await undo();
     throw err;
   }
-}
-
-async function loadPolicyFile(file: string): Promise<Policy> {
-  let text: string;
-  try {
-    text = await readFile(file, "utf8");
-  } catch (err) {
-    throw new MeshguardError(ErrorCode.POLICY_FILE_UNREADABLE, `cannot read the gateway's policy file ${file}: ${(err as Error).message}`, { cause: err, hint: 'the config\'s "policy" names it, relative to the config file' });
-  }
-  return loadPolicy(text, { file });
 }
 
 function listenLoopback(srv: http.Server, host: string, port: number): Promise<void> {

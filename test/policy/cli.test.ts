@@ -155,7 +155,7 @@ function argvOf(name: string): string[] {
 
 describe("one shape for every command", () => {
   test("the table: every command has a summary, a usage line, at least one example and its exit statuses", () => {
-    expect(COMMANDS.map((c) => c.name)).toEqual(["dev", "status", "whois", "ping", "connect", "policy test", "policy explain", "policy learn", "policy apply", "policy serve", "gateway", "tokens serve", "run"]);
+    expect(COMMANDS.map((c) => c.name)).toEqual(["dev", "status", "whois", "ping", "connect", "policy test", "policy explain", "policy learn", "policy apply", "policy serve", "gateway", "db-gateway", "tokens serve", "run"]);
     for (const c of COMMANDS) {
       expect(c.summary, c.name).not.toBe("");
       expect(c.usage.length, c.name).toBeGreaterThan(0);
