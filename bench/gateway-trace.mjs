@@ -32,6 +32,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { PerformanceObserver, performance } from 'node:perf_hooks';
 import { startJsonChild } from './lib/child.mjs';
+import { cliNodeOptions } from './lib/cli-options.mjs';
 import { chatBody, closedLoop, closeTarget, once, target } from './lib/llm-load.mjs';
 import { formatTable, row, toJson } from './lib/stats.mjs';
 
@@ -44,9 +45,7 @@ const progress = (m) => process.stderr.write(`[bench/gateway-trace] ${m}\n`);
 const KEY = 'sk-bench-provider-key';
 const clock = () => performance.timeOrigin + performance.now();
 
-// The gateway runs with the options `meshguard gateway` runs with (bench/gateway.mjs reads them the same way).
-const first = readFileSync(here('../dist/cli/main.js'), 'utf8').split('\n', 1)[0];
-const nodeOptions = (/^#!\/usr\/bin\/env(?:\s+-S)?\s+node((?:\s+--[\w-]+(?:=\S+)?)*)\s*$/.exec(first)?.[1] ?? '').split(/\s+/).filter(Boolean);
+const nodeOptions = cliNodeOptions();
 
 const clientGc = [];
 new PerformanceObserver((l) => {
