@@ -120,6 +120,30 @@ it("a failed write keeps its records: flush rejects, a retry is scheduled, and t
   expect(b.pending).toBe(0);
 });
 
+it("while writes fail, batchSize rows waiting do not make a batch go out: retries keep to at most one a second", async () => {
+  const w = writer();
+  const { b } = batcher(w, { intervalMs: 10, batchSize: 2 });
+  for (const r of recs(2)) b.append(r);
+  await expect.poll(() => w.batches).toBe(1);
+  w.failing = true;
+  for (const r of recs(2, 1_800_000_000_000)) b.append(r);
+  await expect.poll(() => w.batches).toBe(2);
+  const tries = w.batches;
+  for (const r of recs(20, 1_900_000_000_000)) {
+    b.append(r);
+    await new Promise((res) => setImmediate(res));
+  }
+  await new Promise((r) => setTimeout(r, 300));
+  expect(w.batches - tries).toBeLessThanOrEqual(1);
+  expect(b.pending).toBe(22);
+  // Once a write succeeds, full batches go out early again.
+  w.failing = false;
+  await b.flush();
+  expect(w.written).toHaveLength(24);
+  for (const r of recs(2, 2_000_000_000_000)) b.append(r);
+  await expect.poll(() => w.written.length).toBe(26);
+});
+
 it("backpressure: while writes fail at most maxPending records are kept; the oldest are dropped, counted and reported", async () => {
   const w = writer();
   w.failing = true;

@@ -60,6 +60,8 @@ export class LogBatcher {
   /** The tail of the chain of batch writes: each waits for the one before. */
   #chain: Promise<void> = Promise.resolve();
   #dropped = 0;
+  /** The last write failed: batches wait for the retry timer, not for `batchSize` rows. */
+  #failing = false;
   #stopped = false;
   #closed = false;
   #closing: Promise<void> | undefined;
@@ -97,7 +99,7 @@ export class LogBatcher {
       if (row === undefined) return;
       this.#pending.push(row);
       if (this.#pending.length > this.#o.maxPending) this.#drop(this.#pending.length - this.#o.maxPending);
-      if (this.#pending.length >= this.#o.batchSize && !this.#stopped) this.#flushSoon();
+      if (this.#pending.length >= this.#o.batchSize && !this.#stopped && !this.#failing) this.#flushSoon();
       else this.#schedule(this.#o.intervalMs);
     } catch {
       // only onError can throw here; the request must not see it.
@@ -177,7 +179,9 @@ export class LogBatcher {
       const rows = this.#pending.splice(0, this.#o.maxBatch);
       try {
         await this.#o.write(rows);
+        this.#failing = false;
       } catch (err) {
+        this.#failing = true;
         this.#pending.unshift(...rows);
         if (this.#pending.length > this.#o.maxPending) this.#drop(this.#pending.length - this.#o.maxPending);
         throw err;
