@@ -59,6 +59,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { startJsonChild } from './lib/child.mjs';
+import { cliNodeOptions } from './lib/cli-options.mjs';
 import { setupPeers, startLitellm, startPortkey } from './lib/gateway-peers.mjs';
 import { logCounts, setupPostgres, startBenchPostgres } from './lib/gateway-pg.mjs';
 import { chatBody, closedLoop, closeTarget, once, openLoop, sequential, stream, target } from './lib/llm-load.mjs';
@@ -110,17 +111,6 @@ if (o.setup) {
   process.exit(0);
 }
 
-/**
- * The Node options `meshguard gateway` runs with: its executable's
- * `#!/usr/bin/env -S node ...` line (src/cli/main.ts). The gateway
- * processes here are started with the same, so they are the CLI's process.
- */
-function cliNodeOptions() {
-  const first = readFileSync(here('../dist/cli/main.js'), 'utf8').split('\n', 1)[0];
-  const m = /^#!\/usr\/bin\/env(?:\s+-S)?\s+node((?:\s+--[\w-]+(?:=\S+)?)*)\s*$/.exec(first);
-  if (!m) throw new Error(`bench/gateway: cannot read the node options of dist/cli/main.js from its first line: ${first}`);
-  return m[1].split(/\s+/).filter(Boolean);
-}
 const GATEWAY_NODE_OPTIONS = cliNodeOptions();
 
 const rows = [];

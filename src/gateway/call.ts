@@ -13,6 +13,7 @@
 
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { requestApproval } from "../guard/approvals.js";
+import type { Policy } from "../policy/load.js";
 import type { Decision, LlmTarget } from "../policy/types.js";
 import type { GatewayContext } from "./context.js";
 import { bodyFacts, clientSessionId, producesOutput, requestParams, type BodyFacts, type Endpoint } from "./facts.js";
@@ -92,7 +93,7 @@ async function run(ctx: GatewayContext, st: CallState, req: IncomingMessage, res
 
   // 2-4. Facts, route, policy, quota.
   let bf = bodyFacts(ep, body);
-  let admitted = await admit(ctx, st, req, ep, caller, bf, raw.length, fail, "");
+  let admitted = await admit(ctx, st, req, ep, caller, bf, raw.length, fail, "", undefined);
   if (admitted === undefined) return;
   let { route, facts } = admitted;
 
@@ -120,7 +121,7 @@ async function run(ctx: GatewayContext, st: CallState, req: IncomingMessage, res
           await ctx.quotas.settle(held, NO_USAGE, 0);
         }
         bf = nb;
-        admitted = await admit(ctx, st, req, ep, caller, nb, Buffer.byteLength(JSON.stringify(body)), fail, "after a pre-request hook changed the request: ");
+        admitted = await admit(ctx, st, req, ep, caller, nb, Buffer.byteLength(JSON.stringify(body)), fail, "after a pre-request hook changed the request: ", admitted.decided);
         if (admitted === undefined) return;
         ({ route, facts } = admitted);
         if (route.prefixed && format !== "gemini") body.model = route.model;
@@ -137,9 +138,22 @@ async function run(ctx: GatewayContext, st: CallState, req: IncomingMessage, res
 }
 
 /**
+ * How the policy decided a call: kept so that deciding it again (after a
+ * pre-request hook changed it) counts the call once, not twice.
+ */
+interface Decided {
+  /** The policy that decided, and its own decision (before any approval). */
+  policy: Policy;
+  decision: Decision;
+  /** The approve rule whose approver already said yes to this call. */
+  approvedRule?: string;
+}
+
+/**
  * admit routes a request by its facts, asks the policy and reserves quota
  * (steps 2 to 4). It answers the client and returns undefined when any of
- * them refuses; `why` prefixes the reason (a re-check after a hook).
+ * them refuses; `why` prefixes the reason (a re-check after a hook), and
+ * `before` is the first decision of a call decided again.
  */
 async function admit(
   ctx: GatewayContext,
@@ -151,7 +165,8 @@ async function admit(
   bodyBytes: number,
   fail: Fail,
   why: string,
-): Promise<{ route: Route; facts: CallFacts } | undefined> {
+  before: Decided | undefined,
+): Promise<{ route: Route; facts: CallFacts; decided: Decided } | undefined> {
   const format = ep.format;
   if (bf.model === undefined || bf.model === "") return void fail("bad_request", "bad_request", `${why}the request names no model (a string "model" field)`);
   st.model = bf.model;
@@ -165,7 +180,7 @@ async function admit(
   st.facts = facts;
 
   // 3. Policy.
-  const d = await decide(ctx, caller, route, facts);
+  const { d, decided } = await decide(ctx, caller, route, facts, before);
   st.ruleId = d.ruleId;
   if (d.effect !== "allow") return void fail("denied", "denied", `${why}denied by policy: ${d.reason}`);
 
@@ -180,26 +195,42 @@ async function admit(
     if (!v.ok) return void fail("quota", "quota", `${why}quota exhausted (${v.bucket}): ${v.reason}`, { headers: { "retry-after": String(Math.max(1, Math.ceil(v.retryAfterS))) } });
     st.reservation = v.reservation;
   }
-  return { route, facts };
+  return { route, facts, decided: decided! };
 }
 
-/** decide asks the policy; an approve rule holds the call until an approver answers (no answer in time: deny). */
-async function decide(ctx: GatewayContext, caller: Caller, route: Route, facts: CallFacts): Promise<Decision> {
+/**
+ * decide asks the policy; an approve rule holds the call until an approver
+ * answers (no answer in time: deny). A call decided again (`before`: a
+ * pre-request hook changed it) is one call: the rate-limit token the first
+ * decision spent is given back before the policy decides anew, and an
+ * approve rule whose approver already said yes to it is not asked again.
+ * `decided` is undefined only when no policy is loaded.
+ */
+async function decide(ctx: GatewayContext, caller: Caller, route: Route, facts: CallFacts, before: Decided | undefined): Promise<{ d: Decision; decided?: Decided }> {
   const policy = ctx.policy();
-  if (policy === undefined) return { effect: "deny", reason: "no policy is loaded (the gateway fails closed)" };
+  if (policy === undefined) return { d: { effect: "deny", reason: "no policy is loaded (the gateway fails closed)" } };
   const target: LlmTarget = { kind: "llm", provider: route.provider.name, model: route.model };
   if (facts.maxTokens !== undefined) target.maxTokens = facts.maxTokens;
+  // A policy reloaded in between has rate buckets of its own: the first token is not its to give back.
+  if (before !== undefined && before.policy === policy) policy.giveBack(caller.principal, before.decision);
   const d = policy.evaluate({ principal: caller.principal, target });
-  if (d.effect !== "approve") return d;
+  const decided: Decided = { policy, decision: d };
+  if (d.effect !== "approve") return { d, decided };
+  const rule = d.ruleId !== undefined ? { ruleId: d.ruleId } : {};
+  if (before?.approvedRule !== undefined && before.approvedRule === d.ruleId) {
+    decided.approvedRule = before.approvedRule;
+    return { d: { effect: "allow", ...rule, reason: "approved (before a pre-request hook changed the call, under the same rule)" }, decided };
+  }
   const approvals = ctx.approvals;
   if (approvals === undefined || (approvals.callback === undefined && approvals.webhook === undefined)) {
-    return { effect: "deny", ...(d.ruleId !== undefined ? { ruleId: d.ruleId } : {}), reason: `${d.reason}; the rule asks for approval but the gateway has no approver configured ("approvals" in the config)` };
+    return { d: { effect: "deny", ...rule, reason: `${d.reason}; the rule asks for approval but the gateway has no approver configured ("approvals" in the config)` }, decided };
   }
   try {
     const a = await requestApproval(approvals, caller.principal, target, d);
-    if (a.approved) return { effect: "allow", ...(d.ruleId !== undefined ? { ruleId: d.ruleId } : {}), reason: `approved${a.by ? ` by ${a.by}` : ""}` };
-    return { effect: "deny", ...(d.ruleId !== undefined ? { ruleId: d.ruleId } : {}), reason: `approval refused: ${a.reason ?? "no reason given"}` };
+    if (!a.approved) return { d: { effect: "deny", ...rule, reason: `approval refused: ${a.reason ?? "no reason given"}` }, decided };
+    if (d.ruleId !== undefined) decided.approvedRule = d.ruleId;
+    return { d: { effect: "allow", ...rule, reason: `approved${a.by ? ` by ${a.by}` : ""}` }, decided };
   } catch (err) {
-    return { effect: "deny", ...(d.ruleId !== undefined ? { ruleId: d.ruleId } : {}), reason: `no approval: ${(err as Error).message}` };
+    return { d: { effect: "deny", ...rule, reason: `no approval: ${(err as Error).message}` }, decided };
   }
 }

@@ -215,6 +215,19 @@ export class Evaluator {
     }
   }
 
+  /**
+   * giveBack undoes the rate-limit token that `decision` (returned by
+   * evaluate for this principal) spent, if its rule has a rate: a caller
+   * that decides the same call again (the gateway, after a pre-request hook
+   * changed it) gives the first token back first, so the call counts once.
+   */
+  giveBack(principal: Principal, decision: Decision): void {
+    if (decision.ruleId === undefined || decision.effect === "deny") return;
+    const r = this.compiled.rules.find((x) => x.id === decision.ruleId);
+    if (r?.perMinute === undefined || r.effect === "deny") return;
+    this.rate.giveBack(r.index, this.agentKeys.of(principal), r.perMinute);
+  }
+
   /** explain evaluates every rule in full and says why each did or did not match. */
   explain(req: DecisionRequest): Explanation {
     const decision = (() => {

@@ -19,7 +19,7 @@ import { parseRequest } from "./request.js";
 import { MESHGUARD_KEY, type PolicyVersion, type Rule, type TestCase } from "./schema.js";
 import { SourceFile } from "./source.js";
 import { validate, type PolicyDocument } from "./validate.js";
-import type { Decision, DecisionRequest } from "./types.js";
+import type { Decision, DecisionRequest, Principal } from "./types.js";
 
 export interface LoadOptions {
   /** Where the text came from, for messages ("policy.hujson"). */
@@ -95,6 +95,16 @@ export class Policy {
   /** evaluate decides one request. It never throws: an internal error is a deny with the reason. */
   evaluate(req: DecisionRequest): Decision {
     return this.evaluator.evaluate(req);
+  }
+
+  /**
+   * giveBack returns the rate-limit token a decision of `evaluate` spent (if
+   * its rule has `when.rate`), for a call about to be decided again: the
+   * gateway decides a call anew after a pre-request hook changed it, and a
+   * call counts once. Only for a decision this Policy returned.
+   */
+  giveBack(principal: Principal, decision: Decision): void {
+    this.evaluator.giveBack(principal, decision);
   }
 
   /** mayAllow: could some rule allow a call to this host and port, whatever else it carries (the guard's screen before connecting; see Evaluator.mayAllow). */

@@ -99,6 +99,16 @@ export class RateLimiter {
   }
 
   /**
+   * giveBack returns one token to the bucket (rule, agent), never above
+   * `perMinute`: for a call that is decided again and must count once.
+   * A bucket that is gone (evicted: it had refilled) is left alone.
+   */
+  giveBack(ruleIndex: number, agent: string, perMinute: number): void {
+    const b = this.byRule.get(ruleIndex)?.get(agent);
+    if (b !== undefined) b[TOKENS] = Math.min(perMinute, b[TOKENS]! + 1);
+  }
+
+  /**
    * evictIdle drops buckets untouched for a minute: they have refilled
    * completely, so forgetting them changes no decision. If every bucket is
    * busy, half of them go, the oldest of each rule first (a bounded map beats

@@ -33,7 +33,7 @@ afterEach(async () => {
   await Promise.all(opened.splice(0).map((b) => b.close()));
 });
 
-function batcher(w: ReturnType<typeof writer>, o: { intervalMs?: number; maxPending?: number; maxBatch?: number; retention?: Retention; secrets?: string[] } = {}) {
+function batcher(w: ReturnType<typeof writer>, o: { intervalMs?: number; maxPending?: number; maxBatch?: number; batchSize?: number; retention?: Retention; secrets?: string[] } = {}) {
   const errors: MeshguardError[] = [];
   const b = new LogBatcher({
     intervalMs: o.intervalMs ?? 60_000,
@@ -43,6 +43,7 @@ function batcher(w: ReturnType<typeof writer>, o: { intervalMs?: number; maxPend
     onError: (e) => errors.push(e),
     ...(o.maxPending !== undefined ? { maxPending: o.maxPending } : {}),
     ...(o.maxBatch !== undefined ? { maxBatch: o.maxBatch } : {}),
+    ...(o.batchSize !== undefined ? { batchSize: o.batchSize } : {}),
   });
   opened.push(b);
   return { b, errors };
@@ -61,6 +62,27 @@ it("append only queues; the timer writes one batch per interval, in append order
   await expect.poll(() => w.written.length).toBe(5);
   expect(ids(w.written)).toEqual(rs.map((r) => r.id));
   expect(w.batches).toBe(1);
+});
+
+it("batchSize rows waiting make a batch go out before the interval, once the answer's turn of the loop is over", async () => {
+  const w = writer();
+  const { b } = batcher(w, { batchSize: 4 });
+  const rs = recs(9);
+  for (const r of rs.slice(0, 3)) b.append(r);
+  await new Promise((r) => setImmediate(r));
+  expect(w.batches).toBe(0);
+  b.append(rs[3]!);
+  // Not inside append (the request path): after this turn of the loop.
+  expect(w.batches).toBe(0);
+  await expect.poll(() => w.written.length).toBe(4);
+  for (const r of rs.slice(4, 8)) b.append(r);
+  await expect.poll(() => w.written.length).toBe(8);
+  b.append(rs[8]!);
+  // The ninth waits for the interval (a minute here), or a flush.
+  expect(b.pending).toBe(1);
+  await b.flush();
+  expect(ids(w.written)).toEqual(rs.map((r) => r.id));
+  expect(w.batches).toBe(3);
 });
 
 it("batches hold at most maxBatch records (one transaction each), still in order", async () => {
@@ -96,6 +118,30 @@ it("a failed write keeps its records: flush rejects, a retry is scheduled, and t
   await expect.poll(() => w.written.length, { timeout: 5000 }).toBe(5);
   expect(ids(w.written)).toEqual([...first, ...later].map((r) => r.id));
   expect(b.pending).toBe(0);
+});
+
+it("while writes fail, batchSize rows waiting do not make a batch go out: retries keep to at most one a second", async () => {
+  const w = writer();
+  const { b } = batcher(w, { intervalMs: 10, batchSize: 2 });
+  for (const r of recs(2)) b.append(r);
+  await expect.poll(() => w.batches).toBe(1);
+  w.failing = true;
+  for (const r of recs(2, 1_800_000_000_000)) b.append(r);
+  await expect.poll(() => w.batches).toBe(2);
+  const tries = w.batches;
+  for (const r of recs(20, 1_900_000_000_000)) {
+    b.append(r);
+    await new Promise((res) => setImmediate(res));
+  }
+  await new Promise((r) => setTimeout(r, 300));
+  expect(w.batches - tries).toBeLessThanOrEqual(1);
+  expect(b.pending).toBe(22);
+  // Once a write succeeds, full batches go out early again.
+  w.failing = false;
+  await b.flush();
+  expect(w.written).toHaveLength(24);
+  for (const r of recs(2, 2_000_000_000_000)) b.append(r);
+  await expect.poll(() => w.written.length).toBe(26);
 });
 
 it("backpressure: while writes fail at most maxPending records are kept; the oldest are dropped, counted and reported", async () => {
@@ -152,14 +198,18 @@ it("close() with a store that cannot write reports how many records are lost, an
   expect(b.pending).toBe(0);
 });
 
-it("rows are made at write time: retention applied, secrets scrubbed; \"none\" keeps nothing", async () => {
+it("rows are made when a record is appended: retention applied, secrets scrubbed; \"none\" keeps nothing", async () => {
   const w = writer();
   const { b } = batcher(w, { retention: { mode: "metadata" }, secrets: ["sk-secret-123"] });
-  b.append(record("ann@example.com", 1_700_000_000_000, { reason: "upstream said sk-secret-123 is wrong" }));
+  const rec = record("ann@example.com", 1_700_000_000_000, { reason: "upstream said sk-secret-123 is wrong" });
+  b.append(rec);
+  // What is queued is the row: a record changed after its append does not change what is stored.
+  rec.reason = "changed later";
   await b.flush();
   expect(w.written).toHaveLength(1);
   expect(w.written[0]!.requestBody).toBeNull();
   expect(JSON.stringify(w.written[0])).not.toContain("sk-secret-123");
+  expect(w.written[0]!.meta).not.toContain("changed later");
 
   const none = writer();
   const n = batcher(none, { retention: { mode: "none" } });
@@ -169,12 +219,13 @@ it("rows are made at write time: retention applied, secrets scrubbed; \"none\" k
   expect(none.batches).toBe(0);
 });
 
-it("a record that cannot be made into a row is dropped alone and reported; a failed write does not report it again", async () => {
+it("a record that cannot be made into a row is dropped alone and reported at its append; a failed write does not report it again", async () => {
   const w = writer();
   const { b, errors } = batcher(w);
   const good = recs(2);
   b.append(good[0]!);
   b.append(record("ann@example.com", Number.NaN));
+  expect(errors.filter((e) => /could not be stored and was dropped/.test(e.message))).toHaveLength(1);
   b.append(good[1]!);
   w.failing = true;
   await expect(b.flush()).rejects.toThrow();

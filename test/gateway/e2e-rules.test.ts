@@ -2,9 +2,12 @@
 // listener (a configured principal) with the official `openai` client:
 //
 // - a pre-request hook that changes the model or max tokens gets the request
-//   decided again (a hook never widens what policy allowed);
+//   decided again (a hook never widens what policy allowed), and the request
+//   decided again is still one request: one approval, one rate count;
 // - a provider configured only with globs has its models listed, from the
-//   upstream's own listing, filtered by the globs and the policy;
+//   upstream's own listing, filtered by the globs and the policy, in each
+//   API's shape (the official openai, @anthropic-ai/sdk and @google/genai
+//   clients);
 // - a provider key shorter than 8 characters is scrubbed like any other;
 // - a quota bucket refills at its configured rate by itself;
 // - an embedding counts its input tokens for `maxTokens` and quotas, the same
@@ -13,6 +16,8 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import Anthropic from "@anthropic-ai/sdk";
+import { GoogleGenAI } from "@google/genai";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startLlmSim, type LlmSim } from "../../bench/lib/llm-sim.mjs";
@@ -36,6 +41,8 @@ let hook: HookServer;
 let gw: GatewayHandle;
 let oai: OpenAI;
 const warnings: Error[] = [];
+/** What the approver was asked, in order. */
+const approvalsAsked: Array<{ model: unknown; ruleId: unknown }> = [];
 
 const lastUser = (body: any): string => String(body.messages?.at(-1)?.content ?? "");
 
@@ -43,7 +50,11 @@ beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), "mg-gwrules-"));
   sim = await startLlmSim({ key: PROVIDER_KEY, outputTokens: 8 });
   // An OpenAI-compatible server (an Ollama, a vLLM) whose models the config names only by glob.
-  local = await startLlmSim({ key: PROVIDER_KEY, outputTokens: 8, models: { openai: ["llama-3.1-8b", "llama-3.1-70b", "qwen-2.5-7b"] } });
+  local = await startLlmSim({
+    key: PROVIDER_KEY,
+    outputTokens: 8,
+    models: { openai: ["llama-3.1-8b", "llama-3.1-70b", "qwen-2.5-7b"], anthropic: ["claude-local-small", "claude-local-large", "mistral-local"], gemini: ["gemma-3-4b", "gemma-3-27b", "phi-4"] },
+  });
   // An upstream that refuses every key and echoes the one it was sent.
   echo = http.createServer((req, res) => {
     req.resume();
@@ -60,6 +71,7 @@ beforeAll(async () => {
     if (ask === "swap the model") return { json: { action: "modify", body: { ...body, model: "gpt-4o" } } };
     if (ask === "raise max tokens") return { json: { action: "modify", body: { ...body, max_tokens: 5000 } } };
     if (ask === "name the provider") return { json: { action: "modify", body: { ...body, model: "sim/gpt-4o-mini", max_tokens: 20 } } };
+    if (ask === "trim the held call") return { json: { action: "modify", body: { ...body, max_tokens: 20 } } };
     if (ask === "redact only") return { json: { action: "modify", body: { ...body, messages: [{ role: "user", content: "[redacted]" }] } } };
     return { json: { action: "allow" } };
   });
@@ -72,6 +84,10 @@ beforeAll(async () => {
         { id: "embed", effect: "allow", src: ["tag:local"], llm: { model: ["sim/text-embedding-3-small"], maxTokens: 50 } },
         { id: "local", effect: "allow", src: ["tag:local"], llm: { model: ["local/llama-3.1-8b"] } },
         { id: "short", effect: "allow", src: ["tag:local"], llm: { model: ["short/*"] } },
+        // Held for an approver, and at most two calls a minute.
+        { id: "held", effect: "approve", src: ["tag:local"], llm: { model: ["sim/gpt-4.1"], maxTokens: 100 }, when: { rate: { perMinute: 2 } } },
+        { id: "local-anthropic", effect: "allow", src: ["tag:local"], llm: { model: ["local-anthropic/claude-local-small"] } },
+        { id: "local-gemini", effect: "allow", src: ["tag:local"], llm: { model: ["local-gemini/gemma-3-4b"] } },
       ],
     }),
   );
@@ -81,13 +97,22 @@ beforeAll(async () => {
       dataDir: join(dir, "data"),
       loopback: { listen: "127.0.0.1:0", principal: "tag:local" },
       providers: {
-        sim: { baseUrl: `${sim.url}/v1`, format: "openai", key: { env: "RULES_KEY" }, models: ["gpt-4o-mini", "gpt-4o", "text-embedding-3-small"] },
+        sim: { baseUrl: `${sim.url}/v1`, format: "openai", key: { env: "RULES_KEY" }, models: ["gpt-4o-mini", "gpt-4o", "gpt-4.1", "text-embedding-3-small"] },
         local: { baseUrl: `${local.url}/v1`, format: "openai", key: { env: "RULES_KEY" }, models: ["llama-*"] },
+        // The same upstream's Anthropic and Gemini APIs, their models named only by glob.
+        "local-anthropic": { baseUrl: local.url, format: "anthropic", key: { env: "RULES_KEY" }, models: ["claude-local-*"] },
+        "local-gemini": { baseUrl: local.url, format: "gemini", key: { env: "RULES_KEY" }, models: ["gemma-*"] },
         short: { baseUrl: `http://127.0.0.1:${(echo.address() as { port: number }).port}/v1`, format: "openai", key: { env: "RULES_SHORT_KEY" }, models: ["echo-*"] },
       },
       hooks: { pre: [{ name: "rewriter", url: hook.url }] },
     },
     env: { RULES_KEY: PROVIDER_KEY, RULES_SHORT_KEY: SHORT_KEY },
+    approvals: {
+      callback: (r) => {
+        approvalsAsked.push({ model: (r.target as { model?: unknown }).model, ruleId: r.ruleId });
+        return { approved: true, by: "test approver" };
+      },
+    },
     onWarning: (e) => warnings.push(e),
   });
   oai = new OpenAI({ baseURL: `${gw.loopbackUrl}/v1`, apiKey: "sk-client-dropped", maxRetries: 0 });
@@ -143,6 +168,29 @@ describe("a pre-request hook cannot widen what policy allowed", () => {
     const r = await chat("redact only");
     expect(r.choices[0]!.message.content).toBeTruthy();
   });
+
+  it("a call decided again after a hook's change is one call: one approval, one rate count", async () => {
+    // The hook lowers max tokens, so each call is decided twice; the rule allows two calls a minute.
+    const before = sim.totals.requests;
+    for (let i = 0; i < 2; i++) {
+      const r = await chat("trim the held call", 50, "gpt-4.1");
+      expect(r.choices[0]!.message.content).toBeTruthy();
+      await gw.store!.flush();
+      expect((await gw.store!.queryLogs({ limit: 1 })).records[0]).toMatchObject({ model: "gpt-4.1", outcome: "ok", ruleId: "held" });
+    }
+    expect(sim.totals.requests).toBe(before + 2);
+    // Asked once per call, about the call as the client sent it.
+    expect(approvalsAsked).toEqual([
+      { model: "gpt-4.1", ruleId: "held" },
+      { model: "gpt-4.1", ruleId: "held" },
+    ]);
+    // The third call in the minute is over the rule's rate: each call counted once, not twice.
+    const err = await chat("trim the held call", 50, "gpt-4.1").catch((e) => e);
+    expect(err).toBeInstanceOf(OpenAI.PermissionDeniedError);
+    expect(err.message).toMatch(/rule "held" allows 2 calls per minute per agent and tag:local has used them/);
+    expect(approvalsAsked).toHaveLength(2);
+    expect(sim.totals.requests).toBe(before + 2);
+  });
 });
 
 describe("model listings", () => {
@@ -161,6 +209,31 @@ describe("model listings", () => {
     // The listed model is callable.
     const r = await chat("hello", 10, "llama-3.1-8b");
     expect(r.choices[0]!.message.content).toBeTruthy();
+  });
+
+  it("Anthropic's listing of a glob-configured provider (@anthropic-ai/sdk models.list): the upstream's models the globs match and the policy allows", async () => {
+    const ant = new Anthropic({ baseURL: gw.loopbackUrl, apiKey: "sk-client-dropped", maxRetries: 0 });
+    const ids: string[] = [];
+    for await (const m of ant.models.list()) ids.push(m.id);
+    // claude-local-large matches the glob but no rule; mistral-local matches no glob.
+    expect(ids).toEqual(["claude-local-small"]);
+    expect(await ant.models.retrieve("claude-local-small")).toMatchObject({ type: "model", id: "claude-local-small" });
+    expect(await ant.models.retrieve("claude-local-large").catch((e) => e)).toBeInstanceOf(Anthropic.NotFoundError);
+    // The listed model is callable.
+    const msg = await ant.messages.create({ model: "claude-local-small", max_tokens: 10, messages: [{ role: "user", content: "hello" }] });
+    expect(msg.content[0]).toMatchObject({ type: "text" });
+  });
+
+  it("Gemini's listing of a glob-configured provider (@google/genai models.list): the upstream's models the globs match and the policy allows", async () => {
+    const gem = new GoogleGenAI({ apiKey: "client-key-dropped", httpOptions: { baseUrl: gw.loopbackUrl, apiVersion: "v1beta" } });
+    const names: string[] = [];
+    for await (const m of await gem.models.list()) names.push(String(m.name));
+    // gemma-3-27b matches the glob but no rule; phi-4 matches no glob.
+    expect(names).toEqual(["models/gemma-3-4b"]);
+    expect(await gem.models.get({ model: "gemma-3-4b" })).toMatchObject({ name: "models/gemma-3-4b" });
+    expect(await gem.models.get({ model: "gemma-3-27b" }).catch((e) => e)).toMatchObject({ status: 404 });
+    const out = await gem.models.generateContent({ model: "gemma-3-4b", contents: "hello" });
+    expect(out.text).toBeTruthy();
   });
 });
 

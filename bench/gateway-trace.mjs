@@ -1,0 +1,172 @@
+#!/usr/bin/env node
+// bench/gateway-trace — where the slow requests of bench/gateway's 1-client
+// figure spend their time. Not a benchmark (no peers): a diagnosis tool.
+//
+// It runs the simulated provider and meshguard's gateway (bench/lib/
+// gateway-server.mjs, the CLI's Node options, default configuration: full
+// logs to SQLite) as bench/gateway does, each with bench/lib/trace-preload.mjs,
+// and sends N sequential requests, alternating blocks with direct calls to
+// the provider. Every request of the gateway is cut into segments on the
+// machine's one clock:
+//
+//   to-gateway     client start → the gateway has the request's headers
+//   gateway-in     → the gateway sent it upstream (identity, policy, quota, hooks)
+//   to-provider    → the provider has it
+//   provider       → the provider wrote its answer
+//   from-provider  → the gateway has the answer's headers
+//   gateway-out    → the client has the whole answer (body, scrub, write, client)
+//
+// and a request slower than direct's median + 1 ms is put down to the
+// segment that exceeds its own median most, with what overlapped it: a GC
+// of the gateway, of the provider or of this client, or a log batch whose
+// hand-off to the store's worker thread held the gateway ≥ 0.25 ms. A slow
+// segment with nothing beside it, in a process that ran no code of ours
+// then (to-provider, provider, from-provider), is the machine's scheduling.
+// Usage:
+//
+//   node test/netns.mjs node bench/gateway-trace.mjs [--n 4000] [--block 200] [--json]
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { PerformanceObserver, performance } from 'node:perf_hooks';
+import { startJsonChild } from './lib/child.mjs';
+import { cliNodeOptions } from './lib/cli-options.mjs';
+import { chatBody, closedLoop, closeTarget, once, target } from './lib/llm-load.mjs';
+import { formatTable, row, toJson } from './lib/stats.mjs';
+
+const { values: o } = parseArgs({ options: { n: { type: 'string', default: '4000' }, block: { type: 'string', default: '200' }, json: { type: 'boolean', default: false } } });
+const N = Number(o.n);
+const BLOCK = Number(o.block);
+if (!Number.isInteger(N) || !Number.isInteger(BLOCK) || N < BLOCK || BLOCK < 1) throw new Error('bench/gateway-trace: --n and --block must be positive integers, --n at least --block');
+const here = (p) => fileURLToPath(new URL(p, import.meta.url));
+const progress = (m) => process.stderr.write(`[bench/gateway-trace] ${m}\n`);
+const KEY = 'sk-bench-provider-key';
+const clock = () => performance.timeOrigin + performance.now();
+
+const nodeOptions = cliNodeOptions();
+
+const clientGc = [];
+new PerformanceObserver((l) => {
+  for (const e of l.getEntries()) clientGc.push([performance.timeOrigin + e.startTime, e.duration]);
+}).observe({ entryTypes: ['gc'] });
+
+const work = mkdtempSync(join(tmpdir(), 'mg-gw-trace-'));
+const children = [];
+try {
+  const traced = (name, script, args, file) => {
+    const c = startJsonChild(name, process.execPath, [...(name === 'gateway' ? nodeOptions : []), '--import', here('./lib/trace-preload.mjs'), here(script), ...args], { env: { ...process.env, MESHGUARD_TRACE_OUT: file } });
+    children.push(c);
+    return c;
+  };
+  const simFile = join(work, 'sim.json');
+  const gwFile = join(work, 'gateway.json');
+  const sim = traced('provider', './lib/llm-sim-server.mjs', ['--key', KEY], simFile);
+  const simUrl = (await sim.next('listening', 15_000)).url;
+  const gw = traced('gateway', './lib/gateway-server.mjs', ['--sim', simUrl, '--sim-key', KEY, '--dir', mkdtempSync(join(work, 'gw-'))], gwFile);
+  const { loopbackUrl } = await gw.next('listening', 60_000);
+  const direct = target({ name: 'direct', origin: simUrl, headers: { authorization: `Bearer ${KEY}` } });
+  const mg = target({ name: 'meshguard', origin: loopbackUrl, headers: { authorization: 'Bearer sk-client-key-the-gateway-drops' } });
+  const body = chatBody();
+  progress('warm-up: 2000 requests at 50 clients each');
+  for (const t of [mg, direct]) await closedLoop(() => once(t, body), 50, 2000);
+  const spans = { meshguard: [], direct: [] };
+  progress(`${N} sequential requests each, alternating in blocks of ${BLOCK}`);
+  for (let b = 0; b < N / BLOCK; b++) {
+    for (const t of [mg, direct]) {
+      for (let i = 0; i < BLOCK; i++) {
+        const a = clock();
+        await once(t, body);
+        spans[t.name].push([a, clock()]);
+      }
+    }
+  }
+  for (const c of [gw, sim]) process.kill(c.pid, 'SIGUSR2');
+  const read = async (file) => {
+    for (let i = 0; i < 100; i++) {
+      try {
+        return JSON.parse(readFileSync(file, 'utf8'));
+      } catch {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+    throw new Error(`bench/gateway-trace: no trace in ${file}`);
+  };
+  const gev = await read(gwFile);
+  const sev = await read(simFile);
+  await Promise.all([closeTarget(mg), closeTarget(direct)]);
+
+  // Events by kind, sorted by time, and the first of a kind inside [a, b].
+  const byKind = (ev) => {
+    const m = new Map();
+    for (const e of ev) (m.get(e[1]) ?? m.set(e[1], []).get(e[1])).push(e);
+    for (const l of m.values()) l.sort((x, y) => x[0] - y[0]);
+    return m;
+  };
+  const G = byKind(gev);
+  const S = byKind(sev);
+  const firstIn = (list = [], a, b) => {
+    let lo = 0;
+    let hi = list.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (list[mid][0] < a) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo < list.length && list[lo][0] <= b ? list[lo][0] : undefined;
+  };
+  const overlaps = (list = [], a, b) => list.some((e) => e[0] < b && e[0] + (e[2] ?? 0) > a);
+  const median = (xs) => [...xs].sort((x, y) => x - y)[Math.max(0, Math.ceil(xs.length / 2) - 1)];
+
+  const SEGMENTS = ['to-gateway', 'gateway-in', 'to-provider', 'provider', 'from-provider', 'gateway-out'];
+  const reqs = [];
+  for (const [a, b] of spans.meshguard) {
+    const t = [a, firstIn(G.get('req'), a, b), firstIn(G.get('up-send'), a, b), firstIn(S.get('req'), a, b), firstIn(S.get('fin'), a, b), firstIn(G.get('up-head'), a, b), b];
+    if (t.some((x) => x === undefined)) continue;
+    const seg = Object.fromEntries(SEGMENTS.map((s, i) => [s, t[i + 1] - t[i]]));
+    reqs.push({ a, b, ms: b - a, seg });
+  }
+  const directMs = spans.direct.map(([a, b]) => b - a);
+  const rows = [];
+  rows.push(row('direct', 'latency 1 client', 'ms', directMs));
+  rows.push(row('meshguard', 'latency 1 client', 'ms', spans.meshguard.map(([a, b]) => b - a)));
+  const med = {};
+  for (const s of SEGMENTS) {
+    const xs = reqs.map((r) => r.seg[s]);
+    med[s] = median(xs);
+    rows.push(row('meshguard', `segment ${s}`, 'ms', xs));
+  }
+  const slowAt = median(directMs) + 1;
+  const blame = new Map();
+  for (const r of reqs) {
+    if (r.ms <= slowAt) continue;
+    const worst = SEGMENTS.reduce((w, s) => (r.seg[s] - med[s] > r.seg[w] - med[w] ? s : w), SEGMENTS[0]);
+    const with_ = [
+      overlaps(G.get('gc'), r.a, r.b) && 'gateway GC',
+      // A hand-off shorter than this is not what made a request a millisecond late.
+      (G.get('handoff') ?? []).some((e) => e[0] >= r.a && e[0] <= r.b && e[2] >= 0.25) && 'a long log batch hand-off',
+      overlaps(S.get('gc'), r.a, r.b) && 'provider GC',
+      clientGc.some(([t, d]) => t < r.b && t + d > r.a) && 'client GC',
+    ].filter(Boolean);
+    const key = `${worst}${with_.length ? ` (with ${with_.join(', ')})` : ''}`;
+    blame.set(key, (blame.get(key) ?? 0) + 1);
+  }
+  const slow = [...blame.values()].reduce((x, y) => x + y, 0);
+  rows.push(row('meshguard', `requests slower than direct's median + 1 ms (${slowAt.toFixed(3)} ms)`, 'count', slow));
+  for (const [k, v] of [...blame].sort((x, y) => y[1] - x[1])) rows.push(row('meshguard', `  slowest segment: ${k}`, 'count', v));
+  const gcs = (G.get('gc') ?? []).filter((e) => e[0] >= spans.meshguard[0][0]);
+  if (gcs.length) rows.push(row('meshguard', 'gateway GC pauses while measured', 'ms', gcs.map((e) => e[2])));
+  const handoffs = (G.get('handoff') ?? []).filter((e) => e[0] >= spans.meshguard[0][0] && e[3] > 0);
+  if (handoffs.length) {
+    rows.push(row('meshguard', 'log batch hand-off to the store worker', 'ms', handoffs.map((e) => e[2])));
+    rows.push(row('meshguard', 'rows per hand-off', 'count', handoffs.map((e) => e[3])));
+  }
+  const reconnects = (G.get('up-conn') ?? []).filter((e) => e[0] >= spans.meshguard[0][0]).length;
+  rows.push(row('meshguard', 'upstream connections opened while measured', 'count', reconnects));
+  if (o.json) process.stdout.write(JSON.stringify(toJson('gateway-trace', rows), null, 2) + '\n');
+  else process.stdout.write(formatTable(rows) + '\n');
+} finally {
+  for (const c of children) await c.stop(20_000).catch(() => c.kill());
+  rmSync(work, { recursive: true, force: true });
+}
