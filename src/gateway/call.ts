@@ -12,7 +12,7 @@
  */
 
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { requestApproval } from "../guard/approvals.js";
+import { approve } from "./approve.js";
 import type { Decision, LlmTarget } from "../policy/types.js";
 import type { GatewayContext } from "./context.js";
 import { bodyFacts, clientSessionId, producesOutput, requestParams, type BodyFacts, type Endpoint } from "./facts.js";
@@ -190,16 +190,5 @@ async function decide(ctx: GatewayContext, caller: Caller, route: Route, facts: 
   const target: LlmTarget = { kind: "llm", provider: route.provider.name, model: route.model };
   if (facts.maxTokens !== undefined) target.maxTokens = facts.maxTokens;
   const d = policy.evaluate({ principal: caller.principal, target });
-  if (d.effect !== "approve") return d;
-  const approvals = ctx.approvals;
-  if (approvals === undefined || (approvals.callback === undefined && approvals.webhook === undefined)) {
-    return { effect: "deny", ...(d.ruleId !== undefined ? { ruleId: d.ruleId } : {}), reason: `${d.reason}; the rule asks for approval but the gateway has no approver configured ("approvals" in the config)` };
-  }
-  try {
-    const a = await requestApproval(approvals, caller.principal, target, d);
-    if (a.approved) return { effect: "allow", ...(d.ruleId !== undefined ? { ruleId: d.ruleId } : {}), reason: `approved${a.by ? ` by ${a.by}` : ""}` };
-    return { effect: "deny", ...(d.ruleId !== undefined ? { ruleId: d.ruleId } : {}), reason: `approval refused: ${a.reason ?? "no reason given"}` };
-  } catch (err) {
-    return { effect: "deny", ...(d.ruleId !== undefined ? { ruleId: d.ruleId } : {}), reason: `no approval: ${(err as Error).message}` };
-  }
+  return d.effect === "approve" ? approve(ctx.approvals, caller.principal, target, d) : d;
 }

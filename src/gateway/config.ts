@@ -14,6 +14,7 @@ import { dirname, isAbsolute, resolve } from "node:path";
 import { z } from "zod";
 import { ErrorCode, MeshguardError } from "../errors.js";
 import { formatPath, SourceFile, type PolicyIssue } from "../policy/source.js";
+import { McpConfigSchema } from "./mcp/config.js";
 import { GATEWAY_PARTS } from "./parts.js";
 import { parseDuration } from "./store/config.js";
 
@@ -135,6 +136,7 @@ export const GatewayConfigSchema = z
     log: GATEWAY_PARTS.log.optional().describe("the gateway's own JSON log lines (pino); absent: none"),
     alerts: GATEWAY_PARTS.alerts.optional().describe("rules that fire webhooks (Slack or JSON)"),
     console: GATEWAY_PARTS.console.optional(),
+    mcp: McpConfigSchema.optional(),
   })
   .strict();
 
