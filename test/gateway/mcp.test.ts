@@ -34,6 +34,9 @@ const RULES = [
   { id: "b-read", src: ["tag:agent-b"], mcp: { server: ["github"], tool: ["get_issue", "ask"] } },
 ];
 
+/** agent-b's MCP calls are counted in a "calls" bucket of 5 a day (LLM calls would be too). */
+const GATEWAY = { roles: [{ src: ["tag:agent-b"], quotas: "tool-calls" }] };
+
 let t: GatewayTailnet;
 let up: McpUpstream;
 /** What the approver answers; a test replaces it. */
@@ -71,8 +74,9 @@ async function refusal(p: Promise<unknown>): Promise<McpError> {
 beforeAll(async () => {
   up = await startMcpUpstream();
   t = await startGatewayTailnet({
-    meshguard: { version: 6, rules: RULES },
+    meshguard: { version: 6, rules: RULES, gateway: GATEWAY },
     config: {
+      quotas: { "tool-calls": { unit: "calls", capacity: 5, refill: "1/day", per: "node" } },
       mcp: {
         servers: {
           github: { url: up.url },
@@ -191,7 +195,7 @@ describe("calls are judged in full and refused in MCP's error format", () => {
 
   it.each([
     ["cancels", (ac: AbortController) => ({ signal: ac.signal })],
-    ["times out", () => ({ timeout: 500 })],
+    ["times out", () => ({ timeout: 1500 })],
   ])("a held call the client %s on never runs, even when approved afterwards", async (how, options) => {
     const a = await connect(t.nodes.agentA);
     try {
@@ -204,10 +208,14 @@ describe("calls are judged in full and refused in MCP's error format", () => {
       };
       const ac = new AbortController();
       const title = `held then ${how}`;
-      const call = a.client.callTool({ name: "github__create_issue", arguments: { repo: "acme/app", title } }, undefined, options(ac));
+      // Settled into a value at once: a time-out may come before the test waits for it.
+      const call = a.client.callTool({ name: "github__create_issue", arguments: { repo: "acme/app", title } }, undefined, options(ac)).then(
+        () => undefined,
+        (err: unknown) => err,
+      );
       const approverSignal = await isHeld;
       ac.abort();
-      await expect(call).rejects.toThrow();
+      expect(await call).toBeInstanceOf(McpError);
       // The cancellation reaches the gateway (a notification of its own): the approver is told the call is gone.
       await new Promise<void>((r) => (approverSignal.aborted ? r() : approverSignal.addEventListener("abort", () => r(), { once: true })));
       // An approver that answers anyway changes nothing.
@@ -296,11 +304,11 @@ describe("notifications/tools/list_changed", () => {
     try {
       await sleep(300); // the client's GET stream, where notifications without a request go
       const note = changed(b.client);
-      writeFileSync(t.policyPath, policyFile({ version: 6, rules: [...RULES, { id: "b-create", src: ["tag:agent-b"], mcp: { server: ["github"], tool: ["create_issue"] } }] }));
+      writeFileSync(t.policyPath, policyFile({ version: 6, gateway: GATEWAY, rules: [...RULES, { id: "b-create", src: ["tag:agent-b"], mcp: { server: ["github"], tool: ["create_issue"] } }] }));
       await note;
       expect(names(await b.client.listTools())).toContain("github__create_issue");
     } finally {
-      writeFileSync(t.policyPath, policyFile({ version: 6, rules: RULES }));
+      writeFileSync(t.policyPath, policyFile({ version: 6, gateway: GATEWAY, rules: RULES }));
       await b.client.close();
     }
   });
@@ -316,6 +324,36 @@ describe("notifications/tools/list_changed", () => {
       expect(names(await a.client.listTools())).toContain("github__get_labels");
     } finally {
       await a.client.close();
+    }
+  });
+});
+
+describe("quotas", () => {
+  it("a calls bucket counts MCP calls: the call past it is refused (-32004, retry after) and never runs", async () => {
+    const b = await connect(t.nodes.agentB);
+    try {
+      let ok = 0;
+      let refused: McpError | undefined;
+      for (let i = 0; i < 7 && refused === undefined; i++) {
+        try {
+          await b.client.callTool({ name: "github__get_issue", arguments: { repo: `acme/q${i}` } });
+          ok++;
+        } catch (err) {
+          refused = err as McpError;
+        }
+      }
+      expect(refused?.code).toBe(-32004);
+      expect(refused?.message).toMatch(/tool-calls\/node:agent-b/);
+      expect((refused?.data as { retryAfterS: number }).retryAfterS).toBeGreaterThan(0);
+      expect(ok).toBeGreaterThan(0);
+      expect(ok).toBeLessThanOrEqual(5);
+      expect(up.ran.some((r) => r.repo === `acme/q${ok}`)).toBe(false);
+      // agent-a has no bucket: not counted.
+      const a = await connect(t.nodes.agentA);
+      for (let i = 0; i < 6; i++) await a.client.callTool({ name: "github__get_issue", arguments: { repo: "acme/free" } });
+      await a.client.close();
+    } finally {
+      await b.client.close();
     }
   });
 });
@@ -340,5 +378,6 @@ describe("attribution and logs", () => {
     expect(denied).toMatchObject({ model: "echo", outcome: "denied", status: 403 });
     expect(records.some((r) => r.operation === "mcp.read" && r.model === "file:///handbook/secret.md" && r.outcome === "denied" && r.ruleId === "no-secret")).toBe(true);
     expect(records.some((r) => r.operation === "mcp.call" && r.outcome === "client_aborted")).toBe(true);
+    expect(records.some((r) => r.operation === "mcp.call" && r.outcome === "quota" && r.status === 429 && r.caller.node === "agent-b")).toBe(true);
   });
 });

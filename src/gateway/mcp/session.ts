@@ -51,6 +51,8 @@ import { listable, namespaced, splitName } from "./names.js";
 
 /** The JSON-RPC error code of a refusal by policy (the implementation-defined server-error range). */
 export const MCP_DENIED = -32003;
+/** The JSON-RPC error code of a call refused by a quota bucket (data.retryAfterS says when to retry; 0: waiting cannot help). */
+export const MCP_QUOTA = -32004;
 
 const GATEWAY_INFO = { name: "meshguard-gateway", version: "0.1.0" };
 
@@ -290,6 +292,17 @@ export class McpSession {
         st.outcome = "denied";
         st.reason = d.reason;
         throw new McpError(MCP_DENIED, `meshguard: ${d.reason}`, { code: "MESHGUARD_POLICY_DENIED", ...(d.ruleId !== undefined ? { ruleId: d.ruleId } : {}) });
+      }
+      if (this.ctx.quotas !== undefined) {
+        // The caller's bucket chains, as for an LLM call: a "calls" bucket counts one, dollar and token buckets nothing.
+        const v = await this.ctx.quotas.reserve(caller, st.facts, { inputTokens: 0, maxOutputTokens: 0 }, undefined);
+        if (!v.ok) {
+          st.status = v.permanent ? 403 : 429;
+          st.outcome = "quota";
+          st.reason = `quota exhausted (${v.bucket}): ${v.reason}`;
+          throw new McpError(MCP_QUOTA, `meshguard: ${st.reason}`, { code: "MESHGUARD_QUOTA_EXHAUSTED", bucket: v.bucket, retryAfterS: v.retryAfterS });
+        }
+        st.reservation = v.reservation;
       }
       st.tUpstream = performance.now();
       try {
