@@ -47,7 +47,8 @@ const names = (r: { tools?: Array<{ name: string }>; resources?: Array<{ name: s
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const fetchOf = (node: MeshNode) => ((url: string | URL, init?: RequestInit) => node.fetch(url as never, init as never)) as unknown as typeof fetch;
 
-async function connect(node: MeshNode, sampling?: (question: string) => string): Promise<{ client: Client; transport: StreamableHTTPClientTransport }> {
+/** A connected client; close() ends the session at the gateway (DELETE), as a well-behaved client does. */
+async function connect(node: MeshNode, sampling?: (question: string) => string): Promise<{ client: Client; transport: StreamableHTTPClientTransport; close(): Promise<void> }> {
   const client = new Client({ name: `agent-${node.hostname}`, version: "1.0.0" }, { capabilities: sampling ? { sampling: {} } : {} });
   if (sampling) {
     client.setRequestHandler(CreateMessageRequestSchema, async (req) => {
@@ -57,7 +58,14 @@ async function connect(node: MeshNode, sampling?: (question: string) => string):
   }
   const transport = new StreamableHTTPClientTransport(new URL(`${t.gw.url}/v1/mcp`), { fetch: fetchOf(node) });
   await client.connect(transport);
-  return { client, transport };
+  return {
+    client,
+    transport,
+    async close() {
+      await transport.terminateSession().catch(() => {});
+      await client.close();
+    },
+  };
 }
 
 /** The JSON-RPC error a call was refused with. */
@@ -82,6 +90,7 @@ beforeAll(async () => {
           github: { url: up.url },
           notes: { command: process.execPath, args: [STDIO_SERVER] },
         },
+        sessionsPerCaller: 3,
       },
     },
     gateway: {
@@ -112,8 +121,8 @@ describe("listing: each caller sees what an allow or approve rule could let it u
       const create = (await a.client.listTools()).tools.find((x) => x.name === "github__create_issue")!;
       expect(Object.keys(create.inputSchema.properties ?? {}).sort()).toEqual(["repo", "title"]);
     } finally {
-      await a.client.close();
-      await b.client.close();
+      await a.close();
+      await b.close();
     }
   });
 
@@ -126,8 +135,8 @@ describe("listing: each caller sees what an allow or approve rule could let it u
       expect(names(await a.client.listPrompts())).toEqual(["github__summarize"]);
       expect(names(await b.client.listPrompts())).toEqual([]);
     } finally {
-      await a.client.close();
-      await b.client.close();
+      await a.close();
+      await b.close();
     }
   });
 });
@@ -150,8 +159,8 @@ describe("calls are judged in full and refused in MCP's error format", () => {
       await refusal(b.client.callTool({ name: "nowhere__tool", arguments: {} }));
       expect(up.ran.length).toBe(before);
     } finally {
-      await a.client.close();
-      await b.client.close();
+      await a.close();
+      await b.close();
     }
   });
 
@@ -170,7 +179,7 @@ describe("calls are judged in full and refused in MCP's error format", () => {
       expect((await a.client.readResource({ uri: "file:///handbook/intro.md" })).contents[0]).toMatchObject({ text: "# Intro" });
       expect((await refusal(a.client.readResource({ uri: "file:///handbook/secret.md" }))).code).toBe(-32003);
     } finally {
-      await a.client.close();
+      await a.close();
     }
   });
 
@@ -189,7 +198,7 @@ describe("calls are judged in full and refused in MCP's error format", () => {
       expect(e.message).toMatch(/not today/);
       expect(up.ran.some((x) => x.title === "refused one")).toBe(false);
     } finally {
-      await a.client.close();
+      await a.close();
     }
   });
 
@@ -225,7 +234,7 @@ describe("calls are judged in full and refused in MCP's error format", () => {
       // The session still works.
       expect((await a.client.callTool({ name: "github__get_issue", arguments: { repo: "acme/after" } })).content).toEqual([{ type: "text", text: "issue of acme/after" }]);
     } finally {
-      await a.client.close();
+      await a.close();
     }
   });
 });
@@ -260,7 +269,22 @@ describe("sessions", () => {
       });
       expect(gone.status).toBe(404);
     } finally {
-      await a.client.close();
+      await a.close();
+    }
+  });
+
+  it("an identity holds at most sessionsPerCaller open sessions; ending one (DELETE) makes room", async () => {
+    const open = [await connect(t.nodes.agentB), await connect(t.nodes.agentB), await connect(t.nodes.agentB)];
+    try {
+      await expect(connect(t.nodes.agentB)).rejects.toThrow(/429|already holds 3 open MCP sessions/);
+      // Another identity is not affected.
+      const a = await connect(t.nodes.agentA);
+      await a.close();
+      await open.shift()!.close();
+      open.push(await connect(t.nodes.agentB));
+      expect(names(await open.at(-1)!.client.listTools())).toContain("github__get_issue");
+    } finally {
+      for (const c of open) await c.close();
     }
   });
 
@@ -273,8 +297,8 @@ describe("sessions", () => {
       expect((await b.client.callTool({ name: "github__ask", arguments: { question: "qb" } })).content).toEqual([{ type: "text", text: "answer: from B" }]);
       expect(seen).toEqual(["a:qa", "b:qb"]);
     } finally {
-      await a.client.close();
-      await b.client.close();
+      await a.close();
+      await b.close();
     }
   });
 
@@ -287,8 +311,8 @@ describe("sessions", () => {
       expect(p1).toMatch(/^\d+$/);
       expect(p1).not.toBe(p2);
     } finally {
-      await a1.client.close();
-      await a2.client.close();
+      await a1.close();
+      await a2.close();
     }
   });
 });
@@ -309,7 +333,7 @@ describe("notifications/tools/list_changed", () => {
       expect(names(await b.client.listTools())).toContain("github__create_issue");
     } finally {
       writeFileSync(t.policyPath, policyFile({ version: 6, gateway: GATEWAY, rules: RULES }));
-      await b.client.close();
+      await b.close();
     }
   });
 
@@ -323,7 +347,7 @@ describe("notifications/tools/list_changed", () => {
       await note;
       expect(names(await a.client.listTools())).toContain("github__get_labels");
     } finally {
-      await a.client.close();
+      await a.close();
     }
   });
 });
@@ -351,9 +375,9 @@ describe("quotas", () => {
       // agent-a has no bucket: not counted.
       const a = await connect(t.nodes.agentA);
       for (let i = 0; i < 6; i++) await a.client.callTool({ name: "github__get_issue", arguments: { repo: "acme/free" } });
-      await a.client.close();
+      await a.close();
     } finally {
-      await b.client.close();
+      await b.close();
     }
   });
 });
@@ -366,8 +390,8 @@ describe("attribution and logs", () => {
       await a.client.callTool({ name: "github__get_issue", arguments: { repo: "acme/logged" } });
       await refusal(b.client.callTool({ name: "notes__echo", arguments: { text: "no" } }));
     } finally {
-      await a.client.close();
-      await b.client.close();
+      await a.close();
+      await b.close();
     }
     await t.gw.store!.flush();
     const { records } = await t.gw.store!.queryLogs({ limit: 1000 });

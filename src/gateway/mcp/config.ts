@@ -46,6 +46,13 @@ export const McpServerConfigSchema = z.union([HttpServerSchema, StdioServerSchem
 
 export const McpConfigSchema = z
   .object({
+    sessionsPerCaller: z
+      .number()
+      .int()
+      .positive()
+      .max(1000)
+      .default(8)
+      .describe("open sessions one identity may hold (each runs its own upstream connections and stdio children); one more is refused until one closes or idles out"),
     path: z.string().regex(/^\/[A-Za-z0-9/_.-]*$/, 'must be a path such as "/v1/mcp"').default("/v1/mcp").describe("where the aggregating endpoint listens"),
     servers: z
       .record(z.string().regex(MCP_SERVER_NAME_RE, 'a server name is lower-case letters, digits, "-" and single "_" (never "__": it separates server and tool in "github__create_issue")'), McpServerConfigSchema)

@@ -50,6 +50,11 @@ export class McpEndpoint {
       return s.transport.handleRequest(req, res);
     }
     if (req.method !== "POST") return rpcError(res, 400, -32000, "no Mcp-Session-Id: send an initialize request (POST) first");
+    let held = 0;
+    for (const s of this.sessions.values()) if (s.owner === owner) held++;
+    if (held >= this.cfg.sessionsPerCaller) {
+      return rpcError(res, 429, -32004, `meshguard: this identity already holds ${held} open MCP sessions (the gateway's mcp.sessionsPerCaller): end one (DELETE with its Mcp-Session-Id) or let one idle out`);
+    }
     const s = new McpSession(this.ctx, this.cfg, owner, caller, (x) => this.sessions.delete(x.id));
     this.sessions.set(s.id, s);
     await s.start();

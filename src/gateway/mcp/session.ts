@@ -86,7 +86,7 @@ export class McpSession {
     private caller: Caller,
     private readonly onClose: (s: McpSession) => void,
   ) {
-    this.transport = new StreamableHTTPServerTransport({ sessionIdGenerator: () => this.id });
+    this.transport = new StreamableHTTPServerTransport({ sessionIdGenerator: () => this.id, maxRequestBodySize: ctx.cfg.maxBodyBytes });
     this.transport.onclose = () => void this.close();
     this.server = new Server(GATEWAY_INFO, {
       capabilities: { tools: { listChanged: true }, resources: { listChanged: true }, prompts: { listChanged: true } },
