@@ -8,23 +8,14 @@
  */
 
 import { z } from "zod";
+import { upstreamUrlSchema } from "../url.js";
 
 /** Server names: lower-case letters, digits and single "-" / "_" — never "__", the separator of namespaced names. */
 export const MCP_SERVER_NAME_RE = /^[a-z0-9](?:[a-z0-9-]|_(?!_))*$/;
 
 const HttpServerSchema = z
   .object({
-    url: z.string().superRefine((s, ctx) => {
-      let u: URL;
-      try {
-        u = new URL(s);
-      } catch {
-        ctx.addIssue({ code: "custom", message: 'must be the server\'s streamable-HTTP URL, e.g. "http://tools.internal:3000/mcp"' });
-        return;
-      }
-      if (u.protocol !== "http:" && u.protocol !== "https:") ctx.addIssue({ code: "custom", message: "must be an http:// or https:// URL" });
-      else if (u.username || u.password) ctx.addIssue({ code: "custom", message: "must not carry credentials" });
-    }),
+    url: upstreamUrlSchema("http://tools.internal:3000/mcp"),
     timeout: z.number().int().positive().max(3_600_000).default(60_000).describe("milliseconds a request to this server may take"),
   })
   .strict();

@@ -56,14 +56,13 @@ export const MCP_QUOTA = -32004;
 
 const GATEWAY_INFO = { name: "meshguard-gateway", version: "0.1.0" };
 
+type ListKind = "tools" | "resources" | "templates" | "prompts";
+
 interface Upstream {
   name: string;
   client: Client;
   /** The upstream's lists, fetched on first use, dropped when it says they changed. */
-  tools?: Tool[];
-  resources?: Resource[];
-  templates?: ResourceTemplate[];
-  prompts?: Prompt[];
+  lists: Map<ListKind, unknown[]>;
 }
 
 export class McpSession {
@@ -134,7 +133,7 @@ export class McpSession {
           const client = new Client(GATEWAY_INFO, {
             capabilities: { ...(caps.sampling ? { sampling: {} } : {}), ...(caps.elicitation ? { elicitation: caps.elicitation } : {}) },
           });
-          const up: Upstream = { name, client };
+          const up: Upstream = { name, client, lists: new Map() };
           this.wireUpstream(up);
           try {
             await client.connect(transportFor(sc), { timeout: sc.timeout });
@@ -157,16 +156,16 @@ export class McpSession {
     if (caps.sampling) up.client.setRequestHandler(CreateMessageRequestSchema, (req, extra) => this.server.createMessage(req.params, { signal: extra.signal }));
     if (caps.elicitation) up.client.setRequestHandler(ElicitRequestSchema, (req, extra) => this.server.elicitInput(req.params, { signal: extra.signal }));
     up.client.setNotificationHandler(ToolListChangedNotificationSchema, () => {
-      delete up.tools;
+      up.lists.delete("tools");
       this.server.sendToolListChanged().catch((err: unknown) => this.ctx.warn(err));
     });
     up.client.setNotificationHandler(ResourceListChangedNotificationSchema, () => {
-      delete up.resources;
-      delete up.templates;
+      up.lists.delete("resources");
+      up.lists.delete("templates");
       this.server.sendResourceListChanged().catch((err: unknown) => this.ctx.warn(err));
     });
     up.client.setNotificationHandler(PromptListChangedNotificationSchema, () => {
-      delete up.prompts;
+      up.lists.delete("prompts");
       this.server.sendPromptListChanged().catch((err: unknown) => this.ctx.warn(err));
     });
   }
@@ -175,48 +174,62 @@ export class McpSession {
     return this.connectUpstreams();
   }
 
+  /**
+   * merged lists one kind of item of every upstream that offers it (each
+   * upstream's list fetched once, until it says the list changed),
+   * namespaced, keeping the items `keep` lets through.
+   */
+  private async merged<T extends { name: string }>(
+    kind: ListKind,
+    page: (up: Upstream, cursor: string | undefined) => Promise<{ items: T[]; next?: string | undefined }>,
+    keep: (up: Upstream, item: T) => boolean,
+  ): Promise<T[]> {
+    const out: T[] = [];
+    for (const up of (await this.ups()).values()) {
+      if (!up.client.getServerCapabilities()?.[kind === "templates" ? "resources" : kind]) continue;
+      let items = up.lists.get(kind) as T[] | undefined;
+      if (items === undefined) up.lists.set(kind, (items = await collect((cursor) => page(up, cursor))));
+      for (const it of items) if (keep(up, it)) out.push({ ...it, name: namespaced(up.name, it.name) });
+    }
+    return out;
+  }
+
   private register(): void {
     const s = this.server;
-    s.setRequestHandler(ListToolsRequestSchema, async () => {
-      const tools: Tool[] = [];
-      for (const up of (await this.ups()).values()) {
-        up.tools ??= await collect((cursor) => up.client.listTools(cursor ? { cursor } : {}).then((r) => ({ items: r.tools, next: r.nextCursor })));
-        for (const t of up.tools) if (listable(this.ctx, this.caller, { kind: "mcp", server: up.name, tool: t.name, args: {} })) tools.push({ ...t, name: namespaced(up.name, t.name) });
-      }
-      return { tools };
-    });
-    s.setRequestHandler(ListResourcesRequestSchema, async () => {
-      const resources: Resource[] = [];
-      for (const up of (await this.ups()).values()) {
-        if (!up.client.getServerCapabilities()?.resources) continue;
-        up.resources ??= await collect((cursor) => up.client.listResources(cursor ? { cursor } : {}).then((r) => ({ items: r.resources, next: r.nextCursor })));
-        for (const r of up.resources) {
+    const page = (cursor: string | undefined) => (cursor ? { cursor } : {});
+    s.setRequestHandler(ListToolsRequestSchema, async () => ({
+      tools: await this.merged<Tool>(
+        "tools",
+        (up, c) => up.client.listTools(page(c)).then((r) => ({ items: r.tools, next: r.nextCursor })),
+        (up, t) => listable(this.ctx, this.caller, { kind: "mcp", server: up.name, tool: t.name, args: {} }),
+      ),
+    }));
+    s.setRequestHandler(ListResourcesRequestSchema, async () => ({
+      resources: await this.merged<Resource>(
+        "resources",
+        (up, c) => up.client.listResources(page(c)).then((r) => ({ items: r.resources, next: r.nextCursor })),
+        (up, r) => {
+          // A URI two servers list belongs to the first (config order).
           if (!this.resourceOwner.has(r.uri)) this.resourceOwner.set(r.uri, up.name);
-          if (this.resourceOwner.get(r.uri) !== up.name) continue;
-          if (listable(this.ctx, this.caller, { kind: "mcp", server: up.name, tool: "", args: {}, resource: r.uri })) resources.push({ ...r, name: namespaced(up.name, r.name) });
-        }
-      }
-      return { resources };
-    });
-    s.setRequestHandler(ListResourceTemplatesRequestSchema, async () => {
-      const resourceTemplates: ResourceTemplate[] = [];
-      for (const up of (await this.ups()).values()) {
-        if (!up.client.getServerCapabilities()?.resources) continue;
-        up.templates ??= await collect((cursor) => up.client.listResourceTemplates(cursor ? { cursor } : {}).then((r) => ({ items: r.resourceTemplates, next: r.nextCursor })));
-        // A template names no one URI to judge: it is listed, and each read is judged (and routed by its server prefix, below).
-        for (const t of up.templates) resourceTemplates.push({ ...t, name: namespaced(up.name, t.name) });
-      }
-      return { resourceTemplates };
-    });
-    s.setRequestHandler(ListPromptsRequestSchema, async () => {
-      const prompts: Prompt[] = [];
-      for (const up of (await this.ups()).values()) {
-        if (!up.client.getServerCapabilities()?.prompts) continue;
-        up.prompts ??= await collect((cursor) => up.client.listPrompts(cursor ? { cursor } : {}).then((r) => ({ items: r.prompts, next: r.nextCursor })));
-        for (const p of up.prompts) if (listable(this.ctx, this.caller, { kind: "mcp", server: up.name, tool: "", args: {}, prompt: p.name })) prompts.push({ ...p, name: namespaced(up.name, p.name) });
-      }
-      return { prompts };
-    });
+          return this.resourceOwner.get(r.uri) === up.name && listable(this.ctx, this.caller, { kind: "mcp", server: up.name, tool: "", args: {}, resource: r.uri });
+        },
+      ),
+    }));
+    // A template names no one URI to judge: it is listed, and each read is judged.
+    s.setRequestHandler(ListResourceTemplatesRequestSchema, async () => ({
+      resourceTemplates: await this.merged<ResourceTemplate>(
+        "templates",
+        (up, c) => up.client.listResourceTemplates(page(c)).then((r) => ({ items: r.resourceTemplates, next: r.nextCursor })),
+        () => true,
+      ),
+    }));
+    s.setRequestHandler(ListPromptsRequestSchema, async () => ({
+      prompts: await this.merged<Prompt>(
+        "prompts",
+        (up, c) => up.client.listPrompts(page(c)).then((r) => ({ items: r.prompts, next: r.nextCursor })),
+        (up, p) => listable(this.ctx, this.caller, { kind: "mcp", server: up.name, tool: "", args: {}, prompt: p.name }),
+      ),
+    }));
 
     s.setRequestHandler(CallToolRequestSchema, async (req, extra) => {
       const { up, name } = await this.route(req.params.name, "tool");
