@@ -20,6 +20,13 @@
 //                the client's requests alternating between them; its
 //                accounting counts the log rows in PostgreSQL itself
 //
+// MCP (docs/connectors.md): an MCP tool call (tools/call of a small tool,
+// official SDK client and server, streamable HTTP) through meshguard's
+// aggregating endpoint against the same call made to the upstream MCP
+// server directly (bench/lib/mcp-upstream.mjs, a process of its own), 1
+// client, the two alternating in rounds: rows "mcp tool call 1 client" and
+// meshguard's "added latency mcp tool call 1 client".
+//
 // Metrics (OpenAI chat completions, 16 output tokens): latency and the
 // latency *added* over direct (system minus direct, at p50, p99 and mean)
 // with 1 client in sequence, at a fixed open-loop rate, and with 50
@@ -64,6 +71,8 @@ import { setupPeers, startLitellm, startPortkey } from './lib/gateway-peers.mjs'
 import { logCounts, setupPostgres, startBenchPostgres } from './lib/gateway-pg.mjs';
 import { chatBody, closedLoop, closeTarget, once, openLoop, sequential, stream, target } from './lib/llm-load.mjs';
 import { formatTable, row, toJson } from './lib/stats.mjs';
+import { Client as McpClient } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 
 const { values: o } = parseArgs({
   options: {
@@ -240,11 +249,16 @@ try {
     }
   }
 
+  progress('starting the MCP upstream (bench/lib/mcp-upstream.mjs)');
+  const mcpUp = startJsonChild('mcp upstream', process.execPath, [here('./lib/mcp-upstream-server.mjs')]);
+  cleanups.push(() => mcpUp.stop());
+  const mcpUrl = (await mcpUp.next('listening', 15_000)).url;
+
   let gateway;
   try {
     progress('starting meshguard gateway');
     progress(`node options of the gateway process (as meshguard gateway runs): ${GATEWAY_NODE_OPTIONS.join(' ') || 'none'}`);
-    const args = [...GATEWAY_NODE_OPTIONS, here('./lib/gateway-server.mjs'), '--sim', simMg.url, '--sim-key', SIM_KEY, '--dir', mkdtempSync(join(work, 'gw-'))];
+    const args = [...GATEWAY_NODE_OPTIONS, here('./lib/gateway-server.mjs'), '--sim', simMg.url, '--sim-key', SIM_KEY, '--dir', mkdtempSync(join(work, 'gw-')), '--mcp-url', mcpUrl];
     if (tailnet) args.push('--control', tailnet.control.url, '--authkey', await tailnet.key('tag:gateway'), '--hostname', 'bench-gateway');
     const child = startJsonChild('meshguard gateway', process.execPath, args);
     cleanups.push(() => child.kill());
@@ -369,6 +383,39 @@ try {
   for (const s of systems.slice(1)) {
     added(s.name, 'added latency 1 client', add(s.name, 'latency 1 client', 'ms', seq.get(s.name).lat), base1.lat);
     added(s.name, 'added ttft 1 client (stream)', add(s.name, 'ttft 1 client (stream)', 'ms', seq.get(s.name).ttft), base1.ttft);
+  }
+
+  // ---- an MCP tool call, 1 client: the upstream directly, and through meshguard's MCP endpoint ----
+  if (gateway) {
+    const mcpTarget = async (name, url) => {
+      const client = new McpClient({ name: 'bench', version: '1.0.0' });
+      await client.connect(new StreamableHTTPClientTransport(new URL(url)));
+      cleanups.push(() => client.close());
+      let i = 0;
+      return {
+        name,
+        call: async () => {
+          const t0 = performance.now();
+          const r = await client.callTool({ name: name === 'direct' ? 'get_issue' : 'sim__get_issue', arguments: { repo: `acme/r${i++}` } });
+          const ms = performance.now() - t0;
+          if (r.isError) throw new Error(`tool error: ${JSON.stringify(r.content)}`);
+          return ms;
+        },
+      };
+    };
+    const mcpSystems = [await mcpTarget('direct', mcpUrl), await mcpTarget('meshguard', `${gateway.loopbackUrl}/v1/mcp`)];
+    const mcpSamples = new Map(mcpSystems.map((s) => [s.name, []]));
+    for (const s of mcpSystems) noteErrors(s.name, await sequential(s.call, Math.ceil(WARM_N / 10)));
+    for (let r = 0; r < ROUNDS; r++) {
+      for (const s of mcpSystems) {
+        progress(`mcp tool call 1 client, round ${r + 1}/${ROUNDS}: ${s.name}`);
+        const res = await sequential(s.call, Math.ceil(N / ROUNDS));
+        noteErrors(s.name, res);
+        mcpSamples.get(s.name).push(...res.samples);
+      }
+    }
+    const base = add('direct', 'mcp tool call 1 client', 'ms', mcpSamples.get('direct'));
+    added('meshguard', 'added latency mcp tool call 1 client', add('meshguard', 'mcp tool call 1 client', 'ms', mcpSamples.get('meshguard')), base);
   }
 
   // ---- open loop at a fixed rate ----
@@ -509,7 +556,7 @@ if (o.smoke) {
   // Shape check only: complete rows, and meshguard's main figures present. No thresholds.
   const keys = ['system', 'metric', 'unit', 'p50', 'p99', 'mean', 'n'];
   const bad = out.rows.filter((r) => keys.some((k) => r[k] === undefined || (typeof r[k] === 'number' && !Number.isFinite(r[k]))));
-  for (const m of ['added latency 1 client', 'added ttft 1 client (stream)', `added latency open loop ${RATE}/s`, `added latency ${CLIENTS} clients`, 'requests lost (sent − logged)']) {
+  for (const m of ['added latency 1 client', 'added ttft 1 client (stream)', 'added latency mcp tool call 1 client', `added latency open loop ${RATE}/s`, `added latency ${CLIENTS} clients`, 'requests lost (sent − logged)']) {
     if (!out.rows.some((r) => r.system === 'meshguard' && r.metric === m)) bad.push({ missing: `meshguard ${m}` });
   }
   // Not a threshold but correctness: a request lost or charged twice fails even a smoke run.

@@ -12,8 +12,8 @@
  */
 
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { requestApproval } from "../guard/approvals.js";
 import type { Policy } from "../policy/load.js";
+import { approve } from "./approve.js";
 import type { Decision, LlmTarget } from "../policy/types.js";
 import type { GatewayContext } from "./context.js";
 import { bodyFacts, clientSessionId, producesOutput, requestParams, type BodyFacts, type Endpoint } from "./facts.js";
@@ -216,21 +216,11 @@ async function decide(ctx: GatewayContext, caller: Caller, route: Route, facts: 
   const d = policy.evaluate({ principal: caller.principal, target });
   const decided: Decided = { policy, decision: d };
   if (d.effect !== "approve") return { d, decided };
-  const rule = d.ruleId !== undefined ? { ruleId: d.ruleId } : {};
   if (before?.approvedRule !== undefined && before.approvedRule === d.ruleId) {
     decided.approvedRule = before.approvedRule;
-    return { d: { effect: "allow", ...rule, reason: "approved (before a pre-request hook changed the call, under the same rule)" }, decided };
+    return { d: { effect: "allow", ruleId: d.ruleId, reason: "approved (before a pre-request hook changed the call, under the same rule)" }, decided };
   }
-  const approvals = ctx.approvals;
-  if (approvals === undefined || (approvals.callback === undefined && approvals.webhook === undefined)) {
-    return { d: { effect: "deny", ...rule, reason: `${d.reason}; the rule asks for approval but the gateway has no approver configured ("approvals" in the config)` }, decided };
-  }
-  try {
-    const a = await requestApproval(approvals, caller.principal, target, d);
-    if (!a.approved) return { d: { effect: "deny", ...rule, reason: `approval refused: ${a.reason ?? "no reason given"}` }, decided };
-    if (d.ruleId !== undefined) decided.approvedRule = d.ruleId;
-    return { d: { effect: "allow", ...rule, reason: `approved${a.by ? ` by ${a.by}` : ""}` }, decided };
-  } catch (err) {
-    return { d: { effect: "deny", ...rule, reason: `no approval: ${(err as Error).message}` }, decided };
-  }
+  const out = await approve(ctx.approvals, caller.principal, target, d);
+  if (out.effect === "allow" && d.ruleId !== undefined) decided.approvedRule = d.ruleId;
+  return { d: out, decided };
 }

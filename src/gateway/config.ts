@@ -14,8 +14,10 @@ import { dirname, isAbsolute, resolve } from "node:path";
 import { z } from "zod";
 import { ErrorCode, MeshguardError } from "../errors.js";
 import { formatPath, SourceFile, type PolicyIssue } from "../policy/source.js";
+import { McpConfigSchema } from "./mcp/config.js";
 import { GATEWAY_PARTS } from "./parts.js";
 import { parseDuration } from "./store/config.js";
+import { upstreamUrlSchema } from "./url.js";
 
 /** Provider names are words: they appear in `provider/model` and in policy globs. */
 const PROVIDER_NAME_RE = /^[a-z0-9][a-z0-9._-]*$/;
@@ -51,18 +53,7 @@ const PriceSchema = z
   .strict()
   .describe("US dollars per million tokens");
 
-const BaseUrlSchema = z.string().superRefine((s, ctx) => {
-  let u: URL;
-  try {
-    u = new URL(s);
-  } catch {
-    ctx.addIssue({ code: "custom", message: 'must be a URL such as "https://api.openai.com/v1"' });
-    return;
-  }
-  if (u.protocol !== "http:" && u.protocol !== "https:") ctx.addIssue({ code: "custom", message: "must be an http:// or https:// URL" });
-  else if (u.username || u.password) ctx.addIssue({ code: "custom", message: "must not carry credentials: give the key with \"key\"" });
-  else if (u.search || u.hash) ctx.addIssue({ code: "custom", message: "must not have a query or fragment" });
-});
+const BaseUrlSchema = upstreamUrlSchema("https://api.openai.com/v1", { noQuery: true });
 
 export const ProviderConfigSchema = z
   .object({
@@ -135,6 +126,7 @@ export const GatewayConfigSchema = z
     log: GATEWAY_PARTS.log.optional().describe("the gateway's own JSON log lines (pino); absent: none"),
     alerts: GATEWAY_PARTS.alerts.optional().describe("rules that fire webhooks (Slack or JSON)"),
     console: GATEWAY_PARTS.console.optional(),
+    mcp: McpConfigSchema.optional(),
   })
   .strict();
 

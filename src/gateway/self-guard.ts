@@ -57,6 +57,7 @@ export function selfGuardOrigins(cfg: GatewayConfig, approvalWebhook?: string): 
     ...(cfg.hooks ? hookUrls(cfg.hooks) : []),
     ...(approvalWebhook ? [approvalWebhook] : []),
     ...(cfg.alerts?.webhooks.map((w) => w.url) ?? []),
+    ...Object.values(cfg.mcp?.servers ?? {}).flatMap((s) => ("url" in s ? [s.url] : [])),
   ];
   return [...new Set(urls.map((u) => fmt(origin(u))))];
 }
@@ -96,6 +97,8 @@ export function selfGuardPolicy(origins: readonly string[], tcp: readonly string
       case "tcp":
         return t.tailnet !== true && hostPorts.has(`${t.host}:${t.port}`);
       case "llm":
+      case "mcp":
+        // Which model or tool a caller may use was decided by the gateway's own policy.
         return true;
       case "dns":
         return t.server === undefined && hosts.has(t.name);

@@ -93,6 +93,17 @@ async function handle(ctx: GatewayContext, admin: AdminRouter, identify: Identif
     return;
   }
   if (isConsole) return ctx.console!.handle(req, res, path);
+  if (!isAdmin && ep === undefined && ctx.mcp !== undefined && path === ctx.mcp.path) {
+    let caller: Caller;
+    try {
+      const b = identify(req);
+      caller = callerOf(b instanceof Promise ? await b : b);
+    } catch (err) {
+      sendJson(res, 403, JSON.stringify({ jsonrpc: "2.0", error: { code: -32003, message: `the gateway could not identify the caller: ${(err as Error).message}` }, id: null }));
+      return;
+    }
+    return ctx.mcp.handle(req, res, caller);
+  }
   if (!isAdmin && ep === undefined) {
     sendError(res, format, "not_found", `${method} ${path} is not an endpoint of this gateway (OpenAI /v1/chat/completions, /v1/responses, /v1/embeddings, /v1/models; Anthropic /v1/messages, /v1/messages/count_tokens; Gemini /v1beta/models/MODEL:generateContent, :streamGenerateContent, :countTokens)`);
     return;

@@ -212,6 +212,16 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayHandle>
       observe: o.observe,
       warn,
     };
+    if (resolved.mcp !== undefined) {
+      // Loaded only when configured: the MCP SDK is not needed by a gateway without MCP servers.
+      const { McpEndpoint } = await import("./mcp/endpoint.js");
+      const mcp = new McpEndpoint(ctx, resolved.mcp);
+      ctx.mcp = mcp;
+      cleanup.push(() => mcp.close());
+      // What a caller may see follows the policy: every session is told to list again.
+      holder.on("reload", () => mcp.listsChanged());
+      progress(`MCP endpoint at ${mcp.path}: ${Object.keys(resolved.mcp.servers).join(", ")}`);
+    }
 
     const servers: http.Server[] = [];
     let url: string | undefined;
@@ -266,6 +276,8 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayHandle>
           s.close();
           s.closeIdleConnections();
         }
+        // MCP sessions hold open streams (GET) and wait on upstreams: they end first, or the drain would wait for them.
+        await ctx.mcp?.close();
         const drained = await inflight.idle(c?.drainMs ?? 10_000);
         if (!drained) warn(new MeshguardError(ErrorCode.TIMEOUT, `gateway close: ${inflight.count} request(s) still running after ${c?.drainMs ?? 10_000} ms were cut off`));
         for (const s of servers) s.closeAllConnections();

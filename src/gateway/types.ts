@@ -26,7 +26,10 @@ export type ApiOperation =
   | "gemini.generate" // POST /v1beta/models/{model}:generateContent
   | "gemini.stream" // POST /v1beta/models/{model}:streamGenerateContent
   | "gemini.count_tokens" // POST /v1beta/models/{model}:countTokens
-  | "gemini.models"; // GET /v1beta/models
+  | "gemini.models" // GET /v1beta/models
+  | "mcp.call" // tools/call at the MCP endpoint (provider: the MCP server, model: the tool)
+  | "mcp.read" // resources/read (model: the resource URI)
+  | "mcp.prompt"; // prompts/get (model: the prompt)
 
 /** Gateway roles: admin wins when both apply. */
 export type Role = "user" | "admin";

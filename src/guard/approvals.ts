@@ -30,8 +30,13 @@ export interface ApprovalResult {
   by?: string;
 }
 
-/** requestApproval asks the configured approver; it rejects on timeout or failure (the caller denies). */
-export async function requestApproval(opts: ApprovalOptions, principal: Principal, target: Target, d: Decision, reveal?: Reveal): Promise<ApprovalResult> {
+/**
+ * requestApproval asks the configured approver; it rejects on timeout or
+ * failure (the caller denies), and as soon as `cancel` aborts (the call's
+ * client gave up: the AI gateway's MCP endpoint), when the approver's
+ * signal is aborted too.
+ */
+export async function requestApproval(opts: ApprovalOptions, principal: Principal, target: Target, d: Decision, reveal?: Reveal, cancel?: AbortSignal): Promise<ApprovalResult> {
   const timeoutMs = opts.timeoutMs ?? DEFAULT_APPROVAL_TIMEOUT_MS;
   const now = Date.now();
   // The approver sees the call redacted like an audit line: the request may leave the process (webhook).
@@ -55,11 +60,22 @@ export async function requestApproval(opts: ApprovalOptions, principal: Principa
     // A held call keeps the process alive through its own socket or promise; the timer need not.
     timer.unref();
   });
+  let onCancel: (() => void) | undefined;
+  const cancelled = new Promise<never>((_, reject) => {
+    if (cancel === undefined) return;
+    onCancel = () => {
+      ac.abort();
+      reject(new Error("the call was cancelled by its client while it waited"));
+    };
+    if (cancel.aborted) onCancel();
+    else cancel.addEventListener("abort", onCancel, { once: true });
+  });
   try {
     const answer = opts.callback ? Promise.resolve(opts.callback(req, ac.signal)) : askWebhook(opts, req, ac.signal);
-    return normalize(await Promise.race([answer, timeout]));
+    return normalize(await Promise.race([answer, timeout, cancelled]));
   } finally {
     clearTimeout(timer);
+    if (onCancel !== undefined) cancel!.removeEventListener("abort", onCancel);
   }
 }
 

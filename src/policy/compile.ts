@@ -23,7 +23,7 @@ import {
   maxTokensCondition,
   methodCondition,
   modelCondition,
-  nameCondition,
+  mcpItemCondition, nameCondition,
   pathCondition,
   portCondition,
   queryCondition,
@@ -261,7 +261,10 @@ export function compile(rules: readonly Rule[], opts: CompileOptions = {}): Comp
       if (r.tcp.tailnet !== undefined) add(tcpFlagCondition("tailnet", r.tcp.tailnet));
     } else if (r.mcp) {
       add(nameCondition("server", r.mcp.server));
-      add(nameCondition("tool", r.mcp.tool));
+      // The item kind first: a tool rule, even "tool": ["*"], never matches a resource read or a prompt get.
+      const item = r.mcp.resource !== undefined ? "resource" : r.mcp.prompt !== undefined ? "prompt" : "tool";
+      add(mcpItemCondition(item));
+      add(nameCondition(item, r.mcp[item] ?? ["*"]));
       for (const [name, c] of Object.entries(r.mcp.args ?? {})) add(argCondition(name, c));
     } else if (r.llm) {
       add(modelCondition(r.llm.model));

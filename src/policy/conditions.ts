@@ -171,7 +171,17 @@ export function serverCondition(patterns: readonly ServerPattern[], text: readon
   return { what: "server", test: (t) => (ok(t) ? YES : NO), why: (t) => `${where(t)} ${ok(t) ? "is" : "is not"} one of ${text.join(", ")}` };
 }
 
-export function nameCondition<T extends McpTarget>(what: "server" | "tool", globs: string[]): Condition<T> | undefined {
+/** mcpItemOf says what an MCP target asks for: a tool call, a resource read or a prompt get. */
+export function mcpItemOf(t: McpTarget): "tool" | "resource" | "prompt" {
+  return typeof t.resource === "string" ? "resource" : typeof t.prompt === "string" ? "prompt" : "tool";
+}
+
+/** An mcp rule is about one kind of item (format version 6 adds resources and prompts). */
+export function mcpItemCondition(item: "tool" | "resource" | "prompt"): Condition<McpTarget> {
+  return { what: "item", test: (t) => (mcpItemOf(t) === item ? YES : NO), why: (t) => `the request is a ${mcpItemOf(t)} ${mcpItemOf(t) === item ? "request, as" : "request, not a"} ${item} rule${mcpItemOf(t) === item ? " is about" : ""}` };
+}
+
+export function nameCondition<T extends McpTarget>(what: "server" | "tool" | "resource" | "prompt", globs: string[]): Condition<T> | undefined {
   if (globs.includes("*")) return undefined;
   const m = anyOf(globs.map(flatGlob));
   const get = (t: T) => (typeof t[what] === "string" ? t[what] : "");

@@ -43,7 +43,9 @@ const TargetSummarySchema = z.discriminatedUnion("kind", [
     .object({
       kind: z.literal("mcp"),
       server: z.string().min(1),
-      tool: z.string().min(1),
+      tool: z.string().describe('the tool called; "" for a resource read or a prompt get'),
+      resource: z.string().optional().describe("the URI of a resource read"),
+      prompt: z.string().optional().describe("the name of a prompt asked for"),
       argKeys: z.array(z.string()).optional().describe("names of the tool arguments (values are not recorded)"),
       args: z.record(z.unknown()).optional().describe("the arguments, only when revealed"),
     })

@@ -61,7 +61,12 @@ export type TargetSummary =
   | {
       kind: "mcp";
       server: string;
+      /** The tool called; "" for a resource read or a prompt get (format version 6). */
       tool: string;
+      /** The URI of a resource read. */
+      resource?: string;
+      /** The name of a prompt asked for. */
+      prompt?: string;
       /** Names of the tool arguments. */
       argKeys?: string[];
       /** The arguments themselves: only with `reveal.mcpArgs`. */
@@ -210,6 +215,8 @@ export function summarizeTarget(t: Target, reveal?: Reveal): TargetSummary {
     }
     case "mcp": {
       const s: TargetSummary = { kind: "mcp", server: t.server, tool: t.tool };
+      if (typeof t.resource === "string") s.resource = t.resource;
+      if (typeof t.prompt === "string") s.prompt = t.prompt;
       const keys = Object.keys(t.args ?? {});
       if (keys.length) {
         if (reveal?.mcpArgs) s.args = structuredClone(t.args);

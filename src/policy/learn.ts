@@ -231,7 +231,8 @@ export function learnPolicy(events: DecisionEvent[], opts: LearnOptions = {}): L
       if (tailnet === "true") match.tailnet = true;
       drafts.push({ id: `${slug(src)}-${tls === "true" ? "tls" : "tcp"}-${slug(host)}`, src, body: { tcp: match }, calls: tevs.length, tests: tevs.map(test) });
     }
-    const mcp = evs.filter((e) => e.target.kind === "mcp");
+    // Tool calls: resource reads and prompt gets (format version 6, the gateway's MCP endpoint) are not learned yet.
+    const mcp = evs.filter((e) => e.target.kind === "mcp" && (e.target as { tool: string }).tool !== "");
     for (const [server, mevs] of groupBy(mcp, (e) => (e.target as { server: string }).server)) {
       const tools = [...new Set(mevs.map((e) => (e.target as { tool: string }).tool))].sort();
       drafts.push({ id: `${slug(src)}-mcp-${slug(server)}`, src, body: { mcp: { server: [escapeFlat(server)], tool: tools.map(escapeFlat) } }, calls: mevs.length, tests: mevs.map(test) });

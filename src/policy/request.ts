@@ -42,6 +42,8 @@ export function parseRequest(text: string, extras: RequestExtras = {}): Target {
   let t: Target;
   if (word === "tcp" || word === "tls") t = parseTcp(text, word === "tls", rest);
   else if (word === "mcp") t = parseMcp(text, rest);
+  else if (word === "mcp-resource") t = parseMcpResource(text, rest);
+  else if (word === "mcp-prompt") t = parseMcp(text, rest, "prompt");
   else if (word === "llm") t = parseLlm(text, rest);
   else if (word === "dns") t = parseDns(text, rest);
   else if (word === "udp") t = parseUdp(text, rest);
@@ -49,7 +51,7 @@ export function parseRequest(text: string, extras: RequestExtras = {}): Target {
   else if (word === "sql") t = parseSql(text, rest);
   else if (/^https?:\/\//i.test(line)) t = parseHttp(text, "GET", line);
   else if (/^[A-Za-z]+$/.test(word) && rest) t = parseHttp(text, word.toUpperCase(), rest);
-  else throw requestError(text, "it does not start with an HTTP method, a URL, tcp, tls, mcp, llm, dns, udp, token or sql");
+  else throw requestError(text, "it does not start with an HTTP method, a URL, tcp, tls, mcp, mcp-resource, mcp-prompt, llm, dns, udp, token or sql");
   if (extras.peerTags && (t.kind === "http" || t.kind === "tcp" || t.kind === "udp")) t.peer = { tags: extras.peerTags };
   if (t.kind === "http") {
     if (extras.headers) for (const [k, v] of Object.entries(extras.headers)) t.headers[k.toLowerCase()] = v;
@@ -126,9 +128,9 @@ function parseDns(text: string, rest: string): DnsTarget {
   return t;
 }
 
-function parseMcp(text: string, rest: string): McpTarget {
+function parseMcp(text: string, rest: string, item: "tool" | "prompt" = "tool"): McpTarget {
   const m = /^(\S+)\s+(\S+)(?:\s+([\s\S]+))?$/.exec(rest);
-  if (!m) throw requestError(text, 'expected "mcp SERVER TOOL [{json arguments}]"');
+  if (!m) throw requestError(text, item === "tool" ? 'expected "mcp SERVER TOOL [{json arguments}]"' : 'expected "mcp-prompt SERVER PROMPT [{json arguments}]"');
   let args: Record<string, unknown> = {};
   if (m[3] !== undefined) {
     try {
@@ -138,7 +140,13 @@ function parseMcp(text: string, rest: string): McpTarget {
     }
     if (typeof args !== "object" || args === null || Array.isArray(args)) throw requestError(text, "the arguments must be a JSON object");
   }
-  return { kind: "mcp", server: m[1]!, tool: m[2]!, args };
+  return item === "tool" ? { kind: "mcp", server: m[1]!, tool: m[2]!, args } : { kind: "mcp", server: m[1]!, tool: "", args, prompt: m[2]! };
+}
+
+function parseMcpResource(text: string, rest: string): McpTarget {
+  const m = /^(\S+)\s+(\S+)$/.exec(rest);
+  if (!m) throw requestError(text, 'expected "mcp-resource SERVER URI"');
+  return { kind: "mcp", server: m[1]!, tool: "", args: {}, resource: m[2]! };
 }
 
 function parseLlm(text: string, rest: string): LlmTarget {
@@ -209,10 +217,12 @@ export function formatTarget(t: Target, opts?: { reveal?: Reveal }): string {
       return `${t.tls ? "tls" : "tcp"} ${host}:${t.port}${t.tailnet ? " tailnet" : ""}`;
     }
     case "mcp": {
+      if (typeof t.resource === "string") return `mcp-resource ${t.server} ${t.resource}`;
+      const head = typeof t.prompt === "string" ? `mcp-prompt ${t.server} ${t.prompt}` : `mcp ${t.server} ${t.tool}`;
       const args = t.args ?? {};
       const keys = Object.keys(args);
-      if (!keys.length) return `mcp ${t.server} ${t.tool}`;
-      return `mcp ${t.server} ${t.tool} ${JSON.stringify(reveal?.mcpArgs ? args : Object.fromEntries(keys.map((k) => [k, REDACTED])))}`;
+      if (!keys.length) return head;
+      return `${head} ${JSON.stringify(reveal?.mcpArgs ? args : Object.fromEntries(keys.map((k) => [k, REDACTED])))}`;
     }
     case "llm":
       return `llm ${t.provider}/${t.model}${t.maxTokens !== undefined ? ` ${t.maxTokens}` : ""}`;

@@ -1,7 +1,8 @@
 /**
- * The policy file format, versions 1 to 5, as zod schemas (version 2 adds
+ * The policy file format, versions 1 to 6, as zod schemas (version 2 adds
  * `dns` and `udp` rules, version 3 the AI gateway's `gateway` section,
- * version 4 `token` rules, version 5 `sql` rules; docs/policy.md, "Format history"). This is the single
+ * version 4 `token` rules, version 5 `sql` rules, version 6 `mcp` rules
+ * about resources and prompts; docs/policy.md, "Format history"). This is the single
  * source of truth: the loader validates with it, the compiler reads its
  * output types, and `docs/policy.schema.json` (editor completion) is
  * generated from it (test/policy/schema.test.ts checks that file is current).
@@ -132,13 +133,17 @@ export const ArgConstraintSchema = z.union([
 ]);
 
 export const McpMatchSchema = strictObject({
-  server: globList("server").describe("Globs over the MCP server's name, as the application names it to the guard (never the name the server gives itself)."),
-  tool: globList("tool").describe('Globs over the tool name ("get_*").'),
+  server: globList("server").describe("Globs over the MCP server's name, as the application names it to the guard (never the name the server gives itself), or as the gateway config names it."),
+  tool: globList("tool").optional().describe('Globs over the tool name ("get_*"). A rule names exactly one of tool, resource (format version 6) and prompt (format version 6).'),
+  resource: globList("resource")
+    .optional()
+    .describe('Globs over the URI of a resource read (resources/read), e.g. "file:///docs/**" ("*" also matches "/") (format version 6).'),
+  prompt: globList("prompt").optional().describe('Globs over the name of a prompt asked for (prompts/get) (format version 6).'),
   args: z
     .record(z.string().min(1), ArgConstraintSchema)
     .optional()
-    .describe("Each named argument must be present and satisfy its constraint; other arguments are free."),
-}).describe("An MCP tools/call, through any transport of the official MCP SDK.");
+    .describe("Each named argument (of the tool, or of the prompt) must be present and satisfy its constraint; other arguments are free."),
+}).describe("An MCP tools/call (tool), resources/read (resource) or prompts/get (prompt): through any transport of the official MCP SDK in the guard, and at the AI gateway's MCP endpoint.");
 
 export const LlmMatchSchema = strictObject({
   model: globList("model").describe('Globs over "provider/model", e.g. "openai/gpt-4o*", "anthropic/*".'),
@@ -263,7 +268,7 @@ export const TestCaseSchema = strictObject({
   request: z
     .string()
     .min(1)
-    .describe('The call, as one line: "GET https://host/path", "tcp host:port", "tls host:port", "mcp server tool {json}", "llm provider/model [maxTokens]", "dns name [RRTYPE] [@server]", "udp host:port", "token AUDIENCE METHOD LOCATION", "sql DATABASE STATEMENT".'),
+    .describe('The call, as one line: "GET https://host/path", "tcp host:port", "tls host:port", "mcp server tool {json}", "mcp-resource server URI", "mcp-prompt server name {json}", "llm provider/model [maxTokens]", "dns name [RRTYPE] [@server]", "udp host:port", "token AUDIENCE METHOD LOCATION", "sql DATABASE STATEMENT".'),
   expect: EffectSchema.describe("The decision the policy must make."),
   ruleId: z.string().optional().describe("The id of the rule expected to decide."),
   rule: z.string().optional().describe("Deprecated spelling of ruleId (still read)."),
@@ -313,10 +318,10 @@ export const MeshguardPartSchema = strictObject({
   $schema: z.string().optional().describe('The JSON Schema for editor completion, e.g. "./policy.schema.json"; ignored by meshguard.'),
   version: z
     .nativeEnum(
-      { V1: 1, V2: 2, V3: 3, V4: 4, V5: 5 } as const,
-      { errorMap: () => ({ message: "must be 1, 2, 3, 4 or 5 (the policy format versions this meshguard reads; 2 adds dns and udp rules, 3 the gateway section, 4 token rules, 5 sql rules)" }) },
+      { V1: 1, V2: 2, V3: 3, V4: 4, V5: 5, V6: 6 } as const,
+      { errorMap: () => ({ message: "must be 1, 2, 3, 4, 5 or 6 (the policy format versions this meshguard reads; 2 adds dns and udp rules, 3 the gateway section, 4 token rules, 5 sql rules, 6 mcp resource and prompt rules)" }) },
     )
-    .describe("The file format version: 1; 2 adds dns and udp rules, 3 the gateway section, 4 token rules, 5 sql rules. Every version stays readable."),
+    .describe("The file format version: 1; 2 adds dns and udp rules, 3 the gateway section, 4 token rules, 5 sql rules, 6 mcp resource and prompt rules. Every version stays readable."),
   groups: GroupsSchema.optional().describe('Groups of users ("group:eng": ["alice@example.com"]) local to meshguard; merged with the tailnet policy\'s groups (a name defined in both is an error).'),
   tagOwners: TagOwnersSchema.optional().describe("Who owns each tag (users or groups), as in a tailnet policy file: the humans accountable for a tagged node (whois owners)."),
   rules: z.array(RuleSchema).describe("The rules. Deny by default: a call no rule allows is denied."),
@@ -357,7 +362,7 @@ export type TestCase = z.output<typeof TestCaseSchema>;
 export type MeshguardPart = z.output<typeof MeshguardPartSchema>;
 export type GatewaySection = z.output<typeof GatewaySectionSchema>;
 export type GatewayRoleGrant = z.output<typeof GatewayRoleSchema>;
-/** The policy format versions this meshguard reads (2 adds dns and udp rules, 3 the gateway section, 4 token rules, 5 sql rules). */
+/** The policy format versions this meshguard reads (2 adds dns and udp rules, 3 the gateway section, 4 token rules, 5 sql rules, 6 mcp resource and prompt rules). */
 export type PolicyVersion = MeshguardPart["version"];
 export type Weekday = (typeof WEEKDAYS)[number];
 

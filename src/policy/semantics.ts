@@ -93,6 +93,13 @@ export function checkSemantics(part: MeshguardPart, groups: Record<string, strin
       if (r.effect === "deny" && w.rate !== undefined) at([...p, "when"], "a deny rule cannot have a rate: rates limit what allow and approve rules let through", "rate");
     }
     if (r.effect === "deny" && r.llm?.maxTokens !== undefined) at([...p, "llm"], "a deny rule cannot limit max tokens (it would deny only small requests): put maxTokens on the allow rule", "maxTokens");
+    if (r.mcp !== undefined) {
+      const items = (["tool", "resource", "prompt"] as const).filter((k) => r.mcp![k] !== undefined);
+      if (items.length !== 1) at([...p, "mcp"], items.length === 0 ? 'an mcp rule names what it is about: "tool" (tools/call), "resource" (resources/read) or "prompt" (prompts/get)' : `an mcp rule names exactly one of tool, resource and prompt, this one has ${items.join(" and ")}: split it into ${items.length} rules`);
+      // Version 5 and older know tools only: a resource or prompt rule there is an error, not silently read.
+      for (const k of ["resource", "prompt"] as const) if (r.mcp[k] !== undefined && part.version < 6) at([...p, "mcp"], `mcp ${k} rules need "version": 6 (version ${part.version} has tool rules only): change "version" to 6`, k);
+      if (r.mcp.resource !== undefined && r.mcp.args !== undefined) at([...p, "mcp"], "a resource read has no arguments: args apply to tool and prompt rules", "args");
+    }
     r.mcp &&
       Object.entries(r.mcp.args ?? {}).forEach(([name, c]) => {
         if (typeof c === "object" && Object.keys(c).length === 0) at([...p, "mcp", "args", name], "an argument constraint needs at least one of glob, in, min, max, maxLength");

@@ -58,12 +58,22 @@ export interface TcpTarget {
   peer?: PeerInfo;
 }
 
-/** A tool call made through an MCP client. */
+/**
+ * A tool call made through an MCP client; from format version 6 also a
+ * resource read or a prompt get (the AI gateway's MCP endpoint judges all
+ * three). Exactly one of a non-empty `tool`, `resource` or `prompt` names
+ * what is asked for: a resource read or prompt get has `tool: ""`.
+ */
 export interface McpTarget {
   kind: "mcp";
   server: string; // the name the app gave the server in the guard (never its own initialize name), else URL host or command basename
   tool: string;
+  /** Tool arguments; a prompt's arguments for a prompt get; `{}` for a resource read. */
   args: Record<string, unknown>;
+  /** The URI of a resource read (`resources/read`), as the client sent it. */
+  resource?: string;
+  /** The name of a prompt asked for (`prompts/get`). */
+  prompt?: string;
 }
 
 /** An LLM API call, recognised by provider base URL. */

@@ -25,7 +25,7 @@ describe("quotas config", () => {
 
   test("wrong units, capacities, rates and keys are named with what would be valid", () => {
     const m = messages({ a: { unit: "eur", capacity: 0, refill: "lots", per: "team", colour: "red" }, "b/c": { unit: "tokens", capacity: 1, refill: "1/day" } });
-    expect(m).toContainEqual(expect.stringMatching(/^a\.unit: must be "usd".*or "tokens"/));
+    expect(m).toContainEqual(expect.stringMatching(/^a\.unit: must be "usd".*"tokens" or "calls"/));
     expect(m).toContainEqual(expect.stringMatching(/^a\.capacity: must be more than 0/));
     expect(m).toContainEqual(expect.stringMatching(/^a\.refill: must be AMOUNT\/PERIOD, e\.g\. "5\/day"/));
     expect(m).toContainEqual(expect.stringMatching(/^a\.per: must be "user", "node", "tag", "group" or "global"/));

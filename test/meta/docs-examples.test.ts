@@ -26,7 +26,7 @@ import { parseGatewayConfig } from "../../src/gateway/index.js";
 import { loadPolicy } from "../../src/policy/index.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
-const DOCS = ["docs/getting-started.md", "docs/security-model.md", "docs/database.md"];
+const DOCS = ["docs/getting-started.md", "docs/security-model.md", "docs/database.md", "docs/connectors.md"];
 const CODE_LANGS = new Set(["js", "mjs", "ts", "javascript", "typescript"]);
 
 interface Block {

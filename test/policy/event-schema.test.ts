@@ -61,6 +61,8 @@ function maximal(): DecisionEvent[] {
     full('mcp s t {"a":1}', {}, false),
     full("tcp h:1 tailnet", { peerTags: ["tag:p"] }),
     full('mcp s t {"a":1}'),
+    full("mcp-resource s file:///a"),
+    full('mcp-prompt s p {"a":"x"}'),
     full("llm p/m 5"),
     full("dns n.example TXT @127.0.0.1:5353"),
     full("udp h:53"),

@@ -42,7 +42,7 @@ describe("format version 2", () => {
   });
 
   test("an unknown version names the versions this meshguard reads", () => {
-    expect(() => loadPolicy(JSON.stringify({ version: 6, rules: [] }))).toThrow(/version: must be 1, 2, 3, 4 or 5 .*got 6/);
+    expect(() => loadPolicy(JSON.stringify({ version: 7, rules: [] }))).toThrow(/version: must be 1, 2, 3, 4, 5 or 6 .*got 7/);
   });
 
   test("dns and udp rules are checked like the others: names, servers, record types, hosts, ports", () => {

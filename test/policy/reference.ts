@@ -244,7 +244,13 @@ function targetVerdict(rule: Rule, t: Target): Verdict {
   if (rule.mcp) {
     if (t.kind !== "mcp") return "no";
     const m = rule.mcp;
-    if (!m.server.some((g) => refFlat(g, t.server)) || !m.tool.some((g) => refFlat(g, t.tool))) return "no";
+    if (!m.server.some((g) => refFlat(g, t.server))) return "no";
+    // Exactly one of tool, resource, prompt names what the rule is about (format version 6), and the target asks for one of them.
+    const asked = typeof t.resource === "string" ? "resource" : typeof t.prompt === "string" ? "prompt" : "tool";
+    const about = m.resource !== undefined ? "resource" : m.prompt !== undefined ? "prompt" : "tool";
+    if (asked !== about) return "no";
+    const value = asked === "resource" ? t.resource! : asked === "prompt" ? t.prompt! : t.tool;
+    if (!(m[about] ?? []).some((g) => refFlat(g, value))) return "no";
     for (const [name, c] of Object.entries(m.args ?? {})) {
       if (!(name in t.args) || !Object.prototype.hasOwnProperty.call(t.args, name)) return "no";
       const v = t.args[name];

@@ -49,6 +49,9 @@ const OPERATION_NAME: Record<ApiOperation, string> = {
   "gemini.stream": "generate_content",
   "gemini.count_tokens": "count_tokens",
   "gemini.models": "models",
+  "mcp.call": "execute_tool",
+  "mcp.read": "read_resource",
+  "mcp.prompt": "get_prompt",
 };
 
 /** gen_ai.provider.name: the well-known value of the API an upstream speaks (an OpenAI-compatible server speaks "openai"). */

@@ -34,7 +34,7 @@ export function refillPerMs(refill: string): number | undefined {
 
 export const BucketSchema = z
   .object({
-    unit: z.enum(["usd", "tokens"], { errorMap: () => ({ message: 'must be "usd" (dollars at the model\'s price) or "tokens"' }) }),
+    unit: z.enum(["usd", "tokens", "calls"], { errorMap: () => ({ message: 'must be "usd" (dollars at the model\'s price), "tokens" or "calls" (one per request: LLM and MCP calls alike)' }) }),
     capacity: z.number({ invalid_type_error: "must be a number" }).positive("must be more than 0 (the most the bucket holds; it starts full)").finite(),
     refill: z
       .string()

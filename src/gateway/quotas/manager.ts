@@ -152,12 +152,14 @@ export function createQuotaManager(
     const chains = resolve(caller);
     if (!Array.isArray(chains)) return { ok: false, bucket: chains.bucket, retryAfterS: 0, reason: chains.reason, permanent: true };
     if (!chains.length) return { ok: true, reservation: undefined };
+    // An MCP call (a tool, a resource, a prompt) costs no tokens and no dollars: only "calls" buckets count it.
+    const tool = facts.operation.startsWith("mcp.");
     // An embedding or a token count produces no output: its max tokens bound its input, not an answer.
-    const maxOut = !producesOutput(facts.operation)
+    const maxOut = tool || !producesOutput(facts.operation)
       ? 0
       : (facts.maxTokens ?? (estimate.maxOutputTokens > 0 ? estimate.maxOutputTokens : undefined) ?? maxOutputTokensOf(facts.provider, facts.model) ?? opts.defaultMaxOutputTokens ?? DEFAULT_MAX_OUTPUT);
-    const input = Math.max(0, estimate.inputTokens);
-    const need = { tokens: input + maxOut, usd: price ? costOf({ inputTokens: input, outputTokens: maxOut }, price) : undefined };
+    const input = tool ? 0 : Math.max(0, estimate.inputTokens);
+    const need = { tokens: input + maxOut, usd: tool ? 0 : price ? costOf({ inputTokens: input, outputTokens: maxOut }, price) : undefined };
     if (need.usd === undefined) {
       const usd = chains.flat().find((l) => l.cfg.unit === "usd");
       if (usd) {
@@ -181,7 +183,8 @@ export function createQuotaManager(
       for (const c of chains) for (const l of c) if (!levels.has(l.key)) (levels.set(l.key, levelAt(states.get(l.key), l.rate, t)), rateOf.set(l.key, l.rate));
       const holds: Reservation["holds"] = [];
       for (const [ci, chain] of chains.entries()) {
-        const amount = chain[0]!.cfg.unit === "usd" ? need.usd! : need.tokens;
+        const unit = chain[0]!.cfg.unit;
+        const amount = unit === "usd" ? need.usd! : unit === "calls" ? 1 : need.tokens;
         const avail = chain.reduce((s, l) => s + Math.max(0, levels.get(l.key)!), 0);
         if (avail + EPSILON < amount) {
           // A request larger than the chain can ever hold says nothing about how spent the bucket is.
@@ -209,7 +212,7 @@ export function createQuotaManager(
 
   function refusal(chain: KeyChain, levels: Map<string, number>, amount: number, facts: CallFacts): QuotaVerdict {
     const unit = chain[0]!.cfg.unit;
-    const show = (n: number) => (unit === "usd" ? `$${n.toFixed(4)}` : `${Math.ceil(n)} tokens`);
+    const show = (n: number) => (unit === "usd" ? `$${n.toFixed(4)}` : unit === "calls" ? `${Math.ceil(n)} call${Math.ceil(n) === 1 ? "" : "s"}` : `${Math.ceil(n)} tokens`);
     const head = chain[0]!;
     const names = chain.map((l) => `"${l.key}"`).join(" → ");
     const ms = waitMs(
@@ -252,7 +255,8 @@ export function createQuotaManager(
         const held = holds.reduce((s, h) => s + h.amount, 0);
         const cfg = bucketOf(parseKey(holds[0]!.key)?.bucket ?? "");
         // A bucket gone from the config (changed since the reservation) keeps the full hold: nothing to refund to.
-        const real = !cfg ? held : cfg.unit === "usd" ? (costUsd ?? held) : tokens;
+        // A call is a call whatever it cost: the one held is spent.
+        const real = !cfg || cfg.unit === "calls" ? held : cfg.unit === "usd" ? (costUsd ?? held) : tokens;
         let rest = real;
         holds.forEach((h, i) => {
           const rate = rateOf(h.key);

@@ -74,7 +74,7 @@ export class BucketRule {
     if (this.names !== undefined && !this.names.has(b.bucket)) return undefined;
     if (!(b.capacity > 0)) return undefined;
     const spentPct = Math.min(100, ((b.capacity - b.level) / b.capacity) * 100);
-    const show = (n: number) => (b.unit === "usd" ? `$${n.toFixed(2)}` : `${Math.round(n)} tokens`);
+    const show = (n: number) => (b.unit === "usd" ? `$${n.toFixed(2)}` : `${Math.round(n)} ${b.unit}`);
     const details = { bucket: b.bucket, unit: b.unit, capacity: b.capacity, level: b.level, spentPercent: Math.round(spentPct * 10) / 10, refused: b.refused === true };
     // A tiny remainder is spent: float noise must not keep a bucket "nearly" spent forever.
     if (b.level <= b.capacity * 1e-9 || b.refused === true) {

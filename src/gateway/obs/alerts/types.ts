@@ -32,7 +32,7 @@ export interface BucketLevel {
   key: string;
   /** The configured bucket's name, e.g. "daily". */
   bucket: string;
-  unit: "usd" | "tokens";
+  unit: "usd" | "tokens" | "calls";
   level: number;
   capacity: number;
   /** A request was refused because this bucket's chain could not cover it. */

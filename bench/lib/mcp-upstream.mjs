@@ -1,0 +1,99 @@
+// mcp-upstream: an MCP server on 127.0.0.1 built with the official SDK
+// (McpServer on the stateful streamable-HTTP transport, one McpServer per
+// session), the upstream of the gateway's MCP tests and benchmark.
+//
+//   const up = await startMcpUpstream();
+//   new StreamableHTTPClientTransport(new URL(up.url));
+//
+// Tools: get_issue({ repo }), create_issue({ repo, title }) (each call is
+// recorded in up.ran, in order), ask({ question }) (asks the calling
+// session's client to sample — createMessage — and returns its text), and
+// whatever addTool registers later (every session is told its tool list
+// changed). Resources file:///handbook/intro.md and
+// file:///handbook/secret.md; prompt summarize({ repo }).
+import { randomUUID } from "node:crypto";
+import http from "node:http";
+import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
+import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
+import { isInitializeRequest } from "@modelcontextprotocol/sdk/types.js";
+import { z } from "zod";
+
+export async function startMcpUpstream({ host = "127.0.0.1", port = 0 } = {}) {
+  /** @type {Map<string, { transport: StreamableHTTPServerTransport, server: McpServer }>} */
+  const sessions = new Map();
+  const ran = [];
+  const extra = [];
+  const text = (t) => ({ content: [{ type: "text", text: t }] });
+
+  const build = () => {
+    const server = new McpServer({ name: "github-sim", version: "1.0.0" });
+    server.registerTool("get_issue", { description: "read an issue", inputSchema: { repo: z.string() } }, async ({ repo }) => {
+      ran.push({ tool: "get_issue", repo });
+      return text(`issue of ${repo}`);
+    });
+    server.registerTool("create_issue", { description: "open an issue", inputSchema: { repo: z.string(), title: z.string() } }, async ({ repo, title }) => {
+      ran.push({ tool: "create_issue", repo, title });
+      return text(`created in ${repo}: ${title}`);
+    });
+    server.registerTool("ask", { description: "ask the caller's model", inputSchema: { question: z.string() } }, async ({ question }) => {
+      const r = await server.server.createMessage({ messages: [{ role: "user", content: { type: "text", text: question } }], maxTokens: 10 });
+      return text(`answer: ${r.content.type === "text" ? r.content.text : "?"}`);
+    });
+    for (const t of extra) server.registerTool(t.name, { description: t.name }, async () => text(t.name));
+    server.registerResource("intro", "file:///handbook/intro.md", { mimeType: "text/markdown" }, async (uri) => ({ contents: [{ uri: uri.href, text: "# Intro" }] }));
+    server.registerResource("secret", "file:///handbook/secret.md", { mimeType: "text/markdown" }, async (uri) => ({ contents: [{ uri: uri.href, text: "the secret" }] }));
+    server.registerPrompt("summarize", { description: "summarize a repo", argsSchema: { repo: z.string() } }, ({ repo }) => ({ messages: [{ role: "user", content: { type: "text", text: `summarize ${repo}` } }] }));
+    return server;
+  };
+
+  const srv = http.createServer(async (req, res) => {
+    try {
+      const sid = req.headers["mcp-session-id"];
+      if (typeof sid === "string") {
+        const s = sessions.get(sid);
+        if (!s) {
+          res.writeHead(404).end();
+          return;
+        }
+        await s.transport.handleRequest(req, res);
+        return;
+      }
+      const chunks = [];
+      for await (const c of req) chunks.push(c);
+      const body = chunks.length ? JSON.parse(Buffer.concat(chunks).toString("utf8")) : undefined;
+      if (req.method !== "POST" || !isInitializeRequest(body)) {
+        res.writeHead(400).end();
+        return;
+      }
+      const server = build();
+      const transport = new StreamableHTTPServerTransport({
+        sessionIdGenerator: () => randomUUID(),
+        onsessioninitialized: (id) => sessions.set(id, { transport, server }),
+      });
+      transport.onclose = () => {
+        if (transport.sessionId) sessions.delete(transport.sessionId);
+      };
+      await server.connect(transport);
+      await transport.handleRequest(req, res, body);
+    } catch (err) {
+      if (!res.headersSent) res.writeHead(500).end(String(err));
+    }
+  });
+  await new Promise((r) => srv.listen(port, host, r));
+  const addr = srv.address();
+  return {
+    url: `http://${host}:${addr.port}/mcp`,
+    ran,
+    sessions,
+    /** addTool registers a tool on every session (and on sessions to come): each session's client is told the list changed. */
+    addTool(name) {
+      extra.push({ name });
+      for (const { server } of sessions.values()) server.registerTool(name, { description: name }, async () => text(name));
+    },
+    async close() {
+      for (const { server } of sessions.values()) await server.close().catch(() => {});
+      srv.closeAllConnections();
+      await new Promise((r) => srv.close(() => r()));
+    },
+  };
+}

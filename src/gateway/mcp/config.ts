@@ -1,0 +1,56 @@
+/**
+ * The `mcp` section of the gateway config: the upstream MCP servers the
+ * aggregating endpoint exposes (docs/connectors.md). A server is either a
+ * streamable-HTTP URL or a command the gateway runs as a child process
+ * (stdio). Its name is the `server` of the policy's `mcp` rules and the
+ * prefix of its tools' names (`github__create_issue`), so it is a word
+ * without "__".
+ */
+
+import { z } from "zod";
+import { upstreamUrlSchema } from "../url.js";
+
+/** Server names: lower-case letters, digits and single "-" / "_" — never "__", the separator of namespaced names. */
+export const MCP_SERVER_NAME_RE = /^[a-z0-9](?:[a-z0-9-]|_(?!_))*$/;
+
+const HttpServerSchema = z
+  .object({
+    url: upstreamUrlSchema("http://tools.internal:3000/mcp"),
+    timeout: z.number().int().positive().max(3_600_000).default(60_000).describe("milliseconds a request to this server may take"),
+  })
+  .strict();
+
+const StdioServerSchema = z
+  .object({
+    command: z.string().min(1, "must name the program to run"),
+    args: z.array(z.string()).default([]),
+    /** Extra environment for the child (values as written: no secrets here; the child inherits only PATH, HOME and these). */
+    env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be an environment variable name"), z.string()).default({}),
+    cwd: z.string().optional(),
+    timeout: z.number().int().positive().max(3_600_000).default(60_000).describe("milliseconds a request to this server may take"),
+  })
+  .strict();
+
+export const McpServerConfigSchema = z.union([HttpServerSchema, StdioServerSchema], {
+  errorMap: () => ({ message: 'an MCP server is { "url": "http://host/mcp" } (streamable HTTP) or { "command": "node", "args": ["server.js"] } (stdio)' }),
+});
+
+export const McpConfigSchema = z
+  .object({
+    sessionsPerCaller: z
+      .number()
+      .int()
+      .positive()
+      .max(1000)
+      .default(8)
+      .describe("open sessions one identity may hold (each runs its own upstream connections and stdio children); one more is refused until one closes or idles out"),
+    path: z.string().regex(/^\/[A-Za-z0-9/_.-]*$/, 'must be a path such as "/v1/mcp"').default("/v1/mcp").describe("where the aggregating endpoint listens"),
+    servers: z
+      .record(z.string().regex(MCP_SERVER_NAME_RE, 'a server name is lower-case letters, digits, "-" and single "_" (never "__": it separates server and tool in "github__create_issue")'), McpServerConfigSchema)
+      .refine((s) => Object.keys(s).length > 0, "configure at least one MCP server"),
+  })
+  .strict()
+  .describe("the upstream MCP servers of the aggregating endpoint (docs/connectors.md)");
+
+export type McpConfig = z.output<typeof McpConfigSchema>;
+export type McpServerConfig = z.output<typeof McpServerConfigSchema>;
