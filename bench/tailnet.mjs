@@ -23,10 +23,10 @@
 //
 // Runs alternate: go-tsnet then meshguard in odd runs, the other way round
 // in even ones, so both see the same machine load. Besides the rows over all
-// samples, each run's own p50 (RTT, warm dial) and throughput go into
-// "… (per run)" rows — their p50 is the median over runs — and the
-// meshguard / go-tsnet ratio of each run into "ratio" rows; the summary on
-// stderr gives each ratio's median and min–max over the runs.
+// samples, each run's own p50 (RTT, warm dial) goes into a "… (per run)" row
+// — its p50 is the median over runs — and each run's meshguard / go-tsnet
+// ratio of the two p50s and of throughput into "(ratio)" rows; the summary
+// on stderr gives each ratio's median and min–max over the runs.
 //
 // Run it through `npm run bench` (builds, then enters a network namespace
 // holding only loopback when root).
@@ -98,7 +98,10 @@ function addRatios(mesh, go) {
 }
 
 function addPeer(system, r) {
-  for (const [k, v] of Object.entries(perRun(r))) add(system, `${k} (per run)`, { rtt: 'us', throughput: 'MiB/s', 'dial (warm)': 'ms' }[k], v);
+  // Throughput is one figure a run already: only the p50s get per-run rows.
+  const p = perRun(r);
+  add(system, 'rtt (per run)', 'us', p.rtt);
+  add(system, 'dial (warm) (per run)', 'ms', p['dial (warm)']);
   add(system, 'rtt', 'us', r.rttUs);
   add(system, 'throughput', 'MiB/s', r.throughputMiBps);
   // The first dial may wait for the WireGuard handshake; it is reported apart.
