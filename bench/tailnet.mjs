@@ -11,7 +11,7 @@
 // single-stream throughput, dial time, start-to-online time, process RSS,
 // and (meshguard) the event-loop stall while nodes start, dial and transfer.
 //
-//   node bench/tailnet.mjs [--json] [--smoke] [--rtt N] [--bytes B] [--runs R]
+//   node bench/tailnet.mjs [--json] [--smoke] [--rtt N] [--bytes B] [--runs R] [--dials D]
 //   node bench/tailnet.mjs --first-dial [--pairs N] [--json] [--smoke]
 //
 // --first-dial is the first-call stall probe (issue 13): fresh node pairs,
@@ -20,6 +20,13 @@
 // the first dial's time to connected (p50, p99, max, and how many took ≥ 1 s)
 // for meshguard and for pure Go tsnet, in blocks that alternate between the
 // two so both see the same machine load. 200 pairs per system (--smoke: 5).
+//
+// Runs alternate: go-tsnet then meshguard in odd runs, the other way round
+// in even ones, so both see the same machine load. Besides the rows over all
+// samples, each run's own p50 (RTT, warm dial) goes into a "… (per run)" row
+// — its p50 is the median over runs — and each run's meshguard / go-tsnet
+// ratio of the two p50s and of throughput into "(ratio)" rows; the summary
+// on stderr gives each ratio's median and min–max over the runs.
 //
 // Run it through `npm run bench` (builds, then enters a network namespace
 // holding only loopback when root).
@@ -40,6 +47,7 @@ const { values: o } = parseArgs({
     rtt: { type: 'string' },
     bytes: { type: 'string' },
     runs: { type: 'string' },
+    dials: { type: 'string' },
     'first-dial': { type: 'boolean', default: false },
     pairs: { type: 'string' },
     block: { type: 'string' },
@@ -50,7 +58,8 @@ const pairs = Number(o.pairs ?? (o.smoke ? 5 : 200));
 const block = Number(o.block ?? 25);
 const rtt = Number(o.rtt ?? (o.smoke ? 50 : 2000));
 const bytes = Number(o.bytes ?? (o.smoke ? 1 << 20 : 256 << 20));
-const runs = Number(o.runs ?? (o.smoke ? 1 : 3));
+const runs = Number(o.runs ?? (o.smoke ? 1 : 5));
+const dials = Number(o.dials ?? (o.smoke ? 5 : 21));
 const progress = (m) => process.stderr.write(`[bench/tailnet] ${m}\n`);
 // The Go peer is built by `npm run bench` (test/build.mjs gobench), not by
 // the test command: without it the go-tsnet rows are skipped, and said so.
@@ -74,7 +83,25 @@ const add = (system, metric, unit, v) => {
   for (const x of [v].flat()) if (Number.isFinite(x)) arr.push(x);
 };
 
+const median = (xs) => [...xs].sort((x, y) => x - y)[Math.ceil(xs.length / 2) - 1];
+
+/** perRun are the figures each run contributes once: its own p50s and throughput. */
+function perRun(r) {
+  return { rtt: median(r.rttUs), throughput: r.throughputMiBps, 'dial (warm)': median(r.dialMs.slice(1)) };
+}
+
+/** addRatios records one run's meshguard / go-tsnet ratio of each per-run figure. */
+function addRatios(mesh, go) {
+  const m = perRun(mesh);
+  const g = perRun(go);
+  for (const k of Object.keys(m)) add('meshguard / go-tsnet', `${k} (ratio)`, 'x', m[k] / g[k]);
+}
+
 function addPeer(system, r) {
+  // Throughput is one figure a run already: only the p50s get per-run rows.
+  const p = perRun(r);
+  add(system, 'rtt (per run)', 'us', p.rtt);
+  add(system, 'dial (warm) (per run)', 'ms', p['dial (warm)']);
   add(system, 'rtt', 'us', r.rttUs);
   add(system, 'throughput', 'MiB/s', r.throughputMiBps);
   // The first dial may wait for the WireGuard handshake; it is reported apart.
@@ -136,22 +163,39 @@ try {
     progress(`run ${i + 1}/${runs}: loopback`);
     const lb = await runLoopback({ rtt, bytes });
     addPeer('loopback', { ...lb, clientRssOnlineKiB: 0, clientRssKiB: 0 });
-    if (goPeerMissing) progress(`run ${i + 1}/${runs}: go-tsnet skipped: ${goPeerMissing}`);
-    else {
-      progress(`run ${i + 1}/${runs}: go-tsnet`);
-      addPeer('go-tsnet', await runGoPeer({ controlUrl: control.url, serverKey, clientKey, rtt, bytes, goBin: GO_BENCH_BIN }));
+    const got = {};
+    const peers = {
+      'go-tsnet': () => runGoPeer({ controlUrl: control.url, serverKey, clientKey, rtt, bytes, dials, goBin: GO_BENCH_BIN }),
+      meshguard: () =>
+        runGoPeer({ controlUrl: control.url, serverKey, clientKey, rtt, bytes, dials, goBin: process.execPath, prefixArgs: [MESH_PEER], label: 'mesh-peer', hostPrefix: 'bench-mg', extraEnv: process.env.MESH_GOMAXPROCS ? { GOMAXPROCS: process.env.MESH_GOMAXPROCS } : {} }),
+    };
+    for (const system of i % 2 === 0 ? ['go-tsnet', 'meshguard'] : ['meshguard', 'go-tsnet']) {
+      if (system === 'go-tsnet' && goPeerMissing) {
+        progress(`run ${i + 1}/${runs}: go-tsnet skipped: ${goPeerMissing}`);
+        continue;
+      }
+      progress(`run ${i + 1}/${runs}: ${system}`);
+      got[system] = await peers[system]();
+      addPeer(system, got[system]);
     }
-    progress(`run ${i + 1}/${runs}: meshguard`);
-    addPeer(
-      'meshguard',
-      await runGoPeer({ controlUrl: control.url, serverKey, clientKey, rtt, bytes, goBin: process.execPath, prefixArgs: [MESH_PEER], label: 'mesh-peer', hostPrefix: 'bench-mg', extraEnv: process.env.MESH_GOMAXPROCS ? { GOMAXPROCS: process.env.MESH_GOMAXPROCS } : {} }),
-    );
+    if (got['go-tsnet']) {
+      addRatios(got.meshguard, got['go-tsnet']);
+      const m = perRun(got.meshguard);
+      const g = perRun(got['go-tsnet']);
+      progress(`run ${i + 1}/${runs}: rtt p50 ${m.rtt.toFixed(0)} vs ${g.rtt.toFixed(0)} us, throughput ${m.throughput.toFixed(0)} vs ${g.throughput.toFixed(0)} MiB/s, warm dial p50 ${m['dial (warm)'].toFixed(2)} vs ${g['dial (warm)'].toFixed(2)} ms (meshguard vs go-tsnet)`);
+    }
   }
 } finally {
   await control?.close();
 }
 
-const order = ['meshguard', 'go-tsnet', 'loopback', 'node (bare)'];
+for (const [k, xs] of acc) {
+  const [system, metric] = k.split('|');
+  if (system !== 'meshguard / go-tsnet') continue;
+  progress(`${metric.replace(' (ratio)', '')}: meshguard / go-tsnet, median of ${xs.length} runs ${median(xs).toFixed(2)}x (min–max ${Math.min(...xs).toFixed(2)}–${Math.max(...xs).toFixed(2)})`);
+}
+
+const order = ['meshguard', 'go-tsnet', 'meshguard / go-tsnet', 'loopback', 'node (bare)'];
 const rows = [...acc.entries()]
   .map(([k, samples]) => {
     const [system, metric, unit] = k.split('|');

@@ -1,12 +1,63 @@
 // Node-API entry of the meshguard addon. The C side only moves strings:
-// requests go to Go (mgCall), responses and events come back through one
-// thread-safe function so they always reach JS on the JS thread.
+// requests are queued here and picked up by a Go goroutine (the JS thread
+// never enters Go), responses and events come back through one thread-safe
+// function so they always reach JS on the JS thread.
 #include <stdlib.h>
 #include <stdint.h>
+#include <pthread.h>
+#include <unistd.h>
+#include <sys/eventfd.h>
 #include <node_api.h>
+#include "addon.h"
 #include "_cgo_export.h"
 
 static napi_threadsafe_function g_tsfn = NULL;
+
+// The request queue. js_call appends under q_mu and, when the queue was
+// empty, bumps the eventfd; the Go dispatcher (mgInit) waits on the eventfd
+// through Go's netpoller and drains the queue with mg_pop. Entering Go from
+// the JS thread instead (a cgo callback) made that thread wait for a Go P
+// whenever the Go scheduler was busy: ~55 us of JS-thread time a call,
+// measured (docs/core.md, "Data path performance").
+static pthread_mutex_t q_mu = PTHREAD_MUTEX_INITIALIZER;
+static mg_req* q_head = NULL;
+static mg_req* q_tail = NULL;
+static int q_efd = -1;
+
+// mg_pop takes the oldest queued request, or NULL. The caller frees it with mg_free_req.
+mg_req* mg_pop(void) {
+  pthread_mutex_lock(&q_mu);
+  mg_req* r = q_head;
+  if (r != NULL) {
+    q_head = r->next;
+    if (q_head == NULL) q_tail = NULL;
+  }
+  pthread_mutex_unlock(&q_mu);
+  return r;
+}
+
+void mg_free_req(mg_req* r) {
+  free(r->method);
+  free(r->params);
+  free(r);
+}
+
+static void mg_push(mg_req* r) {
+  r->next = NULL;
+  pthread_mutex_lock(&q_mu);
+  int was_empty = q_head == NULL;
+  if (q_tail != NULL) q_tail->next = r;
+  else q_head = r;
+  q_tail = r;
+  pthread_mutex_unlock(&q_mu);
+  if (was_empty) {
+    uint64_t one = 1;
+    // It fails only with EAGAIN, when the counter is about to overflow: it
+    // is non-zero then, so the dispatcher wakes anyway.
+    ssize_t n = write(q_efd, &one, sizeof one);
+    (void)n;
+  }
+}
 
 static void call_js(napi_env env, napi_value cb, void* ctx, void* data) {
   char* msg = (char*)data;
@@ -67,7 +118,11 @@ static napi_value js_init(napi_env env, napi_callback_info info) {
   }
   // Idle by default: the JS side refs it while calls are in flight or nodes are open.
   napi_unref_threadsafe_function(env, g_tsfn);
-  mgInit();
+  q_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (q_efd < 0) {
+    return throw_error(env, "MESHGUARD_INTERNAL", "eventfd failed: the meshguard addon cannot queue calls");
+  }
+  mgInit(q_efd);
   return NULL;
 }
 
@@ -87,9 +142,16 @@ static napi_value js_call(napi_env env, napi_callback_info info) {
     free(params);
     return throw_error(env, "MESHGUARD_INVALID_OPTIONS", "call(id, method, params): method and params must be strings");
   }
-  mgCall((long long)id, method, params);
-  free(method);
-  free(params);
+  mg_req* r = (mg_req*)malloc(sizeof(mg_req));
+  if (r == NULL) {
+    free(method);
+    free(params);
+    return throw_error(env, "MESHGUARD_INTERNAL", "call: out of memory");
+  }
+  r->id = (long long)id;
+  r->method = method;
+  r->params = params;
+  mg_push(r);
   return NULL;
 }
 

@@ -5,6 +5,8 @@ package main
 /*
 #cgo CFLAGS: -DNAPI_VERSION=8
 #include <stdlib.h>
+#include <string.h>
+#include "addon.h"
 void mg_post(char* msg);
 */
 import "C"
@@ -12,6 +14,8 @@ import "C"
 import (
 	"encoding/json"
 	"fmt"
+	"os"
+	"unsafe"
 
 	"github.com/meshguard/meshguard/go/core"
 )
@@ -22,25 +26,61 @@ func post(msg []byte) {
 	C.mg_post(C.CString(string(msg)))
 }
 
+// mgInit starts the core and its call dispatcher. efd is the non-blocking
+// eventfd addon.c bumps when it queues a call into an empty queue.
+//
 //export mgInit
-func mgInit() {
+func mgInit(efd C.int) {
 	theCore = core.New(post, fdBridge{})
+	// A non-blocking fd wrapped by os.NewFile is waited on by Go's netpoller:
+	// the dispatcher holds no thread while the queue is empty.
+	f := os.NewFile(uintptr(efd), "meshguard-calls")
+	go dispatchCalls(f)
 }
 
-//export mgCall
-func mgCall(id C.longlong, method *C.char, params *C.char) {
-	m, p := C.GoString(method), C.GoString(params)
+// dispatchCalls hands queued calls to the core in order, for the life of the process.
+func dispatchCalls(f *os.File) {
+	var buf [8]byte
+	for {
+		if _, err := f.Read(buf[:]); err != nil {
+			// An eventfd read fails only if the fd is gone: nothing can
+			// reach the core any more; say so on every queued call.
+			drainCalls(func(id int64, _ string, _ []byte) {
+				answerPanic(id, "core: call dispatcher stopped: "+err.Error())
+			})
+			return
+		}
+		drainCalls(call)
+	}
+}
+
+// drainCalls pops queued requests until the queue is empty.
+func drainCalls(fn func(id int64, method string, params []byte)) {
+	for {
+		r := C.mg_pop()
+		if r == nil {
+			return
+		}
+		id, m, p := int64(r.id), C.GoString(r.method), C.GoBytes(unsafe.Pointer(r.params), C.int(C.strlen(r.params)))
+		C.mg_free_req(r)
+		fn(id, m, p)
+	}
+}
+
+// call starts one request; a panic (none is expected: Call only starts a
+// goroutine that recovers its own) answers the call with an error.
+func call(id int64, method string, params []byte) {
 	defer func() {
-		// Never let a panic unwind into C: answer the call with an error.
 		if r := recover(); r != nil {
-			msg, _ := json.Marshal("core: panic in mgCall: " + fmt.Sprint(r))
-			post(fmt.Appendf(nil, `{"id":%d,"error":{"code":%q,"message":%s}}`, int64(id), core.ErrPanic, msg))
+			answerPanic(id, "core: panic in call: "+fmt.Sprint(r))
 		}
 	}()
-	if theCore == nil {
-		panic("mgCall before mgInit")
-	}
-	theCore.Call(int64(id), m, []byte(p))
+	theCore.Call(id, method, params)
+}
+
+func answerPanic(id int64, message string) {
+	msg, _ := json.Marshal(message)
+	post(fmt.Appendf(nil, `{"id":%d,"error":{"code":%q,"message":%s}}`, id, core.ErrPanic, msg))
 }
 
 func main() {}

@@ -124,6 +124,27 @@ describe("data path", () => {
   });
 });
 
+describe("calls", () => {
+  // Calls are queued on the C side and drained by one Go goroutine that an
+  // eventfd wakes when the queue goes from empty to non-empty
+  // (docs/core.md, "Nothing blocks the JS thread"): a burst made in one
+  // tick must be answered in full, and dials in it must still run
+  // concurrently (each one waits for the network).
+  it("a burst of 2,000 calls made in one tick is answered in full, and 50 dials in one tick all connect", async () => {
+    const counts = await Promise.all(Array.from({ length: 2000 }, () => coreHandles()));
+    expect(counts).toHaveLength(2000);
+    for (const c of counts) expect(c.nodes).toBeGreaterThanOrEqual(2);
+    const server = await service.listen(7050, net.createServer((s) => s.end("ok")));
+    try {
+      const socks = await Promise.all(Array.from({ length: 50 }, () => agentA.dial("service", 7050)));
+      const replies = await Promise.all(socks.map(readAll));
+      expect(replies.map(String)).toEqual(Array(50).fill("ok"));
+    } finally {
+      server.close();
+    }
+  });
+});
+
 describe("first dial", () => {
   // The first dial to a peer runs in attempts that reset the WireGuard peer
   // when a handshake goes unanswered (go/core dialTCP, docs/core.md "First
