@@ -1,10 +1,12 @@
 // Node-API entry of the meshguard addon. The C side only moves strings:
-// requests go to Go (mgCall), responses and events come back through one
+// requests wait in a queue a Go goroutine drains (js_call), responses and events come back through one
 // thread-safe function so they always reach JS on the JS thread.
+#include <pthread.h>
 #include <stdlib.h>
 #include <stdint.h>
 #include <node_api.h>
 #include "_cgo_export.h"
+#include "addon.h"
 
 static napi_threadsafe_function g_tsfn = NULL;
 
@@ -71,6 +73,36 @@ static napi_value js_init(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// Calls from JS wait in a queue that one Go goroutine drains (mg_next_call).
+// The JS thread never enters the Go runtime for a call: a C-to-Go call needs
+// a Go scheduler slot (P), and while every P runs goroutines (a hundred
+// nodes coming up) the JS thread waited for one — up to 200 ms measured,
+// an event-loop stall (docs/core.md, "Many nodes in one process"). Queueing
+// costs the JS thread a mutex and a condition signal.
+static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_cv = PTHREAD_COND_INITIALIZER;
+static mg_call* g_head = NULL;
+static mg_call* g_tail = NULL;
+
+// mg_next_call blocks until a call is queued and returns it; the caller
+// frees it with mg_free_call. Called only by the Go dispatcher goroutine (a
+// blocking cgo call holds an OS thread, not a Go scheduler slot).
+mg_call* mg_next_call(void) {
+  pthread_mutex_lock(&g_mu);
+  while (g_head == NULL) pthread_cond_wait(&g_cv, &g_mu);
+  mg_call* c = g_head;
+  g_head = c->next;
+  if (g_head == NULL) g_tail = NULL;
+  pthread_mutex_unlock(&g_mu);
+  return c;
+}
+
+void mg_free_call(mg_call* c) {
+  free(c->method);
+  free(c->params);
+  free(c);
+}
+
 // call(id, method, paramsJSON): returns at once; the answer comes as a message.
 static napi_value js_call(napi_env env, napi_callback_info info) {
   size_t argc = 3;
@@ -87,9 +119,22 @@ static napi_value js_call(napi_env env, napi_callback_info info) {
     free(params);
     return throw_error(env, "MESHGUARD_INVALID_OPTIONS", "call(id, method, params): method and params must be strings");
   }
-  mgCall((long long)id, method, params);
-  free(method);
-  free(params);
+  mg_call* c = (mg_call*)malloc(sizeof(mg_call));
+  if (c == NULL) {
+    free(method);
+    free(params);
+    return throw_error(env, "MESHGUARD_INTERNAL", "call: out of memory");
+  }
+  c->id = (long long)id;
+  c->method = method;
+  c->params = params;
+  c->next = NULL;
+  pthread_mutex_lock(&g_mu);
+  if (g_tail != NULL) g_tail->next = c;
+  else g_head = c;
+  g_tail = c;
+  pthread_cond_signal(&g_cv);
+  pthread_mutex_unlock(&g_mu);
   return NULL;
 }
 

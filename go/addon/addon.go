@@ -5,6 +5,7 @@ package main
 /*
 #cgo CFLAGS: -DNAPI_VERSION=8
 #include <stdlib.h>
+#include "addon.h"
 void mg_post(char* msg);
 */
 import "C"
@@ -25,22 +26,30 @@ func post(msg []byte) {
 //export mgInit
 func mgInit() {
 	theCore = core.New(post, fdBridge{})
+	go serveCalls()
 }
 
-//export mgCall
-func mgCall(id C.longlong, method *C.char, params *C.char) {
-	m, p := C.GoString(method), C.GoString(params)
+// serveCalls takes the calls JS queued (js_call in addon.c) and hands each
+// to the core, which answers on a goroutine of its own. It waits inside C,
+// so it holds an OS thread but no Go scheduler slot while idle.
+func serveCalls() {
+	for {
+		c := C.mg_next_call()
+		id, m, p := int64(c.id), C.GoString(c.method), C.GoString(c.params)
+		C.mg_free_call(c)
+		call(id, m, p)
+	}
+}
+
+func call(id int64, method, params string) {
 	defer func() {
-		// Never let a panic unwind into C: answer the call with an error.
+		// A panic here must not end the dispatcher: answer the call with an error.
 		if r := recover(); r != nil {
-			msg, _ := json.Marshal("core: panic in mgCall: " + fmt.Sprint(r))
-			post(fmt.Appendf(nil, `{"id":%d,"error":{"code":%q,"message":%s}}`, int64(id), core.ErrPanic, msg))
+			msg, _ := json.Marshal("core: panic in call: " + fmt.Sprint(r))
+			post(fmt.Appendf(nil, `{"id":%d,"error":{"code":%q,"message":%s}}`, id, core.ErrPanic, msg))
 		}
 	}()
-	if theCore == nil {
-		panic("mgCall before mgInit")
-	}
-	theCore.Call(int64(id), m, []byte(p))
+	theCore.Call(id, method, []byte(params))
 }
 
 func main() {}

@@ -174,6 +174,7 @@ func (c *Core) Create(cfg Config) (_ int64, err error) {
 	n.id = c.newID()
 	c.nodes[n.id] = n
 	c.mu.Unlock()
+	theGCTuner.nodesChanged(1)
 	// Logs go to the host as events when verbose, else nowhere: tsnet would
 	// otherwise print to stderr of the host process.
 	logf := func(format string, args ...any) {
@@ -871,6 +872,7 @@ func (c *Core) Close(id int64, logout bool) (err error) {
 	c.mu.Lock()
 	delete(c.nodes, id)
 	c.mu.Unlock()
+	theGCTuner.nodesChanged(-1)
 	return nil
 }
 
