@@ -327,19 +327,37 @@ func (c *Core) ctxErr(n *node, ctx context.Context, err error, timeout time.Dura
 // deltas (NotifyPeerChanges); any delta marks the list dirty and one
 // goroutine recomputes it, so a burst of deltas costs one Status call.
 func (c *Core) watch(n *node) {
-	w, err := n.lc.WatchIPNBus(n.ctx, ipn.NotifyInitialNetMap|ipn.NotifyInitialState|ipn.NotifyPeerChanges)
+	// NotifyPeerPatches: a peer's Online/Endpoints/DERP change comes as a
+	// narrow patch; without it every patch is promoted to the peer's whole
+	// Node, JSON-encoded for this watcher — with every node seeing every
+	// other (all-to-all) that was N whole Nodes per node per change.
+	w, err := n.lc.WatchIPNBus(n.ctx, ipn.NotifyInitialNetMap|ipn.NotifyInitialState|ipn.NotifyPeerChanges|ipn.NotifyPeerPatches)
 	if err != nil {
 		return
 	}
 	defer w.Close()
 	dirty := make(chan struct{}, 1)
 	c.goSafe("netmap", func() {
+		var last time.Time
 		for {
 			select {
 			case <-n.ctx.Done():
 				return
 			case <-dirty:
 			}
+			// A change after a quiet spell is computed at once; changes
+			// closer together than netmapMinInterval are folded into one
+			// recomputation. While many nodes join, each node would
+			// otherwise recompute its whole peer list (a Status call, O(peers))
+			// for every one of them.
+			if wait := netmapMinInterval - time.Since(last); wait > 0 {
+				select {
+				case <-n.ctx.Done():
+					return
+				case <-time.After(wait):
+				}
+			}
+			last = time.Now()
 			peers, err := c.peers(n, n.ctx)
 			if err != nil {
 				continue
@@ -366,7 +384,7 @@ func (c *Core) watch(n *node) {
 		if msg.ErrMessage != nil {
 			c.emit(n.id, ErrorEvent{Message: *msg.ErrMessage})
 		}
-		if msg.NetMap != nil || len(msg.PeersChanged) > 0 || len(msg.PeersRemoved) > 0 || msg.SelfChange != nil {
+		if msg.NetMap != nil || len(msg.PeersChanged) > 0 || len(msg.PeersRemoved) > 0 || len(msg.PeerChangedPatch) > 0 || msg.SelfChange != nil {
 			select {
 			case dirty <- struct{}{}:
 			default:
@@ -374,6 +392,10 @@ func (c *Core) watch(n *node) {
 		}
 	}
 }
+
+// netmapMinInterval is the shortest time between two recomputations of a
+// node's peer list (see watch).
+const netmapMinInterval = 250 * time.Millisecond
 
 // Peer is a peer as the host sees it.
 type Peer struct {
