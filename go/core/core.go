@@ -225,6 +225,8 @@ func (c *Core) Up(id int64, timeout time.Duration) (_ UpResult, err error) {
 	n.mu.Unlock()
 
 	t0 := time.Now()
+	theGCTuner.startingChanged(1)
+	defer theGCTuner.startingChanged(-1)
 	if err := preflight(n.ctx, n.cfg.ControlURL); err != nil {
 		return UpResult{}, err
 	}
