@@ -13,6 +13,7 @@
 //
 //   node bench/tailnet.mjs [--json] [--smoke] [--rtt N] [--bytes B] [--runs R] [--dials D]
 //   node bench/tailnet.mjs --first-dial [--pairs N] [--json] [--smoke]
+//   node bench/tailnet.mjs --nodes N [--concurrency C] [--modes trimmed,all-to-all] [--runs R] [--json] [--smoke]
 //
 // --first-dial is the first-call stall probe (issue 13): fresh node pairs,
 // again and again (new state, so new keys and a new tailnet address each
@@ -28,16 +29,28 @@
 // ratio of the two p50s and of throughput into "(ratio)" rows; the summary
 // on stderr gives each ratio's median and min–max over the runs.
 //
+// --nodes N is many nodes in one process (issue 13): N nodes of one system in
+// one child process on one local headscale, each reaching a service node
+// (bench/lib/many-nodes.mjs), under a trimmed policy (agents see only the
+// service) and all-to-all. Per system and policy it reports the time until
+// all are online and have reached the service, resident memory per added
+// node, each node's start-to-online, the event-loop delay while they come up
+// (meshguard) and headscale's CPU time. Node 1 starts alone, the rest C at
+// a time (default 10). meshguard and Go tsnet alternate within each run.
+// --smoke: 3 nodes, one run.
+//
 // Run it through `npm run bench` (builds, then enters a network namespace
 // holding only loopback when root).
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { LocalControl } from '../dist/control/index.js';
 import { GO_BENCH_BIN, runGoPeer } from './lib/gopeer.mjs';
 import { runFirstDial } from './lib/first-dial.mjs';
 import { runLoopback } from './lib/loopback.mjs';
+import { MODES, runManyNodes } from './lib/many-nodes.mjs';
 import { formatTable, row, toJson } from './lib/stats.mjs';
 
 const { values: o } = parseArgs({
@@ -52,14 +65,23 @@ const { values: o } = parseArgs({
     pairs: { type: 'string' },
     block: { type: 'string' },
     'go-warmup': { type: 'string', default: 'none' },
+    nodes: { type: 'string' },
+    concurrency: { type: 'string' },
+    modes: { type: 'string' },
   },
 });
 const pairs = Number(o.pairs ?? (o.smoke ? 5 : 200));
 const block = Number(o.block ?? 25);
 const rtt = Number(o.rtt ?? (o.smoke ? 50 : 2000));
 const bytes = Number(o.bytes ?? (o.smoke ? 1 << 20 : 256 << 20));
-const runs = Number(o.runs ?? (o.smoke ? 1 : 5));
+const runs = Number(o.runs ?? (o.smoke ? 1 : o.nodes !== undefined ? 3 : 5));
 const dials = Number(o.dials ?? (o.smoke ? 5 : 21));
+const nodes = o.nodes === undefined ? undefined : Number(o.smoke ? 3 : o.nodes);
+const concurrency = Number(o.concurrency ?? 10);
+const modes = (o.modes ?? MODES.join(',')).split(',');
+if (nodes !== undefined && (!Number.isSafeInteger(nodes) || nodes < 2)) throw new TypeError(`--nodes must be an integer ≥ 2, got ${o.nodes}`);
+if (!Number.isSafeInteger(concurrency) || concurrency < 1) throw new TypeError(`--concurrency must be a positive integer, got ${o.concurrency}`);
+for (const m of modes) if (!MODES.includes(m)) throw new TypeError(`--modes: unknown policy ${m} (use ${MODES.join(', ')})`);
 const progress = (m) => process.stderr.write(`[bench/tailnet] ${m}\n`);
 // The Go peer is built by `npm run bench` (test/build.mjs gobench), not by
 // the test command: without it the go-tsnet rows are skipped, and said so.
@@ -149,40 +171,78 @@ async function firstDial(authKey) {
   }
 }
 
+/** manyNodes runs --nodes: per run, per policy, meshguard then Go tsnet, each on a fresh headscale. */
+async function manyNodes() {
+  const systems = goPeerMissing ? ['meshguard'] : ['meshguard', 'go-tsnet'];
+  for (let i = 0; i < runs; i++) {
+    for (const mode of modes) {
+      // Alternate which system goes first, so neither always meets the warmer machine.
+      for (const system of i % 2 ? [...systems].reverse() : systems) {
+        progress(`run ${i + 1}/${runs}: ${nodes} ${system} nodes, ${mode}, ${concurrency} at a time`);
+        const r = await runManyNodes({ system, mode, n: nodes, concurrency, progress });
+        const m = (what) => `${nodes} nodes ${mode}: ${what}`;
+        add(system, m('all online'), 'ms', r.allOnlineMs);
+        add(system, m('all reached service'), 'ms', r.allReachedMs);
+        add(system, m('rss per added node'), 'MB', r.perNodeMB);
+        add(system, m('rss with 1 node'), 'MB', KiB2MB(r.rss1KiB));
+        add(system, m(`rss with ${nodes} nodes`), 'MB', KiB2MB(r.rssSettledKiB));
+        add(system, m('start-to-online per node'), 'ms', r.upMs);
+        add(system, m('dial + echo per node'), 'ms', r.reachMs);
+        if (r.loopDelayMs) {
+          add(system, m('event-loop delay max'), 'ms', r.loopDelayMs.max);
+          add(system, m('event-loop delay p99'), 'ms', r.loopDelayMs.p99);
+        }
+        add(`headscale (${system} run)`, m('cpu time'), 's', r.headscale.cpuS);
+        add(`headscale (${system} run)`, m('rss'), 'MB', r.headscale.rssMB);
+        progress(
+          `  ${system} ${mode}: all ${nodes} reached the service in ${(r.allReachedMs / 1000).toFixed(1)} s, ${r.perNodeMB.toFixed(2)} MB per added node` +
+            (r.loopDelayMs ? `, event-loop delay max ${r.loopDelayMs.max.toFixed(0)} ms` : '') +
+            `; headscale ${r.headscale.cpuS.toFixed(1)} s CPU`,
+        );
+      }
+    }
+  }
+}
+
 let control;
 try {
-  progress(o['first-dial'] ? `first dial: ${pairs} fresh pairs per system${o.smoke ? ' (smoke)' : ''}` : `rtt=${rtt} bytes=${bytes} runs=${runs}${o.smoke ? ' (smoke)' : ''}`);
-  progress('starting local headscale');
-  control = await LocalControl.start({});
-  await control.createUser('bench');
-  const key = () => control.createAuthKey({ user: 'bench', reusable: true, ephemeral: true, expiration: '1h' });
-  const [serverKey, clientKey] = [await key(), await key()];
-  if (o['first-dial']) await firstDial(serverKey);
-  else add('node (bare)', 'rss', 'MB', bareNodeRssMB());
-  for (let i = 0; i < (o['first-dial'] ? 0 : runs); i++) {
-    progress(`run ${i + 1}/${runs}: loopback`);
-    const lb = await runLoopback({ rtt, bytes });
-    addPeer('loopback', { ...lb, clientRssOnlineKiB: 0, clientRssKiB: 0 });
-    const got = {};
-    const peers = {
-      'go-tsnet': () => runGoPeer({ controlUrl: control.url, serverKey, clientKey, rtt, bytes, dials, goBin: GO_BENCH_BIN }),
-      meshguard: () =>
-        runGoPeer({ controlUrl: control.url, serverKey, clientKey, rtt, bytes, dials, goBin: process.execPath, prefixArgs: [MESH_PEER], label: 'mesh-peer', hostPrefix: 'bench-mg', extraEnv: process.env.MESH_GOMAXPROCS ? { GOMAXPROCS: process.env.MESH_GOMAXPROCS } : {} }),
-    };
-    for (const system of i % 2 === 0 ? ['go-tsnet', 'meshguard'] : ['meshguard', 'go-tsnet']) {
-      if (system === 'go-tsnet' && goPeerMissing) {
-        progress(`run ${i + 1}/${runs}: go-tsnet skipped: ${goPeerMissing}`);
-        continue;
+  if (nodes !== undefined) {
+    progress(`${nodes} nodes in one process, policies ${modes.join(', ')}, ${runs} run(s)${o.smoke ? ' (smoke)' : ''}; load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
+    await manyNodes();
+  } else {
+    progress(o['first-dial'] ? `first dial: ${pairs} fresh pairs per system${o.smoke ? ' (smoke)' : ''}` : `rtt=${rtt} bytes=${bytes} runs=${runs}${o.smoke ? ' (smoke)' : ''}`);
+    progress('starting local headscale');
+    control = await LocalControl.start({});
+    await control.createUser('bench');
+    const key = () => control.createAuthKey({ user: 'bench', reusable: true, ephemeral: true, expiration: '1h' });
+    const [serverKey, clientKey] = [await key(), await key()];
+    if (o['first-dial']) await firstDial(serverKey);
+    else add('node (bare)', 'rss', 'MB', bareNodeRssMB());
+    for (let i = 0; i < (o['first-dial'] ? 0 : runs); i++) {
+      progress(`run ${i + 1}/${runs}: loopback`);
+      const lb = await runLoopback({ rtt, bytes });
+      addPeer('loopback', { ...lb, clientRssOnlineKiB: 0, clientRssKiB: 0 });
+      const got = {};
+      const peers = {
+        'go-tsnet': () => runGoPeer({ controlUrl: control.url, serverKey, clientKey, rtt, bytes, dials, goBin: GO_BENCH_BIN }),
+        meshguard: () =>
+          runGoPeer({ controlUrl: control.url, serverKey, clientKey, rtt, bytes, dials, goBin: process.execPath, prefixArgs: [MESH_PEER], label: 'mesh-peer', hostPrefix: 'bench-mg', extraEnv: process.env.MESH_GOMAXPROCS ? { GOMAXPROCS: process.env.MESH_GOMAXPROCS } : {} }),
+      };
+      for (const system of i % 2 === 0 ? ['go-tsnet', 'meshguard'] : ['meshguard', 'go-tsnet']) {
+        if (system === 'go-tsnet' && goPeerMissing) {
+          progress(`run ${i + 1}/${runs}: go-tsnet skipped: ${goPeerMissing}`);
+          continue;
+        }
+        progress(`run ${i + 1}/${runs}: ${system}`);
+        got[system] = await peers[system]();
+        addPeer(system, got[system]);
       }
-      progress(`run ${i + 1}/${runs}: ${system}`);
-      got[system] = await peers[system]();
-      addPeer(system, got[system]);
-    }
-    if (got['go-tsnet']) {
-      addRatios(got.meshguard, got['go-tsnet']);
-      const m = perRun(got.meshguard);
-      const g = perRun(got['go-tsnet']);
-      progress(`run ${i + 1}/${runs}: rtt p50 ${m.rtt.toFixed(0)} vs ${g.rtt.toFixed(0)} us, throughput ${m.throughput.toFixed(0)} vs ${g.throughput.toFixed(0)} MiB/s, warm dial p50 ${m['dial (warm)'].toFixed(2)} vs ${g['dial (warm)'].toFixed(2)} ms (meshguard vs go-tsnet)`);
+      if (got['go-tsnet']) {
+        addRatios(got.meshguard, got['go-tsnet']);
+        const m = perRun(got.meshguard);
+        const g = perRun(got['go-tsnet']);
+        progress(`run ${i + 1}/${runs}: rtt p50 ${m.rtt.toFixed(0)} vs ${g.rtt.toFixed(0)} us, throughput ${m.throughput.toFixed(0)} vs ${g.throughput.toFixed(0)} MiB/s, warm dial p50 ${m['dial (warm)'].toFixed(2)} vs ${g['dial (warm)'].toFixed(2)} ms (meshguard vs go-tsnet)`);
+      }
     }
   }
 } finally {
@@ -208,7 +268,8 @@ if (o.smoke) {
   // Shape check only: every row complete, the systems that ran present. No thresholds.
   const keys = ['system', 'metric', 'unit', 'p50', 'p99', 'mean', 'n'];
   const bad = out.rows.filter((r) => keys.some((k) => r[k] === undefined || (typeof r[k] === 'number' && !Number.isFinite(r[k]))));
-  const [metric, systems] = o['first-dial'] ? ['first dial', ['meshguard', 'go-tsnet']] : ['rtt', ['meshguard', 'go-tsnet', 'loopback']];
+  const [metric, systems] =
+    nodes !== undefined ? [`${nodes} nodes ${modes[0]}: rss per added node`, ['meshguard', 'go-tsnet']] : o['first-dial'] ? ['first dial', ['meshguard', 'go-tsnet']] : ['rtt', ['meshguard', 'go-tsnet', 'loopback']];
   for (const s of systems) if (!skipped.some((k) => k.system === s) && !out.rows.some((r) => r.system === s && r.metric === metric)) bad.push({ missing: s });
   if (bad.length) {
     process.stderr.write(`[bench/tailnet] smoke: malformed rows: ${JSON.stringify(bad)}\n`);

@@ -10,7 +10,7 @@ import { ErrorCode, MeshguardError, isMeshguardError } from "./errors.js";
 import { fetchHasSubscribers, fetchPrepare, tailnetDispatcher, type DispatchPrepare } from "./fetch-channel.js";
 import { progressReporter } from "./progress.js";
 import { openControlSocket, permissionModelDenies, socketPathOf, type ControlSocket, type PeerPath, type PingKind, type PingReply } from "./inspect/index.js";
-import { markDialed, TailnetAgent, watchCreatedRequests } from "./tailnet-http.js";
+import { createTailnetAgent, markDialed, watchCreatedRequests, type TailnetAgent } from "./tailnet-http.js";
 
 export type { PeerInfo as Peer } from "./backend/protocol.js";
 export type { PeerPath, PingKind, PingReply } from "./inspect/index.js";
@@ -488,13 +488,13 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
    */
   get httpAgent(): import("node:http").Agent {
     this.assertOpen("httpAgent");
-    return (this.agents.http ??= new TailnetAgent((host, port, cb) => void this.dial(host, port).then((s) => cb(null, s), cb), false));
+    return (this.agents.http ??= createTailnetAgent((host, port, cb) => void this.dial(host, port).then((s) => cb(null, s), cb), false));
   }
 
   /** httpsAgent is httpAgent for https: TLS over the tailnet dial, with the `tls` options given at start (as fetch uses). */
   get httpsAgent(): import("node:http").Agent {
     this.assertOpen("httpsAgent");
-    return (this.agents.https ??= new TailnetAgent((host, port, cb) => {
+    return (this.agents.https ??= createTailnetAgent((host, port, cb) => {
       Promise.all([this.dial(host, port), import("node:tls")]).then(([sock, { default: tls }]) => {
         const t = this.opts.tls;
         const ts = tls.connect({

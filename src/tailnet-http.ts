@@ -48,7 +48,7 @@
  */
 
 import dc from "node:diagnostics_channel";
-import http from "node:http";
+import type http from "node:http";
 import type net from "node:net";
 import type { Duplex } from "node:stream";
 import { ErrorCode, MeshguardError } from "./errors.js";
@@ -61,6 +61,15 @@ interface Dialed {
   readonly port: number;
   readonly tls: boolean;
 }
+
+/**
+ * nodeHttp is node:http, loaded on first use. On Node 24 importing it loads
+ * Node's bundled undici, http2 and tls (~16 MB of RSS, measured), which a
+ * process that never speaks node:http over the tailnet should not pay
+ * (docs/core.md, "Memory"). Anything that reaches the uses below (a request
+ * created, an agent asked for) has loaded it already.
+ */
+const nodeHttp = (): typeof http => process.getBuiltinModule("node:http");
 
 const dialed = new WeakMap<object, Dialed>();
 
@@ -134,7 +143,7 @@ export function watchCreatedRequests(): void {
   dc.subscribe("http.client.request.created", (m) => {
     if (!fetchHasSubscribers()) return;
     const req = (m as { request?: unknown }).request;
-    if (req instanceof http.ClientRequest) watchRequest(req);
+    if (req instanceof nodeHttp().ClientRequest) watchRequest(req);
   });
 }
 
@@ -247,8 +256,8 @@ function applyHeaders(req: Req, before: Headers, after: Headers): undefined {
   const { set, removed } = diffHeaders(before, after);
   if (set.length === 0 && removed.length === 0) return undefined;
   for (const [k, v] of set) {
-    http.validateHeaderName(k);
-    http.validateHeaderValue(k, v);
+    nodeHttp().validateHeaderName(k);
+    nodeHttp().validateHeaderValue(k, v);
   }
   const old = req._header;
   if (!old) {
@@ -274,30 +283,42 @@ function applyHeaders(req: Req, before: Headers, after: Headers): undefined {
   return undefined;
 }
 
-/** A keep-alive http.Agent whose connections are tailnet dials (MeshNode.httpAgent / httpsAgent). */
-export class TailnetAgent extends http.Agent {
-  constructor(
-    private readonly connect: (host: string, port: number, cb: (err: Error | null, socket?: net.Socket) => void) => void,
-    https: boolean,
-  ) {
-    super({ keepAlive: true });
-    if (https) {
-      // https.request checks the agent's protocol; the TLS is this agent's own (connect).
-      (this as unknown as { protocol: string }).protocol = "https:";
-      (this as unknown as { defaultPort: number }).defaultPort = 443;
+/** TailnetAgent is a keep-alive http.Agent whose connections are tailnet dials (MeshNode.httpAgent / httpsAgent). */
+export type TailnetAgent = http.Agent;
+type Connect = (host: string, port: number, cb: (err: Error | null, socket?: net.Socket) => void) => void;
+let agentClass: (new (connect: Connect, https: boolean) => http.Agent) | undefined;
+
+/** createTailnetAgent returns a new TailnetAgent (the class is defined on first use: it extends node:http's Agent, see nodeHttp). */
+export function createTailnetAgent(connect: Connect, https: boolean): TailnetAgent {
+  agentClass ??= defineTailnetAgent(nodeHttp());
+  return new agentClass(connect, https);
+}
+
+function defineTailnetAgent(h: typeof http): new (connect: Connect, https: boolean) => http.Agent {
+  return class TailnetAgent extends h.Agent {
+    constructor(
+      private readonly connect: Connect,
+      https: boolean,
+    ) {
+      super({ keepAlive: true });
+      if (https) {
+        // https.request checks the agent's protocol; the TLS is this agent's own (connect).
+        (this as unknown as { protocol: string }).protocol = "https:";
+        (this as unknown as { defaultPort: number }).defaultPort = 443;
+      }
     }
-  }
 
-  override createConnection(options: http.ClientRequestArgs, cb?: (err: Error | null, stream: Duplex) => void): Duplex | undefined {
-    const host = options.hostname ?? options.host ?? "localhost";
-    const port = Number(options.port) || (this as unknown as { defaultPort: number }).defaultPort;
-    this.connect(host, port, (err, socket) => cb?.(err, socket as Duplex));
-    return undefined;
-  }
+    override createConnection(options: http.ClientRequestArgs, cb?: (err: Error | null, stream: Duplex) => void): Duplex | undefined {
+      const host = options.hostname ?? options.host ?? "localhost";
+      const port = Number(options.port) || (this as unknown as { defaultPort: number }).defaultPort;
+      this.connect(host, port, (err, socket) => cb?.(err, socket as Duplex));
+      return undefined;
+    }
 
-  /** addRequest marks the request before it can be given a socket (a kept-alive one is given at once). */
-  addRequest(req: http.ClientRequest, options: object): void {
-    watchRequest(req);
-    (http.Agent.prototype as unknown as { addRequest(this: http.Agent, r: http.ClientRequest, o: object): void }).addRequest.call(this, req, options);
-  }
+    /** addRequest marks the request before it can be given a socket (a kept-alive one is given at once). */
+    addRequest(req: http.ClientRequest, options: object): void {
+      watchRequest(req);
+      (h.Agent.prototype as unknown as { addRequest(this: http.Agent, r: http.ClientRequest, o: object): void }).addRequest.call(this, req, options);
+    }
+  };
 }

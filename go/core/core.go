@@ -174,6 +174,7 @@ func (c *Core) Create(cfg Config) (_ int64, err error) {
 	n.id = c.newID()
 	c.nodes[n.id] = n
 	c.mu.Unlock()
+	theGCTuner.nodesChanged(1)
 	// Logs go to the host as events when verbose, else nowhere: tsnet would
 	// otherwise print to stderr of the host process.
 	logf := func(format string, args ...any) {
@@ -224,6 +225,8 @@ func (c *Core) Up(id int64, timeout time.Duration) (_ UpResult, err error) {
 	n.mu.Unlock()
 
 	t0 := time.Now()
+	theGCTuner.startingChanged(1)
+	defer theGCTuner.startingChanged(-1)
 	if err := preflight(n.ctx, n.cfg.ControlURL); err != nil {
 		return UpResult{}, err
 	}
@@ -326,19 +329,37 @@ func (c *Core) ctxErr(n *node, ctx context.Context, err error, timeout time.Dura
 // deltas (NotifyPeerChanges); any delta marks the list dirty and one
 // goroutine recomputes it, so a burst of deltas costs one Status call.
 func (c *Core) watch(n *node) {
-	w, err := n.lc.WatchIPNBus(n.ctx, ipn.NotifyInitialNetMap|ipn.NotifyInitialState|ipn.NotifyPeerChanges)
+	// NotifyPeerPatches: a peer's Online/Endpoints/DERP change comes as a
+	// narrow patch; without it every patch is promoted to the peer's whole
+	// Node, JSON-encoded for this watcher — with every node seeing every
+	// other (all-to-all) that was N whole Nodes per node per change.
+	w, err := n.lc.WatchIPNBus(n.ctx, ipn.NotifyInitialNetMap|ipn.NotifyInitialState|ipn.NotifyPeerChanges|ipn.NotifyPeerPatches)
 	if err != nil {
 		return
 	}
 	defer w.Close()
 	dirty := make(chan struct{}, 1)
 	c.goSafe("netmap", func() {
+		var last time.Time
 		for {
 			select {
 			case <-n.ctx.Done():
 				return
 			case <-dirty:
 			}
+			// A change after a quiet spell is computed at once; changes
+			// closer together than netmapMinInterval are folded into one
+			// recomputation. While many nodes join, each node would
+			// otherwise recompute its whole peer list (a Status call, O(peers))
+			// for every one of them.
+			if wait := netmapMinInterval - time.Since(last); wait > 0 {
+				select {
+				case <-n.ctx.Done():
+					return
+				case <-time.After(wait):
+				}
+			}
+			last = time.Now()
 			peers, err := c.peers(n, n.ctx)
 			if err != nil {
 				continue
@@ -365,7 +386,7 @@ func (c *Core) watch(n *node) {
 		if msg.ErrMessage != nil {
 			c.emit(n.id, ErrorEvent{Message: *msg.ErrMessage})
 		}
-		if msg.NetMap != nil || len(msg.PeersChanged) > 0 || len(msg.PeersRemoved) > 0 || msg.SelfChange != nil {
+		if msg.NetMap != nil || len(msg.PeersChanged) > 0 || len(msg.PeersRemoved) > 0 || len(msg.PeerChangedPatch) > 0 || msg.SelfChange != nil {
 			select {
 			case dirty <- struct{}{}:
 			default:
@@ -373,6 +394,10 @@ func (c *Core) watch(n *node) {
 		}
 	}
 }
+
+// netmapMinInterval is the shortest time between two recomputations of a
+// node's peer list (see watch).
+const netmapMinInterval = 250 * time.Millisecond
 
 // Peer is a peer as the host sees it.
 type Peer struct {
@@ -871,6 +896,7 @@ func (c *Core) Close(id int64, logout bool) (err error) {
 	c.mu.Lock()
 	delete(c.nodes, id)
 	c.mu.Unlock()
+	theGCTuner.nodesChanged(-1)
 	return nil
 }
 

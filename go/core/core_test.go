@@ -271,3 +271,19 @@ func ExampleCore_Call() {
 	fmt.Println(strings.TrimSpace(<-done))
 	// Output: {"id":1,"result":{"nodes":0,"listeners":0,"conns":0}}
 }
+
+func TestGCPercentFor(t *testing.T) {
+	for _, c := range []struct {
+		live, budget uint64
+		want         int
+	}{
+		{0, 16 << 20, gcMaxPct},          // nothing live yet: Go's default
+		{8 << 20, 16 << 20, gcMaxPct},    // a small heap: capped at the default
+		{64 << 20, 16 << 20, 25},         // one node: 16 MiB of garbage over 64 MiB live
+		{3200 << 20, 66 << 20, gcMinPct}, // a hundred nodes: the floor
+	} {
+		if got := gcPercentFor(c.live, c.budget); got != c.want {
+			t.Errorf("gcPercentFor(%d, %d) = %d, want %d", c.live, c.budget, got, c.want)
+		}
+	}
+}

@@ -101,7 +101,7 @@ func main() {
 	log.SetFlags(log.Lmicroseconds)
 	log.SetPrefix("tsnetbench: ")
 	if len(os.Args) < 2 {
-		fail(errors.New("usage: tsnetbench serve|client|firstdial [flags]"))
+		fail(errors.New("usage: tsnetbench serve|client|firstdial|nodes [flags]"))
 	}
 	var err error
 	switch os.Args[1] {
@@ -111,8 +111,10 @@ func main() {
 		err = runClient(os.Args[2:])
 	case "firstdial":
 		err = runFirstDial(os.Args[2:])
+	case "nodes":
+		err = runNodes(os.Args[2:])
 	default:
-		err = fmt.Errorf("unknown command %q (want serve, client or firstdial)", os.Args[1])
+		err = fmt.Errorf("unknown command %q (want serve, client, firstdial or nodes)", os.Args[1])
 	}
 	if err != nil {
 		fail(err)
