@@ -142,7 +142,7 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
     const progress = progressReporter(opts.onProgress);
     opts.signal?.throwIfAborted();
     progress("loading", "loading the meshguard core");
-    const backend = await loadBackend({ ...(opts.addonPath ? { addonPath: opts.addonPath } : {}), knobs: knobsFor(opts.controlUrl) });
+    const backend = await loadBackend({ ...(opts.addonPath ? { addonPath: opts.addonPath } : {}), ...(opts.backend ? { backend: opts.backend } : {}), knobs: knobsFor(opts.controlUrl) });
     progress("creating", `creating node ${opts.hostname} (state in ${opts.dir})`);
     const { node: handle } = await backend.call("create", {
       config: {

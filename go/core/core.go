@@ -16,7 +16,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"strings"
@@ -29,7 +28,6 @@ import (
 	"tailscale.com/ipn"
 	"tailscale.com/ipn/ipnstate"
 	"tailscale.com/tailcfg"
-	"tailscale.com/tsnet"
 )
 
 // Config describes a node to create. Field names follow the TypeScript
@@ -48,10 +46,11 @@ type Config struct {
 type node struct {
 	id     int64
 	cfg    Config
-	srv    *tsnet.Server
+	srv    server
 	lc     *local.Client
 	ctx    context.Context // cancelled by close: aborts a pending Up and the watcher
 	cancel context.CancelFunc
+	logf   func(format string, args ...any)
 
 	mu        sync.Mutex
 	started   bool // Up was called
@@ -162,27 +161,19 @@ func (c *Core) Create(cfg Config) (_ int64, err error) {
 	}
 	n := &node{cfg: cfg, listeners: map[int64]*listener{}, warmed: map[netip.Addr]bool{}}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
-	n.srv = &tsnet.Server{
-		Dir:           filepath.Clean(cfg.Dir),
-		Hostname:      cfg.Hostname,
-		ControlURL:    cfg.ControlURL,
-		AuthKey:       cfg.AuthKey,
-		Ephemeral:     cfg.Ephemeral,
-		AdvertiseTags: cfg.AdvertiseTags,
-	}
-	c.mu.Lock()
-	n.id = c.newID()
-	c.nodes[n.id] = n
-	c.mu.Unlock()
 	// Logs go to the host as events when verbose, else nowhere: tsnet would
-	// otherwise print to stderr of the host process.
-	logf := func(format string, args ...any) {
+	// otherwise print to stderr of the host process. (n.id is set below,
+	// before the node can log: it logs only once started.)
+	n.logf = func(format string, args ...any) {
 		if n.cfg.Verbose {
 			c.emit(n.id, LogEvent{Line: fmt.Sprintf(format, args...)})
 		}
 	}
-	n.srv.Logf = logf
-	n.srv.UserLogf = logf
+	n.srv = newServer(cfg, n.logf)
+	c.mu.Lock()
+	n.id = c.newID()
+	c.nodes[n.id] = n
+	c.mu.Unlock()
 	return n.id, nil
 }
 
@@ -650,7 +641,7 @@ func (c *Core) dialTCP(ctx context.Context, n *node, addr netip.Addr, port int, 
 			return conn, err
 		}
 		reset := c.resetIfNoSession(ctx, n, addr)
-		n.srv.Logf("meshguard: first dial to %s: no connection after %v (attempt %d); WireGuard peer reset: %v", target, budget, attempt, reset)
+		n.logf("meshguard: first dial to %s: no connection after %v (attempt %d); WireGuard peer reset: %v", target, budget, attempt, reset)
 		budget *= 2
 	}
 }
