@@ -4,6 +4,10 @@
 //   meshguard   Node ↔ Node, each process a tailnet node through meshguard's
 //               native backend (Go tsnet core in-process, socketpair data path)
 //   go-tsnet    Go ↔ Go, two tsnetbench processes on tailscale.com/tsnet
+//   meshguard-wasm  Node ↔ Node through meshguard's WebAssembly backend (the
+//               Go core built for GOOS=js in a worker thread; DERP-relayed
+//               only, see docs/wasm.md), with fewer round trips and bytes
+//               (--wasm-rtt, --wasm-bytes): it is far slower
 //   loopback    Node ↔ Node over plain 127.0.0.1 TCP: the floor
 //
 // Sender and receiver are separate processes in every row, on one local
@@ -44,6 +48,8 @@ const { values: o } = parseArgs({
     pairs: { type: 'string' },
     block: { type: 'string' },
     'go-warmup': { type: 'string', default: 'none' },
+    'wasm-rtt': { type: 'string' },
+    'wasm-bytes': { type: 'string' },
   },
 });
 const pairs = Number(o.pairs ?? (o.smoke ? 5 : 200));
@@ -51,12 +57,17 @@ const block = Number(o.block ?? 25);
 const rtt = Number(o.rtt ?? (o.smoke ? 50 : 2000));
 const bytes = Number(o.bytes ?? (o.smoke ? 1 << 20 : 256 << 20));
 const runs = Number(o.runs ?? (o.smoke ? 1 : 3));
+const wasmRtt = Number(o['wasm-rtt'] ?? (o.smoke ? 20 : 300));
+const wasmBytes = Number(o['wasm-bytes'] ?? (o.smoke ? 256 << 10 : 8 << 20));
+const WASM_BUILT = existsSync(fileURLToPath(new URL('../wasm/meshguard.wasm', import.meta.url)));
+if (!WASM_BUILT) skipped.push({ system: 'meshguard-wasm', reason: 'wasm/meshguard.wasm is not built (`node test/build.mjs --only wasm`)' });
 const progress = (m) => process.stderr.write(`[bench/tailnet] ${m}\n`);
 // The Go peer is built by `npm run bench` (test/build.mjs gobench), not by
 // the test command: without it the go-tsnet rows are skipped, and said so.
 const goPeerMissing = existsSync(GO_BENCH_BIN) ? undefined : `${GO_BENCH_BIN} is not built (run \`node test/build.mjs --only gobench\` or \`npm run bench\`)`;
 const skipped = goPeerMissing ? [{ system: 'go-tsnet', reason: goPeerMissing }] : [];
 
+const meshPeer = (extraEnv) => ({ goBin: process.execPath, prefixArgs: [MESH_PEER], label: 'mesh-peer', hostPrefix: 'bench-mg', extraEnv });
 const MESH_PEER = fileURLToPath(new URL('./lib/mesh-peer.mjs', import.meta.url));
 const KiB2MB = (k) => k / 1024;
 
@@ -69,9 +80,10 @@ function bareNodeRssMB() {
 const acc = new Map(); // "system|metric|unit" -> samples
 const add = (system, metric, unit, v) => {
   const k = `${system}|${metric}|${unit}`;
+  const xs = [v].flat().filter(Number.isFinite);
+  if (xs.length === 0) return; // a metric this system does not report (cold start of the loopback floor)
   if (!acc.has(k)) acc.set(k, []);
-  const arr = acc.get(k);
-  for (const x of [v].flat()) if (Number.isFinite(x)) arr.push(x);
+  acc.get(k).push(...xs);
 };
 
 function addPeer(system, r) {
@@ -81,6 +93,7 @@ function addPeer(system, r) {
   add(system, 'dial (first)', 'ms', r.dialMs[0]);
   add(system, 'dial (warm)', 'ms', r.dialMs.slice(1));
   add(system, 'start-to-online', 'ms', r.onlineMs);
+  add(system, 'cold start to first byte', 'ms', r.firstByteMs);
   if (r.inProcess?.client?.upMs !== undefined) add(system, 'start-to-online (in-process)', 'ms', [r.inProcess.client.upMs, r.inProcess.server.upMs]);
   if (r.clientRssOnlineKiB) add(system, 'rss online', 'MB', KiB2MB(r.clientRssOnlineKiB));
   if (r.clientRssKiB) add(system, 'rss after run', 'MB', KiB2MB(r.clientRssKiB));
@@ -144,14 +157,18 @@ try {
     progress(`run ${i + 1}/${runs}: meshguard`);
     addPeer(
       'meshguard',
-      await runGoPeer({ controlUrl: control.url, serverKey, clientKey, rtt, bytes, goBin: process.execPath, prefixArgs: [MESH_PEER], label: 'mesh-peer', hostPrefix: 'bench-mg', extraEnv: process.env.MESH_GOMAXPROCS ? { GOMAXPROCS: process.env.MESH_GOMAXPROCS } : {} }),
+      await runGoPeer({ controlUrl: control.url, serverKey, clientKey, rtt, bytes, ...meshPeer({ MESHGUARD_BACKEND: 'native', ...(process.env.MESH_GOMAXPROCS ? { GOMAXPROCS: process.env.MESH_GOMAXPROCS } : {}) }) }),
     );
+    if (WASM_BUILT) {
+      progress(`run ${i + 1}/${runs}: meshguard-wasm`);
+      addPeer('meshguard-wasm', await runGoPeer({ controlUrl: control.url, serverKey, clientKey, rtt: wasmRtt, bytes: wasmBytes, ...meshPeer({ MESHGUARD_BACKEND: 'wasm' }) }));
+    }
   }
 } finally {
   await control?.close();
 }
 
-const order = ['meshguard', 'go-tsnet', 'loopback', 'node (bare)'];
+const order = ['meshguard', 'meshguard-wasm', 'go-tsnet', 'loopback', 'node (bare)'];
 const rows = [...acc.entries()]
   .map(([k, samples]) => {
     const [system, metric, unit] = k.split('|');
@@ -164,7 +181,7 @@ if (o.smoke) {
   // Shape check only: every row complete, the systems that ran present. No thresholds.
   const keys = ['system', 'metric', 'unit', 'p50', 'p99', 'mean', 'n'];
   const bad = out.rows.filter((r) => keys.some((k) => r[k] === undefined || (typeof r[k] === 'number' && !Number.isFinite(r[k]))));
-  const [metric, systems] = o['first-dial'] ? ['first dial', ['meshguard', 'go-tsnet']] : ['rtt', ['meshguard', 'go-tsnet', 'loopback']];
+  const [metric, systems] = o['first-dial'] ? ['first dial', ['meshguard', 'go-tsnet']] : ['rtt', ['meshguard', 'meshguard-wasm', 'go-tsnet', 'loopback']];
   for (const s of systems) if (!skipped.some((k) => k.system === s) && !out.rows.some((r) => r.system === s && r.metric === metric)) bad.push({ missing: s });
   if (bad.length) {
     process.stderr.write(`[bench/tailnet] smoke: malformed rows: ${JSON.stringify(bad)}\n`);

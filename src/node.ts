@@ -87,6 +87,16 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
     return this.opts.dir;
   }
 
+  /**
+   * Which core runs this node: "native" (the Node addon) or "wasm" (the Go
+   * core compiled to WebAssembly, in a worker thread). Exported because the
+   * "auto" backend choice may fall back to wasm, which reaches peers only
+   * through DERP: a program can say so, or refuse it.
+   */
+  get backendKind(): "native" | "wasm" {
+    return this.backend.kind;
+  }
+
   /** The control server this node joined (what a service tells clients that must join the same tailnet, e.g. the gateway's console). */
   get controlUrl(): string {
     return this.opts.controlUrl;

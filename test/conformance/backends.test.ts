@@ -49,6 +49,7 @@ describe.each(["native", "wasm"] as const)("%s backend", (backend) => {
   beforeAll(async () => {
     service = await tn.start(`svc-${backend}`, { tags: ["tag:service"], backend });
     agent = await tn.start(`agent-${backend}`, { tags: ["tag:agent-a"], backend });
+    expect([service.backendKind, agent.backendKind]).toEqual([backend, backend]);
   }, 60_000);
 
   afterAll(async () => {
