@@ -538,7 +538,7 @@ func (c *Core) Dial(id int64, host string, port int, timeout time.Duration) (_ D
 	n.mu.Unlock()
 	pings := 0
 	var rtt time.Duration
-	if !warm {
+	if !warm && discoPings {
 		pings, rtt = c.warmUp(ctx, n, addr)
 	}
 	tDial := time.Now()
@@ -605,6 +605,11 @@ func (c *Core) warmUp(ctx context.Context, n *node, addr netip.Addr) (int, time.
 	}
 	return pings, 0
 }
+
+// discoPings says whether magicsock sends disco pings: not under js, where
+// it has no UDP and skips them altogether (wgengine/magicsock, GOOS=js), so
+// the wasm core's first dial goes without the warm-up.
+const discoPings = runtime.GOOS != "js"
 
 // First-dial attempt budget (see dialTCP).
 const (
