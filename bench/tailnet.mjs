@@ -4,6 +4,10 @@
 //   meshguard   Node ↔ Node, each process a tailnet node through meshguard's
 //               native backend (Go tsnet core in-process, socketpair data path)
 //   go-tsnet    Go ↔ Go, two tsnetbench processes on tailscale.com/tsnet
+//   meshguard-wasm  Node ↔ Node through meshguard's WebAssembly backend (the
+//               Go core built for GOOS=js in a worker thread; DERP-relayed
+//               only, see docs/wasm.md), with fewer round trips and bytes
+//               (--wasm-rtt, --wasm-bytes): it is far slower
 //   loopback    Node ↔ Node over plain 127.0.0.1 TCP: the floor
 //
 // Sender and receiver are separate processes in every row, on one local
@@ -68,6 +72,8 @@ const { values: o } = parseArgs({
     nodes: { type: 'string' },
     concurrency: { type: 'string' },
     modes: { type: 'string' },
+    'wasm-rtt': { type: 'string' },
+    'wasm-bytes': { type: 'string' },
   },
 });
 const pairs = Number(o.pairs ?? (o.smoke ? 5 : 200));
@@ -82,12 +88,17 @@ const modes = (o.modes ?? MODES.join(',')).split(',');
 if (nodes !== undefined && (!Number.isSafeInteger(nodes) || nodes < 2)) throw new TypeError(`--nodes must be an integer ≥ 2, got ${o.nodes}`);
 if (!Number.isSafeInteger(concurrency) || concurrency < 1) throw new TypeError(`--concurrency must be a positive integer, got ${o.concurrency}`);
 for (const m of modes) if (!MODES.includes(m)) throw new TypeError(`--modes: unknown policy ${m} (use ${MODES.join(', ')})`);
+const wasmRtt = Number(o['wasm-rtt'] ?? (o.smoke ? 20 : 300));
+const wasmBytes = Number(o['wasm-bytes'] ?? (o.smoke ? 256 << 10 : 8 << 20));
+const WASM_BUILT = existsSync(fileURLToPath(new URL('../wasm/meshguard.wasm', import.meta.url)));
+if (!WASM_BUILT) skipped.push({ system: 'meshguard-wasm', reason: 'wasm/meshguard.wasm is not built (`node test/build.mjs --only wasm`)' });
 const progress = (m) => process.stderr.write(`[bench/tailnet] ${m}\n`);
 // The Go peer is built by `npm run bench` (test/build.mjs gobench), not by
 // the test command: without it the go-tsnet rows are skipped, and said so.
 const goPeerMissing = existsSync(GO_BENCH_BIN) ? undefined : `${GO_BENCH_BIN} is not built (run \`node test/build.mjs --only gobench\` or \`npm run bench\`)`;
 const skipped = goPeerMissing ? [{ system: 'go-tsnet', reason: goPeerMissing }] : [];
 
+const meshPeer = (extraEnv) => ({ goBin: process.execPath, prefixArgs: [MESH_PEER], label: 'mesh-peer', hostPrefix: 'bench-mg', extraEnv });
 const MESH_PEER = fileURLToPath(new URL('./lib/mesh-peer.mjs', import.meta.url));
 const KiB2MB = (k) => k / 1024;
 
@@ -100,9 +111,10 @@ function bareNodeRssMB() {
 const acc = new Map(); // "system|metric|unit" -> samples
 const add = (system, metric, unit, v) => {
   const k = `${system}|${metric}|${unit}`;
+  const xs = [v].flat().filter(Number.isFinite);
+  if (xs.length === 0) return; // a metric this system does not report (cold start of the loopback floor)
   if (!acc.has(k)) acc.set(k, []);
-  const arr = acc.get(k);
-  for (const x of [v].flat()) if (Number.isFinite(x)) arr.push(x);
+  acc.get(k).push(...xs);
 };
 
 const median = (xs) => [...xs].sort((x, y) => x - y)[Math.ceil(xs.length / 2) - 1];
@@ -130,6 +142,7 @@ function addPeer(system, r) {
   add(system, 'dial (first)', 'ms', r.dialMs[0]);
   add(system, 'dial (warm)', 'ms', r.dialMs.slice(1));
   add(system, 'start-to-online', 'ms', r.onlineMs);
+  add(system, 'cold start to first byte', 'ms', r.firstByteMs);
   if (r.inProcess?.client?.upMs !== undefined) add(system, 'start-to-online (in-process)', 'ms', [r.inProcess.client.upMs, r.inProcess.server.upMs]);
   if (r.clientRssOnlineKiB) add(system, 'rss online', 'MB', KiB2MB(r.clientRssOnlineKiB));
   if (r.clientRssKiB) add(system, 'rss after run', 'MB', KiB2MB(r.clientRssKiB));
@@ -226,7 +239,7 @@ try {
       const peers = {
         'go-tsnet': () => runGoPeer({ controlUrl: control.url, serverKey, clientKey, rtt, bytes, dials, goBin: GO_BENCH_BIN }),
         meshguard: () =>
-          runGoPeer({ controlUrl: control.url, serverKey, clientKey, rtt, bytes, dials, goBin: process.execPath, prefixArgs: [MESH_PEER], label: 'mesh-peer', hostPrefix: 'bench-mg', extraEnv: process.env.MESH_GOMAXPROCS ? { GOMAXPROCS: process.env.MESH_GOMAXPROCS } : {} }),
+          runGoPeer({ controlUrl: control.url, serverKey, clientKey, rtt, bytes, dials, ...meshPeer({ MESHGUARD_BACKEND: 'native', ...(process.env.MESH_GOMAXPROCS ? { GOMAXPROCS: process.env.MESH_GOMAXPROCS } : {}) }) }),
       };
       for (const system of i % 2 === 0 ? ['go-tsnet', 'meshguard'] : ['meshguard', 'go-tsnet']) {
         if (system === 'go-tsnet' && goPeerMissing) {
@@ -243,6 +256,10 @@ try {
         const g = perRun(got['go-tsnet']);
         progress(`run ${i + 1}/${runs}: rtt p50 ${m.rtt.toFixed(0)} vs ${g.rtt.toFixed(0)} us, throughput ${m.throughput.toFixed(0)} vs ${g.throughput.toFixed(0)} MiB/s, warm dial p50 ${m['dial (warm)'].toFixed(2)} vs ${g['dial (warm)'].toFixed(2)} ms (meshguard vs go-tsnet)`);
       }
+      if (WASM_BUILT) {
+        progress(`run ${i + 1}/${runs}: meshguard-wasm`);
+        addPeer('meshguard-wasm', await runGoPeer({ controlUrl: control.url, serverKey, clientKey, rtt: wasmRtt, bytes: wasmBytes, ...meshPeer({ MESHGUARD_BACKEND: 'wasm' }) }));
+      }
     }
   }
 } finally {
@@ -255,7 +272,7 @@ for (const [k, xs] of acc) {
   progress(`${metric.replace(' (ratio)', '')}: meshguard / go-tsnet, median of ${xs.length} runs ${median(xs).toFixed(2)}x (min–max ${Math.min(...xs).toFixed(2)}–${Math.max(...xs).toFixed(2)})`);
 }
 
-const order = ['meshguard', 'go-tsnet', 'meshguard / go-tsnet', 'loopback', 'node (bare)'];
+const order = ['meshguard', 'meshguard-wasm', 'go-tsnet', 'meshguard / go-tsnet', 'loopback', 'node (bare)'];
 const rows = [...acc.entries()]
   .map(([k, samples]) => {
     const [system, metric, unit] = k.split('|');
@@ -269,7 +286,7 @@ if (o.smoke) {
   const keys = ['system', 'metric', 'unit', 'p50', 'p99', 'mean', 'n'];
   const bad = out.rows.filter((r) => keys.some((k) => r[k] === undefined || (typeof r[k] === 'number' && !Number.isFinite(r[k]))));
   const [metric, systems] =
-    nodes !== undefined ? [`${nodes} nodes ${modes[0]}: rss per added node`, ['meshguard', 'go-tsnet']] : o['first-dial'] ? ['first dial', ['meshguard', 'go-tsnet']] : ['rtt', ['meshguard', 'go-tsnet', 'loopback']];
+    nodes !== undefined ? [`${nodes} nodes ${modes[0]}: rss per added node`, ['meshguard', 'go-tsnet']] : o['first-dial'] ? ['first dial', ['meshguard', 'go-tsnet']] : ['rtt', ['meshguard', 'meshguard-wasm', 'go-tsnet', 'loopback']];
   for (const s of systems) if (!skipped.some((k) => k.system === s) && !out.rows.some((r) => r.system === s && r.metric === metric)) bad.push({ missing: s });
   if (bad.length) {
     process.stderr.write(`[bench/tailnet] smoke: malformed rows: ${JSON.stringify(bad)}\n`);

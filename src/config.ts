@@ -42,6 +42,13 @@ export const StartOptionsSchema = z
     verbose: z.boolean().default(false),
     addonPath: z.string().optional(),
     /**
+     * Which core runs the node: "native" (the Node addon), "wasm" (the Go
+     * core compiled to WebAssembly, in a worker thread; DERP-relayed only,
+     * see docs/wasm.md) or "auto" (native, else wasm with a warning).
+     * Default: $MESHGUARD_BACKEND, else "auto".
+     */
+    backend: z.enum(["auto", "native", "wasm"]).optional(),
+    /**
      * The node's local control socket (see docs/cli.md): true serves it at
      * DIR/meshguard.sock and fails the start if it cannot; a string serves
      * it at that path; false serves none. Default: served at

@@ -87,6 +87,16 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
     return this.opts.dir;
   }
 
+  /**
+   * Which core runs this node: "native" (the Node addon) or "wasm" (the Go
+   * core compiled to WebAssembly, in a worker thread). Exported because the
+   * "auto" backend choice may fall back to wasm, which reaches peers only
+   * through DERP: a program can say so, or refuse it.
+   */
+  get backendKind(): "native" | "wasm" {
+    return this.backend.kind;
+  }
+
   /** The control server this node joined (what a service tells clients that must join the same tailnet, e.g. the gateway's console). */
   get controlUrl(): string {
     return this.opts.controlUrl;
@@ -142,7 +152,7 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
     const progress = progressReporter(opts.onProgress);
     opts.signal?.throwIfAborted();
     progress("loading", "loading the meshguard core");
-    const backend = await loadBackend({ ...(opts.addonPath ? { addonPath: opts.addonPath } : {}), knobs: knobsFor(opts.controlUrl) });
+    const backend = await loadBackend({ ...(opts.addonPath ? { addonPath: opts.addonPath } : {}), ...(opts.backend ? { backend: opts.backend } : {}), knobs: knobsFor(opts.controlUrl) });
     progress("creating", `creating node ${opts.hostname} (state in ${opts.dir})`);
     const { node: handle } = await backend.call("create", {
       config: {

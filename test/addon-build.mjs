@@ -77,3 +77,18 @@ export function hostGo() {
   const goarch = { x64: 'amd64', arm64: 'arm64' }[process.arch] ?? process.arch;
   return { goos: process.platform, goarch };
 }
+
+/**
+ * wasmBuildCommand returns the `go build` that makes the WebAssembly core
+ * (GOOS=js GOARCH=wasm, go/wasm) at out, with the same feature-omitting tags
+ * and reproducibility flags as the addon. No cgo under js.
+ */
+export function wasmBuildCommand({ root, out }) {
+  const goDir = join(root, 'go');
+  const env = { ...process.env, GOTOOLCHAIN: 'local', GOFLAGS: '', CGO_ENABLED: '0', GOOS: 'js', GOARCH: 'wasm' };
+  const argv = ['build', '-trimpath', '-buildvcs=false', '-ldflags=-s -w -buildid=', '-tags', omitTags(goDir).join(','), '-o', out, './wasm'];
+  return { cmd: 'go', argv, cwd: goDir, env };
+}
+
+/** WASM_SOURCE_DIRS lists what the wasm core is built from (for up-to-date checks). */
+export const WASM_SOURCE_DIRS = ['core', 'wasm'];

@@ -3,6 +3,8 @@
 // enters a network namespace (inside one, nothing can be downloaded):
 //   1. checks the pinned toolchain (Go version from go/go.mod),
 //   2. the native addon build/meshguard.node (Go c-shared + Node-API),
+//   2b. the WebAssembly core wasm/meshguard.wasm (GOOS=js) and the
+//      wasm_exec.js of the same Go,
 //   3. the test addon build/meshguard-testhooks.node: the same with the
 //      core's test-only methods (build tag meshguard_testhooks), for the
 //      tests alone; it reuses the addon's Go build cache, so only the core
@@ -21,7 +23,9 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from "node
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { ADDON_SOURCE_DIRS, addonBuildCommand, hostCC, hostGo } from "./addon-build.mjs";
+import { ADDON_SOURCE_DIRS, WASM_SOURCE_DIRS, addonBuildCommand, hostCC, hostGo, wasmBuildCommand } from "./addon-build.mjs";
+import { copyFileSync } from "node:fs";
+import { gzipSync } from "node:zlib";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const { values: args } = parseArgs({ options: { only: { type: "string" }, skip: { type: "string", multiple: true, default: [] }, quiet: { type: "boolean", default: false }, tests: { type: "boolean", default: false }, force: { type: "boolean", default: false } } });
@@ -101,6 +105,25 @@ await phase("addon", () => buildAddon(join(root, "build", "meshguard.node"), [],
 // The published addon must not answer test-only methods (panicTest, ...), so
 // the tests that need them load this second build instead.
 await phase("testaddon", () => buildAddon(join(root, "build", "meshguard-testhooks.node"), ["meshguard_testhooks"], "the test addon (the addon plus test-only core methods)"));
+
+// The WebAssembly core (GOOS=js, go/wasm) into wasm/, with the wasm_exec.js
+// of the same Go (the two must match), for the wasm backend and its tests.
+await phase("wasm", () => {
+  const out = join(root, "wasm", "meshguard.wasm");
+  const exec = join(root, "wasm", "wasm_exec.js");
+  const src = Math.max(...WASM_SOURCE_DIRS.map((d) => newest(join(goDir, d), [".go"])), mtime(join(goDir, "go.mod")), mtime(join(goDir, "go.sum")), mtime(join(goDir, "omit-features.txt")));
+  if (!args.force && mtime(out) > src && existsSync(exec)) return false;
+  log("building the wasm core (GOOS=js GOARCH=wasm; first build compiles tailscale.com for js: ~2 min on 2 cores)...");
+  const c = wasmBuildCommand({ root, out });
+  run(c.cmd, c.argv, { cwd: c.cwd, env: c.env });
+  const goroot = execFileSync("go", ["env", "GOROOT"], { env: goEnv, encoding: "utf8" }).trim();
+  // Go >= 1.24 keeps it in lib/wasm; older releases in misc/wasm.
+  const from = [join(goroot, "lib", "wasm", "wasm_exec.js"), join(goroot, "misc", "wasm", "wasm_exec.js")].find(existsSync);
+  if (!from) throw new Error(`wasm_exec.js not found under ${goroot} (lib/wasm or misc/wasm)`);
+  copyFileSync(from, exec);
+  const bytes = readFileSync(out);
+  log(`wasm core: ${(bytes.length / 1e6).toFixed(1)} MB, ${(gzipSync(bytes, { level: 9 }).length / 1e6).toFixed(1)} MB gzipped (target <= 20 MB)`);
+});
 
 await phase("gobench", () => {
   const out = join(root, "build", "tsnetbench");

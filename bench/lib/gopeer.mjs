@@ -156,6 +156,7 @@ export async function runGoPeer({
         client: { ms: cOnline.ms, upMs: cOnline.upMs },
       },
       dialMs: result.dialMs,
+      firstByteMs: result.firstByteMs,
       rttUs: result.rttUs,
       throughputMiBps: result.throughputMiBps,
       bytes: result.bytes,

@@ -1,5 +1,5 @@
 // The meshguard peer of bench/tailnet: a Node process that is a tailnet node
-// through meshguard's native backend, speaking the same command line and
+// through meshguard's native backend (or the wasm one, MESHGUARD_BACKEND=wasm), speaking the same command line and
 // JSON-lines contract as `tsnetbench` (go/cmd/tsnetbench), so gopeer.mjs's
 // runGoPeer drives both:
 //
@@ -44,6 +44,11 @@ try {
     const i = a.target.lastIndexOf(':');
     const host = a.target.slice(0, i).replace(/^\[|\]$/g, '');
     const port = Number(a.target.slice(i + 1));
+    const connect = () => node.dial(host, port);
+    // Cold start: process start (performance's time origin) to the first
+    // byte echoed back over the tailnet.
+    await echoRounds(connect, 1);
+    const firstByteMs = performance.now();
     const dialMs = [];
     for (let d = 0; d < Number(a.dials ?? 5); d++) {
       const s0 = performance.now();
@@ -51,10 +56,9 @@ try {
       dialMs.push(performance.now() - s0);
       sock.destroy();
     }
-    const connect = () => node.dial(host, port);
     const rttUs = await echoRounds(connect, Number(a.rtt));
     const throughputMiBps = await sink(connect, Number(a.bytes));
-    emit({ event: 'result', dialMs, rttUs, throughputMiBps, bytes: Number(a.bytes), rssKiB: vmKiB('VmRSS'), rssPeakKiB: vmKiB('VmHWM'), loopDelayMs: loopDelayMs(), path: '' });
+    emit({ event: 'result', firstByteMs, backend: node.backendKind, dialMs, rttUs, throughputMiBps, bytes: Number(a.bytes), rssKiB: vmKiB('VmRSS'), rssPeakKiB: vmKiB('VmHWM'), loopDelayMs: loopDelayMs(), path: '' });
     await node.close();
   } else {
     throw new Error(`unknown role ${role}: use serve or client`);

@@ -16,7 +16,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"strings"
@@ -29,7 +28,6 @@ import (
 	"tailscale.com/ipn"
 	"tailscale.com/ipn/ipnstate"
 	"tailscale.com/tailcfg"
-	"tailscale.com/tsnet"
 )
 
 // Config describes a node to create. Field names follow the TypeScript
@@ -48,10 +46,11 @@ type Config struct {
 type node struct {
 	id     int64
 	cfg    Config
-	srv    *tsnet.Server
+	srv    server
 	lc     *local.Client
 	ctx    context.Context // cancelled by close: aborts a pending Up and the watcher
 	cancel context.CancelFunc
+	logf   func(format string, args ...any)
 
 	mu        sync.Mutex
 	started   bool // Up was called
@@ -162,28 +161,20 @@ func (c *Core) Create(cfg Config) (_ int64, err error) {
 	}
 	n := &node{cfg: cfg, listeners: map[int64]*listener{}, warmed: map[netip.Addr]bool{}}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
-	n.srv = &tsnet.Server{
-		Dir:           filepath.Clean(cfg.Dir),
-		Hostname:      cfg.Hostname,
-		ControlURL:    cfg.ControlURL,
-		AuthKey:       cfg.AuthKey,
-		Ephemeral:     cfg.Ephemeral,
-		AdvertiseTags: cfg.AdvertiseTags,
+	// Logs go to the host as events when verbose, else nowhere: tsnet would
+	// otherwise print to stderr of the host process. (n.id is set below,
+	// before the node can log: it logs only once started.)
+	n.logf = func(format string, args ...any) {
+		if n.cfg.Verbose {
+			c.emit(n.id, LogEvent{Line: fmt.Sprintf(format, args...)})
+		}
 	}
+	n.srv = newServer(cfg, n.logf)
 	c.mu.Lock()
 	n.id = c.newID()
 	c.nodes[n.id] = n
 	c.mu.Unlock()
 	theGCTuner.nodesChanged(1)
-	// Logs go to the host as events when verbose, else nowhere: tsnet would
-	// otherwise print to stderr of the host process.
-	logf := func(format string, args ...any) {
-		if n.cfg.Verbose {
-			c.emit(n.id, LogEvent{Line: fmt.Sprintf(format, args...)})
-		}
-	}
-	n.srv.Logf = logf
-	n.srv.UserLogf = logf
 	return n.id, nil
 }
 
@@ -572,7 +563,7 @@ func (c *Core) Dial(id int64, host string, port int, timeout time.Duration) (_ D
 	n.mu.Unlock()
 	pings := 0
 	var rtt time.Duration
-	if !warm {
+	if !warm && discoPings {
 		pings, rtt = c.warmUp(ctx, n, addr)
 	}
 	tDial := time.Now()
@@ -640,6 +631,11 @@ func (c *Core) warmUp(ctx context.Context, n *node, addr netip.Addr) (int, time.
 	return pings, 0
 }
 
+// discoPings says whether magicsock sends disco pings: not under js, where
+// it has no UDP and skips them altogether (wgengine/magicsock, GOOS=js), so
+// the wasm core's first dial goes without the warm-up.
+const discoPings = runtime.GOOS != "js"
+
 // First-dial attempt budget (see dialTCP).
 const (
 	firstAttemptBase   = 150 * time.Millisecond
@@ -675,7 +671,7 @@ func (c *Core) dialTCP(ctx context.Context, n *node, addr netip.Addr, port int, 
 			return conn, err
 		}
 		reset := c.resetIfNoSession(ctx, n, addr)
-		n.srv.Logf("meshguard: first dial to %s: no connection after %v (attempt %d); WireGuard peer reset: %v", target, budget, attempt, reset)
+		n.logf("meshguard: first dial to %s: no connection after %v (attempt %d); WireGuard peer reset: %v", target, budget, attempt, reset)
 		budget *= 2
 	}
 }

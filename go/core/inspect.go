@@ -67,6 +67,9 @@ func (c *Core) Ping(id int64, host, kind string, timeout time.Duration) (_ PingR
 	if !ok {
 		return PingResult{}, codeErr(ErrBadArgs, "ping kind %q: use disco, tsmp or icmp", kind)
 	}
+	if pt == tailcfg.PingDisco && !discoPings {
+		return PingResult{}, codeErr(ErrBadArgs, "the wasm core sends no disco pings (Tailscale's magicsock skips them under GOOS=js): ping with kind \"tsmp\" or \"icmp\"")
+	}
 	n, err := c.node(id)
 	if err != nil {
 		return PingResult{}, err

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"reflect"
@@ -18,7 +17,7 @@ import (
 // (TypeScript) and the core. The host refuses a core with another version.
 // It must equal PROTOCOL_VERSION in src/backend/protocol.ts; the table test
 // (protocol_test.go) checks both against testdata/protocol.json.
-const ProtocolVersion = 3
+const ProtocolVersion = 4
 
 // Error codes carried in error responses. The host maps each to an ErrorCode
 // (src/backend/errors.ts); they are part of the protocol, listed in
@@ -148,6 +147,9 @@ type CloseParams struct {
 // connections over another way adds its own omitempty field here.
 type ConnHandle struct {
 	FD *int `json:"fd,omitempty"`
+	// Stream is the wasm transport's stream id: bytes travel as messages
+	// between the core's worker thread and the host (go/wasm).
+	Stream *int64 `json:"stream,omitempty"`
 }
 
 // DialResult is a dialed connection and how long the dial took.
@@ -412,8 +414,7 @@ func preflight(ctx context.Context, controlURL string) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, "GET", strings.TrimSuffix(controlURL, "/")+"/key?v=1", nil)
-	client := &http.Client{Transport: &http.Transport{Proxy: nil, DialContext: (&net.Dialer{}).DialContext}}
-	resp, err := client.Do(req)
+	resp, err := preflightClient().Do(req)
 	if err != nil {
 		return codeErr(ErrControl, "control server %s is unreachable: %w", controlURL, err)
 	}

@@ -1,6 +1,6 @@
 // Where the loader looks, in a repo checkout (the installed-package cases are
 // in test/integration/install.test.ts).
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { backendAttempts, packageRoot } from "./load.js";
@@ -13,13 +13,14 @@ afterEach(() => {
 });
 
 describe("backend attempts", () => {
-  it("in a checkout: the platform package (not installed), then build/meshguard.node, then the wasm slot", () => {
+  it("in a checkout: the platform package (not installed), then build/meshguard.node, then the wasm core", () => {
     delete process.env.MESHGUARD_ADDON;
     const a = backendAttempts();
     expect(a.map((x) => x.from)).toEqual([`platform package @meshguard/${hostTargetId()}`, "repo checkout build", "wasm"]);
     expect(a[0]!.skip).toBe("not installed");
     expect(a[1]!.path).toBe(join(packageRoot(), "build", "meshguard.node"));
-    expect(a[2]!.skip).toBe("the wasm backend is not built yet (see wasm/README.md)");
+    const wasm = join(packageRoot(), "wasm", "meshguard.wasm");
+    expect(a[2]).toEqual(existsSync(wasm) ? { from: "wasm", path: wasm } : { from: "wasm", path: wasm, skip: `${wasm} does not exist (not built: \`npm run build\`)` });
   });
 
   it("an explicit addonPath or $MESHGUARD_ADDON is the only attempt", () => {

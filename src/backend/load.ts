@@ -6,14 +6,23 @@ import { NativeBackend } from "./native.js";
 import { PLATFORMS, hostTarget, hostTargetId, installedPlatformPackages, platformPackageName, resolvePlatformPackage } from "./platform.js";
 import type { Backend } from "./protocol.js";
 
+/** BackendKind names a backend: the native addon or the WebAssembly core. */
+export type BackendKind = "native" | "wasm";
+
+/** BACKEND_KINDS lists the values of the `backend` option and $MESHGUARD_BACKEND ("auto": native, else wasm). */
+export const BACKEND_KINDS = ["auto", "native", "wasm"] as const;
+
 export interface LoadOptions {
+  /** Which backend: the start option `backend`; undefined means $MESHGUARD_BACKEND, else "auto". */
+  backend?: (typeof BACKEND_KINDS)[number];
   /** Explicit path to meshguard.node. */
   addonPath?: string;
   /** Environment knobs for the Go runtime (process-wide, first load only). */
   knobs: Record<string, string>;
 }
 
-let loading: Promise<Backend> | undefined;
+/** One load per kind: a native Go runtime loads once per process; the wasm core is one worker shared by every node. */
+const loading: { native?: Promise<Backend>; wasm?: Promise<Backend> } = {};
 
 /** packageRoot finds the directory of meshguard's package.json, from src/ or dist/. */
 export function packageRoot(): string {
@@ -33,29 +42,94 @@ export function packageRoot(): string {
 }
 
 /**
- * loadBackend loads the one backend of this process. It tries, in order
- * (the napi-rs / esbuild order):
+ * loadBackend loads the backend a node runs on. Which one: the `backend`
+ * option, else `$MESHGUARD_BACKEND`, else "auto" — the native addon, and
+ * the wasm core when no addon loads (with a process warning that says why,
+ * code MESHGUARD_BACKEND_FALLBACK). "native" never falls back; "wasm"
+ * never tries the addon.
+ *
+ * The native addon is looked for in order (the napi-rs / esbuild order):
  *   1. the explicit `addonPath` option,
  *   2. `$MESHGUARD_ADDON`,
  *   3. the platform package `@meshguard/<os>-<cpu>[-gnu|-musl]` (an
  *      optional dependency of meshguard: npm installs only the one whose
  *      `os`, `cpu` and `libc` match),
  *   4. the addon built in a repo checkout (build/meshguard.node),
- *   5. the wasm backend (not built yet: the slot says so).
- * An explicit choice (1 or 2) is used alone: when it fails, meshguard does
+ * then, under "auto", 5. the wasm core (wasm/meshguard.wasm).
+ * An explicit addon (1 or 2) is used alone: when it fails, meshguard does
  * not quietly load a different binary. Every failed attempt is kept in the
  * error's `cause` (an AggregateError), and the hint says how to fix the
  * likely reason (a wrong-platform install, `--omit=optional`, an
- * unsupported platform). The Go runtime can be loaded once per process, so
- * the first successful load is shared by every node, whatever later callers
- * pass.
+ * unsupported platform). The Go runtime of the addon can be loaded once per
+ * process, so the first successful load is shared by every node, whatever
+ * later callers pass; the wasm core is one worker thread shared likewise.
  */
 export function loadBackend(opts: LoadOptions): Promise<Backend> {
-  loading ??= doLoad(opts).catch((err: unknown) => {
-    loading = undefined;
+  const kind = backendChoice(opts);
+  if (kind === "wasm") return once("wasm", () => loadWasm(opts.knobs));
+  if (kind === "native") return once("native", () => doLoad(opts));
+  return once("native", () => doLoad(opts)).catch(async (err: unknown) => {
+    if (!(err instanceof MeshguardError) || err.code !== ErrorCode.BACKEND_UNAVAILABLE || opts.addonPath || process.env.MESHGUARD_ADDON) throw err;
+    let wasm: Backend;
+    try {
+      wasm = await once("wasm", () => loadWasm(opts.knobs));
+    } catch (werr) {
+      throw new MeshguardError(ErrorCode.BACKEND_UNAVAILABLE, `${err.message}\n  wasm: ${(werr as Error).message}`, {
+        hint: err.hint ?? "",
+        cause: new AggregateError([err, werr], "neither the native addon nor the wasm core loaded"),
+      });
+    }
+    if (!fallbackWarned) {
+      fallbackWarned = true;
+      process.emitWarning(
+        `meshguard: no native addon loaded, running the WebAssembly core instead (DERP-relayed only, slower; see docs/wasm.md). Why: ${err.message.replace(/\n\s*/g, "; ")}. ` +
+          `To fix: ${err.hint ?? "install the platform package"}; to choose wasm on purpose and silence this, set backend: "wasm" or MESHGUARD_BACKEND=wasm.`,
+        { code: "MESHGUARD_BACKEND_FALLBACK" },
+      );
+    }
+    return wasm;
+  });
+}
+
+let fallbackWarned = false;
+
+function once(kind: BackendKind, load: () => Promise<Backend>): Promise<Backend> {
+  loading[kind] ??= load().catch((err: unknown) => {
+    loading[kind] = undefined;
     throw err;
   });
-  return loading;
+  return loading[kind];
+}
+
+/** backendChoice reads the backend option, then $MESHGUARD_BACKEND; a wrong value is an error naming where it came from. */
+export function backendChoice(opts: { backend?: string }): (typeof BACKEND_KINDS)[number] {
+  const env = process.env.MESHGUARD_BACKEND;
+  const [v, from] = opts.backend !== undefined ? [opts.backend, "the backend option"] : env ? [env, "$MESHGUARD_BACKEND"] : ["auto", ""];
+  if (!(BACKEND_KINDS as readonly string[]).includes(v)) {
+    throw new MeshguardError(ErrorCode.INVALID_OPTIONS, `${from} is ${JSON.stringify(v)}: use one of ${BACKEND_KINDS.join(", ")}`, {
+      hint: `"auto" (the default) loads the native addon and falls back to wasm`,
+    });
+  }
+  return v as (typeof BACKEND_KINDS)[number];
+}
+
+/** wasmDir is where the wasm core lives: wasm/ of the package (meshguard.wasm, wasm_exec.js, worker.mjs). */
+export function wasmDir(): string {
+  return join(packageRoot(), "wasm");
+}
+
+async function loadWasm(knobs: Record<string, string>): Promise<Backend> {
+  const dir = wasmDir();
+  for (const f of ["meshguard.wasm", "wasm_exec.js", "worker.mjs"]) {
+    if (!existsSync(join(dir, f))) {
+      throw new MeshguardError(ErrorCode.BACKEND_UNAVAILABLE, `the wasm core is not built: ${join(dir, f)} does not exist`, {
+        hint: "in a checkout, `npm run build` builds it (needs Go); or use the native addon (backend: \"native\")",
+      });
+    }
+  }
+  // Loaded only when asked for: a node on the native addon never reads the wasm module.
+  const { WasmBackend } = await import("./wasm.js");
+  return WasmBackend.load(dir, knobs);
 }
 
 /** BackendAttempt is one place loadBackend looks for a backend, in order. */
@@ -103,12 +177,7 @@ export function backendAttempts(opts: { addonPath?: string } = {}): BackendAttem
     const local = join(root, "build", "meshguard.node");
     attempts.push(existsSync(join(root, "go", "go.mod")) ? fileAttempt("repo checkout build", local) : { from: "repo checkout build", skip: "not a repo checkout (no go/go.mod)" });
     const wasm = join(root, "wasm", "meshguard.wasm");
-    attempts.push({
-      from: "wasm",
-      skip: existsSync(wasm)
-        ? `${wasm} exists, but this version of meshguard has no wasm loader yet`
-        : "the wasm backend is not built yet (see wasm/README.md)",
-    });
+    attempts.push(existsSync(wasm) ? { from: "wasm", path: wasm } : { from: "wasm", path: wasm, skip: `${wasm} does not exist (not built: \`npm run build\`)` });
   }
   return attempts;
 }
@@ -132,6 +201,7 @@ async function doLoad(opts: LoadOptions): Promise<Backend> {
   const attempts = backendAttempts(opts.addonPath ? { addonPath: opts.addonPath } : {});
   const failures: Error[] = [];
   for (const a of attempts) {
+    if (a.from === "wasm") continue; // loadBackend falls back to it
     if (a.skip !== undefined || a.path === undefined) {
       failures.push(new Error(`${a.from}: ${a.skip ?? "nothing to load"}`));
       continue;
@@ -180,7 +250,8 @@ function loadHint(attempts: BackendAttempt[]): string {
   );
 }
 
-/** loadedBackend returns the backend if one was loaded, without loading one. */
-export async function loadedBackend(): Promise<Backend | undefined> {
-  return loading ? loading.catch(() => undefined) : undefined;
+/** loadedBackends returns the backends loaded so far (native first), without loading one. */
+export async function loadedBackends(): Promise<Backend[]> {
+  const all = await Promise.all([loading.native, loading.wasm].map((p) => (p ? p.catch(() => undefined) : undefined)));
+  return all.filter((b): b is Backend => b !== undefined);
 }

@@ -12,7 +12,7 @@
  */
 
 /** PROTOCOL_VERSION must equal core.ProtocolVersion; checked at load. */
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
 
 /** The params or result of a method that takes or returns nothing. */
 export type Empty = Record<never, never>;
@@ -73,7 +73,10 @@ export interface DialParams {
 
 /** How the host finds a bridged connection; natively `fd` is set. */
 export interface ConnHandle {
+  /** The native transport: one end of a socketpair. */
   fd?: number;
+  /** The wasm transport: a stream id whose bytes travel as worker messages. */
+  stream?: number;
 }
 
 export interface DialResult extends ConnHandle {
@@ -303,6 +306,7 @@ const peer = {
 const empty = { object: {} } as const satisfies Shape<Empty>;
 const node = { object: { node: "number" } } as const satisfies Shape<NodeParams>;
 const fd = { optional: "number" } as const;
+const stream = { optional: "number" } as const;
 
 /** PROTOCOL_SHAPE is the table above as data, for the test against Go's. */
 export const PROTOCOL_SHAPE = {
@@ -326,7 +330,7 @@ export const PROTOCOL_SHAPE = {
     },
     dial: {
       params: { object: { node: "number", host: "string", port: "number", timeoutMs: { optional: "number" } } },
-      result: { object: { fd, remoteAddr: "string", localAddr: "string", dialUs: "number", warmUpUs: "number", pings: "number" } },
+      result: { object: { fd, stream, remoteAddr: "string", localAddr: "string", dialUs: "number", warmUpUs: "number", pings: "number" } },
     },
     listen: { params: { object: { node: "number", port: "number" } }, result: { object: { listener: "number" } } },
     closeListener: { params: { object: { listener: "number" } }, result: empty },
@@ -374,7 +378,7 @@ export const PROTOCOL_SHAPE = {
   events: {
     state: { object: { state: "string" } },
     netmap: { object: { peers: { array: peer } } },
-    accept: { object: { fd, listener: "number", remoteAddr: "string", localAddr: "string" } },
+    accept: { object: { fd, stream, listener: "number", remoteAddr: "string", localAddr: "string" } },
     listenerClosed: { object: { listener: "number" } },
     log: { object: { line: "string" } },
     error: { object: { message: "string" } },

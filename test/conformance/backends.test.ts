@@ -1,0 +1,228 @@
+// One conformance suite, two backends: the core's key integration cases
+// (data both ways with half-close, addresses, whois, peers, typed errors,
+// close and handle drain) against the native addon and the wasm core (Go
+// compiled for GOOS=js, in a worker thread), each node on a real local
+// headscale. Plus the two talking to each other, and the backend
+// selection rules. A case only one backend passes is marked with why.
+import { createHash, randomBytes } from "node:crypto";
+import { once } from "node:events";
+import net from "node:net";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { backendChoice } from "../../src/backend/load.js";
+import { MeshNode, MeshguardError } from "../../src/index.js";
+import { coreHandles } from "../../src/testing/index.js";
+import { startTailnet, type Tailnet } from "../integration/tailnet.js";
+
+const MiB = 1 << 20;
+const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
+
+async function readAll(sock: net.Socket): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of sock) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
+
+/** closeServer closes a tailnet listener and waits until the core dropped it. */
+const closeServer = (s: net.Server) => new Promise<void>((r) => s.close(() => r()));
+
+async function expectCode(p: Promise<unknown>, code: string): Promise<void> {
+  const err = await p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err, `expected ${code}`).toBeInstanceOf(MeshguardError);
+  expect((err as MeshguardError).code).toBe(code);
+}
+
+let tn: Tailnet;
+beforeAll(async () => {
+  tn = await startTailnet(false);
+});
+afterAll(async () => {
+  await tn?.control.close();
+});
+
+describe.each(["native", "wasm"] as const)("%s backend", (backend) => {
+  let service: MeshNode;
+  let agent: MeshNode;
+
+  beforeAll(async () => {
+    service = await tn.start(`svc-${backend}`, { tags: ["tag:service"], backend });
+    agent = await tn.start(`agent-${backend}`, { tags: ["tag:agent-a"], backend });
+    expect([service.backendKind, agent.backendKind]).toEqual([backend, backend]);
+  }, 60_000);
+
+  afterAll(async () => {
+    await agent?.close();
+    await service?.close();
+  });
+
+  it("exchanges 1 MiB both ways with half-close", async () => {
+    const server = await service.listen(7001);
+    const fromClient = randomBytes(MiB);
+    const fromServer = randomBytes(MiB);
+    const served = new Promise<Buffer>((resolve, reject) => {
+      server.once("connection", (sock: net.Socket) => {
+        const chunks: Buffer[] = [];
+        sock.on("data", (c: Buffer) => chunks.push(c));
+        sock.on("error", reject);
+        // The client half-closed: this side can still write.
+        sock.on("end", () => {
+          sock.end(fromServer);
+          resolve(Buffer.concat(chunks));
+        });
+      });
+    });
+    const sock = await agent.dial(`svc-${backend}`, 7001, { allowHalfOpen: true });
+    expect(sock).toBeInstanceOf(net.Socket);
+    sock.end(fromClient);
+    const back = await readAll(sock);
+    expect(sha(await served)).toBe(sha(fromClient));
+    expect(sha(back)).toBe(sha(fromServer));
+    await new Promise<void>((r) => server.close(() => r()));
+  });
+
+  it("sockets carry the tailnet addresses of both ends", async () => {
+    const server = await service.listen(7003);
+    const seen = new Promise<net.Socket>((r) => server.once("connection", r));
+    const sock = await agent.dial(service.ips[0]!, 7003);
+    const accepted = await seen;
+    expect(accepted.remoteAddress).toBe(agent.ips[0]);
+    expect(sock.remoteAddress).toBe(service.ips[0]);
+    expect(sock.remotePort).toBe(7003);
+    const closed = once(accepted, "close");
+    sock.destroy();
+    await closed; // the close reaches the other side
+    await closeServer(server);
+  });
+
+  it("a server that pauses reading holds the writer back (backpressure), then gets every byte", async () => {
+    const server = await service.listen(7004);
+    // More than every buffer between the two: the native socketpairs hold
+    // 4 MiB each way; the wasm streams hold 1 MiB of credit each way, and
+    // the wasm core is slow (docs/wasm.md), so less is enough and quicker.
+    const total = backend === "native" ? 32 * MiB : 3 * MiB;
+    const got = new Promise<number>((resolve) => {
+      server.once("connection", (s: net.Socket) => {
+        s.pause();
+        let n = 0;
+        setTimeout(() => {
+          s.on("data", (c: Buffer) => (n += c.length));
+          s.on("end", () => {
+            resolve(n);
+            s.end();
+          });
+          s.resume();
+        }, 500);
+      });
+    });
+    const sock = await agent.dial(`svc-${backend}`, 7004);
+    const chunk = Buffer.alloc(64 * 1024, 1);
+    let written = 0;
+    let blocked = false;
+    while (written < total) {
+      written += chunk.length;
+      if (!sock.write(chunk)) {
+        blocked = true;
+        await once(sock, "drain");
+      }
+    }
+    sock.end();
+    expect(blocked).toBe(true);
+    expect(await got).toBe(total);
+    await closeServer(server);
+  });
+
+  it("fetch over the tailnet reaches an http server on a listener, which sees the caller", async () => {
+    const { createServer } = await import("node:http");
+    const app = createServer((req, res) => res.end(JSON.stringify({ from: req.socket.remoteAddress })));
+    const server = await service.listen(7080);
+    server.on("connection", (s: net.Socket) => app.emit("connection", s));
+    const res = await agent.fetch(`http://svc-${backend}:7080/`);
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual({ from: agent.ips[0] });
+    await closeServer(server);
+  });
+
+  it("whois identifies a tagged caller with its app capabilities", async () => {
+    const w = await service.whois(agent.ips[0]!);
+    expect(w.node.name.split(".")[0]).toBe(`agent-${backend}`);
+    expect(w.node.tags).toEqual(["tag:agent-a"]);
+    expect(w.caps["meshguard.dev/cap/tools"]).toEqual([{ tools: ["search", "read"] }]);
+    await expectCode(service.whois("100.64.255.254"), "MESHGUARD_WHOIS_NOT_FOUND");
+  });
+
+  it("ping: tsmp works on both; disco only natively (magicsock sends no disco pings under GOOS=js)", async () => {
+    const t = await agent.ping(`svc-${backend}`, { kind: "tsmp" });
+    expect(t.ip).toBe(service.ips[0]);
+    if (backend === "native") expect((await agent.ping(`svc-${backend}`)).path).toMatch(/^(direct|derp)$/);
+    else await expectCode(agent.ping(`svc-${backend}`), "MESHGUARD_INVALID_OPTIONS");
+  });
+
+  it("peers lists the nodes the policy lets it see", async () => {
+    const names = (await agent.peers()).map((p) => p.name.split(".")[0]);
+    expect(names).toContain(`svc-${backend}`);
+  });
+
+  it("failures are typed errors: no such peer, port in use, bad port", async () => {
+    await expectCode(agent.dial("no-such-peer", 80), "MESHGUARD_NO_PEER");
+    const s = await service.listen(7005);
+    await expectCode(service.listen(7005), "MESHGUARD_PORT_IN_USE");
+    await closeServer(s);
+    await expectCode(agent.dial(`svc-${backend}`, 70000), "MESHGUARD_INVALID_OPTIONS");
+  });
+
+  it("closing a node drains its handles", async () => {
+    const before = await coreHandles();
+    const n = await tn.start(`tmp-${backend}`, { tags: ["tag:agent-a"], backend });
+    const l = await n.listen(7006);
+    expect((await coreHandles()).listeners).toBe(before.listeners + 1);
+    await closeServer(l);
+    await n.close();
+    await expectCode(n.peers(), "MESHGUARD_CLOSED");
+    expect(await coreHandles()).toEqual(before);
+  });
+});
+
+describe("native and wasm nodes on one tailnet", () => {
+  it("talk to each other both ways (the wasm side over DERP)", async () => {
+    const svc = await tn.start("mixed-svc-wasm", { tags: ["tag:service"], backend: "wasm" });
+    const cli = await tn.start("mixed-agent-native", { tags: ["tag:agent-a"], backend: "native" });
+    try {
+      const server = await svc.listen(7200);
+      server.on("connection", (s: net.Socket) => s.pipe(s));
+      const sock = await cli.dial("mixed-svc-wasm", 7200);
+      const msg = randomBytes(256 * 1024);
+      sock.end(msg);
+      expect(sha(await readAll(sock))).toBe(sha(msg));
+      const path = (await cli.paths()).find((p) => p.name.startsWith("mixed-svc-wasm"));
+      expect(path?.path).toBe("derp");
+      server.close();
+    } finally {
+      await cli.close();
+      await svc.close();
+    }
+  });
+});
+
+describe("backend selection", () => {
+  it("the option wins over $MESHGUARD_BACKEND; a wrong value names its source", () => {
+    const saved = process.env.MESHGUARD_BACKEND;
+    try {
+      process.env.MESHGUARD_BACKEND = "wasm";
+      expect(backendChoice({})).toBe("wasm");
+      expect(backendChoice({ backend: "native" })).toBe("native");
+      process.env.MESHGUARD_BACKEND = "wsam";
+      expect(() => backendChoice({})).toThrow(/\$MESHGUARD_BACKEND is "wsam": use one of auto, native, wasm/);
+      delete process.env.MESHGUARD_BACKEND;
+      expect(backendChoice({})).toBe("auto");
+    } finally {
+      if (saved === undefined) delete process.env.MESHGUARD_BACKEND;
+      else process.env.MESHGUARD_BACKEND = saved;
+    }
+  });
+
+  it("a bad backend option is MESHGUARD_INVALID_OPTIONS naming the field", async () => {
+    await expectCode(MeshNode.start({ controlUrl: tn.control.url, hostname: "x", backend: "wsam" as "wasm" }), "MESHGUARD_INVALID_OPTIONS");
+  });
+});
