@@ -300,6 +300,8 @@ interface Catalog {
   sequences: Map<string, string[]>;
   /** Sequences where a meshguard caller role has USAGE: "sequence\0role". */
   sequenceUsage: Set<string>;
+  /** Tables without row security: the other roles with privileges there that no policy covers. */
+  uncovered: Map<string, string[]>;
   /** Schemas apply's login owns (or is a superuser): it can grant and revoke USAGE there. */
   ownSchemas: Set<string>;
   /** meshguard's row-security policies: "table\0name" → its comment. */
@@ -398,6 +400,17 @@ async function readCatalog(client: DatabaseClient): Promise<Catalog> {
     [mine],
   ))
     sequenceUsage.add(`${u.seq}\0${u.role}`);
+  // Roles with privileges on a table without row security that no policy there would cover: enabling it hides every row from them.
+  const uncovered = new Map<string, string[]>();
+  for (const u of await rows<{ table: string; roles: string[] }>(
+    client,
+    `SELECT n.nspname || '.' || c.relname AS table, array_agg(DISTINCT g.rolname::text) AS roles
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, aclexplode(c.relacl) a JOIN pg_roles g ON g.oid = a.grantee
+      WHERE NOT c.relrowsecurity AND c.relkind IN ('r', 'p') AND g.oid <> c.relowner AND NOT g.rolsuper AND NOT g.rolbypassrls AND g.rolname NOT LIKE 'mg:%'
+        AND NOT EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid AND (g.oid = ANY (p.polroles) OR 0 = ANY (p.polroles)))
+      GROUP BY 1`,
+  ))
+    uncovered.set(u.table, u.roles.sort());
   const ownSchemas = new Set(
     (await rows<{ schema: string }>(client, "SELECT nspname AS schema FROM pg_namespace WHERE (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) OR pg_has_role(nspowner, 'USAGE')")).map((r) => r.schema),
   );
@@ -433,6 +446,7 @@ async function readCatalog(client: DatabaseClient): Promise<Catalog> {
     usage,
     sequences,
     sequenceUsage,
+    uncovered,
     ownSchemas,
     policies,
     foreignPolicies,
@@ -625,7 +639,13 @@ function planChanges(policy: Policy, cat: Catalog, opts: DatabaseApplyOptions, g
   // ---- row security on the tables that need it ----
   for (const name of [...rowsTables].sort()) {
     const rel = cat.relations.get(name)!;
-    if (!rel.rls) add("row-security", name, `ALTER TABLE ${qualified(name)} ENABLE ROW LEVEL SECURITY`);
+    if (!rel.rls) {
+      add("row-security", name, `ALTER TABLE ${qualified(name)} ENABLE ROW LEVEL SECURITY`);
+      const others = (cat.uncovered.get(name) ?? []).filter((r) => r !== gatewayRole);
+      if (others.length) {
+        warnings.push(`${name} gets row security: ${others.map(quoteIdent).join(", ")} ${others.length > 1 ? "have" : "has"} privileges there and no policy, so ${others.length > 1 ? "they see" : "it sees"} no rows from now on (give ${others.length > 1 ? "each" : "it"} a policy, e.g. CREATE POLICY ${quoteIdent(`${others[0]}_all`)} ON ${qualified(name)} TO ${quoteIdent(others[0]!)} USING (true) WITH CHECK (true))`);
+      }
+    }
     if (!rel.force) {
       add("row-security", name, `ALTER TABLE ${qualified(name)} FORCE ROW LEVEL SECURITY`);
       if (!rel.ownerBypasses) {

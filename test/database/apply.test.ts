@@ -137,6 +137,8 @@ describe.skipIf(unavailable)("meshguard policy apply --db", () => {
     const rel = await one<{ rls: boolean; force: boolean }>("SELECT relrowsecurity AS rls, relforcerowsecurity AS force FROM pg_class WHERE relname = 'items'");
     expect(rel).toEqual({ rls: true, force: true });
     expect(await policyNames("items")).toEqual(["custom_policy", "mg:tag:owner:insert", "mg:tag:owner:select", "mg:tag:owner:update", "mg:tag:reader:select"]);
+    // app_reader, which had SELECT on items before, has a policy there (custom_policy): no warning that it loses its rows.
+    expect(first.warnings.join("\n")).not.toContain("gets row security");
     // Tables without a rows rule get no row security.
     expect((await one<{ rls: boolean }>("SELECT relrowsecurity AS rls FROM pg_class WHERE relname = 'audit_log'")).rls).toBe(false);
   });
@@ -306,6 +308,7 @@ describe.skipIf(unavailable)("meshguard policy apply --db", () => {
     await server.sql(DB, "ALTER TABLE public.shared_notes ENABLE ROW LEVEL SECURITY");
     await server.sql(DB, "CREATE TABLE public.app_rows (id int, z text)");
     await server.sql(DB, "ALTER TABLE public.app_rows OWNER TO app_owner");
+    await server.sql(DB, "GRANT SELECT ON public.app_rows TO app_reader");
     const rules: RuleSpec[] = [
       ...FULL,
       { id: "notes", src: ["tag:reader"], sql: { database: [DB], operation: ["select"], table: ["public.shared_notes"] } },
@@ -315,6 +318,7 @@ describe.skipIf(unavailable)("meshguard policy apply --db", () => {
     expect(res.statements).toContain('CREATE POLICY "mg:tag:reader:select" ON "public"."shared_notes" AS PERMISSIVE FOR SELECT TO "mg:tag:reader" USING (true)');
     expect(res.statements.join("\n")).not.toContain('ALTER TABLE "public"."shared_notes"');
     expect(res.warnings.join("\n")).toMatch(/public\.app_rows is owned by "app_owner", which FORCE ROW LEVEL SECURITY now subjects to row security/);
+    expect(res.warnings.join("\n")).toMatch(/public\.app_rows gets row security: "app_reader" has privileges there and no policy, so it sees no rows from now on/);
     const reader = await asCaller("mg:tag:reader");
     try {
       expect((await reader.query("SELECT id FROM shared_notes")).rows).toEqual([{ id: 1 }]);
