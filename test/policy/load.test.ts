@@ -197,6 +197,30 @@ describe("decisions", () => {
     expect(policy.evaluate(req("tag:c", "POST https://api.example.com/", { now: at(30_001) })).effect).toBe("deny");
   });
 
+  test("giveBack returns the rate token a decision spent (a call decided again counts once), never past the rule's rate", () => {
+    const p = loadPolicy(`{"version":1,"rules":[
+      {"id":"limited","src":["tag:c"],"http":{"host":["api.example.com"]},"when":{"rate":{"perMinute":2}}},
+      {"id":"free","src":["tag:c"],"http":{"host":["free.example.com"]}}]}`);
+    const now = new Date("2026-01-01T00:00:00Z");
+    const call = () => p.evaluate(req("tag:c", "POST https://api.example.com/", { now }));
+    // Decided twice, the first token given back in between: one call, so a second call still fits.
+    const first = call();
+    p.giveBack(req("tag:c", "POST https://api.example.com/").principal, first);
+    expect(call()).toMatchObject({ effect: "allow", ruleId: "limited" });
+    expect(call()).toMatchObject({ effect: "allow", ruleId: "limited" });
+    expect(call()).toMatchObject({ effect: "deny", ruleId: "limited" });
+    // Giving back more than was spent never holds more than the rate: two back, two calls, then none.
+    const principal = req("tag:c", "POST https://api.example.com/").principal;
+    for (let i = 0; i < 5; i++) p.giveBack(principal, first);
+    expect(call().effect).toBe("allow");
+    expect(call().effect).toBe("allow");
+    expect(call().effect).toBe("deny");
+    // A decision of a rule without a rate, or a deny, gives nothing back.
+    p.giveBack(principal, p.evaluate(req("tag:c", "GET https://free.example.com/", { now })));
+    p.giveBack(principal, call());
+    expect(call().effect).toBe("deny");
+  });
+
   test("IP ranges match the host literal, IPv4-mapped IPv6 and the resolved address", () => {
     expect(policy.evaluate(req("tag:d", "tcp 10.1.2.3:5432")).effect).toBe("allow");
     expect(policy.evaluate(req("tag:d", "tcp [::ffff:10.1.2.3]:5432")).effect).toBe("allow");
