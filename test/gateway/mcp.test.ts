@@ -310,6 +310,20 @@ describe("sessions", () => {
       const [p1, p2] = [await pid(a1.client), await pid(a2.client)];
       expect(p1).toMatch(/^\d+$/);
       expect(p1).not.toBe(p2);
+      // Ending the session ends its child.
+      const alive = (pid: string) => {
+        try {
+          process.kill(Number(pid), 0);
+          return true;
+        } catch {
+          return false;
+        }
+      };
+      expect(alive(p1)).toBe(true);
+      await a1.close();
+      for (let i = 0; i < 50 && alive(p1); i++) await sleep(100);
+      expect(alive(p1)).toBe(false);
+      expect(alive(p2)).toBe(true);
     } finally {
       await a1.close();
       await a2.close();
