@@ -302,7 +302,7 @@ describe("sessions", () => {
     }
   });
 
-  it("each session has its own upstream sessions: its own stdio child", async () => {
+  it("each session has its own upstream sessions: its own stdio child, its own HTTP session; ending it ends them", async () => {
     const a1 = await connect(t.nodes.agentA);
     const a2 = await connect(t.nodes.agentA);
     try {
@@ -310,6 +310,24 @@ describe("sessions", () => {
       const [p1, p2] = [await pid(a1.client), await pid(a2.client)];
       expect(p1).toMatch(/^\d+$/);
       expect(p1).not.toBe(p2);
+      // Ending the session ends its child.
+      const alive = (pid: string) => {
+        try {
+          process.kill(Number(pid), 0);
+          return true;
+        } catch {
+          return false;
+        }
+      };
+      expect(alive(p1)).toBe(true);
+      const upstreamSessions = up.sessions.size;
+      await a1.close();
+      for (let i = 0; i < 50 && alive(p1); i++) await sleep(100);
+      expect(alive(p1)).toBe(false);
+      expect(alive(p2)).toBe(true);
+      // ... and its session at the HTTP upstream.
+      for (let i = 0; i < 50 && up.sessions.size >= upstreamSessions; i++) await sleep(100);
+      expect(up.sessions.size).toBe(upstreamSessions - 1);
     } finally {
       await a1.close();
       await a2.close();

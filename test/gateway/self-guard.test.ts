@@ -79,6 +79,19 @@ describe("the self-guard policy", () => {
     expect(decide("dns exfiltrate.example")).toBe("deny");
     expect(decide("udp 127.0.0.1:53")).toBe("deny");
   });
+
+  it("adds the MCP servers' origins (HTTP upstreams; a stdio server is a child process, not a destination), and lets their tool calls through", () => {
+    const cfg = parseGatewayConfig(JSON.stringify({ ...config(1), mcp: { servers: { github: { url: "http://mcp-github.internal:3000/mcp" }, notes: { command: "node", args: ["notes.js"] } } } }), { baseDir: dir });
+    const origins = selfGuardOrigins(cfg);
+    expect(origins).toContain("http://mcp-github.internal:3000");
+    expect(origins.some((o) => o.includes("notes"))).toBe(false);
+    const p = selfGuardPolicy(origins);
+    const decide = (line: string) => p.evaluate({ principal: { tags: [] }, target: parseRequest(line) }).effect;
+    expect(decide("POST http://mcp-github.internal:3000/mcp")).toBe("allow");
+    // Which tool a caller may use was decided by the gateway's own policy before the call was made.
+    expect(decide('mcp github create_issue {"repo":"x"}')).toBe("allow");
+    expect(decide("POST http://mcp-github.internal:3001/mcp")).toBe("deny");
+  });
 });
 
 describe("startGateway({ selfGuard: true })", () => {

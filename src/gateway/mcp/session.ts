@@ -61,6 +61,7 @@ type ListKind = "tools" | "resources" | "templates" | "prompts";
 interface Upstream {
   name: string;
   client: Client;
+  transport: Transport;
   /** The upstream's lists, fetched on first use, dropped when it says they changed. */
   lists: Map<ListKind, unknown[]>;
 }
@@ -96,7 +97,7 @@ export class McpSession {
     this.register();
   }
 
-  /** use is a request of the session's own caller: the caller is refreshed (a policy reload may have changed its role). */
+  /** touch records a request of the session's own caller: the caller is refreshed (a policy reload may have changed its role and chains). */
   touch(caller: Caller): void {
     this.caller = caller;
     this.lastSeen = Date.now();
@@ -121,22 +122,28 @@ export class McpSession {
     this.onClose(this);
     const ups = this.upstreams;
     await this.server.close().catch(() => {});
-    if (ups) for (const u of (await ups.catch(() => new Map<string, Upstream>())).values()) await u.client.close().catch(() => {});
+    if (ups === undefined) return;
+    for (const u of (await ups.catch(() => new Map<string, Upstream>())).values()) {
+      // An HTTP upstream's session is ended there too (DELETE), not left to its idle timeout; a stdio child is killed by close.
+      if (u.transport instanceof StreamableHTTPClientTransport) await u.transport.terminateSession().catch(() => {});
+      await u.client.close().catch(() => {});
+    }
   }
 
   private connectUpstreams(): Promise<Map<string, Upstream>> {
     return (this.upstreams ??= (async () => {
       const caps = this.server.getClientCapabilities() ?? {};
       const out = new Map<string, Upstream>();
+      if (this.closed) return out;
       await Promise.all(
         Object.entries(this.cfg.servers).map(async ([name, sc]) => {
           const client = new Client(GATEWAY_INFO, {
             capabilities: { ...(caps.sampling ? { sampling: {} } : {}), ...(caps.elicitation ? { elicitation: caps.elicitation } : {}) },
           });
-          const up: Upstream = { name, client, lists: new Map() };
+          const up: Upstream = { name, client, transport: transportFor(sc), lists: new Map() };
           this.wireUpstream(up);
           try {
-            await client.connect(transportFor(sc), { timeout: sc.timeout });
+            await client.connect(up.transport, { timeout: sc.timeout });
           } catch (err) {
             this.ctx.warn(new Error(`MCP server ${JSON.stringify(name)} could not be reached for a session of ${this.caller.node}: ${(err as Error).message}`, { cause: err }));
             await client.close().catch(() => {});
