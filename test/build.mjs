@@ -88,7 +88,7 @@ await phase("toolchain", () => {
 
 /** buildAddon builds the Node addon at out unless it is newer than its sources (the same command as test/pack.mjs). */
 function buildAddon(out, extraTags, what) {
-  const src = Math.max(...ADDON_SOURCE_DIRS.map((d) => newest(join(goDir, d), [".go", ".c"])), mtime(join(goDir, "go.mod")), mtime(join(goDir, "go.sum")), mtime(join(goDir, "omit-features.txt")));
+  const src = Math.max(...ADDON_SOURCE_DIRS.map((d) => newest(join(goDir, d), [".go", ".c", ".h"])), mtime(join(goDir, "go.mod")), mtime(join(goDir, "go.sum")), mtime(join(goDir, "omit-features.txt")));
   if (!args.force && mtime(out) > src) return false;
   mkdirSync(join(root, "build"), { recursive: true });
   log(`building ${what}...`);
