@@ -6,7 +6,11 @@
 #include <stdint.h>
 #include <pthread.h>
 #include <unistd.h>
+#include <fcntl.h>
+#if defined(__linux__) && !defined(MG_SIGNAL_PIPE)
 #include <sys/eventfd.h>
+#define MG_EVENTFD 1
+#endif
 #include <node_api.h>
 #include "addon.h"
 #include "_cgo_export.h"
@@ -14,15 +18,37 @@
 static napi_threadsafe_function g_tsfn = NULL;
 
 // The request queue. js_call appends under q_mu and, when the queue was
-// empty, bumps the eventfd; the Go dispatcher (mgInit) waits on the eventfd
-// through Go's netpoller and drains the queue with mg_pop. Entering Go from
+// empty, signals the Go dispatcher (mgInit), which waits on the signal fd
+// through Go's netpoller and drains the queue with mg_pop. The signal is an
+// eventfd on Linux and a non-blocking pipe elsewhere (macOS): the dispatcher
+// reads up to 8 bytes either way, and a spare byte only costs it one empty
+// drain. Entering Go from
 // the JS thread instead (a cgo callback) made that thread wait for a Go P
 // whenever the Go scheduler was busy: ~55 us of JS-thread time a call,
 // measured (docs/core.md, "Data path performance").
 static pthread_mutex_t q_mu = PTHREAD_MUTEX_INITIALIZER;
 static mg_req* q_head = NULL;
 static mg_req* q_tail = NULL;
-static int q_efd = -1;
+static int q_wfd = -1; // the signal's write end (the eventfd itself on Linux)
+
+// mg_signal_open makes the signal fd pair; *rfd is the end Go reads.
+static int mg_signal_open(int* rfd) {
+#ifdef MG_EVENTFD
+  int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (fd < 0) return -1;
+  *rfd = q_wfd = fd;
+#else
+  int p[2];
+  if (pipe(p) != 0) return -1;
+  for (int i = 0; i < 2; i++) {
+    fcntl(p[i], F_SETFL, fcntl(p[i], F_GETFL) | O_NONBLOCK);
+    fcntl(p[i], F_SETFD, FD_CLOEXEC);
+  }
+  *rfd = p[0];
+  q_wfd = p[1];
+#endif
+  return 0;
+}
 
 // mg_pop takes the oldest queued request, or NULL. The caller frees it with mg_free_req.
 mg_req* mg_pop(void) {
@@ -51,10 +77,14 @@ static void mg_push(mg_req* r) {
   q_tail = r;
   pthread_mutex_unlock(&q_mu);
   if (was_empty) {
+    // It fails only with EAGAIN (the eventfd counter about to overflow, the
+    // pipe full): a signal is pending then, so the dispatcher wakes anyway.
+#ifdef MG_EVENTFD
     uint64_t one = 1;
-    // It fails only with EAGAIN, when the counter is about to overflow: it
-    // is non-zero then, so the dispatcher wakes anyway.
-    ssize_t n = write(q_efd, &one, sizeof one);
+#else
+    uint8_t one = 1;
+#endif
+    ssize_t n = write(q_wfd, &one, sizeof one);
     (void)n;
   }
 }
@@ -118,11 +148,11 @@ static napi_value js_init(napi_env env, napi_callback_info info) {
   }
   // Idle by default: the JS side refs it while calls are in flight or nodes are open.
   napi_unref_threadsafe_function(env, g_tsfn);
-  q_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (q_efd < 0) {
-    return throw_error(env, "MESHGUARD_INTERNAL", "eventfd failed: the meshguard addon cannot queue calls");
+  int rfd = -1;
+  if (mg_signal_open(&rfd) != 0) {
+    return throw_error(env, "MESHGUARD_INTERNAL", "the meshguard addon could not create its call signal (eventfd or pipe failed: out of file descriptors?)");
   }
-  mgInit(q_efd);
+  mgInit(rfd);
   return NULL;
 }
 

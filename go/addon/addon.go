@@ -27,7 +27,8 @@ func post(msg []byte) {
 }
 
 // mgInit starts the core and its call dispatcher. efd is the non-blocking
-// eventfd addon.c bumps when it queues a call into an empty queue.
+// fd addon.c signals when it queues a call into an empty queue (an eventfd
+// on Linux, a pipe's read end elsewhere).
 //
 //export mgInit
 func mgInit(efd C.int) {
@@ -43,7 +44,7 @@ func dispatchCalls(f *os.File) {
 	var buf [8]byte
 	for {
 		if _, err := f.Read(buf[:]); err != nil {
-			// An eventfd read fails only if the fd is gone: nothing can
+			// A read of the signal fails only if the fd is gone: nothing can
 			// reach the core any more; say so on every queued call.
 			drainCalls(func(id int64, _ string, _ []byte) {
 				answerPanic(id, "core: call dispatcher stopped: "+err.Error())
