@@ -16,29 +16,14 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { backendChoice } from "../../src/backend/load.js";
 import { MeshNode, MeshguardError } from "../../src/index.js";
 import { coreHandles } from "../../src/testing/index.js";
-import { startTailnet, type Tailnet } from "../integration/tailnet.js";
+import { expectCode, readAll, startTailnet, type Tailnet } from "../integration/tailnet.js";
 
 const MiB = 1 << 20;
 const repo = fileURLToPath(new URL("../..", import.meta.url));
 const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 
-async function readAll(sock: net.Socket): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const c of sock) chunks.push(c as Buffer);
-  return Buffer.concat(chunks);
-}
-
 /** closeServer closes a tailnet listener and waits until the core dropped it. */
 const closeServer = (s: net.Server) => new Promise<void>((r) => s.close(() => r()));
-
-async function expectCode(p: Promise<unknown>, code: string): Promise<void> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err, `expected ${code}`).toBeInstanceOf(MeshguardError);
-  expect((err as MeshguardError).code).toBe(code);
-}
 
 let tn: Tailnet;
 beforeAll(async () => {
