@@ -70,11 +70,13 @@ export function loadBackend(opts: LoadOptions): Promise<Backend> {
   if (kind === "native") return once("native", () => doLoad(opts));
   return once("native", () => doLoad(opts)).catch(async (err: unknown) => {
     if (!(err instanceof MeshguardError) || err.code !== ErrorCode.BACKEND_UNAVAILABLE || opts.addonPath || process.env.MESHGUARD_ADDON) throw err;
+    // The message without its hint line (MeshguardError appends it): the hint is passed on separately.
+    const why = err.hint ? err.message.slice(0, err.message.lastIndexOf("\n  hint: ")) : err.message;
     let wasm: Backend;
     try {
       wasm = await once("wasm", () => loadWasm(opts.knobs));
     } catch (werr) {
-      throw new MeshguardError(ErrorCode.BACKEND_UNAVAILABLE, `${err.message}\n  wasm: ${(werr as Error).message}`, {
+      throw new MeshguardError(ErrorCode.BACKEND_UNAVAILABLE, `${why}\n  wasm: ${(werr as Error).message.replace(/\n\s*hint: .*/s, "")}`, {
         hint: err.hint ?? "",
         cause: new AggregateError([err, werr], "neither the native addon nor the wasm core loaded"),
       });
@@ -82,7 +84,7 @@ export function loadBackend(opts: LoadOptions): Promise<Backend> {
     if (!fallbackWarned) {
       fallbackWarned = true;
       process.emitWarning(
-        `meshguard: no native addon loaded, running the WebAssembly core instead (DERP-relayed only, slower; see docs/wasm.md). Why: ${err.message.replace(/\n\s*/g, "; ")}. ` +
+        `meshguard: no native addon loaded, running the WebAssembly core instead (DERP-relayed only, slower; see docs/wasm.md). Why: ${why.replace(/\n\s*/g, "; ")}. ` +
           `To fix: ${err.hint ?? "install the platform package"}; to choose wasm on purpose and silence this, set backend: "wasm" or MESHGUARD_BACKEND=wasm.`,
         { code: "MESHGUARD_BACKEND_FALLBACK" },
       );

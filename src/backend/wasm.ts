@@ -60,6 +60,8 @@ export class WasmBackend extends CoreClient implements Backend {
     const execPath = join(dir, "wasm_exec.js");
     const worker = new Worker(join(dir, "worker.mjs"), {
       workerData: { wasmPath, execPath: pathToFileURL(execPath).href, env: { ...env, HOME: "/nonexistent" } },
+      // Not the host's flags (--input-type, --eval, a loader...): the worker is our own module.
+      execArgv: [],
       // The core's own output (Go's println on a crash) is the host's stderr.
       stderr: false,
       stdout: false,

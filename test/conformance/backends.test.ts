@@ -4,35 +4,26 @@
 // compiled for GOOS=js, in a worker thread), each node on a real local
 // headscale. Plus the two talking to each other, and the backend
 // selection rules. A case only one backend passes is marked with why.
+import { spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
+import { cpSync, mkdtempSync, symlinkSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { once } from "node:events";
 import net from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { backendChoice } from "../../src/backend/load.js";
 import { MeshNode, MeshguardError } from "../../src/index.js";
 import { coreHandles } from "../../src/testing/index.js";
-import { startTailnet, type Tailnet } from "../integration/tailnet.js";
+import { expectCode, readAll, startTailnet, type Tailnet } from "../integration/tailnet.js";
 
 const MiB = 1 << 20;
+const repo = fileURLToPath(new URL("../..", import.meta.url));
 const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
-
-async function readAll(sock: net.Socket): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const c of sock) chunks.push(c as Buffer);
-  return Buffer.concat(chunks);
-}
 
 /** closeServer closes a tailnet listener and waits until the core dropped it. */
 const closeServer = (s: net.Server) => new Promise<void>((r) => s.close(() => r()));
-
-async function expectCode(p: Promise<unknown>, code: string): Promise<void> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err, `expected ${code}`).toBeInstanceOf(MeshguardError);
-  expect((err as MeshguardError).code).toBe(code);
-}
 
 let tn: Tailnet;
 beforeAll(async () => {
@@ -206,6 +197,35 @@ describe("native and wasm nodes on one tailnet", () => {
 });
 
 describe("backend selection", () => {
+  it("auto falls back to wasm where no addon loads, with a warning that says why and how to fix or silence it", async () => {
+    // An installed-looking copy of the package (package.json, dist, wasm):
+    // no go/go.mod, so no checkout build, and no platform package.
+    const root = mkdtempSync(join(tmpdir(), "mg-fallback-"));
+    cpSync(join(repo, "package.json"), join(root, "package.json"));
+    cpSync(join(repo, "dist"), join(root, "dist"), { recursive: true });
+    cpSync(join(repo, "wasm"), join(root, "wasm"), { recursive: true });
+    symlinkSync(join(repo, "node_modules"), join(root, "node_modules"));
+    const script = `
+      import { MeshNode } from ${JSON.stringify(pathToFileURL(join(root, "dist", "index.js")).href)};
+      const warnings = [];
+      process.on("warning", (w) => warnings.push({ code: w.code, message: w.message }));
+      const n = await MeshNode.start({ controlUrl: process.env.CTL, authKey: process.env.KEY, hostname: "fallback", dir: process.env.DIR, ephemeral: true, controlSocket: false });
+      await new Promise((r) => setImmediate(r));
+      console.log(JSON.stringify({ kind: n.backendKind, warnings }));
+      await n.close();`;
+    const env: NodeJS.ProcessEnv = { ...process.env, CTL: tn.control.url, KEY: await tn.key(["tag:agent-a"]), DIR: join(root, "state") };
+    delete env.MESHGUARD_BACKEND;
+    delete env.MESHGUARD_ADDON;
+    const r = spawnSync(process.execPath, ["--input-type=module", "-e", script], { env, encoding: "utf8", timeout: 60_000 });
+    expect(r.status, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout.trim().split("\n").at(-1)!) as { kind: string; warnings: { code: string; message: string }[] };
+    expect(out.kind).toBe("wasm");
+    const w = out.warnings.find((x) => x.code === "MESHGUARD_BACKEND_FALLBACK");
+    expect(w?.message).toMatch(/no native addon loaded, running the WebAssembly core instead/);
+    expect(w?.message).toMatch(/platform package @meshguard\/\S+: not installed/);
+    expect(w?.message).toMatch(/MESHGUARD_BACKEND=wasm/);
+  });
+
   it("the option wins over $MESHGUARD_BACKEND; a wrong value names its source", () => {
     const saved = process.env.MESHGUARD_BACKEND;
     try {

@@ -8,9 +8,9 @@ import { once } from "node:events";
 import net from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connect, type Connection } from "../../src/connect/index.js";
-import { MeshguardError, type MeshNode } from "../../src/index.js";
+import type { MeshNode } from "../../src/index.js";
 import { coreHandles } from "../../src/testing/index.js";
-import { startTailnet, type Tailnet } from "../integration/tailnet.js";
+import { expectCode, startTailnet, type Tailnet } from "../integration/tailnet.js";
 import { closedWithoutAnswer, DIGEST_PORT, exchange, freePort, rawGet, serveDigest, serveWho, sha256, who, WHO_PORT } from "./service.js";
 
 const MiB = 1 << 20;
@@ -49,16 +49,6 @@ afterAll(async () => {
   await service?.close();
   await tn?.control.close();
 });
-
-async function expectCode(p: Promise<unknown>, code: string): Promise<MeshguardError> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err, `expected ${code}`).toBeInstanceOf(MeshguardError);
-  expect((err as MeshguardError).code).toBe(code);
-  return err as MeshguardError;
-}
 
 const port = (i: number) => conn.forwards[i]!.listen.port;
 

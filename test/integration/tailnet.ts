@@ -4,7 +4,9 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LocalControl } from "../../src/control/index.js";
-import { MeshNode, type StartOptions } from "../../src/index.js";
+import type net from "node:net";
+import { expect } from "vitest";
+import { MeshNode, MeshguardError, type StartOptions } from "../../src/index.js";
 
 export const OWNER = "alice@";
 
@@ -72,4 +74,22 @@ export async function startTailnet(allowC = false): Promise<Tailnet> {
       return node;
     },
   };
+}
+
+/** readAll collects a socket's bytes until the peer's end. */
+export async function readAll(sock: net.Socket): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of sock) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
+
+/** expectCode expects p to reject with a MeshguardError of that code, and returns it. */
+export async function expectCode(p: Promise<unknown>, code: string): Promise<MeshguardError> {
+  const err = await p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err, `expected ${code}`).toBeInstanceOf(MeshguardError);
+  expect((err as MeshguardError).code).toBe(code);
+  return err as MeshguardError;
 }
