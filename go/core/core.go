@@ -352,7 +352,7 @@ func (c *Core) watch(n *node) {
 			// recomputation. While many nodes join, each node would
 			// otherwise recompute its whole peer list (a Status call, O(peers))
 			// for every one of them.
-			if wait := netmapMinInterval - time.Since(last); wait > 0 {
+			if wait := netmapInterval(len(n.peerList())) - time.Since(last); wait > 0 {
 				select {
 				case <-n.ctx.Done():
 					return
@@ -396,8 +396,24 @@ func (c *Core) watch(n *node) {
 }
 
 // netmapMinInterval is the shortest time between two recomputations of a
-// node's peer list (see watch).
-const netmapMinInterval = 250 * time.Millisecond
+// node's peer list (see watch); each peer adds netmapPerPeer, since a
+// recomputation costs O(peers) and, in a full mesh, so does the number of
+// changes a node sees while others join (100 nodes all-to-all: 750 ms).
+const (
+	netmapMinInterval = 250 * time.Millisecond
+	netmapPerPeer     = 5 * time.Millisecond
+)
+
+func netmapInterval(peers int) time.Duration {
+	return netmapMinInterval + time.Duration(peers)*netmapPerPeer
+}
+
+// peerList returns the peers as of the last recomputation.
+func (n *node) peerList() []Peer {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.peerCache
+}
 
 // Peer is a peer as the host sees it.
 type Peer struct {
