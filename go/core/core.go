@@ -80,6 +80,32 @@ type Core struct {
 	nodes     map[int64]*node
 	listeners map[int64]*listener
 	conns     atomic.Int64 // bridged connections still open
+	maxProcs  int          // GOMAXPROCS the host asked for (0: the runtime's own)
+	curProcs  int          // GOMAXPROCS set now
+}
+
+// manyNodes is the number of open nodes from which the core lets Go use
+// every CPU, whatever GOMAXPROCS the host asked for. The host leaves the JS
+// thread a core (GOMAXPROCS = cpus − 1) for round-trip latency; on two
+// cores that is one Go scheduler slot, and a hundred nodes' own work
+// (netmaps, WireGuard reconfiguration) then queued behind it: 100 nodes
+// all-to-all came up in 136 s with 1 and 58 s with 2 (docs/core.md, "Many
+// nodes in one process").
+const manyNodes = 8
+
+// adjustProcs applies manyNodes; c.mu must be held.
+func (c *Core) adjustProcs() {
+	if c.maxProcs <= 0 {
+		return
+	}
+	want := c.maxProcs
+	if len(c.nodes) >= manyNodes {
+		want = max(want, runtime.NumCPU())
+	}
+	if want != c.curProcs {
+		runtime.GOMAXPROCS(want)
+		c.curProcs = want
+	}
 }
 
 // Sink delivers one outgoing JSON message (a response or an event) to the host.
@@ -135,7 +161,10 @@ func (c *Core) Configure(env map[string]string, maxProcs int) (_ map[string]stri
 		envknob.Setenv(k, v)
 	}
 	if maxProcs > 0 {
+		c.maxProcs = maxProcs
+		c.curProcs = maxProcs
 		runtime.GOMAXPROCS(maxProcs)
+		c.adjustProcs()
 	}
 	out := Knobs()
 	out["GOMAXPROCS"] = fmt.Sprint(runtime.GOMAXPROCS(0))
@@ -173,6 +202,7 @@ func (c *Core) Create(cfg Config) (_ int64, err error) {
 	c.mu.Lock()
 	n.id = c.newID()
 	c.nodes[n.id] = n
+	c.adjustProcs()
 	c.mu.Unlock()
 	theGCTuner.nodesChanged(1)
 	// Logs go to the host as events when verbose, else nowhere: tsnet would
@@ -911,6 +941,7 @@ func (c *Core) Close(id int64, logout bool) (err error) {
 	}
 	c.mu.Lock()
 	delete(c.nodes, id)
+	c.adjustProcs()
 	c.mu.Unlock()
 	theGCTuner.nodesChanged(-1)
 	return nil
