@@ -146,7 +146,8 @@ func Knobs() map[string]string {
 // Only TS_* variables are accepted, and only before the first node exists.
 // maxProcs > 0 sets GOMAXPROCS: in a Node process the Go scheduler shares
 // the machine with the JS thread, and leaving that thread a core of its own
-// measurably lowers tailnet round trips (see docs/core.md).
+// measurably lowers tailnet round trips (see docs/core.md); from manyNodes
+// open nodes on, Go gets every CPU again (adjustProcs).
 func (c *Core) Configure(env map[string]string, maxProcs int) (_ map[string]string, err error) {
 	defer wrap(&err, "core.Configure")
 	c.mu.Lock()
