@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startJsonChild } from './child.mjs';
-import { GO_BENCH_BIN, NETNS_ENV, TAILSCALE_SAFE_ENV } from './gopeer.mjs';
+import { GO_BENCH_BIN, nodeEnv } from './gopeer.mjs';
 
 const MESH_FIRST_DIAL = fileURLToPath(new URL('./mesh-first-dial.mjs', import.meta.url));
 
@@ -27,9 +27,7 @@ const MESH_FIRST_DIAL = fileURLToPath(new URL('./mesh-first-dial.mjs', import.me
 export async function runFirstDial({ system, controlUrl, authKey, pairs, port = 4243, warmup = 'none', verbose = false, pairTimeoutMs = 90_000, onPair = () => {} }) {
   if (system !== 'meshguard' && system !== 'go-tsnet') throw new TypeError(`runFirstDial: system must be meshguard or go-tsnet, got ${system}`);
   if (!Number.isSafeInteger(pairs) || pairs < 1) throw new TypeError(`runFirstDial: pairs must be a positive integer, got ${pairs}`);
-  const env = { ...process.env, ...TAILSCALE_SAFE_ENV, ...NETNS_ENV };
-  delete env.TS_AUTHKEY;
-  delete env.TS_CONTROL_URL;
+  const env = nodeEnv();
   const dir = await mkdtemp(join(tmpdir(), 'firstdial-'));
   const tag = `${process.pid}-${Date.now().toString(36)}`;
   const [cmd, prefix, host] = system === 'meshguard' ? [process.execPath, [MESH_FIRST_DIAL], `fd-mg-${tag}`] : [GO_BENCH_BIN, [], `fd-go-${tag}`];

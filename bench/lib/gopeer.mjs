@@ -37,6 +37,19 @@ export const TAILSCALE_SAFE_ENV = Object.freeze({
 export const NETNS_ENV = Object.freeze({ TS_ASSUME_NETWORK_UP_FOR_TEST: '1' });
 
 /**
+ * nodeEnv is the environment of a child process that runs tailnet nodes:
+ * the safety and namespace knobs above, `extra`, and no TS_AUTHKEY /
+ * TS_CONTROL_URL (the flags are authoritative; stray env fallbacks must not
+ * change what is measured).
+ */
+export function nodeEnv(extra = {}) {
+  const env = { ...process.env, ...TAILSCALE_SAFE_ENV, ...NETNS_ENV, ...extra };
+  delete env.TS_AUTHKEY;
+  delete env.TS_CONTROL_URL;
+  return env;
+}
+
+/**
  * buildGoBench builds go/cmd/tsnetbench into build/tsnetbench with the
  * installed Go toolchain (GOTOOLCHAIN=local: never download another) and
  * returns the binary's path.
@@ -115,10 +128,7 @@ export async function runGoPeer({
     if (!Number.isSafeInteger(v) || v < 1) throw new TypeError(`runGoPeer: ${k} must be a positive integer, got ${v}`);
   }
 
-  const env = { ...process.env, ...TAILSCALE_SAFE_ENV, ...NETNS_ENV, ...extraEnv };
-  // The flags are authoritative; stray env fallbacks must not change what is measured.
-  delete env.TS_AUTHKEY;
-  delete env.TS_CONTROL_URL;
+  const env = nodeEnv(extraEnv);
   const dir = await mkdtemp(join(tmpdir(), 'tsnetbench-'));
   const tag = `${process.pid}-${Date.now().toString(36)}`;
   const node = (role, key) => [

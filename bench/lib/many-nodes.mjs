@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { LocalControl } from '../../dist/control/index.js';
 import { startJsonChild } from './child.mjs';
-import { GO_BENCH_BIN, NETNS_ENV, TAILSCALE_SAFE_ENV } from './gopeer.mjs';
+import { GO_BENCH_BIN, nodeEnv } from './gopeer.mjs';
 
 const MESH_NODES = fileURLToPath(new URL('./mesh-nodes.mjs', import.meta.url));
 const MESH_PEER = fileURLToPath(new URL('./mesh-peer.mjs', import.meta.url));
@@ -65,9 +65,7 @@ export async function runManyNodes({ system, mode, n, concurrency, progress = ()
   if (system !== 'meshguard' && system !== 'go-tsnet') throw new TypeError(`runManyNodes: system must be meshguard or go-tsnet, got ${system}`);
   if (!Number.isSafeInteger(n) || n < 2) throw new TypeError(`runManyNodes: n must be an integer ≥ 2, got ${n}`);
   if (!Number.isSafeInteger(concurrency) || concurrency < 1) throw new TypeError(`runManyNodes: concurrency must be a positive integer, got ${concurrency}`);
-  const env = { ...process.env, ...TAILSCALE_SAFE_ENV, ...NETNS_ENV };
-  delete env.TS_AUTHKEY;
-  delete env.TS_CONTROL_URL;
+  const env = nodeEnv();
   const dir = await mkdtemp(join(tmpdir(), 'manynodes-'));
   const tag = `${process.pid}-${Date.now().toString(36)}`;
   let control, service, child;

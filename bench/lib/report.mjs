@@ -152,7 +152,8 @@ export function markdown(benches, meta, dir) {
     const mesh = new Map(entries.filter((e) => e.system === 'meshguard').map((e) => [`${e.metric}\u0000${e.unit}`, e]));
     for (const e of entries) {
       const m = mesh.get(`${e.metric}\u0000${e.unit}`);
-      const ratio = m && e.system !== 'meshguard' && e.p50 !== 0 ? `${(m.p50 / e.p50).toFixed(2)}×` : '';
+      const r = m && e.system !== 'meshguard' && e.p50 !== 0 ? m.p50 / e.p50 : undefined;
+      const ratio = r === undefined ? '' : `${r >= 0.1 ? r.toFixed(2) : r.toPrecision(2)}×`;
       out.push(`| ${esc(e.metric)} | ${e.unit} | ${esc(e.system)} | ${fmt(e.p50)} | ${fmt(e.min)}–${fmt(e.max)} | ${fmt(e.p99)} | ${ratio} | ${e.runs} × ${e.samples} |`);
     }
     out.push('');

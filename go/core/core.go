@@ -79,6 +79,32 @@ type Core struct {
 	nodes     map[int64]*node
 	listeners map[int64]*listener
 	conns     atomic.Int64 // bridged connections still open
+	maxProcs  int          // GOMAXPROCS the host asked for (0: the runtime's own)
+	curProcs  int          // GOMAXPROCS set now
+}
+
+// manyNodes is the number of open nodes from which the core lets Go use
+// every CPU, whatever GOMAXPROCS the host asked for. The host leaves the JS
+// thread a core (GOMAXPROCS = cpus − 1) for round-trip latency; on two
+// cores that is one Go scheduler slot, and a hundred nodes' own work
+// (netmaps, WireGuard reconfiguration) then queued behind it: 100 nodes
+// all-to-all came up in 136 s with 1 and 58 s with 2 (docs/core.md, "Many
+// nodes in one process").
+const manyNodes = 8
+
+// adjustProcs applies manyNodes; c.mu must be held.
+func (c *Core) adjustProcs() {
+	if c.maxProcs <= 0 {
+		return
+	}
+	want := c.maxProcs
+	if len(c.nodes) >= manyNodes {
+		want = max(want, runtime.NumCPU())
+	}
+	if want != c.curProcs {
+		runtime.GOMAXPROCS(want)
+		c.curProcs = want
+	}
 }
 
 // Sink delivers one outgoing JSON message (a response or an event) to the host.
@@ -119,7 +145,8 @@ func Knobs() map[string]string {
 // Only TS_* variables are accepted, and only before the first node exists.
 // maxProcs > 0 sets GOMAXPROCS: in a Node process the Go scheduler shares
 // the machine with the JS thread, and leaving that thread a core of its own
-// measurably lowers tailnet round trips (see docs/core.md).
+// measurably lowers tailnet round trips (see docs/core.md); from manyNodes
+// open nodes on, Go gets every CPU again (adjustProcs).
 func (c *Core) Configure(env map[string]string, maxProcs int) (_ map[string]string, err error) {
 	defer wrap(&err, "core.Configure")
 	c.mu.Lock()
@@ -134,7 +161,10 @@ func (c *Core) Configure(env map[string]string, maxProcs int) (_ map[string]stri
 		envknob.Setenv(k, v)
 	}
 	if maxProcs > 0 {
+		c.maxProcs = maxProcs
+		c.curProcs = maxProcs
 		runtime.GOMAXPROCS(maxProcs)
+		c.adjustProcs()
 	}
 	out := Knobs()
 	out["GOMAXPROCS"] = fmt.Sprint(runtime.GOMAXPROCS(0))
@@ -173,6 +203,7 @@ func (c *Core) Create(cfg Config) (_ int64, err error) {
 	c.mu.Lock()
 	n.id = c.newID()
 	c.nodes[n.id] = n
+	c.adjustProcs()
 	c.mu.Unlock()
 	theGCTuner.nodesChanged(1)
 	return n.id, nil
@@ -343,7 +374,7 @@ func (c *Core) watch(n *node) {
 			// recomputation. While many nodes join, each node would
 			// otherwise recompute its whole peer list (a Status call, O(peers))
 			// for every one of them.
-			if wait := netmapMinInterval - time.Since(last); wait > 0 {
+			if wait := netmapInterval(len(n.peerList())) - time.Since(last); wait > 0 {
 				select {
 				case <-n.ctx.Done():
 					return
@@ -387,8 +418,24 @@ func (c *Core) watch(n *node) {
 }
 
 // netmapMinInterval is the shortest time between two recomputations of a
-// node's peer list (see watch).
-const netmapMinInterval = 250 * time.Millisecond
+// node's peer list (see watch); each peer adds netmapPerPeer, since a
+// recomputation costs O(peers) and, in a full mesh, so does the number of
+// changes a node sees while others join (100 nodes all-to-all: 750 ms).
+const (
+	netmapMinInterval = 250 * time.Millisecond
+	netmapPerPeer     = 5 * time.Millisecond
+)
+
+func netmapInterval(peers int) time.Duration {
+	return netmapMinInterval + time.Duration(peers)*netmapPerPeer
+}
+
+// peerList returns the peers as of the last recomputation.
+func (n *node) peerList() []Peer {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.peerCache
+}
 
 // Peer is a peer as the host sees it.
 type Peer struct {
@@ -891,6 +938,7 @@ func (c *Core) Close(id int64, logout bool) (err error) {
 	}
 	c.mu.Lock()
 	delete(c.nodes, id)
+	c.adjustProcs()
 	c.mu.Unlock()
 	theGCTuner.nodesChanged(-1)
 	return nil

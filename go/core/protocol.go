@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -411,11 +412,18 @@ func preflight(ctx context.Context, controlURL string) error {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return codeErr(ErrBadArgs, "controlUrl %q is not an http(s) URL", controlURL)
 	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", strings.TrimSuffix(controlURL, "/")+"/key?v=1", nil)
-	resp, err := preflightClient().Do(req)
+	req, _ := http.NewRequestWithContext(pctx, "GET", strings.TrimSuffix(controlURL, "/")+"/key?v=1", nil)
+	var connected atomic.Bool
+	resp, err := preflightClient(&connected).Do(req)
 	if err != nil {
+		// A server that accepted the connection but is slow to answer is busy,
+		// not unreachable (headscale bringing up a hundred all-to-all nodes on
+		// a loaded machine took over 5 s): the node's own up timeout decides.
+		if connected.Load() && pctx.Err() != nil && ctx.Err() == nil {
+			return nil
+		}
 		return codeErr(ErrControl, "control server %s is unreachable: %w", controlURL, err)
 	}
 	resp.Body.Close()

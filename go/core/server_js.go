@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"tailscale.com/client/local"
 	"tailscale.com/control/controlclient"
@@ -67,7 +68,9 @@ func newServer(cfg Config, logf func(string, ...any)) server {
 
 // preflightClient is the HTTP client of the control-server preflight:
 // net/http's default transport, which under js is the host's fetch.
-func preflightClient() *http.Client { return &http.Client{} }
+// preflightClient: under js, Go's HTTP goes through fetch, with no dial to
+// observe: `connected` stays false (a slow control server is unreachable).
+func preflightClient(connected *atomic.Bool) *http.Client { return &http.Client{} }
 
 func (s *jsServer) Start() error {
 	s.startOnce.Do(func() { s.startErr = s.start() })

@@ -3,9 +3,11 @@
 package core
 
 import (
+	"context"
 	"net"
 	"net/http"
 	"path/filepath"
+	"sync/atomic"
 
 	"tailscale.com/tsnet"
 )
@@ -26,6 +28,11 @@ func newServer(cfg Config, logf func(string, ...any)) server {
 
 // preflightClient is the HTTP client of the control-server preflight: a
 // direct dial, never a proxy from the environment.
-func preflightClient() *http.Client {
-	return &http.Client{Transport: &http.Transport{Proxy: nil, DialContext: (&net.Dialer{}).DialContext}}
+func preflightClient(connected *atomic.Bool) *http.Client {
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		connected.Store(err == nil)
+		return c, err
+	}
+	return &http.Client{Transport: &http.Transport{Proxy: nil, DialContext: dial}}
 }
