@@ -58,8 +58,13 @@ type node struct {
 	closed    bool
 	lastPeers string // JSON of the last peers event, to emit only changes
 	peerCache []Peer // the netmap's peers as of the last change, for dials
-	warmed    map[netip.Addr]bool
-	listeners map[int64]*listener
+	// removals counts netmaps and peer removals seen by the watcher;
+	// cacheGen is the count the cache was computed after. While they
+	// differ, a peer may have left that the (throttled) cache still lists:
+	// resolve then asks Status, so a trimmed peer is NO_PEER at once.
+	removals, cacheGen uint64
+	warmed             map[netip.Addr]bool
+	listeners          map[int64]*listener
 }
 
 type listener struct {
@@ -382,6 +387,9 @@ func (c *Core) watch(n *node) {
 				}
 			}
 			last = time.Now()
+			n.mu.Lock()
+			gen := n.removals
+			n.mu.Unlock()
 			peers, err := c.peers(n, n.ctx)
 			if err != nil {
 				continue
@@ -391,6 +399,7 @@ func (c *Core) watch(n *node) {
 			changed := js != n.lastPeers
 			n.lastPeers = js
 			n.peerCache = peers
+			n.cacheGen = gen
 			n.mu.Unlock()
 			if changed {
 				c.emit(n.id, NetmapEvent{Peers: peers})
@@ -407,6 +416,11 @@ func (c *Core) watch(n *node) {
 		}
 		if msg.ErrMessage != nil {
 			c.emit(n.id, ErrorEvent{Message: *msg.ErrMessage})
+		}
+		if msg.NetMap != nil || len(msg.PeersRemoved) > 0 {
+			n.mu.Lock()
+			n.removals++
+			n.mu.Unlock()
 		}
 		if msg.NetMap != nil || len(msg.PeersChanged) > 0 || len(msg.PeersRemoved) > 0 || len(msg.PeerChangedPatch) > 0 || msg.SelfChange != nil {
 			select {
@@ -528,6 +542,9 @@ func (c *Core) resolve(n *node, host string) (netip.Addr, error) {
 	// fallback for a name the cache does not know (yet).
 	n.mu.Lock()
 	cached := n.peerCache
+	if n.cacheGen != n.removals {
+		cached = nil // a peer may have left since: ask Status
+	}
 	n.mu.Unlock()
 	for _, p := range cached {
 		if a, ok := matchPeer(p.Name, p.IPs, want, ip, isIP); ok {

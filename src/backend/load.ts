@@ -124,8 +124,12 @@ async function loadWasm(knobs: Record<string, string>): Promise<Backend> {
   const dir = wasmDir();
   for (const f of ["meshguard.wasm", "wasm_exec.js", "worker.mjs"]) {
     if (!existsSync(join(dir, f))) {
+      // A checkout builds it; the published package does not ship it yet (docs/wasm.md).
+      const checkout = existsSync(join(packageRoot(), "go", "go.mod"));
       throw new MeshguardError(ErrorCode.BACKEND_UNAVAILABLE, `the wasm core is not built: ${join(dir, f)} does not exist`, {
-        hint: "in a checkout, `npm run build` builds it (needs Go); or use the native addon (backend: \"native\")",
+        hint: checkout
+          ? "in this checkout, `npm run build` builds it (needs Go); or use the native addon (backend: \"native\")"
+          : "this meshguard package does not ship the wasm core yet (docs/wasm.md): use the native addon (backend: \"native\"), from the platform package for this machine",
       });
     }
   }
