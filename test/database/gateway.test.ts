@@ -223,6 +223,14 @@ describe.skipIf(unavailable)("database gateway", () => {
     expect((await c.query("SELECT current_setting('application_name') AS n")).rows[0].n).toBe("agent-app");
   });
 
+  it("a caller whose role does not exist is refused at connect, with the role named and how to create it", async () => {
+    const node = await t.startNode("agent-c", "tag:agent-c");
+    const port = await t.forward(node);
+    const c = new pg.Client({ host: "127.0.0.1", port, user: "x", database: DB });
+    c.on("error", () => {});
+    await expect(c.connect()).rejects.toMatchObject({ code: "42501", message: expect.stringMatching(/cannot act as the database role "mg:tag:agent-c" of agent-c/), hint: expect.stringMatching(/policy apply --db/) });
+  });
+
   it("prepared statements: named statements are checked at Parse and reusable; a denied one does not break the connection", async () => {
     const a = await connect("agentA");
     const q = { name: "by-id", text: "SELECT id FROM items WHERE id = $1" };
