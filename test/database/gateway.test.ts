@@ -272,6 +272,18 @@ describe.skipIf(unavailable)("database gateway", () => {
     expect(out2[0]).toMatchObject({ code: "42501", message: expect.stringMatching(/did not see parsed/) });
     const out3 = await raw.send([serialize.execute({ portal: "nope" }), serialize.sync()], 1);
     expect(out3[0]).toMatchObject({ code: "42501", message: expect.stringMatching(/not bound/) });
+    // The fast-path FunctionCall (a function by OID: here 2171, pg_cancel_backend): always refused, its own cycle.
+    const fc = Buffer.alloc(19);
+    fc.write("F", 0, "latin1");
+    fc.writeInt32BE(18, 1);
+    fc.writeInt32BE(2171, 5);
+    fc.writeInt16BE(0, 9);
+    fc.writeInt16BE(1, 11);
+    fc.writeInt32BE(-1, 13);
+    fc.writeInt16BE(0, 17);
+    const out4 = await raw.send([fc], 1);
+    expect(out4.map((m) => m.name)).toEqual(["error", "readyForQuery"]);
+    expect(out4[0]).toMatchObject({ code: "42501", message: expect.stringMatching(/FunctionCall/) });
     raw.end();
     expect((await asSuperuser("SELECT count(*)::int AS n FROM items"))[0]!.n).toBe(4);
   });
