@@ -4,7 +4,7 @@
 // tailnet (tag:agent) queries through it; SIGTERM stops it with status 0;
 // the database password is printed nowhere.
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -61,7 +61,7 @@ afterAll(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-it.skipIf(unavailable)("db-gateway --dev: joins meshguard dev's tailnet, an agent node queries through it, stops on SIGTERM, prints no password", async () => {
+it.skipIf(unavailable)("db-gateway --dev: joins meshguard dev's tailnet, an agent node queries through it, stops on SIGTERM, prints no password, writes redacted decision events to its audit file", async () => {
   const env = { MESHGUARD_DEV_STATE: join(dir, "dev.json") };
   const dev = cli(["dev", "--json"], env);
   procs.push(dev);
@@ -73,12 +73,13 @@ it.skipIf(unavailable)("db-gateway --dev: joins meshguard dev's tailnet, an agen
   // the database gateway of this test
   "policy": "policy.hujson",
   "upstream": { "host": "127.0.0.1", "port": ${server.port}, "user": "${GATEWAY_ROLE}", "password": { "env": "PGW_PASSWORD" } },
+  "audit": { "file": "audit.jsonl" },
 }`,
   );
   const gw = cli(["db-gateway", "--config", join(dir, "db-gateway.hujson"), "--dev", "--json"], { ...env, PGW_PASSWORD: GATEWAY_PASSWORD });
   procs.push(gw);
   const ready = await gw.ready;
-  expect(ready).toMatchObject({ url: "postgres://db-gateway", port: 5432, upstream: { host: "127.0.0.1", port: server.port, user: GATEWAY_ROLE }, audit: null });
+  expect(ready).toMatchObject({ url: "postgres://db-gateway", port: 5432, upstream: { host: "127.0.0.1", port: server.port, user: GATEWAY_ROLE }, audit: join(dir, "audit.jsonl") });
   expect(gw.stderr).toContain("joining the local tailnet of meshguard dev");
 
   agent = await MeshNode.start({ controlUrl: tailnet.controlUrl, authKey: tailnet.agentAuthKey, hostname: "db-agent", dir: join(dir, "agent"), ephemeral: true, timeoutMs: 30_000 });
@@ -100,7 +101,7 @@ it.skipIf(unavailable)("db-gateway --dev: joins meshguard dev's tailnet, an agen
   c.on("error", () => {});
   await c.connect();
   expect((await c.query("SELECT id FROM items ORDER BY id")).rows.map((r) => r.id)).toEqual([1, 3]);
-  await expect(c.query("DELETE FROM items")).rejects.toMatchObject({ code: "42501" });
+  await expect(c.query("DELETE FROM items WHERE z = 'cli-literal-4471'")).rejects.toMatchObject({ code: "42501" });
   await c.end();
   fwd.close();
 
@@ -108,6 +109,15 @@ it.skipIf(unavailable)("db-gateway --dev: joins meshguard dev's tailnet, an agen
   expect(await gw.exited).toBe(0);
   expect(gw.stderr).toMatch(/stopping \(SIGTERM\): ending sessions/);
   expect(gw.stdout + gw.stderr).not.toContain(GATEWAY_PASSWORD);
+  // The audit file: one event per statement, the denial with its reason, no literal.
+  const audit = readFileSync(join(dir, "audit.jsonl"), "utf8");
+  const events = audit.trim().split("\n").map((l) => JSON.parse(l));
+  expect(events.map((e) => [e.layer, e.outcome, e.principal.tags])).toEqual([
+    ["sql", "allow", ["tag:agent"]],
+    ["sql", "deny", ["tag:agent"]],
+  ]);
+  expect(events[1].target.accesses).toEqual(["delete public.items (z)"]);
+  expect(audit).not.toContain("cli-literal-4471");
   dev.child.kill("SIGTERM");
   expect(await dev.exited).toBe(0);
 }, 120_000);
