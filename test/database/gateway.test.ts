@@ -39,6 +39,8 @@ let t: DbTailnet;
 const events: DecisionEvent[] = [];
 const approvals: ApprovalRequest[] = [];
 let approve = true;
+/** How long the approver takes to answer. */
+let approveDelayMs = 0;
 
 beforeAll(async () => {
   if (unavailable) return;
@@ -49,8 +51,9 @@ beforeAll(async () => {
     meshguard: MESHGUARD,
     gateway: {
       approvals: {
-        callback: (req) => {
+        callback: async (req) => {
           approvals.push(req);
+          if (approveDelayMs > 0) await new Promise((r) => setTimeout(r, approveDelayMs));
           return { approved: approve, by: "dba@example.com", ...(approve ? {} : { reason: "not today" }) };
         },
       },
@@ -319,6 +322,32 @@ describe.skipIf(unavailable)("database gateway", () => {
       ["allow", true],
       ["deny", false],
     ]);
+  });
+
+  it("a statement held for approval in a pipeline holds the messages behind it, in order", async () => {
+    approve = true;
+    approveDelayMs = 400;
+    try {
+      const raw = await rawSession("agentA");
+      const t0 = Date.now();
+      const out = await raw.send(
+        [
+          serialize.parse({ name: "", text: "UPDATE items SET z = z WHERE id = 3" }),
+          serialize.bind({}),
+          serialize.execute({}),
+          serialize.parse({ name: "", text: "SELECT id FROM items WHERE id = 1" }),
+          serialize.bind({}),
+          serialize.execute({}),
+          serialize.sync(),
+        ],
+        1,
+      );
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(350);
+      expect(out.map((m) => m.name)).toEqual(["parseComplete", "bindComplete", "commandComplete", "parseComplete", "bindComplete", "dataRow", "commandComplete", "readyForQuery"]);
+      raw.end();
+    } finally {
+      approveDelayMs = 0;
+    }
   });
 
   it("decision events are redacted: no literal values, the accesses and the caller", async () => {
