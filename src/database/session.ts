@@ -251,9 +251,10 @@ export class DbSession {
   private relayCancel(body: Buffer): void {
     const key = body.length >= 8 ? `${body.readInt32BE(0)}:${body.readInt32BE(4)}` : "";
     const up = this.ctx.cancels.get(key);
+    const from = this.client.remoteAddress ?? "";
     this.client.destroy();
     // As PostgreSQL does, a cancel is never answered; an unknown key or another address is ignored.
-    if (up === undefined || up.addr !== (this.client.remoteAddress ?? "")) return;
+    if (up === undefined || up.addr !== from) return;
     const s = net.connect({ host: this.ctx.upstream.host, port: this.ctx.upstream.port });
     s.on("error", () => s.destroy());
     s.on("connect", () => s.end(serialize.cancel(up.pid, up.secret)));
