@@ -371,30 +371,22 @@ export class DbSession {
 
   private pump(): void {
     if (this.waiting || this.upstream === undefined || this.closed) return;
-    const up = this.upstream;
-    up.cork();
-    try {
-      while (this.queue.length > 0 && !this.closed) {
-        const m = this.queue.shift()!;
-        const held = this.handle(m);
-        if (held !== undefined) {
-          this.waiting = true;
-          held.then(
-            () => {
-              this.waiting = false;
-              this.client.resume();
-              this.pump();
-            },
-            (err: unknown) => {
-              this.ctx.warn(err as Error);
-              this.close();
-            },
-          );
-          break;
-        }
-      }
-    } finally {
-      up.uncork();
+    while (this.queue.length > 0 && !this.closed) {
+      const held = this.handle(this.queue.shift()!);
+      if (held === undefined) continue;
+      this.waiting = true;
+      held.then(
+        () => {
+          this.waiting = false;
+          this.client.resume();
+          this.pump();
+        },
+        (err: unknown) => {
+          this.ctx.warn(err as Error);
+          this.close();
+        },
+      );
+      return;
     }
   }
 
@@ -493,13 +485,7 @@ export class DbSession {
     const apply = (r: Verdict) => (r.allow ? allow() : deny(r.reason));
     if (!(v instanceof Promise)) return void apply(v);
     return v.then((r) => {
-      if (this.closed) return;
-      this.upstream!.cork();
-      try {
-        apply(r);
-      } finally {
-        this.upstream!.uncork();
-      }
+      if (!this.closed) apply(r);
     });
   }
 
