@@ -14,7 +14,7 @@
 // the same typical query (`SELECT id, v FROM items WHERE id = $1`, extended
 // protocol, a row-secured table) in sequence, against a real PostgreSQL 15
 // (Debian's, started by test/gateway/pg-server.ts), the systems interleaved
-// round by round so they share the machine's load:
+// query by query so they share the machine's load:
 //
 //   direct        node-postgres → PostgreSQL on loopback: the floor
 //   pgbouncer     node-postgres → pgbouncer (Debian's, session mode, on
@@ -235,18 +235,15 @@ async function gatewayFigure() {
     const load0 = loadavg();
     progress(`warm-up; load average ${load0.map((x) => x.toFixed(2)).join(' ')} on ${(await import('node:os')).cpus().length} cores`);
     for (const s of systems) for (let i = 0; i < Math.min(200, Q); i++) await query(s.client, i);
-    const ROUNDS = o.smoke ? 2 : 10;
-    const per = Math.ceil(Q / ROUNDS);
-    for (let r = 0; r < ROUNDS; r++) {
+    // Interleaved query by query: every system sees the machine's load at the same moments.
+    for (let i = 0; i < Q; i++) {
       for (const s of systems) {
-        for (let i = 0; i < per; i++) {
-          const t0 = performance.now();
-          const res = await query(s.client, i);
-          s.samples.push((performance.now() - t0) * 1000);
-          if (res.rows.length !== 1) throw new Error(`${s.name}: expected one row, got ${res.rows.length}`);
-        }
+        const t0 = performance.now();
+        const res = await query(s.client, i);
+        s.samples.push((performance.now() - t0) * 1000);
+        if (res.rows.length !== 1) throw new Error(`${s.name}: expected one row, got ${res.rows.length}`);
       }
-      progress(`gateway figure: round ${r + 1}/${ROUNDS}`);
+      if ((i + 1) % Math.max(1, Math.floor(Q / 5)) === 0) progress(`gateway figure: ${i + 1}/${Q} queries per system`);
     }
     const load1 = loadavg();
     progress(`load average after: ${load1.map((x) => x.toFixed(2)).join(' ')}`);

@@ -7,10 +7,7 @@
 
 import { startDatabaseGateway, type DatabaseGatewayHandle } from "../database/index.js";
 import type { Command, Context } from "./command.js";
-import { readDevState } from "./dev-state.js";
-
-/** STOPPED_EARLY is the status when a signal stops the gateway before it is ready (128 + SIGINT). */
-const STOPPED_EARLY = 130;
+import { serveUntilStopped, STOPPED_EARLY } from "./serve.js";
 const DEV_HOSTNAME = "db-gateway";
 
 function readyText(gw: DatabaseGatewayHandle): string {
@@ -35,30 +32,23 @@ function readyText(gw: DatabaseGatewayHandle): string {
 async function run(ctx: Context): Promise<number> {
   const config = ctx.str("config");
   if (config === undefined) throw ctx.usage("--config FILE is required");
-  const dev = ctx.flag("dev");
-  const stop = ctx.stopper();
-  let gw: DatabaseGatewayHandle | undefined;
-  try {
-    const devState = dev ? readDevState() : undefined;
-    if (devState) ctx.progress(`joining the local tailnet of meshguard dev (pid ${devState.pid}) at ${devState.controlUrl}`);
-    gw = await startDatabaseGateway({
-      config,
-      ...(devState ? { tailnet: { controlUrl: devState.controlUrl, authKey: devState.authKey, hostname: DEV_HOSTNAME, ephemeral: true } } : {}),
-      onProgress: (m) => ctx.progress(m),
-      onWarning: (e) => ctx.progress(`warning: ${e.message}`),
-    });
-    if (stop.reason) return STOPPED_EARLY;
-    const g = gw;
-    ctx.result({ url: g.url, host: g.host, port: g.port, upstream: { host: g.config.upstream.host, port: g.config.upstream.port, user: g.config.upstream.user }, policy: g.config.policy, audit: g.config.audit?.file ?? null }, () => readyText(g));
-    ctx.progress(`stopping (${await stop.stopped}): ending sessions...`);
-    await g.close();
-    return 0;
-  } catch (err) {
-    if (stop.reason && !gw) return STOPPED_EARLY;
-    throw err;
-  } finally {
-    await gw?.close();
-  }
+  return serveUntilStopped(
+    ctx,
+    DEV_HOSTNAME,
+    (tailnet) =>
+      startDatabaseGateway({
+        config,
+        ...(tailnet ? { tailnet } : {}),
+        onProgress: (m) => ctx.progress(m),
+        onWarning: (e) => ctx.progress(`warning: ${e.message}`),
+      }),
+    (g) =>
+      ctx.result(
+        { url: g.url, host: g.host, port: g.port, upstream: { host: g.config.upstream.host, port: g.config.upstream.port, user: g.config.upstream.user }, policy: g.config.policy, audit: g.config.audit?.file ?? null },
+        () => readyText(g),
+      ),
+    "ending sessions",
+  );
 }
 
 export const dbGatewayCommand: Command = {

@@ -9,10 +9,7 @@
 
 import { startGateway, type GatewayHandle } from "../gateway/index.js";
 import type { Command, Context } from "./command.js";
-import { readDevState } from "./dev-state.js";
-
-/** STOPPED_EARLY is the status when a signal stops the gateway before it is ready (128 + SIGINT). */
-const STOPPED_EARLY = 130;
+import { serveUntilStopped, STOPPED_EARLY } from "./serve.js";
 const DEV_HOSTNAME = "ai-gateway";
 
 /** clientSettings: what to point each kind of client at. */
@@ -64,45 +61,36 @@ function readyText(gw: GatewayHandle): string {
 async function run(ctx: Context): Promise<number> {
   const config = ctx.str("config");
   if (config === undefined) throw ctx.usage("--config FILE is required");
-  const dev = ctx.flag("dev");
-  const stop = ctx.stopper();
-  let gw: GatewayHandle | undefined;
-  try {
-    const devState = dev ? readDevState() : undefined;
-    if (devState) ctx.progress(`joining the local tailnet of meshguard dev (pid ${devState.pid}) at ${devState.controlUrl}`);
-    gw = await startGateway({
-      config,
-      selfGuard: true,
-      ...(devState ? { tailnet: { controlUrl: devState.controlUrl, authKey: devState.authKey, hostname: DEV_HOSTNAME, ephemeral: true } } : {}),
-      onProgress: (m) => ctx.progress(m),
-      onWarning: (e) => ctx.progress(`warning: ${e.message}`),
-    });
-    if (stop.reason) return STOPPED_EARLY;
-    const g = gw;
-    const base = g.url ?? g.loopbackUrl!;
-    ctx.result(
-      {
-        url: g.url ?? null,
-        ipUrl: g.ipUrl ?? null,
-        loopbackUrl: g.loopbackUrl ?? null,
-        providers: Object.entries(g.config.providers).map(([name, p]) => ({ name, format: p.format, baseUrl: p.baseUrl, models: p.models })),
-        policy: g.config.policy,
-        dataDir: g.store ? g.config.dataDir : null,
-        guard: g.guard,
-        console: consoleUrl(g) ?? null,
-        env: clientSettings(base),
-      },
-      () => readyText(g),
-    );
-    ctx.progress(`stopping (${await stop.stopped}): finishing requests in flight...`);
-    await g.close();
-    return 0;
-  } catch (err) {
-    if (stop.reason && !gw) return STOPPED_EARLY;
-    throw err;
-  } finally {
-    await gw?.close();
-  }
+  return serveUntilStopped(
+    ctx,
+    DEV_HOSTNAME,
+    (tailnet) =>
+      startGateway({
+        config,
+        selfGuard: true,
+        ...(tailnet ? { tailnet } : {}),
+        onProgress: (m) => ctx.progress(m),
+        onWarning: (e) => ctx.progress(`warning: ${e.message}`),
+      }),
+    (g) => {
+      const base = g.url ?? g.loopbackUrl!;
+      ctx.result(
+        {
+          url: g.url ?? null,
+          ipUrl: g.ipUrl ?? null,
+          loopbackUrl: g.loopbackUrl ?? null,
+          providers: Object.entries(g.config.providers).map(([name, p]) => ({ name, format: p.format, baseUrl: p.baseUrl, models: p.models })),
+          policy: g.config.policy,
+          dataDir: g.store ? g.config.dataDir : null,
+          guard: g.guard,
+          console: consoleUrl(g) ?? null,
+          env: clientSettings(base),
+        },
+        () => readyText(g),
+      );
+    },
+    "finishing requests in flight",
+  );
 }
 
 export const gatewayCommand: Command = {

@@ -155,6 +155,8 @@ export function callerOf(w: WhoIs, addr: string): DbSessionCaller {
 type Verdict = { allow: true } | { allow: false; reason: string };
 
 const DENIED = "42501"; // insufficient_privilege
+/** Bytes of extended-protocol messages held for one upstream write before they go anyway. */
+const MAX_HELD_BYTES = 64 * 1024;
 /** Messages queued behind a statement held for approval before the gateway stops reading the client. */
 const MAX_QUEUED = 1024;
 const PROTOCOL_VIOLATION = "08P01";
@@ -169,6 +171,9 @@ export class DbSession {
   private readonly framer = new FrontendFramer();
   private scanner: BackendScanner | undefined;
   private readonly queue: FrontendMessage[] = [];
+  /** Extended-protocol messages waiting for their Sync or Flush (forward). */
+  private held: Buffer[] = [];
+  private heldBytes = 0;
   private waiting = false;
   /** After a denied extended-protocol message: drop messages up to Sync. */
   private skipping = false;
@@ -246,9 +251,10 @@ export class DbSession {
   private relayCancel(body: Buffer): void {
     const key = body.length >= 8 ? `${body.readInt32BE(0)}:${body.readInt32BE(4)}` : "";
     const up = this.ctx.cancels.get(key);
+    const from = this.client.remoteAddress ?? "";
     this.client.destroy();
     // As PostgreSQL does, a cancel is never answered; an unknown key or another address is ignored.
-    if (up === undefined || up.addr !== (this.client.remoteAddress ?? "")) return;
+    if (up === undefined || up.addr !== from) return;
     const s = net.connect({ host: this.ctx.upstream.host, port: this.ctx.upstream.port });
     s.on("error", () => s.destroy());
     s.on("connect", () => s.end(serialize.cancel(up.pid, up.secret)));
@@ -365,35 +371,39 @@ export class DbSession {
 
   private pump(): void {
     if (this.waiting || this.upstream === undefined || this.closed) return;
-    const up = this.upstream;
-    up.cork();
-    try {
-      while (this.queue.length > 0 && !this.closed) {
-        const m = this.queue.shift()!;
-        const held = this.handle(m);
-        if (held !== undefined) {
-          this.waiting = true;
-          held.then(
-            () => {
-              this.waiting = false;
-              this.client.resume();
-              this.pump();
-            },
-            (err: unknown) => {
-              this.ctx.warn(err as Error);
-              this.close();
-            },
-          );
-          break;
-        }
-      }
-    } finally {
-      up.uncork();
+    while (this.queue.length > 0 && !this.closed) {
+      const held = this.handle(this.queue.shift()!);
+      if (held === undefined) continue;
+      this.waiting = true;
+      held.then(
+        () => {
+          this.waiting = false;
+          this.client.resume();
+          this.pump();
+        },
+        (err: unknown) => {
+          this.ctx.warn(err as Error);
+          this.close();
+        },
+      );
+      return;
     }
   }
 
-  private forward(b: Buffer): void {
-    if (!this.upstream!.write(b)) {
+  /**
+   * forward sends a message upstream. Extended-protocol messages (`hold`)
+   * wait for the Sync or Flush that makes the server answer them (node-
+   * postgres, for one, writes each message on its own): a cycle goes
+   * upstream in one write. Anything else sends what waits, in order.
+   */
+  private forward(b: Buffer, hold = false): void {
+    this.held.push(b);
+    this.heldBytes += b.length;
+    if (hold && this.heldBytes < MAX_HELD_BYTES) return;
+    const out = this.held.length === 1 ? this.held[0]! : Buffer.concat(this.held, this.heldBytes);
+    this.held = [];
+    this.heldBytes = 0;
+    if (!this.upstream!.write(out)) {
       this.client.pause();
       this.upstream!.once("drain", () => this.client.resume());
     }
@@ -420,7 +430,7 @@ export class DbSession {
           this.decide(text),
           () => {
             this.statements.add(name);
-            this.forward(m.raw);
+            this.forward(m.raw, true);
           },
           (why) => {
             this.statements.delete(name);
@@ -436,7 +446,7 @@ export class DbSession {
           return undefined;
         }
         this.portals.add(portal);
-        this.forward(m.raw);
+        this.forward(m.raw, true);
         return undefined;
       }
       case MSG.execute: {
@@ -445,13 +455,13 @@ export class DbSession {
           this.refuse(`Execute of the portal ${JSON.stringify(portal)}, which was not bound to an allowed statement through this gateway`, "extended");
           return undefined;
         }
-        this.forward(m.raw);
+        this.forward(m.raw, true);
         return undefined;
       }
       case MSG.close: {
         const t = describeTarget(m.body);
         (t.kind === "S" ? this.statements : this.portals).delete(t.name);
-        this.forward(m.raw);
+        this.forward(m.raw, true);
         return undefined;
       }
       case MSG.functionCall:
@@ -461,8 +471,11 @@ export class DbSession {
         this.sent++;
         this.forward(m.raw);
         return undefined;
+      case MSG.describe:
+        this.forward(m.raw, true);
+        return undefined;
       default:
-        // Describe, Flush, Terminate, CopyData/CopyDone/CopyFail: nothing to judge.
+        // Flush, Terminate, CopyData/CopyDone/CopyFail: nothing to judge.
         this.forward(m.raw);
         return undefined;
     }
@@ -472,13 +485,7 @@ export class DbSession {
     const apply = (r: Verdict) => (r.allow ? allow() : deny(r.reason));
     if (!(v instanceof Promise)) return void apply(v);
     return v.then((r) => {
-      if (this.closed) return;
-      this.upstream!.cork();
-      try {
-        apply(r);
-      } finally {
-        this.upstream!.uncork();
-      }
+      if (!this.closed) apply(r);
     });
   }
 
@@ -569,7 +576,7 @@ export class DbSession {
       this.forward(serialize.query(probe));
     } else {
       this.skipping = true;
-      this.forward(serialize.parse({ name: "", text: probe }));
+      this.forward(serialize.parse({ name: "", text: probe }), true);
     }
   }
 

@@ -22,6 +22,8 @@ export const TAILNET = {
     "tag:dbgw": ["alice@"],
     "tag:agent-a": ["alice@"],
     "tag:agent-b": ["bob@"],
+    // A tag the database has no role for.
+    "tag:agent-c": ["bob@"],
   },
   grants: [{ src: ["*"], dst: ["tag:dbgw"], ip: ["*"] }],
 };
@@ -62,6 +64,10 @@ export interface DbTailnet {
   nodes: Record<"agentA" | "agentB", MeshNode>;
   /** A loopback port whose connections reach the gateway over the tailnet as that agent's node. */
   ports: Record<"agentA" | "agentB", number>;
+  /** forward makes a loopback port for another node, as `ports` are for the agents. */
+  forward(node: MeshNode): Promise<number>;
+  /** startNode starts one more node of the tailnet with a tag (closed with the rest). */
+  startNode(hostname: string, tag: string): Promise<MeshNode>;
   policyPath: string;
   dir: string;
   warnings: string[];
@@ -126,6 +132,12 @@ export async function startDbTailnet(opts: { server: PgServer; meshguard: object
       gw,
       nodes: { agentA, agentB },
       ports,
+      forward,
+      async startNode(hostname, tag) {
+        const n = await start(hostname, tag);
+        cleanups.push(() => n.close());
+        return n;
+      },
       policyPath,
       dir,
       warnings,

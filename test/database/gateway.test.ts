@@ -39,6 +39,8 @@ let t: DbTailnet;
 const events: DecisionEvent[] = [];
 const approvals: ApprovalRequest[] = [];
 let approve = true;
+/** How long the approver takes to answer. */
+let approveDelayMs = 0;
 
 beforeAll(async () => {
   if (unavailable) return;
@@ -49,8 +51,9 @@ beforeAll(async () => {
     meshguard: MESHGUARD,
     gateway: {
       approvals: {
-        callback: (req) => {
+        callback: async (req) => {
           approvals.push(req);
+          if (approveDelayMs > 0) await new Promise((r) => setTimeout(r, approveDelayMs));
           return { approved: approve, by: "dba@example.com", ...(approve ? {} : { reason: "not today" }) };
         },
       },
@@ -223,6 +226,14 @@ describe.skipIf(unavailable)("database gateway", () => {
     expect((await c.query("SELECT current_setting('application_name') AS n")).rows[0].n).toBe("agent-app");
   });
 
+  it("a caller whose role does not exist is refused at connect, with the role named and how to create it", async () => {
+    const node = await t.startNode("agent-c", "tag:agent-c");
+    const port = await t.forward(node);
+    const c = new pg.Client({ host: "127.0.0.1", port, user: "x", database: DB });
+    c.on("error", () => {});
+    await expect(c.connect()).rejects.toMatchObject({ code: "42501", message: expect.stringMatching(/cannot act as the database role "mg:tag:agent-c" of agent-c/), hint: expect.stringMatching(/policy apply --db/) });
+  });
+
   it("prepared statements: named statements are checked at Parse and reusable; a denied one does not break the connection", async () => {
     const a = await connect("agentA");
     const q = { name: "by-id", text: "SELECT id FROM items WHERE id = $1" };
@@ -264,6 +275,18 @@ describe.skipIf(unavailable)("database gateway", () => {
     expect(out2[0]).toMatchObject({ code: "42501", message: expect.stringMatching(/did not see parsed/) });
     const out3 = await raw.send([serialize.execute({ portal: "nope" }), serialize.sync()], 1);
     expect(out3[0]).toMatchObject({ code: "42501", message: expect.stringMatching(/not bound/) });
+    // The fast-path FunctionCall (a function by OID: here 2171, pg_cancel_backend): always refused, its own cycle.
+    const fc = Buffer.alloc(19);
+    fc.write("F", 0, "latin1");
+    fc.writeInt32BE(18, 1);
+    fc.writeInt32BE(2171, 5);
+    fc.writeInt16BE(0, 9);
+    fc.writeInt16BE(1, 11);
+    fc.writeInt32BE(-1, 13);
+    fc.writeInt16BE(0, 17);
+    const out4 = await raw.send([fc], 1);
+    expect(out4.map((m) => m.name)).toEqual(["error", "readyForQuery"]);
+    expect(out4[0]).toMatchObject({ code: "42501", message: expect.stringMatching(/FunctionCall/) });
     raw.end();
     expect((await asSuperuser("SELECT count(*)::int AS n FROM items"))[0]!.n).toBe(4);
   });
@@ -299,6 +322,32 @@ describe.skipIf(unavailable)("database gateway", () => {
       ["allow", true],
       ["deny", false],
     ]);
+  });
+
+  it("a statement held for approval in a pipeline holds the messages behind it, in order", async () => {
+    approve = true;
+    approveDelayMs = 400;
+    try {
+      const raw = await rawSession("agentA");
+      const t0 = Date.now();
+      const out = await raw.send(
+        [
+          serialize.parse({ name: "", text: "UPDATE items SET z = z WHERE id = 3" }),
+          serialize.bind({}),
+          serialize.execute({}),
+          serialize.parse({ name: "", text: "SELECT id FROM items WHERE id = 1" }),
+          serialize.bind({}),
+          serialize.execute({}),
+          serialize.sync(),
+        ],
+        1,
+      );
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(350);
+      expect(out.map((m) => m.name)).toEqual(["parseComplete", "bindComplete", "commandComplete", "parseComplete", "bindComplete", "dataRow", "commandComplete", "readyForQuery"]);
+      raw.end();
+    } finally {
+      approveDelayMs = 0;
+    }
   });
 
   it("decision events are redacted: no literal values, the accesses and the caller", async () => {
