@@ -551,6 +551,17 @@ func (c *Core) resolve(n *node, host string) (netip.Addr, error) {
 			return a, nil
 		}
 	}
+	return c.resolveStatus(n, host)
+}
+
+// resolveStatus is resolve from the node's current Status, not the cache:
+// the fallback for a name the cache does not know, and the check after a
+// failed dial (the bus tells the watcher of a removed peer a moment after
+// Status stops listing it: a dial in between used the cache's address).
+func (c *Core) resolveStatus(n *node, host string) (netip.Addr, error) {
+	want := strings.ToLower(strings.TrimSuffix(host, "."))
+	ip, perr := netip.ParseAddr(want)
+	isIP := perr == nil
 	st, err := n.lc.Status(n.ctx)
 	if err != nil {
 		return netip.Addr{}, codeErr(ErrInternal, "status: %w", err)
@@ -635,6 +646,10 @@ func (c *Core) Dial(id int64, host string, port int, timeout time.Duration) (_ D
 	if err != nil {
 		if n.ctx.Err() != nil {
 			return DialResult{}, codeErr(ErrClosed, "node closed")
+		}
+		// The peer may have left the netmap since it was resolved: say so.
+		if _, rerr := c.resolveStatus(n, host); isCode(rerr, ErrNoPeer) {
+			return DialResult{}, rerr
 		}
 		if ctx.Err() != nil {
 			return DialResult{}, codeErr(ErrTimeout, "%s:%d (%s) did not answer within %v", host, port, addr, timeout)
@@ -991,4 +1006,10 @@ func (c *Core) recoverTo(what string, onPanic func(error)) {
 // emit sends an event to the host.
 func (c *Core) emit(nodeID int64, ev Event) {
 	c.sink(mustJSON(eventMessage{Event: ev.EventName(), Node: nodeID, Data: ev}))
+}
+
+// isCode reports whether err carries the core error code code.
+func isCode(err error, code string) bool {
+	var ce *CodedError
+	return errors.As(err, &ce) && ce.Code == code
 }
