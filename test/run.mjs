@@ -75,6 +75,13 @@ if (built) {
   // brings no browser): installed here when missing (root only), for the
   // same reason; without it those tests are skipped with the reason.
   phase("Chromium (Debian's chromium, for the gateway console tests)", () => run([node, join(root, "test", "gateway", "chromium.ts"), "install"]));
+  // Debian's pgbouncer, the database gateway benchmark's peer: installed here when missing
+  // (root only; the smoke run is in a namespace without a network). Without it the smoke
+  // reports the gateway rows as skipped, with the reason: this phase never fails the run.
+  phase("pgbouncer (Debian's, for the database benchmark's smoke run)", () => {
+    run([node, join(root, "bench", "database.mjs"), "--setup"]);
+    return true;
+  });
 
   phase("tests (vitest, in a network namespace)", () => {
     const report = join(root, ".cache", "vitest-report.json");
