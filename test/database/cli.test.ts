@@ -3,7 +3,6 @@
 // dev --json`, in front of a real PostgreSQL: an agent node of dev's
 // tailnet (tag:agent) queries through it; SIGTERM stops it with status 0;
 // the database password is printed nowhere.
-import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
@@ -11,6 +10,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
 import { afterAll, beforeAll, expect, it } from "vitest";
+import { spawnCli as cli, type CliProcess } from "../cli-run.js";
 import { MeshNode } from "../../src/index.js";
 import { DB, GATEWAY_PASSWORD, GATEWAY_ROLE, prepareDatabase } from "./db-tailnet.js";
 import { postgresUnavailable, startPostgres, type PgServer } from "../gateway/pg-server.js";
@@ -18,33 +18,10 @@ import { postgresUnavailable, startPostgres, type PgServer } from "../gateway/pg
 const CLI = fileURLToPath(new URL("../../dist/cli/main.js", import.meta.url));
 const unavailable = postgresUnavailable();
 
-interface Proc {
-  child: ChildProcess;
-  stdout: string;
-  stderr: string;
-  ready: Promise<Record<string, any>>;
-  exited: Promise<number | null>;
-}
-
-function cli(args: string[], env: NodeJS.ProcessEnv): Proc {
-  const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
-  const p = { child, stdout: "", stderr: "" } as Proc;
-  p.ready = new Promise((resolve, reject) => {
-    child.stdout!.on("data", (d: Buffer) => {
-      p.stdout += d;
-      const nl = p.stdout.indexOf("\n");
-      if (nl >= 0) resolve(JSON.parse(p.stdout.slice(0, nl)));
-    });
-    child.once("exit", (code) => reject(new Error(`exited ${code} before ready:\n${p.stderr}\n${p.stdout}`)));
-  });
-  child.stderr!.on("data", (d: Buffer) => (p.stderr += d));
-  p.exited = new Promise((resolve) => child.once("exit", (code) => resolve(code)));
-  return p;
-}
 
 let dir: string;
 let server: PgServer;
-const procs: Proc[] = [];
+const procs: CliProcess[] = [];
 let agent: MeshNode | undefined;
 
 beforeAll(async () => {

@@ -3,48 +3,24 @@
 // dev`, an agent node on that tailnet calls it with the openai SDK, the
 // process guards itself, SIGTERM stops it cleanly — and the provider key
 // appears in none of its output.
-import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import OpenAI from "openai";
 import { afterAll, beforeAll, expect, it } from "vitest";
+import { spawnCli as cli, type CliProcess } from "../cli-run.js";
 import { startLlmSim, type LlmSim } from "../../bench/lib/llm-sim.mjs";
 import { MeshNode } from "../../src/index.js";
 import { PROVIDER_KEY } from "./gateway-tailnet.js";
 
 const CLI = fileURLToPath(new URL("../../dist/cli/main.js", import.meta.url));
 
-interface Proc {
-  child: ChildProcess;
-  stdout: string;
-  stderr: string;
-  /** Resolves with the first JSON line on stdout. */
-  ready: Promise<Record<string, any>>;
-  exited: Promise<number | null>;
-}
-
-function cli(args: string[], env: NodeJS.ProcessEnv): Proc {
-  const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
-  const p = { child, stdout: "", stderr: "" } as Proc;
-  p.ready = new Promise((resolve, reject) => {
-    child.stdout!.on("data", (d: Buffer) => {
-      p.stdout += d;
-      const nl = p.stdout.indexOf("\n");
-      if (nl >= 0) resolve(JSON.parse(p.stdout.slice(0, nl)));
-    });
-    child.once("exit", (code) => reject(new Error(`exited ${code} before ready:\n${p.stderr}\n${p.stdout}`)));
-  });
-  child.stderr!.on("data", (d: Buffer) => (p.stderr += d));
-  p.exited = new Promise((resolve) => child.once("exit", (code) => resolve(code)));
-  return p;
-}
 
 let dir: string;
 let sim: LlmSim;
-let dev: Proc | undefined;
-let gw: Proc | undefined;
+let dev: CliProcess | undefined;
+let gw: CliProcess | undefined;
 let agent: MeshNode | undefined;
 
 beforeAll(async () => {
