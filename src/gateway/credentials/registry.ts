@@ -1,0 +1,38 @@
+/**
+ * The credential kinds a connector's `auth` may name, by `type`. The config
+ * schema of `auth` is built from this table, so a new kind is one entry here
+ * and a file of its own (./types.ts says what it must keep).
+ */
+
+import { z } from "zod";
+import { STATIC_KINDS } from "./static.js";
+import type { CredentialKind } from "./types.js";
+
+/**
+ * CREDENTIAL_KINDS lists every kind. Extension point: the OAuth 2.0 kinds
+ * ("oauth2", ./oauth*.ts) are added here as `oauth2: OAUTH2_KIND`.
+ */
+export const CREDENTIAL_KINDS: Readonly<Record<string, CredentialKind<{ type: string }>>> = {
+  ...STATIC_KINDS,
+};
+
+const kindList = () =>
+  Object.keys(CREDENTIAL_KINDS)
+    .map((k) => JSON.stringify(k))
+    .join(", ");
+
+/** AuthConfigSchema validates a connector's `auth` with its kind's schema. */
+export const AuthConfigSchema: z.ZodType<{ type: string }, z.ZodTypeDef, unknown> = z
+  .object({ type: z.string({ required_error: `must name its kind: "type": one of ${kindList()}` }) }, { invalid_type_error: `must be an object { "type": ..., ... } (one of ${kindList()})` })
+  .passthrough()
+  .superRefine((v, ctx) => {
+    if (!Object.hasOwn(CREDENTIAL_KINDS, v.type)) ctx.addIssue({ code: "custom", path: ["type"], message: `unknown credential type ${JSON.stringify(v.type)}: use one of ${kindList()}` });
+  })
+  .transform((v, ctx) => {
+    const r = CREDENTIAL_KINDS[v.type]!.schema.safeParse(v);
+    if (r.success) return r.data;
+    for (const i of r.error.issues) ctx.addIssue({ ...i } as z.IssueData);
+    return z.NEVER;
+  });
+
+export type AuthConfig = z.output<typeof AuthConfigSchema>;
