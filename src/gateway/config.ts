@@ -14,6 +14,8 @@ import { dirname, isAbsolute, resolve } from "node:path";
 import { z } from "zod";
 import { ErrorCode, MeshguardError } from "../errors.js";
 import { formatPath, SourceFile, type PolicyIssue } from "../policy/source.js";
+import { ConnectorsConfigSchema } from "./connectors/config.js";
+import { CREDENTIAL_KINDS } from "./credentials/registry.js";
 import { McpConfigSchema } from "./mcp/config.js";
 import { GATEWAY_PARTS } from "./parts.js";
 import { parseDuration } from "./store/config.js";
@@ -113,6 +115,7 @@ export const GatewayConfigSchema = z
     alerts: GATEWAY_PARTS.alerts.optional().describe("rules that fire webhooks (Slack or JSON)"),
     console: GATEWAY_PARTS.console.optional(),
     mcp: McpConfigSchema.optional(),
+    connectors: ConnectorsConfigSchema.optional(),
   })
   .strict();
 
@@ -186,6 +189,14 @@ export function resolveConfigPaths(cfg: GatewayConfig, base: string): GatewayCon
     if (t.dir !== undefined) t.dir = abs(t.dir);
     if (t.authKey?.file !== undefined) t.authKey = { file: abs(t.authKey.file) };
     out.tailnet = t;
+  }
+  if (cfg.connectors) {
+    const http: NonNullable<GatewayConfig["connectors"]>["http"] = {};
+    for (const [name, c] of Object.entries(cfg.connectors.http)) {
+      const kind = CREDENTIAL_KINDS[c.auth.type];
+      http[name] = kind?.resolvePaths ? { ...c, auth: kind.resolvePaths(c.auth, abs) } : c;
+    }
+    out.connectors = { ...cfg.connectors, http };
   }
   return out;
 }

@@ -12,6 +12,7 @@ import type { AccessResolver } from "./caller.js";
 import type { ConsoleServer } from "./console/serve.js";
 import type { GatewayConfig } from "./config.js";
 import type { Router } from "./providers.js";
+import type { ConnectorRouter } from "./connectors/http.js";
 import type { McpEndpoint } from "./mcp/endpoint.js";
 import type { KeyScrubber } from "./scrub.js";
 import type { AdminRoute, Caller, CallFacts, GatewayStore, HookRunner, LogRecord, ModelPrice, QuotaManager, Retention } from "./types.js";
@@ -50,6 +51,8 @@ export interface GatewayContext {
   readonly browserNames: ReadonlySet<string>;
   /** The aggregating MCP endpoint (./mcp/), when the config has an `mcp` section; set once at start. */
   mcp?: McpEndpoint;
+  /** The HTTP API connectors (./connectors/), when the config has a `connectors` section; set once at start. */
+  connectors?: ConnectorRouter;
   /** Counts requests in flight, so close() can wait for them. */
   readonly inflight: Inflight;
   /**

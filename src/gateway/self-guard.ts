@@ -1,7 +1,7 @@
 /**
  * The gateway guards itself (issue 8 item 9): in its own process it
  * installs meshguard's guard with a policy that allows only what the config
- * names — the providers' base URLs, the hook URLs, the approval webhook, the
+ * names — the providers' base URLs, the HTTP connectors' and MCP servers' URLs, the hook URLs, the approval webhook, the
  * alert webhooks and the PostgreSQL server of `storage` —
  * so a compromised dependency of the gateway cannot send the provider keys
  * anywhere else. (The tailnet's own traffic — control server, DERP,
@@ -58,6 +58,7 @@ export function selfGuardOrigins(cfg: GatewayConfig, approvalWebhook?: string): 
     ...(approvalWebhook ? [approvalWebhook] : []),
     ...(cfg.alerts?.webhooks.map((w) => w.url) ?? []),
     ...Object.values(cfg.mcp?.servers ?? {}).flatMap((s) => ("url" in s ? [s.url] : [])),
+    ...Object.values(cfg.connectors?.http ?? {}).map((c) => c.baseUrl),
   ];
   return [...new Set(urls.map((u) => fmt(origin(u))))];
 }

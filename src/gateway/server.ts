@@ -104,6 +104,18 @@ async function handle(ctx: GatewayContext, admin: AdminRouter, identify: Identif
     }
     return ctx.mcp.handle(req, res, caller);
   }
+  const conn = !isAdmin && ep === undefined ? ctx.connectors?.match(path) : undefined;
+  if (conn !== undefined) {
+    let caller: Caller;
+    try {
+      const b = identify(req);
+      caller = callerOf(b instanceof Promise ? await b : b);
+    } catch (err) {
+      sendJson(res, 403, JSON.stringify({ error: { code: "policy_denied", message: `the gateway could not identify the caller: ${(err as Error).message}` } }));
+      return;
+    }
+    return ctx.connectors!.handle(req, res, caller, conn, query, t0);
+  }
   if (!isAdmin && ep === undefined) {
     sendError(res, format, "not_found", `${method} ${path} is not an endpoint of this gateway (OpenAI /v1/chat/completions, /v1/responses, /v1/embeddings, /v1/models; Anthropic /v1/messages, /v1/messages/count_tokens; Gemini /v1beta/models/MODEL:generateContent, :streamGenerateContent, :countTokens)`);
     return;

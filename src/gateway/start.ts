@@ -223,6 +223,16 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayHandle>
       progress(`MCP endpoint at ${mcp.path}: ${Object.keys(resolved.mcp.servers).join(", ")}`);
     }
 
+    if (resolved.connectors !== undefined) {
+      const { ConnectorRouter } = await import("./connectors/http.js");
+      const { router: connectors, secrets: held } = await ConnectorRouter.open(ctx, resolved.connectors, env);
+      ctx.connectors = connectors;
+      cleanup.push(() => connectors.close());
+      // The connectors' credentials are scrubbed wherever the provider keys are (logs, errors, answers).
+      scrub.add(held);
+      progress(`HTTP connectors under ${connectors.prefixes.join(", ")}: ${Object.keys(resolved.connectors.http).join(", ")}`);
+    }
+
     const servers: http.Server[] = [];
     let url: string | undefined;
     let ipUrl: string | undefined;

@@ -173,7 +173,7 @@ export async function pipeStream(
 }
 
 /** drained resolves when the response can take more, or is gone. */
-function drained(res: ServerResponse): Promise<void> {
+export function drained(res: ServerResponse): Promise<void> {
   return new Promise((resolve) => {
     const done = () => {
       res.off("drain", done);

@@ -29,7 +29,8 @@ export type ApiOperation =
   | "gemini.models" // GET /v1beta/models
   | "mcp.call" // tools/call at the MCP endpoint (provider: the MCP server, model: the tool)
   | "mcp.read" // resources/read (model: the resource URI)
-  | "mcp.prompt"; // prompts/get (model: the prompt)
+  | "mcp.prompt" // prompts/get (model: the prompt)
+  | "connector.call"; // an HTTP connector call (provider: the connector, model: "METHOD /upstream/path")
 
 /** Gateway roles: admin wins when both apply. */
 export type Role = "user" | "admin";

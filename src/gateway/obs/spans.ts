@@ -52,6 +52,7 @@ const OPERATION_NAME: Record<ApiOperation, string> = {
   "mcp.call": "execute_tool",
   "mcp.read": "read_resource",
   "mcp.prompt": "get_prompt",
+  "connector.call": "execute_tool",
 };
 
 /** gen_ai.provider.name: the well-known value of the API an upstream speaks (an OpenAI-compatible server speaks "openai"). */
