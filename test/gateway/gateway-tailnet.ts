@@ -61,7 +61,8 @@ export const PROVIDERS = (simUrl: string) => ({
 
 export async function startGatewayTailnet(opts: {
   meshguard: object;
-  config?: Record<string, unknown>;
+  /** Gateway config settings; a function is given the test's directory (for file paths in it). */
+  config?: Record<string, unknown> | ((dir: string) => Record<string, unknown>);
   sim?: LlmSimOptions;
   gateway?: Partial<GatewayOptions>;
 }): Promise<GatewayTailnet> {
@@ -87,7 +88,7 @@ export async function startGatewayTailnet(opts: {
     cleanups.push(() => gwNode.close(), () => agentA.close(), () => agentB.close(), () => laptop.close());
     const warnings: string[] = [];
     const gw = await startGateway({
-      config: { policy: policyPath, dataDir: join(dir, "data"), providers: PROVIDERS(sim.url), ...opts.config },
+      config: { policy: policyPath, dataDir: join(dir, "data"), providers: PROVIDERS(sim.url), ...(typeof opts.config === "function" ? opts.config(dir) : opts.config) },
       node: gwNode,
       env: { SIM_PROVIDER_KEY: PROVIDER_KEY },
       onWarning: (e) => warnings.push(e.message),
