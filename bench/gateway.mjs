@@ -27,6 +27,13 @@
 // client, the two alternating in rounds: rows "mcp tool call 1 client" and
 // meshguard's "added latency mcp tool call 1 client".
 //
+// HTTP connectors (docs/connectors.md): a GET of a small JSON answer from a
+// simulated REST API (bench/lib/rest-sim.mjs, a process of its own) through
+// meshguard's connector (bearer token injected, answer scrubbed, logged)
+// against the same GET sent to the API directly with the token, 1 client,
+// undici Pools on both sides, alternating in rounds: rows "http connector
+// call 1 client" and meshguard's "added latency http connector call 1 client".
+//
 // Metrics (OpenAI chat completions, 16 output tokens): latency and the
 // latency *added* over direct (system minus direct, at p50, p99 and mean)
 // with 1 client in sequence, at a fixed open-loop rate, and with 50
@@ -73,6 +80,7 @@ import { chatBody, closedLoop, closeTarget, once, openLoop, sequential, stream, 
 import { formatTable, row, toJson } from './lib/stats.mjs';
 import { Client as McpClient } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { Pool } from 'undici';
 
 const { values: o } = parseArgs({
   options: {
@@ -254,13 +262,19 @@ try {
   cleanups.push(() => mcpUp.stop());
   const mcpUrl = (await mcpUp.next('listening', 15_000)).url;
 
+  progress('starting the simulated REST API (bench/lib/rest-sim.mjs)');
+  const REST_TOKEN = 'rest-sim-bench-token-0123456789';
+  const restUp = startJsonChild('rest api', process.execPath, [here('./lib/rest-sim-server.mjs')], { env: { ...process.env, REST_SIM_TOKEN: REST_TOKEN } });
+  cleanups.push(() => restUp.stop());
+  const restUrl = (await restUp.next('listening', 15_000)).url;
+
   let gateway;
   try {
     progress('starting meshguard gateway');
     progress(`node options of the gateway process (as meshguard gateway runs): ${GATEWAY_NODE_OPTIONS.join(' ') || 'none'}`);
-    const args = [...GATEWAY_NODE_OPTIONS, here('./lib/gateway-server.mjs'), '--sim', simMg.url, '--sim-key', SIM_KEY, '--dir', mkdtempSync(join(work, 'gw-')), '--mcp-url', mcpUrl];
+    const args = [...GATEWAY_NODE_OPTIONS, here('./lib/gateway-server.mjs'), '--sim', simMg.url, '--sim-key', SIM_KEY, '--dir', mkdtempSync(join(work, 'gw-')), '--mcp-url', mcpUrl, '--rest-url', restUrl];
     if (tailnet) args.push('--control', tailnet.control.url, '--authkey', await tailnet.key('tag:gateway'), '--hostname', 'bench-gateway');
-    const child = startJsonChild('meshguard gateway', process.execPath, args);
+    const child = startJsonChild('meshguard gateway', process.execPath, args, { env: { ...process.env, REST_SIM_TOKEN: REST_TOKEN } });
     cleanups.push(() => child.kill());
     const l = await child.next('listening', 60_000);
     gateway = { child, ...l };
@@ -418,6 +432,38 @@ try {
     added('meshguard', 'added latency mcp tool call 1 client', add('meshguard', 'mcp tool call 1 client', 'ms', mcpSamples.get('meshguard')), base);
   }
 
+  // ---- an HTTP connector call, 1 client: the REST API directly (with its token), and through meshguard's connector ----
+  if (gateway) {
+    const restTarget = (name, origin, path, headers) => {
+      const pool = new Pool(origin, { connections: 1 });
+      cleanups.push(() => pool.close());
+      return {
+        name,
+        call: async () => {
+          const t0 = performance.now();
+          const r = await pool.request({ path, method: 'GET', headers });
+          const body = await r.body.text();
+          const ms = performance.now() - t0;
+          if (r.statusCode !== 200 || body !== '{"ok":true}') throw new Error(`HTTP ${r.statusCode}: ${body.slice(0, 200)}`);
+          return ms;
+        },
+      };
+    };
+    const restSystems = [restTarget('direct', restUrl, '/api/ok', { authorization: `Bearer ${REST_TOKEN}` }), restTarget('meshguard', gateway.loopbackUrl, '/v1/connectors/rest/ok', {})];
+    const restSamples = new Map(restSystems.map((s) => [s.name, []]));
+    for (const s of restSystems) noteErrors(s.name, await sequential(s.call, Math.ceil(WARM_N / 10)));
+    for (let r = 0; r < ROUNDS; r++) {
+      for (const s of restSystems) {
+        progress(`http connector call 1 client, round ${r + 1}/${ROUNDS}: ${s.name}`);
+        const res = await sequential(s.call, Math.ceil(N / ROUNDS));
+        noteErrors(s.name, res);
+        restSamples.get(s.name).push(...res.samples);
+      }
+    }
+    const base = add('direct', 'http connector call 1 client', 'ms', restSamples.get('direct'));
+    added('meshguard', 'added latency http connector call 1 client', add('meshguard', 'http connector call 1 client', 'ms', restSamples.get('meshguard')), base);
+  }
+
   // ---- open loop at a fixed rate ----
   let baseOpen;
   for (const s of systems) {
@@ -556,7 +602,7 @@ if (o.smoke) {
   // Shape check only: complete rows, and meshguard's main figures present. No thresholds.
   const keys = ['system', 'metric', 'unit', 'p50', 'p99', 'mean', 'n'];
   const bad = out.rows.filter((r) => keys.some((k) => r[k] === undefined || (typeof r[k] === 'number' && !Number.isFinite(r[k]))));
-  for (const m of ['added latency 1 client', 'added ttft 1 client (stream)', 'added latency mcp tool call 1 client', `added latency open loop ${RATE}/s`, `added latency ${CLIENTS} clients`, 'requests lost (sent − logged)']) {
+  for (const m of ['added latency 1 client', 'added ttft 1 client (stream)', 'added latency mcp tool call 1 client', 'added latency http connector call 1 client', `added latency open loop ${RATE}/s`, `added latency ${CLIENTS} clients`, 'requests lost (sent − logged)']) {
     if (!out.rows.some((r) => r.system === 'meshguard' && r.metric === m)) bad.push({ missing: `meshguard ${m}` });
   }
   // Not a threshold but correctness: a request lost or charged twice fails even a smoke run.

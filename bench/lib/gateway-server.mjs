@@ -10,12 +10,17 @@
 //        back through the store after a flush, for the lost / charged-twice check
 //
 // Usage: node gateway-server.mjs --sim URL --sim-key K --dir DIR
-//        [--control URL --authkey KEY --hostname NAME] [--pg-url-env NAME] [--quota-tokens N] [--mcp-url URL]
+//        [--control URL --authkey KEY --hostname NAME] [--pg-url-env NAME] [--quota-tokens N] [--mcp-url URL] [--rest-url URL]
 //
 // --mcp-url configures one upstream MCP server, "sim", at the aggregating
 // MCP endpoint (/v1/mcp), its tools allowed to the loopback principal. Its
 // calls' log records are counted apart (log.mcpRecords), not in the LLM
 // accounting.
+//
+// --rest-url configures one HTTP connector, "rest", whose base URL is
+// URL/api (bench/lib/rest-sim.mjs), with a bearer token read from
+// REST_SIM_TOKEN, its GETs allowed to the loopback principal. Its calls' log
+// records are counted apart too (log.connectorRecords).
 //
 // --pg-url-env stores logs and buckets in PostgreSQL (storage { engine:
 // "postgres", urlEnv: NAME }) instead of SQLite; the URL itself stays in the
@@ -41,6 +46,10 @@ async function logTotals(store) {
         t.mcpRecords = (t.mcpRecords ?? 0) + 1;
         continue;
       }
+      if (r.operation === 'connector.call') {
+        t.connectorRecords = (t.connectorRecords ?? 0) + 1;
+        continue;
+      }
       t.records++;
       t.byOutcome[r.outcome] = (t.byOutcome[r.outcome] ?? 0) + 1;
       if (r.outcome === 'ok') t.ok++;
@@ -53,12 +62,13 @@ async function logTotals(store) {
 }
 
 try {
-  const { values: a } = parseArgs({ options: Object.fromEntries(['sim', 'sim-key', 'dir', 'control', 'authkey', 'hostname', 'pg-url-env', 'quota-tokens', 'mcp-url'].map((k) => [k, { type: 'string' }])) });
+  const { values: a } = parseArgs({ options: Object.fromEntries(['sim', 'sim-key', 'dir', 'control', 'authkey', 'hostname', 'pg-url-env', 'quota-tokens', 'mcp-url', 'rest-url'].map((k) => [k, { type: 'string' }])) });
   const policy = join(a.dir, 'policy.hujson');
   const quota = a['quota-tokens'] ? Number(a['quota-tokens']) : undefined;
   const roles = quota ? { gateway: { roles: [{ src: ['tag:bench'], role: 'user', quotas: ['bench'] }] } } : {};
   const mcpRules = a['mcp-url'] ? [{ id: 'bench-mcp', src: ['tag:bench'], mcp: { server: ['sim'], tool: ['get_*'] } }] : [];
-  writeFileSync(policy, JSON.stringify({ version: 3, rules: [{ id: 'bench', src: ['tag:bench'], llm: { model: ['sim/*'] } }, ...mcpRules], ...roles }));
+  const restRules = a['rest-url'] ? [{ id: 'bench-rest', src: ['tag:bench'], http: { host: ['127.0.0.1'], method: ['GET'], path: ['/api/**'] } }] : [];
+  writeFileSync(policy, JSON.stringify({ version: 3, rules: [{ id: 'bench', src: ['tag:bench'], llm: { model: ['sim/*'] } }, ...mcpRules, ...restRules], ...roles }));
   const gw = await startGateway({
     config: {
       providers: { sim: { baseUrl: `${a.sim}/v1`, format: 'openai', key: { env: 'BENCH_SIM_KEY' }, models: ['gpt-4o-mini'], prices: { 'gpt-4o-mini': { input: 0.15, output: 0.6 } } } },
@@ -66,6 +76,7 @@ try {
       dataDir: join(a.dir, 'data'),
       ...(a['pg-url-env'] ? { storage: { engine: 'postgres', urlEnv: a['pg-url-env'] } } : {}),
       ...(a['mcp-url'] ? { mcp: { servers: { sim: { url: a['mcp-url'] } } } } : {}),
+      ...(a['rest-url'] ? { connectors: { http: { rest: { baseUrl: `${a['rest-url']}/api`, auth: { type: 'bearer', token: { env: 'REST_SIM_TOKEN' } } } } } } : {}),
       ...(quota ? { quotas: { bench: { unit: 'tokens', capacity: quota, refill: '1/month', per: 'global' } } } : {}),
       loopback: { listen: '127.0.0.1:0', principal: { node: 'bench-client', tags: ['tag:bench'], user: 'bench@example.com' } },
       ...(a.control ? { tailnet: { controlUrl: a.control, hostname: a.hostname ?? 'bench-gateway', dir: join(a.dir, 'node'), ephemeral: true } } : {}),
