@@ -208,9 +208,11 @@ export class ConnectorRouter {
       st.reservation = v.reservation;
     }
 
-    // 4. Pre-request hooks: they see the body, so it is read (bounded) first.
-    let body: IncomingMessage | Buffer = req;
-    if (ctx.hooks?.hasPre || ctx.retention.mode === "full") {
+    // 4. Pre-request hooks: they see the body, so it is read (bounded) first. Without them it streams.
+    const hasBody = req.headers["transfer-encoding"] !== undefined || (declared !== undefined && declared !== "0");
+    let body: AsyncIterable<Buffer> | Buffer | undefined = hasBody ? keptBody(req, st) : undefined;
+    if (!hasBody && declared === undefined) delete headers["content-length"];
+    if (hasBody && ctx.hooks?.hasPre) {
       let raw: Buffer | typeof TOO_LARGE;
       try {
         raw = await readBody(req, ctx.cfg.maxBodyBytes);
@@ -226,15 +228,17 @@ export class ConnectorRouter {
       body = raw;
       st.requestBytes = raw.length;
       st.requestBody = raw;
-      if (ctx.hooks?.hasPre) {
-        const r = await ctx.hooks.pre({ id: st.id, caller: hookCaller(caller), facts: st.facts!, headers: lowerHeaders(headers), body: parseJson(raw) });
-        if (r.action === "block") return fail(r.status, "blocked", "blocked", `blocked by hook ${r.hook}: ${r.message}`);
-        if (r.action === "modify") {
-          body = Buffer.from(typeof r.body === "string" ? r.body : JSON.stringify(r.body));
-          st.hookModified = true;
-        }
+      const r = await ctx.hooks.pre({ id: st.id, caller: hookCaller(caller), facts: st.facts!, headers: lowerHeaders(headers), body: parseJson(raw) });
+      if (r.action === "block") return fail(r.status, "blocked", "blocked", `blocked by hook ${r.hook}: ${r.message}`);
+      if (r.action === "modify") {
+        body = Buffer.from(typeof r.body === "string" ? r.body : JSON.stringify(r.body));
+        st.hookModified = true;
       }
+      delete headers["transfer-encoding"];
       headers["content-length"] = String(body.length);
+    } else if (!hasBody && ctx.hooks?.hasPre) {
+      const r = await ctx.hooks.pre({ id: st.id, caller: hookCaller(caller), facts: st.facts!, headers: lowerHeaders(headers), body: null });
+      if (r.action === "block") return fail(r.status, "blocked", "blocked", `blocked by hook ${r.hook}: ${r.message}`);
     }
 
     // 5. The credential, then the upstream.
@@ -317,10 +321,10 @@ export class ConnectorRouter {
   }
 
   /** hookedBack reads a JSON answer whole so post-request hooks can block or redact it. */
-  private async hookedBack(c: Connector, st: CallState, res: ServerResponse, up: Dispatcher.ResponseData, out: Record<string, string | string[]>, scrub: KeyScrubber, headers: Record<string, string>, body: IncomingMessage | Buffer): Promise<void> {
+  private async hookedBack(c: Connector, st: CallState, res: ServerResponse, up: Dispatcher.ResponseData, out: Record<string, string | string[]>, scrub: KeyScrubber, headers: Record<string, string>, body: AsyncIterable<Buffer> | Buffer | undefined): Promise<void> {
     let buf = scrub.bytes(Buffer.from(await up.body.arrayBuffer()));
     const r = await this.ctx.hooks!.post(
-      { id: st.id, caller: hookCaller(st.caller), facts: st.facts!, headers: lowerHeaders(stripCredential(headers, c)), body: Buffer.isBuffer(body) ? parseJson(body) : null },
+      { id: st.id, caller: hookCaller(st.caller), facts: st.facts!, headers: lowerHeaders(stripCredential(headers, c)), body: Buffer.isBuffer(body) ? parseJson(body) : st.requestBody !== undefined ? parseJson(st.requestBody) : null },
       { status: up.statusCode, body: parseJson(buf) },
     );
     if (r.action === "block") {
@@ -376,6 +380,28 @@ export class ConnectorRouter {
     if (d.effect !== "approve") return d;
     return approve(this.ctx.approvals, caller.principal, target, d, toAbortSignal(signal));
   }
+}
+
+/**
+ * keptBody streams the request body upstream and, under full retention,
+ * keeps a copy of its first MAX_KEPT bytes for the log record.
+ */
+function keptBody(req: IncomingMessage, st: CallState): AsyncIterable<Buffer> {
+  if (st.responseParts === undefined) return req;
+  return (async function* () {
+    const parts: Buffer[] = [];
+    let size = 0;
+    try {
+      for await (const c of req as AsyncIterable<Buffer>) {
+        if (size < MAX_KEPT) parts.push(c);
+        size += c.length;
+        yield c;
+      }
+    } finally {
+      st.requestBytes = size;
+      st.requestBody = Buffer.concat(parts);
+    }
+  })();
 }
 
 /** The header and query names a connector's credential sets: a client's own of the same name never goes upstream. */
