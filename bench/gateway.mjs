@@ -141,6 +141,27 @@ const add = (system, metric, unit, samples) => {
 /** added is the row of `via` minus `direct`: the latency a system adds, at each statistic. */
 const added = (system, metric, via, direct) => rows.push({ system, metric, unit: via.unit, p50: via.p50 - direct.p50, p99: via.p99 - direct.p99, mean: via.mean - direct.mean, n: via.n });
 
+/**
+ * directVsMeshguard measures one call made directly and through meshguard
+ * (`systems`: [direct, meshguard], each { name, call }), 1 client, warmed up,
+ * alternating in rounds; adds the rows `metric` for both and meshguard's
+ * `added latency <metric>`.
+ */
+async function directVsMeshguard(metric, systems) {
+  const samples = new Map(systems.map((s) => [s.name, []]));
+  for (const s of systems) noteErrors(s.name, await sequential(s.call, Math.ceil(WARM_N / 10)));
+  for (let r = 0; r < ROUNDS; r++) {
+    for (const s of systems) {
+      progress(`${metric}, round ${r + 1}/${ROUNDS}: ${s.name}`);
+      const res = await sequential(s.call, Math.ceil(N / ROUNDS));
+      noteErrors(s.name, res);
+      samples.get(s.name).push(...res.samples);
+    }
+  }
+  const base = add('direct', metric, 'ms', samples.get('direct'));
+  added('meshguard', `added latency ${metric}`, add('meshguard', metric, 'ms', samples.get('meshguard')), base);
+}
+
 /** alternating is one target made of two (two gateway instances): requests alternate between them. */
 function alternating(name, a, b) {
   let i = 0;
@@ -418,18 +439,7 @@ try {
       };
     };
     const mcpSystems = [await mcpTarget('direct', mcpUrl), await mcpTarget('meshguard', `${gateway.loopbackUrl}/v1/mcp`)];
-    const mcpSamples = new Map(mcpSystems.map((s) => [s.name, []]));
-    for (const s of mcpSystems) noteErrors(s.name, await sequential(s.call, Math.ceil(WARM_N / 10)));
-    for (let r = 0; r < ROUNDS; r++) {
-      for (const s of mcpSystems) {
-        progress(`mcp tool call 1 client, round ${r + 1}/${ROUNDS}: ${s.name}`);
-        const res = await sequential(s.call, Math.ceil(N / ROUNDS));
-        noteErrors(s.name, res);
-        mcpSamples.get(s.name).push(...res.samples);
-      }
-    }
-    const base = add('direct', 'mcp tool call 1 client', 'ms', mcpSamples.get('direct'));
-    added('meshguard', 'added latency mcp tool call 1 client', add('meshguard', 'mcp tool call 1 client', 'ms', mcpSamples.get('meshguard')), base);
+    await directVsMeshguard('mcp tool call 1 client', mcpSystems);
   }
 
   // ---- an HTTP connector call, 1 client: the REST API directly (with its token), and through meshguard's connector ----
@@ -450,18 +460,7 @@ try {
       };
     };
     const restSystems = [restTarget('direct', restUrl, '/api/ok', { authorization: `Bearer ${REST_TOKEN}` }), restTarget('meshguard', gateway.loopbackUrl, '/v1/connectors/rest/ok', {})];
-    const restSamples = new Map(restSystems.map((s) => [s.name, []]));
-    for (const s of restSystems) noteErrors(s.name, await sequential(s.call, Math.ceil(WARM_N / 10)));
-    for (let r = 0; r < ROUNDS; r++) {
-      for (const s of restSystems) {
-        progress(`http connector call 1 client, round ${r + 1}/${ROUNDS}: ${s.name}`);
-        const res = await sequential(s.call, Math.ceil(N / ROUNDS));
-        noteErrors(s.name, res);
-        restSamples.get(s.name).push(...res.samples);
-      }
-    }
-    const base = add('direct', 'http connector call 1 client', 'ms', restSamples.get('direct'));
-    added('meshguard', 'added latency http connector call 1 client', add('meshguard', 'http connector call 1 client', 'ms', restSamples.get('meshguard')), base);
+    await directVsMeshguard('http connector call 1 client', restSystems);
   }
 
   // ---- open loop at a fixed rate ----

@@ -17,7 +17,7 @@ import { approve } from "./approve.js";
 import type { Decision, LlmTarget } from "../policy/types.js";
 import type { GatewayContext } from "./context.js";
 import { bodyFacts, clientSessionId, producesOutput, requestParams, type BodyFacts, type Endpoint } from "./facts.js";
-import { clientHeaders, readBody, REQUEST_ID, sendError, TOO_LARGE } from "./http-util.js";
+import { clientHeaders, readCallBody, REQUEST_ID, sendError, TOO_LARGE } from "./http-util.js";
 import type { Route } from "./providers.js";
 import { finish, newCallState, type CallState } from "./record.js";
 import { forward } from "./upstream.js";
@@ -68,14 +68,8 @@ async function run(ctx: GatewayContext, st: CallState, req: IncomingMessage, res
   };
 
   // 1. The body, bounded.
-  let raw: Buffer | typeof TOO_LARGE;
-  try {
-    raw = await readBody(req, ctx.cfg.maxBodyBytes);
-  } catch (err) {
-    st.outcome = "client_aborted";
-    st.reason = (err as Error).message;
-    return;
-  }
+  const raw = await readCallBody(req, st, ctx.cfg.maxBodyBytes);
+  if (raw === undefined) return;
   if (raw === TOO_LARGE) {
     res.shouldKeepAlive = false; // the rest of the body is not read
     return fail("too_large", "bad_request", `the request body is larger than the gateway's limit of ${ctx.cfg.maxBodyBytes} bytes`, { headers: { connection: "close" } });

@@ -56,6 +56,20 @@ export function readBody(req: IncomingMessage, max: number): Promise<Buffer | ty
   });
 }
 
+/**
+ * readCallBody reads a call's body up to `max` bytes; a client that goes
+ * away meanwhile is recorded on the call (`st`) and gives undefined.
+ */
+export async function readCallBody(req: IncomingMessage, st: { outcome: string; reason: string | undefined }, max: number): Promise<Buffer | typeof TOO_LARGE | undefined> {
+  try {
+    return await readBody(req, max);
+  } catch (err) {
+    st.outcome = "client_aborted";
+    st.reason = (err as Error).message;
+    return undefined;
+  }
+}
+
 /** sendJson answers a JSON body. */
 export function sendJson(res: ServerResponse, status: number, body: string, headers?: Record<string, string>): void {
   if (res.headersSent) {

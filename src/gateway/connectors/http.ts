@@ -27,7 +27,7 @@ import { normalizeHost } from "../../policy/hosts.js";
 import type { Decision, HttpTarget } from "../../policy/types.js";
 import { approve } from "../approve.js";
 import type { GatewayContext } from "../context.js";
-import { CREDENTIAL_HEADERS, HOP_HEADERS, NEVER_FORWARDED, readBody, REQUEST_ID, RESPONSE_DROP, sendJson, TOO_LARGE } from "../http-util.js";
+import { CREDENTIAL_HEADERS, HOP_HEADERS, NEVER_FORWARDED, readCallBody, REQUEST_ID, RESPONSE_DROP, sendJson, TOO_LARGE } from "../http-util.js";
 import { readKey } from "../keys.js";
 import { finish, newCallState, type CallState } from "../record.js";
 import { StreamScrub, type KeyScrubber } from "../scrub.js";
@@ -213,14 +213,8 @@ export class ConnectorRouter {
     let body: AsyncIterable<Buffer> | Buffer | undefined = hasBody ? keptBody(req, st) : undefined;
     if (!hasBody && declared === undefined) delete headers["content-length"];
     if (hasBody && ctx.hooks?.hasPre) {
-      let raw: Buffer | typeof TOO_LARGE;
-      try {
-        raw = await readBody(req, ctx.cfg.maxBodyBytes);
-      } catch (err) {
-        st.outcome = "client_aborted";
-        st.reason = (err as Error).message;
-        return;
-      }
+      const raw = await readCallBody(req, st, ctx.cfg.maxBodyBytes);
+      if (raw === undefined) return;
       if (raw === TOO_LARGE) {
         res.shouldKeepAlive = false;
         return fail(413, "too_large", "bad_request", `the request body is larger than the gateway's limit of ${ctx.cfg.maxBodyBytes} bytes`);
