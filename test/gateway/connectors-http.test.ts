@@ -230,7 +230,8 @@ describe("attribution, quotas, logs", () => {
     const { records } = await t.gw.store!.queryLogs({ limit: 1000 });
     const conn = records.filter((r) => r.operation === "connector.call");
     expect(conn.find((r) => r.model === "GET /api/echo" && r.caller.node === "agent-a")).toMatchObject({ provider: "api", outcome: "ok", status: 200, caller: { tags: ["tag:agent-a"], via: "tailnet" } });
-    expect(conn.find((r) => r.caller.node === "agent-b" && r.outcome === "denied")).toMatchObject({ status: 403, provider: "api", model: "POST /api/echo" });
+    expect(conn.find((r) => r.caller.node === "agent-b" && r.model === "POST /api/echo")).toMatchObject({ status: 403, provider: "api", outcome: "denied" });
+    expect(conn.find((r) => r.model === "GET /api/admin/users")).toMatchObject({ outcome: "denied", ruleId: "no-admin" });
     expect(conn.some((r) => r.outcome === "quota" && r.status === 429)).toBe(true);
     expect(conn.some((r) => r.outcome === "bad_request" && r.status === 400)).toBe(true);
     expect(conn.find((r) => r.model === "GET /api/drip" && r.caller.node === "agent-a")!.responseBody).toContain(REDACTED);
