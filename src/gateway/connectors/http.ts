@@ -238,7 +238,15 @@ export class ConnectorRouter {
     // 5. The credential, then the upstream.
     let cred: InjectedCredential;
     try {
-      cred = await c.source.resolve({ connector: c.name, caller, signal: abortSignalOf(st) });
+      // The signal is made only for a kind that reads it (a token fetch): static kinds never do.
+      let sig: AbortSignal | undefined;
+      cred = await c.source.resolve({
+        connector: c.name,
+        caller,
+        get signal() {
+          return (sig ??= abortSignalOf(st));
+        },
+      });
     } catch (err) {
       const status = err instanceof CredentialUnavailableError ? err.status : 502;
       return fail(status, "credential_unavailable", status === 401 ? "denied" : "upstream_error", (err as Error).message);
@@ -282,7 +290,8 @@ export class ConnectorRouter {
     if (ctx.hooks?.hasPost && up.statusCode < 300 && json) return this.hookedBack(c, st, res, up, out, scrub, headers, body);
     st.status = up.statusCode;
     res.writeHead(up.statusCode, out);
-    res.flushHeaders();
+    // A stream of unknown length shows its headers at once; a sized answer goes out with its first bytes (one write less).
+    if (up.headers["content-length"] === undefined) res.flushHeaders();
     const s = new StreamScrub(scrub);
     let kept = 0;
     const keep = (b: Buffer) => {
