@@ -235,6 +235,8 @@ describe("attribution, quotas, logs", () => {
     expect(conn.some((r) => r.outcome === "quota" && r.status === 429)).toBe(true);
     expect(conn.some((r) => r.outcome === "bad_request" && r.status === 400)).toBe(true);
     expect(conn.find((r) => r.model === "GET /api/drip" && r.caller.node === "agent-a")!.responseBody).toContain(REDACTED);
+    // A streamed request body is kept for the log too (full retention).
+    expect(conn.find((r) => r.model === "POST /b/echo")).toMatchObject({ provider: "jira", requestBody: '{"hello":"world"}', outcome: "ok" });
     await new Promise((r) => setTimeout(r, 300)); // the JSON log is written asynchronously
     const outputs = {
       answers: answers.join("\n"),
