@@ -64,8 +64,8 @@ export interface DbTailnet {
   nodes: Record<"agentA" | "agentB", MeshNode>;
   /** A loopback port whose connections reach the gateway over the tailnet as that agent's node. */
   ports: Record<"agentA" | "agentB", number>;
-  /** forward makes a loopback port for another node, as `ports` are for the agents. */
-  forward(node: MeshNode): Promise<number>;
+  /** forward makes a loopback port for another node, as `ports` are for the agents (to the gateway, or to another tailnet address). */
+  forward(node: MeshNode, to?: { host: string; port: number }): Promise<number>;
   /** startNode starts one more node of the tailnet with a tag (closed with the rest). */
   startNode(hostname: string, tag: string): Promise<MeshNode>;
   policyPath: string;
@@ -104,10 +104,10 @@ export async function startDbTailnet(opts: { server: PgServer; meshguard: object
       ...opts.gateway,
     });
     cleanups.push(() => gw.close());
-    const forward = async (node: MeshNode): Promise<number> => {
+    const forward = async (node: MeshNode, to: { host: string; port: number } = gw): Promise<number> => {
       const srv = net.createServer((local) => {
         local.pause();
-        node.dial(gw.host, gw.port).then(
+        node.dial(to.host, to.port).then(
           (remote) => {
             local.pipe(remote).pipe(local);
             local.resume();
