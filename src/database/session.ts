@@ -149,6 +149,8 @@ export class DbSession {
   /** The principal as events carry it (built once). */
   private eventPrincipal: EventPrincipal | undefined;
   private draining = false;
+  private serverFull = false;
+  private clientFull = false;
   private cancelKey: string | undefined;
   private readonly whois: Promise<WhoIs>;
 
@@ -323,16 +325,25 @@ export class DbSession {
       {
         judge: (text) => this.judge(text),
         refused: (why) => this.refused(why),
+        // Backpressure: a full socket stops reading the other side until it drains (one wait at a time).
         toServer: (b) => {
-          if (!sock.write(b)) {
+          if (!sock.write(b) && !this.serverFull) {
+            this.serverFull = true;
             client.pause();
-            sock.once("drain", () => client.resume());
+            sock.once("drain", () => {
+              this.serverFull = false;
+              client.resume();
+            });
           }
         },
         toClient: (b) => {
-          if (!client.write(b)) {
+          if (!client.write(b) && !this.clientFull) {
+            this.clientFull = true;
             sock.pause();
-            client.once("drain", () => sock.resume());
+            client.once("drain", () => {
+              this.clientFull = false;
+              sock.resume();
+            });
           }
         },
         failed: (err) => {
@@ -340,7 +351,7 @@ export class DbSession {
           this.close();
         },
         released: () => {
-          if (!this.closed) client.resume();
+          if (!this.closed && !this.serverFull) client.resume();
         },
       },
       randomBytes(6).toString("hex"),
