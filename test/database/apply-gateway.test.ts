@@ -5,11 +5,12 @@
  * agents with that same policy file over a real headscale tailnet, against a
  * real PostgreSQL 15. Last, the gateway's close(): it drains.
  */
+import { readFileSync, writeFileSync } from "node:fs";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { applyDatabasePolicy, startDatabaseGateway, type DatabaseApplyResult } from "../../src/database/index.js";
 import { loadPolicy } from "../../src/policy/index.js";
-import { DB, GATEWAY_PASSWORD, GATEWAY_ROLE, startDbTailnet, type DbTailnet } from "./db-tailnet.js";
+import { DB, GATEWAY_PASSWORD, GATEWAY_ROLE, startDbTailnet, TAILNET, type DbTailnet } from "./db-tailnet.js";
 import { postgresUnavailable, startPostgres, type PgServer } from "../gateway/pg-server.js";
 
 const unavailable = postgresUnavailable();
@@ -131,6 +132,23 @@ describe.skipIf(unavailable)("policy apply --db, then the database gateway", () 
     expect(await canExecute("mg:tag:agent-a", "public.touch(int)")).toBe(false);
     expect(await canExecute("mg:tag:agent-a", "public.double_it(int)")).toBe(true);
     await apply(RULES);
+  });
+
+  it("a policy reload reaches statements already judged: the same text on the same connection is decided by the new policy", async () => {
+    const a = await connect("agentA");
+    const q = "SELECT id FROM items WHERE id = 1";
+    expect(ids(await a.query(q))).toEqual([1]);
+    expect(ids(await a.query(q))).toEqual([1]); // now from the decision cache
+    const original = readFileSync(t.policyPath, "utf8");
+    const reload = async (text: string) => {
+      const done = new Promise((r) => t.gw.events.once("reload", r));
+      writeFileSync(t.policyPath, text);
+      await done;
+    };
+    await reload(JSON.stringify({ ...TAILNET, meshguard: { version: 5, rules: RULES.filter((r) => r.id !== "a-items") } }));
+    await expect(a.query(q)).rejects.toMatchObject({ code: "42501", message: expect.stringMatching(/denied by policy/) });
+    await reload(original);
+    expect(ids(await a.query(q))).toEqual([1]);
   });
 
   it("close() with a short timeout ends a session still busy when it runs out", async () => {
