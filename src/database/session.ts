@@ -149,8 +149,8 @@ export class DbSession {
   /** The principal as events carry it (built once). */
   private eventPrincipal: EventPrincipal | undefined;
   private draining = false;
-  private serverFull = false;
-  private clientFull = false;
+  /** Which socket's write buffer is full (its other side is not read until it drains). */
+  private readonly full = { server: false, client: false };
   private cancelKey: string | undefined;
   private readonly whois: Promise<WhoIs>;
 
@@ -325,33 +325,14 @@ export class DbSession {
       {
         judge: (text) => this.judge(text),
         refused: (why) => this.refused(why),
-        // Backpressure: a full socket stops reading the other side until it drains (one wait at a time).
-        toServer: (b) => {
-          if (!sock.write(b) && !this.serverFull) {
-            this.serverFull = true;
-            client.pause();
-            sock.once("drain", () => {
-              this.serverFull = false;
-              client.resume();
-            });
-          }
-        },
-        toClient: (b) => {
-          if (!client.write(b) && !this.clientFull) {
-            this.clientFull = true;
-            sock.pause();
-            client.once("drain", () => {
-              this.clientFull = false;
-              sock.resume();
-            });
-          }
-        },
+        toServer: (b) => writeOrWait(sock, client, b, this.full, "server"),
+        toClient: (b) => writeOrWait(client, sock, b, this.full, "client"),
         failed: (err) => {
           this.ctx.warn(err);
           this.close();
         },
         released: () => {
-          if (!this.closed && !this.serverFull) client.resume();
+          if (!this.closed && !this.full.server) client.resume();
         },
       },
       randomBytes(6).toString("hex"),
@@ -456,6 +437,17 @@ export class DbSession {
     this.record("", { effect: "deny", reason }, "deny", 0, this.ctx.policy());
     return reason;
   }
+}
+
+/** writeOrWait writes to `to`; when its buffer is full, `from` is not read until it drains (one wait at a time). */
+function writeOrWait(to: net.Socket, from: net.Socket, b: Buffer, full: { server: boolean; client: boolean }, which: "server" | "client"): void {
+  if (to.write(b) || full[which]) return;
+  full[which] = true;
+  from.pause();
+  to.once("drain", () => {
+    full[which] = false;
+    from.resume();
+  });
 }
 
 /** A Terminate message: the upstream session ends cleanly. */
