@@ -25,11 +25,22 @@
 //   meshguard db-gateway   client node → the database gateway node (its own
 //                 process, bench/lib/db-gateway-node.mjs) → PostgreSQL
 //
+//   node pipe (loopback)   node-postgres → a Node process piping bytes to
+//                 PostgreSQL on loopback (bench/lib/forward-node.mjs --loopback):
+//                 what one hop through Node costs, without the tailnet
+//   meshguard db-gateway (loopback)   the same gateway code on loopback,
+//                 every connection the bench's tagged node (the gateway's
+//                 own cost, without the tailnet's noise)
+//
 // Added latency: pgbouncer − direct, and meshguard − tailnet forward (each
 // at p50, p99 and mean). Target: meshguard's added ≤ 1.2 × pgbouncer's. The
 // client reaches each tailnet node through a loopback forwarder in this
 // process (psql's path through `meshguard connect`); both tailnet systems
-// pay it alike.
+// pay it alike. On loopback: db-gateway − node pipe (the gateway's own
+// work) and node pipe − direct (Node's hop, the floor of any gateway
+// written in Node). Every added figure is also given as the median of the
+// per-round differences (rounds interleave the systems, so each difference
+// compares two queries made moments apart: less noise on a loaded machine).
 //
 //   node test/netns.mjs node bench/database.mjs [--json] [--smoke] [--n N] [--q N] [--no-gateway]
 //   node bench/database.mjs --setup      installs PostgreSQL and pgbouncer when missing (root, outside the namespace)
@@ -194,8 +205,14 @@ async function gatewayFigure() {
     cleanups.push(() => gwChild.stop());
     const fwd = startJsonChild('forward node', process.execPath, [here('./lib/forward-node.mjs'), '--control', control.url, '--authkey', await key('tag:fwd'), '--dir', mkdtempSync(join(work, 'fwd-')), '--hostname', 'pg-forward', '--to', `127.0.0.1:${server.port}`]);
     cleanups.push(() => fwd.stop());
+    const gwLoop = startJsonChild('db-gateway (loopback)', process.execPath, [here('./lib/db-gateway-node.mjs'), '--config', join(work, 'db-gateway.hujson'), '--loopback', 'tag:bench']);
+    cleanups.push(() => gwLoop.stop());
+    const pipeLoop = startJsonChild('node pipe (loopback)', process.execPath, [here('./lib/forward-node.mjs'), '--loopback', '--to', `127.0.0.1:${server.port}`]);
+    cleanups.push(() => pipeLoop.stop());
     const gwOnline = await gwChild.next('online', 60_000);
     const fwdOnline = await fwd.next('online', 60_000);
+    const gwLoopOnline = await gwLoop.next('online', 60_000);
+    const pipeLoopOnline = await pipeLoop.next('online', 60_000);
     const v4 = (ips) => ips.find((ip) => !ip.includes(':'));
     const client = await MeshNode.start({ controlUrl: control.url, authKey: await key('tag:bench'), dir: mkdtempSync(join(work, 'client-')), hostname: 'bench-client', ephemeral: true, timeoutMs: 45_000 });
     cleanups.push(() => client.close());
@@ -224,6 +241,8 @@ async function gatewayFigure() {
       { name: 'pgbouncer', port: bouncer.port },
       { name: 'tailnet forward', port: await forwarder(v4(fwdOnline.ips), 80), password: PW },
       { name: 'meshguard db-gateway', port: await forwarder(v4(gwOnline.ips), gwOnline.port) },
+      { name: 'node pipe (loopback)', port: pipeLoopOnline.port, password: PW },
+      { name: 'meshguard db-gateway (loopback)', port: gwLoopOnline.port },
     ];
     for (const s of systems) {
       s.client = new pg.Client({ host: '127.0.0.1', port: s.port, user: CLIENT, database: DB, ...(s.password ? { password: s.password } : {}) });
@@ -249,12 +268,21 @@ async function gatewayFigure() {
     progress(`load average after: ${load1.map((x) => x.toFixed(2)).join(' ')}`);
     const byName = new Map(systems.map((s) => [s.name, row(s.name, 'query latency 1 client', 'us', s.samples)]));
     rows.push(...byName.values());
-    const added = (system, via, base) => ({ system, metric: 'added latency per query', unit: 'us', p50: via.p50 - base.p50, p99: via.p99 - base.p99, mean: via.mean - base.mean, n: via.n });
+    const added = (system, via, base, metric = 'added latency per query') => ({ system, metric, unit: 'us', p50: via.p50 - base.p50, p99: via.p99 - base.p99, mean: via.mean - base.mean, n: via.n });
     const bouncerAdded = added('pgbouncer', byName.get('pgbouncer'), byName.get('direct'));
     const mgAdded = added('meshguard db-gateway', byName.get('meshguard db-gateway'), byName.get('tailnet forward'));
     rows.push(bouncerAdded, mgAdded);
     // Target: ≤ 1.2.
     rows.push({ system: 'meshguard db-gateway', metric: "added latency as a fraction of pgbouncer's", unit: 'x', p50: mgAdded.p50 / bouncerAdded.p50, p99: mgAdded.p99 / bouncerAdded.p99, mean: mgAdded.mean / bouncerAdded.mean, n: mgAdded.n });
+    rows.push(added('meshguard db-gateway (loopback)', byName.get('meshguard db-gateway (loopback)'), byName.get('node pipe (loopback)'), 'added latency per query (over a node pipe)'));
+    rows.push(added('node pipe (loopback)', byName.get('node pipe (loopback)'), byName.get('direct'), 'added latency per query (over direct)'));
+    // Paired: percentiles of the per-round differences (a difference may be negative).
+    const paired = (via, base) => {
+      const a = systems.find((x) => x.name === via).samples;
+      const b = systems.find((x) => x.name === base).samples;
+      return row(via, `added latency per query, paired (over ${base})`, 'us', a.map((v, i) => v - b[i]));
+    };
+    rows.push(paired('pgbouncer', 'direct'), paired('meshguard db-gateway', 'tailnet forward'), paired('meshguard db-gateway (loopback)', 'node pipe (loopback)'), paired('node pipe (loopback)', 'direct'));
   } finally {
     for (const f of cleanups.reverse()) await Promise.resolve().then(f).catch(() => {});
   }

@@ -7,6 +7,7 @@
 //   {"event":"stopped"}              after stdin closes
 //
 // Usage: node forward-node.mjs --control URL --authkey KEY --dir DIR --hostname NAME --to HOST:PORT
+//        node forward-node.mjs --loopback --to HOST:PORT   the same pipe on 127.0.0.1 (port in the online event), no tailnet
 
 import net from 'node:net';
 import { parseArgs } from 'node:util';
@@ -14,12 +15,13 @@ import { MeshNode } from '../../dist/index.js';
 
 const emit = (obj) => process.stdout.write(JSON.stringify(obj) + '\n');
 try {
-  const { values: a } = parseArgs({ options: Object.fromEntries(['control', 'authkey', 'dir', 'hostname', 'to'].map((k) => [k, { type: 'string' }])) });
+  const { values: a } = parseArgs({ options: { ...Object.fromEntries(['control', 'authkey', 'dir', 'hostname', 'to'].map((k) => [k, { type: 'string' }])), loopback: { type: 'boolean' } } });
   const i = a.to.lastIndexOf(':');
   const host = a.to.slice(0, i);
   const port = Number(a.to.slice(i + 1));
-  const node = await MeshNode.start({ controlUrl: a.control, authKey: a.authkey, dir: a.dir, hostname: a.hostname, ephemeral: true, timeoutMs: 45_000 });
-  const server = await node.listen(80);
+  const node = a.loopback ? undefined : await MeshNode.start({ controlUrl: a.control, authKey: a.authkey, dir: a.dir, hostname: a.hostname, ephemeral: true, timeoutMs: 45_000 });
+  const server = node ? await node.listen(80) : net.createServer();
+  if (!node) await new Promise((r) => server.listen(0, '127.0.0.1', r));
   server.on('connection', (sock) => {
     const up = net.connect({ host, port, noDelay: true });
     sock.setNoDelay?.(true);
@@ -31,11 +33,11 @@ try {
     sock.on('error', end);
     up.on('error', end);
   });
-  emit({ event: 'online', ips: node.ips });
+  emit({ event: 'online', ips: node ? node.ips : ['127.0.0.1'], ...(node ? {} : { port: server.address().port }) });
   process.stdin.resume();
   await new Promise((r) => process.stdin.on('end', r));
   server.close();
-  await node.close();
+  await node?.close();
   emit({ event: 'stopped' });
 } catch (err) {
   emit({ event: 'error', message: String(err?.message ?? err) });

@@ -2,7 +2,7 @@
  * `meshguard db-gateway --config db-gateway.hujson`: the database gateway in
  * its own process. Joins the tailnet the config names (or, with --dev, the
  * local tailnet of a running `meshguard dev`), prints how to connect, and
- * runs until SIGINT or SIGTERM, then ends every session and closes.
+ * runs until SIGINT or SIGTERM, then drains (statements in flight finish, drainTimeoutMs) and closes.
  */
 
 import { startDatabaseGateway, type DatabaseGatewayHandle } from "../database/index.js";
@@ -66,7 +66,7 @@ session's identity are always refused. FILE is HuJSON (docs/database.md lists
 every setting); the upstream password comes from an environment variable or a
 file it names. With --dev it joins the local tailnet of a running \`meshguard dev\`
 as "${DEV_HOSTNAME}" (instead of the config's "tailnet" section). Prints how to
-connect when ready, runs until SIGINT or SIGTERM, then ends every session.
+connect when ready, runs until SIGINT or SIGTERM, then drains: statements in flight finish (up to drainTimeoutMs), then every session ends.
 Progress goes to stderr.`,
   args: [],
   options: {

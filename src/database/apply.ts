@@ -310,6 +310,24 @@ interface Catalog {
   foreignPolicies: Set<string>;
   /** The meshguard schema's functions are there, as meshguardSchemaSql() writes them. */
   schemaCurrent: boolean;
+  /** Functions and procedures outside the system schemas, by "schema.name(argument types)". */
+  routines: Map<string, Routine>;
+  /** EXECUTE held by meshguard's caller roles: "routine\0role". */
+  executes: Set<string>;
+}
+
+/** A function or procedure, as `call` rules grant EXECUTE on it. */
+interface Routine {
+  schema: string;
+  /** "schema.name", what a rule's table glob matches. */
+  name: string;
+  /** The signature to name it by in GRANT and REVOKE: "schema"."name"(argument types). */
+  signature: string;
+  procedure: boolean;
+  /** PUBLIC may execute it (PostgreSQL's default for a new function). */
+  publicExecute: boolean;
+  mine: boolean;
+  owner: string;
 }
 
 async function rows<T>(client: DatabaseClient, text: string, values?: unknown[]): Promise<T[]> {
@@ -435,7 +453,31 @@ async function readCatalog(client: DatabaseClient): Promise<Catalog> {
     .map((s) => /\$\$(.*)\$\$/s.exec(s)?.[1])
     .filter((b): b is string => b !== undefined);
   const schemaCurrent = fns!.principal === bodies[0] && fns!.owners === bodies[1];
+  const routines = new Map<string, Routine>();
+  for (const f of await rows<{ schema: string; name: string; args: string; kind: string; public: boolean; mine: boolean; owner: string }>(
+    client,
+    `SELECT n.nspname AS schema, p.proname AS name, pg_get_function_identity_arguments(p.oid) AS args, p.prokind::text AS kind, o.rolname AS owner,
+            EXISTS (SELECT 1 FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE') AS public,
+            ((SELECT rolsuper FROM pg_roles WHERE rolname = current_user) OR pg_has_role(p.proowner, 'USAGE')) AS mine
+       FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace JOIN pg_roles o ON o.oid = p.proowner
+      WHERE p.prokind IN ('f', 'p') AND NOT (n.nspname = ANY ($1)) AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'`,
+    [SYSTEM_SCHEMAS],
+  )) {
+    const signature = `${quoteIdent(f.schema)}.${quoteIdent(f.name)}(${f.args})`;
+    routines.set(signature, { schema: f.schema, name: `${f.schema}.${f.name}`, signature, procedure: f.kind === "p", publicExecute: f.public, mine: f.mine, owner: f.owner });
+  }
+  const executes = new Set<string>();
+  for (const e of await rows<{ schema: string; name: string; args: string; role: string }>(
+    client,
+    `SELECT n.nspname AS schema, p.proname AS name, pg_get_function_identity_arguments(p.oid) AS args, g.rolname AS role
+       FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace, aclexplode(p.proacl) a JOIN pg_roles g ON g.oid = a.grantee
+      WHERE g.rolname = ANY ($1) AND a.privilege_type = 'EXECUTE'`,
+    [mine],
+  ))
+    executes.add(`${quoteIdent(e.schema)}.${quoteIdent(e.name)}(${e.args})\0${e.role}`);
   return {
+    routines,
+    executes,
     database: info!.db,
     serverVersion: info!.version,
     serverMajor: Math.floor(Number(info!.num) / 10000),
@@ -577,12 +619,14 @@ function planChanges(policy: Policy, cat: Catalog, opts: DatabaseApplyOptions, g
 
   // ---- what each role should hold ----
   const wants = new Map<string, Want>(); // "table\0role\0PRIV"
+  const wantExec = new Map<string, Set<string>>(); // "signature\0role" → rule ids
   const rowsTables = new Set<string>();
   for (const { rule, id } of rules) {
     const sql = rule.sql!;
     const ops = sql.operation.includes("*") ? PRIV_OPS : sql.operation.filter((o) => OP_PRIVS[o] !== undefined);
-    if (!ops.length) {
-      skipped.push({ ruleId: id, reason: `its operations (${sql.operation.join(", ")}) need no table privileges apply grants: the gateway's statement check decides them, and PostgreSQL's own rules (ownership for ddl, EXECUTE for call) apply` });
+    const calls = sql.operation.includes("*") || sql.operation.includes("call");
+    if (!ops.length && !calls) {
+      skipped.push({ ruleId: id, reason: `its operations (${sql.operation.join(", ")}) need no privileges apply grants: the gateway's statement check decides them, and PostgreSQL's own rules (ownership for ddl) apply` });
       continue;
     }
     const s = resolveSrc(rule.src, groups);
@@ -595,6 +639,24 @@ function planChanges(policy: Policy, cat: Catalog, opts: DatabaseApplyOptions, g
       continue;
     }
     const match = anyOf(sql.table.map(flatGlob));
+    if (calls) {
+      const fns = [...cat.routines.values()].filter((f) => match(f.name)).sort((a, b) => a.signature.localeCompare(b.signature));
+      if (!fns.length && !ops.length) {
+        warnings.push(`rule ${id}: ${sql.table.join(", ")} matches no function or procedure in database ${cat.database} outside ${SYSTEM_SCHEMAS.join(", ")} (functions there keep PostgreSQL's own privileges; globs expand at apply time: run apply again after creating the function)`);
+        continue;
+      }
+      for (const f of fns) {
+        if (!f.mine) throw fail(`rule ${id}: the ${f.procedure ? "procedure" : "function"} ${f.signature} is owned by ${quoteIdent(f.owner)}, and apply's login is neither a superuser nor a member of that role, so it cannot grant EXECUTE on it`, "run apply as the function's owner (or a member of it), or as a superuser; or narrow the rule's table globs");
+        for (const role of roles) {
+          if (denies.some((d) => (d.ops.has("call") || d.ops.has("*")) && d.match(f.name) && covers(d.src, role))) continue;
+          const k = `${f.signature}\0${role}`;
+          const w = wantExec.get(k);
+          if (w) w.add(id);
+          else wantExec.set(k, new Set([id]));
+        }
+      }
+      if (!ops.length) continue;
+    }
     const rels = [...cat.relations.values()].filter((r) => match(r.name)).sort((a, b) => a.name.localeCompare(b.name));
     if (!rels.length) {
       warnings.push(`rule ${id}: table ${sql.table.join(", ")} matches no table or view in database ${cat.database} (globs expand against the catalog at apply time: run apply again after creating the table)`);
@@ -713,11 +775,37 @@ function planChanges(policy: Policy, cat: Catalog, opts: DatabaseApplyOptions, g
     const [seq, role] = u.split("\0") as [string, string];
     if (!cat.sequenceUsage.has(u)) grants.push({ kind: "grant", object: seq, sql: `GRANT USAGE ON SEQUENCE ${qualified(seq)} TO ${quoteIdent(role)}`, rules: [...wants.get(`${table}\0${role}\0INSERT`)!.rules].sort() });
   }
+  // EXECUTE on the functions and procedures of call rules: revoked from meshguard's roles where no rule gives it any
+  // more, granted where missing, and revoked from PUBLIC (which holds it by default) so that only the roles granted may call.
+  for (const e of [...cat.executes].sort()) {
+    const [sig, role] = e.split("\0") as [string, string];
+    const f = cat.routines.get(sig);
+    if (wantExec.has(e) || !managed.has(role) || f === undefined) continue;
+    if (!f.mine) notMine.add(`${f.procedure ? "procedure" : "function"} ${sig}`);
+    else revokes.push({ kind: "revoke", object: sig, sql: `REVOKE EXECUTE ON ${f.procedure ? "PROCEDURE" : "FUNCTION"} ${sig} FROM ${quoteIdent(role)}` });
+  }
+  const publicRevoked = new Set<string>();
+  for (const [k, ids] of [...wantExec].sort(byKey)) {
+    const [sig, role] = k.split("\0") as [string, string];
+    const f = cat.routines.get(sig)!;
+    const what = f.procedure ? "PROCEDURE" : "FUNCTION";
+    if (f.publicExecute && !publicRevoked.has(sig)) {
+      publicRevoked.add(sig);
+      revokes.push({ kind: "revoke", object: sig, sql: `REVOKE EXECUTE ON ${what} ${sig} FROM PUBLIC`, rules: [...ids].sort() });
+      warnings.push(`${sig}: EXECUTE is revoked from PUBLIC, so only the roles the policy's call rules name (and the owner, and roles granted it by hand) may call it from now on; an application role that called it needs GRANT EXECUTE ON ${what} ${sig} TO that role`);
+    }
+    if (!cat.executes.has(k)) grants.push({ kind: "grant", object: sig, sql: `GRANT EXECUTE ON ${what} ${sig} TO ${quoteIdent(role)}`, rules: [...ids].sort() });
+  }
   // USAGE on the schemas of granted relations (public's is PUBLIC's already: not managed).
   const wantUsage = new Set<string>();
   for (const k of wants.keys()) {
     const [table, role] = k.split("\0") as [string, string];
     const schema = cat.relations.get(table)!.schema;
+    if (schema !== "public") wantUsage.add(`${schema}\0${role}`);
+  }
+  for (const k of wantExec.keys()) {
+    const [sig, role] = k.split("\0") as [string, string];
+    const schema = cat.routines.get(sig)!.schema;
     if (schema !== "public") wantUsage.add(`${schema}\0${role}`);
   }
   for (const u of [...cat.usage].sort()) {

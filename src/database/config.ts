@@ -23,6 +23,8 @@ export const DatabaseGatewayConfigSchema = z
     policy: z.string().min(1),
     /** The tailnet port the gateway listens on (default 5432). */
     listen: z.number().int().min(1).max(65535).default(5432),
+    /** How long close() (SIGTERM, SIGINT) lets sessions finish the statement in flight before ending them (default 10 s). */
+    drainTimeoutMs: z.number().int().min(0).max(3600_000).default(10_000),
     upstream: z
       .object({
         host: z.string().min(1).default("127.0.0.1"),

@@ -21,6 +21,7 @@ import type { Policy } from "../policy/load.js";
 import { jsonLinesSink } from "../policy/sinks.js";
 import { sqlParserReady } from "../policy/sql.js";
 import { loadDatabaseGatewayConfig, readSecret, validateDatabaseGatewayConfig, type DatabaseGatewayConfig, type DatabaseGatewayConfigInput } from "./config.js";
+import { DecisionBatch, DecisionCache } from "./decisions.js";
 import { DbSession, type SessionContext } from "./session.js";
 
 export interface DatabaseGatewayOptions {
@@ -58,8 +59,17 @@ export interface DatabaseGatewayHandle extends AsyncDisposable {
   readonly events: EventEmitter;
   /** Client connections open now. */
   readonly connections: number;
-  /** close stops listening, ends every session (their upstream connections too) and closes the node if the gateway started it. Idempotent. */
-  close(): Promise<void>;
+  /**
+   * close drains the gateway: it stops accepting connections, lets each
+   * session finish the statement it has in flight (an idle session ends at
+   * once; its client gets FATAL 57P01, as from a PostgreSQL shutting down;
+   * an open transaction block is rolled back), and after `timeoutMs`
+   * (default: the config's `drainTimeoutMs`, 10 s) ends the sessions still
+   * busy. Then it closes the audit sink (every decision recorded) and the
+   * node if the gateway started it. Idempotent: a second call returns the
+   * first's promise.
+   */
+  close(opts?: { timeoutMs?: number }): Promise<void>;
 }
 
 export async function startDatabaseGateway(opts: DatabaseGatewayOptions): Promise<DatabaseGatewayHandle> {
@@ -121,6 +131,16 @@ export async function startDatabaseGateway(opts: DatabaseGatewayOptions): Promis
     await reloader.ready;
 
     const reveal = cfg.audit?.revealSql ? { sql: true } : undefined;
+    const batch = new DecisionBatch(
+      (ev: DecisionEvent) => {
+        auditor?.record(ev);
+        if (events.listenerCount("decision") > 0) events.emit("decision", ev);
+      },
+      reveal,
+      warn,
+    );
+    // Whatever is still batched goes to the sinks before they close.
+    cleanup.push(async () => batch.flush());
     let versionWarned = false;
     const ctx: SessionContext = {
       upstream: { host: cfg.upstream.host, port: cfg.upstream.port, user: cfg.upstream.user, password, ssl: cfg.upstream.ssl, connectTimeoutMs: cfg.upstream.connectTimeoutMs },
@@ -128,10 +148,8 @@ export async function startDatabaseGateway(opts: DatabaseGatewayOptions): Promis
       approvals: opts.approvals ?? cfg.approvals,
       whois: (sock) => meshNode.whois(sock),
       recording: () => auditor !== undefined || events.listenerCount("decision") > 0,
-      record: (ev: DecisionEvent) => {
-        auditor?.record(ev);
-        if (events.listenerCount("decision") > 0) events.emit("decision", ev);
-      },
+      batch,
+      decisions: new DecisionCache(),
       reveal,
       cancels: new Map(),
       warn: (err) => {
@@ -145,8 +163,13 @@ export async function startDatabaseGateway(opts: DatabaseGatewayOptions): Promis
     };
 
     const sessions = new Set<DbSession>();
+    /** While closing: called when the last session has ended. */
+    let allClosed: (() => void) | undefined;
     const srv = net.createServer((sock) => {
-      const s = new DbSession(ctx, sock, () => sessions.delete(s));
+      const s = new DbSession(ctx, sock, () => {
+        sessions.delete(s);
+        if (sessions.size === 0) allClosed?.();
+      });
       sessions.add(s);
     });
     await meshNode.listen(cfg.listen, srv);
@@ -160,8 +183,21 @@ export async function startDatabaseGateway(opts: DatabaseGatewayOptions): Promis
     progress(`listening on the tailnet at ${url} (${meshNode.ips[0] ?? "?"}:${cfg.listen}), upstream ${cfg.upstream.host}:${cfg.upstream.port} as ${cfg.upstream.user}`);
 
     let closing: Promise<void> | undefined;
-    const close = (): Promise<void> =>
+    const close = (o: { timeoutMs?: number } = {}): Promise<void> =>
       (closing ??= (async () => {
+        // Stop accepting, then let every session finish the statement it has in flight (bounded).
+        await new Promise<void>((resolve) => srv.close(() => resolve()));
+        if (sessions.size > 0) {
+          await new Promise<void>((resolve) => {
+            const timer = setTimeout(resolve, o.timeoutMs ?? cfg.drainTimeoutMs);
+            allClosed = () => {
+              clearTimeout(timer);
+              resolve();
+            };
+            for (const s of [...sessions]) s.drain();
+          });
+        }
+        allClosed = undefined;
         for (const s of [...sessions]) s.close();
         await undo();
       })());

@@ -15,21 +15,18 @@
  * the server's ParameterStatus values, a BackendKeyData of the gateway's own
  * (mapped to the upstream one for cancels), ReadyForQuery.
  *
- * Then every frontend message is framed and judged in order: `Query` and
- * `Parse` by the policy (rowFilters on: PostgreSQL enforces the rows
- * filters for the role), `Bind` only of a statement whose Parse was allowed,
- * `Execute` only of a portal bound here, `FunctionCall` never. Statements
- * that change the session's identity are refused whatever the policy says
- * or how statements are read (pinnedSettingChange).
+ * Then ./relay.ts carries the session: every `Query` and `Parse` is judged
+ * by the policy (rowFilters on: PostgreSQL enforces the rows filters for
+ * the role), `Bind` only of a statement whose Parse was allowed, `Execute`
+ * only of a portal bound here, `FunctionCall` never. Statements that change
+ * the session's identity are refused whatever the policy says or how
+ * statements are read (pinnedSettingChange). Decisions are cached by
+ * (caller, database, text) for the policy in force (./decisions.ts): a
+ * statement already seen costs a Map lookup.
  *
- * A denial keeps the protocol's meaning by letting the server itself fail in
- * the denied message's place: the gateway sends a probe (a Query or Parse
- * calling a function that does not exist, named with a fresh nonce), which
- * fails where the denied message would have — so inside a transaction block
- * the transaction is aborted, in a pipeline the server skips to Sync — and
- * rewrites the server's ErrorResponse for that nonce into the denial
- * (SQLSTATE 42501). Messages after a denied extended-protocol message are
- * dropped up to Sync, as the server would. The connection stays usable.
+ * drain() (the gateway's close) lets the statement in flight finish, then
+ * ends the session with the FATAL 57P01 PostgreSQL itself sends when it is
+ * shut down; an open transaction block is rolled back, as it would be.
  */
 
 import { randomBytes, randomInt } from "node:crypto";
@@ -39,36 +36,15 @@ import { serialize } from "pg-protocol";
 import { requestApproval } from "../guard/approvals.js";
 import type { ApprovalOptions } from "../guard/types.js";
 import type { WhoIs } from "../node.js";
-import { decisionEvent, type ApprovalOutcome, type DecisionEvent, type EventPrincipal } from "../policy/event.js";
+import type { ApprovalOutcome, EventPrincipal } from "../policy/event.js";
 import type { Policy } from "../policy/load.js";
 import type { Reveal } from "../policy/request.js";
 import { analyzeSql, SQL_PARSER_PG_MAJOR } from "../policy/sql.js";
 import type { Decision, Principal, SqlTarget } from "../policy/types.js";
 import { OWNERS_SETTING, ownersSettingValue, PRINCIPAL_SETTING, quoteIdent, roleForCaller } from "./roles.js";
-import {
-  authenticationOk,
-  backendKeyData,
-  BackendScanner,
-  bindMessage,
-  CANCEL_REQUEST,
-  describeTarget,
-  errorMessageOf,
-  errorResponse,
-  executePortal,
-  FrontendFramer,
-  GSSENC_REQUEST,
-  MSG,
-  parameterStatus,
-  parseMessage,
-  PROTOCOL_3,
-  queryText,
-  readStartup,
-  readyForQuery,
-  SSL_REQUEST,
-  startupParameters,
-  type ErrorFields,
-  type FrontendMessage,
-} from "./wire.js";
+import { remember, type DecisionBatch, type DecisionCache } from "./decisions.js";
+import { ALLOW, Relay, type Verdict } from "./relay.js";
+import { authenticationOk, backendKeyData, CANCEL_REQUEST, errorResponse, GSSENC_REQUEST, parameterStatus, PROTOCOL_3, readStartup, readyForQuery, SSL_REQUEST, startupParameters } from "./wire.js";
 
 /** Startup parameters a client may set (applied with set_config before the hand-over); any other is refused. `user` and `database` are read, not applied. */
 export const STARTUP_SETTINGS: ReadonlySet<string> = new Set([
@@ -121,7 +97,9 @@ export interface SessionContext {
   whois(sock: net.Socket): Promise<WhoIs>;
   /** Whether anyone records decisions (events are built only then). */
   recording(): boolean;
-  record(ev: DecisionEvent): void;
+  /** Where decisions go: allows batched off the statement's path, the rest at once. */
+  batch: DecisionBatch;
+  decisions: DecisionCache;
   reveal: Reveal | undefined;
   /** Cancel keys handed out: "pid:secret" → the session's upstream key and client address. */
   cancels: Map<string, { pid: number; secret: number; addr: string }>;
@@ -152,13 +130,9 @@ export function callerOf(w: WhoIs, addr: string): DbSessionCaller {
   };
 }
 
-type Verdict = { allow: true } | { allow: false; reason: string };
-
 const DENIED = "42501"; // insufficient_privilege
-/** Bytes of extended-protocol messages held for one upstream write before they go anyway. */
-const MAX_HELD_BYTES = 64 * 1024;
-/** Messages queued behind a statement held for approval before the gateway stops reading the client. */
-const MAX_QUEUED = 1024;
+/** Bytes queued behind a statement held for approval before the gateway stops reading the client. */
+const MAX_HELD_BYTES = 1024 * 1024;
 const PROTOCOL_VIOLATION = "08P01";
 
 export class DbSession {
@@ -168,23 +142,15 @@ export class DbSession {
   private upstream: net.Socket | undefined;
   private caller: DbSessionCaller | undefined;
   private database = "";
-  private readonly framer = new FrontendFramer();
-  private scanner: BackendScanner | undefined;
-  private readonly queue: FrontendMessage[] = [];
-  /** Extended-protocol messages waiting for their Sync or Flush (forward). */
-  private held: Buffer[] = [];
-  private heldBytes = 0;
-  private waiting = false;
-  /** After a denied extended-protocol message: drop messages up to Sync. */
-  private skipping = false;
-  private readonly statements = new Set<string>();
-  private readonly portals = new Set<string>();
-  /** Cycles sent upstream (Sync, Query, FunctionCall) and answered (ReadyForQuery). */
-  private sent = 0;
-  private answered = 0;
-  private readonly nonce = randomBytes(6).toString("hex");
-  private probes = 0;
-  private readonly denials = new Map<string, { cycle: number; error: ErrorFields }>();
+  private relay: Relay | undefined;
+  /** The caller's decisions by statement text, for the policy they were made under (undefined: not cacheable). */
+  private cache: Map<string, Decision> | undefined;
+  private cachePolicy: Policy | undefined;
+  /** The principal as events carry it (built once). */
+  private eventPrincipal: EventPrincipal | undefined;
+  private draining = false;
+  /** Which socket's write buffer is full (its other side is not read until it drains). */
+  private readonly full = { server: false, client: false };
   private cancelKey: string | undefined;
   private readonly whois: Promise<WhoIs>;
 
@@ -205,10 +171,32 @@ export class DbSession {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.relay?.close();
     if (this.cancelKey) this.ctx.cancels.delete(this.cancelKey);
     this.client.destroy();
     this.upstream?.destroy();
     this.onClose();
+  }
+
+  /**
+   * drain ends the session once no statement is in flight (at once when it
+   * is idle or not handed over yet): the client gets FATAL 57P01, as from a
+   * PostgreSQL shutting down.
+   */
+  drain(): void {
+    if (this.closed || this.draining) return;
+    this.draining = true;
+    const relay = this.relay;
+    if (relay === undefined) return this.shutDown();
+    relay.onIdle = () => this.shutDown();
+    if (relay.idle) this.shutDown();
+  }
+
+  private shutDown(): void {
+    if (this.closed) return;
+    if (this.relay !== undefined) this.relay.onIdle = undefined;
+    this.upstream?.end(TERMINATE);
+    this.fatal("57P01", "terminating connection: the database gateway is shutting down", "connect again: another gateway instance (or this one, restarted) takes new connections");
   }
 
   private fatal(code: string, message: string, hint?: string): void {
@@ -220,10 +208,10 @@ export class DbSession {
   private onClientData(d: Buffer): void {
     try {
       if (this.started) {
-        for (const m of this.framer.push(d)) this.queue.push(m);
+        const relay = this.relay!;
+        relay.fromClient(d);
         // Held behind an approval: stop reading rather than queue without bound.
-        if (this.waiting && this.queue.length > MAX_QUEUED) this.client.pause();
-        this.pump();
+        if (relay.heldBytes > MAX_HELD_BYTES) this.client.pause();
         return;
       }
       this.buf = this.buf.length ? Buffer.concat([this.buf, d]) : d;
@@ -296,7 +284,7 @@ export class DbSession {
       const e = err as { message?: string; code?: string };
       return this.fatal(e.code && /^[0-9A-Z]{5}$/.test(e.code) ? e.code : "08006", `the upstream database refused the gateway's connection to ${JSON.stringify(this.database)}: ${e.message ?? String(err)}`);
     }
-    if (this.closed) return void pc.end().catch(() => {});
+    if (this.closed || this.draining) return void pc.end().catch(() => {});
     const version = statuses.get("server_version") ?? "";
     if (Number.parseInt(version, 10) !== SQL_PARSER_PG_MAJOR)
       this.ctx.warn(new Error(`the upstream PostgreSQL is version ${version}, the SQL parser speaks PostgreSQL ${SQL_PARSER_PG_MAJOR}: statements its grammar does not know are denied (docs/policy.md, "The parser")`));
@@ -323,7 +311,7 @@ export class DbSession {
         `create the role and grant it to the gateway's login role ${JSON.stringify(u.user)} (meshguard policy apply --db does both; docs/database.md)`,
       );
     }
-    if (this.closed) return void pc.end().catch(() => {});
+    if (this.closed || this.draining) return void pc.end().catch(() => {});
     // Take the authenticated socket over from node-postgres: from here on its bytes are the client's.
     const sock = conn.stream;
     for (const ev of ["data", "end", "error", "close", "timeout", "drain"]) sock.removeAllListeners(ev);
@@ -332,30 +320,30 @@ export class DbSession {
     sock.on("error", () => this.close());
     sock.on("close", () => this.close());
     sock.on("end", () => this.close());
-    this.scanner = new BackendScanner(
-      (type) => type === MSG.errorResponse && this.denials.size > 0,
-      (msg) => this.rewrite(msg),
-      () => this.onReady(),
+    const client = this.client;
+    const relay = new Relay(
+      {
+        judge: (text) => this.judge(text),
+        refused: (why) => this.refused(why),
+        toServer: (b) => writeOrWait(sock, client, b, this.full, "server"),
+        toClient: (b) => writeOrWait(client, sock, b, this.full, "client"),
+        failed: (err) => {
+          this.ctx.warn(err);
+          this.close();
+        },
+        released: () => {
+          if (!this.closed && !this.full.server) client.resume();
+        },
+      },
+      randomBytes(6).toString("hex"),
     );
+    this.relay = relay;
     sock.on("data", (d: Buffer) => {
-      let out: Buffer[];
       try {
-        out = this.scanner!.push(d);
+        relay.fromServer(d);
       } catch (err) {
         this.ctx.warn(err as Error);
-        return this.close();
-      }
-      if (out.length === 0) return;
-      let ok = true;
-      if (out.length === 1) ok = this.client.write(out[0]!);
-      else {
-        this.client.cork();
-        for (const b of out) ok = this.client.write(b) && ok;
-        this.client.uncork();
-      }
-      if (!ok) {
-        sock.pause();
-        this.client.once("drain", () => sock.resume());
+        this.close();
       }
     });
     const pid = randomInt(1, 2 ** 31 - 1);
@@ -369,229 +357,98 @@ export class DbSession {
     if (rest.length) this.onClientData(rest);
   }
 
-  private pump(): void {
-    if (this.waiting || this.upstream === undefined || this.closed) return;
-    while (this.queue.length > 0 && !this.closed) {
-      const held = this.handle(this.queue.shift()!);
-      if (held === undefined) continue;
-      this.waiting = true;
-      held.then(
-        () => {
-          this.waiting = false;
-          this.client.resume();
-          this.pump();
-        },
-        (err: unknown) => {
-          this.ctx.warn(err as Error);
-          this.close();
-        },
-      );
-      return;
-    }
-  }
-
-  /**
-   * forward sends a message upstream. Extended-protocol messages (`hold`)
-   * wait for the Sync or Flush that makes the server answer them (node-
-   * postgres, for one, writes each message on its own): a cycle goes
-   * upstream in one write. Anything else sends what waits, in order.
-   */
-  private forward(b: Buffer, hold = false): void {
-    this.held.push(b);
-    this.heldBytes += b.length;
-    if (hold && this.heldBytes < MAX_HELD_BYTES) return;
-    const out = this.held.length === 1 ? this.held[0]! : Buffer.concat(this.held, this.heldBytes);
-    this.held = [];
-    this.heldBytes = 0;
-    if (!this.upstream!.write(out)) {
-      this.client.pause();
-      this.upstream!.once("drain", () => this.client.resume());
-    }
-  }
-
-  /** handle judges one frontend message; a promise when it is held for an approval. */
-  private handle(m: FrontendMessage): Promise<void> | undefined {
-    if (this.skipping) {
-      if (m.type === MSG.sync) {
-        this.skipping = false;
-        this.sent++;
-        this.forward(m.raw);
-      } else if (m.type === MSG.flush || m.type === MSG.terminate) this.forward(m.raw);
-      return undefined;
-    }
-    switch (m.type) {
-      case MSG.query: {
-        const text = queryText(m.body);
-        return this.after(this.decide(text), () => this.forward(m.raw), (why) => this.deny(why, "simple"));
-      }
-      case MSG.parse: {
-        const { name, text } = parseMessage(m.body);
-        return this.after(
-          this.decide(text),
-          () => {
-            this.statements.add(name);
-            this.forward(m.raw, true);
-          },
-          (why) => {
-            this.statements.delete(name);
-            this.deny(why, "extended");
-          },
-        );
-      }
-      case MSG.bind: {
-        const { portal, statement } = bindMessage(m.body);
-        if (!this.statements.has(statement)) {
-          this.portals.delete(portal);
-          this.refuse(`Bind of the prepared statement ${JSON.stringify(statement)}, which this gateway did not see parsed and allowed in this session`, "extended");
-          return undefined;
-        }
-        this.portals.add(portal);
-        this.forward(m.raw, true);
-        return undefined;
-      }
-      case MSG.execute: {
-        const portal = executePortal(m.body);
-        if (!this.portals.has(portal)) {
-          this.refuse(`Execute of the portal ${JSON.stringify(portal)}, which was not bound to an allowed statement through this gateway`, "extended");
-          return undefined;
-        }
-        this.forward(m.raw, true);
-        return undefined;
-      }
-      case MSG.close: {
-        const t = describeTarget(m.body);
-        (t.kind === "S" ? this.statements : this.portals).delete(t.name);
-        this.forward(m.raw, true);
-        return undefined;
-      }
-      case MSG.functionCall:
-        this.refuse("the fast-path FunctionCall message calls a function by OID, which no policy can judge: use SELECT", "simple");
-        return undefined;
-      case MSG.sync:
-        this.sent++;
-        this.forward(m.raw);
-        return undefined;
-      case MSG.describe:
-        this.forward(m.raw, true);
-        return undefined;
-      default:
-        // Flush, Terminate, CopyData/CopyDone/CopyFail: nothing to judge.
-        this.forward(m.raw);
-        return undefined;
-    }
-  }
-
-  private after(v: Verdict | Promise<Verdict>, allow: () => void, deny: (why: string) => void): Promise<void> | undefined {
-    const apply = (r: Verdict) => (r.allow ? allow() : deny(r.reason));
-    if (!(v instanceof Promise)) return void apply(v);
-    return v.then((r) => {
-      if (!this.closed) apply(r);
-    });
-  }
-
-  /** decide judges a statement text: identity changes always refused, the rest by the policy (an approve rule waits for the approver). */
-  private decide(text: string): Verdict | Promise<Verdict> {
-    const caller = this.caller!;
-    const target: SqlTarget = { kind: "sql", database: this.database, statement: text, rowFilters: true };
-    const t0 = performance.now();
-    const identity = pinnedSettingChange(text);
+  /** judge decides a statement text: from the cache when it was seen, else identity changes always refused and the rest by the policy (an approve rule waits for the approver). */
+  private judge(text: string): Verdict | Promise<Verdict> {
     const policy = this.ctx.policy();
-    const d: Decision = identity
-      ? { effect: "deny", reason: `refused at the database gateway: ${identity}` }
-      : policy === undefined
-        ? { effect: "deny", reason: "no policy is loaded (the gateway fails closed)" }
-        : policy.evaluate({ principal: caller.principal, target });
-    const us = (performance.now() - t0) * 1000;
+    if (policy !== this.cachePolicy) {
+      this.cachePolicy = policy;
+      this.cache = policy === undefined ? undefined : this.ctx.decisions.forCaller(policy, this.cacheKey());
+    }
+    const recording = this.ctx.recording();
+    const t0 = recording ? performance.now() : 0;
+    let d = this.cache?.get(text);
+    if (d === undefined) {
+      d = this.decide(text, policy);
+      if (this.cache !== undefined) remember(this.cache, text, d);
+    }
     if (d.effect === "allow") {
-      this.record(target, d, "allow", us, policy);
-      return { allow: true };
+      if (recording) this.record(text, d, "allow", t0, policy);
+      return ALLOW;
     }
     if (d.effect !== "approve") {
-      this.record(target, d, "deny", us, policy);
+      if (recording) this.record(text, d, "deny", t0, policy);
       return { allow: false, reason: d.reason };
     }
+    return this.approve(text, d, policy, t0);
+  }
+
+  private cacheKey(): string {
+    const p = this.caller!.principal;
+    return `${this.database}\0${p.node ?? ""}\0${p.user ?? ""}\0${p.tags.join(",")}`;
+  }
+
+  private decide(text: string, policy: Policy | undefined): Decision {
+    const identity = pinnedSettingChange(text);
+    if (identity) return { effect: "deny", reason: `refused at the database gateway: ${identity}` };
+    if (policy === undefined) return { effect: "deny", reason: "no policy is loaded (the gateway fails closed)" };
+    return policy.evaluate({ principal: this.caller!.principal, target: { kind: "sql", database: this.database, statement: text, rowFilters: true } });
+  }
+
+  private approve(text: string, d: Decision, policy: Policy | undefined, t0: number): Verdict | Promise<Verdict> {
+    const caller = this.caller!;
     const approvals = this.ctx.approvals;
     if (approvals === undefined || (approvals.callback === undefined && approvals.webhook === undefined)) {
       const reason = `${d.reason}; the rule asks for approval but the database gateway has no approver configured ("approvals" in the config)`;
-      this.record(target, { ...d, reason }, "deny", us, policy);
+      this.record(text, { ...d, reason }, "deny", t0, policy);
       return { allow: false, reason };
     }
     const started = Date.now();
-    return requestApproval(approvals, caller.principal, target, d, this.ctx.reveal).then(
+    return requestApproval(approvals, caller.principal, this.target(text), d, this.ctx.reveal).then(
       (a): Verdict => {
         const outcome: ApprovalOutcome = { approved: a.approved, ms: Date.now() - started, ...(a.by ? { by: a.by } : {}), ...(a.reason ? { reason: a.reason } : {}) };
-        this.record(target, d, a.approved ? "allow" : "deny", us, policy, outcome);
-        return a.approved ? { allow: true } : { allow: false, reason: `approval refused${a.by ? ` by ${a.by}` : ""}: ${a.reason ?? "no reason given"}` };
+        this.record(text, d, a.approved ? "allow" : "deny", t0, policy, outcome);
+        return a.approved ? ALLOW : { allow: false, reason: `approval refused${a.by ? ` by ${a.by}` : ""}: ${a.reason ?? "no reason given"}` };
       },
       (err: unknown): Verdict => {
         const why = (err as Error).message;
-        this.record(target, d, "deny", us, policy, { approved: false, ms: Date.now() - started, reason: why });
+        this.record(text, d, "deny", t0, policy, { approved: false, ms: Date.now() - started, reason: why });
         return { allow: false, reason: `no approval: ${why}` };
       },
     );
   }
 
-  private record(target: SqlTarget, d: Decision, outcome: "allow" | "deny", us: number, policy: Policy | undefined, approval?: ApprovalOutcome): void {
+  private target(text: string): SqlTarget {
+    return { kind: "sql", database: this.database, statement: text, rowFilters: true };
+  }
+
+  /** record hands a decision to the gateway's batch: an allow goes later (off the statement's path), anything else now. */
+  private record(text: string, d: Decision, outcome: "allow" | "deny", t0: number, policy: Policy | undefined, approval?: ApprovalOutcome): void {
     if (!this.ctx.recording()) return;
     const c = this.caller!;
-    const principal: EventPrincipal = { ...c.principal, owners: c.owners, ...(c.addr ? { ip: c.addr } : {}) };
-    try {
-      this.ctx.record(
-        decisionEvent(principal, target, d, {
-          layer: "sql",
-          outcome,
-          latencyUs: us,
-          ...(policy ? { policyHash: policy.hash } : {}),
-          ...(approval ? { approval } : {}),
-          ...(this.ctx.reveal ? { reveal: this.ctx.reveal } : {}),
-        }),
-      );
-    } catch (err) {
-      this.ctx.warn(err as Error);
-    }
+    this.eventPrincipal ??= { ...c.principal, owners: c.owners, ...(c.addr ? { ip: c.addr } : {}) };
+    const p = { principal: this.eventPrincipal, target: this.target(text), decision: d, outcome, us: t0 === 0 ? 0 : (performance.now() - t0) * 1000, policy, at: Date.now(), ...(approval ? { approval } : {}) };
+    if (outcome === "allow" && d.effect === "allow") this.ctx.batch.later(p);
+    else this.ctx.batch.now(p);
   }
 
-  /** refuse denies a message that is not a statement (Bind, Execute, FunctionCall), recording the decision. */
-  private refuse(why: string, mode: "simple" | "extended"): void {
+  /** refused records the refusal of a message that is not a statement (Bind, Execute, FunctionCall). */
+  private refused(why: string): string {
     const reason = `refused at the database gateway: ${why}`;
-    this.record({ kind: "sql", database: this.database, statement: "", rowFilters: true }, { effect: "deny", reason }, "deny", 0, this.ctx.policy());
-    this.deny(reason, mode);
-  }
-
-  /** deny sends the probe that makes the server fail in the denied message's place. */
-  private deny(reason: string, mode: "simple" | "extended"): void {
-    const nonce = `mg_denied_${this.nonce}_${++this.probes}`;
-    this.denials.set(nonce, {
-      cycle: this.sent,
-      error: {
-        severity: "ERROR",
-        code: DENIED,
-        message: `meshguard: denied by policy: ${reason}`,
-        hint: "the database gateway judges every statement with the policy's sql rules (docs/database.md); inside a transaction block the transaction is aborted; the connection stays usable",
-      },
-    });
-    const probe = `SELECT pg_catalog.${nonce}()`;
-    if (mode === "simple") {
-      this.sent++;
-      this.forward(serialize.query(probe));
-    } else {
-      this.skipping = true;
-      this.forward(serialize.parse({ name: "", text: probe }), true);
-    }
-  }
-
-  private rewrite(msg: Buffer): Buffer {
-    const text = errorMessageOf(msg);
-    const m = text === undefined ? null : /mg_denied_[0-9a-f]+_\d+/.exec(text);
-    const d = m ? this.denials.get(m[0]) : undefined;
-    if (d === undefined) return msg;
-    this.denials.delete(m![0]);
-    return errorResponse(d.error);
-  }
-
-  /** onReady: one more cycle answered; denials of earlier cycles the server skipped (an earlier error in the pipeline) are forgotten. */
-  private onReady(): void {
-    this.answered++;
-    for (const [k, d] of this.denials) if (d.cycle < this.answered) this.denials.delete(k);
+    this.record("", { effect: "deny", reason }, "deny", 0, this.ctx.policy());
+    return reason;
   }
 }
+
+/** writeOrWait writes to `to`; when its buffer is full, `from` is not read until it drains (one wait at a time). */
+function writeOrWait(to: net.Socket, from: net.Socket, b: Buffer, full: { server: boolean; client: boolean }, which: "server" | "client"): void {
+  if (to.write(b) || full[which]) return;
+  full[which] = true;
+  from.pause();
+  to.once("drain", () => {
+    full[which] = false;
+    from.resume();
+  });
+}
+
+/** A Terminate message: the upstream session ends cleanly. */
+const TERMINATE = Buffer.from([0x58, 0, 0, 0, 4]);

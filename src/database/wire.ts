@@ -1,15 +1,9 @@
 /**
- * The PostgreSQL wire protocol (version 3) as the database gateway needs it.
+ * The PostgreSQL wire protocol (version 3) as the database gateway needs it:
+ * the startup packet, and builders for the few messages a server sends.
  * pg-protocol (node-postgres' own) serializes what the gateway sends
- * upstream and reads fields; what it lacks is a framer for the messages a
- * client sends and builders for the few messages a server sends, which are
- * here. Every frontend message is framed whole (the gateway judges `Query`,
- * `Parse`, `Bind`, `Execute` and `FunctionCall`); the backend stream passes
- * through untouched except for the ErrorResponse of a denial probe
- * (./session.ts), which BackendScanner cuts out for rewriting.
+ * upstream; ./relay.ts walks both streams in place.
  */
-
-import { BufferReader } from "pg-protocol/dist/buffer-reader.js";
 
 /** The startup packet's protocol codes (no type byte: length, then code). */
 export const PROTOCOL_3 = 196608;
@@ -38,36 +32,7 @@ export const MSG = {
   readyForQuery: 0x5a, // Z
 } as const;
 
-export interface FrontendMessage {
-  type: number;
-  /** The message without its type and length. */
-  body: Buffer;
-  /** The whole message as the client sent it. */
-  raw: Buffer;
-}
-
 export class ProtocolError extends Error {}
-
-/** FrontendFramer cuts a client's byte stream into whole typed messages. */
-export class FrontendFramer {
-  private carry: Buffer | undefined;
-
-  push(chunk: Buffer): FrontendMessage[] {
-    const buf = this.carry ? Buffer.concat([this.carry, chunk]) : chunk;
-    this.carry = undefined;
-    const out: FrontendMessage[] = [];
-    let off = 0;
-    while (buf.length - off >= 5) {
-      const len = buf.readInt32BE(off + 1);
-      if (len < 4 || len > MAX_FRONTEND_MESSAGE) throw new ProtocolError(len < 4 ? `malformed message length ${len}` : `a message of ${len} bytes is larger than the gateway frames (${MAX_FRONTEND_MESSAGE})`);
-      if (buf.length - off < 1 + len) break;
-      out.push({ type: buf[off]!, body: buf.subarray(off + 5, off + 1 + len), raw: buf.subarray(off, off + 1 + len) });
-      off += 1 + len;
-    }
-    if (off < buf.length) this.carry = Buffer.from(buf.subarray(off));
-    return out;
-  }
-}
 
 /** readStartup reads a startup-phase packet (length-prefixed, no type byte) from the front of `buf`, or undefined when incomplete. */
 export function readStartup(buf: Buffer): { code: number; body: Buffer; rest: Buffer } | undefined {
@@ -90,42 +55,6 @@ export function startupParameters(body: Buffer): Map<string, string> {
     off = vend + 1;
   }
   return out;
-}
-
-/** reader reads a message body with pg-protocol's BufferReader (utf-8). */
-export function reader(body: Buffer): BufferReader {
-  const r = new BufferReader();
-  r.setBuffer(0, body);
-  return r;
-}
-
-/** Query: its text. */
-export function queryText(body: Buffer): string {
-  return reader(body).cstring();
-}
-
-/** Parse: the statement's name and text. */
-export function parseMessage(body: Buffer): { name: string; text: string } {
-  const r = reader(body);
-  const name = r.cstring();
-  return { name, text: r.cstring() };
-}
-
-/** Bind: the portal and the statement it binds. */
-export function bindMessage(body: Buffer): { portal: string; statement: string } {
-  const r = reader(body);
-  const portal = r.cstring();
-  return { portal, statement: r.cstring() };
-}
-
-/** Execute: its portal. Describe and Close: the kind ('S' statement, 'P' portal) and name. */
-export function executePortal(body: Buffer): string {
-  return reader(body).cstring();
-}
-export function describeTarget(body: Buffer): { kind: "S" | "P"; name: string } {
-  const r = reader(body);
-  const kind = String.fromCharCode(r.byte()) === "S" ? "S" : "P";
-  return { kind, name: r.cstring() };
 }
 
 function message(type: number, body: Buffer): Buffer {
@@ -158,12 +87,13 @@ export function errorResponse(e: ErrorFields): Buffer {
 
 /** errorMessageOf reads the M field of an ErrorResponse message (whole, with type and length). */
 export function errorMessageOf(msg: Buffer): string | undefined {
-  const r = reader(msg.subarray(5));
-  for (let i = 0; i < 64; i++) {
-    const f = r.byte();
-    if (f === 0) return undefined;
-    const v = r.cstring();
-    if (f === 0x4d) return v;
+  let off = 5;
+  while (off < msg.length && msg[off] !== 0) {
+    const field = msg[off]!;
+    const end = msg.indexOf(0, off + 1);
+    if (end < 0) return undefined;
+    if (field === 0x4d) return msg.toString("utf8", off + 1, end);
+    off = end + 1;
   }
   return undefined;
 }
@@ -177,77 +107,3 @@ export function backendKeyData(pid: number, secret: number): Buffer {
   return message(0x4b, b);
 }
 export const readyForQuery = (status: "I" | "T" | "E"): Buffer => message(MSG.readyForQuery, Buffer.from(status, "latin1"));
-
-/**
- * BackendScanner follows the server's message stream without copying it:
- * chunks pass through as they are, except a message `wants` asks for, which
- * is gathered whole and replaced by what `rewrite` returns. It counts
- * ReadyForQuery messages (one per Sync, Query or FunctionCall answered).
- * A header split across chunks is held back until it is whole.
- */
-export class BackendScanner {
-  private readonly hdr = Buffer.alloc(5);
-  private hdrLen = 0;
-  private left = 0;
-  private capture: Buffer[] | undefined;
-
-  constructor(
-    private readonly wants: (type: number) => boolean,
-    private readonly rewrite: (msg: Buffer) => Buffer,
-    private readonly onReady: () => void,
-  ) {}
-
-  push(chunk: Buffer): Buffer[] {
-    const out: Buffer[] = [];
-    const n = chunk.length;
-    let from = 0;
-    let i = 0;
-    while (i < n) {
-      if (this.left > 0) {
-        const k = Math.min(this.left, n - i);
-        if (this.capture) this.capture.push(chunk.subarray(i, i + k));
-        i += k;
-        this.left -= k;
-        if (this.left === 0 && this.capture) {
-          out.push(this.rewrite(Buffer.concat(this.capture)));
-          this.capture = undefined;
-          from = i;
-        }
-        continue;
-      }
-      const hStart = i;
-      const hadPart = this.hdrLen > 0;
-      const k = Math.min(5 - this.hdrLen, n - i);
-      chunk.copy(this.hdr, this.hdrLen, i, i + k);
-      this.hdrLen += k;
-      i += k;
-      if (this.hdrLen < 5) {
-        // Hold the partial header back: it may start a message to rewrite.
-        if (hStart > from) out.push(chunk.subarray(from, hStart));
-        return out;
-      }
-      this.hdrLen = 0;
-      const type = this.hdr[0]!;
-      const len = this.hdr.readInt32BE(1) - 4;
-      if (len < 0) throw new ProtocolError(`the server sent a malformed message length ${len + 4}`);
-      if (type === MSG.readyForQuery) this.onReady();
-      if (this.wants(type)) {
-        if (hStart > from) out.push(chunk.subarray(from, hStart));
-        this.capture = [Buffer.from(this.hdr)];
-        from = n;
-        if (len === 0) {
-          out.push(this.rewrite(Buffer.concat(this.capture)));
-          this.capture = undefined;
-          from = i;
-        }
-      } else if (hadPart) {
-        if (hStart > from) out.push(chunk.subarray(from, hStart));
-        out.push(Buffer.from(this.hdr));
-        from = i;
-      }
-      this.left = len;
-    }
-    if (this.capture === undefined && from < n) out.push(chunk.subarray(from));
-    return out;
-  }
-}

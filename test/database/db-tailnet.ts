@@ -5,6 +5,7 @@
 // gateway over the tailnet as that agent's node, as `meshguard connect` does.
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
+import pg from "pg";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LocalControl } from "../../src/control/index.js";
@@ -64,8 +65,10 @@ export interface DbTailnet {
   nodes: Record<"agentA" | "agentB", MeshNode>;
   /** A loopback port whose connections reach the gateway over the tailnet as that agent's node. */
   ports: Record<"agentA" | "agentB", number>;
-  /** forward makes a loopback port for another node, as `ports` are for the agents. */
-  forward(node: MeshNode): Promise<number>;
+  /** forward makes a loopback port for another node, as `ports` are for the agents (to the gateway, or to another tailnet address). */
+  forward(node: MeshNode, to?: { host: string; port: number }): Promise<number>;
+  /** connect opens a node-postgres client to an agent's port (or any forwarded port), ended with the rest. */
+  connect(to: "agentA" | "agentB" | number, extra?: pg.ClientConfig): Promise<pg.Client>;
   /** startNode starts one more node of the tailnet with a tag (closed with the rest). */
   startNode(hostname: string, tag: string): Promise<MeshNode>;
   policyPath: string;
@@ -104,10 +107,10 @@ export async function startDbTailnet(opts: { server: PgServer; meshguard: object
       ...opts.gateway,
     });
     cleanups.push(() => gw.close());
-    const forward = async (node: MeshNode): Promise<number> => {
+    const forward = async (node: MeshNode, to: { host: string; port: number } = gw): Promise<number> => {
       const srv = net.createServer((local) => {
         local.pause();
-        node.dial(gw.host, gw.port).then(
+        node.dial(to.host, to.port).then(
           (remote) => {
             local.pipe(remote).pipe(local);
             local.resume();
@@ -133,6 +136,14 @@ export async function startDbTailnet(opts: { server: PgServer; meshguard: object
       nodes: { agentA, agentB },
       ports,
       forward,
+      async connect(to, extra = {}) {
+        const c = new pg.Client({ host: "127.0.0.1", port: typeof to === "number" ? to : ports[to], user: "anyone", password: "ignored", database: DB, ...extra });
+        c.on("error", () => {});
+        await c.connect();
+        // A client the gateway already ended (a drain) may never say so again: bounded.
+        cleanups.push(() => Promise.race([c.end(), new Promise((r) => setTimeout(r, 2000).unref())]));
+        return c;
+      },
       async startNode(hostname, tag) {
         const n = await start(hostname, tag);
         cleanups.push(() => n.close());

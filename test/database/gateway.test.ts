@@ -67,17 +67,7 @@ afterAll(async () => {
   await server?.stop();
 });
 
-const clients: pg.Client[] = [];
-async function connect(agent: "agentA" | "agentB", extra: pg.ClientConfig = {}): Promise<pg.Client> {
-  const c = new pg.Client({ host: "127.0.0.1", port: t.ports[agent], user: "anyone", password: "ignored", database: DB, ...extra });
-  c.on("error", () => {});
-  await c.connect();
-  clients.push(c);
-  return c;
-}
-afterAll(async () => {
-  for (const c of clients) await c.end().catch(() => {});
-});
+const connect = (agent: "agentA" | "agentB", extra: pg.ClientConfig = {}) => t.connect(agent, extra);
 
 /** psql runs Debian's psql against the agent's forwarder; resolves with its exit code and output. */
 function psql(agent: "agentA" | "agentB", sql: string, env: Record<string, string> = {}, input = ""): Promise<{ code: number; out: string; err: string }> {
