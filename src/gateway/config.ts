@@ -15,6 +15,7 @@ import { z } from "zod";
 import { ErrorCode, MeshguardError } from "../errors.js";
 import { formatPath, SourceFile, type PolicyIssue } from "../policy/source.js";
 import { McpConfigSchema } from "./mcp/config.js";
+import { KeySourceSchema } from "./keys.js";
 import { GATEWAY_PARTS } from "./parts.js";
 import { parseDuration } from "./store/config.js";
 import { upstreamUrlSchema } from "./url.js";
@@ -22,19 +23,6 @@ import { upstreamUrlSchema } from "./url.js";
 /** Provider names are words: they appear in `provider/model` and in policy globs. */
 const PROVIDER_NAME_RE = /^[a-z0-9][a-z0-9._-]*$/;
 const ENV_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]*$/;
-
-const KeySourceSchema = z
-  .object(
-    {
-    env: z.string().regex(ENV_NAME_RE, 'must be an environment variable name, e.g. "OPENAI_API_KEY"').optional(),
-    file: z.string().min(1, "must be a file path").optional(),
-    },
-    { invalid_type_error: 'must be { "env": "NAME" } or { "file": "path" }: a key is never written in the config itself' },
-  )
-  .strict()
-  .refine((k) => (k.env === undefined) !== (k.file === undefined), {
-    message: 'must be { "env": "NAME" } or { "file": "path" } (exactly one): a key is never written in the config itself',
-  });
 
 const PriceFields = {
   input: z.number().nonnegative(),

@@ -7,7 +7,24 @@
  */
 
 import { readFile } from "node:fs/promises";
+import { z } from "zod";
 import { ErrorCode, MeshguardError } from "../errors.js";
+
+const ENV_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/** KeySourceSchema validates where a secret is: `{ "env": "NAME" }` or `{ "file": "path" }`, never the secret itself. */
+export const KeySourceSchema = z
+  .object(
+    {
+    env: z.string().regex(ENV_NAME_RE, 'must be an environment variable name, e.g. "OPENAI_API_KEY"').optional(),
+    file: z.string().min(1, "must be a file path").optional(),
+    },
+    { invalid_type_error: 'must be { "env": "NAME" } or { "file": "path" }: a key is never written in the config itself' },
+  )
+  .strict()
+  .refine((k) => (k.env === undefined) !== (k.file === undefined), {
+    message: 'must be { "env": "NAME" } or { "file": "path" } (exactly one): a key is never written in the config itself',
+  });
 
 export type KeySource = { env?: string | undefined; file?: string | undefined };
 
