@@ -84,9 +84,19 @@ function isLoopbackHost(h: string): boolean {
   return h === "localhost" || h === "[::1]" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
 }
 
-export const OAuth2ConfigSchema = z.union([ClientCredentialsSchema, AuthorizationCodeSchema], {
-  errorMap: (i, ctx) => (i.code === "invalid_union" ? { message: 'an oauth2 auth needs "grant": "client_credentials" or "authorization_code" (with its fields)' } : { message: ctx.defaultError }),
-});
+/** OAuth2ConfigSchema picks the grant's schema by `grant`, so each issue is reported against the grant meant. */
+export const OAuth2ConfigSchema = z
+  .object({
+    type: z.literal("oauth2"),
+    grant: z.enum(["client_credentials", "authorization_code"], { errorMap: () => ({ message: 'must be "client_credentials" (one token for every caller) or "authorization_code" (each user\'s own token)' }) }),
+  })
+  .passthrough()
+  .transform((v, ctx): z.output<typeof ClientCredentialsSchema> | z.output<typeof AuthorizationCodeSchema> => {
+    const r = (v.grant === "client_credentials" ? ClientCredentialsSchema : AuthorizationCodeSchema).safeParse(v);
+    if (r.success) return r.data;
+    for (const i of r.error.issues) ctx.addIssue({ ...i } as z.IssueData);
+    return z.NEVER;
+  });
 export type OAuth2Config = z.output<typeof OAuth2ConfigSchema>;
 type CcConfig = z.output<typeof ClientCredentialsSchema>;
 type AcConfig = z.output<typeof AuthorizationCodeSchema>;
