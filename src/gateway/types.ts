@@ -10,6 +10,7 @@
  */
 
 import type { Principal } from "../policy/types.js";
+import type { OAuthTokenStore } from "./credentials/token-store.js";
 
 /** The API formats the gateway proxies, with no translation between them. */
 export type ApiFormat = "openai" | "anthropic" | "gemini";
@@ -325,6 +326,13 @@ export interface GatewayStore {
   assignSession?(key: string, time: number, idleGapMs: number, newId: string): Promise<string>;
   /** Forgets the shared session state of callers idle since before `before` (epoch ms); returns how many. */
   forgetSessions?(before: number): Promise<number>;
+
+  /**
+   * Connectors' per-user OAuth tokens (sealed, never in clear) and users'
+   * delegations to tags (./credentials/token-store.ts). Optional: without
+   * it, users' tokens are kept in memory only.
+   */
+  readonly oauthTokens?: OAuthTokenStore;
 
   close(): Promise<void>;
 }

@@ -5,13 +5,19 @@
 // sealed storage, key rotation, renewal, revocation, delegation to a tag).
 // The gateway's clock is injected; the server's tokens live an hour.
 import { randomBytes } from "node:crypto";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { DatabaseSync } from "node:sqlite";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readKey } from "../../src/gateway/keys.js";
+import { openStore } from "../../src/gateway/store/index.js";
 import { Keyring } from "../../src/gateway/credentials/keyring.js";
 import { OAUTH2_KIND, OAuth2ConfigSchema, type ClientCredentialsSource, type OAuthEnv, type UserOAuthSource } from "../../src/gateway/credentials/oauth.js";
 import { MemoryTokenStore, type OAuthTokenStore } from "../../src/gateway/credentials/token-store.js";
 import { CredentialUnavailableError } from "../../src/gateway/credentials/types.js";
 import type { Caller } from "../../src/gateway/types.js";
+import { tokenStoreConformance } from "./token-store-conformance.js";
 import { CC_CLIENT, consent, startOAuthServer, WEB_CLIENT, type OAuthServer } from "./oauth-server.js";
 
 const REDIRECT = "http://127.0.0.1:4999/meshguard/v1/connectors/crm/oauth/callback";
@@ -319,6 +325,47 @@ describe("keyring", () => {
       Keyring.parse(short, "x");
     } catch (err) {
       expect((err as Error).message).not.toContain(short.slice(3));
+    }
+  });
+});
+
+tokenStoreConformance("memory", async () => ({ tokens: new MemoryTokenStore(), close: async () => undefined }));
+
+describe("with the gateway's SQLite store", () => {
+  it("stores only sealed values: the raw database holds no token, and the tokens survive a restart", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "mg-oauth-"));
+    try {
+      const clock = new Clock();
+      let store = await openStore({}, { dataDir: dir, retention: { mode: "metadata" } });
+      const src = await acSource(clock, store.oauthTokens!);
+      const alice = user("alice@");
+      await src.finish(alice, await connect(src, alice));
+      const token = await src.accessToken("user:alice");
+      clock.advance(3 * 3600_000);
+      const renewed = await src.accessToken("user:alice");
+      expect(renewed).not.toBe(token);
+      await src.delegate("alice@", "tag:agent-a");
+      await store.close();
+      // Every byte of the database and its WAL: neither token (nor the refresh token, which the provider never showed us in clear here) appears.
+      const raw = readdirSync(dir)
+        .map((f) => readFileSync(join(dir, f)).toString("latin1"))
+        .join("");
+      expect(raw).toContain("user:alice");
+      expect(raw).not.toContain(token);
+      expect(raw).not.toContain(renewed);
+      const db = new DatabaseSync(join(dir, "gateway.db"));
+      const rows = db.prepare("SELECT * FROM oauth_tokens").all();
+      db.close();
+      expect(rows).toHaveLength(1);
+      expect(rows[0]).toMatchObject({ connector: "crm", subject: "user:alice", key_id: "k1" });
+      expect(String(rows[0]!.sealed)).toMatch(/^mgk1:k1:/);
+      // Restarted: the same rows serve a new source, delegation included.
+      store = await openStore({}, { dataDir: dir, retention: { mode: "metadata" } });
+      const again = await acSource(clock, store.oauthTokens!);
+      expect(bearer(await again.resolve({ connector: "crm", caller: agent("agent-a", "tag:agent-a", ["alice@"]) }))).toBe(renewed);
+      await store.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
