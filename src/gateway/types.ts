@@ -423,7 +423,9 @@ export interface AdminRequest {
 export type AdminResponse =
   | { status: number; body: unknown }
   /** A streamed answer (exports as JSON lines). */
-  | { status: number; contentType: string; stream: AsyncIterable<string> };
+  | { status: number; contentType: string; stream: AsyncIterable<string> }
+  /** A page for a browser (the OAuth consent and callback pages), or a redirect (`location` in `headers`). Never cached. */
+  | { status: number; html: string; headers?: Record<string, string> };
 
 /** AdminRoute serves one method and path pattern of the gateway's API; `params` are the `:name` parts. */
 export interface AdminRoute {
