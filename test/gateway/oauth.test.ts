@@ -12,6 +12,7 @@ import { DatabaseSync } from "node:sqlite";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readKey } from "../../src/gateway/keys.js";
 import { openStore } from "../../src/gateway/store/index.js";
+import { SourceFile } from "../../src/policy/source.js";
 import { Keyring } from "../../src/gateway/credentials/keyring.js";
 import { OAUTH2_KIND, OAuth2ConfigSchema, type ClientCredentialsSource, type OAuthEnv, type UserOAuthSource } from "../../src/gateway/credentials/oauth.js";
 import { MemoryTokenStore, type OAuthTokenStore } from "../../src/gateway/credentials/token-store.js";
@@ -366,6 +367,17 @@ describe("with the gateway's SQLite store", () => {
       await store.close();
     } finally {
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("the examples docs/connectors.md shows", () => {
+  it("are valid oauth2 auth configs", () => {
+    for (const f of ["crm-oauth.jsonc", "billing-client-credentials.jsonc"]) {
+      const src = SourceFile.parse(readFileSync(new URL(`../../examples/connectors/${f}`, import.meta.url), "utf8"));
+      if (Array.isArray(src)) throw new Error(`${f}: ${JSON.stringify(src)}`);
+      const r = OAuth2ConfigSchema.safeParse(src.value);
+      expect(r.success ? "" : JSON.stringify(r.error.issues), f).toBe("");
     }
   });
 });
