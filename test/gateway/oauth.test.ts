@@ -187,7 +187,7 @@ describe("authorization code with PKCE, per user", () => {
     const src = await acSource(clock, new MemoryTokenStore());
     const alice = user("alice@");
     const q = await connect(src, alice);
-    await expect(src.finish(user("bob@"), q)).rejects.toMatchObject({ status: 403, apiCode: "wrong_identity" });
+    await expect(src.finish(user("bob@"), q)).rejects.toMatchObject({ status: 403, apiCode: "wrong_identity", code: "MESHGUARD_CONNECTOR_OAUTH_STATE_INVALID" });
     await expect(src.finish(alice, q)).rejects.toMatchObject({ status: 400, apiCode: "bad_state" });
     // alice on another of her devices is another identity too.
     const q2 = await connect(src, alice);
@@ -198,6 +198,10 @@ describe("authorization code with PKCE, per user", () => {
     await expect(src.finish(alice, q3)).rejects.toMatchObject({ status: 400, apiCode: "bad_state" });
     // A forged state is refused.
     await expect(src.finish(alice, new URLSearchParams({ code: "x", state: "forged" }))).rejects.toMatchObject({ status: 400 });
+    // One identity keeps at most 8 consents open: the oldest are dropped.
+    const states = Array.from({ length: 9 }, () => new URL(src.start(alice).url).searchParams.get("state")!);
+    await expect(src.finish(alice, new URLSearchParams({ state: states[0]!, code: "x" }))).rejects.toMatchObject({ apiCode: "bad_state" });
+    await expect(src.finish(alice, new URLSearchParams({ state: states[8]!, code: "x" }))).rejects.toMatchObject({ apiCode: "token_exchange_failed" });
     // A tagged node cannot start a consent: it has no user.
     expect(() => src.start(agent("ci-1", "tag:agent-a", ["alice@"]))).toThrow(expect.objectContaining({ status: 403, apiCode: "no_user" }));
   });

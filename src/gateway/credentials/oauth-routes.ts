@@ -20,6 +20,7 @@
  */
 
 import { normalizeUser } from "../../policy/identity.js";
+import { apiError } from "../api-query.js";
 import type { AdminRequest, AdminResponse, AdminRoute, Caller } from "../types.js";
 import { oauthPath, OAuthRouteError, UserOAuthSource } from "./oauth.js";
 import type { CredentialSource } from "./types.js";
@@ -61,7 +62,11 @@ function scopeOf(c: Caller): string | undefined {
 const route = (method: AdminRoute["method"], pattern: string, handle: (lookup: CredentialLookup, req: AdminRequest, p: Record<string, string>) => Promise<AdminResponse>) => (lookup: CredentialLookup): AdminRoute => ({
   method,
   pattern: `/connectors/:name/oauth${pattern}`,
-  handle: (req, p) => handle(lookup, req, p),
+  handle: (req, p) =>
+    handle(lookup, req, p).catch((err: unknown) => {
+      if (err instanceof OAuthRouteError) return apiError(err.status, err.message.split("\n")[0]!, err.apiCode);
+      throw err;
+    }),
 });
 
 const ROUTES = [

@@ -214,18 +214,27 @@ export function identityOf(caller: Pick<Caller, "via" | "node" | "user" | "tags"
   return JSON.stringify([caller.via, caller.node, normalizeUser(caller.user), [...caller.tags].sort()]);
 }
 
-/** OAuthRouteError carries the HTTP status and code the gateway's API answers with (admin.ts reads `status` and `code`). */
+/**
+ * OAuthRouteError carries the HTTP status and the code (`apiCode`) the
+ * gateway's API answers with (./oauth-routes.ts). Its MeshguardError code
+ * says the class: a bad or foreign `state` is CONNECTOR_OAUTH_STATE_INVALID,
+ * a provider's refusal CONNECTOR_OAUTH_FAILED, a request the caller may not
+ * make or got wrong INVALID_OPTIONS.
+ */
 export class OAuthRouteError extends MeshguardError {
   constructor(
     readonly status: number,
     readonly apiCode: string,
     message: string,
-    errorCode: ErrorCode = ErrorCode.CONNECTOR_OAUTH_STATE_INVALID,
+    errorCode: ErrorCode = ErrorCode.INVALID_OPTIONS,
   ) {
     super(errorCode, message);
     this.name = "OAuthRouteError";
   }
 }
+
+/** Consents one identity may have open at once. */
+const MAX_PENDING = 8;
 
 const userSubject = (login: string) => `user:${normalizeUser(login)}`;
 
@@ -279,11 +288,24 @@ export class UserOAuthSource implements CredentialSource {
       );
     }
     const now = this.#rt.now();
-    for (const [s, p] of this.#pending) if (p.expiresAt <= now) this.#pending.delete(s);
+    const identity = identityOf(caller);
+    // Expired consents go; one identity keeps at most MAX_PENDING open (the oldest is dropped), so starts cannot fill the memory.
+    let mine = 0;
+    for (const [s, p] of this.#pending) {
+      if (p.expiresAt <= now) this.#pending.delete(s);
+      else if (p.identity === identity) mine++;
+    }
+    if (mine >= MAX_PENDING) {
+      for (const [s, p] of this.#pending) {
+        if (p.identity !== identity) continue;
+        this.#pending.delete(s);
+        if (--mine < MAX_PENDING) break;
+      }
+    }
     const state = randomBytes(32).toString("base64url");
     const verifier = randomBytes(32).toString("base64url");
     const expiresAt = now + parseDuration(this.#cfg.consentTimeout)!;
-    this.#pending.set(state, { identity: identityOf(caller), user: caller.user, verifier, expiresAt });
+    this.#pending.set(state, { identity, user: caller.user, verifier, expiresAt });
     const u = new URL(this.#cfg.authorizeUrl);
     const q = u.searchParams;
     for (const [k, v] of Object.entries(this.#cfg.authorizeParams ?? {})) q.set(k, v);
@@ -309,10 +331,10 @@ export class UserOAuthSource implements CredentialSource {
     const p = this.#pending.get(state);
     this.#pending.delete(state);
     if (p === undefined || p.expiresAt <= this.#rt.now()) {
-      throw new OAuthRouteError(400, "bad_state", `this consent for connector ${JSON.stringify(this.connector)} is unknown, expired or already finished: start again at /meshguard/v1${oauthPath(this.connector)}/start`);
+      throw new OAuthRouteError(400, "bad_state", `this consent for connector ${JSON.stringify(this.connector)} is unknown, expired or already finished: start again at /meshguard/v1${oauthPath(this.connector)}/start`, ErrorCode.CONNECTOR_OAUTH_STATE_INVALID);
     }
     if (p.identity !== identityOf(caller)) {
-      throw new OAuthRouteError(403, "wrong_identity", `this consent for connector ${JSON.stringify(this.connector)} was started by another identity; it is cancelled. Start again from your own device`);
+      throw new OAuthRouteError(403, "wrong_identity", `this consent for connector ${JSON.stringify(this.connector)} was started by another identity; it is cancelled. Start again from your own device`, ErrorCode.CONNECTOR_OAUTH_STATE_INVALID);
     }
     const error = query.get("error");
     if (error !== null) {
