@@ -11,7 +11,7 @@ import { OAUTH2_KIND, OAuth2ConfigSchema, type OAuthEnv, type UserOAuthSource } 
 import { oauthRoutes } from "../../src/gateway/credentials/oauth-routes.js";
 import type { MeshNode } from "../../src/index.js";
 import { startGatewayTailnet, type GatewayTailnet } from "./gateway-tailnet.js";
-import { consent, startOAuthServer, WEB_CLIENT, type OAuthServer } from "./oauth-server.js";
+import { consent, startOAuthServer, WEB_CLIENT, webAuth, type OAuthServer } from "./oauth-server.js";
 
 const REDIRECT = "http://127.0.0.1:4999/meshguard/v1/connectors/crm/oauth/callback";
 const KEYS = `k1:${randomBytes(32).toString("base64")}`;
@@ -28,18 +28,7 @@ beforeAll(async () => {
     // The source is made once the gateway's store is open (it keeps the sealed tokens); routes look it up per request.
     gateway: { parts: { adminRoutes: oauthRoutes((name) => (name === "crm" ? src : undefined)) } },
   });
-  const cfg = OAuth2ConfigSchema.parse({
-    type: "oauth2",
-    grant: "authorization_code",
-    authorizeUrl: srv.authorizeUrl,
-    tokenUrl: srv.tokenUrl,
-    clientId: WEB_CLIENT.id,
-    clientSecret: { env: "WEB_SECRET" },
-    scopes: ["openid", "offline_access", "api:read"],
-    authorizeParams: { prompt: "consent" },
-    redirectUri: REDIRECT,
-    tokenKeys: { env: "OAUTH_KEYS" },
-  });
+  const cfg = OAuth2ConfigSchema.parse(webAuth(srv, REDIRECT));
   const vars = { WEB_SECRET: WEB_CLIENT.secret, OAUTH_KEYS: KEYS };
   const env: OAuthEnv = {
     connector: "crm",

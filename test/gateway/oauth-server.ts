@@ -141,3 +141,20 @@ export async function consent(authorizeUrl: string, login: string, redirectPrefi
   }
   throw new Error("too many redirects driving the authorization server");
 }
+
+/** webAuth is the `auth` of a per-user connector registered as WEB_CLIENT (secret in WEB_SECRET, keyring in OAUTH_KEYS). */
+export function webAuth(srv: OAuthServer, redirectUri: string): Record<string, unknown> {
+  return {
+    type: "oauth2",
+    grant: "authorization_code",
+    authorizeUrl: srv.authorizeUrl,
+    tokenUrl: srv.tokenUrl,
+    revocationUrl: srv.revocationUrl,
+    clientId: WEB_CLIENT.id,
+    clientSecret: { env: "WEB_SECRET" },
+    scopes: ["openid", "offline_access", "api:read"],
+    authorizeParams: { prompt: "consent" },
+    redirectUri,
+    tokenKeys: { env: "OAUTH_KEYS" },
+  };
+}

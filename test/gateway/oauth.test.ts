@@ -19,7 +19,7 @@ import { MemoryTokenStore, type OAuthTokenStore } from "../../src/gateway/creden
 import { CredentialUnavailableError } from "../../src/gateway/credentials/types.js";
 import type { Caller } from "../../src/gateway/types.js";
 import { tokenStoreConformance } from "./token-store-conformance.js";
-import { CC_CLIENT, consent, startOAuthServer, WEB_CLIENT, type OAuthServer } from "./oauth-server.js";
+import { CC_CLIENT, consent, startOAuthServer, WEB_CLIENT, webAuth, type OAuthServer } from "./oauth-server.js";
 
 const REDIRECT = "http://127.0.0.1:4999/meshguard/v1/connectors/crm/oauth/callback";
 const K1 = `k1:${randomBytes(32).toString("base64")}`;
@@ -63,20 +63,7 @@ function envOf(clock: Clock, vars: Record<string, string>, tokenStore?: OAuthTok
 
 const ccConfig = (extra: object = {}) => OAuth2ConfigSchema.parse({ type: "oauth2", grant: "client_credentials", tokenUrl: srv.tokenUrl, clientId: CC_CLIENT.id, clientSecret: { env: "CC_SECRET" }, scopes: ["api:read"], ...extra });
 const acConfig = (extra: object = {}) =>
-  OAuth2ConfigSchema.parse({
-    type: "oauth2",
-    grant: "authorization_code",
-    authorizeUrl: srv.authorizeUrl,
-    tokenUrl: srv.tokenUrl,
-    revocationUrl: srv.revocationUrl,
-    clientId: WEB_CLIENT.id,
-    clientSecret: { env: "WEB_SECRET" },
-    scopes: ["openid", "offline_access", "api:read"],
-    authorizeParams: { prompt: "consent" },
-    redirectUri: REDIRECT,
-    tokenKeys: { env: "OAUTH_KEYS" },
-    ...extra,
-  });
+  OAuth2ConfigSchema.parse({ ...webAuth(srv, REDIRECT), ...extra });
 
 async function ccSource(clock: Clock, secret = CC_CLIENT.secret, extra: object = {}) {
   return (await OAUTH2_KIND.create(ccConfig(extra), envOf(clock, { CC_SECRET: secret }))) as ClientCredentialsSource;

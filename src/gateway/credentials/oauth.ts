@@ -504,6 +504,12 @@ export class UserOAuthSource implements CredentialSource {
   }
 }
 
+/** oauthOrigins lists the origins the gateway itself must reach for `cfg` (token and revocation endpoints), for its self-guard. The authorization page is the user's browser's to reach, not the gateway's. */
+export function oauthOrigins(cfg: OAuth2Config): string[] {
+  const urls = [cfg.tokenUrl, ...(cfg.grant === "authorization_code" && cfg.revocationUrl !== undefined ? [cfg.revocationUrl] : [])];
+  return [...new Set(urls.map((u) => new URL(u).origin))];
+}
+
 /** OAuthEnv is the CredentialEnv plus where per-user tokens are kept (the gateway's store when it has one). */
 export interface OAuthEnv extends CredentialEnv {
   tokenStore?: OAuthTokenStore | undefined;
