@@ -8,8 +8,10 @@ import { randomBytes } from "node:crypto";
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { IncomingMessage } from "node:http";
 import { DatabaseSync } from "node:sqlite";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { browserRefusal } from "../../src/gateway/console/browser.js";
 import { readKey } from "../../src/gateway/keys.js";
 import { openStore } from "../../src/gateway/store/index.js";
 import { SourceFile } from "../../src/policy/source.js";
@@ -370,5 +372,19 @@ describe("the examples docs/connectors.md shows", () => {
       const r = OAuth2ConfigSchema.safeParse(src.value);
       expect(r.success ? "" : JSON.stringify(r.error.issues), f).toBe("");
     }
+  });
+});
+
+describe("browsers", () => {
+  const req = (method: string, headers: Record<string, string>) => ({ method, headers: { host: "127.0.0.1:4000", ...headers } }) as unknown as IncomingMessage;
+  const nav = { "sec-fetch-site": "cross-site", "sec-fetch-mode": "navigate" };
+  it("let the provider's redirect reach the callback and a link reach the consent page, nothing else from another site", () => {
+    expect(browserRefusal(req("GET", nav), "/meshguard/v1/connectors/crm/oauth/callback", new Set())).toBeUndefined();
+    expect(browserRefusal(req("GET", nav), "/meshguard/v1/connectors/crm/oauth/start", new Set())).toBeUndefined();
+    expect(browserRefusal(req("POST", { ...nav, origin: "https://evil.example" }), "/meshguard/v1/connectors/crm/oauth/start", new Set())).toMatch(/another site/);
+    expect(browserRefusal(req("GET", nav), "/meshguard/v1/connectors/crm/oauth/tokens", new Set())).toMatch(/another site/);
+    expect(browserRefusal(req("GET", nav), "/meshguard/v1/connectors/crm/oauth/callback/x", new Set())).toMatch(/another site/);
+    // The consent page's own button: a same-origin POST.
+    expect(browserRefusal(req("POST", { "sec-fetch-site": "same-origin", origin: "http://127.0.0.1:4000" }), "/meshguard/v1/connectors/crm/oauth/start", new Set())).toBeUndefined();
   });
 });
