@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readKey } from "../../src/gateway/keys.js";
 import { OAUTH2_KIND, OAuth2ConfigSchema, type OAuthEnv, type UserOAuthSource } from "../../src/gateway/credentials/oauth.js";
 import { oauthRoutes } from "../../src/gateway/credentials/oauth-routes.js";
+import type { AdminRoute } from "../../src/gateway/types.js";
 import type { MeshNode } from "../../src/index.js";
 import { startGatewayTailnet, type GatewayTailnet } from "./gateway-tailnet.js";
 import { consent, startOAuthServer, WEB_CLIENT, webAuth, type OAuthServer } from "./oauth-server.js";
@@ -16,6 +17,25 @@ import { consent, startOAuthServer, WEB_CLIENT, webAuth, type OAuthServer } from
 const REDIRECT = "http://127.0.0.1:4999/meshguard/v1/connectors/crm/oauth/callback";
 const KEYS = `k1:${randomBytes(32).toString("base64")}`;
 const API = "/meshguard/v1/connectors/crm/oauth";
+
+/**
+ * A test-only route standing in for a connector call (proxying is not this
+ * part's): it resolves the credential for the caller the gateway identified
+ * by whois, and answers whose token it got (by introspection), never the token.
+ */
+const WHOSE_TOKEN: AdminRoute = {
+  method: "GET",
+  pattern: "/test/whose-token",
+  async handle(req) {
+    try {
+      const inj = await src!.resolve({ connector: "crm", caller: req.caller });
+      const token = inj.headers!.authorization!.replace(/^Bearer /, "");
+      return { status: 200, body: { sub: (await srv.introspect(token)).sub } };
+    } catch (err) {
+      return { status: (err as { status?: number }).status ?? 500, body: { error: (err as Error).message } };
+    }
+  },
+};
 
 let t: GatewayTailnet;
 let srv: OAuthServer;
@@ -26,7 +46,7 @@ beforeAll(async () => {
   t = await startGatewayTailnet({
     meshguard: { version: 3, rules: [] },
     // The source is made once the gateway's store is open (it keeps the sealed tokens); routes look it up per request.
-    gateway: { parts: { adminRoutes: oauthRoutes((name) => (name === "crm" ? src : undefined)) } },
+    gateway: { parts: { adminRoutes: [...oauthRoutes((name) => (name === "crm" ? src : undefined)), WHOSE_TOKEN] } },
   });
   const cfg = OAuth2ConfigSchema.parse(webAuth(srv, REDIRECT));
   const vars = { WEB_SECRET: WEB_CLIENT.secret, OAUTH_KEYS: KEYS };
@@ -124,6 +144,24 @@ describe("per-user OAuth through the gateway over the tailnet", () => {
     expect(await src!.tokens()).toHaveLength(1);
   });
 
+  it("gives each caller, as whois names it, the token it may use: alice hers, her agent hers by delegation, bob's agent none", async () => {
+    const whose = async (node: MeshNode) => {
+      const res = await call(node, "/meshguard/v1/test/whose-token");
+      return { status: res.status, body: (await res.json()) as { sub?: string; error?: string } };
+    };
+    expect(await whose(t.nodes.laptop)).toEqual({ status: 200, body: { sub: "alice@" } });
+    expect(await whose(t.nodes.agentA)).toEqual({ status: 200, body: { sub: "alice@" } });
+    // alice delegates to tag:agent-b too, but bob owns those agents: still refused.
+    const d = await call(t.nodes.laptop, `${API}/delegations`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ tag: "tag:agent-b" }) });
+    expect(d.status).toBe(201);
+    const b = await whose(t.nodes.agentB);
+    expect(b.status).toBe(401);
+    expect(b.body.error).toMatch(/no owner of the tagged node agent-b/);
+    // alice withdraws the delegation to her agent: it is refused from then on.
+    expect((await call(t.nodes.laptop, `${API}/delegations/tag%3Aagent-a`, { method: "DELETE" })).status).toBe(200);
+    expect((await whose(t.nodes.agentA)).status).toBe(401);
+  });
+
   it("lets the user revoke their tokens", async () => {
     const res = await call(t.nodes.laptop, `${API}/tokens/alice%40`, { method: "DELETE" });
     expect(res.status).toBe(200);
@@ -131,5 +169,8 @@ describe("per-user OAuth through the gateway over the tailnet", () => {
     expect(await src!.tokens()).toEqual([]);
     const again = await call(t.nodes.laptop, `${API}/tokens/alice%40`, { method: "DELETE" });
     expect(again.status).toBe(404);
+    const after = await call(t.nodes.laptop, "/meshguard/v1/test/whose-token");
+    expect(after.status).toBe(401);
+    expect(((await after.json()) as { error: string }).error).toMatch(/alice has not connected/);
   });
 });
