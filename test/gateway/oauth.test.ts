@@ -283,6 +283,23 @@ describe("authorization code with PKCE, per user", () => {
     await expect.poll(async () => (await srv.introspect(t)).active).toBe(false);
   });
 
+  it("applies a revocation made by another instance sharing the store within 2 s", async () => {
+    const clock = new Clock();
+    const store = new MemoryTokenStore();
+    const here = await acSource(clock, store);
+    const there = await acSource(clock, store);
+    const alice = user("alice@");
+    await here.finish(alice, await connect(here, alice));
+    const t = await here.accessToken("user:alice");
+    expect(await there.accessToken("user:alice")).toBe(t);
+    expect(await there.revoke("alice@")).toBe(true);
+    await expect(there.accessToken("user:alice")).rejects.toMatchObject({ status: 401 });
+    clock.advance(1_000);
+    expect(await here.accessToken("user:alice")).toBe(t); // the opened row, at most 2 s old
+    clock.advance(1_000);
+    await expect(here.accessToken("user:alice")).rejects.toMatchObject({ status: 401 });
+  });
+
   it("lets a tagged agent use a user's token only through that user's delegation, and only when the user owns it", async () => {
     const clock = new Clock();
     const src = await acSource(clock, new MemoryTokenStore());

@@ -233,6 +233,9 @@ export class OAuthRouteError extends MeshguardError {
   }
 }
 
+/** How long an opened row serves calls before it is read again (see UserOAuthSource.#opened). */
+const ROW_CACHE_MS = 2_000;
+
 /** Consents one identity may have open at once. */
 const MAX_PENDING = 8;
 
@@ -253,6 +256,13 @@ export class UserOAuthSource implements CredentialSource {
   readonly #store: OAuthTokenStore;
   readonly #pending = new Map<string, Pending>();
   readonly #flight = new SingleFlight<TokenBlob>();
+  /**
+   * Tokens opened from the store, so a call neither reads nor decrypts its
+   * row each time. Fresh for ROW_CACHE_MS: how long a revocation made by
+   * another gateway instance sharing the store may take to apply here (this
+   * instance's own revocations and writes apply at once).
+   */
+  readonly #opened = new Map<string, { blob: TokenBlob; at: number }>();
   /** Bumped by each revocation of a subject: a renewal that started before it must not write its tokens back. */
   readonly #epoch = new Map<string, number>();
 
@@ -359,11 +369,23 @@ export class UserOAuthSource implements CredentialSource {
   async #write(subject: string, epoch: number, blob: TokenBlob): Promise<void> {
     if ((this.#epoch.get(subject) ?? 0) !== epoch) return;
     await this.#store.putToken({ connector: this.connector, subject, keyId: this.#keys.current, sealed: this.#keys.seal(JSON.stringify(blob), this.#context(subject)), updatedAt: this.#rt.now() });
+    if ((this.#epoch.get(subject) ?? 0) === epoch) this.#opened.set(subject, { blob, at: this.#rt.now() });
   }
 
-  async #read(subject: string): Promise<TokenBlob | undefined> {
+  /** #read returns a subject's tokens: opened within ROW_CACHE_MS, or read and opened now (`fresh`: always). */
+  async #read(subject: string, fresh = false): Promise<TokenBlob | undefined> {
+    const held = this.#opened.get(subject);
+    const now = this.#rt.now();
+    if (!fresh && held !== undefined && now - held.at < ROW_CACHE_MS && now >= held.at) return held.blob;
+    const epoch = this.#epoch.get(subject) ?? 0;
     const row = await this.#store.getToken(this.connector, subject);
-    return row && (JSON.parse(this.#keys.open(row.sealed, this.#context(subject))) as TokenBlob);
+    if (row === undefined) {
+      this.#opened.delete(subject);
+      return undefined;
+    }
+    const blob = JSON.parse(this.#keys.open(row.sealed, this.#context(subject))) as TokenBlob;
+    if ((this.#epoch.get(subject) ?? 0) === epoch) this.#opened.set(subject, { blob, at: now });
+    return blob;
   }
 
   /** subjectOf says whose token a call uses: the caller's own, or for a tagged agent its owner's delegated one. */
@@ -418,6 +440,7 @@ export class UserOAuthSource implements CredentialSource {
       } catch (err) {
         if (err instanceof OAuthError && err.oauthError === "invalid_grant") {
           // The provider no longer honours the refresh token (revoked there, expired): the user must consent again.
+          this.#opened.delete(subject);
           await this.#store.deleteToken(this.connector, subject);
           throw this.#consentNeeded(`the provider refused to renew the token of ${subject.slice(5)} (invalid_grant)`);
         }
@@ -450,12 +473,14 @@ export class UserOAuthSource implements CredentialSource {
   async revoke(user: string): Promise<boolean> {
     const subject = userSubject(user);
     this.#epoch.set(subject, (this.#epoch.get(subject) ?? 0) + 1);
+    this.#opened.delete(subject);
     let blob: TokenBlob | undefined;
     try {
-      blob = await this.#read(subject);
+      blob = await this.#read(subject, true);
     } catch {
       blob = undefined; // a row that does not open is deleted all the same
     }
+    this.#opened.delete(subject);
     const had = await this.#store.deleteToken(this.connector, subject);
     if (blob !== undefined && this.#cfg.revocationUrl !== undefined) {
       await revokeToken(this.#client, this.#cfg.revocationUrl, blob.r ?? blob.a, blob.r ? "refresh_token" : "access_token").catch(() => false);
