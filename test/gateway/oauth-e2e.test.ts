@@ -119,6 +119,8 @@ describe("per-user OAuth through the gateway over the tailnet", () => {
     expect(body).not.toContain(token);
     await t.gw.store!.flush();
     expect(JSON.stringify(await t.gw.store!.queryLogs({ limit: 1000 }))).not.toContain(token);
+    expect(t.warnings.join("\n")).not.toContain(token);
+    expect(t.warnings.join("\n")).not.toContain(WEB_CLIENT.secret);
   });
 
   it("refuses a cross-site POST to start (only the gateway's own page may)", async () => {
