@@ -44,7 +44,13 @@ export interface OAuthTokenStore {
 }
 
 const key = (a: string, b: string) => `${a}\u0000${b}`;
-const byConnectorThen = <T extends { connector: string }>(second: (x: T) => string) => (a: T, b: T) => a.connector.localeCompare(b.connector) || second(a).localeCompare(second(b));
+/** select copies the rows `keep` keeps, ordered by connector then `second`. */
+function select<T extends { connector: string }>(rows: Iterable<T>, keep: (r: T) => boolean, second: (r: T) => string): T[] {
+  return [...rows]
+    .filter(keep)
+    .map((r) => ({ ...r }))
+    .sort((a, b) => a.connector.localeCompare(b.connector) || second(a).localeCompare(second(b)));
+}
 
 /** MemoryTokenStore keeps rows in the process (lost at exit). */
 export class MemoryTokenStore implements OAuthTokenStore {
@@ -65,10 +71,7 @@ export class MemoryTokenStore implements OAuthTokenStore {
   }
 
   async listTokens(filter: { connector?: string; subject?: string }): Promise<SealedTokenRow[]> {
-    return [...this.#tokens.values()]
-      .filter((r) => (filter.connector === undefined || r.connector === filter.connector) && (filter.subject === undefined || r.subject === filter.subject))
-      .map((r) => ({ ...r }))
-      .sort(byConnectorThen((r) => r.subject));
+    return select(this.#tokens.values(), (r) => (filter.connector === undefined || r.connector === filter.connector) && (filter.subject === undefined || r.subject === filter.subject), (r) => r.subject);
   }
 
   async getDelegation(connector: string, tag: string): Promise<Delegation | undefined> {
@@ -90,9 +93,6 @@ export class MemoryTokenStore implements OAuthTokenStore {
   }
 
   async listDelegations(filter: { connector?: string; user?: string }): Promise<Delegation[]> {
-    return [...this.#delegations.values()]
-      .filter((d) => (filter.connector === undefined || d.connector === filter.connector) && (filter.user === undefined || d.user === filter.user))
-      .map((d) => ({ ...d }))
-      .sort(byConnectorThen((d) => d.tag));
+    return select(this.#delegations.values(), (d) => (filter.connector === undefined || d.connector === filter.connector) && (filter.user === undefined || d.user === filter.user), (d) => d.tag);
   }
 }
