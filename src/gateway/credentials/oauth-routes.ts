@@ -22,7 +22,7 @@
 import { normalizeUser } from "../../policy/identity.js";
 import { apiError } from "../api-query.js";
 import type { AdminRequest, AdminResponse, AdminRoute, Caller } from "../types.js";
-import { oauthPath, OAuthRouteError, UserOAuthSource } from "./oauth.js";
+import { oauthPath, OAuthRouteError, UserOAuthSource } from "./oauth-user.js";
 import type { CredentialSource } from "./types.js";
 
 /** Lookup finds a connector's credential source by the connector's name. */
