@@ -16,7 +16,7 @@ import { readKey } from "../../src/gateway/keys.js";
 import { openStore } from "../../src/gateway/store/index.js";
 import { SourceFile } from "../../src/policy/source.js";
 import { Keyring } from "../../src/gateway/credentials/keyring.js";
-import { OAUTH2_KIND, OAuth2ConfigSchema, type ClientCredentialsSource, type OAuthEnv, type UserOAuthSource } from "../../src/gateway/credentials/oauth.js";
+import { OAUTH2_KIND, OAuth2ConfigSchema, oauthOrigins, type ClientCredentialsSource, type OAuthEnv, type UserOAuthSource } from "../../src/gateway/credentials/oauth.js";
 import { MemoryTokenStore, type OAuthTokenStore } from "../../src/gateway/credentials/token-store.js";
 import { CredentialUnavailableError } from "../../src/gateway/credentials/types.js";
 import type { Caller } from "../../src/gateway/types.js";
@@ -100,6 +100,11 @@ describe("client credentials", () => {
     expect((await srv.introspect(t2)).active).toBe(true);
     expect(srv.tokenPosts() - before).toBe(2);
     expect(src.secrets()).toEqual([CC_CLIENT.secret]);
+    // The upstream refused the token (401): forgotten, the next call fetches another.
+    src.invalidate();
+    const t3 = await src.accessToken();
+    expect(t3).not.toBe(t2);
+    expect(srv.tokenPosts() - before).toBe(3);
   });
 
   it("makes 20 concurrent callers with an expired token share one request", async () => {
@@ -145,6 +150,9 @@ describe("client credentials", () => {
     expect(problems(ac)).toBe("");
     expect(problems({ ...ac, redirectUri: "http://gateway.example.com/meshguard/v1/connectors/crm/oauth/callback" })).toMatch(/^redirectUri: .*must be on loopback/);
     expect(problems({ ...ac, tokenKeys: undefined })).toMatch(/^tokenKeys: /);
+    // What the gateway's own guard must let it reach: token and revocation endpoints, not the browser's authorization page.
+    expect(oauthOrigins(acConfig({ authorizeUrl: "https://login.example.com/authorize", revocationUrl: "https://revoke.example.com/r" }))).toEqual([srv.url, "https://revoke.example.com"]);
+    expect(oauthOrigins(ccConfig())).toEqual([srv.url]);
   });
 });
 
