@@ -77,6 +77,14 @@ export const ErrorCode = {
   GATEWAY_CONSOLE_UNAVAILABLE: "MESHGUARD_GATEWAY_CONSOLE_UNAVAILABLE",
   /** The gateway's store (logs, buckets, reservations) could not be opened, read or written. */
   STORE_FAILED: "MESHGUARD_STORE_FAILED",
+  /** The keyring that encrypts connectors' per-user OAuth tokens could not be read or is malformed, or a stored token does not open with it. */
+  CONNECTOR_KEYS_INVALID: "MESHGUARD_CONNECTOR_KEYS_INVALID",
+  /** An OAuth 2.0 token endpoint refused a connector's token request (its `error` and description are in the message) or could not be reached. */
+  CONNECTOR_OAUTH_FAILED: "MESHGUARD_CONNECTOR_OAUTH_FAILED",
+  /** A connector has no credential to inject for this call (the caller has not authorized, a token endpoint failed): the call is refused, never sent without one. */
+  CREDENTIAL_UNAVAILABLE: "MESHGUARD_CREDENTIAL_UNAVAILABLE",
+  /** An OAuth callback's `state` is unknown, expired, already used, or was started by another identity. */
+  CONNECTOR_OAUTH_STATE_INVALID: "MESHGUARD_CONNECTOR_OAUTH_STATE_INVALID",
   /** `meshguard policy apply --db` could not apply the policy's sql rules to PostgreSQL (nothing was changed: it runs in one transaction). */
   DATABASE_APPLY_FAILED: "MESHGUARD_DATABASE_APPLY_FAILED",
   /** A gateway webhook (guardrail or usage) timed out, could not be reached, answered non-2xx or malformed, or an event was dropped. */

@@ -92,6 +92,11 @@ async function send(res: ServerResponse, out: AdminResponse): Promise<void> {
     res.end();
     return;
   }
+  if ("html" in out) {
+    res.writeHead(out.status, { ...out.headers, "content-type": "text/html; charset=utf-8", "cache-control": "no-store", "content-security-policy": "default-src 'none'; style-src 'unsafe-inline'" });
+    res.end(out.html);
+    return;
+  }
   sendJson(res, out.status, JSON.stringify(out.body));
 }
 

@@ -17,9 +17,9 @@ import { formatPath, SourceFile, type PolicyIssue } from "../policy/source.js";
 import { ConnectorsConfigSchema } from "./connectors/config.js";
 import { CREDENTIAL_KINDS } from "./credentials/registry.js";
 import { McpConfigSchema } from "./mcp/config.js";
+import { KeySourceSchema } from "./keys.js";
 import { GATEWAY_PARTS } from "./parts.js";
 import { parseDuration } from "./store/config.js";
-import { KeySourceSchema } from "./keys.js";
 import { upstreamUrlSchema } from "./url.js";
 
 /** Provider names are words: they appear in `provider/model` and in policy globs. */

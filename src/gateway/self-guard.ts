@@ -14,6 +14,7 @@ import { guardInstalled, installGuard, type Evaluator, type GuardHandle } from "
 import { normalizeHost } from "../policy/hosts.js";
 import type { Decision, DecisionRequest, Target } from "../policy/types.js";
 import type { GatewayConfig } from "./config.js";
+import { oauthOrigins, type OAuth2Config } from "./credentials/oauth.js";
 import { hookUrls } from "./hooks.js";
 
 /** One destination the gateway may reach. */
@@ -58,7 +59,7 @@ export function selfGuardOrigins(cfg: GatewayConfig, approvalWebhook?: string): 
     ...(approvalWebhook ? [approvalWebhook] : []),
     ...(cfg.alerts?.webhooks.map((w) => w.url) ?? []),
     ...Object.values(cfg.mcp?.servers ?? {}).flatMap((s) => ("url" in s ? [s.url] : [])),
-    ...Object.values(cfg.connectors?.http ?? {}).map((c) => c.baseUrl),
+    ...Object.values(cfg.connectors?.http ?? {}).flatMap((c) => [c.baseUrl, ...(c.auth.type === "oauth2" ? oauthOrigins(c.auth as OAuth2Config) : [])]),
   ];
   return [...new Set(urls.map((u) => fmt(origin(u))))];
 }

@@ -230,6 +230,9 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayHandle>
       cleanup.push(() => connectors.close());
       // The connectors' credentials are scrubbed wherever the provider keys are (logs, errors, answers).
       scrub.add(held);
+      // The OAuth 2.0 routes (consent start and callback, revocation, delegations) act on the connectors' sources.
+      const { oauthRoutes } = await import("./credentials/oauth-routes.js");
+      (ctx as { adminRoutes: readonly AdminRoute[] }).adminRoutes = [...ctx.adminRoutes, ...oauthRoutes((name) => connectors.sourceOf(name))];
       progress(`HTTP connectors under ${connectors.prefixes.join(", ")}: ${Object.keys(resolved.connectors.http).join(", ")}`);
     }
 

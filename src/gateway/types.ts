@@ -10,6 +10,7 @@
  */
 
 import type { Principal } from "../policy/types.js";
+import type { OAuthTokenStore } from "./credentials/token-store.js";
 
 /** The API formats the gateway proxies, with no translation between them. */
 export type ApiFormat = "openai" | "anthropic" | "gemini";
@@ -327,6 +328,13 @@ export interface GatewayStore {
   /** Forgets the shared session state of callers idle since before `before` (epoch ms); returns how many. */
   forgetSessions?(before: number): Promise<number>;
 
+  /**
+   * Connectors' per-user OAuth tokens (sealed, never in clear) and users'
+   * delegations to tags (./credentials/token-store.ts). Optional: without
+   * it, users' tokens are kept in memory only.
+   */
+  readonly oauthTokens?: OAuthTokenStore;
+
   close(): Promise<void>;
 }
 
@@ -416,7 +424,9 @@ export interface AdminRequest {
 export type AdminResponse =
   | { status: number; body: unknown }
   /** A streamed answer (exports as JSON lines). */
-  | { status: number; contentType: string; stream: AsyncIterable<string> };
+  | { status: number; contentType: string; stream: AsyncIterable<string> }
+  /** A page for a browser (the OAuth consent and callback pages), or a redirect (`location` in `headers`). Never cached. */
+  | { status: number; html: string; headers?: Record<string, string> };
 
 /** AdminRoute serves one method and path pattern of the gateway's API; `params` are the `:name` parts. */
 export interface AdminRoute {

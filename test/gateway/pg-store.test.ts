@@ -84,7 +84,7 @@ describe.skipIf(Boolean(unavailable))("postgres", () => {
       await pgStore({ config: { schema } });
       const db = new URL(process.env[ENV]!).pathname.slice(1);
       const tables = (await server.sql<{ t: string }>(db, "SELECT table_name AS t FROM information_schema.tables WHERE table_schema = $1 ORDER BY 1", [schema])).map((r) => r.t);
-      expect(tables).toEqual(["buckets", "instances", "logs", "reservations", "schema_version", "sessions"]);
+      expect(tables).toEqual(["buckets", "instances", "logs", "oauth_delegations", "oauth_tokens", "reservations", "schema_version", "sessions"]);
       expect(await server.sql(db, `SELECT version FROM ${schema}.schema_version`)).toEqual([{ version: MIGRATIONS.length }]);
     });
 

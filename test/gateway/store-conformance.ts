@@ -7,6 +7,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { ErrorCode, isMeshguardError } from "../../src/errors.js";
 import type { BucketState, GatewayStore, LogRecord, Retention } from "../../src/gateway/types.js";
 import { record, uniqueUser } from "./fixtures-records.js";
+import { tokenStoreConformance } from "./token-store-conformance.js";
 
 export interface ConformanceOpenOptions {
   retention?: Retention;
@@ -299,6 +300,26 @@ export function storeConformance(name: string, open: (o?: ConformanceOpenOptions
         expect(back?.model).toBe("[REDACTED]");
         expect(JSON.stringify(back)).not.toContain(JSON.stringify(odd).slice(1, -1));
       });
+    });
+
+    tokenStoreConformance(name, async () => {
+      const s = await open();
+      const tokens = s.oauthTokens;
+      if (tokens === undefined) throw new Error(`the ${name} store keeps no OAuth tokens`);
+      const more: GatewayStore[] = [];
+      return {
+        tokens,
+        reopen: async () => {
+          await s.close();
+          const again = await open();
+          more.push(again);
+          return again.oauthTokens!;
+        },
+        close: async () => {
+          await s.close().catch(() => undefined);
+          await Promise.all(more.map((m) => m.close()));
+        },
+      };
     });
 
     describe("buckets and reservations", () => {

@@ -97,6 +97,8 @@ export class ConnectorRouter {
           readSecret: (src, what) => readKey(src, what, env),
           dataDir: ctx.cfg.dataDir,
           now,
+          // Per-user OAuth tokens are kept in the gateway's store (encrypted), when it has one.
+          tokenStore: ctx.store?.oauthTokens,
           warn: (m) => ctx.warn(new Error(m)),
         });
         const u = new URL(c.baseUrl);
@@ -124,6 +126,11 @@ export class ConnectorRouter {
   /** The prefixes connectors are served under (for the self-description and tests). */
   get prefixes(): string[] {
     return [...this.byPrefix.keys()];
+  }
+
+  /** sourceOf is the credential source of connector `name` (the OAuth routes act on it). */
+  sourceOf(name: string): CredentialSource | undefined {
+    return this.connectors.find((c) => c.name === name)?.source;
   }
 
   /** match finds the connector of a request path, with the rest of the path as sent ("" or "/..."). */

@@ -10,7 +10,10 @@
  *   top-level navigation to the console may come from another site (a link
  *   to it in a wiki); anything else a browser marks as cross-site or
  *   same-site (Sec-Fetch-Site), or whose Origin is not the Host it was sent
- *   to, is refused;
+ *   to, is refused. An OAuth provider's redirect back to a connector's
+ *   callback (and a link to its consent page) is such a navigation too: the
+ *   callback is safe to reach from anywhere, as its `state` is bound to the
+ *   identity that started the consent (../credentials/oauth.ts);
  * - DNS rebinding: a page whose own name resolves to the gateway (or to the
  *   forward's 127.0.0.1) is same-origin with itself. The Host header then
  *   holds its name, so a browser request must name the gateway: an IP
@@ -22,6 +25,7 @@
  */
 import { isIP } from "node:net";
 import type { IncomingMessage } from "node:http";
+import { isOAuthNavigation } from "../credentials/oauth-routes.js";
 
 /** hostOf returns the host name of a Host header or URL authority, lower-case, without port or IPv6 brackets. */
 function hostOf(authority: string): string {
@@ -44,7 +48,7 @@ export function browserRefusal(req: IncomingMessage, path: string, names: Readon
   if (!(isIP(host) !== 0 || host === "localhost" || names.has(host))) {
     return `a browser reached this gateway by the name ${JSON.stringify(host)}, which is not one of its own (an IP address, localhost, ${[...names].join(", ")}): refused, as a page on another site could resolve its own name to the gateway. Add the name to the gateway config's console.hosts if it is an alias of the gateway`;
   }
-  const navigation = (req.method === "GET" || req.method === "HEAD") && req.headers["sec-fetch-mode"] === "navigate" && (path === "/console" || path.startsWith("/console/"));
+  const navigation = (req.method === "GET" || req.method === "HEAD") && req.headers["sec-fetch-mode"] === "navigate" && (path === "/console" || path.startsWith("/console/") || isOAuthNavigation(path));
   if (navigation) return undefined;
   if (site === "cross-site" || site === "same-site") return `a request from another site's page (Sec-Fetch-Site: ${site}) is refused: the gateway acts with the identity of the machine the browser runs on`;
   if (origin !== undefined && origin !== "null") {

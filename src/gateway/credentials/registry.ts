@@ -5,15 +5,14 @@
  */
 
 import { z } from "zod";
+import { OAUTH2_KIND } from "./oauth.js";
 import { STATIC_KINDS } from "./static.js";
 import type { CredentialKind } from "./types.js";
 
-/**
- * CREDENTIAL_KINDS lists every kind. Extension point: the OAuth 2.0 kinds
- * ("oauth2", ./oauth*.ts) are added here as `oauth2: OAUTH2_KIND`.
- */
+/** CREDENTIAL_KINDS lists every kind: the static ones (./static.ts) and OAuth 2.0 (`oauth2`, ./oauth*.ts). */
 export const CREDENTIAL_KINDS: Readonly<Record<string, CredentialKind<{ type: string }>>> = {
   ...STATIC_KINDS,
+  oauth2: OAUTH2_KIND as unknown as CredentialKind<{ type: string }>,
 };
 
 const kindList = () =>

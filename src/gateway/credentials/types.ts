@@ -24,6 +24,7 @@ import type { z } from "zod";
 import { ErrorCode, MeshguardError } from "../../errors.js";
 import type { KeySource } from "../keys.js";
 import type { Caller } from "../types.js";
+import type { OAuthTokenStore } from "./token-store.js";
 
 /** CredentialContext is one connector call a credential is asked for. */
 export interface CredentialContext {
@@ -71,6 +72,8 @@ export interface CredentialEnv {
   now(): number;
   /** Prints a warning line (never with a secret in it). */
   warn(message: string): void;
+  /** Where per-user tokens are kept (the gateway's store, encrypted values only); absent: kinds that need one keep them in memory and warn. */
+  tokenStore?: OAuthTokenStore | undefined;
 }
 
 /**

@@ -19,6 +19,7 @@
  */
 import type { PoolClient } from "pg";
 import { ErrorCode, MeshguardError } from "../../errors.js";
+import { oauthTablesSql } from "./oauth-tokens.js";
 
 /** ident quotes a schema name for SQL (names are validated by the config to [a-z0-9_]). */
 export function ident(name: string): string {
@@ -91,6 +92,8 @@ export const MIGRATIONS: readonly ((s: string) => string)[] = [
   );
   CREATE INDEX sessions_last ON ${s}.sessions (last);
   `,
+  // 4: connectors' per-user OAuth tokens (sealed) and users' delegations to tags (./oauth-tokens.ts).
+  (s) => oauthTablesSql(`${s}.`),
 ];
 
 /** migrate brings `schema` to the newest version, creating it (and its tables) when missing. */

@@ -21,6 +21,7 @@ import { randomUUID } from "node:crypto";
 import type { Pool } from "pg";
 import { ErrorCode, MeshguardError } from "../../errors.js";
 import type { BucketState, GatewayStore, LogQuery, LogRecord, Reservation, Retention, SessionSummary, UsageQuery, UsageRow } from "../types.js";
+import type { OAuthTokenStore } from "../credentials/token-store.js";
 import { LogBatcher } from "./batcher.js";
 import { BucketTx, type TxFn } from "./postgres-buckets.js";
 import { InstanceRegistry, toReservation } from "./postgres-instances.js";
@@ -28,6 +29,7 @@ import * as logs from "./postgres-logs.js";
 import { checkout, createPool, isConnectionFailure, pgError, release, type PgTarget } from "./postgres-pool.js";
 import { ident, migrate } from "./postgres-schema.js";
 import { prepareSecrets, type LogRow } from "./record.js";
+import { SqlTokenStore } from "./oauth-tokens.js";
 import { startPruning, type OnPruned } from "./retention.js";
 
 export interface PostgresStoreOptions {
@@ -65,12 +67,23 @@ export class PostgresStore implements GatewayStore {
   #closing: Promise<void> | undefined;
 
   readonly #life: { closing: boolean };
+  /** Connectors' per-user OAuth tokens, sealed (./oauth-tokens.ts). */
+  readonly oauthTokens: OAuthTokenStore;
 
   private constructor(pool: Pool, o: PostgresStoreOptions, instance: InstanceRegistry, life: { closing: boolean }) {
     this.#pool = pool;
     this.#life = life;
     this.#o = o;
     this.#s = ident(o.schema);
+    this.oauthTokens = new SqlTokenStore(
+      (sql, params) =>
+        this.#read(async () => {
+          let n = 0;
+          const r = await pool.query(sql.replace(/\?/g, () => `$${++n}`), params);
+          return { rows: r.rows as Record<string, unknown>[], changes: r.rowCount ?? 0 };
+        }, "could not read or write OAuth tokens"),
+      `${this.#s}.`,
+    );
     this.#instance = instance;
     this.#tx = new BucketTx(pool, this.#s, instance.id, (err) => this.#error(err, "could not run a bucket transaction"));
     this.#batcher = new LogBatcher({

@@ -9,6 +9,7 @@
  */
 import type { DatabaseSync } from "node:sqlite";
 import { ErrorCode, MeshguardError } from "../../errors.js";
+import { oauthTablesSql } from "./oauth-tokens.js";
 
 /** "mgwd": PRAGMA application_id of a meshguard gateway database. */
 export const APPLICATION_ID = 0x6d677764;
@@ -51,6 +52,8 @@ export const MIGRATIONS: readonly string[] = [
   UPDATE logs SET model = coalesce(json_extract(meta, '$.model'), '');
   CREATE INDEX logs_model_time ON logs (model, time);
   `,
+  // 3: connectors' per-user OAuth tokens (sealed) and users' delegations to tags (./oauth-tokens.ts).
+  oauthTablesSql(""),
 ];
 
 /** migrate brings `db` to the newest schema, creating it in an empty file. */

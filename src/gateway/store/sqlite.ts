@@ -20,9 +20,11 @@
 import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
 import { ErrorCode, MeshguardError } from "../../errors.js";
 import type { BucketState, GatewayStore, LogQuery, LogRecord, Reservation, Retention, SessionSummary, UsageQuery, UsageRow } from "../types.js";
+import type { OAuthTokenStore } from "../credentials/token-store.js";
 import { LogBatcher, asStoreError } from "./batcher.js";
 import { decodeCursor, encodeCursor } from "./cursor.js";
 import { fromRow, prepareSecrets, type LogRow } from "./record.js";
+import { SqlTokenStore } from "./oauth-tokens.js";
 import { startPruning, type OnPruned } from "./retention.js";
 import { clampLimit, logFilters, usageRows, usageSql, whereSql } from "./query.js";
 import { migrate } from "./sqlite-schema.js";
@@ -63,6 +65,15 @@ export class SqliteStore implements GatewayStore {
   readonly #batcher: LogBatcher;
   readonly #stmts = new Map<string, StatementSync>();
   #runner: SqlRunner;
+  /** Connectors' per-user OAuth tokens, sealed (./oauth-tokens.ts); on the main connection (a few small rows per consent or renewal). */
+  readonly oauthTokens: OAuthTokenStore = new SqlTokenStore(async (sql, params) =>
+    this.#sync(() => {
+      this.#open();
+      const st = this.#stmt(sql);
+      if (/^\s*SELECT/i.test(sql)) return { rows: st.all(...params) as Record<string, unknown>[], changes: 0 };
+      return { rows: [], changes: Number(st.run(...params).changes) };
+    }, "could not read or write OAuth tokens"),
+  );
   readonly #stopPruning: () => void;
   #closed = false;
   #closing: Promise<void> | undefined;
