@@ -125,8 +125,6 @@ export const ErrorCode = {
   CONTROL_SOCKET_BAD_REQUEST: "MESHGUARD_CONTROL_SOCKET_BAD_REQUEST",
   /** No running node was found to attach to (or several, and none was chosen), and none could be brought up briefly. */
   NO_RUNNING_NODE: "MESHGUARD_NO_RUNNING_NODE",
-  /** A gateway connector has no credential to inject for this call (no token for this user yet, a token endpoint refused or unreachable): the call is refused, not sent without one. */
-  CREDENTIAL_UNAVAILABLE: "MESHGUARD_CREDENTIAL_UNAVAILABLE",
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
