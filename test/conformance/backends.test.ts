@@ -1,6 +1,6 @@
 // One conformance suite, two backends: the core's key integration cases
-// (data both ways with half-close, addresses, whois, peers, typed errors,
-// close and handle drain) against the native addon and the wasm core (Go
+// (data both ways with half-close, addresses, whois, peers, netmap trimming,
+// typed errors, close and handle drain, also under load) against the native addon and the wasm core (Go
 // compiled for GOOS=js, in a worker thread), each node on a real local
 // headscale. Plus the two talking to each other, and the backend
 // selection rules. A case only one backend passes is marked with why.
@@ -162,6 +162,66 @@ describe.each(["native", "wasm"] as const)("%s backend", (backend) => {
     await closeServer(s);
     await expectCode(agent.dial(`svc-${backend}`, 70000), "MESHGUARD_INVALID_OPTIONS");
   });
+
+  it("netmap trimming: a node the policy does not connect to the service never sees it, and dialing it (by name or address) is NO_PEER", async () => {
+    // tag:agent-c has no grant to tag:service (test/integration/tailnet.ts): headscale trims each side from the other's netmap.
+    const c = await tn.start(`agent-c-${backend}`, { tags: ["tag:agent-c"], backend });
+    try {
+      expect((await c.peers()).map((p) => p.name.split(".")[0])).not.toContain(`svc-${backend}`);
+      const byName = await expectCode(c.dial(`svc-${backend}`, 7001), "MESHGUARD_NO_PEER");
+      expect(byName.message).toMatch(/not a peer of this node/);
+      await expectCode(c.dial(service.ips[0]!, 7001), "MESHGUARD_NO_PEER");
+      // The service's netmap holds the allowed agent, not agent-c.
+      const svcPeers = (await service.peers()).map((p) => p.name.split(".")[0]);
+      expect(svcPeers).toContain(`agent-${backend}`);
+      expect(svcPeers).not.toContain(`agent-c-${backend}`);
+    } finally {
+      await c.close();
+    }
+  });
+
+  it("errors: a peer's port with no listener is DIAL_FAILED; a closed node's dial and listen are CLOSED", async () => {
+    await expectCode(agent.dial(`svc-${backend}`, 7999, { timeoutMs: 15_000 }), "MESHGUARD_DIAL_FAILED");
+    const n = await tn.start(`closed-${backend}`, { tags: ["tag:agent-a"], backend });
+    await n.close();
+    await expectCode(n.dial(`svc-${backend}`, 7001), "MESHGUARD_CLOSED");
+    await expectCode(n.listen(7010), "MESHGUARD_CLOSED");
+  });
+
+  it("closing a node under load ends its open connections and listener, and drains every handle", async () => {
+    const server = await service.listen(7007);
+    server.on("connection", (s: net.Socket) => {
+      s.on("error", () => {});
+      s.pipe(s);
+    });
+    const before = await coreHandles();
+    const n = await tn.start(`load-${backend}`, { tags: ["tag:agent-a"], backend });
+    const listener = await n.listen(7008);
+    const listenerClosed = once(listener, "close");
+    const socks = await Promise.all([0, 1, 2, 3].map(() => n.dial(`svc-${backend}`, 7007)));
+    let echoed = 0;
+    const closed = socks.map((s) => {
+      s.on("error", () => {}); // a reset is an acceptable end; the close below is what must come
+      s.on("data", (c: Buffer) => (echoed += c.length));
+      return once(s, "close");
+    });
+    // Data flowing both ways on every connection while the node closes.
+    const chunk = Buffer.alloc(16 * 1024, 7);
+    const pump = setInterval(() => {
+      for (const s of socks) if (!s.destroyed && s.writableLength < 256 * 1024) s.write(chunk);
+    }, 2);
+    await new Promise((r) => setTimeout(r, 500));
+    expect(echoed).toBeGreaterThan(0);
+    expect((await coreHandles()).listeners).toBe(before.listeners + 1);
+    await n.close();
+    clearInterval(pump);
+    await Promise.all([...closed, listenerClosed]);
+    expect(socks.every((s) => s.destroyed)).toBe(true);
+    await expectCode(n.dial(`svc-${backend}`, 7007), "MESHGUARD_CLOSED");
+    // Connections, listener and node all gone from the core's tables.
+    await expect.poll(() => coreHandles(), { timeout: 10_000 }).toEqual(before);
+    await closeServer(server);
+  }, 60_000);
 
   it("closing a node drains its handles", async () => {
     const before = await coreHandles();
