@@ -38,7 +38,7 @@ export type Handler<E, A extends unknown[], R> = ((event: E, ...rest: A) => Prom
   close(): Promise<void>;
 };
 
-const SignalsSchema = z.array(z.string().regex(/^SIG[A-Z0-9]+$/, 'must be a signal name such as "SIGTERM"')).default(["SIGTERM"]);
+const SignalsSchema = z.object({ closeOn: z.array(z.string().regex(/^SIG[A-Z0-9]+$/, 'must be a signal name such as "SIGTERM"')).default(["SIGTERM"]) });
 
 /**
  * handler wraps `fn` so that each invocation gets this instance's node.
@@ -83,7 +83,7 @@ export function handler<E, A extends unknown[], R>(opts: HandlerOptions | (() =>
 function resolve(o: HandlerOptions): { closeOn: NodeJS.Signals[]; start: StartOptions } {
   if (typeof o !== "object" || o === null) throw new MeshguardError(ErrorCode.INVALID_OPTIONS, "handler: options must be an object (or a function returning one) with MeshNode.start's options");
   const { closeOn, ...rest } = o;
-  const signals = parseWith(SignalsSchema, closeOn, "handler closeOn") as NodeJS.Signals[];
+  const signals = parseWith(SignalsSchema, { closeOn }, "handler options").closeOn as NodeJS.Signals[];
   const start: StartOptions = { ephemeral: true, controlSocket: false, ...rest };
   if (start.state === undefined && start.dir === undefined) start.state = memoryStateStore();
   resolveStartOptions(start); // validated here, with MeshNode.start's messages
