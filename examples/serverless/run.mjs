@@ -3,7 +3,7 @@
 //
 // A local control server (headscale on 127.0.0.1), a `tools` service on the
 // tailnet, and function.mjs in a separate process (local-runtime.mjs: one
-// warm instance, on the wasm core). It invokes the function three times —
+// warm instance, on the wasm core unless MESHGUARD_BACKEND says otherwise). It invokes the function three times —
 // one cold start, then two concurrent warm invocations on the same node —
 // then sends the instance SIGTERM and shows that its ephemeral node left
 // the tailnet.
@@ -42,7 +42,8 @@ try {
     ...process.env,
     MESHGUARD_CONTROL_URL: control.url,
     MESHGUARD_AUTH_KEY: await control.createAuthKey({ tags: ["tag:fn"], reusable: true, ephemeral: true, expiration: "10m" }),
-    MESHGUARD_BACKEND: "wasm",
+    // Where no addon loads, as on many function platforms (MESHGUARD_BACKEND=native compares).
+    MESHGUARD_BACKEND: process.env.MESHGUARD_BACKEND ?? "wasm",
   };
   const t0 = performance.now();
   instance = fork(fileURLToPath(new URL("./local-runtime.mjs", import.meta.url)), { env });
