@@ -68,18 +68,29 @@ export class WasmBackend extends CoreClient implements Backend {
     // which would judge the core's control connection as the agent's call).
     const threadEnv = { ...process.env };
     delete threadEnv.NODE_OPTIONS;
-    const worker = ownThread(
-      file,
-      () =>
-        new Worker(file, {
-          workerData: { wasmPath, execPath: pathToFileURL(execPath).href, env: { ...env, HOME: "/nonexistent" } },
-          execArgv: [],
-          env: threadEnv,
-          // The core's own output (Go's println on a crash) is the host's stderr.
-          stderr: false,
-          stdout: false,
-        }),
-    );
+    let worker: Worker;
+    try {
+      worker = ownThread(
+        file,
+        () =>
+          new Worker(file, {
+            workerData: { wasmPath, execPath: pathToFileURL(execPath).href, env: { ...env, HOME: "/nonexistent" } },
+            execArgv: [],
+            env: threadEnv,
+            // The core's own output (Go's println on a crash) is the host's stderr.
+            stderr: false,
+            stdout: false,
+          }),
+      );
+    } catch (err) {
+      const denied = (err as { code?: string })?.code === "ERR_ACCESS_DENIED";
+      throw new MeshguardError(ErrorCode.BACKEND_UNAVAILABLE, `the wasm core cannot start its worker thread: ${(err as Error)?.message ?? String(err)}`, {
+        cause: err,
+        hint: denied
+          ? "Node's permission model forbids worker threads here: the wasm core needs one (--allow-worker), or use the native addon"
+          : "the wasm core runs in a worker thread (node:worker_threads); use the native addon where workers cannot start",
+      });
+    }
     const b = new WasmBackend(worker, wasmPath);
     await new Promise<void>((resolve, reject) => {
       const fail = (why: string, cause?: unknown) =>

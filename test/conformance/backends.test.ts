@@ -319,6 +319,21 @@ describe("backend selection", () => {
     }
   });
 
+  it("where Node's permission model forbids worker threads, wasm is BACKEND_UNAVAILABLE saying it needs --allow-worker", () => {
+    const script = `
+      import { MeshNode } from ${JSON.stringify(pathToFileURL(join(repo, "dist", "index.js")).href)};
+      try {
+        await MeshNode.start({ controlUrl: "http://127.0.0.1:9", hostname: "perm", backend: "wasm", controlSocket: false, dir: process.env.DIR });
+      } catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message })); }`;
+    const dir = mkdtempSync(join(tmpdir(), "mg-perm-"));
+    const r = spawnSync(process.execPath, ["--permission", "--allow-fs-read=*", `--allow-fs-write=${dir}`, "--input-type=module", "-e", script], { env: { ...process.env, DIR: dir }, encoding: "utf8", timeout: 60_000 });
+    expect(r.status, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout.trim().split("\n").at(-1)!) as { code: string; message: string };
+    expect(out.code).toBe("MESHGUARD_BACKEND_UNAVAILABLE");
+    expect(out.message).toMatch(/the wasm core cannot start its worker thread/);
+    expect(out.message).toMatch(/hint: Node's permission model forbids worker threads here: the wasm core needs one \(--allow-worker\)/);
+  });
+
   it("a bad backend option is MESHGUARD_INVALID_OPTIONS naming the field", async () => {
     await expectCode(MeshNode.start({ controlUrl: tn.control.url, hostname: "x", backend: "wsam" as "wasm" }), "MESHGUARD_INVALID_OPTIONS");
   });
