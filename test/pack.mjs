@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Packaging, in the pattern of esbuild and napi-rs: the main `meshguard`
-// package (JavaScript and types only) plus one package per platform,
+// package (JavaScript, types and the wasm core of wasm/) plus one package per platform,
 // `@meshguard/<os>-<cpu>[-gnu|-musl]`, each holding the prebuilt native
 // addon and declaring `os`, `cpu` and `libc`, so npm installs only the one
 // that fits. The main package lists every platform package, at its own
