@@ -219,6 +219,13 @@ describe.skipIf(!target)(`installed from the packed tarballs (${target?.id ?? "u
     expect(fb.code).not.toBe("MESHGUARD_BACKEND_UNAVAILABLE");
     expect(fb.warning).toMatch(/no native addon loaded, running the WebAssembly core instead/);
     expect(fb.warning).toContain(`npm install ${platformPackageName(target!)}@${report.version}`);
+    // And the shipped wasm core is a working node: the guarded example runs there unchanged (the guard judges the agent's calls, not the core's).
+    cpSync(join(root, "examples", "tailnet-guard.mjs"), join(omit, "agent.mjs"));
+    const onWasm = sh("node", ["agent.mjs"], { cwd: omit, env: bareEnv(), timeout: 120_000 });
+    expect(onWasm.status, onWasm.stderr + onWasm.stdout).toBe(0);
+    expect(onWasm.stderr).toMatch(/MESHGUARD_BACKEND_FALLBACK/);
+    expect(onWasm.stdout).toMatch(/GET http:\/\/tools\/search: 200 tools saw GET \/search/);
+    expect(onWasm.stdout).toMatch(/DELETE http:\/\/tools\/admin\/users: refused — MESHGUARD_POLICY_DENIED/);
 
     // node_modules copied in from another platform: only a foreign platform package is there.
     const other = PLATFORMS.find((t) => t.id !== target!.id)!;
