@@ -101,6 +101,20 @@ describe("meshguard/serverless handler", () => {
   }, 90_000);
 });
 
+describe("shutdown without a signal", () => {
+  it("when the instance's event loop runs out (beforeExit), the handler logs its node out and the process ends", async () => {
+    const script = `
+      import { handler } from ${JSON.stringify(`${repo}/dist/serverless/index.js`)};
+      const fn = handler({ controlUrl: process.env.CTL, authKey: process.env.KEY, hostname: "fn-exit", backend: "wasm" }, async (_e, node) => node.ips[0]);
+      console.log(await fn({}));`;
+    const env = { ...process.env, CTL: tn.control.url, KEY: await tn.key(["tag:agent-a"]) };
+    const r = spawnSync(process.execPath, ["--input-type=module", "-e", script], { env, encoding: "utf8", timeout: 90_000 });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout.trim()).toMatch(/^100\.\d+\.\d+\.\d+$/);
+    expect(await nodesNamed("fn-exit")).toHaveLength(0);
+  }, 120_000);
+});
+
 describe("the example function, run with one command", () => {
   it("examples/serverless/run.mjs: a cold then two warm invocations on one node, and its ephemeral node leaves the tailnet on SIGTERM", () => {
     expect(existsSync(`${repo}/dist/serverless/index.js`), "dist/ is missing: run npx tsup").toBe(true);
