@@ -7,7 +7,7 @@
  * `isOwnThreadStart` and starts it as it is, without the guard's preload.
  *
  * Below both layers (backend, guard), so neither imports the other. The mark
- * is private to this module (a counter and the expected file, set only for
+ * is private to this module (the expected file, set only for
  * the synchronous `new Worker` call), like the guard's internal path: it
  * keeps an agent from starting unguarded workers by accident, not hostile
  * code already in the process.
