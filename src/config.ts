@@ -1,4 +1,5 @@
 import { homedir, tmpdir } from "node:os";
+import { checkStore, type StateStore } from "./state-store.js";
 import { join } from "node:path";
 import { z } from "zod";
 import { ErrorCode, MeshguardError } from "./errors.js";
@@ -35,6 +36,13 @@ export const StartOptionsSchema = z
     hostname: z.string().regex(hostnameRe, "must be a DNS label: 1-63 of a-z, 0-9 and '-', not starting or ending with '-'"),
     dir: z.string().min(1).optional(),
     ephemeral: z.boolean().default(false),
+    /**
+     * Where the node's state goes (src/state-store.ts): a StateStore, e.g.
+     * memoryStateStore() or fileStateStore(dir). With it, `dir` is only the
+     * core's working copy (a private temporary directory when not given,
+     * removed on close). Default: the files in `dir`.
+     */
+    state: z.custom<StateStore>(checkStore, "must be a StateStore { get(key), set(key, value), delete?(key) }, e.g. memoryStateStore() or fileStateStore(dir)").optional(),
     tags: z.array(z.string().regex(tagRe, "must look like tag:name")).default([]),
     timeoutMs: z.number().int().positive().max(10 * 60_000).default(60_000),
     tagOwners: TagOwnersSchema.default({}),

@@ -1,6 +1,8 @@
 import { EventEmitter } from "node:events";
 import net from "node:net";
-import { dirname } from "node:path";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
 import type { Agent, RequestInfo, RequestInit, Response } from "undici";
 import { loadBackend } from "./backend/load.js";
 import type { Backend, CoreEvent, ExportedConn, PeerInfo, UpResult } from "./backend/protocol.js";
@@ -9,6 +11,7 @@ import { announceConnection, judgeDial } from "./dial-channel.js";
 import { ErrorCode, MeshguardError, isMeshguardError } from "./errors.js";
 import { fetchHasSubscribers, fetchPrepare, tailnetDispatcher, type DispatchPrepare } from "./fetch-channel.js";
 import { progressReporter } from "./progress.js";
+import { StateMirror, stateKey } from "./state-store.js";
 import { openControlSocket, permissionModelDenies, socketPathOf, type ControlSocket, type PeerPath, type PingKind, type PingReply } from "./inspect/index.js";
 import { createTailnetAgent, markDialed, watchCreatedRequests, type TailnetAgent } from "./tailnet-http.js";
 
@@ -112,6 +115,8 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
   private held = true;
   private readonly unsubscribe: () => void;
   private closed = false;
+  /** The node's state store, when the `state` option gave one. */
+  private state?: { mirror: StateMirror; ownDir: boolean };
   private closing?: Promise<void>;
   private dispatcher?: Agent;
   private agents: { http?: TailnetAgent; https?: TailnetAgent } = {};
@@ -153,6 +158,20 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
     opts.signal?.throwIfAborted();
     progress("loading", "loading the meshguard core");
     const backend = await loadBackend({ ...(opts.addonPath ? { addonPath: opts.addonPath } : {}), ...(opts.backend ? { backend: opts.backend } : {}), knobs: knobsFor(opts.controlUrl) });
+    // A state store: the core works on a copy in a directory (a private one unless `dir` was given).
+    let state: { mirror: StateMirror; ownDir: boolean } | undefined;
+    if (opts.state) {
+      const ownDir = (options as { dir?: string }).dir === undefined;
+      if (ownDir) opts.dir = mkdtempSync(join(tmpdir(), `meshguard-${opts.hostname}-`));
+      const mirror = new StateMirror(opts.state, stateKey(opts.hostname), opts.dir, (err) => process.emitWarning(err.message, { code: (err as MeshguardError).code ?? ErrorCode.INTERNAL }));
+      state = { mirror, ownDir };
+      try {
+        await mirror.load();
+      } catch (err) {
+        if (ownDir) rmSync(opts.dir, { recursive: true, force: true });
+        throw err;
+      }
+    }
     progress("creating", `creating node ${opts.hostname} (state in ${opts.dir})`);
     const { node: handle } = await backend.call("create", {
       config: {
@@ -189,12 +208,16 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
       await backend.call("close", { node: handle }).catch(() => {});
       unsubscribe();
       hold();
+      await state?.mirror.close(false);
+      if (state?.ownDir) rmSync(opts.dir, { recursive: true, force: true });
       if (opts.signal?.aborted) throw new MeshguardError(ErrorCode.CLOSED, "MeshNode.start was aborted", { cause: opts.signal.reason });
       throw err;
     } finally {
       opts.signal?.removeEventListener("abort", abort);
     }
     node = new MeshNode(backend, handle, opts, up, hold, unsubscribe);
+    node.state = state;
+    state?.mirror.watch();
     for (const ev of early) if (ev.event !== "state") node.onCoreEvent(ev);
     await node.openSocket();
     progress("online", `online as ${up.name} (${up.ips.join(", ")}) in ${up.onlineMs} ms`);
@@ -605,6 +628,8 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
         this.unsubscribe();
         if (this.held) this.releaseHold();
         this.held = false;
+        await this.state?.mirror.close(this.opts.ephemeral);
+        if (this.state?.ownDir) rmSync(this.opts.dir, { recursive: true, force: true });
       }
     })();
     return this.closing;

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Packaging, in the pattern of esbuild and napi-rs: the main `meshguard`
-// package (JavaScript and types only) plus one package per platform,
+// package (JavaScript, types and the wasm core of wasm/) plus one package per platform,
 // `@meshguard/<os>-<cpu>[-gnu|-musl]`, each holding the prebuilt native
 // addon and declaring `os`, `cpu` and `libc`, so npm installs only the one
 // that fits. The main package lists every platform package, at its own
@@ -149,6 +149,9 @@ function stageMain(dir) {
   const main = mainManifest();
   const listed = JSON.parse(run('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: root }))[0].files.map((f) => f.path);
   if (!listed.some((f) => f.startsWith('dist/'))) throw new Error('dist/ is not built: run `node test/build.mjs --only typescript` first');
+  // The wasm core is every platform's fallback (docs/wasm.md): a package without it would fail where no addon loads.
+  const wasmMissing = ['wasm/meshguard.wasm', 'wasm/wasm_exec.js', 'wasm/worker.mjs'].filter((f) => !listed.includes(f));
+  if (wasmMissing.length) throw new Error(`the wasm core is not built (${wasmMissing.join(', ')} missing): run \`node test/build.mjs --only wasm\` first`);
   rmSync(dir, { recursive: true, force: true });
   for (const f of listed) {
     mkdirSync(dirname(join(dir, f)), { recursive: true });

@@ -124,12 +124,13 @@ async function loadWasm(knobs: Record<string, string>): Promise<Backend> {
   const dir = wasmDir();
   for (const f of ["meshguard.wasm", "wasm_exec.js", "worker.mjs"]) {
     if (!existsSync(join(dir, f))) {
-      // A checkout builds it; the published package does not ship it yet (docs/wasm.md).
+      // A checkout builds it; the published package ships it (package.json "files"), so there it was removed.
       const checkout = existsSync(join(packageRoot(), "go", "go.mod"));
       throw new MeshguardError(ErrorCode.BACKEND_UNAVAILABLE, `the wasm core is not built: ${join(dir, f)} does not exist`, {
         hint: checkout
           ? "in this checkout, `npm run build` builds it (needs Go); or use the native addon (backend: \"native\")"
-          : "this meshguard package does not ship the wasm core yet (docs/wasm.md): use the native addon (backend: \"native\"), from the platform package for this machine",
+          : "the meshguard package ships the wasm core in its wasm/ folder, and this copy lacks it (a bundler or a file-tracing step of a serverless deploy left it out): " +
+            "include node_modules/meshguard/wasm/ in the deployment, or use the native addon (backend: \"native\"), from the platform package for this machine",
       });
     }
   }

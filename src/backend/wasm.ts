@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { Worker } from "node:worker_threads";
 import { ErrorCode, MeshguardError } from "../errors.js";
+import { ownThread } from "../own-thread.js";
 import { CoreClient } from "./client.js";
 import type { Backend, ConnHandle } from "./protocol.js";
 
@@ -58,14 +59,38 @@ export class WasmBackend extends CoreClient implements Backend {
   static async load(dir: string, env: Record<string, string>): Promise<WasmBackend> {
     const wasmPath = join(dir, "meshguard.wasm");
     const execPath = join(dir, "wasm_exec.js");
-    const worker = new Worker(join(dir, "worker.mjs"), {
-      workerData: { wasmPath, execPath: pathToFileURL(execPath).href, env: { ...env, HOME: "/nonexistent" } },
-      // Not the host's flags (--input-type, --eval, a loader...): the worker is our own module.
-      execArgv: [],
-      // The core's own output (Go's println on a crash) is the host's stderr.
-      stderr: false,
-      stdout: false,
-    });
+    const file = join(dir, "worker.mjs");
+    // The thread runs only the library's code, and its traffic (control, DERP,
+    // the core's HTTP) is the library's own: started as such (own-thread.ts),
+    // the guard does not put its preload in it, and it gets no Node options
+    // of the host — no execArgv (--input-type, --eval, an --import preload)
+    // and no NODE_OPTIONS (a --require preload, meshguard's own included,
+    // which would judge the core's control connection as the agent's call).
+    const threadEnv = { ...process.env };
+    delete threadEnv.NODE_OPTIONS;
+    let worker: Worker;
+    try {
+      worker = ownThread(
+        file,
+        () =>
+          new Worker(file, {
+            workerData: { wasmPath, execPath: pathToFileURL(execPath).href, env: { ...env, HOME: "/nonexistent" } },
+            execArgv: [],
+            env: threadEnv,
+            // The core's own output (Go's println on a crash) is the host's stderr.
+            stderr: false,
+            stdout: false,
+          }),
+      );
+    } catch (err) {
+      const denied = (err as { code?: string })?.code === "ERR_ACCESS_DENIED";
+      throw new MeshguardError(ErrorCode.BACKEND_UNAVAILABLE, `the wasm core cannot start its worker thread: ${(err as Error)?.message ?? String(err)}`, {
+        cause: err,
+        hint: denied
+          ? "Node's permission model forbids worker threads here: the wasm core needs one (--allow-worker), or use the native addon"
+          : "the wasm core runs in a worker thread (node:worker_threads); use the native addon where workers cannot start",
+      });
+    }
     const b = new WasmBackend(worker, wasmPath);
     await new Promise<void>((resolve, reject) => {
       const fail = (why: string, cause?: unknown) =>

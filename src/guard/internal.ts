@@ -22,6 +22,7 @@ import http from "node:http";
 import https from "node:https";
 import net from "node:net";
 import tls from "node:tls";
+import { isOwnThreadStart } from "../own-thread.js";
 
 /** Sockets the guard opened for itself. */
 const internalSockets = new WeakSet<net.Socket>();
@@ -31,6 +32,19 @@ const internalDial = new AsyncLocalStorage<true>();
 /** isInternalDial is true while the guard itself dials over a tailnet node (read by the guard's dial subscriber). */
 export function isInternalDial(): boolean {
   return internalDial.getStore() === true;
+}
+
+/**
+ * isInternalWorker tells whether the Worker being constructed for `file` is
+ * the library's own thread (the wasm core's worker, started by the backend):
+ * the guard's Worker constructor starts it without the guard's preload. That
+ * thread runs only meshguard's code and is given no Node options (no
+ * NODE_OPTIONS, no execArgv: no preload reaches it), so its traffic —
+ * control, DERP, the core's HTTP — is the library's and never judged, while
+ * every call of the agent's own code, in any thread, still is.
+ */
+export function isInternalWorker(file: unknown): boolean {
+  return isOwnThreadStart(file);
 }
 
 /** A tailnet node to dial through (a MeshNode). */

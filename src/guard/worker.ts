@@ -36,6 +36,7 @@ import type { Reveal } from "../policy/request.js";
 import { fileSinkOf, type FileSinkSpec } from "../policy/sinks.js";
 import type { Principal } from "../policy/types.js";
 import type { GuardCore } from "./core.js";
+import { isInternalWorker } from "./internal.js";
 import type { ApprovalAnswer, ApprovalRequest, Evaluator, GuardEvents, GuardMode } from "./types.js";
 
 // The CommonJS exports object: the one `import { Worker }` (after
@@ -443,7 +444,8 @@ export function guardWorkers(core: GuardCore, events: EventEmitter<GuardEvents>,
   const Worker = function Worker(this: unknown, filename: string | URL, options?: WorkerOptions) {
     if (new.target === undefined) throw new TypeError("Class constructor Worker cannot be invoked without 'new'");
     const active = installed?.hub;
-    if (active === undefined) return Reflect.construct(Original, [filename, options], new.target) as object;
+    // The library's own thread (the wasm core's): not the agent's code, so not guarded (internal.ts).
+    if (active === undefined || isInternalWorker(filename)) return Reflect.construct(Original, [filename, options], new.target) as object;
     const p = active.prepare(options);
     let w: InstanceType<typeof Original>;
     try {

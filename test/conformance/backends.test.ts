@@ -1,6 +1,6 @@
 // One conformance suite, two backends: the core's key integration cases
-// (data both ways with half-close, addresses, whois, peers, typed errors,
-// close and handle drain) against the native addon and the wasm core (Go
+// (data both ways with half-close, addresses, whois, peers, netmap trimming,
+// typed errors, close and handle drain, also under load) against the native addon and the wasm core (Go
 // compiled for GOOS=js, in a worker thread), each node on a real local
 // headscale. Plus the two talking to each other, and the backend
 // selection rules. A case only one backend passes is marked with why.
@@ -163,6 +163,84 @@ describe.each(["native", "wasm"] as const)("%s backend", (backend) => {
     await expectCode(agent.dial(`svc-${backend}`, 70000), "MESHGUARD_INVALID_OPTIONS");
   });
 
+  it("netmap trimming: a node the policy does not connect to the service never sees it, and dialing it (by name or address) is NO_PEER", async () => {
+    // tag:agent-c has no grant to tag:service (test/integration/tailnet.ts): headscale trims each side from the other's netmap.
+    const c = await tn.start(`agent-c-${backend}`, { tags: ["tag:agent-c"], backend });
+    try {
+      expect((await c.peers()).map((p) => p.name.split(".")[0])).not.toContain(`svc-${backend}`);
+      const byName = await expectCode(c.dial(`svc-${backend}`, 7001), "MESHGUARD_NO_PEER");
+      expect(byName.message).toMatch(/not a peer of this node/);
+      await expectCode(c.dial(service.ips[0]!, 7001), "MESHGUARD_NO_PEER");
+      // The service's netmap holds the allowed agent, not agent-c.
+      const svcPeers = (await service.peers()).map((p) => p.name.split(".")[0]);
+      expect(svcPeers).toContain(`agent-${backend}`);
+      expect(svcPeers).not.toContain(`agent-c-${backend}`);
+    } finally {
+      await c.close();
+    }
+  });
+
+  it("errors: a peer's port with no listener is DIAL_FAILED; a closed node's dial and listen are CLOSED", async () => {
+    await expectCode(agent.dial(`svc-${backend}`, 7999, { timeoutMs: 15_000 }), "MESHGUARD_DIAL_FAILED");
+    const n = await tn.start(`closed-${backend}`, { tags: ["tag:agent-a"], backend });
+    await n.close();
+    await expectCode(n.dial(`svc-${backend}`, 7001), "MESHGUARD_CLOSED");
+    await expectCode(n.listen(7010), "MESHGUARD_CLOSED");
+  });
+
+  it("closing a node under load ends its open connections and listener and drains its handles (the peer's ends too: wasm only, see below)", async () => {
+    const server = await service.listen(7007);
+    const accepted: net.Socket[] = [];
+    server.on("connection", (s: net.Socket) => {
+      accepted.push(s);
+      s.on("error", () => {});
+      s.pipe(s);
+    });
+    const before = await coreHandles();
+    const n = await tn.start(`load-${backend}`, { tags: ["tag:agent-a"], backend });
+    let pump: NodeJS.Timeout | undefined;
+    try {
+      const listener = await n.listen(7008);
+      const listenerClosed = new Promise((r) => listener.once("close", r));
+      const socks = await Promise.all([0, 1, 2, 3].map(() => n.dial(`svc-${backend}`, 7007)));
+      let echoed = 0;
+      const closed = socks.map((s) => {
+        s.on("error", () => {}); // a reset (EPIPE, ECONNRESET) is an acceptable end; the close is what must come
+        s.on("data", (c: Buffer) => (echoed += c.length));
+        return new Promise((r) => s.once("close", r));
+      });
+      // Data flowing both ways on every connection while the node closes.
+      const chunk = Buffer.alloc(16 * 1024, 7);
+      pump = setInterval(() => {
+        for (const s of socks) if (!s.destroyed && s.writableLength < 256 * 1024) s.write(chunk);
+      }, 2);
+      await expect.poll(() => echoed, { timeout: 30_000 }).toBeGreaterThan(64 * 1024);
+      expect((await coreHandles()).listeners).toBe(before.listeners + 1);
+      await n.close();
+      await Promise.all([...closed, listenerClosed]);
+      expect(socks.every((s) => s.destroyed)).toBe(true);
+      await expectCode(n.dial(`svc-${backend}`, 7007), "MESHGUARD_CLOSED");
+      // The closed node's own handles are gone: its node, its listener and its four connections (what
+      // may remain are the service's ends, which hear nothing from a node that vanished).
+      const left = async () => {
+        const h = await coreHandles();
+        return { nodes: h.nodes, listeners: h.listeners, nodeConnsGone: h.conns <= before.conns + accepted.length, allGone: h.conns <= before.conns };
+      };
+      await expect.poll(left, { timeout: 10_000 }).toMatchObject({ nodes: before.nodes, listeners: before.listeners, nodeConnsGone: true });
+      for (const s of accepted) s.destroy();
+      // Only the wasm backend drains the service's ends now. Natively a destroyed socket is one end
+      // of a socketpair closed: the core reads EOF, which is also what a half-close looks like, so it
+      // half-closes the tailnet connection and waits for the peer's end — which never comes from a
+      // vanished node until TCP gives up (minutes). The wasm transport says "close" outright.
+      // (At most as many as before: a connection of an earlier case may still have been closing then.)
+      if (backend === "wasm") await expect.poll(left, { timeout: 10_000 }).toEqual({ nodes: before.nodes, listeners: before.listeners, nodeConnsGone: true, allGone: true });
+    } finally {
+      clearInterval(pump);
+      await n.close();
+      await closeServer(server);
+    }
+  }, 90_000);
+
   it("closing a node drains its handles", async () => {
     const before = await coreHandles();
     const n = await tn.start(`tmp-${backend}`, { tags: ["tag:agent-a"], backend });
@@ -240,6 +318,21 @@ describe("backend selection", () => {
       if (saved === undefined) delete process.env.MESHGUARD_BACKEND;
       else process.env.MESHGUARD_BACKEND = saved;
     }
+  });
+
+  it("where Node's permission model forbids worker threads, wasm is BACKEND_UNAVAILABLE saying it needs --allow-worker", () => {
+    const script = `
+      import { MeshNode } from ${JSON.stringify(pathToFileURL(join(repo, "dist", "index.js")).href)};
+      try {
+        await MeshNode.start({ controlUrl: "http://127.0.0.1:9", hostname: "perm", backend: "wasm", controlSocket: false, dir: process.env.DIR });
+      } catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message })); }`;
+    const dir = mkdtempSync(join(tmpdir(), "mg-perm-"));
+    const r = spawnSync(process.execPath, ["--permission", "--allow-fs-read=*", `--allow-fs-write=${dir}`, "--input-type=module", "-e", script], { env: { ...process.env, DIR: dir }, encoding: "utf8", timeout: 60_000 });
+    expect(r.status, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout.trim().split("\n").at(-1)!) as { code: string; message: string };
+    expect(out.code).toBe("MESHGUARD_BACKEND_UNAVAILABLE");
+    expect(out.message).toMatch(/the wasm core cannot start its worker thread/);
+    expect(out.message).toMatch(/hint: Node's permission model forbids worker threads here: the wasm core needs one \(--allow-worker\)/);
   });
 
   it("a bad backend option is MESHGUARD_INVALID_OPTIONS naming the field", async () => {

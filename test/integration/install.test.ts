@@ -155,7 +155,9 @@ describe.skipIf(!target)(`installed from the packed tarballs (${target?.id ?? "u
     const main = list(report.main.tarball.file);
     expect(main).toContain("package/dist/index.js");
     expect(main).toContain("package/dist/cli/main.js");
-    expect(main.filter((f) => /^package\/(go|build|src|test|bench|wasm)\//.test(f) || f.endsWith(".go") || f.endsWith(".node"))).toEqual([]);
+    expect(main.filter((f) => /^package\/(go|build|src|test|bench)\//.test(f) || f.endsWith(".go") || f.endsWith(".node"))).toEqual([]);
+    // The wasm core ships in the main package (every platform's fallback): the module, its worker, and the glue of the Go that built it.
+    expect(main.filter((f) => f.startsWith("package/wasm/")).sort()).toEqual(["package/wasm/README.md", "package/wasm/meshguard.wasm", "package/wasm/wasm_exec.js", "package/wasm/worker.mjs"]);
     const [plat] = report.platforms;
     expect(plat!.name).toBe(platformPackageName(target!));
     expect(list(plat!.tarball.file).sort()).toEqual(["package/README.md", "package/meshguard.node", "package/package.json"]);
@@ -203,18 +205,27 @@ describe.skipIf(!target)(`installed from the packed tarballs (${target?.id ?? "u
     const r = npmInstall(omit, ["--omit=optional"]);
     expect(r.status, r.stderr).toBe(0);
     expect(existsSync(join(omit, "node_modules", platformPackageName(target!)))).toBe(false);
-    const err = startError(omit);
+    // backend "native": no fallback, so the error itself says what is missing and how to install it.
+    const err = startError(omit, { MESHGUARD_BACKEND: "native" });
     expect(err.code).toBe("MESHGUARD_BACKEND_UNAVAILABLE");
     expect(err.message).toContain(`the platform package ${platformPackageName(target!)} is not installed`);
     expect(err.message).toContain("--omit=optional");
     expect(err.message).toContain(`npm install ${platformPackageName(target!)}@${report.version}`);
-    // Every attempt, in order: the native ones (inside the native backend's error), then wasm, which this package does not ship.
     const cause = err.cause as string[];
-    expect(cause).toHaveLength(2);
     expect(cause[0]).toContain(`platform package ${platformPackageName(target!)}: not installed`);
-    expect(cause[0]).toContain("repo checkout build: not a repo checkout (no go/go.mod)");
-    expect(cause[1]).toMatch(/^the wasm core is not built: .*meshguard\.wasm does not exist/);
-    expect(cause[1]).toContain("this meshguard package does not ship the wasm core yet");
+    expect(cause).toContain("repo checkout build: not a repo checkout (no go/go.mod)");
+    // "auto" (the default): the shipped wasm core runs instead (and fails only on the closed control port), and the fallback warning says the same.
+    const fb = startError(omit);
+    expect(fb.code).not.toBe("MESHGUARD_BACKEND_UNAVAILABLE");
+    expect(fb.warning).toMatch(/no native addon loaded, running the WebAssembly core instead/);
+    expect(fb.warning).toContain(`npm install ${platformPackageName(target!)}@${report.version}`);
+    // And the shipped wasm core is a working node: the guarded example runs there unchanged (the guard judges the agent's calls, not the core's).
+    cpSync(join(root, "examples", "tailnet-guard.mjs"), join(omit, "agent.mjs"));
+    const onWasm = sh("node", ["agent.mjs"], { cwd: omit, env: bareEnv(), timeout: 120_000 });
+    expect(onWasm.status, onWasm.stderr + onWasm.stdout).toBe(0);
+    expect(onWasm.stderr).toMatch(/MESHGUARD_BACKEND_FALLBACK/);
+    expect(onWasm.stdout).toMatch(/GET http:\/\/tools\/search: 200 tools saw GET \/search/);
+    expect(onWasm.stdout).toMatch(/DELETE http:\/\/tools\/admin\/users: refused — MESHGUARD_POLICY_DENIED/);
 
     // node_modules copied in from another platform: only a foreign platform package is there.
     const other = PLATFORMS.find((t) => t.id !== target!.id)!;
@@ -223,9 +234,10 @@ describe.skipIf(!target)(`installed from the packed tarballs (${target?.id ?? "u
     cpSync(join(app, "node_modules", platformPackageName(target!)), foreign, { recursive: true });
     const pj = JSON.parse(readFileSync(join(foreign, "package.json"), "utf8")) as Record<string, unknown>;
     writeFileSync(join(foreign, "package.json"), JSON.stringify({ ...pj, name: platformPackageName(other), os: [other.os], cpu: [other.cpu], libc: other.libc ? [other.libc] : undefined }));
-    const wrong = startError(omit);
+    const wrong = startError(omit, { MESHGUARD_BACKEND: "native" });
     expect(wrong.message).toContain(`only ${platformPackageName(other)} is installed, but this machine is ${target!.id}`);
     expect(wrong.message).toContain("installed on another platform");
+    expect(startError(omit).warning).toContain("installed on another platform");
   });
 
   it("an explicit MESHGUARD_ADDON that does not exist is used alone, and named", () => {
@@ -265,18 +277,27 @@ describe.skipIf(!target)(`installed from the packed tarballs (${target?.id ?? "u
 });
 
 /** startError starts a MeshNode in the installed project and returns the error, with its cause flattened to messages. */
-function startError(dir: string, env: Record<string, string> = {}): { code: string; message: string; cause: string[] } {
+/**
+ * startError starts a node against a closed port and reports how it failed:
+ * the error, and the fallback warning when the wasm core ran instead of the
+ * addon (the failure then comes from the node, not the loader).
+ */
+function startError(dir: string, env: Record<string, string> = {}): { code: string; message: string; cause: string[]; warning?: string } {
   const script = `
     import { MeshNode } from "meshguard";
+    let warning;
+    process.on("warning", (w) => { if (w.code === "MESHGUARD_BACKEND_FALLBACK") warning = w.message; });
     try {
-      await MeshNode.start({ controlUrl: "http://127.0.0.1:9", hostname: "x", timeoutMs: 2000 });
+      await MeshNode.start({ controlUrl: "http://127.0.0.1:9", hostname: "x", timeoutMs: 2000, controlSocket: false });
       console.log(JSON.stringify({ started: true }));
     } catch (e) {
-      console.log(JSON.stringify({ code: e.code, message: e.message, cause: e.cause instanceof AggregateError ? e.cause.errors.map((x) => x.message) : String(e.cause) }));
-    }`;
+      await new Promise((r) => setImmediate(r));
+      console.log(JSON.stringify({ code: e.code, message: e.message, warning, cause: e.cause instanceof AggregateError ? e.cause.errors.map((x) => x.message) : String(e.cause) }));
+    }
+    process.exit(0);`;
   const r = sh("node", ["--input-type=module", "-e", script], { cwd: dir, env: bareEnv(env), timeout: 60_000 });
   expect(r.status, r.stderr).toBe(0);
-  return JSON.parse(r.stdout.trim().split("\n").pop()!) as { code: string; message: string; cause: string[] };
+  return JSON.parse(r.stdout.trim().split("\n").pop()!) as ReturnType<typeof startError>;
 }
 
 /** runDev starts `meshguard dev --json`, waits for its JSON, stops it with SIGTERM, and returns the JSON. */

@@ -26,22 +26,28 @@ function unitOf(file: string): string {
 const ALLOWED: Record<string, string[]> = {
   errors: [],
   progress: [],
-  config: ["errors", "progress"],
+  config: ["errors", "progress", "state-store"],
   // The message MeshNode.dial publishes and the guard subscribes to: below both.
   "dial-channel": ["errors"],
   // The messages MeshNode.fetch publishes: the tokens client adds credentials, the guard wraps its dispatcher.
   "fetch-channel": ["errors"],
   // node:http over a tailnet dial published on the fetch channel: part of MeshNode, below it.
   "tailnet-http": ["errors", "fetch-channel"],
-  backend: ["errors", "config"],
+  // The mark of the library's own worker threads: set by the backend, read by the guard.
+  "own-thread": [],
+  // The pluggable node state (StateStore): part of MeshNode, below it.
+  "state-store": ["errors"],
+  backend: ["errors", "config", "own-thread"],
   // The control socket: below MeshNode (it takes the node as an argument), asking the guard through its channel.
   inspect: ["errors", "config", "backend"],
-  node: ["errors", "config", "backend", "progress", "dial-channel", "fetch-channel", "inspect", "tailnet-http"],
-  index: ["node", "errors", "config", "backend"],
+  node: ["errors", "config", "backend", "progress", "dial-channel", "fetch-channel", "inspect", "tailnet-http", "state-store"],
+  index: ["node", "errors", "config", "backend", "state-store"],
   policy: ["errors"],
   // backend: the platform table (backend/platform.ts), where a platform package may ship headscale.
   control: ["errors", "progress", "backend"],
-  guard: ["errors", "config", "policy", "dial-channel", "fetch-channel", "inspect"],
+  guard: ["errors", "config", "policy", "dial-channel", "fetch-channel", "inspect", "own-thread"],
+  // meshguard/serverless: a node per warm function instance (docs/wasm.md).
+  serverless: ["errors", "config", "node", "state-store", "index"],
   distribution: ["errors", "config", "policy", "guard", "node"],
   testing: ["errors", "backend", "node"],
   tokens: ["errors", "config", "policy", "guard", "distribution", "node", "index"],
