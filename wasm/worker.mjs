@@ -19,6 +19,7 @@ import fs from "node:fs";
 import { parentPort, workerData } from "node:worker_threads";
 
 const real = process;
+
 const { wasmPath, execPath, env } = workerData;
 
 // Go's os package reaches files through globalThis.fs (as Go's own
@@ -41,6 +42,114 @@ globalThis.process = {
   cwd: () => real.cwd(),
   chdir: (d) => real.chdir(d),
 };
+
+// DERP over WebSocket, batched per turn of this thread's event loop. The
+// Go side (tailscale.com/derp/derphttp through coder/websocket) sends every
+// DERP frame as a WebSocket message of its own and is resumed once for
+// every message that arrives: a packet each way costs a socket write and a
+// resume of the Go runtime (the dearest step of the wasm core, measured:
+// docs/wasm.md). DERP over WebSocket is a byte stream on both ends (the
+// server and the Go client read it through wsconn, across message
+// boundaries), so the frames Go sends during one turn go out as one
+// message, and the messages that arrive in one turn reach Go as one. A
+// batch stays under coder/websocket's default read limit (32 KiB a
+// message); other subprotocols (the control connection) are untouched.
+const BATCH_MAX = 32000;
+const concat = (parts, n) => {
+  if (parts.length === 1) return parts[0];
+  const all = new Uint8Array(n);
+  let off = 0;
+  for (const p of parts) {
+    all.set(p, off);
+    off += p.byteLength;
+  }
+  return all;
+};
+class BatchingWebSocket extends WebSocket {
+  #out = [];
+  #outBytes = 0;
+  #in = [];
+  #inBytes = 0;
+  #onMessage = [];
+
+  get #batching() {
+    return this.protocol === "derp" && this.readyState === WebSocket.OPEN;
+  }
+
+  send(data) {
+    if (!this.#batching || typeof data === "string") return super.send(data);
+    if (this.#outBytes + data.byteLength > BATCH_MAX) this.#flush();
+    // data is a fresh Uint8Array that Go made for this call: kept, not copied.
+    this.#out.push(data);
+    this.#outBytes += data.byteLength;
+    if (this.#out.length === 1) queueMicrotask(() => this.#flush());
+  }
+
+  #flush() {
+    if (this.#out.length === 0) return;
+    const parts = this.#out;
+    this.#out = [];
+    const n = this.#outBytes;
+    this.#outBytes = 0;
+    if (this.readyState === WebSocket.OPEN) super.send(concat(parts, n));
+  }
+
+  close(...args) {
+    this.#flush();
+    return super.close(...args);
+  }
+
+  #wrapped = new Map();
+
+  addEventListener(type, fn, ...rest) {
+    if (type === "close" || type === "error") {
+      // What arrived before the end reaches Go before the end does.
+      const w = (e) => {
+        this.#deliverBatch();
+        fn(e);
+      };
+      this.#wrapped.set(fn, w);
+      return super.addEventListener(type, w, ...rest);
+    }
+    if (type !== "message") return super.addEventListener(type, fn, ...rest);
+    if (this.#onMessage.length === 0) super.addEventListener("message", (e) => this.#received(e));
+    this.#onMessage.push(fn);
+  }
+
+  removeEventListener(type, fn, ...rest) {
+    if (type === "close" || type === "error") {
+      const w = this.#wrapped.get(fn);
+      this.#wrapped.delete(fn);
+      return super.removeEventListener(type, w ?? fn, ...rest);
+    }
+    if (type !== "message") return super.removeEventListener(type, fn, ...rest);
+    this.#onMessage = this.#onMessage.filter((f) => f !== fn);
+  }
+
+  #received(e) {
+    if (this.protocol !== "derp" || typeof e.data === "string") return this.#deliver(e);
+    const b = new Uint8Array(e.data);
+    if (this.#inBytes + b.byteLength > BATCH_MAX) this.#deliverBatch();
+    this.#in.push(b);
+    this.#inBytes += b.byteLength;
+    if (this.#in.length === 1) queueMicrotask(() => this.#deliverBatch());
+  }
+
+  #deliverBatch() {
+    if (this.#in.length === 0) return;
+    const all = concat(this.#in, this.#inBytes);
+    this.#in = [];
+    this.#inBytes = 0;
+    // What coder/websocket reads of an event: its data, an ArrayBuffer.
+    const data = all.byteOffset === 0 && all.byteLength === all.buffer.byteLength ? all.buffer : all.slice().buffer;
+    this.#deliver({ type: "message", data });
+  }
+
+  #deliver(e) {
+    for (const fn of this.#onMessage) fn(e);
+  }
+}
+globalThis.WebSocket = BatchingWebSocket;
 
 const post = (m, transfer) => parentPort.postMessage(m, transfer);
 
