@@ -55,21 +55,46 @@ globalThis.process = {
 // batch stays under coder/websocket's default read limit (32 KiB a
 // message); other subprotocols (the control connection) are untouched.
 const BATCH_MAX = 32000;
-const concat = (parts, n) => {
-  if (parts.length === 1) return parts[0];
-  const all = new Uint8Array(n);
-  let off = 0;
-  for (const p of parts) {
-    all.set(p, off);
-    off += p.byteLength;
+
+/** Batch gathers byte arrays until they are taken as one. */
+class Batch {
+  #parts = [];
+  #bytes = 0;
+
+  /** fits tells whether b joins this batch without passing BATCH_MAX. */
+  fits(b) {
+    return this.#bytes + b.byteLength <= BATCH_MAX;
   }
-  return all;
-};
+
+  /** add keeps b (not copied); true when b starts a batch, whose take is then to be scheduled. */
+  add(b) {
+    this.#parts.push(b);
+    this.#bytes += b.byteLength;
+    return this.#parts.length === 1;
+  }
+
+  /** take returns the batch's bytes as one Uint8Array (undefined when empty) and empties it. */
+  take() {
+    const parts = this.#parts;
+    if (parts.length === 0) return undefined;
+    let all = parts[0];
+    if (parts.length > 1) {
+      all = new Uint8Array(this.#bytes);
+      let off = 0;
+      for (const p of parts) {
+        all.set(p, off);
+        off += p.byteLength;
+      }
+    }
+    this.#parts = [];
+    this.#bytes = 0;
+    return all;
+  }
+}
+
 class BatchingWebSocket extends WebSocket {
-  #out = [];
-  #outBytes = 0;
-  #in = [];
-  #inBytes = 0;
+  #out = new Batch();
+  #in = new Batch();
   #onMessage = [];
 
   get #batching() {
@@ -78,20 +103,14 @@ class BatchingWebSocket extends WebSocket {
 
   send(data) {
     if (!this.#batching || typeof data === "string") return super.send(data);
-    if (this.#outBytes + data.byteLength > BATCH_MAX) this.#flush();
+    if (!this.#out.fits(data)) this.#flush();
     // data is a fresh Uint8Array that Go made for this call: kept, not copied.
-    this.#out.push(data);
-    this.#outBytes += data.byteLength;
-    if (this.#out.length === 1) queueMicrotask(() => this.#flush());
+    if (this.#out.add(data)) queueMicrotask(() => this.#flush());
   }
 
   #flush() {
-    if (this.#out.length === 0) return;
-    const parts = this.#out;
-    this.#out = [];
-    const n = this.#outBytes;
-    this.#outBytes = 0;
-    if (this.readyState === WebSocket.OPEN) super.send(concat(parts, n));
+    const all = this.#out.take();
+    if (all && this.readyState === WebSocket.OPEN) super.send(all);
   }
 
   close(...args) {
@@ -129,17 +148,13 @@ class BatchingWebSocket extends WebSocket {
   #received(e) {
     if (this.protocol !== "derp" || typeof e.data === "string") return this.#deliver(e);
     const b = new Uint8Array(e.data);
-    if (this.#inBytes + b.byteLength > BATCH_MAX) this.#deliverBatch();
-    this.#in.push(b);
-    this.#inBytes += b.byteLength;
-    if (this.#in.length === 1) queueMicrotask(() => this.#deliverBatch());
+    if (!this.#in.fits(b)) this.#deliverBatch();
+    if (this.#in.add(b)) queueMicrotask(() => this.#deliverBatch());
   }
 
   #deliverBatch() {
-    if (this.#in.length === 0) return;
-    const all = concat(this.#in, this.#inBytes);
-    this.#in = [];
-    this.#inBytes = 0;
+    const all = this.#in.take();
+    if (!all) return;
     // What coder/websocket reads of an event: its data, an ArrayBuffer.
     const data = all.byteOffset === 0 && all.byteLength === all.buffer.byteLength ? all.buffer : all.slice().buffer;
     this.#deliver({ type: "message", data });
