@@ -8,6 +8,10 @@
 //               Go core built for GOOS=js in a worker thread; DERP-relayed
 //               only, see docs/wasm.md), with fewer round trips and bytes
 //               (--wasm-rtt, --wasm-bytes): it is far slower
+//   meshguard-derp  (only when named in --systems) the native backend with
+//               every packet through the local DERP relay
+//               (TS_DEBUG_ALWAYS_USE_DERP=1), with the wasm rows' sizes:
+//               what the relay path itself costs, the wasm core's baseline
 //   loopback    Node ↔ Node over plain 127.0.0.1 TCP: the floor
 //
 // Sender and receiver are separate processes in every row, on one local
@@ -16,6 +20,7 @@
 // and (meshguard) the event-loop stall while nodes start, dial and transfer.
 //
 //   node bench/tailnet.mjs [--json] [--smoke] [--rtt N] [--bytes B] [--runs R] [--dials D]
+//                          [--systems loopback,go-tsnet,meshguard,meshguard-derp,meshguard-wasm]
 //   node bench/tailnet.mjs --first-dial [--pairs N] [--json] [--smoke]
 //   node bench/tailnet.mjs --nodes N [--concurrency C] [--modes trimmed,all-to-all] [--runs R] [--json] [--smoke]
 //
@@ -26,8 +31,12 @@
 // for meshguard and for pure Go tsnet, in blocks that alternate between the
 // two so both see the same machine load. 200 pairs per system (--smoke: 5).
 //
-// Runs alternate: go-tsnet then meshguard in odd runs, the other way round
-// in even ones, so both see the same machine load. Besides the rows over all
+// Runs alternate: the systems run in one order in odd runs and the reverse
+// in even ones (go-tsnet, meshguard, meshguard-derp, meshguard-wasm), so all
+// see the same machine load. The meshguard clients also report their
+// process's CPU time (every thread) per round trip and per MiB sent: on a
+// loaded machine CPU time is steadier than wall time, and it is what turns
+// into latency when the CPUs are shared. Besides the rows over all
 // samples, each run's own p50 (RTT, warm dial) goes into a "… (per run)" row
 // — its p50 is the median over runs — and each run's meshguard / go-tsnet
 // ratio of the two p50s and of throughput into "(ratio)" rows; the summary
@@ -74,6 +83,7 @@ const { values: o } = parseArgs({
     modes: { type: 'string' },
     'wasm-rtt': { type: 'string' },
     'wasm-bytes': { type: 'string' },
+    systems: { type: 'string' },
   },
 });
 const pairs = Number(o.pairs ?? (o.smoke ? 5 : 200));
@@ -90,13 +100,18 @@ if (!Number.isSafeInteger(concurrency) || concurrency < 1) throw new TypeError(`
 for (const m of modes) if (!MODES.includes(m)) throw new TypeError(`--modes: unknown policy ${m} (use ${MODES.join(', ')})`);
 const wasmRtt = Number(o['wasm-rtt'] ?? (o.smoke ? 20 : 300));
 const wasmBytes = Number(o['wasm-bytes'] ?? (o.smoke ? 256 << 10 : 8 << 20));
+// --systems picks the rows to run (default: all but meshguard-derp), e.g.
+// `--systems meshguard-wasm,meshguard-derp` while working on the wasm core.
+const SYSTEMS = ['loopback', 'go-tsnet', 'meshguard', 'meshguard-derp', 'meshguard-wasm'];
+const chosen = new Set((o.systems ?? SYSTEMS.filter((s) => s !== 'meshguard-derp').join(',')).split(','));
+for (const s of chosen) if (!SYSTEMS.includes(s)) throw new TypeError(`--systems: unknown system ${s} (use ${SYSTEMS.join(', ')})`);
 const WASM_BUILT = existsSync(fileURLToPath(new URL('../wasm/meshguard.wasm', import.meta.url)));
-if (!WASM_BUILT) skipped.push({ system: 'meshguard-wasm', reason: 'wasm/meshguard.wasm is not built (`node test/build.mjs --only wasm`)' });
 const progress = (m) => process.stderr.write(`[bench/tailnet] ${m}\n`);
 // The Go peer is built by `npm run bench` (test/build.mjs gobench), not by
 // the test command: without it the go-tsnet rows are skipped, and said so.
 const goPeerMissing = existsSync(GO_BENCH_BIN) ? undefined : `${GO_BENCH_BIN} is not built (run \`node test/build.mjs --only gobench\` or \`npm run bench\`)`;
 const skipped = goPeerMissing ? [{ system: 'go-tsnet', reason: goPeerMissing }] : [];
+if (!WASM_BUILT) skipped.push({ system: 'meshguard-wasm', reason: 'wasm/meshguard.wasm is not built (`node test/build.mjs --only wasm`)' });
 
 const meshPeer = (extraEnv) => ({ goBin: process.execPath, prefixArgs: [MESH_PEER], label: 'mesh-peer', hostPrefix: 'bench-mg', extraEnv });
 const MESH_PEER = fileURLToPath(new URL('./lib/mesh-peer.mjs', import.meta.url));
@@ -138,6 +153,8 @@ function addPeer(system, r) {
   add(system, 'dial (warm) (per run)', 'ms', p['dial (warm)']);
   add(system, 'rtt', 'us', r.rttUs);
   add(system, 'throughput', 'MiB/s', r.throughputMiBps);
+  add(system, 'client cpu per round trip', 'us', r.cpuPerRttUs);
+  add(system, 'client cpu per MiB sent', 'ms', r.cpuPerMiBMs);
   // The first dial may wait for the WireGuard handshake; it is reported apart.
   add(system, 'dial (first)', 'ms', r.dialMs[0]);
   add(system, 'dial (warm)', 'ms', r.dialMs.slice(1));
@@ -232,33 +249,45 @@ try {
     if (o['first-dial']) await firstDial(serverKey);
     else add('node (bare)', 'rss', 'MB', bareNodeRssMB());
     for (let i = 0; i < (o['first-dial'] ? 0 : runs); i++) {
-      progress(`run ${i + 1}/${runs}: loopback`);
-      const lb = await runLoopback({ rtt, bytes });
-      addPeer('loopback', { ...lb, clientRssOnlineKiB: 0, clientRssKiB: 0 });
+      if (chosen.has('loopback')) {
+        progress(`run ${i + 1}/${runs}: loopback`);
+        const lb = await runLoopback({ rtt, bytes });
+        addPeer('loopback', { ...lb, clientRssOnlineKiB: 0, clientRssKiB: 0 });
+      }
       const got = {};
+      const native = { MESHGUARD_BACKEND: 'native', ...(process.env.MESH_GOMAXPROCS ? { GOMAXPROCS: process.env.MESH_GOMAXPROCS } : {}) };
+      // The relayed rows (wasm, and native forced through DERP) move fewer
+      // round trips and bytes: DERP is far slower than a direct path.
+      const relayed = { rtt: wasmRtt, bytes: wasmBytes };
       const peers = {
         'go-tsnet': () => runGoPeer({ controlUrl: control.url, serverKey, clientKey, rtt, bytes, dials, goBin: GO_BENCH_BIN }),
-        meshguard: () =>
-          runGoPeer({ controlUrl: control.url, serverKey, clientKey, rtt, bytes, dials, ...meshPeer({ MESHGUARD_BACKEND: 'native', ...(process.env.MESH_GOMAXPROCS ? { GOMAXPROCS: process.env.MESH_GOMAXPROCS } : {}) }) }),
+        meshguard: () => runGoPeer({ controlUrl: control.url, serverKey, clientKey, rtt, bytes, dials, ...meshPeer(native) }),
+        // The native backend with every packet through the local DERP, as
+        // the wasm core always is: what the relay itself costs.
+        'meshguard-derp': () => runGoPeer({ controlUrl: control.url, serverKey, clientKey, ...relayed, dials, ...meshPeer({ ...native, TS_DEBUG_ALWAYS_USE_DERP: '1' }) }),
+        'meshguard-wasm': () => runGoPeer({ controlUrl: control.url, serverKey, clientKey, ...relayed, dials, ...meshPeer({ MESHGUARD_BACKEND: 'wasm' }) }),
       };
-      for (const system of i % 2 === 0 ? ['go-tsnet', 'meshguard'] : ['meshguard', 'go-tsnet']) {
-        if (system === 'go-tsnet' && goPeerMissing) {
-          progress(`run ${i + 1}/${runs}: go-tsnet skipped: ${goPeerMissing}`);
+      const order = SYSTEMS.slice(1).filter((s) => chosen.has(s));
+      for (const system of i % 2 === 0 ? order : order.reverse()) {
+        const missing = skipped.find((k) => k.system === system);
+        if (missing) {
+          progress(`run ${i + 1}/${runs}: ${system} skipped: ${missing.reason}`);
           continue;
         }
         progress(`run ${i + 1}/${runs}: ${system}`);
         got[system] = await peers[system]();
         addPeer(system, got[system]);
       }
-      if (got['go-tsnet']) {
+      if (got['go-tsnet'] && got.meshguard) {
         addRatios(got.meshguard, got['go-tsnet']);
         const m = perRun(got.meshguard);
         const g = perRun(got['go-tsnet']);
         progress(`run ${i + 1}/${runs}: rtt p50 ${m.rtt.toFixed(0)} vs ${g.rtt.toFixed(0)} us, throughput ${m.throughput.toFixed(0)} vs ${g.throughput.toFixed(0)} MiB/s, warm dial p50 ${m['dial (warm)'].toFixed(2)} vs ${g['dial (warm)'].toFixed(2)} ms (meshguard vs go-tsnet)`);
       }
-      if (WASM_BUILT) {
-        progress(`run ${i + 1}/${runs}: meshguard-wasm`);
-        addPeer('meshguard-wasm', await runGoPeer({ controlUrl: control.url, serverKey, clientKey, rtt: wasmRtt, bytes: wasmBytes, ...meshPeer({ MESHGUARD_BACKEND: 'wasm' }) }));
+      for (const system of ['meshguard-derp', 'meshguard-wasm']) {
+        if (!got[system]) continue;
+        const w = perRun(got[system]);
+        progress(`run ${i + 1}/${runs}: ${system}: cold start ${got[system].firstByteMs.toFixed(0)} ms, rtt p50 ${w.rtt.toFixed(0)} us, throughput ${w.throughput.toFixed(2)} MiB/s`);
       }
     }
   }
@@ -272,7 +301,7 @@ for (const [k, xs] of acc) {
   progress(`${metric.replace(' (ratio)', '')}: meshguard / go-tsnet, median of ${xs.length} runs ${median(xs).toFixed(2)}x (min–max ${Math.min(...xs).toFixed(2)}–${Math.max(...xs).toFixed(2)})`);
 }
 
-const order = ['meshguard', 'meshguard-wasm', 'go-tsnet', 'meshguard / go-tsnet', 'loopback', 'node (bare)'];
+const order = ['meshguard', 'meshguard-derp', 'meshguard-wasm', 'go-tsnet', 'meshguard / go-tsnet', 'loopback', 'node (bare)'];
 const rows = [...acc.entries()]
   .map(([k, samples]) => {
     const [system, metric, unit] = k.split('|');
@@ -287,7 +316,7 @@ if (o.smoke) {
   const bad = out.rows.filter((r) => keys.some((k) => r[k] === undefined || (typeof r[k] === 'number' && !Number.isFinite(r[k]))));
   const [metric, systems] =
     nodes !== undefined ? [`${nodes} nodes ${modes[0]}: rss per added node`, ['meshguard', 'go-tsnet']] : o['first-dial'] ? ['first dial', ['meshguard', 'go-tsnet']] : ['rtt', ['meshguard', 'meshguard-wasm', 'go-tsnet', 'loopback']];
-  for (const s of systems) if (!skipped.some((k) => k.system === s) && !out.rows.some((r) => r.system === s && r.metric === metric)) bad.push({ missing: s });
+  for (const s of systems) if (chosen.has(s) && !skipped.some((k) => k.system === s) && !out.rows.some((r) => r.system === s && r.metric === metric)) bad.push({ missing: s });
   if (bad.length) {
     process.stderr.write(`[bench/tailnet] smoke: malformed rows: ${JSON.stringify(bad)}\n`);
     process.exitCode = 1;

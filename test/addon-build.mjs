@@ -30,9 +30,9 @@ export function installedGo(env = process.env) {
   return r.stdout.trim().replace(/^go/, '');
 }
 
-/** omitTags turns go/omit-features.txt into ts_omit_* build tags. */
-export function omitTags(goDir) {
-  return readFileSync(join(goDir, 'omit-features.txt'), 'utf8')
+/** omitTags turns go/omit-features.txt (or another such list in go/) into ts_omit_* build tags. */
+export function omitTags(goDir, file = 'omit-features.txt') {
+  return readFileSync(join(goDir, file), 'utf8')
     .split('\n')
     .map((l) => l.replace(/#.*/, '').trim())
     .filter(Boolean)
@@ -78,15 +78,20 @@ export function hostGo() {
   return { goos: process.platform, goarch };
 }
 
+/** WASM_OMIT_FILES are the feature lists the wasm core is built without: the addon's, and the js-only one. */
+export const WASM_OMIT_FILES = ['omit-features.txt', 'omit-features-js.txt'];
+
 /**
  * wasmBuildCommand returns the `go build` that makes the WebAssembly core
- * (GOOS=js GOARCH=wasm, go/wasm) at out, with the same feature-omitting tags
- * and reproducibility flags as the addon. No cgo under js.
+ * (GOOS=js GOARCH=wasm, go/wasm) at out, with the addon's feature-omitting
+ * tags, the js-only ones (go/omit-features-js.txt), and the same
+ * reproducibility flags as the addon. No cgo under js.
  */
 export function wasmBuildCommand({ root, out }) {
   const goDir = join(root, 'go');
   const env = { ...process.env, GOTOOLCHAIN: 'local', GOFLAGS: '', CGO_ENABLED: '0', GOOS: 'js', GOARCH: 'wasm' };
-  const argv = ['build', '-trimpath', '-buildvcs=false', '-ldflags=-s -w -buildid=', '-tags', omitTags(goDir).join(','), '-o', out, './wasm'];
+  const tags = WASM_OMIT_FILES.flatMap((f) => omitTags(goDir, f));
+  const argv = ['build', '-trimpath', '-buildvcs=false', '-ldflags=-s -w -buildid=', '-tags', tags.join(','), '-o', out, './wasm'];
   return { cmd: 'go', argv, cwd: goDir, env };
 }
 

@@ -23,7 +23,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from "node
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { ADDON_SOURCE_DIRS, WASM_SOURCE_DIRS, addonBuildCommand, hostCC, hostGo, wasmBuildCommand } from "./addon-build.mjs";
+import { ADDON_SOURCE_DIRS, WASM_OMIT_FILES, WASM_SOURCE_DIRS, addonBuildCommand, hostCC, hostGo, wasmBuildCommand } from "./addon-build.mjs";
 import { copyFileSync } from "node:fs";
 import { gzipSync } from "node:zlib";
 
@@ -111,7 +111,7 @@ await phase("testaddon", () => buildAddon(join(root, "build", "meshguard-testhoo
 await phase("wasm", () => {
   const out = join(root, "wasm", "meshguard.wasm");
   const exec = join(root, "wasm", "wasm_exec.js");
-  const src = Math.max(...WASM_SOURCE_DIRS.map((d) => newest(join(goDir, d), [".go"])), mtime(join(goDir, "go.mod")), mtime(join(goDir, "go.sum")), mtime(join(goDir, "omit-features.txt")));
+  const src = Math.max(...WASM_SOURCE_DIRS.map((d) => newest(join(goDir, d), [".go"])), mtime(join(goDir, "go.mod")), mtime(join(goDir, "go.sum")), ...WASM_OMIT_FILES.map((f) => mtime(join(goDir, f))));
   if (!args.force && mtime(out) > src && existsSync(exec)) return false;
   log("building the wasm core (GOOS=js GOARCH=wasm; first build compiles tailscale.com for js: ~2 min on 2 cores)...");
   const c = wasmBuildCommand({ root, out });

@@ -87,6 +87,8 @@ export async function buildGoBench({ goBin = 'go', out = GO_BENCH_BIN } = {}) {
  *                     reports: from main() entry, and from Server.Start,
  *                     to Up returning
  *   dialMs[], rttUs[], throughputMiBps, bytes   the client's measurements
+ *   cpuPerRttUs, cpuPerMiBMs   the client process's CPU time (all threads)
+ *                     per round trip and per MiB sent (meshguard peers only)
  *   clientRssKiB, clientRssPeakKiB              client VmRSS / VmHWM after the run
  *   serverRssKiB, serverRssPeakKiB              server VmRSS / VmHWM after the run
  *   clientRssOnlineKiB, serverRssOnlineKiB      VmRSS when each came online
@@ -168,7 +170,9 @@ export async function runGoPeer({
       dialMs: result.dialMs,
       firstByteMs: result.firstByteMs,
       rttUs: result.rttUs,
+      cpuPerRttUs: result.cpuPerRttUs,
       throughputMiBps: result.throughputMiBps,
+      cpuPerMiBMs: result.cpuPerMiBMs,
       bytes: result.bytes,
       clientRssKiB: result.rssKiB,
       clientRssPeakKiB: result.rssPeakKiB,

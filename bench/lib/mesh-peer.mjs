@@ -56,9 +56,19 @@ try {
       dialMs.push(performance.now() - s0);
       sock.destroy();
     }
+    // The process's CPU time (every thread: the worker of the wasm core, the
+    // Go threads of the addon) per round trip and per MiB sent.
+    const cpuMs = (from) => {
+      const u = process.cpuUsage(from);
+      return (u.user + u.system) / 1000;
+    };
+    const c0 = process.cpuUsage();
     const rttUs = await echoRounds(connect, Number(a.rtt));
+    const cpuPerRttUs = (cpuMs(c0) * 1000) / Number(a.rtt);
+    const c1 = process.cpuUsage();
     const throughputMiBps = await sink(connect, Number(a.bytes));
-    emit({ event: 'result', firstByteMs, backend: node.backendKind, dialMs, rttUs, throughputMiBps, bytes: Number(a.bytes), rssKiB: vmKiB('VmRSS'), rssPeakKiB: vmKiB('VmHWM'), loopDelayMs: loopDelayMs(), path: '' });
+    const cpuPerMiBMs = cpuMs(c1) / (Number(a.bytes) / 2 ** 20);
+    emit({ event: 'result', firstByteMs, backend: node.backendKind, dialMs, rttUs, cpuPerRttUs, throughputMiBps, cpuPerMiBMs, bytes: Number(a.bytes), rssKiB: vmKiB('VmRSS'), rssPeakKiB: vmKiB('VmHWM'), loopDelayMs: loopDelayMs(), path: '' });
     await node.close();
   } else {
     throw new Error(`unknown role ${role}: use serve or client`);

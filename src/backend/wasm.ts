@@ -30,6 +30,15 @@ const WRITE_WINDOW = 1 << 20;
 const WRITE_OPS = 256;
 
 /**
+ * Bytes read that are credited back to the core together: every "consumed"
+ * message resumes the Go runtime in the worker (a fraction of a millisecond
+ * of CPU, measured: docs/wasm.md), so small reads (a request/response
+ * protocol) are not credited one by one. Well under the core's 1 MiB read
+ * window, so a consumer that keeps reading never stalls the core.
+ */
+const CREDIT_BATCH = 256 << 10;
+
+/**
  * WasmBackend runs the Go core compiled to WebAssembly (GOOS=js) in a
  * worker thread: the same protocol as the native addon, with calls,
  * answers, events and connection bytes carried as worker messages. Go
@@ -258,7 +267,7 @@ class WasmSocket extends net.Socket {
   }
 
   private credit(): void {
-    if (this.unacked > 0 && !this.coreClosed) {
+    if (this.unacked >= CREDIT_BATCH && !this.coreClosed) {
       this.b.postStream({ t: "consumed", s: this.sid, n: this.unacked });
       this.unacked = 0;
     }
