@@ -34,6 +34,7 @@ import { PerformanceObserver, performance } from 'node:perf_hooks';
 import { startJsonChild } from './lib/child.mjs';
 import { cliNodeOptions } from './lib/cli-options.mjs';
 import { chatBody, closedLoop, closeTarget, once, target } from './lib/llm-load.mjs';
+import { schedstatReader } from './lib/schedstat.mjs';
 import { formatTable, row, toJson } from './lib/stats.mjs';
 
 const { values: o } = parseArgs({ options: { n: { type: 'string', default: '4000' }, block: { type: 'string', default: '200' }, json: { type: 'boolean', default: false } } });
@@ -44,6 +45,7 @@ const here = (p) => fileURLToPath(new URL(p, import.meta.url));
 const progress = (m) => process.stderr.write(`[bench/gateway-trace] ${m}\n`);
 const KEY = 'sk-bench-provider-key';
 const clock = () => performance.timeOrigin + performance.now();
+const myRunQueueWaitMs = schedstatReader();
 
 const nodeOptions = cliNodeOptions();
 
@@ -75,10 +77,13 @@ try {
   progress(`${N} sequential requests each, alternating in blocks of ${BLOCK}`);
   for (let b = 0; b < N / BLOCK; b++) {
     for (const t of [mg, direct]) {
+      // Past the store's flush interval: a log batch the last block left lands in this gap.
+      await new Promise((r) => setTimeout(r, 150));
       for (let i = 0; i < BLOCK; i++) {
+        const w = myRunQueueWaitMs();
         const a = clock();
         await once(t, body);
-        spans[t.name].push([a, clock()]);
+        spans[t.name].push([a, clock(), myRunQueueWaitMs() - w]);
       }
     }
   }
@@ -106,7 +111,7 @@ try {
   };
   const G = byKind(gev);
   const S = byKind(sev);
-  const firstIn = (list = [], a, b) => {
+  const firstIndexIn = (list = [], a, b) => {
     let lo = 0;
     let hi = list.length;
     while (lo < hi) {
@@ -114,19 +119,32 @@ try {
       if (list[mid][0] < a) lo = mid + 1;
       else hi = mid;
     }
-    return lo < list.length && list[lo][0] <= b ? list[lo][0] : undefined;
+    return lo < list.length && list[lo][0] <= b ? lo : undefined;
+  };
+  const firstIn = (list = [], a, b) => {
+    const i = firstIndexIn(list, a, b);
+    return i === undefined ? undefined : list[i][0];
   };
   const overlaps = (list = [], a, b) => list.some((e) => e[0] < b && e[0] + (e[2] ?? 0) > a);
   const median = (xs) => [...xs].sort((x, y) => x - y)[Math.max(0, Math.ceil(xs.length / 2) - 1)];
 
   const SEGMENTS = ['to-gateway', 'gateway-in', 'to-provider', 'provider', 'from-provider', 'gateway-out'];
+  // How long a process's main thread waited on the run queue while it served the request in [a, b]:
+  // its total at the answer's 'fin' minus its total at the 'fin' before (a sequential client: the
+  // one request in flight). Undefined where the process has no schedstat.
+  const waitOf = (fins = [], a, b) => {
+    const i = firstIndexIn(fins, a, b);
+    if (i === undefined || i === 0 || fins[i][2] < 0) return undefined;
+    return fins[i][2] - fins[i - 1][2];
+  };
   const reqs = [];
-  for (const [a, b] of spans.meshguard) {
+  for (const [a, b, clientWait] of spans.meshguard) {
     const t = [a, firstIn(G.get('req'), a, b), firstIn(G.get('up-send'), a, b), firstIn(S.get('req'), a, b), firstIn(S.get('fin'), a, b), firstIn(G.get('up-head'), a, b), b];
     if (t.some((x) => x === undefined)) continue;
     const seg = Object.fromEntries(SEGMENTS.map((s, i) => [s, t[i + 1] - t[i]]));
-    reqs.push({ a, b, ms: b - a, seg });
+    reqs.push({ a, b, ms: b - a, seg, wait: { gateway: waitOf(G.get('fin'), a, b), provider: waitOf(S.get('fin'), a, b), client: clientWait } });
   }
+  const directReqs = spans.direct.map(([a, b, clientWait]) => ({ ms: b - a, wait: { provider: waitOf(S.get('fin'), a, b), client: clientWait } }));
   const directMs = spans.direct.map(([a, b]) => b - a);
   const rows = [];
   rows.push(row('direct', 'latency 1 client', 'ms', directMs));
@@ -138,6 +156,19 @@ try {
     rows.push(row('meshguard', `segment ${s}`, 'ms', xs));
   }
   const slowAt = median(directMs) + 1;
+  // Run-queue wait that matters at this scale: a tenth of the slack a slow request is over.
+  const WAITED_MS = 0.1;
+  const totalWait = (w) => Object.values(w).reduce((x, y) => x + (y ?? 0), 0);
+  if (reqs.some((r) => r.wait.gateway !== undefined)) {
+    rows.push(row('direct', 'run-queue wait per request (provider + client)', 'ms', directReqs.map((r) => totalWait(r.wait))));
+    rows.push(row('meshguard', 'run-queue wait per request (gateway + provider + client)', 'ms', reqs.map((r) => totalWait(r.wait))));
+    for (const who of ['gateway', 'provider', 'client']) rows.push(row('meshguard', `  of which ${who}`, 'ms', reqs.map((r) => r.wait[who] ?? 0)));
+    const slowReqs = reqs.filter((r) => r.ms > slowAt);
+    if (slowReqs.length) rows.push(row('meshguard', 'run-queue wait per slow request', 'ms', slowReqs.map((r) => totalWait(r.wait))));
+    // What the request took minus what its processes waited for a CPU: the work itself, on an idle machine.
+    rows.push(row('direct', 'latency minus run-queue wait', 'ms', directReqs.map((r) => r.ms - totalWait(r.wait))));
+    rows.push(row('meshguard', 'latency minus run-queue wait', 'ms', reqs.map((r) => r.ms - totalWait(r.wait))));
+  }
   const blame = new Map();
   for (const r of reqs) {
     if (r.ms <= slowAt) continue;
@@ -148,6 +179,7 @@ try {
       (G.get('handoff') ?? []).some((e) => e[0] >= r.a && e[0] <= r.b && e[2] >= 0.25) && 'a long log batch hand-off',
       overlaps(S.get('gc'), r.a, r.b) && 'provider GC',
       clientGc.some(([t, d]) => t < r.b && t + d > r.a) && 'client GC',
+      ...Object.entries(r.wait).map(([who, ms]) => ms >= WAITED_MS && `${who} waited for a CPU`),
     ].filter(Boolean);
     const key = `${worst}${with_.length ? ` (with ${with_.join(', ')})` : ''}`;
     blame.set(key, (blame.get(key) ?? 0) + 1);

@@ -107,6 +107,14 @@ if (MEM_N % 2) throw new Error('bench/gateway: --mem-n must be even (it is measu
 const PG = o.pg || (!o.smoke && !o['no-pg']);
 const WARM_N = o.smoke ? 20 : 2000;
 const ROUNDS = o.smoke ? 1 : 5;
+// The 1-client and open-loop figures alternate the systems in this many rounds (blocks of at least ~100 requests each).
+const ROUNDS_1 = o.smoke ? 1 : Math.max(1, Math.min(40, Math.round(N / 100)));
+const ROUNDS_OPEN = o.smoke ? 1 : Math.max(1, Math.min(20, Math.round(OPEN_N / 100)));
+/** Longer than the store's flush interval (100 ms): a log batch the last block left is written before the next block starts. */
+const SETTLE_MS = o.smoke ? 0 : 150;
+const settle = () => new Promise((r) => setTimeout(r, SETTLE_MS));
+/** rotate starts round r at a different system, so no system always runs right after the same other one. */
+const rotate = (xs, r) => xs.map((_, i) => xs[(i + r) % xs.length]);
 
 const SIM_KEY = 'sk-bench-provider-key';
 const MODEL = 'gpt-4o-mini';
@@ -366,15 +374,23 @@ try {
     add(s.name, `rss growth over the last ${MEM_N - MEM_N / 2} of them`, '%', ((after - half) / half) * 100);
   }
 
-  // ---- 1 client: requests and streams, systems alternating in rounds so drift lands on all ----
+  // ---- 1 client: requests and streams, systems alternating in blocks so drift lands on all ----
+  // Blocks, not single requests: what a gateway does after its answer has
+  // gone out (the log record, the usage read, a log batch, a GC of the
+  // garbage its request left) must land on its own samples, not on the
+  // direct request sent next. Between blocks the client waits out the
+  // store's flush interval (SETTLE_MS) so a batch written late lands in the
+  // gap, not on the next system's block.
   const seq = new Map(systems.map((s) => [s.name, { lat: [], ttft: [] }]));
-  for (let r = 0; r < ROUNDS; r++) {
-    for (const s of systems) {
-      progress(`1 client, round ${r + 1}/${ROUNDS}: ${s.name}`);
-      const a = await sequential(s.target.once, Math.ceil(N / ROUNDS));
+  for (let r = 0; r < ROUNDS_1; r++) {
+    if (r % 5 === 0) progress(`1 client, rounds ${r + 1}-${Math.min(ROUNDS_1, r + 5)}/${ROUNDS_1}`);
+    for (const s of rotate(systems, r)) {
+      await settle();
+      const a = await sequential(s.target.once, Math.ceil(N / ROUNDS_1));
       noteErrors(s.name, a);
       seq.get(s.name).lat.push(...a.samples);
-      const b = await sequential(s.target.stream, Math.ceil(N / ROUNDS / 2));
+      await settle();
+      const b = await sequential(s.target.stream, Math.ceil(N / ROUNDS_1 / 2));
       noteErrors(s.name, b);
       seq.get(s.name).ttft.push(...b.samples.map((x) => x.ttft));
     }
@@ -418,16 +434,27 @@ try {
     added('meshguard', 'added latency mcp tool call 1 client', add('meshguard', 'mcp tool call 1 client', 'ms', mcpSamples.get('meshguard')), base);
   }
 
-  // ---- open loop at a fixed rate ----
+  // ---- open loop at a fixed rate: each system in turn, in rounds (as the 1-client figure), so drift lands on all ----
+  const open = new Map(systems.map((s) => [s.name, { samples: [], late: [], rates: [] }]));
+  for (let r = 0; r < ROUNDS_OPEN; r++) {
+    for (const s of rotate(systems, r)) {
+      await settle();
+      const res = await openLoop(s.target.once, RATE, Math.ceil(OPEN_N / ROUNDS_OPEN));
+      noteErrors(s.name, res);
+      const o_ = open.get(s.name);
+      o_.samples.push(...res.samples);
+      o_.late.push(...res.late);
+      o_.rates.push(res.achievedRate);
+    }
+  }
   let baseOpen;
   for (const s of systems) {
-    progress(`open loop ${RATE}/s, ${OPEN_N} requests: ${s.name}`);
-    const res = await openLoop(s.target.once, RATE, OPEN_N);
-    noteErrors(s.name, res);
-    progress(`${s.name}: ${res.achievedRate.toFixed(0)} req/s started; the generator's start delay p99 ${res.lateMs.toFixed(1)} ms`);
+    const { samples, late, rates } = open.get(s.name);
+    const lateP99 = [...late].sort((x, y) => x - y)[Math.ceil(0.99 * late.length) - 1] ?? 0;
+    progress(`open loop ${RATE}/s, ${samples.length} requests in ${ROUNDS_OPEN} rounds: ${s.name}: ${Math.min(...rates).toFixed(0)}-${Math.max(...rates).toFixed(0)} req/s started; the generator's start delay p99 ${lateP99.toFixed(1)} ms`);
     // Shown beside the latencies: a generator that falls behind (a busy machine) sends bursts, not a rate.
-    add(s.name, `open loop ${RATE}/s: start delay of the generator`, 'ms', res.late);
-    const r = add(s.name, `latency open loop ${RATE}/s`, 'ms', res.samples);
+    add(s.name, `open loop ${RATE}/s: start delay of the generator`, 'ms', late);
+    const r = add(s.name, `latency open loop ${RATE}/s`, 'ms', samples);
     if (s.name === 'direct') baseOpen = r;
     else added(s.name, `added latency open loop ${RATE}/s`, r, baseOpen);
   }
