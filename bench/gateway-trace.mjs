@@ -16,12 +16,15 @@
 //   from-provider  → the gateway has the answer's headers
 //   gateway-out    → the client has the whole answer (body, scrub, write, client)
 //
-// and a request slower than direct's median + 1 ms is put down to the
-// segment that exceeds its own median most, with what overlapped it: a GC
-// of the gateway, of the provider or of this client, or a log batch whose
-// hand-off to the store's worker thread held the gateway ≥ 0.25 ms. A slow
-// segment with nothing beside it, in a process that ran no code of ours
-// then (to-provider, provider, from-provider), is the machine's scheduling.
+// and a request slower than direct's median + 1 ms is put down to one
+// cause: its processes waited for a CPU (each process's run-queue wait
+// while it served the request, from Linux's per-thread schedstat: the
+// machine's other load), a GC of the gateway, the provider or this client,
+// a log batch whose hand-off to the store's worker thread held the gateway
+// ≥ 0.25 ms, or none of these (named by its slowest segment). It also
+// prints each process's run-queue wait per request, latency minus that
+// wait, and the CPU time per request of every thread of the gateway, the
+// provider and the client.
 // Usage:
 //
 //   node test/netns.mjs node bench/gateway-trace.mjs [--n 4000] [--block 200] [--json]
@@ -34,7 +37,7 @@ import { PerformanceObserver, performance } from 'node:perf_hooks';
 import { startJsonChild } from './lib/child.mjs';
 import { cliNodeOptions } from './lib/cli-options.mjs';
 import { chatBody, closedLoop, closeTarget, once, target } from './lib/llm-load.mjs';
-import { schedstatReader } from './lib/schedstat.mjs';
+import { schedstatReader, threadCpuMs } from './lib/schedstat.mjs';
 import { formatTable, row, toJson } from './lib/stats.mjs';
 
 const { values: o } = parseArgs({ options: { n: { type: 'string', default: '4000' }, block: { type: 'string', default: '200' }, json: { type: 'boolean', default: false } } });
@@ -74,6 +77,7 @@ try {
   progress('warm-up: 2000 requests at 50 clients each');
   for (const t of [mg, direct]) await closedLoop(() => once(t, body), 50, 2000);
   const spans = { meshguard: [], direct: [] };
+  const cpuBefore = { gateway: threadCpuMs(gw.pid), provider: threadCpuMs(sim.pid), client: threadCpuMs(process.pid) };
   progress(`${N} sequential requests each, alternating in blocks of ${BLOCK}`);
   for (let b = 0; b < N / BLOCK; b++) {
     for (const t of [mg, direct]) {
@@ -87,6 +91,7 @@ try {
       }
     }
   }
+  const cpuAfter = { gateway: threadCpuMs(gw.pid), provider: threadCpuMs(sim.pid), client: threadCpuMs(process.pid) };
   for (const c of [gw, sim]) process.kill(c.pid, 'SIGUSR2');
   const read = async (file) => {
     for (let i = 0; i < 100; i++) {
@@ -156,8 +161,6 @@ try {
     rows.push(row('meshguard', `segment ${s}`, 'ms', xs));
   }
   const slowAt = median(directMs) + 1;
-  // Run-queue wait that matters at this scale: a tenth of the slack a slow request is over.
-  const WAITED_MS = 0.1;
   const totalWait = (w) => Object.values(w).reduce((x, y) => x + (y ?? 0), 0);
   if (reqs.some((r) => r.wait.gateway !== undefined)) {
     rows.push(row('direct', 'run-queue wait per request (provider + client)', 'ms', directReqs.map((r) => totalWait(r.wait))));
@@ -169,24 +172,38 @@ try {
     rows.push(row('direct', 'latency minus run-queue wait', 'ms', directReqs.map((r) => r.ms - totalWait(r.wait))));
     rows.push(row('meshguard', 'latency minus run-queue wait', 'ms', reqs.map((r) => r.ms - totalWait(r.wait))));
   }
+  // Each slow request is put down to one cause, the first that holds:
+  //   waited for a CPU   its processes' run-queue wait covers at least half of what it is over
+  //                      the gateway's median (the machine's other load: nothing of ours ran)
+  //   gateway GC / provider GC / client GC   a pause of that process overlapped it
+  //   log batch hand-off  a hand-off ≥ 0.25 ms to the store's worker happened inside it
+  //   unexplained        none of these; named by the segment most over its median
+  const gwMedian = median(reqs.map((r) => r.ms));
   const blame = new Map();
   for (const r of reqs) {
     if (r.ms <= slowAt) continue;
     const worst = SEGMENTS.reduce((w, s) => (r.seg[s] - med[s] > r.seg[w] - med[w] ? s : w), SEGMENTS[0]);
-    const with_ = [
-      overlaps(G.get('gc'), r.a, r.b) && 'gateway GC',
+    const cause =
+      (totalWait(r.wait) >= (r.ms - gwMedian) / 2 && `waited for a CPU (mostly the ${Object.entries(r.wait).reduce((w, e) => ((e[1] ?? 0) > (w[1] ?? 0) ? e : w))[0]})`) ||
+      (overlaps(G.get('gc'), r.a, r.b) && 'gateway GC') ||
+      (overlaps(S.get('gc'), r.a, r.b) && 'provider GC') ||
+      (clientGc.some(([t, d]) => t < r.b && t + d > r.a) && 'client GC') ||
       // A hand-off shorter than this is not what made a request a millisecond late.
-      (G.get('handoff') ?? []).some((e) => e[0] >= r.a && e[0] <= r.b && e[2] >= 0.25) && 'a long log batch hand-off',
-      overlaps(S.get('gc'), r.a, r.b) && 'provider GC',
-      clientGc.some(([t, d]) => t < r.b && t + d > r.a) && 'client GC',
-      ...Object.entries(r.wait).map(([who, ms]) => ms >= WAITED_MS && `${who} waited for a CPU`),
-    ].filter(Boolean);
-    const key = `${worst}${with_.length ? ` (with ${with_.join(', ')})` : ''}`;
-    blame.set(key, (blame.get(key) ?? 0) + 1);
+      ((G.get('handoff') ?? []).some((e) => e[0] >= r.a && e[0] <= r.b && e[2] >= 0.25) && 'log batch hand-off') ||
+      `unexplained (slowest segment: ${worst})`;
+    blame.set(cause, (blame.get(cause) ?? 0) + 1);
   }
   const slow = [...blame.values()].reduce((x, y) => x + y, 0);
   rows.push(row('meshguard', `requests slower than direct's median + 1 ms (${slowAt.toFixed(3)} ms)`, 'count', slow));
-  for (const [k, v] of [...blame].sort((x, y) => y[1] - x[1])) rows.push(row('meshguard', `  slowest segment: ${k}`, 'count', v));
+  for (const [k, v] of [...blame].sort((x, y) => y[1] - x[1])) rows.push(row('meshguard', `  cause: ${k}`, 'count', v));
+  // CPU per request, by process and thread: the work itself, which the machine's load does not change much.
+  // The gateway served N requests; the provider 2N (the gateway's and direct's); the client sent 2N.
+  for (const [who, per] of [['gateway', N], ['provider', 2 * N], ['client', 2 * N]]) {
+    for (const [thread, ms] of cpuAfter[who]) {
+      const us = ((ms - (cpuBefore[who].get(thread) ?? 0)) / per) * 1000;
+      if (us >= 0.5) rows.push(row(who === 'gateway' ? 'meshguard' : who, `CPU per request, ${who} thread ${thread}`, 'us', us));
+    }
+  }
   const gcs = (G.get('gc') ?? []).filter((e) => e[0] >= spans.meshguard[0][0]);
   if (gcs.length) rows.push(row('meshguard', 'gateway GC pauses while measured', 'ms', gcs.map((e) => e[2])));
   const handoffs = (G.get('handoff') ?? []).filter((e) => e[0] >= spans.meshguard[0][0] && e[3] > 0);
