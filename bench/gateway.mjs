@@ -30,7 +30,14 @@
 // Metrics (OpenAI chat completions, 16 output tokens): latency and the
 // latency *added* over direct (system minus direct, at p50, p99 and mean)
 // with 1 client in sequence, at a fixed open-loop rate, and with 50
-// concurrent closed-loop clients; time to first token of a stream; the
+// concurrent closed-loop clients. The 1-client and open-loop figures take
+// the systems in turn, in blocks of about 100 requests (20-40 rounds, the
+// first system rotating), with a pause longer than the log flush interval
+// before each block: a burst of the machine's other load lands on every
+// system alike, and work a gateway does after its answer (its log batch, a
+// GC) is charged to its own block, not to direct's. Before, each system ran
+// its open loop once, one after the other: the load at that moment decided
+// the added figure; time to first token of a stream; the
 // gateway process's resident memory after warm-up and after 10,000 more
 // requests; for meshguard, requests lost or charged twice (its own logs
 // against what the client sent and what the provider served, the
