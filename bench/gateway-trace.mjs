@@ -16,12 +16,15 @@
 //   from-provider  → the gateway has the answer's headers
 //   gateway-out    → the client has the whole answer (body, scrub, write, client)
 //
-// and a request slower than direct's median + 1 ms is put down to the
-// segment that exceeds its own median most, with what overlapped it: a GC
-// of the gateway, of the provider or of this client, or a log batch whose
-// hand-off to the store's worker thread held the gateway ≥ 0.25 ms. A slow
-// segment with nothing beside it, in a process that ran no code of ours
-// then (to-provider, provider, from-provider), is the machine's scheduling.
+// and a request slower than direct's median + 1 ms is put down to one
+// cause: its processes waited for a CPU (each process's run-queue wait
+// while it served the request, from Linux's per-thread schedstat: the
+// machine's other load), a GC of the gateway, the provider or this client,
+// a log batch whose hand-off to the store's worker thread held the gateway
+// ≥ 0.25 ms, or none of these (named by its slowest segment). It also
+// prints each process's run-queue wait per request, latency minus that
+// wait, and the CPU time per request of every thread of the gateway, the
+// provider and the client.
 // Usage:
 //
 //   node test/netns.mjs node bench/gateway-trace.mjs [--n 4000] [--block 200] [--json]
@@ -34,6 +37,7 @@ import { PerformanceObserver, performance } from 'node:perf_hooks';
 import { startJsonChild } from './lib/child.mjs';
 import { cliNodeOptions } from './lib/cli-options.mjs';
 import { chatBody, closedLoop, closeTarget, once, target } from './lib/llm-load.mjs';
+import { schedstatReader, threadCpuMs } from './lib/schedstat.mjs';
 import { formatTable, row, toJson } from './lib/stats.mjs';
 
 const { values: o } = parseArgs({ options: { n: { type: 'string', default: '4000' }, block: { type: 'string', default: '200' }, json: { type: 'boolean', default: false } } });
@@ -44,6 +48,7 @@ const here = (p) => fileURLToPath(new URL(p, import.meta.url));
 const progress = (m) => process.stderr.write(`[bench/gateway-trace] ${m}\n`);
 const KEY = 'sk-bench-provider-key';
 const clock = () => performance.timeOrigin + performance.now();
+const myRunQueueWaitMs = schedstatReader();
 
 const nodeOptions = cliNodeOptions();
 
@@ -72,16 +77,23 @@ try {
   progress('warm-up: 2000 requests at 50 clients each');
   for (const t of [mg, direct]) await closedLoop(() => once(t, body), 50, 2000);
   const spans = { meshguard: [], direct: [] };
+  const cpuBefore = { gateway: threadCpuMs(gw.pid), provider: threadCpuMs(sim.pid), client: threadCpuMs(process.pid) };
   progress(`${N} sequential requests each, alternating in blocks of ${BLOCK}`);
   for (let b = 0; b < N / BLOCK; b++) {
     for (const t of [mg, direct]) {
+      // Past the store's flush interval: a log batch the last block left lands in this gap. Then a
+      // few requests not measured: the first after a pause wakes cold processes (as bench/gateway).
+      await new Promise((r) => setTimeout(r, 150));
+      for (let i = 0; i < 3; i++) await once(t, body);
       for (let i = 0; i < BLOCK; i++) {
+        const w = myRunQueueWaitMs();
         const a = clock();
         await once(t, body);
-        spans[t.name].push([a, clock()]);
+        spans[t.name].push([a, clock(), myRunQueueWaitMs() - w]);
       }
     }
   }
+  const cpuAfter = { gateway: threadCpuMs(gw.pid), provider: threadCpuMs(sim.pid), client: threadCpuMs(process.pid) };
   for (const c of [gw, sim]) process.kill(c.pid, 'SIGUSR2');
   const read = async (file) => {
     for (let i = 0; i < 100; i++) {
@@ -106,7 +118,7 @@ try {
   };
   const G = byKind(gev);
   const S = byKind(sev);
-  const firstIn = (list = [], a, b) => {
+  const firstIndexIn = (list = [], a, b) => {
     let lo = 0;
     let hi = list.length;
     while (lo < hi) {
@@ -114,19 +126,32 @@ try {
       if (list[mid][0] < a) lo = mid + 1;
       else hi = mid;
     }
-    return lo < list.length && list[lo][0] <= b ? list[lo][0] : undefined;
+    return lo < list.length && list[lo][0] <= b ? lo : undefined;
+  };
+  const firstIn = (list = [], a, b) => {
+    const i = firstIndexIn(list, a, b);
+    return i === undefined ? undefined : list[i][0];
   };
   const overlaps = (list = [], a, b) => list.some((e) => e[0] < b && e[0] + (e[2] ?? 0) > a);
   const median = (xs) => [...xs].sort((x, y) => x - y)[Math.max(0, Math.ceil(xs.length / 2) - 1)];
 
   const SEGMENTS = ['to-gateway', 'gateway-in', 'to-provider', 'provider', 'from-provider', 'gateway-out'];
+  // How long a process's main thread waited on the run queue while it served the request in [a, b]:
+  // its total at the answer's 'fin' minus its total at the 'fin' before (a sequential client: the
+  // one request in flight). Undefined where the process has no schedstat.
+  const waitOf = (fins = [], a, b) => {
+    const i = firstIndexIn(fins, a, b);
+    if (i === undefined || i === 0 || fins[i][2] < 0) return undefined;
+    return fins[i][2] - fins[i - 1][2];
+  };
   const reqs = [];
-  for (const [a, b] of spans.meshguard) {
+  for (const [a, b, clientWait] of spans.meshguard) {
     const t = [a, firstIn(G.get('req'), a, b), firstIn(G.get('up-send'), a, b), firstIn(S.get('req'), a, b), firstIn(S.get('fin'), a, b), firstIn(G.get('up-head'), a, b), b];
     if (t.some((x) => x === undefined)) continue;
     const seg = Object.fromEntries(SEGMENTS.map((s, i) => [s, t[i + 1] - t[i]]));
-    reqs.push({ a, b, ms: b - a, seg });
+    reqs.push({ a, b, ms: b - a, seg, wait: { gateway: waitOf(G.get('fin'), a, b), provider: waitOf(S.get('fin'), a, b), client: clientWait } });
   }
+  const directReqs = spans.direct.map(([a, b, clientWait]) => ({ ms: b - a, wait: { provider: waitOf(S.get('fin'), a, b), client: clientWait } }));
   const directMs = spans.direct.map(([a, b]) => b - a);
   const rows = [];
   rows.push(row('direct', 'latency 1 client', 'ms', directMs));
@@ -138,23 +163,49 @@ try {
     rows.push(row('meshguard', `segment ${s}`, 'ms', xs));
   }
   const slowAt = median(directMs) + 1;
+  const totalWait = (w) => Object.values(w).reduce((x, y) => x + (y ?? 0), 0);
+  if (reqs.some((r) => r.wait.gateway !== undefined)) {
+    rows.push(row('direct', 'run-queue wait per request (provider + client)', 'ms', directReqs.map((r) => totalWait(r.wait))));
+    rows.push(row('meshguard', 'run-queue wait per request (gateway + provider + client)', 'ms', reqs.map((r) => totalWait(r.wait))));
+    for (const who of ['gateway', 'provider', 'client']) rows.push(row('meshguard', `  of which ${who}`, 'ms', reqs.map((r) => r.wait[who] ?? 0)));
+    const slowReqs = reqs.filter((r) => r.ms > slowAt);
+    if (slowReqs.length) rows.push(row('meshguard', 'run-queue wait per slow request', 'ms', slowReqs.map((r) => totalWait(r.wait))));
+    // What the request took minus what its processes waited for a CPU: the work itself, on an idle machine.
+    rows.push(row('direct', 'latency minus run-queue wait', 'ms', directReqs.map((r) => r.ms - totalWait(r.wait))));
+    rows.push(row('meshguard', 'latency minus run-queue wait', 'ms', reqs.map((r) => r.ms - totalWait(r.wait))));
+  }
+  // Each slow request is put down to one cause, the first that holds:
+  //   waited for a CPU   its processes' run-queue wait covers at least half of what it is over
+  //                      the gateway's median (the machine's other load: nothing of ours ran)
+  //   gateway GC / provider GC / client GC   a pause of that process overlapped it
+  //   log batch hand-off  a hand-off ≥ 0.25 ms to the store's worker happened inside it
+  //   unexplained        none of these; named by the segment most over its median
+  const gwMedian = median(reqs.map((r) => r.ms));
   const blame = new Map();
   for (const r of reqs) {
     if (r.ms <= slowAt) continue;
     const worst = SEGMENTS.reduce((w, s) => (r.seg[s] - med[s] > r.seg[w] - med[w] ? s : w), SEGMENTS[0]);
-    const with_ = [
-      overlaps(G.get('gc'), r.a, r.b) && 'gateway GC',
+    const cause =
+      (totalWait(r.wait) >= (r.ms - gwMedian) / 2 && `waited for a CPU (mostly the ${Object.entries(r.wait).reduce((w, e) => ((e[1] ?? 0) > (w[1] ?? 0) ? e : w))[0]})`) ||
+      (overlaps(G.get('gc'), r.a, r.b) && 'gateway GC') ||
+      (overlaps(S.get('gc'), r.a, r.b) && 'provider GC') ||
+      (clientGc.some(([t, d]) => t < r.b && t + d > r.a) && 'client GC') ||
       // A hand-off shorter than this is not what made a request a millisecond late.
-      (G.get('handoff') ?? []).some((e) => e[0] >= r.a && e[0] <= r.b && e[2] >= 0.25) && 'a long log batch hand-off',
-      overlaps(S.get('gc'), r.a, r.b) && 'provider GC',
-      clientGc.some(([t, d]) => t < r.b && t + d > r.a) && 'client GC',
-    ].filter(Boolean);
-    const key = `${worst}${with_.length ? ` (with ${with_.join(', ')})` : ''}`;
-    blame.set(key, (blame.get(key) ?? 0) + 1);
+      ((G.get('handoff') ?? []).some((e) => e[0] >= r.a && e[0] <= r.b && e[2] >= 0.25) && 'log batch hand-off') ||
+      `unexplained (slowest segment: ${worst})`;
+    blame.set(cause, (blame.get(cause) ?? 0) + 1);
   }
   const slow = [...blame.values()].reduce((x, y) => x + y, 0);
   rows.push(row('meshguard', `requests slower than direct's median + 1 ms (${slowAt.toFixed(3)} ms)`, 'count', slow));
-  for (const [k, v] of [...blame].sort((x, y) => y[1] - x[1])) rows.push(row('meshguard', `  slowest segment: ${k}`, 'count', v));
+  for (const [k, v] of [...blame].sort((x, y) => y[1] - x[1])) rows.push(row('meshguard', `  cause: ${k}`, 'count', v));
+  // CPU per request, by process and thread: the work itself, which the machine's load does not change much.
+  // The gateway served N requests; the provider 2N (the gateway's and direct's); the client sent 2N.
+  for (const [who, per] of [['gateway', N], ['provider', 2 * N], ['client', 2 * N]]) {
+    for (const [thread, ms] of cpuAfter[who]) {
+      const us = ((ms - (cpuBefore[who].get(thread) ?? 0)) / per) * 1000;
+      if (us >= 0.5) rows.push(row(who === 'gateway' ? 'meshguard' : who, `CPU per request, ${who} thread ${thread}`, 'us', us));
+    }
+  }
   const gcs = (G.get('gc') ?? []).filter((e) => e[0] >= spans.meshguard[0][0]);
   if (gcs.length) rows.push(row('meshguard', 'gateway GC pauses while measured', 'ms', gcs.map((e) => e[2])));
   const handoffs = (G.get('handoff') ?? []).filter((e) => e[0] >= spans.meshguard[0][0] && e[3] > 0);

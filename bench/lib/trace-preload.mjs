@@ -8,7 +8,9 @@
 // file named by MESHGUARD_TRACE_OUT as JSON: [[time, kind, a?, b?], ...].
 //
 // kinds: req / fin (a request arrived / its answer was written: http.server
-// diagnostics channels); up-send / up-head / up-end (an undici request's
+// diagnostics channels; a = how long this process's main thread has waited,
+// in all, on the kernel's run queue: runnable, not running, ms — from
+// /proc/thread-self/schedstat, -1 where there is none); up-send / up-head / up-end (an undici request's
 // headers went out / its answer's headers came / its body ended); up-conn
 // (undici opened a connection); gc (a = duration ms, b = kind: 1 scavenge,
 // 2 mark-compact, 4 incremental, 8 weak callbacks); handoff (a = how long
@@ -17,6 +19,7 @@ import dc from 'node:diagnostics_channel';
 import { writeFileSync } from 'node:fs';
 import { PerformanceObserver, performance } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
+import { schedstatReader } from './schedstat.mjs';
 
 const out = process.env.MESHGUARD_TRACE_OUT;
 const now = () => performance.timeOrigin + performance.now();
@@ -27,9 +30,14 @@ const note = (e) => {
   if (events.length < MAX_EVENTS) events.push(e);
 };
 
+const runQueueWaitMs = schedstatReader();
 for (const [channel, kind] of [
   ['http.server.request.start', 'req'],
   ['http.server.response.finish', 'fin'],
+]) {
+  dc.subscribe(channel, () => note([now(), kind, runQueueWaitMs()]));
+}
+for (const [channel, kind] of [
   ['undici:client:sendHeaders', 'up-send'],
   ['undici:request:headers', 'up-head'],
   ['undici:request:trailers', 'up-end'],
@@ -50,3 +58,4 @@ Worker.prototype.postMessage = function tracedPostMessage(msg, ...rest) {
   }
 };
 if (out) process.on('SIGUSR2', () => writeFileSync(out, JSON.stringify(events)));
+

@@ -1,8 +1,8 @@
 // The SQLite store: the conformance suite, then what is SQLite's own (the
 // file, its pragmas and schema, write failures, credentials in the bytes).
 import { randomUUID } from "node:crypto";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { getPriority, tmpdir } from "node:os";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { afterAll, describe, expect, it } from "vitest";
@@ -197,6 +197,40 @@ describe("sqlite: no credential in the database file", () => {
 });
 
 describe("sqlite: the log writer", () => {
+  // Linux only: the nice value is per thread there, and /proc lists the threads.
+  it.runIf(process.platform === "linux")("the worker thread runs 10 nicer than the gateway's own thread (its inserts yield to requests)", async () => {
+    const niceOfThreads = () => {
+      const out = new Map<number, number>();
+      for (const tid of readdirSync("/proc/self/task")) {
+        try {
+          const stat = readFileSync(`/proc/self/task/${tid}/stat`, "utf8");
+          // Fields after the command's closing parenthesis: state is field 3, nice field 19.
+          out.set(Number(tid), Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[16]));
+        } catch {
+          // the thread ended meanwhile
+        }
+      }
+      return out;
+    };
+    const own = getPriority(0);
+    const before = niceOfThreads();
+    const s = await openStore({}, { dataDir: tempDir(), retention: FULL });
+    try {
+      expect((s as SqliteStore).runsOn).toBe("worker");
+      const fresh = [...niceOfThreads()].filter(([tid]) => !before.has(tid));
+      // The worker is the one new thread as nice as this: the others Node started with it keep the process's priority.
+      expect(fresh.filter(([, nice]) => nice === Math.min(19, own + 10))).toHaveLength(1);
+      expect(niceOfThreads().get(process.pid)).toBe(own);
+      // And it still writes.
+      const u = uniqueUser();
+      s.appendLog(record(u, Date.now()));
+      await s.flush();
+      expect((await s.queryLogs({ user: u })).records).toHaveLength(1);
+    } finally {
+      await s.close();
+    }
+  });
+
   it('a file database writes log batches on a thread of its own; ":memory:" on the main thread; both store the same', async () => {
     for (const [path, kind] of [[undefined, "worker"], [":memory:", "inline"]] as const) {
       const s = await openStore(path ? { path } : {}, { dataDir: tempDir(), retention: FULL });
