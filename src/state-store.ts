@@ -106,12 +106,18 @@ export class StateMirror {
   private watcher: FSWatcher | undefined;
   private chain: Promise<void> = Promise.resolve();
 
-  constructor(
-    private readonly store: StateStore,
-    private readonly key: string,
-    private readonly dir: string,
-    private readonly warn: (err: Error) => void,
-  ) {
+  private readonly store: StateStore;
+  private readonly key: string;
+  private readonly dir: string;
+  private readonly warn: (err: Error) => void;
+
+  // Plain fields, not parameter properties: fixture processes import these
+  // sources with Node's type stripping, which supports erasable syntax only.
+  constructor(store: StateStore, key: string, dir: string, warn: (err: Error) => void) {
+    this.store = store;
+    this.key = key;
+    this.dir = dir;
+    this.warn = warn;
     this.file = join(dir, STATE_FILE);
   }
 

@@ -296,11 +296,14 @@ export function createTailnetAgent(connect: Connect, https: boolean): TailnetAge
 
 function defineTailnetAgent(h: typeof http): new (connect: Connect, https: boolean) => http.Agent {
   return class TailnetAgent extends h.Agent {
+    private readonly connect: Connect;
+
     constructor(
-      private readonly connect: Connect,
+      connect: Connect,
       https: boolean,
     ) {
       super({ keepAlive: true });
+      this.connect = connect;
       if (https) {
         // https.request checks the agent's protocol; the TLS is this agent's own (connect).
         (this as unknown as { protocol: string }).protocol = "https:";

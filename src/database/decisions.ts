@@ -79,12 +79,19 @@ export interface PendingDecision {
 export class DecisionBatch {
   private queue: PendingDecision[] = [];
   private scheduled = false;
+  private readonly sink: (ev: DecisionEvent) => void;
+  private readonly reveal: Reveal | undefined;
+  private readonly warn: (err: Error) => void;
 
   constructor(
-    private readonly sink: (ev: DecisionEvent) => void,
-    private readonly reveal: Reveal | undefined,
-    private readonly warn: (err: Error) => void,
-  ) {}
+    sink: (ev: DecisionEvent) => void,
+    reveal: Reveal | undefined,
+    warn: (err: Error) => void,
+  ) {
+    this.sink = sink;
+    this.reveal = reveal;
+    this.warn = warn;
+  }
 
   /** later records an allow after the current I/O callback. */
   later(p: PendingDecision): void {

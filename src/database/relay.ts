@@ -88,12 +88,17 @@ export class Relay {
   private capture: Buffer[] | undefined;
   /** Called whenever no cycle is in flight any more (see idle). */
   onIdle: (() => void) | undefined;
+  private readonly host: RelayHost;
+  private readonly nonce: string;
 
   constructor(
-    private readonly host: RelayHost,
+    host: RelayHost,
     /** A per-session random string: probe names cannot be guessed or forged by a client. */
-    private readonly nonce: string,
-  ) {}
+    nonce: string,
+  ) {
+    this.host = host;
+    this.nonce = nonce;
+  }
 
   /** Cycles sent upstream and not answered yet. */
   get inFlight(): number {

@@ -153,12 +153,18 @@ export class DbSession {
   private readonly full = { server: false, client: false };
   private cancelKey: string | undefined;
   private readonly whois: Promise<WhoIs>;
+  private readonly ctx: SessionContext;
+  private readonly client: net.Socket;
+  private readonly onClose: () => void;
 
   constructor(
-    private readonly ctx: SessionContext,
-    private readonly client: net.Socket,
-    private readonly onClose: () => void,
+    ctx: SessionContext,
+    client: net.Socket,
+    onClose: () => void,
   ) {
+    this.ctx = ctx;
+    this.client = client;
+    this.onClose = onClose;
     this.whois = ctx.whois(client);
     this.whois.catch(() => {}); // read in begin()
     client.setNoDelay?.(true);

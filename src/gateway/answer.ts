@@ -52,8 +52,11 @@ export class AnswerReader {
   /** Finish reasons by generation index; a hole is a generation seen without one. */
   readonly #reasons: (string | undefined)[] = [];
   #reasoning: number | undefined;
+  private readonly op: ApiOperation;
 
-  constructor(private readonly op: ApiOperation) {}
+  constructor(op: ApiOperation) {
+    this.op = op;
+  }
 
   /** whole reads a complete (non-streamed) answer body. */
   whole(body: unknown): void {

@@ -68,8 +68,11 @@ function groupsOf(user: string, policy: Policy | undefined): string[] {
  */
 export class WhoisCache {
   private readonly cache = new WeakMap<net.Socket, { whois: Promise<WhoIs>; policy?: Policy | undefined; caller?: BaseCaller }>();
+  private readonly node: MeshNode;
 
-  constructor(private readonly node: MeshNode) {}
+  constructor(node: MeshNode) {
+    this.node = node;
+  }
 
   /** caller is who is behind `socket`; a failed whois is not remembered (the next request asks again). */
   caller(socket: net.Socket, policy: Policy | undefined): BaseCaller | Promise<BaseCaller> {

@@ -125,16 +125,18 @@ export type ProviderConfig = z.output<typeof ProviderConfigSchema>;
 
 /** GatewayConfigError is MESHGUARD_GATEWAY_CONFIG_INVALID with every issue (path, line, column). */
 export class GatewayConfigError extends MeshguardError {
-  constructor(
-    readonly issues: PolicyIssue[],
-    readonly file?: string,
-  ) {
+  readonly issues: PolicyIssue[];
+  readonly file?: string;
+
+  constructor(issues: PolicyIssue[], file?: string) {
     const where = file ?? "gateway config";
     // Line 0: a config given as an object has no positions to show.
     const at = (i: PolicyIssue) => (i.line > 0 ? `${where}:${i.line}:${i.column}: ` : "");
     super(ErrorCode.GATEWAY_CONFIG_INVALID, `invalid gateway configuration:\n${issues.map((i) => `  ${at(i)}${i.path ? `${i.path}: ` : ""}${i.message}`).join("\n")}`, {
       hint: "docs/gateway.md lists every setting",
     });
+    this.issues = issues;
+    this.file = file;
     this.name = "GatewayConfigError";
   }
 }

@@ -104,8 +104,10 @@ export class Router {
   private readonly byName = new Map<string, Provider>();
   /** A small memo of bare model names seen (clients use a handful). */
   private readonly memo = new Map<string, Provider | null>();
+  readonly providers: readonly Provider[];
 
-  constructor(readonly providers: readonly Provider[]) {
+  constructor(providers: readonly Provider[]) {
+    this.providers = providers;
     for (const p of providers) {
       this.byName.set(p.name, p);
       const list = this.byFormat.get(p.format) ?? [];

@@ -84,8 +84,10 @@ export class KeyScrubber {
 export class StreamScrub {
   private held: Buffer = Buffer.alloc(0);
   private readonly keep: number;
+  private readonly scrub: KeyScrubber;
 
-  constructor(private readonly scrub: KeyScrubber) {
+  constructor(scrub: KeyScrubber) {
+    this.scrub = scrub;
     this.keep = Math.max(0, scrub.longest - 1);
   }
 

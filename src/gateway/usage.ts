@@ -77,11 +77,15 @@ export class StreamUsage {
   private textChars = 0;
   /** The answer's id, model and finish reasons, read from the same events. */
   readonly answer: AnswerReader;
+  private readonly op: ApiOperation;
+  private readonly requestBytes: number;
 
   constructor(
-    private readonly op: ApiOperation,
-    private readonly requestBytes: number,
+    op: ApiOperation,
+    requestBytes: number,
   ) {
+    this.op = op;
+    this.requestBytes = requestBytes;
     this.answer = new AnswerReader(op);
   }
 

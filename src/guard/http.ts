@@ -339,10 +339,16 @@ function refuse(req: Req, err: Error): void {
 
 /** The Carrier net.ts asks when this request's own connection is about to open. */
 class RequestCarrier implements Carrier {
+  private readonly req: Req;
+  private readonly st: ReqState;
+
   constructor(
-    private readonly req: Req,
-    private readonly st: ReqState,
-  ) {}
+    req: Req,
+    st: ReqState,
+  ) {
+    this.req = req;
+    this.st = st;
+  }
 
   get host(): string {
     return hostOf(this.req);

@@ -242,12 +242,18 @@ class Hub implements WorkerHub {
   private readonly onRemoveListener = (name: string | symbol) => {
     if (name === "decision" && this.events.listenerCount("decision") === 0) this.broadcast({ t: "listen", on: false });
   };
+  private readonly core: GuardCore;
+  private readonly events: EventEmitter<GuardEvents>;
+  private readonly opts: WorkerGuardOptions;
 
   constructor(
-    private readonly core: GuardCore,
-    private readonly events: EventEmitter<GuardEvents>,
-    private readonly opts: WorkerGuardOptions,
+    core: GuardCore,
+    events: EventEmitter<GuardEvents>,
+    opts: WorkerGuardOptions,
   ) {
+    this.core = core;
+    this.events = events;
+    this.opts = opts;
     // The meta-events of EventEmitter are not in GuardEvents.
     (events as EventEmitter).on("newListener", this.onNewListener);
     (events as EventEmitter).on("removeListener", this.onRemoveListener);

@@ -23,11 +23,16 @@ export class ControlClient {
   private buf = "";
   private readonly waiting = new Map<number, { resolve: (r: SocketResponse) => void; reject: (e: Error) => void }>();
   private failure?: MeshguardError;
+  readonly path: string;
+  private readonly sock: net.Socket;
+
 
   private constructor(
-    readonly path: string,
-    private readonly sock: net.Socket,
+    path: string,
+    sock: net.Socket,
   ) {
+    this.path = path;
+    this.sock = sock;
     sock.setEncoding("utf8");
     sock.on("data", (chunk: string) => {
       this.buf += chunk;

@@ -110,7 +110,11 @@ class Ctx implements EvalContext {
   private hasMin = false;
   private q: Map<string, string[]> | undefined;
   private req: DecisionRequest = undefined as unknown as DecisionRequest;
-  constructor(private readonly clock: () => Date) {}
+  private readonly clock: () => Date;
+
+  constructor(clock: () => Date) {
+    this.clock = clock;
+  }
   reset(req: DecisionRequest): this {
     this.req = req;
     this.time[0] = NaN;
@@ -195,11 +199,15 @@ export class Evaluator {
   private denyUnknown: string | undefined;
   private readonly agentKeys = new AgentKeyMemo();
   private readonly nodeNames = new NameMemo();
+  readonly compiled: CompiledRules;
+  private readonly clock: () => Date;
 
   constructor(
-    readonly compiled: CompiledRules,
-    private readonly clock: () => Date = systemClock,
+    compiled: CompiledRules,
+    clock: () => Date = systemClock,
   ) {
+    this.compiled = compiled;
+    this.clock = clock;
     this.hotCtx = new Ctx(clock);
   }
 

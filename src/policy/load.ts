@@ -60,15 +60,23 @@ export class Policy {
    * granted its actions (a Decision names its rule, not the rule's limits).
    */
   readonly tokenMaxTtl: ReadonlyMap<string, number>;
+  readonly document: PolicyDocument;
+  private readonly source: SourceFile;
+  readonly compiled: CompiledRules;
+  private readonly clock: () => Date;
 
   /** @internal use loadPolicy. */
   constructor(
-    readonly document: PolicyDocument,
-    private readonly source: SourceFile,
-    readonly compiled: CompiledRules,
-    private readonly clock: () => Date,
+    document: PolicyDocument,
+    source: SourceFile,
+    compiled: CompiledRules,
+    clock: () => Date,
     file?: string,
   ) {
+    this.document = document;
+    this.source = source;
+    this.compiled = compiled;
+    this.clock = clock;
     this.version = document.part.version;
     this.hash = createHash("sha256").update(source.text).digest("hex");
     if (file !== undefined) this.file = file;

@@ -44,11 +44,16 @@ export function formatPath(path: readonly PathKey[]): string {
 export class SourceFile {
   readonly value: unknown;
   private readonly lineStarts: number[];
+  readonly text: string;
+  private readonly root: Node | undefined;
+
 
   private constructor(
-    readonly text: string,
-    private readonly root: Node | undefined,
+    text: string,
+    root: Node | undefined,
   ) {
+    this.text = text;
+    this.root = root;
     this.value = root ? getNodeValue(root) : undefined;
     this.lineStarts = [0];
     for (let i = 0; i < text.length; i++) if (text.charCodeAt(i) === 10) this.lineStarts.push(i + 1);

@@ -34,8 +34,10 @@ export class ZoneClock {
   private readonly fmt: Intl.DateTimeFormat | undefined;
   private block = NaN;
   private offsetMs = 0;
+  readonly zone: string;
 
-  constructor(readonly zone: string) {
+  constructor(zone: string) {
+    this.zone = zone;
     this.fmt =
       zone === "UTC" || zone === "Etc/UTC"
         ? undefined

@@ -15,8 +15,10 @@ export class BoundedCache<K, V> {
   private readonly map = new Map<K, V>();
   private readonly ring: (K | undefined)[];
   private next = 0;
+  readonly max: number;
 
-  constructor(readonly max: number) {
+  constructor(max: number) {
+    this.max = max;
     this.ring = new Array<K | undefined>(Math.max(0, max));
   }
 

@@ -157,15 +157,28 @@ class Token implements IssuedToken {
   released = false;
   readonly refreshAtMs: number;
   readonly covers: GrantCheck;
+  readonly value: string;
+  readonly audience: string;
+  readonly claims: Readonly<AccessTokenClaims>;
+  readonly authorizationDetails: readonly HttpAuthorizationDetail[];
+  readonly expiresAtMs: number;
+  private readonly revoke: (t: Token) => Promise<void>;
+
   constructor(
-    readonly value: string,
-    readonly audience: string,
-    readonly claims: Readonly<AccessTokenClaims>,
-    readonly authorizationDetails: readonly HttpAuthorizationDetail[],
-    readonly expiresAtMs: number,
+    value: string,
+    audience: string,
+    claims: Readonly<AccessTokenClaims>,
+    authorizationDetails: readonly HttpAuthorizationDetail[],
+    expiresAtMs: number,
     lifetimeMs: number,
-    private readonly revoke: (t: Token) => Promise<void>,
+    revoke: (t: Token) => Promise<void>,
   ) {
+    this.value = value;
+    this.audience = audience;
+    this.claims = claims;
+    this.authorizationDetails = authorizationDetails;
+    this.expiresAtMs = expiresAtMs;
+    this.revoke = revoke;
     this.refreshAtMs = expiresAtMs - lifetimeMs / 4;
     const origin = normalizeAudience(audience);
     this.covers = typeof origin === "string" && origin.includes("://") ? compileGrant(authorizationDetails, origin) : () => false;
@@ -209,8 +222,10 @@ export class TokenClient {
   private readonly suffix: string;
   private readonly onFetch: (message: unknown) => void;
   private closed = false;
+  private readonly opts: TokenClientOptions;
 
-  constructor(private readonly opts: TokenClientOptions) {
+  constructor(opts: TokenClientOptions) {
+    this.opts = opts;
     if (!opts || typeof opts.node?.fetch !== "function" || typeof opts.node.id !== "string") throw invalid("node must be a MeshNode (its id binds the tokens; its fetch reaches the issuer)");
     const iss = normalizeAudience(opts.issuer ?? "");
     if (typeof iss !== "string" || !iss.includes("://")) throw invalid(`issuer must be the issuer's origin on the tailnet, such as "http://tokens"; got ${JSON.stringify(opts.issuer)}`);

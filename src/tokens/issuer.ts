@@ -92,16 +92,22 @@ export class TokenIssuer extends EventEmitter<TokenIssuerEvents> implements Asyn
   /** @internal */
   readonly ctx: IssuerContext;
   private closing: Promise<void> | undefined;
+  private readonly server: http.Server;
+  private readonly reloader: FileReloader | undefined;
+  private readonly timer: NodeJS.Timeout;
 
   /** @internal use startTokenIssuer. */
   constructor(
     ctx: IssuerContext,
     port: number,
-    private readonly server: http.Server,
-    private readonly reloader: FileReloader | undefined,
-    private readonly timer: NodeJS.Timeout,
+    server: http.Server,
+    reloader: FileReloader | undefined,
+    timer: NodeJS.Timeout,
   ) {
     super();
+    this.server = server;
+    this.reloader = reloader;
+    this.timer = timer;
     this.ctx = ctx;
     this.url = ctx.iss;
     this.port = port;

@@ -84,8 +84,12 @@ function keysError(message: string, hint: string, cause?: unknown): MeshguardErr
 export class KeyStore {
   /** Sorted by activeFrom, oldest first. */
   private keys: SigningKey[] = [];
+  private readonly opts: KeyStoreOptions;
 
-  private constructor(private readonly opts: KeyStoreOptions) {}
+
+  private constructor(opts: KeyStoreOptions) {
+    this.opts = opts;
+  }
 
   /** open reads the key directory (creating it), checks every file, and makes a key if none is usable. */
   static open(opts: KeyStoreOptions): KeyStore {

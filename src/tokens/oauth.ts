@@ -9,11 +9,19 @@ import type { OAuthErrorCode, OAuthErrorResponse } from "./types.js";
 
 /** A refusal on its way to the client. */
 export class OAuthRefusal {
+  readonly status: number;
+  readonly error: OAuthErrorCode;
+  readonly description: string;
+
   constructor(
-    readonly status: number,
-    readonly error: OAuthErrorCode,
-    readonly description: string,
-  ) {}
+    status: number,
+    error: OAuthErrorCode,
+    description: string,
+  ) {
+    this.status = status;
+    this.error = error;
+    this.description = description;
+  }
 
   body(): OAuthErrorResponse {
     return { error: this.error, error_description: this.description };

@@ -40,11 +40,16 @@ export class RevocationLog {
   private readonly subjects = new Map<string, number>(); // sub → latest `before`
   private readonly children = new Map<string, Array<{ jti: string; until: number }>>();
   private fd: number;
+  private readonly file: string;
+  private readonly nowS: () => number;
+
 
   private constructor(
-    private readonly file: string,
-    private readonly nowS: () => number,
+    file: string,
+    nowS: () => number,
   ) {
+    this.file = file;
+    this.nowS = nowS;
     this.fd = -1;
   }
 

@@ -51,8 +51,11 @@ export class JwksCache {
   private lastFetch = -Infinity;
   private inflight: Promise<void> | undefined;
   private timer: ReturnType<typeof setInterval> | undefined;
+  private readonly opts: JwksCacheOptions;
 
-  constructor(private readonly opts: JwksCacheOptions) {}
+  constructor(opts: JwksCacheOptions) {
+    this.opts = opts;
+  }
 
   /** start loads the keys; later refreshes run every refreshMs. */
   async start(): Promise<void> {

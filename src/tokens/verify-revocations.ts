@@ -51,8 +51,11 @@ export class RevocationFeed {
   private timer: ReturnType<typeof setInterval> | undefined;
   private inflight: Promise<void> | undefined;
   private closed = false;
+  private readonly opts: RevocationFeedOptions;
 
-  constructor(private readonly opts: RevocationFeedOptions) {}
+  constructor(opts: RevocationFeedOptions) {
+    this.opts = opts;
+  }
 
   /** start reads the feed once (resolves even if that fails: the verifier then fails closed) and starts polling. */
   async start(): Promise<void> {

@@ -136,8 +136,10 @@ class Verifier implements TokenVerifier {
   private readonly callers: WhoisCache<Awaited<ReturnType<VerifierNode["whois"]>>>;
   private loaded = false;
   private closed = false;
+  private readonly o: ResolvedVerifierOptions;
 
-  constructor(private readonly o: ResolvedVerifierOptions) {
+  constructor(o: ResolvedVerifierOptions) {
+    this.o = o;
     this.cache = new BoundedCache(o.cacheSize);
     this.callers = new WhoisCache((socket) => o.node!.whois(socket), o.now);
     this.crypto = o.crypto ?? DEFAULT_ED25519_BACKEND;

@@ -28,12 +28,17 @@ export class WhoisCache<W> {
   private readonly bySocket = new WeakMap<net.Socket, Entry<W>>();
   /** Sockets with a "close" listener already: one each, however often the look-up is repeated. */
   private readonly watched = new WeakSet<net.Socket>();
+  private readonly lookup: (socket: net.Socket) => Promise<W>;
+  private readonly now: () => number;
 
   /** `lookup` is whois (and whatever the side makes of its answer); `now` is epoch milliseconds. */
   constructor(
-    private readonly lookup: (socket: net.Socket) => Promise<W>,
-    private readonly now: () => number = Date.now,
-  ) {}
+    lookup: (socket: net.Socket) => Promise<W>,
+    now: () => number = Date.now,
+  ) {
+    this.lookup = lookup;
+    this.now = now;
+  }
 
   /** of resolves the caller behind the socket; rejects as the look-up does. */
   of(socket: net.Socket): Promise<W> {

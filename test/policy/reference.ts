@@ -307,11 +307,16 @@ function bodyVerdict(rule: Rule, t: Target): Verdict {
 
 export class ReferenceEvaluator {
   private readonly buckets: Record<string, { tokens: number; at: number }> = {};
+  private readonly part: MeshguardPart;
+  private readonly groups: Record<string, string[]>;
 
   constructor(
-    private readonly part: MeshguardPart,
-    private readonly groups: Record<string, string[]>,
-  ) {}
+    part: MeshguardPart,
+    groups: Record<string, string[]>,
+  ) {
+    this.part = part;
+    this.groups = groups;
+  }
 
   evaluate(req: DecisionRequest): Decision {
     const now = req.now!;

@@ -109,8 +109,11 @@ const overDial =
 
 /** DialAgent is an http.Agent an agent builds on MeshNode.dial (keep-alive). */
 class DialAgent extends http.Agent {
-  constructor(private readonly node: MeshNode) {
+  private readonly node: MeshNode;
+
+  constructor(node: MeshNode) {
     super({ keepAlive: true });
+    this.node = node;
   }
   override createConnection(o: http.ClientRequestArgs, cb?: (err: Error | null, s: net.Socket) => void): undefined {
     void this.node.dial(o.hostname ?? o.host!, Number(o.port) || 80).then((s) => cb?.(null, s), (e: Error) => cb?.(e, undefined as never));

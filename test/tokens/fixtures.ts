@@ -137,7 +137,11 @@ export class FixtureIssuer {
 
 /** A clock tests move by hand: epoch milliseconds. */
 export class TestClock {
-  constructor(public ms = Date.now()) {}
+  public ms: number;
+
+  constructor(ms = Date.now()) {
+    this.ms = ms;
+  }
   readonly now = (): number => this.ms;
   get s(): number {
     return Math.floor(this.ms / 1000);

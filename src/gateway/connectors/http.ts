@@ -66,13 +66,20 @@ export function pathRefusal(rest: string): string | undefined {
 /** ConnectorRouter holds the HTTP connectors and proxies their calls. */
 export class ConnectorRouter {
   private readonly byPrefix = new Map<string, Map<string, Connector>>();
+  private readonly ctx: GatewayContext;
+  private readonly connectors: Connector[];
+  private readonly scrub: KeyScrubber;
+
 
   private constructor(
-    private readonly ctx: GatewayContext,
-    private readonly connectors: Connector[],
+    ctx: GatewayContext,
+    connectors: Connector[],
     /** The gateway's scrubber plus every connector's long-lived secrets. */
-    private readonly scrub: KeyScrubber,
+    scrub: KeyScrubber,
   ) {
+    this.ctx = ctx;
+    this.connectors = connectors;
+    this.scrub = scrub;
     for (const c of connectors) {
       const p = c.cfg.prefix ?? "";
       let m = this.byPrefix.get(p);

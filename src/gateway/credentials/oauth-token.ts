@@ -37,13 +37,18 @@ export interface GrantedToken {
 
 /** OAuthError is MESHGUARD_CONNECTOR_OAUTH_FAILED; `oauthError` is the server's `error` code ("invalid_grant", ...), or undefined when it gave none (unreachable, not JSON). */
 export class OAuthError extends MeshguardError {
+  readonly oauthError: string | undefined;
+  readonly status: number | undefined;
+
   constructor(
     message: string,
-    readonly oauthError: string | undefined,
-    readonly status: number | undefined,
+    oauthError: string | undefined,
+    status: number | undefined,
     opts: { hint?: string; cause?: unknown } = {},
   ) {
     super(ErrorCode.CONNECTOR_OAUTH_FAILED, message, opts);
+    this.oauthError = oauthError;
+    this.status = status;
     this.name = "OAuthError";
   }
 }

@@ -20,7 +20,6 @@ import { CredentialUnavailableError, type CredentialContext, type CredentialSour
 /** Where the gateway serves a connector's OAuth pages and API, under /meshguard/v1. */
 export const oauthPath = (connector: string) => `/connectors/${encodeURIComponent(connector)}/oauth`;
 
-
 /** A consent in progress: started by `identity`, for `user`. */
 interface Pending {
   identity: string;
@@ -51,13 +50,18 @@ export function identityOf(caller: Pick<Caller, "via" | "node" | "user" | "tags"
  * make or got wrong INVALID_OPTIONS.
  */
 export class OAuthRouteError extends MeshguardError {
+  readonly status: number;
+  readonly apiCode: string;
+
   constructor(
-    readonly status: number,
-    readonly apiCode: string,
+    status: number,
+    apiCode: string,
     message: string,
     errorCode: ErrorCode = ErrorCode.INVALID_OPTIONS,
   ) {
     super(errorCode, message);
+    this.status = status;
+    this.apiCode = apiCode;
     this.name = "OAuthRouteError";
   }
 }

@@ -95,12 +95,15 @@ export interface CredentialKind<C extends { type: string } = { type: string }> {
  * a secret.
  */
 export class CredentialUnavailableError extends MeshguardError {
+  readonly status: 401 | 502;
+
   constructor(
     message: string,
-    readonly status: 401 | 502 = 502,
+    status: 401 | 502 = 502,
     opts: { hint?: string; cause?: unknown } = {},
   ) {
     super(ErrorCode.CREDENTIAL_UNAVAILABLE, message, opts);
+    this.status = status;
     this.name = "CredentialUnavailableError";
   }
 }

@@ -56,14 +56,22 @@ export class UsageSink {
   private readonly stop = new AbortController();
   /** Events dropped from a full queue since the last report. */
   private dropped = 0;
+  private readonly def: SinkDef;
+  private readonly fetchFn: FetchFn;
+  private readonly onError: OnError;
+  private readonly wire?: SinkWire;
 
   constructor(
     index: number,
-    private readonly def: SinkDef,
-    private readonly fetchFn: FetchFn,
-    private readonly onError: OnError,
-    private readonly wire?: SinkWire,
+    def: SinkDef,
+    fetchFn: FetchFn,
+    onError: OnError,
+    wire?: SinkWire,
   ) {
+    this.def = def;
+    this.fetchFn = fetchFn;
+    this.onError = onError;
+    this.wire = wire;
     this.target = {
       name: def.name,
       phase: wire?.phase ?? "usage",

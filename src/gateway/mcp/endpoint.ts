@@ -21,11 +21,15 @@ export class McpEndpoint {
   readonly path: string;
   private readonly sessions = new Map<string, McpSession>();
   private readonly sweeper: NodeJS.Timeout;
+  private readonly ctx: GatewayContext;
+  private readonly cfg: McpConfig;
 
   constructor(
-    private readonly ctx: GatewayContext,
-    private readonly cfg: McpConfig,
+    ctx: GatewayContext,
+    cfg: McpConfig,
   ) {
+    this.ctx = ctx;
+    this.cfg = cfg;
     this.path = cfg.path;
     this.sweeper = setInterval(() => {
       const old = Date.now() - IDLE_MS;

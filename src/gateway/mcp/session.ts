@@ -76,16 +76,26 @@ export class McpSession {
   /** Resource URIs this session has listed, to the server that listed them first (config order). */
   private readonly resourceOwner = new Map<string, string>();
   lastSeen = Date.now();
+  private readonly ctx: GatewayContext;
+  private readonly cfg: McpConfig;
+  readonly owner: string;
+  private caller: Caller;
+  private readonly onClose: (s: McpSession) => void;
 
   constructor(
-    private readonly ctx: GatewayContext,
-    private readonly cfg: McpConfig,
+    ctx: GatewayContext,
+    cfg: McpConfig,
     /** The identity key of the caller that created the session: only it may use the session. */
-    readonly owner: string,
+    owner: string,
     /** The caller as identified when the session was created (its principal is what the policy judges). */
-    private caller: Caller,
-    private readonly onClose: (s: McpSession) => void,
+    caller: Caller,
+    onClose: (s: McpSession) => void,
   ) {
+    this.ctx = ctx;
+    this.cfg = cfg;
+    this.owner = owner;
+    this.caller = caller;
+    this.onClose = onClose;
     this.transport = new StreamableHTTPServerTransport({ sessionIdGenerator: () => this.id, maxRequestBodySize: ctx.cfg.maxBodyBytes });
     this.transport.onclose = () => void this.close();
     this.server = new Server(GATEWAY_INFO, {

@@ -10,8 +10,11 @@ export const OTHER = "other";
 
 export class LabelCap {
   private readonly seen = new Set<string>();
+  private readonly max: number;
 
-  constructor(private readonly max: number) {}
+  constructor(max: number) {
+    this.max = max;
+  }
 
   /** of returns `value` if it is one of the first `max` distinct values seen, else "other". */
   of(value: string): string {

@@ -36,11 +36,16 @@ export class FastCounter implements RegistryMetric {
   readonly type = "counter" as const;
   readonly aggregator = "sum" as const;
   private readonly children = new Map<string, { labels: Labels; child: CounterChild }>();
+  readonly name: string;
+  readonly help: string;
 
   constructor(
-    readonly name: string,
-    readonly help: string,
-  ) {}
+    name: string,
+    help: string,
+  ) {
+    this.name = name;
+    this.help = help;
+  }
 
   child(labels: Labels): CounterChild {
     const key = JSON.stringify(labels);
@@ -66,8 +71,10 @@ class HistogramSeries implements HistogramChild {
   readonly counts: Float64Array;
   sum = 0;
   count = 0;
+  private readonly bounds: readonly number[];
 
-  constructor(private readonly bounds: readonly number[]) {
+  constructor(bounds: readonly number[]) {
+    this.bounds = bounds;
     this.counts = new Float64Array(bounds.length + 1);
   }
 
@@ -85,12 +92,19 @@ export class FastHistogram implements RegistryMetric {
   readonly type = "histogram" as const;
   readonly aggregator = "sum" as const;
   private readonly children = new Map<string, { labels: Labels; series: HistogramSeries }>();
+  readonly name: string;
+  readonly help: string;
+  private readonly bounds: readonly number[];
 
   constructor(
-    readonly name: string,
-    readonly help: string,
-    private readonly bounds: readonly number[],
-  ) {}
+    name: string,
+    help: string,
+    bounds: readonly number[],
+  ) {
+    this.name = name;
+    this.help = help;
+    this.bounds = bounds;
+  }
 
   child(labels: Labels): HistogramChild {
     const key = JSON.stringify(labels);

@@ -55,10 +55,16 @@ function where(filter: Record<string, string | undefined>): { sql: string; param
 
 /** SqlTokenStore is OAuthTokenStore over an engine's `run`; `t` prefixes table names (e.g. `"meshguard".`). */
 export class SqlTokenStore implements OAuthTokenStore {
+  private readonly run: SqlRun;
+  private readonly t: string;
+
   constructor(
-    private readonly run: SqlRun,
-    private readonly t = "",
-  ) {}
+    run: SqlRun,
+    t = "",
+  ) {
+    this.run = run;
+    this.t = t;
+  }
 
   async getToken(connector: string, subject: string): Promise<SealedTokenRow | undefined> {
     const { rows } = await this.run(`SELECT connector, subject, key_id, sealed, updated_at FROM ${this.t}oauth_tokens WHERE connector = ? AND subject = ?`, [connector, subject]);

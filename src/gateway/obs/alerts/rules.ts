@@ -30,8 +30,10 @@ export class DenialsRule {
   private readonly windowMs: number;
   private readonly recent = new Map<string, number[]>();
   private sweepAt = 0;
+  readonly rule: RuleOf<"denials">;
 
-  constructor(readonly rule: RuleOf<"denials">) {
+  constructor(rule: RuleOf<"denials">) {
+    this.rule = rule;
     this.windowMs = ms(rule.window);
   }
 
@@ -65,8 +67,10 @@ export class DenialsRule {
 /** BucketRule: a bucket instance `percent` spent ("nearly"), and fully spent or refusing requests ("spent"). */
 export class BucketRule {
   private readonly names: Set<string> | undefined;
+  readonly rule: RuleOf<"bucket">;
 
-  constructor(readonly rule: RuleOf<"bucket">) {
+  constructor(rule: RuleOf<"bucket">) {
+    this.rule = rule;
     this.names = rule.buckets ? new Set(rule.buckets) : undefined;
   }
 
@@ -107,8 +111,10 @@ export class UpstreamRule {
   private readonly slotMs: number;
   private readonly byProvider = new Map<string, { id: Float64Array; calls: Uint32Array; errors: Uint32Array }>();
   private readonly providers: Set<string> | undefined;
+  readonly rule: RuleOf<"upstream_errors">;
 
-  constructor(readonly rule: RuleOf<"upstream_errors">) {
+  constructor(rule: RuleOf<"upstream_errors">) {
+    this.rule = rule;
     this.slotMs = Math.max(1, ms(rule.window) / SLOTS);
     this.providers = rule.providers ? new Set(rule.providers) : undefined;
   }
@@ -159,8 +165,10 @@ const MAX_GAP_PERIODS = 1000;
 export class SpikeRule {
   private readonly periodMs: number;
   private readonly state = new Map<string, { period: number; current: number; usual: number; periods: number }>();
+  readonly rule: RuleOf<"usage_spike">;
 
-  constructor(readonly rule: RuleOf<"usage_spike">) {
+  constructor(rule: RuleOf<"usage_spike">) {
+    this.rule = rule;
     this.periodMs = ms(rule.period);
   }
 
