@@ -197,7 +197,7 @@ beforeAll(async () => {
   expect(started.map((s) => s.principal)).toEqual([
     { node: "agent-a", tags: ["tag:agent-a"] },
     { node: "agent-b", tags: ["tag:agent-b"] },
-    { node: "laptop", tags: [], user: "alice@" },
+    { node: "laptop", tags: [], user: "alice" },
   ]);
 }, 180_000);
 
@@ -235,6 +235,7 @@ describe("the agent's guard and the gateway give one answer", () => {
         let seen = new Set((await recordsOf(a.name)).map((r) => r.id));
         const upBefore = { rest: api.requests.length, mcp: up.ran.length, approvals: gwApprovals.length };
         const g = await a.ask({ op: "call", call, guarded: true });
+        if (process.env.PARITY_DEBUG) console.log(a.name, call.id, JSON.stringify(g).slice(0, 1500));
         const guard = guardVerdict(g.events as DecisionEvent[], call);
         const passed = guard.effect === "allow" || guard.effect === "approve";
         const sameRun = await newRecord(a.name, seen, passed ? 5_000 : 400);
