@@ -27,8 +27,7 @@
 import { z } from "zod";
 import { parseWith } from "../config.js";
 import { ErrorCode, MeshguardError } from "../errors.js";
-import { CONNECTOR_NAME_RE } from "../gateway/connectors/config.js";
-import { connectorOfPath, credentialNames, dropParams, forwardedHeaders, pathRefusal, upstreamPath } from "../gateway/connectors/route.js";
+import { CONNECTOR_NAME_RE, connectorOfPath, credentialNames, dropParams, forwardedHeaders, pathRefusal, upstreamPath } from "../gateway/connectors/route.js";
 import { MCP_SERVER_NAME_RE } from "../gateway/mcp/config.js";
 import { splitName } from "../gateway/mcp/names.js";
 import { normalizeHost } from "../policy/hosts.js";
@@ -124,6 +123,8 @@ interface Connector {
 
 /** A registered gateway, compiled. */
 export interface Gateway {
+  /** The registration as given (validated): what worker threads are handed. */
+  spec: GatewaySpec;
   /** Its origin as registered ("http://ai-gateway"): what decision events name. */
   name: string;
   /** Keys ("host:port", normal form) and schemes it is reached at. */
@@ -177,6 +178,7 @@ function compile(spec: z.output<typeof GatewaySpecSchema>): Gateway {
   // The default prefix is the gateway's even without connectors listed: a call under it names an unknown connector.
   if (!byPrefix.has(defaultPrefix)) byPrefix.set(defaultPrefix, new Map());
   return {
+    spec: structuredClone(spec) as GatewaySpec,
     name: main.name,
     origins,
     mcpPath: spec.mcpPath === false ? undefined : trimPath(spec.mcpPath ?? "/v1/mcp"),
@@ -219,6 +221,11 @@ function gatewayAt(core: GuardCore, scheme: string, host: string, port: number):
   const k = hostKey(host, port);
   for (const g of list) if (g.origins.get(k) === scheme) return g;
   return undefined;
+}
+
+/** gatewaySpecs: the registrations of a guard, for its worker threads. */
+export function gatewaySpecs(core: GuardCore): GatewaySpec[] {
+  return (registries.get(core) ?? []).map((g) => structuredClone(g.spec));
 }
 
 /** hasGateways: whether any gateway is registered (a cheap test for the hot paths). */

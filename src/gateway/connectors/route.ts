@@ -9,6 +9,9 @@
 
 import { CREDENTIAL_HEADERS, HOP_HEADERS, NEVER_FORWARDED } from "../http-util.js";
 
+/** Connector names: a path segment and a word in logs and policy ("github", "crm-eu"). */
+export const CONNECTOR_NAME_RE = /^[a-z0-9](?:[a-z0-9_-]*[a-z0-9])?$/;
+
 /** A refused path: `why` is what the client is told. */
 export function pathRefusal(rest: string): string | undefined {
   if (/%2f|%5c/i.test(rest)) return "an encoded slash or backslash (%2F, %5C) in the path is refused: the upstream would decode it into a path other than the one the policy judged";
