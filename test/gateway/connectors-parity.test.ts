@@ -9,8 +9,8 @@
 //
 //   guarded   — the guard decides first. What it allows goes on to the
 //               gateway, which decides again in the same run; what it
-//               denies must never reach the gateway (no log record, no
-//               upstream request).
+//               denies must never reach the gateway (no HTTP request at
+//               its server, no log record, no upstream request).
 //   unguarded — the guard closed, the same call shows what the gateway
 //               alone decides.
 //
@@ -19,6 +19,7 @@
 // refusals both make before any rule (a tool name that names no server, an
 // unknown connector).
 import { fork, type ChildProcess } from "node:child_process";
+import dc from "node:diagnostics_channel";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -90,6 +91,14 @@ interface Verdict {
   ruleId?: string;
 }
 
+/** HTTP requests the gateway's server received on its API paths (every one, answered or refused: Node's http.server.request.start channel). */
+let gatewayRequests = 0;
+const onServerRequest = (m: unknown) => {
+  const r = (m as { request?: { url?: string; method?: string } }).request;
+  // GET /v1/mcp is the session's server-to-client event stream, which the SDK opens on its own after initialize: it carries no call.
+  if (r?.url?.startsWith("/v1/") && !(r.method === "GET" && r.url === "/v1/mcp")) gatewayRequests++;
+};
+
 let dir: string;
 let control: LocalControl;
 let sim: LlmSim;
@@ -155,6 +164,7 @@ function guardVerdict(events: DecisionEvent[], call: Call): Verdict {
 }
 
 beforeAll(async () => {
+  dc.subscribe("http.server.request.start", onServerRequest);
   dir = mkdtempSync(join(tmpdir(), "mg-parity-"));
   const policyText = policyFile({ version: 6, rules: RULES });
   const policyPath = join(dir, "policy.hujson");
@@ -202,6 +212,7 @@ beforeAll(async () => {
 }, 180_000);
 
 afterAll(async () => {
+  dc.unsubscribe("http.server.request.start", onServerRequest);
   await Promise.all(agents.map((a) => a.ask({ op: "close" }).catch(() => a.child.kill())));
   await gw?.close().catch(() => {});
   await gwNode?.close().catch(() => {});
@@ -234,16 +245,20 @@ describe("the agent's guard and the gateway give one answer", () => {
         // Guarded: the guard decides; an allowed call is decided again by the gateway, in the same run.
         let seen = new Set((await recordsOf(a.name)).map((r) => r.id));
         const upBefore = { rest: api.requests.length, mcp: up.ran.length, approvals: gwApprovals.length };
-        const g = await a.ask({ op: "call", call, guarded: true });
+        await a.ask({ op: "prepare", guarded: true, mcp: call.kind !== "connector" });
+        const reqBefore = gatewayRequests;
+        const g = await a.ask({ op: "call", call });
         if (process.env.PARITY_DEBUG) console.log(a.name, call.id, JSON.stringify(g).slice(0, 1500));
         const guard = guardVerdict(g.events as DecisionEvent[], call);
         const passed = guard.effect === "allow" || guard.effect === "approve";
         const sameRun = await newRecord(a.name, seen, passed ? 5_000 : 400);
         let gatewaySawGuardDenied = false;
         if (passed) {
+          // The positive control of the request counter below.
+          expect(gatewayRequests, `${a.name} ${call.id}: an allowed call reaches the gateway`).toBeGreaterThan(reqBefore);
           if (!call.refused) expect(gatewayVerdict(sameRun), `${a.name} ${call.id}: the gateway, same run`).toEqual(guard);
         } else {
-          gatewaySawGuardDenied = sameRun !== undefined || api.requests.length !== upBefore.rest || up.ran.length !== upBefore.mcp || gwApprovals.length !== upBefore.approvals;
+          gatewaySawGuardDenied = gatewayRequests !== reqBefore || sameRun !== undefined || api.requests.length !== upBefore.rest || up.ran.length !== upBefore.mcp || gwApprovals.length !== upBefore.approvals;
           expect((g.result as { error?: { code?: string } }).error?.code, `${a.name} ${call.id}: refused by the guard`).toBe("MESHGUARD_POLICY_DENIED");
         }
         if (guard.effect === "approve") expect((g.approvals as unknown[]).length, `${a.name} ${call.id}: the agent's approver was asked`).toBe(1);
@@ -251,7 +266,8 @@ describe("the agent's guard and the gateway give one answer", () => {
         // Unguarded: the gateway alone.
         seen = new Set((await recordsOf(a.name)).map((r) => r.id));
         const approvalsBefore = gwApprovals.length;
-        const u = await a.ask({ op: "call", call, guarded: false });
+        await a.ask({ op: "prepare", guarded: false, mcp: call.kind !== "connector" });
+        const u = await a.ask({ op: "call", call });
         const rec = await newRecord(a.name, seen, call.refused ? 400 : 5_000);
         const gateway = gatewayVerdict(rec);
         if (gateway.effect === "approve") expect(gwApprovals.length - approvalsBefore, `${a.name} ${call.id}: the gateway's approver was asked`).toBe(1);
