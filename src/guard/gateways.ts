@@ -6,14 +6,14 @@
  *    endpoint names a namespaced tool, `github__create_issue`: it is judged
  *    as an `mcp` target on server `github`, tool `create_issue`, with its
  *    arguments — the name split exactly as the gateway splits it
- *    (src/gateway/mcp/names.ts). A name that does not split, or that names
+ *    (./gateway-route.ts, which the gateway uses). A name that does not split, or that names
  *    a server the gateway does not have (when its servers are known), is
  *    refused: the gateway would refuse it too.
  *  - An HTTP request (fetch, undici, node:http) to
  *    `<gateway><prefix>/<connector>/<path>` is judged as the upstream
  *    request the gateway builds: `<baseUrl><path>` with the query (the
  *    credential's parameter left out), the method and the headers that go
- *    upstream (src/gateway/connectors/route.ts, shared with the gateway).
+ *    upstream (src/guard/gateway-route.ts, shared with the gateway).
  *    A path the gateway refuses (`..`, encoded slashes) and an unknown
  *    connector under a connector prefix are refused here, before any byte
  *    is sent.
@@ -27,9 +27,7 @@
 import { z } from "zod";
 import { parseWith } from "../config.js";
 import { ErrorCode, MeshguardError } from "../errors.js";
-import { CONNECTOR_NAME_RE, connectorOfPath, credentialNames, dropParams, forwardedHeaders, pathRefusal, upstreamPath } from "../gateway/connectors/route.js";
-import { MCP_SERVER_NAME_RE } from "../gateway/mcp/config.js";
-import { splitName } from "../gateway/mcp/names.js";
+import { CONNECTOR_NAME_RE, connectorOfPath, credentialNames, dropParams, forwardedHeaders, MCP_SERVER_NAME_RE, pathRefusal, splitName, upstreamPath } from "./gateway-route.js";
 import { normalizeHost } from "../policy/hosts.js";
 import type { HttpTarget, McpTarget } from "../policy/types.js";
 import { refuseVia, type CheckOptions, type GuardCore, type Verdict } from "./core.js";
@@ -335,14 +333,17 @@ interface InfoLayout {
  * guard is installed, the request is judged like any other: the policy
  * must allow GET on the gateway's /meshguard/v1/gateway.
  */
-export async function gatewayLayout(url: string, opts: { fetch?: (input: string, init?: RequestInit) => Promise<Response>; signal?: AbortSignal } = {}): Promise<GatewaySpec> {
+/** What gatewayLayout needs of a fetch: the global one, undici's, or a MeshNode's (`node.fetch.bind(node)`). */
+export type LayoutFetch = (input: string, init: { headers: Record<string, string>; signal?: AbortSignal }) => Promise<{ ok: boolean; status: number; text(): Promise<string> }>;
+
+export async function gatewayLayout(url: string, opts: { fetch?: LayoutFetch; signal?: AbortSignal } = {}): Promise<GatewaySpec> {
   let base: URL;
   try {
     base = new URL(url);
   } catch {
     throw new MeshguardError(ErrorCode.INVALID_OPTIONS, `gatewayLayout: ${JSON.stringify(url)} is not a URL (give the gateway's URL, e.g. "http://ai-gateway")`);
   }
-  const f = opts.fetch ?? globalThis.fetch;
+  const f: LayoutFetch = opts.fetch ?? ((input, init) => globalThis.fetch(input, init));
   const res = await f(new URL("/meshguard/v1/gateway", base).href, { headers: { accept: "application/json" }, ...(opts.signal ? { signal: opts.signal } : {}) });
   const text = await res.text();
   if (!res.ok) throw new MeshguardError(ErrorCode.INTERNAL, `gatewayLayout: ${base.origin} answered HTTP ${res.status} to GET /meshguard/v1/gateway: ${text.slice(0, 300)}`, { hint: "is this a meshguard AI gateway, and may this node call it?" });

@@ -11,7 +11,7 @@ import { z } from "zod";
 import { AuthConfigSchema } from "../credentials/registry.js";
 import { upstreamUrlSchema } from "../url.js";
 
-import { CONNECTOR_NAME_RE } from "./route.js";
+import { CONNECTOR_NAME_RE } from "../../guard/gateway-route.js";
 
 export { CONNECTOR_NAME_RE };
 

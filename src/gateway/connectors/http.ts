@@ -28,7 +28,7 @@ import type { Decision, HttpTarget } from "../../policy/types.js";
 import { approve } from "../approve.js";
 import type { GatewayContext } from "../context.js";
 import { readCallBody, REQUEST_ID, RESPONSE_DROP, sendJson, TOO_LARGE } from "../http-util.js";
-import { connectorOfPath, credentialNames, dropParams, forwardedHeaders, lowerHeaders, pathRefusal, upstreamPath as joinPath } from "./route.js";
+import { connectorOfPath, credentialNames, dropParams, forwardedHeaders, lowerHeaders, pathRefusal, upstreamPath as joinPath } from "../../guard/gateway-route.js";
 import { readKey } from "../keys.js";
 import { finish, newCallState, type CallState } from "../record.js";
 import { StreamScrub, type KeyScrubber } from "../scrub.js";
@@ -38,7 +38,7 @@ import { CREDENTIAL_KINDS } from "../credentials/registry.js";
 import { CredentialUnavailableError, type CredentialSource, type InjectedCredential } from "../credentials/types.js";
 import type { ConnectorsConfig, HttpConnectorConfig } from "./config.js";
 
-export { pathRefusal } from "./route.js";
+export { pathRefusal } from "../../guard/gateway-route.js";
 
 /** What the client receives is kept for the log up to this size. */
 const MAX_KEPT = 1 << 20;

@@ -1,13 +1,45 @@
 /**
- * How a call at `<prefix>/<connector>/<path>` becomes the upstream request
- * the policy judges: the path checks, the upstream path, the query without
- * the credential's parameter and the headers that go upstream. Pure
- * functions shared by the gateway (./http.ts) and the agent-side guard
- * (src/guard/gateways.ts), so both judge the very same target: one policy,
- * one answer.
+ * How the AI gateway maps a call it receives onto the upstream call the
+ * policy judges — pure functions shared by the gateway
+ * (src/gateway/connectors/http.ts, src/gateway/mcp/) and the agent-side
+ * guard (./gateways.ts), so both judge the very same target: one policy,
+ * one answer. They live here, below the gateway, because layers import
+ * downwards only (DESIGN.md decision 12).
+ *
+ *  - HTTP connectors: `<prefix>/<connector>/<path>` is `<baseUrl><path>`
+ *    upstream: the path checks, the upstream path, the query without the
+ *    credential's parameter and the headers that go upstream.
+ *  - MCP: `github__create_issue` is tool `create_issue` of server `github`.
  */
 
-import { CREDENTIAL_HEADERS, HOP_HEADERS, NEVER_FORWARDED } from "../http-util.js";
+/** Headers that describe one hop (RFC 9110 §7.6.1) or that the gateway sets itself. */
+export const HOP_HEADERS = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "host", "content-length", "expect", "accept-encoding", "http2-settings"]);
+
+/** Headers that carry a client's credentials: dropped unless the provider passes the client's key through. */
+export const CREDENTIAL_HEADERS = new Set(["authorization", "x-api-key", "x-goog-api-key", "api-key"]);
+
+/** Headers never sent upstream, logged or shown to a hook, whatever the provider says. */
+export const NEVER_FORWARDED = new Set(["cookie", "proxy-authorization"]);
+
+// ---- MCP names ----
+
+/** MCP server names at the gateway: lower-case letters, digits and single "-" / "_" — never "__", the separator of namespaced names. */
+export const MCP_SERVER_NAME_RE = /^[a-z0-9](?:[a-z0-9-]|_(?!_))*$/;
+
+export const SEPARATOR = "__";
+
+export function namespaced(server: string, name: string): string {
+  return `${server}${SEPARATOR}${name}`;
+}
+
+/** splitName splits a namespaced name at its first "__" (server names never hold one); undefined when it does not split. */
+export function splitName(full: string): { server: string; name: string } | undefined {
+  const i = full.indexOf(SEPARATOR);
+  if (i <= 0 || i + SEPARATOR.length >= full.length) return undefined;
+  return { server: full.slice(0, i), name: full.slice(i + SEPARATOR.length) };
+}
+
+// ---- HTTP connectors ----
 
 /** Connector names: a path segment and a word in logs and policy ("github", "crm-eu"). */
 export const CONNECTOR_NAME_RE = /^[a-z0-9](?:[a-z0-9_-]*[a-z0-9])?$/;
