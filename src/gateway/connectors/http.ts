@@ -34,7 +34,7 @@ import { StreamScrub, type KeyScrubber } from "../scrub.js";
 import { drained } from "../stream.js";
 import type { CallFacts, Caller } from "../types.js";
 import { CREDENTIAL_KINDS } from "../credentials/registry.js";
-import { CredentialUnavailableError, type CredentialSource, type InjectedCredential } from "../credentials/types.js";
+import { CredentialUnavailableError, type CredentialEnv, type CredentialSource, type InjectedCredential } from "../credentials/types.js";
 import type { ConnectorsConfig, HttpConnectorConfig } from "./config.js";
 
 /** What the client receives is kept for the log up to this size. */
@@ -120,7 +120,9 @@ export class ConnectorRouter {
           // Per-user OAuth tokens are kept in the gateway's store (encrypted), when it has one.
           tokenStore: ctx.store?.oauthTokens,
           warn: (m) => ctx.warn(new Error(m)),
-        });
+          // The oauth2 kind reads its token keyring ({ "env": ... }) from the gateway's environment too, not only process.env.
+          processEnv: env,
+        } as CredentialEnv);
         const u = new URL(c.baseUrl);
         const scheme = u.protocol === "https:" ? "https" : "http";
         out.push({
