@@ -123,7 +123,7 @@ const ROUTES = [
     return page(
       200,
       `Connect ${p.name}`,
-      `<p>The gateway will send calls to <b>${esc(p.name!)}</b> with <b>your</b> account's token, as <b>${esc(user)}</b>. Agents you own can use it only if you delegate it to their tag.</p><form method="post"><button type="submit">Continue to ${esc(p.name!)}</button></form><p><small>You can revoke it at any time: DELETE /meshguard/v1${esc(oauthPath(src.connector))}/tokens/${esc(encodeURIComponent(user))}</small></p>`,
+      `<p>The gateway will send calls to <b>${esc(p.name!)}</b> with <b>your</b> account's token, as <b>${esc(user)}</b>. Agents you own can use it only if you delegate it to their tag.</p><form method="post"><button type="submit">Continue to ${esc(p.name!)}</button></form><p><small>You can revoke it at any time: Disconnect on the console's <a href="/console/#/connections">Connections</a> page, or DELETE /meshguard/v1${esc(oauthPath(src.connector))}/tokens/${esc(encodeURIComponent(user))}</small></p>`,
     );
   }),
   route("POST", "/start", async (lookup, req, p) => {
