@@ -288,6 +288,23 @@ describe.skipIf(Boolean(unavailable))("the console's Connections page in Chromiu
     });
   });
 
+  it("a tagged node's browser has no user: the page says so and the API lists it nothing", async () => {
+    const fwd = await connect({ controlUrl: t.control.url, authKey: await t.control.createAuthKey({ tags: ["tag:agent-b"], ephemeral: true }), hostname: "tagged-browser", forwards: [{ target: "ai-gateway:80" }], log: () => {} });
+    forwards.push(fwd);
+    const { ctx, page, base } = await open(fwd);
+    try {
+      await page.goto(`${base}#/connections`);
+      await expect.poll(() => crm(page).locator('[data-testid="no-user"]').innerText()).toMatch(/tagged-browser\) is tagged: it has no user/);
+      expect(await crm(page).locator('[data-testid="connect"]').count()).toBe(0);
+      const api = `${fwd.forwards[0]!.url}/meshguard/v1/connectors`;
+      expect(((await (await fetch(api)).json()) as { delegableTags: string[] }).delegableTags).toEqual([]);
+      expect((await fetch(`${api}/crm/oauth/tokens`)).status).toBe(403);
+      await snapshot(page);
+    } finally {
+      await ctx.close();
+    }
+  });
+
   describe("an admin (alice) sees and revokes everyone's", () => {
     let page: Page;
     let base: string;
