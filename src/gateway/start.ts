@@ -11,7 +11,7 @@ import { EventEmitter } from "node:events";
 import http from "node:http";
 import { ErrorCode, MeshguardError } from "../errors.js";
 import { PolicyHolder, readPolicyFile } from "../distribution/holder.js";
-import { watchPolicyFile, type FileReloader } from "../distribution/reload.js";
+import { identityOf, watchPolicyFile, type FileReloader } from "../distribution/reload.js";
 import type { ApprovalOptions } from "../guard/types.js";
 import { MeshNode } from "../node.js";
 import type { Policy } from "../policy/load.js";
@@ -232,7 +232,13 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayHandle>
       scrub.add(held);
       // The OAuth 2.0 routes (consent start and callback, revocation, delegations) act on the connectors' sources.
       const { oauthRoutes } = await import("./credentials/oauth-routes.js");
-      (ctx as { adminRoutes: readonly AdminRoute[] }).adminRoutes = [...ctx.adminRoutes, ...oauthRoutes((name) => connectors.sourceOf(name))];
+      (ctx as { adminRoutes: readonly AdminRoute[] }).adminRoutes = [
+        ...ctx.adminRoutes,
+        ...oauthRoutes((name) => connectors.sourceOf(name), {
+          identity: () => (holder.current === undefined ? undefined : identityOf(holder.current)),
+          connectors: () => connectors.list(),
+        }),
+      ];
       progress(`HTTP connectors under ${connectors.prefixes.join(", ")}: ${Object.keys(resolved.connectors.http).join(", ")}`);
     }
 

@@ -35,7 +35,7 @@ import { StreamScrub, type KeyScrubber } from "../scrub.js";
 import { drained } from "../stream.js";
 import type { CallFacts, Caller } from "../types.js";
 import { CREDENTIAL_KINDS } from "../credentials/registry.js";
-import { CredentialUnavailableError, type CredentialSource, type InjectedCredential } from "../credentials/types.js";
+import { CredentialUnavailableError, type CredentialEnv, type CredentialSource, type InjectedCredential } from "../credentials/types.js";
 import type { ConnectorsConfig, HttpConnectorConfig } from "./config.js";
 
 export { pathRefusal } from "../../guard/gateway-route.js";
@@ -54,6 +54,19 @@ interface Connector {
   readonly basePath: string;
   readonly pool: Pool;
   readonly source: CredentialSource;
+}
+
+/** A connector as GET /meshguard/v1/connectors lists it: never a secret. */
+export interface ConnectorSummary {
+  name: string;
+  /** Where agents call it on the gateway ("/v1/connectors/crm"). */
+  path: string;
+  /** The upstream's origin. */
+  upstream: string;
+  /** The credential's kind: its `type` (and `grant` and configured `scopes` for oauth2). */
+  auth: { type: string; grant?: string; scopes?: string[] };
+  /** true: each user's own token (connect, delegate); false: one shared credential for every caller. */
+  actsForUsers: boolean;
 }
 
 /** ConnectorRouter holds the HTTP connectors and proxies their calls. */
@@ -100,7 +113,9 @@ export class ConnectorRouter {
           // Per-user OAuth tokens are kept in the gateway's store (encrypted), when it has one.
           tokenStore: ctx.store?.oauthTokens,
           warn: (m) => ctx.warn(new Error(m)),
-        });
+          // The oauth2 kind reads its token keyring ({ "env": ... }) from the gateway's environment too, not only process.env.
+          processEnv: env,
+        } as CredentialEnv);
         const u = new URL(c.baseUrl);
         const scheme = u.protocol === "https:" ? "https" : "http";
         out.push({
@@ -131,6 +146,26 @@ export class ConnectorRouter {
   /** sourceOf is the credential source of connector `name` (the OAuth routes act on it). */
   sourceOf(name: string): CredentialSource | undefined {
     return this.connectors.find((c) => c.name === name)?.source;
+  }
+
+  /**
+   * list describes every connector without its secrets (GET
+   * /meshguard/v1/connectors): where it is served, its upstream's origin,
+   * and its credential's kind; `actsForUsers` is the per-user OAuth grant,
+   * whose callers each connect their own account (or use one by delegation).
+   */
+  list(): ConnectorSummary[] {
+    return this.connectors.map((c) => {
+      const a = c.cfg.auth as { type: string; grant?: unknown; scopes?: unknown };
+      const grant = typeof a.grant === "string" ? a.grant : undefined;
+      return {
+        name: c.name,
+        path: `${c.cfg.prefix ?? ""}/${c.name}`,
+        upstream: c.origin,
+        auth: { type: a.type, ...(grant === undefined ? {} : { grant }), ...(Array.isArray(a.scopes) && a.scopes.length > 0 ? { scopes: a.scopes.map(String) } : {}) },
+        actsForUsers: a.type === "oauth2" && grant === "authorization_code",
+      };
+    });
   }
 
   /** match finds the connector of a request path, with the rest of the path as sent ("" or "/..."). */
