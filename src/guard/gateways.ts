@@ -5,15 +5,15 @@
  *  - An MCP `tools/call` (or `prompts/get`) sent to the gateway's MCP
  *    endpoint names a namespaced tool, `github__create_issue`: it is judged
  *    as an `mcp` target on server `github`, tool `create_issue`, with its
- *    arguments — the name split exactly as the gateway splits it
- *    (./gateway-route.ts, which the gateway uses). A name that does not split, or that names
- *    a server the gateway does not have (when its servers are known), is
+ *    arguments — the name split by the gateway's own function
+ *    (./gateway-route.ts). A name that does not split, or that names a
+ *    server the gateway does not have (when its servers are known), is
  *    refused: the gateway would refuse it too.
  *  - An HTTP request (fetch, undici, node:http) to
  *    `<gateway><prefix>/<connector>/<path>` is judged as the upstream
  *    request the gateway builds: `<baseUrl><path>` with the query (the
  *    credential's parameter left out), the method and the headers that go
- *    upstream (src/guard/gateway-route.ts, shared with the gateway).
+ *    upstream (./gateway-route.ts, shared with the gateway).
  *    A path the gateway refuses (`..`, encoded slashes) and an unknown
  *    connector under a connector prefix are refused here, before any byte
  *    is sent.
@@ -22,6 +22,11 @@
  *    target on the gateway's host.
  *
  * Decision events of decoded calls carry `via: { gateway, connector? }`.
+ * Not decoded: `resources/read` (the gateway picks the server by which one
+ * listed the URI in that session), transports other than the SDK's own
+ * classes (their endpoint is not known), and a gateway whose connector
+ * prefix overlaps its LLM endpoints' paths (the gateway serves those
+ * first).
  */
 
 import { z } from "zod";
