@@ -23,7 +23,7 @@ import { buildProviders, Router } from "./providers.js";
 import { KeyScrubber, SHORT_KEY } from "./scrub.js";
 import { requestHandler } from "./server.js";
 import { ConsoleServer } from "./console/serve.js";
-import { infoRoute, type GatewayInfo } from "./info-api.js";
+import { infoRoute, layoutInfo, type GatewayInfo } from "./info-api.js";
 import { openParts } from "./parts-open.js";
 import { installSelfGuard, type SelfGuard } from "./self-guard.js";
 import { createObservability, type AlertEngine, type Observability, type TelemetryOptions } from "./obs/index.js";
@@ -188,7 +188,7 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayHandle>
     progress(`store ${parts.store ? "open" : "off"}, ${Object.keys(resolved.quotas ?? {}).length} quota bucket(s), hooks ${parts.hooks ? "on" : "off"}`);
     const approvals = opts.approvals ?? resolved.approvals;
     // Filled in once the listeners are up; the info route reads it per request.
-    const info: GatewayInfo = {};
+    const info: GatewayInfo = layoutInfo(resolved);
     const consoleCfg = resolved.console ?? { enabled: true, hosts: [] };
     const browserNames = new Set([...consoleCfg.hosts, ...(node ? [node.hostname, node.name.replace(/\.$/, "")] : [])].filter(Boolean).map((n) => n.toLowerCase()));
     const ctx: GatewayContext = {

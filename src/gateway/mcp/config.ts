@@ -8,10 +8,11 @@
  */
 
 import { z } from "zod";
+import { MCP_SERVER_NAME_RE } from "../../guard/gateway-route.js";
 import { upstreamUrlSchema } from "../url.js";
 
 /** Server names: lower-case letters, digits and single "-" / "_" — never "__", the separator of namespaced names. */
-export const MCP_SERVER_NAME_RE = /^[a-z0-9](?:[a-z0-9-]|_(?!_))*$/;
+export { MCP_SERVER_NAME_RE };
 
 const HttpServerSchema = z
   .object({
