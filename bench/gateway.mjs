@@ -55,11 +55,15 @@
 //
 //   node bench/gateway.mjs [--json] [--smoke] [--setup] [--n N] [--rate R]
 //                          [--open-n N] [--clients C] [--closed-n N] [--mem-n N] [--no-tailnet] [--no-peers]
-//                          [--pg | --no-pg] [--only mcp,http,llm]
+//                          [--pg | --no-pg] [--only mcp,http,llm] [--mcp-sdk]
 //
 // --setup installs the peers below into ~/.cache/meshguard/bench-peers (and
 // Debian's postgresql when missing and root) and exits (it needs the package registries: run it outside the network
 // namespace). A run outside a namespace installs missing peers itself.
+// --only mcp,http,llm runs only the figures named (without llm: no tailnet,
+// PostgreSQL, peers nor LLM rows). --mcp-sdk adds the system "meshguard sdk
+// path" to the MCP rows: a second gateway with its MCP fast path off
+// (MESHGUARD_MCP_FAST=0), every call through the SDK's server and client.
 // --smoke runs meshguard and direct only, with tiny counts, and checks the
 // output's shape. Run it through `npm run bench:gateway`.
 // The PostgreSQL systems run in a full run (--no-pg leaves them out) and not
@@ -105,6 +109,7 @@ const { values: o } = parseArgs({
     'no-peers': { type: 'boolean', default: false },
     pg: { type: 'boolean', default: false },
     'no-pg': { type: 'boolean', default: false },
+    'mcp-sdk': { type: 'boolean', default: false },
     only: { type: 'string' },
   },
 });
@@ -174,9 +179,9 @@ const added = (system, metric, via, direct) => rows.push({ system, metric, unit:
 
 /**
  * directVsMeshguard measures one call made directly and through meshguard
- * (`systems`: [direct, meshguard], each { name, call }), 1 client, warmed up,
- * alternating in rounds; adds the rows `metric` for both and meshguard's
- * `added latency <metric>`.
+ * (`systems`: [direct, meshguard, ...], each { name, call }), 1 client, warmed up,
+ * alternating in rounds; adds the rows `metric` for each and each other
+ * system's `added latency <metric>`.
  */
 async function directVsMeshguard(metric, systems) {
   const samples = new Map(systems.map((s) => [s.name, []]));
@@ -190,7 +195,7 @@ async function directVsMeshguard(metric, systems) {
     }
   }
   const base = add('direct', metric, 'ms', samples.get('direct'));
-  added('meshguard', `added latency ${metric}`, add('meshguard', metric, 'ms', samples.get('meshguard')), base);
+  for (const s of systems.slice(1)) added(s.name, `added latency ${metric}`, add(s.name, metric, 'ms', samples.get(s.name)), base);
 }
 
 /** alternating is one target made of two (two gateway instances): requests alternate between them. */
@@ -481,6 +486,14 @@ try {
       };
     };
     const mcpSystems = [await mcpTarget('direct', mcpUrl), await mcpTarget('meshguard', `${gateway.loopbackUrl}/v1/mcp`)];
+    if (o['mcp-sdk']) {
+      // The same gateway with its MCP fast path off (src/gateway/mcp/fast.ts): every call through the SDK's server and client.
+      progress('starting a second meshguard gateway with MESHGUARD_MCP_FAST=0 (the SDK path)');
+      const args = [...GATEWAY_NODE_OPTIONS, here('./lib/gateway-server.mjs'), '--sim', simMg.url, '--sim-key', SIM_KEY, '--dir', mkdtempSync(join(work, 'gw-sdk-')), '--mcp-url', mcpUrl];
+      const sdk = startJsonChild('meshguard gateway (MCP SDK path)', process.execPath, args, { env: { ...process.env, MESHGUARD_MCP_FAST: '0' } });
+      cleanups.push(() => sdk.kill());
+      mcpSystems.push(await mcpTarget('meshguard sdk path', `${(await sdk.next('listening', 60_000)).loopbackUrl}/v1/mcp`));
+    }
     await directVsMeshguard('mcp tool call 1 client', mcpSystems);
   }
 
@@ -659,6 +672,8 @@ try {
     }
   }
   for (const s of systems) add(s.name, 'failed requests', 'count', errorsOf.get(s.name) ?? 0);
+  // Systems of the MCP and connector rows only (meshguard sdk path): their failures too.
+  for (const [name, n] of errorsOf) if (!systems.some((s) => s.name === name)) add(name, 'failed requests', 'count', n);
   for (const s of systems) await closeAll(s.target).catch(() => {});
 } finally {
   for (const f of cleanups.reverse()) await Promise.resolve().then(f).catch((err) => progress(`cleanup: ${err.message}`));
