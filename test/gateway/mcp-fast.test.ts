@@ -58,6 +58,10 @@ async function startUpstream(): Promise<Upstream> {
       }
       return text(`${n} steps`);
     });
+    server.registerTool("leak", { description: "logs what it is given", inputSchema: { secret: z.string() } }, async ({ secret }, extra) => {
+      await extra.sendNotification({ method: "notifications/message", params: { level: "info", data: `the key is ${secret}` } });
+      return text("logged");
+    });
     server.registerTool("slow", { description: "waits until cancelled", inputSchema: { tag: z.string() } }, async ({ tag }, extra) => {
       started.push(tag);
       await new Promise<void>((resolve) => {
@@ -111,9 +115,12 @@ async function startUpstream(): Promise<Upstream> {
 }
 
 const RULES = [
-  { id: "allowed", src: ["tag:local"], mcp: { server: ["sim"], tool: ["get_issue", "fail", "structured", "steps", "slow", "ask", "missing"] } },
+  { id: "allowed", src: ["tag:local"], mcp: { server: ["sim"], tool: ["get_issue", "fail", "structured", "steps", "slow", "ask", "missing", "leak"] } },
   { id: "held", effect: "approve", src: ["tag:local"], mcp: { server: ["sim"], tool: ["create_issue"] } },
 ];
+
+/** A provider key of the gateways': never forwarded to an MCP caller. */
+const SECRET = "sk-fast-path-provider-key-7d1e0c9a";
 
 let up: Upstream;
 let dir: string;
@@ -127,11 +134,12 @@ async function gateway(name: string, capacity: number): Promise<GatewayHandle> {
     config: {
       policy,
       dataDir: join(dir, name),
-      providers: { o: { baseUrl: "http://127.0.0.1:9/v1", format: "openai", models: ["*"] } },
+      providers: { o: { baseUrl: "http://127.0.0.1:9/v1", format: "openai", models: ["*"], key: { env: "FAST_O_KEY" } } },
       loopback: { listen: "127.0.0.1:0", principal: "tag:local" },
       quotas: { calls: { unit: "calls", capacity, refill: "1/day", per: "node" } },
       mcp: { servers: { sim: { url: up.url, timeout: 20_000 } } },
     },
+    env: { FAST_O_KEY: SECRET },
     approvals: { timeoutMs: 20_000, callback: async () => ({ approved: false, reason: "nobody approves in this test" }) },
   });
 }
@@ -263,6 +271,22 @@ describe("the fast path is taken and answers as the SDK path does", () => {
         { progress: 3, total: 3 },
       ]);
       expect(logs).toEqual(["step 1", "step 2", "step 3"]);
+    } finally {
+      await c.close();
+    }
+  });
+
+  it("a log message forwarded to the caller is scrubbed of the gateway's secrets", async () => {
+    const c = await connect(fast);
+    try {
+      const logs: string[] = [];
+      c.client.setNotificationHandler(LoggingMessageNotificationSchema, (n) => void logs.push(String(n.params.data)));
+      const before = fastStats.calls;
+      await c.client.callTool({ name: "sim__leak", arguments: { secret: SECRET } });
+      expect(fastStats.calls - before).toBe(1);
+      expect(logs).toHaveLength(1);
+      expect(logs[0]).toMatch(/^the key is /);
+      expect(logs[0]).not.toContain(SECRET);
     } finally {
       await c.close();
     }

@@ -38,6 +38,7 @@
 
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { randomUUID } from "node:crypto";
+import { StringDecoder } from "node:string_decoder";
 import { Agent, type Dispatcher } from "undici";
 import { createParser } from "eventsource-parser";
 import { StreamableHTTPClientTransport, StreamableHTTPError } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
@@ -187,8 +188,12 @@ export class McpFastPath {
     const send = (m: unknown) => {
       if (!ac.signal.aborted && !res.destroyed) res.write(SSE_HEAD + JSON.stringify(m) + "\n\n");
     };
+    // What the upstream says on the way (progress, log messages) is scrubbed of the gateway's secrets as its error messages are.
+    const notify = (m: unknown) => {
+      if (!ac.signal.aborted && !res.destroyed) res.write(SSE_HEAD + s.scrubText(JSON.stringify(m)) + "\n\n");
+    };
     try {
-      const out = await s.judged("mcp.call", { kind: "mcp", server: p.up.name, tool: p.name, args: p.args }, ac.signal, (signal) => this.forward(s, p, signal, send));
+      const out = await s.judged("mcp.call", { kind: "mcp", server: p.up.name, tool: p.name, args: p.args }, ac.signal, (signal) => this.forward(s, p, signal, notify));
       send({ result: out, jsonrpc: "2.0", id: p.id });
     } catch (err) {
       // The SDK server's error response (a cancelled call gets none).
@@ -214,7 +219,9 @@ export class McpFastPath {
     const headers = await t._commonHeaders();
     headers.set("content-type", "application/json");
     headers.set("accept", "application/json, text/event-stream");
-    const body = JSON.stringify({ jsonrpc: "2.0", id: upId, method: "tools/call", params: { ...p.params, name: p.name, arguments: p.args } });
+    // As the SDK Client: a progress token of the caller's becomes the upstream call's id, and is put back on the way out.
+    const params = { ...p.params, name: p.name, arguments: p.args, ...(p.progressToken !== undefined ? { _meta: { ...(p.params._meta as object), progressToken: upId } } : {}) };
+    const body = JSON.stringify({ jsonrpc: "2.0", id: upId, method: "tools/call", params });
     const upAc = new AbortController();
     const timeout = s.timeoutOf(p.up.name);
 
@@ -241,21 +248,22 @@ export class McpFastPath {
       signal.addEventListener("abort", onAbort, { once: true });
 
       const onMessage = (m: unknown) => {
-        if (settled || !isObject(m)) return;
-        if (m.id === upId && ("result" in m || "error" in m)) {
+        if (!isObject(m)) return;
+        if (!settled && m.id === upId && ("result" in m || "error" in m)) {
           if (isObject(m.error)) {
             const e = m.error;
             return settle(new McpError(e.code as number, e.message as string, e.data));
           }
+          if (plainTextResult(m.result)) return settle(undefined, m.result);
           const r = CallToolResultSchema.safeParse(m.result);
           return r.success ? settle(undefined, r.data as CallToolResult) : settle(r.error);
         }
         if (typeof m.method === "string" && m.id === undefined && isObject(m.params)) {
           if (m.method === "notifications/progress") {
-            if (p.progressToken !== undefined && m.params.progressToken === p.progressToken) notify({ jsonrpc: "2.0", method: m.method, params: m.params });
+            if (!settled && p.progressToken !== undefined && m.params.progressToken === upId) notify({ jsonrpc: "2.0", method: m.method, params: { ...m.params, progressToken: p.progressToken } });
             return;
           }
-          if (m.method === "notifications/message") return notify({ jsonrpc: "2.0", method: m.method, params: m.params });
+          if (m.method === "notifications/message") return settled ? undefined : notify({ jsonrpc: "2.0", method: m.method, params: m.params });
         }
         // A request of the upstream's (ping, sampling, elicitation, roots), or any other message: the session's SDK Client deals with it.
         const parsed = JSONRPCMessageSchema.safeParse(m);
@@ -285,9 +293,8 @@ export class McpFastPath {
                 onMessage(m);
               },
             });
-            const dec = new TextDecoder();
             // Read to the end, also after the answer: the connection goes back to the pool.
-            for await (const chunk of r.body) parser.feed(dec.decode(chunk as Uint8Array, { stream: true }));
+            await r.each((text) => parser.feed(text));
           } else {
             await r.drop();
             throw new StreamableHTTPError(-1, `Unexpected content type: ${r.contentType}`);
@@ -307,7 +314,8 @@ export class McpFastPath {
 interface UpAnswer {
   status: number;
   contentType: string | null;
-  body: AsyncIterable<Uint8Array>;
+  /** each calls `f` with the body's text as it comes, and resolves at its end. */
+  each(f: (text: string) => void): Promise<void>;
   text(): Promise<string>;
   drop(): Promise<void>;
 }
@@ -328,7 +336,13 @@ async function send(t: TransportInternals & { _url: URL }, agent: Agent, body: s
     return {
       status: r.statusCode,
       contentType: typeof ct === "string" ? ct : null,
-      body: r.body,
+      each: (f) =>
+        new Promise<void>((resolve, reject) => {
+          const dec = new StringDecoder("utf8");
+          r.body.on("data", (c: Buffer) => f(dec.write(c)));
+          r.body.on("end", resolve);
+          r.body.on("error", reject);
+        }),
       text: () => r.body.text(),
       drop: () => r.body.dump(),
     };
@@ -338,7 +352,11 @@ async function send(t: TransportInternals & { _url: URL }, agent: Agent, body: s
   return {
     status: r.status,
     contentType: r.headers.get("content-type"),
-    body: (r.body ?? (async function* () {})()) as AsyncIterable<Uint8Array>,
+    each: async (f) => {
+      if (r.body === null) return;
+      const dec = new TextDecoder();
+      for await (const chunk of r.body as unknown as AsyncIterable<Uint8Array>) f(dec.decode(chunk, { stream: true }));
+    },
     text: () => r.text(),
     drop: async () => void (await r.body?.cancel()),
   };
@@ -351,6 +369,22 @@ function readBody(req: IncomingMessage): Promise<Buffer> {
     req.on("end", () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)));
     req.on("error", reject);
   });
+}
+
+/**
+ * plainTextResult says whether a result is one the SDK's CallToolResult
+ * schema would give back unchanged: only text content (its items with no
+ * other field, which the schema would strip) and isError. Any other result
+ * goes through the schema.
+ */
+function plainTextResult(v: unknown): v is CallToolResult {
+  if (!isObject(v) || !Array.isArray(v.content)) return false;
+  for (const k in v) if (k !== "content" && !(k === "isError" && typeof v.isError === "boolean")) return false;
+  for (const c of v.content as unknown[]) {
+    if (!isObject(c) || c.type !== "text" || typeof c.text !== "string") return false;
+    for (const k in c) if (k !== "type" && k !== "text") return false;
+  }
+  return true;
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {

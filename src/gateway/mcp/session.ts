@@ -117,6 +117,11 @@ export class McpSession {
     await this.server.connect(this.transport);
   }
 
+  /** scrubText takes the gateway's secrets out of text the upstream sent (./fast.ts forwards progress and log messages through it). */
+  scrubText(text: string): string {
+    return this.ctx.scrub.text(text);
+  }
+
   /** listsChanged tells the caller that what it may see changed (a policy reload). */
   listsChanged(): void {
     if (this.closed) return;
