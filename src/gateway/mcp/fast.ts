@@ -123,11 +123,18 @@ export class McpFastPath {
       res.end(body);
       return;
     }
-    if (isObject(msg) && msg.method === "notifications/cancelled" && isObject(msg.params)) {
-      const id = msg.params.requestId;
-      if (typeof id === "string" || typeof id === "number") this.inflight.get(s)?.get(id)?.abort(new Error(typeof msg.params.reason === "string" ? msg.params.reason : "cancelled by the client"));
+    // A cancellation of a fast call aborts it here; the SDK path gets the notification too (and answers it).
+    for (const m of Array.isArray(msg) ? msg : [msg]) {
+      if (!isObject(m) || m.method !== "notifications/cancelled" || !isObject(m.params)) continue;
+      const id = m.params.requestId;
+      if (typeof id === "string" || typeof id === "number") this.inflight.get(s)?.get(id)?.abort(new Error(typeof m.params.reason === "string" ? m.params.reason : "cancelled by the client"));
     }
-    const plan = await this.plan(s, msg);
+    let plan: Plan | undefined;
+    try {
+      plan = await this.plan(s, msg);
+    } catch {
+      plan = undefined;
+    }
     if (plan === undefined) {
       fastStats.fallbacks++;
       return s.transport.handleRequest(req, res, msg);
