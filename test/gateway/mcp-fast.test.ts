@@ -29,7 +29,7 @@ import { fastStats } from "../../src/gateway/mcp/fast.js";
 interface Upstream {
   url: string;
   /** Every JSON-RPC message POSTed to it: method and id. */
-  seen: Array<{ method?: string; id?: unknown; params?: Record<string, unknown> }>;
+  seen: Array<{ method?: string; id?: unknown; params?: Record<string, unknown>; credential?: string | string[] }>;
   /** Calls of `slow` whose handler saw its signal abort. */
   aborted: string[];
   /** Calls of `slow` that started. */
@@ -85,7 +85,7 @@ async function startUpstream(): Promise<Upstream> {
       const chunks: Buffer[] = [];
       for await (const c of req) chunks.push(c as Buffer);
       const body = chunks.length ? (JSON.parse(Buffer.concat(chunks).toString("utf8")) as unknown) : undefined;
-      for (const m of Array.isArray(body) ? body : body ? [body] : []) seen.push({ method: m.method, id: m.id, params: m.params });
+      for (const m of Array.isArray(body) ? body : body ? [body] : []) seen.push({ method: m.method, id: m.id, params: m.params, credential: req.headers["x-test-credential"] });
       const sid = req.headers["mcp-session-id"];
       if (typeof sid === "string") {
         const t = sessions.get(sid);
@@ -340,6 +340,29 @@ describe("the fast path is taken and answers as the SDK path does", () => {
       for (let i = 0; i < 200 && !up.aborted.includes("disconnect-me"); i++) await sleep(25);
       expect(up.aborted).toContain("disconnect-me");
     } finally {
+      await c.close();
+    }
+  });
+
+  it("the headers the session's SDK transport sends (where credentials go) are the fast path's too", async () => {
+    const proto = StreamableHTTPClientTransport.prototype as unknown as { _commonHeaders(): Promise<Headers> };
+    const original = proto._commonHeaders;
+    proto._commonHeaders = async function (this: unknown) {
+      const h = await original.call(this);
+      h.set("x-test-credential", "from-the-transport");
+      return h;
+    };
+    const c = await connect(fast);
+    try {
+      const before = fastStats.calls;
+      const n = up.seen.length;
+      await c.client.callTool({ name: "sim__get_issue", arguments: { repo: "acme/cred" } });
+      expect(fastStats.calls - before).toBe(1);
+      const call = up.seen.slice(n).find((m) => m.method === "tools/call");
+      expect(call?.id).toMatch(/^meshguard-/);
+      expect(call?.credential).toBe("from-the-transport");
+    } finally {
+      proto._commonHeaders = original;
       await c.close();
     }
   });

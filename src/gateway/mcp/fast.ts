@@ -192,26 +192,26 @@ export class McpFastPath {
     res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache, no-transform", connection: "keep-alive", "x-accel-buffering": "no", "mcp-session-id": s.id });
     // The head goes with the first event; a call held longer (an approval) sends it now, so the caller's HTTP client does not time out waiting for it.
     const flush = setTimeout(() => res.flushHeaders(), 1000);
-    const send = (m: unknown) => {
-      if (!ac.signal.aborted && !res.destroyed) res.write(SSE_HEAD + JSON.stringify(m) + "\n\n");
-    };
     // What the upstream says on the way (progress, log messages) is scrubbed of the gateway's secrets as its error messages are.
     const notify = (m: unknown) => {
       if (!ac.signal.aborted && !res.destroyed) res.write(SSE_HEAD + s.scrubText(JSON.stringify(m)) + "\n\n");
     };
+    let last: unknown;
     try {
       const out = await s.judged("mcp.call", { kind: "mcp", server: p.up.name, tool: p.name, args: p.args }, ac.signal, (signal) => this.forward(s, p, signal, notify));
-      send({ result: out, jsonrpc: "2.0", id: p.id });
+      last = { result: out, jsonrpc: "2.0", id: p.id };
     } catch (err) {
-      // The SDK server's error response (a cancelled call gets none).
+      // The SDK server's error response.
       const e = err as { code?: unknown; message?: string; data?: unknown };
-      send({ jsonrpc: "2.0", id: p.id, error: { code: Number.isSafeInteger(e.code) ? e.code : ErrorCode.InternalError, message: e.message ?? "Internal error", ...(e.data !== undefined ? { data: e.data } : {}) } });
+      last = { jsonrpc: "2.0", id: p.id, error: { code: Number.isSafeInteger(e.code) ? e.code : ErrorCode.InternalError, message: e.message ?? "Internal error", ...(e.data !== undefined ? { data: e.data } : {}) } };
     } finally {
       ended = true;
       clearTimeout(flush);
       res.off("close", onClose);
       if (calls.get(p.id) === ac) calls.delete(p.id);
-      res.end();
+      // The answer and the end in one write (with a Content-Length when nothing went before it); a cancelled call gets no answer, as on the SDK path.
+      if (!ac.signal.aborted && !res.destroyed && last !== undefined) res.end(SSE_HEAD + JSON.stringify(last) + "\n\n");
+      else res.end();
     }
   }
 
@@ -224,8 +224,6 @@ export class McpFastPath {
     const upId = ID_PREFIX + ++seq;
     const t = p.up.transport as unknown as Required<Pick<TransportInternals, "_commonHeaders" | "_url">> & TransportInternals;
     const headers = await t._commonHeaders();
-    headers.set("content-type", "application/json");
-    headers.set("accept", "application/json, text/event-stream");
     // As the SDK Client: a progress token of the caller's becomes the upstream call's id, and is put back on the way out.
     const params = { ...p.params, name: p.name, arguments: p.args, ...(p.progressToken !== undefined ? { _meta: { ...(p.params._meta as object), progressToken: upId } } : {}) };
     const body = JSON.stringify({ jsonrpc: "2.0", id: upId, method: "tools/call", params });
@@ -338,6 +336,8 @@ async function send(t: TransportInternals & { _url: URL }, agent: Agent, body: s
   if (t._fetch === undefined && plainInit) {
     const h: Record<string, string> = {};
     headers.forEach((v, k) => (h[k] = v));
+    h["content-type"] = "application/json";
+    h.accept = "application/json, text/event-stream";
     const r: Dispatcher.ResponseData = await agent.request({ origin: t._url.origin, path: t._url.pathname + t._url.search, method: "POST", headers: h, body, signal });
     const ct = r.headers["content-type"];
     return {
@@ -354,6 +354,8 @@ async function send(t: TransportInternals & { _url: URL }, agent: Agent, body: s
       drop: () => r.body.dump(),
     };
   }
+  headers.set("content-type", "application/json");
+  headers.set("accept", "application/json, text/event-stream");
   // No redirect is followed: the SDK's transport follows none to another origin, and a POST of a call has no reason to be redirected.
   const r = await (t._fetch ?? fetch)(t._url, { ...init, method: "POST", headers, body, signal, redirect: "manual" });
   return {
