@@ -186,10 +186,11 @@ const added = (system, metric, via, direct) => rows.push({ system, metric, unit:
 async function directVsMeshguard(metric, systems) {
   const samples = new Map(systems.map((s) => [s.name, []]));
   for (const s of systems) noteErrors(s.name, await sequential(s.call, Math.ceil(WARM_N / 10)));
-  for (let r = 0; r < ROUNDS; r++) {
-    for (const s of systems) {
-      progress(`${metric}, round ${r + 1}/${ROUNDS}: ${s.name}`);
-      const res = await sequential(s.call, Math.ceil(N / ROUNDS));
+  // Blocks of about 100 calls (as the 1-client LLM figure), the first system rotating: a burst of the machine's other load lands on every system alike.
+  for (let r = 0; r < ROUNDS_1; r++) {
+    if (r % 5 === 0) progress(`${metric}, rounds ${r + 1}-${Math.min(ROUNDS_1, r + 5)}/${ROUNDS_1}`);
+    for (const s of rotate(systems, r)) {
+      const res = await sequential(s.call, Math.ceil(N / ROUNDS_1));
       noteErrors(s.name, res);
       samples.get(s.name).push(...res.samples);
     }
