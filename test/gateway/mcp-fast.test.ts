@@ -34,6 +34,8 @@ interface Upstream {
   aborted: string[];
   /** Calls of `slow` that started. */
   started: string[];
+  /** dropSessions forgets every session: their next request is a 404, as from a restarted server. */
+  dropSessions(): void;
   close(): Promise<void>;
 }
 
@@ -107,6 +109,7 @@ async function startUpstream(): Promise<Upstream> {
     seen,
     aborted,
     started,
+    dropSessions: () => sessions.clear(),
     async close() {
       srv.closeAllConnections();
       await new Promise<void>((r) => srv.close(() => r()));
@@ -378,6 +381,24 @@ describe("the fast path is taken and answers as the SDK path does", () => {
       expect(fastStats.fallbacks - before.fallbacks).toBe(1);
     } finally {
       await c.close();
+    }
+  });
+
+  it("an upstream session that is gone (404) is the same error on both paths", async () => {
+    const a = await connect(fast);
+    const b = await connect(slow);
+    try {
+      // Both gateways' upstream sessions are open (they open once the caller's initialize is done), then gone.
+      await Promise.all([a.client.ping(), b.client.ping(), a.client.listTools(), b.client.listTools()]);
+      up.dropSessions();
+      const before = fastStats.calls;
+      const [f, sdk] = [await outcome(a.client.callTool({ name: "sim__get_issue", arguments: { repo: "acme/gone" } })), await outcome(b.client.callTool({ name: "sim__get_issue", arguments: { repo: "acme/gone" } }))];
+      expect(fastStats.calls - before).toBe(1);
+      expect(f).toEqual(sdk);
+      expect(f).toMatchObject({ code: -32603, message: expect.stringContaining("Error POSTing to endpoint") });
+    } finally {
+      await a.close();
+      await b.close();
     }
   });
 
