@@ -209,7 +209,7 @@ export class McpFastPath {
       clearTimeout(flush);
       res.off("close", onClose);
       if (calls.get(p.id) === ac) calls.delete(p.id);
-      // The answer and the end in one write (with a Content-Length when nothing went before it); a cancelled call gets no answer, as on the SDK path.
+      // The head (unless sent already), the answer and the end of the stream in one write; a cancelled call gets no answer, as on the SDK path.
       if (!ac.signal.aborted && !res.destroyed && last !== undefined) res.end(SSE_HEAD + JSON.stringify(last) + "\n\n");
       else res.end();
     }
