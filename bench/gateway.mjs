@@ -55,7 +55,7 @@
 //
 //   node bench/gateway.mjs [--json] [--smoke] [--setup] [--n N] [--rate R]
 //                          [--open-n N] [--clients C] [--closed-n N] [--mem-n N] [--no-tailnet] [--no-peers]
-//                          [--pg | --no-pg] [--only mcp,http,llm] [--mcp-sdk]
+//                          [--pg | --no-pg] [--only mcp,http,llm] [--mcp-sdk] [--mcp-floor]
 //
 // --setup installs the peers below into ~/.cache/meshguard/bench-peers (and
 // Debian's postgresql when missing and root) and exits (it needs the package registries: run it outside the network
@@ -64,6 +64,8 @@
 // PostgreSQL, peers nor LLM rows). --mcp-sdk adds the system "meshguard sdk
 // path" to the MCP rows: a second gateway with its MCP fast path off
 // (MESHGUARD_MCP_FAST=0), every call through the SDK's server and client.
+// --mcp-floor adds "plain proxy": the same calls through a plain HTTP proxy
+// (bench/lib/plain-proxy-server.mjs), the floor of one more process.
 // --smoke runs meshguard and direct only, with tiny counts, and checks the
 // output's shape. Run it through `npm run bench:gateway`.
 // The PostgreSQL systems run in a full run (--no-pg leaves them out) and not
@@ -110,6 +112,7 @@ const { values: o } = parseArgs({
     pg: { type: 'boolean', default: false },
     'no-pg': { type: 'boolean', default: false },
     'mcp-sdk': { type: 'boolean', default: false },
+    'mcp-floor': { type: 'boolean', default: false },
     only: { type: 'string' },
   },
 });
@@ -479,7 +482,7 @@ try {
         name,
         call: async () => {
           const t0 = performance.now();
-          const r = await client.callTool({ name: name === 'direct' ? 'get_issue' : 'sim__get_issue', arguments: { repo: `acme/r${i++}` } });
+          const r = await client.callTool({ name: name === 'direct' || name === 'plain proxy' ? 'get_issue' : 'sim__get_issue', arguments: { repo: `acme/r${i++}` } });
           const ms = performance.now() - t0;
           if (r.isError) throw new Error(`tool error: ${JSON.stringify(r.content)}`);
           return ms;
@@ -494,6 +497,12 @@ try {
       const sdk = startJsonChild('meshguard gateway (MCP SDK path)', process.execPath, args, { env: { ...process.env, MESHGUARD_MCP_FAST: '0' } });
       cleanups.push(() => sdk.kill());
       mcpSystems.push(await mcpTarget('meshguard sdk path', `${(await sdk.next('listening', 60_000)).loopbackUrl}/v1/mcp`));
+    }
+    if (o['mcp-floor']) {
+      // A plain proxy (bench/lib/plain-proxy-server.mjs): the floor of one more process on the path.
+      const proxy = startJsonChild('plain proxy', process.execPath, [here('./lib/plain-proxy-server.mjs'), mcpUrl]);
+      cleanups.push(() => proxy.stop());
+      mcpSystems.push(await mcpTarget('plain proxy', (await proxy.next('listening', 15_000)).url));
     }
     await directVsMeshguard('mcp tool call 1 client', mcpSystems);
   }
