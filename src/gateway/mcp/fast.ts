@@ -248,7 +248,7 @@ export class McpFastPath {
         p.up.transport.send({ jsonrpc: "2.0", method: "notifications/cancelled", params: { requestId: upId, reason: String(reason) } }).catch(() => {});
       };
       const onAbort = () => cancel(signal.reason);
-      const timer = setTimeout(() => cancel(new McpError(ErrorCode.RequestTimeout, "Request timed out", { timeout })), timeout);
+      const timer = setTimeout(() => cancel(McpError.fromError(ErrorCode.RequestTimeout, "Request timed out", { timeout })), timeout);
       if (signal.aborted) return onAbort();
       signal.addEventListener("abort", onAbort, { once: true });
 
@@ -257,7 +257,7 @@ export class McpFastPath {
         if (!settled && m.id === upId && ("result" in m || "error" in m)) {
           if (isObject(m.error)) {
             const e = m.error;
-            return settle(new McpError(e.code as number, e.message as string, e.data));
+            return settle(McpError.fromError(e.code as number, e.message as string, e.data));
           }
           if (plainTextResult(m.result)) return settle(undefined, m.result);
           const r = CallToolResultSchema.safeParse(m.result);
