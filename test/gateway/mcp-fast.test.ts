@@ -119,6 +119,7 @@ async function startUpstream(): Promise<Upstream> {
 
 const RULES = [
   { id: "allowed", src: ["tag:local"], mcp: { server: ["sim"], tool: ["get_issue", "fail", "structured", "steps", "slow", "ask", "missing", "leak"] } },
+  { id: "short", src: ["tag:local"], mcp: { server: ["short"], tool: ["slow"] } },
   { id: "held", effect: "approve", src: ["tag:local"], mcp: { server: ["sim"], tool: ["create_issue"] } },
 ];
 
@@ -140,7 +141,8 @@ async function gateway(name: string, capacity: number): Promise<GatewayHandle> {
       providers: { o: { baseUrl: "http://127.0.0.1:9/v1", format: "openai", models: ["*"], key: { env: "FAST_O_KEY" } } },
       loopback: { listen: "127.0.0.1:0", principal: "tag:local" },
       quotas: { calls: { unit: "calls", capacity, refill: "1/day", per: "node" } },
-      mcp: { servers: { sim: { url: up.url, timeout: 20_000 } } },
+      // "short": the same upstream with a timeout a slow call outlives.
+      mcp: { servers: { sim: { url: up.url, timeout: 20_000 }, short: { url: up.url, timeout: 300 } } },
     },
     env: { FAST_O_KEY: SECRET },
     approvals: { timeoutMs: 20_000, callback: async () => ({ approved: false, reason: "nobody approves in this test" }) },
@@ -381,6 +383,28 @@ describe("the fast path is taken and answers as the SDK path does", () => {
       expect(fastStats.fallbacks - before.fallbacks).toBe(1);
     } finally {
       await c.close();
+    }
+  });
+
+  it("a call that outlives the server's timeout is the same error on both paths, and is cancelled upstream", async () => {
+    const a = await connect(fast);
+    const b = await connect(slow);
+    try {
+      const before = fastStats.calls;
+      const [f, sdk] = await Promise.all([
+        outcome(a.client.callTool({ name: "short__slow", arguments: { tag: "timeout-fast" } })),
+        outcome(b.client.callTool({ name: "short__slow", arguments: { tag: "timeout-sdk" } })),
+      ]);
+      expect(fastStats.calls - before).toBe(1);
+      expect(f).toEqual(sdk);
+      expect(f).toMatchObject({ code: -32001, data: { timeout: 300 } });
+      for (let i = 0; i < 200 && !(up.aborted.includes("timeout-fast") && up.aborted.includes("timeout-sdk")); i++) await sleep(25);
+      expect(up.aborted).toEqual(expect.arrayContaining(["timeout-fast", "timeout-sdk"]));
+      const [rf, rs] = [(await records(fast)).find((r) => r.requestBody?.includes("timeout-fast")), (await records(slow)).find((r) => r.requestBody?.includes("timeout-sdk"))];
+      expect(rf).toMatchObject({ status: rs!.status, outcome: rs!.outcome, reason: rs!.reason });
+    } finally {
+      await a.close();
+      await b.close();
     }
   });
 
