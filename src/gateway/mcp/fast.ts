@@ -143,8 +143,9 @@ export class McpFastPath {
     return this.call(s, plan, res);
   }
 
+  /** close ends the upstream connections (after the sessions closed: a call still running then fails, and is logged so). */
   async close(): Promise<void> {
-    await this.agent.close().catch(() => {});
+    await this.agent.destroy().catch(() => {});
   }
 
   /** plan checks a message is a tools/call the fast path serves faithfully; undefined sends it the SDK way. */
