@@ -1,7 +1,7 @@
 /**
  * The aggregating MCP endpoint (`/v1/mcp` by default): streamable HTTP, the
  * official SDK's server transport, one McpSession (./session.ts) per
- * initialize. An `Mcp-Session-Id` is bound to the identity that created the
+ * initialize (a tools/call on an open session takes ./fast.ts). An `Mcp-Session-Id` is bound to the identity that created the
  * session (what the tailnet's whois, or the loopback principal, said): a
  * request naming it from any other identity is refused (403) and never
  * reaches the session; an unknown id is a 404, which tells a client to
@@ -12,6 +12,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { GatewayContext } from "../context.js";
 import type { Caller } from "../types.js";
 import type { McpConfig } from "./config.js";
+import { McpFastPath } from "./fast.js";
 import { McpSession } from "./session.js";
 
 /** A session nobody used for this long is closed (its upstream connections and child processes with it). */
@@ -23,6 +24,8 @@ export class McpEndpoint {
   private readonly sweeper: NodeJS.Timeout;
   private readonly ctx: GatewayContext;
   private readonly cfg: McpConfig;
+  /** tools/call on an open session without the SDK's server and client (./fast.ts). */
+  readonly fast: McpFastPath;
 
   constructor(
     ctx: GatewayContext,
@@ -31,6 +34,7 @@ export class McpEndpoint {
     this.ctx = ctx;
     this.cfg = cfg;
     this.path = cfg.path;
+    this.fast = new McpFastPath(ctx.cfg.maxBodyBytes);
     this.sweeper = setInterval(() => {
       const old = Date.now() - IDLE_MS;
       for (const s of this.sessions.values()) if (s.lastSeen < old) void s.close();
@@ -51,6 +55,7 @@ export class McpEndpoint {
       if (s === undefined) return rpcError(res, 404, -32001, "session not found: it ended or never existed here; initialize a new one");
       if (s.owner !== owner) return rpcError(res, 403, -32003, "meshguard: this MCP session belongs to another identity; a session is usable only by the node that created it");
       s.touch(caller);
+      if (this.fast.wants(req)) return this.fast.handle(s, req, res);
       return s.transport.handleRequest(req, res);
     }
     if (req.method !== "POST") return rpcError(res, 400, -32000, "no Mcp-Session-Id: send an initialize request (POST) first");
@@ -75,6 +80,7 @@ export class McpEndpoint {
   async close(): Promise<void> {
     clearInterval(this.sweeper);
     await Promise.all([...this.sessions.values()].map((s) => s.close()));
+    await this.fast.close();
   }
 }
 

@@ -58,7 +58,7 @@ const GATEWAY_INFO = { name: "meshguard-gateway", version: "0.1.0" };
 
 type ListKind = "tools" | "resources" | "templates" | "prompts";
 
-interface Upstream {
+export interface Upstream {
   name: string;
   client: Client;
   transport: Transport;
@@ -115,6 +115,11 @@ export class McpSession {
 
   async start(): Promise<void> {
     await this.server.connect(this.transport);
+  }
+
+  /** scrubText takes the gateway's secrets out of text the upstream sent (./fast.ts forwards progress and log messages through it). */
+  scrubText(text: string): string {
+    return this.ctx.scrub.text(text);
   }
 
   /** listsChanged tells the caller that what it may see changed (a policy reload). */
@@ -187,7 +192,8 @@ export class McpSession {
     });
   }
 
-  private async ups(): Promise<Map<string, Upstream>> {
+  /** The upstreams that connected (./fast.ts reaches them too). */
+  async ups(): Promise<Map<string, Upstream>> {
     return this.connectUpstreams();
   }
 
@@ -280,7 +286,7 @@ export class McpSession {
     });
   }
 
-  private timeoutOf(server: string): number {
+  timeoutOf(server: string): number {
     return this.cfg.servers[server]!.timeout;
   }
 
@@ -301,7 +307,7 @@ export class McpSession {
    * call is logged like an LLM call (operation, server as provider, name
    * as model).
    */
-  private async judged<T>(operation: ApiOperation, target: McpTarget, signal: AbortSignal, run: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  async judged<T>(operation: ApiOperation, target: McpTarget, signal: AbortSignal, run: (signal: AbortSignal) => Promise<T>): Promise<T> {
     const t0 = performance.now();
     const caller = this.caller;
     const st = newCallState(this.ctx, caller, { operation, format: "openai" }, t0);
