@@ -48,6 +48,7 @@ import { finish, newCallState } from "../record.js";
 import type { ApiOperation, Caller } from "../types.js";
 import type { McpConfig, McpServerConfig } from "./config.js";
 import { listable, namespaced, splitName } from "./names.js";
+import { markResourceServers } from "../../guard/gateway-route.js";
 
 /** The JSON-RPC error code of a refusal by policy (the implementation-defined server-error range). */
 export const MCP_DENIED = -32003;
@@ -228,7 +229,8 @@ export class McpSession {
       ),
     }));
     s.setRequestHandler(ListResourcesRequestSchema, async () => ({
-      resources: await this.merged<Resource>(
+      // Each resource names its server in `_meta` (the agent's guard routes a resources/read as this session will).
+      resources: markResourceServers(await this.merged<Resource>(
         "resources",
         (up, c) => up.client.listResources(page(c)).then((r) => ({ items: r.resources, next: r.nextCursor })),
         (up, r) => {
@@ -236,7 +238,7 @@ export class McpSession {
           if (!this.resourceOwner.has(r.uri)) this.resourceOwner.set(r.uri, up.name);
           return this.resourceOwner.get(r.uri) === up.name && listable(this.ctx, this.caller, { kind: "mcp", server: up.name, tool: "", args: {}, resource: r.uri });
         },
-      ),
+      ), (uri) => this.resourceOwner.get(uri)),
     }));
     // A template names no one URI to judge: it is listed, and each read is judged.
     s.setRequestHandler(ListResourceTemplatesRequestSchema, async () => ({
