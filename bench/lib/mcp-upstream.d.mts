@@ -12,4 +12,4 @@ export interface McpUpstream {
   close(): Promise<void>;
 }
 
-export function startMcpUpstream(opts?: { host?: string; port?: number }): Promise<McpUpstream>;
+export function startMcpUpstream(opts?: { host?: string; port?: number; resources?: Array<{ name: string; uri: string; text: string }> }): Promise<McpUpstream>;

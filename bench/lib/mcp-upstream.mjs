@@ -10,7 +10,8 @@
 // session's client to sample — createMessage — and returns its text), and
 // whatever addTool registers later (every session is told its tool list
 // changed). Resources file:///handbook/intro.md and
-// file:///handbook/secret.md; prompt summarize({ repo }).
+// file:///handbook/secret.md, or the `resources` given ({ name, uri, text });
+// prompt summarize({ repo }).
 import { randomUUID } from "node:crypto";
 import http from "node:http";
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
@@ -18,7 +19,12 @@ import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/
 import { isInitializeRequest } from "@modelcontextprotocol/sdk/types.js";
 import { z } from "zod";
 
-export async function startMcpUpstream({ host = "127.0.0.1", port = 0 } = {}) {
+const HANDBOOK = [
+  { name: "intro", uri: "file:///handbook/intro.md", text: "# Intro" },
+  { name: "secret", uri: "file:///handbook/secret.md", text: "the secret" },
+];
+
+export async function startMcpUpstream({ host = "127.0.0.1", port = 0, resources = HANDBOOK } = {}) {
   /** @type {Map<string, { transport: StreamableHTTPServerTransport, server: McpServer }>} */
   const sessions = new Map();
   const ran = [];
@@ -40,8 +46,7 @@ export async function startMcpUpstream({ host = "127.0.0.1", port = 0 } = {}) {
       return text(`answer: ${r.content.type === "text" ? r.content.text : "?"}`);
     });
     for (const t of extra) server.registerTool(t.name, { description: t.name }, async () => text(t.name));
-    server.registerResource("intro", "file:///handbook/intro.md", { mimeType: "text/markdown" }, async (uri) => ({ contents: [{ uri: uri.href, text: "# Intro" }] }));
-    server.registerResource("secret", "file:///handbook/secret.md", { mimeType: "text/markdown" }, async (uri) => ({ contents: [{ uri: uri.href, text: "the secret" }] }));
+    for (const r of resources) server.registerResource(r.name, r.uri, { mimeType: "text/markdown" }, async (uri) => ({ contents: [{ uri: uri.href, text: r.text }] }));
     server.registerPrompt("summarize", { description: "summarize a repo", argsSchema: { repo: z.string() } }, ({ repo }) => ({ messages: [{ role: "user", content: { type: "text", text: `summarize ${repo}` } }] }));
     return server;
   };
