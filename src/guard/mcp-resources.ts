@@ -56,8 +56,15 @@ function idKey(id: unknown): string | undefined {
   return typeof id === "string" || typeof id === "number" ? `${typeof id}:${id}` : undefined;
 }
 
-/** listIds: the ids of the resources/list requests in an outgoing message (a batch too). */
+/** listIds: the ids of the resources/list requests in an outgoing message (a batch too; text or bytes read as JSON). */
 export function listIds(m: unknown, out: string[] = [], depth = 0): string[] {
+  if (depth === 0 && (typeof m === "string" || ArrayBuffer.isView(m))) {
+    try {
+      return listIds(JSON.parse(typeof m === "string" ? m : Buffer.from(m.buffer, m.byteOffset, m.byteLength).toString("utf8")) as unknown, out, 1);
+    } catch {
+      return out;
+    }
+  }
   if (Array.isArray(m)) {
     if (depth < 4) for (const e of m) listIds(e, out, depth + 1);
     return out;
