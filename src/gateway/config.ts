@@ -117,7 +117,17 @@ export const GatewayConfigSchema = z
     mcp: McpConfigSchema.optional(),
     connectors: ConnectorsConfigSchema.optional(),
   })
-  .strict();
+  .strict()
+  .superRefine((cfg, ctx) => {
+    // Per-user OAuth consent and tokens are kept by name (/meshguard/v1/connectors/<name>/oauth, the token rows): one name, one upstream.
+    for (const [name, sc] of Object.entries(cfg.mcp?.servers ?? {})) {
+      if (!("url" in sc) || sc.auth === undefined || cfg.connectors?.http[name] === undefined) continue;
+      const perUser = (a: { type: string }) => a.type === "oauth2" && (a as { grant?: string }).grant === "authorization_code";
+      if (perUser(sc.auth) || perUser(cfg.connectors.http[name].auth)) {
+        ctx.addIssue({ code: "custom", path: ["mcp", "servers", name], message: `the HTTP connector "${name}" has the same name, and one of them acts for users (oauth2 authorization_code): their consent pages and tokens would be one; rename one of them` });
+      }
+    }
+  });
 
 export type GatewayConfigInput = z.input<typeof GatewayConfigSchema>;
 export type GatewayConfig = z.output<typeof GatewayConfigSchema>;
@@ -199,6 +209,14 @@ export function resolveConfigPaths(cfg: GatewayConfig, base: string): GatewayCon
       http[name] = kind?.resolvePaths ? { ...c, auth: kind.resolvePaths(c.auth, abs) } : c;
     }
     out.connectors = { ...cfg.connectors, http };
+  }
+  if (cfg.mcp) {
+    const servers: NonNullable<GatewayConfig["mcp"]>["servers"] = {};
+    for (const [name, sc] of Object.entries(cfg.mcp.servers)) {
+      const kind = "url" in sc && sc.auth !== undefined ? CREDENTIAL_KINDS[sc.auth.type] : undefined;
+      servers[name] = "url" in sc && sc.auth !== undefined && kind?.resolvePaths ? { ...sc, auth: kind.resolvePaths(sc.auth, abs) } : sc;
+    }
+    out.mcp = { ...cfg.mcp, servers };
   }
   return out;
 }

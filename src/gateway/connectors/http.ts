@@ -28,12 +28,11 @@ import type { Decision, HttpTarget } from "../../policy/types.js";
 import { approve } from "../approve.js";
 import type { GatewayContext } from "../context.js";
 import { CREDENTIAL_HEADERS, HOP_HEADERS, NEVER_FORWARDED, readCallBody, REQUEST_ID, RESPONSE_DROP, sendJson, TOO_LARGE } from "../http-util.js";
-import { readKey } from "../keys.js";
 import { finish, newCallState, type CallState } from "../record.js";
 import { StreamScrub, type KeyScrubber } from "../scrub.js";
 import { drained } from "../stream.js";
 import type { CallFacts, Caller } from "../types.js";
-import { CREDENTIAL_KINDS } from "../credentials/registry.js";
+import { openCredential } from "../credentials/registry.js";
 import { CredentialUnavailableError, type CredentialSource, type InjectedCredential } from "../credentials/types.js";
 import type { ConnectorsConfig, HttpConnectorConfig } from "./config.js";
 
@@ -97,17 +96,7 @@ export class ConnectorRouter {
     const out: Connector[] = [];
     try {
       for (const [name, c] of Object.entries(cfg.http)) {
-        const kind = CREDENTIAL_KINDS[c.auth.type]!;
-        const source = await kind.create(c.auth, {
-          connector: name,
-          baseUrl: c.baseUrl,
-          readSecret: (src, what) => readKey(src, what, env),
-          dataDir: ctx.cfg.dataDir,
-          now,
-          // Per-user OAuth tokens are kept in the gateway's store (encrypted), when it has one.
-          tokenStore: ctx.store?.oauthTokens,
-          warn: (m) => ctx.warn(new Error(m)),
-        });
+        const source = await openCredential(ctx, name, c.baseUrl, c.auth, env, now);
         const u = new URL(c.baseUrl);
         const scheme = u.protocol === "https:" ? "https" : "http";
         out.push({

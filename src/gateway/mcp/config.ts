@@ -8,6 +8,7 @@
  */
 
 import { z } from "zod";
+import { AuthConfigSchema } from "../credentials/registry.js";
 import { upstreamUrlSchema } from "../url.js";
 
 /** Server names: lower-case letters, digits and single "-" / "_" — never "__", the separator of namespaced names. */
@@ -16,6 +17,7 @@ export const MCP_SERVER_NAME_RE = /^[a-z0-9](?:[a-z0-9-]|_(?!_))*$/;
 const HttpServerSchema = z
   .object({
     url: upstreamUrlSchema("http://tools.internal:3000/mcp"),
+    auth: AuthConfigSchema.optional().describe('the credential the gateway sends this server, as an HTTP connector\'s: { "type": "bearer" | "apiKey" | "basic" | "oauth2", ... }; the caller never sees it'),
     timeout: z.number().int().positive().max(3_600_000).default(60_000).describe("milliseconds a request to this server may take"),
   })
   .strict();
@@ -31,9 +33,25 @@ const StdioServerSchema = z
   })
   .strict();
 
-export const McpServerConfigSchema = z.union([HttpServerSchema, StdioServerSchema], {
-  errorMap: () => ({ message: 'an MCP server is { "url": "http://host/mcp" } (streamable HTTP) or { "command": "node", "args": ["server.js"] } (stdio)' }),
-});
+const SERVER_SHAPE = 'an MCP server is { "url": "http://host/mcp" } (streamable HTTP) or { "command": "node", "args": ["server.js"] } (stdio)';
+
+/**
+ * McpServerConfigSchema picks the kind by its key (`url` or `command`) and
+ * reports that kind's own issues (a bad `auth` inside a URL server is named
+ * as such, not as "neither kind").
+ */
+export const McpServerConfigSchema = z
+  .unknown()
+  .superRefine((v, ctx) => {
+    if (typeof v !== "object" || v === null || Array.isArray(v) || (!("url" in v) && !("command" in v))) ctx.addIssue({ code: "custom", message: SERVER_SHAPE, fatal: true });
+    else if ("url" in v && "command" in v) ctx.addIssue({ code: "custom", message: `give "url" or "command", not both: ${SERVER_SHAPE}`, fatal: true });
+  })
+  .transform((v, ctx): z.output<typeof HttpServerSchema> | z.output<typeof StdioServerSchema> => {
+    const r = ("url" in (v as object) ? HttpServerSchema : StdioServerSchema).safeParse(v);
+    if (r.success) return r.data;
+    for (const i of r.error.issues) ctx.addIssue({ ...i } as z.IssueData);
+    return z.NEVER;
+  });
 
 export const McpConfigSchema = z
   .object({

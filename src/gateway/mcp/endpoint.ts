@@ -11,6 +11,8 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { GatewayContext } from "../context.js";
 import type { Caller } from "../types.js";
+import { openCredential } from "../credentials/registry.js";
+import type { CredentialSource } from "../credentials/types.js";
 import type { McpConfig } from "./config.js";
 import { McpSession } from "./session.js";
 
@@ -23,19 +25,46 @@ export class McpEndpoint {
   private readonly sweeper: NodeJS.Timeout;
   private readonly ctx: GatewayContext;
   private readonly cfg: McpConfig;
+  /** The credential of each streamable-HTTP server that has an `auth`, made once at start and shared by every session. */
+  private readonly sources: ReadonlyMap<string, CredentialSource>;
 
   constructor(
     ctx: GatewayContext,
     cfg: McpConfig,
+    sources: ReadonlyMap<string, CredentialSource> = new Map(),
   ) {
     this.ctx = ctx;
     this.cfg = cfg;
+    this.sources = sources;
     this.path = cfg.path;
     this.sweeper = setInterval(() => {
       const old = Date.now() - IDLE_MS;
       for (const s of this.sessions.values()) if (s.lastSeen < old) void s.close();
     }, 60_000);
     this.sweeper.unref();
+  }
+
+  /**
+   * open reads the credentials of the servers with an `auth` (a missing
+   * secret fails the start, naming it) and makes the endpoint. `secrets`
+   * are the credentials' long-lived values, for the gateway's scrubber.
+   */
+  static async open(ctx: GatewayContext, cfg: McpConfig, env: NodeJS.ProcessEnv): Promise<{ endpoint: McpEndpoint; secrets: string[] }> {
+    const sources = new Map<string, CredentialSource>();
+    try {
+      for (const [name, sc] of Object.entries(cfg.servers)) {
+        if ("url" in sc && sc.auth !== undefined) sources.set(name, await openCredential(ctx, name, sc.url, sc.auth, env));
+      }
+    } catch (err) {
+      await Promise.all([...sources.values()].map((s) => s.close?.().catch(() => {})));
+      throw err;
+    }
+    return { endpoint: new McpEndpoint(ctx, cfg, sources), secrets: [...sources.values()].flatMap((s) => [...s.secrets()]) };
+  }
+
+  /** sourceOf is the credential source of server `name` (the OAuth routes act on it). */
+  sourceOf(name: string): CredentialSource | undefined {
+    return this.sources.get(name);
   }
 
   /** The sessions open now. */
@@ -59,7 +88,7 @@ export class McpEndpoint {
     if (held >= this.cfg.sessionsPerCaller) {
       return rpcError(res, 429, -32004, `meshguard: this identity already holds ${held} open MCP sessions (the gateway's mcp.sessionsPerCaller): end one (DELETE with its Mcp-Session-Id) or let one idle out`);
     }
-    const s = new McpSession(this.ctx, this.cfg, owner, caller, (x) => this.sessions.delete(x.id));
+    const s = new McpSession(this.ctx, this.cfg, owner, caller, (x) => this.sessions.delete(x.id), this.sources);
     this.sessions.set(s.id, s);
     await s.start();
     await s.transport.handleRequest(req, res);
@@ -75,6 +104,7 @@ export class McpEndpoint {
   async close(): Promise<void> {
     clearInterval(this.sweeper);
     await Promise.all([...this.sessions.values()].map((s) => s.close()));
+    await Promise.all([...this.sources.values()].map((s) => s.close?.().catch(() => {})));
   }
 }
 

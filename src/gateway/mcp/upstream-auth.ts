@@ -1,0 +1,57 @@
+/**
+ * The credential of a streamable-HTTP MCP upstream (`mcp.servers.X.auth`,
+ * docs/connectors.md#credentials-for-mcp-servers): a `fetch` for the SDK's
+ * client transport that injects it into every request the transport makes
+ * (initialize, calls, the SSE stream, the closing DELETE). The credential is
+ * resolved for the session's caller at each request, so a per-user OAuth
+ * server gets the caller's own token (or a tagged agent's delegated one),
+ * renewed when due, and a revocation applies to an open session.
+ *
+ * A 401 from the upstream tells the credential source its injection was
+ * refused (an OAuth token is then fetched or renewed) and the request is sent
+ * once more; a second 401 goes back to the SDK. The request bodies the
+ * transport sends are strings, so sending one again is safe.
+ */
+
+import type { CredentialContext, CredentialSource, InjectedCredential } from "../credentials/types.js";
+import type { Caller } from "../types.js";
+
+/** How many of a session's latest injected secrets are kept for scrubbing (a per-user token renewed during the session: old and new). */
+const KEPT = 4;
+
+export interface UpstreamAuth {
+  /** The transport's fetch. */
+  readonly fetch: typeof fetch;
+  /** The secret values injected lately (the source's long-lived ones are in the gateway's scrubber already). */
+  secrets(): readonly string[];
+}
+
+/** upstreamAuth wraps `base` (default: the global fetch) to send `source`'s credential for whoever `caller()` is now. */
+export function upstreamAuth(server: string, source: CredentialSource, caller: () => Caller, base: typeof fetch = fetch): UpstreamAuth {
+  let recent: string[] = [];
+  const remember = (cred: InjectedCredential) => {
+    for (const s of cred.secrets) {
+      if (s === "" || recent.includes(s)) continue;
+      recent = [s, ...recent].slice(0, KEPT);
+    }
+  };
+  const send = async (input: string | URL | Request, init: RequestInit | undefined): Promise<{ res: Response; ctx: CredentialContext; cred: InjectedCredential }> => {
+    const ctx: CredentialContext = { connector: server, caller: caller(), ...(init?.signal ? { signal: init.signal } : {}) };
+    const cred = await source.resolve(ctx);
+    remember(cred);
+    const url = new URL(input instanceof Request ? input.url : input.toString());
+    for (const [k, v] of Object.entries(cred.query ?? {})) url.searchParams.set(k, v);
+    const headers = new Headers(input instanceof Request ? input.headers : undefined);
+    new Headers(init?.headers).forEach((v, k) => headers.set(k, v));
+    for (const [k, v] of Object.entries(cred.headers ?? {})) headers.set(k, v);
+    return { res: await base(url, { ...init, headers }), ctx, cred };
+  };
+  const authed = async (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
+    const first = await send(input, init);
+    if (first.res.status !== 401 || source.rejected === undefined) return first.res;
+    await first.res.body?.cancel().catch(() => {});
+    await source.rejected(first.ctx, first.cred);
+    return (await send(input, init)).res;
+  };
+  return { fetch: authed as typeof fetch, secrets: () => recent };
+}
