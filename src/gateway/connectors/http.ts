@@ -50,6 +50,8 @@ interface Connector {
   readonly basePath: string;
   readonly pool: Pool;
   readonly source: CredentialSource;
+  /** The connector's own quota chains (`quotas`), charged beside the caller's. */
+  readonly chains: { chains: string[][] } | undefined;
 }
 
 /** A refused path: `why` is what the client is told. */
@@ -109,6 +111,7 @@ export class ConnectorRouter {
           basePath: u.pathname.replace(/\/+$/, ""),
           pool: new Pool(u.origin, { keepAliveTimeout: 30_000, headersTimeout: c.timeout, bodyTimeout: c.timeout, connect: { timeout: Math.min(c.timeout, 10_000) } }),
           source,
+          chains: c.quotas !== undefined ? { chains: c.quotas.map((h) => [h]) } : undefined,
         });
       }
     } catch (err) {
@@ -201,11 +204,12 @@ export class ConnectorRouter {
     if (d.ruleId !== undefined) st.ruleId = d.ruleId;
     if (d.effect !== "allow") return fail(403, "policy_denied", "denied", `meshguard: ${d.reason}`, d.ruleId !== undefined ? { ruleId: d.ruleId } : undefined);
 
-    // 3. Quotas: one call.
+    // 3. Quotas: one call, in the caller's chains and the connector's own.
     if (ctx.quotas !== undefined) {
-      const v = await ctx.quotas.reserve(caller, st.facts!, { inputTokens: 0, maxOutputTokens: 0 }, undefined);
+      const v = await ctx.quotas.reserve(caller, st.facts!, { inputTokens: 0, maxOutputTokens: 0 }, undefined, c.chains);
       if (!v.ok) {
         const status = v.permanent ? 403 : 429;
+        if (status === 429) res.setHeader("retry-after", String(Math.max(1, Math.ceil(v.retryAfterS))));
         return fail(status, "quota_exhausted", "quota", `quota exhausted (${v.bucket}): ${v.reason}`, { bucket: v.bucket, retryAfterS: v.retryAfterS });
       }
       st.reservation = v.reservation;
@@ -274,6 +278,8 @@ export class ConnectorRouter {
       }
       const code = (err as { code?: string }).code ?? "";
       const timeout = /TIMEOUT/.test(code);
+      // A connection that failed carried nothing upstream (a timeout may have: it is charged).
+      if (!timeout) st.notSent = true;
       return fail(timeout ? 504 : 502, timeout ? "upstream_timeout" : "upstream_unreachable", "upstream_unreachable", `${timeout ? "no answer from" : "cannot reach"} connector ${c.name}: ${scrub.text((err as Error).message)}${code ? ` (${code})` : ""}`);
     }
 

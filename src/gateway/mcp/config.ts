@@ -9,6 +9,7 @@
 
 import { z } from "zod";
 import { AuthConfigSchema } from "../credentials/registry.js";
+import { BucketRefsSchema } from "../quotas/config.js";
 import { upstreamUrlSchema } from "../url.js";
 
 /** Server names: lower-case letters, digits and single "-" / "_" — never "__", the separator of namespaced names. */
@@ -17,6 +18,7 @@ export const MCP_SERVER_NAME_RE = /^[a-z0-9](?:[a-z0-9-]|_(?!_))*$/;
 const HttpServerSchema = z
   .object({
     url: upstreamUrlSchema("http://tools.internal:3000/mcp"),
+    quotas: BucketRefsSchema.optional(),
     auth: AuthConfigSchema.optional().describe('the credential the gateway sends this server, as an HTTP connector\'s: { "type": "bearer" | "apiKey" | "basic" | "oauth2", ... }; the caller never sees it'),
     timeout: z.number().int().positive().max(3_600_000).default(60_000).describe("milliseconds a request to this server may take"),
   })
@@ -29,6 +31,7 @@ const StdioServerSchema = z
     /** Extra environment for the child (values as written: no secrets here; the child inherits only PATH, HOME and these). */
     env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be an environment variable name"), z.string()).default({}),
     cwd: z.string().optional(),
+    quotas: BucketRefsSchema.optional(),
     timeout: z.number().int().positive().max(3_600_000).default(60_000).describe("milliseconds a request to this server may take"),
   })
   .strict();

@@ -393,7 +393,9 @@ export class McpSession {
       }
       if (this.ctx.quotas !== undefined) {
         // The caller's bucket chains, as for an LLM call: a "calls" bucket counts one, dollar and token buckets nothing.
-        const v = await this.ctx.quotas.reserve(caller, st.facts, { inputTokens: 0, maxOutputTokens: 0 }, undefined);
+        // And the server's own chains (`quotas`), beside the caller's.
+        const own = this.cfg.servers[target.server]?.quotas;
+        const v = await this.ctx.quotas.reserve(caller, st.facts, { inputTokens: 0, maxOutputTokens: 0 }, undefined, own !== undefined ? { chains: own.map((h) => [h]) } : undefined);
         if (!v.ok) {
           st.status = v.permanent ? 403 : 429;
           st.outcome = "quota";
@@ -413,7 +415,10 @@ export class McpSession {
       } catch (err) {
         const scrub = this.scrubOf(u);
         const cred = credentialError(err);
-        if (cred !== undefined) throw this.credentialRefusal(st, target.server, cred);
+        if (cred !== undefined) {
+          st.notSent = true; // the credential is resolved before anything is sent
+          throw this.credentialRefusal(st, target.server, cred);
+        }
         st.status = signal.aborted ? 499 : 502;
         st.outcome = signal.aborted ? "client_aborted" : "upstream_error";
         st.reason = scrub.text(`MCP server ${target.server}: ${(err as Error).message}`);
