@@ -82,10 +82,12 @@ beforeAll(async () => {
     meshguard: { version: 6, rules: [{ id: "all-tools", src: ["*"], mcp: { server: ["*"], tool: ["*"] } }] },
     config: {
       retention: { mode: "full" },
+      // keyed's own bucket: 3 calls per node, whoever the caller (no grant names it).
+      quotas: { "keyed-calls": { unit: "calls", capacity: 3, refill: "1/hour", per: "node" } },
       mcp: {
         servers: {
           bearer: { url: ups.bearer.url, auth: { type: "bearer", token: { env: "STATIC_TOKEN" } } },
-          keyed: { url: ups.keyed.url, auth: { type: "apiKey", key: { env: "QUERY_KEY" }, query: "api_key" } },
+          keyed: { url: ups.keyed.url, auth: { type: "apiKey", key: { env: "QUERY_KEY" }, query: "api_key" }, quotas: "keyed-calls" },
           basic: { url: ups.basic.url, auth: { type: "basic", username: "svc-agents", password: { env: "BASIC_PASSWORD" } } },
           billing: { url: ups.billing.url, auth: { type: "oauth2", grant: "client_credentials", tokenUrl: srv.tokenUrl, clientId: CC_CLIENT.id, clientSecret: { env: "CC_SECRET" }, scopes: ["api:read"] } },
           crm: { url: ups.crm.url, auth: webAuth(srv, REDIRECT) },
@@ -223,6 +225,31 @@ describe("per-user OAuth 2.0 for an MCP upstream", () => {
       await laptop.close();
       await agentA.close();
       await agentB.close();
+    }
+  });
+});
+
+describe("a server's own quota bucket over the tailnet", () => {
+  it("counts each node's calls to keyed apart: past 3, -32004 naming the node's instance; another node still has its own", async () => {
+    const a = await connect(t.nodes.agentA);
+    const b = await connect(t.nodes.agentB);
+    try {
+      // agent-a called keyed once above (whoami).
+      const runs = ups.keyed.ran.length;
+      await a.client.callTool({ name: "keyed__get_issue", arguments: { repo: "acme/1" } });
+      await a.client.callTool({ name: "keyed__get_issue", arguments: { repo: "acme/2" } });
+      const past = await refusal(a.client.callTool({ name: "keyed__get_issue", arguments: { repo: "acme/3" } }));
+      expect(past.code).toBe(-32004);
+      expect(past.data).toMatchObject({ code: "MESHGUARD_QUOTA_EXHAUSTED", bucket: "keyed-calls/node:agent-a" });
+      expect((past.data as { retryAfterS: number }).retryAfterS).toBeGreaterThan(0);
+      expect(ups.keyed.ran.length - runs).toBe(2);
+      await b.client.callTool({ name: "keyed__get_issue", arguments: { repo: "acme/b" } });
+      expect(ups.keyed.ran.length - runs).toBe(3);
+      // Other servers are not charged to it.
+      expect(await whoami(a.client, "bearer")).toBe("you sent [provider key redacted]");
+    } finally {
+      await a.close();
+      await b.close();
     }
   });
 });
