@@ -188,6 +188,13 @@ export class ConnectorRouter {
     // 1. The path as sent.
     const refused = pathRefusal(rest) ?? pathRefusal(c.basePath);
     if (refused !== undefined) return fail(400, "connector_path_refused", "bad_request", refused);
+    const max = ctx.cfg.maxBodyBytes;
+    const tooLarge = () => {
+      res.shouldKeepAlive = false;
+      fail(413, "too_large", "bad_request", `the request body is larger than the gateway's limit of ${max} bytes (maxBodyBytes)`);
+    };
+    const declaredLength = req.headers["content-length"];
+    if (declaredLength !== undefined && Number(declaredLength) > max) return tooLarge();
 
     // 2. The policy, on the upstream request as it will be sent (without the credential).
     const injectNames = injectedNames(c);
@@ -217,15 +224,13 @@ export class ConnectorRouter {
 
     // 4. Pre-request hooks: they see the body, so it is read (bounded) first. Without them it streams.
     const hasBody = req.headers["transfer-encoding"] !== undefined || (declared !== undefined && declared !== "0");
-    let body: AsyncIterable<Buffer> | Buffer | undefined = hasBody ? keptBody(req, st) : undefined;
+    const counted = { over: false };
+    let body: AsyncIterable<Buffer> | Buffer | undefined = hasBody ? keptBody(req, st, max, counted) : undefined;
     if (!hasBody && declared === undefined) delete headers["content-length"];
     if (hasBody && ctx.hooks?.hasPre) {
       const raw = await readCallBody(req, st, ctx.cfg.maxBodyBytes);
       if (raw === undefined) return;
-      if (raw === TOO_LARGE) {
-        res.shouldKeepAlive = false;
-        return fail(413, "too_large", "bad_request", `the request body is larger than the gateway's limit of ${ctx.cfg.maxBodyBytes} bytes`);
-      }
+      if (raw === TOO_LARGE) return tooLarge();
       body = raw;
       st.requestBytes = raw.length;
       st.requestBody = raw;
@@ -271,6 +276,11 @@ export class ConnectorRouter {
     try {
       up = await c.pool.request({ path: upstreamPath + (fullQuery ? `?${fullQuery}` : ""), method: target.method as Dispatcher.HttpMethod, headers, body: body as never, signal });
     } catch (err) {
+      if (counted.over) {
+        // The upstream got part of a body and then a broken request: it was not a call.
+        st.notSent = true;
+        return tooLarge();
+      }
       if (signal.aborted) {
         st.outcome = "client_aborted";
         st.reason = "the client closed the connection before the upstream answered";
@@ -395,23 +405,29 @@ export class ConnectorRouter {
 }
 
 /**
- * keptBody streams the request body upstream and, under full retention,
- * keeps a copy of its first MAX_KEPT bytes for the log record.
+ * keptBody streams the request body upstream, stopping it (an error, which
+ * aborts the upstream request) once it grows past `max` bytes — a chunked
+ * body, or one longer than its Content-Length said — and, under full
+ * retention, keeps a copy of its first MAX_KEPT bytes for the log record.
  */
-function keptBody(req: IncomingMessage, st: CallState): AsyncIterable<Buffer> {
-  if (st.responseParts === undefined) return req;
+function keptBody(req: IncomingMessage, st: CallState, max: number, counted: { over: boolean }): AsyncIterable<Buffer> {
+  const keep = st.responseParts !== undefined;
   return (async function* () {
     const parts: Buffer[] = [];
     let size = 0;
     try {
       for await (const c of req as AsyncIterable<Buffer>) {
-        if (size < MAX_KEPT) parts.push(c);
         size += c.length;
+        if (size > max) {
+          counted.over = true;
+          throw new Error(`the request body grew past the gateway's limit of ${max} bytes`);
+        }
+        if (keep && size - c.length < MAX_KEPT) parts.push(c);
         yield c;
       }
     } finally {
       st.requestBytes = size;
-      st.requestBody = Buffer.concat(parts);
+      if (keep) st.requestBody = Buffer.concat(parts);
     }
   })();
 }
