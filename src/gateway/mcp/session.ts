@@ -308,8 +308,8 @@ export class McpSession {
     s.setRequestHandler(CallToolRequestSchema, async (req, extra) => {
       const { server, name } = await this.route(req.params.name, "tool");
       const args = (req.params.arguments ?? {}) as Record<string, unknown>;
-      return this.judged("mcp.call", { kind: "mcp", server, tool: name, args }, extra.signal, (up, signal) =>
-        up.client.callTool({ ...req.params, name, arguments: args }, undefined, {
+      return this.judged("mcp.call", { kind: "mcp", server, tool: name, args }, extra.signal, (up, signal, sent) =>
+        up.client.callTool({ ...req.params, name, arguments: sent }, undefined, {
           signal,
           timeout: this.timeoutOf(up.name),
           ...(req.params._meta?.progressToken !== undefined
@@ -321,8 +321,8 @@ export class McpSession {
     s.setRequestHandler(GetPromptRequestSchema, async (req, extra) => {
       const { server, name } = await this.route(req.params.name, "prompt");
       const args = req.params.arguments ?? {};
-      return this.judged("mcp.prompt", { kind: "mcp", server, tool: "", args, prompt: name }, extra.signal, (up, signal) =>
-        up.client.getPrompt({ ...req.params, name }, { signal, timeout: this.timeoutOf(up.name) }),
+      return this.judged("mcp.prompt", { kind: "mcp", server, tool: "", args, prompt: name }, extra.signal, (up, signal, sent) =>
+        up.client.getPrompt({ ...req.params, name, ...(req.params.arguments !== undefined || sent !== args ? { arguments: sent as Record<string, string> } : {}) }, { signal, timeout: this.timeoutOf(up.name) }),
       );
     });
     s.setRequestHandler(ReadResourceRequestSchema, async (req, extra) => {
@@ -359,7 +359,7 @@ export class McpSession {
    * call is logged like an LLM call (operation, server as provider, name
    * as model).
    */
-  private async judged<T>(operation: ApiOperation, target: McpTarget, signal: AbortSignal, run: (up: Upstream, signal: AbortSignal) => Promise<T>): Promise<T> {
+  private async judged<T>(operation: ApiOperation, target: McpTarget, signal: AbortSignal, run: (up: Upstream, signal: AbortSignal, args: Record<string, unknown>) => Promise<T>): Promise<T> {
     const t0 = performance.now();
     const caller = this.caller;
     let up: Upstream | undefined;
@@ -404,14 +404,14 @@ export class McpSession {
         }
         st.reservation = v.reservation;
       }
+      const args = await this.preHooks(st, caller, target);
       st.tUpstream = performance.now();
       const u = up;
+      let out: T;
       try {
         // What the upstream answers may echo the credential the gateway sent it: removed before the caller or the log sees it.
-        const out = scrubValue(await run(u, signal), this.scrubOf(u));
+        out = scrubValue(await run(u, signal, args), this.scrubOf(u));
         st.status = 200;
-        if (st.responseParts !== undefined) st.responseParts.push(JSON.stringify(out));
-        return out;
       } catch (err) {
         const scrub = this.scrubOf(u);
         const cred = credentialError(err);
@@ -425,9 +425,60 @@ export class McpSession {
         if (err instanceof McpError) throw new McpError(err.code, scrub.text(err.message), scrubValue(err.data, scrub));
         throw new McpError(McpErrorCode.InternalError, st.reason);
       }
+      out = await this.postHooks(st, caller, target, args, out);
+      if (st.responseParts !== undefined) st.responseParts.push(JSON.stringify(out));
+      return out;
     } finally {
       finish(this.ctx, st);
     }
+  }
+
+  /**
+   * preHooks runs the gateway's pre-request hooks on a call the policy
+   * allowed (`body`: `{ name, arguments }`, or `{ uri }` for a read) and
+   * returns the arguments to send. A hook may block the call, or modify its
+   * `arguments` (a tool call or a prompt): the modified call is judged
+   * again, and refused unless the policy allows it as it now is.
+   */
+  private async preHooks(st: ReturnType<typeof newCallState>, caller: Caller, target: McpTarget): Promise<Record<string, unknown>> {
+    const hooks = this.ctx.hooks;
+    if (hooks === undefined || !hooks.hasPre) return target.args;
+    const body = target.resource !== undefined ? { uri: target.resource } : { name: st.model, arguments: target.args };
+    const r = await hooks.pre({ id: st.id, caller: hookCaller(caller), facts: st.facts!, headers: {}, body });
+    if (r.action === "block") throw this.hookRefusal(st, r);
+    if (r.action !== "modify" || target.resource !== undefined) return target.args;
+    const args = (r.body as { arguments?: unknown } | null)?.arguments;
+    if (args === null || typeof args !== "object" || Array.isArray(args)) {
+      throw this.hookRefusal(st, { status: 500, hook: "pre-request", message: 'a pre-request hook modified an MCP call without an "arguments" object: answer { "name": ..., "arguments": { ... } }' });
+    }
+    st.hookModified = true;
+    const again = this.ctx.policy()?.evaluate({ principal: caller.principal, target: { ...target, args: args as Record<string, unknown> } });
+    if (again?.effect !== "allow") {
+      st.status = 403;
+      st.outcome = "denied";
+      st.reason = `a pre-request hook changed the call's arguments, and the policy does not allow it as changed: ${again?.reason ?? "no policy is loaded"}`;
+      throw new McpError(MCP_DENIED, `meshguard: ${st.reason}`, { code: "MESHGUARD_POLICY_DENIED", ...(again?.ruleId !== undefined ? { ruleId: again.ruleId } : {}) });
+    }
+    if (st.requestBody !== undefined) st.requestBody = Buffer.from(JSON.stringify({ name: st.model, arguments: args }));
+    return args as Record<string, unknown>;
+  }
+
+  /** postHooks runs the post-request hooks on a result (already scrubbed): they may block it or redact it (the redacted result is scrubbed again). */
+  private async postHooks<T>(st: ReturnType<typeof newCallState>, caller: Caller, target: McpTarget, args: Record<string, unknown>, out: T): Promise<T> {
+    const hooks = this.ctx.hooks;
+    if (hooks === undefined || !hooks.hasPost) return out;
+    const body = target.resource !== undefined ? { uri: target.resource } : { name: st.model, arguments: args };
+    const r = await hooks.post({ id: st.id, caller: hookCaller(caller), facts: st.facts!, headers: {}, body }, { status: 200, body: out });
+    if (r.action === "block") throw this.hookRefusal(st, r);
+    if (r.action === "redact") return scrubValue(r.body as T, this.ctx.scrub);
+    return out;
+  }
+
+  private hookRefusal(st: ReturnType<typeof newCallState>, r: { status: number; message: string; hook: string }): McpError {
+    st.status = r.status;
+    st.outcome = "blocked";
+    st.reason = `blocked by hook ${r.hook}: ${r.message}`;
+    return new McpError(MCP_DENIED, `meshguard: ${st.reason}`, { code: "MESHGUARD_HOOK_BLOCKED", hook: r.hook });
   }
 
   /** credentialRefusal records and returns the refusal of a call whose credential this caller lacks (401: it can get one; 502: the token endpoint failed). */
@@ -502,4 +553,8 @@ export function scrubValue<T>(v: T, scrub: KeyScrubber): T {
     return x;
   };
   return walk(v) as T;
+}
+
+function hookCaller(c: Caller) {
+  return { node: c.node, user: c.user, tags: c.tags, role: c.role };
 }
