@@ -301,6 +301,10 @@ export class ConnectorRouter {
     }
     const out = this.answerHeaders(c, up, scrub);
     out[REQUEST_ID] = st.id;
+    if (up.statusCode === 401 && c.source.rejected !== undefined) {
+      // The upstream refused the credential: an OAuth token is renewed for the next call (this one's body has gone: it is not sent again).
+      await c.source.rejected({ connector: c.name, caller }, cred);
+    }
     if (up.statusCode >= 400) {
       st.outcome = "upstream_error";
       st.reason = `connector ${c.name} answered HTTP ${up.statusCode}`;
