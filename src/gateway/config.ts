@@ -230,8 +230,13 @@ export function resolveConfigPaths(cfg: GatewayConfig, base: string): GatewayCon
   if (cfg.mcp) {
     const servers: NonNullable<GatewayConfig["mcp"]>["servers"] = {};
     for (const [name, sc] of Object.entries(cfg.mcp.servers)) {
-      const kind = "url" in sc && sc.auth !== undefined ? CREDENTIAL_KINDS[sc.auth.type] : undefined;
-      servers[name] = "url" in sc && sc.auth !== undefined && kind?.resolvePaths ? { ...sc, auth: kind.resolvePaths(sc.auth, abs) } : sc;
+      if (!("url" in sc)) {
+        // A stdio server's secret env values may name files.
+        servers[name] = { ...sc, env: Object.fromEntries(Object.entries(sc.env).map(([k, v]) => [k, typeof v !== "string" && v.file !== undefined ? { file: abs(v.file) } : v])) };
+        continue;
+      }
+      const kind = sc.auth !== undefined ? CREDENTIAL_KINDS[sc.auth.type] : undefined;
+      servers[name] = sc.auth !== undefined && kind?.resolvePaths ? { ...sc, auth: kind.resolvePaths(sc.auth, abs) } : sc;
     }
     out.mcp = { ...cfg.mcp, servers };
   }

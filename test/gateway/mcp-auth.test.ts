@@ -6,6 +6,9 @@
 // per-user (authorization code with PKCE) kinds. Agents are MeshNodes with
 // official SDK clients; they hold no secret and must never see one.
 import { randomBytes } from "node:crypto";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { McpError } from "@modelcontextprotocol/sdk/types.js";
@@ -18,6 +21,9 @@ import { CC_CLIENT, consent, startOAuthServer, WEB_CLIENT, webAuth, type OAuthSe
 const STATIC_TOKEN = "mcp-static-T0KEN-never-shown-81c2";
 const QUERY_KEY = "mcp-query-K3Y-never-shown-5d0e";
 const BASIC_PASSWORD = "mcp-basic-PW-never-shown-a7f3";
+const STDIO_SECRET = "mcp-stdio-SECRET-never-shown-3e6b";
+const STDIO_FILE_SECRET = "mcp-stdio-FILE-secret-never-shown-0c4d";
+const STDIO_SERVER = fileURLToPath(new URL("./fixtures/mcp-stdio-server.mjs", import.meta.url));
 const KEYS = `k1:${randomBytes(32).toString("base64")}`;
 const REDIRECT = "http://127.0.0.1:4999/meshguard/v1/connectors/crm/oauth/callback";
 const OAUTH_API = "/meshguard/v1/connectors/crm/oauth";
@@ -80,7 +86,7 @@ beforeAll(async () => {
   t = await startGatewayTailnet({
     // Every identity may call every tool: what differs between them here is the credential.
     meshguard: { version: 6, rules: [{ id: "all-tools", src: ["*"], mcp: { server: ["*"], tool: ["*"] } }] },
-    config: {
+    config: (dir: string) => ({
       retention: { mode: "full" },
       // keyed's own bucket: 3 calls per node, whoever the caller (no grant names it).
       quotas: { "keyed-calls": { unit: "calls", capacity: 3, refill: "1/hour", per: "node" } },
@@ -91,14 +97,27 @@ beforeAll(async () => {
           basic: { url: ups.basic.url, auth: { type: "basic", username: "svc-agents", password: { env: "BASIC_PASSWORD" } } },
           billing: { url: ups.billing.url, auth: { type: "oauth2", grant: "client_credentials", tokenUrl: srv.tokenUrl, clientId: CC_CLIENT.id, clientSecret: { env: "CC_SECRET" }, scopes: ["api:read"] } },
           crm: { url: ups.crm.url, auth: webAuth(srv, REDIRECT) },
+          // A stdio server's secrets from the gateway's environment and from a file; a plain value as written.
+          notes: {
+            command: process.execPath,
+            args: [STDIO_SERVER],
+            env: { MCP_STDIO_ENV_TOOL: "1", NOTES_TOKEN: { env: "STDIO_SECRET" }, NOTES_FILE_TOKEN: { file: secretFile(dir) } },
+          },
         },
       },
-    },
+    }),
     gateway: {
-      env: { SIM_PROVIDER_KEY: PROVIDER_KEY, STATIC_TOKEN, QUERY_KEY, BASIC_PASSWORD, CC_SECRET: CC_CLIENT.secret, WEB_SECRET: WEB_CLIENT.secret, OAUTH_KEYS: KEYS },
+      env: { SIM_PROVIDER_KEY: PROVIDER_KEY, STDIO_SECRET, STATIC_TOKEN, QUERY_KEY, BASIC_PASSWORD, CC_SECRET: CC_CLIENT.secret, WEB_SECRET: WEB_CLIENT.secret, OAUTH_KEYS: KEYS },
     },
   });
 }, 180_000);
+
+/** secretFile writes the stdio server's file secret as an admin would (mode 0600, a newline) and returns its path. */
+function secretFile(dir: string): string {
+  const path = join(dir, "notes.key");
+  writeFileSync(path, `${STDIO_FILE_SECRET}\n`, { mode: 0o600 });
+  return path;
+}
 
 afterAll(async () => {
   await t?.close();
@@ -130,6 +149,26 @@ describe("static credentials for MCP upstreams", () => {
   it("the test upstream refuses a request without the credential (the injection is what makes the calls above work)", async () => {
     const res = await fetch(ups.bearer.url, { method: "POST", headers: { "content-type": "application/json", accept: "application/json, text/event-stream" }, body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "initialize", params: { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "x", version: "1" } } }) });
     expect(res.status).toBe(401);
+  });
+});
+
+describe("a stdio server's environment", () => {
+  it("gets its secrets from the gateway's environment and a file, and its plain values as written; what it echoes is scrubbed", async () => {
+    const a = await connect(t.nodes.agentA);
+    try {
+      const env = async (name: string) => {
+        const r = (await a.client.callTool({ name: "notes__env_of", arguments: { name } })) as { content: Array<{ text: string }> };
+        seen.push(JSON.stringify(r));
+        return r.content[0]!.text;
+      };
+      expect(await env("MCP_STDIO_ENV_TOOL")).toBe("1");
+      expect(await env("NOTES_TOKEN")).toBe("[provider key redacted]");
+      expect(await env("NOTES_FILE_TOKEN")).toBe("[provider key redacted]");
+      // Nothing else of the gateway's environment reaches the child.
+      expect(await env("STATIC_TOKEN")).toBe("(unset)");
+    } finally {
+      await a.close();
+    }
   });
 });
 
@@ -260,7 +299,7 @@ describe("no secret leaves the gateway", () => {
     const logs = JSON.stringify(await t.gw.store!.queryLogs({ limit: 1000 }));
     const tokens = [...new Set([...ups.billing.credentials, ...ups.crm.credentials].map((c) => c.credential))];
     expect(tokens.length).toBeGreaterThanOrEqual(3);
-    const secrets = [STATIC_TOKEN, QUERY_KEY, BASIC_PASSWORD, Buffer.from(`svc-agents:${BASIC_PASSWORD}`).toString("base64"), CC_CLIENT.secret, WEB_CLIENT.secret, ...tokens];
+    const secrets = [STDIO_SECRET, STDIO_FILE_SECRET, STATIC_TOKEN, QUERY_KEY, BASIC_PASSWORD, Buffer.from(`svc-agents:${BASIC_PASSWORD}`).toString("base64"), CC_CLIENT.secret, WEB_CLIENT.secret, ...tokens];
     // The log holds the upstreams' echoes (full retention), scrubbed: the calls are there.
     expect(logs).toContain("you sent [provider key redacted]");
     for (const [what, text] of [

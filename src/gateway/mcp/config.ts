@@ -10,6 +10,7 @@
 import { z } from "zod";
 import { AuthConfigSchema } from "../credentials/registry.js";
 import { BucketRefsSchema } from "../quotas/config.js";
+import { KeySourceSchema } from "../keys.js";
 import { upstreamUrlSchema } from "../url.js";
 
 /** Server names: lower-case letters, digits and single "-" / "_" — never "__", the separator of namespaced names. */
@@ -28,8 +29,20 @@ const StdioServerSchema = z
   .object({
     command: z.string().min(1, "must name the program to run"),
     args: z.array(z.string()).default([]),
-    /** Extra environment for the child (values as written: no secrets here; the child inherits only PATH, HOME and these). */
-    env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be an environment variable name"), z.string()).default({}),
+    /**
+     * Extra environment for the child (it inherits only PATH, HOME and the
+     * locale variables besides): a value as written, or a secret read at
+     * start from the gateway's environment or a file ({ "env" } / { "file" }),
+     * which is then scrubbed like every credential.
+     */
+    env: z
+      .record(
+        z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be an environment variable name"),
+        z.union([z.string(), KeySourceSchema], {
+          errorMap: () => ({ message: 'must be a string (passed as written) or, for a secret, { "env": "NAME" } or { "file": "path" } (read when the gateway starts)' }),
+        }),
+      )
+      .default({}),
     cwd: z.string().optional(),
     quotas: BucketRefsSchema.optional(),
     timeout: z.number().int().positive().max(3_600_000).default(60_000).describe("milliseconds a request to this server may take"),

@@ -12,6 +12,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { GatewayContext } from "../context.js";
 import type { Caller } from "../types.js";
 import { openCredential } from "../credentials/registry.js";
+import { readKey } from "../keys.js";
 import type { CredentialSource } from "../credentials/types.js";
 import type { McpConfig } from "./config.js";
 import { McpSession } from "./session.js";
@@ -27,15 +28,19 @@ export class McpEndpoint {
   private readonly cfg: McpConfig;
   /** The credential of each streamable-HTTP server that has an `auth`, made once at start and shared by every session. */
   private readonly sources: ReadonlyMap<string, CredentialSource>;
+  /** Each stdio server's extra environment, its secret values read at start. */
+  private readonly stdioEnv: ReadonlyMap<string, Record<string, string>>;
 
   constructor(
     ctx: GatewayContext,
     cfg: McpConfig,
     sources: ReadonlyMap<string, CredentialSource> = new Map(),
+    stdioEnv: ReadonlyMap<string, Record<string, string>> = new Map(),
   ) {
     this.ctx = ctx;
     this.cfg = cfg;
     this.sources = sources;
+    this.stdioEnv = stdioEnv;
     this.path = cfg.path;
     this.sweeper = setInterval(() => {
       const old = Date.now() - IDLE_MS;
@@ -51,15 +56,26 @@ export class McpEndpoint {
    */
   static async open(ctx: GatewayContext, cfg: McpConfig, env: NodeJS.ProcessEnv): Promise<{ endpoint: McpEndpoint; secrets: string[] }> {
     const sources = new Map<string, CredentialSource>();
+    const stdioEnv = new Map<string, Record<string, string>>();
+    const read: string[] = [];
     try {
       for (const [name, sc] of Object.entries(cfg.servers)) {
-        if ("url" in sc && sc.auth !== undefined) sources.set(name, await openCredential(ctx, name, sc.url, sc.auth, env));
+        if ("url" in sc) {
+          if (sc.auth !== undefined) sources.set(name, await openCredential(ctx, name, sc.url, sc.auth, env));
+          continue;
+        }
+        const vars: Record<string, string> = {};
+        for (const [k, v] of Object.entries(sc.env)) {
+          if (typeof v === "string") vars[k] = v;
+          else read.push((vars[k] = await readKey(v, `MCP server ${name} (its ${k})`, env)));
+        }
+        stdioEnv.set(name, vars);
       }
     } catch (err) {
       await Promise.all([...sources.values()].map((s) => s.close?.().catch(() => {})));
       throw err;
     }
-    return { endpoint: new McpEndpoint(ctx, cfg, sources), secrets: [...sources.values()].flatMap((s) => [...s.secrets()]) };
+    return { endpoint: new McpEndpoint(ctx, cfg, sources, stdioEnv), secrets: [...read, ...[...sources.values()].flatMap((s) => [...s.secrets()])] };
   }
 
   /** sourceOf is the credential source of server `name` (the OAuth routes act on it). */
@@ -88,7 +104,7 @@ export class McpEndpoint {
     if (held >= this.cfg.sessionsPerCaller) {
       return rpcError(res, 429, -32004, `meshguard: this identity already holds ${held} open MCP sessions (the gateway's mcp.sessionsPerCaller): end one (DELETE with its Mcp-Session-Id) or let one idle out`);
     }
-    const s = new McpSession(this.ctx, this.cfg, owner, caller, (x) => this.sessions.delete(x.id), this.sources);
+    const s = new McpSession(this.ctx, this.cfg, owner, caller, (x) => this.sessions.delete(x.id), this.sources, this.stdioEnv);
     this.sessions.set(s.id, s);
     await s.start();
     await s.transport.handleRequest(req, res);

@@ -83,6 +83,7 @@ export class McpSession {
   private readonly missing = new Map<string, CredentialUnavailableError>();
   private readonly retrying = new Map<string, Promise<void>>();
   private readonly sources: ReadonlyMap<string, CredentialSource>;
+  private readonly stdioEnv: ReadonlyMap<string, Record<string, string>>;
   private closed = false;
   /** Resource URIs this session has listed, to the server that listed them first (config order). */
   private readonly resourceOwner = new Map<string, string>();
@@ -103,8 +104,11 @@ export class McpSession {
     onClose: (s: McpSession) => void,
     /** The credentials of the servers with an `auth` (shared by every session; resolved for this session's caller). */
     sources: ReadonlyMap<string, CredentialSource> = new Map(),
+    /** Each stdio server's extra environment, secrets already read. */
+    stdioEnv: ReadonlyMap<string, Record<string, string>> = new Map(),
   ) {
     this.sources = sources;
+    this.stdioEnv = stdioEnv;
     this.ctx = ctx;
     this.cfg = cfg;
     this.owner = owner;
@@ -176,7 +180,7 @@ export class McpSession {
     });
     const source = this.sources.get(name);
     const auth = source !== undefined ? upstreamAuth(name, source, () => this.caller) : undefined;
-    const up: Upstream = { name, client, transport: transportFor(sc, auth), lists: new Map(), auth };
+    const up: Upstream = { name, client, transport: transportFor(sc, auth, this.stdioEnv.get(name) ?? {}), lists: new Map(), auth };
     this.wireUpstream(up);
     try {
       await client.connect(up.transport, { timeout: sc.timeout });
@@ -500,9 +504,9 @@ export class McpSession {
   }
 }
 
-function transportFor(sc: McpServerConfig, auth: UpstreamAuth | undefined): Transport {
+function transportFor(sc: McpServerConfig, auth: UpstreamAuth | undefined, env: Record<string, string>): Transport {
   if ("url" in sc) return new StreamableHTTPClientTransport(new URL(sc.url), auth !== undefined ? { fetch: auth.fetch } : undefined);
-  return new StdioClientTransport({ command: sc.command, args: sc.args, env: { ...getDefaultEnvironment(), ...sc.env }, ...(sc.cwd !== undefined ? { cwd: sc.cwd } : {}), stderr: "ignore" });
+  return new StdioClientTransport({ command: sc.command, args: sc.args, env: { ...getDefaultEnvironment(), ...env }, ...(sc.cwd !== undefined ? { cwd: sc.cwd } : {}), stderr: "ignore" });
 }
 
 /** collect follows a paginated listing to its end (at most 100 pages: an upstream that never ends its cursor stops there). */
