@@ -70,6 +70,14 @@ describe("config: an upstream's quotas", () => {
     expect(e).toContainEqual(expect.stringMatching(/^7:\d+ mcp\.servers\.notes: unknown setting "auth"/));
   });
 
+  it("takes a stdio server's env values as strings or secrets (a file made absolute), and names a wrong one", () => {
+    const cfg = parseGatewayConfig(`${base}  "mcp": { "servers": { "notes": { "command": "node", "env": { "A": "plain", "B": { "env": "B_SECRET" }, "C": { "file": "keys/c" } } } } },
+}`, { file: "/etc/meshguard/gw.hujson" });
+    expect((cfg.mcp!.servers.notes as { env: unknown }).env).toEqual({ A: "plain", B: { env: "B_SECRET" }, C: { file: "/etc/meshguard/keys/c" } });
+    expect(errors(`${base}  "mcp": { "servers": { "notes": { "command": "node", "env": { "A": 5 } } } },
+}`)).toEqual([expect.stringMatching(/^5:\d+ mcp\.servers\.notes\.env\.A: must be a string \(passed as written\) or, for a secret, \{ "env": "NAME" \}/)]);
+  });
+
   it("refuses an MCP server and an HTTP connector of one name when either acts for users", () => {
     const e = errors(`${base}  "connectors": { "http": { "crm": { "baseUrl": "http://127.0.0.1:9", "auth": { "type": "bearer", "token": { "env": "T" } } } } },
   "mcp": { "servers": { "crm": { "url": "http://127.0.0.1:9/mcp", "auth": { "type": "oauth2", "grant": "authorization_code", "authorizeUrl": "http://127.0.0.1:9/a", "tokenUrl": "http://127.0.0.1:9/t", "clientId": "c", "redirectUri": "http://127.0.0.1:4000/meshguard/v1/connectors/crm/oauth/callback", "tokenKeys": { "env": "K" } } } } },
