@@ -286,6 +286,11 @@ describe("a server's own quota bucket over the tailnet", () => {
       expect(ups.keyed.ran.length - runs).toBe(3);
       // Other servers are not charged to it.
       expect(await whoami(a.client, "bearer")).toBe("you sent [provider key redacted]");
+      // agent-a (not an admin) sees its own instance of the server's bucket, spent, and not agent-b's.
+      const listing = await t.nodes.agentA.fetch(`${t.gw.url}/meshguard/v1/buckets` as never);
+      const { buckets } = (await listing.json()) as { buckets: Array<{ key: string; level: number }> };
+      expect(buckets.map((x) => x.key)).toEqual(["keyed-calls/node:agent-a"]);
+      expect(buckets[0]!.level).toBeLessThan(1);
     } finally {
       await a.close();
       await b.close();

@@ -65,8 +65,8 @@ export interface QuotaManagerHandle extends QuotaManager {
   refill(key: string, amount?: number): Promise<BucketView | undefined>;
   /** Every instance the store knows (and those used since start), sorted by key. */
   list(): Promise<BucketView[]>;
-  /** The instance keys `caller`'s chains touch (a user's "own" buckets). */
-  keysOf(caller: Caller): string[];
+  /** The instance keys `caller`'s chains touch (a user's "own" buckets), and those of `extra` chains (the upstreams' own buckets) for this caller. */
+  keysOf(caller: Caller, extra?: ReserveOptions["chains"]): string[];
   /**
    * Settles the reservations of requests that died with a previous process,
    * charging each in full, and returns how many. Full, because the upstream
@@ -124,7 +124,7 @@ export function createQuotaManager(
   const bucketOf = (name: string): BucketConfig | undefined => (Object.hasOwn(buckets, name) ? buckets[name] : undefined);
 
   /** The bucket names of a chain: as given, then following overdraft from the last (a loop was rejected by the config). */
-  function names(chain: string[]): string[] {
+  function names(chain: readonly string[]): string[] {
     const out = [...chain];
     for (let next = bucketOf(out[out.length - 1] ?? "")?.overdraft; next !== undefined && !out.includes(next); next = bucketOf(next)?.overdraft) out.push(next);
     return out;
@@ -132,9 +132,12 @@ export function createQuotaManager(
 
   /** Resolves a caller's chains into key chains (a per-tag or per-group bucket gives one chain per tag or group), or a refusal. */
   function resolve(caller: Caller, extra?: ReserveOptions["chains"]): KeyChain[] | { bucket: string; reason: string } {
-    const out: KeyChain[] = [];
     // A chain named by the caller's grants and by the upstream too is one chain, charged once.
-    const all = extra === undefined || extra.length === 0 ? chainsOf(caller) : [...new Map([...chainsOf(caller), ...extra].map((c) => [JSON.stringify(c), [...c]])).values()];
+    return resolveList(caller, extra === undefined || extra.length === 0 ? chainsOf(caller) : [...new Map([...chainsOf(caller), ...extra].map((c) => [JSON.stringify(c), [...c]])).values()]);
+  }
+
+  function resolveList(caller: Caller, all: readonly (readonly string[])[]): KeyChain[] | { bucket: string; reason: string } {
+    const out: KeyChain[] = [];
     for (const chain of all) {
       if (!chain.length) continue;
       let variants: KeyChain[] = [[]];
@@ -346,9 +349,11 @@ export function createQuotaManager(
       .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   }
 
-  function keysOf(caller: Caller): string[] {
-    const chains = resolve(caller);
-    return Array.isArray(chains) ? [...new Set(chains.flat().map((l) => l.key))] : [];
+  function keysOf(caller: Caller, extra?: ReserveOptions["chains"]): string[] {
+    // Each extra chain on its own: one this caller has no instance of (a per-user bucket, a tagged caller) hides no other.
+    const out = new Set<string>();
+    for (const r of [resolve(caller), ...(extra ?? []).map((c) => resolveList(caller, [c]))]) if (Array.isArray(r)) for (const l of r.flat()) out.add(l.key);
+    return [...out];
   }
 
   async function recover(): Promise<number> {
