@@ -7,6 +7,18 @@
 //   http (guarded)      the same, guarded
 //   guard decision      one GuardCore-level check of an HTTP target (evaluation + bookkeeping)
 //
+// and what judging a call to a registered AI gateway as the gateway does
+// costs (src/guard/gateways.ts):
+//
+//   fetch via gateway connector (guarded)  a guarded fetch to <gateway>/v1/connectors/api/v1/items,
+//                                          judged as GET https://api.example.com/v1/items (the
+//                                          local server plays the gateway)
+//   gateway connector decode               decodeGatewayHttp alone: the upstream target built
+//   gateway mcp name decode                decodeGatewayMcp alone: github__get_issue split
+//
+// "gateway decode overhead" is, per block, the median of the connector
+// fetch minus the median of the same fetch to a plain allowed URL.
+//
 // and what the durable audit file sink (src/policy/sinks.ts) adds:
 //
 //   fetch (guarded, memory sink)       an allowed guarded fetch audited to memorySink(): the cost of
@@ -34,6 +46,9 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { deniedCause, installGuard, jsonLinesSink, memorySink } from '../dist/guard/index.js';
 import { decisionEvent, loadPolicy } from '../dist/policy/index.js';
+// The decoders alone are internal (not in dist's bundle): read from the sources (Node strips the types).
+import '../test/gateway/fixtures/ts-source.mjs';
+const { decodeGatewayHttp, decodeGatewayMcp, parseGateway, registerGateways } = await import('../src/guard/gateways.ts');
 import { formatTable, row, toJson } from './lib/stats.mjs';
 
 const { values: o } = parseArgs({ options: { json: { type: 'boolean', default: false }, smoke: { type: 'boolean', default: false }, n: { type: 'string' } } });
@@ -51,6 +66,7 @@ const url = `http://127.0.0.1:${port}/v1/items?page=1`;
 const rules = [];
 for (let i = 0; i < 99; i++) rules.push({ id: `r${i}`, src: ['tag:other'], http: { host: [`svc${i}.example.com`], path: ['/api/**'] } });
 rules.push({ id: 'bench', src: ['tag:agent'], http: { host: ['127.0.0.1'], method: ['GET'], path: ['/v1/**'] } });
+rules.push({ id: 'bench-upstream', src: ['tag:agent'], http: { host: ['api.example.com'], method: ['GET'], path: ['/v1/**'] } });
 const policy = loadPolicy(JSON.stringify({ version: 1, rules }));
 
 const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
@@ -186,6 +202,47 @@ const sinkWrite = { deny: [], allow: [] };
   }
 }
 
+// Calls to a registered AI gateway: the local server plays the gateway, its connector "api" is https://api.example.com.
+progress('fetch through a registered gateway connector vs a plain allowed fetch');
+const gatewaySpec = { url: `http://127.0.0.1:${port}`, mcpServers: ['github'], connectors: { api: { baseUrl: 'https://api.example.com', credentialHeader: 'X-Api-Key' } } };
+const viaUrl = `http://127.0.0.1:${port}/v1/connectors/api/v1/items?page=1`;
+const fetchVia = async () => {
+  const r = await fetch(viaUrl);
+  await r.arrayBuffer();
+};
+const viaSamples = { plain: [], via: [] };
+const viaOver = [];
+guard = installGuard({ identity, policy, intercept: { sdk: false }, gateways: [gatewaySpec] });
+for (let i = 0; i < 200; i++) await fetchVia(), await fetchGet();
+for (let done = 0; done < n; done += block) {
+  const a = [];
+  const b = [];
+  await time(fetchGet, block, a);
+  await time(fetchVia, block, b);
+  viaSamples.plain.push(...a);
+  viaSamples.via.push(...b);
+  viaOver.push(median(b) - median(a));
+}
+guard.uninstall();
+const decodeHttp = [];
+const decodeMcp = [];
+{
+  const core = {};
+  registerGateways(core, [parseGateway(gatewaySpec, 'bench')]);
+  const gw = parseGateway(gatewaySpec, 'bench');
+  const t = { kind: 'http', scheme: 'http', host: '127.0.0.1', port, method: 'GET', path: '/v1/connectors/api/v1/items', query: 'page=1', headers: { host: `127.0.0.1:${port}`, accept: '*/*', 'user-agent': 'node' } };
+  for (let i = 0; i < 10_000; i++) decodeGatewayHttp(core, t), decodeGatewayMcp(gw, 'tools/call', 'github__get_issue', { repo: 'acme/app' });
+  for (let i = 0; i < n * 4; i++) {
+    let t0 = performance.now();
+    const d = decodeGatewayHttp(core, t);
+    decodeHttp.push((performance.now() - t0) * 1000);
+    if (d?.target?.host !== 'api.example.com') throw new Error('bench: the connector call did not decode');
+    t0 = performance.now();
+    decodeGatewayMcp(gw, 'tools/call', 'github__get_issue', { repo: 'acme/app' });
+    decodeMcp.push((performance.now() - t0) * 1000);
+  }
+}
+
 // The decision alone: what the guard adds before a call goes on.
 const decisions = [];
 guard = installGuard({ identity: { node: 'bench', tags: ['tag:agent'] }, policy, intercept: { sdk: false, fetch: false, http: false, net: false, dial: false } });
@@ -207,6 +264,11 @@ const rows = [
   row('fetch', 'guard overhead (block medians)', 'us', overhead.fetch),
   row('http', 'guard overhead (block medians)', 'us', overhead.http),
   row('policy evaluate (100 rules)', 'decision', 'us', decisions),
+  row('fetch (guarded, plain, same blocks)', 'request', 'us', viaSamples.plain),
+  row('fetch via gateway connector (guarded)', 'request', 'us', viaSamples.via),
+  row('fetch via gateway connector (guarded)', 'gateway decode overhead (block medians)', 'us', viaOver),
+  row('gateway connector decode', 'decode', 'us', decodeHttp),
+  row('gateway mcp name decode', 'decode', 'us', decodeMcp),
   row('fetch (guarded, memory sink)', 'audit overhead (block medians)', 'us', overhead.memory),
   row('fetch (guarded, file sink)', 'audit overhead (block medians)', 'us', overhead.file),
   row('fetch denied (no audit)', 'request', 'us', denied.none),

@@ -8,8 +8,13 @@
 //   const api = await startRestSim({ bearer: "tok", apiKey: "k", basic: ["u", "pw"] });
 //   // connectors' baseUrl: `${api.url}/api` (bearer), `${api.url}/q` (?key=), `${api.url}/h` (X-Api-Key), `${api.url}/b` (Basic)
 //
+// With `introspect` (an async function token → { active, sub }: an OAuth 2.0
+// authorization server's token introspection, RFC 7662), base path /o takes
+// a Bearer token the authorization server says is active; /echo then also
+// answers `subject`, whose token it was (the token's `sub`).
+//
 // Under every base path:
-//   GET|POST /echo         200 JSON { method, path, query, authorization, credential, headers, body } + x-echo-credential header
+//   GET|POST /echo         200 JSON { method, path, query, authorization, credential, headers, body } (+ subject on /o) + x-echo-credential header
 //   GET /drip              200 text: the credential repeated, written 3 bytes per chunk
 //   GET /fail              401 text "invalid credential <credential> for ..." (an upstream error echoing it)
 //   GET /away              302 to http://evil.example/cb?stolen=<credential>
@@ -19,7 +24,7 @@
 // `requests` records every request that reached it (method, url, headers).
 import http from "node:http";
 
-export async function startRestSim({ bearer = "", apiKey = "", basic = ["", ""], host = "127.0.0.1", port = 0 } = {}) {
+export async function startRestSim({ bearer = "", apiKey = "", basic = ["", ""], introspect = undefined, host = "127.0.0.1", port = 0 } = {}) {
   const requests = [];
   const basicValue = `Basic ${Buffer.from(`${basic[0]}:${basic[1]}`).toString("base64")}`;
   /** The credential a request carries under each base path, when it is the valid one. */
@@ -37,17 +42,26 @@ export async function startRestSim({ bearer = "", apiKey = "", basic = ["", ""],
         return undefined;
     }
   };
+  /** The credential and its subject of a Bearer token on /o, as the authorization server introspects it. */
+  const introspected = async (base, req) => {
+    if (base !== "/o" || introspect === undefined) return undefined;
+    const token = /^Bearer (.+)$/.exec(req.headers.authorization ?? "")?.[1];
+    if (token === undefined) return undefined;
+    const info = await introspect(token).catch(() => ({ active: false }));
+    return info?.active ? { cred: token, subject: info.sub } : undefined;
+  };
   const server = http.createServer((req, res) => {
     const chunks = [];
     req.on("data", (c) => chunks.push(c));
-    req.on("end", () => {
+    req.on("end", async () => {
       const rawPath = (req.url ?? "/").split("?")[0];
       const url = new URL(req.url ?? "/", "http://x");
       requests.push({ method: req.method, url: req.url, headers: req.headers });
       const m = /^(\/[a-z]+)(\/.*)?$/.exec(rawPath);
       const base = m?.[1] ?? "";
       const rest = m?.[2] ?? "/";
-      const cred = credentialOf(base, req, url);
+      const oauth = await introspected(base, req);
+      const cred = oauth?.cred ?? credentialOf(base, req, url);
       const json = (status, obj, headers = {}) => {
         const body = JSON.stringify(obj);
         res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(body), ...headers });
@@ -57,7 +71,7 @@ export async function startRestSim({ bearer = "", apiKey = "", basic = ["", ""],
       const echo = { "x-echo-credential": cred, "x-echo-authorization": String(req.headers.authorization ?? ""), "set-cookie": `session=${cred}` };
       switch (rest) {
         case "/echo":
-          return json(200, { method: req.method, path: rawPath, query: url.search, authorization: req.headers.authorization ?? null, credential: cred, headers: req.headers, body: Buffer.concat(chunks).toString("utf8") }, echo);
+          return json(200, { method: req.method, path: rawPath, query: url.search, authorization: req.headers.authorization ?? null, credential: cred, ...(oauth ? { subject: oauth.subject ?? null } : {}), headers: req.headers, body: Buffer.concat(chunks).toString("utf8") }, echo);
         case "/drip": {
           res.writeHead(200, { "content-type": "text/plain", ...echo });
           const text = Buffer.from(`start ${cred} middle ${cred}${cred} end ${encodeURIComponent(cred)}\n`);

@@ -5,17 +5,12 @@
  */
 
 import type { IncomingMessage, ServerResponse } from "node:http";
+import { CREDENTIAL_HEADERS, HOP_HEADERS, NEVER_FORWARDED } from "../guard/gateway-route.js";
 import type { ApiFormat } from "./types.js";
 import { errorBody, statusOf, type GatewayErrorKind } from "./wire-errors.js";
 
-/** Headers that describe one hop (RFC 9110 §7.6.1) or that the gateway sets itself. */
-export const HOP_HEADERS = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "host", "content-length", "expect", "accept-encoding", "http2-settings"]);
-
-/** Headers that carry a client's credentials: dropped unless the provider passes the client's key through. */
-export const CREDENTIAL_HEADERS = new Set(["authorization", "x-api-key", "x-goog-api-key", "api-key"]);
-
-/** Headers never sent upstream, logged or shown to a hook, whatever the provider says. */
-export const NEVER_FORWARDED = new Set(["cookie", "proxy-authorization"]);
+// The headers that never go upstream are the guard's to know too (it judges a connector call as the gateway sends it).
+export { CREDENTIAL_HEADERS, HOP_HEADERS, NEVER_FORWARDED };
 
 /** Response headers not copied back to the client (the gateway frames the body itself). */
 export const RESPONSE_DROP = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "content-length", "set-cookie"]);

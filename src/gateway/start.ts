@@ -11,7 +11,7 @@ import { EventEmitter } from "node:events";
 import http from "node:http";
 import { ErrorCode, MeshguardError } from "../errors.js";
 import { PolicyHolder, readPolicyFile } from "../distribution/holder.js";
-import { watchPolicyFile, type FileReloader } from "../distribution/reload.js";
+import { identityOf, watchPolicyFile, type FileReloader } from "../distribution/reload.js";
 import type { ApprovalOptions } from "../guard/types.js";
 import { MeshNode } from "../node.js";
 import type { Policy } from "../policy/load.js";
@@ -23,7 +23,7 @@ import { buildProviders, Router } from "./providers.js";
 import { KeyScrubber, SHORT_KEY } from "./scrub.js";
 import { requestHandler } from "./server.js";
 import { ConsoleServer } from "./console/serve.js";
-import { infoRoute, type GatewayInfo } from "./info-api.js";
+import { infoRoute, layoutInfo, type GatewayInfo } from "./info-api.js";
 import { openParts } from "./parts-open.js";
 import { installSelfGuard, type SelfGuard } from "./self-guard.js";
 import { createObservability, type AlertEngine, type Observability, type TelemetryOptions } from "./obs/index.js";
@@ -188,7 +188,7 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayHandle>
     progress(`store ${parts.store ? "open" : "off"}, ${Object.keys(resolved.quotas ?? {}).length} quota bucket(s), hooks ${parts.hooks ? "on" : "off"}`);
     const approvals = opts.approvals ?? resolved.approvals;
     // Filled in once the listeners are up; the info route reads it per request.
-    const info: GatewayInfo = {};
+    const info: GatewayInfo = layoutInfo(resolved);
     const consoleCfg = resolved.console ?? { enabled: true, hosts: [] };
     const browserNames = new Set([...consoleCfg.hosts, ...(node ? [node.hostname, node.name.replace(/\.$/, "")] : [])].filter(Boolean).map((n) => n.toLowerCase()));
     const ctx: GatewayContext = {
@@ -238,7 +238,14 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayHandle>
     if (ctx.connectors !== undefined || ctx.mcp !== undefined) {
       // The OAuth 2.0 routes (consent start and callback, revocation, delegations) act on the sources of HTTP connectors and MCP servers (their names never clash: the config refuses it).
       const { oauthRoutes } = await import("./credentials/oauth-routes.js");
-      (ctx as { adminRoutes: readonly AdminRoute[] }).adminRoutes = [...ctx.adminRoutes, ...oauthRoutes((name) => ctx.connectors?.sourceOf(name) ?? ctx.mcp?.sourceOf(name))];
+      (ctx as { adminRoutes: readonly AdminRoute[] }).adminRoutes = [
+        ...ctx.adminRoutes,
+        ...oauthRoutes((name) => ctx.connectors?.sourceOf(name) ?? ctx.mcp?.sourceOf(name), {
+          identity: () => (holder.current === undefined ? undefined : identityOf(holder.current)),
+          // MCP servers with a credential are listed beside the HTTP connectors (users connect to both alike).
+          connectors: () => [...(ctx.connectors?.list() ?? []), ...(ctx.mcp?.list() ?? [])],
+        }),
+      ];
     }
 
     const servers: http.Server[] = [];

@@ -22,6 +22,7 @@ import { requestApproval } from "./approvals.js";
 import { PolicyDeniedError } from "./errors.js";
 import type { Resolver } from "./resolve.js";
 import { DEFAULT_LLM_PROVIDERS } from "./targets.js";
+import type { GatewayVia } from "./gateways.js";
 import type { ApprovalOptions, Evaluator, GuardLayer, GuardMode } from "./types.js";
 
 export type Verdict = undefined | PolicyDeniedError | Promise<void>;
@@ -50,6 +51,8 @@ export interface CheckOptions {
    * decision is a deny, with this said in its reason.
    */
   noHold?: string;
+  /** The call went to a registered AI gateway and the target is the gateway's upstream call (./gateways.ts): said in the event and the refusal. */
+  via?: GatewayVia;
 }
 
 export class GuardCore {
@@ -148,24 +151,25 @@ export class GuardCore {
       const t0 = timed ? performance.now() : 0;
       const d = this.decide(target);
       const latencyUs = timed ? (performance.now() - t0) * 1000 : 0;
+      const via = opts?.via;
       if (d.effect === "allow") {
-        if (opts?.quietAllow !== true) this.record(target, d, "allow", latencyUs, layer);
+        if (opts?.quietAllow !== true) this.record(target, d, "allow", latencyUs, layer, undefined, via);
         return undefined;
       }
       if (this.mode === "observe") {
-        this.record(target, d, "allow", latencyUs, layer);
+        this.record(target, d, "allow", latencyUs, layer, undefined, via);
         return undefined;
       }
       if (d.effect === "deny") {
-        this.record(target, d, "deny", latencyUs, layer);
-        return new PolicyDeniedError(target, d.reason, d.ruleId);
+        this.record(target, d, "deny", latencyUs, layer, undefined, via);
+        return new PolicyDeniedError(target, viaReason(d.reason, via), d.ruleId);
       }
       if (opts?.noHold !== undefined) {
         const reason = `${d.reason}; ${opts.noHold}`;
-        this.record(target, { ...d, effect: "deny", reason }, "deny", latencyUs, layer);
-        return new PolicyDeniedError(target, reason, d.ruleId);
+        this.record(target, { ...d, effect: "deny", reason }, "deny", latencyUs, layer, undefined, via);
+        return new PolicyDeniedError(target, viaReason(reason, via), d.ruleId);
       }
-      return this.hold(target, d, latencyUs, layer);
+      return this.hold(target, d, latencyUs, layer, via);
     } catch (err) {
       return this.failed(target, err);
     }
@@ -200,12 +204,12 @@ export class GuardCore {
     return Promise.all(pending).then(() => undefined);
   }
 
-  private hold(target: Target, d: Decision, latencyUs: number, layer: GuardLayer): Promise<void> {
+  private hold(target: Target, d: Decision, latencyUs: number, layer: GuardLayer, via?: GatewayVia): Promise<void> {
     const approvals = this.approvals;
     if (!approvals || (!approvals.callback && !approvals.webhook)) {
       const reason = `${d.reason}; the rule asks for approval but no approver is configured (installGuard approvals: callback or webhook)`;
-      this.record(target, d, "deny", latencyUs, layer);
-      return Promise.reject(new PolicyDeniedError(target, reason, d.ruleId));
+      this.record(target, d, "deny", latencyUs, layer, undefined, via);
+      return Promise.reject(new PolicyDeniedError(target, viaReason(reason, via), d.ruleId));
     }
     const t0 = Date.now();
     const asked = this.evaluator;
@@ -220,16 +224,16 @@ export class GuardCore {
           const now = this.decide(target); // never throws: a failure is a deny
           if (now.effect === "deny" && this.mode !== "observe") {
             const reason = `approved, but the policy changed while the approval was pending and now denies it: ${now.reason}`;
-            this.record(target, { ...now, reason }, "deny", latencyUs, layer, approval);
+            this.record(target, { ...now, reason }, "deny", latencyUs, layer, approval, via);
             throw new PolicyDeniedError(target, reason, now.ruleId);
           }
         }
-        this.record(target, d, ans.approved ? "allow" : "deny", latencyUs, layer, approval);
+        this.record(target, d, ans.approved ? "allow" : "deny", latencyUs, layer, approval, via);
         if (!ans.approved) throw new PolicyDeniedError(target, `approval refused: ${ans.reason ?? "no reason given"}`, d.ruleId);
       },
       (err: unknown) => {
         const why = errorText(err);
-        this.record(target, d, "deny", latencyUs, layer, { approved: false, ms: Date.now() - t0, reason: why });
+        this.record(target, d, "deny", latencyUs, layer, { approved: false, ms: Date.now() - t0, reason: why }, via);
         throw new PolicyDeniedError(target, `no approval: ${why}`, d.ruleId, err);
       },
     );
@@ -240,7 +244,7 @@ export class GuardCore {
    * records: the audit sink or a "decision" listener) and hands it to both;
    * the auditor samples allows.
    */
-  private record(target: Target, d: Decision, outcome: "allow" | "deny", latencyUs: number, layer: GuardLayer, approval?: ApprovalOutcome): void {
+  private record(target: Target, d: Decision, outcome: "allow" | "deny", latencyUs: number, layer: GuardLayer, approval?: ApprovalOutcome, via?: GatewayVia): void {
     const auditor = this.audit;
     const listening = this.events.listenerCount("decision") > 0;
     if (auditor === undefined && !listening) return;
@@ -253,6 +257,7 @@ export class GuardCore {
         latencyUs,
         mode: this.mode,
         ...(approval ? { approval } : {}),
+        ...(via ? { via } : {}),
         ...(typeof hash === "string" ? { policyHash: hash } : {}),
         ...(this.reveal ? { reveal: this.reveal } : {}),
       });
@@ -294,6 +299,11 @@ export class GuardCore {
     return new PolicyDeniedError(target, reason, d.ruleId);
   }
 
+  /** recordRefusal records a refusal the guard makes itself (no rule decided it): see refuseVia. */
+  recordRefusal(err: PolicyDeniedError, layer: GuardLayer, via?: GatewayVia): void {
+    this.record(err.target, { effect: "deny", reason: err.reason }, this.mode === "observe" ? "allow" : "deny", 0, layer, undefined, via);
+  }
+
   /** warn emits a `warning`; a listener that throws is ignored (the guard never throws to the call it judges). */
   warn(err: unknown): void {
     try {
@@ -305,6 +315,24 @@ export class GuardCore {
 }
 
 const INVALID: Readonly<Decision> = Object.freeze({ effect: "deny", reason: "the policy evaluator returned no valid decision (the guard fails closed)" });
+
+/** viaReason says in a refusal that the call was judged as the gateway's upstream call. */
+function viaReason(reason: string, via: GatewayVia | undefined): string {
+  if (via === undefined) return reason;
+  return `${reason} (judged as the call the AI gateway ${via.gateway} makes${via.connector !== undefined ? ` through its connector ${via.connector}` : ""})`;
+}
+
+/**
+ * refuseVia records a call to a registered gateway that the guard refuses
+ * before asking the policy (an unknown connector, a path the gateway
+ * refuses, a tool name that names no server): a deny event (an allow in
+ * observe mode, when the call goes on) and the refusal, or undefined in
+ * observe mode.
+ */
+export function refuseVia(core: GuardCore, err: PolicyDeniedError, layer: GuardLayer, via: GatewayVia): PolicyDeniedError | undefined {
+  core.recordRefusal(err, layer, via);
+  return core.mode === "observe" ? undefined : err;
+}
 
 /** errorText is an error's message, read without trusting it (it may be anything that was thrown). */
 export function errorText(err: unknown): string {

@@ -37,6 +37,7 @@ import { errorText, type GuardCore, type Verdict } from "./core.js";
 import { PolicyDeniedError } from "./errors.js";
 import { isInternalSocket } from "./internal.js";
 import { skipHttpCheck } from "./sdk-context.js";
+import { gatewayHttpVerdict, gatewayScreen, NOT_GATEWAY } from "./gateways.js";
 import { attachCarrier, socketDest, type Carrier } from "./net.js";
 import { current } from "./state.js";
 import { bufferHeldWrite, HTTP_REQUEST_CHANNEL, type HttpRequestMessage, type RequestPrepare } from "../fetch-channel.js";
@@ -225,6 +226,9 @@ function decide(core: GuardCore, req: Req, st: ReqState, head: Head, resolvedIp:
   // The request an LLM SDK call was decided for at the SDK layer, body included
   // (openai 4 sends through node-fetch, i.e. node:http): not judged twice.
   if (skipHttpCheck(t.scheme, t.host, t.port, t.method, head.rawPath)) return settle(req, st, undefined);
+  // A connector call of a registered AI gateway: judged as the upstream request the gateway makes (./gateways.ts).
+  const g = gatewayHttpVerdict(core, t, "http");
+  if (g !== NOT_GATEWAY) return settle(req, st, g);
   let v = core.check(t, "http");
   // An LLM call needs its body to name the model; node:http streams the body
   // after the header block, so a model rule cannot be checked: fail closed.
@@ -364,7 +368,8 @@ class RequestCarrier implements Carrier {
     if (core === undefined || st.internal) return undefined;
     if (st.verdict !== "undecided") return verdictOf(st);
     const head = st.head ?? liveHead(req);
-    if (core.mayAllow(headTarget(req, st, head, undefined))) return undefined;
+    const screen = gatewayScreen(core, headTarget(req, st, head, undefined));
+    if (screen !== undefined && core.mayAllow(screen)) return undefined;
     // No rule could allow a call to this host and port: decided now, before any look-up or connection.
     return decide(core, req, st, head, undefined);
   }

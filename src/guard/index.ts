@@ -8,6 +8,8 @@ export { guardInstalled } from "./state.js";
 export { preloadPath } from "./worker.js";
 export { PolicyDeniedError, deniedCause } from "./errors.js";
 export { DEFAULT_LLM_PROVIDERS } from "./targets.js";
+// Calls to a registered AI gateway are judged as the gateway judges them (one policy, one answer).
+export { gatewayLayout, type GatewaySpec, type GatewayConnectorSpec, type GatewayVia, type LayoutFetch } from "./gateways.js";
 export { jsonLinesSink, memorySink, type ClosableAuditSink, type JsonLinesSinkOptions } from "../policy/sinks.js";
 export type { AuditSink } from "../policy/audit.js";
 // The decision event and the one rendering of a call belong to the policy

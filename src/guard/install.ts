@@ -20,6 +20,7 @@ import { installHttpPatch, uninstallHttpPatch } from "./http.js";
 import { installNetPatch, uninstallNetPatch } from "./net.js";
 import { SECRET_HEADERS } from "./approvals.js";
 import { configureMcp, registerMcpServer } from "./mcp.js";
+import { GatewaySpecSchema, parseGateway, registerGateways, type GatewaySpec } from "./gateways.js";
 import { forgetSdkDecisions, instrumentInstalledSdks, instrumentSdkClass, unpatchSdks } from "./sdk.js";
 import { claimProcess, current, releaseProcess, setCurrent } from "./state.js";
 import { installDnsPatch, uninstallDnsPatch } from "./dns.js";
@@ -81,6 +82,7 @@ const GuardOptionsSchema = z
       })
       .strict()
       .optional(),
+    gateways: z.array(GatewaySpecSchema).optional(),
     maxBodyBytes: z.number().int().positive().default(8 << 20),
     allowIpc: z.array(z.string().min(1)).default([]),
     allowResolved: fn("(host, ip) => boolean").optional(),
@@ -115,6 +117,13 @@ export interface GuardHandle extends EventEmitter<GuardEvents>, AsyncDisposable 
    * name holds for the endpoint the transport had when registered.
    */
   registerMcpServer(name: string, connection: object): void;
+  /**
+   * registerGateway registers an AI gateway (as the `gateways` option
+   * does): calls to its MCP endpoint and connector prefix are judged from
+   * now on as the gateway judges them. `await gatewayLayout(url)` gives
+   * the registration from the gateway itself.
+   */
+  registerGateway(gateway: GatewaySpec): void;
   /**
    * close removes every interception; the process's calls are no longer
    * checked and another guard may be installed. Idempotent. `await using`
@@ -155,6 +164,9 @@ export function installGuard(options: GuardOptions): GuardHandle {
     },
     events,
   );
+
+  // Checked (and a duplicate address refused) before anything is installed.
+  registerGateways(core, (o.gateways ?? []).map((g, i) => parseGateway(g, `installGuard options: gateways.${i}`)));
 
   // One guard per process, whichever copy of meshguard installed it: a second copy installs nothing.
   const slot = current() === undefined ? claimProcess() : undefined;
@@ -257,6 +269,7 @@ export function installGuard(options: GuardOptions): GuardHandle {
     },
     instrument: { value: (cls: { prototype: object }) => instrumentSdkClass(cls) },
     registerMcpServer: { value: (name: string, connection: object) => registerMcpServer(core, name, connection) },
+    registerGateway: { value: (gateway: GatewaySpec) => registerGateways(core, [parseGateway(gateway, "registerGateway")]) },
     uninstall: { value: uninstall },
     close: {
       value: () => {

@@ -40,7 +40,8 @@
 import { ErrorCode, MeshguardError } from "../errors.js";
 import { normalizeHost } from "../policy/hosts.js";
 import type { McpTarget } from "../policy/types.js";
-import type { GuardCore } from "./core.js";
+import { refuseVia, type GuardCore } from "./core.js";
+import { decodeGatewayMcp, hasGateways, mcpGatewayOf, type Gateway } from "./gateways.js";
 import { PolicyDeniedError } from "./errors.js";
 import { patchMethod, type Fn } from "./patches.js";
 import { current } from "./state.js";
@@ -260,15 +261,18 @@ export function serverName(core: GuardCore, t: unknown): string {
 
 // ---- the judging send ----
 
-type Call = { params?: { name?: unknown; arguments?: unknown } };
+type Call = { method: "tools/call" | "prompts/get"; params?: { name?: unknown; arguments?: unknown } };
 
+/** collectCalls finds the tools/call requests (and prompts/get: judged at a registered gateway's endpoint only) of a message. */
 function collectCalls(m: unknown, out: Call[], depth: number): void {
   if (Array.isArray(m)) {
     // A JSON-RPC batch.
     if (depth < 4) for (const e of m) collectCalls(e, out, depth + 1);
     return;
   }
-  if (m !== null && typeof m === "object" && (m as { method?: unknown }).method === "tools/call") out.push(m as Call);
+  if (m === null || typeof m !== "object") return;
+  const method = (m as { method?: unknown }).method;
+  if (method === "tools/call" || method === "prompts/get") out.push(m as Call);
 }
 
 interface Outgoing {
@@ -312,15 +316,25 @@ function outgoing(message: unknown): Outgoing {
   return { send: copy, calls };
 }
 
-function targetOf(server: string, c: Call): McpTarget | PolicyDeniedError {
+function targetOf(server: string, c: Call, gw: Gateway | undefined): McpTarget | PolicyDeniedError {
   const p = c.params !== null && typeof c.params === "object" ? c.params : {};
   const tool = typeof p.name === "string" ? p.name : String(p.name ?? "");
   const a = p.arguments;
-  if (a === undefined || a === null) return { kind: "mcp", server, tool, args: {} };
-  const t: McpTarget = { kind: "mcp", server, tool, args: {} };
-  if (typeof a !== "object" || Array.isArray(a)) return new PolicyDeniedError(t, "the tool call's arguments are not a JSON object (the guard fails closed)");
-  t.args = a as Record<string, unknown>;
-  return t;
+  let args: Record<string, unknown> = {};
+  if (a !== undefined && a !== null) {
+    if (typeof a !== "object" || Array.isArray(a)) return new PolicyDeniedError({ kind: "mcp", server, tool, args: {} }, `the ${c.method === "tools/call" ? "tool call" : "prompt request"}'s arguments are not a JSON object (the guard fails closed)`);
+    args = a as Record<string, unknown>;
+  }
+  // At a registered AI gateway's endpoint: the upstream server and tool the gateway will call (./gateways.ts).
+  if (gw !== undefined) return decodeGatewayMcp(gw, c.method, tool, args);
+  return { kind: "mcp", server, tool, args };
+}
+
+/** gatewayOf: the registered AI gateway whose MCP endpoint this (SDK) transport sends to. */
+function gatewayOf(core: GuardCore, t: unknown): Gateway | undefined {
+  if (t === null || typeof t !== "object" || !hasGateways(core)) return undefined;
+  const ep = endpointOf(t);
+  return ep?.kind === "url" ? mcpGatewayOf(core, ep.url) : undefined;
 }
 
 function unreadable(err: unknown): PolicyDeniedError {
@@ -342,14 +356,23 @@ function guardedSend(self: unknown, original: Fn, args: unknown[]): unknown {
       if (JSON.stringify(message) !== was) out = outgoing(message);
     } else out = outgoing(message);
     if (out !== undefined && out.calls.length > 0) {
-      const server = serverName(core, self);
+      const gw = gatewayOf(core, self);
+      // prompts/get is judged only where the gateway judges it too: at a registered gateway's endpoint.
+      const calls = gw !== undefined ? out.calls : out.calls.filter((c) => c.method === "tools/call");
+      const server = gw !== undefined ? gw.name : serverName(core, self);
+      const via = gw !== undefined ? { gateway: gw.name } : undefined;
       const targets: McpTarget[] = [];
-      for (const c of out.calls) {
-        const t = targetOf(server, c);
-        if (t instanceof PolicyDeniedError) return Promise.reject(t);
+      for (const c of calls) {
+        const t = targetOf(server, c, gw);
+        if (t instanceof PolicyDeniedError) {
+          if (via === undefined) return Promise.reject(t);
+          const r = refuseVia(core, t, "mcp", via);
+          if (r !== undefined) return Promise.reject(r);
+          continue;
+        }
         targets.push(t);
       }
-      verdict = targets.length === 1 ? core.check(targets[0]!, "mcp") : core.checkAll(targets, "mcp");
+      if (targets.length > 0) verdict = targets.length === 1 ? core.check(targets[0]!, "mcp", via ? { via } : undefined) : core.checkAll(targets, "mcp", via ? { via } : undefined);
     }
   } catch (err) {
     core.warn(err);

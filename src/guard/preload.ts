@@ -160,6 +160,7 @@ function bootWorker(): void {
     mode: setup.mode,
     sampleAllows: setup.sampleAllows,
     llm: { providers: setup.llmProviders },
+    ...(setup.gateways ? { gateways: setup.gateways } : {}),
     maxBodyBytes: setup.maxBodyBytes,
     allowIpc: setup.allowIpc,
     intercept: setup.intercept,

@@ -8,6 +8,7 @@ import type { AuditSink } from "../policy/audit.js";
 import type { DecisionEvent, DecisionLayer, TargetSummary } from "../policy/event.js";
 import type { Reveal } from "../policy/request.js";
 import type { Decision, DecisionRequest, Principal } from "../policy/types.js";
+import type { GatewaySpec } from "./gateways.js";
 import type { McpServerSpec } from "./mcp.js";
 
 /**
@@ -139,6 +140,18 @@ export interface GuardOptions {
   mcp?: {
     servers?: Record<string, McpServerSpec>;
   };
+  /**
+   * AI gateways (`meshguard gateway`) this process calls. A call to a
+   * registered gateway's MCP endpoint or connector prefix is judged as what
+   * the gateway will do with it, with the same policy — the `mcp` target
+   * `github`/`create_issue` for a `tools/call` of `github__create_issue`,
+   * the `http` target on the connector's upstream URL for
+   * `<gateway>/v1/connectors/github/...` — so both layers give one answer
+   * (docs/guard.md#calls-through-the-ai-gateway). `gatewayLayout(url)` reads
+   * a gateway's layout from the gateway itself; see also
+   * GuardHandle.registerGateway.
+   */
+  gateways?: GatewaySpec[];
   /** The largest request body the guard buffers to read an LLM call's model (default 8 MiB); larger or unknown-size bodies fail closed. */
   maxBodyBytes?: number;
   /**

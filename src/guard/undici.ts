@@ -45,6 +45,7 @@ import { current } from "./state.js";
 import { defaultPort, headerRecord, hostKey, httpTarget, llmProviderFor, llmTarget, splitPathQuery } from "./targets.js";
 import { normalizeHost } from "../policy/hosts.js";
 import { skipHttpCheck } from "./sdk-context.js";
+import { gatewayHttpVerdict, NOT_GATEWAY } from "./gateways.js";
 import { DISPATCHER_CHANNEL, dispatchPrepared, failDispatch, type DispatcherMessage, type DispatchPrepare } from "../fetch-channel.js";
 
 const SYM1 = Symbol.for("undici.globalDispatcher.1");
@@ -222,6 +223,9 @@ function checkDispatch(core: GuardCore, opts: DispatchOptions, tailnet: boolean)
   if (skipHttpCheck(o.scheme, o.host, o.port, method, rawPath)) return undefined;
   const size = knownSize(opts.body, headers);
   const base = { scheme: o.scheme, host: o.host, port: o.port, method, rawPath, headers };
+  // A connector call of a registered AI gateway: judged as the upstream request the gateway makes (./gateways.ts).
+  const g = gatewayHttpVerdict(core, httpTarget(size === undefined ? base : { ...base, bodySize: size }), "fetch");
+  if (g !== NOT_GATEWAY) return g === undefined || g instanceof PolicyDeniedError ? g : g.then(() => undefined);
   const judge = (resolvedIp: string | undefined): DispatchVerdict => judgeDispatch(core, o, base, size, opts, resolvedIp);
   if (tailnet || isIpLiteral(o.host) || !core.screens) return judge(undefined);
   // A name: judged with its address when some rule could allow it, without a look-up when none could.
@@ -607,6 +611,12 @@ function backstopVerdict(core: GuardCore, req: UndiciRequest, o: Origin | undefi
   const provider = llmProviderFor(core.llmProviders, o.host, o.port, method, path);
   const base = { scheme: o.scheme, host: o.host, port: o.port, method, rawPath: raw, headers };
   const http = httpTarget(size === undefined ? base : { ...base, bodySize: size });
+  const g = gatewayHttpVerdict(core, http, "fetch", { noHold: "an approve rule cannot hold a request made through a custom undici dispatcher; use the global fetch" });
+  if (g !== NOT_GATEWAY) {
+    if (!(g instanceof Promise)) return g;
+    g.catch(() => {});
+    return new PolicyDeniedError(http, "an approve rule cannot hold a request made through a custom undici dispatcher; use the global fetch");
+  }
   // Synchronous: the address is known only if the guard's resolver answered for this name recently;
   // otherwise the connection's address is screened when undici connects (net.ts).
   if (!isIpLiteral(o.host)) {

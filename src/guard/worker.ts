@@ -36,6 +36,7 @@ import type { Reveal } from "../policy/request.js";
 import { fileSinkOf, type FileSinkSpec } from "../policy/sinks.js";
 import type { Principal } from "../policy/types.js";
 import type { GuardCore } from "./core.js";
+import { gatewaySpecs, type GatewaySpec } from "./gateways.js";
 import { isInternalWorker } from "./internal.js";
 import type { ApprovalAnswer, ApprovalRequest, Evaluator, GuardEvents, GuardMode } from "./types.js";
 
@@ -60,6 +61,8 @@ export interface WorkerSetup {
   sampleAllows: number;
   reveal?: Reveal;
   llmProviders: Record<string, string>;
+  /** The AI gateways registered when the worker started (./gateways.ts). */
+  gateways?: GatewaySpec[];
   maxBodyBytes: number;
   allowIpc: string[];
   intercept: Record<string, boolean>;
@@ -321,6 +324,7 @@ class Hub implements WorkerHub {
       sampleAllows: this.core.sampleAllows,
       ...(this.core.reveal ? { reveal: this.core.reveal } : {}),
       llmProviders: Object.fromEntries(this.core.llmProviders),
+      ...(gatewaySpecs(this.core).length > 0 ? { gateways: gatewaySpecs(this.core) } : {}),
       maxBodyBytes: this.core.maxBodyBytes,
       allowIpc: [...this.core.allowIpc],
       intercept: Object.fromEntries(Object.entries(this.opts.intercept).filter((e): e is [string, boolean] => typeof e[1] === "boolean")),

@@ -113,6 +113,14 @@ export const DecisionEventSchema = z
     approval: z.object({ approved: z.boolean(), by: z.string().optional(), ms: z.number().nonnegative(), reason: z.string().optional() }).strict().optional(),
     policyHash: z.string().optional(),
     requestId: z.string().optional(),
+    via: z
+      .object({
+        gateway: z.string().describe("the AI gateway's origin as registered with the guard"),
+        connector: z.string().optional().describe("the HTTP API connector the call went to (absent for MCP calls)"),
+      })
+      .strict()
+      .optional()
+      .describe("the call went to a registered AI gateway; `target` is what the gateway will call upstream (the agent-side guard judges it as the gateway does)"),
     usage: z
       .object({
         inputTokens: z.number().nonnegative().optional(),

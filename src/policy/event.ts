@@ -139,6 +139,12 @@ export interface DecisionEvent {
   policyHash?: string;
   /** The request this decision belongs to (the gateway's request id; several decisions may share one). */
   requestId?: string;
+  /**
+   * The call went to a registered AI gateway and `target` is what the
+   * gateway will call upstream (an MCP server's tool, a connector's upstream
+   * URL): the agent-side guard judged it as the gateway does.
+   */
+  via?: { gateway: string; connector?: string };
   /** LLM usage, when the layer knows it (the gateway). */
   usage?: Usage;
   /** What the token issuer did (layer "tokens"): src/tokens/audit.ts. */
@@ -173,6 +179,8 @@ export interface EventInfo {
   approval?: ApprovalOutcome;
   policyHash?: string;
   requestId?: string;
+  /** The registered AI gateway the call went through (the guard's decoded calls). */
+  via?: { gateway: string; connector?: string };
   usage?: Usage;
   /** What the token issuer did (layer "tokens"). */
   token?: TokenOperation;
@@ -284,6 +292,7 @@ export function decisionEvent(principal: EventPrincipal, target: Target, decisio
   if (info.approval) ev.approval = { ...info.approval };
   if (info.policyHash !== undefined) ev.policyHash = info.policyHash;
   if (info.requestId !== undefined) ev.requestId = info.requestId;
+  if (info.via !== undefined) ev.via = { ...info.via };
   if (info.usage) ev.usage = { ...info.usage };
   if (info.token) ev.token = { ...info.token };
   return ev;

@@ -249,7 +249,11 @@ describe.each(["native", "wasm"] as const)("%s backend", (backend) => {
     await closeServer(l);
     await n.close();
     await expectCode(n.peers(), "MESHGUARD_CLOSED");
-    expect(await coreHandles()).toEqual(before);
+    // A connection of an earlier case may still have been closing when `before` was taken
+    // (seen once in a full run: before had conns 1, after 0): at most as many as before.
+    const after = await coreHandles();
+    expect({ nodes: after.nodes, listeners: after.listeners }).toEqual({ nodes: before.nodes, listeners: before.listeners });
+    expect(after.conns).toBeLessThanOrEqual(before.conns);
   });
 });
 

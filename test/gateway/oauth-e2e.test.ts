@@ -11,7 +11,7 @@ import { OAUTH2_KIND, OAuth2ConfigSchema, type OAuthEnv, type UserOAuthSource } 
 import { oauthRoutes } from "../../src/gateway/credentials/oauth-routes.js";
 import type { AdminRoute } from "../../src/gateway/types.js";
 import type { MeshNode } from "../../src/index.js";
-import { startGatewayTailnet, type GatewayTailnet } from "./gateway-tailnet.js";
+import { startGatewayTailnet, TAILNET, type GatewayTailnet } from "./gateway-tailnet.js";
 import { consent, startOAuthServer, WEB_CLIENT, webAuth, type OAuthServer } from "./oauth-server.js";
 
 const REDIRECT = "http://127.0.0.1:4999/meshguard/v1/connectors/crm/oauth/callback";
@@ -46,7 +46,7 @@ beforeAll(async () => {
   t = await startGatewayTailnet({
     meshguard: { version: 3, rules: [] },
     // The source is made once the gateway's store is open (it keeps the sealed tokens); routes look it up per request.
-    gateway: { parts: { adminRoutes: [...oauthRoutes((name) => (name === "crm" ? src : undefined)), WHOSE_TOKEN] } },
+    gateway: { parts: { adminRoutes: [...oauthRoutes((name) => (name === "crm" ? src : undefined), { identity: () => ({ tagOwners: TAILNET.tagOwners, groups: {} }) }), WHOSE_TOKEN] } },
   });
   const cfg = OAuth2ConfigSchema.parse(webAuth(srv, REDIRECT));
   const vars = { WEB_SECRET: WEB_CLIENT.secret, OAUTH_KEYS: KEYS };
@@ -115,7 +115,7 @@ describe("per-user OAuth through the gateway over the tailnet", () => {
     const listing = await call(t.nodes.laptop, `${API}/tokens`);
     const body = await listing.text();
     expect(listing.status).toBe(200);
-    expect(JSON.parse(body)).toEqual({ tokens: [{ user: "alice", keyId: "k1", updatedAt: expect.any(Number) }] });
+    expect(JSON.parse(body)).toEqual({ tokens: [{ user: "alice", keyId: "k1", updatedAt: expect.any(Number), grantedAt: expect.any(Number), expiresAt: expect.any(Number), scopes: expect.arrayContaining(["api:read"]), renewable: true }] });
     expect(body).not.toContain(token);
     await t.gw.store!.flush();
     expect(JSON.stringify(await t.gw.store!.queryLogs({ limit: 1000 }))).not.toContain(token);
@@ -153,9 +153,13 @@ describe("per-user OAuth through the gateway over the tailnet", () => {
     };
     expect(await whose(t.nodes.laptop)).toEqual({ status: 200, body: { sub: "alice@" } });
     expect(await whose(t.nodes.agentA)).toEqual({ status: 200, body: { sub: "alice@" } });
-    // alice delegates to tag:agent-b too, but bob owns those agents: still refused.
+    // alice may not delegate to tag:agent-b: bob owns it (the policy's tagOwners); bob's agent is refused her token.
     const d = await call(t.nodes.laptop, `${API}/delegations`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ tag: "tag:agent-b" }) });
-    expect(d.status).toBe(201);
+    expect(d.status).toBe(403);
+    expect(((await d.json()) as { error: { message: string } }).error.message).toMatch(/do not own tag:agent-b/);
+    const none = await call(t.nodes.laptop, `${API}/delegations`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ tag: "tag:nobody" }) });
+    expect(none.status).toBe(403);
+    expect(((await none.json()) as { error: { message: string } }).error.message).toMatch(/names no owner of tag:nobody/);
     const b = await whose(t.nodes.agentB);
     expect(b.status).toBe(401);
     expect(b.body.error).toMatch(/no owner of the tagged node agent-b/);

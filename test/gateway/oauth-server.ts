@@ -17,6 +17,8 @@ export interface OAuthServer {
   revocationUrl: string;
   /** Requests the token endpoint answered with a token, by grant_type. */
   tokenRequests: { grant: string }[];
+  /** Every access and refresh token the server issued (their values): what must appear in no answer of the gateway. */
+  issued: string[];
   /** Every POST the token endpoint received (counted on arrival). */
   tokenPosts(): number;
   /** introspect says whether a token is active, as the server sees it. */
@@ -61,6 +63,10 @@ export async function startOAuthServer(opts: { redirectUris: string[]; accessTok
     cookies: { keys: ["oauth-server-cookie-key-for-tests"] },
   });
   provider.on("server_error", (_ctx: unknown, err: Error) => console.error("oidc-provider server_error", err));
+  const issued: string[] = [];
+  // Opaque tokens: the value is the jti.
+  provider.on("access_token.saved", (tok: { jti: string }) => issued.push(tok.jti));
+  provider.on("refresh_token.saved", (tok: { jti: string }) => issued.push(tok.jti));
   provider.on("grant.success", (ctx: { oidc: { params?: { grant_type?: string } } }) => tokenRequests.push({ grant: String(ctx.oidc.params?.grant_type ?? "") }));
   handler = provider.callback();
   return {
@@ -69,6 +75,7 @@ export async function startOAuthServer(opts: { redirectUris: string[]; accessTok
     authorizeUrl: `${url}/auth`,
     revocationUrl: `${url}/token/revocation`,
     tokenRequests,
+    issued,
     tokenPosts: () => tokenPosts.n,
     async introspect(token) {
       const res = await fetch(`${url}/token/introspection`, {
@@ -76,7 +83,7 @@ export async function startOAuthServer(opts: { redirectUris: string[]; accessTok
         headers: { "content-type": "application/x-www-form-urlencoded", authorization: `Basic ${Buffer.from(`${WEB_CLIENT.id}:${WEB_CLIENT.secret}`).toString("base64")}` },
         body: new URLSearchParams({ token }),
       });
-      return (await res.json()) as { active: boolean };
+      return (await res.json()) as { active: boolean; sub?: string };
     },
     close: () => new Promise<void>((r) => (server.closeAllConnections(), server.close(() => r()))),
   };

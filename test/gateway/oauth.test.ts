@@ -176,7 +176,9 @@ describe("authorization code with PKCE, per user", () => {
     expect(err).toBeInstanceOf(CredentialUnavailableError);
     expect((err as CredentialUnavailableError).status).toBe(401);
     expect((err as Error).message).toMatch(/\/meshguard\/v1\/connectors\/crm\/oauth\/start/);
-    expect(await src.tokens()).toEqual([{ user: "alice", keyId: "k1", updatedAt: clock.t }]);
+    // The listing says when the token was granted and expires, its scopes and whether it renews: never the token.
+    expect(await src.tokens()).toEqual([{ user: "alice", keyId: "k1", updatedAt: clock.t, grantedAt: clock.t, expiresAt: expect.any(Number), scopes: expect.arrayContaining(["api:read"]), renewable: true }]);
+    expect(JSON.stringify(await src.tokens())).not.toContain(token);
   });
 
   it("binds state to the identity that started: another identity is refused and the state is spent", async () => {

@@ -42,6 +42,14 @@ describe("worker threads under the guard", () => {
     expect((r.decisions as string[]).map((d) => d.split(" ")[0])).toEqual(["deny", "allow", "deny"]);
   });
 
+  test("AI gateways registered with the guard reach its workers: a connector call is judged on the upstream URL there too", () => {
+    const r = scenario("gateway");
+    const calls = r.calls as Call[];
+    expect(calls[0]).toMatchObject({ status: 200 });
+    expect(calls[1]!.error).toBe("MESHGUARD_POLICY_DENIED");
+    expect(r.hits).toEqual({ allowed: 1, denied: 0 });
+  });
+
   test("setPolicy in the parent reaches a running worker, both ways", () => {
     const r = scenario("reload");
     expect((r.before as Call[])[0]!.error).toBe("MESHGUARD_POLICY_DENIED");

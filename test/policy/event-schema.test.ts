@@ -50,6 +50,7 @@ function maximal(): DecisionEvent[] {
         approval: { approved: true, by: "b@", ms: 3, reason: "ok" },
         policyHash: "h",
         requestId: "q",
+        via: { gateway: "http://ai-gateway", connector: "github" },
         usage: { inputTokens: 1, outputTokens: 2, cachedTokens: 0, costUsd: 0.1, estimated: true },
         token: { op: "revoke", jti: "j", exp: 2, task: "t", subject: "s", sub: "n", before: 1, revoked: 1 },
         ...(reveal ? { reveal: { query: true, headers: ["x-a"], mcpArgs: true } } : {}),

@@ -12,8 +12,9 @@ import { AuthConfigSchema } from "../credentials/registry.js";
 import { BucketRefsSchema } from "../quotas/config.js";
 import { upstreamUrlSchema } from "../url.js";
 
-/** Connector names: a path segment and a word in logs and policy ("github", "crm-eu"). */
-export const CONNECTOR_NAME_RE = /^[a-z0-9](?:[a-z0-9_-]*[a-z0-9])?$/;
+import { CONNECTOR_NAME_RE } from "../../guard/gateway-route.js";
+
+export { CONNECTOR_NAME_RE };
 
 const PREFIX = z
   .string()

@@ -27,7 +27,8 @@ import { normalizeHost } from "../../policy/hosts.js";
 import type { Decision, HttpTarget } from "../../policy/types.js";
 import { approve } from "../approve.js";
 import type { GatewayContext } from "../context.js";
-import { CREDENTIAL_HEADERS, HOP_HEADERS, NEVER_FORWARDED, readCallBody, REQUEST_ID, RESPONSE_DROP, sendJson, TOO_LARGE } from "../http-util.js";
+import { readCallBody, REQUEST_ID, RESPONSE_DROP, sendJson, TOO_LARGE } from "../http-util.js";
+import { connectorOfPath, credentialNames, dropParams, forwardedHeaders, lowerHeaders, pathRefusal, upstreamPath as joinPath } from "../../guard/gateway-route.js";
 import { finish, newCallState, type CallState } from "../record.js";
 import { StreamScrub, type KeyScrubber } from "../scrub.js";
 import { drained } from "../stream.js";
@@ -35,6 +36,8 @@ import type { CallFacts, Caller } from "../types.js";
 import { openCredential } from "../credentials/registry.js";
 import { CredentialUnavailableError, type CredentialSource, type InjectedCredential } from "../credentials/types.js";
 import type { ConnectorsConfig, HttpConnectorConfig } from "./config.js";
+
+export { pathRefusal } from "../../guard/gateway-route.js";
 
 /** What the client receives is kept for the log up to this size. */
 const MAX_KEPT = 1 << 20;
@@ -54,14 +57,17 @@ interface Connector {
   readonly chains: { chains: string[][] } | undefined;
 }
 
-/** A refused path: `why` is what the client is told. */
-export function pathRefusal(rest: string): string | undefined {
-  if (/%2f|%5c/i.test(rest)) return "an encoded slash or backslash (%2F, %5C) in the path is refused: the upstream would decode it into a path other than the one the policy judged";
-  if (rest.includes("\\")) return "a backslash in the path is refused: some upstreams treat it as a slash";
-  for (const seg of rest.split("/")) {
-    if (/^(?:\.|%2e){1,2}$/i.test(seg)) return `a "${seg}" segment in the path is refused: it would climb out of the path the policy judges (send the path already resolved)`;
-  }
-  return undefined;
+/** A connector as GET /meshguard/v1/connectors lists it: never a secret. */
+export interface ConnectorSummary {
+  name: string;
+  /** Where agents call it on the gateway ("/v1/connectors/crm"). */
+  path: string;
+  /** The upstream's origin. */
+  upstream: string;
+  /** The credential's kind: its `type` (and `grant` and configured `scopes` for oauth2). */
+  auth: { type: string; grant?: string; scopes?: string[] };
+  /** true: each user's own token (connect, delegate); false: one shared credential for every caller. */
+  actsForUsers: boolean;
 }
 
 /** ConnectorRouter holds the HTTP connectors and proxies their calls. */
@@ -132,14 +138,32 @@ export class ConnectorRouter {
     return this.connectors.find((c) => c.name === name)?.source;
   }
 
+  /**
+   * list describes every connector without its secrets (GET
+   * /meshguard/v1/connectors): where it is served, its upstream's origin,
+   * and its credential's kind; `actsForUsers` is the per-user OAuth grant,
+   * whose callers each connect their own account (or use one by delegation).
+   */
+  list(): ConnectorSummary[] {
+    return this.connectors.map((c) => {
+      const a = c.cfg.auth as { type: string; grant?: unknown; scopes?: unknown };
+      const grant = typeof a.grant === "string" ? a.grant : undefined;
+      return {
+        name: c.name,
+        path: `${c.cfg.prefix ?? ""}/${c.name}`,
+        upstream: c.origin,
+        auth: { type: a.type, ...(grant === undefined ? {} : { grant }), ...(Array.isArray(a.scopes) && a.scopes.length > 0 ? { scopes: a.scopes.map(String) } : {}) },
+        actsForUsers: a.type === "oauth2" && grant === "authorization_code",
+      };
+    });
+  }
+
   /** match finds the connector of a request path, with the rest of the path as sent ("" or "/..."). */
   match(path: string): { connector: Connector; rest: string } | undefined {
     for (const [prefix, m] of this.byPrefix) {
-      if (path.length <= prefix.length + 1 || !path.startsWith(prefix) || path.charCodeAt(prefix.length) !== 0x2f) continue;
-      const end = path.indexOf("/", prefix.length + 1);
-      const name = path.slice(prefix.length + 1, end < 0 ? undefined : end);
-      const c = m.get(name);
-      if (c !== undefined) return { connector: c, rest: end < 0 ? "" : path.slice(end) };
+      const p = connectorOfPath(path, prefix);
+      const c = p === undefined ? undefined : m.get(p.name);
+      if (c !== undefined) return { connector: c, rest: p!.rest };
     }
     return undefined;
   }
@@ -152,7 +176,7 @@ export class ConnectorRouter {
   async handle(req: IncomingMessage, res: ServerResponse, caller: Caller, m: { connector: Connector; rest: string }, query: string, t0: number): Promise<void> {
     const c = m.connector;
     const method = req.method ?? "GET";
-    const upstreamPath = c.basePath + (m.rest === "" ? (c.basePath === "" ? "/" : "") : m.rest);
+    const upstreamPath = joinPath(c.basePath, m.rest);
     const facts: CallFacts = { operation: "connector.call", format: "openai", provider: c.name, model: `${method} ${upstreamPath}`, stream: false };
     const st = newCallState(this.ctx, caller, { operation: "connector.call", format: "openai" }, t0);
     st.facts = facts;
@@ -198,7 +222,7 @@ export class ConnectorRouter {
 
     // 2. The policy, on the upstream request as it will be sent (without the credential).
     const injectNames = injectedNames(c);
-    const headers = forwardHeaders(req, injectNames.headers);
+    const headers = forwardedHeaders(req.headers, injectNames.headers);
     const q = dropParams(query, injectNames.query);
     const target: HttpTarget = { kind: "http", scheme: c.scheme, host: c.host, port: c.port, method: (req.method ?? "GET").toUpperCase(), path: upstreamPath, query: q, headers: lowerHeaders(headers) };
     const declared = req.headers["content-length"];
@@ -438,26 +462,7 @@ function keptBody(req: IncomingMessage, st: CallState, max: number, counted: { o
 
 /** The header and query names a connector's credential sets: a client's own of the same name never goes upstream. */
 function injectedNames(c: Connector): { headers: Set<string>; query: Set<string> } {
-  const a = c.cfg.auth as { header?: string; query?: string };
-  return {
-    headers: new Set([...(a.header ? [a.header.toLowerCase()] : [])]),
-    query: new Set([...(a.query ? [a.query] : [])]),
-  };
-}
-
-function forwardHeaders(req: IncomingMessage, drop: Set<string>): Record<string, string> {
-  const out: Record<string, string> = {};
-  const h = req.headers;
-  for (const k in h) {
-    if (HOP_HEADERS.has(k) || NEVER_FORWARDED.has(k) || CREDENTIAL_HEADERS.has(k) || drop.has(k) || k.startsWith("x-meshguard-")) continue;
-    const v = h[k];
-    if (v !== undefined) out[k] = Array.isArray(v) ? v.join(", ") : v;
-  }
-  // The answer is searched for echoed credentials: it must come uncompressed.
-  out["accept-encoding"] = "identity";
-  const len = h["content-length"];
-  if (len !== undefined) out["content-length"] = len;
-  return out;
+  return credentialNames(c.cfg.auth as { header?: string; query?: string });
 }
 
 function stripCredential(headers: Record<string, string>, c: Connector): Record<string, string> {
@@ -465,30 +470,6 @@ function stripCredential(headers: Record<string, string>, c: Connector): Record<
   const out: Record<string, string> = {};
   for (const k in headers) if (k !== "authorization" && !drop.has(k.toLowerCase())) out[k] = headers[k]!;
   return out;
-}
-
-function lowerHeaders(h: Record<string, string>): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const k in h) out[k.toLowerCase()] = h[k]!;
-  return out;
-}
-
-/** dropParams removes parameters by (decoded) name from a raw query, keeping the rest byte for byte. */
-function dropParams(query: string, names: Set<string>): string {
-  if (query === "" || names.size === 0) return query;
-  return query
-    .split("&")
-    .filter((kv) => {
-      const n = kv.split("=", 1)[0]!;
-      let dn = n;
-      try {
-        dn = decodeURIComponent(n.replace(/\+/g, " "));
-      } catch {
-        /* a malformed name is kept as written */
-      }
-      return !names.has(dn);
-    })
-    .join("&");
 }
 
 function withParams(query: string, add: Record<string, string> | undefined): string {

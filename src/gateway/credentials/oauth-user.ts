@@ -74,6 +74,27 @@ const MAX_PENDING = 8;
 
 const userSubject = (login: string) => `user:${normalizeUser(login)}`;
 
+/** A tag as delegations name it. */
+export const TAG_RE = /^tag:[A-Za-z0-9][A-Za-z0-9_-]*$/;
+
+/** One user's stored tokens as the API lists them: never a token. */
+export interface TokenRow {
+  /** The user, normalized ("alice" for alice@). */
+  user: string;
+  keyId: string;
+  updatedAt: number;
+  /** When the provider granted the access token (ms since the epoch). */
+  grantedAt?: number;
+  /** When the access token expires, when the provider said. */
+  expiresAt?: number;
+  /** The scopes granted, when the provider said. */
+  scopes?: string[];
+  /** Whether a refresh token is held (the access token is renewed on use). */
+  renewable?: boolean;
+  /** false when the row does not open with the keyring (its key was removed): the user connects again. */
+  readable?: boolean;
+}
+
 /**
  * UserOAuthSource is a connector whose calls carry the token of the user
  * behind the call (authorization code with PKCE). It also serves the
@@ -339,15 +360,30 @@ export class UserOAuthSource implements CredentialSource {
     return had;
   }
 
-  /** tokens lists the users with stored tokens (all, or one user's), without the tokens. */
-  async tokens(user?: string): Promise<{ user: string; keyId: string; updatedAt: number }[]> {
+  /**
+   * tokens lists the users with stored tokens (all, or one user's), never
+   * the tokens: when each was granted and expires (the access token; a
+   * renewable one is renewed on use), its scopes when the provider said,
+   * and whether a refresh token is held. A row that does not open (its key
+   * left the keyring) is listed with `readable: false`.
+   */
+  async tokens(user?: string): Promise<TokenRow[]> {
     const rows = await this.#store.listTokens({ connector: this.connector, ...(user === undefined ? {} : { subject: userSubject(user) }) });
-    return rows.map((r) => ({ user: r.subject.slice(5), keyId: r.keyId, updatedAt: r.updatedAt }));
+    return rows.map((r) => {
+      const row: TokenRow = { user: r.subject.slice(5), keyId: r.keyId, updatedAt: r.updatedAt };
+      try {
+        const b = JSON.parse(this.#keys.open(r.sealed, this.#context(r.subject))) as TokenBlob;
+        Object.assign(row, { grantedAt: b.g, ...(b.e === undefined ? {} : { expiresAt: b.e }), ...(b.s === undefined ? {} : { scopes: b.s.split(" ").filter(Boolean) }), renewable: b.r !== undefined });
+      } catch {
+        row.readable = false;
+      }
+      return row;
+    });
   }
 
   /** delegate lets agents with `tag` use `user`'s token (while the user owns them); refused when another user holds the tag. */
   async delegate(user: string, tag: string): Promise<Delegation> {
-    if (!/^tag:[A-Za-z0-9][A-Za-z0-9_-]*$/.test(tag)) throw new OAuthRouteError(400, "bad_request", `"tag" must look like tag:name, not ${JSON.stringify(tag).slice(0, 80)}`);
+    if (!TAG_RE.test(tag)) throw new OAuthRouteError(400, "bad_request", `"tag" must look like tag:name, not ${JSON.stringify(tag).slice(0, 80)}`);
     const d: Delegation = { connector: this.connector, tag, user: normalizeUser(user), grantedAt: this.#rt.now() };
     const held = await this.#store.putDelegation(d);
     if (held !== undefined) throw new OAuthRouteError(409, "conflict", `${held.user} already delegates connector ${JSON.stringify(this.connector)} to ${tag}: they (or an admin) revoke it first`);

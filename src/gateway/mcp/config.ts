@@ -8,13 +8,14 @@
  */
 
 import { z } from "zod";
+import { MCP_SERVER_NAME_RE } from "../../guard/gateway-route.js";
 import { AuthConfigSchema } from "../credentials/registry.js";
 import { BucketRefsSchema } from "../quotas/config.js";
 import { KeySourceSchema } from "../keys.js";
 import { upstreamUrlSchema } from "../url.js";
 
 /** Server names: lower-case letters, digits and single "-" / "_" — never "__", the separator of namespaced names. */
-export const MCP_SERVER_NAME_RE = /^[a-z0-9](?:[a-z0-9-]|_(?!_))*$/;
+export { MCP_SERVER_NAME_RE };
 
 const HttpServerSchema = z
   .object({

@@ -1,7 +1,7 @@
 /**
  * The aggregating MCP endpoint (`/v1/mcp` by default): streamable HTTP, the
  * official SDK's server transport, one McpSession (./session.ts) per
- * initialize. An `Mcp-Session-Id` is bound to the identity that created the
+ * initialize (a tools/call on an open session takes ./fast.ts). An `Mcp-Session-Id` is bound to the identity that created the
  * session (what the tailnet's whois, or the loopback principal, said): a
  * request naming it from any other identity is refused (403) and never
  * reaches the session; an unknown id is a 404, which tells a client to
@@ -14,7 +14,9 @@ import type { Caller } from "../types.js";
 import { openCredential } from "../credentials/registry.js";
 import { readKey } from "../keys.js";
 import type { CredentialSource } from "../credentials/types.js";
+import type { ConnectorSummary } from "../connectors/http.js";
 import type { McpConfig } from "./config.js";
+import { McpFastPath } from "./fast.js";
 import { McpSession } from "./session.js";
 
 /** A session nobody used for this long is closed (its upstream connections and child processes with it). */
@@ -30,6 +32,8 @@ export class McpEndpoint {
   private readonly sources: ReadonlyMap<string, CredentialSource>;
   /** Each stdio server's extra environment, its secret values read at start. */
   private readonly stdioEnv: ReadonlyMap<string, Record<string, string>>;
+  /** tools/call on an open session without the SDK's server and client (./fast.ts). */
+  readonly fast: McpFastPath;
 
   constructor(
     ctx: GatewayContext,
@@ -42,6 +46,7 @@ export class McpEndpoint {
     this.sources = sources;
     this.stdioEnv = stdioEnv;
     this.path = cfg.path;
+    this.fast = new McpFastPath(ctx.cfg.maxBodyBytes);
     this.sweeper = setInterval(() => {
       const old = Date.now() - IDLE_MS;
       for (const s of this.sessions.values()) if (s.lastSeen < old) void s.close();
@@ -78,6 +83,24 @@ export class McpEndpoint {
     return { endpoint: new McpEndpoint(ctx, cfg, sources, stdioEnv), secrets: [...read, ...[...sources.values()].flatMap((s) => [...s.secrets()])] };
   }
 
+  /** list describes the servers that have a credential, as GET /meshguard/v1/connectors lists connectors: never a secret. */
+  list(): ConnectorSummary[] {
+    return Object.entries(this.cfg.servers).flatMap(([name, sc]) => {
+      if (!("url" in sc) || sc.auth === undefined) return [];
+      const a = sc.auth as { type: string; grant?: unknown; scopes?: unknown };
+      const grant = typeof a.grant === "string" ? a.grant : undefined;
+      return [
+        {
+          name,
+          path: this.path,
+          upstream: new URL(sc.url).origin,
+          auth: { type: a.type, ...(grant === undefined ? {} : { grant }), ...(Array.isArray(a.scopes) && a.scopes.length > 0 ? { scopes: a.scopes.map(String) } : {}) },
+          actsForUsers: a.type === "oauth2" && grant === "authorization_code",
+        },
+      ];
+    });
+  }
+
   /** sourceOf is the credential source of server `name` (the OAuth routes act on it). */
   sourceOf(name: string): CredentialSource | undefined {
     return this.sources.get(name);
@@ -96,6 +119,7 @@ export class McpEndpoint {
       if (s === undefined) return rpcError(res, 404, -32001, "session not found: it ended or never existed here; initialize a new one");
       if (s.owner !== owner) return rpcError(res, 403, -32003, "meshguard: this MCP session belongs to another identity; a session is usable only by the node that created it");
       s.touch(caller);
+      if (this.fast.wants(req)) return this.fast.handle(s, req, res);
       return s.transport.handleRequest(req, res);
     }
     if (req.method !== "POST") return rpcError(res, 400, -32000, "no Mcp-Session-Id: send an initialize request (POST) first");
@@ -120,6 +144,7 @@ export class McpEndpoint {
   async close(): Promise<void> {
     clearInterval(this.sweeper);
     await Promise.all([...this.sessions.values()].map((s) => s.close()));
+    await this.fast.close();
     await Promise.all([...this.sources.values()].map((s) => s.close?.().catch(() => {})));
   }
 }

@@ -17,17 +17,8 @@ import type { McpTarget } from "../../policy/types.js";
 import type { GatewayContext } from "../context.js";
 import type { Caller } from "../types.js";
 
-export const SEPARATOR = "__";
-
-export function namespaced(server: string, name: string): string {
-  return `${server}${SEPARATOR}${name}`;
-}
-
-export function splitName(full: string): { server: string; name: string } | undefined {
-  const i = full.indexOf(SEPARATOR);
-  if (i <= 0 || i + SEPARATOR.length >= full.length) return undefined;
-  return { server: full.slice(0, i), name: full.slice(i + SEPARATOR.length) };
-}
+// Shared with the agent-side guard, which splits a call to the gateway the same way.
+export { namespaced, SEPARATOR, splitName } from "../../guard/gateway-route.js";
 
 /** Checks that depend on the call's content or time, which listing ignores. */
 const IGNORED = (what: string) => what.startsWith("args.") || what.startsWith("when");

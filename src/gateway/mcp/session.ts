@@ -63,7 +63,7 @@ const GATEWAY_INFO = { name: "meshguard-gateway", version: "0.1.0" };
 
 type ListKind = "tools" | "resources" | "templates" | "prompts";
 
-interface Upstream {
+export interface Upstream {
   name: string;
   client: Client;
   transport: Transport;
@@ -133,6 +133,11 @@ export class McpSession {
 
   async start(): Promise<void> {
     await this.server.connect(this.transport);
+  }
+
+  /** scrubText takes the gateway's secrets (and the credentials lately sent to `up`) out of text the upstream sent (./fast.ts forwards progress and log messages through it). */
+  scrubText(text: string, up?: Upstream): string {
+    return this.scrubOf(up).text(text);
   }
 
   /** listsChanged tells the caller that what it may see changed (a policy reload). */
@@ -232,9 +237,9 @@ export class McpSession {
    * ups is the connected upstreams in config order (a resource URI two
    * servers list belongs to the first). Servers left out for want of this
    * caller's credential are tried again first: the caller may have connected
-   * its account since.
+   * its account since. (./fast.ts reaches them too.)
    */
-  private async ups(): Promise<Map<string, Upstream>> {
+  async ups(): Promise<Map<string, Upstream>> {
     const live = await this.connectUpstreams();
     if (this.missing.size > 0) {
       await Promise.all(
@@ -341,7 +346,7 @@ export class McpSession {
     });
   }
 
-  private timeoutOf(server: string): number {
+  timeoutOf(server: string): number {
     return this.cfg.servers[server]!.timeout;
   }
 
@@ -363,7 +368,7 @@ export class McpSession {
    * call is logged like an LLM call (operation, server as provider, name
    * as model).
    */
-  private async judged<T>(operation: ApiOperation, target: McpTarget, signal: AbortSignal, run: (up: Upstream, signal: AbortSignal, args: Record<string, unknown>) => Promise<T>): Promise<T> {
+  async judged<T>(operation: ApiOperation, target: McpTarget, signal: AbortSignal, run: (up: Upstream, signal: AbortSignal, args: Record<string, unknown>) => Promise<T>): Promise<T> {
     const t0 = performance.now();
     const caller = this.caller;
     let up: Upstream | undefined;

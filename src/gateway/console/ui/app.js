@@ -6,6 +6,7 @@ import { href, useRoute } from "./lib/route.js";
 import { Loading, Problem, useApi } from "./lib/ui.js";
 import { ChatPage } from "./pages/chat.js";
 import { ConnectPage } from "./pages/connect.js";
+import { ConnectionsPage } from "./pages/connections.js";
 import { LogsPage } from "./pages/logs.js";
 import { QuotasPage } from "./pages/quotas.js";
 import { RequestPage } from "./pages/request.js";
@@ -18,6 +19,7 @@ const PAGES = [
   { page: "usage", title: "Usage" },
   { page: "quotas", title: "Quotas", admin: true },
   { page: "chat", title: "Chat" },
+  { page: "connections", title: "Connections" },
   { page: "connect", title: "Connect a client" },
 ];
 
@@ -34,6 +36,8 @@ function Page({ route, me }) {
       return html`<${QuotasPage} />`;
     case "chat":
       return html`<${ChatPage} />`;
+    case "connections":
+      return html`<${ConnectionsPage} me=${me} />`;
     case "connect":
       return html`<${ConnectPage} me=${me} />`;
     default:
