@@ -240,9 +240,9 @@ describe("per-user OAuth 2.0 for an MCP upstream", () => {
       expect(await whoami(agentA.client, "crm")).toBe("you sent [provider key redacted]");
       expect(ups.crm.credentials.at(-1)!.credential).toBe(aliceToken);
 
-      // agent-b is bob's: alice's delegation to its tag does not make her token its.
+      // agent-b is bob's: alice may not delegate to its tag, and it never gets her token.
       const d2 = await call(t.nodes.laptop, `${OAUTH_API}/delegations`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ tag: "tag:agent-b" }) });
-      expect(d2.status).toBe(201);
+      expect(d2.status).toBe(403);
       const n = ups.crm.credentials.length;
       const bob = await refusal(agentB.client.callTool({ name: "crm__whoami", arguments: {} }));
       expect(bob.code).toBe(-32005);
