@@ -39,12 +39,21 @@ export function upstreamAuth(server: string, source: CredentialSource, caller: (
     const ctx: CredentialContext = { connector: server, caller: caller(), ...(init?.signal ? { signal: init.signal } : {}) };
     const cred = await source.resolve(ctx);
     remember(cred);
-    const url = new URL(input instanceof Request ? input.url : input.toString());
-    for (const [k, v] of Object.entries(cred.query ?? {})) url.searchParams.set(k, v);
-    const headers = new Headers(input instanceof Request ? input.headers : undefined);
-    new Headers(init?.headers).forEach((v, k) => headers.set(k, v));
-    for (const [k, v] of Object.entries(cred.headers ?? {})) headers.set(k, v);
-    return { res: await base(url, { ...init, headers }), ctx, cred };
+    let url: string | URL | Request = input;
+    if (cred.query !== undefined) {
+      const u = new URL(input instanceof Request ? input.url : input.toString());
+      for (const [k, v] of Object.entries(cred.query)) u.searchParams.set(k, v);
+      url = u;
+    }
+    // The SDK transport builds fresh Headers for every request: set on them (a retry sets the same values again).
+    let headers: Headers;
+    if (init?.headers instanceof Headers && !(input instanceof Request)) headers = init.headers;
+    else {
+      headers = new Headers(input instanceof Request ? input.headers : undefined);
+      new Headers(init?.headers).forEach((v, k) => headers.set(k, v));
+    }
+    for (const k in cred.headers) headers.set(k, cred.headers[k]!);
+    return { res: await base(url instanceof Request ? url.url : url, { ...init, headers }), ctx, cred };
   };
   const authed = async (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
     const first = await send(input, init);
