@@ -14,6 +14,7 @@ import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/
 import { McpError } from "@modelcontextprotocol/sdk/types.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startMcpUpstream, type McpUpstream } from "../../bench/lib/mcp-upstream.mjs";
+import { fastStats } from "../../src/gateway/mcp/fast.js";
 import type { MeshNode } from "../../src/index.js";
 import { PROVIDER_KEY, startGatewayTailnet, type GatewayTailnet } from "./gateway-tailnet.js";
 import { CC_CLIENT, consent, startOAuthServer, WEB_CLIENT, webAuth, type OAuthServer } from "./oauth-server.js";
@@ -176,6 +177,7 @@ describe("OAuth 2.0 client credentials for an MCP upstream", () => {
   it("fetches one token for every session, and renews it once when the upstream answers 401", async () => {
     // Every session so far (the tests above opened some) connected to billing too: one token for all of them.
     const ccGrants = () => srv.tokenRequests.filter((r) => r.grant === "client_credentials").length;
+    const fast = fastStats.calls;
     const a = await connect(t.nodes.agentA);
     const b = await connect(t.nodes.agentB);
     try {
@@ -191,6 +193,8 @@ describe("OAuth 2.0 client credentials for an MCP upstream", () => {
       expect(last.accepted).toBe(true);
       expect(last.credential).not.toBe(first);
       expect(ups.billing.credentials.some((c) => c.credential === first && !c.accepted)).toBe(true);
+      // These calls took the fast path (the credential injected on its own connection, the 401 renewed there too).
+      expect(fastStats.calls - fast).toBeGreaterThanOrEqual(4);
       // The other session uses the new token from then on, without another fetch.
       expect(await whoami(b.client, "billing")).toBe("you sent [provider key redacted]");
       expect(ccGrants()).toBe(2);

@@ -45,6 +45,7 @@ import { StreamableHTTPClientTransport, StreamableHTTPError } from "@modelcontex
 import { CallToolResultSchema, ErrorCode, JSONRPCMessageSchema, McpError, SUPPORTED_PROTOCOL_VERSIONS, type CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { splitName } from "./names.js";
 import type { McpSession, Upstream } from "./session.js";
+import { injectorOf } from "./upstream-auth.js";
 
 /** Counts of requests that took the fast path and that fell back to the SDK path (tests and benchmarks read them). */
 export const fastStats = { calls: 0, fallbacks: 0 };
@@ -334,12 +335,33 @@ interface UpAnswer {
 async function send(t: TransportInternals & { _url: URL }, agent: Agent, body: string, headers: Headers, signal: AbortSignal): Promise<UpAnswer> {
   const init = t._requestInit;
   const plainInit = init === undefined || Object.keys(init).every((k) => k === "headers");
-  if (t._fetch === undefined && plainInit) {
+  // A server with a credential (mcp.servers.X.auth): its fetch's injector gives the credential, so the call still takes the kept-alive connection.
+  const inj = injectorOf(t._fetch);
+  if ((t._fetch === undefined || inj !== undefined) && plainInit) {
     const h: Record<string, string> = {};
     headers.forEach((v, k) => (h[k] = v));
     h["content-type"] = "application/json";
     h.accept = "application/json, text/event-stream";
-    const r: Dispatcher.ResponseData = await agent.request({ origin: t._url.origin, path: t._url.pathname + t._url.search, method: "POST", headers: h, body, signal });
+    const post = async (): Promise<{ r: Dispatcher.ResponseData; renew: (() => Promise<void>) | undefined }> => {
+      if (inj === undefined) return { r: await agent.request({ origin: t._url.origin, path: t._url.pathname + t._url.search, method: "POST", headers: h, body, signal }), renew: undefined };
+      const { ctx, cred } = await inj.resolve(signal);
+      let url = t._url;
+      if (cred.query !== undefined) {
+        url = new URL(t._url);
+        for (const [k, v] of Object.entries(cred.query)) url.searchParams.set(k, v);
+      }
+      const hh = { ...h };
+      for (const k in cred.headers) hh[k.toLowerCase()] = cred.headers[k]!;
+      const r = await agent.request({ origin: url.origin, path: url.pathname + url.search, method: "POST", headers: hh, body, signal });
+      return { r, renew: inj.refused === undefined ? undefined : () => inj.refused!(ctx, cred) };
+    };
+    let { r, renew } = await post();
+    // As the transport's fetch does: a 401 renews an OAuth credential and the call is sent once more.
+    if (r.statusCode === 401 && renew !== undefined) {
+      await r.body.dump();
+      await renew();
+      ({ r } = await post());
+    }
     const ct = r.headers["content-type"];
     return {
       status: r.statusCode,

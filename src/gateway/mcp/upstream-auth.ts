@@ -19,6 +19,27 @@ import type { Caller } from "../types.js";
 /** How many of a session's latest injected secrets are kept for scrubbing (a per-user token renewed during the session: old and new). */
 const KEPT = 4;
 
+/**
+ * INJECTOR is where the authed fetch carries its injector, so the fast path
+ * (./fast.ts), which sends a call over its own kept-alive connection rather
+ * than through the transport's fetch, can inject the same credential (and
+ * renew it on a 401) without going through fetch.
+ */
+export const INJECTOR = Symbol("meshguard.mcp.upstreamAuth");
+
+/** Injector is what the fast path uses of an UpstreamAuth. */
+export interface Injector {
+  /** resolve gets the credential for the session's caller now (remembered for scrubbing). */
+  resolve(signal?: AbortSignal): Promise<{ ctx: CredentialContext; cred: InjectedCredential }>;
+  /** refused tells the source the upstream answered 401 to `cred`: an OAuth token is renewed at the next resolve. Absent for kinds that cannot renew. */
+  refused: ((ctx: CredentialContext, cred: InjectedCredential) => Promise<void>) | undefined;
+}
+
+/** injectorOf is the injector of an authed fetch, or undefined for any other fetch. */
+export function injectorOf(f: unknown): Injector | undefined {
+  return typeof f === "function" ? (f as { [INJECTOR]?: Injector })[INJECTOR] : undefined;
+}
+
 export interface UpstreamAuth {
   /** The transport's fetch. */
   readonly fetch: typeof fetch;
@@ -35,10 +56,14 @@ export function upstreamAuth(server: string, source: CredentialSource, caller: (
       recent = [s, ...recent].slice(0, KEPT);
     }
   };
-  const send = async (input: string | URL | Request, init: RequestInit | undefined): Promise<{ res: Response; ctx: CredentialContext; cred: InjectedCredential }> => {
-    const ctx: CredentialContext = { connector: server, caller: caller(), ...(init?.signal ? { signal: init.signal } : {}) };
+  const resolve = async (signal?: AbortSignal | null) => {
+    const ctx: CredentialContext = { connector: server, caller: caller(), ...(signal ? { signal } : {}) };
     const cred = await source.resolve(ctx);
     remember(cred);
+    return { ctx, cred };
+  };
+  const send = async (input: string | URL | Request, init: RequestInit | undefined): Promise<{ res: Response; ctx: CredentialContext; cred: InjectedCredential }> => {
+    const { ctx, cred } = await resolve(init?.signal);
     let url: string | URL | Request = input;
     if (cred.query !== undefined) {
       const u = new URL(input instanceof Request ? input.url : input.toString());
@@ -62,5 +87,7 @@ export function upstreamAuth(server: string, source: CredentialSource, caller: (
     await source.rejected(first.ctx, first.cred);
     return (await send(input, init)).res;
   };
+  const injector: Injector = { resolve, refused: source.rejected === undefined ? undefined : async (ctx, cred) => source.rejected!(ctx, cred) };
+  Object.defineProperty(authed, INJECTOR, { value: injector });
   return { fetch: authed as typeof fetch, secrets: () => recent };
 }
