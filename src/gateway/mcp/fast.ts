@@ -11,7 +11,9 @@
  * the headers are the ones that Client's transport sends (its session id,
  * the negotiated protocol version, and any header or credential its
  * `requestInit` carries), and a transport built with a `fetch` of its own is
- * called through that `fetch`. The call's JSON-RPC id upstream is one the
+ * called through that `fetch` — unless that fetch is a server's credential
+ * (./upstream-auth.ts), whose injector gives the credential for the call
+ * on the kept-alive connection (a 401 renews it and resends once). The call's JSON-RPC id upstream is one the
  * SDK Client never uses (a string; its ids are numbers), and the caller's id
  * is put back on the answer. What the upstream sends on the call's stream
  * before the answer is dealt with as the SDK path would: progress of this
