@@ -100,7 +100,7 @@ if (built) {
   phase("benchmark smoke runs (shape only, no thresholds)", () => {
     let ok = true;
     // all.mjs --smoke builds the bench:all report from two quick runs and checks its shape.
-    for (const [bench, ...extra] of [["tailnet.mjs"], ["tailnet.mjs", "--nodes", "3"], ["policy.mjs"], ["guard.mjs"], ["gateway.mjs"], ["tokens.mjs"], ["database.mjs"], ["all.mjs"]]) {
+    for (const [bench, ...extra] of [["tailnet.mjs"], ["tailnet.mjs", "--nodes", "3"], ["policy.mjs"], ["guard.mjs"], ["gateway.mjs"], ["mcp-auth.mjs"], ["tokens.mjs"], ["database.mjs"], ["all.mjs"]]) {
       const good = run(inNetns([node, join(root, "bench", bench), ...extra, "--smoke", "--json"]), { stdio: ["ignore", "ignore", "inherit"] });
       process.stderr.write(`bench/${[bench, ...extra].join(" ")} --smoke: ${good ? "ok" : "FAILED"}\n`);
       good ? passed++ : failed++;

@@ -17,6 +17,10 @@
 // calls' log records are counted apart (log.mcpRecords), not in the LLM
 // accounting.
 //
+// --mcp-auth-url configures a second upstream MCP server, "auth", whose
+// requests carry a bearer token read from MCP_BENCH_TOKEN (mcp.servers.X.auth),
+// its tools allowed like sim's.
+//
 // --rest-url configures one HTTP connector, "rest", whose base URL is
 // URL/api (bench/lib/rest-sim.mjs), with a bearer token read from
 // REST_SIM_TOKEN, its GETs allowed to the loopback principal. Its calls' log
@@ -62,11 +66,11 @@ async function logTotals(store) {
 }
 
 try {
-  const { values: a } = parseArgs({ options: Object.fromEntries(['sim', 'sim-key', 'dir', 'control', 'authkey', 'hostname', 'pg-url-env', 'quota-tokens', 'mcp-url', 'rest-url'].map((k) => [k, { type: 'string' }])) });
+  const { values: a } = parseArgs({ options: Object.fromEntries(['sim', 'sim-key', 'dir', 'control', 'authkey', 'hostname', 'pg-url-env', 'quota-tokens', 'mcp-url', 'mcp-auth-url', 'rest-url'].map((k) => [k, { type: 'string' }])) });
   const policy = join(a.dir, 'policy.hujson');
   const quota = a['quota-tokens'] ? Number(a['quota-tokens']) : undefined;
   const roles = quota ? { gateway: { roles: [{ src: ['tag:bench'], role: 'user', quotas: ['bench'] }] } } : {};
-  const mcpRules = a['mcp-url'] ? [{ id: 'bench-mcp', src: ['tag:bench'], mcp: { server: ['sim'], tool: ['get_*'] } }] : [];
+  const mcpRules = a['mcp-url'] || a['mcp-auth-url'] ? [{ id: 'bench-mcp', src: ['tag:bench'], mcp: { server: ['sim', 'auth'], tool: ['get_*'] } }] : [];
   const restRules = a['rest-url'] ? [{ id: 'bench-rest', src: ['tag:bench'], http: { host: ['127.0.0.1'], method: ['GET'], path: ['/api/**'] } }] : [];
   writeFileSync(policy, JSON.stringify({ version: 3, rules: [{ id: 'bench', src: ['tag:bench'], llm: { model: ['sim/*'] } }, ...mcpRules, ...restRules], ...roles }));
   const gw = await startGateway({
@@ -75,7 +79,16 @@ try {
       policy,
       dataDir: join(a.dir, 'data'),
       ...(a['pg-url-env'] ? { storage: { engine: 'postgres', urlEnv: a['pg-url-env'] } } : {}),
-      ...(a['mcp-url'] ? { mcp: { servers: { sim: { url: a['mcp-url'] } } } } : {}),
+      ...(a['mcp-url'] || a['mcp-auth-url']
+        ? {
+            mcp: {
+              servers: {
+                ...(a['mcp-url'] ? { sim: { url: a['mcp-url'] } } : {}),
+                ...(a['mcp-auth-url'] ? { auth: { url: a['mcp-auth-url'], auth: { type: 'bearer', token: { env: 'MCP_BENCH_TOKEN' } } } } : {}),
+              },
+            },
+          }
+        : {}),
       ...(a['rest-url'] ? { connectors: { http: { rest: { baseUrl: `${a['rest-url']}/api`, auth: { type: 'bearer', token: { env: 'REST_SIM_TOKEN' } } } } } } : {}),
       ...(quota ? { quotas: { bench: { unit: 'tokens', capacity: quota, refill: '1/month', per: 'global' } } } : {}),
       loopback: { listen: '127.0.0.1:0', principal: { node: 'bench-client', tags: ['tag:bench'], user: 'bench@example.com' } },

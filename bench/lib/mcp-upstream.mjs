@@ -12,6 +12,14 @@
 // changed). Resources file:///handbook/intro.md and
 // file:///handbook/secret.md, or the `resources` given ({ name, uri, text });
 // prompt summarize({ repo }).
+//
+// With `authorize` (a function of the request's credential: the
+// Authorization header's bearer token, or the `api_key` query parameter,
+// or the X-Api-Key header), every request whose credential it refuses is
+// answered 401 with a body that echoes the credential (an upstream that
+// echoes what it refused, for the gateway's scrubbing), and every one is
+// recorded in up.credentials. Tool whoami() then answers the credential of
+// the request that called it — echoed, as a careless upstream would.
 import { randomUUID } from "node:crypto";
 import http from "node:http";
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
@@ -24,7 +32,16 @@ const HANDBOOK = [
   { name: "secret", uri: "file:///handbook/secret.md", text: "the secret" },
 ];
 
-export async function startMcpUpstream({ host = "127.0.0.1", port = 0, resources = HANDBOOK } = {}) {
+export async function startMcpUpstream({ host = "127.0.0.1", port = 0, authorize = undefined, resources = HANDBOOK } = {}) {
+  /** @type {Array<{ credential: string, accepted: boolean, method: string }>} */
+  const credentials = [];
+  const credentialOf = (req) => {
+    const bearer = /^Bearer (.+)$/.exec(req.headers.authorization ?? "")?.[1];
+    if (bearer !== undefined) return bearer;
+    if (typeof req.headers["x-api-key"] === "string") return req.headers["x-api-key"];
+    const q = new URL(req.url ?? "/", "http://x").searchParams.get("api_key");
+    return q ?? req.headers.authorization ?? "";
+  };
   /** @type {Map<string, { transport: StreamableHTTPServerTransport, server: McpServer }>} */
   const sessions = new Map();
   const ran = [];
@@ -45,6 +62,7 @@ export async function startMcpUpstream({ host = "127.0.0.1", port = 0, resources
       const r = await server.server.createMessage({ messages: [{ role: "user", content: { type: "text", text: question } }], maxTokens: 10 });
       return text(`answer: ${r.content.type === "text" ? r.content.text : "?"}`);
     });
+    server.registerTool("whoami", { description: "echo the caller's credential" }, async (extra) => text(`you sent ${credentialOf({ headers: extra.requestInfo?.headers ?? {}, url: extra.requestInfo?.url?.toString() ?? "/" })}`));
     for (const t of extra) server.registerTool(t.name, { description: t.name }, async () => text(t.name));
     for (const r of resources) server.registerResource(r.name, r.uri, { mimeType: "text/markdown" }, async (uri) => ({ contents: [{ uri: uri.href, text: r.text }] }));
     server.registerPrompt("summarize", { description: "summarize a repo", argsSchema: { repo: z.string() } }, ({ repo }) => ({ messages: [{ role: "user", content: { type: "text", text: `summarize ${repo}` } }] }));
@@ -53,6 +71,16 @@ export async function startMcpUpstream({ host = "127.0.0.1", port = 0, resources
 
   const srv = http.createServer(async (req, res) => {
     try {
+      if (authorize !== undefined) {
+        const credential = credentialOf(req);
+        const accepted = await authorize(credential);
+        credentials.push({ credential, accepted, method: req.method ?? "" });
+        if (!accepted) {
+          res.writeHead(401, { "content-type": "application/json", "www-authenticate": "Bearer" });
+          res.end(JSON.stringify({ error: "invalid_token", error_description: `refused credential ${JSON.stringify(credential)}` }));
+          return;
+        }
+      }
       const sid = req.headers["mcp-session-id"];
       if (typeof sid === "string") {
         const s = sessions.get(sid);
@@ -90,6 +118,7 @@ export async function startMcpUpstream({ host = "127.0.0.1", port = 0, resources
     url: `http://${host}:${addr.port}/mcp`,
     ran,
     sessions,
+    credentials,
     /** addTool registers a tool on every session (and on sessions to come): each session's client is told the list changed. */
     addTool(name) {
       extra.push({ name });

@@ -35,8 +35,14 @@ function keyParam(raw: string | undefined): string {
 }
 
 /** bucketRoutes serves the quota manager's buckets; the routes get an authenticated caller with its role. */
-export function bucketRoutes(qm: Pick<QuotaManagerHandle, "list" | "state" | "refill" | "keysOf">, config: QuotasConfig = {}): AdminRoute[] {
-  const mine = (req: AdminRequest, key: string) => req.caller.role === "admin" || qm.keysOf(req.caller).includes(key);
+export function bucketRoutes(
+  qm: Pick<QuotaManagerHandle, "list" | "state" | "refill" | "keysOf">,
+  config: QuotasConfig = {},
+  /** The buckets the HTTP connectors and MCP servers name (their `quotas`): a caller's instances of them are its own too. */
+  upstreamChains: string[][] = [],
+): AdminRoute[] {
+  const keysOf = (c: AdminRequest["caller"]) => qm.keysOf(c, upstreamChains);
+  const mine = (req: AdminRequest, key: string) => req.caller.role === "admin" || keysOf(req.caller).includes(key);
   return [
     {
       method: "GET",
@@ -52,7 +58,7 @@ export function bucketRoutes(qm: Pick<QuotaManagerHandle, "list" | "state" | "re
       pattern: "/buckets",
       async handle(req) {
         if (req.caller.role === "admin") return { status: 200, body: { buckets: await qm.list() } };
-        const views = await Promise.all(qm.keysOf(req.caller).map((k) => qm.state(k)));
+        const views = await Promise.all(keysOf(req.caller).map((k) => qm.state(k)));
         return { status: 200, body: { buckets: views.filter((v) => v !== undefined) } };
       },
     },

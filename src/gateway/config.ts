@@ -117,7 +117,34 @@ export const GatewayConfigSchema = z
     mcp: McpConfigSchema.optional(),
     connectors: ConnectorsConfigSchema.optional(),
   })
-  .strict();
+  .strict()
+  .superRefine((cfg, ctx) => {
+    // An upstream's quotas name buckets of this config that count calls (a connector or MCP call has no tokens or dollars).
+    const refs: Array<[(string | number)[], string[] | undefined]> = [
+      ...Object.entries(cfg.connectors?.http ?? {}).map(([n, c]): [(string | number)[], string[] | undefined] => [["connectors", "http", n, "quotas"], c.quotas]),
+      ...Object.entries(cfg.mcp?.servers ?? {}).map(([n, s]): [(string | number)[], string[] | undefined] => [["mcp", "servers", n, "quotas"], s.quotas]),
+    ];
+    for (const [path, names] of refs) {
+      for (const [i, name] of (names ?? []).entries()) {
+        const b = cfg.quotas !== undefined && Object.hasOwn(cfg.quotas, name) ? cfg.quotas[name] : undefined;
+        const at = names!.length === 1 ? path : [...path, i];
+        if (b === undefined) {
+          const known = Object.keys(cfg.quotas ?? {});
+          ctx.addIssue({ code: "custom", path: at, message: `no quota bucket is named "${name}": ${known.length ? `the buckets are ${known.map((k) => `"${k}"`).join(", ")}` : `define it under "quotas", e.g. "quotas": { "${name}": { "unit": "calls", "capacity": 100, "refill": "100/minute", "per": "node" } }`}` });
+        } else if (b.unit !== "calls") {
+          ctx.addIssue({ code: "custom", path: at, message: `quota bucket "${name}" counts ${b.unit}, and a connector or MCP call costs none: name a bucket with "unit": "calls"` });
+        }
+      }
+    }
+    // Per-user OAuth consent and tokens are kept by name (/meshguard/v1/connectors/<name>/oauth, the token rows): one name, one upstream.
+    for (const [name, sc] of Object.entries(cfg.mcp?.servers ?? {})) {
+      if (!("url" in sc) || sc.auth === undefined || cfg.connectors?.http[name] === undefined) continue;
+      const perUser = (a: { type: string }) => a.type === "oauth2" && (a as { grant?: string }).grant === "authorization_code";
+      if (perUser(sc.auth) || perUser(cfg.connectors.http[name].auth)) {
+        ctx.addIssue({ code: "custom", path: ["mcp", "servers", name], message: `the HTTP connector "${name}" has the same name, and one of them acts for users (oauth2 authorization_code): their consent pages and tokens would be one; rename one of them` });
+      }
+    }
+  });
 
 export type GatewayConfigInput = z.input<typeof GatewayConfigSchema>;
 export type GatewayConfig = z.output<typeof GatewayConfigSchema>;
@@ -199,6 +226,19 @@ export function resolveConfigPaths(cfg: GatewayConfig, base: string): GatewayCon
       http[name] = kind?.resolvePaths ? { ...c, auth: kind.resolvePaths(c.auth, abs) } : c;
     }
     out.connectors = { ...cfg.connectors, http };
+  }
+  if (cfg.mcp) {
+    const servers: NonNullable<GatewayConfig["mcp"]>["servers"] = {};
+    for (const [name, sc] of Object.entries(cfg.mcp.servers)) {
+      if (!("url" in sc)) {
+        // A stdio server's secret env values may name files.
+        servers[name] = { ...sc, env: Object.fromEntries(Object.entries(sc.env).map(([k, v]) => [k, typeof v !== "string" && v.file !== undefined ? { file: abs(v.file) } : v])) };
+        continue;
+      }
+      const kind = sc.auth !== undefined ? CREDENTIAL_KINDS[sc.auth.type] : undefined;
+      servers[name] = sc.auth !== undefined && kind?.resolvePaths ? { ...sc, auth: kind.resolvePaths(sc.auth, abs) } : sc;
+    }
+    out.mcp = { ...cfg.mcp, servers };
   }
   return out;
 }

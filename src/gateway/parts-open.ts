@@ -65,7 +65,9 @@ export async function openParts(
     const recovered = await handle.recover();
     if (recovered > 0) warn(new MeshguardError(ErrorCode.STORE_FAILED, `settled ${recovered} quota reservation(s) left by a previous gateway process, each charged in full`));
     qm = handle;
-    bucketApi = bucketRoutes(handle, quotas);
+    // The buckets upstreams name, each a chain: a caller's instances of them show in its own listing.
+    const upstream = [...Object.values(cfg.connectors?.http ?? {}), ...Object.values(cfg.mcp?.servers ?? {})].flatMap((u) => u.quotas ?? []);
+    bucketApi = bucketRoutes(handle, quotas, [...new Set(upstream)].map((h) => [h]));
   }
 
   let hooks = injected.hooks;

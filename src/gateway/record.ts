@@ -36,6 +36,8 @@ export interface CallState {
   /** performance.now() when the upstream request was sent / the first body byte reached the client. */
   tUpstream: number;
   tFirstByte: number;
+  /** The request did not reach the upstream although it was being sent (its connection failed, its credential was missing): its call is refunded. */
+  notSent: boolean;
   requestBytes: number;
   requestBody: Buffer | undefined;
   requestHeaders: Record<string, string> | undefined;
@@ -89,6 +91,7 @@ export function newCallState(ctx: GatewayContext, caller: Caller, ep: Endpoint, 
     reservation: undefined,
     tUpstream: 0,
     tFirstByte: 0,
+    notSent: false,
     requestBytes: 0,
     requestBody: undefined,
     requestHeaders: undefined,
@@ -110,7 +113,8 @@ export function finish(ctx: GatewayContext, st: CallState): void {
     const usage = st.usage;
     const cost = usage && st.price ? costOf(usage, st.price) : undefined;
     if (st.reservation !== undefined && ctx.quotas !== undefined) {
-      ctx.quotas.settle(st.reservation, usage ?? ZERO, cost ?? 0).catch((err: unknown) => ctx.warn(err));
+      // A call that never reached its upstream (refused before it was sent, or its connection failed) costs no call.
+      ctx.quotas.settle(st.reservation, usage ?? ZERO, cost ?? 0, { sent: st.tUpstream > 0 && !st.notSent }).catch((err: unknown) => ctx.warn(err));
     }
     const provider = st.facts?.provider ?? "";
     const model = st.facts?.model ?? st.model;

@@ -58,7 +58,7 @@ export function selfGuardOrigins(cfg: GatewayConfig, approvalWebhook?: string): 
     ...(cfg.hooks ? hookUrls(cfg.hooks) : []),
     ...(approvalWebhook ? [approvalWebhook] : []),
     ...(cfg.alerts?.webhooks.map((w) => w.url) ?? []),
-    ...Object.values(cfg.mcp?.servers ?? {}).flatMap((s) => ("url" in s ? [s.url] : [])),
+    ...Object.values(cfg.mcp?.servers ?? {}).flatMap((s) => ("url" in s ? [s.url, ...(s.auth?.type === "oauth2" ? oauthOrigins(s.auth as OAuth2Config) : [])] : [])),
     ...Object.values(cfg.connectors?.http ?? {}).flatMap((c) => [c.baseUrl, ...(c.auth.type === "oauth2" ? oauthOrigins(c.auth as OAuth2Config) : [])]),
   ];
   return [...new Set(urls.map((u) => fmt(origin(u))))];

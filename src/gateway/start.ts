@@ -215,9 +215,11 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayHandle>
     if (resolved.mcp !== undefined) {
       // Loaded only when configured: the MCP SDK is not needed by a gateway without MCP servers.
       const { McpEndpoint } = await import("./mcp/endpoint.js");
-      const mcp = new McpEndpoint(ctx, resolved.mcp);
+      const { endpoint: mcp, secrets: held } = await McpEndpoint.open(ctx, resolved.mcp, env);
       ctx.mcp = mcp;
       cleanup.push(() => mcp.close());
+      // The MCP servers' credentials are scrubbed wherever the provider keys are (logs, errors, answers).
+      scrub.add(held);
       // What a caller may see follows the policy: every session is told to list again.
       holder.on("reload", () => mcp.listsChanged());
       progress(`MCP endpoint at ${mcp.path}: ${Object.keys(resolved.mcp.servers).join(", ")}`);
@@ -230,16 +232,20 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayHandle>
       cleanup.push(() => connectors.close());
       // The connectors' credentials are scrubbed wherever the provider keys are (logs, errors, answers).
       scrub.add(held);
-      // The OAuth 2.0 routes (consent start and callback, revocation, delegations) act on the connectors' sources.
+      progress(`HTTP connectors under ${connectors.prefixes.join(", ")}: ${Object.keys(resolved.connectors.http).join(", ")}`);
+    }
+
+    if (ctx.connectors !== undefined || ctx.mcp !== undefined) {
+      // The OAuth 2.0 routes (consent start and callback, revocation, delegations) act on the sources of HTTP connectors and MCP servers (their names never clash: the config refuses it).
       const { oauthRoutes } = await import("./credentials/oauth-routes.js");
       (ctx as { adminRoutes: readonly AdminRoute[] }).adminRoutes = [
         ...ctx.adminRoutes,
-        ...oauthRoutes((name) => connectors.sourceOf(name), {
+        ...oauthRoutes((name) => ctx.connectors?.sourceOf(name) ?? ctx.mcp?.sourceOf(name), {
           identity: () => (holder.current === undefined ? undefined : identityOf(holder.current)),
-          connectors: () => connectors.list(),
+          // MCP servers with a credential are listed beside the HTTP connectors (users connect to both alike).
+          connectors: () => [...(ctx.connectors?.list() ?? []), ...(ctx.mcp?.list() ?? [])],
         }),
       ];
-      progress(`HTTP connectors under ${connectors.prefixes.join(", ")}: ${Object.keys(resolved.connectors.http).join(", ")}`);
     }
 
     const servers: http.Server[] = [];

@@ -349,6 +349,17 @@ export type QuotaVerdict =
    */
   | { ok: false; bucket: string; retryAfterS: number; reason: string; permanent?: boolean };
 
+/** ReserveOptions: what a request is charged to besides its caller's chains. */
+export interface ReserveOptions {
+  /**
+   * Bucket chains of the upstream itself (an HTTP connector's or an MCP
+   * server's `quotas`), each written as its head; their instances follow the
+   * bucket's `per` for this caller. A chain the caller's own chains already
+   * name is charged once.
+   */
+  chains?: readonly (readonly string[])[];
+}
+
 /**
  * QuotaManager (src/gateway/quotas/) reserves the most a request can cost
  * before it goes upstream and settles the real cost after, so concurrent
@@ -356,9 +367,16 @@ export type QuotaVerdict =
  */
 export interface QuotaManager {
   /** `price` is undefined for a model without a known price (dollar buckets then reserve by tokens only if configured, else refuse). */
-  reserve(caller: Caller, facts: CallFacts, estimate: { inputTokens: number; maxOutputTokens: number }, price: ModelPrice | undefined): Promise<QuotaVerdict>;
-  /** Charges what the request really cost and releases the rest of its reservation. Never throws for an unknown reservation (a restart settled it). */
-  settle(reservation: Reservation, usage: Usage, costUsd: number | undefined): Promise<void>;
+  reserve(caller: Caller, facts: CallFacts, estimate: { inputTokens: number; maxOutputTokens: number }, price: ModelPrice | undefined, opts?: ReserveOptions): Promise<QuotaVerdict>;
+  /**
+   * Charges what the request really cost and releases the rest of its
+   * reservation. Never throws for an unknown reservation (a restart settled
+   * it). `sent: false` says the request never reached the upstream (a hook
+   * blocked it, its credential was missing, the upstream could not be
+   * reached): its call is refunded to "calls" buckets, as its tokens and
+   * dollars are (usage zero).
+   */
+  settle(reservation: Reservation, usage: Usage, costUsd: number | undefined, opts?: { sent?: boolean }): Promise<void>;
 }
 
 /** The request as a pre-request hook sees it (credentials removed). */

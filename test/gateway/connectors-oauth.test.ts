@@ -87,4 +87,25 @@ describe("an oauth2 (client credentials) connector", () => {
     expect(text).not.toContain(CC_CLIENT.secret);
     expect(seen.length).toBe(n);
   });
+
+  it("renews the token once the upstream refuses it: that call gets the 401, the next carries a new token", async () => {
+    const grants = () => srv.tokenRequests.filter((r) => r.grant === "client_credentials").length;
+    const before = grants();
+    const old = seen.at(-1)!;
+    // The authorization server revokes the token (as an admin, or its expiry ahead of time, would).
+    const rev = await fetch(srv.revocationUrl, {
+      method: "POST",
+      headers: { "content-type": "application/x-www-form-urlencoded", authorization: `Basic ${Buffer.from(`${CC_CLIENT.id}:${CC_CLIENT.secret}`).toString("base64")}` },
+      body: new URLSearchParams({ token: old }),
+    });
+    expect(rev.status).toBe(200);
+    const refused = await t.nodes.agentA.fetch(`${t.gw.url}/v1/connectors/crm/items/r1` as never);
+    const text = await refused.text();
+    expect(refused.status).toBe(401);
+    expect(text).not.toContain(old);
+    const again = await t.nodes.agentA.fetch(`${t.gw.url}/v1/connectors/crm/items/r2` as never);
+    expect(again.status).toBe(200);
+    expect(grants()).toBe(before + 1);
+    expect(seen.at(-1)).not.toBe(old);
+  });
 });

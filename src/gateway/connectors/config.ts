@@ -9,6 +9,7 @@
 
 import { z } from "zod";
 import { AuthConfigSchema } from "../credentials/registry.js";
+import { BucketRefsSchema } from "../quotas/config.js";
 import { upstreamUrlSchema } from "../url.js";
 
 import { CONNECTOR_NAME_RE } from "../../guard/gateway-route.js";
@@ -26,6 +27,7 @@ export const HttpConnectorSchema = z
     auth: AuthConfigSchema.describe('the credential injected into every call: { "type": "bearer" | "apiKey" | "basic", ... }'),
     prefix: PREFIX.optional().describe("serve this connector under another prefix than the section's"),
     timeout: z.number().int().positive().max(3_600_000).default(60_000).describe("milliseconds until the upstream's response headers, and between body chunks"),
+    quotas: BucketRefsSchema.optional(),
   })
   .strict();
 

@@ -29,13 +29,12 @@ import { approve } from "../approve.js";
 import type { GatewayContext } from "../context.js";
 import { readCallBody, REQUEST_ID, RESPONSE_DROP, sendJson, TOO_LARGE } from "../http-util.js";
 import { connectorOfPath, credentialNames, dropParams, forwardedHeaders, lowerHeaders, pathRefusal, upstreamPath as joinPath } from "../../guard/gateway-route.js";
-import { readKey } from "../keys.js";
 import { finish, newCallState, type CallState } from "../record.js";
 import { StreamScrub, type KeyScrubber } from "../scrub.js";
 import { drained } from "../stream.js";
 import type { CallFacts, Caller } from "../types.js";
-import { CREDENTIAL_KINDS } from "../credentials/registry.js";
-import { CredentialUnavailableError, type CredentialEnv, type CredentialSource, type InjectedCredential } from "../credentials/types.js";
+import { openCredential } from "../credentials/registry.js";
+import { CredentialUnavailableError, type CredentialSource, type InjectedCredential } from "../credentials/types.js";
 import type { ConnectorsConfig, HttpConnectorConfig } from "./config.js";
 
 export { pathRefusal } from "../../guard/gateway-route.js";
@@ -54,6 +53,8 @@ interface Connector {
   readonly basePath: string;
   readonly pool: Pool;
   readonly source: CredentialSource;
+  /** The connector's own quota chains (`quotas`), charged beside the caller's. */
+  readonly chains: { chains: string[][] } | undefined;
 }
 
 /** A connector as GET /meshguard/v1/connectors lists it: never a secret. */
@@ -103,19 +104,7 @@ export class ConnectorRouter {
     const out: Connector[] = [];
     try {
       for (const [name, c] of Object.entries(cfg.http)) {
-        const kind = CREDENTIAL_KINDS[c.auth.type]!;
-        const source = await kind.create(c.auth, {
-          connector: name,
-          baseUrl: c.baseUrl,
-          readSecret: (src, what) => readKey(src, what, env),
-          dataDir: ctx.cfg.dataDir,
-          now,
-          // Per-user OAuth tokens are kept in the gateway's store (encrypted), when it has one.
-          tokenStore: ctx.store?.oauthTokens,
-          warn: (m) => ctx.warn(new Error(m)),
-          // The oauth2 kind reads its token keyring ({ "env": ... }) from the gateway's environment too, not only process.env.
-          processEnv: env,
-        } as CredentialEnv);
+        const source = await openCredential(ctx, name, c.baseUrl, c.auth, env, now);
         const u = new URL(c.baseUrl);
         const scheme = u.protocol === "https:" ? "https" : "http";
         out.push({
@@ -128,6 +117,7 @@ export class ConnectorRouter {
           basePath: u.pathname.replace(/\/+$/, ""),
           pool: new Pool(u.origin, { keepAliveTimeout: 30_000, headersTimeout: c.timeout, bodyTimeout: c.timeout, connect: { timeout: Math.min(c.timeout, 10_000) } }),
           source,
+          chains: c.quotas !== undefined ? { chains: c.quotas.map((h) => [h]) } : undefined,
         });
       }
     } catch (err) {
@@ -222,6 +212,13 @@ export class ConnectorRouter {
     // 1. The path as sent.
     const refused = pathRefusal(rest) ?? pathRefusal(c.basePath);
     if (refused !== undefined) return fail(400, "connector_path_refused", "bad_request", refused);
+    const max = ctx.cfg.maxBodyBytes;
+    const tooLarge = () => {
+      res.shouldKeepAlive = false;
+      fail(413, "too_large", "bad_request", `the request body is larger than the gateway's limit of ${max} bytes (maxBodyBytes)`);
+    };
+    const declaredLength = req.headers["content-length"];
+    if (declaredLength !== undefined && Number(declaredLength) > max) return tooLarge();
 
     // 2. The policy, on the upstream request as it will be sent (without the credential).
     const injectNames = injectedNames(c);
@@ -238,11 +235,12 @@ export class ConnectorRouter {
     if (d.ruleId !== undefined) st.ruleId = d.ruleId;
     if (d.effect !== "allow") return fail(403, "policy_denied", "denied", `meshguard: ${d.reason}`, d.ruleId !== undefined ? { ruleId: d.ruleId } : undefined);
 
-    // 3. Quotas: one call.
+    // 3. Quotas: one call, in the caller's chains and the connector's own.
     if (ctx.quotas !== undefined) {
-      const v = await ctx.quotas.reserve(caller, st.facts!, { inputTokens: 0, maxOutputTokens: 0 }, undefined);
+      const v = await ctx.quotas.reserve(caller, st.facts!, { inputTokens: 0, maxOutputTokens: 0 }, undefined, c.chains);
       if (!v.ok) {
         const status = v.permanent ? 403 : 429;
+        if (status === 429) res.setHeader("retry-after", String(Math.max(1, Math.ceil(v.retryAfterS))));
         return fail(status, "quota_exhausted", "quota", `quota exhausted (${v.bucket}): ${v.reason}`, { bucket: v.bucket, retryAfterS: v.retryAfterS });
       }
       st.reservation = v.reservation;
@@ -250,15 +248,13 @@ export class ConnectorRouter {
 
     // 4. Pre-request hooks: they see the body, so it is read (bounded) first. Without them it streams.
     const hasBody = req.headers["transfer-encoding"] !== undefined || (declared !== undefined && declared !== "0");
-    let body: AsyncIterable<Buffer> | Buffer | undefined = hasBody ? keptBody(req, st) : undefined;
+    const counted = { over: false };
+    let body: AsyncIterable<Buffer> | Buffer | undefined = hasBody ? keptBody(req, st, max, counted) : undefined;
     if (!hasBody && declared === undefined) delete headers["content-length"];
     if (hasBody && ctx.hooks?.hasPre) {
       const raw = await readCallBody(req, st, ctx.cfg.maxBodyBytes);
       if (raw === undefined) return;
-      if (raw === TOO_LARGE) {
-        res.shouldKeepAlive = false;
-        return fail(413, "too_large", "bad_request", `the request body is larger than the gateway's limit of ${ctx.cfg.maxBodyBytes} bytes`);
-      }
+      if (raw === TOO_LARGE) return tooLarge();
       body = raw;
       st.requestBytes = raw.length;
       st.requestBody = raw;
@@ -304,6 +300,11 @@ export class ConnectorRouter {
     try {
       up = await c.pool.request({ path: upstreamPath + (fullQuery ? `?${fullQuery}` : ""), method: target.method as Dispatcher.HttpMethod, headers, body: body as never, signal });
     } catch (err) {
+      if (counted.over) {
+        // The upstream got part of a body and then a broken request: it was not a call.
+        st.notSent = true;
+        return tooLarge();
+      }
       if (signal.aborted) {
         st.outcome = "client_aborted";
         st.reason = "the client closed the connection before the upstream answered";
@@ -311,6 +312,8 @@ export class ConnectorRouter {
       }
       const code = (err as { code?: string }).code ?? "";
       const timeout = /TIMEOUT/.test(code);
+      // A connection that failed carried nothing upstream (a timeout may have: it is charged).
+      if (!timeout) st.notSent = true;
       return fail(timeout ? 504 : 502, timeout ? "upstream_timeout" : "upstream_unreachable", "upstream_unreachable", `${timeout ? "no answer from" : "cannot reach"} connector ${c.name}: ${scrub.text((err as Error).message)}${code ? ` (${code})` : ""}`);
     }
 
@@ -322,6 +325,10 @@ export class ConnectorRouter {
     }
     const out = this.answerHeaders(c, up, scrub);
     out[REQUEST_ID] = st.id;
+    if (up.statusCode === 401 && c.source.rejected !== undefined) {
+      // The upstream refused the credential: an OAuth token is renewed for the next call (this one's body has gone: it is not sent again).
+      await c.source.rejected({ connector: c.name, caller }, cred);
+    }
     if (up.statusCode >= 400) {
       st.outcome = "upstream_error";
       st.reason = `connector ${c.name} answered HTTP ${up.statusCode}`;
@@ -426,23 +433,29 @@ export class ConnectorRouter {
 }
 
 /**
- * keptBody streams the request body upstream and, under full retention,
- * keeps a copy of its first MAX_KEPT bytes for the log record.
+ * keptBody streams the request body upstream, stopping it (an error, which
+ * aborts the upstream request) once it grows past `max` bytes — a chunked
+ * body, or one longer than its Content-Length said — and, under full
+ * retention, keeps a copy of its first MAX_KEPT bytes for the log record.
  */
-function keptBody(req: IncomingMessage, st: CallState): AsyncIterable<Buffer> {
-  if (st.responseParts === undefined) return req;
+function keptBody(req: IncomingMessage, st: CallState, max: number, counted: { over: boolean }): AsyncIterable<Buffer> {
+  const keep = st.responseParts !== undefined;
   return (async function* () {
     const parts: Buffer[] = [];
     let size = 0;
     try {
       for await (const c of req as AsyncIterable<Buffer>) {
-        if (size < MAX_KEPT) parts.push(c);
         size += c.length;
+        if (size > max) {
+          counted.over = true;
+          throw new Error(`the request body grew past the gateway's limit of ${max} bytes`);
+        }
+        if (keep && size - c.length < MAX_KEPT) parts.push(c);
         yield c;
       }
     } finally {
       st.requestBytes = size;
-      st.requestBody = Buffer.concat(parts);
+      if (keep) st.requestBody = Buffer.concat(parts);
     }
   })();
 }

@@ -65,6 +65,11 @@ export class ClientCredentialsSource implements CredentialSource {
     this.#held = undefined;
   }
 
+  /** rejected forgets the token the upstream refused (not a newer one another call already fetched). */
+  rejected(_ctx: CredentialContext, injected: InjectedCredential): void {
+    if (this.#held !== undefined && injected.secrets.includes(this.#held.token.accessToken)) this.#held = undefined;
+  }
+
   async resolve(_ctx: CredentialContext): Promise<InjectedCredential> {
     let token: string;
     try {

@@ -117,6 +117,8 @@ export class UserOAuthSource implements CredentialSource {
    * instance's own revocations and writes apply at once).
    */
   readonly #opened = new Map<string, { blob: TokenBlob; at: number }>();
+  /** Access tokens an upstream refused (401), by subject: the next call renews instead of sending it again. */
+  readonly #refused = new Map<string, string>();
   /** Bumped by each revocation of a subject: a renewal that started before it must not write its tokens back. */
   readonly #epoch = new Map<string, number>();
 
@@ -268,10 +270,13 @@ export class UserOAuthSource implements CredentialSource {
 
   /** accessToken returns the token of `subject`, renewing it (one renewal per subject at a time) when due. */
   async accessToken(subject: string): Promise<string> {
-    const blob = await this.#read(subject);
+    const refused = this.#refused.get(subject);
+    // A refused token is read again from the store: another instance may have renewed it already.
+    const blob = await this.#read(subject, refused !== undefined);
     if (blob === undefined) throw this.#consentNeeded(`${subject.slice(5)} has not connected (or revoked)`);
     const now = this.#rt.now();
-    const valid = blob.e === undefined || now < blob.e;
+    if (refused !== undefined && refused !== blob.a) this.#refused.delete(subject);
+    const valid = (blob.e === undefined || now < blob.e) && refused !== blob.a;
     if (!valid || now >= refreshAt(blob.g, blob.e, parseDuration(this.#cfg.refreshBefore)!, UNKNOWN_TTL_MS)) {
       if (blob.r === undefined) {
         if (valid) return blob.a;
@@ -302,9 +307,22 @@ export class UserOAuthSource implements CredentialSource {
       }
       const blob: TokenBlob = { a: t.accessToken, r: t.refreshToken ?? refresh, e: t.expiresAt, g: grantedAt, s: t.scope };
       await this.#write(subject, epoch, blob);
+      this.#refused.delete(subject);
       if ((this.#epoch.get(subject) ?? 0) !== epoch) throw this.#consentNeeded(`the tokens of ${subject.slice(5)} were revoked`);
       return blob;
     });
+  }
+
+  /** rejected marks the token the upstream refused: the next call for the same user renews it (with the refresh token) instead of sending it again. */
+  async rejected(ctx: CredentialContext, injected: InjectedCredential): Promise<void> {
+    let subject: string;
+    try {
+      subject = await this.subjectOf(ctx.caller);
+    } catch {
+      return; // the delegation is gone: the next resolve says so
+    }
+    const held = this.#opened.get(subject)?.blob.a;
+    if (held !== undefined && injected.secrets.includes(held)) this.#refused.set(subject, held);
   }
 
   async resolve(ctx: CredentialContext): Promise<InjectedCredential> {

@@ -6,8 +6,9 @@
 
 import { z } from "zod";
 import { OAUTH2_KIND } from "./oauth.js";
+import { readKey } from "../keys.js";
 import { STATIC_KINDS } from "./static.js";
-import type { CredentialKind } from "./types.js";
+import type { CredentialEnv, CredentialKind, CredentialSource } from "./types.js";
 
 /** CREDENTIAL_KINDS lists every kind: the static ones (./static.ts) and OAuth 2.0 (`oauth2`, ./oauth*.ts). */
 export const CREDENTIAL_KINDS: Readonly<Record<string, CredentialKind<{ type: string }>>> = {
@@ -35,3 +36,33 @@ export const AuthConfigSchema: z.ZodType<{ type: string }, z.ZodTypeDef, unknown
   });
 
 export type AuthConfig = z.output<typeof AuthConfigSchema>;
+
+/** What openCredential needs of the gateway (its context, before the connectors are attached). */
+export interface CredentialHost {
+  cfg: { dataDir: string };
+  store?: { oauthTokens?: CredentialEnv["tokenStore"] } | undefined;
+  warn(err: unknown): void;
+}
+
+/**
+ * openCredential makes the credential source of one upstream — an HTTP
+ * connector or an MCP server (`what` names it in errors: "connector github",
+ * "MCP server tools") — from its validated `auth`. A secret that cannot be
+ * read fails here, naming its variable or file, never its value.
+ */
+export async function openCredential(host: CredentialHost, name: string, baseUrl: string, auth: { type: string }, env: NodeJS.ProcessEnv, now: () => number = Date.now): Promise<CredentialSource> {
+  const kind = CREDENTIAL_KINDS[auth.type]!;
+  // The keyring of per-user OAuth tokens is read from the same environment as every other secret (processEnv).
+  const credEnv: CredentialEnv & { processEnv: NodeJS.ProcessEnv } = {
+    processEnv: env,
+    connector: name,
+    baseUrl,
+    readSecret: (src, what) => readKey(src, what, env),
+    dataDir: host.cfg.dataDir,
+    now,
+    // Per-user OAuth tokens are kept in the gateway's store (encrypted), when it has one.
+    tokenStore: host.store?.oauthTokens,
+    warn: (m) => host.warn(new Error(m)),
+  };
+  return kind.create(auth, credEnv);
+}

@@ -54,6 +54,13 @@ export interface CredentialSource {
   resolve(ctx: CredentialContext): Promise<InjectedCredential>;
   /** Every long-lived secret value this source holds (a static key, a client secret): scrubbed from everything leaving the gateway. */
   secrets(): readonly string[];
+  /**
+   * rejected says the upstream answered 401 to this injection: a kind that
+   * can get a fresh credential (an OAuth token) forgets this one, so the
+   * next `resolve` for the same caller fetches or renews it. Static kinds
+   * have nothing fresher and leave it out.
+   */
+  rejected?(ctx: CredentialContext, injected: InjectedCredential): Promise<void> | void;
   /** close stops refresh timers and releases stores. */
   close?(): Promise<void>;
 }

@@ -11,6 +11,10 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { GatewayContext } from "../context.js";
 import type { Caller } from "../types.js";
+import { openCredential } from "../credentials/registry.js";
+import { readKey } from "../keys.js";
+import type { CredentialSource } from "../credentials/types.js";
+import type { ConnectorSummary } from "../connectors/http.js";
 import type { McpConfig } from "./config.js";
 import { McpFastPath } from "./fast.js";
 import { McpSession } from "./session.js";
@@ -24,15 +28,23 @@ export class McpEndpoint {
   private readonly sweeper: NodeJS.Timeout;
   private readonly ctx: GatewayContext;
   private readonly cfg: McpConfig;
+  /** The credential of each streamable-HTTP server that has an `auth`, made once at start and shared by every session. */
+  private readonly sources: ReadonlyMap<string, CredentialSource>;
+  /** Each stdio server's extra environment, its secret values read at start. */
+  private readonly stdioEnv: ReadonlyMap<string, Record<string, string>>;
   /** tools/call on an open session without the SDK's server and client (./fast.ts). */
   readonly fast: McpFastPath;
 
   constructor(
     ctx: GatewayContext,
     cfg: McpConfig,
+    sources: ReadonlyMap<string, CredentialSource> = new Map(),
+    stdioEnv: ReadonlyMap<string, Record<string, string>> = new Map(),
   ) {
     this.ctx = ctx;
     this.cfg = cfg;
+    this.sources = sources;
+    this.stdioEnv = stdioEnv;
     this.path = cfg.path;
     this.fast = new McpFastPath(ctx.cfg.maxBodyBytes);
     this.sweeper = setInterval(() => {
@@ -40,6 +52,58 @@ export class McpEndpoint {
       for (const s of this.sessions.values()) if (s.lastSeen < old) void s.close();
     }, 60_000);
     this.sweeper.unref();
+  }
+
+  /**
+   * open reads the credentials of the servers with an `auth` (a missing
+   * secret fails the start, naming it) and makes the endpoint. `secrets`
+   * are the credentials' long-lived values, for the gateway's scrubber.
+   */
+  static async open(ctx: GatewayContext, cfg: McpConfig, env: NodeJS.ProcessEnv): Promise<{ endpoint: McpEndpoint; secrets: string[] }> {
+    const sources = new Map<string, CredentialSource>();
+    const stdioEnv = new Map<string, Record<string, string>>();
+    const read: string[] = [];
+    try {
+      for (const [name, sc] of Object.entries(cfg.servers)) {
+        if ("url" in sc) {
+          if (sc.auth !== undefined) sources.set(name, await openCredential(ctx, name, sc.url, sc.auth, env));
+          continue;
+        }
+        const vars: Record<string, string> = {};
+        for (const [k, v] of Object.entries(sc.env)) {
+          if (typeof v === "string") vars[k] = v;
+          else read.push((vars[k] = await readKey(v, `MCP server ${name} (its ${k})`, env)));
+        }
+        stdioEnv.set(name, vars);
+      }
+    } catch (err) {
+      await Promise.all([...sources.values()].map((s) => s.close?.().catch(() => {})));
+      throw err;
+    }
+    return { endpoint: new McpEndpoint(ctx, cfg, sources, stdioEnv), secrets: [...read, ...[...sources.values()].flatMap((s) => [...s.secrets()])] };
+  }
+
+  /** list describes the servers that have a credential, as GET /meshguard/v1/connectors lists connectors: never a secret. */
+  list(): ConnectorSummary[] {
+    return Object.entries(this.cfg.servers).flatMap(([name, sc]) => {
+      if (!("url" in sc) || sc.auth === undefined) return [];
+      const a = sc.auth as { type: string; grant?: unknown; scopes?: unknown };
+      const grant = typeof a.grant === "string" ? a.grant : undefined;
+      return [
+        {
+          name,
+          path: this.path,
+          upstream: new URL(sc.url).origin,
+          auth: { type: a.type, ...(grant === undefined ? {} : { grant }), ...(Array.isArray(a.scopes) && a.scopes.length > 0 ? { scopes: a.scopes.map(String) } : {}) },
+          actsForUsers: a.type === "oauth2" && grant === "authorization_code",
+        },
+      ];
+    });
+  }
+
+  /** sourceOf is the credential source of server `name` (the OAuth routes act on it). */
+  sourceOf(name: string): CredentialSource | undefined {
+    return this.sources.get(name);
   }
 
   /** The sessions open now. */
@@ -64,7 +128,7 @@ export class McpEndpoint {
     if (held >= this.cfg.sessionsPerCaller) {
       return rpcError(res, 429, -32004, `meshguard: this identity already holds ${held} open MCP sessions (the gateway's mcp.sessionsPerCaller): end one (DELETE with its Mcp-Session-Id) or let one idle out`);
     }
-    const s = new McpSession(this.ctx, this.cfg, owner, caller, (x) => this.sessions.delete(x.id));
+    const s = new McpSession(this.ctx, this.cfg, owner, caller, (x) => this.sessions.delete(x.id), this.sources, this.stdioEnv);
     this.sessions.set(s.id, s);
     await s.start();
     await s.transport.handleRequest(req, res);
@@ -81,6 +145,7 @@ export class McpEndpoint {
     clearInterval(this.sweeper);
     await Promise.all([...this.sessions.values()].map((s) => s.close()));
     await this.fast.close();
+    await Promise.all([...this.sources.values()].map((s) => s.close?.().catch(() => {})));
   }
 }
 

@@ -11,7 +11,9 @@
  * the headers are the ones that Client's transport sends (its session id,
  * the negotiated protocol version, and any header or credential its
  * `requestInit` carries), and a transport built with a `fetch` of its own is
- * called through that `fetch`. The call's JSON-RPC id upstream is one the
+ * called through that `fetch` — unless that fetch is a server's credential
+ * (./upstream-auth.ts), whose injector gives the credential for the call
+ * on the kept-alive connection (a 401 renews it and resends once). The call's JSON-RPC id upstream is one the
  * SDK Client never uses (a string; its ids are numbers), and the caller's id
  * is put back on the answer. What the upstream sends on the call's stream
  * before the answer is dealt with as the SDK path would: progress of this
@@ -45,6 +47,7 @@ import { StreamableHTTPClientTransport, StreamableHTTPError } from "@modelcontex
 import { CallToolResultSchema, ErrorCode, JSONRPCMessageSchema, McpError, SUPPORTED_PROTOCOL_VERSIONS, type CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { splitName } from "./names.js";
 import type { McpSession, Upstream } from "./session.js";
+import { injectorOf } from "./upstream-auth.js";
 
 /** Counts of requests that took the fast path and that fell back to the SDK path (tests and benchmarks read them). */
 export const fastStats = { calls: 0, fallbacks: 0 };
@@ -195,11 +198,11 @@ export class McpFastPath {
     const flush = setTimeout(() => res.flushHeaders(), 1000);
     // What the upstream says on the way (progress, log messages) is scrubbed of the gateway's secrets as its error messages are.
     const notify = (m: unknown) => {
-      if (!ac.signal.aborted && !res.destroyed) res.write(SSE_HEAD + s.scrubText(JSON.stringify(m)) + "\n\n");
+      if (!ac.signal.aborted && !res.destroyed) res.write(SSE_HEAD + s.scrubText(JSON.stringify(m), p.up) + "\n\n");
     };
     let last: unknown;
     try {
-      const out = await s.judged("mcp.call", { kind: "mcp", server: p.up.name, tool: p.name, args: p.args }, ac.signal, (signal) => this.forward(s, p, signal, notify));
+      const out = await s.judged("mcp.call", { kind: "mcp", server: p.up.name, tool: p.name, args: p.args }, ac.signal, (up, signal, args) => this.forward(s, { ...p, up, args }, signal, notify));
       last = { result: out, jsonrpc: "2.0", id: p.id };
     } catch (err) {
       // The SDK server's error response.
@@ -334,12 +337,33 @@ interface UpAnswer {
 async function send(t: TransportInternals & { _url: URL }, agent: Agent, body: string, headers: Headers, signal: AbortSignal): Promise<UpAnswer> {
   const init = t._requestInit;
   const plainInit = init === undefined || Object.keys(init).every((k) => k === "headers");
-  if (t._fetch === undefined && plainInit) {
+  // A server with a credential (mcp.servers.X.auth): its fetch's injector gives the credential, so the call still takes the kept-alive connection.
+  const inj = injectorOf(t._fetch);
+  if ((t._fetch === undefined || inj !== undefined) && plainInit) {
     const h: Record<string, string> = {};
     headers.forEach((v, k) => (h[k] = v));
     h["content-type"] = "application/json";
     h.accept = "application/json, text/event-stream";
-    const r: Dispatcher.ResponseData = await agent.request({ origin: t._url.origin, path: t._url.pathname + t._url.search, method: "POST", headers: h, body, signal });
+    const post = async (): Promise<{ r: Dispatcher.ResponseData; renew: (() => Promise<void>) | undefined }> => {
+      if (inj === undefined) return { r: await agent.request({ origin: t._url.origin, path: t._url.pathname + t._url.search, method: "POST", headers: h, body, signal }), renew: undefined };
+      const { ctx, cred } = await inj.resolve(signal);
+      let url = t._url;
+      if (cred.query !== undefined) {
+        url = new URL(t._url);
+        for (const [k, v] of Object.entries(cred.query)) url.searchParams.set(k, v);
+      }
+      const hh = { ...h };
+      for (const k in cred.headers) hh[k.toLowerCase()] = cred.headers[k]!;
+      const r = await agent.request({ origin: url.origin, path: url.pathname + url.search, method: "POST", headers: hh, body, signal });
+      return { r, renew: inj.refused === undefined ? undefined : () => inj.refused!(ctx, cred) };
+    };
+    let { r, renew } = await post();
+    // As the transport's fetch does: a 401 renews an OAuth credential and the call is sent once more.
+    if (r.statusCode === 401 && renew !== undefined) {
+      await r.body.dump();
+      await renew();
+      ({ r } = await post());
+    }
     const ct = r.headers["content-type"];
     return {
       status: r.statusCode,

@@ -42,18 +42,23 @@ import {
 } from "@modelcontextprotocol/sdk/types.js";
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
 import { approve } from "../approve.js";
+import { CredentialUnavailableError, type CredentialSource } from "../credentials/types.js";
+import type { KeyScrubber } from "../scrub.js";
 import type { McpTarget, Decision } from "../../policy/types.js";
 import type { GatewayContext } from "../context.js";
 import { finish, newCallState } from "../record.js";
 import type { ApiOperation, Caller } from "../types.js";
 import type { McpConfig, McpServerConfig } from "./config.js";
 import { listable, namespaced, splitName } from "./names.js";
+import { upstreamAuth, type UpstreamAuth } from "./upstream-auth.js";
 import { markResourceServers } from "../../guard/gateway-route.js";
 
 /** The JSON-RPC error code of a refusal by policy (the implementation-defined server-error range). */
 export const MCP_DENIED = -32003;
 /** The JSON-RPC error code of a call refused by a quota bucket (data.retryAfterS says when to retry; 0: waiting cannot help). */
 export const MCP_QUOTA = -32004;
+/** The JSON-RPC error code of a call to a server whose credential this caller lacks (data.hint says how to get one, e.g. the OAuth consent page). */
+export const MCP_CREDENTIAL = -32005;
 
 const GATEWAY_INFO = { name: "meshguard-gateway", version: "0.1.0" };
 
@@ -65,6 +70,8 @@ export interface Upstream {
   transport: Transport;
   /** The upstream's lists, fetched on first use, dropped when it says they changed. */
   lists: Map<ListKind, unknown[]>;
+  /** The credential sent to it, when the server has an `auth`. */
+  auth: UpstreamAuth | undefined;
 }
 
 export class McpSession {
@@ -73,6 +80,11 @@ export class McpSession {
   readonly server: Server;
   /** Upstreams that connected; filled in once the caller's initialize is done. */
   private upstreams: Promise<Map<string, Upstream>> | undefined;
+  /** Servers left out because this caller has no credential for them (no OAuth token yet): tried again at each listing or call. */
+  private readonly missing = new Map<string, CredentialUnavailableError>();
+  private readonly retrying = new Map<string, Promise<void>>();
+  private readonly sources: ReadonlyMap<string, CredentialSource>;
+  private readonly stdioEnv: ReadonlyMap<string, Record<string, string>>;
   private closed = false;
   /** Resource URIs this session has listed, to the server that listed them first (config order). */
   private readonly resourceOwner = new Map<string, string>();
@@ -91,7 +103,13 @@ export class McpSession {
     /** The caller as identified when the session was created (its principal is what the policy judges). */
     caller: Caller,
     onClose: (s: McpSession) => void,
+    /** The credentials of the servers with an `auth` (shared by every session; resolved for this session's caller). */
+    sources: ReadonlyMap<string, CredentialSource> = new Map(),
+    /** Each stdio server's extra environment, secrets already read. */
+    stdioEnv: ReadonlyMap<string, Record<string, string>> = new Map(),
   ) {
+    this.sources = sources;
+    this.stdioEnv = stdioEnv;
     this.ctx = ctx;
     this.cfg = cfg;
     this.owner = owner;
@@ -118,9 +136,9 @@ export class McpSession {
     await this.server.connect(this.transport);
   }
 
-  /** scrubText takes the gateway's secrets out of text the upstream sent (./fast.ts forwards progress and log messages through it). */
-  scrubText(text: string): string {
-    return this.ctx.scrub.text(text);
+  /** scrubText takes the gateway's secrets (and the credentials lately sent to `up`) out of text the upstream sent (./fast.ts forwards progress and log messages through it). */
+  scrubText(text: string, up?: Upstream): string {
+    return this.scrubOf(up).text(text);
   }
 
   /** listsChanged tells the caller that what it may see changed (a policy reload). */
@@ -148,36 +166,59 @@ export class McpSession {
 
   private connectUpstreams(): Promise<Map<string, Upstream>> {
     return (this.upstreams ??= (async () => {
-      const caps = this.server.getClientCapabilities() ?? {};
       const out = new Map<string, Upstream>();
       if (this.closed) return out;
-      await Promise.all(
-        Object.entries(this.cfg.servers).map(async ([name, sc]) => {
-          const client = new Client(GATEWAY_INFO, {
-            capabilities: { ...(caps.sampling ? { sampling: {} } : {}), ...(caps.elicitation ? { elicitation: caps.elicitation } : {}) },
-          });
-          const up: Upstream = { name, client, transport: transportFor(sc), lists: new Map() };
-          this.wireUpstream(up);
-          try {
-            await client.connect(up.transport, { timeout: sc.timeout });
-          } catch (err) {
-            this.ctx.warn(new Error(`MCP server ${JSON.stringify(name)} could not be reached for a session of ${this.caller.node}: ${(err as Error).message}`, { cause: err }));
-            await client.close().catch(() => {});
-            return;
-          }
-          out.set(name, up);
-        }),
-      );
-      // Config order: a resource URI two servers list belongs to the first.
-      return new Map(Object.keys(this.cfg.servers).flatMap((n) => (out.has(n) ? [[n, out.get(n)!] as const] : [])));
+      await Promise.all(Object.entries(this.cfg.servers).map(([name, sc]) => this.connectOne(out, name, sc)));
+      return out;
     })());
+  }
+
+  /**
+   * connectOne opens this session's connection to one upstream and adds it
+   * to `into`. A server this caller has no credential for (a per-user OAuth
+   * server it has not connected to) is noted in `missing`, without a
+   * warning: the caller is told how to connect when it calls the server.
+   */
+  private async connectOne(into: Map<string, Upstream>, name: string, sc: McpServerConfig): Promise<void> {
+    const caps = this.server.getClientCapabilities() ?? {};
+    const client = new Client(GATEWAY_INFO, {
+      capabilities: { ...(caps.sampling ? { sampling: {} } : {}), ...(caps.elicitation ? { elicitation: caps.elicitation } : {}) },
+    });
+    const source = this.sources.get(name);
+    const auth = source !== undefined ? upstreamAuth(name, source, () => this.caller) : undefined;
+    const up: Upstream = { name, client, transport: transportFor(sc, auth, this.stdioEnv.get(name) ?? {}), lists: new Map(), auth };
+    this.wireUpstream(up);
+    try {
+      await client.connect(up.transport, { timeout: sc.timeout });
+    } catch (err) {
+      await client.close().catch(() => {});
+      const cred = credentialError(err);
+      if (cred !== undefined && cred.status === 401) {
+        this.missing.set(name, cred);
+        return;
+      }
+      this.ctx.warn(new Error(this.scrubOf(up).text(`MCP server ${JSON.stringify(name)} could not be reached for a session of ${this.caller.node}: ${(err as Error).message}`)));
+      return;
+    }
+    this.missing.delete(name);
+    if (this.closed) {
+      await client.close().catch(() => {});
+      return;
+    }
+    into.set(name, up);
+  }
+
+  /** scrubOf is the gateway's scrubber plus the credentials lately sent to `up`. */
+  private scrubOf(up: Upstream | undefined): KeyScrubber {
+    const recent = up?.auth?.secrets();
+    return recent !== undefined && recent.length > 0 ? this.ctx.scrub.with(recent) : this.ctx.scrub;
   }
 
   /** wireUpstream forwards what an upstream asks of the caller (sampling, elicitation) and what it says changed, to this session only. */
   private wireUpstream(up: Upstream): void {
     const caps = this.server.getClientCapabilities() ?? {};
-    if (caps.sampling) up.client.setRequestHandler(CreateMessageRequestSchema, (req, extra) => this.server.createMessage(req.params, { signal: extra.signal }));
-    if (caps.elicitation) up.client.setRequestHandler(ElicitRequestSchema, (req, extra) => this.server.elicitInput(req.params, { signal: extra.signal }));
+    if (caps.sampling) up.client.setRequestHandler(CreateMessageRequestSchema, (req, extra) => this.server.createMessage(scrubValue(req.params, this.scrubOf(up)), { signal: extra.signal }));
+    if (caps.elicitation) up.client.setRequestHandler(ElicitRequestSchema, (req, extra) => this.server.elicitInput(scrubValue(req.params, this.scrubOf(up)), { signal: extra.signal }));
     up.client.setNotificationHandler(ToolListChangedNotificationSchema, () => {
       up.lists.delete("tools");
       this.server.sendToolListChanged().catch((err: unknown) => this.ctx.warn(err));
@@ -193,9 +234,27 @@ export class McpSession {
     });
   }
 
-  /** The upstreams that connected (./fast.ts reaches them too). */
+  /**
+   * ups is the connected upstreams in config order (a resource URI two
+   * servers list belongs to the first). Servers left out for want of this
+   * caller's credential are tried again first: the caller may have connected
+   * its account since. (./fast.ts reaches them too.)
+   */
   async ups(): Promise<Map<string, Upstream>> {
-    return this.connectUpstreams();
+    const live = await this.connectUpstreams();
+    if (this.missing.size > 0) {
+      await Promise.all(
+        [...this.missing.keys()].map((name) => {
+          let p = this.retrying.get(name);
+          if (p === undefined) {
+            p = this.connectOne(live, name, this.cfg.servers[name]!).finally(() => this.retrying.delete(name));
+            this.retrying.set(name, p);
+          }
+          return p;
+        }),
+      );
+    }
+    return new Map(Object.keys(this.cfg.servers).flatMap((n) => (live.has(n) ? [[n, live.get(n)!] as const] : [])));
   }
 
   /**
@@ -213,7 +272,8 @@ export class McpSession {
       if (!up.client.getServerCapabilities()?.[kind === "templates" ? "resources" : kind]) continue;
       let items = up.lists.get(kind) as T[] | undefined;
       if (items === undefined) up.lists.set(kind, (items = await collect((cursor) => page(up, cursor))));
-      for (const it of items) if (keep(up, it)) out.push({ ...it, name: namespaced(up.name, it.name) });
+      const scrub = this.scrubOf(up);
+      for (const it of items) if (keep(up, it)) out.push({ ...scrubValue(it, scrub), name: namespaced(up.name, it.name) });
     }
     return out;
   }
@@ -257,23 +317,23 @@ export class McpSession {
     }));
 
     s.setRequestHandler(CallToolRequestSchema, async (req, extra) => {
-      const { up, name } = await this.route(req.params.name, "tool");
+      const { server, name } = await this.route(req.params.name, "tool");
       const args = (req.params.arguments ?? {}) as Record<string, unknown>;
-      return this.judged("mcp.call", { kind: "mcp", server: up.name, tool: name, args }, extra.signal, (signal) =>
-        up.client.callTool({ ...req.params, name, arguments: args }, undefined, {
+      return this.judged("mcp.call", { kind: "mcp", server, tool: name, args }, extra.signal, (up, signal, sent) =>
+        up.client.callTool({ ...req.params, name, arguments: sent }, undefined, {
           signal,
           timeout: this.timeoutOf(up.name),
           ...(req.params._meta?.progressToken !== undefined
-            ? { onprogress: (p) => void extra.sendNotification({ method: "notifications/progress", params: { ...p, progressToken: req.params._meta!.progressToken! } }).catch(() => {}) }
+            ? { onprogress: (p) => void extra.sendNotification({ method: "notifications/progress", params: { ...scrubValue(p, this.scrubOf(up)), progressToken: req.params._meta!.progressToken! } }).catch(() => {}) }
             : {}),
         }),
       );
     });
     s.setRequestHandler(GetPromptRequestSchema, async (req, extra) => {
-      const { up, name } = await this.route(req.params.name, "prompt");
+      const { server, name } = await this.route(req.params.name, "prompt");
       const args = req.params.arguments ?? {};
-      return this.judged("mcp.prompt", { kind: "mcp", server: up.name, tool: "", args, prompt: name }, extra.signal, (signal) =>
-        up.client.getPrompt({ ...req.params, name }, { signal, timeout: this.timeoutOf(up.name) }),
+      return this.judged("mcp.prompt", { kind: "mcp", server, tool: "", args, prompt: name }, extra.signal, (up, signal, sent) =>
+        up.client.getPrompt({ ...req.params, name, ...(req.params.arguments !== undefined || sent !== args ? { arguments: sent as Record<string, string> } : {}) }, { signal, timeout: this.timeoutOf(up.name) }),
       );
     });
     s.setRequestHandler(ReadResourceRequestSchema, async (req, extra) => {
@@ -282,8 +342,8 @@ export class McpSession {
       const owner = this.resourceOwner.get(uri);
       const up = owner !== undefined ? ups.get(owner) : ups.size === 1 ? [...ups.values()][0] : undefined;
       if (up === undefined) throw new McpError(McpErrorCode.InvalidParams, `unknown resource ${JSON.stringify(uri)}: list resources first (resources/list), so the gateway knows which server it belongs to`);
-      return this.judged("mcp.read", { kind: "mcp", server: up.name, tool: "", args: {}, resource: uri }, extra.signal, (signal) =>
-        up.client.readResource(req.params, { signal, timeout: this.timeoutOf(up.name) }),
+      return this.judged("mcp.read", { kind: "mcp", server: up.name, tool: "", args: {}, resource: uri }, extra.signal, (u, signal) =>
+        u.client.readResource(req.params, { signal, timeout: this.timeoutOf(u.name) }),
       );
     });
   }
@@ -293,13 +353,14 @@ export class McpSession {
   }
 
   /** route finds the upstream of a namespaced name; an unknown one is the same refusal as a name the caller may not use. */
-  private async route(full: string, what: "tool" | "prompt"): Promise<{ up: Upstream; name: string }> {
+  private async route(full: string, what: "tool" | "prompt"): Promise<{ server: string; name: string }> {
     const split = splitName(full);
-    const up = split ? (await this.ups()).get(split.server) : undefined;
-    if (split === undefined || up === undefined) {
+    // A server this caller lacks a credential for is routed too: the call is judged, then refused with how to connect.
+    const known = split !== undefined && ((await this.ups()).has(split.server) || this.missing.has(split.server));
+    if (split === undefined || !known) {
       throw new McpError(McpErrorCode.InvalidParams, `unknown ${what} ${JSON.stringify(full)}: names at this gateway are "server__${what}" with a configured server (${Object.keys(this.cfg.servers).join(", ")})`);
     }
-    return { up, name: split.name };
+    return { server: split.server, name: split.name };
   }
 
   /**
@@ -309,9 +370,10 @@ export class McpSession {
    * call is logged like an LLM call (operation, server as provider, name
    * as model).
    */
-  async judged<T>(operation: ApiOperation, target: McpTarget, signal: AbortSignal, run: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  async judged<T>(operation: ApiOperation, target: McpTarget, signal: AbortSignal, run: (up: Upstream, signal: AbortSignal, args: Record<string, unknown>) => Promise<T>): Promise<T> {
     const t0 = performance.now();
     const caller = this.caller;
+    let up: Upstream | undefined;
     const st = newCallState(this.ctx, caller, { operation, format: "openai" }, t0);
     st.facts = { operation, format: "openai", provider: target.server, model: target.tool || target.prompt || target.resource || "", stream: false, clientSessionId: this.id };
     st.model = st.facts.model;
@@ -331,9 +393,20 @@ export class McpSession {
         st.reason = d.reason;
         throw new McpError(MCP_DENIED, `meshguard: ${d.reason}`, { code: "MESHGUARD_POLICY_DENIED", ...(d.ruleId !== undefined ? { ruleId: d.ruleId } : {}) });
       }
+      up = (await this.ups()).get(target.server);
+      if (up === undefined) {
+        const cred = this.missing.get(target.server);
+        if (cred !== undefined) throw this.credentialRefusal(st, target.server, cred);
+        st.status = 502;
+        st.outcome = "upstream_unreachable";
+        st.reason = `MCP server ${target.server} is not connected in this session`;
+        throw new McpError(McpErrorCode.InternalError, st.reason);
+      }
       if (this.ctx.quotas !== undefined) {
         // The caller's bucket chains, as for an LLM call: a "calls" bucket counts one, dollar and token buckets nothing.
-        const v = await this.ctx.quotas.reserve(caller, st.facts, { inputTokens: 0, maxOutputTokens: 0 }, undefined);
+        // And the server's own chains (`quotas`), beside the caller's.
+        const own = this.cfg.servers[target.server]?.quotas;
+        const v = await this.ctx.quotas.reserve(caller, st.facts, { inputTokens: 0, maxOutputTokens: 0 }, undefined, own !== undefined ? { chains: own.map((h) => [h]) } : undefined);
         if (!v.ok) {
           st.status = v.permanent ? 403 : 429;
           st.outcome = "quota";
@@ -342,22 +415,90 @@ export class McpSession {
         }
         st.reservation = v.reservation;
       }
+      const args = await this.preHooks(st, caller, target);
       st.tUpstream = performance.now();
+      const u = up;
+      let out: T;
       try {
-        const out = await run(signal);
+        // What the upstream answers may echo the credential the gateway sent it: removed before the caller or the log sees it.
+        out = scrubValue(await run(u, signal, args), this.scrubOf(u));
         st.status = 200;
-        if (st.responseParts !== undefined) st.responseParts.push(JSON.stringify(out));
-        return out;
       } catch (err) {
+        const scrub = this.scrubOf(u);
+        const cred = credentialError(err);
+        if (cred !== undefined) {
+          st.notSent = true; // the credential is resolved before anything is sent
+          throw this.credentialRefusal(st, target.server, cred);
+        }
         st.status = signal.aborted ? 499 : 502;
         st.outcome = signal.aborted ? "client_aborted" : "upstream_error";
-        st.reason = `MCP server ${target.server}: ${(err as Error).message}`;
-        if (err instanceof McpError) throw new McpError(err.code, this.ctx.scrub.text(err.message), err.data);
-        throw new McpError(McpErrorCode.InternalError, this.ctx.scrub.text(st.reason));
+        st.reason = scrub.text(`MCP server ${target.server}: ${(err as Error).message}`);
+        if (err instanceof McpError) throw new McpError(err.code, scrub.text(err.message), scrubValue(err.data, scrub));
+        throw new McpError(McpErrorCode.InternalError, st.reason);
       }
+      out = await this.postHooks(st, caller, target, args, out);
+      if (st.responseParts !== undefined) st.responseParts.push(JSON.stringify(out));
+      return out;
     } finally {
       finish(this.ctx, st);
     }
+  }
+
+  /**
+   * preHooks runs the gateway's pre-request hooks on a call the policy
+   * allowed (`body`: `{ name, arguments }`, or `{ uri }` for a read) and
+   * returns the arguments to send. A hook may block the call, or modify its
+   * `arguments` (a tool call or a prompt): the modified call is judged
+   * again, and refused unless the policy allows it as it now is.
+   */
+  private async preHooks(st: ReturnType<typeof newCallState>, caller: Caller, target: McpTarget): Promise<Record<string, unknown>> {
+    const hooks = this.ctx.hooks;
+    if (hooks === undefined || !hooks.hasPre) return target.args;
+    const body = target.resource !== undefined ? { uri: target.resource } : { name: st.model, arguments: target.args };
+    const r = await hooks.pre({ id: st.id, caller: hookCaller(caller), facts: st.facts!, headers: {}, body });
+    if (r.action === "block") throw this.hookRefusal(st, r);
+    if (r.action !== "modify" || target.resource !== undefined) return target.args;
+    const args = (r.body as { arguments?: unknown } | null)?.arguments;
+    if (args === null || typeof args !== "object" || Array.isArray(args)) {
+      throw this.hookRefusal(st, { status: 500, hook: "pre-request", message: 'a pre-request hook modified an MCP call without an "arguments" object: answer { "name": ..., "arguments": { ... } }' });
+    }
+    st.hookModified = true;
+    const again = this.ctx.policy()?.evaluate({ principal: caller.principal, target: { ...target, args: args as Record<string, unknown> } });
+    if (again?.effect !== "allow") {
+      st.status = 403;
+      st.outcome = "denied";
+      st.reason = `a pre-request hook changed the call's arguments, and the policy does not allow it as changed: ${again?.reason ?? "no policy is loaded"}`;
+      throw new McpError(MCP_DENIED, `meshguard: ${st.reason}`, { code: "MESHGUARD_POLICY_DENIED", ...(again?.ruleId !== undefined ? { ruleId: again.ruleId } : {}) });
+    }
+    if (st.requestBody !== undefined) st.requestBody = Buffer.from(JSON.stringify({ name: st.model, arguments: args }));
+    return args as Record<string, unknown>;
+  }
+
+  /** postHooks runs the post-request hooks on a result (already scrubbed): they may block it or redact it (the redacted result is scrubbed again). */
+  private async postHooks<T>(st: ReturnType<typeof newCallState>, caller: Caller, target: McpTarget, args: Record<string, unknown>, out: T): Promise<T> {
+    const hooks = this.ctx.hooks;
+    if (hooks === undefined || !hooks.hasPost) return out;
+    const body = target.resource !== undefined ? { uri: target.resource } : { name: st.model, arguments: args };
+    const r = await hooks.post({ id: st.id, caller: hookCaller(caller), facts: st.facts!, headers: {}, body }, { status: 200, body: out });
+    if (r.action === "block") throw this.hookRefusal(st, r);
+    if (r.action === "redact") return scrubValue(r.body as T, this.ctx.scrub);
+    return out;
+  }
+
+  private hookRefusal(st: ReturnType<typeof newCallState>, r: { status: number; message: string; hook: string }): McpError {
+    st.status = r.status;
+    st.outcome = "blocked";
+    st.reason = `blocked by hook ${r.hook}: ${r.message}`;
+    return new McpError(MCP_DENIED, `meshguard: ${st.reason}`, { code: "MESHGUARD_HOOK_BLOCKED", hook: r.hook });
+  }
+
+  /** credentialRefusal records and returns the refusal of a call whose credential this caller lacks (401: it can get one; 502: the token endpoint failed). */
+  private credentialRefusal(st: ReturnType<typeof newCallState>, server: string, err: CredentialUnavailableError): McpError {
+    st.status = err.status;
+    st.outcome = err.status === 401 ? "denied" : "upstream_error";
+    st.reason = this.ctx.scrub.text(err.message.split("\n")[0]!);
+    const hint = err.hint !== undefined ? this.ctx.scrub.text(err.hint) : undefined;
+    return new McpError(MCP_CREDENTIAL, `meshguard: ${st.reason}${hint !== undefined ? `: ${hint}` : ""}`, { code: "MESHGUARD_CREDENTIAL_UNAVAILABLE", server, ...(hint !== undefined ? { hint } : {}) });
   }
 
   /** decide asks the policy; approve holds the call for the approver, and gives up as soon as the client does (the approver's signal is aborted). */
@@ -370,9 +511,9 @@ export class McpSession {
   }
 }
 
-function transportFor(sc: McpServerConfig): Transport {
-  if ("url" in sc) return new StreamableHTTPClientTransport(new URL(sc.url));
-  return new StdioClientTransport({ command: sc.command, args: sc.args, env: { ...getDefaultEnvironment(), ...sc.env }, ...(sc.cwd !== undefined ? { cwd: sc.cwd } : {}), stderr: "ignore" });
+function transportFor(sc: McpServerConfig, auth: UpstreamAuth | undefined, env: Record<string, string>): Transport {
+  if ("url" in sc) return new StreamableHTTPClientTransport(new URL(sc.url), auth !== undefined ? { fetch: auth.fetch } : undefined);
+  return new StdioClientTransport({ command: sc.command, args: sc.args, env: { ...getDefaultEnvironment(), ...env }, ...(sc.cwd !== undefined ? { cwd: sc.cwd } : {}), stderr: "ignore" });
 }
 
 /** collect follows a paginated listing to its end (at most 100 pages: an upstream that never ends its cursor stops there). */
@@ -386,4 +527,45 @@ async function collect<T>(page: (cursor: string | undefined) => Promise<{ items:
     cursor = r.next;
   }
   return out;
+}
+
+/** credentialError finds a CredentialUnavailableError in an error or its causes (the SDK passes a failing fetch's error through). */
+function credentialError(err: unknown): CredentialUnavailableError | undefined {
+  for (let e = err, i = 0; e !== undefined && e !== null && i < 5; e = (e as { cause?: unknown }).cause, i++) {
+    if (e instanceof CredentialUnavailableError) return e;
+  }
+  return undefined;
+}
+
+/** scrubValue returns `v` with every string in it scrubbed (the same object when nothing changed). */
+export function scrubValue<T>(v: T, scrub: KeyScrubber): T {
+  if (scrub.empty) return v;
+  const walk = (x: unknown): unknown => {
+    if (typeof x === "string") return scrub.text(x);
+    if (Array.isArray(x)) {
+      let changed = false;
+      const out = x.map((y) => {
+        const z = walk(y);
+        if (z !== y) changed = true;
+        return z;
+      });
+      return changed ? out : x;
+    }
+    if (x !== null && typeof x === "object") {
+      let changed = false;
+      const out: Record<string, unknown> = {};
+      for (const [k, y] of Object.entries(x)) {
+        const z = walk(y);
+        if (z !== y) changed = true;
+        out[k] = z;
+      }
+      return changed ? out : x;
+    }
+    return x;
+  };
+  return walk(v) as T;
+}
+
+function hookCaller(c: Caller) {
+  return { node: c.node, user: c.user, tags: c.tags, role: c.role };
 }

@@ -89,6 +89,19 @@ export const QuotasConfigSchema = z
     }
   });
 
+/**
+ * BucketRefsSchema is an upstream's `quotas` (an HTTP connector's, an MCP
+ * server's): a bucket name or a list of them, each the head of a chain that
+ * every call of that upstream is charged to, besides the caller's own
+ * chains. The gateway config checks that each is defined and counts calls.
+ */
+export const BucketRefsSchema = z
+  .union([z.string(), z.array(z.string()).min(1, 'name at least one bucket, or leave "quotas" out')], {
+    errorMap: () => ({ message: 'must be a bucket name or a list of them, e.g. "github-calls" or ["github-calls", "all-connectors"]' }),
+  })
+  .transform((v) => (typeof v === "string" ? [v] : [...new Set(v)]))
+  .describe("buckets (defined under the gateway config's quotas, unit calls) every call of this upstream is charged to");
+
 export type BucketConfig = z.output<typeof BucketSchema>;
 export type QuotasConfig = z.output<typeof QuotasConfigSchema>;
 export type QuotasConfigInput = z.input<typeof QuotasConfigSchema>;

@@ -15,7 +15,7 @@ import { randomUUID } from "node:crypto";
 
 import { producesOutput } from "../facts.js";
 import { costOf, maxOutputTokensOf } from "../prices.js";
-import type { BucketState, Caller, CallFacts, GatewayStore, ModelPrice, QuotaManager, QuotaVerdict, Reservation, Usage } from "../types.js";
+import type { BucketState, Caller, CallFacts, GatewayStore, ModelPrice, QuotaManager, QuotaVerdict, Reservation, ReserveOptions, Usage } from "../types.js";
 import { refillPerMs, type BucketConfig, type QuotasConfig } from "./config.js";
 import { instanceKeys, parseKey } from "./keys.js";
 import { EPSILON, levelAt, waitMs, type Rate } from "./level.js";
@@ -65,8 +65,8 @@ export interface QuotaManagerHandle extends QuotaManager {
   refill(key: string, amount?: number): Promise<BucketView | undefined>;
   /** Every instance the store knows (and those used since start), sorted by key. */
   list(): Promise<BucketView[]>;
-  /** The instance keys `caller`'s chains touch (a user's "own" buckets). */
-  keysOf(caller: Caller): string[];
+  /** The instance keys `caller`'s chains touch (a user's "own" buckets), and those of `extra` chains (the upstreams' own buckets) for this caller. */
+  keysOf(caller: Caller, extra?: ReserveOptions["chains"]): string[];
   /**
    * Settles the reservations of requests that died with a previous process,
    * charging each in full, and returns how many. Full, because the upstream
@@ -124,16 +124,21 @@ export function createQuotaManager(
   const bucketOf = (name: string): BucketConfig | undefined => (Object.hasOwn(buckets, name) ? buckets[name] : undefined);
 
   /** The bucket names of a chain: as given, then following overdraft from the last (a loop was rejected by the config). */
-  function names(chain: string[]): string[] {
+  function names(chain: readonly string[]): string[] {
     const out = [...chain];
     for (let next = bucketOf(out[out.length - 1] ?? "")?.overdraft; next !== undefined && !out.includes(next); next = bucketOf(next)?.overdraft) out.push(next);
     return out;
   }
 
   /** Resolves a caller's chains into key chains (a per-tag or per-group bucket gives one chain per tag or group), or a refusal. */
-  function resolve(caller: Caller): KeyChain[] | { bucket: string; reason: string } {
+  function resolve(caller: Caller, extra?: ReserveOptions["chains"]): KeyChain[] | { bucket: string; reason: string } {
+    // A chain named by the caller's grants and by the upstream too is one chain, charged once.
+    return resolveList(caller, extra === undefined || extra.length === 0 ? chainsOf(caller) : [...new Map([...chainsOf(caller), ...extra].map((c) => [JSON.stringify(c), [...c]])).values()]);
+  }
+
+  function resolveList(caller: Caller, all: readonly (readonly string[])[]): KeyChain[] | { bucket: string; reason: string } {
     const out: KeyChain[] = [];
-    for (const chain of chainsOf(caller)) {
+    for (const chain of all) {
       if (!chain.length) continue;
       let variants: KeyChain[] = [[]];
       for (const name of names(chain)) {
@@ -148,12 +153,12 @@ export function createQuotaManager(
     return out;
   }
 
-  async function reserve(caller: Caller, facts: CallFacts, estimate: { inputTokens: number; maxOutputTokens: number }, price: ModelPrice | undefined): Promise<QuotaVerdict> {
-    const chains = resolve(caller);
+  async function reserve(caller: Caller, facts: CallFacts, estimate: { inputTokens: number; maxOutputTokens: number }, price: ModelPrice | undefined, ro?: ReserveOptions): Promise<QuotaVerdict> {
+    const chains = resolve(caller, ro?.chains);
     if (!Array.isArray(chains)) return { ok: false, bucket: chains.bucket, retryAfterS: 0, reason: chains.reason, permanent: true };
     if (!chains.length) return { ok: true, reservation: undefined };
-    // An MCP call (a tool, a resource, a prompt) costs no tokens and no dollars: only "calls" buckets count it.
-    const tool = facts.operation.startsWith("mcp.");
+    // An MCP call (a tool, a resource, a prompt) or a connector call costs no tokens and no dollars: only "calls" buckets count it.
+    const tool = facts.operation.startsWith("mcp.") || facts.operation === "connector.call";
     // An embedding or a token count produces no output: its max tokens bound its input, not an answer.
     const maxOut = tool || !producesOutput(facts.operation)
       ? 0
@@ -232,7 +237,8 @@ export function createQuotaManager(
     return { ok: false, bucket: head.key, retryAfterS, reason: `quota ${names} cannot cover this request (up to ${show(amount)}); it refills enough in ${retryAfterS} s` };
   }
 
-  async function settle(reservation: Reservation, usage: Usage, costUsd: number | undefined): Promise<void> {
+  async function settle(reservation: Reservation, usage: Usage, costUsd: number | undefined, so?: { sent?: boolean }): Promise<void> {
+    const sent = so?.sent !== false;
     if (!open.delete(reservation.id)) return;
     const keys = [...new Set(reservation.holds.map((h) => h.key))];
     const tokens = usage.inputTokens + usage.outputTokens + (usage.cacheReadTokens ?? 0) + (usage.cacheWriteTokens ?? 0);
@@ -255,8 +261,8 @@ export function createQuotaManager(
         const held = holds.reduce((s, h) => s + h.amount, 0);
         const cfg = bucketOf(parseKey(holds[0]!.key)?.bucket ?? "");
         // A bucket gone from the config (changed since the reservation) keeps the full hold: nothing to refund to.
-        // A call is a call whatever it cost: the one held is spent.
-        const real = !cfg || cfg.unit === "calls" ? held : cfg.unit === "usd" ? (costUsd ?? held) : tokens;
+        // A call is a call whatever it cost: the one held is spent — unless it never reached the upstream.
+        const real = !cfg ? held : cfg.unit === "calls" ? (sent ? held : 0) : cfg.unit === "usd" ? (costUsd ?? held) : tokens;
         let rest = real;
         holds.forEach((h, i) => {
           const rate = rateOf(h.key);
@@ -343,9 +349,11 @@ export function createQuotaManager(
       .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   }
 
-  function keysOf(caller: Caller): string[] {
-    const chains = resolve(caller);
-    return Array.isArray(chains) ? [...new Set(chains.flat().map((l) => l.key))] : [];
+  function keysOf(caller: Caller, extra?: ReserveOptions["chains"]): string[] {
+    // Each extra chain on its own: one this caller has no instance of (a per-user bucket, a tagged caller) hides no other.
+    const out = new Set<string>();
+    for (const r of [resolve(caller), ...(extra ?? []).map((c) => resolveList(caller, [c]))]) if (Array.isArray(r)) for (const l of r.flat()) out.add(l.key);
+    return [...out];
   }
 
   async function recover(): Promise<number> {
