@@ -19,4 +19,6 @@ export function startMcpUpstream(opts?: {
   port?: number;
   /** Requires a credential (bearer token, X-Api-Key, or ?api_key=): a request whose credential this refuses gets 401. */
   authorize?: (credential: string) => boolean | Promise<boolean>;
+  /** The resources every session lists (default: file:///handbook/intro.md and file:///handbook/secret.md). */
+  resources?: Array<{ name: string; uri: string; text: string }>;
 }): Promise<McpUpstream>;

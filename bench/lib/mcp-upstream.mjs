@@ -10,7 +10,8 @@
 // session's client to sample — createMessage — and returns its text), and
 // whatever addTool registers later (every session is told its tool list
 // changed). Resources file:///handbook/intro.md and
-// file:///handbook/secret.md; prompt summarize({ repo }).
+// file:///handbook/secret.md, or the `resources` given ({ name, uri, text });
+// prompt summarize({ repo }).
 //
 // With `authorize` (a function of the request's credential: the
 // Authorization header's bearer token, or the `api_key` query parameter,
@@ -26,7 +27,12 @@ import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/
 import { isInitializeRequest } from "@modelcontextprotocol/sdk/types.js";
 import { z } from "zod";
 
-export async function startMcpUpstream({ host = "127.0.0.1", port = 0, authorize = undefined } = {}) {
+const HANDBOOK = [
+  { name: "intro", uri: "file:///handbook/intro.md", text: "# Intro" },
+  { name: "secret", uri: "file:///handbook/secret.md", text: "the secret" },
+];
+
+export async function startMcpUpstream({ host = "127.0.0.1", port = 0, authorize = undefined, resources = HANDBOOK } = {}) {
   /** @type {Array<{ credential: string, accepted: boolean, method: string }>} */
   const credentials = [];
   const credentialOf = (req) => {
@@ -58,8 +64,7 @@ export async function startMcpUpstream({ host = "127.0.0.1", port = 0, authorize
     });
     server.registerTool("whoami", { description: "echo the caller's credential" }, async (extra) => text(`you sent ${credentialOf({ headers: extra.requestInfo?.headers ?? {}, url: extra.requestInfo?.url?.toString() ?? "/" })}`));
     for (const t of extra) server.registerTool(t.name, { description: t.name }, async () => text(t.name));
-    server.registerResource("intro", "file:///handbook/intro.md", { mimeType: "text/markdown" }, async (uri) => ({ contents: [{ uri: uri.href, text: "# Intro" }] }));
-    server.registerResource("secret", "file:///handbook/secret.md", { mimeType: "text/markdown" }, async (uri) => ({ contents: [{ uri: uri.href, text: "the secret" }] }));
+    for (const r of resources) server.registerResource(r.name, r.uri, { mimeType: "text/markdown" }, async (uri) => ({ contents: [{ uri: uri.href, text: r.text }] }));
     server.registerPrompt("summarize", { description: "summarize a repo", argsSchema: { repo: z.string() } }, ({ repo }) => ({ messages: [{ role: "user", content: { type: "text", text: `summarize ${repo}` } }] }));
     return server;
   };

@@ -118,3 +118,32 @@ export function credentialNames(auth: { header?: string; query?: string }): { he
     query: new Set([...(auth.query ? [auth.query] : [])]),
   };
 }
+
+// ---- MCP resources ----
+
+/**
+ * The `_meta` key under which the gateway's resources/list names the server
+ * each resource belongs to. Resources keep their own URIs at the gateway
+ * (not namespaced), and a resources/read goes to the server that listed the
+ * URI in that session; the agent's guard learns the same from this key
+ * (src/guard/mcp-resources.ts). MCP `_meta` key prefixes are reverse DNS
+ * names followed by "/" ("modelcontextprotocol" and "mcp" as the second
+ * label are reserved): meshguard.dev is "dev.meshguard/".
+ */
+export const RESOURCE_SERVER_META = "dev.meshguard/server";
+
+/**
+ * markResourceServers marks each listed resource with its server: `ownerOf`
+ * gives the server of a URI. Upstream `_meta` entries are kept, except this
+ * key, which is always the gateway's own (an upstream cannot name another
+ * server).
+ */
+export function markResourceServers<T extends { uri: string; _meta?: Record<string, unknown> | undefined }>(resources: T[], ownerOf: (uri: string) => string | undefined): T[] {
+  return resources.map((r) => {
+    const server = ownerOf(r.uri);
+    const meta: Record<string, unknown> = { ...(r._meta ?? {}) };
+    delete meta[RESOURCE_SERVER_META];
+    if (server !== undefined) meta[RESOURCE_SERVER_META] = server;
+    return { ...r, _meta: meta };
+  });
+}

@@ -21,9 +21,12 @@
  *    requests themselves, the admin API) is judged as before: an `http`
  *    target on the gateway's host.
  *
+ *  - A `resources/read` at the MCP endpoint is judged on the server the
+ *    gateway named for the URI in this session's resources/list answers
+ *    (./mcp-resources.ts), else the only server, else refused.
+ *
  * Decision events of decoded calls carry `via: { gateway, connector? }`.
- * Not decoded: `resources/read` (the gateway picks the server by which one
- * listed the URI in that session), transports other than the SDK's own
+ * Not decoded: transports other than the SDK's own
  * classes (their endpoint is not known), and a gateway whose connector
  * prefix overlaps its LLM endpoints' paths (the gateway serves those
  * first).

@@ -42,6 +42,7 @@ import { normalizeHost } from "../policy/hosts.js";
 import type { McpTarget } from "../policy/types.js";
 import { refuseVia, type GuardCore } from "./core.js";
 import { decodeGatewayMcp, hasGateways, mcpGatewayOf, type Gateway } from "./gateways.js";
+import { decodeGatewayResource, listIds, noteResourcesList } from "./mcp-resources.js";
 import { PolicyDeniedError } from "./errors.js";
 import { patchMethod, type Fn } from "./patches.js";
 import { current } from "./state.js";
@@ -261,9 +262,13 @@ export function serverName(core: GuardCore, t: unknown): string {
 
 // ---- the judging send ----
 
-type Call = { method: "tools/call" | "prompts/get"; params?: { name?: unknown; arguments?: unknown } };
+type Call = { method: "tools/call" | "prompts/get" | "resources/read" | "resources/list"; id?: unknown; params?: { name?: unknown; arguments?: unknown; uri?: unknown } };
 
-/** collectCalls finds the tools/call requests (and prompts/get: judged at a registered gateway's endpoint only) of a message. */
+/**
+ * collectCalls finds the tools/call requests of a message (and, looked at
+ * only at a registered gateway's endpoint: prompts/get and resources/read,
+ * judged; resources/list, whose answer names each resource's server).
+ */
 function collectCalls(m: unknown, out: Call[], depth: number): void {
   if (Array.isArray(m)) {
     // A JSON-RPC batch.
@@ -272,7 +277,7 @@ function collectCalls(m: unknown, out: Call[], depth: number): void {
   }
   if (m === null || typeof m !== "object") return;
   const method = (m as { method?: unknown }).method;
-  if (method === "tools/call" || method === "prompts/get") out.push(m as Call);
+  if (method === "tools/call" || method === "prompts/get" || method === "resources/read" || method === "resources/list") out.push(m as Call);
 }
 
 interface Outgoing {
@@ -316,8 +321,10 @@ function outgoing(message: unknown): Outgoing {
   return { send: copy, calls };
 }
 
-function targetOf(server: string, c: Call, gw: Gateway | undefined): McpTarget | PolicyDeniedError {
+function targetOf(self: object, server: string, c: Call, gw: Gateway | undefined): McpTarget | PolicyDeniedError {
   const p = c.params !== null && typeof c.params === "object" ? c.params : {};
+  // A resource read at a registered gateway: the server the gateway named for the URI in this session (./mcp-resources.ts).
+  if (c.method === "resources/read" && gw !== undefined) return decodeGatewayResource(self, gw, p.uri);
   const tool = typeof p.name === "string" ? p.name : String(p.name ?? "");
   const a = p.arguments;
   let args: Record<string, unknown> = {};
@@ -326,7 +333,7 @@ function targetOf(server: string, c: Call, gw: Gateway | undefined): McpTarget |
     args = a as Record<string, unknown>;
   }
   // At a registered AI gateway's endpoint: the upstream server and tool the gateway will call (./gateways.ts).
-  if (gw !== undefined) return decodeGatewayMcp(gw, c.method, tool, args);
+  if (gw !== undefined) return decodeGatewayMcp(gw, c.method as "tools/call" | "prompts/get", tool, args);
   return { kind: "mcp", server, tool, args };
 }
 
@@ -357,13 +364,14 @@ function guardedSend(self: unknown, original: Fn, args: unknown[]): unknown {
     } else out = outgoing(message);
     if (out !== undefined && out.calls.length > 0) {
       const gw = gatewayOf(core, self);
-      // prompts/get is judged only where the gateway judges it too: at a registered gateway's endpoint.
-      const calls = gw !== undefined ? out.calls : out.calls.filter((c) => c.method === "tools/call");
+      // prompts/get and resources/read are judged only where the gateway judges them too: at a registered gateway's endpoint.
+      const calls = gw !== undefined ? out.calls.filter((c) => c.method !== "resources/list") : out.calls.filter((c) => c.method === "tools/call");
+      if (gw !== undefined && calls.length < out.calls.length) noteResourcesList(self as object, gw, listIds(out.send));
       const server = gw !== undefined ? gw.name : serverName(core, self);
       const via = gw !== undefined ? { gateway: gw.name } : undefined;
       const targets: McpTarget[] = [];
       for (const c of calls) {
-        const t = targetOf(server, c, gw);
+        const t = targetOf(self as object, server, c, gw);
         if (t instanceof PolicyDeniedError) {
           if (via === undefined) return Promise.reject(t);
           const r = refuseVia(core, t, "mcp", via);

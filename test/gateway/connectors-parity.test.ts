@@ -17,7 +17,15 @@
 // The guard's decision (effect, rule) must equal the gateway's for every
 // caller and call: allow, deny, approve (both approvers asked) and the
 // refusals both make before any rule (a tool name that names no server, an
-// unknown connector).
+// unknown connector, a resource URI not listed in the session).
+//
+// Resource reads: the gateway has two MCP servers, github and docs, which
+// both list file:///handbook/intro.md (it belongs to github, the first in
+// config order). The session lists resources first (in "prepare", not
+// counted), and the guard learns each URI's server from the gateway's
+// answer. A resource the caller may not read is not listed to it, so the
+// guard cannot learn its server and refuses the read: both deny, but the
+// guard names no rule (`hidden` calls compare the effect only).
 import { fork, type ChildProcess } from "node:child_process";
 import dc from "node:diagnostics_channel";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -56,12 +64,19 @@ const RULES = [
   { id: "a-gh-prompt", src: ["tag:agent-a"], mcp: { server: ["github"], prompt: ["summarize"] } },
   { id: "u-gh", src: ["alice@"], mcp: { server: ["github"], tool: ["*"] } },
   { id: "no-secret", effect: "deny", src: ["*"], mcp: { server: ["github"], tool: ["*"], args: { repo: { glob: "*/secret" } } } },
+  // Resources of github and docs (file:///handbook/intro.md is listed by both: it is github's).
+  { id: "a-handbook", src: ["tag:agent-a"], mcp: { server: ["github"], resource: ["file:///handbook/*"] } },
+  { id: "b-docs", src: ["tag:agent-b"], mcp: { server: ["docs"], resource: ["file:///docs/*", "file:///handbook/*"] } },
+  { id: "u-handbook", src: ["alice@"], mcp: { server: ["github"], resource: ["file:///handbook/intro.md"] } },
+  { id: "u-docs", src: ["alice@"], mcp: { server: ["docs"], resource: ["*"] } },
+  { id: "no-secret-res", effect: "deny", src: ["*"], mcp: { server: ["*"], resource: ["*secret*"] } },
 ];
 const EFFECT = new Map(RULES.map((r) => [r.id, (r as { effect?: string }).effect ?? "allow"]));
 
 type Call =
   | { id: string; kind: "connector"; method: string; path: string; headers?: Record<string, string>; body?: string; refused?: boolean }
-  | { id: string; kind: "tool" | "prompt"; name: string; args: Record<string, unknown>; refused?: boolean };
+  | { id: string; kind: "tool" | "prompt"; name: string; args: Record<string, unknown>; refused?: boolean }
+  | { id: string; kind: "resource"; uri: string; list: boolean; refused?: boolean; hidden?: boolean | string[] };
 
 const CALLS: Call[] = [
   { id: "api-read-acme", kind: "connector", method: "GET", path: "/v1/connectors/api/repos/acme/app?per_page=2" },
@@ -78,7 +93,15 @@ const CALLS: Call[] = [
   { id: "gh-secret", kind: "tool", name: "github__get_issue", args: { repo: "acme/secret" } },
   { id: "gh-prompt", kind: "prompt", name: "github__summarize", args: { repo: "acme/app" } },
   { id: "no-server", kind: "tool", name: "get_issue", args: { repo: "acme/app" }, refused: true },
+  // hidden: the callers the resource is not listed to (denied by a rule: the gateway names it, the guard cannot).
+  { id: "res-intro", kind: "resource", uri: "file:///handbook/intro.md", list: true },
+  { id: "res-guide", kind: "resource", uri: "file:///docs/guide.md", list: true },
+  { id: "res-secret", kind: "resource", uri: "file:///handbook/secret.md", list: true, hidden: true },
+  { id: "res-unlisted", kind: "resource", uri: "file:///docs/guide.md", list: false, refused: true },
 ];
+
+/** prepare's MCP part: a resource read lists resources first (a fresh session when it must not). */
+const mcpPrep = (call: Call) => (call.kind === "connector" ? { mcp: false } : call.kind === "resource" ? { mcp: true, fresh: !call.list, list: call.list } : { mcp: true });
 
 interface Agent {
   name: string;
@@ -103,13 +126,14 @@ let dir: string;
 let control: LocalControl;
 let sim: LlmSim;
 let up: McpUpstream;
+let docs: McpUpstream;
 let api: RestSim;
 let gwNode: MeshNode;
 let gw: GatewayHandle;
 const gwApprovals: ApprovalRequest[] = [];
 const agents: Agent[] = [];
 const layouts: unknown[] = [];
-const rows: Array<{ caller: string; call: string; guard: Verdict; gateway: Verdict; gatewaySawGuardDenied: boolean }> = [];
+const rows: Array<{ caller: string; call: string; guard: Verdict; gateway: Verdict; gatewaySawGuardDenied: boolean; hidden: boolean }> = [];
 
 function startAgent(name: string): Agent {
   const child = fork(FIXTURE, [], { execArgv: [], stdio: ["ignore", "inherit", "inherit", "ipc"] });
@@ -169,7 +193,17 @@ beforeAll(async () => {
   const policyText = policyFile({ version: 6, rules: RULES });
   const policyPath = join(dir, "policy.hujson");
   writeFileSync(policyPath, policyText);
-  [sim, up, api] = await Promise.all([startLlmSim({ key: PROVIDER_KEY }), startMcpUpstream(), startRestSim({ bearer: BEARER, apiKey: MAPS_KEY })]);
+  [sim, up, api, docs] = await Promise.all([
+    startLlmSim({ key: PROVIDER_KEY }),
+    startMcpUpstream(),
+    startRestSim({ bearer: BEARER, apiKey: MAPS_KEY }),
+    startMcpUpstream({
+      resources: [
+        { name: "intro", uri: "file:///handbook/intro.md", text: "docs' intro" },
+        { name: "guide", uri: "file:///docs/guide.md", text: "# Guide" },
+      ],
+    }),
+  ]);
   control = await LocalControl.start({ policy: tailnetPart(policyText) });
   const alice = await control.createUser("alice");
   await control.createUser("bob");
@@ -180,7 +214,7 @@ beforeAll(async () => {
       policy: policyPath,
       dataDir: join(dir, "data"),
       providers: PROVIDERS(sim.url),
-      mcp: { servers: { github: { url: up.url } } },
+      mcp: { servers: { github: { url: up.url }, docs: { url: docs.url } } },
       connectors: {
         http: {
           api: { baseUrl: `${api.url}/api`, auth: { type: "bearer", token: { env: "API_TOKEN" } } },
@@ -217,7 +251,7 @@ afterAll(async () => {
   await gw?.close().catch(() => {});
   await gwNode?.close().catch(() => {});
   await control?.close().catch(() => {});
-  await Promise.all([sim?.close(), up?.close(), api?.close()]);
+  await Promise.all([sim?.close(), up?.close(), api?.close(), docs?.close()]);
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
@@ -227,7 +261,7 @@ describe("the agent's guard and the gateway give one answer", () => {
       expect(layout).toMatchObject({
         url: "http://ai-gateway",
         mcpPath: "/v1/mcp",
-        mcpServers: ["github"],
+        mcpServers: ["github", "docs"],
         connectorsPrefix: "/v1/connectors",
         connectors: {
           api: { baseUrl: `${api.url}/api`, prefix: "/v1/connectors", credentialHeader: "Authorization" },
@@ -245,7 +279,7 @@ describe("the agent's guard and the gateway give one answer", () => {
         // Guarded: the guard decides; an allowed call is decided again by the gateway, in the same run.
         let seen = new Set((await recordsOf(a.name)).map((r) => r.id));
         const upBefore = { rest: api.requests.length, mcp: up.ran.length, approvals: gwApprovals.length };
-        await a.ask({ op: "prepare", guarded: true, mcp: call.kind !== "connector" });
+        await a.ask({ op: "prepare", guarded: true, ...mcpPrep(call) });
         const reqBefore = gatewayRequests;
         const g = await a.ask({ op: "call", call });
         if (process.env.PARITY_DEBUG) console.log(a.name, call.id, JSON.stringify(g).slice(0, 1500));
@@ -266,7 +300,7 @@ describe("the agent's guard and the gateway give one answer", () => {
         // Unguarded: the gateway alone.
         seen = new Set((await recordsOf(a.name)).map((r) => r.id));
         const approvalsBefore = gwApprovals.length;
-        await a.ask({ op: "prepare", guarded: false, mcp: call.kind !== "connector" });
+        await a.ask({ op: "prepare", guarded: false, ...mcpPrep(call) });
         const u = await a.ask({ op: "call", call });
         const rec = await newRecord(a.name, seen, call.refused ? 400 : 5_000);
         const gateway = gatewayVerdict(rec);
@@ -275,12 +309,26 @@ describe("the agent's guard and the gateway give one answer", () => {
           const res = u.result as { status?: number; error?: { data?: unknown; code?: unknown } };
           expect(res.status === undefined ? res.error : res.status, `${a.name} ${call.id}: the gateway refuses it too`).not.toBe(200);
         }
-        rows.push({ caller: a.name, call: call.id, guard, gateway, gatewaySawGuardDenied });
+        const hidden = call.kind === "resource" && call.hidden === true;
+        rows.push({ caller: a.name, call: call.id, guard, gateway, gatewaySawGuardDenied, hidden });
       }
     }
     // The table, for the report.
     console.log(rows.map((r) => `${r.caller.padEnd(8)} ${r.call.padEnd(18)} guard ${`${r.guard.effect}/${r.guard.ruleId ?? "-"}`.padEnd(24)} gateway ${r.gateway.effect}/${r.gateway.ruleId ?? "-"}`).join("\n"));
-    for (const r of rows) expect(r.guard, `${r.caller} ${r.call}`).toEqual(r.gateway);
+    for (const r of rows) {
+      if (r.hidden) {
+        // Not listed to the caller: the guard refuses it unplaced, the gateway denies it by its rule.
+        expect(r.guard, `${r.caller} ${r.call}`).toEqual({ effect: "deny" });
+        expect(r.gateway.effect, `${r.caller} ${r.call}`).toBe("deny");
+      } else expect(r.guard, `${r.caller} ${r.call}`).toEqual(r.gateway);
+    }
+    // Resource reads: decided on the server the URI belongs to (github's intro, not docs').
+    const cell = (caller: string, call: string) => rows.find((r) => r.caller === caller && r.call === call)!.gateway;
+    expect(cell("agent-a", "res-intro")).toEqual({ effect: "allow", ruleId: "a-handbook" });
+    expect(cell("laptop", "res-intro")).toEqual({ effect: "allow", ruleId: "u-handbook" });
+    expect(cell("agent-b", "res-guide")).toEqual({ effect: "allow", ruleId: "b-docs" });
+    expect(cell("agent-b", "res-secret")).toEqual({ effect: "deny", ruleId: "no-secret-res" });
+    expect(cell("agent-b", "res-unlisted")).toEqual({ effect: "refused" });
     for (const r of rows) expect(r.gatewaySawGuardDenied, `${r.caller} ${r.call}: the gateway saw a call the guard denied`).toBe(false);
     // The table covers every kind of answer.
     const effects = new Set(rows.map((r) => r.guard.effect));

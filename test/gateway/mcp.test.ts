@@ -130,7 +130,10 @@ describe("listing: each caller sees what an allow or approve rule could let it u
     const a = await connect(t.nodes.agentA);
     const b = await connect(t.nodes.agentB);
     try {
-      expect(names(await a.client.listResources())).toEqual(["github__intro"]);
+      const listed = await a.client.listResources();
+      expect(names(listed)).toEqual(["github__intro"]);
+      // Each listed resource names its server (the agent's guard routes a resources/read by it).
+      expect(listed.resources[0]!._meta).toEqual({ "dev.meshguard/server": "github" });
       expect(names(await b.client.listResources())).toEqual([]);
       expect(names(await a.client.listPrompts())).toEqual(["github__summarize"]);
       expect(names(await b.client.listPrompts())).toEqual([]);

@@ -51,6 +51,7 @@ import type { ApiOperation, Caller } from "../types.js";
 import type { McpConfig, McpServerConfig } from "./config.js";
 import { listable, namespaced, splitName } from "./names.js";
 import { upstreamAuth, type UpstreamAuth } from "./upstream-auth.js";
+import { markResourceServers } from "../../guard/gateway-route.js";
 
 /** The JSON-RPC error code of a refusal by policy (the implementation-defined server-error range). */
 export const MCP_DENIED = -32003;
@@ -288,7 +289,8 @@ export class McpSession {
       ),
     }));
     s.setRequestHandler(ListResourcesRequestSchema, async () => ({
-      resources: await this.merged<Resource>(
+      // Each resource names its server in `_meta` (the agent's guard routes a resources/read as this session will).
+      resources: markResourceServers(await this.merged<Resource>(
         "resources",
         (up, c) => up.client.listResources(page(c)).then((r) => ({ items: r.resources, next: r.nextCursor })),
         (up, r) => {
@@ -296,7 +298,7 @@ export class McpSession {
           if (!this.resourceOwner.has(r.uri)) this.resourceOwner.set(r.uri, up.name);
           return this.resourceOwner.get(r.uri) === up.name && listable(this.ctx, this.caller, { kind: "mcp", server: up.name, tool: "", args: {}, resource: r.uri });
         },
-      ),
+      ), (uri) => this.resourceOwner.get(uri)),
     }));
     // A template names no one URI to judge: it is listed, and each read is judged.
     s.setRequestHandler(ListResourceTemplatesRequestSchema, async () => ({
