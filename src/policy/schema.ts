@@ -143,7 +143,7 @@ export const McpMatchSchema = strictObject({
     .record(z.string().min(1), ArgConstraintSchema)
     .optional()
     .describe("Each named argument (of the tool, or of the prompt) must be present and satisfy its constraint; other arguments are free."),
-}).describe("An MCP tools/call (tool), resources/read (resource) or prompts/get (prompt): through any transport of the official MCP SDK in the guard, and at the AI gateway's MCP endpoint.");
+}).describe("An MCP tools/call (tool), resources/read (resource) or prompts/get (prompt), judged at the AI gateway's MCP endpoint. In the guard: a tools/call through any transport of the official MCP SDK, and all three when sent to a registered gateway's MCP endpoint (docs/connectors.md).");
 
 export const LlmMatchSchema = strictObject({
   model: globList("model").describe('Globs over "provider/model", e.g. "openai/gpt-4o*", "anthropic/*".'),
