@@ -40,12 +40,22 @@ afterAll(async () => {
 /** run starts a process and resolves with its exit code and output (never rejects). */
 function run(argv: string[], opts: { timeoutMs?: number } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const p = spawn(argv[0]!, argv.slice(1), { cwd: dir, stdio: ["ignore", "pipe", "pipe"] });
+    // Its own process group: on timeout the whole group is killed, so a grandchild (the agent under
+    // `meshguard run`) holding the pipes cannot keep "close" from coming, and the test fails with
+    // what was printed instead of hanging until vitest's timeout (seen once in a full run).
+    const p = spawn(argv[0]!, argv.slice(1), { cwd: dir, stdio: ["ignore", "pipe", "pipe"], detached: true });
     let stdout = "";
     let stderr = "";
     p.stdout.on("data", (d) => (stdout += d));
     p.stderr.on("data", (d) => (stderr += d));
-    const t = setTimeout(() => p.kill("SIGKILL"), opts.timeoutMs ?? 20_000);
+    const t = setTimeout(() => {
+      stderr += `\n[test] killed after ${opts.timeoutMs ?? 20_000} ms`;
+      try {
+        process.kill(-p.pid!, "SIGKILL");
+      } catch {
+        p.kill("SIGKILL");
+      }
+    }, opts.timeoutMs ?? 20_000);
     p.on("error", (e) => {
       clearTimeout(t);
       resolve({ code: null, stdout, stderr: stderr + String(e) });
