@@ -25,7 +25,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './lib/args.mjs';
 import { compared, fold, markdown } from './lib/report.mjs';
 import { toJson } from './lib/stats.mjs';
 
@@ -45,7 +45,7 @@ export const BENCHES = Object.freeze([
 ]);
 const SMOKE_DEFAULT = ['database', 'policy'];
 
-const { values: o } = parseArgs({
+const { values: o } = benchArgs(import.meta.url, {
   options: {
     runs: { type: 'string' },
     only: { type: 'string' },

@@ -53,7 +53,7 @@ import net from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './lib/args.mjs';
 import pg from 'pg';
 
 import { loadPolicy } from '../dist/policy/index.js';
@@ -62,7 +62,7 @@ import { setupPostgres, startBenchPostgres } from './lib/gateway-pg.mjs';
 import { installPgbouncer, startPgbouncer } from './lib/pgbouncer.mjs';
 import { formatTable, row, toJson } from './lib/stats.mjs';
 
-const { values: o } = parseArgs({
+const { values: o } = benchArgs(import.meta.url, {
   options: {
     json: { type: 'boolean', default: false },
     smoke: { type: 'boolean', default: false },

@@ -36,10 +36,10 @@ import { randomUUID } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './lib/args.mjs';
 import { formatTable, row, toJson } from './lib/stats.mjs';
 
-const { values: o } = parseArgs({ options: { json: { type: 'boolean', default: false }, smoke: { type: 'boolean', default: false }, rows: { type: 'string' }, engines: { type: 'string', default: 'sqlite,postgres' } } });
+const { values: o } = benchArgs(import.meta.url, { options: { json: { type: 'boolean', default: false }, smoke: { type: 'boolean', default: false }, rows: { type: 'string' }, engines: { type: 'string', default: 'sqlite,postgres' } } });
 const progress = (m) => process.stderr.write(`[bench/gateway-store] ${m}\n`);
 
 /** The built library when its gateway entry exports the store; else the sources (a gateway entry not built yet). */

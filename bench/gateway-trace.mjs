@@ -32,7 +32,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './lib/args.mjs';
 import { PerformanceObserver, performance } from 'node:perf_hooks';
 import { startJsonChild } from './lib/child.mjs';
 import { cliNodeOptions } from './lib/cli-options.mjs';
@@ -40,7 +40,7 @@ import { chatBody, closedLoop, closeTarget, once, target } from './lib/llm-load.
 import { schedstatReader, threadCpuMs } from './lib/schedstat.mjs';
 import { formatTable, row, toJson } from './lib/stats.mjs';
 
-const { values: o } = parseArgs({ options: { n: { type: 'string', default: '4000' }, block: { type: 'string', default: '200' }, json: { type: 'boolean', default: false } } });
+const { values: o } = benchArgs(import.meta.url, { options: { n: { type: 'string', default: '4000' }, block: { type: 'string', default: '200' }, json: { type: 'boolean', default: false } } });
 const N = Number(o.n);
 const BLOCK = Number(o.block);
 if (!Number.isInteger(N) || !Number.isInteger(BLOCK) || N < BLOCK || BLOCK < 1) throw new Error('bench/gateway-trace: --n and --block must be positive integers, --n at least --block');

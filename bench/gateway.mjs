@@ -85,7 +85,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './lib/args.mjs';
 import { startJsonChild } from './lib/child.mjs';
 import { cliNodeOptions } from './lib/cli-options.mjs';
 import { setupPeers, startLitellm, startPortkey } from './lib/gateway-peers.mjs';
@@ -96,7 +96,7 @@ import { Client as McpClient } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { Pool } from 'undici';
 
-const { values: o } = parseArgs({
+const { values: o } = benchArgs(import.meta.url, {
   options: {
     json: { type: 'boolean', default: false },
     smoke: { type: 'boolean', default: false },

@@ -43,7 +43,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './lib/args.mjs';
 import { deniedCause, installGuard, jsonLinesSink, memorySink } from '../dist/guard/index.js';
 import { decisionEvent, loadPolicy } from '../dist/policy/index.js';
 // The decoders alone are internal (not in dist's bundle): read from the sources (Node strips the types).
@@ -51,7 +51,7 @@ import '../test/gateway/fixtures/ts-source.mjs';
 const { decodeGatewayHttp, decodeGatewayMcp, parseGateway, registerGateways } = await import('../src/guard/gateways.ts');
 import { formatTable, row, toJson } from './lib/stats.mjs';
 
-const { values: o } = parseArgs({ options: { json: { type: 'boolean', default: false }, smoke: { type: 'boolean', default: false }, n: { type: 'string' } } });
+const { values: o } = benchArgs(import.meta.url, { options: { json: { type: 'boolean', default: false }, smoke: { type: 'boolean', default: false }, n: { type: 'string' } } });
 const n = Number(o.n ?? (o.smoke ? 200 : 5000));
 const block = o.smoke ? 50 : 250;
 const progress = (m) => process.stderr.write(`[bench/guard] ${m}\n`);

@@ -25,14 +25,14 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './lib/args.mjs';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { startJsonChild } from './lib/child.mjs';
 import { formatTable, row, toJson } from './lib/stats.mjs';
 
 const here = (p) => join(dirname(fileURLToPath(import.meta.url)), p);
-const { values: opts } = parseArgs({ options: { json: { type: 'boolean' }, smoke: { type: 'boolean' }, n: { type: 'string' } } });
+const { values: opts } = benchArgs(import.meta.url, { options: { json: { type: 'boolean' }, smoke: { type: 'boolean' }, n: { type: 'string' } } });
 const N = Number(opts.n ?? (opts.smoke ? 60 : 2000));
 const ROUNDS = opts.smoke ? 2 : 10;
 const TOKEN = `mcp-bench-${Math.random().toString(36).slice(2)}-token`;

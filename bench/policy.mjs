@@ -22,7 +22,7 @@
 // the peers.
 //
 // Build first (`node test/build.mjs`): it builds dist/ and the peers.
-import { parseArgs } from 'node:util';
+import { benchArgs } from './lib/args.mjs';
 
 import { compileRules, loadPolicy } from '../dist/policy/index.js';
 import { measureGuardedFetch } from './lib/guarded-fetch.mjs';
@@ -30,7 +30,7 @@ import { startCedar, startHttpFloor, startOathkeeper, startOpaServer, startOpaWa
 import { deepRequests, meshguardPolicy, meshguardRequest, ruleSet } from './lib/policy-ruleset.mjs';
 import { formatTable, row, toJson } from './lib/stats.mjs';
 
-const { values: o } = parseArgs({
+const { values: o } = benchArgs(import.meta.url, {
   options: {
     json: { type: 'boolean', default: false },
     smoke: { type: 'boolean', default: false },

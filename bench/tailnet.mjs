@@ -58,7 +58,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './lib/args.mjs';
 import { LocalControl } from '../dist/control/index.js';
 import { GO_BENCH_BIN, runGoPeer } from './lib/gopeer.mjs';
 import { runFirstDial } from './lib/first-dial.mjs';
@@ -66,7 +66,7 @@ import { runLoopback } from './lib/loopback.mjs';
 import { MODES, runManyNodes } from './lib/many-nodes.mjs';
 import { formatTable, row, toJson } from './lib/stats.mjs';
 
-const { values: o } = parseArgs({
+const { values: o } = benchArgs(import.meta.url, {
   options: {
     json: { type: 'boolean', default: false },
     smoke: { type: 'boolean', default: false },

@@ -40,7 +40,7 @@ import http from 'node:http';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './lib/args.mjs';
 import { ed25519 } from '@noble/curves/ed25519.js';
 import { importJWK, jwtVerify } from 'jose';
 import { LocalControl } from '../dist/control/index.js';
@@ -49,7 +49,7 @@ import { jsonLinesSink, loadPolicy } from '../dist/policy/index.js';
 import { createTokenClient, createVerifier, startTokenIssuer } from '../dist/tokens/index.js';
 import { formatTable, row, toJson } from './lib/stats.mjs';
 
-const { values: o } = parseArgs({ options: { json: { type: 'boolean', default: false }, smoke: { type: 'boolean', default: false }, n: { type: 'string' } } });
+const { values: o } = benchArgs(import.meta.url, { options: { json: { type: 'boolean', default: false }, smoke: { type: 'boolean', default: false }, n: { type: 'string' } } });
 const n = Number(o.n ?? (o.smoke ? 200 : 5000));
 const block = o.smoke ? 50 : 250;
 const progress = (m) => process.stderr.write(`[bench/tokens] ${m}\n`);
