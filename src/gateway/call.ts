@@ -12,8 +12,7 @@
  */
 
 import type { IncomingMessage, ServerResponse } from "node:http";
-import type { Policy } from "../policy/load.js";
-import { approve } from "./approve.js";
+import { decideCall, type Decided } from "./approve.js";
 import type { Decision, LlmTarget } from "../policy/types.js";
 import type { GatewayContext } from "./context.js";
 import { bodyFacts, clientSessionId, producesOutput, requestParams, type BodyFacts, type Endpoint } from "./facts.js";
@@ -132,18 +131,6 @@ async function run(ctx: GatewayContext, st: CallState, req: IncomingMessage, res
 }
 
 /**
- * How the policy decided a call: kept so that deciding it again (after a
- * pre-request hook changed it) counts the call once, not twice.
- */
-interface Decided {
-  /** The policy that decided, and its own decision (before any approval). */
-  policy: Policy;
-  decision: Decision;
-  /** The approve rule whose approver already said yes to this call. */
-  approvedRule?: string;
-}
-
-/**
  * admit routes a request by its facts, asks the policy and reserves quota
  * (steps 2 to 4). It answers the client and returns undefined when any of
  * them refuses; `why` prefixes the reason (a re-check after a hook), and
@@ -192,29 +179,9 @@ async function admit(
   return { route, facts, decided: decided! };
 }
 
-/**
- * decide asks the policy; an approve rule holds the call until an approver
- * answers (no answer in time: deny). A call decided again (`before`: a
- * pre-request hook changed it) is one call: the rate-limit token the first
- * decision spent is given back before the policy decides anew, and an
- * approve rule whose approver already said yes to it is not asked again.
- * `decided` is undefined only when no policy is loaded.
- */
-async function decide(ctx: GatewayContext, caller: Caller, route: Route, facts: CallFacts, before: Decided | undefined): Promise<{ d: Decision; decided?: Decided }> {
-  const policy = ctx.policy();
-  if (policy === undefined) return { d: { effect: "deny", reason: "no policy is loaded (the gateway fails closed)" } };
+/** decide asks the policy about the LLM target of a routed call (./approve.ts decideCall). */
+function decide(ctx: GatewayContext, caller: Caller, route: Route, facts: CallFacts, before: Decided | undefined): Promise<{ d: Decision; decided?: Decided }> {
   const target: LlmTarget = { kind: "llm", provider: route.provider.name, model: route.model };
   if (facts.maxTokens !== undefined) target.maxTokens = facts.maxTokens;
-  // A policy reloaded in between has rate buckets of its own: the first token is not its to give back.
-  if (before !== undefined && before.policy === policy) policy.giveBack(caller.principal, before.decision);
-  const d = policy.evaluate({ principal: caller.principal, target });
-  const decided: Decided = { policy, decision: d };
-  if (d.effect !== "approve") return { d, decided };
-  if (before?.approvedRule !== undefined && before.approvedRule === d.ruleId) {
-    decided.approvedRule = before.approvedRule;
-    return { d: { effect: "allow", ruleId: d.ruleId, reason: "approved (before a pre-request hook changed the call, under the same rule)" }, decided };
-  }
-  const out = await approve(ctx.approvals, caller.principal, target, d);
-  if (out.effect === "allow" && d.ruleId !== undefined) decided.approvedRule = d.ruleId;
-  return { d: out, decided };
+  return decideCall(ctx.policy(), ctx.approvals, caller.principal, target, before);
 }

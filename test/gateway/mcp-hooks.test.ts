@@ -29,6 +29,7 @@ beforeAll(async () => {
     const args = (r.body.request.body as { arguments?: { repo?: string } } | null)?.arguments;
     if (args?.repo === "acme/blocked") return { json: { action: "block", status: 422, message: "no blocked repos" } };
     if (args?.repo === "acme/rename") return { json: { action: "modify", body: { name: "get_issue", arguments: { repo: "acme/renamed" } } } };
+    if (args?.repo === "rated/one") return { json: { action: "modify", body: { name: "get_issue", arguments: { repo: "rated/changed" } } } };
     if (args?.repo === "acme/escape") return { json: { action: "modify", body: { name: "get_issue", arguments: { repo: "evil/app" } } } };
     return { json: { action: "allow" } };
   });
@@ -38,7 +39,10 @@ beforeAll(async () => {
     return { json: { action: "record" } };
   });
   const policy = join(dir, "policy.hujson");
-  writeFileSync(policy, JSON.stringify({ meshguard: { version: 6, rules: [{ id: "acme", src: ["tag:local"], mcp: { server: ["github"], tool: ["get_issue"], args: { repo: "acme/*" } } }] } }));
+  writeFileSync(policy, JSON.stringify({ meshguard: { version: 6, rules: [
+          { id: "acme", src: ["tag:local"], mcp: { server: ["github"], tool: ["get_issue"], args: { repo: "acme/*" } } },
+          { id: "rated", src: ["tag:local"], mcp: { server: ["github"], tool: ["get_issue"], args: { repo: "rated/*" } }, when: { rate: { perMinute: 1 } } },
+        ] } }));
   gw = await startGateway({
     config: {
       policy,
@@ -100,6 +104,13 @@ describe("hooks on MCP calls", () => {
     expect(e.code).toBe(-32003);
     expect(e.message).toMatch(/changed the call's arguments, and the policy does not allow it/);
     expect(up.ran.some((r) => r.repo === "evil/app")).toBe(false);
+  });
+
+  it("a call a hook modified is decided again as one call: its rate counted once", async () => {
+    // One call a minute under the rule: the first decision's token is given back before the second.
+    expect((await get("rated/one")).content[0]!.text).toBe("issue of rated/changed");
+    const e = await refusal(get("rated/other"));
+    expect(e.message).toMatch(/rate/);
   });
 
   it("a post hook's redact replaces the result", async () => {

@@ -41,10 +41,10 @@ import {
   type Tool,
 } from "@modelcontextprotocol/sdk/types.js";
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
-import { approve } from "../approve.js";
+import { decideCall, type Decided } from "../approve.js";
 import { CredentialUnavailableError, type CredentialSource } from "../credentials/types.js";
 import type { KeyScrubber } from "../scrub.js";
-import type { McpTarget, Decision } from "../../policy/types.js";
+import type { McpTarget } from "../../policy/types.js";
 import type { GatewayContext } from "../context.js";
 import { finish, newCallState } from "../record.js";
 import type { ApiOperation, Caller } from "../types.js";
@@ -379,7 +379,7 @@ export class McpSession {
     st.model = st.facts.model;
     st.requestBody = this.ctx.retention.mode === "full" ? Buffer.from(JSON.stringify(target.resource !== undefined ? { uri: target.resource } : { name: st.model, arguments: target.args })) : undefined;
     try {
-      const d = await this.decide(caller, target, signal);
+      const { d, decided } = await decideCall(this.ctx.policy(), this.ctx.approvals, caller.principal, target, undefined, signal);
       if (d.ruleId !== undefined) st.ruleId = d.ruleId;
       if (signal.aborted) {
         st.status = 499;
@@ -415,7 +415,7 @@ export class McpSession {
         }
         st.reservation = v.reservation;
       }
-      const args = await this.preHooks(st, caller, target);
+      const args = await this.preHooks(st, caller, target, decided, signal);
       st.tUpstream = performance.now();
       const u = up;
       let out: T;
@@ -451,7 +451,7 @@ export class McpSession {
    * `arguments` (a tool call or a prompt): the modified call is judged
    * again, and refused unless the policy allows it as it now is.
    */
-  private async preHooks(st: ReturnType<typeof newCallState>, caller: Caller, target: McpTarget): Promise<Record<string, unknown>> {
+  private async preHooks(st: ReturnType<typeof newCallState>, caller: Caller, target: McpTarget, first: Decided | undefined, signal: AbortSignal): Promise<Record<string, unknown>> {
     const hooks = this.ctx.hooks;
     if (hooks === undefined || !hooks.hasPre) return target.args;
     const body = target.resource !== undefined ? { uri: target.resource } : { name: st.model, arguments: target.args };
@@ -463,12 +463,13 @@ export class McpSession {
       throw this.hookRefusal(st, { status: 500, hook: "pre-request", message: 'a pre-request hook modified an MCP call without an "arguments" object: answer { "name": ..., "arguments": { ... } }' });
     }
     st.hookModified = true;
-    const again = this.ctx.policy()?.evaluate({ principal: caller.principal, target: { ...target, args: args as Record<string, unknown> } });
-    if (again?.effect !== "allow") {
+    // Decided again as one call: its rate token given back first, an approval under the same rule kept.
+    const { d: again } = await decideCall(this.ctx.policy(), this.ctx.approvals, caller.principal, { ...target, args: args as Record<string, unknown> }, first, signal);
+    if (again.effect !== "allow") {
       st.status = 403;
       st.outcome = "denied";
-      st.reason = `a pre-request hook changed the call's arguments, and the policy does not allow it as changed: ${again?.reason ?? "no policy is loaded"}`;
-      throw new McpError(MCP_DENIED, `meshguard: ${st.reason}`, { code: "MESHGUARD_POLICY_DENIED", ...(again?.ruleId !== undefined ? { ruleId: again.ruleId } : {}) });
+      st.reason = `a pre-request hook changed the call's arguments, and the policy does not allow it as changed: ${again.reason}`;
+      throw new McpError(MCP_DENIED, `meshguard: ${st.reason}`, { code: "MESHGUARD_POLICY_DENIED", ...(again.ruleId !== undefined ? { ruleId: again.ruleId } : {}) });
     }
     if (st.requestBody !== undefined) st.requestBody = Buffer.from(JSON.stringify({ name: st.model, arguments: args }));
     return args as Record<string, unknown>;
@@ -499,15 +500,6 @@ export class McpSession {
     st.reason = this.ctx.scrub.text(err.message.split("\n")[0]!);
     const hint = err.hint !== undefined ? this.ctx.scrub.text(err.hint) : undefined;
     return new McpError(MCP_CREDENTIAL, `meshguard: ${st.reason}${hint !== undefined ? `: ${hint}` : ""}`, { code: "MESHGUARD_CREDENTIAL_UNAVAILABLE", server, ...(hint !== undefined ? { hint } : {}) });
-  }
-
-  /** decide asks the policy; approve holds the call for the approver, and gives up as soon as the client does (the approver's signal is aborted). */
-  private async decide(caller: Caller, target: McpTarget, signal: AbortSignal): Promise<Decision> {
-    const policy = this.ctx.policy();
-    if (policy === undefined) return { effect: "deny", reason: "no policy is loaded (the gateway fails closed)" };
-    const d = policy.evaluate({ principal: caller.principal, target });
-    if (d.effect !== "approve") return d;
-    return approve(this.ctx.approvals, caller.principal, target, d, signal);
   }
 }
 
