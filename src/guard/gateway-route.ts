@@ -12,6 +12,14 @@
  *  - MCP: `github__create_issue` is tool `create_issue` of server `github`.
  */
 
+import { z } from "zod";
+
+/** A connector prefix ("/v1/connectors"): the gateway's config and a guard's registration of it validate it alike. */
+export const CONNECTOR_PREFIX = z
+  .string()
+  .regex(/^\/[A-Za-z0-9_.-]+(?:\/[A-Za-z0-9_.-]+)*$/, 'must be a path such as "/v1/connectors" (no trailing "/")')
+  .refine((p) => !p.split("/").some((s) => s === "." || s === ".."), 'must not contain "." or ".." segments');
+
 /** Headers that describe one hop (RFC 9110 §7.6.1) or that the gateway sets itself. */
 export const HOP_HEADERS = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "host", "content-length", "expect", "accept-encoding", "http2-settings"]);
 

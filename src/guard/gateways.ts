@@ -35,7 +35,7 @@
 import { z } from "zod";
 import { parseWith } from "../config.js";
 import { ErrorCode, MeshguardError } from "../errors.js";
-import { CONNECTOR_NAME_RE, connectorOfPath, credentialNames, dropParams, forwardedHeaders, MCP_SERVER_NAME_RE, pathRefusal, splitName, upstreamPath } from "./gateway-route.js";
+import { CONNECTOR_NAME_RE, CONNECTOR_PREFIX as PREFIX, connectorOfPath, credentialNames, dropParams, forwardedHeaders, MCP_SERVER_NAME_RE, pathRefusal, splitName, upstreamPath } from "./gateway-route.js";
 import { normalizeHost } from "../policy/hosts.js";
 import type { HttpTarget, McpTarget } from "../policy/types.js";
 import { refuseVia, type CheckOptions, type GuardCore, type Verdict } from "./core.js";
@@ -78,11 +78,6 @@ export interface GatewayVia {
   /** The HTTP API connector the call went to (absent for MCP calls). */
   connector?: string;
 }
-
-const PREFIX = z
-  .string()
-  .regex(/^\/[A-Za-z0-9_.-]+(?:\/[A-Za-z0-9_.-]+)*$/, 'must be a path such as "/v1/connectors" (no trailing "/")')
-  .refine((p) => !p.split("/").some((s) => s === "." || s === ".."), 'must not contain "." or ".." segments');
 
 const httpUrl = (example: string) =>
   z

@@ -12,14 +12,9 @@ import { AuthConfigSchema } from "../credentials/registry.js";
 import { BucketRefsSchema } from "../quotas/config.js";
 import { upstreamUrlSchema } from "../url.js";
 
-import { CONNECTOR_NAME_RE } from "../../guard/gateway-route.js";
+import { CONNECTOR_NAME_RE, CONNECTOR_PREFIX as PREFIX } from "../../guard/gateway-route.js";
 
 export { CONNECTOR_NAME_RE };
-
-const PREFIX = z
-  .string()
-  .regex(/^\/[A-Za-z0-9_.-]+(?:\/[A-Za-z0-9_.-]+)*$/, 'must be a path such as "/v1/connectors" (no trailing "/")')
-  .refine((p) => !p.split("/").some((s) => s === "." || s === ".."), 'must not contain "." or ".." segments');
 
 export const HttpConnectorSchema = z
   .object({
