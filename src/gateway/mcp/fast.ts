@@ -41,13 +41,13 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { randomUUID } from "node:crypto";
 import { StringDecoder } from "node:string_decoder";
-import { Agent, type Dispatcher } from "undici";
+import { Agent } from "undici";
 import { createParser } from "eventsource-parser";
 import { StreamableHTTPClientTransport, StreamableHTTPError } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { CallToolResultSchema, ErrorCode, JSONRPCMessageSchema, McpError, SUPPORTED_PROTOCOL_VERSIONS, type CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { splitName } from "./names.js";
 import type { McpSession, Upstream } from "./session.js";
-import { injectorOf } from "./upstream-auth.js";
+import { injectorOf, withQuery } from "./upstream-auth.js";
 
 /** Counts of requests that took the fast path and that fell back to the SDK path (tests and benchmarks read them). */
 export const fastStats = { calls: 0, fallbacks: 0 };
@@ -344,26 +344,21 @@ async function send(t: TransportInternals & { _url: URL }, agent: Agent, body: s
     headers.forEach((v, k) => (h[k] = v));
     h["content-type"] = "application/json";
     h.accept = "application/json, text/event-stream";
-    const post = async (): Promise<{ r: Dispatcher.ResponseData; renew: (() => Promise<void>) | undefined }> => {
-      if (inj === undefined) return { r: await agent.request({ origin: t._url.origin, path: t._url.pathname + t._url.search, method: "POST", headers: h, body, signal }), renew: undefined };
-      const { ctx, cred } = await inj.resolve(signal);
-      let url = t._url;
-      if (cred.query !== undefined) {
-        url = new URL(t._url);
-        for (const [k, v] of Object.entries(cred.query)) url.searchParams.set(k, v);
-      }
-      const hh = { ...h };
-      for (const k in cred.headers) hh[k.toLowerCase()] = cred.headers[k]!;
-      const r = await agent.request({ origin: url.origin, path: url.pathname + url.search, method: "POST", headers: hh, body, signal });
-      return { r, renew: inj.refused === undefined ? undefined : () => inj.refused!(ctx, cred) };
-    };
-    let { r, renew } = await post();
-    // As the transport's fetch does: a 401 renews an OAuth credential and the call is sent once more.
-    if (r.statusCode === 401 && renew !== undefined) {
-      await r.body.dump();
-      await renew();
-      ({ r } = await post());
-    }
+    const post = (url: URL, hh: Record<string, string>) => agent.request({ origin: url.origin, path: url.pathname + url.search, method: "POST", headers: hh, body, signal });
+    // As the transport's fetch does (the same injector): the credential for this caller, and a 401 renews an OAuth one and sends the call once more.
+    const r =
+      inj === undefined
+        ? await post(t._url, h)
+        : await inj.sendWith(
+            signal,
+            (cred) => {
+              const hh = { ...h };
+              for (const k in cred.headers) hh[k.toLowerCase()] = cred.headers[k]!;
+              return post(withQuery(t._url, cred), hh);
+            },
+            (x) => x.statusCode,
+            (x) => x.body.dump(),
+          );
     const ct = r.headers["content-type"];
     return {
       status: r.statusCode,

@@ -29,10 +29,22 @@ export const INJECTOR = Symbol("meshguard.mcp.upstreamAuth");
 
 /** Injector is what the fast path uses of an UpstreamAuth. */
 export interface Injector {
-  /** resolve gets the credential for the session's caller now (remembered for scrubbing). */
-  resolve(signal?: AbortSignal): Promise<{ ctx: CredentialContext; cred: InjectedCredential }>;
-  /** refused tells the source the upstream answered 401 to `cred`: an OAuth token is renewed at the next resolve. Absent for kinds that cannot renew. */
-  refused: ((ctx: CredentialContext, cred: InjectedCredential) => Promise<void>) | undefined;
+  /**
+   * sendWith sends one request with the credential for the session's
+   * caller now (remembered for scrubbing); when the upstream answers 401
+   * and the source can renew (OAuth), the answer is discarded, the source
+   * told, and the request sent once more with the new credential — what
+   * the authed fetch does for the SDK transport.
+   */
+  sendWith<R>(signal: AbortSignal | undefined, send: (cred: InjectedCredential) => Promise<R>, statusOf: (r: R) => number, discard: (r: R) => Promise<unknown>): Promise<R>;
+}
+
+/** withQuery is `url` with the credential's query parameters set (the same URL when it has none). */
+export function withQuery(url: URL, cred: InjectedCredential): URL {
+  if (cred.query === undefined) return url;
+  const u = new URL(url);
+  for (const [k, v] of Object.entries(cred.query)) u.searchParams.set(k, v);
+  return u;
 }
 
 /** injectorOf is the injector of an authed fetch, or undefined for any other fetch. */
@@ -56,38 +68,39 @@ export function upstreamAuth(server: string, source: CredentialSource, caller: (
       recent = [s, ...recent].slice(0, KEPT);
     }
   };
-  const resolve = async (signal?: AbortSignal | null) => {
-    const ctx: CredentialContext = { connector: server, caller: caller(), ...(signal ? { signal } : {}) };
-    const cred = await source.resolve(ctx);
-    remember(cred);
-    return { ctx, cred };
+  const injector: Injector = {
+    async sendWith(signal, send, statusOf, discard) {
+      const once = async () => {
+        const ctx: CredentialContext = { connector: server, caller: caller(), ...(signal ? { signal } : {}) };
+        const cred = await source.resolve(ctx);
+        remember(cred);
+        return { r: await send(cred), ctx, cred };
+      };
+      const first = await once();
+      if (statusOf(first.r) !== 401 || source.rejected === undefined) return first.r;
+      await discard(first.r);
+      await source.rejected(first.ctx, first.cred);
+      return (await once()).r;
+    },
   };
-  const send = async (input: string | URL | Request, init: RequestInit | undefined): Promise<{ res: Response; ctx: CredentialContext; cred: InjectedCredential }> => {
-    const { ctx, cred } = await resolve(init?.signal);
-    let url: string | URL | Request = input;
-    if (cred.query !== undefined) {
-      const u = new URL(input instanceof Request ? input.url : input.toString());
-      for (const [k, v] of Object.entries(cred.query)) u.searchParams.set(k, v);
-      url = u;
-    }
-    // The SDK transport builds fresh Headers for every request: set on them (a retry sets the same values again).
-    let headers: Headers;
-    if (init?.headers instanceof Headers && !(input instanceof Request)) headers = init.headers;
-    else {
-      headers = new Headers(input instanceof Request ? input.headers : undefined);
-      new Headers(init?.headers).forEach((v, k) => headers.set(k, v));
-    }
-    for (const k in cred.headers) headers.set(k, cred.headers[k]!);
-    return { res: await base(url instanceof Request ? url.url : url, { ...init, headers }), ctx, cred };
-  };
-  const authed = async (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
-    const first = await send(input, init);
-    if (first.res.status !== 401 || source.rejected === undefined) return first.res;
-    await first.res.body?.cancel().catch(() => {});
-    await source.rejected(first.ctx, first.cred);
-    return (await send(input, init)).res;
-  };
-  const injector: Injector = { resolve, refused: source.rejected === undefined ? undefined : async (ctx, cred) => source.rejected!(ctx, cred) };
+  const authed = (input: string | URL | Request, init?: RequestInit): Promise<Response> =>
+    injector.sendWith(
+      init?.signal ?? undefined,
+      (cred) => {
+        const url = withQuery(new URL(input instanceof Request ? input.url : input.toString()), cred);
+        // The SDK transport builds fresh Headers for every request: set on them (a retry sets the same values again).
+        let headers: Headers;
+        if (init?.headers instanceof Headers && !(input instanceof Request)) headers = init.headers;
+        else {
+          headers = new Headers(input instanceof Request ? input.headers : undefined);
+          new Headers(init?.headers).forEach((v, k) => headers.set(k, v));
+        }
+        for (const k in cred.headers) headers.set(k, cred.headers[k]!);
+        return base(url, { ...init, headers });
+      },
+      (r) => r.status,
+      (r) => r.body?.cancel().catch(() => {}) ?? Promise.resolve(),
+    );
   Object.defineProperty(authed, INJECTOR, { value: injector });
   return { fetch: authed as typeof fetch, secrets: () => recent };
 }
