@@ -21,6 +21,7 @@
 //
 //   node bench/tailnet.mjs [--json] [--smoke] [--rtt N] [--bytes B] [--runs R] [--dials D]
 //                          [--systems loopback,go-tsnet,meshguard,meshguard-derp,meshguard-wasm]
+//                          [--baseline-addon PATH]
 //   node bench/tailnet.mjs --first-dial [--pairs N] [--json] [--smoke]
 //   node bench/tailnet.mjs --nodes N [--concurrency C] [--modes trimmed,all-to-all] [--runs R] [--json] [--smoke]
 //
@@ -30,6 +31,10 @@
 // the first dial's time to connected (p50, p99, max, and how many took ≥ 1 s)
 // for meshguard and for pure Go tsnet, in blocks that alternate between the
 // two so both see the same machine load. 200 pairs per system (--smoke: 5).
+//
+// --baseline-addon PATH adds a row meshguard-baseline: the native backend
+// with that addon build (e.g. main's, to compare a data-path change against
+// it in the same run), with its own ratios to go-tsnet.
 //
 // Runs alternate: the systems run in one order in odd runs and the reverse
 // in even ones (go-tsnet, meshguard, meshguard-derp, meshguard-wasm), so all
@@ -84,6 +89,7 @@ const { values: o } = benchArgs(import.meta.url, {
     'wasm-rtt': { type: 'string' },
     'wasm-bytes': { type: 'string' },
     systems: { type: 'string' },
+    'baseline-addon': { type: 'string' },
   },
 });
 const pairs = Number(o.pairs ?? (o.smoke ? 5 : 200));
@@ -102,8 +108,16 @@ const wasmRtt = Number(o['wasm-rtt'] ?? (o.smoke ? 20 : 300));
 const wasmBytes = Number(o['wasm-bytes'] ?? (o.smoke ? 256 << 10 : 8 << 20));
 // --systems picks the rows to run (default: all but meshguard-derp), e.g.
 // `--systems meshguard-wasm,meshguard-derp` while working on the wasm core.
-const SYSTEMS = ['loopback', 'go-tsnet', 'meshguard', 'meshguard-derp', 'meshguard-wasm'];
-const chosen = new Set((o.systems ?? SYSTEMS.filter((s) => s !== 'meshguard-derp').join(',')).split(','));
+// --baseline-addon PATH adds the system meshguard-baseline: the native
+// backend with another addon build (MESHGUARD_ADDON=PATH, e.g. main's), same
+// JS, alternating with the others in the same run, with its own ratios to
+// Go tsnet — how a data-path change is compared against the code before it.
+const SYSTEMS = ['loopback', 'go-tsnet', 'meshguard', 'meshguard-baseline', 'meshguard-derp', 'meshguard-wasm'];
+const baselineAddon = o['baseline-addon'];
+if (baselineAddon !== undefined && !existsSync(baselineAddon)) throw new TypeError(`--baseline-addon: no file at ${baselineAddon} (give the path of a built meshguard.node)`);
+const chosen = new Set((o.systems ?? SYSTEMS.filter((s) => s !== 'meshguard-derp' && s !== 'meshguard-baseline').join(',')).split(','));
+if (baselineAddon !== undefined) chosen.add('meshguard-baseline');
+if (chosen.has('meshguard-baseline') && baselineAddon === undefined) throw new TypeError('--systems: meshguard-baseline needs --baseline-addon PATH (the addon build to compare against)');
 for (const s of chosen) if (!SYSTEMS.includes(s)) throw new TypeError(`--systems: unknown system ${s} (use ${SYSTEMS.join(', ')})`);
 const WASM_BUILT = existsSync(fileURLToPath(new URL('../wasm/meshguard.wasm', import.meta.url)));
 const progress = (m) => process.stderr.write(`[bench/tailnet] ${m}\n`);
@@ -139,11 +153,11 @@ function perRun(r) {
   return { rtt: median(r.rttUs), throughput: r.throughputMiBps, 'dial (warm)': median(r.dialMs.slice(1)) };
 }
 
-/** addRatios records one run's meshguard / go-tsnet ratio of each per-run figure. */
-function addRatios(mesh, go) {
+/** addRatios records one run's system / go-tsnet ratio of each per-run figure. */
+function addRatios(mesh, go, system = 'meshguard') {
   const m = perRun(mesh);
   const g = perRun(go);
-  for (const k of Object.keys(m)) add('meshguard / go-tsnet', `${k} (ratio)`, 'x', m[k] / g[k]);
+  for (const k of Object.keys(m)) add(`${system} / go-tsnet`, `${k} (ratio)`, 'x', m[k] / g[k]);
 }
 
 function addPeer(system, r) {
@@ -262,6 +276,7 @@ try {
       const peers = {
         'go-tsnet': () => runGoPeer({ controlUrl: control.url, serverKey, clientKey, rtt, bytes, dials, goBin: GO_BENCH_BIN }),
         meshguard: () => runGoPeer({ controlUrl: control.url, serverKey, clientKey, rtt, bytes, dials, ...meshPeer(native) }),
+        'meshguard-baseline': () => runGoPeer({ controlUrl: control.url, serverKey, clientKey, rtt, bytes, dials, ...meshPeer({ ...native, MESHGUARD_ADDON: baselineAddon }) }),
         // The native backend with every packet through the local DERP, as
         // the wasm core always is: what the relay itself costs.
         'meshguard-derp': () => runGoPeer({ controlUrl: control.url, serverKey, clientKey, ...relayed, dials, ...meshPeer({ ...native, TS_DEBUG_ALWAYS_USE_DERP: '1' }) }),
@@ -274,7 +289,7 @@ try {
           progress(`run ${i + 1}/${runs}: ${system} skipped: ${missing.reason}`);
           continue;
         }
-        progress(`run ${i + 1}/${runs}: ${system}`);
+        progress(`run ${i + 1}/${runs}: ${system} (load average ${loadavg()[0].toFixed(2)})`);
         got[system] = await peers[system]();
         addPeer(system, got[system]);
       }
@@ -283,6 +298,11 @@ try {
         const m = perRun(got.meshguard);
         const g = perRun(got['go-tsnet']);
         progress(`run ${i + 1}/${runs}: rtt p50 ${m.rtt.toFixed(0)} vs ${g.rtt.toFixed(0)} us, throughput ${m.throughput.toFixed(0)} vs ${g.throughput.toFixed(0)} MiB/s, warm dial p50 ${m['dial (warm)'].toFixed(2)} vs ${g['dial (warm)'].toFixed(2)} ms (meshguard vs go-tsnet)`);
+      }
+      if (got['go-tsnet'] && got['meshguard-baseline']) {
+        addRatios(got['meshguard-baseline'], got['go-tsnet'], 'meshguard-baseline');
+        const b = perRun(got['meshguard-baseline']);
+        progress(`run ${i + 1}/${runs}: meshguard-baseline: rtt p50 ${b.rtt.toFixed(0)} us, throughput ${b.throughput.toFixed(0)} MiB/s, warm dial p50 ${b['dial (warm)'].toFixed(2)} ms`);
       }
       for (const system of ['meshguard-derp', 'meshguard-wasm']) {
         if (!got[system]) continue;
@@ -297,11 +317,11 @@ try {
 
 for (const [k, xs] of acc) {
   const [system, metric] = k.split('|');
-  if (system !== 'meshguard / go-tsnet') continue;
-  progress(`${metric.replace(' (ratio)', '')}: meshguard / go-tsnet, median of ${xs.length} runs ${median(xs).toFixed(2)}x (min–max ${Math.min(...xs).toFixed(2)}–${Math.max(...xs).toFixed(2)})`);
+  if (!system.endsWith(' / go-tsnet')) continue;
+  progress(`${metric.replace(' (ratio)', '')}: ${system}, median of ${xs.length} runs ${median(xs).toFixed(2)}x (min–max ${Math.min(...xs).toFixed(2)}–${Math.max(...xs).toFixed(2)})`);
 }
 
-const order = ['meshguard', 'meshguard-derp', 'meshguard-wasm', 'go-tsnet', 'meshguard / go-tsnet', 'loopback', 'node (bare)'];
+const order = ['meshguard', 'meshguard-baseline', 'meshguard-derp', 'meshguard-wasm', 'go-tsnet', 'meshguard / go-tsnet', 'meshguard-baseline / go-tsnet', 'loopback', 'node (bare)'];
 const rows = [...acc.entries()]
   .map(([k, samples]) => {
     const [system, metric, unit] = k.split('|');
