@@ -88,9 +88,10 @@ func pump(tc net.Conn, uc *net.UnixConn, done func()) {
 			teardown()
 		}
 	}
+	// One goroutine per direction: this one copies host → tailnet itself.
 	wg.Add(2)
-	go copyHalf(tc, uc)
 	go copyHalf(uc, tc)
+	copyHalf(tc, uc)
 	wg.Wait()
 	teardown()
 	done()
