@@ -11,16 +11,17 @@
 // back from there, on demand. Only segments that are never written are
 // touched: text and read-only data; the relocated (RELRO) and writable
 // segments keep their contents.
+// Linux only: elsewhere (macOS) mg_release_pages does nothing.
+void mg_release_pages(void);
+
+#if defined(__linux__)
 #define _GNU_SOURCE
-#include <dlfcn.h>
 #include <link.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
-
-void mg_release_pages(void);
 
 struct mg_self {
   uintptr_t addr;  // an address inside this object
@@ -58,3 +59,6 @@ void mg_release_pages(void) {
   struct mg_self self = {(uintptr_t)&mg_release_pages, 0};
   dl_iterate_phdr(mg_release_cb, &self);
 }
+#else
+void mg_release_pages(void) {}
+#endif
