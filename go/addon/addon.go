@@ -8,6 +8,7 @@ package main
 #include <string.h>
 #include "addon.h"
 void mg_post(char* msg);
+void mg_release_pages(void);
 */
 import "C"
 
@@ -32,6 +33,8 @@ func post(msg []byte) {
 //
 //export mgInit
 func mgInit(efd C.int) {
+	// The runtime has started: the pages it read to get here need not stay (pages.c).
+	C.mg_release_pages()
 	theCore = core.New(post, fdBridge{})
 	// A non-blocking fd wrapped by os.NewFile is waited on by Go's netpoller:
 	// the dispatcher holds no thread while the queue is empty.

@@ -48,15 +48,35 @@ export function platformPackageName(t: PlatformTarget | string): string {
 let libcCache: Libc | undefined | null = null;
 
 /**
+ * libcOfMaps tells glibc from musl by the C library this process has mapped
+ * (`/proc/self/maps`): glibc's loader or libc.so.6, or musl's loader. The
+ * answer is this process's own libc, which is what an addon links against.
+ */
+export function libcOfMaps(maps: string): Libc | undefined {
+  if (/\/(ld-musl-[^/\s]*\.so[^/\s]*|libc\.musl-[^/\s]*)$/m.test(maps)) return "musl";
+  if (/\/(ld-linux[^/\s]*\.so\.\d+|libc\.so\.6)$/m.test(maps)) return "glibc";
+  return undefined;
+}
+
+/**
  * detectLibc tells glibc from musl on Linux (undefined elsewhere, or when it
- * cannot tell). A glibc Node reports the glibc it runs on in its diagnostic
- * report header; a musl one (Alpine) has no such field and maps a musl
- * loader. `/usr/bin/ldd` is the last resort (musl's ldd is its loader).
+ * cannot tell): first by the C library mapped into this process
+ * (`/proc/self/maps`, a cheap read); then by the diagnostic report, whose
+ * header names the glibc a glibc Node runs on and which lists a musl one's
+ * loader (building it costs ~1 MB of resident memory, which is why it is not
+ * the first choice: docs/core.md, "Memory"); `/usr/bin/ldd` is the last
+ * resort (musl's ldd is its loader).
  */
 export function detectLibc(): Libc | undefined {
   if (process.platform !== "linux") return undefined;
   if (libcCache !== null) return libcCache;
   libcCache = undefined;
+  try {
+    libcCache = libcOfMaps(readFileSync("/proc/self/maps", "latin1"));
+  } catch {
+    // no /proc: fall through to the report
+  }
+  if (libcCache !== undefined) return libcCache;
   try {
     // The network section can do reverse DNS lookups: leave it out, and put
     // the user's setting back.
