@@ -24,7 +24,8 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { ADDON_SOURCE_DIRS, WASM_OMIT_FILES, WASM_SOURCE_DIRS, addonBuildCommand, hostCC, hostGo, wasmBuildCommand } from "./addon-build.mjs";
-import { copyFileSync } from "node:fs";
+import { copyFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { slim } from "./wasm-slim.mjs";
 import { gzipSync } from "node:zlib";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
@@ -111,11 +112,26 @@ await phase("testaddon", () => buildAddon(join(root, "build", "meshguard-testhoo
 await phase("wasm", () => {
   const out = join(root, "wasm", "meshguard.wasm");
   const exec = join(root, "wasm", "wasm_exec.js");
-  const src = Math.max(...WASM_SOURCE_DIRS.map((d) => newest(join(goDir, d), [".go"])), mtime(join(goDir, "go.mod")), mtime(join(goDir, "go.sum")), ...WASM_OMIT_FILES.map((f) => mtime(join(goDir, f))));
+  const src = Math.max(...WASM_SOURCE_DIRS.map((d) => newest(join(goDir, d), [".go"])), mtime(join(goDir, "go.mod")), mtime(join(goDir, "go.sum")), ...WASM_OMIT_FILES.map((f) => mtime(join(goDir, f))), ...["test/wasm-slim.mjs", "wasm/findfunctab.mjs", "test/addon-build.mjs"].map((f) => mtime(join(root, f))));
   if (!args.force && mtime(out) > src && existsSync(exec)) return false;
   log("building the wasm core (GOOS=js GOARCH=wasm; first build compiles tailscale.com for js: ~2 min on 2 cores)...");
-  const c = wasmBuildCommand({ root, out });
+  const linked = `${out}.linked`;
+  const c = wasmBuildCommand({ root, out: linked });
+  const t0 = performance.now();
   run(c.cmd, c.argv, { cwd: c.cwd, env: c.env });
+  const t1 = performance.now();
+  // The Go runtime's findfunctab out of the data (rebuilt at load, checked
+  // here byte for byte: test/wasm-slim.mjs); a module it refuses stays as linked.
+  const linkedBytes = readFileSync(linked);
+  try {
+    const s = slim(linkedBytes);
+    writeFileSync(out, s.bytes);
+    rmSync(linked);
+    log(`wasm core: go build ${((t1 - t0) / 1e3).toFixed(1)} s; ${(linkedBytes.length / 1e6).toFixed(1)} MB as linked, findfunctab (${(s.tableBytes / 1e6).toFixed(1)} MB) taken out in ${((performance.now() - t1) / 1e3).toFixed(1)} s`);
+  } catch (e) {
+    log(`wasm core: the findfunctab stays in (${e.message}); the module is used as linked`);
+    renameSync(linked, out);
+  }
   const goroot = execFileSync("go", ["env", "GOROOT"], { env: goEnv, encoding: "utf8" }).trim();
   // Go >= 1.24 keeps it in lib/wasm; older releases in misc/wasm.
   const from = [join(goroot, "lib", "wasm", "wasm_exec.js"), join(goroot, "misc", "wasm", "wasm_exec.js")].find(existsSync);

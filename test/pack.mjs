@@ -150,7 +150,7 @@ function stageMain(dir) {
   const listed = JSON.parse(run('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: root }))[0].files.map((f) => f.path);
   if (!listed.some((f) => f.startsWith('dist/'))) throw new Error('dist/ is not built: run `node test/build.mjs --only typescript` first');
   // The wasm core is every platform's fallback (docs/wasm.md): a package without it would fail where no addon loads.
-  const wasmMissing = ['wasm/meshguard.wasm', 'wasm/wasm_exec.js', 'wasm/worker.mjs'].filter((f) => !listed.includes(f));
+  const wasmMissing = ['wasm/meshguard.wasm', 'wasm/wasm_exec.js', 'wasm/worker.mjs', 'wasm/findfunctab.mjs'].filter((f) => !listed.includes(f));
   if (wasmMissing.length) throw new Error(`the wasm core is not built (${wasmMissing.join(', ')} missing): run \`node test/build.mjs --only wasm\` first`);
   rmSync(dir, { recursive: true, force: true });
   for (const f of listed) {

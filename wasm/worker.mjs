@@ -17,6 +17,7 @@
 import { readFile } from "node:fs/promises";
 import fs from "node:fs";
 import { parentPort, workerData } from "node:worker_threads";
+import { restoreFindFuncTab } from "./findfunctab.mjs";
 
 const real = process;
 
@@ -215,7 +216,9 @@ const go = new globalThis.Go();
 go.argv = ["meshguard-wasm"];
 go.env = env;
 go.exit = (code) => post({ t: "exit", code });
-const { instance } = await WebAssembly.instantiate(await readFile(wasmPath), go.importObject);
+const module = await WebAssembly.compile(await readFile(wasmPath));
+const instance = await WebAssembly.instantiate(module, go.importObject);
+restoreFindFuncTab(module, instance);
 
 parentPort.on("message", (m) => {
   const core = globalThis.meshguardCore;

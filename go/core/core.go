@@ -23,7 +23,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"tailscale.com/client/local"
 	"tailscale.com/envknob"
 	"tailscale.com/ipn"
 	"tailscale.com/ipn/ipnstate"
@@ -47,7 +46,7 @@ type node struct {
 	id     int64
 	cfg    Config
 	srv    server
-	lc     *local.Client
+	lc     localClient
 	ctx    context.Context // cancelled by close: aborts a pending Up and the watcher
 	cancel context.CancelFunc
 	logf   func(format string, args ...any)
@@ -900,7 +899,7 @@ func (c *Core) WhoIs(id int64, addr string) (_ WhoIsResult, err error) {
 	defer cancel()
 	res, err := n.lc.WhoIs(ctx, addr)
 	if err != nil {
-		if errors.Is(err, local.ErrPeerNotFound) || strings.Contains(err.Error(), "not found") {
+		if errors.Is(err, errPeerNotFound) || strings.Contains(err.Error(), "not found") {
 			return WhoIsResult{}, codeErr(ErrWhoIsNotFound, "no tailnet node has address %s: %w", addr, err)
 		}
 		return WhoIsResult{}, codeErr(ErrInternal, "%w", err)

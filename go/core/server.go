@@ -4,7 +4,6 @@ import (
 	"context"
 	"net"
 
-	"tailscale.com/client/local"
 	"tailscale.com/tsd"
 )
 
@@ -17,8 +16,8 @@ import (
 type server interface {
 	// Start brings the node's backend up (Up is then watched on the IPN bus).
 	Start() error
-	// LocalClient speaks the LocalAPI of the node, in process.
-	LocalClient() (*local.Client, error)
+	// LocalClient makes the core's LocalAPI calls to the node, in process (localclient.go).
+	LocalClient() (localClient, error)
 	// Dial opens a TCP connection over the tailnet to an ip:port.
 	Dial(ctx context.Context, network, address string) (net.Conn, error)
 	// Listen listens on a tailnet TCP port (":port").

@@ -122,7 +122,7 @@ export function wasmDir(): string {
 
 async function loadWasm(knobs: Record<string, string>): Promise<Backend> {
   const dir = wasmDir();
-  for (const f of ["meshguard.wasm", "wasm_exec.js", "worker.mjs"]) {
+  for (const f of ["meshguard.wasm", "wasm_exec.js", "worker.mjs", "findfunctab.mjs"]) {
     if (!existsSync(join(dir, f))) {
       // A checkout builds it; the published package ships it (package.json "files"), so there it was removed.
       const checkout = existsSync(join(packageRoot(), "go", "go.mod"));

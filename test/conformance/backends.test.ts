@@ -186,7 +186,7 @@ describe.each(["native", "wasm"] as const)("%s backend", (backend) => {
     await n.close();
     await expectCode(n.dial(`svc-${backend}`, 7001), "MESHGUARD_CLOSED");
     await expectCode(n.listen(7010), "MESHGUARD_CLOSED");
-  });
+  }, 30_000); // starts a node: over 5 s on the shared machine under load
 
   it("closing a node under load ends its open connections and listener and drains its handles (the peer's ends too: wasm only, see below)", async () => {
     const server = await service.listen(7007);
@@ -275,7 +275,7 @@ describe("native and wasm nodes on one tailnet", () => {
       await cli.close();
       await svc.close();
     }
-  });
+  }, 30_000); // starts two nodes: over 5 s on the shared machine under load
 });
 
 describe("backend selection", () => {
