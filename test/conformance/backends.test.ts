@@ -4,7 +4,7 @@
 // compiled for GOOS=js, in a worker thread), each node on a real local
 // headscale. Plus the two talking to each other, and the backend
 // selection rules. A case only one backend passes is marked with why.
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { cpSync, mkdtempSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -240,6 +240,23 @@ describe.each(["native", "wasm"] as const)("%s backend", (backend) => {
       await closeServer(server);
     }
   }, 90_000);
+
+  it("an unref'd open node does not keep the process alive", async () => {
+    // The integration suite's fixture, started on this backend in a process of its own.
+    const fixture = fileURLToPath(new URL("../integration/fixtures/unref-check.mjs", import.meta.url));
+    const child = spawn(process.execPath, [fixture, tn.control.url, await tn.key(["tag:agent-a"]), join(tn.stateDir, `unref-${backend}`)], {
+      stdio: ["ignore", "pipe", "inherit"],
+      env: { ...process.env, MESHGUARD_BACKEND: backend },
+    });
+    let out = "";
+    child.stdout!.on("data", (c) => (out += c));
+    const timer = setTimeout(() => child.kill("SIGKILL"), 40_000);
+    const [code, signal] = (await once(child, "exit")) as [number | null, string | null];
+    clearTimeout(timer);
+    expect(signal, "the process had to be killed: the open node kept it alive").toBeNull();
+    expect(code).toBe(0);
+    expect(out.trim()).toBe(`online ${backend}`);
+  }, 60_000);
 
   it("closing a node drains its handles", async () => {
     const before = await coreHandles();
