@@ -16,7 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { backendChoice } from "../../src/backend/load.js";
 import { MeshNode, MeshguardError } from "../../src/index.js";
 import { coreHandles } from "../../src/testing/index.js";
-import { expectCode, readAll, startTailnet, type Tailnet } from "../integration/tailnet.js";
+import { expectCode, policy, readAll, startTailnet, type Tailnet } from "../integration/tailnet.js";
 
 const MiB = 1 << 20;
 const repo = fileURLToPath(new URL("../..", import.meta.url));
@@ -179,6 +179,38 @@ describe.each(["native", "wasm"] as const)("%s backend", (backend) => {
       await c.close();
     }
   });
+
+  it("netmap trimming follows a live policy change: a grant added makes the service a peer that can be dialed, taken away makes it NO_PEER again", async () => {
+    const svcName = `svc-${backend}`;
+    const sees = async (n: MeshNode) => (await n.peers()).some((p) => p.name.split(".")[0] === svcName);
+    const until = async (what: string, cond: () => Promise<boolean>) => {
+      const deadline = Date.now() + 30_000;
+      while (!(await cond())) {
+        if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    };
+    const c = await tn.start(`agent-c-live-${backend}`, { tags: ["tag:agent-c"], backend });
+    const server = await service.listen(7011);
+    server.on("connection", (s: net.Socket) => {
+      s.on("error", () => {});
+      s.end("hello from the service");
+    });
+    try {
+      expect(await sees(c)).toBe(false);
+      await tn.control.setPolicy(policy(true)); // grants tag:agent-c → tag:service
+      await until("the granted agent sees the service", () => sees(c));
+      const sock = await c.dial(svcName, 7011, { timeoutMs: 20_000 });
+      expect((await readAll(sock)).toString()).toBe("hello from the service");
+      await tn.control.setPolicy(policy(false));
+      await until("the agent no longer sees the service", async () => !(await sees(c)));
+      await expectCode(c.dial(svcName, 7011), "MESHGUARD_NO_PEER");
+    } finally {
+      await tn.control.setPolicy(policy(false));
+      await closeServer(server);
+      await c.close();
+    }
+  }, 90_000);
 
   it("errors: a peer's port with no listener is DIAL_FAILED; a closed node's dial and listen are CLOSED", async () => {
     await expectCode(agent.dial(`svc-${backend}`, 7999, { timeoutMs: 15_000 }), "MESHGUARD_DIAL_FAILED");
