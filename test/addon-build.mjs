@@ -87,10 +87,10 @@ export const WASM_OMIT_FILES = ['omit-features.txt', 'omit-features-js.txt'];
  * tags, the js-only ones (go/omit-features-js.txt), and the same
  * reproducibility flags as the addon. No cgo under js.
  */
-export function wasmBuildCommand({ root, out }) {
+export function wasmBuildCommand({ root, out, extraTags = [] }) {
   const goDir = join(root, 'go');
   const env = { ...process.env, GOTOOLCHAIN: 'local', GOFLAGS: '', CGO_ENABLED: '0', GOOS: 'js', GOARCH: 'wasm' };
-  const tags = WASM_OMIT_FILES.flatMap((f) => omitTags(goDir, f));
+  const tags = [...WASM_OMIT_FILES.flatMap((f) => omitTags(goDir, f)), ...extraTags];
   const argv = ['build', '-trimpath', '-buildvcs=false', '-ldflags=-s -w -buildid=', '-tags', tags.join(','), '-o', out, './wasm'];
   return { cmd: 'go', argv, cwd: goDir, env };
 }

@@ -8,7 +8,8 @@
 //   3. the test addon build/meshguard-testhooks.node: the same with the
 //      core's test-only methods (build tag meshguard_testhooks), for the
 //      tests alone; it reuses the addon's Go build cache, so only the core
-//      and the link are redone,
+//      and the link are redone; and the test wasm core
+//      build/wasm-testhooks/ (the same methods, for the wasm panic tests),
 //   4. the Go benchmark peer build/tsnetbench,
 //   5. the TypeScript library (tsup -> dist/),
 //   6. headscale at the pinned release, into the user cache,
@@ -109,14 +110,20 @@ await phase("testaddon", () => buildAddon(join(root, "build", "meshguard-testhoo
 
 // The WebAssembly core (GOOS=js, go/wasm) into wasm/, with the wasm_exec.js
 // of the same Go (the two must match), for the wasm backend and its tests.
-await phase("wasm", () => {
-  const out = join(root, "wasm", "meshguard.wasm");
-  const exec = join(root, "wasm", "wasm_exec.js");
+/**
+ * buildWasm builds the wasm core into dir (meshguard.wasm, with the
+ * wasm_exec.js of the same Go beside it, which the two must match) unless it
+ * is newer than its sources; extraTags adds build tags (the test build).
+ */
+function buildWasm(dir, extraTags, what) {
+  const out = join(dir, "meshguard.wasm");
+  const exec = join(dir, "wasm_exec.js");
   const src = Math.max(...WASM_SOURCE_DIRS.map((d) => newest(join(goDir, d), [".go"])), mtime(join(goDir, "go.mod")), mtime(join(goDir, "go.sum")), ...WASM_OMIT_FILES.map((f) => mtime(join(goDir, f))), ...["test/wasm-slim.mjs", "wasm/findfunctab.mjs", "test/addon-build.mjs"].map((f) => mtime(join(root, f))));
   if (!args.force && mtime(out) > src && existsSync(exec)) return false;
-  log("building the wasm core (GOOS=js GOARCH=wasm; first build compiles tailscale.com for js: ~2 min on 2 cores)...");
+  mkdirSync(dir, { recursive: true });
+  log(`building ${what}...`);
   const linked = `${out}.linked`;
-  const c = wasmBuildCommand({ root, out: linked });
+  const c = wasmBuildCommand({ root, out: linked, extraTags });
   const t0 = performance.now();
   run(c.cmd, c.argv, { cwd: c.cwd, env: c.env });
   const t1 = performance.now();
@@ -139,6 +146,19 @@ await phase("wasm", () => {
   copyFileSync(from, exec);
   const bytes = readFileSync(out);
   log(`wasm core: ${(bytes.length / 1e6).toFixed(1)} MB, ${(gzipSync(bytes, { level: 9 }).length / 1e6).toFixed(1)} MB gzipped (target <= 20 MB)`);
+}
+
+// The WebAssembly core (GOOS=js, go/wasm) into wasm/, for the wasm backend and its tests.
+await phase("wasm", () => buildWasm(join(root, "wasm"), [], "the wasm core (GOOS=js GOARCH=wasm; first build compiles tailscale.com for js: ~2 min on 2 cores)"));
+
+// The same with the core's test-only methods, for the tests of a panic
+// inside the wasm core (test/conformance/wasm-panic.test.ts), into
+// build/wasm-testhooks/ beside a copy of the worker that loads it.
+await phase("testwasm", () => {
+  const dir = join(root, "build", "wasm-testhooks");
+  const built = buildWasm(dir, ["meshguard_testhooks"], "the test wasm core (the wasm core plus test-only core methods)");
+  for (const f of ["worker.mjs", "findfunctab.mjs"]) copyFileSync(join(root, "wasm", f), join(dir, f));
+  return built;
 });
 
 await phase("gobench", () => {

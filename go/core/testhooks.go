@@ -18,4 +18,12 @@ func init() {
 		c.goSafe("panicGoroutineTest", func() { panic("deliberate goroutine panic for tests") })
 		return Empty{}, nil
 	})
+	// panicUnrecoveredTest panics on a goroutine nothing recovers, as a bug
+	// in a dependency's goroutine would: the Go runtime dies. Only the wasm
+	// core can be tested with it (natively it ends the process, by design of
+	// Go); the host must live on and fail the node's calls clearly.
+	testMethods["panicUnrecoveredTest"] = handler(func(c *Core, _ Empty) (Empty, error) {
+		go func() { panic("deliberate unrecovered panic for tests") }()
+		return Empty{}, nil
+	})
 }

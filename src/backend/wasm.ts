@@ -52,6 +52,7 @@ export class WasmBackend extends CoreClient implements Backend {
   private readonly streams = new Map<number, WasmSocket>();
   private readonly early = new Map<number, Early[]>();
   private exited?: MeshguardError;
+  private terminating = false;
 
   private constructor(worker: Worker, path: string) {
     super();
@@ -145,8 +146,12 @@ export class WasmBackend extends CoreClient implements Backend {
 
   private die(why: string, cause?: unknown): void {
     if (this.exited) return;
-    this.exited = new MeshguardError(ErrorCode.INTERNAL, why, cause === undefined ? {} : { cause });
+    const hint = "every node on this core is closed; start them again (a Go panic's message is on stderr: please report it)";
+    this.exited = new MeshguardError(ErrorCode.INTERNAL, why, cause === undefined ? { hint } : { cause, hint });
     this.failAll(this.exited);
+    // Said once even when no call is in flight, so a process that only
+    // listens learns it too.
+    if (!this.terminating) process.emitWarning(`${why}: ${hint}`, { code: "MESHGUARD_CORE_EXITED" });
     for (const s of this.streams.values()) s.destroy(this.exited);
   }
 
@@ -156,7 +161,7 @@ export class WasmBackend extends CoreClient implements Backend {
         this.onMessage(m.msg);
         return;
       case "exit":
-        this.die(`the wasm core exited (${m.code})${m.error ? `: ${m.error}` : ""}`);
+        this.die(`the wasm core stopped: its Go runtime exited with code ${m.code}${m.code === 2 ? " (an unrecovered panic)" : ""}${m.error ? `: ${m.error}` : ""}`);
         return;
       case "ready":
         return;
@@ -201,6 +206,7 @@ export class WasmBackend extends CoreClient implements Backend {
 
   /** terminate stops the worker (tests: a fresh core per process is the normal life). */
   async terminate(): Promise<void> {
+    this.terminating = true;
     await this.worker.terminate();
   }
 }
