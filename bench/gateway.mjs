@@ -5,6 +5,11 @@
 // same client (bench/lib/llm-load.mjs):
 //
 //   direct       the client calls the simulator itself: the floor
+//   bare proxy   a minimal Node proxy in front of the simulator (bench/lib/
+//                plain-proxy-server.mjs: node:http in, an undici keep-alive
+//                pool out, every chunk written back as it comes, nothing
+//                else): what one more Node process on the path adds on this
+//                machine, the floor of any gateway written in Node
 //   meshguard    meshguard's gateway, its own process, default configuration
 //                (full logs to SQLite), a loopback listener with a configured
 //                principal; it is also a tailnet node. Its process gets the
@@ -306,6 +311,14 @@ try {
   // ---- the systems ----
   const systems = []; // { name, target, pid? }
   systems.push({ name: 'direct', target: counted(target({ name: 'direct', origin: simShared.url, headers: { authorization: `Bearer ${SIM_KEY}` } })) });
+  if (LLM) {
+    // The floor of any Node proxy: one more process, node:http in front, undici behind, nothing else (the gateway's Node options).
+    progress('starting the bare proxy (bench/lib/plain-proxy-server.mjs) in front of the simulated provider');
+    const bare = startJsonChild('bare proxy', process.execPath, [...GATEWAY_NODE_OPTIONS, here('./lib/plain-proxy-server.mjs'), `${simShared.url}/`]);
+    cleanups.push(() => bare.stop());
+    const bareUrl = (await bare.next('listening', 15_000)).url;
+    systems.push({ name: 'bare proxy', pid: bare.pid, target: counted(target({ name: 'bare proxy', origin: new URL(bareUrl).origin, headers: { authorization: `Bearer ${SIM_KEY}` } })) });
+  }
 
   let tailnet;
   if (LLM && !o['no-tailnet']) {
