@@ -61,6 +61,7 @@
 //   node bench/gateway.mjs [--json] [--smoke] [--setup] [--n N] [--rate R]
 //                          [--open-n N] [--clients C] [--closed-n N] [--mem-n N] [--no-tailnet] [--no-peers]
 //                          [--pg | --no-pg] [--only mcp,http,llm] [--mcp-sdk] [--mcp-floor]
+//                          [--baseline-dist DIR]
 //
 // --setup installs the peers below into ~/.cache/meshguard/bench-peers (and
 // Debian's postgresql when missing and root) and exits (it needs the package registries: run it outside the network
@@ -71,7 +72,12 @@
 // (MESHGUARD_MCP_FAST=0), every call through the SDK's server and client.
 // --mcp-floor adds "plain proxy": the same calls through a plain HTTP proxy
 // (bench/lib/plain-proxy-server.mjs), the floor of one more process.
-// --smoke runs meshguard and direct only, with tiny counts, and checks the
+// --baseline-dist DIR adds the system "meshguard baseline": the same gateway
+// process (bench/lib/gateway-server.mjs, its own simulator) running another
+// build's dist/ directory (DIR: e.g. a copy of dist/ made at an older
+// commit), so two builds are compared in one run under the same load. Its
+// LLM rows only (no accounting rows).
+// --smoke runs meshguard, the bare proxy and direct only, with tiny counts, and checks the
 // output's shape. Run it through `npm run bench:gateway`.
 // The PostgreSQL systems run in a full run (--no-pg leaves them out) and not
 // in --smoke unless --pg is given; with no PostgreSQL to start (not
@@ -119,6 +125,7 @@ const { values: o } = benchArgs(import.meta.url, {
     'mcp-sdk': { type: 'boolean', default: false },
     'mcp-floor': { type: 'boolean', default: false },
     only: { type: 'string' },
+    'baseline-dist': { type: 'string' },
   },
 });
 const progress = (m) => process.stderr.write(`[bench/gateway] ${m}\n`);
@@ -356,6 +363,16 @@ try {
   } catch (err) {
     skipped.push({ system: 'meshguard', reason: err.message });
     progress(`meshguard gateway did not start: ${err.message}`);
+  }
+
+  if (LLM && o['baseline-dist']) {
+    progress(`starting meshguard baseline (the build in ${o['baseline-dist']})`);
+    const simBase = await startSim('llm-sim (meshguard baseline)');
+    const args = [...GATEWAY_NODE_OPTIONS, here('./lib/gateway-server.mjs'), '--sim', simBase.url, '--sim-key', SIM_KEY, '--dir', mkdtempSync(join(work, 'gw-base-')), '--dist', o['baseline-dist']];
+    const child = startJsonChild('meshguard baseline', process.execPath, args);
+    cleanups.push(() => child.kill());
+    const l = await child.next('listening', 60_000);
+    systems.push({ name: 'meshguard baseline', pid: child.pid, target: counted(target({ name: 'meshguard baseline', origin: l.loopbackUrl, headers: { authorization: 'Bearer sk-client-key-the-gateway-drops' } })) });
   }
 
   // ---- meshguard on PostgreSQL: one instance, and two sharing one database ----
