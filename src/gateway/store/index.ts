@@ -32,6 +32,8 @@ export interface OpenStoreOptions {
   pruneEveryMs?: number;
   /** Told how many records each prune run deleted. */
   onPruned?: OnPruned;
+  /** Run before every log flush: the gateway appends the records of answered calls it had put off (LogBatcherOptions.beforeFlush). */
+  beforeFlush?: () => void;
 }
 
 /** openStore opens the store `cfg` describes (validating it), creating the database when it does not exist. */
@@ -61,8 +63,12 @@ export async function openStore(cfg: StorageConfigInput, opts: OpenStoreOptions)
   return await SqliteStore.open({ path, retention: opts.retention, flushIntervalMs: c.flushIntervalMs, secrets, onError, ...pruning(opts) });
 }
 
-function pruning(opts: OpenStoreOptions): { pruneEveryMs?: number; onPruned?: OnPruned } {
-  return { ...(opts.pruneEveryMs === undefined ? {} : { pruneEveryMs: opts.pruneEveryMs }), ...(opts.onPruned === undefined ? {} : { onPruned: opts.onPruned }) };
+function pruning(opts: OpenStoreOptions): { pruneEveryMs?: number; onPruned?: OnPruned; beforeFlush?: () => void } {
+  return {
+    ...(opts.pruneEveryMs === undefined ? {} : { pruneEveryMs: opts.pruneEveryMs }),
+    ...(opts.onPruned === undefined ? {} : { onPruned: opts.onPruned }),
+    ...(opts.beforeFlush === undefined ? {} : { beforeFlush: opts.beforeFlush }),
+  };
 }
 
 /** The default onError: a process warning, at most one a minute (a full disk fails every flush); the count of those held back is in the next. */
