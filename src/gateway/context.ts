@@ -55,8 +55,6 @@ export interface GatewayContext {
   connectors?: ConnectorRouter;
   /** Counts requests in flight, so close() can wait for them. */
   readonly inflight: Inflight;
-  /** What a call does once its answer has gone (log record, metrics, usage event), run off the next request's path. */
-  readonly after: AfterAnswer;
   /**
    * Told every finished call's record (metadata; bodies only when stored),
    * once, after the answer: metrics, spans, alerts, the access log
@@ -65,92 +63,6 @@ export interface GatewayContext {
   readonly observe?: (rec: LogRecord, facts: CallFacts | undefined) => void;
   /** Something went wrong that is not a request's fault (a store write failed): reported, never thrown. */
   warn(err: unknown): void;
-}
-
-/**
- * AfterAnswer holds the work a call must still do once its answer has gone
- * out: reading the answer's usage, its log record (made into a row for the
- * store), metrics, spans, the usage event (./record.ts). Done at once, it
- * made the next request wait: a client that has its answer sends the next
- * request sooner than that work ends (bench/gateway-trace at 1 client:
- * about 65 µs a call, the gateway's "to-gateway" segment twice a bare
- * proxy's). Queued here, it runs
- *
- * - right after the next request has gone upstream (`runSoon`,
- *   ./upstream.ts), while the gateway waits for that answer;
- * - else `delayMs` after it was queued, when no request came;
- * - and before anything reads what it produces: a log flush
- *   (LogBatcherOptions.beforeFlush), the admin API, /metrics and the
- *   console (./server.ts), close.
- *
- * Nothing is dropped: each piece of work runs exactly once, in the order
- * queued. After close, work runs at once.
- */
-export class AfterAnswer {
-  #q: Array<() => void> = [];
-  #timer: NodeJS.Timeout | undefined;
-  #closed = false;
-  #soon = false;
-  readonly #warn: (err: unknown) => void;
-  readonly #delayMs: number;
-
-  constructor(warn: (err: unknown) => void, delayMs = 1) {
-    this.#warn = warn;
-    this.#delayMs = delayMs;
-  }
-
-  /** Work queued and not run yet. */
-  get pending(): number {
-    return this.#q.length;
-  }
-
-  /** push queues `work` (run at once after close). It must not throw; if it does, the error is reported. */
-  push(work: () => void): void {
-    if (this.#closed) return this.#one(work);
-    this.#q.push(work);
-    if (this.#q.length > 1) return;
-    // One timer for the gateway's life, re-armed when the queue fills again; it never keeps the process alive.
-    if (this.#timer === undefined) {
-      this.#timer = setTimeout(() => this.run(), this.#delayMs);
-      this.#timer.unref();
-    } else this.#timer.refresh();
-  }
-
-  /** run does everything queued now. */
-  run(): void {
-    while (this.#q.length > 0) {
-      const q = this.#q;
-      this.#q = [];
-      for (const w of q) this.#one(w);
-    }
-  }
-
-  /** runSoon runs what is queued in this loop turn's check phase (setImmediate), after the I/O already under way. */
-  runSoon(): void {
-    if (this.#q.length === 0 || this.#soon) return;
-    this.#soon = true;
-    setImmediate(this.#runSoon);
-  }
-
-  readonly #runSoon = (): void => {
-    this.#soon = false;
-    this.run();
-  };
-
-  /** close runs what is queued; later work runs as it comes. */
-  close(): void {
-    this.#closed = true;
-    if (this.#timer !== undefined) clearTimeout(this.#timer);
-    this.run();
-  }
-
-  #one(work: () => void): void {
-    try {
-      work();
-    } catch (err) {
-      this.#warn(err);
-    }
-  }
 }
 
 /** Inflight counts running requests and tells when none is left. */

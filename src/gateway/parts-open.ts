@@ -35,8 +35,6 @@ export async function openParts(
   obs?: PartsObserver,
   /** Where storage.urlEnv is read: the gateway's `env` option, as for the provider keys. */
   env?: NodeJS.ProcessEnv,
-  /** Run before every log flush of the store opened here: the records of answered calls put off until then are appended (./context.ts AfterAnswer). */
-  beforeFlush?: () => void,
 ): Promise<GatewayParts> {
   const retention: Retention = injected.retention ?? toRetention(cfg.retention ?? { mode: "full" });
   const quotas = cfg.quotas ?? {};
@@ -55,7 +53,6 @@ export async function openParts(
       ...(env !== undefined ? { env } : {}),
       ...(pruneEvery !== undefined ? { pruneEveryMs: parseDuration(pruneEvery)! } : {}),
       ...(obs ? { onPruned: obs.pruned } : {}),
-      ...(beforeFlush ? { beforeFlush } : {}),
     });
     const s = store;
     cleanup.push(() => s.flush().finally(() => s.close()));

@@ -4,20 +4,12 @@
  * hand it to the observers (metrics, traces, alerts), send the usage event. `finish` runs once per call whatever happened, and
  * never throws: a failing store or quota write is a warning, not a client
  * error (the answer has already gone).
- *
- * Only the reservation is settled at once (a concurrent call may be
- * waiting for what it gives back); the rest, and reading a whole answer
- * for its usage, is queued on the context's AfterAnswer (./context.ts):
- * it runs while the gateway waits for the next request's upstream, not
- * while that request waits for the gateway.
  */
 
 import { randomUUID } from "node:crypto";
 import { EventEmitter } from "node:events";
-import { answerOf } from "./answer.js";
 import type { GatewayContext } from "./context.js";
 import { costOf } from "./prices.js";
-import { estimateUsage, usageFromBody } from "./usage.js";
 import type { Endpoint } from "./facts.js";
 import type { AnswerFacts, Caller, CallFacts, LogRecord, ModelPrice, Outcome, Reservation, Usage } from "./types.js";
 
@@ -51,8 +43,6 @@ export interface CallState {
   requestHeaders: Record<string, string> | undefined;
   /** What the client received (full retention), in pieces. */
   responseParts: Array<Buffer | string> | undefined;
-  /** A whole answer sent and not yet read for its usage and facts (readAnswer: after it has gone out), and the size of the request sent upstream (for an estimate). */
-  unread: { answer: Buffer; requestBytes: number } | undefined;
   hookModified: boolean;
   /** Aborted when the client goes away before its answer is complete: the upstream request is cancelled with it. */
   readonly abort: CallAbort;
@@ -106,7 +96,6 @@ export function newCallState(ctx: GatewayContext, caller: Caller, ep: Endpoint, 
     requestBody: undefined,
     requestHeaders: undefined,
     responseParts: ctx.retention.mode === "full" ? [] : undefined,
-    unread: undefined,
     hookModified: false,
     abort: new CallAbort(),
   };
@@ -117,48 +106,16 @@ const ZERO: Usage = Object.freeze({ inputTokens: 0, outputTokens: 0, estimated: 
 /** MAX_LOGGED_BODY bounds each stored body (a 32 MiB upload is not kept whole in the log). */
 const MAX_LOGGED_BODY = 1 << 20;
 
-/**
- * readAnswer reads a whole answer the client already has (`st.unread`) for
- * its usage (estimated when it reports none) and what it says about itself.
- */
-export function readAnswer(st: CallState): void {
-  const u = st.unread;
-  if (u === undefined) return;
-  st.unread = undefined;
-  const op = st.ep.operation;
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(u.answer.toString("utf8"));
-  } catch {
-    parsed = undefined;
-  }
-  st.usage = usageFromBody(op, parsed) ?? estimateUsage(op, u.requestBytes, parsed);
-  st.answer = answerOf(op, parsed);
-}
-
-/** finish ends a call: settle now, then (after the answer: ctx.after) log and usage event. Never throws. */
+/** finish ends a call: settle, log, usage event. Never throws. */
 export function finish(ctx: GatewayContext, st: CallState): void {
   try {
     const end = performance.now();
+    const usage = st.usage;
+    const cost = usage && st.price ? costOf(usage, st.price) : undefined;
     if (st.reservation !== undefined && ctx.quotas !== undefined) {
-      readAnswer(st);
-      const usage = st.usage;
-      const cost = usage && st.price ? costOf(usage, st.price) : undefined;
       // A call that never reached its upstream (refused before it was sent, or its connection failed) costs no call.
       ctx.quotas.settle(st.reservation, usage ?? ZERO, cost ?? 0, { sent: st.tUpstream > 0 && !st.notSent }).catch((err: unknown) => ctx.warn(err));
     }
-    ctx.after.push(() => complete(ctx, st, end));
-  } catch (err) {
-    ctx.warn(err);
-  }
-}
-
-/** complete is a call's work after its answer: usage, session, log record, observers, usage event. Never throws. */
-function complete(ctx: GatewayContext, st: CallState, end: number): void {
-  try {
-    readAnswer(st);
-    const usage = st.usage;
-    const cost = usage && st.price ? costOf(usage, st.price) : undefined;
     const provider = st.facts?.provider ?? "";
     const model = st.facts?.model ?? st.model;
     const session = ctx.sessions.sessionOf(st.caller, st.facts?.clientSessionId, st.time);

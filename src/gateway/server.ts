@@ -82,8 +82,6 @@ async function handle(ctx: GatewayContext, admin: AdminRouter, identify: Identif
   const format = ep?.format ?? formatGuess(path, req.headers);
 
   const isConsole = ctx.console !== undefined && isConsolePath(path);
-  // What answered calls still had to do (their log records, metrics) is done before anything that reads it is answered.
-  if (isAdmin || isConsole) ctx.after.run();
   const refusal = browserRefusal(req, path, ctx.browserNames);
   if (refusal !== undefined) {
     if (isAdmin || isConsole) sendJson(res, 403, JSON.stringify({ error: { code: "browser_refused", message: refusal } }));

@@ -17,7 +17,7 @@ import { MeshNode } from "../node.js";
 import type { Policy } from "../policy/load.js";
 import { callerFromPrincipal, WhoisCache, type AccessResolver, type BaseCaller } from "./caller.js";
 import { GatewayConfigError, loadGatewayConfig, resolveConfigPaths, validateGatewayConfig, type GatewayConfig, type GatewayConfigInput } from "./config.js";
-import { AfterAnswer, Inflight, type GatewayContext, type Prices, type Sessions } from "./context.js";
+import { Inflight, type GatewayContext, type Prices, type Sessions } from "./context.js";
 import { readKey } from "./keys.js";
 import { buildProviders, Router } from "./providers.js";
 import { KeyScrubber, SHORT_KEY } from "./scrub.js";
@@ -184,9 +184,7 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayHandle>
     const o = createObservability(resolved, scrub, opts.telemetry ?? {}, { inflight: () => inflight.count, gateway: node?.hostname ?? tn?.hostname ?? "ai-gateway", warn });
     obs = o;
     cleanup.push(() => o.close());
-    // What calls do after their answer (log record, metrics, usage event): put off while the next request is served (./context.ts).
-    const after = new AfterAnswer(warn);
-    const parts = await openParts(resolved, opts.parts ?? {}, secrets, holder, chains, warn, cleanup, o, env, () => after.run());
+    const parts = await openParts(resolved, opts.parts ?? {}, secrets, holder, chains, warn, cleanup, o, env);
     progress(`store ${parts.store ? "open" : "off"}, ${Object.keys(resolved.quotas ?? {}).length} quota bucket(s), hooks ${parts.hooks ? "on" : "off"}`);
     const approvals = opts.approvals ?? resolved.approvals;
     // Filled in once the listeners are up; the info route reads it per request.
@@ -211,7 +209,6 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayHandle>
       console: consoleCfg.enabled ? new ConsoleServer(warn) : undefined,
       browserNames,
       inflight,
-      after,
       observe: o.observe,
       warn,
     };
@@ -307,8 +304,6 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayHandle>
         // MCP sessions hold open streams (GET) and wait on upstreams: they end first, or the drain would wait for them.
         await ctx.mcp?.close();
         const drained = await inflight.idle(c?.drainMs ?? 10_000);
-        // The answered calls' records, metrics and usage events, before the store, hooks and observers close.
-        after.close();
         if (!drained) warn(new MeshguardError(ErrorCode.TIMEOUT, `gateway close: ${inflight.count} request(s) still running after ${c?.drainMs ?? 10_000} ms were cut off`));
         for (const s of servers) s.closeAllConnections();
         // The log closes last (cleanup runs in reverse): what the store and hooks report while closing is still written.

@@ -71,12 +71,7 @@ export async function forward(
   let up: Dispatcher.ResponseData;
   st.tUpstream = performance.now();
   try {
-    const answer = p.pool.request({ path: p.upstreamPath(path) + upstreamQuery(query, p.passthroughKey), method: "POST", headers, body: payload, signal });
-    // What earlier calls still had to do runs while this one waits for its answer: after undici has
-    // written it (on a reused keep-alive connection undici writes in the check phase, setImmediate:
-    // this Immediate is queued after its own).
-    ctx.after.runSoon();
-    up = await answer;
+    up = await p.pool.request({ path: p.upstreamPath(path) + upstreamQuery(query, p.passthroughKey), method: "POST", headers, body: payload, signal });
   } catch (err) {
     if (clientGone()) {
       st.outcome = "client_aborted";
@@ -167,9 +162,9 @@ async function wholeBack(ctx: GatewayContext, st: CallState, res: ServerResponse
     st.outcome = "upstream_error";
     st.reason = `provider ${facts.provider} answered HTTP ${up.statusCode}: ${buf.subarray(0, 500).toString("utf8")}`;
   } else if (!hooked) {
-    // Nothing decides on the answer: it goes out first, and is read for its usage after (./record.ts readAnswer, off the request path).
+    // Nothing decides on the answer: it goes out first, and is read for its usage after.
     send(ctx, st, res, up, buf);
-    st.unread = { answer: buf, requestBytes };
+    readUsage();
     return;
   } else readUsage();
   if (hooked) {

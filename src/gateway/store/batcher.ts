@@ -54,17 +54,10 @@ export interface LogBatcherOptions {
    * writes the index pages it touched to the WAL again).
    */
   batchSize?: number;
-  /**
-   * Run at the start of every flush (and so of close): what appends records
-   * later than their call's answer (the gateway's after-answer work,
-   * ../context.ts AfterAnswer) appends them now, so that a flush still
-   * covers every call that has been answered.
-   */
-  beforeFlush?: () => void;
 }
 
 export class LogBatcher {
-  readonly #o: Required<Omit<LogBatcherOptions, "beforeFlush">> & Pick<LogBatcherOptions, "beforeFlush">;
+  readonly #o: Required<LogBatcherOptions>;
   #pending: LogRow[] = [];
   #timer: NodeJS.Timeout | undefined;
   /** An early batch is scheduled (setImmediate): `batchSize` rows were waiting. */
@@ -121,11 +114,6 @@ export class LogBatcher {
   /** Writes everything pending now; rejects with the write error when a batch fails (a retry is then scheduled). Resolves at once when closed. */
   flush(): Promise<void> {
     if (this.#closed) return Promise.resolve();
-    try {
-      this.#o.beforeFlush?.();
-    } catch (err) {
-      this.#o.onError(asStoreError(err, "the work before a log flush failed"));
-    }
     this.#cancel();
     const done = (this.#chain = this.#chain.then(() => this.#drain()));
     // A failure is the caller's to handle, not also an unhandled rejection

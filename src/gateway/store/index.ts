@@ -32,8 +32,6 @@ export interface OpenStoreOptions {
   pruneEveryMs?: number;
   /** Told how many records each prune run deleted. */
   onPruned?: OnPruned;
-  /** Run before every log flush: the gateway appends the records of answered calls it had put off (LogBatcherOptions.beforeFlush). */
-  beforeFlush?: () => void;
 }
 
 /** openStore opens the store `cfg` describes (validating it), creating the database when it does not exist. */
@@ -63,12 +61,8 @@ export async function openStore(cfg: StorageConfigInput, opts: OpenStoreOptions)
   return await SqliteStore.open({ path, retention: opts.retention, flushIntervalMs: c.flushIntervalMs, secrets, onError, ...pruning(opts) });
 }
 
-function pruning(opts: OpenStoreOptions): { pruneEveryMs?: number; onPruned?: OnPruned; beforeFlush?: () => void } {
-  return {
-    ...(opts.pruneEveryMs === undefined ? {} : { pruneEveryMs: opts.pruneEveryMs }),
-    ...(opts.onPruned === undefined ? {} : { onPruned: opts.onPruned }),
-    ...(opts.beforeFlush === undefined ? {} : { beforeFlush: opts.beforeFlush }),
-  };
+function pruning(opts: OpenStoreOptions): { pruneEveryMs?: number; onPruned?: OnPruned } {
+  return { ...(opts.pruneEveryMs === undefined ? {} : { pruneEveryMs: opts.pruneEveryMs }), ...(opts.onPruned === undefined ? {} : { onPruned: opts.onPruned }) };
 }
 
 /** The default onError: a process warning, at most one a minute (a full disk fails every flush); the count of those held back is in the next. */

@@ -50,8 +50,6 @@ export interface PostgresStoreOptions {
   pruneEveryMs?: number;
   onPruned?: OnPruned;
   maxPending?: number;
-  /** Run before every log flush (LogBatcherOptions.beforeFlush). */
-  beforeFlush?: () => void;
 }
 
 /** Rows deleted per statement by prune, so a large prune never holds locks long. */
@@ -95,7 +93,6 @@ export class PostgresStore implements GatewayStore {
       write: (rows) => this.#writeBatch(rows),
       onError: o.onError,
       ...(o.maxPending === undefined ? {} : { maxPending: o.maxPending }),
-      ...(o.beforeFlush === undefined ? {} : { beforeFlush: o.beforeFlush }),
     });
     instance.start((err) => o.onError(this.#error(err, "could not refresh this gateway instance's heartbeat (other instances may take it for gone)")));
     this.#stopPruning = startPruning(this, o.retention, o.onError, o.pruneEveryMs, o.onPruned);

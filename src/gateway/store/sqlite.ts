@@ -42,8 +42,6 @@ export interface SqliteStoreOptions {
   pruneEveryMs?: number;
   onPruned?: OnPruned;
   maxPending?: number;
-  /** Run before every log flush (LogBatcherOptions.beforeFlush). */
-  beforeFlush?: () => void;
 }
 
 /**
@@ -91,7 +89,6 @@ export class SqliteStore implements GatewayStore {
       write: (rows) => this.#writeBatch(rows),
       onError: o.onError,
       ...(o.maxPending === undefined ? {} : { maxPending: o.maxPending }),
-      ...(o.beforeFlush === undefined ? {} : { beforeFlush: o.beforeFlush }),
     });
     this.#stopPruning = startPruning(this, o.retention, o.onError, o.pruneEveryMs, o.onPruned);
   }
