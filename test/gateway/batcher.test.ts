@@ -6,7 +6,6 @@
 // and pg-store.test.ts.
 import { afterEach, expect, it } from "vitest";
 import { ErrorCode, isMeshguardError, type MeshguardError } from "../../src/errors.js";
-import { AfterAnswer } from "../../src/gateway/context.js";
 import { LogBatcher } from "../../src/gateway/store/batcher.js";
 import { prepareSecrets, type LogRow } from "../../src/gateway/store/record.js";
 import type { Retention } from "../../src/gateway/types.js";
@@ -235,52 +234,4 @@ it("a record that cannot be made into a row is dropped alone and reported at its
   await b.flush();
   expect(ids(w.written)).toEqual(good.map((r) => r.id));
   expect(errors.filter((e) => /could not be stored and was dropped/.test(e.message))).toHaveLength(1);
-});
-
-it("a flush (and close) first runs beforeFlush, so records appended then are in it: the gateway's after-answer work (AfterAnswer)", async () => {
-  const w = writer();
-  const after = new AfterAnswer(() => {}, 60_000);
-  const errors: MeshguardError[] = [];
-  const b = new LogBatcher({ intervalMs: 60_000, retention: { mode: "full" }, secrets: prepareSecrets([]), write: (rows) => w.write(rows), onError: (e) => errors.push(e), beforeFlush: () => after.run() });
-  opened.push(b);
-  const rs = recs(3);
-  // Answered calls whose records are still queued on the after-answer queue (a long delay: only a flush runs them).
-  for (const r of rs) after.push(() => b.append(r));
-  expect(b.pending).toBe(0);
-  await b.flush();
-  expect(ids(w.written)).toEqual(rs.map((r) => r.id));
-  after.push(() => b.append(record("bob@example.com", 1_700_000_000_100)));
-  await b.close();
-  expect(w.written).toHaveLength(4);
-  expect(errors).toEqual([]);
-});
-
-it("AfterAnswer runs each piece of work once, in order: on run(), in the check phase after runSoon(), after its delay, and at once after close", async () => {
-  const seen: string[] = [];
-  const warned: unknown[] = [];
-  const after = new AfterAnswer((e) => warned.push(e), 5);
-  after.push(() => seen.push("a"));
-  after.push(() => {
-    throw new Error("boom");
-  });
-  after.push(() => seen.push("b"));
-  expect(seen).toEqual([]);
-  after.run();
-  expect(seen).toEqual(["a", "b"]);
-  expect(warned).toHaveLength(1);
-  after.run();
-  expect(seen).toEqual(["a", "b"]);
-  after.push(() => seen.push("c"));
-  after.runSoon();
-  expect(seen).toEqual(["a", "b"]);
-  await new Promise((r) => setImmediate(r));
-  expect(seen).toEqual(["a", "b", "c"]);
-  after.push(() => seen.push("d"));
-  await expect.poll(() => seen.length).toBe(4);
-  after.push(() => seen.push("e"));
-  after.close();
-  expect(seen).toEqual(["a", "b", "c", "d", "e"]);
-  after.push(() => seen.push("f"));
-  expect(seen.at(-1)).toBe("f");
-  expect(after.pending).toBe(0);
 });
