@@ -16,7 +16,12 @@
 //   from-provider  → the gateway has the answer's headers
 //   gateway-out    → the client has the whole answer (body, scrub, write, client)
 //
-// and a request slower than direct's median + 1 ms is put down to one
+// The same is done for a bare proxy (bench/lib/plain-proxy-server.mjs:
+// node:http in, undici out, nothing else; the "bare proxy" of
+// bench/gateway), whose requests are cut at the same points: what any Node
+// proxy spends in each segment on this machine, beside the gateway's.
+//
+// A request of the gateway slower than direct's median + 1 ms is put down to one
 // cause: its processes waited for a CPU (each process's run-queue wait
 // while it served the request, from Linux's per-thread schedstat: the
 // machine's other load), a GC of the gateway, the provider or this client,
@@ -24,7 +29,7 @@
 // ≥ 0.25 ms, or none of these (named by its slowest segment). It also
 // prints each process's run-queue wait per request, latency minus that
 // wait, and the CPU time per request of every thread of the gateway, the
-// provider and the client.
+// bare proxy, the provider and the client.
 // Usage:
 //
 //   node test/netns.mjs node bench/gateway-trace.mjs [--n 4000] [--block 200] [--json]
@@ -61,7 +66,7 @@ const work = mkdtempSync(join(tmpdir(), 'mg-gw-trace-'));
 const children = [];
 try {
   const traced = (name, script, args, file) => {
-    const c = startJsonChild(name, process.execPath, [...(name === 'gateway' ? nodeOptions : []), '--import', here('./lib/trace-preload.mjs'), here(script), ...args], { env: { ...process.env, MESHGUARD_TRACE_OUT: file } });
+    const c = startJsonChild(name, process.execPath, [...(name === 'provider' ? [] : nodeOptions), '--import', here('./lib/trace-preload.mjs'), here(script), ...args], { env: { ...process.env, MESHGUARD_TRACE_OUT: file } });
     children.push(c);
     return c;
   };
@@ -71,16 +76,21 @@ try {
   const simUrl = (await sim.next('listening', 15_000)).url;
   const gw = traced('gateway', './lib/gateway-server.mjs', ['--sim', simUrl, '--sim-key', KEY, '--dir', mkdtempSync(join(work, 'gw-'))], gwFile);
   const { loopbackUrl } = await gw.next('listening', 60_000);
+  const bareFile = join(work, 'bare.json');
+  const bareChild = traced('bare proxy', './lib/plain-proxy-server.mjs', [`${simUrl}/`], bareFile);
+  const bareOrigin = new URL((await bareChild.next('listening', 15_000)).url).origin;
+  const bare = target({ name: 'bare proxy', origin: bareOrigin, headers: { authorization: `Bearer ${KEY}` } });
   const direct = target({ name: 'direct', origin: simUrl, headers: { authorization: `Bearer ${KEY}` } });
   const mg = target({ name: 'meshguard', origin: loopbackUrl, headers: { authorization: 'Bearer sk-client-key-the-gateway-drops' } });
   const body = chatBody();
   progress('warm-up: 2000 requests at 50 clients each');
-  for (const t of [mg, direct]) await closedLoop(() => once(t, body), 50, 2000);
-  const spans = { meshguard: [], direct: [] };
-  const cpuBefore = { gateway: threadCpuMs(gw.pid), provider: threadCpuMs(sim.pid), client: threadCpuMs(process.pid) };
+  for (const t of [mg, bare, direct]) await closedLoop(() => once(t, body), 50, 2000);
+  const spans = { meshguard: [], 'bare proxy': [], direct: [] };
+  const cpuOf = () => ({ gateway: threadCpuMs(gw.pid), bare: threadCpuMs(bareChild.pid), provider: threadCpuMs(sim.pid), client: threadCpuMs(process.pid) });
+  const cpuBefore = cpuOf();
   progress(`${N} sequential requests each, alternating in blocks of ${BLOCK}`);
   for (let b = 0; b < N / BLOCK; b++) {
-    for (const t of [mg, direct]) {
+    for (const t of [mg, bare, direct]) {
       // Past the store's flush interval: a log batch the last block left lands in this gap. Then a
       // few requests not measured: the first after a pause wakes cold processes (as bench/gateway).
       await new Promise((r) => setTimeout(r, 150));
@@ -93,8 +103,8 @@ try {
       }
     }
   }
-  const cpuAfter = { gateway: threadCpuMs(gw.pid), provider: threadCpuMs(sim.pid), client: threadCpuMs(process.pid) };
-  for (const c of [gw, sim]) process.kill(c.pid, 'SIGUSR2');
+  const cpuAfter = cpuOf();
+  for (const c of [gw, bareChild, sim]) process.kill(c.pid, 'SIGUSR2');
   const read = async (file) => {
     for (let i = 0; i < 100; i++) {
       try {
@@ -107,7 +117,8 @@ try {
   };
   const gev = await read(gwFile);
   const sev = await read(simFile);
-  await Promise.all([closeTarget(mg), closeTarget(direct)]);
+  const bev = await read(bareFile);
+  await Promise.all([closeTarget(mg), closeTarget(bare), closeTarget(direct)]);
 
   // Events by kind, sorted by time, and the first of a kind inside [a, b].
   const byKind = (ev) => {
@@ -118,6 +129,7 @@ try {
   };
   const G = byKind(gev);
   const S = byKind(sev);
+  const P = byKind(bev);
   const firstIndexIn = (list = [], a, b) => {
     let lo = 0;
     let hi = list.length;
@@ -144,34 +156,45 @@ try {
     if (i === undefined || i === 0 || fins[i][2] < 0) return undefined;
     return fins[i][2] - fins[i - 1][2];
   };
-  const reqs = [];
-  for (const [a, b, clientWait] of spans.meshguard) {
-    const t = [a, firstIn(G.get('req'), a, b), firstIn(G.get('up-send'), a, b), firstIn(S.get('req'), a, b), firstIn(S.get('fin'), a, b), firstIn(G.get('up-head'), a, b), b];
-    if (t.some((x) => x === undefined)) continue;
-    const seg = Object.fromEntries(SEGMENTS.map((s, i) => [s, t[i + 1] - t[i]]));
-    reqs.push({ a, b, ms: b - a, seg, wait: { gateway: waitOf(G.get('fin'), a, b), provider: waitOf(S.get('fin'), a, b), client: clientWait } });
-  }
+  /** The requests of a proxy (X: its events by kind) cut into segments, with each process's run-queue wait. */
+  const cut = (X, list) => {
+    const out = [];
+    for (const [a, b, clientWait] of list) {
+      const t = [a, firstIn(X.get('req'), a, b), firstIn(X.get('up-send'), a, b), firstIn(S.get('req'), a, b), firstIn(S.get('fin'), a, b), firstIn(X.get('up-head'), a, b), b];
+      if (t.some((x) => x === undefined)) continue;
+      const seg = Object.fromEntries(SEGMENTS.map((s, i) => [s, t[i + 1] - t[i]]));
+      out.push({ a, b, ms: b - a, seg, wait: { gateway: waitOf(X.get('fin'), a, b), provider: waitOf(S.get('fin'), a, b), client: clientWait } });
+    }
+    return out;
+  };
+  const reqs = cut(G, spans.meshguard);
+  const bareReqs = cut(P, spans['bare proxy']);
   const directReqs = spans.direct.map(([a, b, clientWait]) => ({ ms: b - a, wait: { provider: waitOf(S.get('fin'), a, b), client: clientWait } }));
   const directMs = spans.direct.map(([a, b]) => b - a);
   const rows = [];
   rows.push(row('direct', 'latency 1 client', 'ms', directMs));
+  rows.push(row('bare proxy', 'latency 1 client', 'ms', spans['bare proxy'].map(([a, b]) => b - a)));
   rows.push(row('meshguard', 'latency 1 client', 'ms', spans.meshguard.map(([a, b]) => b - a)));
   const med = {};
   for (const s of SEGMENTS) {
     const xs = reqs.map((r) => r.seg[s]);
     med[s] = median(xs);
+    rows.push(row('bare proxy', `segment ${s}`, 'ms', bareReqs.map((r) => r.seg[s])));
     rows.push(row('meshguard', `segment ${s}`, 'ms', xs));
   }
   const slowAt = median(directMs) + 1;
   const totalWait = (w) => Object.values(w).reduce((x, y) => x + (y ?? 0), 0);
   if (reqs.some((r) => r.wait.gateway !== undefined)) {
     rows.push(row('direct', 'run-queue wait per request (provider + client)', 'ms', directReqs.map((r) => totalWait(r.wait))));
+    rows.push(row('bare proxy', 'run-queue wait per request (proxy + provider + client)', 'ms', bareReqs.map((r) => totalWait(r.wait))));
+    for (const who of ['gateway', 'provider', 'client']) rows.push(row('bare proxy', `  of which ${who === 'gateway' ? 'proxy' : who}`, 'ms', bareReqs.map((r) => r.wait[who] ?? 0)));
     rows.push(row('meshguard', 'run-queue wait per request (gateway + provider + client)', 'ms', reqs.map((r) => totalWait(r.wait))));
     for (const who of ['gateway', 'provider', 'client']) rows.push(row('meshguard', `  of which ${who}`, 'ms', reqs.map((r) => r.wait[who] ?? 0)));
     const slowReqs = reqs.filter((r) => r.ms > slowAt);
     if (slowReqs.length) rows.push(row('meshguard', 'run-queue wait per slow request', 'ms', slowReqs.map((r) => totalWait(r.wait))));
     // What the request took minus what its processes waited for a CPU: the work itself, on an idle machine.
     rows.push(row('direct', 'latency minus run-queue wait', 'ms', directReqs.map((r) => r.ms - totalWait(r.wait))));
+    rows.push(row('bare proxy', 'latency minus run-queue wait', 'ms', bareReqs.map((r) => r.ms - totalWait(r.wait))));
     rows.push(row('meshguard', 'latency minus run-queue wait', 'ms', reqs.map((r) => r.ms - totalWait(r.wait))));
   }
   // Each slow request is put down to one cause, the first that holds:
@@ -199,11 +222,11 @@ try {
   rows.push(row('meshguard', `requests slower than direct's median + 1 ms (${slowAt.toFixed(3)} ms)`, 'count', slow));
   for (const [k, v] of [...blame].sort((x, y) => y[1] - x[1])) rows.push(row('meshguard', `  cause: ${k}`, 'count', v));
   // CPU per request, by process and thread: the work itself, which the machine's load does not change much.
-  // The gateway served N requests; the provider 2N (the gateway's and direct's); the client sent 2N.
-  for (const [who, per] of [['gateway', N], ['provider', 2 * N], ['client', 2 * N]]) {
+  // The gateway and the bare proxy served N requests each; the provider 3N (theirs and direct's); the client sent 3N.
+  for (const [who, per] of [['gateway', N], ['bare', N], ['provider', 3 * N], ['client', 3 * N]]) {
     for (const [thread, ms] of cpuAfter[who]) {
       const us = ((ms - (cpuBefore[who].get(thread) ?? 0)) / per) * 1000;
-      if (us >= 0.5) rows.push(row(who === 'gateway' ? 'meshguard' : who, `CPU per request, ${who} thread ${thread}`, 'us', us));
+      if (us >= 0.5) rows.push(row(who === 'gateway' ? 'meshguard' : who === 'bare' ? 'bare proxy' : who, `CPU per request, ${who === 'bare' ? 'bare proxy' : who} thread ${thread}`, 'us', us));
     }
   }
   const gcs = (G.get('gc') ?? []).filter((e) => e[0] >= spans.meshguard[0][0]);

@@ -5,6 +5,11 @@
 // same client (bench/lib/llm-load.mjs):
 //
 //   direct       the client calls the simulator itself: the floor
+//   bare proxy   a minimal Node proxy in front of the simulator (bench/lib/
+//                plain-proxy-server.mjs: node:http in, an undici keep-alive
+//                pool out, every chunk written back as it comes, nothing
+//                else): what one more Node process on the path adds on this
+//                machine, the floor of any gateway written in Node
 //   meshguard    meshguard's gateway, its own process, default configuration
 //                (full logs to SQLite), a loopback listener with a configured
 //                principal; it is also a tailnet node. Its process gets the
@@ -56,6 +61,7 @@
 //   node bench/gateway.mjs [--json] [--smoke] [--setup] [--n N] [--rate R]
 //                          [--open-n N] [--clients C] [--closed-n N] [--mem-n N] [--no-tailnet] [--no-peers]
 //                          [--pg | --no-pg] [--only mcp,http,llm] [--mcp-sdk] [--mcp-floor]
+//                          [--baseline-dist DIR]
 //
 // --setup installs the peers below into ~/.cache/meshguard/bench-peers (and
 // Debian's postgresql when missing and root) and exits (it needs the package registries: run it outside the network
@@ -66,7 +72,12 @@
 // (MESHGUARD_MCP_FAST=0), every call through the SDK's server and client.
 // --mcp-floor adds "plain proxy": the same calls through a plain HTTP proxy
 // (bench/lib/plain-proxy-server.mjs), the floor of one more process.
-// --smoke runs meshguard and direct only, with tiny counts, and checks the
+// --baseline-dist DIR adds the system "meshguard baseline": the same gateway
+// process (bench/lib/gateway-server.mjs, its own simulator) running another
+// build's dist/ directory (DIR: e.g. a copy of dist/ made at an older
+// commit), so two builds are compared in one run under the same load. Its
+// LLM rows only (no accounting rows).
+// --smoke runs meshguard, the bare proxy and direct only, with tiny counts, and checks the
 // output's shape. Run it through `npm run bench:gateway`.
 // The PostgreSQL systems run in a full run (--no-pg leaves them out) and not
 // in --smoke unless --pg is given; with no PostgreSQL to start (not
@@ -114,6 +125,7 @@ const { values: o } = benchArgs(import.meta.url, {
     'mcp-sdk': { type: 'boolean', default: false },
     'mcp-floor': { type: 'boolean', default: false },
     only: { type: 'string' },
+    'baseline-dist': { type: 'string' },
   },
 });
 const progress = (m) => process.stderr.write(`[bench/gateway] ${m}\n`);
@@ -306,6 +318,14 @@ try {
   // ---- the systems ----
   const systems = []; // { name, target, pid? }
   systems.push({ name: 'direct', target: counted(target({ name: 'direct', origin: simShared.url, headers: { authorization: `Bearer ${SIM_KEY}` } })) });
+  if (LLM) {
+    // The floor of any Node proxy: one more process, node:http in front, undici behind, nothing else (the gateway's Node options).
+    progress('starting the bare proxy (bench/lib/plain-proxy-server.mjs) in front of the simulated provider');
+    const bare = startJsonChild('bare proxy', process.execPath, [...GATEWAY_NODE_OPTIONS, here('./lib/plain-proxy-server.mjs'), `${simShared.url}/`]);
+    cleanups.push(() => bare.stop());
+    const bareUrl = (await bare.next('listening', 15_000)).url;
+    systems.push({ name: 'bare proxy', pid: bare.pid, target: counted(target({ name: 'bare proxy', origin: new URL(bareUrl).origin, headers: { authorization: `Bearer ${SIM_KEY}` } })) });
+  }
 
   let tailnet;
   if (LLM && !o['no-tailnet']) {
@@ -343,6 +363,16 @@ try {
   } catch (err) {
     skipped.push({ system: 'meshguard', reason: err.message });
     progress(`meshguard gateway did not start: ${err.message}`);
+  }
+
+  if (LLM && o['baseline-dist']) {
+    progress(`starting meshguard baseline (the build in ${o['baseline-dist']})`);
+    const simBase = await startSim('llm-sim (meshguard baseline)');
+    const args = [...GATEWAY_NODE_OPTIONS, here('./lib/gateway-server.mjs'), '--sim', simBase.url, '--sim-key', SIM_KEY, '--dir', mkdtempSync(join(work, 'gw-base-')), '--dist', o['baseline-dist']];
+    const child = startJsonChild('meshguard baseline', process.execPath, args);
+    cleanups.push(() => child.kill());
+    const l = await child.next('listening', 60_000);
+    systems.push({ name: 'meshguard baseline', pid: child.pid, target: counted(target({ name: 'meshguard baseline', origin: l.loopbackUrl, headers: { authorization: 'Bearer sk-client-key-the-gateway-drops' } })) });
   }
 
   // ---- meshguard on PostgreSQL: one instance, and two sharing one database ----

@@ -9,7 +9,7 @@
 //        after stdin closes: what the gateway's own store recorded, read
 //        back through the store after a flush, for the lost / charged-twice check
 //
-// Usage: node gateway-server.mjs --sim URL --sim-key K --dir DIR
+// Usage: node gateway-server.mjs --sim URL --sim-key K --dir DIR [--dist DIR]
 //        [--control URL --authkey KEY --hostname NAME] [--pg-url-env NAME] [--quota-tokens N] [--mcp-url URL] [--rest-url URL]
 //
 // --mcp-url configures one upstream MCP server, "sim", at the aggregating
@@ -26,6 +26,10 @@
 // REST_SIM_TOKEN, its GETs allowed to the loopback principal. Its calls' log
 // records are counted apart too (log.connectorRecords).
 //
+// --dist DIR runs the gateway of another build (DIR: its dist/ directory,
+// e.g. a copy of an older commit's) instead of this checkout's: bench/gateway
+// --baseline-dist measures two builds side by side in one run.
+//
 // --pg-url-env stores logs and buckets in PostgreSQL (storage { engine:
 // "postgres", urlEnv: NAME }) instead of SQLite; the URL itself stays in the
 // environment, as a deployment keeps its password out of the config.
@@ -35,7 +39,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { startGateway } from '../../dist/gateway/index.js';
+import { pathToFileURL } from 'node:url';
 
 const emit = (obj) => process.stdout.write(JSON.stringify(obj) + '\n');
 
@@ -66,7 +70,8 @@ async function logTotals(store) {
 }
 
 try {
-  const { values: a } = parseArgs({ options: Object.fromEntries(['sim', 'sim-key', 'dir', 'control', 'authkey', 'hostname', 'pg-url-env', 'quota-tokens', 'mcp-url', 'mcp-auth-url', 'rest-url'].map((k) => [k, { type: 'string' }])) });
+  const { values: a } = parseArgs({ options: Object.fromEntries(['sim', 'sim-key', 'dir', 'control', 'authkey', 'hostname', 'pg-url-env', 'quota-tokens', 'mcp-url', 'mcp-auth-url', 'rest-url', 'dist'].map((k) => [k, { type: 'string' }])) });
+  const { startGateway } = await import(a.dist ? pathToFileURL(join(a.dist, 'gateway', 'index.js')).href : '../../dist/gateway/index.js');
   const policy = join(a.dir, 'policy.hujson');
   const quota = a['quota-tokens'] ? Number(a['quota-tokens']) : undefined;
   const roles = quota ? { gateway: { roles: [{ src: ['tag:bench'], role: 'user', quotas: ['bench'] }] } } : {};

@@ -4,7 +4,9 @@
 // judging or logging. bench/gateway (--mcp-floor) puts it between an MCP
 // client and the upstream MCP server: what it adds over a direct call is
 // the floor of one more process on the path on this machine at that moment,
-// the part of the gateway's added latency that is not its own work.
+// the part of the gateway's added latency that is not its own work. For
+// the LLM figures bench/gateway runs it as the system "bare proxy" in front
+// of the simulated provider (its URL with path /).
 // Contract of bench/lib/child.mjs: {"event":"listening","url":U} (U: the
 // upstream URL with this proxy's origin), and it exits when stdin closes.
 //
