@@ -156,8 +156,8 @@ describe.skipIf(!target)(`installed from the packed tarballs (${target?.id ?? "u
     expect(main).toContain("package/dist/index.js");
     expect(main).toContain("package/dist/cli/main.js");
     expect(main.filter((f) => /^package\/(go|build|src|test|bench)\//.test(f) || f.endsWith(".go") || f.endsWith(".node"))).toEqual([]);
-    // The wasm core ships in the main package (every platform's fallback): the module, its worker, and the glue of the Go that built it.
-    expect(main.filter((f) => f.startsWith("package/wasm/")).sort()).toEqual(["package/wasm/README.md", "package/wasm/meshguard.wasm", "package/wasm/wasm_exec.js", "package/wasm/worker.mjs"]);
+    // The wasm core ships in the main package (every platform's fallback): the module, its worker, the findfunctab the worker restores, and the glue of the Go that built it.
+    expect(main.filter((f) => f.startsWith("package/wasm/")).sort()).toEqual(["package/wasm/README.md", "package/wasm/findfunctab.mjs", "package/wasm/meshguard.wasm", "package/wasm/wasm_exec.js", "package/wasm/worker.mjs"]);
     const [plat] = report.platforms;
     expect(plat!.name).toBe(platformPackageName(target!));
     expect(list(plat!.tarball.file).sort()).toEqual(["package/README.md", "package/meshguard.node", "package/package.json"]);
