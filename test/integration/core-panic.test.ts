@@ -9,16 +9,12 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadBackend, packageRoot } from "../../src/backend/load.js";
 import type { Backend } from "../../src/backend/protocol.js";
-import { ErrorCode, MeshguardError } from "../../src/index.js";
+import { ErrorCode } from "../../src/index.js";
 import { coreHandles } from "../../src/testing/index.js";
+import { containedPanicCases, rejection } from "./panic-cases.js";
 
 const published = join(packageRoot(), "build", "meshguard.node");
 const testAddon = join(packageRoot(), "build", "meshguard-testhooks.node");
-
-/** The test-only methods, which the protocol table (rightly) does not know. */
-interface TestHooks {
-  call(method: "panicTest" | "panicGoroutineTest"): Promise<unknown>;
-}
 
 let backend: Backend;
 
@@ -30,15 +26,6 @@ beforeAll(async () => {
   expect((backend as Backend & { path?: string }).path).toBe(testAddon);
 });
 
-async function rejection(p: Promise<unknown>): Promise<MeshguardError> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(MeshguardError);
-  return err as MeshguardError;
-}
-
 describe("test-only core methods", () => {
   it("are in the test addon and not in the published one", () => {
     // The method name is in the binary iff the method is compiled in; the
@@ -49,27 +36,7 @@ describe("test-only core methods", () => {
 });
 
 describe("a panic in the core", () => {
-  it("inside a call rejects that call with MESHGUARD_CORE_PANIC, and the core answers the next call", async () => {
-    const err = await rejection((backend as unknown as TestHooks).call("panicTest"));
-    expect(err.code).toBe(ErrorCode.CORE_PANIC);
-    expect(err.message).toMatch(/deliberate panic/);
-    expect(await backend.call("handles")).toEqual({ nodes: 0, listeners: 0, conns: 0 });
-  });
-
-  it("on a core goroutine becomes a MESHGUARD_CORE_PANIC process warning, and the process lives on", async () => {
-    const warned = new Promise<Error & { code?: string }>((resolve) => {
-      const onWarning = (w: Error & { code?: string }) => {
-        if (w.code !== ErrorCode.CORE_PANIC) return;
-        process.off("warning", onWarning);
-        resolve(w);
-      };
-      process.on("warning", onWarning);
-    });
-    await (backend as unknown as TestHooks).call("panicGoroutineTest");
-    const w = await warned;
-    expect(w.message).toMatch(/panicGoroutineTest: deliberate goroutine panic/);
-    expect(await coreHandles()).toEqual({ nodes: 0, listeners: 0, conns: 0 });
-  });
+  containedPanicCases(() => backend, coreHandles, "the process");
 });
 
 describe("core errors through the protocol", () => {

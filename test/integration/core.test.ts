@@ -429,17 +429,7 @@ describe("resources", () => {
     expect(JSON.parse(out)).toEqual({ got: "bye", handles: { nodes: 0, listeners: 0, conns: 0 } });
   });
 
-  it("an unref'd open node does not keep the process alive", async () => {
-    const child = spawn(process.execPath, [fixture("unref-check.mjs"), tn.control.url, await tn.key(["tag:agent-a"]), join(tn.stateDir, "unref")], { stdio: ["ignore", "pipe", "inherit"] });
-    let out = "";
-    child.stdout!.on("data", (c) => (out += c));
-    const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
-    const [code, signal] = (await once(child, "exit")) as [number | null, string | null];
-    clearTimeout(timer);
-    expect(signal).toBeNull();
-    expect(code).toBe(0);
-    expect(out.trim()).toMatch(/^online (native|wasm)$/);
-  });
+  // An unref'd open node not keeping its process alive: test/conformance/backends.test.ts, on each backend.
 
   it("a node closed while its servers listen does not keep the process alive", async () => {
     const child = spawn(process.execPath, [fixture("close-listening.mjs"), tn.control.url, await tn.key(["tag:agent-a"]), join(tn.stateDir, "close-listening")], { stdio: ["ignore", "pipe", "inherit"] });
