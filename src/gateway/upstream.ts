@@ -11,13 +11,13 @@
  */
 
 import type { IncomingMessage, ServerResponse } from "node:http";
-import type { Dispatcher } from "undici";
 import type { GatewayContext } from "./context.js";
 import { CREDENTIAL_HEADERS, HOP_HEADERS, NEVER_FORWARDED, REQUEST_ID, RESPONSE_DROP, sendError } from "./http-util.js";
 import type { Route } from "./providers.js";
 import type { KeyScrubber } from "./scrub.js";
 import type { CallState } from "./record.js";
-import { jsonArrayTap, pipeStream, sseTap, stripTap, type StreamTap } from "./stream.js";
+import { jsonArrayTap, sseTap, stripTap, type StreamTap } from "./stream.js";
+import { UpstreamCall, type UpHead } from "./upstream-call.js";
 import { answerOf } from "./answer.js";
 import { estimateUsage, StreamUsage, usageFromBody } from "./usage.js";
 import type { CallFacts } from "./types.js";
@@ -68,10 +68,12 @@ export async function forward(
   const headers = upstreamHeaders(req, route);
   const clientGone = () => signal.aborted;
 
-  let up: Dispatcher.ResponseData;
+  let up: UpHead;
+  let call: UpstreamCall;
   st.tUpstream = performance.now();
   try {
-    up = await p.pool.request({ path: p.upstreamPath(path) + upstreamQuery(query, p.passthroughKey), method: "POST", headers, body: payload, signal });
+    call = new UpstreamCall(p.pool, { path: p.upstreamPath(path) + upstreamQuery(query, p.passthroughKey), method: "POST", headers, body: payload }, signal);
+    up = await call.head;
   } catch (err) {
     if (clientGone()) {
       st.outcome = "client_aborted";
@@ -87,8 +89,8 @@ export async function forward(
 
   const ctype = String(up.headers["content-type"] ?? "");
   const streamed = up.statusCode < 300 && (ctype.startsWith("text/event-stream") || facts.stream);
-  if (streamed) await streamBack(ctx, st, res, up, facts, payload.length, strip, ctype.startsWith("text/event-stream"), clientGone);
-  else await wholeBack(ctx, st, res, up, facts, payload.length, body);
+  if (streamed) await streamBack(ctx, st, res, up, call, facts, payload.length, strip, ctype.startsWith("text/event-stream"), clientGone);
+  else await wholeBack(ctx, st, res, up, call, facts, payload.length, body);
 }
 
 /** upstreamHeaders: the client's headers minus hop and credential headers, plus the provider key. */
@@ -119,7 +121,7 @@ function upstreamQuery(query: string, passthrough: boolean): string {
 }
 
 /** responseHeaders: the upstream's headers minus hop headers, with any provider key an upstream echoes scrubbed. */
-function responseHeaders(scrub: KeyScrubber, up: Dispatcher.ResponseData, extra?: Record<string, string>): Record<string, string | string[]> {
+function responseHeaders(scrub: KeyScrubber, up: UpHead, extra?: Record<string, string>): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
   for (const k in up.headers) {
     if (RESPONSE_DROP.has(k)) continue;
@@ -130,10 +132,10 @@ function responseHeaders(scrub: KeyScrubber, up: Dispatcher.ResponseData, extra?
 }
 
 /** wholeBack reads the whole answer, runs post hooks on a success, and sends it. */
-async function wholeBack(ctx: GatewayContext, st: CallState, res: ServerResponse, up: Dispatcher.ResponseData, facts: CallFacts, requestBytes: number, requestBody: unknown): Promise<void> {
+async function wholeBack(ctx: GatewayContext, st: CallState, res: ServerResponse, up: UpHead, call: UpstreamCall, facts: CallFacts, requestBytes: number, requestBody: unknown): Promise<void> {
   let buf: Buffer;
   try {
-    buf = Buffer.from(await up.body.arrayBuffer());
+    buf = await call.whole();
   } catch (err) {
     if (st.abort.signal.aborted || res.destroyed) {
       st.outcome = "client_aborted";
@@ -182,7 +184,7 @@ async function wholeBack(ctx: GatewayContext, st: CallState, res: ServerResponse
 }
 
 /** send answers a whole (scrubbed) answer with the upstream's status and headers, and keeps it for the log. */
-function send(ctx: GatewayContext, st: CallState, res: ServerResponse, up: Dispatcher.ResponseData, buf: Buffer): void {
+function send(ctx: GatewayContext, st: CallState, res: ServerResponse, up: UpHead, buf: Buffer): void {
   st.status = up.statusCode;
   st.responseParts?.push(buf.length <= MAX_KEPT ? buf : buf.subarray(0, MAX_KEPT));
   res.writeHead(up.statusCode, responseHeaders(ctx.scrub, up, { "content-length": String(buf.length), [REQUEST_ID]: st.id }));
@@ -194,7 +196,8 @@ async function streamBack(
   ctx: GatewayContext,
   st: CallState,
   res: ServerResponse,
-  up: Dispatcher.ResponseData,
+  up: UpHead,
+  call: UpstreamCall,
   facts: CallFacts,
   requestBytes: number,
   strip: boolean,
@@ -216,7 +219,7 @@ async function streamBack(
       }
     : undefined;
   try {
-    await pipeStream(up.body, res, tap, ctx.scrub, () => (st.tFirstByte = performance.now()), keep);
+    await relay(call, res, tap, ctx.scrub, () => (st.tFirstByte = performance.now()), keep);
     st.usage = usage.result();
     st.answer = usage.answer.result();
     res.end();
@@ -226,7 +229,7 @@ async function streamBack(
     if (clientGone() || res.destroyed) {
       st.outcome = "client_aborted";
       st.reason = "the client closed the connection mid-stream; the upstream request was aborted";
-      up.body.destroy();
+      call.abort(new Error("the client closed the connection"));
       return;
     }
     st.outcome = "upstream_error";
@@ -234,6 +237,62 @@ async function streamBack(
     if (sse) res.end(errorEvent(facts.format, isTimeout(err) ? "timeout" : "unreachable", st.reason));
     else res.destroy();
   }
+}
+
+/**
+ * relay writes each chunk of a streamed answer to the client as it comes
+ * (through the tap, scrubbed), pausing the upstream while the client's
+ * socket is full; it resolves at the answer's end and rejects when the
+ * upstream breaks or the client goes.
+ */
+function relay(call: UpstreamCall, res: ServerResponse, tap: StreamTap, scrub: KeyScrubber, onFirstByte: () => void, keep: ((b: Buffer | string) => void) | undefined): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    let first = true;
+    let done = false;
+    const finish = (err?: Error): void => {
+      if (done) return;
+      done = true;
+      res.off("drain", onDrain);
+      res.off("close", onClose);
+      if (err) reject(err);
+      else resolve();
+    };
+    const onDrain = (): void => call.resume();
+    const onClose = (): void => {
+      if (!res.writableFinished) finish(new Error("the client closed the connection"));
+    };
+    res.on("drain", onDrain);
+    res.on("close", onClose);
+    const send = (out: Buffer | string): void => {
+      if (out.length === 0 || done) return;
+      const clean = typeof out === "string" ? scrub.text(out) : scrub.bytes(out);
+      if (first) {
+        first = false;
+        onFirstByte();
+      }
+      keep?.(clean);
+      if (!res.write(clean)) call.pause();
+    };
+    call.attach({
+      data: (chunk) => {
+        try {
+          send(tap.pass(chunk));
+        } catch (err) {
+          call.abort(err as Error);
+          finish(err as Error);
+        }
+      },
+      end: () => {
+        try {
+          send(tap.end());
+          finish();
+        } catch (err) {
+          finish(err as Error);
+        }
+      },
+      error: (err) => finish(err),
+    });
+  });
 }
 
 function isTimeout(err: unknown): boolean {
