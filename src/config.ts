@@ -27,7 +27,16 @@ let zodModule: typeof ZodModule | undefined;
  * nothing else never loads it.
  */
 export function loadZod(): typeof z {
-  zodModule ??= createRequire(import.meta.url)(fileURLToPath(import.meta.resolve("zod"))) as typeof ZodModule;
+  if (zodModule === undefined) {
+    try {
+      zodModule = createRequire(import.meta.url)(fileURLToPath(import.meta.resolve("zod"))) as typeof ZodModule;
+    } catch (err) {
+      throw new MeshguardError(ErrorCode.INTERNAL, `meshguard could not load its dependency zod (needed to validate options): ${(err as Error).message}`, {
+        cause: err,
+        hint: "install meshguard with its dependencies (npm install meshguard); a bundle must leave zod resolvable from node_modules, as it does the platform package",
+      });
+    }
+  }
   return zodModule.z;
 }
 
