@@ -23,7 +23,7 @@
 //                          [--systems loopback,go-tsnet,meshguard,meshguard-derp,meshguard-wasm]
 //                          [--baseline-addon PATH]
 //   node bench/tailnet.mjs --first-dial [--pairs N] [--json] [--smoke]
-//   node bench/tailnet.mjs --nodes N [--concurrency C] [--modes trimmed,all-to-all] [--runs R] [--json] [--smoke]
+//   node bench/tailnet.mjs --nodes N [--concurrency C] [--modes trimmed,all-to-all] [--keys unhashed|hashed] [--runs R] [--json] [--smoke]
 //
 // --first-dial is the first-call stall probe (issue 13): fresh node pairs,
 // again and again (new state, so new keys and a new tailnet address each
@@ -55,6 +55,8 @@
 // node, each node's start-to-online, the event-loop delay while they come up
 // (meshguard) and headscale's CPU time. Node 1 starts alone, the rest C at
 // a time (default 10). meshguard and Go tsnet alternate within each run.
+// --keys: the agents' pre-auth key, unhashed (default: headscale compares it
+// as it is) or hashed (headscale's bcrypt, ~60 ms of its CPU per node).
 // --smoke: 3 nodes, one run.
 //
 // Run it through `npm run bench` (builds, then enters a network namespace
@@ -85,6 +87,7 @@ const { values: o } = benchArgs(import.meta.url, {
     'go-warmup': { type: 'string', default: 'none' },
     nodes: { type: 'string' },
     concurrency: { type: 'string' },
+    keys: { type: 'string', default: 'unhashed' },
     modes: { type: 'string' },
     'wasm-rtt': { type: 'string' },
     'wasm-bytes': { type: 'string' },
@@ -103,6 +106,7 @@ const concurrency = Number(o.concurrency ?? 10);
 const modes = (o.modes ?? MODES.join(',')).split(',');
 if (nodes !== undefined && (!Number.isSafeInteger(nodes) || nodes < 2)) throw new TypeError(`--nodes must be an integer ≥ 2, got ${o.nodes}`);
 if (!Number.isSafeInteger(concurrency) || concurrency < 1) throw new TypeError(`--concurrency must be a positive integer, got ${o.concurrency}`);
+if (o.keys !== 'hashed' && o.keys !== 'unhashed') throw new TypeError(`--keys must be hashed or unhashed, got ${o.keys}`);
 for (const m of modes) if (!MODES.includes(m)) throw new TypeError(`--modes: unknown policy ${m} (use ${MODES.join(', ')})`);
 const wasmRtt = Number(o['wasm-rtt'] ?? (o.smoke ? 20 : 300));
 const wasmBytes = Number(o['wasm-bytes'] ?? (o.smoke ? 256 << 10 : 8 << 20));
@@ -223,7 +227,7 @@ async function manyNodes() {
       // Alternate which system goes first, so neither always meets the warmer machine.
       for (const system of i % 2 ? [...systems].reverse() : systems) {
         progress(`run ${i + 1}/${runs}: ${nodes} ${system} nodes, ${mode}, ${concurrency} at a time`);
-        const r = await runManyNodes({ system, mode, n: nodes, concurrency, progress });
+        const r = await runManyNodes({ system, mode, n: nodes, concurrency, keys: o.keys, progress });
         const m = (what) => `${nodes} nodes ${mode}: ${what}`;
         add(system, m('all online'), 'ms', r.allOnlineMs);
         add(system, m('all reached service'), 'ms', r.allReachedMs);
@@ -251,7 +255,7 @@ async function manyNodes() {
 let control;
 try {
   if (nodes !== undefined) {
-    progress(`${nodes} nodes in one process, policies ${modes.join(', ')}, ${runs} run(s)${o.smoke ? ' (smoke)' : ''}; load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
+    progress(`${nodes} nodes in one process, policies ${modes.join(', ')}, ${o.keys} pre-auth keys, ${runs} run(s)${o.smoke ? ' (smoke)' : ''}; load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
     await manyNodes();
   } else {
     progress(o['first-dial'] ? `first dial: ${pairs} fresh pairs per system${o.smoke ? ' (smoke)' : ''}` : `rtt=${rtt} bytes=${bytes} runs=${runs}${o.smoke ? ' (smoke)' : ''}`);

@@ -6,7 +6,7 @@ import { dirname, join } from "node:path";
 import type { Agent, RequestInfo, RequestInit, Response } from "undici";
 import { loadBackend } from "./backend/load.js";
 import type { Backend, CoreEvent, ExportedConn, PeerInfo, UpResult } from "./backend/protocol.js";
-import { knobsFor, parseWith, resolveStartOptions, TailnetIdentitySchema, type ResolvedStartOptions, type StartOptions, type TailnetIdentity } from "./config.js";
+import { configSchemas, knobsFor, parseWith, resolveStartOptions, type ResolvedStartOptions, type StartOptions, type TailnetIdentity } from "./config.js";
 import { announceConnection, judgeDial } from "./dial-channel.js";
 import { ErrorCode, MeshguardError, isMeshguardError } from "./errors.js";
 import { fetchHasSubscribers, fetchPrepare, tailnetDispatcher, type DispatchPrepare } from "./fetch-channel.js";
@@ -582,7 +582,7 @@ export class MeshNode extends EventEmitter<MeshNodeEvents> {
    * Each call replaces what an earlier call set.
    */
   setTailnetIdentity(identity: TailnetIdentity): void {
-    const id = parseWith(TailnetIdentitySchema, identity, "MeshNode.setTailnetIdentity argument");
+    const id = parseWith(configSchemas().TailnetIdentitySchema, identity, "MeshNode.setTailnetIdentity argument");
     this.identity = { tagOwners: id.tagOwners, groups: id.groups };
   }
 

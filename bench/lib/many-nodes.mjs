@@ -58,10 +58,16 @@ function procStat(pid) {
  * loadedKiB) plus { perNodeMB, closeMs, headscale: { cpuS, rssMB } }.
  * perNodeMB is (settled RSS with N nodes − RSS with 1 node) / (N − 1).
  *
+ * keys: 'unhashed' (default) registers the nodes with pre-auth keys headscale
+ * compares as they are, 'hashed' with headscale's own bcrypt-hashed keys
+ * (~60 ms of headscale CPU per registering node; LocalControl.createAuthKey's
+ * `hashed` option, docs/core.md "Where the limit is").
+ *
  * @param {{ system: 'meshguard'|'go-tsnet', mode: 'trimmed'|'all-to-all', n: number,
- *           concurrency: number, progress?: (m: string) => void, timeoutMs?: number }} opts
+ *           concurrency: number, keys?: 'hashed'|'unhashed', progress?: (m: string) => void, timeoutMs?: number }} opts
  */
-export async function runManyNodes({ system, mode, n, concurrency, progress = () => {}, timeoutMs = 600_000 }) {
+export async function runManyNodes({ system, mode, n, concurrency, keys = 'unhashed', progress = () => {}, timeoutMs = 600_000 }) {
+  if (keys !== 'hashed' && keys !== 'unhashed') throw new TypeError(`runManyNodes: keys must be hashed or unhashed, got ${keys}`);
   if (system !== 'meshguard' && system !== 'go-tsnet') throw new TypeError(`runManyNodes: system must be meshguard or go-tsnet, got ${system}`);
   if (!Number.isSafeInteger(n) || n < 2) throw new TypeError(`runManyNodes: n must be an integer ≥ 2, got ${n}`);
   if (!Number.isSafeInteger(concurrency) || concurrency < 1) throw new TypeError(`runManyNodes: concurrency must be a positive integer, got ${concurrency}`);
@@ -72,7 +78,7 @@ export async function runManyNodes({ system, mode, n, concurrency, progress = ()
   try {
     control = await LocalControl.start({ policy: policyFor(mode) });
     await control.createUser('bench');
-    const key = (t) => control.createAuthKey({ tags: [t], reusable: true, ephemeral: true, expiration: '1h' });
+    const key = (t) => control.createAuthKey({ tags: [t], reusable: true, ephemeral: true, expiration: '1h', hashed: keys === 'hashed' });
     const [serviceKey, agentKey] = [await key('tag:service'), await key('tag:agent')];
     service = startJsonChild('service (mesh-peer serve)', process.execPath, [MESH_PEER, 'serve', '--control', control.url, '--authkey', serviceKey, '--dir', join(dir, 'service'), '--hostname', `svc-${tag}`, '--port', String(SERVICE_PORT)], { env });
     const svc = await service.next('online', 60_000);

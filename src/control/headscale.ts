@@ -20,6 +20,7 @@
  */
 
 import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { rmSync } from "node:fs";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -71,6 +72,18 @@ export interface AuthKeyOptions {
   ephemeral?: boolean;
   /** Lifetime such as "30m", "24h", "90d" (headscale's default: "1h"). */
   expiration?: string;
+  /**
+   * false returns a key that headscale checks by plain comparison instead of
+   * bcrypt: the key is kept in headscale's database (`db.sqlite` in the
+   * state directory) as it is, in headscale's legacy plaintext column, which
+   * v0.29 still accepts. headscale spends ~60 ms of CPU on bcrypt for every
+   * node that registers with a hashed key (over half of its CPU time while
+   * 100 nodes come up, docs/core.md); an unhashed key costs nothing. The
+   * price: whoever can read the state directory can read the key (it already
+   * holds headscale's private Noise and DERP keys, i.e. can impersonate the
+   * control server). Default true (hashed, headscale's own format).
+   */
+  hashed?: boolean;
 }
 
 /** ControlNode is a node as the control server sees it. */
@@ -406,9 +419,42 @@ export class LocalControl implements AsyncDisposable {
     if (opts.reusable) args.push("--reusable");
     if (opts.ephemeral) args.push("--ephemeral");
     if (opts.expiration) args.push("--expiration", opts.expiration);
-    const key = (JSON.parse(await this.#cli(args)) as { key?: string }).key;
-    if (!key) throw new MeshguardError(ErrorCode.CONTROL_COMMAND_FAILED, "headscale preauthkeys create printed no key");
-    return key;
+    const made = JSON.parse(await this.#cli(args)) as { key?: string; id?: number | string };
+    if (!made.key) throw new MeshguardError(ErrorCode.CONTROL_COMMAND_FAILED, "headscale preauthkeys create printed no key");
+    if (opts.hashed === false) return this.#unhashedKey(made.key, Number(made.id));
+    return made.key;
+  }
+
+  /**
+   * #unhashedKey gives the key headscale just made (id, `hskey-auth-PREFIX-…`)
+   * a second, legacy form: 48 random hex digits in the row's plaintext `key`
+   * column, which headscale v0.29 looks up by equality (no bcrypt) for any key
+   * without the `hskey-auth-` prefix. Same row, so the same tags, user,
+   * expiry, reuse and ephemerality; the hashed form keeps working. Anything
+   * unexpected (no such row, a legacy key already set, no node:sqlite) fails:
+   * no key is returned that headscale might not accept.
+   */
+  async #unhashedKey(hashedKey: string, id: number): Promise<string> {
+    const prefix = /^hskey-auth-([A-Za-z0-9_-]{12})-/.exec(hashedKey)?.[1];
+    if (!Number.isSafeInteger(id) || id <= 0 || prefix === undefined) {
+      throw new MeshguardError(ErrorCode.CONTROL_COMMAND_FAILED, "createAuthKey({ hashed: false }): headscale printed a key this version of meshguard does not know (expected hskey-auth-PREFIX-SECRET and an id)");
+    }
+    let sqlite: typeof import("node:sqlite");
+    try {
+      sqlite = await import("node:sqlite");
+    } catch (err) {
+      throw new MeshguardError(ErrorCode.CONTROL_COMMAND_FAILED, "createAuthKey({ hashed: false }) needs node:sqlite (Node 22.13 or later)", { cause: err });
+    }
+    const plain = randomBytes(24).toString("hex");
+    const db = new sqlite.DatabaseSync(join(this.dir, "db.sqlite"));
+    try {
+      db.exec("PRAGMA busy_timeout = 15000");
+      const r = db.prepare("UPDATE pre_auth_keys SET key = ? WHERE id = ? AND prefix = ? AND (key IS NULL OR key = '')").run(plain, id, prefix);
+      if (r.changes !== 1) throw new MeshguardError(ErrorCode.CONTROL_COMMAND_FAILED, `createAuthKey({ hashed: false }): pre-auth key ${id} not found in headscale's database`);
+    } finally {
+      db.close();
+    }
+    return plain;
   }
 
   async #userId(user: number | string): Promise<number> {

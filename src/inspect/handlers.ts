@@ -6,9 +6,9 @@
 
 import { isIP } from "node:net";
 
-import { z } from "zod";
+import type { z } from "zod";
 
-import { parseWith } from "../config.js";
+import { loadZod, parseWith } from "../config.js";
 import { ErrorCode, MeshguardError } from "../errors.js";
 import { askGuard } from "./channel.js";
 import { SOCKET_METHODS, SOCKET_PROTOCOL_VERSION, type GuardInfo, type Inspectable, type PeerStatus, type SocketMethod, type SocketMethods, type StatusResult } from "./protocol.js";
@@ -22,7 +22,8 @@ export function isAddr(s: string): boolean {
   return m !== null && isIP(m[1]!) !== 0 && Number(m[2]) <= 65535;
 }
 
-const schemas = {
+/** schemasOf builds the params schemas (on the first request: zod loads then, not with the node). */
+const schemasOf = (z: typeof import("zod").z) => ({
   hello: z.object({}).strict(),
   status: z.object({ ping: z.boolean().optional(), pingTimeoutMs: z.number().int().min(1).max(10_000).optional() }).strict(),
   whois: z.object({ addr: z.string().refine(isAddr, "must be a tailnet IP, optionally with a port (100.64.0.7, 100.64.0.7:80, [fd7a::1]:80)") }).strict(),
@@ -43,7 +44,8 @@ const schemas = {
       peerTags: z.array(z.string().max(256)).max(64).optional(),
     })
     .strict(),
-} satisfies Record<SocketMethod, z.ZodType>;
+} satisfies Record<SocketMethod, z.ZodType>);
+let schemas: ReturnType<typeof schemasOf> | undefined;
 
 /** Details a server adds to the node's own: the socket it answers on. */
 export interface HandlerContext {
@@ -61,7 +63,7 @@ export async function callMethod<M extends SocketMethod>(node: Inspectable, meth
   // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the schema of the method validates it just below
   let p: any;
   try {
-    p = parseWith(schemas[method] as z.ZodType, params ?? {}, `${method} params`) as unknown;
+    p = parseWith((schemas ??= schemasOf(loadZod()))[method] as z.ZodType, params ?? {}, `${method} params`) as unknown;
   } catch (err) {
     throw badRequest((err as Error).message);
   }

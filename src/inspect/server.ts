@@ -23,7 +23,7 @@ import net from "node:net";
 import { dirname } from "node:path";
 
 import { ErrorCode, MeshguardError } from "../errors.js";
-import { callMethod } from "./handlers.js";
+import type { callMethod } from "./handlers.js";
 import { LIMITS, SOCKET_PROTOCOL_VERSION, type Inspectable, type RequestId, type SocketError, type SocketResponse } from "./protocol.js";
 
 /** MAX_SOCKET_PATH is the longest path bind(2) accepts: sun_path is 108 bytes on Linux, 104 on macOS, NUL included. */
@@ -257,6 +257,8 @@ async function answer(node: Inspectable, path: string, line: string): Promise<So
       timer.unref();
     });
     try {
+      // The handlers (and zod, which validates their params) load on the first request, not with the node.
+      const { callMethod } = await import("./handlers.js");
       const result = await Promise.race([callMethod(node, method, r.params ?? {}, { socket: path }), timeout]);
       return { v: SOCKET_PROTOCOL_VERSION, id, result };
     } finally {

@@ -95,6 +95,8 @@ describe("LocalControl", () => {
     const byName = await control.createAuthKey({ user: "alice", expiration: "2h" });
     const byId = await control.createAuthKey({ user: user.id, reusable: true });
     expect(new Set([tagged, byName, byId]).size).toBe(3);
+    // hashed: false adds a plaintext form to the same key row (headscale's legacy column).
+    expect(await control.createAuthKey({ user: "alice", hashed: false })).toMatch(/^[0-9a-f]{48}$/);
   });
 
   it("refuses auth keys it cannot create, with a clear error", async () => {

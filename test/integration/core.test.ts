@@ -371,6 +371,20 @@ describe("failures are typed errors, and the process survives them", () => {
     );
   });
 
+  it("an unhashed auth key (createAuthKey hashed: false) brings a node up with the key's tags; a wrong one is MESHGUARD_AUTH_FAILED", async () => {
+    const plain = await tn.control.createAuthKey({ tags: ["tag:agent"], reusable: true, ephemeral: true, expiration: "1h", hashed: false });
+    expect(plain).toMatch(/^[0-9a-f]{48}$/);
+    const node = await tn.start("unhashed-key", { authKey: plain });
+    try {
+      const me = (await tn.control.listNodes()).find((n) => n.name === "unhashed-key");
+      expect(me?.tags).toEqual(["tag:agent"]);
+    } finally {
+      await node.close();
+    }
+    const wrong = plain.replace(/^./, (c) => (c === "0" ? "1" : "0"));
+    await expectCode(MeshNode.start({ controlUrl: tn.control.url, authKey: wrong, hostname: "intruder-2", dir: join(tn.stateDir, "intruder-2"), ephemeral: true, timeoutMs: 20_000 }), "MESHGUARD_AUTH_FAILED");
+  });
+
   it("an unreachable control server fails fast with MESHGUARD_CONTROL_UNREACHABLE", async () => {
     const port = await freePort();
     const t0 = Date.now();

@@ -2,7 +2,10 @@
 // docs/core.md "Memory"): loading it reads the whole relocation table, and
 // the runtime's start walks its tables, but those pages are released once
 // the runtime runs.
+import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MeshNode } from "../../src/index.js";
 import { startTailnet, type Tailnet } from "./tailnet.js";
@@ -49,4 +52,21 @@ describe.runIf(process.platform === "linux" && process.env.MESHGUARD_BACKEND !==
     expect(first!.sizeKiB).toBeGreaterThan(1024);
     expect(first!.rssKiB, `resident ${first!.rssKiB} of ${first!.sizeKiB} KiB`).toBeLessThan(first!.sizeKiB / 4);
   });
+});
+
+describe("modules", () => {
+  it("a node's start and first dial load no zod; a bad option still gets zod's message", async () => {
+    const fixture = fileURLToPath(new URL("./fixtures/start-modules.mjs", import.meta.url));
+    const child = spawn(process.execPath, [fixture, tn.control.url, await tn.key(["tag:agent-a"]), await tn.key(["tag:service"]), join(tn.stateDir, "modules")], { stdio: ["ignore", "pipe", "inherit"] });
+    let out = "";
+    child.stdout.on("data", (c: Buffer) => (out += c.toString()));
+    const code = await new Promise<number | null>((resolve) => child.on("exit", resolve));
+    expect(code).toBe(0);
+    const r = JSON.parse(out.trim().split("\n").at(-1)!) as { got: string; afterDial: string[]; invalid: string; zodAfterInvalid: boolean };
+    expect(r.got).toBe("bye");
+    expect(r.afterDial.some((u) => u.endsWith("/dist/index.js"))).toBe(true);
+    expect(r.afterDial.filter((u) => /\/zod\//.test(u))).toEqual([]);
+    expect(r.invalid).toMatch(/^invalid MeshNode.start options: hostname: must be a DNS label/);
+    expect(r.zodAfterInvalid).toBe(true);
+  }, 60_000);
 });
