@@ -64,6 +64,14 @@ export function ensureWasmOpt(log) {
   return undefined;
 }
 
+/**
+ * isOptimised says whether a module went through the build's wasm-opt step:
+ * Go's linker writes a "producers" custom section, which the step strips.
+ */
+export function isOptimised(buf) {
+  return !sections(buf).some((s) => s.id === 0 && s.body.subarray(1, 1 + s.body[0]).toString() === "producers");
+}
+
 /** dataAndSection returns what wasm-opt must not change: the memory image the data lays out, and the findfunctab section. */
 function dataAndSection(buf) {
   const secs = sections(buf);
@@ -98,7 +106,7 @@ export function optimise(inPath, outPath) {
   renameSync(tmp, outPath);
 }
 
-if (import.meta.url === pathToFileURL(process.argv[1]).href) {
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
   const [inPath, outPath] = process.argv.slice(2);
   if (!inPath || !outPath) {
     console.error("usage: node test/wasm-opt.mjs IN.wasm OUT.wasm");

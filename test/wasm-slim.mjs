@@ -191,7 +191,7 @@ export function slim(buf) {
   return { bytes: Buffer.concat(out), tableBytes: table.length, segments: packed.segments };
 }
 
-if (import.meta.url === pathToFileURL(process.argv[1]).href) {
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
   const [inPath, outPath] = process.argv.slice(2);
   if (!inPath || !outPath) {
     console.error("usage: node test/wasm-slim.mjs IN.wasm OUT.wasm");
