@@ -27,7 +27,7 @@ import { parseArgs } from "node:util";
 import { ADDON_SOURCE_DIRS, WASM_OMIT_FILES, WASM_SOURCE_DIRS, addonBuildCommand, hostCC, hostGo, wasmBuildCommand } from "./addon-build.mjs";
 import { copyFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { slim } from "./wasm-slim.mjs";
-import { ensureWasmOpt, optimise } from "./wasm-opt.mjs";
+import { ensureWasmOpt, isOptimised, optimise, wasmOptVersion } from "./wasm-opt.mjs";
 import { gzipSync } from "node:zlib";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
@@ -122,7 +122,8 @@ function buildWasm(dir, extraTags, what) {
   const out = join(dir, "meshguard.wasm");
   const exec = join(dir, "wasm_exec.js");
   const src = Math.max(...WASM_SOURCE_DIRS.map((d) => newest(join(goDir, d), [".go"])), mtime(join(goDir, "go.mod")), mtime(join(goDir, "go.sum")), ...WASM_OMIT_FILES.map((f) => mtime(join(goDir, f))), ...["test/wasm-slim.mjs", "test/wasm-opt.mjs", "wasm/findfunctab.mjs", "test/addon-build.mjs"].map((f) => mtime(join(root, f))));
-  if (!args.force && mtime(out) > src && existsSync(exec)) return false;
+  // A module built without wasm-opt is built again once wasm-opt is there.
+  if (!args.force && mtime(out) > src && existsSync(exec) && (isOptimised(readFileSync(out)) || wasmOptVersion() === undefined)) return false;
   mkdirSync(dir, { recursive: true });
   log(`building ${what}...`);
   const linked = `${out}.linked`;
@@ -246,4 +247,4 @@ await phase("policy-peers", async () => {
 });
 
 if (!args.quiet) log(`done: ${timings.map((t) => `${t.name} ${t.seconds}s`).join(", ")}`);
-for (const w of warnings) process.stderr.write(`[build] NOTICE: ${w} (after installing it: node test/build.mjs --only wasm --force)\n`);
+for (const w of warnings) process.stderr.write(`[build] NOTICE: ${w} (the next build optimises it once wasm-opt is installed)\n`);

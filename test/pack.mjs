@@ -155,7 +155,7 @@ function stageMain(dir) {
   if (wasmMissing.length) throw new Error(`the wasm core is not built (${wasmMissing.join(', ')} missing): run \`node test/build.mjs --only wasm\` first`);
   // The package ships the module the tests ran (test/build.mjs's), and only an optimised one.
   if (!isOptimised(readFileSync(join(root, 'wasm', 'meshguard.wasm')))) {
-    throw new Error('wasm/meshguard.wasm was built without wasm-opt (binaryen was missing): install binaryen (apt-get install binaryen) and run `node test/build.mjs --only wasm --force` first');
+    throw new Error('wasm/meshguard.wasm was built without wasm-opt (binaryen was missing): install binaryen (apt-get install binaryen) and run `node test/build.mjs --only wasm` first');
   }
   rmSync(dir, { recursive: true, force: true });
   for (const f of listed) {
