@@ -25,7 +25,7 @@ import { memoryImage, sections } from "./wasm-slim.mjs";
 /**
  * WASM_OPT_ARGS are the features Go's wasm output uses (GOWASM's defaults,
  * and memory.copy/fill) and the passes: the -O1 pipeline and
- * merge-similar-functions, −1.2 MB for 45–50 s of CPU, where -Oz takes
+ * merge-similar-functions, −1.2 MB for about 50 s of CPU, where -Oz takes
  * −2.1 MB for 230 s, and that twice a build (docs/wasm.md). Names and
  * producers are stripped: Go's linker writes no name section with -s, and a
  * stack trace names Go functions from the pclntab, not from wasm names.
