@@ -27,12 +27,15 @@ import { parseArgs } from "node:util";
 import { ADDON_SOURCE_DIRS, WASM_OMIT_FILES, WASM_SOURCE_DIRS, addonBuildCommand, hostCC, hostGo, wasmBuildCommand } from "./addon-build.mjs";
 import { copyFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { slim } from "./wasm-slim.mjs";
+import { ensureWasmOpt, isOptimised, optimise, wasmOptVersion } from "./wasm-opt.mjs";
 import { gzipSync } from "node:zlib";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const { values: args } = parseArgs({ options: { only: { type: "string" }, skip: { type: "string", multiple: true, default: [] }, quiet: { type: "boolean", default: false }, tests: { type: "boolean", default: false }, force: { type: "boolean", default: false } } });
 const log = (m) => args.quiet || process.stderr.write(`[build] ${m}\n`);
 const timings = [];
+/** warnings are repeated at the end of the build (a wasm core built without wasm-opt). */
+const warnings = [];
 /** BENCH_ONLY phases build the benchmarks' peer systems; no test needs them. */
 const BENCH_ONLY = new Set(["gobench", "policy-peers"]);
 
@@ -118,8 +121,9 @@ await phase("testaddon", () => buildAddon(join(root, "build", "meshguard-testhoo
 function buildWasm(dir, extraTags, what) {
   const out = join(dir, "meshguard.wasm");
   const exec = join(dir, "wasm_exec.js");
-  const src = Math.max(...WASM_SOURCE_DIRS.map((d) => newest(join(goDir, d), [".go"])), mtime(join(goDir, "go.mod")), mtime(join(goDir, "go.sum")), ...WASM_OMIT_FILES.map((f) => mtime(join(goDir, f))), ...["test/wasm-slim.mjs", "wasm/findfunctab.mjs", "test/addon-build.mjs"].map((f) => mtime(join(root, f))));
-  if (!args.force && mtime(out) > src && existsSync(exec)) return false;
+  const src = Math.max(...WASM_SOURCE_DIRS.map((d) => newest(join(goDir, d), [".go"])), mtime(join(goDir, "go.mod")), mtime(join(goDir, "go.sum")), ...WASM_OMIT_FILES.map((f) => mtime(join(goDir, f))), ...["test/wasm-slim.mjs", "test/wasm-opt.mjs", "wasm/findfunctab.mjs", "test/addon-build.mjs"].map((f) => mtime(join(root, f))));
+  // A module built without wasm-opt is built again once wasm-opt is there.
+  if (!args.force && mtime(out) > src && existsSync(exec) && (isOptimised(readFileSync(out)) || wasmOptVersion() === undefined)) return false;
   mkdirSync(dir, { recursive: true });
   log(`building ${what}...`);
   const linked = `${out}.linked`;
@@ -138,6 +142,25 @@ function buildWasm(dir, extraTags, what) {
   } catch (e) {
     log(`wasm core: the findfunctab stays in (${e.message}); the module is used as linked`);
     renameSync(linked, out);
+  }
+  // binaryen's wasm-opt over it (test/wasm-opt.mjs), checked to leave the
+  // data and the findfunctab section as they were; without wasm-opt the
+  // module is used as it is, with a notice saying what to install.
+  const unopt = (why) => {
+    log(`wasm core: NOT OPTIMISED (${why}); the module is used without wasm-opt, ${(readFileSync(out).length / 1e6).toFixed(1)} MB`);
+    warnings.push(`the wasm core in ${dir} is not optimised: ${why}`);
+  };
+  const noOpt = ensureWasmOpt(log);
+  if (noOpt) unopt(noOpt);
+  else {
+    const t2 = performance.now();
+    const before = readFileSync(out).length;
+    try {
+      optimise(out, out);
+      log(`wasm core: wasm-opt ${(before / 1e6).toFixed(1)} MB -> ${(readFileSync(out).length / 1e6).toFixed(1)} MB in ${((performance.now() - t2) / 1e3).toFixed(1)} s`);
+    } catch (e) {
+      unopt(e.message);
+    }
   }
   const goroot = execFileSync("go", ["env", "GOROOT"], { env: goEnv, encoding: "utf8" }).trim();
   // Go >= 1.24 keeps it in lib/wasm; older releases in misc/wasm.
@@ -224,3 +247,4 @@ await phase("policy-peers", async () => {
 });
 
 if (!args.quiet) log(`done: ${timings.map((t) => `${t.name} ${t.seconds}s`).join(", ")}`);
+for (const w of warnings) process.stderr.write(`[build] NOTICE: ${w} (the next build optimises it once wasm-opt is installed)\n`);

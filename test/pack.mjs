@@ -37,6 +37,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { addonBuildCommand, hostCC, hostGo, installedGo, pinnedGo } from './addon-build.mjs';
+import { isOptimised } from './wasm-opt.mjs';
 
 if (!process.features.typescript) {
   process.stderr.write(`[pack] Node ${process.version} cannot import TypeScript: run this with Node >= 22.18 (npm scripts use the node@24 from devDependencies: npx node test/pack.mjs)\n`);
@@ -152,6 +153,10 @@ function stageMain(dir) {
   // The wasm core is every platform's fallback (docs/wasm.md): a package without it would fail where no addon loads.
   const wasmMissing = ['wasm/meshguard.wasm', 'wasm/wasm_exec.js', 'wasm/worker.mjs', 'wasm/findfunctab.mjs'].filter((f) => !listed.includes(f));
   if (wasmMissing.length) throw new Error(`the wasm core is not built (${wasmMissing.join(', ')} missing): run \`node test/build.mjs --only wasm\` first`);
+  // The package ships the module the tests ran (test/build.mjs's), and only an optimised one.
+  if (!isOptimised(readFileSync(join(root, 'wasm', 'meshguard.wasm')))) {
+    throw new Error('wasm/meshguard.wasm was built without wasm-opt (binaryen was missing): install binaryen (apt-get install binaryen) and run `node test/build.mjs --only wasm` first');
+  }
   rmSync(dir, { recursive: true, force: true });
   for (const f of listed) {
     mkdirSync(dirname(join(dir, f)), { recursive: true });

@@ -78,7 +78,7 @@ function sleb32(n) {
 }
 
 /** sections splits a module into [{id, body}] (body: the section's bytes after its size). */
-function sections(buf) {
+export function sections(buf) {
   if (buf.readUInt32LE(0) !== 0x6d736100) throw new Error("not a WebAssembly module");
   const r = new Reader(buf, 8);
   const out = [];
@@ -96,7 +96,7 @@ function section(id, body) {
 }
 
 /** memoryImage lays the active data segments of memory 0 out as the memory starts. */
-function memoryImage(body) {
+export function memoryImage(body) {
   const r = new Reader(body);
   const n = r.uleb();
   const segs = [];
@@ -191,7 +191,7 @@ export function slim(buf) {
   return { bytes: Buffer.concat(out), tableBytes: table.length, segments: packed.segments };
 }
 
-if (import.meta.url === pathToFileURL(process.argv[1]).href) {
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
   const [inPath, outPath] = process.argv.slice(2);
   if (!inPath || !outPath) {
     console.error("usage: node test/wasm-slim.mjs IN.wasm OUT.wasm");

@@ -14,6 +14,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { wasmBuildCommand } from "../addon-build.mjs";
 // @ts-expect-error: build scripts are plain JavaScript
 import { slim } from "../wasm-slim.mjs";
+// @ts-expect-error: build scripts are plain JavaScript
+import { isOptimised, wasmOptVersion } from "../wasm-opt.mjs";
 // @ts-expect-error: shipped plain JavaScript
 import { SECTION, findFuncTab } from "../../wasm/findfunctab.mjs";
 
@@ -103,5 +105,25 @@ describe("wasm core: findfunctab out of the data, rebuilt at load", () => {
     const bad = Buffer.from(linked);
     bad[i] = (bad[i] ?? 0) ^ 1;
     expect(() => slim(bad)).toThrow(/differs from the linker's/);
+  });
+
+  // The build's last step (test/wasm-opt.mjs): wasm-opt over the slimmed
+  // module. What ships (wasm/meshguard.wasm, built by test/build.mjs from the
+  // same sources, reproducibly) has the slimmed module's memory and
+  // findfunctab section, byte for byte, and less code.
+  it("the built module is the slimmed one through wasm-opt: same memory and section, less code", async (ctx) => {
+    const built = readFileSync(join(repo, "wasm", "meshguard.wasm"));
+    if (!isOptimised(built)) {
+      if (wasmOptVersion() === undefined) ctx.skip("wasm-opt (binaryen) is not installed: the build shipped the module unoptimised, with a notice");
+      throw new Error("wasm/meshguard.wasm was not optimised although wasm-opt is installed: node test/build.mjs --only wasm --force");
+    }
+    const s = slim(linked);
+    const want = await image(s.bytes);
+    const got = await image(built, want.mem.length);
+    expect(Buffer.from(got.mem.subarray(0, want.mem.length)).equals(Buffer.from(want.mem))).toBe(true);
+    expect(got.mem.subarray(want.mem.length).every((b: number) => b === 0)).toBe(true);
+    const sec = (m: WebAssembly.Module) => Buffer.from(WebAssembly.Module.customSections(m, SECTION)[0]!);
+    expect(sec(got.module).equals(sec(want.module))).toBe(true);
+    expect(built.length).toBeLessThan(s.bytes.length - 500_000);
   });
 });
