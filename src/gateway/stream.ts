@@ -17,6 +17,7 @@
 import type { ServerResponse } from "node:http";
 import { createParser, type EventSourceParser } from "eventsource-parser";
 import type { KeyScrubber } from "./scrub.js";
+import type { UpstreamCall } from "./upstream-call.js";
 import { StreamUsage } from "./usage.js";
 
 /** StreamTap reads one stream on the side and decides what of each chunk goes on. */
@@ -148,28 +149,60 @@ function parseJson(s: string): unknown {
   }
 }
 
-/** pipeStream runs the copy; it resolves when the upstream ended or rejects with its error (or an abort). */
-export async function pipeStream(
-  body: AsyncIterable<Buffer>,
-  res: ServerResponse,
-  tap: StreamTap,
-  scrub: KeyScrubber,
-  onFirstByte: () => void,
-  keep: ((b: Buffer | string) => void) | undefined,
-): Promise<void> {
-  let first = true;
-  const send = async (out: Buffer | string): Promise<void> => {
-    if (out.length === 0) return;
-    const clean = typeof out === "string" ? scrub.text(out) : scrub.bytes(out);
-    if (first) {
-      first = false;
-      onFirstByte();
-    }
-    keep?.(clean);
-    if (!res.write(clean)) await drained(res);
-  };
-  for await (const chunk of body) await send(tap.pass(chunk));
-  await send(tap.end());
+/**
+ * relay writes each chunk of a streamed answer to the client as it comes
+ * (through the tap, scrubbed), pausing the upstream while the client's
+ * socket is full; it resolves at the answer's end and rejects when the
+ * upstream breaks or the client goes.
+ */
+export function relay(call: UpstreamCall, res: ServerResponse, tap: StreamTap, scrub: KeyScrubber, onFirstByte: () => void, keep: ((b: Buffer | string) => void) | undefined): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    let first = true;
+    let done = false;
+    const finish = (err?: Error): void => {
+      if (done) return;
+      done = true;
+      res.off("drain", onDrain);
+      res.off("close", onClose);
+      if (err) reject(err);
+      else resolve();
+    };
+    const onDrain = (): void => call.resume();
+    const onClose = (): void => {
+      if (!res.writableFinished) finish(new Error("the client closed the connection"));
+    };
+    res.on("drain", onDrain);
+    res.on("close", onClose);
+    const send = (out: Buffer | string): void => {
+      if (out.length === 0 || done) return;
+      const clean = typeof out === "string" ? scrub.text(out) : scrub.bytes(out);
+      if (first) {
+        first = false;
+        onFirstByte();
+      }
+      keep?.(clean);
+      if (!res.write(clean)) call.pause();
+    };
+    call.attach({
+      data: (chunk) => {
+        try {
+          send(tap.pass(chunk));
+        } catch (err) {
+          call.abort(err as Error);
+          finish(err as Error);
+        }
+      },
+      end: () => {
+        try {
+          send(tap.end());
+          finish();
+        } catch (err) {
+          finish(err as Error);
+        }
+      },
+      error: (err) => finish(err),
+    });
+  });
 }
 
 /** drained resolves when the response can take more, or is gone. */

@@ -16,7 +16,7 @@ import { CREDENTIAL_HEADERS, HOP_HEADERS, NEVER_FORWARDED, REQUEST_ID, RESPONSE_
 import type { Route } from "./providers.js";
 import type { KeyScrubber } from "./scrub.js";
 import type { CallState } from "./record.js";
-import { jsonArrayTap, sseTap, stripTap, type StreamTap } from "./stream.js";
+import { jsonArrayTap, relay, sseTap, stripTap, type StreamTap } from "./stream.js";
 import { UpstreamCall, type UpHead } from "./upstream-call.js";
 import { answerOf } from "./answer.js";
 import { estimateUsage, StreamUsage, usageFromBody } from "./usage.js";
@@ -237,62 +237,6 @@ async function streamBack(
     if (sse) res.end(errorEvent(facts.format, isTimeout(err) ? "timeout" : "unreachable", st.reason));
     else res.destroy();
   }
-}
-
-/**
- * relay writes each chunk of a streamed answer to the client as it comes
- * (through the tap, scrubbed), pausing the upstream while the client's
- * socket is full; it resolves at the answer's end and rejects when the
- * upstream breaks or the client goes.
- */
-function relay(call: UpstreamCall, res: ServerResponse, tap: StreamTap, scrub: KeyScrubber, onFirstByte: () => void, keep: ((b: Buffer | string) => void) | undefined): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    let first = true;
-    let done = false;
-    const finish = (err?: Error): void => {
-      if (done) return;
-      done = true;
-      res.off("drain", onDrain);
-      res.off("close", onClose);
-      if (err) reject(err);
-      else resolve();
-    };
-    const onDrain = (): void => call.resume();
-    const onClose = (): void => {
-      if (!res.writableFinished) finish(new Error("the client closed the connection"));
-    };
-    res.on("drain", onDrain);
-    res.on("close", onClose);
-    const send = (out: Buffer | string): void => {
-      if (out.length === 0 || done) return;
-      const clean = typeof out === "string" ? scrub.text(out) : scrub.bytes(out);
-      if (first) {
-        first = false;
-        onFirstByte();
-      }
-      keep?.(clean);
-      if (!res.write(clean)) call.pause();
-    };
-    call.attach({
-      data: (chunk) => {
-        try {
-          send(tap.pass(chunk));
-        } catch (err) {
-          call.abort(err as Error);
-          finish(err as Error);
-        }
-      },
-      end: () => {
-        try {
-          send(tap.end());
-          finish();
-        } catch (err) {
-          finish(err as Error);
-        }
-      },
-      error: (err) => finish(err),
-    });
-  });
 }
 
 function isTimeout(err: unknown): boolean {
