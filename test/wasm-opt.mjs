@@ -19,6 +19,7 @@
 import { spawnSync } from "node:child_process";
 import { readFileSync, renameSync, rmSync } from "node:fs";
 import { pathToFileURL } from "node:url";
+import { aptInstall } from "../bench/lib/apt.mjs";
 import { SECTION } from "../wasm/findfunctab.mjs";
 import { memoryImage, sections } from "./wasm-slim.mjs";
 
@@ -54,9 +55,8 @@ export function ensureWasmOpt(log) {
   let v = wasmOptVersion();
   if (v === undefined && isRoot() && spawnSync("apt-get", ["--version"]).status === 0) {
     log("wasm-opt is not installed: apt-get install -y binaryen (the wasm core's optimiser)");
-    const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
-    const install = () => spawnSync("apt-get", ["install", "-y", "--no-install-recommends", "binaryen"], { stdio: ["ignore", "inherit", "inherit"], env }).status === 0;
-    if (!install()) spawnSync("apt-get", ["update"], { stdio: ["ignore", "inherit", "inherit"], env }).status === 0 && install();
+    const failed = aptInstall("binaryen");
+    if (failed) log(failed);
     v = wasmOptVersion();
   }
   if (v === undefined) return "wasm-opt (binaryen) is not installed: install it (Debian/Ubuntu: apt-get install binaryen; macOS: brew install binaryen) to build the optimised wasm core";

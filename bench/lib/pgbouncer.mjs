@@ -6,11 +6,12 @@
 // meshguard gateway checks no password either: whois names the caller);
 // pgbouncer logs in upstream with the password in its auth file.
 
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { chownSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { aptInstall } from './apt.mjs';
 import { freePort } from './gateway-peers.mjs';
 
 const BIN = '/usr/sbin/pgbouncer';
@@ -21,11 +22,8 @@ export function installPgbouncer() {
   if (existsSync(BIN)) return undefined;
   if (!isRoot()) return 'pgbouncer is not installed and this process is not root: apt-get install pgbouncer';
   if (process.env.MESHGUARD_NETNS === '1') return 'pgbouncer is not installed, and this network namespace has no network to install it: run `node bench/database.mjs --setup` first';
-  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-  for (const args of [['update'], ['install', '-y', '--no-install-recommends', 'pgbouncer']]) {
-    const r = spawnSync('apt-get', args, { stdio: ['ignore', 'inherit', 'inherit'], env });
-    if (r.status !== 0) return `apt-get ${args.join(' ')} failed (exit ${r.status ?? r.signal})`;
-  }
+  const failed = aptInstall('pgbouncer', { update: 'first' });
+  if (failed) return failed;
   return existsSync(BIN) ? undefined : 'apt-get installed pgbouncer, but there is no /usr/sbin/pgbouncer';
 }
 

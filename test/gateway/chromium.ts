@@ -7,9 +7,10 @@
 //     install` before entering it);
 //   - chromiumUnavailable() says why the browser tests cannot run here.
 //
-// This file imports only node: built-ins, so Node runs it as is.
-import { spawnSync } from "node:child_process";
+// This file imports only node: built-ins and bench/lib/apt.mjs (plain
+// JavaScript), so Node runs it as is.
 import { existsSync } from "node:fs";
+import { aptInstall } from "../../bench/lib/apt.mjs";
 
 /** Where Debian's package puts the browser (what the tests launch). */
 export const CHROMIUM = process.env.MESHGUARD_CHROMIUM ?? "/usr/bin/chromium";
@@ -24,12 +25,9 @@ export function installChromium(): string | undefined {
   if (!isRoot()) return `Chromium is not installed (${CHROMIUM}) and this process is not root: install Debian's chromium (apt-get install chromium) to run the console's browser tests`;
   if (inNetns()) return "Chromium is not installed, and this network namespace has no network to install it: run `node test/gateway/chromium.ts install` (npm test does) first";
   progress("Chromium is not installed: apt-get install -y chromium (a minute or two)");
-  const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
-  const install = () => spawnSync("apt-get", ["install", "-y", "--no-install-recommends", "chromium"], { stdio: ["ignore", "inherit", "inherit"], env }).status === 0;
-  // The package lists may be missing or stale: update them once and try again.
-  if (!install() && (spawnSync("apt-get", ["update"], { stdio: ["ignore", "inherit", "inherit"], env }).status !== 0 || !install())) {
-    return "apt-get install chromium failed: install Debian's chromium by hand";
-  }
+  // The package lists may be missing or stale: aptInstall updates them once and tries again.
+  const failed = aptInstall("chromium");
+  if (failed) return `${failed}: install Debian's chromium by hand`;
   return existsSync(CHROMIUM) ? undefined : `apt-get installed chromium, but there is no ${CHROMIUM}`;
 }
 

@@ -18,7 +18,7 @@
 // `postgres` system user the Debian package creates (setpriv), owning the
 // temporary directory.
 //
-// This file imports only node: built-ins and `pg`, so Node runs it as is:
+// This file imports only node: built-ins, `pg` and bench/lib/apt.mjs, so Node runs it as is:
 //   node test/gateway/pg-server.ts install
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -27,6 +27,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
+import { aptInstall } from "../../bench/lib/apt.mjs";
 
 const progress = (m: string) => process.stderr.write(`[pg-server] ${m}\n`);
 
@@ -57,11 +58,8 @@ export function installPostgres(): PostgresBinaries | { skip: string } {
   if (!isRoot()) return { skip: "PostgreSQL is not installed and this process is not root: install Debian's postgresql (apt-get install postgresql) to run the PostgreSQL store tests" };
   if (inNetns()) return { skip: "PostgreSQL is not installed, and this network namespace has no network to install it: run `node test/gateway/pg-server.ts install` (npm test does) first" };
   progress("PostgreSQL is not installed: apt-get update && apt-get install -y postgresql (a minute or two)");
-  const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
-  for (const args of [["update"], ["install", "-y", "--no-install-recommends", "postgresql"]]) {
-    const r = spawnSync("apt-get", args, { stdio: ["ignore", "inherit", "inherit"], env });
-    if (r.status !== 0) return { skip: `apt-get ${args.join(" ")} failed (exit ${r.status ?? r.signal}): install Debian's postgresql by hand` };
-  }
+  const failed = aptInstall("postgresql", { update: "first" });
+  if (failed) return { skip: `${failed}: install Debian's postgresql by hand` };
   const after = findPostgres();
   return after ?? { skip: "apt-get installed postgresql, but no server binaries are under /usr/lib/postgresql/*/bin" };
 }
