@@ -121,11 +121,21 @@ function listenPrivately(server: net.Server, path: string): Promise<void> {
       // worker threads cannot set the umask: the directory check and the chmod below still hold
     }
     try {
-      // For a path, bind happens synchronously inside listen(): the umask is back before anything else runs.
-      server.listen(path, () => {
+      server.once("listening", () => {
         server.off("error", onError);
         resolve();
       });
+      // For a path, bind happens synchronously in either call: the umask is back before anything else runs.
+      const bindPipe = (server as unknown as { _listen2?: unknown })._listen2;
+      if (typeof bindPipe === "function" && bindPipe.length >= 4) {
+        // listen() would load Node's cluster module, and with it child_process
+        // and dgram (~1 MB resident, docs/core.md "Memory"), only to learn this
+        // process is no cluster worker. _listen2 (net.Server's own binder, the
+        // one listen() calls in a primary; Node 20–24) binds the same Pipe.
+        (bindPipe as (address: string, port: number, addressType: number, backlog: number) => void).call(server, path, -1, -1, 511);
+      } else {
+        server.listen(path);
+      }
     } finally {
       if (old !== undefined) process.umask(old);
     }

@@ -55,17 +55,22 @@ describe.runIf(process.platform === "linux" && process.env.MESHGUARD_BACKEND !==
 });
 
 describe("modules", () => {
-  it("a node's start and first dial load no zod; a bad option still gets zod's message", async () => {
+  it("a node's start and first dial load no zod and no cluster module; a bad option still gets zod's message", async () => {
     const fixture = fileURLToPath(new URL("./fixtures/start-modules.mjs", import.meta.url));
     const child = spawn(process.execPath, [fixture, tn.control.url, await tn.key(["tag:agent-a"]), await tn.key(["tag:service"]), join(tn.stateDir, "modules")], { stdio: ["ignore", "pipe", "inherit"] });
     let out = "";
     child.stdout.on("data", (c: Buffer) => (out += c.toString()));
     const code = await new Promise<number | null>((resolve) => child.on("exit", resolve));
     expect(code).toBe(0);
-    const r = JSON.parse(out.trim().split("\n").at(-1)!) as { got: string; afterDial: string[]; invalid: string; zodAfterInvalid: boolean };
+    const r = JSON.parse(out.trim().split("\n").at(-1)!) as { got: string; afterDial: string[]; builtins: string[]; sockets: (string | null)[]; invalid: string; zodAfterInvalid: boolean };
     expect(r.got).toBe("bye");
     expect(r.afterDial.some((u) => u.endsWith("/dist/index.js"))).toBe(true);
     expect(r.afterDial.filter((u) => /\/zod\//.test(u))).toEqual([]);
+    // Both nodes serve their control socket, and binding it loaded neither
+    // cluster nor what cluster loads (net.Server.listen would: ~1 MB).
+    expect(r.sockets.every((p) => typeof p === "string" && p.endsWith(".sock"))).toBe(true);
+    expect(r.builtins).toContain("net");
+    expect(r.builtins.filter((m) => /^(cluster|child_process|dgram)$/.test(m))).toEqual([]);
     expect(r.invalid).toMatch(/^invalid MeshNode.start options: hostname: must be a DNS label/);
     expect(r.zodAfterInvalid).toBe(true);
   }, 60_000);
