@@ -67,6 +67,7 @@ func pump(tc net.Conn, uc *net.UnixConn, done func()) {
 	}
 	var wg sync.WaitGroup
 	copyHalf := func(dst, src net.Conn) {
+		core.GrowStack()
 		defer wg.Done()
 		defer func() {
 			if r := recover(); r != nil {

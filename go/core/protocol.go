@@ -368,6 +368,7 @@ type eventMessage struct {
 // arrives through the sink. Nothing here blocks the caller's thread.
 func (c *Core) Call(id int64, method string, rawParams []byte) {
 	go func() {
+		GrowStack()
 		var result any
 		var err error
 		defer func() {
