@@ -241,11 +241,13 @@ async function manyNodes() {
           add(system, m('event-loop delay p99'), 'ms', r.loopDelayMs.p99);
         }
         add(`headscale (${system} run)`, m('cpu time'), 's', r.headscale.cpuS);
+        add(system, m('nodes process cpu time'), 's', r.nodesCpuS);
+        add(`service (${system} run)`, m('cpu time'), 's', r.serviceCpuS);
         add(`headscale (${system} run)`, m('rss'), 'MB', r.headscale.rssMB);
         progress(
           `  ${system} ${mode}: all ${nodes} reached the service in ${(r.allReachedMs / 1000).toFixed(1)} s, ${r.perNodeMB.toFixed(2)} MB per added node` +
             (r.loopDelayMs ? `, event-loop delay max ${r.loopDelayMs.max.toFixed(0)} ms` : '') +
-            `; headscale ${r.headscale.cpuS.toFixed(1)} s CPU`,
+            `; CPU: nodes process ${r.nodesCpuS.toFixed(1)} s, service ${r.serviceCpuS.toFixed(1)} s, headscale ${r.headscale.cpuS.toFixed(1)} s`,
         );
       }
     }

@@ -55,7 +55,8 @@ function procStat(pid) {
  * runManyNodes runs one measurement and returns what the child reported
  * (NodesResult: n, concurrency, firstMs, allOnlineMs, allReachedMs, upMs[],
  * reachMs[], rss1KiB, rssAllKiB, rssSettledKiB, rssPeakKiB, loopDelayMs,
- * loadedKiB) plus { perNodeMB, closeMs, headscale: { cpuS, rssMB } }.
+ * loadedKiB) plus { perNodeMB, closeMs, headscale: { cpuS, rssMB }, nodesCpuS,
+ * serviceCpuS }.
  * perNodeMB is (settled RSS with N nodes − RSS with 1 node) / (N − 1).
  *
  * keys: 'unhashed' (default) registers the nodes with pre-auth keys headscale
@@ -87,12 +88,15 @@ export async function runManyNodes({ system, mode, n, concurrency, keys = 'unhas
     const [cmd, prefix] = system === 'meshguard' ? [process.execPath, [MESH_NODES]] : [GO_BENCH_BIN, []];
     const args = [...prefix, 'nodes', '--control', control.url, '--authkey', agentKey, '--dir', join(dir, 'agents'), '--hostname', `${system === 'meshguard' ? 'mg' : 'go'}-${tag}`, '--n', String(n), '--concurrency', String(concurrency), '--target', `${svcIp}:${SERVICE_PORT}`];
     const hs0 = procStat(control.pid);
+    const svc0 = procStat(service.pid);
     child = startJsonChild(`${system} nodes`, cmd, args, { env });
     const loaded = await child.next('loaded', 60_000);
     const first = await child.next('first', 120_000);
     progress(`  ${system} ${mode}: node 1 reached the service in ${first.ms.toFixed(0)} ms; starting ${n - 1} more, ${concurrency} at a time`);
     const r = await child.next('result', timeoutMs);
     const hs1 = procStat(control.pid);
+    const svc1 = procStat(service.pid);
+    const nodes1 = procStat(child.pid);
     const { lines } = await child.stop(120_000);
     const stopped = lines.find((l) => l.event === 'stopped');
     return {
@@ -101,6 +105,10 @@ export async function runManyNodes({ system, mode, n, concurrency, keys = 'unhas
       perNodeMB: (r.rssSettledKiB - r.rss1KiB) / 1024 / (n - 1),
       closeMs: stopped?.closeMs,
       headscale: { cpuS: hs1.cpuS - hs0.cpuS, rssMB: hs1.rssMB },
+      // CPU time of the process holding the N nodes (from its start to the
+      // result, 2 s of settling included) and of the service node meanwhile.
+      nodesCpuS: nodes1.cpuS,
+      serviceCpuS: svc1.cpuS - svc0.cpuS,
     };
   } finally {
     await child?.stop(60_000).catch(() => {});
