@@ -4,6 +4,10 @@ package main
 
 /*
 #cgo CFLAGS: -DNAPI_VERSION=8
+// The Node-API headers npm installs, so that a plain `go vet ./...` or
+// `go test ./...` in go/ builds this package too (test/addon-build.mjs
+// passes the same directory in CGO_CFLAGS).
+#cgo CFLAGS: -I${SRCDIR}/../../node_modules/node-api-headers/include
 #include <stdlib.h>
 #include <string.h>
 #include "addon.h"
